@@ -1,0 +1,53 @@
+"""Admin HTTP app factory: every daemon serves /metrics and /healthz here, plus its own routes.
+
+The admin API runs on aiohttp (control plane, not the data path) on its own port, loopback unless
+the config says otherwise.
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry
+
+from proxy.core.config import parse_hostport
+from proxy.core.metrics import CONTENT_TYPE_LATEST, render
+
+__all__ = ["AdminServer", "make_admin_app"]
+
+
+def make_admin_app(registry: CollectorRegistry) -> web.Application:
+    """An aiohttp app with /metrics and /healthz; daemons add their routes to it."""
+    app = web.Application(client_max_size=1 << 20)
+
+    async def metrics(_request: web.Request) -> web.Response:
+        body = render(registry)
+        resp = web.Response(body=body)
+        resp.headers["Content-Type"] = CONTENT_TYPE_LATEST
+        return resp
+
+    async def healthz(_request: web.Request) -> web.Response:
+        return web.Response(text="ok\n")
+
+    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/healthz", healthz)
+    return app
+
+
+class AdminServer:
+    """Runs an admin app on one address; `start`/`stop` bracket the daemon's life."""
+
+    def __init__(self, app: web.Application, address: str) -> None:
+        self.app = app
+        self.host, self.port = parse_hostport(address)
+        self._runner: web.AppRunner | None = None
+
+    async def start(self) -> None:
+        self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.host, self.port, reuse_address=True)
+        await site.start()
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None

@@ -1,0 +1,114 @@
+"""Config loading shared by every daemon: TOML in, a frozen pydantic model out, located errors.
+
+Each daemon defines its own model (subclass of `StrictModel`) and calls `load_config(path, Model)`.
+Errors are collected into one `ConfigError` whose lines name the file, the key path and the reason,
+for example ``lb.toml: pools.web.backends[1].address: port 99999 out of range``; the CLI prints them
+and exits 2 before anything is bound.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+__all__ = [
+    "ConfigError",
+    "StrictModel",
+    "load_config",
+    "parse_config",
+    "format_loc",
+    "parse_hostport",
+]
+
+
+class StrictModel(BaseModel):
+    """Base of every config model: unknown keys are errors and a loaded config never changes."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class ConfigError(Exception):
+    """A config file could not be read or failed validation; `lines` are located messages."""
+
+    def __init__(self, source: str, lines: list[str]) -> None:
+        self.source = source
+        self.lines = lines
+        super().__init__("\n".join(lines))
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def format_loc(loc: tuple[Any, ...]) -> str:
+    """Render a pydantic error location as a key path: ``pools.web.backends[1].address``."""
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out or "(top level)"
+
+
+def _clean_msg(msg: str) -> str:
+    # pydantic prefixes custom validator messages with "Value error, "; the reader wants the reason.
+    for prefix in ("Value error, ", "Assertion failed, "):
+        if msg.startswith(prefix):
+            return msg[len(prefix) :]
+    return msg
+
+
+def parse_config(data: dict[str, Any], model: type[M], source: str = "<config>") -> M:
+    """Validate an already-parsed mapping; raise `ConfigError` with one located line per problem."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors(include_url=False):
+            loc = format_loc(tuple(err["loc"]))
+            msg = "unknown key" if err["type"] == "extra_forbidden" else _clean_msg(err["msg"])
+            lines.append(f"{source}: {loc}: {msg}")
+        raise ConfigError(source, lines) from None
+
+
+def load_config(path: str | Path, model: type[M]) -> M:
+    """Read a TOML file and validate it against `model`."""
+    p = Path(path)
+    source = p.name
+    try:
+        raw = p.read_bytes()
+    except OSError as exc:
+        raise ConfigError(source, [f"{p}: cannot read: {exc.strerror}"]) from None
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ConfigError(source, [f"{source}: not UTF-8: {exc.reason} at byte {exc.start}"]) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(source, [f"{source}: invalid TOML: {exc}"]) from None
+    return parse_config(data, model, source)
+
+
+def parse_hostport(value: str, *, default_host: str = "127.0.0.1") -> tuple[str, int]:
+    """Parse ``host:port``, ``[v6]:port`` or ``:port``; raise ValueError with a reason."""
+    if not isinstance(value, str) or not value:
+        raise ValueError("expected 'host:port'")
+    if value.startswith("["):
+        host, sep, rest = value[1:].partition("]")
+        if not sep or not rest.startswith(":"):
+            raise ValueError(f"{value!r}: expected '[v6addr]:port'")
+        port_s = rest[1:]
+    else:
+        host, sep, port_s = value.rpartition(":")
+        if not sep:
+            raise ValueError(f"{value!r}: expected 'host:port'")
+        if ":" in host:
+            raise ValueError(f"{value!r}: IPv6 addresses need brackets, '[addr]:port'")
+    if not port_s.isdigit():
+        raise ValueError(f"{value!r}: port {port_s!r} is not a number")
+    port = int(port_s)
+    if not 0 < port < 65536:
+        raise ValueError(f"port {port} out of range")
+    return (host or default_host), port

@@ -1,0 +1,670 @@
+"""Client-side connections of the load balancer: the per-connection request/response relay.
+
+Theory of operation. One `ClientConn` per accepted TCP connection. Bytes go through the sans-IO
+`RequestParser`; its events drive one *exchange* at a time:
+
+    RequestHead -> pick a backend (pool.pick) -> take an idle keep-alive UpstreamConn or connect
+               -> write the rewritten head and any buffered body -> stream the rest of the body
+    ResponseHead/Body/EndOfMessage from the UpstreamConn -> rewritten and written to the client
+    EndOfMessage of both sides -> the UpstreamConn goes back to its backend's idle list
+
+Pipelined requests wait in `backlog` until the current exchange ends. An attempt that fails before
+any response byte (connect refused, reset, timeout) is retried on another backend when the request
+is idempotent and its body is still held in the retry buffer. A keep-alive connection that the
+backend closed while idle ("stale") is retried once on a fresh connection whatever the method.
+
+Flow control runs both ways: a full client write buffer pauses the upstream reader and vice versa.
+Timeouts are deadlines (`deadline`, `phase`) checked by the frontend's sweeper with a coarse clock,
+so the hot path does no timer bookkeeping.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from typing import TYPE_CHECKING, Any
+
+from proxy.http1 import (
+    END_OF_MESSAGE,
+    LAST_CHUNK,
+    Body,
+    EndOfMessage,
+    Framing,
+    ProtocolError,
+    RequestHead,
+    RequestParser,
+    ResponseHead,
+    Tunnel,
+    encode_chunk,
+    simple_response,
+    strip_hop_by_hop,
+    write_request_head,
+    write_response_head,
+)
+from proxy.lb.outlier import Outcome
+from proxy.lb.upstream import UpstreamConn
+
+if TYPE_CHECKING:
+    from proxy.lb.frontend import Frontend
+    from proxy.lb.pool import Backend, Pool
+
+__all__ = ["ClientConn", "Phase"]
+
+log = logging.getLogger("tierproxy.lb")
+
+WRITE_HIGH_WATER = 256 * 1024
+# Body bytes held while no backend connection is attached yet, before we stop reading the client.
+PENDING_BODY_LIMIT = 256 * 1024
+# Pipelined events held behind the current exchange before we stop reading the client.
+BACKLOG_LIMIT = 64
+
+IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"})
+
+# Reasons for pausing the client's reader (a bit each; reading resumes when none is left).
+_P_UPSTREAM = 1  # the backend connection's write buffer is full
+_P_PENDING = 2  # body buffered while connecting
+_P_BACKLOG = 4  # too many pipelined events
+
+
+class Phase:
+    """What the connection is waiting for; decides what a passed deadline means."""
+
+    IDLE = 0  # between requests (keep-alive idle timeout)
+    HEAD = 1  # part of a request head received (client header timeout -> 408)
+    BACKEND = 2  # request forwarded, waiting for / streaming the response
+    TUNNEL = 3  # upgraded (WebSocket): no deadline
+    CLOSING = 4
+
+
+class ClientConn(asyncio.Protocol):
+    def __init__(self, fe: Frontend) -> None:
+        self.fe = fe
+        self.transport: asyncio.Transport | None = None
+        self.client_ip = b""
+        self.parser = RequestParser(
+            max_header_bytes=fe.cfg.limits.max_header_bytes,
+            max_body_bytes=fe.cfg.limits.max_body_bytes,
+        )
+        self.phase = Phase.IDLE
+        self.deadline = 0.0
+        self.closed = False
+        self.paused = 0  # bit set of _P_* reasons
+        self.write_paused = False
+        self.backlog: deque[Any] = deque()
+        self.close_after = False  # finish the current response, then close (drain, errors)
+        self._reset_exchange()
+
+    def _reset_exchange(self) -> None:
+        self.req: RequestHead | None = None
+        self.req_done = False
+        self.pool: Pool | None = None
+        self.backend: Backend | None = None
+        self.up: UpstreamConn | None = None
+        self.connecting: asyncio.Task[None] | None = None
+        self.up_head = b""
+        self.pending: list[bytes] = []  # framed body bytes not yet written upstream
+        self.pending_size = 0
+        self.retry_buf: list[bytes] | None = None  # framed body bytes, for a retry
+        self.retry_size = 0
+        self.attempts = 0
+        self.exclude: tuple[Backend, ...] = ()
+        self.stale_retried = False
+        self.resp: ResponseHead | None = None
+        self.resp_chunked = False
+        self.client_ka = False
+        self.set_cookie: bytes | None = None
+        self.hash_key: bytes | None = None
+        self.t0 = 0.0
+        self.tunnel_buf: list[bytes] | None = None
+
+    # -- asyncio callbacks -----------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        fe = self.fe
+        peer = transport.get_extra_info("peername")
+        self.client_ip = (peer[0] if peer else "").encode()
+        fe.accepted_total += 1
+        if len(fe.conns) >= fe.cfg.limits.max_client_connections or fe.draining:
+            # Refuse fast so existing clients keep their share of the process.
+            fe.refused_total += 1
+            self.closed = True
+            transport.write(simple_response(503, b"too many connections\n", [(b"retry-after", b"1")], close=True))
+            transport.close()
+            return
+        fe.conns.add(self)
+        transport.set_write_buffer_limits(high=WRITE_HIGH_WATER)
+        self.deadline = fe.now + fe.cfg.timeouts.client_idle
+
+    def data_received(self, data: bytes) -> None:
+        if self.closed:
+            return
+        if self.phase == Phase.TUNNEL and self.up is not None:
+            self.up.write(data)
+            return
+        if self.phase == Phase.IDLE:
+            self.phase = Phase.HEAD
+            self.deadline = self.fe.now + self.fe.cfg.timeouts.client_header
+        try:
+            events = self.parser.feed(data)
+        except ProtocolError as exc:
+            self._protocol_error(exc)
+            return
+        for ev in events:
+            if self.closed:
+                return
+            self._on_event(ev)
+
+    def eof_received(self) -> bool:
+        try:
+            self.parser.feed_eof()
+        except ProtocolError:
+            # The client went away mid-request: nothing to answer, just clean up.
+            pass
+        if self.req is None or self.req_done:
+            # Half-closed after a complete request: answer it, then close.
+            self.close_after = True
+            if self.req is None and not self.backlog:
+                self._close()
+            return True
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.fe.conns.discard(self)
+        if self.connecting is not None:
+            self.connecting.cancel()
+            self.connecting = None
+        if self.up is not None:
+            # Mid-exchange: the response was not consumed, so the connection cannot be reused.
+            up, self.up = self.up, None
+            up.abort()
+        if self.backend is not None:
+            self.backend.inflight -= 1
+            self.backend = None
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+        if self.up is not None:
+            self.up.pause_reading()
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        if self.up is not None:
+            self.up.resume_reading()
+
+    # -- reading control -------------------------------------------------------------------
+
+    def _pause(self, reason: int) -> None:
+        if not self.paused and self.transport is not None:
+            self.transport.pause_reading()
+        self.paused |= reason
+
+    def _resume(self, reason: int) -> None:
+        if self.paused & reason:
+            self.paused &= ~reason
+            if not self.paused and self.transport is not None and not self.closed:
+                self.transport.resume_reading()
+
+    def pause_reading_for_upstream(self) -> None:
+        self._pause(_P_UPSTREAM)
+
+    def resume_reading_for_upstream(self) -> None:
+        self._resume(_P_UPSTREAM)
+
+    # -- request side ----------------------------------------------------------------------
+
+    def _on_event(self, ev: Any) -> None:
+        cls = type(ev)
+        if cls is Tunnel:
+            self._tunnel_from_client(ev.data)
+        elif self.backlog or (self.req is not None and self.req_done):
+            self.backlog.append(ev)
+            if len(self.backlog) > BACKLOG_LIMIT:
+                self._pause(_P_BACKLOG)
+        elif cls is RequestHead:
+            self._start_request(ev)
+        elif cls is Body:
+            self._request_body(ev.data)
+        elif cls is EndOfMessage:
+            self._request_end()
+
+    def _start_request(self, head: RequestHead) -> None:
+        fe = self.fe
+        self.req = head
+        self.phase = Phase.BACKEND
+        self.deadline = fe.now + fe.cfg.timeouts.connect + fe.cfg.timeouts.backend_response
+        self.t0 = fe.loop.time()
+        fe.requests_total += 1
+        pool = self.pool = fe.route(head)
+        if head.framing == Framing.NONE or head.method in IDEMPOTENT or pool.cfg.retry_non_idempotent:
+            self.retry_buf = []
+        if pool.hash_key_kind() != "client_ip" or pool.cfg.algorithm == "consistent_hash":
+            self.hash_key = fe.hash_key(pool, head, self.client_ip)
+        self.up_head = fe.upstream_head(head, self.client_ip)
+        self._dispatch(sticky=pool.sticky is not None)
+
+    def _dispatch(self, sticky: bool = False) -> None:
+        """Choose a backend for this attempt and get a connection to it."""
+        fe = self.fe
+        pool = self.pool
+        assert pool is not None and self.req is not None
+        backend = None
+        now = fe.now
+        if sticky:
+            backend = fe.sticky_target(pool, self.req, now)
+        if backend is None:
+            backend = pool.pick(now, self.hash_key, self.exclude)
+            if backend is None:
+                pool.no_backend_total += 1
+                self._error(503, b"no backend available\n", [(b"retry-after", b"1")])
+                return
+            if pool.sticky is not None:
+                self.set_cookie = fe.sticky_cookie(pool, backend)
+        self.backend = backend
+        backend.inflight += 1
+        backend.requests += 1
+        idle = backend.idle
+        while idle:
+            up = idle.pop()
+            if not up.closed:
+                self._attach(up, reused=True)
+                return
+        self.connecting = fe.loop.create_task(self._connect(backend))
+
+    async def _connect(self, backend: Backend) -> None:
+        fe = self.fe
+        try:
+            async with asyncio.timeout(fe.cfg.timeouts.connect):
+                _t, up = await fe.loop.create_connection(
+                    lambda: UpstreamConn(backend, fe.cfg.limits.max_header_bytes),
+                    backend.host,
+                    backend.port,
+                )
+        except TimeoutError:
+            self.connecting = None
+            self._attempt_failed(Outcome.TIMEOUT)
+            return
+        except OSError:
+            self.connecting = None
+            self._attempt_failed(Outcome.CONNECT_FAILED)
+            return
+        self.connecting = None
+        if self.closed or self.backend is not backend:
+            up.close()
+            return
+        self._attach(up, reused=False)
+
+    def _attach(self, up: UpstreamConn, reused: bool) -> None:
+        assert self.req is not None
+        self.up = up
+        up.client = self
+        up.reused = reused
+        up.got_bytes = False
+        up.parser.expect(self.req.method)
+        if self.write_paused:
+            up.pause_reading()
+        else:
+            up.resume_reading()
+        up.write(self.up_head)
+        if self.pending:
+            up.write(b"".join(self.pending))
+            self.pending = []
+            self.pending_size = 0
+            self._resume(_P_PENDING)
+        self.deadline = self.fe.now + self.fe.cfg.timeouts.backend_response
+
+    def _request_body(self, data: bytes) -> None:
+        req = self.req
+        assert req is not None
+        framed = encode_chunk(data) if req.framing == Framing.CHUNKED else data
+        self._forward_body(framed)
+
+    def _forward_body(self, framed: bytes) -> None:
+        if not framed:
+            return
+        fe = self.fe
+        self.deadline = fe.now + fe.cfg.timeouts.backend_response
+        if self.retry_buf is not None:
+            self.retry_size += len(framed)
+            if self.retry_size > fe.cfg.limits.retry_buffer_bytes:
+                self.retry_buf = None  # too big to replay: this request can no longer be retried
+            else:
+                self.retry_buf.append(framed)
+        if self.up is not None:
+            self.up.write(framed)
+        else:
+            self.pending.append(framed)
+            self.pending_size += len(framed)
+            if self.pending_size > PENDING_BODY_LIMIT:
+                self._pause(_P_PENDING)
+
+    def _request_end(self) -> None:
+        req = self.req
+        assert req is not None
+        self.req_done = True
+        if req.framing == Framing.CHUNKED:
+            self._forward_body(LAST_CHUNK)
+        if self.resp is not None and self.up is None and self.phase != Phase.TUNNEL:
+            # The response was complete before the request body: start the next exchange.
+            self._finish_exchange()
+
+    # -- response side (called by UpstreamConn) --------------------------------------------
+
+    def on_upstream_events(self, up: UpstreamConn, events: list[Any]) -> None:
+        transport = self.transport
+        assert transport is not None
+        for ev in events:
+            cls = type(ev)
+            if cls is Body:
+                if self.resp_chunked:
+                    transport.write(encode_chunk(ev.data))
+                else:
+                    transport.write(ev.data)
+                self.deadline = self.fe.now + self.fe.cfg.timeouts.backend_response
+            elif cls is ResponseHead:
+                if ev.status < 200 and ev.status != 101:
+                    # Interim (100 Continue, 103): relay as-is, the final response follows.
+                    transport.write(write_response_head(ev.status, strip_hop_by_hop(ev.headers), ev.reason))
+                    continue
+                self._response_head(up, ev)
+            elif cls is EndOfMessage:
+                self._response_end(up)
+            elif cls is Tunnel:
+                transport.write(ev.data)
+            if self.closed:
+                return
+
+    def _response_head(self, up: UpstreamConn, rh: ResponseHead) -> None:
+        fe = self.fe
+        req = self.req
+        backend = self.backend
+        pool = self.pool
+        assert req is not None and backend is not None and pool is not None and self.transport
+        self.resp = rh
+        status = rh.status
+        cls_index = status // 100 - 1
+        if 0 <= cls_index < 5:
+            backend.responses[cls_index] += 1
+        if status >= 500:
+            pool.report_failure(backend, Outcome.HTTP_5XX, fe.now)
+        else:
+            pool.report_success(backend, fe.now)
+        headers = strip_hop_by_hop(rh.headers, keep_upgrade=status == 101)
+        client_ka = req.keep_alive and not fe.draining and not self.close_after
+        if status == 101:
+            headers.append((b"connection", b"upgrade"))
+            client_ka = False
+        elif rh.framing == Framing.CHUNKED or rh.framing == Framing.UNTIL_CLOSE:
+            headers = [h for h in headers if h[0] != b"content-length"]
+            if req.version == b"1.1":
+                headers.append((b"transfer-encoding", b"chunked"))
+                self.resp_chunked = True
+            else:
+                client_ka = False  # HTTP/1.0 client: the body ends when we close
+        if self.set_cookie is not None:
+            headers.append((b"set-cookie", self.set_cookie))
+        if not client_ka:
+            headers.append((b"connection", b"close"))
+        elif req.version == b"1.0":
+            headers.append((b"connection", b"keep-alive"))
+        self.client_ka = client_ka
+        self.transport.write(write_response_head(status, headers, rh.reason))
+        if status == 101:
+            self._enter_tunnel()
+
+    def _response_end(self, up: UpstreamConn) -> None:
+        fe = self.fe
+        backend = self.backend
+        assert backend is not None and self.transport is not None
+        if self.resp_chunked:
+            self.transport.write(LAST_CHUNK)
+        self.up = None
+        up.detach()
+        backend.inflight -= 1
+        backend.latency.observe(fe.loop.time() - self.t0)
+        resp = self.resp
+        reusable = (
+            resp is not None
+            and resp.keep_alive
+            and self.req_done
+            and not backend.draining
+            and not backend.removed
+            and not up.closed
+            and len(backend.idle) < fe.cfg.limits.max_idle_per_backend
+        )
+        if reusable:
+            up.resume_reading()
+            up.reused = True
+            up.idle_since = fe.now
+            backend.idle.append(up)
+        else:
+            up.close()
+        self.backend = None
+        if not self.req_done:
+            # The backend answered before the request body ended (an early 413, say): the rest
+            # of the body cannot be told apart from the next request safely, so close.
+            self.client_ka = False
+        if self.req_done:
+            self._finish_exchange()
+        else:
+            self._close()
+
+    def _finish_exchange(self) -> None:
+        if not self.client_ka or self.close_after:
+            self._close()
+            return
+        self._reset_exchange()
+        fe = self.fe
+        self.phase = Phase.IDLE
+        self.deadline = fe.now + fe.cfg.timeouts.client_idle
+        self._resume(_P_BACKLOG)
+        # Replay pipelined events until one exchange is again waiting on its backend.
+        while self.backlog and not self.closed and (self.req is None or not self.req_done):
+            ev = self.backlog.popleft()
+            if self.req is None and type(ev) is RequestHead:
+                self.phase = Phase.HEAD
+            self._on_event(ev)
+
+    # -- tunnel (Upgrade / WebSocket) ------------------------------------------------------
+
+    def _tunnel_from_client(self, data: bytes) -> None:
+        if self.phase == Phase.TUNNEL and self.up is not None:
+            self.up.write(data)
+        else:
+            # Bytes after an Upgrade request, before the backend said 101: hold them.
+            if self.tunnel_buf is None:
+                self.tunnel_buf = []
+            self.tunnel_buf.append(data)
+
+    def _enter_tunnel(self) -> None:
+        self.phase = Phase.TUNNEL
+        self.deadline = 0.0
+        if self.tunnel_buf and self.up is not None:
+            self.up.write(b"".join(self.tunnel_buf))
+        self.tunnel_buf = None
+
+    # -- failures --------------------------------------------------------------------------
+
+    def upstream_lost(self, up: UpstreamConn, exc: Exception | None) -> None:
+        """The backend connection closed under an exchange."""
+        if up is not self.up:
+            return
+        if self.phase == Phase.TUNNEL:
+            self.up = None
+            self._release_backend()
+            self._close()
+            return
+        if self.resp is None:
+            stale = up.reused and not up.got_bytes
+            self._attempt_failed(Outcome.RESET, stale=stale)
+        else:
+            self._abort_mid_response(Outcome.RESET)
+
+    def upstream_closed_early(self, up: UpstreamConn, exc: ProtocolError) -> None:
+        """EOF from the backend in the middle of a response (or before one)."""
+        up.detach()
+        self.upstream_lost(up, exc)
+
+    def upstream_protocol_error(self, up: UpstreamConn, exc: ProtocolError) -> None:
+        """The backend sent something that is not HTTP: 502, and never reuse the connection."""
+        up.abort()
+        if up is not self.up:
+            return
+        if self.resp is None:
+            log.warning("bad response from backend", extra={"backend": self.backend.name if self.backend else "", "error": str(exc)})
+            self.up = None
+            if self.backend is not None and self.pool is not None:
+                self.pool.report_failure(self.backend, Outcome.HTTP_5XX, self.fe.now)
+            self._release_backend()
+            self._error(502, b"bad gateway: invalid response from backend\n")
+        else:
+            self._abort_mid_response(Outcome.RESET)
+
+    def _release_backend(self) -> None:
+        if self.backend is not None:
+            self.backend.inflight -= 1
+            self.backend = None
+
+    def _attempt_failed(self, outcome: Outcome, stale: bool = False) -> None:
+        """An attempt failed before any response byte: retry it or answer 502/504."""
+        if self.closed:
+            return
+        fe = self.fe
+        pool = self.pool
+        backend = self.backend
+        assert pool is not None and backend is not None
+        if self.up is not None:
+            up, self.up = self.up, None
+            up.abort()
+        self._release_backend()
+        replayable = self.retry_buf is not None and self.phase != Phase.TUNNEL
+        if stale and not self.stale_retried and replayable:
+            # The backend closed a pooled keep-alive connection as we reused it: the request
+            # never reached it, so replay it once on a fresh connection to the same backend.
+            self.stale_retried = True
+            self._replay(backend)
+            return
+        pool.report_failure(backend, outcome, fe.now)
+        if replayable and self.attempts < pool.cfg.retries:
+            self.attempts += 1
+            pool.retries_total += 1
+            self.exclude = self.exclude + (backend,)
+            self._replay(None)
+            return
+        if outcome is Outcome.TIMEOUT:
+            self._error(504, b"gateway timeout\n")
+        else:
+            self._error(502, b"bad gateway: backend unavailable\n")
+
+    def _replay(self, backend: Backend | None) -> None:
+        assert self.retry_buf is not None
+        self.pending = list(self.retry_buf)
+        self.pending_size = self.retry_size
+        if backend is None:
+            self.set_cookie = None
+            self._dispatch(sticky=False)
+            return
+        self.backend = backend
+        backend.inflight += 1
+        self.connecting = self.fe.loop.create_task(self._connect(backend))
+
+    def _abort_mid_response(self, outcome: Outcome) -> None:
+        """The response had started: nothing can be retried; cut the client so it sees a
+        truncated message rather than a wrong one."""
+        if self.backend is not None and self.pool is not None:
+            self.pool.report_failure(self.backend, outcome, self.fe.now)
+        if self.up is not None:
+            up, self.up = self.up, None
+            up.abort()
+        self._release_backend()
+        self._close()
+
+    def on_deadline(self) -> None:
+        """Called by the sweeper when `deadline` has passed."""
+        phase = self.phase
+        if phase == Phase.IDLE:
+            self._close()
+        elif phase == Phase.HEAD:
+            self.fe.client_errors[408] = self.fe.client_errors.get(408, 0) + 1
+            self._reply_and_close(408, b"request timeout\n")
+        elif phase == Phase.BACKEND:
+            if self.resp is None and self.backend is not None:
+                if self.connecting is not None:
+                    self.connecting.cancel()
+                    self.connecting = None
+                self._attempt_failed(Outcome.TIMEOUT)
+            else:
+                self._abort_mid_response(Outcome.TIMEOUT)
+
+    # -- replies of our own ----------------------------------------------------------------
+
+    def _protocol_error(self, exc: ProtocolError) -> None:
+        status = exc.status_hint
+        fe = self.fe
+        fe.client_errors[status] = fe.client_errors.get(status, 0) + 1
+        if self.resp is not None or (self.req is not None and self.up is not None and self.req_done):
+            # A response is in progress for an earlier request; we cannot interleave an error.
+            self._close()
+            return
+        if self.up is not None:
+            up, self.up = self.up, None
+            up.abort()
+        if self.connecting is not None:
+            self.connecting.cancel()
+            self.connecting = None
+        self._release_backend()
+        self._reply_and_close(status, f"{exc}\n".encode("utf-8", "replace"))
+
+    def _error(self, status: int, body: bytes, headers: list[tuple[bytes, bytes]] | None = None) -> None:
+        """Answer the current request ourselves (no backend response started)."""
+        fe = self.fe
+        req = self.req
+        fe.proxy_errors[status] = fe.proxy_errors.get(status, 0) + 1
+        keep = req is not None and req.keep_alive and self.req_done and not fe.draining and not self.close_after
+        if self.transport is not None and not self.closed:
+            hdrs = list(headers or ())
+            if keep and req is not None and req.version == b"1.0":
+                hdrs.append((b"connection", b"keep-alive"))
+            if req is not None and req.method == b"HEAD":
+                data = simple_response(status, body, hdrs, close=not keep)
+                data = data[: data.index(b"\r\n\r\n") + 4]
+            else:
+                data = simple_response(status, body, hdrs, close=not keep)
+            self.transport.write(data)
+        self.client_ka = keep
+        if keep:
+            self._finish_exchange()
+        else:
+            self._close()
+
+    def _reply_and_close(self, status: int, body: bytes) -> None:
+        if self.transport is not None and not self.closed:
+            self.transport.write(simple_response(status, body, close=True))
+        self._close()
+
+    def _close(self) -> None:
+        if self.closed:
+            return
+        self.phase = Phase.CLOSING
+        self.closed = True
+        self.fe.conns.discard(self)
+        if self.connecting is not None:
+            self.connecting.cancel()
+            self.connecting = None
+        if self.up is not None:
+            up, self.up = self.up, None
+            up.abort()
+        self._release_backend()
+        if self.transport is not None:
+            self.transport.close()
+
+    def drain(self) -> None:
+        """SIGTERM: close now if idle, else after the current response."""
+        if self.req is None and not self.backlog and self.phase in (Phase.IDLE, Phase.HEAD):
+            if self.phase == Phase.IDLE:
+                self._close()
+                return
+        self.close_after = True

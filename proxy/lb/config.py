@@ -1,0 +1,198 @@
+"""The load balancer's config model (`lb.toml`), validated with pydantic.
+
+Every field has its default and unit beside it. Fields marked `restart` cannot change on SIGHUP
+reload (the listener and admin sockets are bound once); the reload refuses a config that changes them.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, Field, field_validator, model_validator
+
+from proxy.core.config import StrictModel, parse_hostport
+
+__all__ = [
+    "Address",
+    "AdminConfig",
+    "BackendConfig",
+    "HealthConfig",
+    "LimitsConfig",
+    "LbConfig",
+    "OutlierConfig",
+    "PoolConfig",
+    "RouteConfig",
+    "StickyConfig",
+    "TimeoutsConfig",
+]
+
+ALGORITHMS = ("round_robin", "weighted_round_robin", "least_conn", "random_two", "consistent_hash")
+
+
+def _check_address(value: str) -> str:
+    parse_hostport(value)
+    return value
+
+
+# "host:port", validated at load time so a bad port is reported with its key path.
+Address = Annotated[str, AfterValidator(_check_address)]
+
+_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"
+
+
+class BackendConfig(StrictModel):
+    name: str = Field(pattern=_NAME, description="unique in its pool; used in metrics, cookies, logs")
+    address: Address
+    weight: int = Field(default=1, ge=1, le=1000)
+    backup: bool = False  # used only when no non-backup backend is eligible
+
+
+class HealthConfig(StrictModel):
+    type: Literal["http", "tcp", "none"] = "http"
+    path: str = Field(default="/healthz", pattern=r"^/")
+    host: str | None = None  # Host header for HTTP checks; defaults to the backend address
+    interval: float = Field(default=2.0, gt=0, le=3600)  # seconds between checks
+    timeout: float = Field(default=1.0, gt=0, le=600)  # a check slower than this fails
+    rise: int = Field(default=2, ge=1, le=100)  # consecutive passes to come back
+    fall: int = Field(default=3, ge=1, le=100)  # consecutive failures to go down
+    expect_status: list[int] = Field(default_factory=lambda: [200])
+
+    @field_validator("expect_status")
+    @classmethod
+    def _statuses(cls, v: list[int]) -> list[int]:
+        for code in v:
+            if not 100 <= code <= 599:
+                raise ValueError(f"status {code} is not an HTTP status")
+        if not v:
+            raise ValueError("at least one expected status")
+        return v
+
+    @model_validator(mode="after")
+    def _timeout_below_interval(self) -> HealthConfig:
+        if self.timeout > self.interval:
+            raise ValueError(f"timeout {self.timeout} must not exceed interval {self.interval}")
+        return self
+
+
+class OutlierConfig(StrictModel):
+    """Passive outlier detection: consecutive connect failures, resets, timeouts and 5xx eject."""
+
+    enabled: bool = True
+    consecutive_failures: int = Field(default=5, ge=1, le=10000)
+    base_ejection: float = Field(default=10.0, gt=0, le=86400)  # seconds, times the ejection count
+    max_ejection: float = Field(default=300.0, gt=0, le=86400)  # seconds, cap of one ejection
+    max_ejection_percent: int = Field(default=50, ge=0, le=100)  # never eject more than this share
+    count_5xx: bool = True  # whether backend 5xx answers count as failures
+
+
+class StickyConfig(StrictModel):
+    cookie: str = Field(default="tp_backend", pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    secret: str = Field(min_length=16, description="HMAC key; same on every balancer instance")
+    max_age: int | None = Field(default=None, ge=1)  # seconds; None = session cookie
+
+
+class PoolConfig(StrictModel):
+    algorithm: Literal[
+        "round_robin", "weighted_round_robin", "least_conn", "random_two", "consistent_hash"
+    ] = "weighted_round_robin"
+    mode: Literal["stateless", "sticky"] = "stateless"
+    # consistent_hash key: "client_ip", "header:<name>" or "cookie:<name>"
+    hash_key: str = "client_ip"
+    load_factor: float = Field(default=1.25, ge=1.0, le=10.0)  # bounded-load factor for hashing
+    retries: int = Field(default=2, ge=0, le=10)  # extra attempts on other backends
+    retry_non_idempotent: bool = False  # POST/PATCH are never retried unless this is set
+    sticky: StickyConfig | None = None
+    health: HealthConfig = Field(default_factory=HealthConfig)
+    outlier: OutlierConfig = Field(default_factory=OutlierConfig)
+    backends: list[BackendConfig] = Field(default_factory=list)
+
+    @field_validator("hash_key")
+    @classmethod
+    def _hash_key(cls, v: str) -> str:
+        kind, _, name = v.partition(":")
+        if v == "client_ip":
+            return v
+        if kind in ("header", "cookie") and name and name.isascii() and " " not in name:
+            return v
+        raise ValueError(f"{v!r}: expected 'client_ip', 'header:<name>' or 'cookie:<name>'")
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> PoolConfig:
+        names = [b.name for b in self.backends]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"duplicate backend names: {', '.join(dupes)}")
+        addrs = [b.address for b in self.backends]
+        dup_addrs = sorted({a for a in addrs if addrs.count(a) > 1})
+        if dup_addrs:
+            raise ValueError(f"duplicate backend addresses: {', '.join(dup_addrs)}")
+        if self.mode == "sticky" and self.sticky is None:
+            raise ValueError("mode 'sticky' needs a [sticky] table with a secret")
+        return self
+
+
+class RouteConfig(StrictModel):
+    """Send requests whose Host and path match to a pool; first match wins."""
+
+    pool: str
+    host: str | None = None  # exact Host (without port), case-insensitive
+    path_prefix: str = Field(default="/", pattern=r"^/")
+
+
+class TimeoutsConfig(StrictModel):
+    client_header: float = Field(default=10.0, gt=0)  # whole request head must arrive within (408)
+    client_idle: float = Field(default=60.0, gt=0)  # keep-alive idle between requests
+    connect: float = Field(default=3.0, gt=0)  # backend connect
+    backend_response: float = Field(default=30.0, gt=0)  # request sent -> response head (504)
+    backend_idle: float = Field(default=30.0, gt=0)  # pooled idle backend connection lifetime
+    drain: float = Field(default=30.0, ge=0)  # SIGTERM: wait this long for in-flight requests
+
+
+class LimitsConfig(StrictModel):
+    max_client_connections: int = Field(default=10000, ge=1)
+    max_header_bytes: int = Field(default=65536, ge=1024, le=1 << 20)  # 431 above
+    max_body_bytes: int | None = Field(default=None, ge=0)  # 413 above; None = unlimited
+    max_idle_per_backend: int = Field(default=64, ge=0)  # pooled keep-alive connections
+    retry_buffer_bytes: int = Field(default=65536, ge=0)  # request bodies up to this can be retried
+
+
+class AdminConfig(StrictModel):
+    address: Address = "127.0.0.1:9080"  # restart
+
+
+class LbConfig(StrictModel):
+    listen: Address = "127.0.0.1:8080"  # restart
+    admin: AdminConfig = Field(default_factory=AdminConfig)
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    timeouts: TimeoutsConfig = Field(default_factory=TimeoutsConfig)
+    limits: LimitsConfig = Field(default_factory=LimitsConfig)
+    pools: dict[str, PoolConfig]
+    routes: list[RouteConfig] = Field(default_factory=list)
+    default_pool: str | None = None  # when no route matches; defaults to the only/first pool
+
+    @field_validator("pools")
+    @classmethod
+    def _pool_names(cls, v: dict[str, PoolConfig]) -> dict[str, PoolConfig]:
+        import re
+
+        if not v:
+            raise ValueError("at least one pool")
+        for name in v:
+            if not re.match(_NAME, name):
+                raise ValueError(f"pool name {name!r} must match {_NAME}")
+        return v
+
+    @model_validator(mode="after")
+    def _refs(self) -> LbConfig:
+        for i, route in enumerate(self.routes):
+            if route.pool not in self.pools:
+                raise ValueError(f"routes[{i}].pool: no pool named {route.pool!r}")
+        if self.default_pool is not None and self.default_pool not in self.pools:
+            raise ValueError(f"default_pool: no pool named {self.default_pool!r}")
+        if parse_hostport(self.listen) == parse_hostport(self.admin.address):
+            raise ValueError("listen and admin.address must differ")
+        return self
+
+    @property
+    def fallback_pool(self) -> str:
+        return self.default_pool or next(iter(self.pools))

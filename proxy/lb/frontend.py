@@ -1,0 +1,204 @@
+"""The load balancer's listener state: config snapshot, pools, routes, live client connections.
+
+`Frontend` is what every `ClientConn` reads: the current config (swapped whole on reload), the
+pools, the coarse clock `now` that the sweeper advances, and the counters that /metrics reports.
+It also holds the small per-request decisions that need config but no I/O: which pool a request
+goes to, its hashing key, its sticky target, and the rewritten head for the backend.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from typing import TYPE_CHECKING
+
+from proxy.core.config import parse_hostport
+from proxy.http1 import Framing, RequestHead, strip_hop_by_hop, write_request_head
+from proxy.lb.client import ClientConn
+from proxy.lb.config import LbConfig, RouteConfig
+
+if TYPE_CHECKING:
+    from proxy.lb.pool import Backend, Pool
+
+__all__ = ["Frontend", "cookie_value"]
+
+log = logging.getLogger("tierproxy.lb")
+
+# How often deadlines are checked and the coarse clock advanced. Timeouts fire up to this late.
+SWEEP_INTERVAL = 0.25
+
+_DROP_FROM_CLIENT = frozenset({b"x-forwarded-proto", b"x-forwarded-host", b"x-forwarded-for"})
+
+
+def cookie_value(headers: list[tuple[bytes, bytes]], name: bytes) -> bytes | None:
+    """The value of cookie `name` from the request's Cookie headers (RFC 6265 5.4)."""
+    for k, v in headers:
+        if k == b"cookie":
+            for part in v.split(b";"):
+                n, sep, val = part.strip().partition(b"=")
+                if sep and n == name:
+                    return val
+    return None
+
+
+class Frontend:
+    def __init__(self, cfg: LbConfig, pools: dict[str, Pool]) -> None:
+        self.cfg = cfg
+        self.pools = pools
+        self.routes: list[tuple[RouteConfig, bytes | None, bytes]] = []
+        self.set_config(cfg)
+        self.loop = asyncio.get_running_loop()
+        self.now = self.loop.time()
+        self.conns: set[ClientConn] = set()
+        self.draining = False
+        self.server: asyncio.Server | None = None
+        self._sweeper: asyncio.Task[None] | None = None
+        self._rid_prefix = os.urandom(4).hex()
+        self._rid = 0
+        # counters for /metrics
+        self.accepted_total = 0
+        self.refused_total = 0
+        self.requests_total = 0
+        self.client_errors: dict[int, int] = {}  # protocol errors answered, by status
+        self.proxy_errors: dict[int, int] = {}  # 502/503/504 answered by us, by status
+
+    def set_config(self, cfg: LbConfig) -> None:
+        self.cfg = cfg
+        self.routes = [
+            (r, r.host.lower().encode() if r.host else None, r.path_prefix.encode())
+            for r in cfg.routes
+        ]
+        self.fallback = cfg.fallback_pool
+
+    # -- listener --------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        host, port = parse_hostport(self.cfg.listen)
+        self.server = await self.loop.create_server(
+            lambda: ClientConn(self), host, port, reuse_address=True, backlog=4096
+        )
+        self._sweeper = self.loop.create_task(self._sweep())
+
+    @property
+    def port(self) -> int:
+        assert self.server is not None
+        return self.server.sockets[0].getsockname()[1]
+
+    async def _sweep(self) -> None:
+        """Advance the coarse clock; fire passed deadlines; retire old idle backend conns."""
+        loop = self.loop
+        while True:
+            await asyncio.sleep(SWEEP_INTERVAL)
+            now = self.now = loop.time()
+            for conn in [c for c in self.conns if c.deadline and c.deadline <= now]:
+                try:
+                    conn.on_deadline()
+                except Exception:
+                    log.exception("deadline handling failed")
+                    conn._close()
+            idle_limit = now - self.cfg.timeouts.backend_idle
+            for pool in self.pools.values():
+                pool.tick(now)
+                for b in pool.backends.values():
+                    while b.idle and b.idle[0].idle_since < idle_limit:
+                        b.idle.popleft().close()
+
+    async def drain(self, timeout: float) -> None:
+        """Stop accepting, let in-flight exchanges finish, close the rest at the deadline."""
+        self.draining = True
+        if self.server is not None:
+            self.server.close()
+        for conn in list(self.conns):
+            conn.drain()
+        try:
+            async with asyncio.timeout(timeout):
+                while self.conns:
+                    await asyncio.sleep(0.05)
+        except TimeoutError:
+            log.warning("drain deadline passed", extra={"open_connections": len(self.conns)})
+            for conn in list(self.conns):
+                conn._close()
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+        for pool in self.pools.values():
+            for b in pool.backends.values():
+                b.close_idle()
+
+    # -- per-request decisions -------------------------------------------------------------
+
+    def route(self, head: RequestHead) -> Pool:
+        if self.routes:
+            host = (head.host or b"").lower()
+            if host.startswith(b"["):
+                host = host.partition(b"]")[0] + b"]"
+            else:
+                host = host.partition(b":")[0]
+            for _r, rhost, prefix in self.routes:
+                if (rhost is None or rhost == host) and head.target.startswith(prefix):
+                    return self.pools[_r.pool]
+        return self.pools[self.fallback]
+
+    def hash_key(self, pool: Pool, head: RequestHead, client_ip: bytes) -> bytes | None:
+        kind = pool.hash_key_kind()
+        if kind == "client_ip":
+            return client_ip
+        if kind == "header":
+            name = pool.hash_name
+            for k, v in head.headers:
+                if k == name:
+                    return v
+            return None
+        return cookie_value(head.headers, pool.hash_name)
+
+    def sticky_target(self, pool: Pool, head: RequestHead, now: float) -> Backend | None:
+        """The backend named by a valid sticky cookie, if it can still take requests."""
+        codec = pool.sticky
+        assert codec is not None
+        raw = cookie_value(head.headers, codec.cookie_name.encode())
+        if raw is None:
+            return None
+        name = codec.verify(raw.decode("latin-1"))
+        if name is None:
+            return None
+        backend = pool.backends.get(name)
+        if backend is None or not pool.is_eligible(backend, now):
+            return None  # replaced transparently; the new pick re-issues the cookie
+        return backend
+
+    def sticky_cookie(self, pool: Pool, backend: Backend) -> bytes:
+        codec = pool.sticky
+        assert codec is not None and pool.cfg.sticky is not None
+        value = f"{codec.cookie_name}={codec.sign(backend.name)}; Path=/; HttpOnly; SameSite=Lax"
+        if pool.cfg.sticky.max_age:
+            value += f"; Max-Age={pool.cfg.sticky.max_age}"
+        return value.encode()
+
+    def upstream_head(self, head: RequestHead, client_ip: bytes) -> bytes:
+        """The request head as the backend sees it: hop-by-hop headers removed, framing made
+        explicit, X-Forwarded-For/-Proto/-Host and X-Request-ID added."""
+        headers = strip_hop_by_hop(head.headers, keep_upgrade=head.upgrade)
+        xff = None
+        rid = None
+        out = []
+        for h in headers:
+            k = h[0]
+            if k in _DROP_FROM_CLIENT:
+                if k == b"x-forwarded-for":
+                    xff = h[1] if xff is None else xff + b", " + h[1]
+                continue
+            if k == b"x-request-id":
+                rid = h[1]
+            out.append(h)
+        out.append((b"x-forwarded-for", client_ip if xff is None else xff + b", " + client_ip))
+        out.append((b"x-forwarded-proto", b"http"))
+        if head.host is not None:
+            out.append((b"x-forwarded-host", head.host))
+        if rid is None:
+            self._rid += 1
+            out.append((b"x-request-id", b"%s-%x" % (self._rid_prefix.encode(), self._rid)))
+        if head.upgrade:
+            out.append((b"connection", b"upgrade"))
+        elif head.framing == Framing.CHUNKED:  # re-chunked by us, whatever the client sent
+            out.append((b"transfer-encoding", b"chunked"))
+        return write_request_head(head.method, head.target, out)

@@ -1,0 +1,314 @@
+"""Upstream pools: backends, their state, eligibility, and the pick that the data path calls.
+
+State lives on the `Backend` object: health (active checks), ejection (passive outlier
+detection), draining, in-flight count, idle keep-alive connections and counters. A backend is
+*eligible* when it is up, not ejected, not draining and not removed. The pool caches the tuple of
+eligible backends and rebuilds it only when something changes (a health flip, an ejection, a
+drain, a membership change), so the hot path is: cached tuple -> balancer.pick.
+
+Backups are used only when no non-backup backend is eligible (HAProxy's `backup`).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from proxy.core.config import parse_hostport
+from proxy.core.health import HealthState
+from proxy.core.metrics import Histogram
+from proxy.lb.balancer import Balancer, make_balancer
+from proxy.lb.config import BackendConfig, PoolConfig
+from proxy.lb.outlier import OutlierDetector, Outcome
+from proxy.lb.sticky import StickyCodec
+
+__all__ = ["Backend", "Pool"]
+
+# Status classes counted per backend; fixed so label values never come from the wire.
+STATUS_CLASSES = ("1xx", "2xx", "3xx", "4xx", "5xx")
+
+
+class Backend:
+    """One upstream server of a pool and everything the balancer knows about it."""
+
+    __slots__ = (
+        "pool_name",
+        "name",
+        "address",
+        "host",
+        "port",
+        "weight",
+        "backup",
+        "health",
+        "draining",
+        "removed",
+        "inflight",
+        "idle",
+        "open_connections",
+        "requests",
+        "responses",
+        "failures",
+        "fail_streak",
+        "latency",
+        "health_checks_ok",
+        "health_checks_failed",
+        "ejections",
+        "check_loop",
+    )
+
+    def __init__(self, pool_name: str, cfg: BackendConfig, health: HealthState) -> None:
+        self.pool_name = pool_name
+        self.name = cfg.name
+        self.address = cfg.address
+        self.host, self.port = parse_hostport(cfg.address)
+        self.weight = cfg.weight
+        self.backup = cfg.backup
+        self.health = health
+        self.draining = False
+        self.removed = False
+        self.inflight = 0
+        self.idle: deque[Any] = deque()  # idle keep-alive UpstreamConn objects, newest last
+        self.open_connections = 0
+        self.requests = 0
+        self.responses = [0, 0, 0, 0, 0]  # by STATUS_CLASSES
+        self.failures: dict[str, int] = {}  # by outcome name
+        self.fail_streak = 0
+        self.latency = Histogram()
+        self.health_checks_ok = 0
+        self.health_checks_failed = 0
+        self.ejections = 0
+        self.check_loop: Any = None
+
+    def close_idle(self) -> None:
+        while self.idle:
+            self.idle.pop().close()
+
+
+class Pool:
+    """A named set of backends with one balancing algorithm and one mode (stateless/sticky)."""
+
+    def __init__(self, name: str, cfg: PoolConfig, on_backend_added: Callable[[Backend], None],
+                 on_backend_removed: Callable[[Backend], None]) -> None:
+        self.name = name
+        self.cfg = cfg
+        self.backends: dict[str, Backend] = {}
+        self._on_added = on_backend_added
+        self._on_removed = on_backend_removed
+        self.outlier = self._make_outlier(cfg)
+        self.sticky: StickyCodec | None = None
+        self.retries_total = 0
+        self.no_backend_total = 0
+        self._eligible: tuple[Backend, ...] | None = None
+        self._balancer: Balancer
+        self._backup_balancer: Balancer
+        self._hash_kind, _, hash_name = cfg.hash_key.partition(":")
+        self.hash_name = hash_name.lower().encode()
+        self.apply(cfg)
+
+    @staticmethod
+    def _make_outlier(cfg: PoolConfig) -> OutlierDetector:
+        o = cfg.outlier
+        return OutlierDetector(
+            consecutive_failures=o.consecutive_failures,
+            base_ejection_s=o.base_ejection,
+            max_ejection_s=o.max_ejection,
+            max_ejection_percent=o.max_ejection_percent,
+        )
+
+    # -- membership ------------------------------------------------------------------------
+
+    def apply(self, cfg: PoolConfig) -> None:
+        """Reconcile with a (new) config: add, remove and re-weight backends in place, keeping
+        the state of those that stay (health, connections, counters)."""
+        old_cfg, self.cfg = self.cfg, cfg
+        if old_cfg.outlier != cfg.outlier:
+            self.outlier = self._make_outlier(cfg)
+        self._hash_kind, _, hash_name = cfg.hash_key.partition(":")
+        self.hash_name = hash_name.lower().encode()
+        self.sticky = (
+            StickyCodec(cfg.sticky.secret.encode(), cfg.sticky.cookie)
+            if cfg.mode == "sticky" and cfg.sticky is not None
+            else None
+        )
+        wanted = {b.name: b for b in cfg.backends}
+        for name in [n for n in self.backends if n not in wanted]:
+            self.remove(name)
+        for bcfg in cfg.backends:
+            existing = self.backends.get(bcfg.name)
+            if existing is not None and existing.address != bcfg.address:
+                self.remove(bcfg.name)
+                existing = None
+            if existing is None:
+                self._add(bcfg)
+            else:
+                existing.weight = bcfg.weight
+                existing.backup = bcfg.backup
+        self._rebuild()
+
+    def _new_health(self) -> HealthState:
+        h = self.cfg.health
+        return HealthState(rise=h.rise, fall=h.fall, up=True)
+
+    def _add(self, bcfg: BackendConfig) -> Backend:
+        backend = Backend(self.name, bcfg, self._new_health())
+        self.backends[backend.name] = backend
+        self._on_added(backend)
+        return backend
+
+    def add(self, bcfg: BackendConfig) -> Backend:
+        """Add a backend at runtime (admin API)."""
+        if bcfg.name in self.backends:
+            raise ValueError(f"pool {self.name!r} already has a backend named {bcfg.name!r}")
+        if any(b.address == bcfg.address for b in self.backends.values()):
+            raise ValueError(f"pool {self.name!r} already has a backend at {bcfg.address}")
+        backend = self._add(bcfg)
+        self._rebuild()
+        return backend
+
+    def remove(self, name: str) -> Backend:
+        """Take a backend out now; in-flight requests on it finish on their connections."""
+        backend = self.backends.pop(name)
+        backend.removed = True
+        backend.close_idle()
+        self._on_removed(backend)
+        self._rebuild()
+        return backend
+
+    def set_draining(self, name: str, draining: bool) -> Backend:
+        backend = self.backends[name]
+        backend.draining = draining
+        if draining:
+            backend.close_idle()
+        self.invalidate()
+        return backend
+
+    def _rebuild(self) -> None:
+        primaries = [(b.name, b.weight) for b in self.backends.values() if not b.backup]
+        backups = [(b.name, b.weight) for b in self.backends.values() if b.backup]
+        options: dict[str, Any] = {}
+        if self.cfg.algorithm == "consistent_hash":
+            options["load_factor"] = self.cfg.load_factor
+        self._balancer = make_balancer(self.cfg.algorithm, primaries, **options)
+        self._backup_balancer = make_balancer(self.cfg.algorithm, backups, **options)
+        self.outlier.set_members(self.backends)
+        self.invalidate()
+
+    # -- eligibility -----------------------------------------------------------------------
+
+    def invalidate(self) -> None:
+        self._eligible = None
+
+    def is_eligible(self, b: Backend, now: float) -> bool:
+        return b.health.up and not b.draining and not b.removed and not self.outlier.is_ejected(
+            b.name, now
+        )
+
+    def _compute(self, now: float, exclude: Iterable[Backend] = ()) -> tuple[
+        tuple[Backend, ...], bool
+    ]:
+        ex = set(exclude)
+        ok = [b for b in self.backends.values() if b not in ex and self.is_eligible(b, now)]
+        primaries = tuple(b for b in ok if not b.backup)
+        if primaries:
+            return primaries, False
+        return tuple(b for b in ok if b.backup), True
+
+    def eligible(self, now: float) -> tuple[Backend, ...]:
+        if self._eligible is None:
+            cands, backup = self._compute(now)
+            self._eligible = cands
+            self._eligible_backup = backup
+        return self._eligible
+
+    def pick(self, now: float, key: bytes | None = None,
+             exclude: tuple[Backend, ...] = ()) -> Backend | None:
+        """Choose a backend for one request attempt (None: nothing eligible -> 503)."""
+        if exclude:
+            cands, backup = self._compute(now, exclude)
+        else:
+            cands = self.eligible(now)
+            backup = self._eligible_backup
+        if not cands:
+            return None
+        return (self._backup_balancer if backup else self._balancer).pick(cands, key)
+
+    def tick(self, now: float) -> list[str]:
+        """Periodic upkeep: end expired ejections; returns the names that came back."""
+        back = self.outlier.expire(now)
+        if back:
+            self.invalidate()
+        return back
+
+    # -- outcomes --------------------------------------------------------------------------
+
+    def report_failure(self, b: Backend, outcome: Outcome, now: float) -> bool:
+        """A request attempt failed; returns True when this ejected the backend."""
+        key = outcome.name.lower()
+        b.failures[key] = b.failures.get(key, 0) + 1
+        b.fail_streak += 1
+        if not self.cfg.outlier.enabled or b.removed:
+            return False
+        if outcome is Outcome.HTTP_5XX and not self.cfg.outlier.count_5xx:
+            return False
+        ejected = self.outlier.record(b.name, outcome, now)
+        if ejected:
+            b.ejections += 1
+            self.invalidate()
+        return ejected
+
+    def report_success(self, b: Backend, now: float) -> None:
+        # Only touch the detector when there is a streak to reset: this runs per request.
+        if b.fail_streak:
+            b.fail_streak = 0
+            if not b.removed:
+                self.outlier.record(b.name, Outcome.SUCCESS, now)
+
+    # -- status ----------------------------------------------------------------------------
+
+    def backend_state(self, b: Backend, now: float) -> tuple[str, str]:
+        """(state, why) for the status page: up, down, ejected, draining."""
+        if b.draining:
+            return "draining", "drained by operator"
+        if not b.health.up:
+            return "down", b.health.reason
+        if self.outlier.is_ejected(b.name, now):
+            until = self.outlier.ejected_until(b.name)
+            return "ejected", f"outlier detection: ejected for {max(0.0, (until or now) - now):.1f}s more"
+        return "up", ""
+
+    def status(self, now: float) -> dict[str, Any]:
+        out = []
+        for b in self.backends.values():
+            state, why = self.backend_state(b, now)
+            out.append(
+                {
+                    "name": b.name,
+                    "address": b.address,
+                    "weight": b.weight,
+                    "backup": b.backup,
+                    "state": state,
+                    "reason": why,
+                    "health": b.health.to_dict(),
+                    "outlier": self.outlier.status(b.name, now),
+                    "inflight": b.inflight,
+                    "requests": b.requests,
+                    "responses": dict(zip(STATUS_CLASSES, b.responses)),
+                    "failures": dict(b.failures),
+                    "ejections": b.ejections,
+                    "idle_connections": len(b.idle),
+                    "open_connections": b.open_connections,
+                }
+            )
+        return {
+            "algorithm": self.cfg.algorithm,
+            "mode": self.cfg.mode,
+            "health_check": self.cfg.health.type,
+            "eligible": [b.name for b in self.eligible(now)],
+            "retries": self.retries_total,
+            "no_backend": self.no_backend_total,
+            "backends": out,
+        }
+
+    def hash_key_kind(self) -> str:
+        return self._hash_kind

@@ -1,0 +1,135 @@
+"""Backend-side connections of the load balancer: one asyncio Protocol per TCP connection.
+
+An `UpstreamConn` is either *attached* to the client connection whose request it carries
+(`client` set) or *idle* on its backend's keep-alive list (`client` None). It parses responses with
+the sans-IO `ResponseParser` and hands the events to the client connection; it never decides
+anything itself. Bytes arriving on an idle connection, or an idle connection closed by the backend,
+simply retire it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING, Any
+
+from proxy.http1 import ProtocolError, ResponseParser
+
+if TYPE_CHECKING:
+    from proxy.lb.pool import Backend
+
+__all__ = ["UpstreamConn"]
+
+# Per-connection write buffer above which we pause the client that feeds it (request bodies).
+WRITE_HIGH_WATER = 256 * 1024
+
+
+class UpstreamConn(asyncio.Protocol):
+    __slots__ = (
+        "backend",
+        "transport",
+        "parser",
+        "client",
+        "reused",
+        "got_bytes",
+        "closed",
+        "idle_since",
+        "read_paused",
+        "max_header_bytes",
+    )
+
+    def __init__(self, backend: Backend, max_header_bytes: int) -> None:
+        self.backend = backend
+        self.transport: asyncio.Transport | None = None
+        self.parser = ResponseParser(max_header_bytes=max_header_bytes)
+        self.client: Any = None  # the ClientConn this connection serves now, if any
+        self.reused = False  # served an earlier request: a failure may be a stale keep-alive
+        self.got_bytes = False  # any response byte for the current request
+        self.closed = False
+        self.idle_since = 0.0
+        self.read_paused = False
+        self.max_header_bytes = max_header_bytes
+
+    # -- asyncio callbacks -----------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        transport.set_write_buffer_limits(high=WRITE_HIGH_WATER)
+        self.backend.open_connections += 1
+
+    def data_received(self, data: bytes) -> None:
+        client = self.client
+        if client is None:
+            # An idle keep-alive connection must stay silent; anything else is a broken backend.
+            self.close()
+            return
+        self.got_bytes = True
+        try:
+            events = self.parser.feed(data)
+        except ProtocolError as exc:
+            client.upstream_protocol_error(self, exc)
+            return
+        if events:
+            client.on_upstream_events(self, events)
+
+    def eof_received(self) -> bool:
+        client = self.client
+        if client is not None:
+            try:
+                events = self.parser.feed_eof()
+            except ProtocolError as exc:
+                client.upstream_closed_early(self, exc)
+                return False
+            if events:
+                client.on_upstream_events(self, events)
+        return False  # close our side too
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.backend.open_connections -= 1
+        client = self.client
+        if client is not None:
+            self.client = None
+            client.upstream_lost(self, exc)
+        else:
+            try:
+                self.backend.idle.remove(self)
+            except ValueError:
+                pass
+
+    def pause_writing(self) -> None:
+        if self.client is not None:
+            self.client.pause_reading_for_upstream()
+
+    def resume_writing(self) -> None:
+        if self.client is not None:
+            self.client.resume_reading_for_upstream()
+
+    # -- used by the client side -----------------------------------------------------------
+
+    def pause_reading(self) -> None:
+        if not self.read_paused and self.transport is not None and not self.closed:
+            self.read_paused = True
+            self.transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        if self.read_paused and self.transport is not None and not self.closed:
+            self.read_paused = False
+            self.transport.resume_reading()
+
+    def write(self, data: bytes) -> None:
+        if self.transport is not None and not self.closed:
+            self.transport.write(data)
+
+    def detach(self) -> None:
+        self.client = None
+
+    def close(self) -> None:
+        self.client = None
+        if self.transport is not None and not self.closed:
+            self.transport.close()
+
+    def abort(self) -> None:
+        self.client = None
+        if self.transport is not None and not self.closed:
+            self.transport.abort()
