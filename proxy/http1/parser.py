@@ -1,0 +1,834 @@
+"""Sans-IO HTTP/1.1 parsers: bytes in, events out. No sockets, no asyncio.
+
+Theory of operation
+-------------------
+`RequestParser` drives llhttp (through httptools) in its default strict mode, which rejects most
+request-smuggling shapes in C (CL+TE, duplicate CL, obs-fold, bare CR/LF, bad tokens, bad chunk
+sizes). Its callbacks build events into a list that `feed()` returns. On top of llhttp we check what
+it lets through: HTTP/1.0 with Transfer-Encoding, codings other than a lone ``chunked``, Host
+rules, versions other than 1.0/1.1, fragments and absolute-form targets, upgrade with a body.
+
+Two things keep the per-byte cost bounded when a peer dribbles a head in tiny pieces:
+* while a head is incomplete we hand llhttp complete lines only and keep the partial last line in
+  a bytearray. httptools concatenates a header split across feeds with ``bytes +=``, which would be
+  quadratic for a head fed a byte at a time; whole lines make that at most one join per line.
+* the head size is the size reported by callbacks plus the partial line, checked on every feed.
+
+`ResponseParser` is plain Python because llhttp cannot be told that a response answers HEAD (and
+so has no body); `expect(method)` queues the request methods in send order. It is written for the
+common case of a whole response in one feed: one ``find`` for the end of the head, one regex per
+header line, and body slices taken straight out of the fed bytes.
+
+Any exception out of `feed`/`feed_eof` other than `ProtocolError` is a bug. After a
+`ProtocolError` a parser is dead and raises again on every call.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+import httptools
+
+from ._abnf import (
+    ABSOLUTE_FORM_RE,
+    CHUNK_LINE_RE,
+    FIELD_LINE_RE,
+    HOST_RE,
+    MAX_CL_DIGITS,
+    STATUS_LINE_RE,
+)
+from .errors import ProtocolError
+from .events import (
+    END_OF_MESSAGE,
+    Body,
+    Framing,
+    RequestHead,
+    ResponseHead,
+    Tunnel,
+)
+from .headers import split_tokens
+
+__all__ = ["RequestParser", "ResponseParser", "DEFAULT_MAX_HEADER_BYTES"]
+
+# Same default as h11 (64 KiB); nginx allows 4 x 8 KiB, node 16 KiB, Apache 8 KiB per line.
+DEFAULT_MAX_HEADER_BYTES = 65536
+
+# A chunk-size line with extensions. Nothing legitimate sends more than a few dozen bytes;
+# this only bounds what we buffer while waiting for its LF.
+MAX_CHUNK_LINE_BYTES = 4096
+
+# Header names whose values decide framing/routing; everything else is passed through untouched.
+_CL, _TE, _HOST, _CONN, _EXPECT = range(5)
+_SPECIAL = {
+    b"content-length": _CL,
+    b"transfer-encoding": _TE,
+    b"host": _HOST,
+    b"connection": _CONN,
+    b"expect": _EXPECT,
+}
+
+# RequestParser states.
+_OPEN, _TUNNEL, _CLOSED, _DEAD = range(4)
+
+
+class _Closed(Exception):
+    """Raised from a callback to stop llhttp after a request that closes the connection."""
+
+
+def _parse_content_length(values: list[bytes], hint: int) -> int:
+    """RFC 9110 8.6 / RFC 9112 6.3 item 5: digits only; a list or repeats must all agree."""
+    result = -1
+    for value in values:
+        for item in value.split(b",") if b"," in value else (value,):
+            item = item.strip(b" \t")
+            # bytes.isdigit is ASCII-only, and rejects "+5", "-5", " 5", "5_0" that int() takes.
+            if not item.isdigit() or len(item) > MAX_CL_DIGITS:
+                raise ProtocolError("invalid Content-Length", hint)
+            n = int(item)
+            if result != -1 and n != result:
+                raise ProtocolError("conflicting Content-Length values", hint)
+            result = n
+    if result == -1:
+        raise ProtocolError("empty Content-Length", hint)
+    return result
+
+
+def _llhttp_error(exc: Exception) -> ProtocolError:
+    msg = str(exc) or type(exc).__name__
+    # llhttp says "Invalid HTTP version" for a well-formed version it does not support (1.2, 3.0);
+    # "Invalid major/minor version" is a malformed one, which is a plain 400.
+    hint = 505 if msg == "Invalid HTTP version" else 400
+    return ProtocolError(f"malformed request: {msg}", hint)
+
+
+class _Callbacks:
+    """The object httptools reads callbacks from; keeps them off RequestParser's public surface."""
+
+    __slots__ = (
+        "on_message_begin",
+        "on_url",
+        "on_header",
+        "on_headers_complete",
+        "on_body",
+        "on_message_complete",
+    )
+
+
+class RequestParser:
+    """Server-side request parser: `feed(bytes) -> [events]`, pipelining and upgrades included.
+
+    Events per request: RequestHead, Body*, EndOfMessage. After a request with upgrade=True
+    (websocket etc.) every further byte comes back as Tunnel. After a request that does not keep
+    the connection alive, later bytes are discarded (RFC 9112 9.6: the server MUST NOT process
+    further requests). CONNECT is refused with 501: this is a reverse proxy.
+    """
+
+    __slots__ = (
+        "_p",
+        "_max_head",
+        "_max_body",
+        "_state",
+        "_dead_hint",
+        "_events",
+        "_pending",
+        "_in_msg",
+        "_head_done",
+        "_url",
+        "_headers",
+        "_head_size",
+        "_keep_alive",
+        "_upgrade",
+        "_chunked",
+        "_body_total",
+        "_body_seen",
+        "_stall",
+        "_cb_error",
+    )
+
+    def __init__(
+        self,
+        max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES,
+        max_body_bytes: int | None = None,
+    ) -> None:
+        self._max_head = max_header_bytes
+        self._max_body = max_body_bytes
+        self._state = _OPEN
+        self._dead_hint = 400
+        self._events: list = []
+        self._pending = bytearray()  # partial head line not yet given to llhttp
+        self._in_msg = False
+        self._head_done = False
+        self._url = b""
+        self._headers: list[tuple[bytes, bytes]] = []
+        self._head_size = 0
+        self._keep_alive = True
+        self._upgrade = False
+        self._chunked = False
+        self._body_total = 0  # body bytes of the current message (for max_body_bytes)
+        self._body_seen = 0  # body bytes ever, to tell chunk-framing-only feeds apart
+        self._stall = 0  # chunked-mode bytes fed without any body byte (extensions, trailers)
+        self._cb_error: BaseException | None = None
+        cb = _Callbacks()
+        cb.on_message_begin = self._on_message_begin
+        cb.on_url = self._on_url
+        cb.on_header = self._on_header
+        cb.on_headers_complete = self._on_headers_complete
+        cb.on_body = self._on_body
+        cb.on_message_complete = self._on_message_complete
+        self._p = httptools.HttpRequestParser(cb)
+
+    @property
+    def in_message(self) -> bool:
+        """True once any byte of a not yet complete request has arrived."""
+        return self._state == _OPEN and (self._in_msg or bool(self._pending))
+
+    def feed(self, data: bytes) -> list:
+        """Parse `data`; return the events it completes, in order. Raises ProtocolError."""
+        state = self._state
+        if state != _OPEN:
+            if state == _TUNNEL:
+                return [Tunnel(bytes(data))] if data else []
+            if state == _CLOSED:
+                return []
+            raise ProtocolError("connection already failed", self._dead_hint)
+        if type(data) is not bytes:
+            data = bytes(data)
+        pending = self._pending
+        if pending:
+            pending += data
+            if b"\n" not in data:
+                # Still no complete line: nothing for llhttp yet. Only the size can go wrong.
+                self._check_pending()
+                return []
+            data = bytes(pending)
+            pending.clear()
+        events: list = []
+        self._events = events
+        try:
+            self._run(data)
+        except ProtocolError as exc:
+            self._state = _DEAD
+            self._dead_hint = exc.status_hint
+            exc.events = events
+            raise
+        return events
+
+    def feed_eof(self) -> list:
+        """The peer closed. Returns [] at a message boundary; raises ProtocolError mid-request."""
+        if self._state == _DEAD:
+            raise ProtocolError("connection already failed", self._dead_hint)
+        if self.in_message:
+            self._state = _DEAD
+            raise ProtocolError("connection closed mid-request", 400)
+        return []
+
+    # -- feeding ------------------------------------------------------------------------------
+
+    def _run(self, data: bytes) -> None:
+        n = len(data)
+        start = 0
+        while start < n:
+            if self._head_done:
+                # In a body: llhttp takes everything, including any pipelined requests after it.
+                before = self._body_seen
+                if not self._exec(data, start, n):
+                    return
+                if self._head_done and self._chunked:
+                    # Trailers are buffered inside httptools; bound them like a head.
+                    if self._body_seen == before:
+                        self._stall += n - start
+                        if self._stall > self._max_head:
+                            raise ProtocolError("chunk extensions or trailers too large", 431)
+                    else:
+                        self._stall = 0
+                return
+            cut = data.rfind(b"\n", start) + 1
+            if cut == 0:
+                self._pending += data[start:]
+                self._check_pending()
+                return
+            if not self._exec(data, start, cut):
+                return
+            if not self._head_done:
+                # Head (this one or a pipelined next one) still open: keep the partial line.
+                if cut < n:
+                    self._pending += data[cut:]
+                    self._check_pending()
+                return
+            start = cut
+
+    def _exec(self, data: bytes, start: int, end: int) -> bool:
+        """Give data[start:end] to llhttp. False when parsing has stopped (upgrade or close)."""
+        chunk = data if start == 0 and end == len(data) else memoryview(data)[start:end]
+        try:
+            self._p.feed_data(chunk)
+        except httptools.HttpParserUpgrade as exc:
+            # llhttp stops right after the upgrade request; the offset is relative to `chunk`.
+            self._state = _TUNNEL
+            off = start + exc.args[0]
+            if off < len(data):
+                self._events.append(Tunnel(data[off:]))
+            return False
+        except httptools.HttpParserError as exc:
+            err = self._cb_error
+            self._cb_error = None
+            if isinstance(err, _Closed):
+                self._state = _CLOSED
+                return False
+            if isinstance(err, ProtocolError):
+                raise err from None
+            if err is not None:
+                raise err
+            if isinstance(exc, httptools.HttpParserCallbackError) and exc.__context__:
+                # One of our callbacks raised something other than ProtocolError: our bug.
+                raise RuntimeError("bug in an HTTP/1 parser callback") from exc.__context__
+            raise _llhttp_error(exc) from None
+        return True
+
+    def _check_pending(self) -> None:
+        if len(self._pending) + self._head_size > self._max_head:
+            if not self._url:
+                raise ProtocolError("request line too long", 414)
+            raise ProtocolError("request head too large", 431)
+
+    def _fail(self, exc: BaseException) -> None:
+        # httptools swallows callback exceptions into a generic error; remember ours.
+        self._cb_error = exc
+        raise exc
+
+    # -- llhttp callbacks ---------------------------------------------------------------------
+
+    def _on_message_begin(self) -> None:
+        self._in_msg = True
+        self._head_done = False
+        self._url = b""
+        self._headers = []
+        self._head_size = 0
+
+    def _on_url(self, part: bytes) -> None:
+        # One call per contiguous span; whole lines make that one call except across a feed.
+        self._url = self._url + part if self._url else part
+        self._head_size += len(part)
+        if self._head_size > self._max_head:
+            self._fail(ProtocolError("request target too long", 414))
+
+    def _on_header(self, name: bytes, value: bytes) -> None:
+        if self._head_done:
+            return  # a trailer field: llhttp validated it; we drop trailers (RFC 9110 6.5.1)
+        self._head_size += len(name) + len(value) + 4
+        if self._head_size > self._max_head:
+            self._fail(ProtocolError("request head too large", 431))
+        # llhttp strips leading OWS only (RFC 9112 5: field-line = name ":" OWS value OWS).
+        self._headers.append((name.lower(), value.rstrip(b" \t")))
+
+    def _on_headers_complete(self) -> None:
+        try:
+            head = self._build_head()
+        except ProtocolError as exc:
+            self._fail(exc)
+            return
+        self._head_done = True
+        self._keep_alive = head.keep_alive
+        self._upgrade = head.upgrade
+        self._chunked = head.framing == Framing.CHUNKED
+        self._body_total = 0
+        self._stall = 0
+        self._events.append(head)
+
+    def _on_body(self, data: bytes) -> None:
+        self._events.append(Body(data))
+        size = len(data)
+        self._body_seen += size
+        if self._max_body is not None and self._chunked:
+            self._body_total += size
+            if self._body_total > self._max_body:
+                self._fail(ProtocolError("request body too large", 413))
+
+    def _on_message_complete(self) -> None:
+        self._events.append(END_OF_MESSAGE)
+        self._in_msg = False
+        self._head_done = False
+        self._url = b""
+        self._head_size = 0
+        if not self._keep_alive and not self._upgrade:
+            self._fail(_Closed())
+
+    # -- head validation ----------------------------------------------------------------------
+
+    def _build_head(self) -> RequestHead:
+        p = self._p
+        ver = p.get_http_version()
+        # RFC 9112 2.3 / RFC 9110 15.6.6: we speak 1.0 and 1.1 only. llhttp also lets through
+        # 0.9 ("GET /" with no version) and 2.0 (the h2 preface).
+        if ver == "1.1":
+            version, http11 = b"1.1", True
+        elif ver == "1.0":
+            version, http11 = b"1.0", False
+        else:
+            raise ProtocolError(f"unsupported HTTP version {ver}", 505)
+        method = p.get_method()
+        if method == b"CONNECT":
+            raise ProtocolError("CONNECT is not supported by this proxy", 501)
+
+        headers = self._headers
+        cl_values: list[bytes] | None = None
+        te_values: list[bytes] | None = None
+        host: bytes | None = None
+        hosts = 0
+        conn: list[bytes] | None = None
+        expect = False
+        special = _SPECIAL
+        for name, value in headers:
+            kind = special.get(name)
+            if kind is None:
+                continue
+            if kind == _CL:
+                if cl_values is None:
+                    cl_values = [value]
+                else:
+                    cl_values.append(value)
+            elif kind == _TE:
+                if te_values is None:
+                    te_values = [value]
+                else:
+                    te_values.append(value)
+            elif kind == _HOST:
+                hosts += 1
+                host = value
+            elif kind == _CONN:
+                if conn is None:
+                    conn = split_tokens(value)
+                else:
+                    conn += split_tokens(value)
+            elif value.lower() == b"100-continue":
+                expect = True
+
+        # RFC 9112 3.2: 400 for an HTTP/1.1 request without Host, for more than one Host field
+        # line, and for a Host with an invalid value.
+        if hosts > 1:
+            raise ProtocolError("more than one Host header", 400)
+        if host is None:
+            if http11:
+                raise ProtocolError("missing Host header", 400)
+        elif HOST_RE.fullmatch(host) is None:
+            raise ProtocolError("invalid Host header", 400)
+
+        target = self._url
+        if target[:1] != b"/":
+            target, host, headers = self._non_origin_form(method, target, host, headers)
+        elif b"#" in target:
+            # RFC 9112 3.2.1: origin-form = absolute-path [ "?" query ]; fragments never go on
+            # the wire, and a proxy must not guess what a backend would make of one.
+            raise ProtocolError("fragment in request target", 400)
+
+        framing = Framing.NONE
+        content_length = None
+        if te_values is not None:
+            # RFC 9112 6.1: a server MUST treat an HTTP/1.0 message with Transfer-Encoding as
+            # having faulty framing. 6.3 item 3: TE with CL is a smuggling attempt: reject.
+            if not http11:
+                raise ProtocolError("Transfer-Encoding in an HTTP/1.0 request", 400)
+            if cl_values is not None:
+                raise ProtocolError("both Transfer-Encoding and Content-Length", 400)
+            codings = split_tokens(te_values[0])
+            for extra in te_values[1:]:
+                codings += split_tokens(extra)
+            # RFC 9112 6.3 item 4: if chunked is not the final coding of a request, 400.
+            # 7: chunked MUST NOT be applied more than once.
+            if not codings or codings[-1] != b"chunked":
+                raise ProtocolError("Transfer-Encoding does not end in chunked", 400)
+            if len(codings) > 1:
+                if b"chunked" in codings[:-1]:
+                    raise ProtocolError("chunked applied more than once", 400)
+                # RFC 9112 6.1: a coding we do not understand is a 501. We would have to strip
+                # the (hop-by-hop) header and forward a body the backend cannot decode.
+                raise ProtocolError("unsupported transfer coding", 501)
+            framing = Framing.CHUNKED
+        elif cl_values is not None:
+            content_length = _parse_content_length(cl_values, 400)
+            if self._max_body is not None and content_length > self._max_body:
+                raise ProtocolError("request body too large", 413)
+            framing = Framing.LENGTH
+
+        # llhttp's own flag decides whether it stops parsing; follow it so the two never disagree
+        # (it needs both "Connection: upgrade" and an Upgrade header).
+        upgrade = p.should_upgrade()
+        if upgrade and (framing == Framing.CHUNKED or content_length):
+            # llhttp would hand the body over as tunnel bytes; refuse rather than guess.
+            raise ProtocolError("upgrade request with a body", 400)
+
+        # RFC 9112 9.3: 1.1 is persistent unless "close"; 1.0 only with "keep-alive".
+        if conn is None:
+            keep_alive = http11
+        elif b"close" in conn:
+            keep_alive = False
+        else:
+            keep_alive = http11 or b"keep-alive" in conn
+
+        # RFC 9110 10.1.1: a 100-continue expectation in an HTTP/1.0 request MUST be ignored.
+        return RequestHead(
+            method,
+            target,
+            version,
+            headers,
+            keep_alive,
+            framing,
+            content_length,
+            upgrade,
+            expect and http11,
+            host,
+        )
+
+    @staticmethod
+    def _non_origin_form(
+        method: bytes, target: bytes, host: bytes | None, headers: list[tuple[bytes, bytes]]
+    ) -> tuple[bytes, bytes | None, list[tuple[bytes, bytes]]]:
+        """asterisk-form and absolute-form targets (RFC 9112 3.2.4, 3.2.2)."""
+        if target == b"*":
+            if method != b"OPTIONS":
+                raise ProtocolError("asterisk-form target outside OPTIONS", 400)
+            return target, host, headers
+        m = ABSOLUTE_FORM_RE.fullmatch(target)
+        if m is None:
+            raise ProtocolError("invalid request target", 400)
+        authority, rest = m.group(2), m.group(3)
+        if not authority or HOST_RE.fullmatch(authority) is None:
+            raise ProtocolError("invalid authority in absolute-form target", 400)
+        # RFC 9112 3.2.2: the server MUST ignore the received Host and use the target's
+        # authority; rewrite the header too so the backend cannot see the other one.
+        if rest[:1] != b"/":
+            rest = b"/" + rest
+        headers = [(n, authority if n == b"host" else v) for n, v in headers]
+        if host is None:
+            headers.append((b"host", authority))
+        return rest, authority, headers
+
+
+# ResponseParser states.
+(
+    _R_HEAD,
+    _R_LENGTH,
+    _R_CHUNK_SIZE,
+    _R_CHUNK_DATA,
+    _R_CHUNK_CRLF,
+    _R_TRAILER,
+    _R_UNTIL_CLOSE,
+    _R_TUNNEL,
+    _R_CLOSED,
+    _R_DEAD,
+) = range(10)
+
+# What a state must see before buffered bytes can make progress (None: any byte may help).
+_R_NEEDS: dict[int, bytes | None] = {
+    _R_HEAD: b"\r\n\r\n",
+    _R_CHUNK_SIZE: b"\n",
+    _R_TRAILER: b"\n",
+    _R_CHUNK_CRLF: None,
+}
+
+_NO_BODY_STATUS = frozenset({204, 304})
+
+
+class ResponseParser:
+    """Client-side (upstream) response parser. Call `expect(method)` once per request sent.
+
+    Events per response: ResponseHead, Body*, EndOfMessage. Interim 1xx heads come alone and the
+    final response for the same request follows. A 101 gives ResponseHead(upgrade=True) and then
+    every further byte as Tunnel (no EndOfMessage). Every ProtocolError hints 502: a broken
+    upstream response is a Bad Gateway for the client (RFC 9110 15.6.3).
+    """
+
+    __slots__ = (
+        "_max_head",
+        "_expected",
+        "_state",
+        "_buf",
+        "_remaining",
+        "_keep_alive",
+        "_interim",
+        "_trailer_bytes",
+    )
+
+    def __init__(self, max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES) -> None:
+        self._max_head = max_header_bytes
+        self._expected: deque[bytes] = deque()
+        self._state = _R_HEAD
+        self._buf = bytearray()  # bytes held back until a delimiter arrives
+        self._remaining = 0
+        self._keep_alive = True
+        self._interim = False  # a 1xx was seen; the final response is still owed
+        self._trailer_bytes = 0
+
+    def expect(self, method: bytes) -> None:
+        """Queue the method of a request just sent; responses are matched in order."""
+        self._expected.append(method)
+
+    @property
+    def in_message(self) -> bool:
+        """True once any byte of a not yet complete response has arrived."""
+        state = self._state
+        if state == _R_HEAD:
+            return self._interim or bool(self._buf)
+        return state not in (_R_TUNNEL, _R_CLOSED, _R_DEAD)
+
+    def feed(self, data: bytes) -> list:
+        """Parse `data`; return the events it completes, in order. Raises ProtocolError(502)."""
+        state = self._state
+        if state == _R_TUNNEL:
+            return [Tunnel(bytes(data))] if data else []
+        if state == _R_DEAD:
+            raise ProtocolError("upstream connection already failed", 502)
+        if not data:
+            return []
+        if type(data) is not bytes:
+            data = bytes(data)
+        buf = self._buf
+        if buf:
+            old = len(buf)
+            buf += data
+            need = _R_NEEDS.get(state)
+            if need is not None and buf.find(need, max(0, old - len(need) + 1)) < 0:
+                # No delimiter yet: avoid re-copying the whole buffer on every tiny feed.
+                if state == _R_HEAD and not self._expected:
+                    self._die()
+                    raise ProtocolError("response bytes with no request outstanding", 502)
+                self._check_buffer(len(buf))
+                return []
+            data = bytes(buf)
+            buf.clear()
+        events: list = []
+        try:
+            pos = self._run(data, events)
+            if pos < len(data):
+                buf += memoryview(data)[pos:]
+                self._check_buffer(len(buf))
+        except ProtocolError as exc:
+            self._die()
+            exc.events = events
+            raise
+        return events
+
+    def feed_eof(self) -> list:
+        """The upstream closed. [EndOfMessage] ends an until-close body; mid-response raises."""
+        state = self._state
+        if state == _R_DEAD:
+            raise ProtocolError("upstream connection already failed", 502)
+        if state == _R_UNTIL_CLOSE:
+            self._state = _R_CLOSED
+            return [END_OF_MESSAGE]
+        if self.in_message:
+            self._die()
+            raise ProtocolError("upstream closed mid-response", 502)
+        return []
+
+    def _die(self) -> None:
+        self._state = _R_DEAD
+        self._buf.clear()
+
+    def _check_buffer(self, size: int) -> None:
+        state = self._state
+        if state == _R_HEAD:
+            if size > self._max_head:
+                raise ProtocolError("response head too large", 502)
+        elif state == _R_TRAILER:
+            if size + self._trailer_bytes > self._max_head:
+                raise ProtocolError("response trailers too large", 502)
+        elif size > MAX_CHUNK_LINE_BYTES:
+            raise ProtocolError("chunk-size line too long", 502)
+
+    def _run(self, data: bytes, events: list) -> int:
+        """Consume as much of `data` as possible; return the offset of the unconsumed rest."""
+        pos = 0
+        n = len(data)
+        while pos < n:
+            state = self._state
+            if state == _R_LENGTH or state == _R_CHUNK_DATA:
+                take = n - pos
+                if take > self._remaining:
+                    take = self._remaining
+                events.append(Body(data if take == n else data[pos : pos + take]))
+                pos += take
+                self._remaining -= take
+                if self._remaining == 0:
+                    if state == _R_LENGTH:
+                        self._finish(events)
+                    else:
+                        self._state = _R_CHUNK_CRLF
+            elif state == _R_HEAD:
+                if not self._expected:
+                    raise ProtocolError("response bytes with no request outstanding", 502)
+                end = data.find(b"\r\n\r\n", pos)
+                if end < 0:
+                    # Fail garbage early instead of buffering up to the head limit.
+                    prefix = data[pos : pos + 5]
+                    if b"HTTP/"[: len(prefix)] != prefix:
+                        raise ProtocolError("response does not start with HTTP/", 502)
+                    return pos
+                if end - pos > self._max_head:
+                    raise ProtocolError("response head too large", 502)
+                self._head(data[pos:end], events)
+                pos = end + 4
+            elif state == _R_CHUNK_SIZE:
+                nl = data.find(b"\n", pos)
+                if nl < 0:
+                    return pos
+                # RFC 9112 7.1: chunk = chunk-size [ chunk-ext ] CRLF chunk-data CRLF
+                if nl == pos or data[nl - 1] != 13:
+                    raise ProtocolError("chunk-size line not ended by CRLF", 502)
+                m = CHUNK_LINE_RE.fullmatch(data, pos, nl - 1)
+                if m is None:
+                    raise ProtocolError("invalid chunk-size line", 502)
+                size = int(m.group(1), 16)
+                pos = nl + 1
+                if size:
+                    self._remaining = size
+                    self._state = _R_CHUNK_DATA
+                else:
+                    self._trailer_bytes = 0
+                    self._state = _R_TRAILER
+            elif state == _R_CHUNK_CRLF:
+                if n - pos < 2:
+                    if data[pos] != 13:
+                        raise ProtocolError("chunk data not followed by CRLF", 502)
+                    return pos
+                if data[pos] != 13 or data[pos + 1] != 10:
+                    raise ProtocolError("chunk data not followed by CRLF", 502)
+                pos += 2
+                self._state = _R_CHUNK_SIZE
+            elif state == _R_TRAILER:
+                nl = data.find(b"\n", pos)
+                if nl < 0:
+                    return pos
+                if nl == pos or data[nl - 1] != 13:
+                    raise ProtocolError("trailer line not ended by CRLF", 502)
+                if nl - 1 == pos:  # the empty line that ends the trailer section
+                    pos = nl + 1
+                    self._finish(events)
+                    continue
+                # RFC 9112 7.1.2: trailer-section = *( field-line CRLF ). Validated, then
+                # dropped: a proxy may discard trailers (RFC 9110 6.5.1).
+                if FIELD_LINE_RE.fullmatch(data, pos, nl - 1) is None:
+                    raise ProtocolError("invalid trailer field", 502)
+                self._trailer_bytes += nl + 1 - pos
+                if self._trailer_bytes > self._max_head:
+                    raise ProtocolError("response trailers too large", 502)
+                pos = nl + 1
+            elif state == _R_UNTIL_CLOSE or state == _R_TUNNEL:
+                chunk = data if pos == 0 else data[pos:]
+                events.append(Body(chunk) if state == _R_UNTIL_CLOSE else Tunnel(chunk))
+                return n
+            else:  # _R_CLOSED
+                raise ProtocolError("bytes after a response that closed the connection", 502)
+        return pos
+
+    def _finish(self, events: list) -> None:
+        events.append(END_OF_MESSAGE)
+        self._state = _R_HEAD if self._keep_alive else _R_CLOSED
+
+    def _head(self, head: bytes, events: list) -> None:
+        lines = head.split(b"\r\n")
+        m = STATUS_LINE_RE.fullmatch(lines[0])
+        if m is None:
+            raise ProtocolError("invalid status line", 502)
+        major, minor, status_b, reason = m.groups()
+        if major != b"1" or minor not in (b"0", b"1"):
+            raise ProtocolError("unsupported HTTP version in response", 502)
+        http11 = minor == b"1"
+        version = b"1.1" if http11 else b"1.0"
+        status = int(status_b)
+        if status < 100:
+            raise ProtocolError("invalid status code", 502)
+
+        headers = []
+        cl_values: list[bytes] | None = None
+        te_values: list[bytes] | None = None
+        conn: list[bytes] | None = None
+        field_line = FIELD_LINE_RE.fullmatch
+        for line in lines[1:]:
+            fm = field_line(line)
+            if fm is None:
+                # Covers obs-fold, bare CR/LF, CTLs, space before the colon (RFC 9112 5.1, 5.2).
+                raise ProtocolError("invalid header field line", 502)
+            name = fm.group(1).lower()
+            value = fm.group(2).strip(b" \t")
+            headers.append((name, value))
+            kind = _SPECIAL.get(name)
+            if kind is None:
+                continue
+            if kind == _CL:
+                cl_values = [value] if cl_values is None else cl_values + [value]
+            elif kind == _TE:
+                te_values = [value] if te_values is None else te_values + [value]
+            elif kind == _CONN:
+                conn = split_tokens(value) if conn is None else conn + split_tokens(value)
+
+        if conn is None:
+            keep_alive = http11
+        elif b"close" in conn:
+            keep_alive = False
+        else:
+            keep_alive = http11 or b"keep-alive" in conn
+
+        if status < 200:
+            if status == 101:
+                # RFC 9110 15.2.2: the connection switches protocol after this head.
+                self._expected.popleft()
+                self._interim = False
+                events.append(
+                    ResponseHead(status, reason or b"", version, headers, keep_alive, upgrade=True)
+                )
+                self._state = _R_TUNNEL
+                return
+            # RFC 9110 15.2: 1xx is interim; the final response to the same request follows.
+            self._interim = True
+            events.append(ResponseHead(status, reason or b"", version, headers, keep_alive))
+            return
+
+        method = self._expected.popleft()
+        self._interim = False
+        content_length = None
+        if cl_values is not None:
+            # RFC 9112 6.3 item 5: an invalid or conflicting Content-Length in a response means a
+            # proxy MUST close the upstream connection and answer 502.
+            content_length = _parse_content_length(cl_values, 502)
+        # RFC 9112 6.3 item 1: no body for HEAD, 1xx, 204 and 304, whatever the headers say.
+        if method == b"HEAD" or status in _NO_BODY_STATUS:
+            framing = Framing.NONE
+        elif te_values is not None:
+            codings = split_tokens(te_values[0])
+            for extra in te_values[1:]:
+                codings += split_tokens(extra)
+            # We only decode chunked; anything else cannot be relayed once TE is stripped.
+            if codings != [b"chunked"]:
+                raise ProtocolError("unsupported transfer coding in response", 502)
+            framing = Framing.CHUNKED
+            if content_length is not None:
+                # RFC 9112 6.3 item 3: chunked wins, and the connection MUST then be closed.
+                content_length = None
+                keep_alive = False
+            if not http11:
+                keep_alive = False  # RFC 9112 6.1: HTTP/1.0 + TE: framing is faulty, close after
+        elif content_length is not None:
+            framing = Framing.LENGTH
+        else:
+            # RFC 9112 6.3 item 8: the body runs until the server closes.
+            framing = Framing.UNTIL_CLOSE
+            keep_alive = False
+        self._keep_alive = keep_alive
+        events.append(
+            ResponseHead(
+                status, reason or b"", version, headers, keep_alive, framing, content_length
+            )
+        )
+        if framing == Framing.LENGTH:
+            if content_length:
+                self._remaining = content_length
+                self._state = _R_LENGTH
+            else:
+                self._finish(events)
+        elif framing == Framing.CHUNKED:
+            self._state = _R_CHUNK_SIZE
+        elif framing == Framing.UNTIL_CLOSE:
+            self._state = _R_UNTIL_CLOSE
+        else:
+            self._finish(events)
