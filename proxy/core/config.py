@@ -8,6 +8,7 @@ and exits 2 before anything is bound.
 
 from __future__ import annotations
 
+import re
 import tomllib
 from pathlib import Path
 from typing import Any, TypeVar
@@ -53,6 +54,9 @@ def format_loc(loc: tuple[Any, ...]) -> str:
     return out or "(top level)"
 
 
+_KEY_PATH = re.compile(r"^[A-Za-z_][\w]*(\[\d+\]|\.[A-Za-z_]\w*)*$")
+
+
 def _clean_msg(msg: str) -> str:
     # pydantic prefixes custom validator messages with "Value error, "; the reader wants the reason.
     for prefix in ("Value error, ", "Assertion failed, "):
@@ -68,8 +72,14 @@ def parse_config(data: dict[str, Any], model: type[M], source: str = "<config>")
     except ValidationError as exc:
         lines = []
         for err in exc.errors(include_url=False):
-            loc = format_loc(tuple(err["loc"]))
+            loc_t = tuple(err["loc"])
             msg = "unknown key" if err["type"] == "extra_forbidden" else _clean_msg(err["msg"])
+            # Cross-field validators name the key they blame as "key.path: reason".
+            head, sep, rest = msg.partition(": ")
+            if sep and _KEY_PATH.match(head):
+                loc_t += (head,)
+                msg = rest
+            loc = format_loc(loc_t)
             lines.append(f"{source}: {loc}: {msg}")
         raise ConfigError(source, lines) from None
 

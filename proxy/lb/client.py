@@ -121,8 +121,7 @@ class ClientConn(asyncio.Protocol):
     # -- asyncio callbacks -----------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = transport  # type: ignore[assignment]  # uvloop's is no subclass
         fe = self.fe
         peer = transport.get_extra_info("peername")
         self.client_ip = (peer[0] if peer else "").encode()

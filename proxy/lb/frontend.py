@@ -158,7 +158,7 @@ class Frontend:
         raw = cookie_value(head.headers, codec.cookie_name.encode())
         if raw is None:
             return None
-        name = codec.verify(raw.decode("latin-1"))
+        name = codec.decode(raw.decode("latin-1"))
         if name is None:
             return None
         backend = pool.backends.get(name)
@@ -169,10 +169,7 @@ class Frontend:
     def sticky_cookie(self, pool: Pool, backend: Backend) -> bytes:
         codec = pool.sticky
         assert codec is not None and pool.cfg.sticky is not None
-        value = f"{codec.cookie_name}={codec.sign(backend.name)}; Path=/; HttpOnly; SameSite=Lax"
-        if pool.cfg.sticky.max_age:
-            value += f"; Max-Age={pool.cfg.sticky.max_age}"
-        return value.encode()
+        return codec.set_cookie(backend.name, max_age=pool.cfg.sticky.max_age).encode()
 
     def upstream_head(self, head: RequestHead, client_ip: bytes) -> bytes:
         """The request head as the backend sees it: hop-by-hop headers removed, framing made

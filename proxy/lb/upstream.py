@@ -52,8 +52,7 @@ class UpstreamConn(asyncio.Protocol):
     # -- asyncio callbacks -----------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = transport  # type: ignore[assignment]  # uvloop's is no subclass
         transport.set_write_buffer_limits(high=WRITE_HIGH_WATER)
         self.backend.open_connections += 1
 

@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# One entry point that sets up a fresh Debian machine (apt packages, a venv, the package with its
+# test extras) and then runs what was asked:
+#   bash scripts/dev.sh demo [args]   -> tierproxy demo
+#   bash scripts/dev.sh test [args]   -> the whole test suite (pytest)
+#   bash scripts/dev.sh setup         -> set-up only
+# Re-running is cheap: installed packages and an up-to-date venv are detected and skipped.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+APT_PACKAGES=(redis-server postgresql prometheus curl wrk)
+# command that proves each package is present (same order)
+APT_PROBES=(redis-server /usr/lib/postgresql promtool curl wrk)
+
+log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+
+need_apt=()
+for i in "${!APT_PACKAGES[@]}"; do
+  probe=${APT_PROBES[$i]}
+  if [[ $probe == /* ]]; then [[ -e $probe ]] || need_apt+=("${APT_PACKAGES[$i]}")
+  else command -v "$probe" >/dev/null 2>&1 || need_apt+=("${APT_PACKAGES[$i]}"); fi
+done
+if ((${#need_apt[@]})); then
+  log "installing Debian packages: ${need_apt[*]}"
+  SUDO=""; [[ $(id -u) == 0 ]] || SUDO="sudo"
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get update -qq
+  $SUDO apt-get install -y -qq --no-install-recommends "${need_apt[@]}" python3-venv >/dev/null
+fi
+# Debian's postgresql package may start a cluster of its own; tierproxy's tests start their own.
+
+PY=${PYTHON:-}
+if [[ -z $PY ]]; then
+  for cand in python3.11 python3; do
+    if command -v "$cand" >/dev/null && "$cand" -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
+      PY=$cand; break
+    fi
+  done
+fi
+[[ -n $PY ]] || { echo "Python >= 3.11 is required" >&2; exit 1; }
+
+stamp=.venv/.tierproxy-installed
+want=$(sha256sum pyproject.toml | cut -d' ' -f1)
+if [[ ! -x .venv/bin/python || ! -f $stamp || $(cat "$stamp") != "$want" ]]; then
+  log "creating the venv and installing tierproxy[test]"
+  [[ -x .venv/bin/python ]] || "$PY" -m venv .venv
+  .venv/bin/python -m pip install -q --upgrade pip >/dev/null
+  .venv/bin/python -m pip install -q -e '.[test]'
+  echo "$want" > "$stamp"
+fi
+
+cmd=${1:-test}; shift || true
+case $cmd in
+  setup) log "set-up done" ;;
+  demo) exec .venv/bin/tierproxy demo "$@" ;;
+  test) exec .venv/bin/python -m pytest -q "$@" ;;
+  *) echo "usage: $0 {demo|test|setup} [args]" >&2; exit 2 ;;
+esac

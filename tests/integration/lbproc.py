@@ -1,0 +1,135 @@
+"""Run `tierproxy lb` as a real process for integration tests: config in a temp dir, ports held by
+PortLocks, readiness probed through the admin API, logs kept for failure reports."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from proxy.devstack.ports import allocate_port
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def http_json(url: str, method: str = "GET", body: Any = None, timeout: float = 5.0) -> tuple[int, Any]:
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(url, data=data, method=method)
+    if data is not None:
+        req.add_header("Content-Type", "application/json")
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            raw = resp.read()
+            status = resp.status
+    except urllib.error.HTTPError as exc:
+        raw = exc.read()
+        status = exc.code
+    try:
+        return status, json.loads(raw)
+    except ValueError:
+        return status, raw.decode("utf-8", "replace")
+
+
+def wait_for(predicate: Any, timeout: float = 15.0, what: str = "condition") -> Any:
+    """Poll `predicate` with a short backoff until it returns a truthy value."""
+    deadline = time.monotonic() + timeout
+    delay = 0.01
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out waiting for {what}")
+        time.sleep(delay)
+        delay = min(delay * 1.5, 0.2)
+
+
+class LbProcess:
+    """A `tierproxy lb` subprocess. `body` is the TOML after the listen/admin lines."""
+
+    def __init__(self, tmp_path: Path, body: str, name: str = "lb") -> None:
+        self._port_lock = allocate_port()
+        self._admin_lock = allocate_port()
+        self.port = self._port_lock.port
+        self.admin_port = self._admin_lock.port
+        self.dir = tmp_path
+        self.config_path = tmp_path / f"{name}.toml"
+        self.log_path = tmp_path / f"{name}.log"
+        self.write_config(body)
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def write_config(self, body: str) -> None:
+        head = f'listen = "127.0.0.1:{self.port}"\n[admin]\naddress = "127.0.0.1:{self.admin_port}"\n'
+        self.config_path.write_text(head + body)
+
+    def start(self) -> LbProcess:
+        # The PortLocks are file locks, not sockets: we keep them while the daemon runs so that
+        # no parallel test allocates the same ports.
+        self._log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "proxy.cli", "lb", "--config", str(self.config_path), "--json-logs"],
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            cwd=REPO,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        wait_for(self._ready, 20, "tierproxy lb to answer on its admin port")
+        return self
+
+    def _ready(self) -> bool:
+        if self.proc is not None and self.proc.poll() is not None:
+            raise RuntimeError(f"tierproxy lb exited with {self.proc.returncode}:\n{self.log_tail()}")
+        try:
+            status, _ = http_json(self.admin("/healthz"), timeout=1)
+        except OSError:
+            return False
+        return status == 200
+
+    def url(self, path: str = "/") -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def admin(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.admin_port}{path}"
+
+    def status(self) -> dict[str, Any]:
+        code, data = http_json(self.admin("/status"))
+        assert code == 200, data
+        return data
+
+    def backend(self, pool: str, name: str) -> dict[str, Any] | None:
+        for b in self.status()["pools"][pool]["backends"]:
+            if b["name"] == name:
+                return b
+        return None
+
+    def signal(self, sig: int) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+
+    def log_tail(self, n: int = 40) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
+        except OSError:
+            return ""
+
+    def stop(self, timeout: float = 15.0) -> int | None:
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
+        self._port_lock.release()
+        self._admin_lock.release()
+        return self.proc.returncode
