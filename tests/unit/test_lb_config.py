@@ -83,7 +83,7 @@ def test_sticky_needs_secret(tmp_path: Path) -> None:
 
 
 def test_route_to_missing_pool(tmp_path: Path) -> None:
-    text = '[[routes]]\npool = "api"\n' + MINIMAL
+    text = MINIMAL + '[[routes]]\npool = "api"\n'
     assert _errors(tmp_path, text) == ["lb.toml: routes[0].pool: no pool named 'api'"]
 
 
