@@ -1,0 +1,114 @@
+"""Race-free loopback port allocation, after pgbouncer's test `PortLock`.
+
+Binding to port 0, closing and handing the number to a server (asyncpg's `find_available_port`)
+races with every other process doing the same. Instead each allocation takes an exclusive,
+non-blocking `flock` on `/tmp/tierproxy-ports/<port>.lock` and keeps it until `release()`, so two
+allocators that both use this module (parallel pytest workers, a demo next to a test run) never hand
+out the same port. A bind check on the loopback address then skips ports that something outside
+this scheme already uses. `flock` locks belong to the open file, not the process, so two PortLocks in
+one process also exclude each other, and the kernel drops the lock when the holder dies.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+import random
+import socket
+from pathlib import Path
+from types import TracebackType
+from typing import IO
+
+__all__ = ["LOCK_DIR", "PORT_RANGE", "PortLock", "PortUnavailable", "allocate_port"]
+
+LOCK_DIR = Path("/tmp/tierproxy-ports")
+# Above the registered services most machines run and below Linux's default ephemeral range
+# (32768-60999 overlaps; the bind check covers ports the kernel handed out as ephemeral).
+PORT_RANGE = (20000, 60000)
+MAX_ATTEMPTS = 200
+
+
+class PortUnavailable(Exception):
+    """The port is locked by another allocation or is already bound on the loopback address."""
+
+
+def _bindable(host: str, port: int) -> bool:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        # No SO_REUSEADDR: a port still in TIME_WAIT is refused here, which errs on the safe side.
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+class PortLock:
+    """An exclusive claim on one TCP port of `host`, held until `release()` (or context exit)."""
+
+    def __init__(self, port: int, host: str = "127.0.0.1", lock_dir: Path = LOCK_DIR) -> None:
+        self.port = port
+        self.host = host
+        self.path = lock_dir / f"{port}.lock"
+        lock_dir.mkdir(parents=True, exist_ok=True)
+        # The lock files stay on disk: unlinking one while another process has it open would let a
+        # third process lock a fresh inode of the same name and both would think they own the port.
+        file: IO[str] | None = open(self.path, "a")  # noqa: SIM115 - held for the lock's lifetime
+        try:
+            fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            file.close()
+            if exc.errno in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+                raise PortUnavailable(f"port {port}: locked by another allocation") from None
+            raise
+        if not _bindable(host, port):
+            file.close()  # closing the file drops the lock
+            raise PortUnavailable(f"port {port}: already bound on {host}")
+        self._file = file
+        # Who holds it, for a human looking at /tmp/tierproxy-ports; informational only.
+        file.truncate(0)
+        file.write(f"{os.getpid()}\n")
+        file.flush()
+
+    @property
+    def held(self) -> bool:
+        return self._file is not None
+
+    def release(self) -> None:
+        """Drop the claim. Idempotent."""
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+    def __enter__(self) -> PortLock:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.release()
+
+    def __repr__(self) -> str:
+        return f"PortLock({self.host}:{self.port}, held={self.held})"
+
+
+def allocate_port(
+    host: str = "127.0.0.1",
+    *,
+    port_range: tuple[int, int] = PORT_RANGE,
+    lock_dir: Path = LOCK_DIR,
+    rng: random.Random | None = None,
+) -> PortLock:
+    """A locked, currently bindable port in `port_range` (inclusive), chosen at random."""
+    rng = rng or random.Random()
+    low, high = port_range
+    for _ in range(MAX_ATTEMPTS):
+        try:
+            return PortLock(rng.randint(low, high), host, lock_dir)
+        except PortUnavailable:
+            continue
+    raise PortUnavailable(f"no free port on {host} in {low}-{high} after {MAX_ATTEMPTS} attempts")

@@ -1,0 +1,137 @@
+"""Shared pytest fixtures: real Redis and web-worker processes from proxy.devstack, log dumps.
+
+- `redis_server` (session): one redis-server on a locked loopback port; `.url`, `.port`.
+- `web_worker_factory` (function): `start(name, sessions="memory"|"redis"|URL, static=None)` starts
+  `python -m workers.web` and returns a ready WebWorker; every worker it started is terminated at
+  teardown, SIGSTOPped ones included (SIGCONT is sent with the SIGTERM).
+- When a test fails, the tail of the log of every process owned by the fixtures it used is added
+  to its report: any fixture value with a `managed_processes()` method takes part, so fixtures in
+  other conftest files get the dump by providing that method.
+- Tests under tests/integration are marked `integration` automatically.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from proxy.devstack.process import ManagedProcess
+from proxy.devstack.redis import RedisServer, start_redis
+from proxy.devstack.web import READY_TIMEOUT, WebWorker, WebWorkers
+
+_INTEGRATION_DIR = Path(__file__).parent / "integration"
+# Report of each phase, stored on the item so fixtures can ask "did the test fail?" at teardown.
+PHASE_REPORTS = pytest.StashKey[dict[str, pytest.TestReport]]()
+LOG_TAIL_LINES = 60
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.path.is_relative_to(_INTEGRATION_DIR):
+            item.add_marker(pytest.mark.integration)
+
+
+def _processes_of(item: pytest.Item) -> list[Any]:
+    seen: dict[int, Any] = {}
+    for value in getattr(item, "funcargs", {}).values():
+        owner = getattr(value, "managed_processes", None)
+        if callable(owner):
+            for process in owner():
+                seen.setdefault(id(process), process)
+    return list(seen.values())
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    report = yield
+    item.stash.setdefault(PHASE_REPORTS, {})[report.when] = report
+    # At "call" (or a failing "setup") the processes are still alive and their logs complete;
+    # sections added here are printed with the failure.
+    if report.failed and report.when in ("setup", "call"):
+        for process in _processes_of(item):
+            report.sections.append(_log_section(process))
+    return report
+
+
+def _log_section(process: Any) -> tuple[str, str]:
+    # Duck-typed: other fixtures' process objects need only name, pid, log_path and log_tail(n).
+    title = (
+        f"log tail: {getattr(process, 'name', '?')} (pid {getattr(process, 'pid', '?')}, "
+        f"{getattr(process, 'log_path', '?')})"
+    )
+    try:
+        return title, process.log_tail(LOG_TAIL_LINES)
+    except Exception as exc:  # a broken log must not hide the test's own failure
+        return title, f"<could not read log: {exc!r}>"
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    server = start_redis(log_dir=tmp_path_factory.mktemp("redis"))
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+class WebWorkerFactory:
+    """The `web_worker_factory` fixture: call it to start a ready worker owned by the test."""
+
+    def __init__(self, request: pytest.FixtureRequest, log_dir: Path) -> None:
+        self._request = request
+        self.workers = WebWorkers(log_dir)
+        self._redis: RedisServer | None = None
+
+    def _sessions(self, sessions: str) -> str:
+        if sessions != "redis":
+            return sessions
+        # Resolved lazily so tests that only use memory sessions never start Redis.
+        if self._redis is None:
+            self._redis = self._request.getfixturevalue("redis_server")
+        return self._redis.url
+
+    def start(
+        self,
+        name: str,
+        sessions: str = "memory",
+        *,
+        static: Path | None = None,
+        extra_args: Sequence[str] = (),
+        timeout: float = READY_TIMEOUT,
+    ) -> WebWorker:
+        return self.workers.start(
+            name, sessions=self._sessions(sessions), static=static, extra_args=extra_args, timeout=timeout
+        )
+
+    __call__ = start
+
+    async def start_async(
+        self,
+        name: str,
+        sessions: str = "memory",
+        *,
+        static: Path | None = None,
+        extra_args: Sequence[str] = (),
+        timeout: float = READY_TIMEOUT,
+    ) -> WebWorker:
+        return await self.workers.start_async(
+            name, sessions=self._sessions(sessions), static=static, extra_args=extra_args, timeout=timeout
+        )
+
+    def managed_processes(self) -> list[ManagedProcess]:
+        redis = self._redis.managed_processes() if self._redis is not None else []
+        return self.workers.managed_processes() + redis
+
+
+@pytest.fixture
+def web_worker_factory(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[WebWorkerFactory]:
+    factory = WebWorkerFactory(request, tmp_path_factory.mktemp("web"))
+    try:
+        yield factory
+    finally:
+        factory.workers.close()
