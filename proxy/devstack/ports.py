@@ -44,6 +44,17 @@ def _bindable(host: str, port: int) -> bool:
     return True
 
 
+def _ensure_shared_dir(lock_dir: Path) -> None:
+    if lock_dir.is_dir():
+        return
+    lock_dir.mkdir(parents=True, exist_ok=True)
+    # Sticky and world-writable like /tmp, so test runs as different users share one scheme.
+    try:
+        lock_dir.chmod(0o1777)
+    except PermissionError:
+        pass  # someone else created it between mkdir and chmod; their mode stands
+
+
 class PortLock:
     """An exclusive claim on one TCP port of `host`, held until `release()` (or context exit)."""
 
@@ -51,10 +62,14 @@ class PortLock:
         self.port = port
         self.host = host
         self.path = lock_dir / f"{port}.lock"
-        lock_dir.mkdir(parents=True, exist_ok=True)
+        _ensure_shared_dir(lock_dir)
         # The lock files stay on disk: unlinking one while another process has it open would let a
         # third process lock a fresh inode of the same name and both would think they own the port.
-        file: IO[str] | None = open(self.path, "a")  # noqa: SIM115 - held for the lock's lifetime
+        try:
+            file: IO[str] | None = open(self.path, "a")  # noqa: SIM115 - held for the lock's lifetime
+        except PermissionError:
+            # Another user's lock file: we cannot join that user's scheme for this port, so skip it.
+            raise PortUnavailable(f"port {port}: lock file {self.path} belongs to another user") from None
         try:
             fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:

@@ -12,6 +12,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from proxy.devstack.poll import wait_until_async
+from proxy.devstack.ports import allocate_port
 from proxy.devstack.web import WebWorker
 
 MiB = 1024 * 1024
@@ -93,6 +94,17 @@ async def test_redis_sessions_survive_a_worker_dying(web_worker_factory, redis_s
         assert 0 < await client.ttl(key) <= 1800
     finally:
         await client.aclose()
+
+
+async def test_redis_down_fails_sessions_not_health(web_worker_factory, http) -> None:
+    # A locked port nobody listens on: the worker's Redis is "down" from the start.
+    with allocate_port() as dead:
+        worker = web_worker_factory("web-noredis", sessions=f"redis://127.0.0.1:{dead.port}/0")
+        async with http.get(f"{worker.url}/session") as resp:
+            assert resp.status == 503
+            assert "session store unavailable" in (await resp.json())["error"]
+        async with http.get(f"{worker.url}/healthz") as resp:
+            assert resp.status == 200
 
 
 async def test_redis_session_counter_is_atomic_under_concurrency(web_worker_factory) -> None:
