@@ -12,6 +12,7 @@ Endpoints:
   GET  /session        per-user visit counter keyed by cookie `sid`: {"instance", "sid", "count"}
   GET  /headers        the request as received: method, path, query, remote, headers
   POST|PUT /echo       streams the request body back, chunked, in bounded memory
+  POST|PUT /sink       reads the body in bounded memory, answers {"bytes", "sha256"}; /echo takes ?delay_ms=N
   GET  /bytes?n=N      N pattern bytes (byte i is i % 256) with Content-Length; &chunked=1 for chunked
   GET  /status/{code}  answers with that status
   GET  /slow?ms=N      answers after N milliseconds
@@ -32,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
 import html
 import os
 import re
@@ -248,6 +250,10 @@ async def headers(request: web.Request) -> web.Response:
 
 
 async def echo(request: web.Request) -> web.StreamResponse:
+    # ?delay_ms=N holds the answer back, so tests can make a non-idempotent request time out.
+    delay_ms = _int_param(request, "delay_ms", 0, 600_000)
+    if delay_ms:
+        await asyncio.sleep(delay_ms / 1000)
     response = web.StreamResponse()
     response.content_type = request.headers.get("Content-Type", "application/octet-stream")
     response.enable_chunked_encoding()
@@ -258,6 +264,17 @@ async def echo(request: web.Request) -> web.StreamResponse:
         await response.write(piece)
     await response.write_eof()
     return response
+
+
+async def sink(request: web.Request) -> web.Response:
+    """Read the whole body in pieces (bounded memory) and report its size and SHA-256, so a test
+    can push 1 GiB through the balancer without getting 1 GiB back."""
+    digest = hashlib.sha256()
+    size = 0
+    async for piece in request.content.iter_chunked(CHUNK_SIZE):
+        digest.update(piece)
+        size += len(piece)
+    return web.json_response({"bytes": size, "sha256": digest.hexdigest()})
 
 
 def _int_param(request: web.Request, name: str, default: int, upper: int) -> int:
@@ -356,6 +373,8 @@ def build_app(config: WebConfig) -> web.Application:
     app.router.add_get("/headers", headers)
     app.router.add_post("/echo", echo)
     app.router.add_put("/echo", echo)
+    app.router.add_post("/sink", sink)
+    app.router.add_put("/sink", sink)
     app.router.add_get("/bytes", bytes_)
     app.router.add_get("/status/{code}", status)
     app.router.add_get("/slow", slow)

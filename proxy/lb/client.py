@@ -108,6 +108,8 @@ class ClientConn(asyncio.Protocol):
         self.retry_buf: list[bytes] | None = None  # framed body bytes, for a retry
         self.retry_size = 0
         self.attempts = 0
+        self.sent = False  # the request head went to some backend (POST is then not retried)
+        self.idempotent = False
         self.exclude: tuple[Backend, ...] = ()
         self.stale_retried = False
         self.resp: ResponseHead | None = None
@@ -238,8 +240,10 @@ class ClientConn(asyncio.Protocol):
         self.t0 = fe.loop.time()
         fe.requests_total += 1
         pool = self.pool = fe.route(head)
-        if head.framing == Framing.NONE or head.method in IDEMPOTENT or pool.cfg.retry_non_idempotent:
-            self.retry_buf = []
+        # Every request keeps a retry buffer (bounded): one that never reached a backend (connect
+        # refused or timed out) can be replayed whatever its method.
+        self.retry_buf = []
+        self.idempotent = head.method in IDEMPOTENT or pool.cfg.retry_non_idempotent
         if pool.hash_key_kind() != "client_ip" or pool.cfg.algorithm == "consistent_hash":
             self.hash_key = fe.hash_key(pool, head, self.client_ip)
         self.up_head = fe.upstream_head(head, self.client_ip)
@@ -308,6 +312,7 @@ class ClientConn(asyncio.Protocol):
         else:
             up.resume_reading()
         up.write(self.up_head)
+        self.sent = True
         if self.pending:
             up.write(b"".join(self.pending))
             self.pending = []
@@ -547,7 +552,7 @@ class ClientConn(asyncio.Protocol):
             self._replay(backend)
             return
         pool.report_failure(backend, outcome, fe.now)
-        if replayable and self.attempts < pool.cfg.retries:
+        if replayable and (self.idempotent or not self.sent) and self.attempts < pool.cfg.retries:
             self.attempts += 1
             pool.retries_total += 1
             self.exclude = self.exclude + (backend,)

@@ -92,6 +92,14 @@ class LbProcess:
             return False
         return status == 200
 
+    @property
+    def name(self) -> str:
+        return self.config_path.stem
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc is not None else None
+
     def url(self, path: str = "/") -> str:
         return f"http://127.0.0.1:{self.port}{path}"
 
