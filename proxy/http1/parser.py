@@ -749,8 +749,9 @@ class ResponseParser:
             if fm is None:
                 # Covers obs-fold, bare CR/LF, CTLs, space before the colon (RFC 9112 5.1, 5.2).
                 raise ProtocolError("invalid header field line", 502)
-            name = fm.group(1).lower()
-            value = fm.group(2).strip(b" \t")
+            name, value = fm.groups()
+            name = name.lower()
+            value = value.strip(b" \t")
             headers.append((name, value))
             kind = _SPECIAL.get(name)
             if kind is None:

@@ -738,3 +738,18 @@ def test_get_header_and_connection_tokens() -> None:
     assert get_header(headers, b"a") == b"1"
     assert get_header(headers, b"missing") is None
     assert connection_tokens(headers) == {b"close", b"foo", b"bar"}
+
+
+def test_http10_chunked_response_closes_connection() -> None:
+    # RFC 9112 6.1: HTTP/1.0 + Transfer-Encoding is faulty framing; close after the message.
+    wire = b"HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nx\r\n0\r\n\r\n"
+    assert parse_response(b"GET", wire) == [
+        rhead(
+            version=b"1.0",
+            headers=[(b"connection", b"keep-alive"), (b"transfer-encoding", b"chunked")],
+            keep_alive=False,
+            framing=Framing.CHUNKED,
+        ),
+        Body(b"x"),
+        END_OF_MESSAGE,
+    ]
