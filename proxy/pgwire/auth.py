@@ -222,6 +222,14 @@ def _check_nonce(nonce: str) -> str:
     return nonce
 
 
+def _check_extensions(parts: list[str]) -> None:
+    # RFC 5802 "extensions": attr-val pairs with a one-letter name; PostgreSQL reads and ignores
+    # them (read_any_attr in src/backend/libpq/auth-scram.c) but refuses malformed ones.
+    for part in parts:
+        if len(part) < 2 or part[1] != "=" or not (part[0].isascii() and part[0].isalpha()):
+            raise PgProtocolError("malformed SCRAM message: invalid attribute", PROTOCOL_VIOLATION)
+
+
 def _escape_saslname(name: str) -> str:
     return name.replace("=", "=3D").replace(",", "=2C")
 
@@ -270,6 +278,7 @@ class ScramClient:
             raise PgProtocolError("invalid SCRAM server nonce", PROTOCOL_VIOLATION)
         salt = _unb64(_attr(parts[1], "s"), "salt")
         iterations_text = _attr(parts[2], "i")
+        _check_extensions(parts[3:])
         if not iterations_text.isdigit() or not iterations_text.isascii() or len(iterations_text) > 10:
             raise PgProtocolError("malformed SCRAM message: invalid iteration count", PROTOCOL_VIOLATION)
         iterations = int(iterations_text)
@@ -361,6 +370,7 @@ class ScramServer:
             raise PgProtocolError("malformed SCRAM message: short client-first", PROTOCOL_VIOLATION)
         self.user = _attr(parts[0], "n").replace("=2C", ",").replace("=3D", "=")
         client_nonce = _check_nonce(_attr(parts[1], "r"))
+        _check_extensions(parts[2:])
         self._gs2 = _GS2_HEADERS[flag]
         self._first_bare = bare
         self._nonce = client_nonce + self._nonce
@@ -385,6 +395,7 @@ class ScramServer:
             raise PgProtocolError("SCRAM channel binding check failed", PROTOCOL_VIOLATION)
         if _attr(parts[1], "r") != self._nonce:
             raise PgProtocolError("SCRAM nonce does not match", PROTOCOL_VIOLATION)
+        _check_extensions(parts[2:])
         proof = _unb64(proof_text, "proof")
         if len(proof) != _KEY_LEN:
             raise PgProtocolError("malformed SCRAM message: invalid proof length", PROTOCOL_VIOLATION)
