@@ -14,10 +14,8 @@ Two things keep the per-byte cost bounded when a peer dribbles a head in tiny pi
   quadratic for a head fed a byte at a time; whole lines make that at most one join per line.
 * the head size is the size reported by callbacks plus the partial line, checked on every feed.
 
-`ResponseParser` is plain Python because llhttp cannot be told that a response answers HEAD (and
-so has no body); `expect(method)` queues the request methods in send order. It is written for the
-common case of a whole response in one feed: one ``find`` for the end of the head, one regex per
-header line, and body slices taken straight out of the fed bytes.
+`ResponseParser` (in `_response.py`, re-exported here) is plain Python because llhttp cannot
+be told that a response answers HEAD and so has no body.
 
 Any exception out of `feed`/`feed_eof` other than `ProtocolError` is a bug. After a
 `ProtocolError` a parser is dead and raises again on every call.
@@ -25,47 +23,24 @@ Any exception out of `feed`/`feed_eof` other than `ProtocolError` is a bug. Afte
 
 from __future__ import annotations
 
-from collections import deque
-
 import httptools
 
-from ._abnf import (
-    ABSOLUTE_FORM_RE,
-    CHUNK_LINE_RE,
-    FIELD_LINE_RE,
-    HOST_RE,
-    MAX_CL_DIGITS,
-    STATUS_LINE_RE,
+from ._abnf import ABSOLUTE_FORM_RE, HOST_RE
+from ._framing import (
+    CL,
+    CONN,
+    DEFAULT_MAX_HEADER_BYTES,
+    HOST,
+    SPECIAL_HEADERS,
+    TE,
+    parse_content_length,
 )
+from ._response import ResponseParser
 from .errors import ProtocolError
-from .events import (
-    END_OF_MESSAGE,
-    Body,
-    Framing,
-    RequestHead,
-    ResponseHead,
-    Tunnel,
-)
+from .events import END_OF_MESSAGE, Body, Framing, RequestHead, Tunnel
 from .headers import split_tokens
 
 __all__ = ["RequestParser", "ResponseParser", "DEFAULT_MAX_HEADER_BYTES"]
-
-# Same default as h11 (64 KiB); nginx allows 4 x 8 KiB, node 16 KiB, Apache 8 KiB per line.
-DEFAULT_MAX_HEADER_BYTES = 65536
-
-# A chunk-size line with extensions. Nothing legitimate sends more than a few dozen bytes;
-# this only bounds what we buffer while waiting for its LF.
-MAX_CHUNK_LINE_BYTES = 4096
-
-# Header names whose values decide framing/routing; everything else is passed through untouched.
-_CL, _TE, _HOST, _CONN, _EXPECT = range(5)
-_SPECIAL = {
-    b"content-length": _CL,
-    b"transfer-encoding": _TE,
-    b"host": _HOST,
-    b"connection": _CONN,
-    b"expect": _EXPECT,
-}
 
 # RequestParser states.
 _OPEN, _TUNNEL, _CLOSED, _DEAD = range(4)
@@ -73,24 +48,6 @@ _OPEN, _TUNNEL, _CLOSED, _DEAD = range(4)
 
 class _Closed(Exception):
     """Raised from a callback to stop llhttp after a request that closes the connection."""
-
-
-def _parse_content_length(values: list[bytes], hint: int) -> int:
-    """RFC 9110 8.6 / RFC 9112 6.3 item 5: digits only; a list or repeats must all agree."""
-    result = -1
-    for value in values:
-        for item in value.split(b",") if b"," in value else (value,):
-            item = item.strip(b" \t")
-            # bytes.isdigit is ASCII-only, and rejects "+5", "-5", " 5", "5_0" that int() takes.
-            if not item.isdigit() or len(item) > MAX_CL_DIGITS:
-                raise ProtocolError("invalid Content-Length", hint)
-            n = int(item)
-            if result != -1 and n != result:
-                raise ProtocolError("conflicting Content-Length values", hint)
-            result = n
-    if result == -1:
-        raise ProtocolError("empty Content-Length", hint)
-    return result
 
 
 def _llhttp_error(exc: Exception) -> ProtocolError:
@@ -377,25 +334,25 @@ class RequestParser:
         hosts = 0
         conn: list[bytes] | None = None
         expect = False
-        special = _SPECIAL
+        special = SPECIAL_HEADERS
         for name, value in headers:
             kind = special.get(name)
             if kind is None:
                 continue
-            if kind == _CL:
+            if kind == CL:
                 if cl_values is None:
                     cl_values = [value]
                 else:
                     cl_values.append(value)
-            elif kind == _TE:
+            elif kind == TE:
                 if te_values is None:
                     te_values = [value]
                 else:
                     te_values.append(value)
-            elif kind == _HOST:
+            elif kind == HOST:
                 hosts += 1
                 host = value
-            elif kind == _CONN:
+            elif kind == CONN:
                 if conn is None:
                     conn = split_tokens(value)
                 else:
@@ -445,7 +402,7 @@ class RequestParser:
                 raise ProtocolError("unsupported transfer coding", 501)
             framing = Framing.CHUNKED
         elif cl_values is not None:
-            content_length = _parse_content_length(cl_values, 400)
+            content_length = parse_content_length(cl_values, 400)
             if self._max_body is not None and content_length > self._max_body:
                 raise ProtocolError("request body too large", 413)
             framing = Framing.LENGTH
@@ -504,332 +461,3 @@ class RequestParser:
         return rest, authority, headers
 
 
-# ResponseParser states.
-(
-    _R_HEAD,
-    _R_LENGTH,
-    _R_CHUNK_SIZE,
-    _R_CHUNK_DATA,
-    _R_CHUNK_CRLF,
-    _R_TRAILER,
-    _R_UNTIL_CLOSE,
-    _R_TUNNEL,
-    _R_CLOSED,
-    _R_DEAD,
-) = range(10)
-
-# What a state must see before buffered bytes can make progress (None: any byte may help).
-_R_NEEDS: dict[int, bytes | None] = {
-    _R_HEAD: b"\r\n\r\n",
-    _R_CHUNK_SIZE: b"\n",
-    _R_TRAILER: b"\n",
-    _R_CHUNK_CRLF: None,
-}
-
-_NO_BODY_STATUS = frozenset({204, 304})
-
-
-class ResponseParser:
-    """Client-side (upstream) response parser. Call `expect(method)` once per request sent.
-
-    Events per response: ResponseHead, Body*, EndOfMessage. Interim 1xx heads come alone and the
-    final response for the same request follows. A 101 gives ResponseHead(upgrade=True) and then
-    every further byte as Tunnel (no EndOfMessage). Every ProtocolError hints 502: a broken
-    upstream response is a Bad Gateway for the client (RFC 9110 15.6.3).
-    """
-
-    __slots__ = (
-        "_max_head",
-        "_expected",
-        "_state",
-        "_buf",
-        "_remaining",
-        "_keep_alive",
-        "_interim",
-        "_trailer_bytes",
-    )
-
-    def __init__(self, max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES) -> None:
-        self._max_head = max_header_bytes
-        self._expected: deque[bytes] = deque()
-        self._state = _R_HEAD
-        self._buf = bytearray()  # bytes held back until a delimiter arrives
-        self._remaining = 0
-        self._keep_alive = True
-        self._interim = False  # a 1xx was seen; the final response is still owed
-        self._trailer_bytes = 0
-
-    def expect(self, method: bytes) -> None:
-        """Queue the method of a request just sent; responses are matched in order."""
-        self._expected.append(method)
-
-    @property
-    def in_message(self) -> bool:
-        """True once any byte of a not yet complete response has arrived."""
-        state = self._state
-        if state == _R_HEAD:
-            return self._interim or bool(self._buf)
-        return state not in (_R_TUNNEL, _R_CLOSED, _R_DEAD)
-
-    def feed(self, data: bytes) -> list:
-        """Parse `data`; return the events it completes, in order. Raises ProtocolError(502)."""
-        state = self._state
-        if state == _R_TUNNEL:
-            return [Tunnel(bytes(data))] if data else []
-        if state == _R_DEAD:
-            raise ProtocolError("upstream connection already failed", 502)
-        if not data:
-            return []
-        if type(data) is not bytes:
-            data = bytes(data)
-        buf = self._buf
-        if buf:
-            old = len(buf)
-            buf += data
-            need = _R_NEEDS.get(state)
-            if need is not None and buf.find(need, max(0, old - len(need) + 1)) < 0:
-                # No delimiter yet: avoid re-copying the whole buffer on every tiny feed.
-                if state == _R_HEAD and not self._expected:
-                    self._die()
-                    raise ProtocolError("response bytes with no request outstanding", 502)
-                self._check_buffer(len(buf))
-                return []
-            data = bytes(buf)
-            buf.clear()
-        events: list = []
-        try:
-            pos = self._run(data, events)
-            if pos < len(data):
-                buf += memoryview(data)[pos:]
-                self._check_buffer(len(buf))
-        except ProtocolError as exc:
-            self._die()
-            exc.events = events
-            raise
-        return events
-
-    def feed_eof(self) -> list:
-        """The upstream closed. [EndOfMessage] ends an until-close body; mid-response raises."""
-        state = self._state
-        if state == _R_DEAD:
-            raise ProtocolError("upstream connection already failed", 502)
-        if state == _R_UNTIL_CLOSE:
-            self._state = _R_CLOSED
-            return [END_OF_MESSAGE]
-        if self.in_message:
-            self._die()
-            raise ProtocolError("upstream closed mid-response", 502)
-        return []
-
-    def _die(self) -> None:
-        self._state = _R_DEAD
-        self._buf.clear()
-
-    def _check_buffer(self, size: int) -> None:
-        state = self._state
-        if state == _R_HEAD:
-            if size > self._max_head:
-                raise ProtocolError("response head too large", 502)
-        elif state == _R_TRAILER:
-            if size + self._trailer_bytes > self._max_head:
-                raise ProtocolError("response trailers too large", 502)
-        elif size > MAX_CHUNK_LINE_BYTES:
-            raise ProtocolError("chunk-size line too long", 502)
-
-    def _run(self, data: bytes, events: list) -> int:
-        """Consume as much of `data` as possible; return the offset of the unconsumed rest."""
-        pos = 0
-        n = len(data)
-        while pos < n:
-            state = self._state
-            if state == _R_LENGTH or state == _R_CHUNK_DATA:
-                take = n - pos
-                if take > self._remaining:
-                    take = self._remaining
-                events.append(Body(data if take == n else data[pos : pos + take]))
-                pos += take
-                self._remaining -= take
-                if self._remaining == 0:
-                    if state == _R_LENGTH:
-                        self._finish(events)
-                    else:
-                        self._state = _R_CHUNK_CRLF
-            elif state == _R_HEAD:
-                if not self._expected:
-                    raise ProtocolError("response bytes with no request outstanding", 502)
-                end = data.find(b"\r\n\r\n", pos)
-                if end < 0:
-                    # Fail garbage early instead of buffering up to the head limit.
-                    prefix = data[pos : pos + 5]
-                    if b"HTTP/"[: len(prefix)] != prefix:
-                        raise ProtocolError("response does not start with HTTP/", 502)
-                    return pos
-                if end - pos > self._max_head:
-                    raise ProtocolError("response head too large", 502)
-                self._head(data[pos:end], events)
-                pos = end + 4
-            elif state == _R_CHUNK_SIZE:
-                nl = data.find(b"\n", pos)
-                if nl < 0:
-                    return pos
-                # RFC 9112 7.1: chunk = chunk-size [ chunk-ext ] CRLF chunk-data CRLF
-                if nl == pos or data[nl - 1] != 13:
-                    raise ProtocolError("chunk-size line not ended by CRLF", 502)
-                m = CHUNK_LINE_RE.fullmatch(data, pos, nl - 1)
-                if m is None:
-                    raise ProtocolError("invalid chunk-size line", 502)
-                size = int(m.group(1), 16)
-                pos = nl + 1
-                if size:
-                    self._remaining = size
-                    self._state = _R_CHUNK_DATA
-                else:
-                    self._trailer_bytes = 0
-                    self._state = _R_TRAILER
-            elif state == _R_CHUNK_CRLF:
-                if n - pos < 2:
-                    if data[pos] != 13:
-                        raise ProtocolError("chunk data not followed by CRLF", 502)
-                    return pos
-                if data[pos] != 13 or data[pos + 1] != 10:
-                    raise ProtocolError("chunk data not followed by CRLF", 502)
-                pos += 2
-                self._state = _R_CHUNK_SIZE
-            elif state == _R_TRAILER:
-                nl = data.find(b"\n", pos)
-                if nl < 0:
-                    return pos
-                if nl == pos or data[nl - 1] != 13:
-                    raise ProtocolError("trailer line not ended by CRLF", 502)
-                if nl - 1 == pos:  # the empty line that ends the trailer section
-                    pos = nl + 1
-                    self._finish(events)
-                    continue
-                # RFC 9112 7.1.2: trailer-section = *( field-line CRLF ). Validated, then
-                # dropped: a proxy may discard trailers (RFC 9110 6.5.1).
-                if FIELD_LINE_RE.fullmatch(data, pos, nl - 1) is None:
-                    raise ProtocolError("invalid trailer field", 502)
-                self._trailer_bytes += nl + 1 - pos
-                if self._trailer_bytes > self._max_head:
-                    raise ProtocolError("response trailers too large", 502)
-                pos = nl + 1
-            elif state == _R_UNTIL_CLOSE or state == _R_TUNNEL:
-                chunk = data if pos == 0 else data[pos:]
-                events.append(Body(chunk) if state == _R_UNTIL_CLOSE else Tunnel(chunk))
-                return n
-            else:  # _R_CLOSED
-                raise ProtocolError("bytes after a response that closed the connection", 502)
-        return pos
-
-    def _finish(self, events: list) -> None:
-        events.append(END_OF_MESSAGE)
-        self._state = _R_HEAD if self._keep_alive else _R_CLOSED
-
-    def _head(self, head: bytes, events: list) -> None:
-        lines = head.split(b"\r\n")
-        m = STATUS_LINE_RE.fullmatch(lines[0])
-        if m is None:
-            raise ProtocolError("invalid status line", 502)
-        major, minor, status_b, reason = m.groups()
-        if major != b"1" or minor not in (b"0", b"1"):
-            raise ProtocolError("unsupported HTTP version in response", 502)
-        http11 = minor == b"1"
-        version = b"1.1" if http11 else b"1.0"
-        status = int(status_b)
-        if status < 100:
-            raise ProtocolError("invalid status code", 502)
-
-        headers = []
-        cl_values: list[bytes] | None = None
-        te_values: list[bytes] | None = None
-        conn: list[bytes] | None = None
-        field_line = FIELD_LINE_RE.fullmatch
-        for line in lines[1:]:
-            fm = field_line(line)
-            if fm is None:
-                # Covers obs-fold, bare CR/LF, CTLs, space before the colon (RFC 9112 5.1, 5.2).
-                raise ProtocolError("invalid header field line", 502)
-            name, value = fm.groups()
-            name = name.lower()
-            value = value.strip(b" \t")
-            headers.append((name, value))
-            kind = _SPECIAL.get(name)
-            if kind is None:
-                continue
-            if kind == _CL:
-                cl_values = [value] if cl_values is None else cl_values + [value]
-            elif kind == _TE:
-                te_values = [value] if te_values is None else te_values + [value]
-            elif kind == _CONN:
-                conn = split_tokens(value) if conn is None else conn + split_tokens(value)
-
-        if conn is None:
-            keep_alive = http11
-        elif b"close" in conn:
-            keep_alive = False
-        else:
-            keep_alive = http11 or b"keep-alive" in conn
-
-        if status < 200:
-            if status == 101:
-                # RFC 9110 15.2.2: the connection switches protocol after this head.
-                self._expected.popleft()
-                self._interim = False
-                events.append(
-                    ResponseHead(status, reason or b"", version, headers, keep_alive, upgrade=True)
-                )
-                self._state = _R_TUNNEL
-                return
-            # RFC 9110 15.2: 1xx is interim; the final response to the same request follows.
-            self._interim = True
-            events.append(ResponseHead(status, reason or b"", version, headers, keep_alive))
-            return
-
-        method = self._expected.popleft()
-        self._interim = False
-        content_length = None
-        if cl_values is not None:
-            # RFC 9112 6.3 item 5: an invalid or conflicting Content-Length in a response means a
-            # proxy MUST close the upstream connection and answer 502.
-            content_length = _parse_content_length(cl_values, 502)
-        # RFC 9112 6.3 item 1: no body for HEAD, 1xx, 204 and 304, whatever the headers say.
-        if method == b"HEAD" or status in _NO_BODY_STATUS:
-            framing = Framing.NONE
-        elif te_values is not None:
-            codings = split_tokens(te_values[0])
-            for extra in te_values[1:]:
-                codings += split_tokens(extra)
-            # We only decode chunked; anything else cannot be relayed once TE is stripped.
-            if codings != [b"chunked"]:
-                raise ProtocolError("unsupported transfer coding in response", 502)
-            framing = Framing.CHUNKED
-            if content_length is not None:
-                # RFC 9112 6.3 item 3: chunked wins, and the connection MUST then be closed.
-                content_length = None
-                keep_alive = False
-            if not http11:
-                keep_alive = False  # RFC 9112 6.1: HTTP/1.0 + TE: framing is faulty, close after
-        elif content_length is not None:
-            framing = Framing.LENGTH
-        else:
-            # RFC 9112 6.3 item 8: the body runs until the server closes.
-            framing = Framing.UNTIL_CLOSE
-            keep_alive = False
-        self._keep_alive = keep_alive
-        events.append(
-            ResponseHead(
-                status, reason or b"", version, headers, keep_alive, framing, content_length
-            )
-        )
-        if framing == Framing.LENGTH:
-            if content_length:
-                self._remaining = content_length
-                self._state = _R_LENGTH
-            else:
-                self._finish(events)
-        elif framing == Framing.CHUNKED:
-            self._state = _R_CHUNK_SIZE
-        elif framing == Framing.UNTIL_CLOSE:
-            self._state = _R_UNTIL_CLOSE
-        else:
-            self._finish(events)
