@@ -81,7 +81,8 @@ def _unb64(text: str, what: str) -> bytes:
     try:
         return binascii.a2b_base64(text.encode("ascii"), strict_mode=True)
     except (binascii.Error, ValueError, UnicodeEncodeError) as exc:
-        raise PgProtocolError(f"malformed SCRAM message: invalid base64 in {what}", PROTOCOL_VIOLATION) from exc
+        msg = f"malformed SCRAM message: invalid base64 in {what}"
+        raise PgProtocolError(msg, PROTOCOL_VIOLATION) from exc
 
 
 def _hmac(key: bytes, msg: bytes) -> bytes:
@@ -119,7 +120,9 @@ def saslprep(password: str | bytes) -> bytes:
     if text.isascii():
         return raw
     # 2.1 mapping: non-ASCII spaces (C.1.2) to SPACE, "commonly mapped to nothing" (B.1) removed.
-    mapped = "".join(" " if stringprep.in_table_c12(c) else c for c in text if not stringprep.in_table_b1(c))
+    mapped = "".join(
+        " " if stringprep.in_table_c12(c) else c for c in text if not stringprep.in_table_b1(c)
+    )
     # 2.2 normalization: NFKC of Unicode 3.2, the version stringprep is defined against.
     norm = unicodedata.ucd_3_2_0.normalize("NFKC", mapped)
     if not norm or any(_prohibited(c) for c in norm):
@@ -173,7 +176,8 @@ def make_scram_verifier(
     return str(ScramVerifier.from_password(password, salt, iterations))
 
 
-_VERIFIER_RE = re.compile(r"SCRAM-SHA-256\$([0-9]{1,10}):([A-Za-z0-9+/=]+)\$([A-Za-z0-9+/=]+):([A-Za-z0-9+/=]+)\Z")
+_B64 = r"([A-Za-z0-9+/=]+)"
+_VERIFIER_RE = re.compile(rf"SCRAM-SHA-256\$([0-9]{{1,10}}):{_B64}\${_B64}:{_B64}\Z")
 
 
 def parse_scram_verifier(text: str) -> ScramVerifier:
@@ -195,7 +199,9 @@ def verify_scram_password(verifier: str | ScramVerifier, password: str | bytes) 
     """Whether `password` matches the stored verifier (PostgreSQL's scram_verify_plain_password)."""
     v = parse_scram_verifier(verifier) if isinstance(verifier, str) else verifier
     other = ScramVerifier.from_password(password, v.salt, v.iterations)
-    return hmac.compare_digest(other.stored_key, v.stored_key) and hmac.compare_digest(other.server_key, v.server_key)
+    stored_ok = hmac.compare_digest(other.stored_key, v.stored_key)
+    server_ok = hmac.compare_digest(other.server_key, v.server_key)
+    return stored_ok and server_ok
 
 
 # --- SCRAM message parsing ----------------------------------------------------------------
@@ -283,7 +289,8 @@ class ScramClient:
             raise PgProtocolError("malformed SCRAM message: invalid iteration count", PROTOCOL_VIOLATION)
         iterations = int(iterations_text)
         if iterations < 1 or not salt:
-            raise PgProtocolError("malformed SCRAM message: invalid salt or iteration count", PROTOCOL_VIOLATION)
+            msg = "malformed SCRAM message: invalid salt or iteration count"
+            raise PgProtocolError(msg, PROTOCOL_VIOLATION)
         salted = hashlib.pbkdf2_hmac("sha256", saslprep(self._password), salt, iterations)
         client_key = _hmac(salted, b"Client Key")
         without_proof = f"c={_b64(b'n,,')},r={nonce}"
@@ -337,7 +344,8 @@ class ScramServer:
             # PostgreSQL cannot do SCRAM against an md5 hash either.
             raise ValueError("an md5 password hash cannot be used for SCRAM")
         else:
-            self._verifier = ScramVerifier.from_password(secret, salt or secrets.token_bytes(_SALT_LEN), iterations)
+            salt = salt or secrets.token_bytes(_SALT_LEN)
+            self._verifier = ScramVerifier.from_password(secret, salt, iterations)
         self._nonce = _check_nonce(nonce) if nonce is not None else _new_nonce()
         self._gs2 = ""
         self._first_bare = ""
@@ -362,7 +370,8 @@ class ScramServer:
             raise PgProtocolError("malformed SCRAM message: invalid GS2 header", PROTOCOL_VIOLATION)
         authzid, sep, bare = rest.partition(",")
         if authzid or not sep:
-            raise PgProtocolError("client uses authorization identity, but it is not supported", FEATURE_NOT_SUPPORTED)
+            msg = "client uses authorization identity, but it is not supported"
+            raise PgProtocolError(msg, FEATURE_NOT_SUPPORTED)
         parts = bare.split(",")
         if parts[0].startswith("m="):
             raise PgProtocolError("client requires an unsupported SCRAM extension", FEATURE_NOT_SUPPORTED)
@@ -436,7 +445,8 @@ def verify_md5_response(stored: str, user: str | bytes, salt: bytes, response: b
     if stored.startswith(SCRAM_SHA_256 + "$"):
         return False
     if _MD5_HASH_RE.match(stored):
-        expected = b"md5" + hashlib.md5(stored[3:].encode("ascii") + bytes(salt)).hexdigest().encode("ascii")
+        digest = hashlib.md5(stored[3:].encode("ascii") + bytes(salt)).hexdigest()
+        expected = b"md5" + digest.encode("ascii")
     else:
         expected = md5_password(user, stored, salt)
     return hmac.compare_digest(expected, bytes(response))

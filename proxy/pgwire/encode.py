@@ -173,7 +173,9 @@ def copy_fail(message: str) -> bytes:
 def function_call(
     oid: int, args: Sequence[bytes | None] = (), *, arg_formats: Sequence[int] = (), result_format: int = 0
 ) -> bytes:
-    return _msg(b"F", _pack(_U32, oid), _formats_out(arg_formats), _values_out(args), _pack(_I16, result_format))
+    return _msg(
+        b"F", _pack(_U32, oid), _formats_out(arg_formats), _values_out(args), _pack(_I16, result_format)
+    )
 
 
 def password_message(password: str | bytes) -> bytes:

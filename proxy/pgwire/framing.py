@@ -255,6 +255,7 @@ class FrontendFramer(_Framer):
         """Switch to typed messages now (only needed if the automatic switch is not wanted)."""
         if self._phase == _STARTUP:
             self._phase = _TYPED
+            self._need = 0  # rescan what is buffered under the new phase on the next feed
 
     def _scan(self, buf: bytes, view: memoryview, out: list[Message]) -> int:
         pos = 0
@@ -311,6 +312,7 @@ class BackendFramer(_Framer):
         usual (protocol-flow.html, "SSL Session Encryption").
         """
         self._expect_byte = True
+        self._need = 0
 
     def _scan(self, buf: bytes, view: memoryview, out: list[Message]) -> int:
         pos = 0
