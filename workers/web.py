@@ -306,8 +306,11 @@ async def bytes_(request: web.Request) -> web.StreamResponse:
     else:
         response.content_length = n
     await response.prepare(request)
-    async for piece in _pattern(n):
-        await response.write(piece)
+    # aiohttp answers HEAD through GET handlers but does not stop a StreamResponse's writes: a
+    # body after a HEAD response would corrupt the keep-alive connection, so send none.
+    if request.method != "HEAD":
+        async for piece in _pattern(n):
+            await response.write(piece)
     await response.write_eof()
     return response
 

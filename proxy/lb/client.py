@@ -93,6 +93,7 @@ class ClientConn(asyncio.Protocol):
         self.write_paused = False
         self.backlog: deque[Any] = deque()
         self.close_after = False  # finish the current response, then close (drain, errors)
+        self.client_eof = False  # the client half-closed: answer what it sent, then close
         self._reset_exchange()
 
     def _reset_exchange(self) -> None:
@@ -161,12 +162,17 @@ class ClientConn(asyncio.Protocol):
     def eof_received(self) -> bool:
         try:
             self.parser.feed_eof()
-        except ProtocolError:
-            # The client went away mid-request: nothing to answer, just clean up.
-            pass
+        except ProtocolError as exc:
+            if self.req is None and not self.backlog:
+                # Half-closed inside a request head: say what was wrong (HAProxy answers 400 too).
+                self._protocol_error(exc)
+                return True
+            # Mid-body: the request can never complete; nothing useful to answer.
+            self._close()
+            return False
         if self.req is None or self.req_done:
-            # Half-closed after a complete request: answer it, then close.
-            self.close_after = True
+            # Half-closed after complete requests: answer them all, then close.
+            self.client_eof = True
             if self.req is None and not self.backlog:
                 self._close()
             return True
@@ -218,13 +224,18 @@ class ClientConn(asyncio.Protocol):
     # -- request side ----------------------------------------------------------------------
 
     def _on_event(self, ev: Any) -> None:
-        cls = type(ev)
-        if cls is Tunnel:
-            self._tunnel_from_client(ev.data)
-        elif self.backlog or (self.req is not None and self.req_done):
+        if type(ev) is not Tunnel and (self.backlog or (self.req is not None and self.req_done)):
+            # A pipelined request behind the current exchange: keep it for later.
             self.backlog.append(ev)
             if len(self.backlog) > BACKLOG_LIMIT:
                 self._pause(_P_BACKLOG)
+        else:
+            self._handle_event(ev)
+
+    def _handle_event(self, ev: Any) -> None:
+        cls = type(ev)
+        if cls is Tunnel:
+            self._tunnel_from_client(ev.data)
         elif cls is RequestHead:
             self._start_request(ev)
         elif cls is Body:
@@ -470,7 +481,9 @@ class ClientConn(asyncio.Protocol):
             ev = self.backlog.popleft()
             if self.req is None and type(ev) is RequestHead:
                 self.phase = Phase.HEAD
-            self._on_event(ev)
+            self._handle_event(ev)
+        if self.client_eof and self.req is None and not self.closed:
+            self._close()
 
     # -- tunnel (Upgrade / WebSocket) ------------------------------------------------------
 
