@@ -1,0 +1,59 @@
+"""`tierproxy demo` starts the stack, serves through the balancer, and stops cleanly."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import urllib.request
+
+from proxy.devstack.ports import allocate_port
+from tests.integration.lbproc import REPO, wait_for
+
+
+def test_demo_serves_sessions_through_the_balancer_and_stops_cleanly(tmp_path):
+    port, admin = allocate_port(), allocate_port()
+    log = open(tmp_path / "demo.log", "w+b")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "proxy.cli", "demo", "--port", str(port.port), "--admin-port", str(admin.port)],
+        stdout=log, stderr=subprocess.STDOUT, cwd=REPO, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    try:
+        def banner() -> bool:
+            assert proc.poll() is None, (tmp_path / "demo.log").read_text()
+            return b"tierproxy demo is running" in (tmp_path / "demo.log").read_bytes()
+
+        wait_for(banner, 30, "the demo banner")
+        url = f"http://127.0.0.1:{port.port}"
+        seen, counts = set(), []
+        cookie = None
+        for _ in range(4):
+            req = urllib.request.Request(url + "/session", headers={"Cookie": cookie} if cookie else {})
+            with urllib.request.urlopen(req, timeout=5) as resp:
+                body = json.loads(resp.read())
+                cookie = cookie or resp.headers["Set-Cookie"].split(";")[0]
+            seen.add(body["instance"])
+            counts.append(body["count"])
+        assert seen == {"web1", "web2"} and counts == [1, 2, 3, 4]
+        with urllib.request.urlopen(f"http://127.0.0.1:{admin.port}/status", timeout=5) as resp:
+            status = json.loads(resp.read())
+        assert [b["state"] for b in status["pools"]["web"]["backends"]] == ["up", "up"]
+        pids = set()
+        for _ in range(2):
+            with urllib.request.urlopen(url + "/whoami", timeout=5) as resp:
+                pids.add(json.loads(resp.read())["pid"])
+        text = (tmp_path / "demo.log").read_text()
+        assert f"curl -s {url}/whoami" in text
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        port.release()
+        admin.release()
+    # no web worker left behind
+    alive = [p for p in pids if os.path.exists(f"/proc/{p}") and "Z" not in open(f"/proc/{p}/stat").read().split()[2]]
+    assert alive == []
