@@ -1,0 +1,330 @@
+"""Benchmark tierproxy lb against nginx, HAProxy and a direct baseline, all on loopback.
+
+Theory of operation
+-------------------
+1. Two tiny keep-alive backends (one nginx worker answering `return 200 "ok\\n"` on two ports, so
+   the backend is never the bottleneck) and, in front of them, each proxy under test: tierproxy lb
+   on uvloop (its default) and on the stdlib asyncio loop, nginx and HAProxy, all round robin with
+   keep-alive to the backends. "direct" is wrk straight at one backend: the ceiling for any proxy.
+2. A warm-up run per target (not recorded), then `--rounds` rounds; in each round every target
+   gets one wrk run, in a fixed order, so slow drift of the machine hits all of them alike.
+3. Around each run, utime+stime of the proxy's process tree comes from /proc: requests per proxy
+   CPU-second is what a proxy costs, and it is less sensitive than req/s to the fact that wrk, the
+   proxy and the backends share the machine's 2 cores.
+4. The result per target is the median over rounds (errors are summed, never hidden); ratios to
+   nginx are computed from those medians. Output: a table on stdout and in table.txt, results.json
+   with every run plus machine info, a PNG chart, and the generated configs and server logs.
+
+A peer whose binary is missing is skipped with the apt package to install; without wrk nothing
+can run and the exit status is 2. A proxy that fails to start or dies mid-run is reported and the
+exit status is 1, after the report of what did run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import shutil
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from bench import plot
+from bench.common import (
+    Binary,
+    find_binary,
+    format_table,
+    machine_info,
+    median,
+    run_wrk,
+    tree_cpu_seconds,
+    write_wrk_script,
+)
+from bench.servers import REPO, Stack, Target
+from proxy.devstack.process import DevstackError
+
+__all__ = ["add_arguments", "run"]
+
+TARGETS = ("tierproxy", "tierproxy-asyncio", "nginx", "haproxy", "direct")
+SMOKE = {"duration": 1, "warmup": 0, "rounds": 1}
+# wrk's per-request timeout: far above any loopback latency, so a timeout means a stuck request.
+WRK_TIMEOUT_S = 5.0
+
+COLUMNS = (
+    ("target", "target", "s"),
+    ("requests_per_s", "req/s", ",.0f"),
+    ("p50_ms", "p50 ms", ".2f"),
+    ("p99_ms", "p99 ms", ".2f"),
+    ("errors", "errors", "d"),
+    ("proxy_cpu_s", "proxy CPU s", ".2f"),
+    ("req_per_cpu_s", "req/CPU-s", ",.0f"),
+    ("rps_vs_nginx", "req/s vs nginx", ".2f"),
+    ("cpu_eff_vs_nginx", "req/CPU-s vs nginx", ".2f"),
+)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--duration", type=int, default=10, help="seconds per measured run (10)")
+    parser.add_argument("--warmup", type=int, default=3, help="seconds of warm-up per target (3)")
+    parser.add_argument("--connections", type=int, default=64, help="wrk connections (64)")
+    parser.add_argument("--threads", type=int, default=1, help="wrk threads (1)")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds (3)")
+    parser.add_argument("--targets", default=",".join(TARGETS),
+                        help=f"comma-separated subset of {','.join(TARGETS)}")
+    parser.add_argument("--smoke", action="store_true",
+                        help="1 s runs, 1 round, no warm-up: checks the harness, not the speed")
+    parser.add_argument("--out", type=Path, help="output dir (bench/results/<timestamp>/)")
+
+
+def _log(message: str) -> None:
+    print(f"[bench] {message}", file=sys.stderr, flush=True)
+
+
+def _settings(args: argparse.Namespace) -> dict[str, Any]:
+    settings = {
+        "duration_s": args.duration, "warmup_s": args.warmup, "rounds": args.rounds,
+        "connections": args.connections, "threads": args.threads, "smoke": args.smoke,
+        "wrk_timeout_s": WRK_TIMEOUT_S, "path": "/", "address": "127.0.0.1",
+    }
+    if args.smoke:
+        settings.update({"duration_s": SMOKE["duration"], "warmup_s": SMOKE["warmup"],
+                         "rounds": SMOKE["rounds"]})
+    return settings
+
+
+def _start_targets(stack: Stack, wanted: list[str], bins: dict[str, Binary],
+                   problems: list[str], broken: list[str]) -> tuple[list[Target], list[Target]]:
+    """Start the backends, then each wanted proxy; a missing binary or a failed start skips that
+    peer only. Returns (backends, targets)."""
+    backends = stack.start_backends()
+    starters = {
+        "tierproxy": lambda: stack.start_tierproxy("tierproxy", "uvloop"),
+        "tierproxy-asyncio": lambda: stack.start_tierproxy("tierproxy-asyncio", "asyncio"),
+        "nginx": stack.start_nginx_proxy,
+        "haproxy": stack.start_haproxy,
+    }
+    targets = []
+    for name in wanted:
+        if name == "direct":
+            b = backends[0]
+            targets.append(Target("direct", f"wrk straight at backend1 ({b.description})",
+                                  b.port, [], b.processes))
+            continue
+        if name in bins and bins[name].path is None:
+            continue  # reported once, with the apt package, by run()
+        try:
+            targets.append(starters[name]())
+        except DevstackError as exc:
+            problems.append(f"{name} failed to start: {exc}")
+            broken.append(name)
+            _log(problems[-1])
+    return backends, targets
+
+
+def _measure(target: Target, wrk: str, settings: dict[str, Any], script: Path,
+             backend_pids: list[int], duration: int) -> dict[str, Any]:
+    proxy0 = tree_cpu_seconds(target.proxy_pids)
+    backend0 = tree_cpu_seconds(backend_pids)
+    result = run_wrk(wrk, target.url, duration=duration, connections=settings["connections"],
+                     threads=settings["threads"], script=script, timeout_s=WRK_TIMEOUT_S)
+    proxy_cpu = tree_cpu_seconds(target.proxy_pids) - proxy0 if target.proxy_pids else None
+    backend_cpu = tree_cpu_seconds(backend_pids) - backend0
+    return {
+        "target": target.name,
+        **result.to_json(),
+        "proxy_cpu_s": proxy_cpu,
+        "backend_cpu_s": backend_cpu,
+        "req_per_cpu_s": result.requests / proxy_cpu if proxy_cpu else None,
+        "proxy_alive_after": target.alive(),
+    }
+
+
+def _summarise(targets: list[Target], runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    rows = []
+    for t in targets:
+        mine = [r for r in runs if r["target"] == t.name]
+        if not mine:
+            continue
+        rps = [r["requests_per_s"] for r in mine]
+        rows.append({
+            "target": t.name,
+            "description": t.description,
+            "runs": len(mine),
+            "requests_per_s": median(rps),
+            "requests_per_s_min": min(rps),
+            "requests_per_s_max": max(rps),
+            "p50_ms": median(r["p50_ms"] for r in mine),
+            "p95_ms": median(r["p95_ms"] for r in mine),
+            "p99_ms": median(r["p99_ms"] for r in mine),
+            "errors": sum(r["errors"] for r in mine),
+            "non_2xx_3xx": sum(r["non_2xx_3xx"] for r in mine),
+            "socket_errors": sum(sum(r["socket_errors"].values()) for r in mine),
+            "proxy_cpu_s": median(r["proxy_cpu_s"] for r in mine),
+            "req_per_cpu_s": median(r["req_per_cpu_s"] for r in mine),
+            "client_cpu_s": median(r["client_cpu_s"] for r in mine),
+            "backend_cpu_s": median(r["backend_cpu_s"] for r in mine),
+        })
+    ref = next((r for r in rows if r["target"] == "nginx"), None)
+    for row in rows:
+        row["rps_vs_nginx"] = (row["requests_per_s"] / ref["requests_per_s"]
+                               if ref and ref["requests_per_s"] else None)
+        row["cpu_eff_vs_nginx"] = (row["req_per_cpu_s"] / ref["req_per_cpu_s"]
+                                   if ref and ref["req_per_cpu_s"] and row["req_per_cpu_s"] else None)
+    return rows
+
+
+def _tierproxy_status(target: Target) -> Any:
+    """The balancer's own view after the runs: backend states, counters, retries, ejections."""
+    if target.admin_port is None:
+        return None
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{target.admin_port}/status", timeout=5) as r:
+            return json.loads(r.read())
+    except (OSError, ValueError) as exc:
+        return {"error": repr(exc)}
+
+
+def _log_findings(path: Path) -> list[str]:
+    """Warning-or-worse lines of a tierproxy log (it runs at log_level warning, so: all lines)."""
+    try:
+        lines = path.read_text(errors="replace").splitlines()
+    except OSError:
+        return []
+    return [ln for ln in lines if ln.strip()]
+
+
+def _keep_artifacts(workdir: Path, out: Path) -> None:
+    """Copy generated configs and server logs next to the results (the temp dir is removed)."""
+    for pattern, dest in (("*.toml", "configs"), ("*.cfg", "configs"), ("*/nginx.conf", "configs"),
+                          ("logs/*.log", "logs"), ("*/error.log", "logs")):
+        for src in workdir.glob(pattern):
+            target_dir = out / dest
+            target_dir.mkdir(parents=True, exist_ok=True)
+            name = src.name if src.parent == workdir or src.parent.name == "logs" \
+                else f"{src.parent.name}-{src.name}"
+            shutil.copy2(src, target_dir / name)
+
+
+def run(args: argparse.Namespace, argv: list[str]) -> int:
+    settings = _settings(args)
+    wanted = [t.strip() for t in args.targets.split(",") if t.strip()]
+    unknown = sorted(set(wanted) - set(TARGETS))
+    if unknown or not wanted:
+        print(f"unknown target(s): {', '.join(unknown) or '(none given)'}; "
+              f"choose from {', '.join(TARGETS)}", file=sys.stderr)
+        return 2
+    bins = {"wrk": find_binary("wrk", "wrk"), "nginx": find_binary("nginx", "nginx"),
+            "haproxy": find_binary("haproxy", "haproxy")}
+    if bins["wrk"].path is None:
+        print(f"cannot benchmark: {bins['wrk'].missing_message}", file=sys.stderr)
+        return 2
+    missing = [b.missing_message for b in bins.values() if b.path is None]
+    for message in missing:
+        _log(f"skipping peer: {message}")
+    if bins["nginx"].path is None:
+        _log("backends fall back to bench.backend (Python), which shares the cores: "
+             "results understate every proxy")
+
+    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    out = (args.out or REPO / "bench" / "results" / stamp).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    workdir = Path(tempfile.mkdtemp(prefix="tierproxy-bench-"))
+    wrk = bins["wrk"].path
+    assert wrk is not None
+    problems: list[str] = []
+    broken: list[str] = []  # proxies that failed to start or died: the exit status becomes 1
+    runs: list[dict[str, Any]] = []
+    started = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    machine = machine_info(bins.values(), REPO)
+    _log(f"results -> {out}; {machine['note']}")
+
+    try:
+        with Stack(workdir, bins["nginx"].path, bins["haproxy"].path) as stack:
+            try:
+                backends, targets = _start_targets(stack, wanted, bins, problems, broken)
+            except DevstackError as exc:
+                print(f"cannot benchmark: the backends failed to start: {exc}", file=sys.stderr)
+                return 1
+            backend_pids = sorted({p.pid for b in backends for p in b.processes})
+            script = write_wrk_script(workdir)
+            if settings["warmup_s"] > 0:
+                for t in targets:
+                    _log(f"warm-up {t.name} {settings['warmup_s']}s")
+                    warm = _measure(t, wrk, settings, script, backend_pids, settings["warmup_s"])
+                    if warm["errors"]:
+                        problems.append(f"{t.name}: {warm['errors']} errors during warm-up")
+            for rnd in range(1, settings["rounds"] + 1):
+                for t in targets:
+                    if not t.alive():
+                        continue  # reported when it was found dead
+                    run_ = {"round": rnd, "started": time.time(),
+                            **_measure(t, wrk, settings, script, backend_pids,
+                                       settings["duration_s"])}
+                    runs.append(run_)
+                    cpu = run_["proxy_cpu_s"]
+                    _log(f"round {rnd} {t.name}: {run_['requests_per_s']:,.0f} req/s, "
+                         f"p99 {run_['p99_ms']:.2f} ms, errors {run_['errors']}, proxy CPU "
+                         + (f"{cpu:.2f} s" if cpu is not None else "-"))
+                    if run_["errors"]:
+                        problems.append(f"{t.name} round {rnd}: {run_['errors']} errors "
+                                        f"(non-2xx/3xx {run_['non_2xx_3xx']}, "
+                                        f"socket {run_['socket_errors']})")
+                    if not t.alive():
+                        codes = [p.returncode for p in t.processes]
+                        broken.append(t.name)
+                        problems.append(f"{t.name} died during round {rnd} (exit {codes}); "
+                                        f"log tail:\n{t.processes[0].log_tail(20)}")
+                        _log(problems[-1])
+            statuses = {t.name: _tierproxy_status(t) for t in targets if t.admin_port}
+            log_lines = {t.name: _log_findings(t.processes[0].log_path)
+                         for t in targets if t.name.startswith("tierproxy")}
+    finally:
+        _keep_artifacts(workdir, out)
+        shutil.rmtree(workdir, ignore_errors=True)
+
+    for name, lines in log_lines.items():
+        if lines:
+            problems.append(f"{name} logged {len(lines)} warning/error line(s), e.g. {lines[0][:300]}")
+    rows = _summarise(targets, runs)
+    table = format_table(rows, COLUMNS)
+    header = (f"tierproxy lb benchmark: wrk -t{settings['threads']} -c{settings['connections']} "
+              f"-d{settings['duration_s']}s, {settings['rounds']} round(s), medians; "
+              f"backends: {stack.backend_kind}\n{machine['note']}")
+    print(header)
+    print(table)
+    for problem in problems:
+        print(f"NOTE: {problem}")
+    for message in missing:
+        print(f"SKIPPED: {message}")
+    (out / "table.txt").write_text(header + "\n" + table + "\n")
+
+    png = out / "lb.png"
+    plotted = plot.bar_chart(rows, png, title=f"tierproxy lb vs peers ({machine['nproc']} shared cores)")
+    if not plotted:
+        _log("no PNG: matplotlib is not installed (pip install -e '.[bench]')")
+    results = {
+        "benchmark": "lb",
+        "command": ["python", "-m", "bench", *argv],
+        "started": started,
+        "settings": settings,
+        "machine": machine,
+        "note": machine["note"],
+        "backends": {"kind": stack.backend_kind, "addresses": stack.backends},
+        "targets": {t.name: {"description": t.description, "url": t.url} for t in targets},
+        "skipped": missing,
+        "problems": problems,
+        "summary": rows,
+        "rounds": runs,
+        "tierproxy_status": statuses,
+        "tierproxy_log": log_lines,
+        "table": table,
+        "png": png.name if plotted else None,
+    }
+    (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    _log(f"wrote {out / 'results.json'}, {out / 'table.txt'}" + (f", {png}" if plotted else ""))
+    return 1 if broken else 0
+

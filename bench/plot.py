@@ -1,0 +1,51 @@
+"""The PNG bar chart of a benchmark summary: req/s and requests per proxy CPU-second per target.
+
+matplotlib is optional (`pip install -e '.[bench]'`): without it `bar_chart` returns False and the
+harness still writes its table and JSON. The Agg backend is chosen explicitly so plotting works
+without a display. Each bar is labelled with its ratio to nginx, the number the report is about.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+__all__ = ["bar_chart"]
+
+_COLOURS = {"tierproxy": "#1f77b4", "tierproxy-asyncio": "#6baed6", "nginx": "#2ca02c",
+            "haproxy": "#ff7f0e", "direct": "#7f7f7f"}
+
+
+def bar_chart(rows: Sequence[dict[str, Any]], path: Path, title: str) -> bool:
+    """Write the chart to `path`; False (and no file) when matplotlib is not installed."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    panels = (
+        ("requests_per_s", "rps_vs_nginx", "requests/s (median)"),
+        ("req_per_cpu_s", "cpu_eff_vs_nginx", "requests per proxy CPU-second (median)"),
+    )
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+    for ax, (key, ratio_key, label) in zip(axes, panels):
+        shown = [r for r in rows if r.get(key) is not None]
+        names = [r["target"] for r in shown]
+        values = [r[key] for r in shown]
+        bars = ax.bar(names, values, color=[_COLOURS.get(n, "#9467bd") for n in names])
+        for bar, row in zip(bars, shown):
+            ratio = row.get(ratio_key)
+            text = f"{row[key]:,.0f}" + (f"\n×{ratio:.2f} nginx" if ratio is not None else "")
+            ax.annotate(text, (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+                        ha="center", va="bottom", fontsize=8)
+        ax.set_title(label, fontsize=10)
+        ax.tick_params(axis="x", labelrotation=15, labelsize=9)
+        ax.margins(y=0.2)
+    fig.suptitle(title, fontsize=11)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
