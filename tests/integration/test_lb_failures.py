@@ -168,3 +168,26 @@ def test_backend_garbage_gives_502_and_others_unaffected(web_worker_factory, lb_
     finally:
         srv.close()
         lock.release()
+
+
+def test_5xx_answers_eject_a_backend_but_never_more_than_the_max_share(web_worker_factory, lb_factory):
+    workers = [web_worker_factory(n) for n in ("o1", "o2")]
+    lb = lb_factory(
+        '[pools.web]\nalgorithm = "round_robin"\n[pools.web.health]\ntype = "none"\n'
+        "[pools.web.outlier]\nconsecutive_failures = 3\nbase_ejection = 1.0\nmax_ejection_percent = 50\n"
+        + backends_toml("web", workers)
+    )
+    conn = http.client.HTTPConnection("127.0.0.1", lb.port, timeout=10)
+    for _ in range(12):
+        conn.request("GET", "/status/500")
+        resp = conn.getresponse()
+        resp.read()
+        assert resp.status == 500  # a backend's own 5xx is passed through, not retried
+    states = {b["name"]: b for b in lb.status()["pools"]["web"]["backends"]}
+    ejected = [n for n, b in states.items() if b["state"] == "ejected"]
+    assert len(ejected) == 1  # the second would exceed 50% of the pool
+    assert "outlier detection" in states[ejected[0]]["reason"]
+    assert states[ejected[0]]["ejections"] == 1
+    # the ejection lasts base_ejection x 1, then the backend is back
+    wait_for(lambda: all(b["state"] == "up" for b in lb.status()["pools"]["web"]["backends"]), 10,
+             "ejection to expire")
