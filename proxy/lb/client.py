@@ -371,28 +371,39 @@ class ClientConn(asyncio.Protocol):
     def on_upstream_events(self, up: UpstreamConn, events: list[Any]) -> None:
         transport = self.transport
         assert transport is not None
+        # Everything the events produce goes out in one write: one syscall per response in the
+        # common case (head and body arrive together) instead of one per piece.
+        out: list[bytes] = []
         for ev in events:
             cls = type(ev)
             if cls is Body:
-                if self.resp_chunked:
-                    transport.write(encode_chunk(ev.data))
-                else:
-                    transport.write(ev.data)
+                out.append(encode_chunk(ev.data) if self.resp_chunked else ev.data)
                 self.deadline = self.fe.now + self.fe.cfg.timeouts.backend_response
             elif cls is ResponseHead:
                 if ev.status < 200 and ev.status != 101:
                     # Interim (100 Continue, 103): relay as-is, the final response follows.
-                    transport.write(write_response_head(ev.status, strip_hop_by_hop(ev.headers), ev.reason))
+                    out.append(write_response_head(ev.status, strip_hop_by_hop(ev.headers), ev.reason))
                     continue
-                self._response_head(up, ev)
+                out.append(self._response_head(ev))
+                if ev.status == 101:
+                    transport.write(b"".join(out))
+                    out = []
+                    self._enter_tunnel()
             elif cls is EndOfMessage:
+                if self.resp_chunked:
+                    out.append(LAST_CHUNK)
+                transport.write(out[0] if len(out) == 1 else b"".join(out))
+                out = []
                 self._response_end(up)
             elif cls is Tunnel:
-                transport.write(ev.data)
+                out.append(ev.data)
             if self.closed:
                 return
+        if out:
+            transport.write(out[0] if len(out) == 1 else b"".join(out))
 
-    def _response_head(self, up: UpstreamConn, rh: ResponseHead) -> None:
+    def _response_head(self, rh: ResponseHead) -> bytes:
+        """Account for the response and return its head as the client will see it."""
         fe = self.fe
         req = self.req
         backend = self.backend
@@ -426,16 +437,12 @@ class ClientConn(asyncio.Protocol):
         elif req.version == b"1.0":
             headers.append((b"connection", b"keep-alive"))
         self.client_ka = client_ka
-        self.transport.write(write_response_head(status, headers, rh.reason))
-        if status == 101:
-            self._enter_tunnel()
+        return write_response_head(status, headers, rh.reason)
 
     def _response_end(self, up: UpstreamConn) -> None:
         fe = self.fe
         backend = self.backend
         assert backend is not None and self.transport is not None
-        if self.resp_chunked:
-            self.transport.write(LAST_CHUNK)
         self.up = None
         up.detach()
         backend.inflight -= 1
