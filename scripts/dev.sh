@@ -8,9 +8,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(redis-server postgresql prometheus curl wrk)
+# redis-server, postgresql: real backends for tests and the demo; prometheus: promtool checks
+# /metrics; curl, wrk: real clients; nginx, haproxy: the peers bench/ compares against.
+APT_PACKAGES=(redis-server postgresql prometheus curl wrk nginx haproxy)
 # command that proves each package is present (same order)
-APT_PROBES=(redis-server /usr/lib/postgresql promtool curl wrk)
+APT_PROBES=(redis-server /usr/lib/postgresql promtool curl wrk nginx haproxy)
 
 log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 
@@ -38,6 +40,11 @@ if [[ -z $PY ]]; then
   done
 fi
 [[ -n $PY ]] || { echo "Python >= 3.11 is required" >&2; exit 1; }
+if [[ ! -x .venv/bin/python ]] && ! "$PY" -c 'import ensurepip, venv' 2>/dev/null; then
+  log "installing python3-venv"
+  SUDO=""; [[ $(id -u) == 0 ]] || SUDO="sudo"
+  $SUDO apt-get update -qq && $SUDO apt-get install -y -qq python3-venv >/dev/null
+fi
 
 stamp=.venv/.tierproxy-installed
 want=$(sha256sum pyproject.toml | cut -d' ' -f1)
