@@ -248,3 +248,14 @@ def test_head_and_http10_and_pipelining(lb):
     # an HTTP/1.0 client cannot take chunked: the body is delimited by closing the connection
     assert statuses(out10) == [200] and out10.endswith(b"\r\n\r\n" + bytes(range(5)))
     assert b"transfer-encoding" not in out10.lower()
+
+
+def test_idle_keepalive_connection_is_closed_after_client_idle(web_worker_factory, lb_factory):
+    w = web_worker_factory("idle")
+    lb = lb_factory("[timeouts]\nclient_idle = 0.5\n" + NO_HEALTH + backends_toml("web", [w]))
+    s = socket.create_connection(("127.0.0.1", lb.port), timeout=10)
+    s.sendall(b"GET /whoami HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert read_response(s)[0] == 200
+    # nothing more is sent: the balancer closes the idle connection (recv sees EOF, not a timeout)
+    assert s.recv(1) == b""
+    s.close()
