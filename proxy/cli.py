@@ -64,7 +64,8 @@ def check_config(path: str, daemon: str | None) -> int:
     return 0
 
 
-def run_daemon(name: str, path: str, log_level: str | None, json_logs: bool | None) -> int:
+def run_daemon(name: str, path: str, log_level: str | None, json_logs: bool | None,
+               worker_fd: int | None = None) -> int:
     from proxy.core.runtime import run, setup_logging
 
     model = _load(DAEMONS[name][0])
@@ -75,7 +76,8 @@ def run_daemon(name: str, path: str, log_level: str | None, json_logs: bool | No
             print(line, file=sys.stderr)
         return 2
     setup_logging(log_level or getattr(cfg, "log_level", "info"), json_logs)
-    daemon = _load(DAEMONS[name][1])(cfg, path)
+    cls = _load(DAEMONS[name][1])
+    daemon = cls(cfg, path) if worker_fd is None else cls(cfg, path, worker_fd=worker_fd)
     return run(daemon, name)
 
 
@@ -88,6 +90,8 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
         p.add_argument("--json-logs", action=argparse.BooleanOptionalAction, default=None,
                        help="JSON log lines (default: when stderr is not a terminal)")
+        # internal: the control channel of a worker process started by a supervisor
+        p.add_argument("--worker-fd", type=int, default=None, help=argparse.SUPPRESS)
     cc = sub.add_parser("check-config", help="validate a config file and exit (2 on errors)")
     cc.add_argument("file")
     cc.add_argument("--daemon", choices=sorted(DAEMONS))
@@ -102,7 +106,8 @@ def main(argv: list[str] | None = None) -> int:
         from proxy.demo import run_demo
 
         return run_demo(args)
-    return run_daemon(args.command, args.config, args.log_level, args.json_logs)
+    return run_daemon(args.command, args.config, args.log_level, args.json_logs,
+                      getattr(args, "worker_fd", None))
 
 
 if __name__ == "__main__":

@@ -6,6 +6,8 @@ the config says otherwise.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
@@ -15,11 +17,18 @@ from proxy.core.metrics import CONTENT_TYPE_LATEST, render
 __all__ = ["AdminServer", "make_admin_app"]
 
 
-def make_admin_app(registry: CollectorRegistry) -> web.Application:
-    """An aiohttp app with /metrics and /healthz; daemons add their routes to it."""
+def make_admin_app(
+    registry: CollectorRegistry, before_scrape: Callable[[], Awaitable[None]] | None = None
+) -> web.Application:
+    """An aiohttp app with /metrics and /healthz; daemons add their routes to it.
+
+    `before_scrape` runs before each /metrics render: a daemon with worker processes gathers
+    their counters there, since collectors themselves cannot await."""
     app = web.Application(client_max_size=1 << 20)
 
     async def metrics(_request: web.Request) -> web.Response:
+        if before_scrape is not None:
+            await before_scrape()
         body = render(registry)
         resp = web.Response(body=body)
         resp.headers["Content-Type"] = CONTENT_TYPE_LATEST

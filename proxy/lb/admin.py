@@ -44,10 +44,10 @@ def _error(status: int, message: str) -> web.Response:
 
 def add_admin_routes(app: web.Application, daemon: LbDaemon) -> None:
     async def status(_request: web.Request) -> web.Response:
-        return _json(daemon.status())
+        return _json(await daemon.status_async())
 
     async def page(_request: web.Request) -> web.Response:
-        return web.Response(text=render_status_page(daemon.status()), content_type="text/html")
+        return web.Response(text=render_status_page(await daemon.status_async()), content_type="text/html")
 
     def _pool(request: web.Request) -> Any:
         name = request.match_info["pool"]
@@ -87,13 +87,13 @@ def add_admin_routes(app: web.Application, daemon: LbDaemon) -> None:
     async def drain(request: web.Request) -> web.Response:
         pool = _pool(request)
         name = _backend_name(request, pool)
-        b = pool.set_draining(name, True)
+        b = daemon.set_draining(pool.name, name, True)
         return _json({"draining": name, "inflight": b.inflight})
 
     async def enable(request: web.Request) -> web.Response:
         pool = _pool(request)
         name = _backend_name(request, pool)
-        pool.set_draining(name, False)
+        daemon.set_draining(pool.name, name, False)
         return _json({"enabled": name})
 
     async def remove(request: web.Request) -> web.Response:

@@ -164,6 +164,8 @@ class LbConfig(StrictModel):
     listen: Address = "127.0.0.1:8080"  # restart
     admin: AdminConfig = Field(default_factory=AdminConfig)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    # Processes serving `listen` (SO_REUSEPORT) under one supervisor; restart to change.
+    workers: int = Field(default=1, ge=1, le=64)
     timeouts: TimeoutsConfig = Field(default_factory=TimeoutsConfig)
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
     pools: dict[str, PoolConfig]

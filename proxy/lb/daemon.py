@@ -4,22 +4,23 @@ Lifecycle (driven by proxy.core.runtime): `start()` binds the listener and the a
 starts one health-check loop per backend; `reload()` re-reads the config file and reconciles pools
 in place (existing connections and backend state survive); `drain()` stops accepting and lets
 in-flight requests finish up to `timeouts.drain` seconds.
+
+Roles: with `workers = 1` one process does everything ("single"). With `workers = N` the process
+the operator started is the "supervisor" (admin API, health checks, pool truth) and N "worker"
+processes serve the listen port with SO_REUSEPORT; see proxy/lb/workers.py.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import os
 import time
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from prometheus_client.core import (
-    CounterMetricFamily,
-    GaugeMetricFamily,
-    HistogramMetricFamily,
-    Metric,
-)
+from prometheus_client.core import Metric
 
 from proxy.core.admin import AdminServer, make_admin_app
 from proxy.core.checks import CheckLoop, CheckResult, HttpChecker, tcp_check
@@ -30,6 +31,8 @@ from proxy.lb.admin import add_admin_routes
 from proxy.lb.config import BackendConfig, LbConfig
 from proxy.lb.frontend import Frontend
 from proxy.lb.pool import STATUS_CLASSES, Backend, Pool
+from proxy.lb.stats import collect, merge, snapshot
+from proxy.lb.workers import ControlChannel, WorkerSet
 
 __all__ = ["LbDaemon"]
 
@@ -37,9 +40,23 @@ log = logging.getLogger("tierproxy.lb")
 
 
 class LbDaemon:
-    def __init__(self, cfg: LbConfig, config_path: str | Path | None = None) -> None:
+    def __init__(self, cfg: LbConfig, config_path: str | Path | None = None,
+                 worker_fd: int | None = None) -> None:
         self.cfg = cfg
         self.config_path = Path(config_path) if config_path else None
+        self.worker_fd = worker_fd
+        if worker_fd is not None:
+            self.role = "worker"
+        elif cfg.workers > 1:
+            if self.config_path is None:
+                raise ValueError("workers > 1 needs the config file (workers re-read it)")
+            self.role = "supervisor"
+        else:
+            self.role = "single"
+        self.workers: WorkerSet | None = None
+        self.control: ControlChannel | None = None
+        self._merged: dict[str, Any] | None = None
+        self._worker_requests: list[int] = []
         self.pools: dict[str, Pool] = {}
         self.registry = new_registry()
         self.registry.register(FuncCollector(self._collect))
@@ -54,15 +71,31 @@ class LbDaemon:
     async def start(self) -> None:
         for name, pcfg in self.cfg.pools.items():
             self.pools[name] = Pool(name, pcfg, self._backend_added, self._backend_removed)
-        self.fe = Frontend(self.cfg, self.pools)
-        app = make_admin_app(self.registry)
+        if self.role != "supervisor":
+            self.fe = Frontend(self.cfg, self.pools)
+            await self.fe.start(reuse_port=self.role == "worker")
+        if self.role == "worker":
+            assert self.worker_fd is not None
+            # Health, admin changes and reloads come from the supervisor.
+            self.control = ControlChannel(self.worker_fd, self._on_control)
+            await self.control.start()
+            self.control.send({"op": "ready"})
+            return
+        if self.role == "supervisor":
+            # Workers first: when the admin port answers, the listen port does too.
+            assert self.config_path is not None
+            self.workers = WorkerSet(self.config_path, self.cfg.workers, self._worker_ready)
+            await self.workers.start()
+        app = make_admin_app(self.registry, before_scrape=self._refresh_stats)
         add_admin_routes(app, self)
         self.admin = AdminServer(app, self.cfg.admin.address)
-        await self.fe.start()
         try:
             await self.admin.start()
         except OSError:
-            await self.fe.drain(0)
+            if self.fe is not None:
+                await self.fe.drain(0)
+            if self.workers is not None:
+                await self.workers.stop(5.0)
             raise
         self._running = True
         for pool in self.pools.values():
@@ -71,16 +104,20 @@ class LbDaemon:
         log.info(
             "listening",
             extra={"listen": self.cfg.listen, "admin": self.cfg.admin.address,
-                   "pools": list(self.pools)},
+                   "pools": list(self.pools), "workers": self.cfg.workers},
         )
 
     async def reload(self) -> None:
         if self.config_path is None:
             raise RuntimeError("no config file to reload from")
         new = load_config(self.config_path, LbConfig)
-        if new.listen != self.cfg.listen or new.admin.address != self.cfg.admin.address:
-            raise ValueError("listen and admin.address cannot change on reload; restart instead")
+        if (new.listen, new.admin.address, new.workers) != (
+            self.cfg.listen, self.cfg.admin.address, self.cfg.workers
+        ):
+            raise ValueError("listen, admin.address and workers cannot change on reload; restart instead")
         self.apply_config(new)
+        if self.workers is not None:
+            self.workers.broadcast({"op": "reload"})
         log.info("reloaded", extra={"pools": list(self.pools)})
 
     def apply_config(self, new: LbConfig) -> None:
@@ -105,16 +142,20 @@ class LbDaemon:
                     self._start_checks(pool, b)
                 pool.invalidate()
         self.cfg = new
-        assert self.fe is not None
-        self.fe.set_config(new)
+        if self.fe is not None:
+            self.fe.set_config(new)
 
     async def drain(self) -> None:
         self._running = False
         for pool in self.pools.values():
             for b in pool.backends.values():
                 self._stop_checks(b)
+        if self.workers is not None:
+            await self.workers.stop(self.cfg.timeouts.drain + 5.0)
         if self.fe is not None:
             await self.fe.drain(self.cfg.timeouts.drain)
+        if self.control is not None:
+            self.control.close()
         if self.admin is not None:
             await self.admin.stop()
         await self.checker.close()
@@ -122,12 +163,69 @@ class LbDaemon:
     # -- runtime changes (admin API) -------------------------------------------------------
 
     def add_backend(self, pool_name: str, bcfg: BackendConfig) -> Backend:
-        pool = self.pools[pool_name]
-        backend = pool.add(bcfg)
+        backend = self.pools[pool_name].add(bcfg)
+        if self.workers is not None:
+            self.workers.broadcast({"op": "add", "pool": pool_name, "backend": bcfg.model_dump()})
         return backend
 
     def remove_backend(self, pool_name: str, name: str) -> None:
         self.pools[pool_name].remove(name)
+        if self.workers is not None:
+            self.workers.broadcast({"op": "remove", "pool": pool_name, "name": name})
+
+    def set_draining(self, pool_name: str, name: str, draining: bool) -> Backend:
+        backend = self.pools[pool_name].set_draining(name, draining)
+        if self.workers is not None:
+            self.workers.broadcast({"op": "drain", "pool": pool_name, "name": name, "draining": draining})
+        return backend
+
+    # -- workers ---------------------------------------------------------------------------
+
+    def _health_message(self, b: Backend) -> dict[str, Any]:
+        return {"op": "health", "pool": b.pool_name, "backend": b.name, "up": b.health.up,
+                "reason": b.health.reason}
+
+    def _worker_ready(self, index: int) -> None:
+        """A worker started with every backend up: tell it what the checks know by now."""
+        assert self.workers is not None
+        for pool in self.pools.values():
+            for b in pool.backends.values():
+                if not b.health.up:
+                    self.workers.send_to(index, self._health_message(b))
+                if b.draining:
+                    self.workers.send_to(index, {"op": "drain", "pool": pool.name, "name": b.name,
+                                                 "draining": True})
+
+    async def _on_control(self, msg: dict[str, Any]) -> dict[str, Any] | None:
+        """A worker's handling of the supervisor's messages (see proxy/lb/workers.py)."""
+        op = msg.get("op")
+        if op == "stats":
+            return {"id": msg["id"], "snapshot": snapshot(self.fe, self.pools)}
+        if op == "reload":
+            await self.reload()
+            return None
+        pool = self.pools.get(msg.get("pool", ""))
+        if pool is None:
+            return None
+        if op == "health":
+            b = pool.backends.get(msg["backend"])
+            if b is not None:
+                b.health = HealthState(1, 1, up=True)
+                if not msg["up"]:
+                    b.health.record(False, msg.get("reason", ""))
+                    b.close_idle()
+                pool.invalidate()
+        elif op == "add":
+            bcfg = BackendConfig.model_validate(msg["backend"])
+            if bcfg.name not in pool.backends:
+                pool.add(bcfg)
+        elif op == "remove":
+            if msg["name"] in pool.backends:
+                pool.remove(msg["name"])
+        elif op == "drain":
+            if msg["name"] in pool.backends:
+                pool.set_draining(msg["name"], bool(msg["draining"]))
+        return None
 
     # -- health checks ---------------------------------------------------------------------
 
@@ -170,6 +268,8 @@ class LbDaemon:
                 current = self.pools.get(backend.pool_name)
                 if current is not None:
                     current.invalidate()
+                if self.workers is not None:
+                    self.workers.broadcast(self._health_message(backend))
                 if state.up:
                     log.warning("backend up", extra={"pool": backend.pool_name, "backend": backend.name})
                 else:
@@ -186,18 +286,55 @@ class LbDaemon:
 
     # -- status and metrics ----------------------------------------------------------------
 
+    async def _refresh_stats(self) -> None:
+        """Before a scrape or a status read: gather the workers' counters."""
+        if self.workers is not None:
+            snaps = await self.workers.snapshots()
+            self._worker_requests = [s["requests"] for s in snaps]
+            self._merged = merge(snaps)
+
+    def _snapshot(self) -> dict[str, Any]:
+        if self.role == "supervisor":
+            if self._merged is None:
+                return merge([])
+            return self._merged
+        return snapshot(self.fe, self.pools)
+
+    async def status_async(self) -> dict[str, Any]:
+        await self._refresh_stats()
+        return self.status()
+
     def status(self) -> dict[str, Any]:
-        fe = self.fe
-        assert fe is not None
-        now = fe.loop.time()
+        now = asyncio.get_running_loop().time()
+        snap = self._snapshot()
+        pools = {}
+        for name, pool in self.pools.items():
+            pstatus = pool.status(now)
+            counters = snap["pools"].get(name)
+            if self.role == "supervisor" and counters is not None:
+                # Counters come from the workers; health and config from here.
+                pstatus["retries"] = counters["retries"]
+                pstatus["no_backend"] = counters["no_backend"]
+                for b in pstatus["backends"]:
+                    c = counters["backends"].get(b["name"])
+                    if c is None:
+                        continue
+                    b.update(requests=c["requests"], inflight=c["inflight"], ejections=c["ejections"],
+                             failures=c["failures"], idle_connections=c["idle"],
+                             open_connections=c["open"],
+                             responses=dict(zip(STATUS_CLASSES, c["responses"])))
+            pools[name] = pstatus
         return {
             "listen": self.cfg.listen,
             "admin": self.cfg.admin.address,
+            "workers": self.cfg.workers,
+            "worker_pids": self.workers.pids() if self.workers is not None else [os.getpid()],
+            "worker_requests": self._worker_requests if self.workers is not None else [snap["requests"]],
             "uptime_s": time.time() - self.started_at,
-            "draining": fe.draining,
-            "client_connections": len(fe.conns),
-            "requests": fe.requests_total,
-            "pools": {name: pool.status(now) for name, pool in self.pools.items()},
+            "draining": not self._running,
+            "client_connections": snap["conns"],
+            "requests": snap["requests"],
+            "pools": pools,
         }
 
     @property
@@ -210,78 +347,14 @@ class LbDaemon:
         return parse_hostport(self.cfg.admin.address)[1]
 
     def _collect(self) -> Iterable[Metric]:
-        fe = self.fe
-        if fe is None:
+        if not self.pools:
             return []
-        p = "tierproxy_lb_"
-        now = fe.loop.time()
-        conns = GaugeMetricFamily(p + "client_connections", "Open client connections.")
-        conns.add_metric([], len(fe.conns))
-        accepted = CounterMetricFamily(p + "client_connections_accepted", "Client connections accepted.")
-        accepted.add_metric([], fe.accepted_total)
-        refused = CounterMetricFamily(
-            p + "client_connections_refused", "Client connections refused (over max_client_connections or draining)."
-        )
-        refused.add_metric([], fe.refused_total)
-        requests = CounterMetricFamily(p + "requests", "Client requests received.")
-        requests.add_metric([], fe.requests_total)
-        client_err = CounterMetricFamily(
-            p + "client_errors", "Requests rejected for protocol errors or timeouts, by status.", labels=["status"]
-        )
-        for status, n in sorted(fe.client_errors.items()):
-            client_err.add_metric([str(status)], n)
-        proxy_err = CounterMetricFamily(
-            p + "proxy_errors", "Responses generated by the balancer (502/503/504), by status.", labels=["status"]
-        )
-        for status, n in sorted(fe.proxy_errors.items()):
-            proxy_err.add_metric([str(status)], n)
-        pb = ["pool", "backend"]
-        b_req = CounterMetricFamily(p + "backend_requests", "Request attempts sent to a backend.", labels=pb)
-        b_resp = CounterMetricFamily(
-            p + "backend_responses", "Backend responses by status class.", labels=pb + ["class"]
-        )
-        b_fail = CounterMetricFamily(
-            p + "backend_failures", "Failed attempts by outcome.", labels=pb + ["outcome"]
-        )
-        b_eject = CounterMetricFamily(p + "backend_ejections", "Outlier-detection ejections.", labels=pb)
-        b_checks = CounterMetricFamily(
-            p + "backend_health_checks", "Active health checks by result.", labels=pb + ["result"]
-        )
-        b_up = GaugeMetricFamily(p + "backend_up", "1 if the backend passes its health checks.", labels=pb)
-        b_elig = GaugeMetricFamily(
-            p + "backend_eligible", "1 if the backend can take new requests now.", labels=pb
-        )
-        b_infl = GaugeMetricFamily(p + "backend_inflight_requests", "Requests in progress.", labels=pb)
-        b_conns = GaugeMetricFamily(
-            p + "backend_connections", "Backend TCP connections by state.", labels=pb + ["state"]
-        )
-        b_lat = HistogramMetricFamily(
-            p + "backend_response_seconds", "Request start to response end, per backend.", labels=pb
-        )
-        retries = CounterMetricFamily(p + "pool_retries", "Attempts retried on another backend.", labels=["pool"])
-        nob = CounterMetricFamily(
-            p + "pool_no_backend", "Requests answered 503 because no backend was eligible.", labels=["pool"]
-        )
+        try:
+            now = asyncio.get_running_loop().time()
+        except RuntimeError:
+            return []
+        views = {}
         for pname, pool in self.pools.items():
-            retries.add_metric([pname], pool.retries_total)
-            nob.add_metric([pname], pool.no_backend_total)
             eligible = set(pool.eligible(now))
-            for b in pool.backends.values():
-                lv = [pname, b.name]
-                b_req.add_metric(lv, b.requests)
-                for cls, n in zip(STATUS_CLASSES, b.responses):
-                    b_resp.add_metric(lv + [cls], n)
-                for outcome, n in sorted(b.failures.items()):
-                    b_fail.add_metric(lv + [outcome], n)
-                b_eject.add_metric(lv, b.ejections)
-                b_checks.add_metric(lv + ["pass"], b.health_checks_ok)
-                b_checks.add_metric(lv + ["fail"], b.health_checks_failed)
-                b_up.add_metric(lv, 1 if b.health.up else 0)
-                b_elig.add_metric(lv, 1 if b in eligible else 0)
-                b_infl.add_metric(lv, b.inflight)
-                b_conns.add_metric(lv + ["open"], b.open_connections)
-                b_conns.add_metric(lv + ["idle"], len(b.idle))
-                b_lat.add_metric(lv, b.latency.buckets(), b.latency.sum)
-        return [conns, accepted, refused, requests, client_err, proxy_err, b_req, b_resp, b_fail,
-                b_eject, b_checks, b_up, b_elig, b_infl, b_conns, b_lat, retries, nob]
-
+            views[pname] = {b.name: (b.health.up, b in eligible) for b in pool.backends.values()}
+        return collect(self._snapshot(), views)

@@ -73,10 +73,13 @@ class Frontend:
 
     # -- listener --------------------------------------------------------------------------
 
-    async def start(self) -> None:
+    async def start(self, reuse_port: bool = False) -> None:
+        """Bind and serve. `reuse_port`: several worker processes share the port (the kernel
+        spreads new connections over them)."""
         host, port = parse_hostport(self.cfg.listen)
         self.server = await self.loop.create_server(
-            lambda: ClientConn(self), host, port, reuse_address=True, backlog=4096
+            lambda: ClientConn(self), host, port, reuse_address=True, reuse_port=reuse_port,
+            backlog=4096,
         )
         self._sweeper = self.loop.create_task(self._sweep())
 

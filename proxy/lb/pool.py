@@ -144,6 +144,8 @@ class Pool:
             else:
                 existing.weight = bcfg.weight
                 existing.backup = bcfg.backup
+                # The file is authoritative after a reload: a runtime drain does not survive it.
+                existing.draining = False
         self._rebuild()
 
     def _new_health(self) -> HealthState:

@@ -66,7 +66,8 @@ class LbProcess:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def write_config(self, body: str) -> None:
-        head = f'listen = "127.0.0.1:{self.port}"\n[admin]\naddress = "127.0.0.1:{self.admin_port}"\n'
+        # admin as an inline table, so the body may start with more top-level keys
+        head = f'listen = "127.0.0.1:{self.port}"\nadmin = {{ address = "127.0.0.1:{self.admin_port}" }}\n'
         self.config_path.write_text(head + body)
 
     def start(self) -> LbProcess:

@@ -1,0 +1,201 @@
+"""`workers = N`: N balancer processes on one port (SO_REUSEPORT) under one supervisor.
+
+Theory of operation. The supervisor is the process the operator started. It binds the admin port,
+runs the health checks and owns the truth about pools (config, runtime add/drain/remove, health).
+It starts N worker processes (`tierproxy lb --config FILE --worker-fd FD`), each binding the
+listen port with SO_REUSEPORT so the kernel spreads connections over them, and talks to each over
+a socketpair with one JSON object per line:
+
+    supervisor -> worker   {"op": "health", "pool", "backend", "up", "reason"}   a health flip
+                           {"op": "add"|"remove"|"drain"|"enable", "pool", ...}   admin changes
+                           {"op": "reload"}                                     re-read the file
+                           {"op": "stats", "id": n}                             counters, please
+    worker -> supervisor   {"op": "ready"}  {"id": n, "snapshot": {...}}
+
+So every worker sees the same health at the same time (one checker, not N), /metrics sums the
+workers' counters, and SIGHUP/SIGTERM reach all of them. Passive outlier detection stays per
+worker: each ejects from what it sees itself. A worker whose supervisor disappears drains and
+exits (end of file on its control channel).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+__all__ = ["ControlChannel", "WorkerSet"]
+
+log = logging.getLogger("tierproxy.lb")
+
+# Longest control message we accept (a stats snapshot of a big pool fits easily).
+MAX_LINE = 16 * 1024 * 1024
+STATS_TIMEOUT = 2.0
+
+
+class _Worker:
+    def __init__(self, index: int, proc: subprocess.Popen[bytes], reader: asyncio.StreamReader,
+                 writer: asyncio.StreamWriter) -> None:
+        self.index = index
+        self.proc = proc
+        self.reader = reader
+        self.writer = writer
+        self.ready = asyncio.get_running_loop().create_future()
+        self.pending: dict[int, asyncio.Future[dict[str, Any]]] = {}
+        self.task: asyncio.Task[None] | None = None
+
+    def send(self, msg: dict[str, Any]) -> None:
+        if not self.writer.is_closing():
+            self.writer.write(json.dumps(msg).encode() + b"\n")
+
+
+class WorkerSet:
+    """The supervisor's side: start, message, query and stop N worker processes."""
+
+    def __init__(self, config_path: Path, count: int, on_ready: Callable[[int], None]) -> None:
+        self.config_path = config_path
+        self.count = count
+        self.on_ready = on_ready
+        self.workers: list[_Worker] = []
+        self._next_id = 0
+
+    async def start(self, timeout: float = 30.0) -> None:
+        for i in range(self.count):
+            ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "proxy.cli", "lb", "--config", str(self.config_path),
+                 "--worker-fd", str(theirs.fileno())],
+                pass_fds=[theirs.fileno()],
+            )
+            theirs.close()
+            reader, writer = await asyncio.open_unix_connection(sock=ours, limit=MAX_LINE)
+            worker = _Worker(i, proc, reader, writer)
+            worker.task = asyncio.get_running_loop().create_task(self._read(worker))
+            self.workers.append(worker)
+        try:
+            async with asyncio.timeout(timeout):
+                for worker in self.workers:
+                    await worker.ready
+        except BaseException:
+            await self.stop(5.0)
+            raise
+
+    async def _read(self, worker: _Worker) -> None:
+        while True:
+            try:
+                line = await worker.reader.readline()
+            except (ValueError, ConnectionError):
+                line = b""
+            if not line:
+                break
+            msg = json.loads(line)
+            if msg.get("op") == "ready":
+                if not worker.ready.done():
+                    worker.ready.set_result(None)
+                self.on_ready(worker.index)
+            elif "id" in msg:
+                fut = worker.pending.pop(msg["id"], None)
+                if fut is not None and not fut.done():
+                    fut.set_result(msg)
+        if not worker.ready.done():
+            worker.ready.set_exception(RuntimeError(f"worker {worker.index} exited during start-up"))
+        for fut in worker.pending.values():
+            if not fut.done():
+                fut.set_exception(ConnectionError("worker gone"))
+
+    def broadcast(self, msg: dict[str, Any]) -> None:
+        for worker in self.workers:
+            worker.send(msg)
+
+    def send_to(self, index: int, msg: dict[str, Any]) -> None:
+        self.workers[index].send(msg)
+
+    async def snapshots(self) -> list[dict[str, Any]]:
+        """Each live worker's counters (a worker that does not answer in time is left out)."""
+        loop = asyncio.get_running_loop()
+        futs = []
+        for worker in self.workers:
+            self._next_id += 1
+            fut: asyncio.Future[dict[str, Any]] = loop.create_future()
+            worker.pending[self._next_id] = fut
+            worker.send({"op": "stats", "id": self._next_id})
+            futs.append(fut)
+        done, _pending = await asyncio.wait(futs, timeout=STATS_TIMEOUT) if futs else (set(), set())
+        return [f.result()["snapshot"] for f in futs if f in done and not f.exception()]
+
+    def pids(self) -> list[int]:
+        return [w.proc.pid for w in self.workers]
+
+    async def stop(self, timeout: float) -> None:
+        """SIGTERM every worker (each drains), wait up to `timeout`, then SIGKILL the rest."""
+        for worker in self.workers:
+            if worker.proc.poll() is None:
+                worker.proc.send_signal(signal.SIGTERM)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while any(w.proc.poll() is None for w in self.workers) and loop.time() < deadline:
+            await asyncio.sleep(0.05)
+        for worker in self.workers:
+            if worker.proc.poll() is None:
+                log.warning("worker did not stop in time; killing it", extra={"worker": worker.index})
+                worker.proc.kill()
+                worker.proc.wait()
+            worker.writer.close()
+            if worker.task is not None:
+                worker.task.cancel()
+
+
+Handler = Callable[[dict[str, Any]], Awaitable[dict[str, Any] | None]]
+
+
+class ControlChannel:
+    """The worker's side: read the supervisor's messages, answer, and notice when it is gone."""
+
+    def __init__(self, fd: int, handler: Handler) -> None:
+        self.fd = fd
+        self.handler = handler
+        self.writer: asyncio.StreamWriter | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        sock = socket.socket(fileno=self.fd)
+        reader, self.writer = await asyncio.open_unix_connection(sock=sock, limit=MAX_LINE)
+        self._task = asyncio.get_running_loop().create_task(self._run(reader))
+
+    def send(self, msg: dict[str, Any]) -> None:
+        if self.writer is not None and not self.writer.is_closing():
+            self.writer.write(json.dumps(msg).encode() + b"\n")
+
+    async def _run(self, reader: asyncio.StreamReader) -> None:
+        while True:
+            try:
+                line = await reader.readline()
+            except (ValueError, ConnectionError):
+                line = b""
+            if not line:
+                break
+            msg = json.loads(line)
+            try:
+                reply = await self.handler(msg)
+            except Exception:
+                log.exception("control message failed", extra={"op": msg.get("op")})
+                reply = None
+            if reply is not None:
+                self.send(reply)
+        # The supervisor is gone: nobody will stop us or check our backends; drain and exit.
+        log.warning("supervisor gone; draining")
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+        if self.writer is not None:
+            self.writer.close()
