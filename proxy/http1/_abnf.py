@@ -27,6 +27,11 @@ FIELD_LINE_RE = re.compile(rb"(" + TOKEN + rb"):(" + FIELD_VALUE + rb")")
 # RFC 9112 4: status-line = HTTP-version SP status-code SP [ reason-phrase ]
 #   reason-phrase = 1*( HTAB / SP / VCHAR / obs-text ). Servers that drop the second SP when the
 #   reason is empty are common, so that SP is optional here.
+# All field lines of a head at once (CRLF-separated, no final CRLF): one regex call per message
+# instead of one per line. FIELD_VALUE excludes CR and LF, so line boundaries are unambiguous.
+FIELD_BLOCK_RE = re.compile(
+    rb"(?:" + TOKEN + rb":" + FIELD_VALUE + rb")(?:\r\n" + TOKEN + rb":" + FIELD_VALUE + rb")*"
+)
 STATUS_LINE_RE = re.compile(rb"HTTP/([0-9])\.([0-9]) ([0-9]{3})(?: (" + FIELD_VALUE + rb"))?")
 
 # RFC 9112 7.1.1: chunk-ext = *( BWS ";" BWS chunk-ext-name [ BWS "=" BWS chunk-ext-val ] )

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections import deque
 
-from ._abnf import CHUNK_LINE_RE, FIELD_LINE_RE, STATUS_LINE_RE
+from ._abnf import CHUNK_LINE_RE, FIELD_BLOCK_RE, FIELD_LINE_RE, STATUS_LINE_RE
 from ._framing import (
     CL,
     CONN,
@@ -251,6 +251,11 @@ class ResponseParser:
 
     def _head(self, head: bytes, events: list) -> None:
         lines = head.split(b"\r\n")
+        if len(lines) > 1:
+            first_end = len(lines[0]) + 2
+            if FIELD_BLOCK_RE.fullmatch(head, first_end) is None:
+                # Covers obs-fold, bare CR/LF, CTLs, space before the colon (RFC 9112 5.1, 5.2).
+                raise ProtocolError("invalid header field line", 502)
         m = STATUS_LINE_RE.fullmatch(lines[0])
         if m is None:
             raise ProtocolError("invalid status line", 502)
@@ -267,13 +272,8 @@ class ResponseParser:
         cl_values: list[bytes] | None = None
         te_values: list[bytes] | None = None
         conn: list[bytes] | None = None
-        field_line = FIELD_LINE_RE.fullmatch
         for line in lines[1:]:
-            fm = field_line(line)
-            if fm is None:
-                # Covers obs-fold, bare CR/LF, CTLs, space before the colon (RFC 9112 5.1, 5.2).
-                raise ProtocolError("invalid header field line", 502)
-            name, value = fm.groups()
+            name, _, value = line.partition(b":")  # validated above: token ":" field-value
             name = name.lower()
             value = value.strip(b" \t")
             headers.append((name, value))

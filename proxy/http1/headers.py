@@ -68,6 +68,12 @@ def strip_hop_by_hop(headers: Iterable[tuple[bytes, bytes]], keep_upgrade: bool 
     Connection token (the proxy re-frames bodies itself, and Host must reach the backend).
     """
     headers = list(headers)
+    # Fast path: without any hop-by-hop field there is no Connection header naming others either.
+    for name, _ in headers:
+        if name in HOP_BY_HOP:
+            break
+    else:
+        return headers
     drop = connection_tokens(headers) - _NEVER_CONNECTION_OPTION
     drop.update(HOP_BY_HOP)
     if keep_upgrade:
