@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from proxy.http1 import (
     END_OF_MESSAGE,
+    HOP_BY_HOP,
     LAST_CHUNK,
     Body,
     EndOfMessage,
@@ -418,26 +419,49 @@ class ClientConn(asyncio.Protocol):
             pool.report_failure(backend, Outcome.HTTP_5XX, fe.now)
         else:
             pool.report_success(backend, fe.now)
-        headers = strip_hop_by_hop(rh.headers, keep_upgrade=status == 101)
+        headers = rh.headers
+        for k, _ in headers:
+            if k in HOP_BY_HOP:
+                headers = strip_hop_by_hop(headers, keep_upgrade=status == 101)
+                break
         client_ka = req.keep_alive and not fe.draining and not self.close_after
+        framing = rh.framing
+        rechunk = status != 101 and (framing == Framing.CHUNKED or framing == Framing.UNTIL_CLOSE)
+        # One pass straight into bytes (this runs per response). Fields come from the response
+        # parser, which rejects CR, LF and CTLs; the line count below is the backstop.
+        out = [b"HTTP/1.1 %d " % status, rh.reason, b"\r\n"]
+        lines = 1
+        for k, v in headers:
+            if rechunk and k == b"content-length":
+                continue
+            out += (k, b": ", v, b"\r\n")
+            lines += 1
         if status == 101:
-            headers.append((b"connection", b"upgrade"))
+            out.append(b"connection: upgrade\r\n")
+            lines += 1
             client_ka = False
-        elif rh.framing == Framing.CHUNKED or rh.framing == Framing.UNTIL_CLOSE:
-            headers = [h for h in headers if h[0] != b"content-length"]
+        elif rechunk:
             if req.version == b"1.1":
-                headers.append((b"transfer-encoding", b"chunked"))
+                out.append(b"transfer-encoding: chunked\r\n")
+                lines += 1
                 self.resp_chunked = True
             else:
                 client_ka = False  # HTTP/1.0 client: the body ends when we close
         if self.set_cookie is not None:
-            headers.append((b"set-cookie", self.set_cookie))
+            out += (b"set-cookie: ", self.set_cookie, b"\r\n")
+            lines += 1
         if not client_ka:
-            headers.append((b"connection", b"close"))
+            out.append(b"connection: close\r\n")
+            lines += 1
         elif req.version == b"1.0":
-            headers.append((b"connection", b"keep-alive"))
+            out.append(b"connection: keep-alive\r\n")
+            lines += 1
+        out.append(b"\r\n")
         self.client_ka = client_ka
-        return write_response_head(status, headers, rh.reason)
+        data = b"".join(out)
+        if data.count(b"\n") != lines + 1:
+            raise ProtocolError("CR or LF inside a response field", 502)
+        return data
 
     def _response_end(self, up: UpstreamConn) -> None:
         fe = self.fe

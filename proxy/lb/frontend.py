@@ -14,7 +14,7 @@ import os
 from typing import TYPE_CHECKING
 
 from proxy.core.config import parse_hostport
-from proxy.http1 import Framing, RequestHead, strip_hop_by_hop, write_request_head
+from proxy.http1 import HOP_BY_HOP, Framing, RequestHead, strip_hop_by_hop
 from proxy.lb.client import ClientConn
 from proxy.lb.config import LbConfig, RouteConfig
 
@@ -54,7 +54,7 @@ class Frontend:
         self.draining = False
         self.server: asyncio.Server | None = None
         self._sweeper: asyncio.Task[None] | None = None
-        self._rid_prefix = os.urandom(4).hex()
+        self._rid_prefix = os.urandom(4).hex().encode()
         self._rid = 0
         # counters for /metrics
         self.accepted_total = 0
@@ -176,29 +176,47 @@ class Frontend:
 
     def upstream_head(self, head: RequestHead, client_ip: bytes) -> bytes:
         """The request head as the backend sees it: hop-by-hop headers removed, framing made
-        explicit, X-Forwarded-For/-Proto/-Host and X-Request-ID added."""
-        headers = strip_hop_by_hop(head.headers, keep_upgrade=head.upgrade)
+        explicit, X-Forwarded-For/-Proto/-Host and X-Request-ID added.
+
+        Built in one pass straight into bytes: this runs for every request. Names and values come
+        from the request parser, which rejects CR, LF and other CTLs; the line count check below
+        still guards against a field that would smuggle a line."""
+        headers = head.headers
+        for k, _ in headers:
+            if k in HOP_BY_HOP:
+                headers = strip_hop_by_hop(headers, keep_upgrade=head.upgrade)
+                break
+        out = [head.method, b" ", head.target, b" HTTP/1.1\r\n"]
+        lines = 1
         xff = None
-        rid = None
-        out = []
-        for h in headers:
-            k = h[0]
+        has_rid = False
+        for k, v in headers:
             if k in _DROP_FROM_CLIENT:
                 if k == b"x-forwarded-for":
-                    xff = h[1] if xff is None else xff + b", " + h[1]
+                    xff = v if xff is None else xff + b", " + v
                 continue
             if k == b"x-request-id":
-                rid = h[1]
-            out.append(h)
-        out.append((b"x-forwarded-for", client_ip if xff is None else xff + b", " + client_ip))
-        out.append((b"x-forwarded-proto", b"http"))
+                has_rid = True
+            out += (k, b": ", v, b"\r\n")
+            lines += 1
+        out += (b"x-forwarded-for: ", client_ip if xff is None else xff + b", " + client_ip,
+                b"\r\nx-forwarded-proto: http\r\n")
+        lines += 2
         if head.host is not None:
-            out.append((b"x-forwarded-host", head.host))
-        if rid is None:
+            out += (b"x-forwarded-host: ", head.host, b"\r\n")
+            lines += 1
+        if not has_rid:
             self._rid += 1
-            out.append((b"x-request-id", b"%s-%x" % (self._rid_prefix.encode(), self._rid)))
+            out.append(b"x-request-id: %s-%x\r\n" % (self._rid_prefix, self._rid))
+            lines += 1
         if head.upgrade:
-            out.append((b"connection", b"upgrade"))
+            out.append(b"connection: upgrade\r\n")
+            lines += 1
         elif head.framing == Framing.CHUNKED:  # re-chunked by us, whatever the client sent
-            out.append((b"transfer-encoding", b"chunked"))
-        return write_request_head(head.method, head.target, out)
+            out.append(b"transfer-encoding: chunked\r\n")
+            lines += 1
+        out.append(b"\r\n")
+        data = b"".join(out)
+        if data.count(b"\n") != lines + 1:
+            raise ValueError("CR or LF inside a request field")
+        return data
