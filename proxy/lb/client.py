@@ -26,7 +26,6 @@ from collections import deque
 from typing import TYPE_CHECKING, Any
 
 from proxy.http1 import (
-    END_OF_MESSAGE,
     HOP_BY_HOP,
     LAST_CHUNK,
     Body,
@@ -40,7 +39,6 @@ from proxy.http1 import (
     encode_chunk,
     simple_response,
     strip_hop_by_hop,
-    write_request_head,
     write_response_head,
 )
 from proxy.lb.outlier import Outcome

@@ -8,7 +8,7 @@ import socket
 
 from proxy.devstack.ports import allocate_port
 from tests.integration.conftest import backends_toml
-from tests.integration.lbproc import http_json, wait_for
+from tests.integration.lbproc import wait_for
 from tests.integration.load import Load
 
 FAST_HEALTH = "[pools.web.health]\ninterval = 0.5\ntimeout = 0.5\nrise = 2\nfall = 2\n"
