@@ -47,12 +47,12 @@ if [[ ! -x .venv/bin/python ]] && ! "$PY" -c 'import ensurepip, venv' 2>/dev/nul
 fi
 
 stamp=.venv/.tierproxy-installed
-want=$(sha256sum pyproject.toml | cut -d' ' -f1)
+want=$(cat pyproject.toml scripts/dev.sh | sha256sum | cut -d" " -f1)
 if [[ ! -x .venv/bin/python || ! -f $stamp || $(cat "$stamp") != "$want" ]]; then
-  log "creating the venv and installing tierproxy[test]"
+  log "creating the venv and installing tierproxy[test,bench]"
   [[ -x .venv/bin/python ]] || "$PY" -m venv .venv
   .venv/bin/python -m pip install -q --upgrade pip >/dev/null
-  .venv/bin/python -m pip install -q -e '.[test]'
+  .venv/bin/python -m pip install -q -e '.[test,bench]'
   echo "$want" > "$stamp"
 fi
 
