@@ -1,0 +1,1 @@
+"""`tierproxy dbproxy`: the PostgreSQL read/write-splitting proxy."""

@@ -1,0 +1,254 @@
+"""Statement classifier: which backend, primary or replica, may run a SQL string, and why.
+
+Theory of operation
+-------------------
+`classify(sql)` is a pure function: PostgreSQL's own parser (pglast, i.e. libpg_query) turns the
+text into a parse tree, and each top-level statement gets a `Decision` from the table of rules in
+classify_rules.py (node type -> rule); node types not in the table are writes. The rules look at
+facts gathered in one walk over the statement's tree: calls to listed functions (anywhere:
+subqueries, CTEs, DEFAULTs, FROM), data-modifying statements nested in a query (writing CTEs),
+FOR UPDATE/SHARE clauses, SELECT INTO, temporary relations. This module adds what concerns the
+whole string: hints, multi-statement strings, errors, and the cache. No I/O, no global mutable
+state; `ClassifierCache` is an object its caller owns.
+
+Modules: classify_types (Target, Reason, Decision, DETAILS), classify_functions (the function
+lists and their policy), classify_rules (per-statement rules), this one (the entry points).
+
+What goes where (the routing table of issue 5):
+
+- REPLICA / READ: SELECT, VALUES, TABLE, SHOW, read-only CTEs, EXPLAIN without ANALYZE (nothing is
+  executed), EXPLAIN ANALYZE of a read, COPY (table or read query) TO STDOUT, DECLARE CURSOR for a
+  read, FETCH/MOVE.
+- PRIMARY / WRITE: INSERT/UPDATE/DELETE/MERGE, writing CTEs at any depth, SELECT INTO, CREATE TABLE
+  AS, COPY FROM, COPY TO a server file or program, NOTIFY, CALL, DO, and every other utility
+  statement (DDL, GRANT, VACUUM, ANALYZE, CLUSTER, REFRESH, COMMENT, TRUNCATE, ...): an unknown
+  statement is a write.
+- PRIMARY / LOCKING: SELECT ... FOR UPDATE / NO KEY UPDATE / SHARE / KEY SHARE (at any depth), LOCK.
+- PRIMARY / VOLATILE_FUNCTION: a call to a function in `write_functions` (see classify_functions:
+  side effects or the primary's state matter, volatility alone does not).
+- PRIMARY / SESSION, pins_session: SET (not SET LOCAL, not SET TRANSACTION), SET SESSION
+  CHARACTERISTICS, SQL PREPARE, LISTEN, CREATE TEMP TABLE/VIEW/SEQUENCE (and `pg_temp.` names),
+  SELECT INTO TEMP, DECLARE ... WITH HOLD, session advisory locks, set_config(..., false).
+- PRIMARY / SESSION, no pin: EXECUTE (its statement lives where PREPARE pinned the session).
+- REPLICA / SESSION, no pin ("session-reset"): RESET, SET x TO DEFAULT, DISCARD, DEALLOCATE,
+  UNLISTEN, CLOSE, pg_advisory_unlock*. They only undo session state: in a pinned session the caller
+  sends them to the primary with everything else; in an unpinned one there is nothing to undo.
+- TRANSACTION_CONTROL: BEGIN/START (PRIMARY, or REPLICA when READ ONLY and not SERIALIZABLE: a hot
+  standby refuses serializable transactions), SET TRANSACTION (REPLICA for READ ONLY, else PRIMARY),
+  COMMIT/ROLLBACK/END/ABORT/PREPARE TRANSACTION (ends_transaction), SAVEPOINT/RELEASE/ROLLBACK TO,
+  SET LOCAL, SET CONSTRAINTS, COMMIT/ROLLBACK PREPARED (PRIMARY). Those that only act inside the
+  current transaction have target PRIMARY, the answer for when no transaction is open (they are
+  then no-ops or errors anywhere); inside a transaction the caller keeps every statement on the
+  transaction's backend whatever the target says.
+- EMPTY (REPLICA): nothing but whitespace, comments and semicolons; PostgreSQL answers
+  EmptyQueryResponse.
+- UNPARSEABLE (PRIMARY): a parse error, a NUL byte, text that is not encodable, a tree nested
+  too deep for Python's json decoder (~450 levels of operators); never raised.
+
+Multi-statement strings (one simple Query, which PostgreSQL runs as one implicit transaction) go
+to the primary if any statement does, else to a replica. The statements that only act inside the
+current transaction (COMMIT, SAVEPOINT, SET LOCAL, ...) do not vote. The reason is the one reason
+shared by the voters on the winning side (`SELECT 1; INSERT ...` is WRITE), or MULTI_STATEMENT when
+they disagree. pins_session if any statement pins; the transaction flags follow the statements in
+order (`BEGIN; INSERT ...` leaves a transaction open: begins_transaction).
+
+Hints: leading comments (block or `--`, any number, before the first token) may hold
+`tierproxy:primary` or `tierproxy:replica`, case-insensitive, whitespace-tolerant. `primary` always
+wins (reason HINT, the other flags kept). `replica` is obeyed only when the statement could run on a
+replica anyway (reason HINT) or could not be parsed (the application knows better than our parser,
+and a replica refuses a write with 25006, so a wrong hint fails loudly). A replica hint on anything
+the classifier sends to the primary is ignored (detail "replica-hint-ignored"): a hint must not turn
+a write, a lock or a session change into an error or a lost pin.
+
+`detail` comes from the fixed vocabulary `DETAILS`, or is "stmt:" + a parse-node type name for the
+catch-all writes: bounded, safe as a metrics label, never user text.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+
+from pglast.parser import ParseError, parse_sql_json
+
+from .classify_functions import DEFAULT_WRITE_FUNCTIONS
+from .classify_rules import Part, classify_statement
+from .classify_types import DETAILS, Decision, Reason, Target
+
+__all__ = [
+    "DEFAULT_CACHE_SIZE",
+    "DEFAULT_WRITE_FUNCTIONS",
+    "DETAILS",
+    "MAX_CACHED_SQL_LENGTH",
+    "ClassifierCache",
+    "Decision",
+    "Reason",
+    "Target",
+    "classify",
+]
+
+
+def classify(sql: str, *, write_functions: frozenset[str] = DEFAULT_WRITE_FUNCTIONS) -> Decision:
+    """Classify one Query text or Parse message text ($1 placeholders are fine). Never raises."""
+    try:
+        decision = _classify_text(sql, write_functions)
+    except (ParseError, ValueError):
+        # ParseError: syntax errors and libpg_query's own limits ("memory exhausted" on deep
+        # nesting). ValueError: text with lone surrogates, which UTF-8 cannot encode.
+        decision = _UNPARSEABLE
+    except RecursionError:
+        # json.loads recurses: about 450 nested operators (`1 + 1 + ... + 1`) exceed Python's
+        # default limit. Raising the limit would be global state; such text goes to the primary.
+        decision = _TOO_DEEP
+    except Exception:  # noqa: BLE001
+        # Our bug, not the client's: fail safe to the primary with a detail metrics can count.
+        decision = _CLASSIFIER_ERROR
+    hint = _leading_hint(sql)
+    return decision if hint is None else _apply_hint(hint, decision)
+
+
+_UNPARSEABLE = Decision(Target.PRIMARY, Reason.UNPARSEABLE, detail="parse-error")
+_TOO_DEEP = Decision(Target.PRIMARY, Reason.UNPARSEABLE, detail="too-deep")
+_CLASSIFIER_ERROR = Decision(Target.PRIMARY, Reason.UNPARSEABLE, detail="classifier-error")
+_EMPTY = Decision(Target.REPLICA, Reason.EMPTY, detail="empty")
+
+
+def _classify_text(sql: str, write_functions: frozenset[str]) -> Decision:
+    if "\x00" in sql:
+        # libpg_query stops at NUL: "SELECT 1\0; DROP TABLE t" would parse as a plain SELECT.
+        return Decision(Target.PRIMARY, Reason.UNPARSEABLE, detail="nul-byte")
+    stmts = json.loads(parse_sql_json(sql)).get("stmts", ())
+    parts = [classify_statement(raw["stmt"], write_functions) for raw in stmts if raw.get("stmt")]
+    if not parts:
+        return _EMPTY
+    if len(parts) == 1:
+        return parts[0][0]
+    return _combine(parts)
+
+
+# -- hints -------------------------------------------------------------------------------------
+
+_HINT_BODY = re.compile(r"\s*tierproxy\s*:\s*(primary|replica)\s*", re.IGNORECASE)
+_SPACE = " \t\n\r\f\v"
+
+
+def _leading_hint(sql: str) -> str | None:
+    """The first `tierproxy:<target>` among the comments before the first token, lower-case."""
+    i, n = 0, len(sql)
+    while True:
+        while i < n and sql[i] in _SPACE:
+            i += 1
+        if sql.startswith("--", i):
+            end = sql.find("\n", i)
+            end = n if end < 0 else end
+            body, i = sql[i + 2 : end], end
+        elif sql.startswith("/*", i):
+            # PostgreSQL block comments nest: /* a /* b */ c */ is one comment.
+            depth, j = 1, i + 2
+            while depth:
+                close = sql.find("*/", j)
+                if close < 0:
+                    return None
+                opening = sql.find("/*", j, close)
+                if opening >= 0:
+                    depth, j = depth + 1, opening + 2
+                else:
+                    depth, j = depth - 1, close + 2
+            body, i = sql[i + 2 : j - 2], j
+        else:
+            return None
+        match = _HINT_BODY.fullmatch(body)
+        if match:
+            return match.group(1).lower()
+
+
+def _apply_hint(hint: str, decision: Decision) -> Decision:
+    if hint == "primary":
+        return _replace(decision, Target.PRIMARY, Reason.HINT, "hint-primary")
+    if decision.target is Target.REPLICA or decision.reason is Reason.UNPARSEABLE:
+        return _replace(decision, Target.REPLICA, Reason.HINT, "hint-replica")
+    return _replace(decision, decision.target, decision.reason, "replica-hint-ignored")
+
+
+def _replace(d: Decision, target: Target, reason: Reason, detail: str) -> Decision:
+    return Decision(
+        target, reason, d.begins_transaction, d.read_only_transaction, d.ends_transaction,
+        d.pins_session, detail,
+    )  # fmt: skip
+
+
+# -- multi-statement strings -------------------------------------------------------------------
+
+
+def _combine(parts: list[Part]) -> Decision:
+    voters = [d for d, votes in parts if votes] or [d for d, _ in parts]
+    to_primary = [d for d in voters if d.target is Target.PRIMARY]
+    target = Target.PRIMARY if to_primary else Target.REPLICA
+    reasons = {d.reason for d in (to_primary or voters)}
+    reason = reasons.pop() if len(reasons) == 1 else Reason.MULTI_STATEMENT
+    # Transaction flags in statement order: "COMMIT; BEGIN" ends the client's transaction and
+    # leaves a new one open; "BEGIN; ...; COMMIT" begins and ends nothing seen from outside.
+    opened = read_only = ended = False
+    for d, _ in parts:
+        if d.ends_transaction:
+            ended = ended or not opened
+            opened = read_only = False
+        if d.begins_transaction:
+            opened, read_only = True, d.read_only_transaction
+        elif d.read_only_transaction:
+            read_only = True
+    return Decision(
+        target, reason, begins_transaction=opened, read_only_transaction=read_only,
+        ends_transaction=ended, pins_session=any(d.pins_session for d, _ in parts),
+        detail="multi-statement",
+    )  # fmt: skip
+
+
+# -- cache -------------------------------------------------------------------------------------
+
+DEFAULT_CACHE_SIZE = 10_000
+# Longer texts are classified but not kept: they are mostly one-off (inlined IN-lists, bulk
+# VALUES), and 10,000 of them would pin hundreds of megabytes of keys.
+MAX_CACHED_SQL_LENGTH = 16_384
+
+
+class ClassifierCache:
+    """`classify` memoised by exact SQL text, for one `write_functions` set.
+
+    Bounded, evicting the oldest entry first (FIFO over the dict's insertion order): a hit is one
+    dict lookup and a counter increment, with no reordering; a hot statement evicted by a burst of
+    one-off texts costs one `classify` to come back. `hits` and `misses` are for metrics.
+    """
+
+    __slots__ = ("_entries", "_maxsize", "_write_functions", "hits", "misses")
+
+    def __init__(
+        self,
+        maxsize: int = DEFAULT_CACHE_SIZE,
+        *,
+        write_functions: frozenset[str] = DEFAULT_WRITE_FUNCTIONS,
+    ) -> None:
+        if maxsize < 1:
+            raise ValueError(f"maxsize must be at least 1, got {maxsize}")
+        self._entries: dict[str, Decision] = {}
+        self._maxsize = maxsize
+        self._write_functions = write_functions
+        self.hits = 0
+        self.misses = 0
+
+    def get(self, sql: str) -> Decision:
+        decision = self._entries.get(sql)
+        if decision is not None:
+            self.hits += 1
+            return decision
+        self.misses += 1
+        decision = classify(sql, write_functions=self._write_functions)
+        if len(sql) <= MAX_CACHED_SQL_LENGTH:
+            entries = self._entries
+            if len(entries) >= self._maxsize:
+                del entries[next(iter(entries))]
+            entries[sql] = decision
+        return decision
+
+    def __len__(self) -> int:
+        return len(self._entries)

@@ -1,0 +1,162 @@
+"""Function names the statement classifier treats specially: writers, session pins, session resets.
+
+Policy: what sends a function call to the primary is a *side effect* or a need for the *primary's
+state*, not volatility as such. `random()`, `gen_random_uuid()`, `clock_timestamp()` and
+`pg_sleep()` are volatile, but they give an equally good answer on a replica and change nothing,
+so they stay there. `nextval()` writes the sequence; `currval()`/`lastval()` read state that only
+the session's primary backend holds (the backend that ran the `nextval`); `pg_current_wal_lsn()`
+fails during recovery; `pg_terminate_backend(pid)` means a pid *on the primary*, and so on.
+
+Names are matched lower-case, on the bare name whatever the schema (`pg_catalog.nextval`,
+`public.nextval` and `nextval` are all `nextval`: a same-named user function is sent to the
+primary too, which is the safe side) or on the whole dotted name, so a deployment can list its own
+writing functions either as `create_order` or as `app.create_order`. Unknown functions are taken to
+be read-only: the classifier does no I/O, so it cannot look at `pg_proc`. A function that writes
+and is not listed reaches a replica and fails there with SQLSTATE 25006, loudly, never silently.
+
+Source: the volatile functions of pg_catalog (`SELECT proname FROM pg_proc WHERE provolatile = 'v'
+AND pronamespace = 'pg_catalog'::regnamespace`, PostgreSQL 15-18), minus the side-effect-free ones,
+plus the usual extension writers (dblink, pg_stat_statements).
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "DEFAULT_WRITE_FUNCTIONS",
+    "SESSION_PIN_FUNCTIONS",
+    "SESSION_RESET_FUNCTIONS",
+]
+
+# Calls that send a statement to the primary (Reason.VOLATILE_FUNCTION). Configurable: `classify`
+# takes `write_functions=`, and a deployment extends this set with its own writing functions.
+DEFAULT_WRITE_FUNCTIONS: frozenset[str] = frozenset(
+    {
+        # Sequences: nextval/setval write; currval/lastval read the state nextval left in the
+        # session's primary backend (on any other backend: "currval ... not yet defined").
+        "nextval",
+        "setval",
+        "currval",
+        "lastval",
+        # Transaction-level advisory locks: they only exclude other lockers on the same server, so
+        # they must be taken where the writers are. (Session-level ones pin: see below.)
+        "pg_advisory_xact_lock",
+        "pg_advisory_xact_lock_shared",
+        "pg_try_advisory_xact_lock",
+        "pg_try_advisory_xact_lock_shared",
+        # The session-level lock functions are listed here as well, so that this set alone names
+        # every advisory-lock function that needs the primary; SESSION_PIN_FUNCTIONS adds the pin.
+        "pg_advisory_lock",
+        "pg_advisory_lock_shared",
+        "pg_try_advisory_lock",
+        "pg_try_advisory_lock_shared",
+        # Notifications (NOTIFY needs an XID; a standby refuses it).
+        "pg_notify",
+        # Transaction ids: assigning one is a write; a replica has none to give.
+        "txid_current",
+        "txid_current_if_assigned",
+        "pg_current_xact_id",
+        "pg_current_xact_id_if_assigned",
+        # WAL positions and WAL control: they fail during recovery or act on the server they run on.
+        "pg_current_wal_lsn",
+        "pg_current_wal_insert_lsn",
+        "pg_current_wal_flush_lsn",
+        "pg_walfile_name",
+        "pg_walfile_name_offset",
+        "pg_switch_wal",
+        "pg_create_restore_point",
+        "pg_backup_start",
+        "pg_backup_stop",
+        "pg_start_backup",
+        "pg_stop_backup",
+        "pg_log_standby_snapshot",
+        "pg_logical_emit_message",
+        # Recovery control: aimed at a chosen server, never at whichever replica is least loaded.
+        "pg_promote",
+        "pg_wal_replay_pause",
+        "pg_wal_replay_resume",
+        # Settings: set_config(..., false) also pins the session (classify.py checks the argument).
+        "set_config",
+        # Server administration: pids, logs and statistics belong to one server, the primary.
+        "pg_reload_conf",
+        "pg_rotate_logfile",
+        "pg_terminate_backend",
+        "pg_cancel_backend",
+        "pg_log_backend_memory_contexts",
+        "pg_stat_reset",
+        "pg_stat_reset_shared",
+        "pg_stat_reset_single_table_counters",
+        "pg_stat_reset_single_function_counters",
+        "pg_stat_reset_slru",
+        "pg_stat_reset_replication_slot",
+        "pg_stat_reset_subscription_stats",
+        "pg_stat_reset_backend_stats",
+        "pg_stat_statements_reset",
+        "pg_import_system_collations",
+        # Index maintenance functions that write.
+        "brin_summarize_new_values",
+        "brin_summarize_range",
+        "brin_desummarize_range",
+        "gin_clean_pending_list",
+        # Replication slots and origins.
+        "pg_create_physical_replication_slot",
+        "pg_create_logical_replication_slot",
+        "pg_drop_replication_slot",
+        "pg_copy_physical_replication_slot",
+        "pg_copy_logical_replication_slot",
+        "pg_replication_slot_advance",
+        "pg_logical_slot_get_changes",
+        "pg_logical_slot_get_binary_changes",
+        "pg_logical_slot_peek_changes",
+        "pg_logical_slot_peek_binary_changes",
+        "pg_sync_replication_slots",
+        "pg_replication_origin_create",
+        "pg_replication_origin_drop",
+        "pg_replication_origin_advance",
+        "pg_replication_origin_session_setup",
+        "pg_replication_origin_session_reset",
+        "pg_replication_origin_xact_setup",
+        "pg_replication_origin_xact_reset",
+        # Large objects: the writers, lo_export (writes a server file) and lo_open (a descriptor
+        # opened for writing fails in a read-only transaction, and the mode is not visible here).
+        "lo_create",
+        "lo_creat",
+        "lo_import",
+        "lo_export",
+        "lo_unlink",
+        "lo_put",
+        "lo_from_bytea",
+        "lo_open",
+        "lowrite",
+        "lo_truncate",
+        "lo_truncate64",
+        # dblink: remote writes, and named connections are session state.
+        "dblink_exec",
+        "dblink_connect",
+        "dblink_connect_u",
+    }
+)
+
+# Calls that create session state which must stay on one backend: the caller pins the client's
+# session to the primary (Reason.SESSION, pins_session). Not configurable: this is what the
+# functions do, not a deployment's choice. `set_config` pins unless its is_local argument is the
+# constant `true` (checked in classify.py).
+SESSION_PIN_FUNCTIONS: frozenset[str] = frozenset(
+    {
+        "pg_advisory_lock",
+        "pg_advisory_lock_shared",
+        "pg_try_advisory_lock",
+        "pg_try_advisory_lock_shared",
+    }
+)
+
+# Calls that only undo session state. In a pinned session they run on the primary like everything
+# else; in an unpinned one there is nothing to undo, so they are no-ops anywhere and go to a
+# replica. asyncpg's pool sends `SELECT pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET
+# ALL;` at every release: if that pinned, every pooled asyncpg client would end up on the primary.
+SESSION_RESET_FUNCTIONS: frozenset[str] = frozenset(
+    {
+        "pg_advisory_unlock",
+        "pg_advisory_unlock_shared",
+        "pg_advisory_unlock_all",
+    }
+)

@@ -1,0 +1,62 @@
+"""The classifier's vocabulary: Target, Reason, Decision, and the fixed set of `detail` labels."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+__all__ = ["DETAILS", "Decision", "Reason", "Target"]
+
+
+class Target(enum.Enum):
+    PRIMARY = "primary"
+    REPLICA = "replica"
+
+
+class Reason(enum.Enum):
+    READ = "read"
+    WRITE = "write"
+    TRANSACTION_CONTROL = "transaction_control"
+    SESSION = "session"  # touches session state; pins_session says whether it must pin
+    HINT = "hint"
+    UNPARSEABLE = "unparseable"
+    VOLATILE_FUNCTION = "volatile_function"
+    LOCKING = "locking"
+    MULTI_STATEMENT = "multi_statement"
+    EMPTY = "empty"
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """Where a SQL string may run. A COMMIT/ROLLBACK ... AND CHAIN both ends and begins."""
+
+    target: Target
+    reason: Reason
+    begins_transaction: bool = False
+    read_only_transaction: bool = False
+    ends_transaction: bool = False
+    pins_session: bool = False
+    detail: str = ""
+
+
+DETAILS: frozenset[str] = frozenset(
+    {
+        # reads
+        "select", "show", "explain", "copy-to", "declare-cursor", "fetch",
+        # writes
+        "insert", "update", "delete", "merge", "writing-cte", "select-into", "create-table-as",
+        "copy-from", "copy-to-server-file", "notify", "call", "do",
+        "for-update-share", "lock", "write-function",
+        # session
+        "set", "set-session-characteristics", "prepare", "execute-prepared", "listen",
+        "temp-object", "cursor-with-hold", "advisory-lock", "set-config", "session-reset",
+        # transactions
+        "begin", "begin-read-only", "begin-serializable-read-only", "set-transaction",
+        "set-transaction-read-only", "commit", "rollback", "commit-and-chain",
+        "rollback-and-chain", "savepoint", "prepare-transaction", "finish-prepared", "set-local",
+        "set-constraints",
+        # whole-string outcomes
+        "empty", "parse-error", "nul-byte", "too-deep", "classifier-error", "multi-statement",
+        "hint-primary", "hint-replica", "replica-hint-ignored",
+    }
+)  # fmt: skip
