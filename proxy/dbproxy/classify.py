@@ -28,7 +28,8 @@ What goes where (the routing table of issue 5):
   side effects or the primary's state matter, volatility alone does not).
 - PRIMARY / SESSION, pins_session: SET (not SET LOCAL, not SET TRANSACTION), SET SESSION
   CHARACTERISTICS, SQL PREPARE, LISTEN, CREATE TEMP TABLE/VIEW/SEQUENCE (and `pg_temp.` names),
-  SELECT INTO TEMP, DECLARE ... WITH HOLD, session advisory locks, set_config(..., false).
+  SELECT INTO TEMP, DECLARE ... WITH HOLD, session advisory locks, set_config unless its is_local
+  argument is the constant true (transaction-local set_config changes nothing: a plain read).
 - PRIMARY / SESSION, no pin: EXECUTE (its statement lives where PREPARE pinned the session).
 - REPLICA / SESSION, no pin ("session-reset"): RESET, SET x TO DEFAULT, DISCARD, DEALLOCATE,
   UNLISTEN, CLOSE, pg_advisory_unlock*. They only undo session state: in a pinned session the caller

@@ -74,8 +74,6 @@ DEFAULT_WRITE_FUNCTIONS: frozenset[str] = frozenset(
         "pg_promote",
         "pg_wal_replay_pause",
         "pg_wal_replay_resume",
-        # Settings: set_config(..., false) also pins the session (classify.py checks the argument).
-        "set_config",
         # Server administration: pids, logs and statistics belong to one server, the primary.
         "pg_reload_conf",
         "pg_rotate_logfile",
@@ -138,8 +136,13 @@ DEFAULT_WRITE_FUNCTIONS: frozenset[str] = frozenset(
 
 # Calls that create session state which must stay on one backend: the caller pins the client's
 # session to the primary (Reason.SESSION, pins_session). Not configurable: this is what the
-# functions do, not a deployment's choice. `set_config` pins unless its is_local argument is the
-# constant `true` (checked in classify.py).
+# functions do, not a deployment's choice.
+#
+# `set_config` is not in either set: classify_rules.py looks at its is_local argument. With the
+# constant `true` it changes only the current transaction, which stays on one backend anyway, so
+# it goes wherever the rest goes: the row-level-security idiom `SELECT set_config('app.user',
+# '42', true); SELECT ... FROM orders` keeps its reads on a replica. Anything else (false, or a
+# $1 whose value the classifier cannot see) is a session-level SET and pins.
 SESSION_PIN_FUNCTIONS: frozenset[str] = frozenset(
     {
         "pg_advisory_lock",

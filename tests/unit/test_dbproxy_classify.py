@@ -63,6 +63,9 @@ ROWS: list[tuple[str, Target, Reason, str, str | None]] = [
     ("SELECT random(), gen_random_uuid(), now(), clock_timestamp()", R, READ, "", "select"),
     ("SELECT pg_sleep(0)", R, READ, "", "select"),
     ("SELECT pg_is_in_recovery(), current_setting('search_path')", R, READ, "", "select"),
+    # transaction-local set_config changes nothing outside the transaction (row-level security)
+    ("SELECT set_config('app.user', '42', true)", R, READ, "", "select"),
+    ("SELECT set_config('app.user', '42', true); SELECT * FROM t", R, READ, "", "multi-statement"),
     ("SeLeCt /* inline */ V FrOm T -- trailing\n", R, READ, "", "select"),
     ("  \n\t SELECT 1 ;  ", R, READ, "", "select"),
     ("SELECT 'nextval(''s'')' AS text_not_a_call", R, READ, "", "select"),
@@ -80,6 +83,12 @@ ROWS: list[tuple[str, Target, Reason, str, str | None]] = [
     ("WITH x AS (DELETE FROM t RETURNING *) SELECT * FROM x", P, WRITE, "", "writing-cte"),
     ("WITH x AS (INSERT INTO t VALUES (1) RETURNING id) SELECT id FROM x", P, WRITE, "",
      "writing-cte"),
+    ("WITH d AS (DELETE FROM t RETURNING id) SELECT * FROM u WHERE id IN (SELECT id FROM d)",
+     P, WRITE, "", "writing-cte"),
+    ("EXPLAIN ANALYZE WITH x AS (UPDATE t SET v = 'y' RETURNING *) SELECT * FROM x", P, WRITE,
+     "", "writing-cte"),
+    # PostgreSQL refuses these (0A000: a data-modifying WITH must be at the top level), but the
+    # classifier does not rely on that: any data-modifying statement in the tree is a write.
     ("SELECT * FROM (WITH y AS (UPDATE t SET v = 'x' RETURNING *) SELECT * FROM y) AS sub",
      P, WRITE, "", "writing-cte"),
     ("SELECT * FROM t WHERE id IN (WITH d AS (DELETE FROM u RETURNING id) SELECT id FROM d)",
@@ -143,7 +152,6 @@ ROWS: list[tuple[str, Target, Reason, str, str | None]] = [
     ("SELECT pg_current_wal_lsn()", P, VOLATILE, "", "write-function"),
     ("SELECT pg_advisory_xact_lock(1)", P, VOLATILE, "", "write-function"),
     ("SELECT pg_try_advisory_xact_lock(1, 2)", P, VOLATILE, "", "write-function"),
-    ("SELECT set_config('app.user', '42', true)", P, VOLATILE, "", "write-function"),
     ("SELECT pg_terminate_backend(123)", P, VOLATILE, "", "write-function"),
     ("SELECT pg_reload_conf()", P, VOLATILE, "", "write-function"),
     ("SELECT lo_create(0)", P, VOLATILE, "", "write-function"),
@@ -166,7 +174,8 @@ ROWS: list[tuple[str, Target, Reason, str, str | None]] = [
     ("SELECT pg_catalog.pg_advisory_lock_shared(7)", P, SESSION, "pins", "advisory-lock"),
     ("SELECT set_config('search_path', 'x', false)", P, SESSION, "pins", "set-config"),
     ("SELECT set_config('search_path', 'x', $1)", P, SESSION, "pins", "set-config"),
-    ("INSERT INTO t SELECT pg_advisory_lock(1), 'x'", P, WRITE, "pins", "insert"),
+    ("INSERT INTO t SELECT 2, 'x' FROM (SELECT pg_advisory_lock(1)) AS l", P, WRITE, "pins",
+     "insert"),
     ("PREPARE p AS SELECT 1", P, SESSION, "pins", "prepare"),
     ("PREPARE q (int) AS INSERT INTO t VALUES ($1)", P, SESSION, "pins", "prepare"),
     ("LISTEN c", P, SESSION, "pins", "listen"),
@@ -340,6 +349,7 @@ def test_function_sets_are_lower_case_and_consistent():
         assert name == name.lower() and name.strip() == name
     assert SESSION_PIN_FUNCTIONS <= DEFAULT_WRITE_FUNCTIONS
     assert not SESSION_RESET_FUNCTIONS & DEFAULT_WRITE_FUNCTIONS
+    assert "set_config" not in DEFAULT_WRITE_FUNCTIONS  # its own rule: see classify_functions
     assert {"random", "gen_random_uuid", "pg_sleep", "now"}.isdisjoint(DEFAULT_WRITE_FUNCTIONS)
 
 
