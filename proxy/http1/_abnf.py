@@ -57,7 +57,9 @@ HOST_RE = re.compile(
 
 # RFC 9112 3.2.2: absolute-form = absolute-URI; for http(s) that is scheme "://" authority
 # path-abempty [ "?" query ]. The authority must not carry userinfo (RFC 9110 4.2.4).
-ABSOLUTE_FORM_RE = re.compile(rb"([Hh][Tt][Tt][Pp][Ss]?)://([^/?#@]*)([^#]*)")
+# The authority runs to the first "/", "?" or "#"; one holding "@" (userinfo) is refused later
+# rather than split at the "@" (RFC 9110 4.2.4: userinfo is deprecated and unsafe in http URIs).
+ABSOLUTE_FORM_RE = re.compile(rb"([Hh][Tt][Tt][Pp][Ss]?)://([^/?#]*)([^#]*)")
 
 # Content-Length = 1*DIGIT (RFC 9110 8.6). 18 digits always fit in an int64, so the check below
 # bounds int() work and rejects "overflowing" values without a big-int compare.

@@ -449,6 +449,8 @@ class RequestParser:
         if m is None:
             raise ProtocolError("invalid request target", 400)
         authority, rest = m.group(2), m.group(3)
+        if b"@" in authority:
+            raise ProtocolError("userinfo in absolute-form target", 400)
         if not authority or HOST_RE.fullmatch(authority) is None:
             raise ProtocolError("invalid authority in absolute-form target", 400)
         # RFC 9112 3.2.2: the server MUST ignore the received Host and use the target's

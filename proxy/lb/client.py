@@ -112,6 +112,8 @@ class ClientConn(asyncio.Protocol):
         self.idempotent = False
         self.exclude: tuple[Backend, ...] = ()
         self.stale_retried = False
+        self.last_failure: Outcome | None = None
+        self.tunnel_size = 0
         self.resp: ResponseHead | None = None
         self.resp_chunked = False
         self.client_ka = False
@@ -137,7 +139,9 @@ class ClientConn(asyncio.Protocol):
             return
         fe.conns.add(self)
         transport.set_write_buffer_limits(high=WRITE_HIGH_WATER)
-        self.deadline = fe.now + fe.cfg.timeouts.client_idle
+        # A new connection must start its request within client_header (a silent connection
+        # holds a client slot as surely as a slowloris one); keep-alive idle applies after that.
+        self.deadline = fe.now + min(fe.cfg.timeouts.client_header, fe.cfg.timeouts.client_idle)
 
     def data_received(self, data: bytes) -> None:
         if self.closed:
@@ -271,6 +275,10 @@ class ClientConn(asyncio.Protocol):
         if backend is None:
             backend = pool.pick(now, self.hash_key, self.exclude)
             if backend is None:
+                if self.last_failure is not None:
+                    # A retry found no other backend: report the failure we actually had.
+                    self._answer_failure(self.last_failure)
+                    return
                 pool.no_backend_total += 1
                 self._error(503, b"no backend available\n", [(b"retry-after", b"1")])
                 return
@@ -380,9 +388,17 @@ class ClientConn(asyncio.Protocol):
                 self.deadline = self.fe.now + self.fe.cfg.timeouts.backend_response
             elif cls is ResponseHead:
                 if ev.status < 200 and ev.status != 101:
-                    # Interim (100 Continue, 103): relay as-is, the final response follows.
-                    out.append(write_response_head(ev.status, strip_hop_by_hop(ev.headers), ev.reason))
+                    # Interim (100 Continue, 103): relay, the final response follows. Never to an
+                    # HTTP/1.0 client, which would take it for the final one (RFC 9110 15.2).
+                    if self.req is not None and self.req.version != b"1.0":
+                        out.append(write_response_head(ev.status, strip_hop_by_hop(ev.headers), ev.reason))
                     continue
+                if ev.status == 101 and (self.req is None or not self.req.upgrade):
+                    # RFC 9110 7.8: switching protocols is only an answer to an Upgrade request.
+                    if out:
+                        transport.write(b"".join(out))
+                    self.upstream_protocol_error(up, ProtocolError("101 without an Upgrade request", 502))
+                    return
                 out.append(self._response_head(ev))
                 if ev.status == 101:
                     transport.write(b"".join(out))
@@ -422,7 +438,9 @@ class ClientConn(asyncio.Protocol):
             if k in HOP_BY_HOP:
                 headers = strip_hop_by_hop(headers, keep_upgrade=status == 101)
                 break
-        client_ka = req.keep_alive and not fe.draining and not self.close_after
+        # After an Upgrade request the parser has stopped at the tunnel; if the backend refused
+        # the upgrade, nothing after it can be parsed as HTTP again: close after this response.
+        client_ka = req.keep_alive and not fe.draining and not self.close_after and not req.upgrade
         framing = rh.framing
         rechunk = status != 101 and (framing == Framing.CHUNKED or framing == Framing.UNTIL_CLOSE)
         # One pass straight into bytes (this runs per response). Fields come from the response
@@ -448,7 +466,9 @@ class ClientConn(asyncio.Protocol):
         if self.set_cookie is not None:
             out += (b"set-cookie: ", self.set_cookie, b"\r\n")
             lines += 1
-        if not client_ka:
+        if status == 101:
+            pass  # "connection: upgrade" only: "close" would contradict the switch
+        elif not client_ka:
             out.append(b"connection: close\r\n")
             lines += 1
         elif req.version == b"1.0":
@@ -523,7 +543,11 @@ class ClientConn(asyncio.Protocol):
             # Bytes after an Upgrade request, before the backend said 101: hold them.
             if self.tunnel_buf is None:
                 self.tunnel_buf = []
+                self.tunnel_size = 0
             self.tunnel_buf.append(data)
+            self.tunnel_size += len(data)
+            if self.tunnel_size > PENDING_BODY_LIMIT:
+                self._pause(_P_PENDING)  # resumed when the tunnel opens (or never: we close)
 
     def _enter_tunnel(self) -> None:
         self.phase = Phase.TUNNEL
@@ -531,6 +555,7 @@ class ClientConn(asyncio.Protocol):
         if self.tunnel_buf and self.up is not None:
             self.up.write(b"".join(self.tunnel_buf))
         self.tunnel_buf = None
+        self._resume(_P_PENDING)
 
     # -- failures --------------------------------------------------------------------------
 
@@ -594,12 +619,16 @@ class ClientConn(asyncio.Protocol):
             self._replay(backend)
             return
         pool.report_failure(backend, outcome, fe.now)
+        self.last_failure = outcome
         if replayable and (self.idempotent or not self.sent) and self.attempts < pool.cfg.retries:
             self.attempts += 1
             pool.retries_total += 1
             self.exclude = self.exclude + (backend,)
             self._replay(None)
             return
+        self._answer_failure(outcome)
+
+    def _answer_failure(self, outcome: Outcome) -> None:
         if outcome is Outcome.TIMEOUT:
             self._error(504, b"gateway timeout\n")
         else:
@@ -617,10 +646,10 @@ class ClientConn(asyncio.Protocol):
         backend.inflight += 1
         self.connecting = self.fe.loop.create_task(self._connect(backend))
 
-    def _abort_mid_response(self, outcome: Outcome) -> None:
+    def _abort_mid_response(self, outcome: Outcome, blame_backend: bool = True) -> None:
         """The response had started: nothing can be retried; cut the client so it sees a
         truncated message rather than a wrong one."""
-        if self.backend is not None and self.pool is not None:
+        if blame_backend and self.backend is not None and self.pool is not None:
             self.pool.report_failure(self.backend, outcome, self.fe.now)
         if self.up is not None:
             up, self.up = self.up, None
@@ -643,7 +672,9 @@ class ClientConn(asyncio.Protocol):
                     self.connecting = None
                 self._attempt_failed(Outcome.TIMEOUT)
             else:
-                self._abort_mid_response(Outcome.TIMEOUT)
+                # A stall while the client is not reading (our writes to it are paused) is the
+                # client's doing: it must not get a healthy backend ejected.
+                self._abort_mid_response(Outcome.TIMEOUT, blame_backend=not self.write_paused)
 
     # -- replies of our own ----------------------------------------------------------------
 
@@ -669,7 +700,9 @@ class ClientConn(asyncio.Protocol):
         fe = self.fe
         req = self.req
         fe.proxy_errors[status] = fe.proxy_errors.get(status, 0) + 1
-        keep = req is not None and req.keep_alive and self.req_done and not fe.draining and not self.close_after
+        # After an Upgrade request the parser is at the tunnel: no further request can follow.
+        keep = (req is not None and req.keep_alive and self.req_done and not req.upgrade
+                and not fe.draining and not self.close_after)
         if self.transport is not None and not self.closed:
             hdrs = list(headers or ())
             if keep and req is not None and req.version == b"1.0":

@@ -70,6 +70,7 @@ class Frontend:
             for r in cfg.routes
         ]
         self.fallback = cfg.fallback_pool
+        self.listen_authority = cfg.listen.encode()
 
     # -- listener --------------------------------------------------------------------------
 
@@ -204,6 +205,10 @@ class Frontend:
         lines += 2
         if head.host is not None:
             out += (b"x-forwarded-host: ", head.host, b"\r\n")
+            lines += 1
+        else:
+            # An HTTP/1.0 request may lack Host; HTTP/1.1 upstream requires one (RFC 9112 3.2).
+            out += (b"host: ", self.listen_authority, b"\r\n")
             lines += 1
         if not has_rid:
             self._rid += 1

@@ -11,7 +11,9 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-SOURCES = sorted(p for d in ("proxy", "workers", "bench") for p in (REPO / d).rglob("*.py"))
+SOURCES = sorted(
+    p for d in ("proxy", "workers", "bench", "tests") for p in (REPO / d).rglob("*.py")
+)
 DAEMONS = ("lb", "dbproxy", "shard", "geodns", "cdn")
 MAX_LINES = 800
 
