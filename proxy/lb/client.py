@@ -183,17 +183,7 @@ class ClientConn(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
-        self.fe.conns.discard(self)
-        if self.connecting is not None:
-            self.connecting.cancel()
-            self.connecting = None
-        if self.up is not None:
-            # Mid-exchange: the response was not consumed, so the connection cannot be reused.
-            up, self.up = self.up, None
-            up.abort()
-        if self.backend is not None:
-            self.backend.inflight -= 1
-            self.backend = None
+        self._release_all()
 
     def pause_writing(self) -> None:
         self.write_paused = True
@@ -724,11 +714,10 @@ class ClientConn(asyncio.Protocol):
             self.transport.write(simple_response(status, body, close=True))
         self._close()
 
-    def _close(self) -> None:
-        if self.closed:
-            return
-        self.phase = Phase.CLOSING
-        self.closed = True
+    def _release_all(self) -> None:
+        """Give back what the connection holds: its slot, a pending connect, the backend
+        connection (aborted: a response not read to its end leaves it unusable), the in-flight
+        count."""
         self.fe.conns.discard(self)
         if self.connecting is not None:
             self.connecting.cancel()
@@ -737,6 +726,13 @@ class ClientConn(asyncio.Protocol):
             up, self.up = self.up, None
             up.abort()
         self._release_backend()
+
+    def _close(self) -> None:
+        if self.closed:
+            return
+        self.phase = Phase.CLOSING
+        self.closed = True
+        self._release_all()
         if self.transport is not None:
             self.transport.close()
 

@@ -4,7 +4,6 @@ rewriting, streaming bodies with bounded memory, WebSocket tunnelling, limits an
 from __future__ import annotations
 
 import http.client
-import io
 import json
 import socket
 import subprocess
@@ -16,50 +15,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.integration.conftest import backends_toml
+from tests.integration.hardening_util import parse_stream, raw_exchange
 from tests.integration.lbproc import LbProcess
 
 NO_HEALTH = '[pools.web]\n[pools.web.health]\ntype = "none"\n'
 
 
-def raw_exchange(port: int, data: bytes | list[bytes], timeout: float = 10.0) -> bytes:
-    """Send bytes (or pieces, one send each), half-close, and read until the server closes."""
-    s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
-    try:
-        for piece in [data] if isinstance(data, bytes) else data:
-            s.sendall(piece)
-        s.shutdown(socket.SHUT_WR)
-        out = b""
-        while True:
-            chunk = s.recv(65536)
-            if not chunk:
-                return out
-            out += chunk
-    finally:
-        s.close()
-
-
-class _KeepOpen(io.BytesIO):
-    def close(self) -> None:  # HTTPResponse closes its file after each body; keep reading
-        pass
-
-
-class _BytesSock:
-    def __init__(self, data: bytes) -> None:
-        self._file = _KeepOpen(data)
-
-    def makefile(self, mode: str) -> io.BytesIO:
-        return self._file
-
-
 def responses(raw: bytes, methods: list[str]) -> list[tuple[int, bytes]]:
     """Parse pipelined responses with the standard library's parser (not ours)."""
-    sock = _BytesSock(raw)
-    out = []
-    for method in methods:
-        resp = http.client.HTTPResponse(sock, method=method)  # type: ignore[arg-type]
-        resp.begin()
-        out.append((resp.status, resp.read()))
-    return out
+    return [(r.status, r.body) for r in parse_stream(raw, methods)]
 
 
 def read_response(sock: socket.socket) -> tuple[int, bytes]:
