@@ -121,6 +121,8 @@ class ClientConn(asyncio.Protocol):
         self.hash_key: bytes | None = None
         self.t0 = 0.0
         self.tunnel_buf: list[bytes] | None = None
+        self.xfer = 0  # client bytes moved in this exchange (request body in, response body out)
+        self.xfer_since = 0.0
 
     # -- asyncio callbacks -----------------------------------------------------------------
 
@@ -242,6 +244,7 @@ class ClientConn(asyncio.Protocol):
         self.phase = Phase.BACKEND
         self.deadline = fe.now + fe.cfg.timeouts.connect + fe.cfg.timeouts.backend_response
         self.t0 = fe.loop.time()
+        self.xfer_since = fe.now
         fe.requests_total += 1
         pool = self.pool = fe.route(head)
         # Every request keeps a retry buffer (bounded): one that never reached a backend (connect
@@ -331,6 +334,7 @@ class ClientConn(asyncio.Protocol):
     def _request_body(self, data: bytes) -> None:
         req = self.req
         assert req is not None
+        self.xfer += len(data)
         framed = encode_chunk(data) if req.framing == Framing.CHUNKED else data
         self._forward_body(framed)
 
@@ -374,6 +378,7 @@ class ClientConn(asyncio.Protocol):
         for ev in events:
             cls = type(ev)
             if cls is Body:
+                self.xfer += len(ev.data)
                 out.append(encode_chunk(ev.data) if self.resp_chunked else ev.data)
                 self.deadline = self.fe.now + self.fe.cfg.timeouts.backend_response
             elif cls is ResponseHead:
@@ -665,6 +670,31 @@ class ClientConn(asyncio.Protocol):
                 # A stall while the client is not reading (our writes to it are paused) is the
                 # client's doing: it must not get a healthy backend ejected.
                 self._abort_mid_response(Outcome.TIMEOUT, blame_backend=not self.write_paused)
+
+    def too_slow(self, now: float, min_rate: int, grace: float) -> bool:
+        """Whether this client holds an exchange up while moving under `min_rate` bytes/s.
+
+        Only the client's own slowness counts: not reading our response (our writes to it are
+        paused), or trickling its request body while nothing upstream is holding it back. A slow
+        backend (a long poll, a slow stream) is never the client's fault."""
+        if self.phase != Phase.BACKEND or self.req is None:
+            return False
+        elapsed = now - self.xfer_since
+        if elapsed < grace or self.xfer >= min_rate * elapsed:
+            return False
+        return self.write_paused or (not self.req_done and self.paused == 0)
+
+    def on_too_slow(self) -> None:
+        fe = self.fe
+        if self.resp is None:
+            fe.client_errors[408] = fe.client_errors.get(408, 0) + 1
+            if self.up is not None:
+                up, self.up = self.up, None
+                up.abort()
+            self._release_backend()
+            self._reply_and_close(408, b"request body too slow\n")
+        else:
+            self._abort_mid_response(Outcome.TIMEOUT, blame_backend=False)
 
     # -- replies of our own ----------------------------------------------------------------
 

@@ -154,6 +154,11 @@ class LimitsConfig(StrictModel):
     max_body_bytes: int | None = Field(default=None, ge=0)  # 413 above; None = unlimited
     max_idle_per_backend: int = Field(default=64, ge=0)  # pooled keep-alive connections
     retry_buffer_bytes: int = Field(default=65536, ge=0)  # request bodies up to this can be retried
+    # A client that moves fewer bytes per second than this (request body in, response out),
+    # averaged over the exchange once `min_rate_grace` seconds have passed, and is the one holding
+    # things up (not reading, or sending its body slowly), is cut. 0 turns the check off.
+    min_transfer_rate: int = Field(default=1024, ge=0)  # bytes/s
+    min_rate_grace: float = Field(default=10.0, gt=0)  # seconds before the rate is judged
 
 
 class AdminConfig(StrictModel):

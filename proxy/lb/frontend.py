@@ -27,6 +27,8 @@ log = logging.getLogger("tierproxy.lb")
 
 # How often deadlines are checked and the coarse clock advanced. Timeouts fire up to this late.
 SWEEP_INTERVAL = 0.25
+# Transfer rates are judged once a second (every this many sweeps): an O(connections) scan.
+RATE_CHECK_TICKS = 4
 
 _DROP_FROM_CLIENT = frozenset({b"x-forwarded-proto", b"x-forwarded-host", b"x-forwarded-for"})
 
@@ -59,6 +61,7 @@ class Frontend:
         # counters for /metrics
         self.accepted_total = 0
         self.refused_total = 0
+        self.slow_clients_total = 0  # cut for moving under limits.min_transfer_rate
         self.requests_total = 0
         self.client_errors: dict[int, int] = {}  # protocol errors answered, by status
         self.proxy_errors: dict[int, int] = {}  # 502/503/504 answered by us, by status
@@ -92,8 +95,10 @@ class Frontend:
     async def _sweep(self) -> None:
         """Advance the coarse clock; fire passed deadlines; retire old idle backend conns."""
         loop = self.loop
+        ticks = 0
         while True:
             await asyncio.sleep(SWEEP_INTERVAL)
+            ticks += 1
             now = self.now = loop.time()
             for conn in [c for c in self.conns if c.deadline and c.deadline <= now]:
                 try:
@@ -101,6 +106,12 @@ class Frontend:
                 except Exception:
                     log.exception("deadline handling failed")
                     conn._close()
+            limits = self.cfg.limits
+            if limits.min_transfer_rate and ticks % RATE_CHECK_TICKS == 0:
+                rate, grace = limits.min_transfer_rate, limits.min_rate_grace
+                for conn in [c for c in self.conns if c.too_slow(now, rate, grace)]:
+                    self.slow_clients_total += 1
+                    conn.on_too_slow()
             idle_limit = now - self.cfg.timeouts.backend_idle
             for pool in self.pools.values():
                 pool.tick(now)

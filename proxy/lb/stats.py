@@ -26,7 +26,7 @@ STATUS_CLASSES = ("1xx", "2xx", "3xx", "4xx", "5xx")
 
 
 def empty_snapshot() -> dict[str, Any]:
-    return {"conns": 0, "accepted": 0, "refused": 0, "requests": 0, "client_errors": {},
+    return {"conns": 0, "accepted": 0, "refused": 0, "slow": 0, "requests": 0, "client_errors": {},
             "proxy_errors": {}, "pools": {}}
 
 
@@ -36,6 +36,7 @@ def snapshot(fe: Frontend | None, pools: Mapping[str, Pool]) -> dict[str, Any]:
     if fe is not None:
         snap.update(
             conns=len(fe.conns), accepted=fe.accepted_total, refused=fe.refused_total,
+            slow=fe.slow_clients_total,
             requests=fe.requests_total,
             client_errors={str(k): v for k, v in fe.client_errors.items()},
             proxy_errors={str(k): v for k, v in fe.proxy_errors.items()},
@@ -94,6 +95,10 @@ def collect(snap: dict[str, Any], views: Mapping[str, Mapping[str, tuple[bool, b
         p + "client_connections_refused", "Client connections refused (over max_client_connections or draining)."
     )
     refused.add_metric([], snap["refused"])
+    slow = CounterMetricFamily(
+        p + "client_connections_too_slow", "Client connections cut for moving under min_transfer_rate."
+    )
+    slow.add_metric([], snap["slow"])
     requests = CounterMetricFamily(p + "requests", "Client requests received.")
     requests.add_metric([], snap["requests"])
     client_err = CounterMetricFamily(
@@ -148,5 +153,5 @@ def collect(snap: dict[str, Any], views: Mapping[str, Mapping[str, tuple[bool, b
                 buckets.append((repr(float(bound)), acc))
             buckets.append(("+Inf", acc + b["lat_counts"][-1]))
             b_lat.add_metric(lv, buckets, b["lat_sum"])
-    return [conns, accepted, refused, requests, client_err, proxy_err, b_req, b_resp, b_fail,
+    return [conns, accepted, refused, slow, requests, client_err, proxy_err, b_req, b_resp, b_fail,
             b_eject, b_checks, b_up, b_elig, b_infl, b_conns, b_lat, retries, nob]

@@ -489,3 +489,51 @@ def test_failed_attempt_with_no_other_backend_is_502_or_504_not_503(lb_factory):
         bad.close()
 
 
+
+
+def test_min_transfer_rate_cuts_slow_readers_and_slow_senders(web_worker_factory, lb_factory):
+    w = web_worker_factory("rate")
+    # backend_response is long, so only the rate check can cut these clients quickly
+    lb = lb_factory(
+        "[timeouts]\nbackend_response = 60.0\n"
+        "[limits]\nmin_transfer_rate = 1000000\nmin_rate_grace = 1.0\n"
+        "[pools.web]\nretries = 0\n" + NO_HEALTH_NO_OUTLIER + backends_toml("web", [w])
+    )
+    # a reader that stops reading after the first bytes
+    reader = _start_non_reader(lb.port, "/bytes?n=200000000")
+    reader.settimeout(30)
+    assert reader.recv(100).startswith(b"HTTP/1.1 200")
+    # a sender that trickles its request body: 10 bytes per 50 ms is 200 B/s
+    sender = socket.create_connection(("127.0.0.1", lb.port), timeout=30)
+    sender.sendall(b"POST /sink HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n")
+    sender.setblocking(False)
+    answer = b""
+    end = time.monotonic() + 30
+    while time.monotonic() < end:
+        try:
+            sender.send(b"x" * 10)
+        except (BlockingIOError, BrokenPipeError, ConnectionResetError):
+            pass
+        try:
+            chunk = sender.recv(65536)
+            if not chunk:
+                break
+            answer += chunk
+        except BlockingIOError:
+            pass
+        except ConnectionResetError:
+            break
+        time.sleep(0.05)
+    assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
+    # The non-reader is cut too, long before backend_response, once the bytes the kernel's
+    # buffers absorbed no longer lift its average above the rate; the backend is not blamed.
+    wait_for(lambda: _metric(lb, "tierproxy_lb_client_connections_too_slow_total") >= 2, 50,
+             "the non-reading client to be cut")
+    total, eof = _drain_to_eof(reader, 300_000_000, 30)
+    assert eof and total < 200_000_000  # a truncated response, then the connection closed
+    assert _metric(lb, "tierproxy_lb_backend_ejections_total") == 0
+    # and normal clients are served at full speed meanwhile
+    code, body = http_json(lb.url("/whoami"))
+    assert code == 200 and body["instance"] == "rate"
+    reader.close()
+    sender.close()
