@@ -123,6 +123,7 @@ class ClientConn(asyncio.Protocol):
         self.tunnel_buf: list[bytes] | None = None
         self.xfer = 0  # client bytes moved in this exchange (request body in, response body out)
         self.xfer_since = 0.0
+        self.continued = False  # an interim (100 Continue) response came for this request
 
     # -- asyncio callbacks -----------------------------------------------------------------
 
@@ -383,6 +384,7 @@ class ClientConn(asyncio.Protocol):
                 self.deadline = self.fe.now + self.fe.cfg.timeouts.backend_response
             elif cls is ResponseHead:
                 if ev.status < 200 and ev.status != 101:
+                    self.continued = True
                     # Interim (100 Continue, 103): relay, the final response follows. Never to an
                     # HTTP/1.0 client, which would take it for the final one (RFC 9110 15.2).
                     if self.req is not None and self.req.version != b"1.0":
@@ -682,7 +684,11 @@ class ClientConn(asyncio.Protocol):
         elapsed = now - self.xfer_since
         if elapsed < grace or self.xfer >= min_rate * elapsed:
             return False
-        return self.write_paused or (not self.req_done and self.paused == 0)
+        if self.write_paused:
+            return True
+        # A client that sent "Expect: 100-continue" waits for our go before its body.
+        waiting = self.req.expect_continue and not self.continued
+        return not self.req_done and self.paused == 0 and not waiting
 
     def on_too_slow(self) -> None:
         fe = self.fe
