@@ -1,0 +1,268 @@
+"""The PostgreSQL proxy's config model (`dbproxy.toml`), validated with pydantic.
+
+Every field has its default and unit beside it. Fields marked `restart` cannot change on SIGHUP
+reload (sockets are bound once); the reload refuses a config that changes them.
+
+Authentication, both ways:
+
+- Clients -> proxy (`[auth]`): the proxy authenticates clients itself against `[auth.users]`. Each
+  user has either a plaintext `password` or a stored `secret`: a SCRAM verifier
+  (``SCRAM-SHA-256$<iter>:<salt>$<StoredKey>:<ServerKey>``, what ``pg_authid.rolpassword`` holds)
+  or an md5 hash (``"md5" + md5(password + user)``). As in PostgreSQL, method "md5" with a SCRAM
+  secret runs SCRAM instead, and method "scram-sha-256" cannot use an md5 hash (refused at load).
+  "trust" lets anyone in; with `trust_loopback_only` (the default) only from loopback addresses.
+- Proxy -> servers (`[backend_auth]`): mode "service" (the default) logs in to every server as the
+  one `user`/`password` given there, whatever user the client authenticated as; mode "passthrough"
+  logs in as the client's own user name with that user's plaintext `password` from `[auth.users]`
+  (so every user must have one: a verifier or hash cannot answer a server's challenge). The
+  database is always the one the client asked for.
+
+Session state: a statement that changes session state (SET, PREPARE, LISTEN, temp tables, session
+advisory locks) pins the client's session to the primary for the rest of the session;
+`session_pinning = "pin"` is the only mode. We pin rather than replay: replaying SETs and PREPAREs on
+every replica connection is where splitting proxies get subtly wrong answers (search_path, role,
+GUCs set by functions), and pinned sessions are rare in pooled application traffic.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, Field, SecretStr, field_validator, model_validator
+
+from proxy.core.config import StrictModel, parse_hostport
+from proxy.pgwire.auth import parse_scram_verifier
+
+from .classify_functions import DEFAULT_WRITE_FUNCTIONS
+
+__all__ = [
+    "Address",
+    "AdminConfig",
+    "AuthConfig",
+    "BackendAuthConfig",
+    "DbProxyConfig",
+    "MonitorConfig",
+    "PoolConfig",
+    "PrimaryConfig",
+    "ReplicaConfig",
+    "RoutingConfig",
+    "TimeoutsConfig",
+    "UserConfig",
+]
+
+
+def _check_address(value: str) -> str:
+    parse_hostport(value)
+    return value
+
+
+# "host:port", validated at load time so a bad port is reported with its key path.
+Address = Annotated[str, AfterValidator(_check_address)]
+
+_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"
+# PostgreSQL role names can be anything quoted; we only refuse what cannot be a startup-packet
+# string (NUL) or is surely a typo (empty, longer than NAMEDATALEN - 1 = 63 bytes).
+_MAX_IDENT = 63
+_MD5_HASH = re.compile(r"md5[0-9a-f]{32}\Z")
+# Function names as the classifier matches them: bare or schema-qualified, compared lower-case.
+_FUNCTION = re.compile(r"^([a-z_][a-z0-9_$]*\.)?[a-z_][a-z0-9_$]*$")
+
+# The router reports replica names and "primary" as targets; a replica must not be called that.
+RESERVED_NAMES = frozenset({"primary"})
+
+
+class PrimaryConfig(StrictModel):
+    address: Address  # the read-write server
+
+
+class ReplicaConfig(StrictModel):
+    name: str = Field(pattern=_NAME, description="unique; used in metrics, SHOW SERVERS, logs")
+    address: Address
+    # Share of reads under load: replicas are chosen by outstanding queries / weight.
+    weight: int = Field(default=1, ge=1, le=1000)
+
+
+class UserConfig(StrictModel):
+    """One client login: exactly one of `password` (plaintext) or `secret` (stored form)."""
+
+    password: SecretStr | None = None
+    secret: SecretStr | None = None  # "SCRAM-SHA-256$..." or "md5" + 32 hex digits
+
+    @field_validator("secret")
+    @classmethod
+    def _secret_form(cls, v: SecretStr | None) -> SecretStr | None:
+        if v is None:
+            return v
+        text = v.get_secret_value()
+        if text.startswith("SCRAM-SHA-256$"):
+            parse_scram_verifier(text)
+        elif not _MD5_HASH.match(text):
+            raise ValueError("expected a SCRAM-SHA-256 verifier or an md5 hash ('md5' + 32 hex)")
+        return v
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> UserConfig:
+        if (self.password is None) == (self.secret is None):
+            raise ValueError("give exactly one of password or secret")
+        return self
+
+    @property
+    def is_md5_hash(self) -> bool:
+        return self.secret is not None and self.secret.get_secret_value().startswith("md5")
+
+
+class AuthConfig(StrictModel):
+    method: Literal["scram-sha-256", "md5", "trust"] = "scram-sha-256"
+    trust_loopback_only: bool = True  # "trust" accepts only 127.0.0.0/8 and ::1 clients
+    users: dict[str, UserConfig] = Field(default_factory=dict)
+
+    @field_validator("users")
+    @classmethod
+    def _user_names(cls, v: dict[str, UserConfig]) -> dict[str, UserConfig]:
+        for name in v:
+            if not name or "\0" in name or len(name.encode()) > _MAX_IDENT:
+                raise ValueError(f"user name {name!r} must be 1-{_MAX_IDENT} bytes without NUL")
+        return v
+
+    @model_validator(mode="after")
+    def _usable(self) -> AuthConfig:
+        if self.method != "trust" and not self.users:
+            raise ValueError(f"users: method {self.method!r} needs at least one user")
+        if self.method == "scram-sha-256":
+            for name, user in self.users.items():
+                if user.is_md5_hash:
+                    raise ValueError(
+                        f"users.{name}.secret: an md5 hash cannot be used for scram-sha-256"
+                    )
+        return self
+
+
+class BackendAuthConfig(StrictModel):
+    """How the proxy logs in to the servers (SCRAM-SHA-256, md5 or cleartext, as they ask)."""
+
+    mode: Literal["service", "passthrough"] = "service"
+    user: str | None = None  # mode "service": the server-side user for every connection
+    password: SecretStr | None = None  # mode "service"; None when the servers trust the proxy
+
+    @model_validator(mode="after")
+    def _mode_fields(self) -> BackendAuthConfig:
+        if self.mode == "service" and not self.user:
+            raise ValueError("user: mode 'service' needs the user the proxy logs in as")
+        if self.mode == "passthrough" and (self.user is not None or self.password is not None):
+            raise ValueError("mode 'passthrough' uses each client's own credentials; drop user/password")
+        return self
+
+
+class RoutingConfig(StrictModel):
+    # "lsn": after a write commits at LSN L, the session reads only from replicas replayed past L
+    # (or the primary until one has); "primary-window": the session reads from the primary for
+    # `primary_window_ms` after its last write; "off": reads may see stale data.
+    read_your_writes: Literal["lsn", "primary-window", "off"] = "lsn"
+    primary_window_ms: int = Field(default=1000, ge=0, le=3_600_000)  # milliseconds
+    # A replica further behind than either limit gets no reads. Bytes of WAL not yet replayed;
+    # seconds since the last replayed transaction's commit (0 when fully replayed).
+    max_lag_bytes: int = Field(default=16 * 1024 * 1024, ge=0)  # bytes
+    max_lag_seconds: float = Field(default=10.0, ge=0)  # seconds
+    # Functions whose calls send a statement to the primary, in addition to the classifier's
+    # DEFAULT_WRITE_FUNCTIONS (nextval, setval, pg_advisory_lock, pg_notify, ...).
+    write_functions: list[str] = Field(default_factory=list)
+    session_pinning: Literal["pin"] = "pin"  # see the module docstring: we pin, never replay
+
+    @field_validator("write_functions")
+    @classmethod
+    def _function_names(cls, v: list[str]) -> list[str]:
+        out = []
+        for i, name in enumerate(v):
+            low = name.lower()
+            if not _FUNCTION.match(low):
+                raise ValueError(f"[{i}] {name!r} is not a function name (name or schema.name)")
+            out.append(low)
+        return out
+
+    @property
+    def all_write_functions(self) -> frozenset[str]:
+        """The set to pass to the classifier: the defaults plus this config's additions."""
+        return DEFAULT_WRITE_FUNCTIONS | frozenset(self.write_functions)
+
+    @property
+    def primary_window(self) -> float:
+        """`primary_window_ms` in seconds, the unit of the router's clock."""
+        return self.primary_window_ms / 1000.0
+
+
+class MonitorConfig(StrictModel):
+    """The replica monitor: role, replay LSN and lag of every server, polled."""
+
+    interval: float = Field(default=1.0, gt=0, le=3600)  # seconds between polls
+    timeout: float = Field(default=1.0, gt=0, le=600)  # a poll slower than this marks the server down
+
+    @model_validator(mode="after")
+    def _timeout_below_interval(self) -> MonitorConfig:
+        if self.timeout > self.interval:
+            raise ValueError(f"timeout {self.timeout} must not exceed interval {self.interval}")
+        return self
+
+
+class PoolConfig(StrictModel):
+    # Server connections per backend across all (user, database) pools; clients wait above it.
+    max_server_connections_per_backend: int = Field(default=100, ge=1, le=10000)
+    idle_timeout: float = Field(default=300.0, gt=0)  # seconds an unused server connection is kept
+
+
+class TimeoutsConfig(StrictModel):
+    client_login: float = Field(default=15.0, gt=0)  # startup + authentication must finish within
+    server_connect: float = Field(default=5.0, gt=0)  # TCP connect + login to a server
+    query: float = Field(default=0.0, ge=0)  # seconds; 0 = none (the server's statement_timeout)
+    drain: float = Field(default=30.0, ge=0)  # SIGTERM: wait this long for sessions to go idle
+
+
+class AdminConfig(StrictModel):
+    address: Address = "127.0.0.1:9187"  # restart; /status, /metrics
+
+
+class DbProxyConfig(StrictModel):
+    listen: Address = "127.0.0.1:6432"  # restart; clients connect here
+    admin: AdminConfig = Field(default_factory=AdminConfig)
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    primary: PrimaryConfig
+    replicas: list[ReplicaConfig] = Field(default_factory=list)  # none: everything goes to primary
+    auth: AuthConfig = Field(default_factory=AuthConfig)
+    backend_auth: BackendAuthConfig
+    routing: RoutingConfig = Field(default_factory=RoutingConfig)
+    monitor: MonitorConfig = Field(default_factory=MonitorConfig)
+    pool: PoolConfig = Field(default_factory=PoolConfig)
+    timeouts: TimeoutsConfig = Field(default_factory=TimeoutsConfig)
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> DbProxyConfig:
+        # Addresses are compared as written (no DNS at load time): "localhost:5432" and
+        # "127.0.0.1:5432" are different to this check.
+        names = [r.name for r in self.replicas]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"replicas: duplicate replica names: {', '.join(dupes)}")
+        primary = parse_hostport(self.primary.address)
+        seen: dict[tuple[str, int], str] = {}
+        for i, r in enumerate(self.replicas):
+            if r.name in RESERVED_NAMES:
+                raise ValueError(f"replicas[{i}].name: {r.name!r} is reserved")
+            addr = parse_hostport(r.address)
+            if addr == primary:
+                raise ValueError(f"replicas[{i}].address: {r.address} is the primary's address")
+            if addr in seen:
+                raise ValueError(f"replicas[{i}].address: {r.address} is also replica {seen[addr]!r}")
+            seen[addr] = r.name
+        listen = parse_hostport(self.listen)
+        if listen == parse_hostport(self.admin.address):
+            raise ValueError("listen: listen and admin.address must differ")
+        if listen == primary or listen in seen:
+            raise ValueError("listen: the proxy cannot listen on a server's address")
+        if self.backend_auth.mode == "passthrough":
+            for name, user in self.auth.users.items():
+                if user.password is None:
+                    raise ValueError(
+                        f"auth.users.{name}.password: backend_auth mode 'passthrough' needs "
+                        "each user's plaintext password"
+                    )
+        return self
