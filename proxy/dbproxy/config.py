@@ -19,9 +19,10 @@ Authentication, both ways:
 
 Session state: a statement that changes session state (SET, PREPARE, LISTEN, temp tables, session
 advisory locks) pins the client's session to the primary for the rest of the session;
-`session_pinning = "pin"` is the only mode. We pin rather than replay: replaying SETs and PREPAREs on
-every replica connection is where splitting proxies get subtly wrong answers (search_path, role,
-GUCs set by functions), and pinned sessions are rare in pooled application traffic.
+`session_pinning = "pin"` is the only mode. We pin rather than replay: replaying SETs and
+PREPAREs on every replica connection is where splitting proxies get subtly wrong answers
+(search_path, role, GUCs set by functions), and pinned sessions are rare in pooled application
+traffic.
 """
 
 from __future__ import annotations
@@ -150,7 +151,9 @@ class BackendAuthConfig(StrictModel):
         if self.mode == "service" and not self.user:
             raise ValueError("user: mode 'service' needs the user the proxy logs in as")
         if self.mode == "passthrough" and (self.user is not None or self.password is not None):
-            raise ValueError("mode 'passthrough' uses each client's own credentials; drop user/password")
+            raise ValueError(
+                "mode 'passthrough' uses each client's own credentials; drop user/password"
+            )
         return self
 
 
@@ -195,7 +198,7 @@ class MonitorConfig(StrictModel):
     """The replica monitor: role, replay LSN and lag of every server, polled."""
 
     interval: float = Field(default=1.0, gt=0, le=3600)  # seconds between polls
-    timeout: float = Field(default=1.0, gt=0, le=600)  # a poll slower than this marks the server down
+    timeout: float = Field(default=1.0, gt=0, le=600)  # a slower poll marks the server down
 
     @model_validator(mode="after")
     def _timeout_below_interval(self) -> MonitorConfig:
@@ -251,7 +254,9 @@ class DbProxyConfig(StrictModel):
             if addr == primary:
                 raise ValueError(f"replicas[{i}].address: {r.address} is the primary's address")
             if addr in seen:
-                raise ValueError(f"replicas[{i}].address: {r.address} is also replica {seen[addr]!r}")
+                raise ValueError(
+                    f"replicas[{i}].address: {r.address} is also replica {seen[addr]!r}"
+                )
             seen[addr] = r.name
         listen = parse_hostport(self.listen)
         if listen == parse_hostport(self.admin.address):

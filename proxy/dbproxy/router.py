@@ -1,0 +1,417 @@
+"""Routing decisions for the PostgreSQL proxy: which backend runs a client's next statement.
+
+Theory of operation
+-------------------
+The classifier (classify.py) says where a statement *may* run (`Decision`). This module adds what
+depends on state: the client session's transaction and pinning, its read-your-writes constraint and
+the replicas' health, lag and load. Everything here is pure: the daemon passes the clock (`now`) and
+an immutable snapshot of the replicas (`ReplicaView`s built from the monitor and the pools) and acts
+on the `Route` it gets back. One `SessionRouter` per client session; no I/O, no global state.
+
+Rules of `SessionRouter.route`, in order:
+
+1. Inside a transaction everything goes to the backend chosen when it began (reason "transaction"),
+   whatever the statement: a transaction cannot move. A write inside a READ ONLY transaction on a
+   replica therefore goes to that replica, which refuses it with SQLSTATE 25006, the same error the
+   primary gives in a read-only transaction.
+2. A pinned session (a statement with `pins_session` was seen) goes to the primary from then on
+   (reason "pinned"); that statement too. A pin inside a replica transaction takes effect when the
+   transaction ends (the state it set lives on that replica's connection and is lost: a documented
+   limit of pinning, which we chose over replaying session state).
+3. A statement that begins a transaction: a READ ONLY one on a qualifying replica (see 5), else the
+   primary ("transaction"). The backend is remembered until the server says the transaction is over.
+4. Anything else the classifier sends to the primary: the primary ("write", or "hint").
+5. A read: a qualifying replica ("read", or "hint"), chosen by `choose_replica`; when the session's
+   read-your-writes constraint rules out every replica that is otherwise usable, the primary
+   ("read_your_writes"); when no replica is usable at all, the primary ("fallback").
+
+The server's ReadyForQuery status is the truth about transactions: `on_ready_for_query(b"I")` ends
+one (explicit, implicit, committed or failed), b"T"/b"E" say one is open. A b"T" or b"E" when the
+router thinks none is open (a transaction it did not see begin) adopts the last statement's backend.
+Contract: the daemon reports the ReadyForQuery that answers the *latest* statement routed; when it
+pipelines, earlier ones must not be reported (a stale b"I" would end a transaction begun since).
+
+Read-your-writes, per session:
+
+- "lsn": a write (any statement sent to the primary that is not transaction control) makes the
+  session's reads go to the primary until the daemon reports the commit LSN with `on_commit_lsn`
+  (`needs_commit_lsn` says when it is owed: after the b"I" that ends a transaction with writes).
+  From then on reads go only to replicas with `replay_lsn` >= that LSN, or to the primary.
+  A transaction that failed (b"E") and ended committed nothing and owes no LSN.
+- "primary-window": reads go to the primary until `primary_window` seconds after the session's last
+  write committed (measured from the first statement routed after the commit, which is no earlier).
+- "off": no constraint; a read right after a write may not see it.
+
+Replica choice (`choose_replica`): replicas that are up, within both lag limits and (for
+read-your-writes) replayed past `min_lsn`; among them the least `outstanding / weight`. Ties go by
+rotation over the tied replicas in name order, starting at `rotation`: the session router passes a
+counter seeded per session and advanced on every pick, so idle replicas share a session's reads and
+the sessions start on different replicas. Weights therefore act under load (overlapping queries);
+at zero load reads rotate evenly. Deterministic: the same inputs give the same replica.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Literal
+
+from .classify_types import Decision, Reason, Target
+
+if TYPE_CHECKING:
+    from .config import RoutingConfig
+
+__all__ = [
+    "PRIMARY",
+    "ReplicaView",
+    "Route",
+    "RouteReason",
+    "SessionRouter",
+    "choose_replica",
+    "format_lsn",
+    "lag_bytes",
+    "parse_lsn",
+]
+
+PRIMARY = "primary"  # Route.target for the primary; config refuses a replica of that name
+
+ReadYourWrites = Literal["lsn", "primary-window", "off"]
+
+
+class RouteReason(enum.Enum):
+    """Why a statement went where it did: a fixed vocabulary, safe as a metrics label."""
+
+    READ = "read"
+    WRITE = "write"
+    TRANSACTION = "transaction"
+    HINT = "hint"
+    FALLBACK = "fallback"
+    PINNED = "pinned"
+    READ_YOUR_WRITES = "read_your_writes"
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    target: str  # PRIMARY or a replica's name
+    reason: RouteReason
+
+    @property
+    def to_primary(self) -> bool:
+        return self.target == PRIMARY
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicaView:
+    """One replica as the router sees it at one instant. None means unknown (not measured yet)."""
+
+    name: str
+    weight: int = 1
+    up: bool = True
+    lag_bytes: int | None = None
+    lag_seconds: float | None = None
+    replay_lsn: int | None = None
+    outstanding: int = 0  # queries in flight on this replica
+
+
+# -- LSNs --------------------------------------------------------------------------------------
+
+# pg_lsn's text form is "%X/%X": the high and low 32 bits in hex, 1-8 digits each
+# (src/backend/utils/adt/pg_lsn.c, pg_lsn_in_internal).
+_LSN_RE = re.compile(r"([0-9A-Fa-f]{1,8})/([0-9A-Fa-f]{1,8})\Z")
+MAX_LSN = (1 << 64) - 1
+
+
+def parse_lsn(text: str) -> int:
+    """``"16/B374D848"`` -> the 64-bit WAL position; ValueError if it is not a pg_lsn."""
+    m = _LSN_RE.match(text)
+    if m is None:
+        raise ValueError(f"{text!r} is not a pg_lsn ('XXXXXXXX/XXXXXXXX')")
+    return (int(m.group(1), 16) << 32) | int(m.group(2), 16)
+
+
+def format_lsn(lsn: int) -> str:
+    """The 64-bit WAL position as PostgreSQL prints it: ``"16/B374D848"``."""
+    if not 0 <= lsn <= MAX_LSN:
+        raise ValueError(f"LSN {lsn} out of range")
+    return f"{lsn >> 32:X}/{lsn & 0xFFFFFFFF:X}"
+
+
+def lag_bytes(primary_lsn: int, replay_lsn: int) -> int:
+    """WAL bytes the replica has yet to replay. Never negative: the primary's LSN is sampled
+    at another instant than the replica's, so a replica can look ahead of a stale sample."""
+    return max(0, primary_lsn - replay_lsn)
+
+
+# -- replica choice ----------------------------------------------------------------------------
+
+
+def _usable(r: ReplicaView, max_lag_bytes: int | None, max_lag_seconds: float | None) -> bool:
+    # An unknown lag counts as too much when there is a limit: the monitor has not vouched for it.
+    if not r.up or r.weight <= 0:
+        return False
+    if max_lag_bytes is not None and (r.lag_bytes is None or r.lag_bytes > max_lag_bytes):
+        return False
+    if max_lag_seconds is not None and (r.lag_seconds is None or r.lag_seconds > max_lag_seconds):
+        return False
+    return True
+
+
+def choose_replica(
+    replicas: Sequence[ReplicaView],
+    *,
+    max_lag_bytes: int | None = None,
+    max_lag_seconds: float | None = None,
+    min_lsn: int | None = None,
+    rotation: int = 0,
+) -> ReplicaView | None:
+    """The replica for a read, or None: go to the primary. See the module docstring."""
+    best: list[ReplicaView] = []
+    best_key = 0.0
+    for r in replicas:
+        if not _usable(r, max_lag_bytes, max_lag_seconds):
+            continue
+        if min_lsn is not None and (r.replay_lsn is None or r.replay_lsn < min_lsn):
+            continue
+        # Equal fractions of small integers divide to equal floats (division is correctly
+        # rounded), so float keys tie exactly when the ratios do.
+        key = r.outstanding / r.weight
+        if not best or key < best_key:
+            best, best_key = [r], key
+        elif key == best_key:
+            best.append(r)
+    if not best:
+        return None
+    best.sort(key=lambda r: r.name)
+    return best[rotation % len(best)]
+
+
+# -- the session router ------------------------------------------------------------------------
+
+_ROLLBACK_DETAILS = frozenset({"rollback", "rollback-and-chain"})
+_STATUSES = (b"I", b"T", b"E")
+
+
+def _is_write(d: Decision) -> bool:
+    # Conservative: whatever the classifier sends to the primary may have written, except
+    # transaction control (BEGIN, COMMIT, SAVEPOINT, ...), which writes nothing itself.
+    return d.target is Target.PRIMARY and d.reason is not Reason.TRANSACTION_CONTROL
+
+
+def _with_lag(replicas: Sequence[ReplicaView], primary_lsn: int) -> Sequence[ReplicaView]:
+    if all(r.lag_bytes is not None or r.replay_lsn is None for r in replicas):
+        return replicas
+    return [
+        replace(r, lag_bytes=lag_bytes(primary_lsn, r.replay_lsn))
+        if r.lag_bytes is None and r.replay_lsn is not None
+        else r
+        for r in replicas
+    ]
+
+
+class SessionRouter:
+    """Routes one client session's statements; see the module docstring for the rules."""
+
+    __slots__ = (
+        "_commit_pending",
+        "_last_commit_lsn",
+        "_last_target",
+        "_last_write_at",
+        "_max_lag_bytes",
+        "_max_lag_seconds",
+        "_mode",
+        "_pinned",
+        "_rotation",
+        "_txn_backend",
+        "_txn_failed",
+        "_uncommitted_write",
+        "_window",
+    )
+
+    def __init__(
+        self,
+        *,
+        read_your_writes: ReadYourWrites = "lsn",
+        primary_window: float = 1.0,
+        max_lag_bytes: int | None = None,
+        max_lag_seconds: float | None = None,
+        rotation_seed: int = 0,
+    ) -> None:
+        if read_your_writes not in ("lsn", "primary-window", "off"):
+            raise ValueError(f"unknown read_your_writes mode {read_your_writes!r}")
+        self._mode = read_your_writes
+        self._window = primary_window  # seconds
+        self._max_lag_bytes = max_lag_bytes
+        self._max_lag_seconds = max_lag_seconds
+        self._rotation = rotation_seed
+        self._txn_backend: str | None = None  # set from BEGIN (or b"T"/b"E") until b"I"
+        self._txn_failed = False  # b"E" seen: the open transaction will commit nothing
+        self._pinned = False
+        self._last_target: str | None = None
+        # Read-your-writes state. A write routed but not yet ended by b"I" is uncommitted; after
+        # the b"I" its commit is pending until the LSN (mode lsn) or the next route
+        # (primary-window).
+        self._uncommitted_write = False
+        self._commit_pending = False
+        self._last_commit_lsn: int | None = None
+        self._last_write_at: float | None = None
+
+    @classmethod
+    def from_config(cls, routing: RoutingConfig, *, rotation_seed: int = 0) -> SessionRouter:
+        return cls(
+            read_your_writes=routing.read_your_writes,
+            primary_window=routing.primary_window,
+            max_lag_bytes=routing.max_lag_bytes,
+            max_lag_seconds=routing.max_lag_seconds,
+            rotation_seed=rotation_seed,
+        )
+
+    # -- state, for SHOW CLIENTS and the daemon -----------------------------------------------
+
+    @property
+    def in_transaction(self) -> bool:
+        return self._txn_backend is not None
+
+    @property
+    def transaction_backend(self) -> str | None:
+        """The backend of the open transaction (PRIMARY or a replica name), or None."""
+        return self._txn_backend
+
+    @property
+    def pinned(self) -> bool:
+        return self._pinned
+
+    @property
+    def last_commit_lsn(self) -> int | None:
+        return self._last_commit_lsn
+
+    @property
+    def needs_commit_lsn(self) -> bool:
+        """Mode lsn: a write has committed and the daemon owes `on_commit_lsn` (until then the
+        session's reads go to the primary). Ask the primary connection for pg_current_wal_lsn()."""
+        return self._mode == "lsn" and self._commit_pending
+
+    # -- events -------------------------------------------------------------------------------
+
+    def on_ready_for_query(self, status: bytes) -> None:
+        """The server's transaction status after a statement: b"I" idle, b"T" in a transaction,
+        b"E" in a failed transaction. ValueError for anything else (a codec bug)."""
+        if status not in _STATUSES:
+            raise ValueError(f"unknown ReadyForQuery status {status!r}")
+        if status == b"I":
+            if self._uncommitted_write and not self._txn_failed and self._mode != "off":
+                self._commit_pending = True
+            self._uncommitted_write = False
+            self._txn_failed = False
+            self._txn_backend = None
+            return
+        if self._txn_backend is None:
+            self._txn_backend = self._last_target or PRIMARY
+        # b"T" after b"E" is a ROLLBACK TO SAVEPOINT: earlier writes may still commit.
+        self._txn_failed = status == b"E"
+
+    def on_commit_lsn(self, lsn: int) -> None:
+        """The session's writes so far are committed at or before WAL position `lsn`."""
+        if not 0 <= lsn <= MAX_LSN:
+            raise ValueError(f"LSN {lsn} out of range")
+        if self._last_commit_lsn is None or lsn > self._last_commit_lsn:
+            self._last_commit_lsn = lsn
+        if self._mode == "lsn":
+            self._commit_pending = False
+            self._uncommitted_write = False
+
+    # -- the decision -------------------------------------------------------------------------
+
+    def route(
+        self,
+        decision: Decision,
+        now: float,
+        replicas: Sequence[ReplicaView],
+        *,
+        primary_lsn: int | None = None,
+    ) -> Route:
+        """Where `decision`'s statement runs. `now` is the daemon's monotonic clock in seconds;
+        `primary_lsn`, when known, fills `lag_bytes` of replicas that have only a `replay_lsn`."""
+        if primary_lsn is not None:
+            replicas = _with_lag(replicas, primary_lsn)
+        if self._commit_pending and self._mode == "primary-window":
+            # The commit happened at or before now: starting the window here is on the safe side.
+            self._commit_pending = False
+            self._last_write_at = now
+        route = self._decide(decision, now, replicas)
+        self._last_target = route.target
+        return route
+
+    def _decide(self, d: Decision, now: float, replicas: Sequence[ReplicaView]) -> Route:
+        if self._txn_backend is not None:
+            if d.pins_session:
+                self._pinned = True
+            if self._txn_backend == PRIMARY and _is_write(d):
+                self._note_write(now)
+            if d.ends_transaction and d.detail in _ROLLBACK_DETAILS:
+                self._uncommitted_write = False
+            return Route(self._txn_backend, RouteReason.TRANSACTION)
+
+        if self._pinned or d.pins_session:
+            self._pinned = True
+            if d.begins_transaction:
+                self._txn_backend = PRIMARY
+            if _is_write(d):
+                self._note_write(now)
+            return Route(PRIMARY, RouteReason.PINNED)
+
+        hinted = d.reason is Reason.HINT
+        if d.begins_transaction:
+            route = Route(PRIMARY, RouteReason.HINT if hinted else RouteReason.TRANSACTION)
+            if d.target is Target.REPLICA and d.read_only_transaction:
+                replica, why = self._pick_read(now, replicas)
+                if replica is not None:
+                    route = Route(replica.name, route.reason)
+                else:
+                    route = Route(PRIMARY, why)
+            elif _is_write(d):
+                self._note_write(now)  # "BEGIN; INSERT ..." in one string
+            self._txn_backend = route.target
+            return route
+
+        if d.target is Target.PRIMARY:
+            if _is_write(d):
+                self._note_write(now)
+            if hinted:
+                return Route(PRIMARY, RouteReason.HINT)
+            if d.reason is Reason.TRANSACTION_CONTROL:
+                return Route(PRIMARY, RouteReason.TRANSACTION)
+            return Route(PRIMARY, RouteReason.WRITE)
+
+        replica, why = self._pick_read(now, replicas)
+        if replica is None:
+            return Route(PRIMARY, why)
+        return Route(replica.name, RouteReason.HINT if hinted else RouteReason.READ)
+
+    def _note_write(self, now: float) -> None:
+        self._uncommitted_write = True
+        self._last_write_at = now
+
+    def _pick_read(
+        self, now: float, replicas: Sequence[ReplicaView]
+    ) -> tuple[ReplicaView | None, RouteReason]:
+        """A replica for a read, or (None, why the primary must take it)."""
+        min_lsn = None
+        if self._mode == "lsn":
+            if self._uncommitted_write or self._commit_pending:
+                return None, RouteReason.READ_YOUR_WRITES
+            min_lsn = self._last_commit_lsn
+        elif self._mode == "primary-window":
+            if self._uncommitted_write or (
+                self._last_write_at is not None and now - self._last_write_at < self._window
+            ):
+                return None, RouteReason.READ_YOUR_WRITES
+        limits = {"max_lag_bytes": self._max_lag_bytes, "max_lag_seconds": self._max_lag_seconds}
+        choice = choose_replica(replicas, min_lsn=min_lsn, rotation=self._rotation, **limits)
+        if choice is not None:
+            self._rotation += 1
+            return choice, RouteReason.READ
+        if min_lsn is not None and choose_replica(replicas, **limits) is not None:
+            return None, RouteReason.READ_YOUR_WRITES
+        return None, RouteReason.FALLBACK
