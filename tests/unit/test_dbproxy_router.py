@@ -349,7 +349,9 @@ class SessionMachine(RuleBasedStateMachine):
     def route(self, d: Decision) -> None:
         route = self.router.route(d, self.now, self.replicas)
         by_name = {r.name: r for r in self.replicas}
-        assert route.target == PRIMARY or route.target in by_name
+        # An open transaction keeps its replica even after it left the view (it is the daemon's
+        # connection that fails then, with an ErrorResponse).
+        assert route.target in (PRIMARY, self.txn) or route.target in by_name
         if self.txn is not None:
             assert route.target == self.txn, "a transaction moved"
         elif self.pinned:
