@@ -135,3 +135,53 @@ def web_worker_factory(
         yield factory
     finally:
         factory.workers.close()
+
+
+# -- PostgreSQL (proxy.devstack.postgres) ------------------------------------------------------
+# `pg_cluster` (session): a primary plus 2 streaming replicas, for tests that only read and write
+# (use your own table names). `pg_cluster_factory` (function): `pg_cluster_factory(replicas=2,
+# **start_pg_cluster kwargs)` starts a fresh cluster owned by the test, for tests that kill, stop,
+# delay or promote servers; all are closed at teardown. Both expose managed_processes() for the
+# log dump above.
+
+from proxy.devstack.postgres import PgCluster, start_pg_cluster
+
+
+@pytest.fixture(scope="session")
+def pg_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PgCluster]:
+    cluster = start_pg_cluster(2, log_dir=tmp_path_factory.mktemp("pg"), name="pgsession")
+    try:
+        yield cluster
+    finally:
+        cluster.close()
+
+
+class PgClusterFactory:
+    """The `pg_cluster_factory` fixture: call it to start a ready cluster owned by the test."""
+
+    def __init__(self, log_dir: Path) -> None:
+        self.log_dir = log_dir
+        self.clusters: list[PgCluster] = []
+
+    def __call__(self, replicas: int = 2, **kwargs: Any) -> PgCluster:
+        kwargs.setdefault("log_dir", self.log_dir / f"cluster{len(self.clusters) + 1}")
+        kwargs.setdefault("name", f"pg{len(self.clusters) + 1}")
+        cluster = start_pg_cluster(replicas, **kwargs)
+        self.clusters.append(cluster)
+        return cluster
+
+    def managed_processes(self) -> list[ManagedProcess]:
+        return [p for cluster in self.clusters for p in cluster.managed_processes()]
+
+    def close(self) -> None:
+        for cluster in self.clusters:
+            cluster.close()
+
+
+@pytest.fixture
+def pg_cluster_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PgClusterFactory]:
+    factory = PgClusterFactory(tmp_path_factory.mktemp("pgf"))
+    try:
+        yield factory
+    finally:
+        factory.close()
