@@ -22,6 +22,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+from typing import Any
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
@@ -239,3 +240,28 @@ def _async_const(check: Callable[[], bool]) -> AsyncProbe:
         return check()
 
     return probe
+
+
+class PortProcess:
+    """Shared lifecycle of a dev-stack server that is one process on one locked port (Redis, a
+    web worker): logs for the test harness, and shutdown that always releases the port."""
+
+    process: ManagedProcess
+    port_lock: Any  # a proxy.devstack.ports.PortLock
+
+    def managed_processes(self) -> list[ManagedProcess]:
+        """For the test harness's log dump on failure."""
+        return [self.process]
+
+    def close(self, timeout: float = 5.0) -> None:
+        """SIGTERM (SIGCONT first if stopped), SIGKILL after `timeout`; release the port. Idempotent."""
+        try:
+            self.process.terminate(timeout)
+        finally:
+            self.port_lock.release()
+
+    async def close_async(self, timeout: float = 5.0) -> None:
+        try:
+            await self.process.terminate_async(timeout)
+        finally:
+            self.port_lock.release()

@@ -15,7 +15,7 @@ from types import TracebackType
 
 from proxy.devstack.ports import PortLock, allocate_port
 from proxy.devstack.probes import redis_ping_probe, redis_ping_probe_async
-from proxy.devstack.process import DevstackError, ManagedProcess
+from proxy.devstack.process import DevstackError, ManagedProcess, PortProcess
 
 __all__ = ["RedisServer", "find_redis_server", "start_redis", "start_redis_async"]
 
@@ -32,7 +32,7 @@ def find_redis_server() -> str:
     return path
 
 
-class RedisServer:
+class RedisServer(PortProcess):
     """A running redis-server; build it with `start_redis()` or `RedisServer.spawn()` + wait_ready."""
 
     def __init__(self, port_lock: PortLock, process: ManagedProcess, workdir: Path) -> None:
@@ -97,23 +97,6 @@ class RedisServer:
     async def wait_ready_async(self, timeout: float = READY_TIMEOUT) -> RedisServer:
         await self.process.wait_ready_async(redis_ping_probe_async(self.host, self.port), timeout)
         return self
-
-    def managed_processes(self) -> list[ManagedProcess]:
-        """For the test harness's log dump on failure."""
-        return [self.process]
-
-    def close(self, timeout: float = 5.0) -> None:
-        """Shut down (SIGTERM, SIGKILL after `timeout`) and release the port. Idempotent."""
-        try:
-            self.process.terminate(timeout)
-        finally:
-            self.port_lock.release()
-
-    async def close_async(self, timeout: float = 5.0) -> None:
-        try:
-            await self.process.terminate_async(timeout)
-        finally:
-            self.port_lock.release()
 
     def __enter__(self) -> RedisServer:
         return self

@@ -20,7 +20,7 @@ from types import TracebackType
 
 from proxy.devstack.ports import PortLock, allocate_port
 from proxy.devstack.probes import http_probe, http_probe_async
-from proxy.devstack.process import ManagedProcess
+from proxy.devstack.process import ManagedProcess, PortProcess
 
 __all__ = ["WebWorker", "WebWorkers", "spawn_web_worker", "start_web_worker", "start_web_worker_async"]
 
@@ -40,7 +40,7 @@ def _worker_env() -> dict[str, str]:
     return env
 
 
-class WebWorker:
+class WebWorker(PortProcess):
     """A running `workers.web` process: `.name`, `.port`, `.address`, `.url`, `.process`."""
 
     def __init__(
@@ -104,22 +104,6 @@ class WebWorker:
             await self.process.terminate_async()
         self.process = self._spawn()
         return await self.wait_ready_async(timeout)
-
-    def managed_processes(self) -> list[ManagedProcess]:
-        return [self.process]
-
-    def close(self, timeout: float = 5.0) -> None:
-        """Graceful SIGTERM (SIGCONT first if stopped), SIGKILL after `timeout`; release the port."""
-        try:
-            self.process.terminate(timeout)
-        finally:
-            self.port_lock.release()
-
-    async def close_async(self, timeout: float = 5.0) -> None:
-        try:
-            await self.process.terminate_async(timeout)
-        finally:
-            self.port_lock.release()
 
     def __repr__(self) -> str:
         return f"WebWorker({self.name!r}, {self.address}, {self.process!r})"

@@ -30,6 +30,7 @@ import threading
 import time
 
 from proxy.devstack.ports import allocate_port
+from tests.integration.sockserver import stop_threaded_server
 
 __all__ = ["EXTRA", "MisbehavingBackend"]
 
@@ -181,18 +182,4 @@ class MisbehavingBackend:
                 pass
 
     def close(self) -> None:
-        self._stop.set()
-        try:
-            self._sock.close()
-        except OSError:
-            pass
-        with self._lock:
-            conns = list(self._conns)
-        for c in conns:
-            try:
-                c.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-            c.close()
-        self._thread.join(5)
-        self._port_lock.release()
+        stop_threaded_server(self._stop, self._sock, self._lock, self._conns, self._thread, self._port_lock)

@@ -30,6 +30,7 @@ import time
 from dataclasses import dataclass, field
 
 from proxy.devstack.ports import allocate_port
+from tests.integration.sockserver import stop_threaded_server
 
 __all__ = ["BadMessage", "Recorded", "RecordingBackend", "parse_request"]
 
@@ -298,24 +299,7 @@ class RecordingBackend:
                 pass
 
     def close(self) -> None:
-        self._stop.set()
-        try:
-            self._sock.close()
-        except OSError:
-            pass
-        with self._lock:
-            conns = list(self._conns)
-        for c in conns:
-            try:
-                c.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-            try:
-                c.close()
-            except OSError:
-                pass
-        self._thread.join(5)
-        self._lock_port.release()
+        stop_threaded_server(self._stop, self._sock, self._lock, self._conns, self._thread, self._lock_port)
 
     def __enter__(self) -> RecordingBackend:
         return self
