@@ -9,10 +9,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # redis-server, postgresql: real backends for tests and the demo; prometheus: promtool checks
-# /metrics; curl, wrk: real clients; nginx, haproxy: the peers bench/ compares against.
-APT_PACKAGES=(redis-server postgresql prometheus curl wrk nginx haproxy)
+# /metrics; curl, wrk: real clients; nginx, haproxy, pgbouncer, pgpool2: the peers bench/ compares
+# against.
+APT_PACKAGES=(redis-server postgresql prometheus curl wrk nginx haproxy pgbouncer pgpool2)
 # command that proves each package is present (same order)
-APT_PROBES=(redis-server /usr/lib/postgresql promtool curl wrk nginx haproxy)
+APT_PROBES=(redis-server /usr/lib/postgresql promtool curl wrk nginx haproxy pgbouncer pgpool)
 
 log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 
