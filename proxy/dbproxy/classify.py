@@ -213,6 +213,23 @@ DEFAULT_CACHE_SIZE = 10_000
 MAX_CACHED_SQL_LENGTH = 16_384
 
 
+# Applications that inline their numbers ("... WHERE aid = 4711", pgbench -M simple) would miss the
+# cache on every statement and pay a full parse. For plain DML that is one statement with no
+# comments, numeric literals cannot change the decision (no rule of classify_rules.py reads a number
+# outside EXPLAIN/COPY/SET/BEGIN options, which these are not), so such texts share one entry keyed
+# with every numeric literal replaced by 0. Anything else is keyed by its exact text.
+_DML_START = re.compile(r"\s*(?:select|insert|update|delete|values|with|table)\b", re.IGNORECASE)
+_NUMBER = re.compile(r"(?<![\w$.])\d+(?:\.\d*)?(?:[eE][-+]?\d+)?(?![\w.])")
+
+
+def literal_key(sql: str) -> str:
+    """The cache key of `sql`: itself, or (see above) its text with numeric literals as 0."""
+    if ";" in sql or "/*" in sql or "--" in sql or not _DML_START.match(sql):
+        return sql
+    key = _NUMBER.sub("0", sql)
+    return sql if key == sql else key
+
+
 class ClassifierCache:
     """`classify` memoised by exact SQL text, for one `write_functions` set.
 
@@ -242,13 +259,19 @@ class ClassifierCache:
         if decision is not None:
             self.hits += 1
             return decision
+        key = literal_key(sql)
+        if key is not sql:
+            decision = self._entries.get(key)
+            if decision is not None:
+                self.hits += 1
+                return decision
         self.misses += 1
         decision = classify(sql, write_functions=self._write_functions)
-        if len(sql) <= MAX_CACHED_SQL_LENGTH:
+        if len(key) <= MAX_CACHED_SQL_LENGTH:
             entries = self._entries
             if len(entries) >= self._maxsize:
                 del entries[next(iter(entries))]
-            entries[sql] = decision
+            entries[key] = decision
         return decision
 
     def __len__(self) -> int:
