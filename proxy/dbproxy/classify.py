@@ -215,7 +215,7 @@ MAX_CACHED_SQL_LENGTH = 16_384
 
 # Applications that inline their numbers ("... WHERE aid = 4711", pgbench -M simple) would miss the
 # cache on every statement and pay a full parse. For plain DML that is one statement with no
-# comments, numeric literals cannot change the decision (no rule of classify_rules.py reads a number
+# comments (a trailing semicolon is allowed), numeric literals cannot change the decision (no rule of classify_rules.py reads a number
 # outside EXPLAIN/COPY/SET/BEGIN options, which these are not), so such texts share one entry keyed
 # with every numeric literal replaced by 0. Anything else is keyed by its exact text.
 _DML_START = re.compile(r"\s*(?:select|insert|update|delete|values|with|table)\b", re.IGNORECASE)
@@ -224,7 +224,7 @@ _NUMBER = re.compile(r"(?<![\w$.])\d+(?:\.\d*)?(?:[eE][-+]?\d+)?(?![\w.])")
 
 def literal_key(sql: str) -> str:
     """The cache key of `sql`: itself, or (see above) its text with numeric literals as 0."""
-    if ";" in sql or "/*" in sql or "--" in sql or not _DML_START.match(sql):
+    if ";" in sql.rstrip().rstrip(";") or "/*" in sql or "--" in sql or not _DML_START.match(sql):
         return sql
     key = _NUMBER.sub("0", sql)
     return sql if key == sql else key

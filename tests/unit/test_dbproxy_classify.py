@@ -245,7 +245,7 @@ ROWS: list[tuple[str, Target, Reason, str, str | None]] = [
     ("SET CONSTRAINTS ALL DEFERRED", P, TX, "", "set-constraints"),
     # -- multi-statement strings
     ("SELECT 1; INSERT INTO t VALUES (1)", P, WRITE, "", "multi-statement"),
-    ("SELECT 1; SELECT 2", R, READ, "", "multi-statement"),
+    ("SELECT 1; SELECT 2", "SELECT 1;;SELECT 2;", R, READ, "", "multi-statement"),
     ("INSERT INTO t VALUES (1); SELECT * FROM t FOR UPDATE", P, MULTI, "", "multi-statement"),
     ("SELECT 1; SELECT nextval('s'); SELECT 2", P, VOLATILE, "", "multi-statement"),
     ("SET LOCAL statement_timeout = '1s'; SELECT * FROM t", R, READ, "", "multi-statement"),
@@ -467,10 +467,10 @@ def test_cache_shares_one_entry_for_dml_that_differs_in_numeric_literals():
         assert cache.get(f"UPDATE pgbench_accounts SET abalance = abalance + {aid} WHERE aid = {aid}").target is P
     assert (cache.hits, cache.misses, len(cache)) == (4, 2, 2)
     # Where a number can matter, or the text is not one plain statement, the exact text is the key.
-    for sql in ("EXPLAIN (ANALYZE 0) DELETE FROM t", "SET transaction_read_only = 1", "SELECT 1; SELECT 2",
+    for sql in ("EXPLAIN (ANALYZE 0) DELETE FROM t", "SET transaction_read_only = 1", "SELECT 1; SELECT 2", "SELECT 1;;SELECT 2;",
                 "/* tierproxy:primary */ SELECT 1", "select $1::int", "select * from t1"):
         assert literal_key(sql) == sql
-    assert literal_key("select x from t2 where a = 1.5e3 and b = 'x7'") == "select x from t2 where a = 0 and b = 'x7'"
+    assert literal_key("select x from t2 where a = 1.5e3 and b = 'x7';") == "select x from t2 where a = 0 and b = 'x7';"
 
 
 @given(st.sampled_from([r[0] for r in ROWS]), st.integers(0, 10**12))
