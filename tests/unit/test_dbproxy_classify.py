@@ -245,7 +245,7 @@ ROWS: list[tuple[str, Target, Reason, str, str | None]] = [
     ("SET CONSTRAINTS ALL DEFERRED", P, TX, "", "set-constraints"),
     # -- multi-statement strings
     ("SELECT 1; INSERT INTO t VALUES (1)", P, WRITE, "", "multi-statement"),
-    ("SELECT 1; SELECT 2", "SELECT 1;;SELECT 2;", R, READ, "", "multi-statement"),
+    ("SELECT 1; SELECT 2", R, READ, "", "multi-statement"),
     ("INSERT INTO t VALUES (1); SELECT * FROM t FOR UPDATE", P, MULTI, "", "multi-statement"),
     ("SELECT 1; SELECT nextval('s'); SELECT 2", P, VOLATILE, "", "multi-statement"),
     ("SET LOCAL statement_timeout = '1s'; SELECT * FROM t", R, READ, "", "multi-statement"),
