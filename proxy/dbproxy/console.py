@@ -1,0 +1,124 @@
+"""The admin console on the virtual database `tierproxy`: pgbouncer-style SHOW commands.
+
+    psql -h 127.0.0.1 -p 6432 -U app tierproxy -c 'SHOW POOLS'
+
+Pure: `run_console(sql, snapshot)` turns a command and a snapshot of the daemon (plain dicts, see
+`DbProxyDaemon.console_snapshot`) into the wire bytes of the answer (RowDescription, DataRows,
+CommandComplete, or an ErrorResponse); the session adds ReadyForQuery. Commands are matched
+case-insensitively, with or without a trailing semicolon.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from proxy.pgwire import encode
+
+__all__ = ["COMMANDS", "run_console"]
+
+Rows = tuple[Sequence[str], list[Sequence[Any]]]
+
+
+def _text(v: Any) -> bytes | None:
+    if v is None:
+        return None
+    if isinstance(v, bool):
+        return b"t" if v else b"f"
+    if isinstance(v, float):
+        return f"{v:.3f}".encode()
+    return str(v).encode()
+
+
+def _pools(s: Mapping[str, Any]) -> Rows:
+    cols = ("database", "user", "backend", "role", "cl_active", "cl_waiting", "sv_active",
+            "sv_idle", "options")  # fmt: skip
+    rows = [
+        (p["database"], p["user"], p["backend"], "primary" if p["backend"] == "primary" else "replica",
+         p.get("clients", 0), p.get("waiting", 0), p["active"], p["idle"],
+         " ".join(f"{k}={v}" for k, v in sorted(p["options"].items())))
+        for p in s["pools"]
+    ]  # fmt: skip
+    return cols, rows
+
+
+def _servers(s: Mapping[str, Any]) -> Rows:
+    cols = ("backend", "role", "user", "database", "state", "addr", "port", "remote_pid",
+            "connect_time", "client_addr", "client_port", "prepared_statements", "tx_status")  # fmt: skip
+    rows = [
+        (c["backend"], c["role"], c["user"], c["database"], c["state"], c["addr"], c["port"],
+         c["pid"], c["connect_time"], c.get("client_addr"), c.get("client_port"), c["prepared"],
+         c["tx_status"])
+        for c in s["servers"]
+    ]  # fmt: skip
+    return cols, rows
+
+
+def _clients(s: Mapping[str, Any]) -> Rows:
+    cols = ("user", "database", "state", "addr", "port", "connect_time", "statements",
+            "in_transaction", "transaction_backend", "pinned", "last_backend", "last_reason",
+            "servers")  # fmt: skip
+    rows = [
+        (c["user"], c["database"], c["state"], c["addr"], c["port"], c["connect_time"],
+         c["statements"], c["in_transaction"], c["transaction_backend"], c["pinned"],
+         c["last_backend"], c["last_reason"], ",".join(c["servers"]))
+        for c in s["clients"]
+    ]  # fmt: skip
+    return cols, rows
+
+
+def _backends(s: Mapping[str, Any]) -> Rows:
+    cols = ("name", "role", "address", "up", "usable", "lag_bytes", "lag_seconds", "replay_lsn",
+            "outstanding", "weight")  # fmt: skip
+    rows = [
+        (b["name"], b["role"], b["address"], b["up"], b["usable"], b.get("lag_bytes"),
+         b.get("lag_seconds"), b.get("replay_lsn"), b.get("outstanding", 0), b.get("weight"))
+        for b in s["backends"]
+    ]  # fmt: skip
+    return cols, rows
+
+
+def _stats(s: Mapping[str, Any]) -> Rows:
+    cols = ("backend", "reason", "statements")
+    rows = [(backend, reason, n) for (backend, reason), n in sorted(s["routes"].items())]
+    return cols, rows
+
+
+def _version(s: Mapping[str, Any]) -> Rows:
+    return ("version",), [(f"tierproxy dbproxy {s['version']}",)]
+
+
+def _help(_s: Mapping[str, Any]) -> Rows:
+    return ("command",), [(f"SHOW {name}",) for name in sorted(COMMANDS)]
+
+
+COMMANDS: dict[str, Callable[[Mapping[str, Any]], Rows]] = {
+    "POOLS": _pools,
+    "SERVERS": _servers,
+    "CLIENTS": _clients,
+    "BACKENDS": _backends,
+    "STATS": _stats,
+    "VERSION": _version,
+    "HELP": _help,
+}
+
+_SHOW = re.compile(r"\s*show\s+([a-z_]+)\s*;?\s*\Z", re.IGNORECASE)
+
+
+def run_console(sql: str, snapshot: Mapping[str, Any]) -> bytes:
+    stripped = sql.strip().rstrip(";").strip()
+    if not stripped:
+        return encode.empty_query_response()
+    m = _SHOW.match(sql)
+    fn = COMMANDS.get(m.group(1).upper()) if m else None
+    if fn is None:
+        return encode.error_response(
+            "ERROR", "42601", f"unknown admin command: {stripped[:80]}",
+            hint="try SHOW HELP: " + ", ".join(f"SHOW {c}" for c in sorted(COMMANDS)),
+        )  # fmt: skip
+    cols, rows = fn(snapshot)
+    out = [encode.row_description(list(cols))]
+    out.extend(encode.data_row([_text(v) for v in row]) for row in rows)
+    out.append(encode.command_complete("SHOW"))
+    return b"".join(out)

@@ -1,0 +1,335 @@
+"""One connection from the proxy to a PostgreSQL server.
+
+Theory of operation
+-------------------
+A `ServerConn` is an asyncio Protocol with two modes:
+
+* internal: `login()` (startup and authentication as a client: SCRAM-SHA-256, md5 or cleartext,
+  as the server asks) and `simple_query()` (the proxy's own statements: SET on attach, DISCARD ALL
+  on release, pg_current_wal_lsn() for read-your-writes). Messages go to an inbox that those
+  coroutines read.
+* attached: framed messages go straight to the owning client session
+  (`session.on_server_messages`); that path has no awaits and no per-message allocation beyond
+  the framer's views.
+
+It also holds the relay state the session needs about this server: which prepared statements exist
+here (`prepared`, name -> SQL text, or None when a failed batch left it unknown), and the sync
+groups in flight (`groups`): one entry per Sync or Query sent and not yet answered by
+ReadyForQuery, each a deque of flags, one per Parse/Close sent in that group, True when the proxy
+injected it (its ParseComplete/CloseComplete is then not forwarded to the client).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import time
+from collections import deque
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from proxy.pgwire import encode
+from proxy.pgwire.auth import ScramClient, md5_password
+from proxy.pgwire.errors import CONNECTION_FAILURE, PgProtocolError
+from proxy.pgwire.framing import BackendFramer, Message
+from proxy.pgwire.messages import (
+    AuthenticationCleartextPassword,
+    AuthenticationMD5Password,
+    AuthenticationOk,
+    AuthenticationSASL,
+    AuthenticationSASLContinue,
+    AuthenticationSASLFinal,
+    decode_backend,
+)
+
+if TYPE_CHECKING:
+    from .session import ClientSession
+
+__all__ = ["ServerConn", "ServerError", "SyncGroup", "error_fields", "open_server", "send_cancel"]
+
+log = logging.getLogger("tierproxy.dbproxy")
+
+
+def error_fields(severity: str, sqlstate: str, message: str) -> dict[str, str]:
+    return {"S": severity, "V": severity, "C": sqlstate, "M": message}
+
+
+class ServerError(Exception):
+    """A server refused us (its ErrorResponse fields) or could not be reached (08006)."""
+
+    def __init__(self, message: str, fields: Mapping[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.fields = dict(fields) if fields else error_fields("FATAL", CONNECTION_FAILURE, message)
+
+    @property
+    def sqlstate(self) -> str:
+        return self.fields.get("C", CONNECTION_FAILURE)
+
+
+class SyncGroup:
+    """Messages sent up to one Sync (or one Query/FunctionCall) and not yet answered."""
+
+    __slots__ = ("by_query", "flags", "names")
+
+    def __init__(self) -> None:
+        self.flags: deque[bool] = deque()  # one per Parse/Close sent: True = injected by us
+        self.names: list[str] = []  # statements parsed in this group (unknown if it fails)
+        self.by_query = False  # ended by Query/FunctionCall (not Sync)
+
+
+class ServerConn(asyncio.Protocol):
+    """See the module docstring. `backend` is "primary" or a replica's name."""
+
+    def __init__(self, backend: str, address: tuple[str, int], key: tuple[Any, ...]) -> None:
+        self.backend = backend
+        self.address = address
+        self.key = key  # the pool's key: (backend, user, database, startup options)
+        self.transport: asyncio.Transport | None = None
+        self.params: dict[str, str] = {}
+        self.pid = 0
+        self.secret = 0
+        self.status = b"I"
+        self.closed = False
+        self.session: ClientSession | None = None
+        self.prepared: dict[str, str | None] = {}
+        self.groups: deque[SyncGroup] = deque()
+        self.open_group: SyncGroup | None = None  # messages sent since the last Sync
+        self.counted = False  # counted in the daemon's outstanding queries of this backend
+        # A read sent to a replica, kept until the first byte of its answer is forwarded: if the
+        # replica dies before that, the session sends it elsewhere and the client never knows.
+        self.replay: list[Any] | None = None
+        self.timer: asyncio.TimerHandle | None = None  # query timeout
+        self.copy = False
+        self.created_at = time.time()
+        self.last_used = time.monotonic()
+        self.sent_at = 0.0  # when the oldest group in flight was sent (query latency)
+        self.fatal: dict[str, str] | None = None  # a FATAL the server sent before closing
+        self._framer = BackendFramer()
+        self._internal = True
+        self._inbox: deque[Message] = deque()
+        self._waiter: asyncio.Future[None] | None = None
+        self._lost_exc: Exception | None = None
+
+    # -- asyncio.Protocol -------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            msgs = self._framer.feed(data)
+        except PgProtocolError as exc:
+            log.warning("server protocol error", extra={"backend": self.backend, "error": exc.message})
+            self._lost_exc = ServerError(f"server {self.backend} sent bad protocol: {exc.message}")
+            self.abort()
+            return
+        session = self.session
+        if not self._internal and session is not None:
+            session.on_server_messages(self, msgs)
+            return
+        self._inbox.extend(msgs)
+        self._wake()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        if self._lost_exc is None:
+            self._lost_exc = ServerError(f"server {self.backend} closed the connection")
+        self._wake()
+        session = self.session
+        if session is not None:
+            session.on_server_lost(self)
+
+    def pause_writing(self) -> None:
+        if self.session is not None:
+            self.session.pause_client()
+
+    def resume_writing(self) -> None:
+        if self.session is not None:
+            self.session.resume_client()
+
+    # -- plumbing ---------------------------------------------------------------------------
+
+    def _wake(self) -> None:
+        w = self._waiter
+        if w is not None and not w.done():
+            w.set_result(None)
+
+    def write(self, data: bytes | memoryview) -> None:
+        if self.transport is not None and not self.closed:
+            self.transport.write(data)
+
+    def abort(self) -> None:
+        if self.transport is not None:
+            self.transport.abort()
+        self.closed = True
+
+    def close(self) -> None:
+        """Polite close: Terminate, then FIN."""
+        if self.transport is not None and not self.closed:
+            self.transport.write(encode.terminate())
+            self.transport.close()
+        self.closed = True
+
+    @property
+    def busy(self) -> bool:
+        """Work in flight: a group awaiting ReadyForQuery, messages after the last Sync, COPY."""
+        return bool(self.groups) or self.open_group is not None or self.copy
+
+    def set_attached(self, session: ClientSession | None) -> None:
+        self.session = session
+        self._internal = session is None
+
+    async def _recv(self) -> Message:
+        while not self._inbox:
+            if self.closed:
+                raise self._lost_exc or ServerError(f"server {self.backend} closed the connection")
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        return self._inbox.popleft()
+
+    # -- login --------------------------------------------------------------------------------
+
+    async def login(self, user: str, password: str | None, database: str, options: Mapping[str, str]) -> None:
+        """Startup and authentication; returns at the first ReadyForQuery. Raises ServerError."""
+        self.write(encode.startup_message({"user": user, "database": database, **options}))
+        scram: ScramClient | None = None
+        while True:
+            msg = await self._recv()
+            t = msg.type
+            if t == b"R":
+                auth = decode_backend(msg)
+                if isinstance(auth, AuthenticationOk):
+                    continue
+                if password is None:
+                    raise ServerError(
+                        f"server {self.backend} asks a password and none is configured",
+                        error_fields("FATAL", "28P01", "the proxy has no password for the server"),
+                    )
+                if isinstance(auth, AuthenticationCleartextPassword):
+                    self.write(encode.password_message(password))
+                elif isinstance(auth, AuthenticationMD5Password):
+                    self.write(encode.password_message(md5_password(user, password, auth.salt)))
+                elif isinstance(auth, AuthenticationSASL):
+                    if "SCRAM-SHA-256" not in auth.mechanisms:
+                        raise ServerError(f"server offers no SCRAM-SHA-256: {auth.mechanisms}")
+                    scram = ScramClient(user, password)
+                    self.write(encode.sasl_initial_response("SCRAM-SHA-256", scram.client_first()))
+                elif isinstance(auth, AuthenticationSASLContinue) and scram is not None:
+                    self.write(encode.sasl_response(scram.handle_server_first(auth.data)))
+                elif isinstance(auth, AuthenticationSASLFinal) and scram is not None:
+                    scram.handle_server_final(auth.data)
+                else:
+                    raise ServerError(f"server {self.backend} asks an unsupported authentication")
+            elif t == b"S":
+                ps = decode_backend(msg)
+                self.params[ps.name] = ps.value
+            elif t == b"K":
+                key = decode_backend(msg)
+                self.pid, self.secret = key.pid, key.secret
+            elif t == b"E":
+                raise ServerError("server refused the login", decode_backend(msg).fields)
+            elif t == b"Z":
+                self.status = bytes(msg.body)
+                return
+            # NoticeResponse, NegotiateProtocolVersion: nothing to do
+
+    # -- the proxy's own statements -------------------------------------------------------------
+
+    async def simple_query(self, sql: str) -> list[tuple[str | None, ...]]:
+        """Run `sql` (simple protocol) and return its rows as text. Raises ServerError (with the
+        server's fields) if it failed. Notifications that arrive meanwhile go to the session."""
+        internal_before = self._internal
+        self._internal = True
+        try:
+            self.write(encode.query(sql))
+            rows: list[tuple[str | None, ...]] = []
+            error: dict[str, str] | None = None
+            while True:
+                msg = await self._recv()
+                t = msg.type
+                if t == b"D":
+                    values = decode_backend(msg).values
+                    rows.append(tuple(None if v is None else v.decode() for v in values))
+                elif t == b"E":
+                    error = decode_backend(msg).fields
+                elif t == b"S":
+                    ps = decode_backend(msg)
+                    self.params[ps.name] = ps.value
+                    if self.session is not None:
+                        self.session.forward_raw(bytes(msg.raw))
+                elif t == b"A" and self.session is not None:
+                    self.session.forward_raw(bytes(msg.raw))
+                elif t == b"Z":
+                    self.status = bytes(msg.body)
+                    break
+            if error is not None:
+                raise ServerError(error.get("M", "query failed"), error)
+            return rows
+        finally:
+            self._internal = internal_before
+            # Messages that raced in after ReadyForQuery belong to the session's relay.
+            if not self._internal and self._inbox and self.session is not None:
+                msgs = list(self._inbox)
+                self._inbox.clear()
+                self.session.on_server_messages(self, msgs)
+
+
+async def open_server(
+    backend: str,
+    address: tuple[str, int],
+    key: tuple[Any, ...],
+    *,
+    user: str,
+    password: str | None,
+    database: str,
+    options: Mapping[str, str],
+    timeout: float,
+) -> ServerConn:
+    """Connect and log in within `timeout` seconds; ServerError on any failure."""
+    loop = asyncio.get_running_loop()
+
+    async def connect() -> ServerConn:
+        _, conn = await loop.create_connection(lambda: ServerConn(backend, address, key), *address)
+        try:
+            await conn.login(user, password, database, options)
+        except BaseException:
+            conn.abort()
+            raise
+        return conn
+
+    try:
+        return await asyncio.wait_for(connect(), timeout)
+    except ServerError:
+        raise
+    except PgProtocolError as exc:
+        raise ServerError(
+            f"server {backend}: {exc.message}", error_fields("FATAL", exc.sqlstate, exc.message)
+        ) from None
+    except (TimeoutError, OSError) as exc:
+        what = "timed out" if isinstance(exc, asyncio.TimeoutError) else str(exc)
+        raise ServerError(f"cannot connect to server {backend} at {address[0]}:{address[1]}: {what}") from None
+
+
+async def send_cancel(address: tuple[str, int], pid: int, secret: int, timeout: float = 5.0) -> None:
+    """A CancelRequest on a new connection (the server answers nothing and closes)."""
+    try:
+        reader, writer = await asyncio.wait_for(asyncio.open_connection(*address), timeout)
+    except (TimeoutError, OSError):
+        return
+    try:
+        writer.write(encode.cancel_request(pid, secret))
+        await asyncio.wait_for(writer.drain(), timeout)
+        await asyncio.wait_for(reader.read(1), timeout)
+    except (TimeoutError, OSError):
+        pass
+    finally:
+        writer.close()
+
+

@@ -1,0 +1,710 @@
+"""One client connection to `tierproxy dbproxy`: login, then statement-by-statement routing.
+
+Theory of operation
+-------------------
+Login: the client's startup packet (SSLRequest and GSSENCRequest are answered 'N'), then the
+proxy's own authentication (clientauth.py), then a server connection for the primary (or, if the
+primary is unreachable, a usable replica) whose ParameterStatus values the client gets, with a
+BackendKeyData of the proxy's own for cancel requests.
+
+Statements: client messages are framed and grouped into *batches* ending at Sync, Flush, Query or
+FunctionCall (or 1 MiB). Everything up to a Sync is one implicit transaction on the server, so a
+batch is routed as a whole: its classifier decisions (each Parse's SQL, each Bind/Describe's
+statement as classified at its Parse) combine to the first that needs the primary, else the first;
+the session's `SessionRouter` turns that into a backend. While a server has a batch in flight (no
+ReadyForQuery yet, or a COPY), later batches go to the same server without a new decision, so a
+pipelining client never has its stream split.
+
+Prepared statements: the session keeps every named statement's Parse message. Before a Bind or
+Describe runs on a server where that statement does not exist (or exists with other text), the
+Parse is sent there first, its ParseComplete swallowed (`SyncGroup.flags`); a Parse whose name
+already exists on the server is preceded by an injected Close. Session pooling ends with DISCARD
+ALL, so a server connection starts each session with no statements.
+
+Failures: a replica that cannot be connected is skipped for this batch and the batch re-routed;
+a server lost with nothing in flight is forgotten (the next statement goes elsewhere); lost with
+a statement in flight outside a transaction, the client gets ERROR 08006 and ReadyForQuery and
+keeps its session; lost inside a transaction, while pinned or in COPY (state the proxy cannot
+rebuild), the client gets FATAL 57P01/08006 and is disconnected. Malformed input gets 08P01 and a
+close. Backpressure: a client that does not read pauses its servers, a server that does not read
+pauses the client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import struct
+import time
+from collections import deque
+from typing import TYPE_CHECKING, Any
+
+from proxy.pgwire import encode
+from proxy.pgwire.errors import (
+    ADMIN_SHUTDOWN,
+    CONNECTION_FAILURE,
+    FEATURE_NOT_SUPPORTED,
+    INTERNAL_ERROR,
+    PROTOCOL_VIOLATION,
+    PgProtocolError,
+)
+from proxy.pgwire.framing import FrontendFramer, Message
+from proxy.pgwire.messages import (
+    CancelRequest,
+    GSSENCRequest,
+    SSLRequest,
+    StartupMessage,
+    decode_backend,
+    decode_startup,
+)
+
+from .classify_types import Decision, Reason, Target
+from .clientauth import ClientAuth
+from .router import PRIMARY, Route, SessionRouter, parse_lsn
+from .server import ServerConn, ServerError, SyncGroup, error_fields
+
+if TYPE_CHECKING:
+    from .daemon import DbProxyDaemon
+
+__all__ = ["ADMIN_DATABASE", "ClientSession"]
+
+log = logging.getLogger("tierproxy.dbproxy")
+
+ADMIN_DATABASE = "tierproxy"
+MAX_BATCH_BYTES = 1 << 20
+_NO_DECISION = Decision(Target.PRIMARY, Reason.EMPTY, detail="empty")
+_INT32 = struct.Struct("!i")
+# Startup parameters a proxy cannot honour: physical/logical replication streams.
+_REFUSED_PARAMS = ("replication",)
+
+
+def _cstrings(raw: bytes, start: int, n: int) -> tuple[list[bytes], int]:
+    out = []
+    pos = start
+    for _ in range(n):
+        end = raw.index(b"\0", pos)
+        out.append(raw[pos:end])
+        pos = end + 1
+    return out, pos
+
+
+class ClientSession(asyncio.Protocol):
+    def __init__(self, daemon: DbProxyDaemon) -> None:
+        self.d = daemon
+        self.transport: asyncio.Transport | None = None
+        self.peer: str | None = None
+        self.phase = "startup"  # startup -> auth -> login -> ready -> closed
+        self.framer = FrontendFramer(max_message_length=daemon.max_message_length)
+        self.user = ""
+        self.database = ""
+        self.options: tuple[tuple[str, str], ...] = ()
+        self.admin = False
+        self.auth: ClientAuth | None = None
+        self.key = (0, 0)
+        self.router = SessionRouter.from_config(daemon.cfg.routing, rotation_seed=secrets.randbelow(1 << 16))
+        self.servers: dict[str, ServerConn] = {}
+        self.statements: dict[str, tuple[bytes, Decision]] = {}
+        self.inbox: deque[Message] = deque()
+        self.batch: list[tuple[Message, Any]] = []
+        self.batch_bytes = 0
+        self.current: ServerConn | None = None
+        self.waiting = False
+        self.skip_until_sync = False
+        self.paused_by: set[int] = set()
+        self.writing_paused = False
+        self.connected_at = time.time()
+        self.statements_run = 0
+        self.last_route: Route | None = None
+        self._login_timer: asyncio.TimerHandle | None = None
+        self._avoid: dict[str, float] = {}  # replica -> monotonic time until which to skip it
+
+    # -- asyncio.Protocol (client side) ---------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        peer = transport.get_extra_info("peername")
+        self.peer = peer[0] if peer else None
+        self.d.sessions.add(self)
+        loop = asyncio.get_running_loop()
+        self._login_timer = loop.call_later(self.d.cfg.timeouts.client_login, self._login_timeout)
+
+    def data_received(self, data: bytes) -> None:
+        if self.phase == "closed":
+            return
+        try:
+            msgs = self.framer.feed(data)
+        except PgProtocolError as exc:
+            self.inbox.extend(exc.messages)  # type: ignore[arg-type]
+            self._pump()
+            self.fatal(exc.sqlstate, exc.message)
+            return
+        self.inbox.extend(msgs)
+        self._pump()
+
+    def eof_received(self) -> bool | None:
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._end()
+
+    def pause_writing(self) -> None:
+        self.writing_paused = True
+        for conn in self.servers.values():
+            if conn.transport is not None and not conn.closed:
+                conn.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        self.writing_paused = False
+        for conn in self.servers.values():
+            if conn.transport is not None and not conn.closed:
+                conn.transport.resume_reading()
+
+    def pause_client(self) -> None:
+        if self.transport is not None and self.phase != "closed":
+            self.transport.pause_reading()
+
+    def resume_client(self) -> None:
+        if self.transport is not None and self.phase != "closed" and not self.waiting:
+            self.transport.resume_reading()
+
+    # -- output ---------------------------------------------------------------------------------
+
+    def forward_raw(self, data: bytes) -> None:
+        if self.transport is not None and self.phase != "closed":
+            self.transport.write(data)
+
+    def send_error(self, fields: dict[str, str]) -> None:
+        if "V" not in fields and "S" in fields:
+            fields = {**fields, "V": fields["S"]}
+        body = b"".join(k.encode() + v.encode("utf-8", "replace").replace(b"\0", b"") + b"\0"
+                        for k, v in fields.items() if len(k) == 1) + b"\0"  # fmt: skip
+        self.forward_raw(b"E" + _INT32.pack(len(body) + 4) + body)
+
+    def fatal(self, sqlstate: str, message: str) -> None:
+        """FATAL error to the client and close (what PostgreSQL does on protocol errors)."""
+        if self.phase == "closed":
+            return
+        self.send_error(error_fields("FATAL", sqlstate, message))
+        self.close()
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+        self._end()
+
+    def _login_timeout(self) -> None:
+        if self.phase not in ("ready", "closed"):
+            self.fatal("08006", "timeout while waiting for the client to log in")
+
+    # -- input ----------------------------------------------------------------------------------
+
+    def _pump(self) -> None:
+        try:
+            while self.inbox and not self.waiting and self.phase != "closed":
+                msg = self.inbox.popleft()
+                if self.phase == "ready":
+                    self._ready_message(msg)
+                elif self.phase == "startup":
+                    self._startup_message(msg)
+                elif self.phase == "auth":
+                    self._auth_message(msg)
+                else:
+                    # Login waits for a server; messages before ReadyForQuery are a client bug.
+                    raise PgProtocolError("message before the login finished", PROTOCOL_VIOLATION)
+        except PgProtocolError as exc:
+            self.fatal(exc.sqlstate, exc.message)
+        except Exception:
+            log.exception("session failed", extra={"user": self.user, "peer": self.peer})
+            self.fatal(INTERNAL_ERROR, "internal error in tierproxy dbproxy")
+
+    def _startup_message(self, msg: Message) -> None:
+        if msg.type:
+            raise PgProtocolError("expected a startup packet", PROTOCOL_VIOLATION)
+        m = decode_startup(msg.body)
+        if isinstance(m, SSLRequest | GSSENCRequest):
+            if self.framer.buffered or self.inbox:
+                # CVE-2021-23214: nothing may follow the request before the answer.
+                raise PgProtocolError("unexpected data after encryption request", PROTOCOL_VIOLATION)
+            self.forward_raw(b"N")
+            return
+        if isinstance(m, CancelRequest):
+            self.d.cancel(m.pid, m.secret)
+            self.close()
+            return
+        assert isinstance(m, StartupMessage)
+        params = dict(m.params)
+        user = params.pop("user", "")
+        if not user:
+            raise PgProtocolError("no PostgreSQL user name specified in startup packet", "28000")
+        for name in _REFUSED_PARAMS:
+            if params.get(name, "false").lower() not in ("false", "off", "0", "no"):
+                raise PgProtocolError("tierproxy dbproxy does not proxy replication connections",
+                                      FEATURE_NOT_SUPPORTED)
+        params.pop("replication", None)
+        self.user = user
+        self.database = params.pop("database", "") or user
+        self.options = tuple(sorted(params.items()))
+        self.admin = self.database == ADMIN_DATABASE
+        if m.protocol & 0xFFFF:
+            # 3.x with x > 0: we speak 3.0 (protocol-flow.html, NegotiateProtocolVersion).
+            unknown = [k for k, _ in self.options if k.startswith("_pq_.")]
+            self.forward_raw(encode.negotiate_protocol_version(0, unknown))
+        self.auth = ClientAuth(self.d.creds, user, self.peer)
+        self.phase = "auth"
+        self.forward_raw(self.auth.start())
+        if self.auth.done:
+            self._logged_in()
+
+    def _auth_message(self, msg: Message) -> None:
+        if msg.type != b"p" or self.auth is None:
+            raise PgProtocolError("expected a password message", PROTOCOL_VIOLATION)
+        try:
+            reply = self.auth.handle(msg.body)
+        except PgProtocolError as exc:
+            self.d.metrics.auth_failures += 1
+            log.info("authentication failed", extra={"user": self.user, "peer": self.peer})
+            raise
+        self.forward_raw(reply)
+        if self.auth.done:
+            self._logged_in()
+
+    def _logged_in(self) -> None:
+        self.phase = "login"
+        if self.admin:
+            self._finish_login(self.d.console_params(self.user))
+            return
+        self._start_async(self._login_server())
+
+    async def _login_server(self) -> None:
+        conn: ServerConn | None = None
+        errors: list[ServerError] = []
+        for backend in self.d.login_candidates():
+            try:
+                conn = await self._attach(backend)
+                break
+            except ServerError as exc:
+                errors.append(exc)
+                if exc.sqlstate not in (CONNECTION_FAILURE, "53300"):
+                    break  # the server refused (no such database, ...): same everywhere
+        if conn is None:
+            err = errors[0] if errors else ServerError("no server is available")
+            fields = dict(err.fields)
+            fields["S"] = fields["V"] = "FATAL"
+            self.send_error(fields)
+            self.close()
+            return
+        self._finish_login(conn.params)
+
+    def _finish_login(self, params: dict[str, str]) -> None:
+        if self.phase == "closed":
+            return
+        if self._login_timer is not None:
+            self._login_timer.cancel()
+        self.key = self.d.register_cancel_key(self)
+        out = [encode.parameter_status(k, v) for k, v in params.items()]
+        out.append(encode.backend_key_data(*self.key))
+        out.append(encode.ready_for_query(b"I"))
+        self.phase = "ready"
+        self.forward_raw(b"".join(out))
+
+    def _ready_message(self, msg: Message) -> None:
+        t = msg.type
+        if self.skip_until_sync:
+            # After an error in an extended-protocol batch the server skips to Sync; so do we.
+            if t == b"S":
+                self.skip_until_sync = False
+                self.forward_raw(encode.ready_for_query(self._status()))
+            return
+        if t in b"dcf" and len(t) == 1:
+            conn = self.current
+            if conn is not None and not conn.closed and conn.busy:
+                conn.write(msg.raw)
+            elif self.batch:
+                self._add(msg, None)
+            # Outside COPY, PostgreSQL ignores these too (PostgresMain: "Accept but ignore").
+            return
+        if t == b"X":
+            self.close()
+            return
+        if self.admin:
+            self._admin_message(msg)
+            return
+        aux: Any = None
+        if t == b"P":
+            raw = bytes(msg.raw)
+            (name, sql), _ = _cstrings(raw, 5, 2)
+            decision = self.d.classify(sql.decode("utf-8", "replace"))
+            self.statements[name.decode("utf-8", "replace")] = (raw, decision)
+            aux = ("parse", name.decode("utf-8", "replace"), raw, decision)
+        elif t == b"B":
+            raw = bytes(msg.raw)
+            (_, stmt), _ = _cstrings(raw, 5, 2)
+            aux = self._statement_aux(stmt.decode("utf-8", "replace"))
+        elif t == b"D" or t == b"C":
+            raw = bytes(msg.raw)
+            if len(raw) < 7:
+                raise PgProtocolError(f"invalid {'Describe' if t == b'D' else 'Close'} message")
+            kind = raw[5:6]
+            (name,), _ = _cstrings(raw, 6, 1)
+            sname = name.decode("utf-8", "replace")
+            if kind == b"S":
+                aux = self._statement_aux(sname) if t == b"D" else ("close", sname)
+                if t == b"C":
+                    self.statements.pop(sname, None)
+            elif kind != b"P":
+                raise PgProtocolError("invalid Describe/Close kind")
+        elif t == b"Q":
+            raw = bytes(msg.raw)
+            (sql,), _ = _cstrings(raw, 5, 1)
+            aux = ("query", self.d.classify(sql.decode("utf-8", "replace")))
+        elif t not in b"ESHF" or len(t) != 1:
+            raise PgProtocolError(f"unexpected message type {t!r}")
+        self._add(msg, aux)
+        if t in b"SHQF" or self.batch_bytes > MAX_BATCH_BYTES:
+            self._dispatch()
+
+    def _statement_aux(self, name: str) -> Any:
+        st = self.statements.get(name)
+        if st is None:
+            return None  # unknown statement: the server will say so
+        return ("use", name, st[0], st[1])
+
+    def _add(self, msg: Message, aux: Any) -> None:
+        self.batch.append((msg, aux))
+        self.batch_bytes += len(msg.raw)
+
+    def _status(self) -> bytes:
+        r = self.router
+        if r.in_transaction:
+            return b"T"
+        return b"I"
+
+    # -- routing --------------------------------------------------------------------------------
+
+    def _decision(self, batch: list[tuple[Message, Any]]) -> Decision | None:
+        first: Decision | None = None
+        for _, aux in batch:
+            if aux is None:
+                continue
+            kind = aux[0]
+            if kind == "query":
+                d = aux[1]
+            elif kind == "use" or kind == "parse":
+                d = aux[3]
+            else:  # "close"
+                continue
+            if d.target is Target.PRIMARY:
+                return d
+            if first is None:
+                first = d
+        return first
+
+    def _dispatch(self) -> None:
+        batch, self.batch, self.batch_bytes = self.batch, [], 0
+        conn = self.current
+        if conn is not None and not conn.closed and conn.busy:
+            self._send(conn, batch)
+            return
+        decision = self._decision(batch)
+        if any(m.type == b"F" for m, _ in batch):
+            decision = Decision(Target.PRIMARY, Reason.WRITE, detail="call")
+        if decision is None:
+            # Sync/Close/Execute alone: where the session's last statement ran.
+            target = self.router.transaction_backend or (
+                self.last_route.target if self.last_route is not None else PRIMARY
+            )
+            conn = self.servers.get(target)
+            if conn is not None and not conn.closed:
+                self._send(conn, batch)
+                return
+            self._start_async(self._route_async(batch, None, target))
+            return
+        if self.router.needs_commit_lsn and decision.target is Target.REPLICA:
+            self._start_async(self._route_async(batch, decision, None))
+            return
+        route = self._route(decision)
+        conn = self.servers.get(route.target)
+        if conn is not None and not conn.closed:
+            self._send(conn, batch)
+        else:
+            self._start_async(self._route_async(batch, decision, route.target))
+
+    def _route(self, decision: Decision) -> Route:
+        d = self.d
+        views = d.replica_views(self._avoid)
+        route = self.router.route(decision, time.monotonic(), views, primary_lsn=d.primary_lsn())
+        self.last_route = route
+        d.metrics.count_route(route)
+        return route
+
+    def _start_async(self, coro: Any) -> None:
+        self.waiting = True
+        if self.transport is not None:
+            self.transport.pause_reading()
+        task = asyncio.get_running_loop().create_task(coro)
+        self.d.tasks.add(task)
+        task.add_done_callback(self._async_done)
+
+    def _async_done(self, task: asyncio.Task[None]) -> None:
+        self.d.tasks.discard(task)
+        self.waiting = False
+        if not task.cancelled() and task.exception() is not None:
+            exc = task.exception()
+            log.error("session task failed", exc_info=exc, extra={"user": self.user})
+            self.fatal(INTERNAL_ERROR, "internal error in tierproxy dbproxy")
+            return
+        if self.phase == "closed":
+            return
+        if self.transport is not None and not self.paused_by:
+            self.transport.resume_reading()
+        self._pump()
+
+    async def _route_async(
+        self, batch: list[tuple[Message, Any]], decision: Decision | None, target: str | None
+    ) -> None:
+        """The slow path: fetch a commit LSN, connect a server, or fail over between replicas."""
+        if decision is not None and target is None:
+            await self._fetch_commit_lsn()
+            target = self._route(decision).target
+        assert target is not None
+        for _ in range(len(self.d.cfg.replicas) + 2):
+            try:
+                conn = await self._attach(target)
+            except ServerError as exc:
+                if target != PRIMARY and decision is not None and not self.router.in_transaction:
+                    # This replica is unreachable: skip it for a moment and decide again.
+                    self._avoid[target] = time.monotonic() + self.d.cfg.monitor.interval
+                    target = self._route(decision).target
+                    continue
+                self._fail_batch(batch, exc)
+                return
+            if self.phase != "closed":
+                self._send(conn, batch)
+            return
+        self._fail_batch(batch, ServerError("no server is available"))
+
+    async def _fetch_commit_lsn(self) -> None:
+        conn = self.servers.get(PRIMARY)
+        if conn is None or conn.closed or conn.busy:
+            return  # reads stay on the primary until an LSN is known
+        try:
+            rows = await asyncio.wait_for(
+                conn.simple_query("SELECT pg_current_wal_lsn()"), self.d.cfg.timeouts.server_connect
+            )
+            self.router.on_commit_lsn(parse_lsn(rows[0][0] or ""))
+        except (TimeoutError, ServerError, ValueError, IndexError):
+            return
+
+    async def _attach(self, backend: str) -> ServerConn:
+        conn = self.servers.get(backend)
+        if conn is not None and not conn.closed:
+            return conn
+        conn = await self.d.pools.acquire((backend, self.user, self.database, self.options))
+        if self.phase == "closed":
+            await self.d.pools.release(conn)
+            raise ServerError("client went away")
+        conn.set_attached(self)
+        self.servers[backend] = conn
+        if self.writing_paused and conn.transport is not None:
+            conn.transport.pause_reading()
+        return conn
+
+    def _fail_batch(self, batch: list[tuple[Message, Any]], exc: ServerError) -> None:
+        fields = dict(exc.fields)
+        fields["S"] = fields["V"] = "ERROR"
+        self.send_error(fields)
+        self._answer_lost(batch)
+
+    def _answer_lost(self, batch: list[tuple[Message, Any]]) -> None:
+        """ReadyForQuery for every Sync/Query the client sent that will never be answered."""
+        syncs = sum(1 for m, _ in batch if m.type in (b"S", b"Q", b"F"))
+        if any(m.type not in (b"S", b"Q", b"F") for m, _ in batch[-1:]):
+            self.skip_until_sync = True
+        self.router.on_ready_for_query(b"I")
+        self.forward_raw(encode.ready_for_query(b"I") * syncs)
+
+    # -- sending to a server --------------------------------------------------------------------
+
+    def _send(self, conn: ServerConn, batch: list[tuple[Message, Any]]) -> None:
+        out: list[bytes | memoryview] = []
+        group = conn.open_group
+        was_busy = conn.busy
+        if group is None:
+            group = SyncGroup()
+        prepared = conn.prepared
+        for msg, aux in batch:
+            t = msg.type
+            if t == b"P":
+                name, raw = aux[1], aux[2]
+                if name and name in prepared:
+                    out.append(encode.close(b"S", name))
+                    group.flags.append(True)
+                prepared[name] = raw
+                group.names.append(name)
+                group.flags.append(False)
+                out.append(raw)
+                continue
+            if aux is not None and aux[0] == "use":
+                name, raw = aux[1], aux[2]
+                if prepared.get(name) != raw:
+                    if name and name in prepared:
+                        out.append(encode.close(b"S", name))
+                        group.flags.append(True)
+                    prepared[name] = raw
+                    group.names.append(name)
+                    group.flags.append(True)
+                    out.append(raw)
+            elif t == b"C":
+                if aux is not None:
+                    prepared.pop(aux[1], None)
+                group.flags.append(False)
+            out.append(msg.raw)
+            if t == b"S" or t == b"Q" or t == b"F":
+                if t != b"S":
+                    group.by_query = True
+                    prepared.pop("", None)  # a simple query destroys the unnamed statement
+                conn.groups.append(group)
+                group = SyncGroup()
+        conn.open_group = group if (group.flags or batch[-1][0].type not in (b"S", b"Q", b"F")) else None
+        self.current = conn
+        conn.replay = None
+        if not was_busy and conn.backend != PRIMARY and not self.router.in_transaction:
+            conn.replay = batch
+        if not was_busy:
+            self.d.started(conn)
+        conn.write(b"".join(out))
+        self.statements_run += 1
+
+    # -- from a server --------------------------------------------------------------------------
+
+    def on_server_messages(self, conn: ServerConn, msgs: list[Message]) -> None:
+        out: list[memoryview | bytes] = []
+        for msg in msgs:
+            t = msg.type
+            if t == b"1" or t == b"3":
+                g = conn.groups[0] if conn.groups else conn.open_group
+                if g is not None and g.flags and g.flags.popleft():
+                    continue
+            elif t == b"Z":
+                status = bytes(msg.raw[5:6])
+                conn.status = status
+                if conn.groups:
+                    conn.groups.popleft()
+                conn.copy = False
+                if not conn.busy:
+                    self.d.finished(conn)
+                self.router.on_ready_for_query(status)
+            elif t == b"E":
+                err = decode_backend(msg)
+                if err.severity in ("FATAL", "PANIC"):
+                    conn.fatal = err.fields  # reported when the connection closes
+                    continue
+                g = conn.groups[0] if conn.groups else conn.open_group
+                if g is not None:
+                    g.flags.clear()  # the server skips the rest of the group
+                    for name in g.names:
+                        if name in conn.prepared:
+                            conn.prepared[name] = None  # type: ignore[assignment]
+            elif t == b"G":
+                conn.copy = True
+                if conn.groups and not conn.groups[0].by_query:
+                    # Extended-protocol COPY: the server ignores Syncs during copy-in, so the
+                    # group stays open until the Sync after CopyDone.
+                    conn.open_group = conn.groups.popleft()
+                    if conn.groups:
+                        conn.groups.clear()
+            elif t == b"S":
+                ps = decode_backend(msg)
+                conn.params[ps.name] = ps.value
+            out.append(msg.raw)
+        if out:
+            conn.replay = None
+            if self.transport is not None and self.phase != "closed":
+                self.transport.write(b"".join(out))
+
+    def on_server_lost(self, conn: ServerConn) -> None:
+        backend = conn.backend
+        if self.servers.get(backend) is conn:
+            del self.servers[backend]
+        was_busy = conn.busy
+        in_txn = self.router.transaction_backend == backend
+        self.d.server_lost(conn)
+        if self.phase == "closed":
+            return
+        if self.phase == "login" and not was_busy:
+            return  # the login task sees the failure itself
+        keep_state = backend == PRIMARY and self.router.pinned
+        if not was_busy and not in_txn and not keep_state:
+            return
+        if conn.replay is not None and not in_txn and self.phase == "ready" and not self.waiting:
+            # A read that got no answer yet: run it on another backend instead.
+            batch, conn.replay = conn.replay, None
+            conn.groups.clear()
+            conn.open_group = None
+            if self.current is conn:
+                self.current = None
+            self._avoid[backend] = time.monotonic() + self.d.cfg.monitor.interval
+            self.d.metrics.retried += 1
+            decision = self._decision(batch)
+            self.router.on_ready_for_query(b"I")
+            if decision is None:
+                self._start_async(self._route_async(batch, None, PRIMARY))
+            else:
+                self._start_async(self._route_async(batch, decision, None))
+            return
+        sqlstate = CONNECTION_FAILURE
+        message = f"server connection to {backend} was lost"
+        if conn.fatal is not None:
+            sqlstate = conn.fatal.get("C", sqlstate)
+            message = conn.fatal.get("M", message)
+        if in_txn or keep_state or conn.copy or self.phase != "ready":
+            if sqlstate not in (ADMIN_SHUTDOWN, CONNECTION_FAILURE):
+                sqlstate = CONNECTION_FAILURE
+            self.fatal(sqlstate, message)
+            return
+        self.send_error(error_fields("ERROR", CONNECTION_FAILURE,
+                                     f"{message}; the statement may not have completed"))
+        pending = len(conn.groups)
+        if conn.open_group is not None:
+            self.skip_until_sync = True
+        conn.groups.clear()
+        conn.open_group = None
+        if pending:
+            self.router.on_ready_for_query(b"I")
+            self.forward_raw(encode.ready_for_query(b"I") * pending)
+
+    # -- cancel ---------------------------------------------------------------------------------
+
+    def cancel_targets(self) -> list[ServerConn]:
+        return [c for c in self.servers.values() if c.busy and not c.closed]
+
+    # -- admin console --------------------------------------------------------------------------
+
+    def _admin_message(self, msg: Message) -> None:
+        t = msg.type
+        if t == b"Q":
+            raw = bytes(msg.raw)
+            (sql,), _ = _cstrings(raw, 5, 1)
+            self.forward_raw(self.d.console(sql.decode("utf-8", "replace")) + encode.ready_for_query(b"I"))
+        elif t == b"S":
+            self.forward_raw(encode.ready_for_query(b"I"))
+        elif t in (b"P", b"B", b"D", b"E", b"C", b"H"):
+            self.send_error(error_fields("ERROR", FEATURE_NOT_SUPPORTED,
+                                         "the tierproxy admin database takes simple queries only"))
+            self.skip_until_sync = True
+        else:
+            raise PgProtocolError(f"unexpected message type {t!r}")
+
+    # -- the end --------------------------------------------------------------------------------
+
+    def _end(self) -> None:
+        if self.phase == "closed":
+            return
+        self.phase = "closed"
+        if self._login_timer is not None:
+            self._login_timer.cancel()
+        self.d.session_ended(self)
+        servers, self.servers = list(self.servers.values()), {}
+        for conn in servers:
+            self.d.release_server(conn)

@@ -1,0 +1,68 @@
+"""The admin console's SHOW commands, decoded with the pgwire codec as a client would."""
+
+from __future__ import annotations
+
+import pytest
+
+from proxy.dbproxy.console import COMMANDS, run_console
+from proxy.pgwire.framing import BackendFramer
+from proxy.pgwire.messages import CommandComplete, DataRow, EmptyQueryResponse, ErrorResponse, RowDescription, decode_backend
+
+SNAPSHOT = {
+    "pools": [{"backend": "replica1", "user": "app", "database": "shop", "options": {"application_name": "psql"},
+               "active": 2, "idle": 3, "clients": 2, "waiting": 0}],
+    "servers": [{"backend": "primary", "role": "primary", "user": "app", "database": "shop", "state": "active",
+                 "addr": "127.0.0.1", "port": 5432, "pid": 4242, "connect_time": "2026-11-28 10:00:00",
+                 "client_addr": "127.0.0.1", "client_port": 50000, "prepared": 3, "tx_status": "T"}],
+    "clients": [{"user": "app", "database": "shop", "state": "ready", "addr": "127.0.0.1", "port": 50000,
+                 "connect_time": "2026-11-28 10:00:00", "statements": 7, "in_transaction": True,
+                 "transaction_backend": "primary", "pinned": False, "last_backend": "primary",
+                 "last_reason": "transaction", "servers": ["primary", "replica1"]}],
+    "backends": [{"name": "replica1", "role": "replica", "address": "127.0.0.1:5433", "up": True, "usable": False,
+                  "lag_bytes": 123, "lag_seconds": 1.5, "replay_lsn": "0/16B3748", "outstanding": 1, "weight": 2}],
+    "routes": {("replica1", "read"): 10, ("primary", "write"): 4},
+    "version": "9.9",
+}
+
+
+def _answer(sql: str) -> list[object]:
+    return [decode_backend(m) for m in BackendFramer().feed(run_console(sql, SNAPSHOT))]
+
+
+def _table(sql: str) -> tuple[list[str], list[list[str | None]]]:
+    msgs = _answer(sql)
+    assert isinstance(msgs[0], RowDescription) and isinstance(msgs[-1], CommandComplete)
+    assert msgs[-1].tag == "SHOW"
+    cols = [f.name for f in msgs[0].fields]
+    rows = [[None if v is None else v.decode() for v in m.values] for m in msgs[1:-1] if isinstance(m, DataRow)]
+    return cols, rows
+
+
+def test_show_pools_clients_servers_backends_stats():
+    cols, rows = _table("SHOW POOLS")
+    assert dict(zip(cols, rows[0])) | {} == {
+        "database": "shop", "user": "app", "backend": "replica1", "role": "replica", "cl_active": "2",
+        "cl_waiting": "0", "sv_active": "2", "sv_idle": "3", "options": "application_name=psql",
+    }
+    cols, rows = _table("show clients;")
+    row = dict(zip(cols, rows[0]))
+    assert row["in_transaction"] == "t" and row["servers"] == "primary,replica1" and row["pinned"] == "f"
+    cols, rows = _table("  Show Servers ")
+    assert dict(zip(cols, rows[0]))["remote_pid"] == "4242"
+    cols, rows = _table("SHOW BACKENDS")
+    row = dict(zip(cols, rows[0]))
+    assert (row["usable"], row["lag_seconds"], row["weight"]) == ("f", "1.500", "2")
+    cols, rows = _table("SHOW STATS")
+    assert rows == [["primary", "write", "4"], ["replica1", "read", "10"]]
+    assert _table("SHOW VERSION")[1] == [["tierproxy dbproxy 9.9"]]
+    assert len(_table("SHOW HELP")[1]) == len(COMMANDS)
+
+
+@pytest.mark.parametrize("sql", ["SHOW NOTHING", "SELECT 1", "DROP TABLE x", "SHOW POOLS; SHOW CLIENTS"])
+def test_unknown_commands_are_errors(sql):
+    (msg,) = _answer(sql)
+    assert isinstance(msg, ErrorResponse) and msg.sqlstate == "42601"
+
+
+def test_empty_query():
+    assert isinstance(_answer("  ; ")[0], EmptyQueryResponse)
