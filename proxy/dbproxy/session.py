@@ -261,7 +261,7 @@ class ClientSession(asyncio.Protocol):
             raise PgProtocolError("expected a password message", PROTOCOL_VIOLATION)
         try:
             reply = self.auth.handle(msg.body)
-        except PgProtocolError as exc:
+        except PgProtocolError:
             self.d.metrics.auth_failures += 1
             log.info("authentication failed", extra={"user": self.user, "peer": self.peer})
             raise
