@@ -211,6 +211,8 @@ class PoolConfig(StrictModel):
     # Server connections per backend across all (user, database) pools; clients wait above it.
     max_server_connections_per_backend: int = Field(default=100, ge=1, le=10000)
     idle_timeout: float = Field(default=300.0, gt=0)  # seconds an unused server connection is kept
+    # seconds a session waits for a server connection when its backend is at the limit; then 53300
+    wait_timeout: float = Field(default=30.0, gt=0)
 
 
 class TimeoutsConfig(StrictModel):

@@ -8,9 +8,8 @@ A `ServerConn` is an asyncio Protocol with two modes:
   as the server asks) and `simple_query()` (the proxy's own statements: SET on attach, DISCARD ALL
   on release, pg_current_wal_lsn() for read-your-writes). Messages go to an inbox that those
   coroutines read.
-* attached: framed messages go straight to the owning client session
-  (`session.on_server_messages`); that path has no awaits and no per-message allocation beyond
-  the framer's views.
+* attached: bytes go straight to the owning client session (`session.relay_from_server`), which
+  scans message headers in place and forwards whole chunks; no per-message objects, no awaits.
 
 It also holds the relay state the session needs about this server: which prepared statements exist
 here (`prepared`, name -> SQL text, or None when a failed batch left it unknown), and the sync
@@ -24,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import struct
 import time
 from collections import deque
 from collections.abc import Mapping
@@ -32,7 +32,8 @@ from typing import TYPE_CHECKING, Any
 from proxy.pgwire import encode
 from proxy.pgwire.auth import ScramClient, md5_password
 from proxy.pgwire.errors import CONNECTION_FAILURE, PgProtocolError
-from proxy.pgwire.framing import BackendFramer, Message
+from proxy.pgwire.framing import DEFAULT_MAX_MESSAGE_LENGTH as MAX_MESSAGE_LENGTH
+from proxy.pgwire.framing import Message
 from proxy.pgwire.messages import (
     AuthenticationCleartextPassword,
     AuthenticationMD5Password,
@@ -49,6 +50,8 @@ if TYPE_CHECKING:
 __all__ = ["ServerConn", "ServerError", "SyncGroup", "error_fields", "open_server", "send_cancel"]
 
 log = logging.getLogger("tierproxy.dbproxy")
+_INT32 = struct.Struct("!i")
+_BYTE1 = tuple(bytes((i,)) for i in range(256))
 
 
 def error_fields(severity: str, sqlstate: str, message: str) -> dict[str, str]:
@@ -105,7 +108,8 @@ class ServerConn(asyncio.Protocol):
         self.last_used = time.monotonic()
         self.sent_at = 0.0  # when the oldest group in flight was sent (query latency)
         self.fatal: dict[str, str] | None = None  # a FATAL the server sent before closing
-        self._framer = BackendFramer()
+        self._rest = b""  # an incomplete message, kept until the rest arrives
+        self._skip = 0  # bytes of a large message still to pass through unframed
         self._internal = True
         self._inbox: deque[Message] = deque()
         self._waiter: asyncio.Future[None] | None = None
@@ -120,19 +124,52 @@ class ServerConn(asyncio.Protocol):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     def data_received(self, data: bytes) -> None:
+        if self._skip:
+            # The rest of a large message the session already started to forward: pass it on.
+            k = self._skip
+            if len(data) <= k:
+                self._skip = k - len(data)
+                self._pass(data)
+                return
+            self._pass(data[:k])
+            data = data[k:]
+            self._skip = 0
+        if self._rest:
+            data = self._rest + data
+            self._rest = b""
+        session = self.session
         try:
-            msgs = self._framer.feed(data)
+            if session is not None and not self._internal:
+                used = session.relay_from_server(self, data)
+            else:
+                used = self._frame(data)
+                self._wake()
         except PgProtocolError as exc:
             log.warning("server protocol error", extra={"backend": self.backend, "error": exc.message})
             self._lost_exc = ServerError(f"server {self.backend} sent bad protocol: {exc.message}")
             self.abort()
             return
-        session = self.session
-        if not self._internal and session is not None:
-            session.on_server_messages(self, msgs)
-            return
-        self._inbox.extend(msgs)
-        self._wake()
+        if used < len(data):
+            self._rest = data[used:]
+
+    def _pass(self, data: bytes) -> None:
+        if self.session is not None:
+            self.session.forward_raw(data)
+
+    def _frame(self, data: bytes) -> int:
+        """Internal mode: whole messages into the inbox; returns the bytes used."""
+        pos, n = 0, len(data)
+        view = memoryview(data)
+        while n - pos >= 5:
+            length = _INT32.unpack_from(data, pos + 1)[0]
+            if length < 4 or length > MAX_MESSAGE_LENGTH:
+                raise PgProtocolError(f"invalid message length {length}")
+            end = pos + 1 + length
+            if end > n:
+                break
+            self._inbox.append(Message(_BYTE1[data[pos]], view[pos:end], 5))
+            pos = end
+        return pos
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -276,9 +313,9 @@ class ServerConn(asyncio.Protocol):
             self._internal = internal_before
             # Messages that raced in after ReadyForQuery belong to the session's relay.
             if not self._internal and self._inbox and self.session is not None:
-                msgs = list(self._inbox)
+                data = b"".join(bytes(m.raw) for m in self._inbox)
                 self._inbox.clear()
-                self.session.on_server_messages(self, msgs)
+                self.session.relay_from_server(self, data)
 
 
 async def open_server(

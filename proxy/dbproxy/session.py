@@ -49,6 +49,7 @@ from proxy.pgwire.errors import (
     PROTOCOL_VIOLATION,
     PgProtocolError,
 )
+from proxy.pgwire.framing import DEFAULT_MAX_MESSAGE_LENGTH as MAX_MESSAGE_LENGTH
 from proxy.pgwire.framing import FrontendFramer, Message
 from proxy.pgwire.messages import (
     CancelRequest,
@@ -73,8 +74,13 @@ log = logging.getLogger("tierproxy.dbproxy")
 
 ADMIN_DATABASE = "tierproxy"
 MAX_BATCH_BYTES = 1 << 20
-_NO_DECISION = Decision(Target.PRIMARY, Reason.EMPTY, detail="empty")
+# FunctionCall (the fast-path interface): it can call anything, so the primary.
+_CALL = ("query", Decision(Target.PRIMARY, Reason.WRITE, detail="call"))
+_CONTROL = frozenset((b"d", b"c", b"f", b"X"))  # CopyData/CopyDone/CopyFail, Terminate
 _INT32 = struct.Struct("!i")
+# Server message types the relay looks at: ParseComplete '1', CloseComplete '3', ReadyForQuery
+# 'Z', ErrorResponse 'E', CopyInResponse 'G', ParameterStatus 'S'. Everything else passes through.
+_SPECIAL = bytes(1 if i in b"13ZEGS" else 0 for i in range(256))
 # Startup parameters a proxy cannot honour: physical/logical replication streams.
 _REFUSED_PARAMS = ("replication",)
 
@@ -111,7 +117,7 @@ class ClientSession(asyncio.Protocol):
         self.current: ServerConn | None = None
         self.waiting = False
         self.skip_until_sync = False
-        self.paused_by: set[int] = set()
+        self.server_paused = False  # a server's socket buffer is full (COPY FROM from a fast client)
         self.writing_paused = False
         self.connected_at = time.time()
         self.statements_run = 0
@@ -161,10 +167,12 @@ class ClientSession(asyncio.Protocol):
                 conn.transport.resume_reading()
 
     def pause_client(self) -> None:
+        self.server_paused = True
         if self.transport is not None and self.phase != "closed":
             self.transport.pause_reading()
 
     def resume_client(self) -> None:
+        self.server_paused = False
         if self.transport is not None and self.phase != "closed" and not self.waiting:
             self.transport.resume_reading()
 
@@ -310,13 +318,85 @@ class ClientSession(asyncio.Protocol):
 
     def _ready_message(self, msg: Message) -> None:
         t = msg.type
+        if self.skip_until_sync or self.admin or t in _CONTROL:
+            self._control_message(msg)
+            return
+        raw = msg.raw
+        batch = self.batch
+        # The common extended-protocol messages first, with as little work as possible.
+        if t == b"B":
+            if raw[5] == 0 and raw[6] == 0:  # unnamed portal, unnamed statement
+                name = ""
+            else:
+                (_, stmt), _ = _cstrings(bytes(raw), 5, 2)
+                name = stmt.decode("utf-8", "replace")
+            st = self.statements.get(name)
+            batch.append((msg, ("use", name, st[0], st[1]) if st is not None else None))
+            self.batch_bytes += len(raw)
+            return
+        if t == b"E" or t == b"H":
+            batch.append((msg, None))
+            self.batch_bytes += len(raw)
+            if t == b"H":
+                self._dispatch()
+            elif self.batch_bytes > MAX_BATCH_BYTES:
+                self._dispatch()
+            return
+        if t == b"S":
+            batch.append((msg, None))
+            self._dispatch()
+            return
+        if t == b"P":
+            rawb = bytes(raw)
+            parsed = self.d.parse_cache.get(rawb)
+            if parsed is None:
+                (name_b, sql), _ = _cstrings(rawb, 5, 2)
+                parsed = (name_b.decode("utf-8", "replace"), self.d.classify(sql.decode("utf-8", "replace")))
+                self.d.remember_parse(rawb, parsed)
+            name, decision = parsed
+            self.statements[name] = (rawb, decision)
+            batch.append((msg, ("parse", name, rawb, decision)))
+            self.batch_bytes += len(raw)
+            return
+        if t == b"Q":
+            (sql,), _ = _cstrings(bytes(raw), 5, 1)
+            batch.append((msg, ("query", self.d.classify(sql.decode("utf-8", "replace")))))
+            self._dispatch()
+            return
+        if t == b"D" or t == b"C":
+            rawb = bytes(raw)
+            if len(rawb) < 7:
+                raise PgProtocolError(f"invalid {'Describe' if t == b'D' else 'Close'} message")
+            kind = rawb[5:6]
+            (name_b,), _ = _cstrings(rawb, 6, 1)
+            sname = name_b.decode("utf-8", "replace")
+            aux: Any = None
+            if kind == b"S":
+                if t == b"D":
+                    aux = self._statement_aux(sname)
+                else:
+                    aux = ("close", sname)
+                    self.statements.pop(sname, None)
+            elif kind != b"P":
+                raise PgProtocolError("invalid Describe/Close kind")
+            batch.append((msg, aux))
+            self.batch_bytes += len(raw)
+            return
+        if t == b"F":
+            batch.append((msg, _CALL))
+            self._dispatch()
+            return
+        raise PgProtocolError(f"unexpected message type {t!r}")
+
+    def _control_message(self, msg: Message) -> None:
+        t = msg.type
         if self.skip_until_sync:
             # After an error in an extended-protocol batch the server skips to Sync; so do we.
             if t == b"S":
                 self.skip_until_sync = False
                 self.forward_raw(encode.ready_for_query(self._status()))
             return
-        if t in b"dcf" and len(t) == 1:
+        if t in b"dcf":
             conn = self.current
             if conn is not None and not conn.closed and conn.busy:
                 conn.write(msg.raw)
@@ -327,42 +407,7 @@ class ClientSession(asyncio.Protocol):
         if t == b"X":
             self.close()
             return
-        if self.admin:
-            self._admin_message(msg)
-            return
-        aux: Any = None
-        if t == b"P":
-            raw = bytes(msg.raw)
-            (name, sql), _ = _cstrings(raw, 5, 2)
-            decision = self.d.classify(sql.decode("utf-8", "replace"))
-            self.statements[name.decode("utf-8", "replace")] = (raw, decision)
-            aux = ("parse", name.decode("utf-8", "replace"), raw, decision)
-        elif t == b"B":
-            raw = bytes(msg.raw)
-            (_, stmt), _ = _cstrings(raw, 5, 2)
-            aux = self._statement_aux(stmt.decode("utf-8", "replace"))
-        elif t == b"D" or t == b"C":
-            raw = bytes(msg.raw)
-            if len(raw) < 7:
-                raise PgProtocolError(f"invalid {'Describe' if t == b'D' else 'Close'} message")
-            kind = raw[5:6]
-            (name,), _ = _cstrings(raw, 6, 1)
-            sname = name.decode("utf-8", "replace")
-            if kind == b"S":
-                aux = self._statement_aux(sname) if t == b"D" else ("close", sname)
-                if t == b"C":
-                    self.statements.pop(sname, None)
-            elif kind != b"P":
-                raise PgProtocolError("invalid Describe/Close kind")
-        elif t == b"Q":
-            raw = bytes(msg.raw)
-            (sql,), _ = _cstrings(raw, 5, 1)
-            aux = ("query", self.d.classify(sql.decode("utf-8", "replace")))
-        elif t not in b"ESHF" or len(t) != 1:
-            raise PgProtocolError(f"unexpected message type {t!r}")
-        self._add(msg, aux)
-        if t in b"SHQF" or self.batch_bytes > MAX_BATCH_BYTES:
-            self._dispatch()
+        self._admin_message(msg)
 
     def _statement_aux(self, name: str) -> Any:
         st = self.statements.get(name)
@@ -407,8 +452,6 @@ class ClientSession(asyncio.Protocol):
             self._send(conn, batch)
             return
         decision = self._decision(batch)
-        if any(m.type == b"F" for m, _ in batch):
-            decision = Decision(Target.PRIMARY, Reason.WRITE, detail="call")
         if decision is None:
             # Sync/Close/Execute alone: where the session's last statement ran.
             target = self.router.transaction_backend or (
@@ -433,7 +476,8 @@ class ClientSession(asyncio.Protocol):
     def _route(self, decision: Decision) -> Route:
         d = self.d
         views = d.replica_views(self._avoid)
-        route = self.router.route(decision, time.monotonic(), views, primary_lsn=d.primary_lsn())
+        # The monitor fills in each replica's lag, so the router need not derive it from an LSN.
+        route = self.router.route(decision, time.monotonic(), views)
         self.last_route = route
         d.metrics.count_route(route)
         return route
@@ -456,7 +500,7 @@ class ClientSession(asyncio.Protocol):
             return
         if self.phase == "closed":
             return
-        if self.transport is not None and not self.paused_by:
+        if self.transport is not None and not self.server_paused:
             self.transport.resume_reading()
         self._pump()
 
@@ -578,16 +622,32 @@ class ClientSession(asyncio.Protocol):
 
     # -- from a server --------------------------------------------------------------------------
 
-    def on_server_messages(self, conn: ServerConn, msgs: list[Message]) -> None:
-        out: list[memoryview | bytes] = []
-        for msg in msgs:
-            t = msg.type
-            if t == b"1" or t == b"3":
-                g = conn.groups[0] if conn.groups else conn.open_group
-                if g is not None and g.flags and g.flags.popleft():
-                    continue
-            elif t == b"Z":
-                status = bytes(msg.raw[5:6])
+    def relay_from_server(self, conn: ServerConn, data: bytes) -> int:
+        """Forward a server's bytes to the client, acting on the few message types that matter
+        (see `_SPECIAL`); returns how many bytes were used (the rest is an incomplete message).
+        A large message of any other type is forwarded as it arrives (`conn._skip`), so a big
+        row or COPY chunk is never held whole in memory."""
+        n = len(data)
+        pos = start = 0
+        pieces: list[bytes] = []
+        special = _SPECIAL
+        while n - pos >= 5:
+            t = data[pos]
+            length = _INT32.unpack_from(data, pos + 1)[0]
+            if length < 4 or length > MAX_MESSAGE_LENGTH:
+                raise PgProtocolError(f"invalid message length {length} from server")
+            end = pos + 1 + length
+            if not special[t]:
+                if end > n:
+                    conn._skip = end - n
+                    pos = n
+                    break
+                pos = end
+                continue
+            if end > n:
+                break
+            if t == 0x5A:  # ReadyForQuery
+                status = data[pos + 5 : pos + 6]
                 conn.status = status
                 if conn.groups:
                     conn.groups.popleft()
@@ -595,33 +655,47 @@ class ClientSession(asyncio.Protocol):
                 if not conn.busy:
                     self.d.finished(conn)
                 self.router.on_ready_for_query(status)
-            elif t == b"E":
-                err = decode_backend(msg)
+            elif t == 0x31 or t == 0x33:  # ParseComplete, CloseComplete
+                g = conn.groups[0] if conn.groups else conn.open_group
+                if g is not None and g.flags and g.flags.popleft():
+                    pieces.append(data[start:pos])  # injected by us: not for the client
+                    start = end
+            elif t == 0x45:  # ErrorResponse
+                err = decode_backend(Message(b"E", data[pos:end], 5))
                 if err.severity in ("FATAL", "PANIC"):
                     conn.fatal = err.fields  # reported when the connection closes
-                    continue
-                g = conn.groups[0] if conn.groups else conn.open_group
-                if g is not None:
-                    g.flags.clear()  # the server skips the rest of the group
-                    for name in g.names:
-                        if name in conn.prepared:
-                            conn.prepared[name] = None  # type: ignore[assignment]
-            elif t == b"G":
+                    pieces.append(data[start:pos])
+                    start = end
+                else:
+                    g = conn.groups[0] if conn.groups else conn.open_group
+                    if g is not None:
+                        g.flags.clear()  # the server skips the rest of the group
+                        for name in g.names:
+                            if name in conn.prepared:
+                                conn.prepared[name] = None  # type: ignore[assignment]
+            elif t == 0x47:  # CopyInResponse
                 conn.copy = True
                 if conn.groups and not conn.groups[0].by_query:
                     # Extended-protocol COPY: the server ignores Syncs during copy-in, so the
                     # group stays open until the Sync after CopyDone.
                     conn.open_group = conn.groups.popleft()
-                    if conn.groups:
-                        conn.groups.clear()
-            elif t == b"S":
-                ps = decode_backend(msg)
+                    conn.groups.clear()
+            elif t == 0x53:  # ParameterStatus
+                ps = decode_backend(Message(b"S", data[pos:end], 5))
                 conn.params[ps.name] = ps.value
-            out.append(msg.raw)
-        if out:
+            pos = end
+        if start == 0 and pos == n:
+            chunk = data
+        else:
+            chunk = data[start:pos]
+        if pieces:
+            pieces.append(chunk)
+            chunk = b"".join(pieces)
+        if chunk:
             conn.replay = None
             if self.transport is not None and self.phase != "closed":
-                self.transport.write(b"".join(out))
+                self.transport.write(chunk)
+        return pos
 
     def on_server_lost(self, conn: ServerConn) -> None:
         backend = conn.backend

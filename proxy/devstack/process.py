@@ -30,12 +30,26 @@ from types import TracebackType
 from proxy.devstack.poll import PollTimeout, wait_until, wait_until_async
 from proxy.devstack.probes import AsyncProbe, SyncProbe
 
-__all__ = ["DevstackError", "ManagedProcess", "NotReady", "ProcessExited"]
+__all__ = ["DevstackError", "ManagedProcess", "NotReady", "ProcessExited", "PortProcess", "python_child_env"]
 
 LOG_TAIL_LINES = 40
 # Bytes read from the end of a log for log_tail: enough for LOG_TAIL_LINES of long JSON lines.
 _TAIL_BYTES = 64 * 1024
 _PR_SET_PDEATHSIG = 1
+
+
+# The checkout this file lives in; put first on a Python child's PYTHONPATH so the child runs the
+# same source as the launcher even if another checkout is installed in the venv.
+_SOURCE_ROOT = Path(__file__).resolve().parents[2]
+
+
+def python_child_env() -> dict[str, str]:
+    """Environment for a Python child of the dev stack (a web worker, a tierproxy daemon)."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(_SOURCE_ROOT), env.get("PYTHONPATH", "")) if p)
+    # Unbuffered so a crash's last words are in the log file when we read its tail.
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
 
 
 class DevstackError(Exception):

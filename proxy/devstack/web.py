@@ -11,7 +11,6 @@ This module launches the worker by module name and does not import it, nor any d
 
 from __future__ import annotations
 
-import os
 import sys
 import tempfile
 from collections.abc import Iterator, Sequence
@@ -20,26 +19,13 @@ from types import TracebackType
 
 from proxy.devstack.ports import PortLock, allocate_port
 from proxy.devstack.probes import http_probe, http_probe_async
-from proxy.devstack.process import ManagedProcess, PortProcess
+from proxy.devstack.process import ManagedProcess, PortProcess, python_child_env
 
 __all__ = ["WebWorker", "WebWorkers", "spawn_web_worker", "start_web_worker", "start_web_worker_async"]
 
 HOST = "127.0.0.1"
 READY_TIMEOUT = 15.0
 WORKER_MODULE = "workers.web"
-# The checkout this file lives in; put first on the worker's PYTHONPATH so the worker runs the same
-# source as the launcher even if another checkout is installed in the venv.
-_SOURCE_ROOT = Path(__file__).resolve().parents[2]
-
-
-def _worker_env() -> dict[str, str]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(_SOURCE_ROOT), env.get("PYTHONPATH", "")) if p)
-    # Unbuffered so a crash's last words are in the log file when we read its tail.
-    env["PYTHONUNBUFFERED"] = "1"
-    return env
-
-
 class WebWorker(PortProcess):
     """A running `workers.web` process: `.name`, `.port`, `.address`, `.url`, `.process`."""
 
@@ -62,7 +48,7 @@ class WebWorker(PortProcess):
         self.process = self._spawn()
 
     def _spawn(self) -> ManagedProcess:
-        return ManagedProcess(self.argv, name=self.name, log_dir=self.log_dir, env=_worker_env())
+        return ManagedProcess(self.argv, name=self.name, log_dir=self.log_dir, env=python_child_env())
 
     @property
     def port(self) -> int:
