@@ -1,6 +1,7 @@
 """The `tierproxy` command: run a daemon, check a config, or run the demo.
 
     tierproxy lb --config lb.toml
+    tierproxy dbproxy --config dbproxy.toml
     tierproxy check-config lb.toml        # any daemon's config; exit 2 with located errors
     tierproxy demo                        # the whole architecture on this machine
 
@@ -23,6 +24,7 @@ __all__ = ["main"]
 # daemon name -> (config model, daemon class), as "module:attr" so nothing loads until used.
 DAEMONS: dict[str, tuple[str, str]] = {
     "lb": ("proxy.lb.config:LbConfig", "proxy.lb.daemon:LbDaemon"),
+    "dbproxy": ("proxy.dbproxy.config:DbProxyConfig", "proxy.dbproxy.daemon:DbProxyDaemon"),
 }
 
 
@@ -44,6 +46,8 @@ def _guess_daemon(path: Path) -> str | None:
         return None
     if "pools" in data:
         return "lb"
+    if "primary" in data:
+        return "dbproxy"
     return None
 
 
@@ -99,6 +103,8 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--port", type=int, default=8080, help="load balancer port")
     demo.add_argument("--admin-port", type=int, default=9080)
     demo.add_argument("--workers", type=int, default=2, help="web workers behind the balancer")
+    demo.add_argument("--db-port", type=int, default=6432, help="tierproxy dbproxy port")
+    demo.add_argument("--db-admin-port", type=int, default=9187, help="tierproxy dbproxy admin port")
     args = parser.parse_args(argv)
     if args.command == "check-config":
         return check_config(args.file, args.daemon)

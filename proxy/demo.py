@@ -1,9 +1,10 @@
 """`tierproxy demo`: the architecture on one machine, with real processes on loopback.
 
-Today: a Redis server (the session store), N stateless web workers (workers/web.py) and
-`tierproxy lb` in front of them. The balancer runs in this process under the normal runtime
-(SIGTERM drains, SIGHUP reloads the generated config); the backends are child processes that are
-stopped when the demo ends. Later daemons (dbproxy, shard, geodns) join here as they land.
+Today: a Redis server (the session store), a PostgreSQL primary with two streaming replicas behind
+`tierproxy dbproxy`, N stateless web workers (workers/web.py) that keep notes in the database
+through the dbproxy, and `tierproxy lb` in front of the workers. The balancer runs in this process
+under the normal runtime (SIGTERM drains, SIGHUP reloads the generated config); everything else is
+a child process, stopped when the demo ends. Later daemons (shard, geodns) join here as they land.
 """
 
 from __future__ import annotations
@@ -17,10 +18,13 @@ from pathlib import Path
 
 from proxy.core.config import load_config
 from proxy.core.runtime import run, setup_logging
+from proxy.devstack.dbproxy import DbProxyServer, start_dbproxy
+from proxy.devstack.postgres import PgCluster, start_pg_cluster
 from proxy.devstack.redis import start_redis
 from proxy.devstack.web import WebWorkers
 from proxy.lb.config import LbConfig
 from proxy.lb.daemon import LbDaemon
+from workers.notes import SCHEMA
 
 __all__ = ["run_demo", "demo_lb_config"]
 
@@ -69,12 +73,21 @@ def run_demo(args: argparse.Namespace) -> int:
     setup_logging("warning", json_lines=False)
     workdir = Path(tempfile.mkdtemp(prefix="tierproxy-demo-"))
     redis = None
+    cluster: PgCluster | None = None
+    dbproxy: DbProxyServer | None = None
     workers = WebWorkers(workdir)
     try:
-        print("starting redis-server and web workers ...", flush=True)
+        print("starting redis-server, PostgreSQL (a primary and 2 replicas), tierproxy dbproxy "
+              "and web workers ...", flush=True)
         redis = start_redis(log_dir=workdir)
+        cluster = start_pg_cluster(2, log_dir=workdir / "pg", name="demo")
+        assert cluster.primary is not None
+        cluster.primary.psql(SCHEMA)
+        dbproxy = start_dbproxy(cluster, log_dir=workdir, users={"app": "app-secret"},
+                                port=args.db_port, admin_port=args.db_admin_port)  # fmt: skip
+        db_url = dbproxy.dsn("app", "postgres")
         for i in range(args.workers):
-            workers.start(f"web{i + 1}", sessions=redis.url)
+            workers.start(f"web{i + 1}", sessions=redis.url, extra_args=["--database-url", db_url])
         config_path = workdir / "lb.toml"
         config_path.write_text(
             demo_lb_config(args.port, args.admin_port, [(w.name, w.address) for w in workers])
@@ -89,6 +102,9 @@ def run_demo(args: argparse.Namespace) -> int:
                 f"  load balancer   {lb_url}/  in front of "
                 + ", ".join(f"{w.name} ({w.address})" for w in workers),
                 f"  session store   {redis.url}",
+                f"  dbproxy         {dbproxy.host}:{dbproxy.port} (admin http://{dbproxy.host}:"
+                f"{dbproxy.admin_port}/status) in front of primary {cluster.primary.address}, "
+                "replicas " + ", ".join(r.address for r in cluster.replicas),
                 "",
                 "try:",
                 f"  curl -s {lb_url}/whoami                      # answers alternate between the workers",
@@ -97,6 +113,12 @@ def run_demo(args: argparse.Namespace) -> int:
                 f"  curl -s {admin_url}/status                   # the same as JSON",
                 f"  curl -s {admin_url}/metrics                  # Prometheus metrics",
                 f"  curl -s -X POST {admin_url}/pools/web/backends/web1/drain",
+                f"  curl -s -d 'hello' {lb_url}/notes              # written on the primary, read back "
+                "(read-your-writes)",
+                f"  curl -s {lb_url}/db                           # a read: answered by a replica",
+                f"  PGPASSWORD=app-secret psql -h {dbproxy.host} -p {dbproxy.port} -U app postgres",
+                f"  PGPASSWORD=app-secret psql -h {dbproxy.host} -p {dbproxy.port} -U app tierproxy "
+                "-c 'SHOW BACKENDS'",
                 "",
                 f"config: {config_path} (edit it and send SIGHUP to reload); Ctrl-C stops everything",
             ]
@@ -107,6 +129,10 @@ def run_demo(args: argparse.Namespace) -> int:
         return 1
     finally:
         workers.close()
+        if dbproxy is not None:
+            dbproxy.close()
+        if cluster is not None:
+            cluster.close()
         if redis is not None:
             redis.close()
         shutil.rmtree(workdir, ignore_errors=True)

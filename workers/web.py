@@ -20,6 +20,7 @@ Endpoints:
                        /count and /admin/* (an LB's health checks would make balancing tests flaky)
   GET  /ws             websocket echo (text and binary)
   GET  /static/...     files from --static DIR, when given
+  /notes, /db          with --database-url: notes in PostgreSQL (see workers/notes.py)
 
 Sessions: "memory" keeps counters in this process, so they are lost when it dies (the reason sticky
 balancing exists); a Redis URL keeps them in a hash `session:<sid>` with an expiry, updated with
@@ -140,6 +141,7 @@ class WebConfig:
     sessions: str = "memory"  # "memory" or a redis:// URL
     static_dir: Path | None = None
     session_ttl: int = 1800
+    database_url: str | None = None  # enables the /notes and /db endpoints (workers/notes.py)
 
 
 @dataclass
@@ -385,6 +387,10 @@ def build_app(config: WebConfig) -> web.Application:
     app.router.add_get("/ws", websocket)
     if config.static_dir is not None:
         app.router.add_static("/static/", config.static_dir)
+    if config.database_url is not None:
+        from workers.notes import add_note_routes
+
+        add_note_routes(app, config.database_url, config.name)
     return app
 
 
@@ -402,6 +408,8 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--sessions", type=_sessions_arg, default="memory")
     parser.add_argument("--session-ttl", type=int, default=1800, help="Redis session expiry, s")
     parser.add_argument("--static", type=Path, default=None, help="serve DIR under /static/")
+    parser.add_argument("--database-url", default=None,
+                        help="PostgreSQL URL (e.g. tierproxy dbproxy) for /notes and /db")
     parser.add_argument("--shutdown-timeout", type=float, default=5.0,
                         help="SIGTERM: seconds to let in-flight requests finish")
     parser.add_argument("--loop", choices=("uvloop", "asyncio"), default="uvloop")
@@ -415,7 +423,8 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = _parse_args(argv)
     config = WebConfig(
-        name=args.name, sessions=args.sessions, static_dir=args.static, session_ttl=args.session_ttl
+        name=args.name, sessions=args.sessions, static_dir=args.static, session_ttl=args.session_ttl,
+        database_url=args.database_url,
     )
     loop: asyncio.AbstractEventLoop | None = None
     if args.loop == "uvloop":

@@ -13,11 +13,20 @@ from proxy.devstack.ports import allocate_port
 from tests.integration.lbproc import REPO, wait_for
 
 
+def _post(url: str, body: bytes) -> tuple[int, dict]:
+    req = urllib.request.Request(url, data=body, method="POST")
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        return resp.status, json.loads(resp.read())
+
+
 def test_demo_serves_sessions_through_the_balancer_and_stops_cleanly(tmp_path):
-    port, admin = allocate_port(), allocate_port()
+    port, admin, db_port, db_admin = allocate_port(), allocate_port(), allocate_port(), allocate_port()
+    for lock in (db_port, db_admin):
+        lock.release()  # the demo claims these itself (it takes ports from the command line)
     log = open(tmp_path / "demo.log", "w+b")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "proxy.cli", "demo", "--port", str(port.port), "--admin-port", str(admin.port)],
+        [sys.executable, "-m", "proxy.cli", "demo", "--port", str(port.port), "--admin-port", str(admin.port),
+         "--db-port", str(db_port.port), "--db-admin-port", str(db_admin.port)],
         stdout=log, stderr=subprocess.STDOUT, cwd=REPO, env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
     try:
@@ -25,7 +34,7 @@ def test_demo_serves_sessions_through_the_balancer_and_stops_cleanly(tmp_path):
             assert proc.poll() is None, (tmp_path / "demo.log").read_text()
             return b"tierproxy demo is running" in (tmp_path / "demo.log").read_bytes()
 
-        wait_for(banner, 30, "the demo banner")
+        wait_for(banner, 90, "the demo banner")
         url = f"http://127.0.0.1:{port.port}"
         seen, counts = set(), []
         cookie = None
@@ -46,6 +55,18 @@ def test_demo_serves_sessions_through_the_balancer_and_stops_cleanly(tmp_path):
                 pids.add(json.loads(resp.read())["pid"])
         text = (tmp_path / "demo.log").read_text()
         assert f"curl -s {url}/whoami" in text
+        # The database tier: a write lands on the primary and is read back at once; plain reads
+        # come from the replicas; the printed psql command connects without a password prompt.
+        status, note = _post(url + "/notes", b"hello from the demo test")
+        assert status == 201 and note["written_on"]["replica"] is False and note["read_back"] is True
+        with urllib.request.urlopen(url + "/db", timeout=10) as resp:
+            assert json.loads(resp.read())["read_on"]["replica"] is True
+        psql_line = next(line.strip() for line in text.splitlines() if line.strip().startswith("PGPASSWORD="))
+        out = subprocess.run(
+            psql_line + f" -Atc 'SELECT body FROM notes WHERE id = {note['id']}'", shell=True,
+            capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL,
+        )
+        assert out.stdout.strip() == "hello from the demo test", out.stderr
         proc.send_signal(signal.SIGINT)
         assert proc.wait(30) == 0
     finally:

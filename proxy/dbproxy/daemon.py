@@ -1,0 +1,478 @@
+"""`tierproxy dbproxy`: the PostgreSQL read/write-splitting proxy daemon.
+
+Wires the parts together: the listening socket (one `ClientSession` per client), the server pools,
+the replica monitor, the classifier cache, cancel keys, the admin HTTP app (/status, /metrics,
+/healthz) and the runtime hooks (SIGHUP reload, SIGTERM drain). Sessions call back into the
+daemon for everything shared (see the methods under "for sessions"); no state is global.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import socket
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+
+from proxy.core.admin import AdminServer, make_admin_app
+from proxy.core.config import load_config, parse_hostport
+from proxy.core.metrics import FuncCollector, Histogram, new_registry
+from proxy.pgwire.errors import ADMIN_SHUTDOWN
+
+from .classify import ClassifierCache
+from .classify_types import Decision
+from .clientauth import Credentials
+from .config import DbProxyConfig
+from .console import run_console
+from .monitor import BackendStatus, ReplicaMonitor, usable_for_reads
+from .pool import ServerPools
+from .router import PRIMARY, ReplicaView, Route
+from .server import ServerConn, send_cancel
+from .session import ClientSession
+
+__all__ = ["DbProxyDaemon"]
+
+log = logging.getLogger("tierproxy.dbproxy")
+VERSION = "0.1"
+SWEEP_INTERVAL = 5.0  # seconds between idle-pool sweeps
+PARSE_CACHE_SIZE = 4096  # Parse messages remembered by their bytes
+PARSE_CACHE_MAX_BYTES = 4096
+
+
+class DbMetrics:
+    """Plain counters, exported at scrape time (proxy.core.metrics explains why)."""
+
+    def __init__(self) -> None:
+        self.routes: dict[tuple[str, str], int] = {}  # (backend, reason) -> statements
+        self.latency: dict[str, Histogram] = {}  # role -> query latency
+        self.auth_failures = 0
+        self.clients_total = 0
+        self.server_lost = 0
+        self.cancels = 0
+        self.retried = 0  # reads re-sent to another backend after theirs died unanswered
+
+    def count_route(self, route: Route) -> None:
+        key = (route.target, route.reason.value)
+        self.routes[key] = self.routes.get(key, 0) + 1
+
+
+class DbProxyDaemon:
+    def __init__(self, cfg: DbProxyConfig, config_path: str | Path | None = None) -> None:
+        self.cfg = cfg
+        self.config_path = config_path
+        self.max_message_length = 1 << 30
+        self.creds = Credentials(cfg.auth)
+        self.cache = ClassifierCache(write_functions=cfg.routing.all_write_functions)
+        self.parse_cache: dict[bytes, tuple[str, Decision]] = {}
+        self.metrics = DbMetrics()
+        self.sessions: set[ClientSession] = set()
+        self.tasks: set[asyncio.Task[Any]] = set()
+        self.outstanding: dict[str, int] = {}
+        self._cancel_keys: dict[tuple[int, int], ClientSession] = {}
+        self.pools = ServerPools(
+            addresses=self._addresses(cfg),
+            login=self._server_login,
+            max_per_backend=cfg.pool.max_server_connections_per_backend,
+            idle_timeout=cfg.pool.idle_timeout,
+            connect_timeout=cfg.timeouts.server_connect,
+            wait_timeout=cfg.pool.wait_timeout,
+        )
+        self.monitor = self._make_monitor(cfg)
+        self.registry = new_registry()
+        self.registry.register(FuncCollector(self._collect))
+        self.server: asyncio.base_events.Server | None = None
+        self.admin: AdminServer | None = None
+        self._sweeper: asyncio.Task[None] | None = None
+        self.started_at = time.time()
+
+    # -- config-derived parts -------------------------------------------------------------------
+
+    @staticmethod
+    def _addresses(cfg: DbProxyConfig) -> dict[str, tuple[str, int]]:
+        out = {PRIMARY: parse_hostport(cfg.primary.address)}
+        for r in cfg.replicas:
+            out[r.name] = parse_hostport(r.address)
+        return out
+
+    def _server_login(self, user: str) -> tuple[str, str | None]:
+        ba = self.cfg.backend_auth
+        if ba.mode == "service":
+            assert ba.user is not None
+            return ba.user, ba.password.get_secret_value() if ba.password is not None else None
+        u = self.cfg.auth.users.get(user)
+        return user, u.password.get_secret_value() if u is not None and u.password is not None else None
+
+    def _monitor_login(self) -> tuple[str, str | None]:
+        ba = self.cfg.backend_auth
+        if ba.mode == "service":
+            return self._server_login("")
+        for name, u in self.cfg.auth.users.items():
+            if u.password is not None:
+                return name, u.password.get_secret_value()
+        return "postgres", None
+
+    def _make_monitor(self, cfg: DbProxyConfig) -> ReplicaMonitor:
+        user, password = self._monitor_login()
+        return ReplicaMonitor(
+            cfg.primary.address,
+            [(r.name, r.address, r.weight) for r in cfg.replicas],
+            user=user, password=password, interval=cfg.monitor.interval,
+            timeout=cfg.monitor.timeout, on_change=self._backend_changed,
+        )  # fmt: skip
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        host, port = parse_hostport(self.cfg.listen)
+        await self.monitor.start()
+        self.server = await loop.create_server(
+            lambda: ClientSession(self), host, port, reuse_address=True, backlog=1024,
+        )
+        for sock in self.server.sockets:
+            if sock.family in (socket.AF_INET, socket.AF_INET6):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        app = make_admin_app(self.registry)
+        app.router.add_get("/status", self._status_handler)
+        self.admin = AdminServer(app, self.cfg.admin.address)
+        try:
+            await self.admin.start()
+        except OSError:
+            self.server.close()
+            await self.monitor.stop()
+            raise
+        self._sweeper = loop.create_task(self._sweep_loop())
+        log.info("listening", extra={"listen": self.cfg.listen, "admin": self.cfg.admin.address,
+                                     "replicas": [r.name for r in self.cfg.replicas]})  # fmt: skip
+
+    async def reload(self) -> None:
+        if self.config_path is None:
+            raise RuntimeError("no config file to reload from")
+        new = load_config(self.config_path, DbProxyConfig)
+        if (new.listen, new.admin.address) != (self.cfg.listen, self.cfg.admin.address):
+            raise ValueError("listen and admin.address cannot change on reload; restart instead")
+        creds = Credentials(new.auth)
+        old = self.cfg
+        self.cfg = new
+        self.creds = creds
+        if new.routing.all_write_functions != old.routing.all_write_functions:
+            self.cache = ClassifierCache(write_functions=new.routing.all_write_functions)
+            self.parse_cache = {}
+        addresses = self._addresses(new)
+        for name, addr in self.pools.addresses.items():
+            if addresses.get(name) != addr:
+                self.pools.close_backend(name)
+        self.pools.addresses = addresses
+        self.pools.max_per_backend = new.pool.max_server_connections_per_backend
+        self.pools.idle_timeout = new.pool.idle_timeout
+        self.pools.connect_timeout = new.timeouts.server_connect
+        self.pools.wait_timeout = new.pool.wait_timeout
+        user, password = self._monitor_login()
+        self.monitor.replace_backends(
+            new.primary.address, [(r.name, r.address, r.weight) for r in new.replicas],
+            user=user, password=password, interval=new.monitor.interval, timeout=new.monitor.timeout,
+        )  # fmt: skip
+        log.info("reloaded", extra={"replicas": [r.name for r in new.replicas]})
+
+    async def drain(self) -> None:
+        if self.server is not None:
+            self.server.close()
+        deadline = time.monotonic() + self.cfg.timeouts.drain
+        # Sessions end when their clients disconnect; idle ones are told to go right away.
+        for s in list(self.sessions):
+            if s.phase != "ready" or not s.cancel_targets() and not s.router.in_transaction:
+                s.fatal(ADMIN_SHUTDOWN, "terminating connection due to administrator command")
+        while self.sessions and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+            for s in list(self.sessions):
+                if s.phase == "ready" and not s.cancel_targets() and not s.router.in_transaction:
+                    s.fatal(ADMIN_SHUTDOWN, "terminating connection due to administrator command")
+        for s in list(self.sessions):
+            s.fatal(ADMIN_SHUTDOWN, "terminating connection due to administrator command")
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+        if self.tasks:
+            await asyncio.wait(list(self.tasks), timeout=2.0)
+        self.pools.close_all()
+        for conn in self.pools.servers():
+            conn.close()
+        await self.monitor.stop()
+        if self.admin is not None:
+            await self.admin.stop()
+
+    async def _sweep_loop(self) -> None:
+        while True:
+            await asyncio.sleep(SWEEP_INTERVAL)
+            self.pools.sweep(time.monotonic())
+
+    # -- for sessions ---------------------------------------------------------------------------
+
+    def classify(self, sql: str) -> Decision:
+        return self.cache.get(sql)
+
+    def remember_parse(self, raw: bytes, parsed: tuple[str, Decision]) -> None:
+        """Cache a Parse message's (name, decision) by its bytes: clients re-send the same Parse
+        (pgbench -M extended, unnamed statements) and this skips decoding and classifying it."""
+        if len(raw) > PARSE_CACHE_MAX_BYTES:
+            return
+        cache = self.parse_cache
+        if len(cache) >= PARSE_CACHE_SIZE:
+            del cache[next(iter(cache))]
+        cache[raw] = parsed
+
+    def replica_views(self, avoid: dict[str, float]) -> list[ReplicaView]:
+        views = self.monitor.views(self.outstanding)
+        if avoid:
+            now = time.monotonic()
+            for name, until in list(avoid.items()):
+                if until <= now:
+                    del avoid[name]
+            if avoid:
+                views = [ReplicaView(v.name, v.weight, False, v.lag_bytes, v.lag_seconds, v.replay_lsn,
+                                     v.outstanding) if v.name in avoid else v for v in views]  # fmt: skip
+        return views
+
+    def primary_lsn(self) -> int | None:
+        return self.monitor.primary_lsn
+
+    def login_candidates(self) -> list[str]:
+        """Where a new session gets its server parameters: the primary, then usable replicas."""
+        out = [PRIMARY]
+        for v in self.replica_views({}):
+            if v.up:
+                out.append(v.name)
+        return out
+
+    def console_params(self, user: str) -> dict[str, str]:
+        return {
+            "server_version": f"15.0 (tierproxy dbproxy {VERSION})", "server_encoding": "UTF8",
+            "client_encoding": "UTF8", "DateStyle": "ISO, MDY", "integer_datetimes": "on",
+            "standard_conforming_strings": "on", "TimeZone": "UTC", "IntervalStyle": "postgres",
+            "is_superuser": "off", "session_authorization": user, "application_name": "",
+        }  # fmt: skip
+
+    def register_cancel_key(self, session: ClientSession) -> tuple[int, int]:
+        while True:
+            key = (secrets.randbelow(1 << 31 - 1) + 1, secrets.randbelow(1 << 32))
+            if key not in self._cancel_keys:
+                self._cancel_keys[key] = session
+                self.metrics.clients_total += 1
+                return key
+
+    def cancel(self, pid: int, secret: int) -> None:
+        session = self._cancel_keys.get((pid, secret))
+        if session is None:
+            return  # PostgreSQL too ignores a cancel with an unknown key, silently
+        self.metrics.cancels += 1
+        for conn in session.cancel_targets():
+            task = asyncio.get_running_loop().create_task(send_cancel(conn.address, conn.pid, conn.secret))
+            self.tasks.add(task)
+            task.add_done_callback(self.tasks.discard)
+
+    def session_ended(self, session: ClientSession) -> None:
+        self.sessions.discard(session)
+        self._cancel_keys.pop(session.key, None)
+
+    def started(self, conn: ServerConn) -> None:
+        """A server went from idle to busy: count it and start the query clock."""
+        if not conn.counted:
+            conn.counted = True
+            self.outstanding[conn.backend] = self.outstanding.get(conn.backend, 0) + 1
+        conn.sent_at = time.monotonic()
+        q = self.cfg.timeouts.query
+        if q > 0:
+            conn.timer = asyncio.get_running_loop().call_later(q, self._query_timeout, conn)
+
+    def finished(self, conn: ServerConn) -> None:
+        if conn.counted:
+            conn.counted = False
+            self.outstanding[conn.backend] -= 1
+            role = "primary" if conn.backend == PRIMARY else "replica"
+            hist = self.metrics.latency.get(role)
+            if hist is None:
+                hist = self.metrics.latency[role] = Histogram()
+            hist.observe(time.monotonic() - conn.sent_at)
+        if conn.timer is not None:
+            conn.timer.cancel()
+            conn.timer = None
+
+    def _query_timeout(self, conn: ServerConn) -> None:
+        conn.timer = None
+        if conn.busy and not conn.closed:
+            log.info("query timeout: cancelling", extra={"backend": conn.backend})
+            task = asyncio.get_running_loop().create_task(send_cancel(conn.address, conn.pid, conn.secret))
+            self.tasks.add(task)
+            task.add_done_callback(self.tasks.discard)
+
+    def server_lost(self, conn: ServerConn) -> None:
+        self.metrics.server_lost += 1
+        if conn.counted:
+            conn.counted = False
+            self.outstanding[conn.backend] -= 1
+        if conn.timer is not None:
+            conn.timer.cancel()
+            conn.timer = None
+        self.pools.discard(conn)
+
+    def release_server(self, conn: ServerConn) -> None:
+        if conn.busy:
+            # The client left mid-statement: stop the work, then drop the connection.
+            self.cancel_conn(conn)
+            self.server_lost_quietly(conn)
+            return
+        task = asyncio.get_running_loop().create_task(self.pools.release(conn))
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    def cancel_conn(self, conn: ServerConn) -> None:
+        task = asyncio.get_running_loop().create_task(send_cancel(conn.address, conn.pid, conn.secret))
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    def server_lost_quietly(self, conn: ServerConn) -> None:
+        conn.set_attached(None)
+        if conn.counted:
+            conn.counted = False
+            self.outstanding[conn.backend] -= 1
+        if conn.timer is not None:
+            conn.timer.cancel()
+            conn.timer = None
+        self.pools.discard(conn)
+
+    def _backend_changed(self, name: str, status: BackendStatus) -> None:
+        if status.up:
+            log.warning("backend up", extra={"backend": name, "in_recovery": status.in_recovery})
+        else:
+            log.warning("backend down", extra={"backend": name, "error": status.last_error})
+            self.pools.close_backend(name)
+
+    # -- admin ----------------------------------------------------------------------------------
+
+    def console(self, sql: str) -> bytes:
+        return run_console(sql, self.console_snapshot())
+
+    def _backends(self) -> list[dict[str, Any]]:
+        r = self.cfg.routing
+        out = []
+        for st in self.monitor.statuses():
+            row = st.to_json()
+            row["outstanding"] = self.outstanding.get(st.name, 0)
+            if st.name == PRIMARY:
+                row["usable"] = st.up and st.role_ok
+            else:
+                row["weight"] = st.weight
+                row["usable"] = usable_for_reads(st, r.max_lag_bytes, r.max_lag_seconds)
+            out.append(row)
+        return out
+
+    def console_snapshot(self) -> dict[str, Any]:
+        clients_per_key: dict[tuple[str, str, str], int] = {}
+        clients = []
+        for s in self.sessions:
+            for backend in s.servers:
+                k = (backend, s.user, s.database)
+                clients_per_key[k] = clients_per_key.get(k, 0) + 1
+            host, port = (s.transport.get_extra_info("peername") or ("", 0))[:2] if s.transport else ("", 0)
+            clients.append({
+                "user": s.user, "database": s.database, "state": s.phase, "addr": host, "port": port,
+                "connect_time": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(s.connected_at)),
+                "statements": s.statements_run, "in_transaction": s.router.in_transaction,
+                "transaction_backend": s.router.transaction_backend, "pinned": s.router.pinned,
+                "last_backend": s.last_route.target if s.last_route else None,
+                "last_reason": s.last_route.reason.value if s.last_route else None,
+                "servers": sorted(s.servers),
+            })  # fmt: skip
+        pools = self.pools.snapshot()
+        for p in pools:
+            p["clients"] = clients_per_key.get((p["backend"], p["user"], p["database"]), 0)
+            p["waiting"] = self.pools.waiting(p["backend"])
+        servers = []
+        for c in self.pools.servers():
+            sess = c.session
+            peer = sess.transport.get_extra_info("peername") if sess and sess.transport else None
+            servers.append({
+                "backend": c.backend, "role": "primary" if c.backend == PRIMARY else "replica",
+                "user": c.key[1], "database": c.key[2],
+                "state": "closed" if c.closed else ("active" if sess else "idle"),
+                "addr": c.address[0], "port": c.address[1], "pid": c.pid,
+                "connect_time": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(c.created_at)),
+                "client_addr": peer[0] if peer else None, "client_port": peer[1] if peer else None,
+                "prepared": len(c.prepared), "tx_status": c.status.decode(),
+            })  # fmt: skip
+        return {"pools": pools, "servers": servers, "clients": clients, "backends": self._backends(),
+                "routes": dict(self.metrics.routes), "version": VERSION}  # fmt: skip
+
+    async def _status_handler(self, _request: web.Request) -> web.Response:
+        snap = self.console_snapshot()
+        body = {"version": VERSION, "uptime": round(time.time() - self.started_at, 3),
+                "backends": snap["backends"], "clients": len(self.sessions), "pools": snap["pools"],
+                "ready": self.monitor.ready,
+                "classifier_cache": {"size": len(self.cache), "hits": self.cache.hits,
+                                     "misses": self.cache.misses}}  # fmt: skip
+        return web.json_response(body)
+
+    def _collect(self) -> Iterable[Metric]:
+        p = "tierproxy_dbproxy_"
+        routed = CounterMetricFamily(p + "statements", "Statements (batches) routed, by backend and reason",
+                                     labels=["backend", "role", "reason"])  # fmt: skip
+        for (backend, reason), n in sorted(self.metrics.routes.items()):
+            routed.add_metric([backend, "primary" if backend == PRIMARY else "replica", reason], n)
+        yield routed
+        hits = CounterMetricFamily(p + "classifier_cache", "Classifier cache lookups", labels=["result"])
+        hits.add_metric(["hit"], self.cache.hits)
+        hits.add_metric(["miss"], self.cache.misses)
+        yield hits
+        up = GaugeMetricFamily(p + "backend_up", "1 if the monitor reached the backend", labels=["backend"])
+        usable = GaugeMetricFamily(p + "backend_usable", "1 if the backend takes reads", labels=["backend"])
+        lag_b = GaugeMetricFamily(p + "replica_lag_bytes", "WAL bytes not yet replayed", labels=["backend"])
+        lag_s = GaugeMetricFamily(p + "replica_lag_seconds", "Replay delay", labels=["backend"])
+        outstanding = GaugeMetricFamily(p + "outstanding_queries", "Queries in flight", labels=["backend"])
+        for b in self._backends():
+            up.add_metric([b["name"]], 1.0 if b.get("up") else 0.0)
+            usable.add_metric([b["name"]], 1.0 if b.get("usable") else 0.0)
+            outstanding.add_metric([b["name"]], b.get("outstanding", 0))
+            if b["name"] != PRIMARY:
+                if b.get("lag_bytes") is not None:
+                    lag_b.add_metric([b["name"]], b["lag_bytes"])
+                if b.get("lag_seconds") is not None:
+                    lag_s.add_metric([b["name"]], b["lag_seconds"])
+        yield from (up, usable, lag_b, lag_s, outstanding)
+        conns = GaugeMetricFamily(p + "server_connections", "Server connections by state",
+                                  labels=["backend", "state"])  # fmt: skip
+        per: dict[tuple[str, str], int] = {}
+        for row in self.pools.snapshot():
+            for state in ("active", "idle"):
+                per[(row["backend"], state)] = per.get((row["backend"], state), 0) + row[state]
+        for name in self.pools.addresses:
+            per.setdefault((name, "active"), 0)
+            per.setdefault((name, "idle"), 0)
+        for (backend, state), n in sorted(per.items()):
+            conns.add_metric([backend, state], n)
+        yield conns
+        yield GaugeMetricFamily(p + "clients", "Client connections", value=len(self.sessions))
+        for name, value, doc in (
+            ("clients_accepted", self.metrics.clients_total, "Clients that logged in"),
+            ("auth_failures", self.metrics.auth_failures, "Failed client authentications"),
+            ("server_connects", self.pools.connects, "Server connections opened"),
+            ("server_connect_failures", self.pools.connect_failures, "Server connections that failed"),
+            ("server_lost", self.metrics.server_lost, "Server connections lost while attached"),
+            ("cancels", self.metrics.cancels, "Cancel requests forwarded"),
+            ("reads_retried", self.metrics.retried, "Reads re-sent after their replica died unanswered"),
+        ):
+            yield CounterMetricFamily(p + name, doc, value=value)
+        hist = HistogramMetricFamily(p + "query_duration_seconds", "Time from a batch sent to its "
+                                     "ReadyForQuery", labels=["role"])  # fmt: skip
+        for role, h in sorted(self.metrics.latency.items()):
+            hist.add_metric([role], h.buckets(), h.sum)
+        yield hist
