@@ -182,6 +182,11 @@ def _replace(d: Decision, target: Target, reason: Reason, detail: str) -> Decisi
 
 
 def _combine(parts: list[Part]) -> Decision:
+    # "BEGIN; SET TRANSACTION READ ONLY; ..." opens a read-only transaction, like BEGIN READ ONLY.
+    for i in range(len(parts) - 1):
+        (d, votes), (after, _) = parts[i], parts[i + 1]
+        if d.detail == "begin" and after.detail == "set-transaction-read-only":
+            parts = [*parts[:i], (_replace_ro(d), votes), *parts[i + 1 :]]
     voters = [d for d, votes in parts if votes] or [d for d, _ in parts]
     to_primary = [d for d in voters if d.target is Target.PRIMARY]
     target = Target.PRIMARY if to_primary else Target.REPLICA
@@ -203,6 +208,12 @@ def _combine(parts: list[Part]) -> Decision:
         ends_transaction=ended, pins_session=any(d.pins_session for d, _ in parts),
         detail="multi-statement",
     )  # fmt: skip
+
+
+def _replace_ro(d: Decision) -> Decision:
+    return Decision(Target.REPLICA, d.reason, begins_transaction=True, read_only_transaction=True,
+                    ends_transaction=d.ends_transaction, pins_session=d.pins_session,
+                    detail="begin-read-only")  # fmt: skip
 
 
 # -- cache -------------------------------------------------------------------------------------

@@ -237,7 +237,9 @@ def _transaction(node: dict[str, Any], wf: frozenset[str]) -> Part:
     if kind in ("TRANS_STMT_BEGIN", "TRANS_STMT_START"):
         options = _transaction_options(body.get("options", ()))
         if not options.get("transaction_read_only"):
-            return _d(_P, tc, "begin", begins_transaction=True), True
+            # "begin-serializable": a later SET TRANSACTION READ ONLY cannot send it to a standby.
+            detail = "begin-serializable" if options.get("transaction_isolation") == "serializable" else "begin"
+            return _d(_P, tc, detail, begins_transaction=True), True
         if options.get("transaction_isolation") == "serializable":
             # "cannot use serializable mode in a hot standby" (SQLSTATE 0A000).
             return _d(_P, tc, "begin-serializable-read-only", begins_transaction=True,

@@ -51,7 +51,7 @@ DETAILS: frozenset[str] = frozenset(
         "set", "set-session-characteristics", "prepare", "execute-prepared", "listen",
         "temp-object", "cursor-with-hold", "advisory-lock", "set-config", "session-reset",
         # transactions
-        "begin", "begin-read-only", "begin-serializable-read-only", "set-transaction",
+        "begin", "begin-serializable", "begin-read-only", "begin-serializable-read-only", "set-transaction",
         "set-transaction-read-only", "commit", "rollback", "commit-and-chain",
         "rollback-and-chain", "savepoint", "prepare-transaction", "finish-prepared", "set-local",
         "set-constraints",

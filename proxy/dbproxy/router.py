@@ -294,13 +294,17 @@ class SessionRouter:
 
     # -- events -------------------------------------------------------------------------------
 
-    def on_ready_for_query(self, status: bytes) -> None:
+    def on_ready_for_query(self, status: bytes, *, failed: bool = False) -> None:
         """The server's transaction status after a statement: b"I" idle, b"T" in a transaction,
-        b"E" in a failed transaction. ValueError for anything else (a codec bug)."""
+        b"E" in a failed transaction. ValueError for anything else (a codec bug).
+
+        `failed`: the statement ended with an error. With b"I" that means its transaction
+        (implicit, or the explicit one it tried to commit) rolled back: no write committed. The
+        daemon must not say so for a multi-statement string, which may commit midway."""
         if status not in _STATUSES:
             raise ValueError(f"unknown ReadyForQuery status {status!r}")
         if status == b"I":
-            if self._uncommitted_write and not self._txn_failed and self._mode != "off":
+            if self._uncommitted_write and not self._txn_failed and not failed and self._mode != "off":
                 self._commit_pending = True
             self._uncommitted_write = False
             self._txn_failed = False

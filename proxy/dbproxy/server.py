@@ -104,6 +104,7 @@ class ServerConn(asyncio.Protocol):
         self.replay: list[Any] | None = None
         self.timer: asyncio.TimerHandle | None = None  # query timeout
         self.copy = False
+        self.errored = False  # an ErrorResponse since the last ReadyForQuery
         self.created_at = time.time()
         self.last_used = time.monotonic()
         self.sent_at = 0.0  # when the oldest group in flight was sent (query latency)

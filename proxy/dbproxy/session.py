@@ -122,6 +122,7 @@ class ClientSession(asyncio.Protocol):
         self.connected_at = time.time()
         self.statements_run = 0
         self.last_route: Route | None = None
+        self._multi = False  # the last routed statement was a multi-statement string
         self._login_timer: asyncio.TimerHandle | None = None
         self._avoid: dict[str, float] = {}  # replica -> monotonic time until which to skip it
 
@@ -479,6 +480,7 @@ class ClientSession(asyncio.Protocol):
         # The monitor fills in each replica's lag, so the router need not derive it from an LSN.
         route = self.router.route(decision, time.monotonic(), views)
         self.last_route = route
+        self._multi = decision.detail == "multi-statement"
         d.metrics.count_route(route)
         return route
 
@@ -654,7 +656,8 @@ class ClientSession(asyncio.Protocol):
                 conn.copy = False
                 if not conn.busy:
                     self.d.finished(conn)
-                self.router.on_ready_for_query(status)
+                failed, conn.errored = conn.errored and not self._multi, False
+                self.router.on_ready_for_query(status, failed=failed)
             elif t == 0x31 or t == 0x33:  # ParseComplete, CloseComplete
                 g = conn.groups[0] if conn.groups else conn.open_group
                 if g is not None and g.flags and g.flags.popleft():
@@ -667,6 +670,7 @@ class ClientSession(asyncio.Protocol):
                     pieces.append(data[start:pos])
                     start = end
                 else:
+                    conn.errored = True
                     g = conn.groups[0] if conn.groups else conn.open_group
                     if g is not None:
                         g.flags.clear()  # the server skips the rest of the group

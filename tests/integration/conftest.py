@@ -50,3 +50,52 @@ def backends_toml(pool: str, workers: list[Any], weights: dict[str, int] | None 
         if weights and w.name in weights:
             out.append(f"weight = {weights[w.name]}\n")
     return "".join(out)
+
+
+# -- tierproxy dbproxy (proxy.devstack.dbproxy) ------------------------------------------------
+# `dbproxy` (session): one proxy in front of the shared `pg_cluster`, users app/app-secret and
+# md5user/md5-secret; for tests that only route and read and write their own tables.
+# `dbproxy_factory` (function): `dbproxy_factory(cluster, extra="", users=None)` starts a proxy owned
+# by the test (for its own cluster from pg_cluster_factory, or a different config).
+
+from proxy.devstack.dbproxy import DbProxyServer, start_dbproxy  # noqa: E402
+
+DBPROXY_USERS = {"app": "app-secret"}
+
+
+@pytest.fixture(scope="session")
+def dbproxy(pg_cluster: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[DbProxyServer]:
+    server = start_dbproxy(pg_cluster, log_dir=tmp_path_factory.mktemp("dbproxy"), users=DBPROXY_USERS)
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+class DbProxyFactory:
+    def __init__(self, log_dir: Path) -> None:
+        self.log_dir = log_dir
+        self.started: list[DbProxyServer] = []
+
+    def __call__(self, cluster: Any, extra: str = "", users: dict[str, str] | None = None) -> DbProxyServer:
+        log_dir = self.log_dir / f"dbproxy{len(self.started) + 1}"
+        log_dir.mkdir()
+        server = start_dbproxy(cluster, log_dir=log_dir, users=users or DBPROXY_USERS, extra=extra)
+        self.started.append(server)
+        return server
+
+    def managed_processes(self) -> list[Any]:
+        return [p for s in self.started for p in s.managed_processes()]
+
+    def close(self) -> None:
+        for s in self.started:
+            s.close()
+
+
+@pytest.fixture
+def dbproxy_factory(tmp_path: Path) -> Iterator[DbProxyFactory]:
+    factory = DbProxyFactory(tmp_path)
+    try:
+        yield factory
+    finally:
+        factory.close()

@@ -489,3 +489,19 @@ def test_cache_skips_very_long_texts_and_uses_its_write_functions():
     assert cache.get("SELECT touch()").target is P
     with pytest.raises(ValueError, match="maxsize"):
         ClassifierCache(maxsize=0)
+
+
+@pytest.mark.parametrize(
+    "sql,target,begins_ro",
+    [
+        ("BEGIN; SET TRANSACTION READ ONLY; SELECT 1", R, True),
+        ("BEGIN; SET TRANSACTION READ ONLY; SELECT 1; COMMIT", R, False),
+        ("BEGIN ISOLATION LEVEL SERIALIZABLE; SET TRANSACTION READ ONLY", P, True),
+        ("BEGIN; SET TRANSACTION READ ONLY; INSERT INTO t VALUES (1)", P, True),
+        ("BEGIN; SELECT 1; SET TRANSACTION READ ONLY", P, True),
+    ],
+)
+def test_begin_then_set_transaction_read_only_in_one_string_is_a_read_only_transaction(sql, target, begins_ro):
+    d = classify(sql)
+    assert d.target is target
+    assert (d.begins_transaction and d.read_only_transaction) is begins_ro or not d.begins_transaction

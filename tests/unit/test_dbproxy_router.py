@@ -409,3 +409,17 @@ class SessionMachine(RuleBasedStateMachine):
 
 SessionMachine.TestCase.settings = settings(max_examples=300, stateful_step_count=40, deadline=None)
 TestSessionMachine = SessionMachine.TestCase
+
+
+def test_a_write_that_failed_outside_a_transaction_owes_no_commit_lsn():
+    r = SessionRouter(read_your_writes="lsn")
+    replicas = [rv("a")]
+    assert r.route(WRITE, 0.0, replicas).target == PRIMARY
+    r.on_ready_for_query(b"I", failed=True)  # e.g. a unique violation: nothing committed
+    assert not r.needs_commit_lsn
+    assert r.route(READ, 0.1, replicas).target == "a"
+    # the same write succeeding does owe one, and reads wait for it on the primary
+    r.route(WRITE, 0.2, replicas)
+    r.on_ready_for_query(b"I")
+    assert r.needs_commit_lsn
+    assert r.route(READ, 0.3, replicas) == Route(PRIMARY, RouteReason.READ_YOUR_WRITES)
