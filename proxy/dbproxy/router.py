@@ -70,6 +70,7 @@ __all__ = [
     "RouteReason",
     "SessionRouter",
     "choose_replica",
+    "commit_lsn_from_insert",
     "format_lsn",
     "lag_bytes",
     "parse_lsn",
@@ -136,6 +137,30 @@ def format_lsn(lsn: int) -> str:
     if not 0 <= lsn <= MAX_LSN:
         raise ValueError(f"LSN {lsn} out of range")
     return f"{lsn >> 32:X}/{lsn & 0xFFFFFFFF:X}"
+
+
+# WAL geometry of a default build (XLOG_BLCKSZ, wal_segment_size) and the page header sizes.
+_WAL_PAGE = 8192
+_WAL_SEGMENT = 16 * 1024 * 1024
+_SHORT_PAGE_HEADER = 24
+_LONG_PAGE_HEADER = 40
+
+
+def commit_lsn_from_insert(insert_lsn: int) -> int:
+    """The LSN a replica must have replayed to see every commit made before
+    `pg_current_wal_insert_lsn()` returned `insert_lsn`.
+
+    The insert LSN, not `pg_current_wal_lsn()`: with synchronous_commit = off a commit returns
+    before its WAL is written, so the write position can be short of the commit record. At a page
+    boundary the insert LSN points past the next page's header, while a replica's replay LSN stops
+    at the boundary; without the correction a replica would look behind until the next write.
+    (Other wal_segment_size settings only make that rare case wait for the next write.)
+    """
+    if insert_lsn % _WAL_SEGMENT == _LONG_PAGE_HEADER:
+        return insert_lsn - _LONG_PAGE_HEADER
+    if insert_lsn % _WAL_PAGE == _SHORT_PAGE_HEADER:
+        return insert_lsn - _SHORT_PAGE_HEADER
+    return insert_lsn
 
 
 def lag_bytes(primary_lsn: int, replay_lsn: int) -> int:
@@ -289,7 +314,8 @@ class SessionRouter:
     @property
     def needs_commit_lsn(self) -> bool:
         """Mode lsn: a write has committed and the daemon owes `on_commit_lsn` (until then the
-        session's reads go to the primary). Ask the primary connection for pg_current_wal_lsn()."""
+        session's reads go to the primary). Ask the primary connection for
+        pg_current_wal_insert_lsn() and pass it through `commit_lsn_from_insert`."""
         return self._mode == "lsn" and self._commit_pending
 
     # -- events -------------------------------------------------------------------------------

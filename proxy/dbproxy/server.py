@@ -6,7 +6,7 @@ A `ServerConn` is an asyncio Protocol with two modes:
 
 * internal: `login()` (startup and authentication as a client: SCRAM-SHA-256, md5 or cleartext,
   as the server asks) and `simple_query()` (the proxy's own statements: SET on attach, DISCARD ALL
-  on release, pg_current_wal_lsn() for read-your-writes). Messages go to an inbox that those
+  on release, pg_current_wal_insert_lsn() for read-your-writes). Messages go to an inbox that those
   coroutines read.
 * attached: bytes go straight to the owning client session (`session.relay_from_server`), which
   scans message headers in place and forwards whole chunks; no per-message objects, no awaits.

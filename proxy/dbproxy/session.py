@@ -62,7 +62,7 @@ from proxy.pgwire.messages import (
 
 from .classify_types import Decision, Reason, Target
 from .clientauth import ClientAuth
-from .router import PRIMARY, Route, SessionRouter, parse_lsn
+from .router import PRIMARY, Route, SessionRouter, commit_lsn_from_insert, parse_lsn
 from .server import ServerConn, ServerError, SyncGroup, error_fields
 
 if TYPE_CHECKING:
@@ -536,9 +536,9 @@ class ClientSession(asyncio.Protocol):
             return  # reads stay on the primary until an LSN is known
         try:
             rows = await asyncio.wait_for(
-                conn.simple_query("SELECT pg_current_wal_lsn()"), self.d.cfg.timeouts.server_connect
+                conn.simple_query("SELECT pg_current_wal_insert_lsn()"), self.d.cfg.timeouts.server_connect
             )
-            self.router.on_commit_lsn(parse_lsn(rows[0][0] or ""))
+            self.router.on_commit_lsn(commit_lsn_from_insert(parse_lsn(rows[0][0] or "")))
         except (TimeoutError, ServerError, ValueError, IndexError):
             return
 

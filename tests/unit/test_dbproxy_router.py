@@ -423,3 +423,12 @@ def test_a_write_that_failed_outside_a_transaction_owes_no_commit_lsn():
     r.on_ready_for_query(b"I")
     assert r.needs_commit_lsn
     assert r.route(READ, 0.3, replicas) == Route(PRIMARY, RouteReason.READ_YOUR_WRITES)
+
+
+def test_commit_lsn_from_insert_steps_back_over_a_page_header():
+    from proxy.dbproxy.router import commit_lsn_from_insert
+
+    assert commit_lsn_from_insert(parse_lsn("0/3000028")) == parse_lsn("0/3000000")  # segment start
+    assert commit_lsn_from_insert(parse_lsn("0/3002018")) == parse_lsn("0/3002000")  # page start
+    assert commit_lsn_from_insert(parse_lsn("0/3002019")) == parse_lsn("0/3002019")
+    assert commit_lsn_from_insert(parse_lsn("0/3000050")) == parse_lsn("0/3000050")
