@@ -86,10 +86,13 @@ _REFUSED_PARAMS = ("replication",)
 
 
 def _cstrings(raw: bytes, start: int, n: int) -> tuple[list[bytes], int]:
+    """`n` NUL-terminated strings from `start`; 08P01 if the message ends first."""
     out = []
     pos = start
     for _ in range(n):
-        end = raw.index(b"\0", pos)
+        end = raw.find(b"\0", pos)
+        if end < 0:
+            raise PgProtocolError("invalid message format: unterminated string", PROTOCOL_VIOLATION)
         out.append(raw[pos:end])
         pos = end + 1
     return out, pos
@@ -117,6 +120,7 @@ class ClientSession(asyncio.Protocol):
         self.current: ServerConn | None = None
         self.waiting = False
         self.skip_until_sync = False
+        self.terminating = False  # Terminate received while answers were still due
         self.server_paused = False  # a server's socket buffer is full (COPY FROM from a fast client)
         self.writing_paused = False
         self.connected_at = time.time()
@@ -406,6 +410,11 @@ class ClientSession(asyncio.Protocol):
             # Outside COPY, PostgreSQL ignores these too (PostgresMain: "Accept but ignore").
             return
         if t == b"X":
+            if any(c.busy for c in self.servers.values()):
+                # Answers are still coming for what the client sent before Terminate: deliver
+                # them first, as a server would, then close.
+                self.terminating = True
+                return
             self.close()
             return
         self._admin_message(msg)
@@ -699,6 +708,8 @@ class ClientSession(asyncio.Protocol):
             conn.replay = None
             if self.transport is not None and self.phase != "closed":
                 self.transport.write(chunk)
+        if self.terminating and not any(c.busy for c in self.servers.values()):
+            self.close()
         return pos
 
     def on_server_lost(self, conn: ServerConn) -> None:
