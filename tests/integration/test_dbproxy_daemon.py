@@ -1,0 +1,99 @@
+"""`tierproxy dbproxy` as a daemon: config errors, /metrics, SIGHUP reload, SIGTERM drain."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+
+import psycopg
+import pytest
+
+from tests.integration.lbproc import REPO
+
+
+def test_check_config_reports_located_errors(tmp_path):
+    bad = tmp_path / "dbproxy.toml"
+    bad.write_text(
+        'listen = "127.0.0.1:6432"\n[primary]\naddress = "127.0.0.1:5432"\n'
+        '[[replicas]]\nname = "r1"\naddress = "127.0.0.1:99999"\n'
+        '[routing]\nread_your_writes = "sometimes"\nbogus = 1\n'
+        '[backend_auth]\nuser = "tierproxy"\n[auth.users.app]\npassword = "x"\n'
+    )
+    r = subprocess.run([sys.executable, "-m", "proxy.cli", "check-config", str(bad)], cwd=REPO,
+                       capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert r.returncode == 2
+    assert "replicas.0.address" in r.stderr or "replicas[0].address" in r.stderr, r.stderr
+    assert "routing.read_your_writes" in r.stderr and "routing.bogus" in r.stderr, r.stderr
+    good = tmp_path / "good.toml"
+    good.write_text((REPO / "deploy" / "config" / "dbproxy.toml").read_text())
+    r = subprocess.run([sys.executable, "-m", "proxy.cli", "check-config", str(good)], cwd=REPO,
+                       capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert r.returncode == 0 and "ok (dbproxy)" in r.stdout, r.stderr
+
+
+def _metrics(proxy) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{proxy.admin_port}/metrics", timeout=5) as resp:
+        return resp.read().decode()
+
+
+def test_metrics_are_valid_prometheus_text_and_count_what_happened(dbproxy):
+    with psycopg.connect(dbproxy.dsn(), autocommit=True) as conn:
+        conn.execute("SELECT 1")
+        conn.execute("/* tierproxy:primary */ SELECT 1")
+    text = _metrics(dbproxy)
+    for name in ("tierproxy_dbproxy_statements_total", "tierproxy_dbproxy_backend_up",
+                 "tierproxy_dbproxy_replica_lag_bytes", "tierproxy_dbproxy_server_connections",
+                 "tierproxy_dbproxy_query_duration_seconds_bucket", "tierproxy_dbproxy_classifier_cache_total"):  # fmt: skip
+        assert name in text, name
+    assert 'tierproxy_dbproxy_statements_total{backend="primary",reason="hint",role="primary"}' in text
+    assert 'tierproxy_dbproxy_backend_up{backend="replica2"} 1.0' in text
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        pytest.fail("promtool is needed (Debian package prometheus)")
+    r = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+def _reads(proxy, n: int = 6) -> set[int]:
+    with psycopg.connect(proxy.dsn(), autocommit=True) as conn:
+        return {conn.execute("SELECT inet_server_port()").fetchone()[0] for _ in range(n)}
+
+
+def test_sighup_reload_applies_a_new_config_and_keeps_sessions(pg_cluster, dbproxy_factory):
+    proxy = dbproxy_factory(pg_cluster)
+    assert _reads(proxy) == {r.port for r in pg_cluster.replicas}
+    with psycopg.connect(proxy.dsn(), autocommit=True) as kept:
+        # Take the replicas out of the config: reads fall back to the primary.
+        text = proxy.config_path.read_text()
+        start = text.index("[[replicas]]")
+        end = text.index("[auth]")
+        proxy.config_path.write_text(text[:start] + text[end:])
+        os.kill(proxy.process.pid, signal.SIGHUP)
+        deadline = time.monotonic() + 15
+        while len(proxy.status()["backends"]) != 1:
+            assert time.monotonic() < deadline, "reload not applied"
+            time.sleep(0.05)
+        assert _reads(proxy) == {pg_cluster.primary.port}
+        assert kept.execute("SELECT 'same session'").fetchone() == ("same session",)
+
+
+def test_sigterm_tells_idle_clients_and_exits_cleanly(pg_cluster, dbproxy_factory):
+    proxy = dbproxy_factory(pg_cluster)
+    conn = psycopg.connect(proxy.dsn(), autocommit=True)
+    conn.execute("SELECT 1")
+    proxy.process.send_terminate()
+    with pytest.raises(psycopg.OperationalError, match="terminating connection due to administrator command"):
+        for _ in range(200):  # the FATAL arrives with the next read of the socket
+            conn.execute("SELECT 1")
+            time.sleep(0.05)
+    conn.close()
+    deadline = time.monotonic() + 20
+    while proxy.process.running:
+        assert time.monotonic() < deadline, "dbproxy did not exit after SIGTERM"
+        time.sleep(0.05)
+    assert proxy.process.returncode == 0, proxy.process.log_tail()
