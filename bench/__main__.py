@@ -1,20 +1,23 @@
-"""`python -m bench lb [options]`: the command line of the benchmark harness."""
+"""`python -m bench lb|dbproxy [options]`: the command line of the benchmark harness."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 
-from bench import lb
+from bench import dbproxy, lb
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description="tierproxy benchmarks")
     sub = parser.add_subparsers(dest="scenario", required=True)
     lb.add_arguments(sub.add_parser("lb", help=lb.__doc__.split("\n")[0]))
+    dbproxy.add_arguments(sub.add_parser("dbproxy", help=dbproxy.__doc__.split("\n")[0]))
     args = parser.parse_args(argv)
     if args.scenario == "lb":
         return lb.run(args, argv if argv is not None else sys.argv[1:])
+    if args.scenario == "dbproxy":
+        return dbproxy.run(args, argv if argv is not None else sys.argv[1:])
     parser.error(f"unknown scenario {args.scenario!r}")
     return 2
 

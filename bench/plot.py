@@ -11,10 +11,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["bar_chart"]
+__all__ = ["bar_chart", "grouped_bar_chart"]
 
 _COLOURS = {"tierproxy": "#1f77b4", "tierproxy-asyncio": "#6baed6", "nginx": "#2ca02c",
-            "haproxy": "#ff7f0e", "direct": "#7f7f7f"}
+            "haproxy": "#ff7f0e", "direct": "#7f7f7f", "pgbouncer": "#2ca02c", "pgpool": "#ff7f0e"}
 
 
 def bar_chart(rows: Sequence[dict[str, Any]], path: Path, title: str) -> bool:
@@ -44,6 +44,44 @@ def bar_chart(rows: Sequence[dict[str, Any]], path: Path, title: str) -> bool:
         ax.set_title(label, fontsize=10)
         ax.tick_params(axis="x", labelrotation=15, labelsize=9)
         ax.margins(y=0.2)
+    fig.suptitle(title, fontsize=11)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+def grouped_bar_chart(rows: Sequence[dict[str, Any]], path: Path, *, group: str, series: str,
+                      panels: Sequence[tuple[str, str]], title: str) -> bool:  # fmt: skip
+    """Bars of `rows` grouped by `group` (e.g. workload), one bar per `series` value (e.g. target),
+    one subplot per (key, label) in `panels`. False (and no file) without matplotlib."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    groups = list(dict.fromkeys(r[group] for r in rows))
+    names = list(dict.fromkeys(r[series] for r in rows))
+    width = 0.8 / max(1, len(names))
+    fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4.5), squeeze=False)
+    for ax, (key, label) in zip(axes[0], panels):
+        for i, name in enumerate(names):
+            xs, ys = [], []
+            for g, gname in enumerate(groups):
+                row = next((r for r in rows if r[group] == gname and r[series] == name), None)
+                if row is not None and row.get(key) is not None:
+                    xs.append(g + i * width)
+                    ys.append(row[key])
+            bars = ax.bar(xs, ys, width, label=name, color=_COLOURS.get(name))
+            for bar, y in zip(bars, ys):
+                ax.annotate(f"{y:,.0f}", (bar.get_x() + bar.get_width() / 2, y), ha="center",
+                            va="bottom", fontsize=7)
+        ax.set_xticks([g + width * (len(names) - 1) / 2 for g in range(len(groups))], groups, fontsize=9)
+        ax.set_title(label, fontsize=10)
+        ax.margins(y=0.15)
+        ax.legend(fontsize=8)
     fig.suptitle(title, fontsize=11)
     fig.tight_layout()
     fig.savefig(path, dpi=110)

@@ -1,0 +1,286 @@
+"""Benchmark tierproxy dbproxy against PgBouncer, pgpool-II and a direct baseline, with pgbench.
+
+Theory of operation
+-------------------
+1. One devstack cluster (a primary and two streaming replicas, durability off) initialised with
+   `pgbench -i -s <scale>`; the replicas catch up before anything is measured.
+2. Targets on that cluster: "tierproxy" (read/write split over all three servers, read-your-writes
+   on), "pgbouncer" (transaction pooling, primary only), "pgpool" (streaming-replication mode, load
+   balancing on) and "direct" (pgbench straight at the primary: no proxy at all).
+3. Workloads: select-only with the simple and the extended protocol, and tpcb-like (writes, in
+   transactions) with the simple protocol; `pgbench -c <clients> -j 2 -T <duration>`.
+4. A warm-up run per target, then `--rounds` rounds; in each round every (workload, target) pair
+   runs once, in a fixed order, so slow drift of the machine hits all of them alike. Around each
+   run, the CPU seconds of the proxy's process tree come from /proc: transactions per proxy
+   CPU-second is what the proxy costs, less sensitive than TPS to the sharing of the 2 cores by
+   pgbench, the proxy and three PostgreSQL servers.
+5. Per (workload, target) the median over rounds (failed transactions are summed, never hidden);
+   ratios to PgBouncer and pgpool-II from those medians. Output: a table on stdout and in
+   table.txt, results.json with every run and machine info, a PNG chart.
+
+A peer whose binary is missing is skipped with the apt package to install. A target that fails to
+start, or a run with failed transactions or a pgbench error, makes the exit status 1 after the
+report of what did run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from bench import plot
+from bench.common import Binary, find_binary, format_table, machine_info, median, tree_cpu_seconds
+from bench.pgpeers import Peer, start_pgbouncer, start_pgpool
+from proxy.devstack.dbproxy import DbProxyServer, start_dbproxy
+from proxy.devstack.postgres import PgCluster, start_pg_cluster
+from proxy.devstack.process import DevstackError
+
+__all__ = ["add_arguments", "run"]
+
+REPO = Path(__file__).resolve().parents[1]
+TARGETS = ("tierproxy", "pgbouncer", "pgpool", "direct")
+WORKLOADS = {
+    "select-only simple": ["-S", "-M", "simple"],
+    "select-only extended": ["-S", "-M", "extended"],
+    "tpcb-like simple": ["-M", "simple"],
+}
+SMOKE = {"duration": 1, "warmup": 0, "rounds": 1, "scale": 1, "clients": 4}
+
+COLUMNS = (
+    ("workload", "workload", "s"),
+    ("target", "target", "s"),
+    ("tps", "TPS", ",.0f"),
+    ("latency_ms", "lat avg ms", ".2f"),
+    ("failed", "failed", "d"),
+    ("proxy_cpu_s", "proxy CPU s", ".2f"),
+    ("tps_per_cpu_s", "TPS/CPU-s", ",.0f"),
+    ("vs_pgbouncer", "TPS vs PgBouncer", ".2f"),
+    ("vs_pgpool", "TPS vs pgpool", ".2f"),
+    ("cpu_vs_pgbouncer", "TPS/CPU vs PgBouncer", ".2f"),
+)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--duration", type=int, default=10, help="seconds per measured run (10)")
+    parser.add_argument("--warmup", type=int, default=2, help="seconds of warm-up per target (2)")
+    parser.add_argument("--clients", type=int, default=16, help="pgbench clients (16)")
+    parser.add_argument("--scale", type=int, default=10, help="pgbench scale factor (10)")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds (3)")
+    parser.add_argument("--targets", default=",".join(TARGETS), help=f"subset of {','.join(TARGETS)}")
+    parser.add_argument("--workloads", default=",".join(WORKLOADS), help=f"subset of {','.join(WORKLOADS)}")
+    parser.add_argument("--smoke", action="store_true", help="1 s runs, 1 round: checks the harness, not the speed")
+    parser.add_argument("--out", type=Path, help="output dir (bench/results/dbproxy-<timestamp>/)")
+
+
+def _log(message: str) -> None:
+    print(f"[bench] {message}", file=sys.stderr, flush=True)
+
+
+class Target:
+    def __init__(self, name: str, description: str, port: int, user: str, password: str, pids: list[int],
+                 alive: Any) -> None:  # fmt: skip
+        self.name, self.description, self.port = name, description, port
+        self.user, self.password, self.pids, self.alive = user, password, pids, alive
+
+
+_TPS = re.compile(r"^tps = ([0-9.]+)", re.M)
+_LAT = re.compile(r"^latency average = ([0-9.]+) ms", re.M)
+_FAILED = re.compile(r"^number of failed transactions: (\d+)", re.M)
+_DONE = re.compile(r"^number of transactions actually processed: (\d+)", re.M)
+
+
+def parse_pgbench(text: str) -> dict[str, Any]:
+    """TPS, average latency, processed and failed transactions from pgbench's report."""
+    def grab(rx: re.Pattern[str], cast: Any) -> Any:
+        m = rx.search(text)
+        return cast(m.group(1)) if m else None
+
+    return {"tps": grab(_TPS, float), "latency_ms": grab(_LAT, float), "processed": grab(_DONE, int),
+            "failed": grab(_FAILED, int), "aborted": "aborted" in text or "error:" in text}  # fmt: skip
+
+
+def _pgbench(pgbench: str, target: Target, flags: list[str], settings: dict[str, Any], seconds: int) -> dict[str, Any]:
+    env = {**os.environ, "PGPASSWORD": target.password, "PGSSLMODE": "disable"}
+    argv = [pgbench, *flags, "-c", str(settings["clients"]), "-j", "2", "-T", str(seconds), "-n",
+            "-h", "127.0.0.1", "-p", str(target.port), "-U", target.user, "postgres"]  # fmt: skip
+    cpu0 = tree_cpu_seconds(target.pids) if target.pids else None
+    done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=seconds + 120)
+    cpu1 = tree_cpu_seconds(target.pids) if target.pids else None
+    result = parse_pgbench(done.stdout + done.stderr)
+    result["exit"] = done.returncode
+    result["proxy_cpu_s"] = round(cpu1 - cpu0, 3) if cpu0 is not None and cpu1 is not None else None
+    if result["proxy_cpu_s"] and result["processed"]:
+        result["tps_per_cpu_s"] = result["processed"] / result["proxy_cpu_s"]
+    else:
+        result["tps_per_cpu_s"] = None
+    result["output_tail"] = (done.stdout + done.stderr)[-1500:]
+    return result
+
+
+def _summarise(runs: list[dict[str, Any]], targets: list[str], workloads: list[str]) -> list[dict[str, Any]]:
+    rows = []
+    for w in workloads:
+        by_target = {}
+        for t in targets:
+            mine = [r for r in runs if r["workload"] == w and r["target"] == t]
+            if not mine:
+                continue
+            by_target[t] = {
+                "workload": w, "target": t, "tps": median(r["tps"] for r in mine),
+                "latency_ms": median(r["latency_ms"] for r in mine),
+                "failed": sum((r["failed"] or 0) for r in mine),
+                "proxy_cpu_s": median(r["proxy_cpu_s"] for r in mine),
+                "tps_per_cpu_s": median(r["tps_per_cpu_s"] for r in mine),
+            }  # fmt: skip
+        for row in by_target.values():
+            for peer, key in (("pgbouncer", "vs_pgbouncer"), ("pgpool", "vs_pgpool")):
+                base = by_target.get(peer, {}).get("tps")
+                row[key] = row["tps"] / base if base and row["tps"] is not None else None
+            base_cpu = by_target.get("pgbouncer", {}).get("tps_per_cpu_s")
+            row["cpu_vs_pgbouncer"] = (row["tps_per_cpu_s"] / base_cpu
+                                       if base_cpu and row["tps_per_cpu_s"] else None)  # fmt: skip
+            rows.append(row)
+    return rows
+
+
+def _start(wanted: list[str], cluster: PgCluster, workdir: Path, bins: dict[str, Binary], settings: dict[str, Any],
+           closers: list[Any], problems: list[str]) -> list[Target]:  # fmt: skip
+    assert cluster.primary is not None
+    targets = []
+    for name in wanted:
+        try:
+            if name == "tierproxy":
+                proxy: DbProxyServer = start_dbproxy(cluster, log_dir=workdir, users={"app": "app-secret"})
+                closers.append(proxy)
+                targets.append(Target(name, "tierproxy dbproxy: read/write split over primary + 2 replicas",
+                                      proxy.port, "app", "app-secret", [proxy.process.pid], lambda p=proxy: p.process.running))  # fmt: skip
+            elif name == "pgbouncer":
+                if bins["pgbouncer"].path is None:
+                    continue
+                peer: Peer = start_pgbouncer(cluster, workdir, bins["pgbouncer"].path, pool_size=settings["clients"])
+                closers.append(peer)
+                targets.append(Target(name, "PgBouncer, transaction pooling, primary only", peer.port, peer.user,
+                                      peer.password, [peer.process.pid], lambda p=peer: p.process.running))  # fmt: skip
+            elif name == "pgpool":
+                if bins["pgpool"].path is None:
+                    continue
+                peer = start_pgpool(cluster, workdir, bins["pgpool"].path, children=settings["clients"] + 2)
+                closers.append(peer)
+                targets.append(Target(name, "pgpool-II, streaming replication, load balancing on", peer.port,
+                                      peer.user, peer.password, [peer.process.pid], lambda p=peer: p.process.running))  # fmt: skip
+            elif name == "direct":
+                targets.append(Target(name, "pgbench straight at the primary", cluster.primary.port, cluster.user,
+                                      cluster.password, [], lambda: True))  # fmt: skip
+        except (DevstackError, OSError) as exc:
+            problems.append(f"{name} failed to start: {exc}")
+            _log(problems[-1])
+    return targets
+
+
+def run(args: argparse.Namespace, argv: list[str]) -> int:
+    settings = {"duration_s": args.duration, "warmup_s": args.warmup, "rounds": args.rounds,
+                "clients": args.clients, "scale": args.scale, "smoke": args.smoke}  # fmt: skip
+    if args.smoke:
+        settings.update(duration_s=SMOKE["duration"], warmup_s=SMOKE["warmup"], rounds=SMOKE["rounds"],
+                        scale=SMOKE["scale"], clients=SMOKE["clients"])  # fmt: skip
+    wanted = [t.strip() for t in args.targets.split(",") if t.strip()]
+    workloads = [w.strip() for w in args.workloads.split(",") if w.strip()]
+    if set(wanted) - set(TARGETS) or set(workloads) - set(WORKLOADS) or not wanted or not workloads:
+        print(f"choose targets from {', '.join(TARGETS)} and workloads from {', '.join(WORKLOADS)}", file=sys.stderr)
+        return 2
+    bins = {"pgbench": find_binary("pgbench", "postgresql-client"), "pgbouncer": find_binary("pgbouncer", "pgbouncer"),
+            "pgpool": find_binary("pgpool", "pgpool2")}  # fmt: skip
+    if bins["pgbench"].path is None:
+        print(f"cannot benchmark: {bins['pgbench'].missing_message}", file=sys.stderr)
+        return 2
+    missing = [b.missing_message for k, b in bins.items() if b.path is None and k in wanted]
+    for message in missing:
+        _log(f"skipping peer: {message}")
+    out = (args.out or REPO / "bench" / "results" / f"dbproxy-{dt.datetime.now():%Y%m%d-%H%M%S}").resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    workdir = Path(tempfile.mkdtemp(prefix="tierproxy-bench-db-"))
+    machine = machine_info(bins.values(), REPO)
+    started = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    problems: list[str] = []
+    runs: list[dict[str, Any]] = []
+    closers: list[Any] = []
+    cluster: PgCluster | None = None
+    pgbench = bins["pgbench"].path
+    assert pgbench is not None
+    _log(f"results -> {out}; {machine['note']}")
+    try:
+        cluster = start_pg_cluster(2, log_dir=workdir / "pg", name="bench")
+        assert cluster.primary is not None
+        init = subprocess.run([pgbench, "-i", "-q", "-s", str(settings["scale"]), "-h", "127.0.0.1", "-p",
+                               str(cluster.primary.port), "-U", cluster.user, "postgres"],
+                              env={**os.environ, **cluster.client_env()}, capture_output=True, text=True,
+                              timeout=600)  # fmt: skip
+        if init.returncode != 0:
+            print(f"cannot benchmark: pgbench -i failed:\n{init.stderr}", file=sys.stderr)
+            return 1
+        cluster.wait_for_replicas_caught_up(timeout=120)
+        targets = _start(wanted, cluster, workdir, bins, settings, closers, problems)
+        for t in targets:
+            if settings["warmup_s"] > 0:
+                _pgbench(pgbench, t, WORKLOADS["select-only extended"], settings, settings["warmup_s"])
+        for rnd in range(1, settings["rounds"] + 1):
+            for w in workloads:
+                for t in targets:
+                    if not t.alive():
+                        continue
+                    r = {"round": rnd, "workload": w, "target": t.name, "started": time.time(),
+                         **_pgbench(pgbench, t, WORKLOADS[w], settings, settings["duration_s"])}  # fmt: skip
+                    runs.append(r)
+                    _log(f"round {rnd} {w} {t.name}: {r['tps'] or 0:,.0f} TPS, failed {r['failed']}, "
+                         f"proxy CPU {r['proxy_cpu_s']}")  # fmt: skip
+                    if r["exit"] != 0 or r["failed"] or r["tps"] is None:
+                        problems.append(f"{t.name} {w} round {rnd}: pgbench exit {r['exit']}, failed "
+                                        f"{r['failed']}:\n{r['output_tail'][-600:]}")  # fmt: skip
+                    if not t.alive():
+                        problems.append(f"{t.name} died during round {rnd}")
+    except DevstackError as exc:
+        print(f"cannot benchmark: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        for c in reversed(closers):
+            c.close()
+        if cluster is not None:
+            cluster.close()
+        for log in workdir.glob("*.log"):
+            shutil.copy(log, out / log.name)
+        shutil.rmtree(workdir, ignore_errors=True)
+
+    names = [t for t in wanted if any(r["target"] == t for r in runs)]
+    rows = _summarise(runs, names, workloads)
+    table = format_table(rows, COLUMNS)
+    header = (f"tierproxy dbproxy benchmark: pgbench -c{settings['clients']} -j2 -T{settings['duration_s']}, "
+              f"scale {settings['scale']}, {settings['rounds']} round(s), medians\n{machine['note']}")  # fmt: skip
+    print(header)
+    print(table)
+    for p in problems:
+        print(f"NOTE: {p}")
+    for m in missing:
+        print(f"SKIPPED: {m}")
+    (out / "table.txt").write_text(header + "\n" + table + "\n")
+    png = out / "dbproxy.png"
+    plotted = plot.grouped_bar_chart(
+        rows, png, group="workload", series="target",
+        panels=(("tps", "TPS (median)"), ("tps_per_cpu_s", "transactions per proxy CPU-second")),
+        title=f"tierproxy dbproxy vs peers ({machine['nproc']} shared cores)",
+    )  # fmt: skip
+    results = {"benchmark": "dbproxy", "command": ["python", "-m", "bench", *argv], "started": started,
+               "settings": settings, "machine": machine, "skipped": missing, "problems": problems,
+               "summary": rows, "runs": runs, "table": table, "png": png.name if plotted else None}  # fmt: skip
+    (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    _log(f"wrote {out / 'results.json'}, {out / 'table.txt'}" + (f", {png}" if plotted else ""))
+    return 1 if problems else 0

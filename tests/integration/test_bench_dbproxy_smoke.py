@@ -1,0 +1,39 @@
+"""`python -m bench dbproxy --smoke` end to end: every target runs every workload without failed
+transactions, and the table, JSON and PNG are written. It checks the harness, never the speed."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.timeout(150)
+def test_bench_dbproxy_smoke(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench", "dbproxy", "--smoke", "--out", str(out)],
+        cwd=REPO, capture_output=True, text=True, timeout=140, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )  # fmt: skip
+    report = f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr[-4000:]}"
+    assert proc.returncode == 0, report
+    results = json.loads((out / "results.json").read_text())
+    assert results["problems"] == [] and results["skipped"] == [], report
+    # dev.sh installs PgBouncer and pgpool-II, so all four targets run all three workloads
+    seen = {(row["workload"], row["target"]) for row in results["summary"]}
+    assert seen == {(w, t) for w in ("select-only simple", "select-only extended", "tpcb-like simple")
+                    for t in ("tierproxy", "pgbouncer", "pgpool", "direct")}, report  # fmt: skip
+    for row in results["summary"]:
+        assert row["failed"] == 0 and row["tps"] > 0, row
+        if row["target"] != "direct":
+            assert row["proxy_cpu_s"] is not None and row["proxy_cpu_s"] > 0, row
+    assert "TPS vs PgBouncer" in (out / "table.txt").read_text()
+    if importlib.util.find_spec("matplotlib") is not None:
+        assert (out / "dbproxy.png").stat().st_size > 0
