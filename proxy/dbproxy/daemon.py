@@ -37,7 +37,7 @@ from .config import DbProxyConfig
 from .console import run_console
 from .monitor import BackendStatus, ReplicaMonitor, usable_for_reads
 from .pool import ServerPools
-from .router import PRIMARY, ReplicaView, Route
+from .router import PRIMARY, ReplicaView, RouteReason
 from .server import ServerConn, send_cancel
 from .session import ClientSession
 
@@ -54,7 +54,7 @@ class DbMetrics:
     """Plain counters, exported at scrape time (proxy.core.metrics explains why)."""
 
     def __init__(self) -> None:
-        self.routes: dict[tuple[str, str], int] = {}  # (backend, reason) -> statements
+        self.routes: dict[tuple[str, RouteReason], int] = {}  # (backend, reason) -> statements
         self.latency: dict[str, Histogram] = {}  # role -> query latency
         self.auth_failures = 0
         self.clients_total = 0
@@ -62,9 +62,8 @@ class DbMetrics:
         self.cancels = 0
         self.retried = 0  # reads re-sent to another backend after theirs died unanswered
 
-    def count_route(self, route: Route) -> None:
-        key = (route.target, route.reason.value)
-        self.routes[key] = self.routes.get(key, 0) + 1
+    def routes_by_name(self) -> dict[tuple[str, str], int]:
+        return {(backend, reason.value): n for (backend, reason), n in self.routes.items()}
 
 
 class DbProxyDaemon:
@@ -411,7 +410,7 @@ class DbProxyDaemon:
                 "prepared": len(c.prepared), "tx_status": c.status.decode(),
             })  # fmt: skip
         return {"pools": pools, "servers": servers, "clients": clients, "backends": self._backends(),
-                "routes": dict(self.metrics.routes), "version": VERSION}  # fmt: skip
+                "routes": self.metrics.routes_by_name(), "version": VERSION}  # fmt: skip
 
     async def _status_handler(self, _request: web.Request) -> web.Response:
         snap = self.console_snapshot()
@@ -426,7 +425,7 @@ class DbProxyDaemon:
         p = "tierproxy_dbproxy_"
         routed = CounterMetricFamily(p + "statements", "Statements (batches) routed, by backend and reason",
                                      labels=["backend", "role", "reason"])  # fmt: skip
-        for (backend, reason), n in sorted(self.metrics.routes.items()):
+        for (backend, reason), n in sorted(self.metrics.routes_by_name().items()):
             routed.add_metric([backend, "primary" if backend == PRIMARY else "replica", reason], n)
         yield routed
         hits = CounterMetricFamily(p + "classifier_cache", "Classifier cache lookups", labels=["result"])

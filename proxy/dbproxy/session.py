@@ -485,12 +485,19 @@ class ClientSession(asyncio.Protocol):
 
     def _route(self, decision: Decision) -> Route:
         d = self.d
-        views = d.replica_views(self._avoid)
-        # The monitor fills in each replica's lag, so the router need not derive it from an LSN.
-        route = self.router.route(decision, time.monotonic(), views)
+        router = self.router
+        # The router looks at the replicas only for a read outside a transaction and a pin; the
+        # views are built only then. The monitor fills in each replica's lag.
+        if decision.target is Target.REPLICA and not router.in_transaction and not router.pinned:
+            views = d.replica_views(self._avoid)
+        else:
+            views = ()
+        route = router.route(decision, time.monotonic(), views)
         self.last_route = route
         self._multi = decision.detail == "multi-statement"
-        d.metrics.count_route(route)
+        routes = d.metrics.routes
+        key = (route.target, route.reason)
+        routes[key] = routes.get(key, 0) + 1
         return route
 
     def _start_async(self, coro: Any) -> None:
