@@ -44,7 +44,6 @@ from proxy.pgwire import encode
 from proxy.pgwire.errors import (
     ADMIN_SHUTDOWN,
     CONNECTION_FAILURE,
-    FEATURE_NOT_SUPPORTED,
     INTERNAL_ERROR,
     PROTOCOL_VIOLATION,
     PgProtocolError,
@@ -52,18 +51,14 @@ from proxy.pgwire.errors import (
 from proxy.pgwire.framing import DEFAULT_MAX_MESSAGE_LENGTH as MAX_MESSAGE_LENGTH
 from proxy.pgwire.framing import FrontendFramer, Message
 from proxy.pgwire.messages import (
-    CancelRequest,
-    GSSENCRequest,
-    SSLRequest,
-    StartupMessage,
     decode_backend,
-    decode_startup,
 )
 
 from .classify_types import Decision, Reason, Target
 from .clientauth import ClientAuth
 from .router import PRIMARY, Route, SessionRouter, commit_lsn_from_insert, parse_lsn
 from .server import ServerConn, ServerError, SyncGroup, error_fields
+from .session_login import ADMIN_DATABASE, LoginMixin, cstrings
 
 if TYPE_CHECKING:
     from .daemon import DbProxyDaemon
@@ -72,7 +67,6 @@ __all__ = ["ADMIN_DATABASE", "ClientSession"]
 
 log = logging.getLogger("tierproxy.dbproxy")
 
-ADMIN_DATABASE = "tierproxy"
 MAX_BATCH_BYTES = 1 << 20
 # FunctionCall (the fast-path interface): it can call anything, so the primary.
 _CALL = ("query", Decision(Target.PRIMARY, Reason.WRITE, detail="call"))
@@ -81,24 +75,9 @@ _INT32 = struct.Struct("!i")
 # Server message types the relay looks at: ParseComplete '1', CloseComplete '3', ReadyForQuery
 # 'Z', ErrorResponse 'E', CopyInResponse 'G', ParameterStatus 'S'. Everything else passes through.
 _SPECIAL = bytes(1 if i in b"13ZEGS" else 0 for i in range(256))
-# Startup parameters a proxy cannot honour: physical/logical replication streams.
-_REFUSED_PARAMS = ("replication",)
 
 
-def _cstrings(raw: bytes, start: int, n: int) -> tuple[list[bytes], int]:
-    """`n` NUL-terminated strings from `start`; 08P01 if the message ends first."""
-    out = []
-    pos = start
-    for _ in range(n):
-        end = raw.find(b"\0", pos)
-        if end < 0:
-            raise PgProtocolError("invalid message format: unterminated string", PROTOCOL_VIOLATION)
-        out.append(raw[pos:end])
-        pos = end + 1
-    return out, pos
-
-
-class ClientSession(asyncio.Protocol):
+class ClientSession(LoginMixin, asyncio.Protocol):
     def __init__(self, daemon: DbProxyDaemon) -> None:
         self.d = daemon
         self.transport: asyncio.Transport | None = None
@@ -231,96 +210,6 @@ class ClientSession(asyncio.Protocol):
             log.exception("session failed", extra={"user": self.user, "peer": self.peer})
             self.fatal(INTERNAL_ERROR, "internal error in tierproxy dbproxy")
 
-    def _startup_message(self, msg: Message) -> None:
-        if msg.type:
-            raise PgProtocolError("expected a startup packet", PROTOCOL_VIOLATION)
-        m = decode_startup(msg.body)
-        if isinstance(m, SSLRequest | GSSENCRequest):
-            if self.framer.buffered or self.inbox:
-                # CVE-2021-23214: nothing may follow the request before the answer.
-                raise PgProtocolError("unexpected data after encryption request", PROTOCOL_VIOLATION)
-            self.forward_raw(b"N")
-            return
-        if isinstance(m, CancelRequest):
-            self.d.cancel(m.pid, m.secret)
-            self.close()
-            return
-        assert isinstance(m, StartupMessage)
-        params = dict(m.params)
-        user = params.pop("user", "")
-        if not user:
-            raise PgProtocolError("no PostgreSQL user name specified in startup packet", "28000")
-        for name in _REFUSED_PARAMS:
-            if params.get(name, "false").lower() not in ("false", "off", "0", "no"):
-                raise PgProtocolError("tierproxy dbproxy does not proxy replication connections",
-                                      FEATURE_NOT_SUPPORTED)
-        params.pop("replication", None)
-        self.user = user
-        self.database = params.pop("database", "") or user
-        self.options = tuple(sorted(params.items()))
-        self.admin = self.database == ADMIN_DATABASE
-        if m.protocol & 0xFFFF:
-            # 3.x with x > 0: we speak 3.0 (protocol-flow.html, NegotiateProtocolVersion).
-            unknown = [k for k, _ in self.options if k.startswith("_pq_.")]
-            self.forward_raw(encode.negotiate_protocol_version(0, unknown))
-        self.auth = ClientAuth(self.d.creds, user, self.peer)
-        self.phase = "auth"
-        self.forward_raw(self.auth.start())
-        if self.auth.done:
-            self._logged_in()
-
-    def _auth_message(self, msg: Message) -> None:
-        if msg.type != b"p" or self.auth is None:
-            raise PgProtocolError("expected a password message", PROTOCOL_VIOLATION)
-        try:
-            reply = self.auth.handle(msg.body)
-        except PgProtocolError:
-            self.d.metrics.auth_failures += 1
-            log.info("authentication failed", extra={"user": self.user, "peer": self.peer})
-            raise
-        self.forward_raw(reply)
-        if self.auth.done:
-            self._logged_in()
-
-    def _logged_in(self) -> None:
-        self.phase = "login"
-        if self.admin:
-            self._finish_login(self.d.console_params(self.user))
-            return
-        self._start_async(self._login_server())
-
-    async def _login_server(self) -> None:
-        conn: ServerConn | None = None
-        errors: list[ServerError] = []
-        for backend in self.d.login_candidates():
-            try:
-                conn = await self._attach(backend)
-                break
-            except ServerError as exc:
-                errors.append(exc)
-                if exc.sqlstate not in (CONNECTION_FAILURE, "53300"):
-                    break  # the server refused (no such database, ...): same everywhere
-        if conn is None:
-            err = errors[0] if errors else ServerError("no server is available")
-            fields = dict(err.fields)
-            fields["S"] = fields["V"] = "FATAL"
-            self.send_error(fields)
-            self.close()
-            return
-        self._finish_login(conn.params)
-
-    def _finish_login(self, params: dict[str, str]) -> None:
-        if self.phase == "closed":
-            return
-        if self._login_timer is not None:
-            self._login_timer.cancel()
-        self.key = self.d.register_cancel_key(self)
-        out = [encode.parameter_status(k, v) for k, v in params.items()]
-        out.append(encode.backend_key_data(*self.key))
-        out.append(encode.ready_for_query(b"I"))
-        self.phase = "ready"
-        self.forward_raw(b"".join(out))
-
     def _ready_message(self, msg: Message) -> None:
         t = msg.type
         if self.skip_until_sync or self.admin or t in _CONTROL:
@@ -333,7 +222,7 @@ class ClientSession(asyncio.Protocol):
             if raw[5] == 0 and raw[6] == 0:  # unnamed portal, unnamed statement
                 name = ""
             else:
-                (_, stmt), _ = _cstrings(bytes(raw), 5, 2)
+                (_, stmt), _ = cstrings(bytes(raw), 5, 2)
                 name = stmt.decode("utf-8", "replace")
             st = self.statements.get(name)
             batch.append((msg, ("use", name, st[0], st[1]) if st is not None else None))
@@ -355,7 +244,7 @@ class ClientSession(asyncio.Protocol):
             rawb = bytes(raw)
             parsed = self.d.parse_cache.get(rawb)
             if parsed is None:
-                (name_b, sql), _ = _cstrings(rawb, 5, 2)
+                (name_b, sql), _ = cstrings(rawb, 5, 2)
                 parsed = (name_b.decode("utf-8", "replace"), self.d.classify(sql.decode("utf-8", "replace")))
                 self.d.remember_parse(rawb, parsed)
             name, decision = parsed
@@ -364,7 +253,7 @@ class ClientSession(asyncio.Protocol):
             self.batch_bytes += len(raw)
             return
         if t == b"Q":
-            (sql,), _ = _cstrings(bytes(raw), 5, 1)
+            (sql,), _ = cstrings(bytes(raw), 5, 1)
             batch.append((msg, ("query", self.d.classify(sql.decode("utf-8", "replace")))))
             self._dispatch()
             return
@@ -373,7 +262,7 @@ class ClientSession(asyncio.Protocol):
             if len(rawb) < 7:
                 raise PgProtocolError(f"invalid {'Describe' if t == b'D' else 'Close'} message")
             kind = rawb[5:6]
-            (name_b,), _ = _cstrings(rawb, 6, 1)
+            (name_b,), _ = cstrings(rawb, 6, 1)
             sname = name_b.decode("utf-8", "replace")
             aux: Any = None
             if kind == b"S":
@@ -774,23 +663,6 @@ class ClientSession(asyncio.Protocol):
 
     def cancel_targets(self) -> list[ServerConn]:
         return [c for c in self.servers.values() if c.busy and not c.closed]
-
-    # -- admin console --------------------------------------------------------------------------
-
-    def _admin_message(self, msg: Message) -> None:
-        t = msg.type
-        if t == b"Q":
-            raw = bytes(msg.raw)
-            (sql,), _ = _cstrings(raw, 5, 1)
-            self.forward_raw(self.d.console(sql.decode("utf-8", "replace")) + encode.ready_for_query(b"I"))
-        elif t == b"S":
-            self.forward_raw(encode.ready_for_query(b"I"))
-        elif t in (b"P", b"B", b"D", b"E", b"C", b"H"):
-            self.send_error(error_fields("ERROR", FEATURE_NOT_SUPPORTED,
-                                         "the tierproxy admin database takes simple queries only"))
-            self.skip_until_sync = True
-        else:
-            raise PgProtocolError(f"unexpected message type {t!r}")
 
     # -- the end --------------------------------------------------------------------------------
 
