@@ -74,6 +74,8 @@ def grouped_bar_chart(rows: Sequence[dict[str, Any]], path: Path, *, group: str,
                 if row is not None and row.get(key) is not None:
                     xs.append(g + i * width)
                     ys.append(row[key])
+            if not ys:
+                continue  # e.g. "direct" has no proxy CPU
             bars = ax.bar(xs, ys, width, label=name, color=_COLOURS.get(name))
             for bar, y in zip(bars, ys):
                 ax.annotate(f"{y:,.0f}", (bar.get_x() + bar.get_width() / 2, y), ha="center",

@@ -275,9 +275,7 @@ class DbProxyDaemon:
             return  # PostgreSQL too ignores a cancel with an unknown key, silently
         self.metrics.cancels += 1
         for conn in session.cancel_targets():
-            task = asyncio.get_running_loop().create_task(send_cancel(conn.address, conn.pid, conn.secret))
-            self.tasks.add(task)
-            task.add_done_callback(self.tasks.discard)
+            self.cancel_conn(conn)
 
     def session_ended(self, session: ClientSession) -> None:
         self.sessions.discard(session)
@@ -310,12 +308,19 @@ class DbProxyDaemon:
         conn.timer = None
         if conn.busy and not conn.closed:
             log.info("query timeout: cancelling", extra={"backend": conn.backend})
-            task = asyncio.get_running_loop().create_task(send_cancel(conn.address, conn.pid, conn.secret))
-            self.tasks.add(task)
-            task.add_done_callback(self.tasks.discard)
+            self.cancel_conn(conn)
 
-    def server_lost(self, conn: ServerConn) -> None:
-        self.metrics.server_lost += 1
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    def cancel_conn(self, conn: ServerConn) -> None:
+        """Ask the server to cancel what `conn` runs (a CancelRequest on a new connection)."""
+        self._spawn(send_cancel(conn.address, conn.pid, conn.secret))
+
+    def _forget(self, conn: ServerConn) -> None:
+        """Take a connection out of the books (outstanding count, query timer) and close it."""
         if conn.counted:
             conn.counted = False
             self.outstanding[conn.backend] -= 1
@@ -323,31 +328,19 @@ class DbProxyDaemon:
             conn.timer.cancel()
             conn.timer = None
         self.pools.discard(conn)
+
+    def server_lost(self, conn: ServerConn) -> None:
+        self.metrics.server_lost += 1
+        self._forget(conn)
 
     def release_server(self, conn: ServerConn) -> None:
         if conn.busy:
             # The client left mid-statement: stop the work, then drop the connection.
             self.cancel_conn(conn)
-            self.server_lost_quietly(conn)
+            conn.set_attached(None)
+            self._forget(conn)
             return
-        task = asyncio.get_running_loop().create_task(self.pools.release(conn))
-        self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
-
-    def cancel_conn(self, conn: ServerConn) -> None:
-        task = asyncio.get_running_loop().create_task(send_cancel(conn.address, conn.pid, conn.secret))
-        self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
-
-    def server_lost_quietly(self, conn: ServerConn) -> None:
-        conn.set_attached(None)
-        if conn.counted:
-            conn.counted = False
-            self.outstanding[conn.backend] -= 1
-        if conn.timer is not None:
-            conn.timer.cancel()
-            conn.timer = None
-        self.pools.discard(conn)
+        self._spawn(self.pools.release(conn))
 
     def _backend_changed(self, name: str, status: BackendStatus) -> None:
         if status.up:

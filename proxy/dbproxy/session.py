@@ -77,6 +77,19 @@ _INT32 = struct.Struct("!i")
 _SPECIAL = bytes(1 if i in b"13ZEGS" else 0 for i in range(256))
 
 
+def _parse_on(prepared: dict[str, Any], name: str, raw: bytes, group: SyncGroup, out: list[Any],
+              *, injected: bool) -> None:  # fmt: skip
+    """Send a Parse to a server: the client's own, or one `injected` to re-create a statement
+    there. A named statement the server already has (other text) is closed first, by us."""
+    if name and name in prepared:
+        out.append(encode.close(b"S", name))
+        group.flags.append(True)
+    prepared[name] = raw
+    group.names.append(name)
+    group.flags.append(injected)
+    out.append(raw)
+
+
 class ClientSession(LoginMixin, asyncio.Protocol):
     def __init__(self, daemon: DbProxyDaemon) -> None:
         self.d = daemon
@@ -487,25 +500,11 @@ class ClientSession(LoginMixin, asyncio.Protocol):
         for msg, aux in batch:
             t = msg.type
             if t == b"P":
-                name, raw = aux[1], aux[2]
-                if name and name in prepared:
-                    out.append(encode.close(b"S", name))
-                    group.flags.append(True)
-                prepared[name] = raw
-                group.names.append(name)
-                group.flags.append(False)
-                out.append(raw)
+                _parse_on(prepared, aux[1], aux[2], group, out, injected=False)
                 continue
             if aux is not None and aux[0] == "use":
-                name, raw = aux[1], aux[2]
-                if prepared.get(name) != raw:
-                    if name and name in prepared:
-                        out.append(encode.close(b"S", name))
-                        group.flags.append(True)
-                    prepared[name] = raw
-                    group.names.append(name)
-                    group.flags.append(True)
-                    out.append(raw)
+                if prepared.get(aux[1]) != aux[2]:
+                    _parse_on(prepared, aux[1], aux[2], group, out, injected=True)
             elif t == b"C":
                 if aux is not None:
                     prepared.pop(aux[1], None)
