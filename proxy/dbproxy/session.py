@@ -485,7 +485,7 @@ class ClientSession(LoginMixin, asyncio.Protocol):
         syncs = sum(1 for m, _ in batch if m.type in (b"S", b"Q", b"F"))
         if any(m.type not in (b"S", b"Q", b"F") for m, _ in batch[-1:]):
             self.skip_until_sync = True
-        self.router.on_ready_for_query(b"I")
+        self.router.on_ready_for_query(b"I", failed=True)  # never sent: nothing committed
         self.forward_raw(encode.ready_for_query(b"I") * syncs)
 
     # -- sending to a server --------------------------------------------------------------------

@@ -97,3 +97,22 @@ def test_sigterm_tells_idle_clients_and_exits_cleanly(pg_cluster, dbproxy_factor
         assert time.monotonic() < deadline, "dbproxy did not exit after SIGTERM"
         time.sleep(0.05)
     assert proxy.process.returncode == 0, proxy.process.log_tail()
+
+
+def test_query_timeout_cancels_the_statement(pg_cluster, dbproxy_factory):
+    proxy = dbproxy_factory(pg_cluster, extra="[timeouts]\nquery = 0.5\n")
+    with psycopg.connect(proxy.dsn(), autocommit=True) as conn:
+        with pytest.raises(psycopg.errors.QueryCanceled):
+            conn.execute("SELECT pg_sleep(30)")
+        assert conn.execute("SELECT 'next'").fetchone() == ("next",)
+
+
+def test_a_full_server_pool_answers_53300_after_the_wait_and_reads_still_work(pg_cluster, dbproxy_factory):
+    proxy = dbproxy_factory(pg_cluster, extra="[pool]\nmax_server_connections_per_backend = 1\nwait_timeout = 0.5\n")
+    with psycopg.connect(proxy.dsn(), autocommit=True) as first:
+        first.execute("CREATE TABLE IF NOT EXISTS pool_full (a int)")  # holds the only primary connection
+        with psycopg.connect(proxy.dsn(), autocommit=True) as second:  # logs in through a replica
+            assert second.execute("SELECT pg_is_in_recovery()").fetchone() == (True,)
+            with pytest.raises(psycopg.errors.TooManyConnections):
+                second.execute("INSERT INTO pool_full VALUES (1)")
+            assert second.execute("SELECT 1").fetchone() == (1,)
