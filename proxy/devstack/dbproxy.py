@@ -28,7 +28,8 @@ def _toml_str(value: str) -> str:
 
 
 def dbproxy_config(
-    cluster: PgCluster, *, port: int, admin_port: int, users: Mapping[str, str], extra: str = ""
+    cluster: PgCluster, *, port: int, admin_port: int, users: Mapping[str, str], extra: str = "",
+    auth_method: str = "scram-sha-256",
 ) -> str:
     """The TOML of a dbproxy in front of `cluster`; `extra` is appended (more tables)."""
     assert cluster.primary is not None
@@ -41,7 +42,7 @@ def dbproxy_config(
     ]
     for i, replica in enumerate(cluster.replicas, 1):
         lines += ["[[replicas]]", f'name = "replica{i}"', f'address = "{replica.address}"']
-    lines += ["[auth]", 'method = "scram-sha-256"']
+    lines += ["[auth]", f"method = {_toml_str(auth_method)}"]
     for user, password in users.items():
         lines += [f"[auth.users.{_toml_str(user)}]", f"password = {_toml_str(password)}"]
     lines += [
@@ -56,14 +57,16 @@ class DbProxyServer(PortProcess):
     """A running dbproxy: `.port`, `.admin_port`, `.config_path`, `.dsn(...)`, `.status()`."""
 
     def __init__(self, cluster: PgCluster, *, log_dir: Path, users: Mapping[str, str],
-                 port_lock: PortLock, admin_lock: PortLock, extra: str = "", name: str = "dbproxy") -> None:
+                 port_lock: PortLock, admin_lock: PortLock, extra: str = "", name: str = "dbproxy",
+                 auth_method: str = "scram-sha-256") -> None:
         self.host = HOST
         self.port_lock = port_lock
         self.admin_lock = admin_lock
         self.users = dict(users)
         self.config_path = Path(log_dir) / f"{name}.toml"
         self.config_path.write_text(
-            dbproxy_config(cluster, port=self.port, admin_port=self.admin_port, users=users, extra=extra)
+            dbproxy_config(cluster, port=self.port, admin_port=self.admin_port, users=users, extra=extra,
+                           auth_method=auth_method)
         )
         argv = [sys.executable, "-m", "proxy.cli", "dbproxy", "--config", str(self.config_path), "--json-logs"]
         self.process = ManagedProcess(argv, name=name, log_dir=log_dir, env=python_child_env())
@@ -101,13 +104,14 @@ class DbProxyServer(PortProcess):
 def start_dbproxy(
     cluster: PgCluster, *, log_dir: Path, users: Mapping[str, str] | None = None,
     port: int | None = None, admin_port: int | None = None, extra: str = "",
-    timeout: float = READY_TIMEOUT,
+    auth_method: str = "scram-sha-256", timeout: float = READY_TIMEOUT,
 ) -> DbProxyServer:  # fmt: skip
     """Start a dbproxy for `cluster` (ports: given, or free ones) and wait until it is ready."""
     port_lock = allocate_port(HOST) if port is None else PortLock(port, HOST)
     admin_lock = allocate_port(HOST) if admin_port is None else PortLock(admin_port, HOST)
     server = DbProxyServer(cluster, log_dir=log_dir, users=users or {"app": "app-secret"},
-                           port_lock=port_lock, admin_lock=admin_lock, extra=extra)  # fmt: skip
+                           port_lock=port_lock, admin_lock=admin_lock, extra=extra,
+                           auth_method=auth_method)  # fmt: skip
     try:
         return server.wait_ready(timeout)
     except BaseException:
