@@ -228,6 +228,9 @@ class AdminConfig(StrictModel):
 
 class DbProxyConfig(StrictModel):
     listen: Address = "127.0.0.1:6432"  # restart; clients connect here
+    # restart; processes serving `listen` (SO_REUSEPORT) under one supervisor. Each worker has its
+    # own pools and monitor; /metrics and /status on the admin port sum them all.
+    workers: int = Field(default=1, ge=1, le=64)
     admin: AdminConfig = Field(default_factory=AdminConfig)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     primary: PrimaryConfig

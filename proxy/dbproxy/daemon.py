@@ -18,16 +18,12 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import web
-from prometheus_client.core import (
-    CounterMetricFamily,
-    GaugeMetricFamily,
-    HistogramMetricFamily,
-    Metric,
-)
+from prometheus_client.core import Metric
 
 from proxy.core.admin import AdminServer, make_admin_app
 from proxy.core.config import load_config, parse_hostport
 from proxy.core.metrics import FuncCollector, Histogram, new_registry
+from proxy.core.workers import ControlChannel, WorkerSet
 from proxy.pgwire.errors import ADMIN_SHUTDOWN
 
 from .classify import ClassifierCache
@@ -40,6 +36,7 @@ from .pool import ServerPools
 from .router import PRIMARY, ReplicaView, RouteReason
 from .server import ServerConn, send_cancel
 from .session import ClientSession
+from .stats import collect, merge, snapshot
 
 __all__ = ["DbProxyDaemon"]
 
@@ -67,9 +64,22 @@ class DbMetrics:
 
 
 class DbProxyDaemon:
-    def __init__(self, cfg: DbProxyConfig, config_path: str | Path | None = None) -> None:
+    def __init__(self, cfg: DbProxyConfig, config_path: str | Path | None = None,
+                 worker_fd: int | None = None) -> None:  # fmt: skip
         self.cfg = cfg
         self.config_path = config_path
+        self.worker_fd = worker_fd
+        if worker_fd is not None:
+            self.role = "worker"
+        elif cfg.workers > 1:
+            if config_path is None:
+                raise ValueError("workers > 1 needs the config file (workers re-read it)")
+            self.role = "supervisor"
+        else:
+            self.role = "single"
+        self.workers: WorkerSet | None = None
+        self.control: ControlChannel | None = None
+        self._merged: dict[str, Any] | None = None
         self.max_message_length = 1 << 30
         self.creds = Credentials(cfg.auth)
         self.cache = ClassifierCache(write_functions=cfg.routing.all_write_functions)
@@ -133,34 +143,53 @@ class DbProxyDaemon:
     # -- lifecycle ------------------------------------------------------------------------------
 
     async def start(self) -> None:
+        """Single: everything. Worker: the listener (SO_REUSEPORT) and a control channel.
+        Supervisor: the admin port and the workers (see proxy/core/workers.py)."""
         loop = asyncio.get_running_loop()
-        host, port = parse_hostport(self.cfg.listen)
         await self.monitor.start()
-        self.server = await loop.create_server(
-            lambda: ClientSession(self), host, port, reuse_address=True, backlog=1024,
-        )
-        for sock in self.server.sockets:
-            if sock.family in (socket.AF_INET, socket.AF_INET6):
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        app = make_admin_app(self.registry)
+        if self.role != "supervisor":
+            host, port = parse_hostport(self.cfg.listen)
+            self.server = await loop.create_server(
+                lambda: ClientSession(self), host, port, reuse_address=True, backlog=1024,
+                reuse_port=self.role == "worker" or None,
+            )  # fmt: skip
+            for sock in self.server.sockets:
+                if sock.family in (socket.AF_INET, socket.AF_INET6):
+                    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            self._sweeper = loop.create_task(self._sweep_loop())
+        if self.role == "worker":
+            assert self.worker_fd is not None
+            self.control = ControlChannel(self.worker_fd, self._on_control)
+            await self.control.start()
+            self.control.send({"op": "ready"})
+            return
+        if self.role == "supervisor":
+            assert self.config_path is not None
+            self.workers = WorkerSet(Path(self.config_path), self.cfg.workers, lambda _i: None,
+                                     daemon="dbproxy", on_message=self._worker_message)  # fmt: skip
+            await self.workers.start()
+        app = make_admin_app(self.registry, before_scrape=self._refresh_stats)
         app.router.add_get("/status", self._status_handler)
         self.admin = AdminServer(app, self.cfg.admin.address)
         try:
             await self.admin.start()
         except OSError:
-            self.server.close()
+            if self.server is not None:
+                self.server.close()
+            if self.workers is not None:
+                await self.workers.stop(5.0)
             await self.monitor.stop()
             raise
-        self._sweeper = loop.create_task(self._sweep_loop())
         log.info("listening", extra={"listen": self.cfg.listen, "admin": self.cfg.admin.address,
+                                     "workers": self.cfg.workers,
                                      "replicas": [r.name for r in self.cfg.replicas]})  # fmt: skip
 
     async def reload(self) -> None:
         if self.config_path is None:
             raise RuntimeError("no config file to reload from")
         new = load_config(self.config_path, DbProxyConfig)
-        if (new.listen, new.admin.address) != (self.cfg.listen, self.cfg.admin.address):
-            raise ValueError("listen and admin.address cannot change on reload; restart instead")
+        if (new.listen, new.admin.address, new.workers) != (self.cfg.listen, self.cfg.admin.address, self.cfg.workers):
+            raise ValueError("listen, admin.address and workers cannot change on reload; restart instead")
         creds = Credentials(new.auth)
         old = self.cfg
         self.cfg = new
@@ -182,9 +211,15 @@ class DbProxyDaemon:
             new.primary.address, [(r.name, r.address, r.weight) for r in new.replicas],
             user=user, password=password, interval=new.monitor.interval, timeout=new.monitor.timeout,
         )  # fmt: skip
+        if self.workers is not None:
+            self.workers.broadcast({"op": "reload"})
         log.info("reloaded", extra={"replicas": [r.name for r in new.replicas]})
 
     async def drain(self) -> None:
+        if self.workers is not None:
+            await self.workers.stop(self.cfg.timeouts.drain + 5.0)
+        if self.control is not None:
+            self.control.close()
         if self.server is not None:
             self.server.close()
         deadline = time.monotonic() + self.cfg.timeouts.drain
@@ -269,9 +304,12 @@ class DbProxyDaemon:
                 self.metrics.clients_total += 1
                 return key
 
-    def cancel(self, pid: int, secret: int) -> None:
+    def cancel(self, pid: int, secret: int, *, forward: bool = True) -> None:
         session = self._cancel_keys.get((pid, secret))
         if session is None:
+            if forward and self.control is not None:
+                # Another worker may have issued it: the supervisor asks them all.
+                self.control.send({"op": "cancel", "pid": pid, "secret": secret})
             return  # PostgreSQL too ignores a cancel with an unknown key, silently
         self.metrics.cancels += 1
         for conn in session.cancel_targets():
@@ -354,12 +392,13 @@ class DbProxyDaemon:
     def console(self, sql: str) -> bytes:
         return run_console(sql, self.console_snapshot())
 
-    def _backends(self) -> list[dict[str, Any]]:
+    def _backends(self, outstanding: dict[str, int] | None = None) -> list[dict[str, Any]]:
         r = self.cfg.routing
+        outstanding = self.outstanding if outstanding is None else outstanding
         out = []
         for st in self.monitor.statuses():
             row = st.to_json()
-            row["outstanding"] = self.outstanding.get(st.name, 0)
+            row["outstanding"] = outstanding.get(st.name, 0)
             if st.name == PRIMARY:
                 row["usable"] = st.up and st.role_ok
             else:
@@ -368,13 +407,22 @@ class DbProxyDaemon:
             out.append(row)
         return out
 
-    def console_snapshot(self) -> dict[str, Any]:
+    def pool_rows(self) -> list[dict[str, Any]]:
+        """SHOW POOLS rows: server connections by state plus the clients holding them."""
         clients_per_key: dict[tuple[str, str, str], int] = {}
-        clients = []
         for s in self.sessions:
             for backend in s.servers:
                 k = (backend, s.user, s.database)
                 clients_per_key[k] = clients_per_key.get(k, 0) + 1
+        pools = self.pools.snapshot()
+        for p in pools:
+            p["clients"] = clients_per_key.get((p["backend"], p["user"], p["database"]), 0)
+            p["waiting"] = self.pools.waiting(p["backend"])
+        return pools
+
+    def console_snapshot(self) -> dict[str, Any]:
+        clients = []
+        for s in self.sessions:
             host, port = (s.transport.get_extra_info("peername") or ("", 0))[:2] if s.transport else ("", 0)
             clients.append({
                 "user": s.user, "database": s.database, "state": s.phase, "addr": host, "port": port,
@@ -385,10 +433,7 @@ class DbProxyDaemon:
                 "last_reason": s.last_route.reason.value if s.last_route else None,
                 "servers": sorted(s.servers),
             })  # fmt: skip
-        pools = self.pools.snapshot()
-        for p in pools:
-            p["clients"] = clients_per_key.get((p["backend"], p["user"], p["database"]), 0)
-            p["waiting"] = self.pools.waiting(p["backend"])
+        pools = self.pool_rows()
         servers = []
         for c in self.pools.servers():
             sess = c.session
@@ -406,65 +451,37 @@ class DbProxyDaemon:
                 "routes": self.metrics.routes_by_name(), "version": VERSION}  # fmt: skip
 
     async def _status_handler(self, _request: web.Request) -> web.Response:
-        snap = self.console_snapshot()
+        await self._refresh_stats()
+        snap = self._merged if self.role == "supervisor" and self._merged is not None else snapshot(self)
         body = {"version": VERSION, "uptime": round(time.time() - self.started_at, 3),
-                "backends": snap["backends"], "clients": len(self.sessions), "pools": snap["pools"],
-                "ready": self.monitor.ready,
-                "classifier_cache": {"size": len(self.cache), "hits": self.cache.hits,
-                                     "misses": self.cache.misses}}  # fmt: skip
+                "workers": self.cfg.workers, "backends": self._backends(snap["outstanding"]),
+                "clients": snap["clients"], "pools": snap["pools"], "ready": self.monitor.ready,
+                "classifier_cache": snap["cache"]}  # fmt: skip
         return web.json_response(body)
 
     def _collect(self) -> Iterable[Metric]:
-        p = "tierproxy_dbproxy_"
-        routed = CounterMetricFamily(p + "statements", "Statements (batches) routed, by backend and reason",
-                                     labels=["backend", "role", "reason"])  # fmt: skip
-        for (backend, reason), n in sorted(self.metrics.routes_by_name().items()):
-            routed.add_metric([backend, "primary" if backend == PRIMARY else "replica", reason], n)
-        yield routed
-        hits = CounterMetricFamily(p + "classifier_cache", "Classifier cache lookups", labels=["result"])
-        hits.add_metric(["hit"], self.cache.hits)
-        hits.add_metric(["miss"], self.cache.misses)
-        yield hits
-        up = GaugeMetricFamily(p + "backend_up", "1 if the monitor reached the backend", labels=["backend"])
-        usable = GaugeMetricFamily(p + "backend_usable", "1 if the backend takes reads", labels=["backend"])
-        lag_b = GaugeMetricFamily(p + "replica_lag_bytes", "WAL bytes not yet replayed", labels=["backend"])
-        lag_s = GaugeMetricFamily(p + "replica_lag_seconds", "Replay delay", labels=["backend"])
-        outstanding = GaugeMetricFamily(p + "outstanding_queries", "Queries in flight", labels=["backend"])
-        for b in self._backends():
-            up.add_metric([b["name"]], 1.0 if b.get("up") else 0.0)
-            usable.add_metric([b["name"]], 1.0 if b.get("usable") else 0.0)
-            outstanding.add_metric([b["name"]], b.get("outstanding", 0))
-            if b["name"] != PRIMARY:
-                if b.get("lag_bytes") is not None:
-                    lag_b.add_metric([b["name"]], b["lag_bytes"])
-                if b.get("lag_seconds") is not None:
-                    lag_s.add_metric([b["name"]], b["lag_seconds"])
-        yield from (up, usable, lag_b, lag_s, outstanding)
-        conns = GaugeMetricFamily(p + "server_connections", "Server connections by state",
-                                  labels=["backend", "state"])  # fmt: skip
-        per: dict[tuple[str, str], int] = {}
-        for row in self.pools.snapshot():
-            for state in ("active", "idle"):
-                per[(row["backend"], state)] = per.get((row["backend"], state), 0) + row[state]
-        for name in self.pools.addresses:
-            per.setdefault((name, "active"), 0)
-            per.setdefault((name, "idle"), 0)
-        for (backend, state), n in sorted(per.items()):
-            conns.add_metric([backend, state], n)
-        yield conns
-        yield GaugeMetricFamily(p + "clients", "Client connections", value=len(self.sessions))
-        for name, value, doc in (
-            ("clients_accepted", self.metrics.clients_total, "Clients that logged in"),
-            ("auth_failures", self.metrics.auth_failures, "Failed client authentications"),
-            ("server_connects", self.pools.connects, "Server connections opened"),
-            ("server_connect_failures", self.pools.connect_failures, "Server connections that failed"),
-            ("server_lost", self.metrics.server_lost, "Server connections lost while attached"),
-            ("cancels", self.metrics.cancels, "Cancel requests forwarded"),
-            ("reads_retried", self.metrics.retried, "Reads re-sent after their replica died unanswered"),
-        ):
-            yield CounterMetricFamily(p + name, doc, value=value)
-        hist = HistogramMetricFamily(p + "query_duration_seconds", "Time from a batch sent to its "
-                                     "ReadyForQuery", labels=["role"])  # fmt: skip
-        for role, h in sorted(self.metrics.latency.items()):
-            hist.add_metric([role], h.buckets(), h.sum)
-        yield hist
+        snap = self._merged if self.role == "supervisor" and self._merged is not None else snapshot(self)
+        return collect(snap, self._backends(snap["outstanding"]))
+
+    # -- workers ----------------------------------------------------------------------------------
+
+    async def _refresh_stats(self) -> None:
+        """Supervisor, before a scrape or /status: gather and merge the workers' counters."""
+        if self.workers is not None:
+            self._merged = merge(await self.workers.snapshots())
+
+    def _worker_message(self, index: int, msg: dict[str, Any]) -> None:
+        """Supervisor: a worker got a CancelRequest for a key it did not issue; ask them all."""
+        if msg.get("op") == "cancel" and self.workers is not None:
+            self.workers.broadcast({"op": "cancel", "pid": msg["pid"], "secret": msg["secret"]})
+
+    async def _on_control(self, msg: dict[str, Any]) -> dict[str, Any] | None:
+        """Worker: the supervisor's messages (see proxy/core/workers.py)."""
+        op = msg.get("op")
+        if op == "stats":
+            return {"id": msg["id"], "snapshot": snapshot(self)}
+        if op == "cancel":
+            self.cancel(int(msg["pid"]), int(msg["secret"]), forward=False)
+        elif op == "reload":
+            await self.reload()
+        return None

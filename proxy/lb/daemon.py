@@ -7,7 +7,9 @@ in-flight requests finish up to `timeouts.drain` seconds.
 
 Roles: with `workers = 1` one process does everything ("single"). With `workers = N` the process
 the operator started is the "supervisor" (admin API, health checks, pool truth) and N "worker"
-processes serve the listen port with SO_REUSEPORT; see proxy/lb/workers.py.
+processes serve the listen port with SO_REUSEPORT; see proxy/core/workers.py. The messages:
+supervisor -> worker {"op": "health"|"add"|"remove"|"drain"|"enable"|"reload"|"stats", ...};
+worker -> supervisor {"op": "ready"} and the stats answers.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from proxy.lb.config import BackendConfig, LbConfig
 from proxy.lb.frontend import Frontend
 from proxy.lb.pool import STATUS_CLASSES, Backend, Pool
 from proxy.lb.stats import collect, merge, snapshot
-from proxy.lb.workers import ControlChannel, WorkerSet
+from proxy.core.workers import ControlChannel, WorkerSet
 
 __all__ = ["LbDaemon"]
 
@@ -197,7 +199,7 @@ class LbDaemon:
                                                  "draining": True})
 
     async def _on_control(self, msg: dict[str, Any]) -> dict[str, Any] | None:
-        """A worker's handling of the supervisor's messages (see proxy/lb/workers.py)."""
+        """A worker's handling of the supervisor's messages (see proxy/core/workers.py)."""
         op = msg.get("op")
         if op == "stats":
             return {"id": msg["id"], "snapshot": snapshot(self.fe, self.pools)}

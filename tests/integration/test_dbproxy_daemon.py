@@ -116,3 +116,29 @@ def test_a_full_server_pool_answers_53300_after_the_wait_and_reads_still_work(pg
             with pytest.raises(psycopg.errors.TooManyConnections):
                 second.execute("INSERT INTO pool_full VALUES (1)")
             assert second.execute("SELECT 1").fetchone() == (1,)
+
+
+async def test_workers_share_the_port_forward_cancels_and_sum_their_metrics(pg_cluster, dbproxy_factory):
+    import asyncio
+
+    import asyncpg
+
+    proxy = dbproxy_factory(pg_cluster, workers=2)
+    assert proxy.status()["workers"] == 2
+    conns = [await asyncpg.connect(proxy.dsn()) for _ in range(8)]
+    try:
+        # Each cancel arrives at whichever worker the kernel picks; the one that issued the key
+        # gets it through the supervisor. Eight sessions make both cases all but certain.
+        for conn in conns:
+            with pytest.raises(asyncio.TimeoutError):
+                await conn.fetchval("SELECT pg_sleep(60)", timeout=0.3)
+            assert await conn.fetchval("SELECT 1") == 1
+        text = _metrics(proxy)
+        assert "tierproxy_dbproxy_clients_accepted_total 8.0" in text
+        assert "tierproxy_dbproxy_cancels_total 8.0" in text
+        assert proxy.status()["clients"] == 8
+    finally:
+        for conn in conns:
+            await conn.close()
+    proxy.process.send_terminate()
+    assert proxy.process.terminate(20) == 0

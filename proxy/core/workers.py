@@ -1,21 +1,19 @@
-"""`workers = N`: N balancer processes on one port (SO_REUSEPORT) under one supervisor.
+"""`workers = N`: N daemon processes on one port (SO_REUSEPORT) under one supervisor.
 
-Theory of operation. The supervisor is the process the operator started. It binds the admin port,
-runs the health checks and owns the truth about pools (config, runtime add/drain/remove, health).
-It starts N worker processes (`tierproxy lb --config FILE --worker-fd FD`), each binding the
-listen port with SO_REUSEPORT so the kernel spreads connections over them, and talks to each over
-a socketpair with one JSON object per line:
+Theory of operation. The supervisor is the process the operator started: it binds the admin port
+and keeps whatever state must be single (the load balancer's health checks, for one). It starts N
+worker processes (`tierproxy <daemon> --config FILE --worker-fd FD`), each binding the listen port
+with SO_REUSEPORT so the kernel spreads connections over them, and talks to each over a socketpair
+with one JSON object per line. Messages are the daemon's own (see LbDaemon._on_control and
+DbProxyDaemon._on_control), plus three the machinery here knows:
 
-    supervisor -> worker   {"op": "health", "pool", "backend", "up", "reason"}   a health flip
-                           {"op": "add"|"remove"|"drain"|"enable", "pool", ...}   admin changes
-                           {"op": "reload"}                                     re-read the file
-                           {"op": "stats", "id": n}                             counters, please
-    worker -> supervisor   {"op": "ready"}  {"id": n, "snapshot": {...}}
+    worker -> supervisor   {"op": "ready"}                 started; `on_ready(index)` is called
+                           {"id": n, ...}                  the answer to a `request`
+    supervisor -> worker   {"op": ..., "id": n}            a request (`request`, `snapshots`)
 
-So every worker sees the same health at the same time (one checker, not N), /metrics sums the
-workers' counters, and SIGHUP/SIGTERM reach all of them. Passive outlier detection stays per
-worker: each ejects from what it sees itself. A worker whose supervisor disappears drains and
-exits (end of file on its control channel).
+Anything else a worker sends goes to `on_message(index, msg)`. SIGHUP/SIGTERM reach all workers
+through the supervisor. A worker whose supervisor disappears drains and exits (end of file on its
+control channel).
 """
 
 from __future__ import annotations
@@ -60,10 +58,14 @@ class _Worker:
 class WorkerSet:
     """The supervisor's side: start, message, query and stop N worker processes."""
 
-    def __init__(self, config_path: Path, count: int, on_ready: Callable[[int], None]) -> None:
+    def __init__(self, config_path: Path, count: int, on_ready: Callable[[int], None], *,
+                 daemon: str = "lb",
+                 on_message: Callable[[int, dict[str, Any]], None] | None = None) -> None:  # fmt: skip
         self.config_path = config_path
         self.count = count
         self.on_ready = on_ready
+        self.daemon = daemon
+        self.on_message = on_message
         self.workers: list[_Worker] = []
         self._next_id = 0
 
@@ -71,7 +73,7 @@ class WorkerSet:
         for i in range(self.count):
             ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
             proc = subprocess.Popen(
-                [sys.executable, "-m", "proxy.cli", "lb", "--config", str(self.config_path),
+                [sys.executable, "-m", "proxy.cli", self.daemon, "--config", str(self.config_path),
                  "--worker-fd", str(theirs.fileno())],
                 pass_fds=[theirs.fileno()],
             )
@@ -105,6 +107,8 @@ class WorkerSet:
                 fut = worker.pending.pop(msg["id"], None)
                 if fut is not None and not fut.done():
                     fut.set_result(msg)
+            elif self.on_message is not None:
+                self.on_message(worker.index, msg)
         if not worker.ready.done():
             worker.ready.set_exception(RuntimeError(f"worker {worker.index} exited during start-up"))
         for fut in worker.pending.values():
