@@ -76,6 +76,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--clients", type=int, default=16, help="pgbench clients (16)")
     parser.add_argument("--scale", type=int, default=10, help="pgbench scale factor (10)")
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds (3)")
+    parser.add_argument("--workers", type=int, default=1, help="tierproxy dbproxy processes (workers = N, 1)")
     parser.add_argument("--targets", default=",".join(TARGETS), help=f"subset of {','.join(TARGETS)}")
     parser.add_argument("--workloads", default=",".join(WORKLOADS), help=f"subset of {','.join(WORKLOADS)}")
     parser.add_argument("--smoke", action="store_true", help="1 s runs, 1 round: checks the harness, not the speed")
@@ -160,10 +161,12 @@ def _start(wanted: list[str], cluster: PgCluster, workdir: Path, bins: dict[str,
     for name in wanted:
         try:
             if name == "tierproxy":
-                proxy: DbProxyServer = start_dbproxy(cluster, log_dir=workdir, users={"app": "app-secret"})
+                proxy: DbProxyServer = start_dbproxy(cluster, log_dir=workdir, users={"app": "app-secret"},
+                                                     workers=settings["workers"])  # fmt: skip
                 closers.append(proxy)
-                targets.append(Target(name, "tierproxy dbproxy: read/write split over primary + 2 replicas",
-                                      proxy.port, "app", "app-secret", [proxy.process.pid], lambda p=proxy: p.process.running))  # fmt: skip
+                targets.append(Target(name, f"tierproxy dbproxy ({settings['workers']} worker(s)): read/write split "
+                                      "over primary + 2 replicas", proxy.port, "app", "app-secret",
+                                      [proxy.process.pid], lambda p=proxy: p.process.running))  # fmt: skip
             elif name == "pgbouncer":
                 if bins["pgbouncer"].path is None:
                     continue
@@ -189,7 +192,7 @@ def _start(wanted: list[str], cluster: PgCluster, workdir: Path, bins: dict[str,
 
 def run(args: argparse.Namespace, argv: list[str]) -> int:
     settings = {"duration_s": args.duration, "warmup_s": args.warmup, "rounds": args.rounds,
-                "clients": args.clients, "scale": args.scale, "smoke": args.smoke}  # fmt: skip
+                "clients": args.clients, "scale": args.scale, "smoke": args.smoke, "workers": args.workers}  # fmt: skip
     if args.smoke:
         settings.update(duration_s=SMOKE["duration"], warmup_s=SMOKE["warmup"], rounds=SMOKE["rounds"],
                         scale=SMOKE["scale"], clients=SMOKE["clients"])  # fmt: skip
@@ -264,7 +267,8 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
     rows = _summarise(runs, names, workloads)
     table = format_table(rows, COLUMNS)
     header = (f"tierproxy dbproxy benchmark: pgbench -c{settings['clients']} -j2 -T{settings['duration_s']}, "
-              f"scale {settings['scale']}, {settings['rounds']} round(s), medians\n{machine['note']}")  # fmt: skip
+              f"scale {settings['scale']}, {settings['rounds']} round(s), medians, tierproxy workers = "
+              f"{settings['workers']}\n{machine['note']}")  # fmt: skip
     print(header)
     print(table)
     for p in problems:
