@@ -17,6 +17,15 @@ _COLOURS = {"tierproxy": "#1f77b4", "tierproxy-asyncio": "#6baed6", "nginx": "#2
             "haproxy": "#ff7f0e", "direct": "#7f7f7f", "pgbouncer": "#2ca02c", "pgpool": "#ff7f0e"}
 
 
+def _finish(fig: Any, title: str, path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    fig.suptitle(title, fontsize=11)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def bar_chart(rows: Sequence[dict[str, Any]], path: Path, title: str) -> bool:
     """Write the chart to `path`; False (and no file) when matplotlib is not installed."""
     try:
@@ -44,10 +53,7 @@ def bar_chart(rows: Sequence[dict[str, Any]], path: Path, title: str) -> bool:
         ax.set_title(label, fontsize=10)
         ax.tick_params(axis="x", labelrotation=15, labelsize=9)
         ax.margins(y=0.2)
-    fig.suptitle(title, fontsize=11)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _finish(fig, title, path)
     return True
 
 
@@ -84,8 +90,5 @@ def grouped_bar_chart(rows: Sequence[dict[str, Any]], path: Path, *, group: str,
         ax.set_title(label, fontsize=10)
         ax.margins(y=0.15)
         ax.legend(fontsize=8)
-    fig.suptitle(title, fontsize=11)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _finish(fig, title, path)
     return True

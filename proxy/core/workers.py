@@ -203,3 +203,11 @@ class ControlChannel:
             self._task.cancel()
         if self.writer is not None:
             self.writer.close()
+
+
+async def start_worker_channel(fd: int, handler: Handler) -> ControlChannel:
+    """A worker's side, started and announced to the supervisor with {"op": "ready"}."""
+    channel = ControlChannel(fd, handler)
+    await channel.start()
+    channel.send({"op": "ready"})
+    return channel

@@ -23,7 +23,7 @@ from prometheus_client.core import Metric
 from proxy.core.admin import AdminServer, make_admin_app
 from proxy.core.config import load_config, parse_hostport
 from proxy.core.metrics import FuncCollector, Histogram, new_registry
-from proxy.core.workers import ControlChannel, WorkerSet
+from proxy.core.workers import ControlChannel, WorkerSet, start_worker_channel
 from proxy.pgwire.errors import ADMIN_SHUTDOWN
 
 from .classify import ClassifierCache
@@ -159,9 +159,7 @@ class DbProxyDaemon:
             self._sweeper = loop.create_task(self._sweep_loop())
         if self.role == "worker":
             assert self.worker_fd is not None
-            self.control = ControlChannel(self.worker_fd, self._on_control)
-            await self.control.start()
-            self.control.send({"op": "ready"})
+            self.control = await start_worker_channel(self.worker_fd, self._on_control)
             return
         if self.role == "supervisor":
             assert self.config_path is not None

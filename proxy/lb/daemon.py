@@ -34,7 +34,7 @@ from proxy.lb.config import BackendConfig, LbConfig
 from proxy.lb.frontend import Frontend
 from proxy.lb.pool import STATUS_CLASSES, Backend, Pool
 from proxy.lb.stats import collect, merge, snapshot
-from proxy.core.workers import ControlChannel, WorkerSet
+from proxy.core.workers import ControlChannel, WorkerSet, start_worker_channel
 
 __all__ = ["LbDaemon"]
 
@@ -79,9 +79,7 @@ class LbDaemon:
         if self.role == "worker":
             assert self.worker_fd is not None
             # Health, admin changes and reloads come from the supervisor.
-            self.control = ControlChannel(self.worker_fd, self._on_control)
-            await self.control.start()
-            self.control.send({"op": "ready"})
+            self.control = await start_worker_channel(self.worker_fd, self._on_control)
             return
         if self.role == "supervisor":
             # Workers first: when the admin port answers, the listen port does too.
