@@ -211,3 +211,14 @@ async def start_worker_channel(fd: int, handler: Handler) -> ControlChannel:
     await channel.start()
     channel.send({"op": "ready"})
     return channel
+
+
+def process_role(worker_fd: int | None, workers: int, config_path: object) -> str:
+    """"worker" (started by a supervisor), "supervisor" (workers > 1) or "single"."""
+    if worker_fd is not None:
+        return "worker"
+    if workers > 1:
+        if config_path is None:
+            raise ValueError("workers > 1 needs the config file (workers re-read it)")
+        return "supervisor"
+    return "single"

@@ -23,7 +23,7 @@ from prometheus_client.core import Metric
 from proxy.core.admin import AdminServer, make_admin_app
 from proxy.core.config import load_config, parse_hostport
 from proxy.core.metrics import FuncCollector, Histogram, new_registry
-from proxy.core.workers import ControlChannel, WorkerSet, start_worker_channel
+from proxy.core.workers import ControlChannel, WorkerSet, process_role, start_worker_channel
 from proxy.pgwire.errors import ADMIN_SHUTDOWN
 
 from .classify import ClassifierCache
@@ -69,14 +69,7 @@ class DbProxyDaemon:
         self.cfg = cfg
         self.config_path = config_path
         self.worker_fd = worker_fd
-        if worker_fd is not None:
-            self.role = "worker"
-        elif cfg.workers > 1:
-            if config_path is None:
-                raise ValueError("workers > 1 needs the config file (workers re-read it)")
-            self.role = "supervisor"
-        else:
-            self.role = "single"
+        self.role = process_role(worker_fd, cfg.workers, config_path)
         self.workers: WorkerSet | None = None
         self.control: ControlChannel | None = None
         self._merged: dict[str, Any] | None = None

@@ -34,7 +34,7 @@ from proxy.lb.config import BackendConfig, LbConfig
 from proxy.lb.frontend import Frontend
 from proxy.lb.pool import STATUS_CLASSES, Backend, Pool
 from proxy.lb.stats import collect, merge, snapshot
-from proxy.core.workers import ControlChannel, WorkerSet, start_worker_channel
+from proxy.core.workers import ControlChannel, WorkerSet, process_role, start_worker_channel
 
 __all__ = ["LbDaemon"]
 
@@ -47,14 +47,7 @@ class LbDaemon:
         self.cfg = cfg
         self.config_path = Path(config_path) if config_path else None
         self.worker_fd = worker_fd
-        if worker_fd is not None:
-            self.role = "worker"
-        elif cfg.workers > 1:
-            if self.config_path is None:
-                raise ValueError("workers > 1 needs the config file (workers re-read it)")
-            self.role = "supervisor"
-        else:
-            self.role = "single"
+        self.role = process_role(worker_fd, cfg.workers, self.config_path)
         self.workers: WorkerSet | None = None
         self.control: ControlChannel | None = None
         self._merged: dict[str, Any] | None = None
