@@ -100,8 +100,10 @@ async def test_a_killed_replica_moves_its_reads_and_both_killed_fall_back_to_the
         # The statement in flight at the kill may fail (the proxy retries unanswered reads, so
         # usually none does); after that, every statement succeeds, on the surviving replica once
         # the monitor has seen the death.
-        # The first entry after the kill is the statement that was in flight.
-        assert all(e[1] == "ok" for e in after[1:]), f"client {i}: {[e for e in after if e[1] != 'ok']}"
+        # At most the statement in flight at the kill fails (killed_at is taken just before the
+        # kill, so that is not necessarily the first entry after it); nothing fails later.
+        failed = [e for e in after if e[1] != "ok"]
+        assert len(failed) <= 1, f"client {i}: {failed}"
         assert {e[2] for e in after[-5:]} == {r2.port}, f"client {i} still reads elsewhere: {after[-5:]}"
     out, _ = bench.communicate(timeout=60)
     assert "number of transactions actually processed" in out, out
