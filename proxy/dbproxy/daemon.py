@@ -13,7 +13,7 @@ import logging
 import secrets
 import socket
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -256,8 +256,10 @@ class DbProxyDaemon:
             del cache[next(iter(cache))]
         cache[raw] = parsed
 
-    def replica_views(self, avoid: dict[str, float]) -> list[ReplicaView]:
-        views = self.monitor.views(self.outstanding)
+    def replica_views(self, avoid: dict[str, float]) -> Sequence[ReplicaView]:
+        """The monitor's shared views (the router gets `self.outstanding` separately), with the
+        replicas this session found unreachable marked down for a moment."""
+        views: Sequence[ReplicaView] = self.monitor.views()
         if avoid:
             now = time.monotonic()
             for name, until in list(avoid.items()):

@@ -109,6 +109,7 @@ class ReplicaMonitor:
         self._task: asyncio.Task[None] | None = None
         self._ready = asyncio.Event()
         self.primary_lsn: int | None = None
+        self._views: tuple[ReplicaView, ...] | None = None  # cache of views(), reset by each poll
         self.replace_backends(primary_address, replicas, user=user, password=password,
                               database=database, interval=interval, timeout=timeout)  # fmt: skip
 
@@ -144,6 +145,7 @@ class ReplicaMonitor:
                 self._statuses[name] = BackendStatus(name, role, address, weight)
         if any(st.polled_at is None for st in self._statuses.values()):
             self._ready.clear()
+        self._views = None
 
     # -- state ----------------------------------------------------------------------------------
 
@@ -170,13 +172,22 @@ class ReplicaMonitor:
         """The primary first, then the replicas in config order."""
         return list(self._statuses.values())
 
-    def views(self, outstanding: Mapping[str, int]) -> list[ReplicaView]:
-        """The replicas as the router sees them (see the module docstring for `up`)."""
-        return [
+    def views(self, outstanding: Mapping[str, int] | None = None) -> tuple[ReplicaView, ...]:
+        """The replicas as the router sees them (see the module docstring for `up`). Without
+        `outstanding` the views are built once per poll and shared: give the router the live
+        counts with `route(..., outstanding=...)` instead."""
+        if outstanding is None:
+            if self._views is None:
+                self._views = self._build_views({})
+            return self._views
+        return self._build_views(outstanding)
+
+    def _build_views(self, outstanding: Mapping[str, int]) -> tuple[ReplicaView, ...]:
+        return tuple(
             ReplicaView(st.name, st.weight, st.up and st.in_recovery is True, st.lag_bytes,
                         st.lag_seconds, st.lsn, outstanding.get(st.name, 0))
             for st in self._statuses.values() if st.role_expected == "replica"
-        ]  # fmt: skip
+        )  # fmt: skip
 
     # -- polling --------------------------------------------------------------------------------
 
@@ -241,6 +252,7 @@ class ReplicaMonitor:
                 st.lag_bytes = max(0, st.receive_lsn - st.lsn)
             else:
                 st.lag_bytes = None
+        self._views = None
         if self.ready:
             self._ready.set()
 

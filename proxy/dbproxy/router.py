@@ -54,7 +54,7 @@ from __future__ import annotations
 
 import enum
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Literal
 
@@ -190,8 +190,12 @@ def choose_replica(
     max_lag_seconds: float | None = None,
     min_lsn: int | None = None,
     rotation: int = 0,
+    outstanding: Mapping[str, int] | None = None,
 ) -> ReplicaView | None:
-    """The replica for a read, or None: go to the primary. See the module docstring."""
+    """The replica for a read, or None: go to the primary. See the module docstring.
+
+    `outstanding`, when given, overrides the views' own counts (the daemon keeps one live mapping
+    and reuses the views between monitor polls instead of rebuilding them per statement)."""
     best: list[ReplicaView] = []
     best_key = 0.0
     for r in replicas:
@@ -201,15 +205,22 @@ def choose_replica(
             continue
         # Equal fractions of small integers divide to equal floats (division is correctly
         # rounded), so float keys tie exactly when the ratios do.
-        key = r.outstanding / r.weight
+        load = r.outstanding if outstanding is None else outstanding.get(r.name, 0)
+        key = load / r.weight
         if not best or key < best_key:
             best, best_key = [r], key
         elif key == best_key:
             best.append(r)
     if not best:
         return None
-    best.sort(key=lambda r: r.name)
+    if len(best) == 1:
+        return best[0]
+    best.sort(key=_name)
     return best[rotation % len(best)]
+
+
+def _name(r: ReplicaView) -> str:
+    return r.name
 
 
 # -- the session router ------------------------------------------------------------------------
@@ -360,20 +371,24 @@ class SessionRouter:
         replicas: Sequence[ReplicaView],
         *,
         primary_lsn: int | None = None,
+        outstanding: Mapping[str, int] | None = None,
     ) -> Route:
         """Where `decision`'s statement runs. `now` is the daemon's monotonic clock in seconds;
-        `primary_lsn`, when known, fills `lag_bytes` of replicas that have only a `replay_lsn`."""
+        `primary_lsn`, when known, fills `lag_bytes` of replicas that have only a `replay_lsn`;
+        `outstanding` (see `choose_replica`) overrides the views' in-flight counts."""
         if primary_lsn is not None:
             replicas = _with_lag(replicas, primary_lsn)
         if self._commit_pending and self._mode == "primary-window":
             # The commit happened at or before now: starting the window here is on the safe side.
             self._commit_pending = False
             self._last_write_at = now
-        route = self._decide(decision, now, replicas)
+        route = self._decide(decision, now, replicas, outstanding)
         self._last_target = route.target
         return route
 
-    def _decide(self, d: Decision, now: float, replicas: Sequence[ReplicaView]) -> Route:
+    def _decide(
+        self, d: Decision, now: float, replicas: Sequence[ReplicaView], outstanding: Mapping[str, int] | None
+    ) -> Route:
         if self._txn_backend is not None:
             if d.pins_session:
                 self._pinned = True
@@ -395,7 +410,7 @@ class SessionRouter:
         if d.begins_transaction:
             route = Route(PRIMARY, RouteReason.HINT if hinted else RouteReason.TRANSACTION)
             if d.target is Target.REPLICA and d.read_only_transaction:
-                replica, why = self._pick_read(now, replicas)
+                replica, why = self._pick_read(now, replicas, outstanding)
                 if replica is not None:
                     route = Route(replica.name, route.reason)
                 else:
@@ -414,7 +429,7 @@ class SessionRouter:
                 return Route(PRIMARY, RouteReason.TRANSACTION)
             return Route(PRIMARY, RouteReason.WRITE)
 
-        replica, why = self._pick_read(now, replicas)
+        replica, why = self._pick_read(now, replicas, outstanding)
         if replica is None:
             return Route(PRIMARY, why)
         return Route(replica.name, RouteReason.HINT if hinted else RouteReason.READ)
@@ -424,7 +439,7 @@ class SessionRouter:
         self._last_write_at = now
 
     def _pick_read(
-        self, now: float, replicas: Sequence[ReplicaView]
+        self, now: float, replicas: Sequence[ReplicaView], outstanding: Mapping[str, int] | None
     ) -> tuple[ReplicaView | None, RouteReason]:
         """A replica for a read, or (None, why the primary must take it)."""
         min_lsn = None
@@ -437,11 +452,12 @@ class SessionRouter:
                 self._last_write_at is not None and now - self._last_write_at < self._window
             ):
                 return None, RouteReason.READ_YOUR_WRITES
-        limits = {"max_lag_bytes": self._max_lag_bytes, "max_lag_seconds": self._max_lag_seconds}
-        choice = choose_replica(replicas, min_lsn=min_lsn, rotation=self._rotation, **limits)
+        max_b, max_s = self._max_lag_bytes, self._max_lag_seconds
+        choice = choose_replica(replicas, max_lag_bytes=max_b, max_lag_seconds=max_s, min_lsn=min_lsn,
+                                rotation=self._rotation, outstanding=outstanding)  # fmt: skip
         if choice is not None:
             self._rotation += 1
             return choice, RouteReason.READ
-        if min_lsn is not None and choose_replica(replicas, **limits) is not None:
+        if min_lsn is not None and choose_replica(replicas, max_lag_bytes=max_b, max_lag_seconds=max_s) is not None:
             return None, RouteReason.READ_YOUR_WRITES
         return None, RouteReason.FALLBACK

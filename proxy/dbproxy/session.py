@@ -394,7 +394,7 @@ class ClientSession(LoginMixin, asyncio.Protocol):
             views = d.replica_views(self._avoid)
         else:
             views = ()
-        route = router.route(decision, time.monotonic(), views)
+        route = router.route(decision, time.monotonic(), views, outstanding=d.outstanding)
         self.last_route = route
         self._multi = decision.detail == "multi-statement"
         routes = d.metrics.routes

@@ -432,3 +432,12 @@ def test_commit_lsn_from_insert_steps_back_over_a_page_header():
     assert commit_lsn_from_insert(parse_lsn("0/3002018")) == parse_lsn("0/3002000")  # page start
     assert commit_lsn_from_insert(parse_lsn("0/3002019")) == parse_lsn("0/3002019")
     assert commit_lsn_from_insert(parse_lsn("0/3000050")) == parse_lsn("0/3000050")
+
+
+def test_outstanding_mapping_overrides_the_views_counts():
+    views = [rv("a", outstanding=0, weight=1), rv("b", outstanding=0, weight=2)]
+    # The views say both idle; the live counts say "a" is busier per unit of weight.
+    assert choose_replica(views, outstanding={"a": 2, "b": 3}).name == "b"
+    assert choose_replica(views, outstanding={"a": 1, "b": 4}).name == "a"
+    r = SessionRouter(read_your_writes="off")
+    assert r.route(READ, 0.0, views, outstanding={"a": 5}).target == "b"
