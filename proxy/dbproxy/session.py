@@ -271,6 +271,10 @@ class ClientSession(LoginMixin, asyncio.Protocol):
             self._dispatch()
             return
         if t == b"D" or t == b"C":
+            if len(raw) == 7 and raw[5] == 0x50 and raw[6] == 0:  # the unnamed portal: nothing to track
+                batch.append((msg, None))
+                self.batch_bytes += 7
+                return
             rawb = bytes(raw)
             if len(rawb) < 7:
                 raise PgProtocolError(f"invalid {'Describe' if t == b'D' else 'Close'} message")
