@@ -108,6 +108,10 @@ class ReplicaMonitor:
         self._on_change = on_change
         self._task: asyncio.Task[None] | None = None
         self._ready = asyncio.Event()
+        # One poll at a time: a poll_once() called while the loop's is running would share a
+        # connection with it (asyncpg refuses: "another operation is in progress") and mark the
+        # server down.
+        self._poll_lock = asyncio.Lock()
         self.primary_lsn: int | None = None
         self._views: tuple[ReplicaView, ...] | None = None  # cache of views(), reset by each poll
         self.replace_backends(primary_address, replicas, user=user, password=password,
@@ -157,7 +161,7 @@ class ReplicaMonitor:
     async def wait_ready(self, timeout: float) -> bool:
         try:
             await asyncio.wait_for(self._ready.wait(), timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return False
         return True
 
@@ -217,6 +221,10 @@ class ReplicaMonitor:
             await asyncio.sleep(max(0.0, self.interval - (time.monotonic() - started)))
 
     async def poll_once(self) -> None:
+        async with self._poll_lock:
+            await self._poll_all()
+
+    async def _poll_all(self) -> None:
         statuses = list(self._statuses.values())
         results = await asyncio.gather(*(self._poll(st) for st in statuses), return_exceptions=True)
         now = time.monotonic()
