@@ -39,7 +39,14 @@ from pathlib import Path
 from typing import Any
 
 from bench import plot
-from bench.common import Binary, find_binary, format_table, machine_info, median, tree_cpu_seconds
+from bench.common import (
+    Binary,
+    find_binary,
+    format_table,
+    machine_info,
+    median,
+    tree_cpu_seconds,
+)
 from bench.pgpeers import Peer, start_pgbouncer, start_pgpool
 from proxy.devstack.dbproxy import DbProxyServer, start_dbproxy
 from proxy.devstack.postgres import PgCluster, start_pg_cluster
@@ -94,10 +101,10 @@ class Target:
         self.user, self.password, self.pids, self.alive = user, password, pids, alive
 
 
-_TPS = re.compile(r"^tps = ([0-9.]+)", re.M)
-_LAT = re.compile(r"^latency average = ([0-9.]+) ms", re.M)
-_FAILED = re.compile(r"^number of failed transactions: (\d+)", re.M)
-_DONE = re.compile(r"^number of transactions actually processed: (\d+)", re.M)
+_TPS = re.compile(r"^tps = ([0-9.]+)", re.MULTILINE)
+_LAT = re.compile(r"^latency average = ([0-9.]+) ms", re.MULTILINE)
+_FAILED = re.compile(r"^number of failed transactions: (\d+)", re.MULTILINE)
+_DONE = re.compile(r"^number of transactions actually processed: (\d+)", re.MULTILINE)
 
 
 def parse_pgbench(text: str) -> dict[str, Any]:
@@ -115,7 +122,7 @@ def _pgbench(pgbench: str, target: Target, flags: list[str], settings: dict[str,
     argv = [pgbench, *flags, "-c", str(settings["clients"]), "-j", "2", "-T", str(seconds), "-n",
             "-h", "127.0.0.1", "-p", str(target.port), "-U", target.user, "postgres"]  # fmt: skip
     cpu0 = tree_cpu_seconds(target.pids) if target.pids else None
-    done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=seconds + 120)
+    done = subprocess.run(argv, check=False, env=env, capture_output=True, text=True, timeout=seconds + 120)
     cpu1 = tree_cpu_seconds(target.pids) if target.pids else None
     result = parse_pgbench(done.stdout + done.stderr)
     result["exit"] = done.returncode
@@ -213,7 +220,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
     out.mkdir(parents=True, exist_ok=True)
     workdir = Path(tempfile.mkdtemp(prefix="tierproxy-bench-db-"))
     machine = machine_info(bins.values(), REPO)
-    started = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    started = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     problems: list[str] = []
     runs: list[dict[str, Any]] = []
     closers: list[Any] = []
@@ -224,7 +231,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
     try:
         cluster = start_pg_cluster(2, log_dir=workdir / "pg", name="bench")
         assert cluster.primary is not None
-        init = subprocess.run([pgbench, "-i", "-q", "-s", str(settings["scale"]), "-h", "127.0.0.1", "-p",
+        init = subprocess.run(check=False, args=[pgbench, "-i", "-q", "-s", str(settings["scale"]), "-h", "127.0.0.1", "-p",
                                str(cluster.primary.port), "-U", cluster.user, "postgres"],
                               env={**os.environ, **cluster.client_env()}, capture_output=True, text=True,
                               timeout=600)  # fmt: skip

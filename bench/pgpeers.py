@@ -83,8 +83,8 @@ def start_pgbouncer(cluster: PgCluster, workdir: Path, binary: str, *, pool_size
     _write(cluster, d / "userlist.txt", f'"{user}" "{password}"\n')
     _write(cluster, d / "pgbouncer.ini", "\n".join([
         "[databases]",
-        f"postgres = host={HOST} port={cluster.primary.port} dbname=postgres "
-        f"user={cluster.user} password={cluster.password}",
+        (f"postgres = host={HOST} port={cluster.primary.port} dbname=postgres "
+         f"user={cluster.user} password={cluster.password}"),
         "[pgbouncer]",
         f"listen_addr = {HOST}", f"listen_port = {lock.port}", f"unix_socket_dir = {d}",
         "auth_type = md5", f"auth_file = {d / 'userlist.txt'}",
