@@ -76,14 +76,13 @@ class Raw:
         while True:
             m = self.recv()
             assert m is not None, "closed during login"
+            assert not isinstance(m, ErrorResponse), f"login refused: {m.fields}"
             if isinstance(m, AuthenticationSASL):
                 self.send(encode.sasl_initial_response("SCRAM-SHA-256", scram.client_first()), bytewise=bytewise)
             elif isinstance(m, AuthenticationSASLContinue):
                 self.send(encode.sasl_response(scram.handle_server_first(m.data)), bytewise=bytewise)
             elif isinstance(m, AuthenticationSASLFinal):
                 scram.handle_server_final(m.data)
-            elif isinstance(m, ErrorResponse):
-                raise AssertionError(f"login refused: {m.fields}")
             elif isinstance(m, ReadyForQuery):
                 return
             else:

@@ -88,10 +88,9 @@ ROWS = [
 @pytest.mark.parametrize("sql,target", ROWS, ids=[re.sub(r"\W+", "_", r[0])[:60] for r in ROWS])
 def test_routing_table_simple_protocol(dbproxy, ports, sql, target):
     # A fresh session per row: pinning statements must not leak into the next row.
-    with _connect(dbproxy) as conn:
-        with conn.cursor() as cur:
-            cur.execute(sql)
-            assert _where(ports, _last_value(cur)) == target
+    with _connect(dbproxy) as conn, conn.cursor() as cur:
+        cur.execute(sql)
+        assert _where(ports, _last_value(cur)) == target
 
 
 @pytest.mark.parametrize(
@@ -119,7 +118,7 @@ def _statements(dbproxy) -> Counter:
         text = resp.read().decode()
     out: Counter = Counter()
     for m in re.finditer(r'^tierproxy_dbproxy_statements_total\{backend="([^"]+)",reason="([^"]+)",'
-                         r'role="[^"]+"\} ([0-9.e+]+)$', text, re.M):  # fmt: skip
+                         r'role="[^"]+"\} ([0-9.e+]+)$', text, re.MULTILINE):  # fmt: skip
         out[(m.group(1), m.group(2))] += float(m.group(3))
     return out
 
