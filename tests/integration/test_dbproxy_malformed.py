@@ -19,7 +19,6 @@ from proxy.pgwire.auth import ScramClient
 from proxy.pgwire.errors import PgProtocolError
 from proxy.pgwire.framing import BackendFramer
 from proxy.pgwire.messages import (
-    AuthenticationOk,
     AuthenticationSASL,
     AuthenticationSASLContinue,
     AuthenticationSASLFinal,
@@ -85,8 +84,7 @@ class Raw:
                 scram.handle_server_final(m.data)
             elif isinstance(m, ReadyForQuery):
                 return
-            else:
-                assert not isinstance(m, AuthenticationOk) or True
+            # AuthenticationOk, ParameterStatus, BackendKeyData: nothing to answer
 
     def close(self) -> None:
         self.sock.close()
