@@ -9,7 +9,6 @@ import socket
 from dataclasses import dataclass
 from pathlib import Path
 
-
 from tests.integration.lbproc import LbProcess, http_json
 
 REJECT_STATUSES = {400, 413, 414, 431, 501, 505}

@@ -8,12 +8,12 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
 
+from proxy.devstack.poll import PollTimeout, wait_until
 from proxy.devstack.ports import allocate_port
 
 REPO = Path(__file__).resolve().parents[2]
@@ -38,17 +38,25 @@ def http_json(url: str, method: str = "GET", body: Any = None, timeout: float = 
 
 
 def wait_for(predicate: Any, timeout: float = 15.0, what: str = "condition") -> Any:
-    """Poll `predicate` with a short backoff until it returns a truthy value."""
-    deadline = time.monotonic() + timeout
-    delay = 0.01
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out waiting for {what}")
-        time.sleep(delay)
-        delay = min(delay * 1.5, 0.2)
+    """`proxy.devstack.poll.wait_until`, except that an exception from `predicate` fails at once
+    (tests assert inside their predicates) and a timeout is a TimeoutError."""
+    failure: list[BaseException] = []
+
+    def condition() -> Any:
+        try:
+            return predicate()
+        except Exception as exc:
+            failure.append(exc)
+            return None
+
+    def abort() -> None:
+        if failure:
+            raise failure[0]
+
+    try:
+        return wait_until(condition, timeout, what, abort)
+    except PollTimeout:
+        raise TimeoutError(f"timed out waiting for {what}") from None
 
 
 class LbProcess:

@@ -12,6 +12,8 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 
+from proxy.devstack.poll import PollTimeout, wait_until
+
 
 @dataclass
 class LoadResult:
@@ -57,11 +59,14 @@ class Load:
             return self.result.total
 
     def wait_count(self, n: int, timeout: float = 30.0) -> None:
-        deadline = time.monotonic() + timeout
-        while self.count() < n:
-            if time.monotonic() > deadline or not any(t.is_alive() for t in self._threads):
-                raise TimeoutError(f"load reached {self.count()} of {n} requests")
-            time.sleep(0.01)
+        def dead() -> None:
+            if not any(t.is_alive() for t in self._threads):
+                raise TimeoutError(f"load threads ended at {self.count()} of {n} requests")
+
+        try:
+            wait_until(lambda: self.count() >= n, timeout, "load", abort=dead)
+        except PollTimeout:
+            raise TimeoutError(f"load reached {self.count()} of {n} requests") from None
 
     def stop(self) -> LoadResult:
         self._stop.set()

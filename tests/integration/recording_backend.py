@@ -29,6 +29,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
+from proxy.devstack.poll import PollTimeout, wait_until
 from proxy.devstack.ports import allocate_port
 from tests.integration.sockserver import stop_threaded_server
 
@@ -224,11 +225,10 @@ class RecordingBackend:
             return list(self._state.requests[n:])
 
     def wait_count(self, n: int, timeout: float = 10.0) -> list[Recorded]:
-        deadline = time.monotonic() + timeout
-        while self.count() < n:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"backend saw {self.count()} of {n} requests")
-            time.sleep(0.01)
+        try:
+            wait_until(lambda: self.count() >= n, timeout, "recorded requests")
+        except PollTimeout:
+            raise TimeoutError(f"backend saw {self.count()} of {n} requests") from None
         return self.requests
 
     # -- serving -------------------------------------------------------------------------------

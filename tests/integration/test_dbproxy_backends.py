@@ -3,20 +3,14 @@ inside a transaction."""
 
 from __future__ import annotations
 
-import time
-
 import psycopg
 import pytest
 
+from proxy.devstack.poll import wait_until
+
 
 def _wait(predicate, what: str, timeout: float = 20.0):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
+    return wait_until(predicate, timeout, what)
 
 
 def _usable(proxy) -> dict[str, bool]:

@@ -22,10 +22,8 @@ a schema of its own, dropped afterwards, so a shared cluster is left as found.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
-import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
@@ -34,6 +32,7 @@ import asyncpg
 import pytest
 
 from proxy.dbproxy.classify import Reason, Target, classify
+from proxy.devstack.poll import PollTimeout, wait_until_async
 from tests.unit.test_dbproxy_classify import READS, ROWS
 
 READ_ONLY_SQLSTATE = "25006"
@@ -216,12 +215,10 @@ async def parity_schema(servers: Servers) -> AsyncIterator[str]:
 async def _wait_replayed(dsn: str, lsn: str) -> None:
     conn = await asyncpg.connect(dsn)
     try:
-        deadline = time.monotonic() + REPLAY_TIMEOUT
         query = "SELECT pg_last_wal_replay_lsn() >= $1::pg_lsn"
-        while not await conn.fetchval(query, lsn):
-            if time.monotonic() > deadline:
-                pytest.fail(f"replica did not replay {lsn} within {REPLAY_TIMEOUT}s")
-            await asyncio.sleep(0.02)
+        await wait_until_async(lambda: conn.fetchval(query, lsn), REPLAY_TIMEOUT, f"replay of {lsn}")
+    except PollTimeout:
+        pytest.fail(f"replica did not replay {lsn} within {REPLAY_TIMEOUT}s")
     finally:
         await conn.close()
 

@@ -15,6 +15,8 @@ import time
 import asyncpg
 import pytest
 
+from proxy.devstack.poll import wait_until_async
+
 CLIENTS = 6
 
 
@@ -70,13 +72,18 @@ class Load:
 
 
 async def _wait_status(proxy, predicate, timeout: float = 15.0) -> dict:
-    deadline = time.monotonic() + timeout
-    while True:
+    async def matched() -> dict | None:
         status = await asyncio.to_thread(proxy.status)
-        if predicate({b["name"]: b for b in status["backends"]}):
-            return status
-        assert time.monotonic() < deadline, f"proxy status never matched: {status['backends']}"
-        await asyncio.sleep(0.1)
+        return status if predicate({b["name"]: b for b in status["backends"]}) else None
+
+    return await wait_until_async(matched, timeout, "the proxy's status")
+
+
+async def _each_client_logged(load: Load, n: int, since: float = 0.0) -> None:
+    async def enough() -> bool:
+        return all(sum(1 for e in log if e[0] >= since) >= n for log in load.log)
+
+    await wait_until_async(enough, 30, f"{n} statements from every client")
 
 
 async def test_a_killed_replica_moves_its_reads_and_both_killed_fall_back_to_the_primary(cluster, dbproxy_factory):
@@ -86,11 +93,11 @@ async def test_a_killed_replica_moves_its_reads_and_both_killed_fall_back_to_the
     load = Load(proxy.dsn())
     done = asyncio.Event()
     runner = asyncio.create_task(load.run_until(done))
-    await asyncio.sleep(1.5)
+    await _each_client_logged(load, 20)  # the load runs on both replicas
     killed_at = time.monotonic()
     await asyncio.to_thread(r1.kill)
     await _wait_status(proxy, lambda b: not b["replica1"]["up"])
-    await asyncio.sleep(1.0)
+    await _each_client_logged(load, 20, since=time.monotonic())  # and goes on after the monitor saw it
     done.set()
     await runner
     for i, entries in enumerate(load.log):

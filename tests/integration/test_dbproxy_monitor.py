@@ -4,11 +4,10 @@ loops, never timed sleeps."""
 
 from __future__ import annotations
 
-import asyncio
-
 from proxy.dbproxy.monitor import ReplicaMonitor, usable_for_reads
+from proxy.devstack.poll import PollTimeout, wait_until_async
 
-MAX_POLLS = 200  # bound of every condition loop (a poll takes at most `timeout`)
+POLL_TIMEOUT = 60.0  # seconds for any condition (a poll takes at most the monitor's timeout)
 
 
 def make_monitor(cluster, changes=None):
@@ -20,12 +19,14 @@ def make_monitor(cluster, changes=None):
 
 
 async def poll_until(monitor, condition, what):
-    for _ in range(MAX_POLLS):
+    async def polled() -> bool:
         await monitor.poll_once()
-        if condition():
-            return
-        await asyncio.sleep(0.02)  # pacing between polls, not a readiness wait
-    raise AssertionError(f"never: {what}; statuses: {[s.to_json() for s in monitor.statuses()]}")
+        return condition()
+
+    try:
+        await wait_until_async(polled, POLL_TIMEOUT, what)
+    except PollTimeout:
+        raise AssertionError(f"never: {what}; statuses: {[s.to_json() for s in monitor.statuses()]}") from None
 
 
 def view(monitor, name):

@@ -3,10 +3,10 @@
 
 from __future__ import annotations
 
-import asyncio
-
 import asyncpg
 import pytest
+
+from proxy.devstack.poll import PollTimeout, wait_until_async
 
 DELAY_MS = 300
 
@@ -39,11 +39,9 @@ async def _write_then_read(dsn: str, rounds: int) -> tuple[int, int]:
 async def _eventually_read_on_a_replica(dsn: str, timeout: float = 15.0) -> bool:
     conn = await asyncpg.connect(dsn)
     try:
-        deadline = asyncio.get_running_loop().time() + timeout
-        while asyncio.get_running_loop().time() < deadline:
-            if await conn.fetchval("SELECT pg_is_in_recovery()"):
-                return True
-            await asyncio.sleep(0.05)
+        return await wait_until_async(lambda: conn.fetchval("SELECT pg_is_in_recovery()"), timeout,
+                                      "a read answered by a replica")  # fmt: skip
+    except PollTimeout:
         return False
     finally:
         await conn.close()

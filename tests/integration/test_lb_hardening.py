@@ -16,11 +16,17 @@ from collections.abc import Iterator
 import pytest
 
 from tests.integration.conftest import backends_toml
+from tests.integration.hardening_util import (
+    NO_HEALTH_NO_OUTLIER,
+    lb_status,
+    new_client,
+    parse_stream,
+    raw_exchange,
+    rss_kib,
+)
 from tests.integration.lbproc import LbProcess, http_json, wait_for
 from tests.integration.misbehaving_backend import MisbehavingBackend
 from tests.integration.recording_backend import RecordingBackend
-from tests.integration.hardening_util import NO_HEALTH_NO_OUTLIER, lb_status, new_client, parse_stream, raw_exchange, rss_kib
-
 
 # -- slowloris and slow readers ----------------------------------------------------------------
 

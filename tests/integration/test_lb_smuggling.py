@@ -18,10 +18,17 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tests.integration.hardening_util import (
+    NO_HEALTH_NO_OUTLIER,
+    REJECT_STATUSES,
+    lb_status,
+    new_client,
+    parse_stream,
+    raw_exchange,
+    rss_kib,
+)
 from tests.integration.lbproc import LbProcess, wait_for
 from tests.integration.recording_backend import RecordingBackend
-from tests.integration.hardening_util import NO_HEALTH_NO_OUTLIER, REJECT_STATUSES, lb_status, new_client, parse_stream, raw_exchange, rss_kib
-
 
 # -- a balancer in front of a recording backend, shared by the smuggling tests -------------------
 

@@ -9,7 +9,12 @@ from hypothesis import strategies as st
 from proxy.dbproxy.clientauth import ClientAuth, Credentials, is_loopback
 from proxy.dbproxy.config import AuthConfig
 from proxy.pgwire import encode
-from proxy.pgwire.auth import ScramClient, make_md5_hash, make_scram_verifier, md5_password
+from proxy.pgwire.auth import (
+    ScramClient,
+    make_md5_hash,
+    make_scram_verifier,
+    md5_password,
+)
 from proxy.pgwire.errors import PgProtocolError
 from proxy.pgwire.framing import BackendFramer
 from proxy.pgwire.messages import (

@@ -6,7 +6,14 @@ import pytest
 
 from proxy.dbproxy.console import COMMANDS, run_console
 from proxy.pgwire.framing import BackendFramer
-from proxy.pgwire.messages import CommandComplete, DataRow, EmptyQueryResponse, ErrorResponse, RowDescription, decode_backend
+from proxy.pgwire.messages import (
+    CommandComplete,
+    DataRow,
+    EmptyQueryResponse,
+    ErrorResponse,
+    RowDescription,
+    decode_backend,
+)
 
 SNAPSHOT = {
     "pools": [{"backend": "replica1", "user": "app", "database": "shop", "options": {"application_name": "psql"},

@@ -10,7 +10,7 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
-from proxy.lb.outlier import OutlierDetector, Outcome
+from proxy.lb.outlier import Outcome, OutlierDetector
 
 FAILS = [Outcome.CONNECT_FAILED, Outcome.TIMEOUT, Outcome.RESET, Outcome.HTTP_5XX]
 
