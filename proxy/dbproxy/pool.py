@@ -153,7 +153,10 @@ class ServerPools:
         """Close a connection that must not be reused."""
         self.active.discard(conn)
         conn.set_attached(None)
-        conn.abort() if conn.busy else conn.close()
+        if conn.busy:
+            conn.abort()
+        else:
+            conn.close()
         self._wake(conn.backend)
 
     async def release(self, conn: ServerConn) -> None:
@@ -161,7 +164,8 @@ class ServerPools:
         self.active.discard(conn)
         conn.set_attached(None)
         if conn.closed or conn.busy or conn.status != b"I" or self.closed or conn.fatal:
-            conn.abort() if not conn.closed else None
+            if not conn.closed:
+                conn.abort()
             self._wake(conn.backend)
             return
         self.active.add(conn)  # still counted while the reset runs

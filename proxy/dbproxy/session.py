@@ -180,11 +180,11 @@ class ClientSession(LoginMixin, asyncio.Protocol):
             self.transport.write(data)
 
     def send_error(self, fields: dict[str, str]) -> None:
-        if "V" not in fields and "S" in fields:
-            fields = {**fields, "V": fields["S"]}
-        body = b"".join(k.encode() + v.encode("utf-8", "replace").replace(b"\0", b"") + b"\0"
-                        for k, v in fields.items() if len(k) == 1) + b"\0"  # fmt: skip
-        self.forward_raw(b"E" + _INT32.pack(len(body) + 4) + body)
+        """An ErrorResponse from a field dict (a server's own, or `error_fields`)."""
+        severity = fields.get("V") or fields.get("S", "ERROR")
+        extra = {k: v for k, v in fields.items() if k not in ("S", "V", "C", "M")}
+        self.forward_raw(encode.error_response(severity, fields.get("C", INTERNAL_ERROR), fields.get("M", ""),
+                                               fields=extra))  # fmt: skip
 
     def fatal(self, sqlstate: str, message: str) -> None:
         """FATAL error to the client and close (what PostgreSQL does on protocol errors)."""
