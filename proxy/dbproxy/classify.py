@@ -241,6 +241,23 @@ def literal_key(sql: str) -> str:
     return sql if key == sql else key
 
 
+# The same over the raw bytes of a Query message, so a cache hit needs no decoding. Only for ASCII
+# text: there these patterns match exactly what the str ones do (non-ASCII letters are \w for str
+# but not for bytes patterns, so a digit after one would be keyed differently).
+_DML_START_B = re.compile(_DML_START.pattern.encode(), re.IGNORECASE)
+_NUMBER_B = re.compile(_NUMBER.pattern.encode())
+
+
+def literal_key_bytes(sql: bytes) -> bytes:
+    """`literal_key` of ASCII `sql`; non-ASCII text is its own key."""
+    if not sql.isascii() or b";" in sql.rstrip().rstrip(b";") or b"/*" in sql or b"--" in sql:
+        return sql
+    if not _DML_START_B.match(sql):
+        return sql
+    key = _NUMBER_B.sub(b"0", sql)
+    return sql if key == sql else key
+
+
 class ClassifierCache:
     """`classify` memoised by exact SQL text, for one `write_functions` set.
 
@@ -249,7 +266,7 @@ class ClassifierCache:
     one-off texts costs one `classify` to come back. `hits` and `misses` are for metrics.
     """
 
-    __slots__ = ("_entries", "_maxsize", "_write_functions", "hits", "misses")
+    __slots__ = ("_by_bytes", "_entries", "_maxsize", "_write_functions", "hits", "misses")
 
     def __init__(
         self,
@@ -260,6 +277,7 @@ class ClassifierCache:
         if maxsize < 1:
             raise ValueError(f"maxsize must be at least 1, got {maxsize}")
         self._entries: dict[str, Decision] = {}
+        self._by_bytes: dict[bytes, Decision] = {}  # `get_bytes`'s entries
         self._maxsize = maxsize
         self._write_functions = write_functions
         self.hits = 0
@@ -280,6 +298,27 @@ class ClassifierCache:
         decision = classify(sql, write_functions=self._write_functions)
         if len(key) <= MAX_CACHED_SQL_LENGTH:
             entries = self._entries
+            if len(entries) >= self._maxsize:
+                del entries[next(iter(entries))]
+            entries[key] = decision
+        return decision
+
+    def get_bytes(self, sql: bytes) -> Decision:
+        """`get` for SQL as the client sent it (UTF-8), keyed by those bytes (`literal_key_bytes`),
+        so a hit costs no decoding; a miss decodes it and goes through `get`."""
+        entries = self._by_bytes
+        decision = entries.get(sql)
+        if decision is not None:
+            self.hits += 1
+            return decision
+        key = literal_key_bytes(sql)
+        if key is not sql:
+            decision = entries.get(key)
+            if decision is not None:
+                self.hits += 1
+                return decision
+        decision = self.get(sql.decode("utf-8", "replace"))
+        if len(key) <= MAX_CACHED_SQL_LENGTH:
             if len(entries) >= self._maxsize:
                 del entries[next(iter(entries))]
             entries[key] = decision

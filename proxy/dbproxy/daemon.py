@@ -246,6 +246,10 @@ class DbProxyDaemon:
     def classify(self, sql: str) -> Decision:
         return self.cache.get(sql)
 
+    def classify_query(self, sql: bytes) -> Decision:
+        """`classify` for the UTF-8 text of a Query message."""
+        return self.cache.get_bytes(sql)
+
     def remember_parse(self, raw: bytes, parsed: tuple[str, Decision]) -> None:
         """Cache a Parse message's (name, decision) by its bytes: clients re-send the same Parse
         (pgbench -M extended, unnamed statements) and this skips decoding and classifying it."""

@@ -56,7 +56,7 @@ import enum
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, NamedTuple
 
 from .classify_types import Decision, Reason, Target
 
@@ -92,9 +92,15 @@ class RouteReason(enum.Enum):
     PINNED = "pinned"
     READ_YOUR_WRITES = "read_your_writes"
 
+    # Members are singletons compared by identity: hash them the same way, in C, instead of
+    # Enum's hash of the name in Python (routes are counted per statement, keyed by reason).
+    __hash__ = object.__hash__
 
-@dataclass(frozen=True, slots=True)
-class Route:
+
+class Route(NamedTuple):
+    """Where one statement runs. A named tuple: one is made per statement, and a frozen
+    dataclass costs several times as much to build."""
+
     target: str  # PRIMARY or a replica's name
     reason: RouteReason
 
@@ -198,8 +204,9 @@ def choose_replica(
     and reuses the views between monitor polls instead of rebuilding them per statement)."""
     best: list[ReplicaView] = []
     best_key = 0.0
+    check_lag = max_lag_bytes is not None or max_lag_seconds is not None
     for r in replicas:
-        if not _usable(r, max_lag_bytes, max_lag_seconds):
+        if not r.up or r.weight <= 0 or (check_lag and not _usable(r, max_lag_bytes, max_lag_seconds)):
             continue
         if min_lsn is not None and (r.replay_lsn is None or r.replay_lsn < min_lsn):
             continue

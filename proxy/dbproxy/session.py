@@ -133,6 +133,23 @@ class ClientSession(LoginMixin, asyncio.Protocol):
         self._login_timer = loop.call_later(self.d.cfg.timeouts.client_login, self._login_timeout)
 
     def data_received(self, data: bytes) -> None:
+        # The commonest case on its own path: one whole simple Query with nothing else pending
+        # (what psql and pgbench -M simple send), without the framer and message queue.
+        if (
+            data[0] == 0x51
+            and self.phase == "ready"
+            and not self.batch
+            and not self.inbox
+            and not self.waiting
+            and not self.skip_until_sync
+            and not self.admin
+            and not self.framer.buffered
+        ):
+            n = len(data)
+            if n > 6 and _INT32.unpack_from(data, 1)[0] == n - 1 and data.find(b"\0", 5) == n - 1:
+                if n - 1 <= self.framer.max_message_length:
+                    self._query(bytes(data))
+                    return
         if self.phase == "closed":
             return
         try:
@@ -223,6 +240,17 @@ class ClientSession(LoginMixin, asyncio.Protocol):
             log.exception("session failed", extra={"user": self.user, "peer": self.peer})
             self.fatal(INTERNAL_ERROR, "internal error in tierproxy dbproxy")
 
+    def _query(self, raw: bytes) -> None:
+        """A whole Query message `raw` (checked: one NUL-terminated string) in the ready phase."""
+        try:
+            self.batch.append((Message(b"Q", raw, 5), ("query", self.d.classify_query(raw[5:-1]))))
+            self._dispatch()
+        except PgProtocolError as exc:
+            self.fatal(exc.sqlstate, exc.message)
+        except Exception:
+            log.exception("session failed", extra={"user": self.user, "peer": self.peer})
+            self.fatal(INTERNAL_ERROR, "internal error in tierproxy dbproxy")
+
     def _ready_message(self, msg: Message) -> None:
         t = msg.type
         if self.skip_until_sync or self.admin or t in _CONTROL:
@@ -267,7 +295,7 @@ class ClientSession(LoginMixin, asyncio.Protocol):
             return
         if t == b"Q":
             (sql,), _ = cstrings(bytes(raw), 5, 1)
-            batch.append((msg, ("query", self.d.classify(sql.decode("utf-8", "replace")))))
+            batch.append((msg, ("query", self.d.classify_query(sql))))
             self._dispatch()
             return
         if t == b"D" or t == b"C":
@@ -395,15 +423,14 @@ class ClientSession(LoginMixin, asyncio.Protocol):
         # The router looks at the replicas only for a read outside a transaction and a pin; the
         # views are built only then. The monitor fills in each replica's lag.
         if decision.target is Target.REPLICA and not router.in_transaction and not router.pinned:
-            views = d.replica_views(self._avoid)
+            views = d.replica_views(self._avoid) if self._avoid else d.monitor.views()
         else:
             views = ()
         route = router.route(decision, time.monotonic(), views, outstanding=d.outstanding)
         self.last_route = route
         self._multi = decision.detail == "multi-statement"
         routes = d.metrics.routes
-        key = (route.target, route.reason)
-        routes[key] = routes.get(key, 0) + 1
+        routes[route] = routes.get(route, 0) + 1  # keyed (target, reason): Route is that tuple
         return route
 
     def _start_async(self, coro: Any) -> None:
@@ -496,12 +523,12 @@ class ClientSession(LoginMixin, asyncio.Protocol):
 
     def _send(self, conn: ServerConn, batch: list[tuple[Message, Any]]) -> None:
         out: list[bytes | memoryview] = []
-        group = conn.open_group
+        group = conn.open_group  # None: the next message starts a new group
         was_busy = conn.busy
-        if group is None:
-            group = SyncGroup()
         prepared = conn.prepared
         for msg, aux in batch:
+            if group is None:
+                group = SyncGroup()
             t = msg.type
             if t == b"P":
                 _parse_on(prepared, aux[1], aux[2], group, out, injected=False)
@@ -519,8 +546,8 @@ class ClientSession(LoginMixin, asyncio.Protocol):
                     group.by_query = True
                     prepared.pop("", None)  # a simple query destroys the unnamed statement
                 conn.groups.append(group)
-                group = SyncGroup()
-        conn.open_group = group if (group.flags or batch[-1][0].type not in (b"S", b"Q", b"F")) else None
+                group = None
+        conn.open_group = group
         self.current = conn
         conn.replay = None
         if not was_busy and conn.backend != PRIMARY and not self.router.in_transaction:

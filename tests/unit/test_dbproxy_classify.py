@@ -20,6 +20,7 @@ from proxy.dbproxy.classify import (
     Target,
     classify,
     literal_key,
+    literal_key_bytes,
 )
 from proxy.dbproxy.classify_functions import (
     SESSION_PIN_FUNCTIONS,
@@ -479,6 +480,33 @@ def test_literal_key_never_changes_a_decision(sql, number):
     varied = literal_key(sql).replace(" 0", f" {number}") if literal_key(sql) != sql else sql
     assert classify(literal_key(sql)) == classify(sql)
     assert classify(varied) == classify(sql)
+
+
+@given(st.one_of(st.sampled_from([r[0] for r in ROWS]), st.text(max_size=80),
+                 st.from_regex(r"\s*(select|SELECT|update) [a-z0-9_.$é ]{0,20}(=|,) ?[0-9.eE+-]{1,8}[a-z ;]{0,5}",
+                               fullmatch=True)))
+def test_literal_key_bytes_agrees_with_literal_key(sql):
+    raw = sql.encode()
+    key = literal_key_bytes(raw)
+    if raw.isascii():
+        assert key.decode() == literal_key(sql)
+    else:
+        assert key == raw  # non-ASCII text is never literal-keyed
+
+
+def test_cache_get_bytes_matches_get_and_counts():
+    cache = ClassifierCache()
+    for row in ROWS:
+        sql = row[0].encode("utf-8", "replace").decode()  # a row with a lone surrogate: as a client could send it
+        assert cache.get_bytes(sql.encode()) == classify(sql)
+    for aid in (1, 4711):
+        assert cache.get_bytes(f"SELECT abalance FROM pgbench_accounts WHERE aid = {aid};".encode()).target is R
+        assert cache.get_bytes(f"update t set a = {aid} where b = {aid}".encode()).target is P
+    hits = cache.hits
+    assert cache.get_bytes(b"SELECT abalance FROM pgbench_accounts WHERE aid = 99;").target is R
+    assert cache.get_bytes("SELECT nextval('s') -- é".encode()).target is P
+    assert cache.get_bytes("SELECT nextval('s') -- é".encode()).target is P
+    assert cache.hits == hits + 2
 
 
 def test_cache_skips_very_long_texts_and_uses_its_write_functions():
