@@ -230,7 +230,10 @@ MAX_CACHED_SQL_LENGTH = 16_384
 # outside EXPLAIN/COPY/SET/BEGIN options, which these are not), so such texts share one entry keyed
 # with every numeric literal replaced by 0. Anything else is keyed by its exact text.
 _DML_START = re.compile(r"\s*(?:select|insert|update|delete|values|with|table)\b", re.IGNORECASE)
-_NUMBER = re.compile(r"(?<![\w$.])\d+(?:\.\d*)?(?:[eE][-+]?\d+)?(?![\w.])")
+# A number not preceded by [\w$.] (part of a name or a number) nor followed by [\w.]. It starts
+# with \d, the look-behind after it, so the regex engine can skip to digits instead of trying the
+# look-behind at every position (0.84 instead of 1.34 us on a pgbench query).
+_NUMBER = re.compile(r"\d(?<![\w$.]\d)\d*(?:\.\d*)?(?:[eE][-+]?\d+)?(?![\w.])")
 
 
 def literal_key(sql: str) -> str:
@@ -244,15 +247,18 @@ def literal_key(sql: str) -> str:
 # The same over the raw bytes of a Query message, so a cache hit needs no decoding. Only for ASCII
 # text: there these patterns match exactly what the str ones do (non-ASCII letters are \w for str
 # but not for bytes patterns, so a digit after one would be keyed differently).
-_DML_START_B = re.compile(_DML_START.pattern.encode(), re.IGNORECASE)
 _NUMBER_B = re.compile(_NUMBER.pattern.encode())
+# `literal_key`'s conditions in one match: a DML keyword, then no ";", "/*" or "--" before the
+# trailing semicolons and whitespace (possessive repeats: no backtracking).
+_KEYABLE_B = re.compile(
+    rb"\s*(?:select|insert|update|delete|values|with|table)\b[^;/\-]*+(?:(?:/(?!\*)|-(?!-))[^;/\-]*+)*+;*\s*\Z",
+    re.IGNORECASE,
+)
 
 
 def literal_key_bytes(sql: bytes) -> bytes:
     """`literal_key` of ASCII `sql`; non-ASCII text is its own key."""
-    if not sql.isascii() or b";" in sql.rstrip().rstrip(b";") or b"/*" in sql or b"--" in sql:
-        return sql
-    if not _DML_START_B.match(sql):
+    if not sql.isascii() or not _KEYABLE_B.match(sql):
         return sql
     key = _NUMBER_B.sub(b"0", sql)
     return sql if key == sql else key

@@ -202,12 +202,17 @@ def choose_replica(
 
     `outstanding`, when given, overrides the views' own counts (the daemon keeps one live mapping
     and reuses the views between monitor polls instead of rebuilding them per statement)."""
+    usable = sorted((r for r in replicas if _usable(r, max_lag_bytes, max_lag_seconds)), key=_name)
+    return _least_loaded(usable, min_lsn, rotation, outstanding)
+
+
+def _least_loaded(
+    replicas: Sequence[ReplicaView], min_lsn: int | None, rotation: int, outstanding: Mapping[str, int] | None
+) -> ReplicaView | None:
+    """`choose_replica` among usable `replicas` given in name order (so ties are in name order)."""
     best: list[ReplicaView] = []
     best_key = 0.0
-    check_lag = max_lag_bytes is not None or max_lag_seconds is not None
     for r in replicas:
-        if not r.up or r.weight <= 0 or (check_lag and not _usable(r, max_lag_bytes, max_lag_seconds)):
-            continue
         if min_lsn is not None and (r.replay_lsn is None or r.replay_lsn < min_lsn):
             continue
         # Equal fractions of small integers divide to equal floats (division is correctly
@@ -220,9 +225,6 @@ def choose_replica(
             best.append(r)
     if not best:
         return None
-    if len(best) == 1:
-        return best[0]
-    best.sort(key=_name)
     return best[rotation % len(best)]
 
 
@@ -268,6 +270,8 @@ class SessionRouter:
         "_rotation",
         "_txn_backend",
         "_txn_failed",
+        "_usable_for",
+        "_usable_views",
         "_uncommitted_write",
         "_window",
     )
@@ -299,6 +303,10 @@ class SessionRouter:
         self._commit_pending = False
         self._last_commit_lsn: int | None = None
         self._last_write_at: float | None = None
+        # The replicas within the lag limits, for the last views tuple seen: the daemon shares one
+        # tuple between monitor polls, so this is worked out once per poll, not per statement.
+        self._usable_for: tuple[ReplicaView, ...] | None = None
+        self._usable_views: list[ReplicaView] = []
 
     @classmethod
     def from_config(cls, routing: RoutingConfig, *, rotation_seed: int = 0) -> SessionRouter:
@@ -460,8 +468,16 @@ class SessionRouter:
             ):
                 return None, RouteReason.READ_YOUR_WRITES
         max_b, max_s = self._max_lag_bytes, self._max_lag_seconds
-        choice = choose_replica(replicas, max_lag_bytes=max_b, max_lag_seconds=max_s, min_lsn=min_lsn,
-                                rotation=self._rotation, outstanding=outstanding)  # fmt: skip
+        if type(replicas) is tuple:
+            # Immutable views (the daemon shares one tuple between monitor polls): the usable
+            # ones, in name order, are worked out once per tuple instead of per statement.
+            if replicas is not self._usable_for:
+                self._usable_views = sorted((r for r in replicas if _usable(r, max_b, max_s)), key=_name)
+                self._usable_for = replicas
+            choice = _least_loaded(self._usable_views, min_lsn, self._rotation, outstanding)
+        else:
+            choice = choose_replica(replicas, max_lag_bytes=max_b, max_lag_seconds=max_s, min_lsn=min_lsn,
+                                    rotation=self._rotation, outstanding=outstanding)  # fmt: skip
         if choice is not None:
             self._rotation += 1
             return choice, RouteReason.READ

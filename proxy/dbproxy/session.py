@@ -241,10 +241,32 @@ class ClientSession(LoginMixin, asyncio.Protocol):
             self.fatal(INTERNAL_ERROR, "internal error in tierproxy dbproxy")
 
     def _query(self, raw: bytes) -> None:
-        """A whole Query message `raw` (checked: one NUL-terminated string) in the ready phase."""
+        """A whole Query message `raw` (checked: one NUL-terminated string) in the ready phase:
+        `_dispatch` and `_send` for a batch of just that message, in one step."""
         try:
-            self.batch.append((Message(b"Q", raw, 5), ("query", self.d.classify_query(raw[5:-1]))))
-            self._dispatch()
+            decision = self.d.classify_query(raw[5:-1])
+            batch = [(Message(b"Q", raw, 5), ("query", decision))]
+            conn = self.current
+            if (conn is not None and conn.busy) or (
+                decision.target is Target.REPLICA and self.router.needs_commit_lsn
+            ):
+                self.batch = batch
+                self._dispatch()  # pipelined behind a statement in flight, or an LSN to fetch
+                return
+            target = self._route(decision).target
+            conn = self.servers.get(target)
+            if conn is None or conn.closed:
+                self._start_async(self._route_async(batch, decision, target))
+                return
+            group = SyncGroup()
+            group.by_query = True
+            conn.groups.append(group)
+            conn.prepared.pop("", None)  # a simple query destroys the unnamed statement
+            self.current = conn
+            conn.replay = batch if target != PRIMARY and not self.router.in_transaction else None
+            self.d.started(conn)
+            conn.write(raw)
+            self.statements_run += 1
         except PgProtocolError as exc:
             self.fatal(exc.sqlstate, exc.message)
         except Exception:
