@@ -14,9 +14,10 @@ Theory of operation
    run, the CPU seconds of the proxy's process tree come from /proc: transactions per proxy
    CPU-second is what the proxy costs, less sensitive than TPS to the sharing of the 2 cores by
    pgbench, the proxy and three PostgreSQL servers.
-5. Per (workload, target) the median over rounds (failed transactions are summed, never hidden);
-   ratios to PgBouncer and pgpool-II from those medians. Output: a table on stdout and in
-   table.txt, results.json with every run and machine info, a PNG chart.
+5. Per (workload, target) the median over rounds (failed transactions are summed, never hidden).
+   Ratios to PgBouncer and pgpool-II: per round (runs seconds apart, in one state of the machine),
+   then the median of those, which cancels drift that a ratio of medians would mix in. Output: a
+   table on stdout and in table.txt, results.json with every run and machine info, a PNG chart.
 
 A peer whose binary is missing is skipped with the apt package to install. A target that fails to
 start, or a run with failed transactions or a pgbench error, makes the exit status 1 after the
@@ -152,13 +153,20 @@ def _summarise(runs: list[dict[str, Any]], targets: list[str], workloads: list[s
             }  # fmt: skip
         for row in by_target.values():
             for peer, key in (("pgbouncer", "vs_pgbouncer"), ("pgpool", "vs_pgpool")):
-                base = by_target.get(peer, {}).get("tps")
-                row[key] = row["tps"] / base if base and row["tps"] is not None else None
+                row[key] = _round_ratio(runs, w, row["target"], peer)
             base_cpu = by_target.get("pgbouncer", {}).get("tps_per_cpu_s")
             row["cpu_vs_pgbouncer"] = (row["tps_per_cpu_s"] / base_cpu
                                        if base_cpu and row["tps_per_cpu_s"] else None)  # fmt: skip
             rows.append(row)
     return rows
+
+
+def _round_ratio(runs: list[dict[str, Any]], workload: str, target: str, peer: str) -> float | None:
+    """Median over rounds of target TPS / peer TPS in the same round (None without a pair)."""
+    tps = {(r["round"], r["target"]): r["tps"] for r in runs if r["workload"] == workload}
+    ratios = [t / tps[(rnd, peer)] for (rnd, name), t in tps.items()
+              if name == target and t is not None and tps.get((rnd, peer))]  # fmt: skip
+    return median(ratios) if ratios else None
 
 
 def _start(wanted: list[str], cluster: PgCluster, workdir: Path, bins: dict[str, Binary], settings: dict[str, Any],

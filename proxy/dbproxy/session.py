@@ -159,8 +159,24 @@ class ClientSession(LoginMixin, asyncio.Protocol):
             self._pump()
             self.fatal(exc.sqlstate, exc.message)
             return
-        self.inbox.extend(msgs)
-        self._pump()
+        if self.inbox or self.waiting or self.phase != "ready":
+            self.inbox.extend(msgs)
+            self._pump()
+            return
+        # Ready with nothing queued: handle the messages straight from the list, queueing the
+        # rest only if one of them starts an asynchronous step (`waiting`).
+        try:
+            it = iter(msgs)
+            for msg in it:
+                self._ready_message(msg)
+                if self.waiting or self.phase != "ready":
+                    if self.phase != "closed":
+                        self.inbox.extend(it)
+                    return
+        except PgProtocolError as exc:
+            self.fatal(exc.sqlstate, exc.message)
+        except Exception:
+            self._internal_error()
 
     def eof_received(self) -> bool | None:
         return False
@@ -237,8 +253,13 @@ class ClientSession(LoginMixin, asyncio.Protocol):
         except PgProtocolError as exc:
             self.fatal(exc.sqlstate, exc.message)
         except Exception:
-            log.exception("session failed", extra={"user": self.user, "peer": self.peer})
-            self.fatal(INTERNAL_ERROR, "internal error in tierproxy dbproxy")
+            self._internal_error()
+
+    def _internal_error(self) -> None:
+        """A bug of ours while handling this client (called from an except block): log it with
+        the traceback, tell the client, close; the daemon and other sessions go on."""
+        log.exception("session failed", extra={"user": self.user, "peer": self.peer})
+        self.fatal(INTERNAL_ERROR, "internal error in tierproxy dbproxy")
 
     def _query(self, raw: bytes) -> None:
         """A whole Query message `raw` (checked: one NUL-terminated string) in the ready phase:
@@ -270,8 +291,7 @@ class ClientSession(LoginMixin, asyncio.Protocol):
         except PgProtocolError as exc:
             self.fatal(exc.sqlstate, exc.message)
         except Exception:
-            log.exception("session failed", extra={"user": self.user, "peer": self.peer})
-            self.fatal(INTERNAL_ERROR, "internal error in tierproxy dbproxy")
+            self._internal_error()
 
     def _ready_message(self, msg: Message) -> None:
         t = msg.type

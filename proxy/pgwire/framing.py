@@ -94,11 +94,14 @@ _FRONTEND_KNOWN = _known_table(FRONTEND_TYPES)
 _BACKEND_KNOWN = _known_table(BACKEND_TYPES)
 
 
+_COPY_AT_MOST = 8192
+
+
 class Message:
     """One framed message: `type` (b"" in the startup phase), `raw` (all of it, header included).
 
-    `raw` is a memoryview into the bytes passed to `feed`; forward it as is, or `bytes(msg.raw)` to
-    keep it. `body` is the payload after the header: for typed messages what follows the length
+    `raw` is the message's bytes, or for a large one a memoryview into the bytes passed to `feed`;
+    forward it as is, or `bytes(msg.raw)` to keep it. `body` is the payload after the header: for typed messages what follows the length
     word, for startup packets what follows the length word (so it starts with the Int32 code).
     """
 
@@ -217,7 +220,10 @@ class _Framer:
             if avail < total:
                 self._need = total
                 return pos
-            out.append(Message(_BYTE1[code], view[pos : pos + total], _TYPED_HEADER))
+            # Small messages as bytes (a copy no dearer than a view, and cheap to index and keep),
+            # large ones as views into the buffer (no copy of a big row or COPY chunk).
+            raw = buf[pos : pos + total] if total <= _COPY_AT_MOST else view[pos : pos + total]
+            out.append(Message(_BYTE1[code], raw, _TYPED_HEADER))
             pos += total
 
     def _unknown(self, code: int) -> PgProtocolError:
