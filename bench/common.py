@@ -43,7 +43,7 @@ __all__ = [
 ]
 
 SHARED_CORES_NOTE = (
-    "client (wrk), proxy and backends run on the same machine and share its {n} core(s); "
+    "load generator, proxy and backends run on the same machine and share its {n} core(s); "
     "absolute numbers drift between runs, so compare the ratios measured within one run"
 )
 
@@ -143,7 +143,7 @@ def machine_info(binaries: Iterable[Binary], repo: Path) -> dict[str, Any]:
     for b in binaries:
         if b.path is None:
             versions[b.name] = None
-        elif b.name == "wrk":
+        elif b.name in ("wrk", "pgbench", "pgbouncer", "pgpool"):
             versions[b.name] = _first([b.path, "--version"])
         else:
             versions[b.name] = _first([b.path, "-v"])
