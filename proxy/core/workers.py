@@ -8,8 +8,10 @@ with one JSON object per line. Messages are the daemon's own (see LbDaemon._on_c
 DbProxyDaemon._on_control), plus three the machinery here knows:
 
     worker -> supervisor   {"op": "ready"}                 started; `on_ready(index)` is called
-                           {"id": n, ...}                  the answer to a `request`
-    supervisor -> worker   {"op": ..., "id": n}            a request (`request`, `snapshots`)
+                           {"id": n, ...}                  the answer to a request of `ask`
+                           {"op": ..., "rid": n}           a request (`ControlChannel.request`)
+    supervisor -> worker   {"op": ..., "id": n}            a request (`ask`, `snapshots`)
+                           {"rid": n, ...}                 the answer to a worker's request
 
 Anything else a worker sends goes to `on_message(index, msg)`. SIGHUP/SIGTERM reach all workers
 through the supervisor. A worker whose supervisor disappears drains and exits (end of file on its
@@ -122,18 +124,23 @@ class WorkerSet:
     def send_to(self, index: int, msg: dict[str, Any]) -> None:
         self.workers[index].send(msg)
 
-    async def snapshots(self) -> list[dict[str, Any]]:
-        """Each live worker's counters (a worker that does not answer in time is left out)."""
+    async def ask(self, op: str) -> list[dict[str, Any]]:
+        """Send {"op": op} to every worker; their answers (one that does not answer in time is
+        left out)."""
         loop = asyncio.get_running_loop()
         futs = []
         for worker in self.workers:
             self._next_id += 1
             fut: asyncio.Future[dict[str, Any]] = loop.create_future()
             worker.pending[self._next_id] = fut
-            worker.send({"op": "stats", "id": self._next_id})
+            worker.send({"op": op, "id": self._next_id})
             futs.append(fut)
         done, _pending = await asyncio.wait(futs, timeout=STATS_TIMEOUT) if futs else (set(), set())
-        return [f.result()["snapshot"] for f in futs if f in done and not f.exception()]
+        return [f.result() for f in futs if f in done and not f.exception()]
+
+    async def snapshots(self) -> list[dict[str, Any]]:
+        """Each live worker's counters (its answer to {"op": "stats"})."""
+        return [reply["snapshot"] for reply in await self.ask("stats")]
 
     def pids(self) -> list[int]:
         return [w.proc.pid for w in self.workers]
@@ -168,6 +175,8 @@ class ControlChannel:
         self.handler = handler
         self.writer: asyncio.StreamWriter | None = None
         self._task: asyncio.Task[None] | None = None
+        self._pending: dict[int, asyncio.Future[dict[str, Any]]] = {}  # our requests, by rid
+        self._next_rid = 0
 
     async def start(self) -> None:
         sock = socket.socket(fileno=self.fd)
@@ -178,6 +187,20 @@ class ControlChannel:
         if self.writer is not None and not self.writer.is_closing():
             self.writer.write(json.dumps(msg).encode() + b"\n")
 
+    async def request(self, msg: dict[str, Any], timeout: float = STATS_TIMEOUT) -> dict[str, Any]:
+        """Ask the supervisor (see `WorkerSet(on_message=...)`, which answers with the same
+        "rid"); TimeoutError if no answer comes in time."""
+        self._next_rid += 1
+        rid = self._next_rid
+        fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._pending[rid] = fut
+        self.send({**msg, "rid": rid})
+        try:
+            async with asyncio.timeout(timeout):
+                return await fut
+        finally:
+            self._pending.pop(rid, None)
+
     async def _run(self, reader: asyncio.StreamReader) -> None:
         while True:
             try:
@@ -187,6 +210,11 @@ class ControlChannel:
             if not line:
                 break
             msg = json.loads(line)
+            if "rid" in msg:  # the answer to one of our requests
+                fut = self._pending.get(msg["rid"])
+                if fut is not None and not fut.done():
+                    fut.set_result(msg)
+                continue
             try:
                 reply = await self.handler(msg)
             except Exception:

@@ -81,7 +81,7 @@ def _backends(s: Mapping[str, Any]) -> Rows:
 
 def _stats(s: Mapping[str, Any]) -> Rows:
     cols = ("backend", "reason", "statements")
-    rows = [(backend, reason, n) for (backend, reason), n in sorted(s["routes"].items())]
+    rows = [(backend, reason, n) for backend, reason, n in sorted(s["routes"])]
     return cols, rows
 
 

@@ -36,7 +36,7 @@ from .pool import ServerPools
 from .router import PRIMARY, ReplicaView, RouteReason
 from .server import ServerConn, send_cancel
 from .session import ClientSession
-from .stats import collect, merge, snapshot
+from .stats import collect, merge, merge_console, snapshot
 
 __all__ = ["DbProxyDaemon"]
 
@@ -387,7 +387,25 @@ class DbProxyDaemon:
     # -- admin ----------------------------------------------------------------------------------
 
     def console(self, sql: str) -> bytes:
+        """The admin console's answer to `sql`, from this process's state."""
         return run_console(sql, self.console_snapshot())
+
+    @property
+    def console_is_local(self) -> bool:
+        """A worker's console needs the supervisor (`console_async`): SHOW covers all workers."""
+        return self.control is None
+
+    async def console_async(self, sql: str) -> bytes:
+        """`console` for a worker: the supervisor gathers every worker's state, so SHOW CLIENTS
+        lists the clients of all of them. If the supervisor does not answer, this worker's own."""
+        assert self.control is not None
+        try:
+            reply = await self.control.request({"op": "console"})
+            snap = reply["console"]
+        except (TimeoutError, KeyError):
+            log.warning("console: no answer from the supervisor; showing this worker only")
+            snap = self.console_snapshot()
+        return run_console(sql, snap)
 
     def _backends(self, outstanding: dict[str, int] | None = None) -> list[dict[str, Any]]:
         r = self.cfg.routing
@@ -445,7 +463,8 @@ class DbProxyDaemon:
                 "prepared": len(c.prepared), "tx_status": c.status.decode(),
             })  # fmt: skip
         return {"pools": pools, "servers": servers, "clients": clients, "backends": self._backends(),
-                "routes": self.metrics.routes_by_name(), "version": VERSION}  # fmt: skip
+                "routes": [[b, r, n] for (b, r), n in sorted(self.metrics.routes_by_name().items())],
+                "version": VERSION}  # fmt: skip
 
     async def _status_handler(self, _request: web.Request) -> web.Response:
         await self._refresh_stats()
@@ -468,15 +487,28 @@ class DbProxyDaemon:
             self._merged = merge(await self.workers.snapshots())
 
     def _worker_message(self, index: int, msg: dict[str, Any]) -> None:
-        """Supervisor: a worker got a CancelRequest for a key it did not issue; ask them all."""
-        if msg.get("op") == "cancel" and self.workers is not None:
+        """Supervisor: a worker got a CancelRequest for a key it did not issue (ask them all), or
+        a console query that needs every worker's state."""
+        if self.workers is None:
+            return
+        op = msg.get("op")
+        if op == "cancel":
             self.workers.broadcast({"op": "cancel", "pid": msg["pid"], "secret": msg["secret"]})
+        elif op == "console" and "rid" in msg:
+            self._spawn(self._answer_console(index, msg["rid"]))
+
+    async def _answer_console(self, index: int, rid: int) -> None:
+        assert self.workers is not None
+        snaps = [reply["console"] for reply in await self.workers.ask("console")]
+        self.workers.send_to(index, {"rid": rid, "console": merge_console(snaps, self._backends({}))})
 
     async def _on_control(self, msg: dict[str, Any]) -> dict[str, Any] | None:
         """Worker: the supervisor's messages (see proxy/core/workers.py)."""
         op = msg.get("op")
         if op == "stats":
             return {"id": msg["id"], "snapshot": snapshot(self)}
+        if op == "console":
+            return {"id": msg["id"], "console": self.console_snapshot()}
         if op == "cancel":
             self.cancel(int(msg["pid"]), int(msg["secret"]), forward=False)
         elif op == "reload":

@@ -147,12 +147,20 @@ class LoginMixin:
 
     # -- admin console --------------------------------------------------------------------------
 
+    async def _console_async(self: ClientSession, sql: str) -> None:
+        answer = await self.d.console_async(sql)
+        self.forward_raw(answer + encode.ready_for_query(b"I"))
+
     def _admin_message(self: ClientSession, msg: Message) -> None:
         t = msg.type
         if t == b"Q":
             raw = bytes(msg.raw)
             (sql,), _ = cstrings(raw, 5, 1)
-            self.forward_raw(self.d.console(sql.decode("utf-8", "replace")) + encode.ready_for_query(b"I"))
+            text = sql.decode("utf-8", "replace")
+            if self.d.console_is_local:
+                self.forward_raw(self.d.console(text) + encode.ready_for_query(b"I"))
+            else:
+                self._start_async(self._console_async(text))
         elif t == b"S":
             self.forward_raw(encode.ready_for_query(b"I"))
         elif t in (b"P", b"B", b"D", b"E", b"C", b"H"):

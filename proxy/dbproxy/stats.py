@@ -20,7 +20,7 @@ from .router import PRIMARY
 if TYPE_CHECKING:
     from .daemon import DbProxyDaemon
 
-__all__ = ["collect", "empty", "merge", "snapshot"]
+__all__ = ["collect", "empty", "merge", "merge_console", "snapshot"]
 
 P = "tierproxy_dbproxy_"
 COUNTERS = (
@@ -76,13 +76,7 @@ def merge(snaps: Sequence[dict[str, Any]]) -> dict[str, Any]:
         for name, value in s["cache"].items():
             out["cache"][name] += value
         out["clients"] += s["clients"]
-        for row in s["pools"]:
-            key = (row["backend"], row["user"], row["database"], tuple(sorted(row["options"].items())))
-            if key in pools:
-                for field in ("active", "idle", "clients", "waiting"):
-                    pools[key][field] += row.get(field, 0)
-            else:
-                pools[key] = dict(row)
+        _add_pools(pools, s["pools"])
         for name, n in s["outstanding"].items():
             out["outstanding"][name] = out["outstanding"].get(name, 0) + n
         backends.update(dict.fromkeys(s["backends"]))
@@ -90,6 +84,42 @@ def merge(snaps: Sequence[dict[str, Any]]) -> dict[str, Any]:
     out["pools"] = [pools[k] for k in sorted(pools)]
     out["backends"] = list(backends)
     return out
+
+
+def _add_pools(pools: dict[tuple[Any, ...], dict[str, Any]], rows: Iterable[dict[str, Any]]) -> None:
+    """Pool rows of one process into `pools`: rows of the same pool (backend, user, database,
+    options) in several workers add up."""
+    for row in rows:
+        key = (row["backend"], row["user"], row["database"], tuple(sorted(row["options"].items())))
+        if key in pools:
+            for field in ("active", "idle", "clients", "waiting"):
+                pools[key][field] = pools[key].get(field, 0) + row.get(field, 0)
+        else:
+            pools[key] = dict(row)
+
+
+def merge_console(snaps: Sequence[dict[str, Any]], backends: list[dict[str, Any]]) -> dict[str, Any]:
+    """The workers' `console_snapshot`s as one (what SHOW answers with `workers = N`): pools
+    added up, servers and clients listed together, route counts summed. `backends` are the
+    supervisor's monitor rows; their outstanding counts become the workers' sums."""
+    pools: dict[tuple[Any, ...], dict[str, Any]] = {}
+    routes: dict[tuple[str, str], int] = {}
+    outstanding: dict[str, int] = {}
+    servers: list[dict[str, Any]] = []
+    clients: list[dict[str, Any]] = []
+    for s in snaps:
+        _add_pools(pools, s["pools"])
+        servers += s["servers"]
+        clients += s["clients"]
+        for backend, reason, n in s["routes"]:
+            routes[(backend, reason)] = routes.get((backend, reason), 0) + n
+        for b in s["backends"]:
+            outstanding[b["name"]] = outstanding.get(b["name"], 0) + b.get("outstanding", 0)
+    rows = [dict(b, outstanding=outstanding.get(b["name"], 0)) for b in backends]
+    version = snaps[0]["version"] if snaps else ""
+    return {"pools": [pools[k] for k in sorted(pools)], "servers": servers, "clients": clients,
+            "backends": rows, "routes": [[b, r, n] for (b, r), n in sorted(routes.items())],
+            "version": version}  # fmt: skip
 
 
 def _histogram(h: dict[str, Any]) -> Histogram:

@@ -14,6 +14,7 @@ import pytest
 
 from proxy.devstack.poll import wait_until
 from tests.integration.lbproc import REPO
+from tests.integration.test_dbproxy_clients import _psql
 
 
 def test_check_config_reports_located_errors(tmp_path):
@@ -139,6 +140,16 @@ async def test_workers_share_the_port_forward_cancels_and_sum_their_metrics(pg_c
         assert "tierproxy_dbproxy_clients_accepted_total 8.0" in text
         assert "tierproxy_dbproxy_cancels_total 8.0" in text
         assert proxy.status()["clients"] == 8
+        # The admin console lands on one worker but shows them all: the supervisor gathers the
+        # workers' state. Several tries, so that both workers answer one of them.
+        for _ in range(4):
+            r = _psql(proxy, "-F", "|", "-c", "SHOW CLIENTS", database="tierproxy")
+            assert r.returncode == 0, r.stderr
+            app_clients = [line for line in r.stdout.splitlines() if line.split("|")[1] == "postgres"]
+            assert len(app_clients) == 8, r.stdout
+            r = _psql(proxy, "-F", "|", "-c", "SHOW STATS", database="tierproxy")
+            # 8 x (pg_sleep + SELECT 1) plus asyncpg's own introspection: at least 16 statements
+            assert sum(int(line.split("|")[2]) for line in r.stdout.splitlines()) >= 16, r.stdout
     finally:
         for conn in conns:
             await conn.close()

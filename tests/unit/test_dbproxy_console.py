@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from proxy.dbproxy.console import COMMANDS, run_console
+from proxy.dbproxy.stats import merge_console
 from proxy.pgwire.framing import BackendFramer
 from proxy.pgwire.messages import (
     CommandComplete,
@@ -27,7 +28,7 @@ SNAPSHOT = {
                  "last_reason": "transaction", "servers": ["primary", "replica1"]}],
     "backends": [{"name": "replica1", "role": "replica", "address": "127.0.0.1:5433", "up": True, "usable": False,
                   "lag_bytes": 123, "lag_seconds": 1.5, "replay_lsn": "0/16B3748", "outstanding": 1, "weight": 2}],
-    "routes": {("replica1", "read"): 10, ("primary", "write"): 4},
+    "routes": [["replica1", "read", 10], ["primary", "write", 4]],
     "version": "9.9",
 }
 
@@ -73,3 +74,28 @@ def test_unknown_commands_are_errors(sql):
 
 def test_empty_query():
     assert isinstance(_answer("  ; ")[0], EmptyQueryResponse)
+
+
+def test_merge_console_adds_up_workers_and_takes_the_supervisors_backends():
+    other = {
+        "pools": [dict(SNAPSHOT["pools"][0], active=1, idle=0, clients=1),
+                  dict(SNAPSHOT["pools"][0], backend="primary", active=1, idle=1, clients=1)],
+        "servers": [dict(SNAPSHOT["servers"][0], pid=4343)],
+        "clients": [dict(SNAPSHOT["clients"][0], port=50001)],
+        "backends": [dict(SNAPSHOT["backends"][0], outstanding=2)],
+        "routes": [["replica1", "read", 5]],
+        "version": "9.9",
+    }
+    supervisor_rows = [dict(SNAPSHOT["backends"][0], outstanding=0, lag_bytes=7)]
+    merged = merge_console([SNAPSHOT, other], supervisor_rows)
+    assert [(p["backend"], p["active"], p["idle"], p["clients"]) for p in merged["pools"]] == [
+        ("primary", 1, 1, 1), ("replica1", 3, 3, 3)]
+    assert [s["pid"] for s in merged["servers"]] == [4242, 4343]
+    assert [c["port"] for c in merged["clients"]] == [50000, 50001]
+    assert merged["backends"] == [dict(supervisor_rows[0], outstanding=3)]
+    assert merged["routes"] == [["primary", "write", 4], ["replica1", "read", 15]]
+    # and the console renders the merged snapshot like a single process's
+    msgs = [decode_backend(m) for m in BackendFramer().feed(run_console("SHOW STATS", merged))]
+    assert [[v.decode() for v in m.values] for m in msgs if isinstance(m, DataRow)] == [
+        ["primary", "write", "4"], ["replica1", "read", "15"]]
+    assert merge_console([], supervisor_rows)["backends"] == [dict(supervisor_rows[0], outstanding=0)]
