@@ -10,10 +10,10 @@ cd "$(dirname "$0")/.."
 
 # redis-server, postgresql: real backends for tests and the demo; prometheus: promtool checks
 # /metrics; curl, wrk: real clients; nginx, haproxy, pgbouncer, pgpool2: the peers bench/ compares
-# against.
-APT_PACKAGES=(redis-server postgresql prometheus curl wrk nginx haproxy pgbouncer pgpool2)
+# against; openssl: test certificates for the TLS tests.
+APT_PACKAGES=(redis-server postgresql prometheus curl wrk nginx haproxy pgbouncer pgpool2 openssl)
 # command that proves each package is present (same order)
-APT_PROBES=(redis-server /usr/lib/postgresql promtool curl wrk nginx haproxy pgbouncer pgpool)
+APT_PROBES=(redis-server /usr/lib/postgresql promtool curl wrk nginx haproxy pgbouncer pgpool openssl)
 
 log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 

@@ -30,9 +30,10 @@ from __future__ import annotations
 import re
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, Field, SecretStr, field_validator, model_validator
+from pydantic import AfterValidator, Field, FilePath, SecretStr, field_validator, model_validator
 
 from proxy.core.config import StrictModel, parse_hostport
+from proxy.core.tls import server_context
 from proxy.pgwire.auth import parse_scram_verifier
 
 from .classify_functions import DEFAULT_WRITE_FUNCTIONS
@@ -49,6 +50,7 @@ __all__ = [
     "ReplicaConfig",
     "RoutingConfig",
     "TimeoutsConfig",
+    "TlsConfig",
     "UserConfig",
 ]
 
@@ -222,6 +224,25 @@ class TimeoutsConfig(StrictModel):
     drain: float = Field(default=30.0, ge=0)  # SIGTERM: wait this long for sessions to go idle
 
 
+class TlsConfig(StrictModel):
+    """`[tls]`: TLS for clients (the proxy answers SSLRequest with 'S' and takes the handshake).
+    Server connections are not encrypted: the proxy and the servers share a trusted network."""
+
+    cert_file: FilePath  # PEM certificate chain, leaf first
+    key_file: FilePath  # PEM private key of the leaf (unencrypted)
+    # "allow": TLS when the client asks for it (libpq's default sslmode=prefer does); "require":
+    # a client that does not is refused (28000), except a CancelRequest, which libpq sends in clear.
+    mode: Literal["allow", "require"] = "allow"
+    min_version: Literal["TLSv1.2", "TLSv1.3"] = "TLSv1.2"
+
+    @model_validator(mode="after")
+    def _loads(self) -> TlsConfig:
+        # A certificate that does not load (bad PEM, a key of another certificate) is a config
+        # error here, located, rather than a failure at start or on reload.
+        server_context(self.cert_file, self.key_file, self.min_version)
+        return self
+
+
 class AdminConfig(StrictModel):
     address: Address = "127.0.0.1:9187"  # restart; /status, /metrics
 
@@ -241,6 +262,7 @@ class DbProxyConfig(StrictModel):
     monitor: MonitorConfig = Field(default_factory=MonitorConfig)
     pool: PoolConfig = Field(default_factory=PoolConfig)
     timeouts: TimeoutsConfig = Field(default_factory=TimeoutsConfig)
+    tls: TlsConfig | None = None  # no [tls]: SSLRequest is answered 'N' (clients stay in clear)
 
     @model_validator(mode="after")
     def _cross_checks(self) -> DbProxyConfig:

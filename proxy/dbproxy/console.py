@@ -58,11 +58,11 @@ def _servers(s: Mapping[str, Any]) -> Rows:
 def _clients(s: Mapping[str, Any]) -> Rows:
     cols = ("user", "database", "state", "addr", "port", "connect_time", "statements",
             "in_transaction", "transaction_backend", "pinned", "last_backend", "last_reason",
-            "servers")  # fmt: skip
+            "servers", "tls")  # fmt: skip
     rows = [
         (c["user"], c["database"], c["state"], c["addr"], c["port"], c["connect_time"],
          c["statements"], c["in_transaction"], c["transaction_backend"], c["pinned"],
-         c["last_backend"], c["last_reason"], ",".join(c["servers"]))
+         c["last_backend"], c["last_reason"], ",".join(c["servers"]), c.get("tls", False))
         for c in s["clients"]
     ]  # fmt: skip
     return cols, rows

@@ -12,6 +12,7 @@ import asyncio
 import logging
 import secrets
 import socket
+import ssl
 import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -23,6 +24,7 @@ from prometheus_client.core import Metric
 from proxy.core.admin import AdminServer, make_admin_app
 from proxy.core.config import load_config, parse_hostport
 from proxy.core.metrics import FuncCollector, Histogram, new_registry
+from proxy.core.tls import server_context
 from proxy.core.workers import ControlChannel, WorkerSet, process_role, start_worker_channel
 from proxy.pgwire.errors import ADMIN_SHUTDOWN
 
@@ -75,6 +77,7 @@ class DbProxyDaemon:
         self._merged: dict[str, Any] | None = None
         self.max_message_length = 1 << 30
         self.creds = Credentials(cfg.auth)
+        self.tls_context = self._tls_context(cfg)
         self.cache = ClassifierCache(write_functions=cfg.routing.all_write_functions)
         self.parse_cache: dict[bytes, tuple[str, Decision]] = {}
         self.metrics = DbMetrics()
@@ -99,6 +102,12 @@ class DbProxyDaemon:
         self.started_at = time.time()
 
     # -- config-derived parts -------------------------------------------------------------------
+
+    @staticmethod
+    def _tls_context(cfg: DbProxyConfig) -> ssl.SSLContext | None:
+        if cfg.tls is None:
+            return None
+        return server_context(cfg.tls.cert_file, cfg.tls.key_file, cfg.tls.min_version)
 
     @staticmethod
     def _addresses(cfg: DbProxyConfig) -> dict[str, tuple[str, int]]:
@@ -182,9 +191,11 @@ class DbProxyDaemon:
         if (new.listen, new.admin.address, new.workers) != (self.cfg.listen, self.cfg.admin.address, self.cfg.workers):
             raise ValueError("listen, admin.address and workers cannot change on reload; restart instead")
         creds = Credentials(new.auth)
+        tls_context = self._tls_context(new)  # a renewed certificate applies to new clients
         old = self.cfg
         self.cfg = new
         self.creds = creds
+        self.tls_context = tls_context
         if new.routing.all_write_functions != old.routing.all_write_functions:
             self.cache = ClassifierCache(write_functions=new.routing.all_write_functions)
             self.parse_cache = {}
@@ -446,7 +457,7 @@ class DbProxyDaemon:
                 "transaction_backend": s.router.transaction_backend, "pinned": s.router.pinned,
                 "last_backend": s.last_route.target if s.last_route else None,
                 "last_reason": s.last_route.reason.value if s.last_route else None,
-                "servers": sorted(s.servers),
+                "servers": sorted(s.servers), "tls": s.tls,
             })  # fmt: skip
         pools = self.pool_rows()
         servers = []

@@ -101,6 +101,7 @@ class ClientSession(LoginMixin, asyncio.Protocol):
         self.database = ""
         self.options: tuple[tuple[str, str], ...] = ()
         self.admin = False
+        self.tls = False  # the client completed a TLS handshake (config [tls])
         self.auth: ClientAuth | None = None
         self.key = (0, 0)
         self.router = SessionRouter.from_config(daemon.cfg.routing, rotation_seed=secrets.randbelow(1 << 16))
@@ -155,8 +156,11 @@ class ClientSession(LoginMixin, asyncio.Protocol):
         try:
             msgs = self.framer.feed(data)
         except PgProtocolError as exc:
-            self.inbox.extend(exc.messages)  # type: ignore[arg-type]
-            self._pump()
+            if self.phase != "startup":
+                # What came before the bad message runs first, as on a server. Not in startup: an
+                # SSLRequest followed by bad bytes must not be answered (CVE-2021-23214).
+                self.inbox.extend(exc.messages)  # type: ignore[arg-type]
+                self._pump()
             self.fatal(exc.sqlstate, exc.message)
             return
         if self.inbox or self.waiting or self.phase != "ready":

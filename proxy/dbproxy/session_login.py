@@ -7,7 +7,9 @@ run before the session reaches the "ready" phase, or for sessions on the virtual
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import ssl
 from typing import TYPE_CHECKING
 
 from proxy.pgwire import encode
@@ -63,6 +65,12 @@ class LoginMixin:
             if self.framer.buffered or self.inbox:
                 # CVE-2021-23214: nothing may follow the request before the answer.
                 raise PgProtocolError("unexpected data after encryption request", PROTOCOL_VIOLATION)
+            if self.tls:
+                raise PgProtocolError("encryption request after the TLS handshake", PROTOCOL_VIOLATION)
+            if isinstance(m, SSLRequest) and self.d.tls_context is not None:
+                self.forward_raw(b"S")
+                self._start_async(self._start_tls(self.d.tls_context))
+                return
             self.forward_raw(b"N")
             return
         if isinstance(m, CancelRequest):
@@ -70,6 +78,9 @@ class LoginMixin:
             self.close()
             return
         assert isinstance(m, StartupMessage)
+        tls = self.d.cfg.tls
+        if tls is not None and tls.mode == "require" and not self.tls:
+            raise PgProtocolError("tierproxy dbproxy requires TLS (connect with sslmode=require)", "28000")
         params = dict(m.params)
         user = params.pop("user", "")
         if not user:
@@ -92,6 +103,23 @@ class LoginMixin:
         self.forward_raw(self.auth.start())
         if self.auth.done:
             self._logged_in()
+
+    async def _start_tls(self: ClientSession, context: ssl.SSLContext) -> None:
+        """The handshake after our 'S'; then the client's startup packet, encrypted."""
+        assert self.transport is not None
+        loop = asyncio.get_running_loop()
+        try:
+            transport = await loop.start_tls(self.transport, self, context, server_side=True,
+                                             ssl_handshake_timeout=self.d.cfg.timeouts.client_login)  # fmt: skip
+        except (OSError, ssl.SSLError, TimeoutError, ConnectionError) as exc:
+            log.info("TLS handshake failed", extra={"peer": self.peer, "error": str(exc)})
+            self.close()
+            return
+        if transport is None:  # the connection went away during the handshake
+            self.close()
+            return
+        self.transport = transport  # type: ignore[assignment]
+        self.tls = True
 
     def _auth_message(self: ClientSession, msg: Message) -> None:
         if msg.type != b"p" or self.auth is None:

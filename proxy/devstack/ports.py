@@ -23,10 +23,24 @@ from typing import IO
 __all__ = ["LOCK_DIR", "PORT_RANGE", "PortLock", "PortUnavailable", "allocate_port"]
 
 LOCK_DIR = Path("/tmp/tierproxy-ports")
-# Above the registered services most machines run and below Linux's default ephemeral range
-# (32768-60999 overlaps; the bind check covers ports the kernel handed out as ephemeral).
-PORT_RANGE = (20000, 60000)
 MAX_ATTEMPTS = 200
+
+
+def _outside_ephemeral(low: int = 20000, high: int = 60000) -> tuple[int, int]:
+    """[low, high] cut to the part below the kernel's ephemeral range (or above it). A port in
+    that range can be taken as the source port of any outgoing connection between our bind
+    check and the server's bind (seen: EADDRINUSE starting a proxy while clients connect)."""
+    try:
+        first, last = map(int, Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+    except (OSError, ValueError):
+        first, last = 32768, 60999  # Linux's default
+    if first - low >= 2000:
+        return low, min(high, first - 1)
+    return max(low, last + 1), 65000
+
+
+# Above the registered services most machines run, outside the ephemeral range.
+PORT_RANGE = _outside_ephemeral()
 
 
 class PortUnavailable(Exception):
