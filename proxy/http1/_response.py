@@ -22,6 +22,7 @@ from ._framing import (
     TE,
     parse_content_length,
 )
+from ._simple import simple_response
 from .errors import ProtocolError
 from .events import END_OF_MESSAGE, Body, Framing, ResponseHead, Tunnel
 from .headers import split_tokens
@@ -131,6 +132,21 @@ class ResponseParser:
             exc.events = events
             raise
         return events
+
+    def feed_simple(self, data: bytes) -> tuple[int, int, int, int, int] | None:
+        """`feed` for the commonest response: all of `data` one HTTP/1.1 response with its
+        whole Content-Length body (see `_simple.py`), to a request that is not HEAD.
+        `simple_response`'s answer when it is; the response is then consumed as `feed` would
+        (no events). None: use `feed`."""
+        if self._state != _R_HEAD or self._buf or self._interim or not self._expected:
+            return None
+        if self._expected[0] == b"HEAD":
+            return None
+        result = simple_response(data, self._max_head)
+        if result is not None:
+            self._expected.popleft()
+            self._keep_alive = True
+        return result
 
     def feed_eof(self) -> list:
         """The upstream closed. [EndOfMessage] ends an until-close body; mid-response raises."""

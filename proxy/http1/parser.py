@@ -36,6 +36,7 @@ from ._framing import (
     parse_content_length,
 )
 from ._response import ResponseParser
+from ._simple import simple_request
 from .errors import ProtocolError
 from .events import END_OF_MESSAGE, Body, Framing, RequestHead, Tunnel
 from .headers import split_tokens
@@ -169,6 +170,14 @@ class RequestParser:
             exc.events = events
             raise
         return events
+
+    def feed_simple(self, data: bytes) -> RequestHead | None:
+        """`feed` for the commonest input, all of `data` one bodiless GET/HEAD with nothing
+        unusual (see `_simple.py`): its RequestHead (the EndOfMessage is implied), or None
+        when `data` needs `feed`. Only between messages; llhttp is not involved."""
+        if self._state != _OPEN or self._in_msg or self._pending:
+            return None
+        return simple_request(data, self._max_head)
 
     def feed_eof(self) -> list:
         """The peer closed. Returns [] at a message boundary; raises ProtocolError mid-request."""

@@ -42,6 +42,7 @@ from proxy.http1 import (
     write_response_head,
 )
 from proxy.lb.outlier import Outcome
+from proxy.lb.simple import SimpleResponseMixin
 from proxy.lb.upstream import UpstreamConn
 
 if TYPE_CHECKING:
@@ -76,7 +77,7 @@ class Phase:
     CLOSING = 4
 
 
-class ClientConn(asyncio.Protocol):
+class ClientConn(SimpleResponseMixin, asyncio.Protocol):
     def __init__(self, fe: Frontend) -> None:
         self.fe = fe
         self.transport: asyncio.Transport | None = None
@@ -153,6 +154,15 @@ class ClientConn(asyncio.Protocol):
             self.up.write(data)
             return
         if self.phase == Phase.IDLE:
+            if self.req is None and not self.backlog:
+                # The commonest request (a whole bodiless GET, nothing unusual) without llhttp:
+                # the same RequestHead and EndOfMessage the full parser would give.
+                head = self.parser.feed_simple(data)
+                if head is not None:
+                    self._start_request(head)
+                    if not self.closed:
+                        self._request_end()
+                    return
             self.phase = Phase.HEAD
             self.deadline = self.fe.now + self.fe.cfg.timeouts.client_header
         try:

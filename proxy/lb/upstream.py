@@ -63,6 +63,11 @@ class UpstreamConn(asyncio.Protocol):
             self.close()
             return
         self.got_bytes = True
+        if client.takes_simple_response():
+            result = self.parser.feed_simple(data)
+            if result is not None:
+                client.on_simple_response(self, data, result)
+                return
         try:
             events = self.parser.feed(data)
         except ProtocolError as exc:
