@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import re
 
-from ._abnf import FIELD_BLOCK_RE, HOST_RE, STATUS_LINE_RE, TOKEN
+from ._abnf import FIELD_BLOCK_RE, FIELD_VALUE, HOST_RE, TOKEN
 from .events import Framing, RequestHead
 
 __all__: list[str] = []
@@ -28,10 +28,13 @@ _REQUEST = re.compile(
     rb"((?:" + TOKEN + rb":[ \t]*(?:[!-~]+(?:[ \t]+[!-~]+)*)?[ \t]*\r\n)*)\r\n"
 )
 _REQUEST_FIELD = re.compile(rb"(" + TOKEN + rb"):[ \t]*([^\r\n]*?)[ \t]*\r\n")
-# Fields whose presence needs the full parser's rules: framing, connection management, 100-continue.
+# Fields whose presence needs the full parser's rules (framing, connection management,
+# 100-continue), or that a proxy drops or rewrites (hop-by-hop, X-Forwarded-*, X-Request-ID): a
+# simple request's field lines can then be forwarded as they came (`RequestHead.raw_fields`).
 _REQUEST_SPECIAL = re.compile(
     rb"(?:^|\n)(?:content-length|transfer-encoding|connection|upgrade|expect|te|trailer|keep-alive"
-    rb"|proxy-connection|http2-settings):",
+    rb"|proxy-connection|proxy-authorization|http2-settings|x-forwarded-for|x-forwarded-proto"
+    rb"|x-forwarded-host|x-request-id):",
     re.IGNORECASE,
 )
 
@@ -39,6 +42,10 @@ _REQUEST_SPECIAL = re.compile(
 # and a "Connection: keep-alive", which the simple path handles. Matched on the lowercased head.
 _RESPONSE_SPECIAL = re.compile(
     rb"\n(?:transfer-encoding|upgrade|te|trailer|keep-alive|proxy-connection|proxy-authenticate):"
+)
+# status-line (HTTP/1.1 only) CRLF, then at least one field line (a Content-Length must be there).
+_RESPONSE_HEAD = re.compile(
+    rb"HTTP/1\.1 ([0-9]{3})(?: " + FIELD_VALUE + rb")?\r\n" + FIELD_BLOCK_RE.pattern
 )
 _LENGTH_VALUE = re.compile(rb"[ \t]*([0-9]{1,15})[ \t]*\r")
 _KEEP_ALIVE_VALUE = re.compile(rb"[ \t]*keep-alive[ \t]*\r")
@@ -63,7 +70,7 @@ def simple_request(data: bytes, max_head: int) -> RequestHead | None:
             host = value
     if host is None or HOST_RE.fullmatch(host) is None:
         return None
-    return RequestHead(m.group(1), m.group(2), b"1.1", headers, True, Framing.NONE, None, False, False, host)
+    return RequestHead(m.group(1), m.group(2), b"1.1", headers, True, Framing.NONE, None, False, False, host, block)
 
 
 def simple_response(data: bytes, max_head: int) -> tuple[int, int, int, int, int] | None:
@@ -74,16 +81,13 @@ def simple_response(data: bytes, max_head: int) -> tuple[int, int, int, int, int
     end = data.find(b"\r\n\r\n")
     if end < 0 or end > max_head:
         return None
-    first = data.find(b"\r\n")
-    m = STATUS_LINE_RE.fullmatch(data, 0, first)
-    if m is None or m.group(1) != b"1" or m.group(2) != b"1":
+    m = _RESPONSE_HEAD.fullmatch(data, 0, end)  # status line and field lines, validated at once
+    if m is None:
         return None
-    status = int(m.group(3))
-    if status < 200 or status == 204 or status == 304 or first == end:
+    status = int(m.group(1))
+    if status < 200 or status == 204 or status == 304:
         return None
-    if FIELD_BLOCK_RE.fullmatch(data, first + 2, end) is None:
-        return None
-    low = data[first : end + 2].lower()  # "\r\n" + field lines, each ending "\r\n"
+    low = data[: end + 2].lower()  # each field line starts after a "\n" and ends with "\r\n"
     if _RESPONSE_SPECIAL.search(low) is not None:
         return None
     i = low.find(b"\ncontent-length:")
@@ -101,7 +105,7 @@ def simple_response(data: bytes, max_head: int) -> tuple[int, int, int, int, int
     if low.find(b"\nconnection:", j + 1) >= 0 or _KEEP_ALIVE_VALUE.match(low, j + 12) is None:
         return None
     # Cut from the CRLF before the line to the CRLF that ends it (exclusive): the head stays whole.
-    return status, end + 4, body, first + j - 1, first + low.find(b"\r", j + 12)
+    return status, end + 4, body, j - 1, low.find(b"\r", j + 12)
 
 
 def cut_connection(data: bytes, start: int, end: int) -> bytes:

@@ -52,6 +52,9 @@ class RequestHead:
     upgrade: bool = False
     expect_continue: bool = False
     host: bytes | None = None
+    # The field lines exactly as received ("name: value\r\n" each), set only by the parser's
+    # simple path (`feed_simple`), which admits no field a proxy must drop or rewrite.
+    raw_fields: bytes | None = None
 
 
 @dataclass(slots=True)

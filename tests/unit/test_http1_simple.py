@@ -4,6 +4,8 @@ path answers, the full parser must answer the same; everything unusual must be l
 from __future__ import annotations
 
 import pytest
+from dataclasses import replace
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -60,14 +62,15 @@ def test_a_simple_request_is_whatever_the_full_parser_makes_of_it(data):
     head = RequestParser().feed_simple(data)
     if head is None:
         return
-    assert RequestParser().feed(data) == [head, END_OF_MESSAGE]
+    assert head.raw_fields is not None and data.endswith(head.raw_fields + b"\r\n")
+    assert RequestParser().feed(data) == [replace(head, raw_fields=None), END_OF_MESSAGE]
 
 
 def test_ordinary_requests_take_the_simple_path_and_unusual_ones_do_not():
     simple = [b"GET / HTTP/1.1\r\nHost: 127.0.0.1:8080\r\n\r\n",
               b"HEAD /a?b=c HTTP/1.1\r\nhost: h\r\nAccept: */*\r\nUser-Agent: curl/7.88.1\r\n\r\n"]  # fmt: skip
     for data in simple:
-        assert RequestParser().feed_simple(data) == RequestParser().feed(data)[0]
+        assert replace(RequestParser().feed_simple(data), raw_fields=None) == RequestParser().feed(data)[0]
     full = [
         b"GET / HTTP/1.1\r\n\r\n",  # no Host
         b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
@@ -178,3 +181,31 @@ def test_the_simple_response_path_refuses_what_needs_the_full_parser():
     assert p.feed_simple(ok) is None  # no request outstanding: the full parser raises
     with pytest.raises(ProtocolError):
         p.feed(ok)
+
+
+@settings(max_examples=200)
+@given(near_simple_requests())
+def test_the_balancer_forwards_a_simple_request_as_it_would_the_parsed_one(data):
+    # Frontend.upstream_head from the raw field lines (simple path) and from the parsed head
+    # (full path): the same request for the backend, field names' case aside.
+    import asyncio
+
+    from proxy.lb.config import LbConfig
+    from proxy.lb.frontend import Frontend
+
+    head = RequestParser().feed_simple(data)
+    if head is None:
+        return
+    cfg = LbConfig.model_validate({"pools": {"p": {"backends": [{"name": "b", "address": "127.0.0.1:1"}]}}})
+
+    async def both() -> tuple[bytes, bytes]:
+        fe = Frontend(cfg, {})
+        return fe.upstream_head(head, b"10.0.0.1"), fe.upstream_head(replace(head, raw_fields=None), b"10.0.0.1")
+
+    fast, slow = asyncio.run(both())
+    heads = [RequestParser().feed(out)[0] for out in (fast, slow)]
+    for h in heads:
+        h.headers = [(n, v.split(b"-")[0] if n == b"x-request-id" else v) for n, v in h.headers]
+    assert heads[0] == heads[1]
+    assert [n for n, _ in heads[0].headers][-4:] == [b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host",
+                                                     b"x-request-id"]  # fmt: skip
