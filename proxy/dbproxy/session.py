@@ -283,6 +283,9 @@ class ClientSession(LoginMixin, asyncio.Protocol):
             if conn is None or conn.closed:
                 self._start_async(self._route_async(batch, decision, target))
                 return
+            if conn.busy:  # not the current server yet busy (a COPY, say): the general path
+                self._send(conn, batch)
+                return
             group = SyncGroup()
             group.by_query = True
             conn.groups.append(group)
