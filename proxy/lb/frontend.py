@@ -14,7 +14,7 @@ import os
 from typing import TYPE_CHECKING
 
 from proxy.core.config import parse_hostport
-from proxy.http1 import HOP_BY_HOP, Framing, RequestHead, strip_hop_by_hop
+from proxy.http1 import HOP_BY_HOP, Framing, RequestHead, ResponseHead, strip_hop_by_hop
 from proxy.lb.client import ClientConn
 from proxy.lb.config import LbConfig, RouteConfig
 
@@ -58,6 +58,8 @@ class Frontend:
         self._sweeper: asyncio.Task[None] | None = None
         self._rid_prefix = os.urandom(4).hex().encode()
         self._rid = 0
+        # Response heads of simple responses, one per status (lb/simple.py): shared, never changed.
+        self.simple_heads: dict[int, ResponseHead] = {}
         # counters for /metrics
         self.accepted_total = 0
         self.refused_total = 0

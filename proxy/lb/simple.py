@@ -43,7 +43,12 @@ class SimpleResponseMixin:
         backend = self.backend
         pool = self.pool
         assert backend is not None and pool is not None and self.transport is not None
-        self.resp = ResponseHead(status, b"", b"1.1", [], True, Framing.LENGTH, body_len)
+        # What the rest of the exchange reads of the head (`keep_alive`); one per status, kept.
+        heads = self.fe.simple_heads
+        rh = heads.get(status)
+        if rh is None:
+            rh = heads[status] = ResponseHead(status, b"", b"1.1", [], True, Framing.LENGTH)
+        self.resp = rh
         backend.responses[status // 100 - 1] += 1  # 2xx-5xx: feed_simple takes nothing else
         if status >= 500:
             pool.report_failure(backend, Outcome.HTTP_5XX, fe.now)
