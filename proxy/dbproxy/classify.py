@@ -69,6 +69,7 @@ from __future__ import annotations
 
 import json
 import re
+from typing import Any
 
 from pglast.parser import ParseError, parse_sql_json
 
@@ -302,12 +303,14 @@ class ClassifierCache:
                 return decision
         self.misses += 1
         decision = classify(sql, write_functions=self._write_functions)
-        if len(key) <= MAX_CACHED_SQL_LENGTH:
-            entries = self._entries
-            if len(entries) >= self._maxsize:
-                del entries[next(iter(entries))]
-            entries[key] = decision
+        self._remember(self._entries, key, decision)
         return decision
+
+    def _remember(self, entries: dict[Any, Decision], key: str | bytes, decision: Decision) -> None:
+        if len(key) <= MAX_CACHED_SQL_LENGTH:
+            if len(entries) >= self._maxsize:
+                del entries[next(iter(entries))]  # the oldest (see the class docstring)
+            entries[key] = decision
 
     def get_bytes(self, sql: bytes) -> Decision:
         """`get` for SQL as the client sent it (UTF-8), keyed by those bytes (`literal_key_bytes`),
@@ -324,10 +327,7 @@ class ClassifierCache:
                 self.hits += 1
                 return decision
         decision = self.get(sql.decode("utf-8", "replace"))
-        if len(key) <= MAX_CACHED_SQL_LENGTH:
-            if len(entries) >= self._maxsize:
-                del entries[next(iter(entries))]
-            entries[key] = decision
+        self._remember(entries, key, decision)
         return decision
 
     def __len__(self) -> int:

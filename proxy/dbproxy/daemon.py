@@ -61,8 +61,10 @@ class DbMetrics:
         self.cancels = 0
         self.retried = 0  # reads re-sent to another backend after theirs died unanswered
 
-    def routes_by_name(self) -> dict[tuple[str, str], int]:
-        return {(backend, reason.value): n for (backend, reason), n in self.routes.items()}
+    def route_rows(self) -> list[list[Any]]:
+        """[backend, reason, statements] rows, sorted: the JSON form of `routes`."""
+        named = {(backend, reason.value): n for (backend, reason), n in self.routes.items()}
+        return [[b, r, n] for (b, r), n in sorted(named.items())]
 
 
 class DbProxyDaemon:
@@ -474,7 +476,7 @@ class DbProxyDaemon:
                 "prepared": len(c.prepared), "tx_status": c.status.decode(),
             })  # fmt: skip
         return {"pools": pools, "servers": servers, "clients": clients, "backends": self._backends(),
-                "routes": [[b, r, n] for (b, r), n in sorted(self.metrics.routes_by_name().items())],
+                "routes": self.metrics.route_rows(),
                 "version": VERSION}  # fmt: skip
 
     async def _status_handler(self, _request: web.Request) -> web.Response:

@@ -163,24 +163,8 @@ class ClientSession(LoginMixin, asyncio.Protocol):
                 self._pump()
             self.fatal(exc.sqlstate, exc.message)
             return
-        if self.inbox or self.waiting or self.phase != "ready":
-            self.inbox.extend(msgs)
-            self._pump()
-            return
-        # Ready with nothing queued: handle the messages straight from the list, queueing the
-        # rest only if one of them starts an asynchronous step (`waiting`).
-        try:
-            it = iter(msgs)
-            for msg in it:
-                self._ready_message(msg)
-                if self.waiting or self.phase != "ready":
-                    if self.phase != "closed":
-                        self.inbox.extend(it)
-                    return
-        except PgProtocolError as exc:
-            self.fatal(exc.sqlstate, exc.message)
-        except Exception:
-            self._internal_error()
+        self.inbox.extend(msgs)
+        self._pump()
 
     def eof_received(self) -> bool | None:
         return False
@@ -266,35 +250,11 @@ class ClientSession(LoginMixin, asyncio.Protocol):
         self.fatal(INTERNAL_ERROR, "internal error in tierproxy dbproxy")
 
     def _query(self, raw: bytes) -> None:
-        """A whole Query message `raw` (checked: one NUL-terminated string) in the ready phase:
-        `_dispatch` and `_send` for a batch of just that message, in one step."""
+        """A whole Query message `raw` (checked: one NUL-terminated string) in the ready phase,
+        with nothing batched: dispatched without the framer and the message queue."""
         try:
-            decision = self.d.classify_query(raw[5:-1])
-            batch = [(Message(b"Q", raw, 5), ("query", decision))]
-            conn = self.current
-            if (conn is not None and conn.busy) or (
-                decision.target is Target.REPLICA and self.router.needs_commit_lsn
-            ):
-                self.batch = batch
-                self._dispatch()  # pipelined behind a statement in flight, or an LSN to fetch
-                return
-            target = self._route(decision).target
-            conn = self.servers.get(target)
-            if conn is None or conn.closed:
-                self._start_async(self._route_async(batch, decision, target))
-                return
-            if conn.busy:  # not the current server yet busy (a COPY, say): the general path
-                self._send(conn, batch)
-                return
-            group = SyncGroup()
-            group.by_query = True
-            conn.groups.append(group)
-            conn.prepared.pop("", None)  # a simple query destroys the unnamed statement
-            self.current = conn
-            conn.replay = batch if target != PRIMARY and not self.router.in_transaction else None
-            self.d.started(conn)
-            conn.write(raw)
-            self.statements_run += 1
+            self.batch.append((Message(b"Q", raw, 5), ("query", self.d.classify_query(raw[5:-1]))))
+            self._dispatch()
         except PgProtocolError as exc:
             self.fatal(exc.sqlstate, exc.message)
         except Exception:
@@ -472,7 +432,7 @@ class ClientSession(LoginMixin, asyncio.Protocol):
         # The router looks at the replicas only for a read outside a transaction and a pin; the
         # views are built only then. The monitor fills in each replica's lag.
         if decision.target is Target.REPLICA and not router.in_transaction and not router.pinned:
-            views = d.replica_views(self._avoid) if self._avoid else d.monitor.views()
+            views = d.replica_views(self._avoid)
         else:
             views = ()
         route = router.route(decision, time.monotonic(), views, outstanding=d.outstanding)

@@ -43,7 +43,7 @@ def empty() -> dict[str, Any]:
 def snapshot(d: DbProxyDaemon) -> dict[str, Any]:
     m = d.metrics
     return {
-        "routes": [[backend, reason, n] for (backend, reason), n in sorted(m.routes_by_name().items())],
+        "routes": m.route_rows(),
         "latency": {role: {"bounds": list(h.bounds), "counts": list(h.counts), "sum": h.sum, "count": h.count}
                     for role, h in m.latency.items()},
         "counters": {"clients_accepted": m.clients_total, "auth_failures": m.auth_failures,
