@@ -24,6 +24,10 @@ FIELD_VALUE = rb"[\t\x20-\x7e\x80-\xff]*"
 # because field-name must start with a tchar.
 FIELD_LINE_RE = re.compile(rb"(" + TOKEN + rb"):(" + FIELD_VALUE + rb")")
 
+# The same over CRLF-terminated lines already validated (the requests' simple path): name and value
+# without its OWS, one match per line.
+FIELD_LINE_CRLF_RE = re.compile(rb"(" + TOKEN + rb"):[ \t]*([^\r\n]*?)[ \t]*\r\n")
+
 # RFC 9112 4: status-line = HTTP-version SP status-code SP [ reason-phrase ]
 #   reason-phrase = 1*( HTAB / SP / VCHAR / obs-text ). Servers that drop the second SP when the
 #   reason is empty are common, so that SP is optional here.

@@ -14,63 +14,62 @@ from __future__ import annotations
 
 import re
 
-from ._abnf import FIELD_BLOCK_RE, FIELD_VALUE, HOST_RE, TOKEN
+from ._abnf import FIELD_VALUE, HOST_RE, TOKEN
 from .events import Framing, RequestHead
 
 __all__: list[str] = []
 
-# request-line with a GET or HEAD of an origin-form target made of unreserved, sub-delims, ":",
-# "@", "/", "?" and "%" only (RFC 3986: no "#" fragment, nothing llhttp could take another way),
-# HTTP/1.1, then field lines of visible ASCII with single spaces or tabs inside, then the empty
-# line. Nothing may follow: a body or a pipelined request goes the full way.
-_REQUEST = re.compile(
-    rb"(GET|HEAD) (/[A-Za-z0-9\-._~!$&'()*+,;=:@/?%]*) HTTP/1\.1\r\n"
-    rb"((?:" + TOKEN + rb":[ \t]*(?:[!-~]+(?:[ \t]+[!-~]+)*)?[ \t]*\r\n)*)\r\n"
-)
-_REQUEST_FIELD = re.compile(rb"(" + TOKEN + rb"):[ \t]*([^\r\n]*?)[ \t]*\r\n")
-# Fields whose presence needs the full parser's rules (framing, connection management,
+# Field names whose presence needs the full parser's rules (framing, connection management,
 # 100-continue), or that a proxy drops or rewrites (hop-by-hop, X-Forwarded-*, X-Request-ID): a
 # simple request's field lines can then be forwarded as they came (`RequestHead.raw_fields`).
-_REQUEST_SPECIAL = re.compile(
-    rb"(?:^|\n)(?:content-length|transfer-encoding|connection|upgrade|expect|te|trailer|keep-alive"
+_REQUEST_SPECIAL = (
+    rb"host|content-length|transfer-encoding|connection|upgrade|expect|te|trailer|keep-alive"
     rb"|proxy-connection|proxy-authorization|http2-settings|x-forwarded-for|x-forwarded-proto"
-    rb"|x-forwarded-host|x-request-id):",
-    re.IGNORECASE,
+    rb"|x-forwarded-host|x-request-id"
+)
+# A field line that is none of those: a token name, no space before the colon (so no obs-fold),
+# a value of visible ASCII, spaces and tabs (one class repeat: the engine's fast loop).
+_REQUEST_OTHER = rb"(?:(?!(?i:" + _REQUEST_SPECIAL + rb"):)" + TOKEN + rb":[\t -~]*\r\n)"
+# The whole request in one match, because each call into the regex engine costs more than the
+# matching itself: a request-line with a GET or HEAD of an origin-form target made of unreserved,
+# sub-delims, ":", "@", "/", "?" and "%" only (RFC 3986: no "#" fragment, nothing llhttp could take
+# another way), HTTP/1.1; then field lines with exactly one Host (a valid one, RFC 9110 7.2: none
+# or two is the full parser's 400) and none of the names above; then the empty line. Nothing may
+# follow: a body or a pipelined request goes the full way.
+_REQUEST = re.compile(
+    rb"(GET|HEAD) (/[A-Za-z0-9\-._~!$&'()*+,;=:@/?%]*) HTTP/1\.1\r\n("
+    + _REQUEST_OTHER + rb"*(?i:host):[ \t]*(" + HOST_RE.pattern + rb")[ \t]*\r\n"
+    + _REQUEST_OTHER + rb"*)\r\n"
 )
 
-# Response fields that need the full parser: any framing or hop-by-hop field except Content-Length
-# and a "Connection: keep-alive", which the simple path handles. Matched on the lowercased head.
-_RESPONSE_SPECIAL = re.compile(
-    rb"\n(?:transfer-encoding|upgrade|te|trailer|keep-alive|proxy-connection|proxy-authenticate):"
+# Response fields that need the full parser: any framing or hop-by-hop field except one
+# Content-Length and one "Connection: keep-alive", which the simple path handles.
+_RESPONSE_OTHER = (
+    rb"(?:(?!(?i:content-length|connection|transfer-encoding|upgrade|te|trailer|keep-alive"
+    rb"|proxy-connection|proxy-authenticate):)" + TOKEN + rb":" + FIELD_VALUE + rb"\r\n)*"
 )
-# status-line (HTTP/1.1 only) CRLF, then at least one field line (a Content-Length must be there).
-_RESPONSE_HEAD = re.compile(
-    rb"HTTP/1\.1 ([0-9]{3})(?: " + FIELD_VALUE + rb")?\r\n" + FIELD_BLOCK_RE.pattern
+_LENGTH_LINE = rb"(?i:content-length):[ \t]*([0-9]{1,15})[ \t]*\r\n"
+_KEEP_ALIVE_LINE = rb"((?i:connection):[ \t]*(?i:keep-alive)[ \t]*\r\n)"
+# The whole head in one match: an HTTP/1.1 status line with a status of 200-599, then field lines
+# with one Content-Length and at most one "Connection: keep-alive", in either order, then the
+# empty line. Groups: status, length (2 or 5), the Connection line (3 or 4).
+_RESPONSE = re.compile(
+    rb"HTTP/1\.1 ([2-5][0-9][0-9])(?: " + FIELD_VALUE + rb")?\r\n" + _RESPONSE_OTHER
+    + rb"(?:" + _LENGTH_LINE + _RESPONSE_OTHER + rb"(?:" + _KEEP_ALIVE_LINE + _RESPONSE_OTHER + rb")?"
+    + rb"|" + _KEEP_ALIVE_LINE + _RESPONSE_OTHER + _LENGTH_LINE + _RESPONSE_OTHER + rb")\r\n"
 )
-_LENGTH_VALUE = re.compile(rb"[ \t]*([0-9]{1,15})[ \t]*\r")
-_KEEP_ALIVE_VALUE = re.compile(rb"[ \t]*keep-alive[ \t]*\r")
 
 
 def simple_request(data: bytes, max_head: int) -> RequestHead | None:
-    """`data` as one whole simple request (see the module docstring), or None."""
-    if len(data) > max_head or not data.endswith(b"\r\n\r\n"):
+    """`data` as one whole simple request (see the module docstring), or None. Its field lines
+    stay unparsed in `raw_fields` (`RequestHead.fields()` parses them when asked)."""
+    if len(data) > max_head:
         return None
     m = _REQUEST.fullmatch(data)
     if m is None:
         return None
-    block = m.group(3)
-    if _REQUEST_SPECIAL.search(block) is not None:
-        return None
-    headers = [(name.lower(), value) for name, value in _REQUEST_FIELD.findall(block)]
-    host = None
-    for name, value in headers:
-        if name == b"host":
-            if host is not None:
-                return None  # the full parser's 400
-            host = value
-    if host is None or HOST_RE.fullmatch(host) is None:
-        return None
-    return RequestHead(m.group(1), m.group(2), b"1.1", headers, True, Framing.NONE, None, False, False, host, block)
+    method, target, block, host = m.group(1, 2, 3, 4)
+    return RequestHead(method, target, b"1.1", None, True, Framing.NONE, None, False, False, host, block)
 
 
 def simple_response(data: bytes, max_head: int) -> tuple[int, int, int, int, int] | None:
@@ -78,34 +77,24 @@ def simple_response(data: bytes, max_head: int) -> tuple[int, int, int, int, int
     and nothing after it: (status, head length including the empty line, body length, start and
     end of a "Connection: keep-alive" line to cut, equal when there is none), or None. 1xx, 204
     and 304 take the full path."""
-    end = data.find(b"\r\n\r\n")
-    if end < 0 or end > max_head:
-        return None
-    m = _RESPONSE_HEAD.fullmatch(data, 0, end)  # status line and field lines, validated at once
+    m = _RESPONSE.match(data)
     if m is None:
         return None
-    status = int(m.group(1))
-    if status < 200 or status == 204 or status == 304:
+    end = m.end()
+    status, length, length2 = m.group(1, 2, 5)
+    body = int(length if length is not None else length2)
+    if len(data) != end + body or end > max_head + 4:
         return None
-    low = data[: end + 2].lower()  # each field line starts after a "\n" and ends with "\r\n"
-    if _RESPONSE_SPECIAL.search(low) is not None:
+    status = int(status)
+    if status == 204 or status == 304:
         return None
-    i = low.find(b"\ncontent-length:")
-    if i < 0 or low.find(b"\ncontent-length:", i + 1) >= 0:
-        return None
-    length = _LENGTH_VALUE.match(low, i + 16)
-    if length is None:
-        return None
-    body = int(length.group(1))
-    if len(data) != end + 4 + body:
-        return None
-    j = low.find(b"\nconnection:")
-    if j < 0:
-        return status, end + 4, body, 0, 0
-    if low.find(b"\nconnection:", j + 1) >= 0 or _KEEP_ALIVE_VALUE.match(low, j + 12) is None:
-        return None
+    start, stop = m.span(3)
+    if start < 0:
+        start, stop = m.span(4)
+        if start < 0:
+            return status, end, body, 0, 0
     # Cut from the CRLF before the line to the CRLF that ends it (exclusive): the head stays whole.
-    return status, end + 4, body, j - 1, low.find(b"\r", j + 12)
+    return status, end, body, start - 2, stop - 2
 
 
 def cut_connection(data: bytes, start: int, end: int) -> bytes:

@@ -10,6 +10,8 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 
+from ._abnf import FIELD_LINE_CRLF_RE
+
 __all__ = [
     "Framing",
     "RequestHead",
@@ -36,7 +38,9 @@ class Framing(enum.IntEnum):
 class RequestHead:
     """A parsed request line plus header section.
 
-    `headers` keeps the wire order and duplicates, names lowercased, values stripped of OWS.
+    `headers` keeps the wire order and duplicates, names lowercased, values stripped of OWS. It is
+    None when the parser's simple path left the field lines unparsed in `raw_fields` (most
+    requests never need them one by one): `fields()` gives them either way.
     `target` is always origin-form (or ``*`` for OPTIONS): absolute-form is rewritten and its
     authority put in `host` and in the ``host`` header (RFC 9112 3.2.2).
     `content_length` is the body length when `framing` is LENGTH, else None.
@@ -45,7 +49,7 @@ class RequestHead:
     method: bytes
     target: bytes
     version: bytes
-    headers: Headers = field(default_factory=list)
+    headers: Headers | None = field(default_factory=list)
     keep_alive: bool = True
     framing: Framing = Framing.NONE
     content_length: int | None = None
@@ -55,6 +59,14 @@ class RequestHead:
     # The field lines exactly as received ("name: value\r\n" each), set only by the parser's
     # simple path (`feed_simple`), which admits no field a proxy must drop or rewrite.
     raw_fields: bytes | None = None
+
+    def fields(self) -> Headers:
+        """`headers`, parsed from `raw_fields` on first use where the simple path left them."""
+        headers = self.headers
+        if headers is None:
+            raw = self.raw_fields or b""
+            headers = self.headers = [(name.lower(), value) for name, value in FIELD_LINE_CRLF_RE.findall(raw)]
+        return headers
 
 
 @dataclass(slots=True)

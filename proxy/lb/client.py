@@ -159,9 +159,9 @@ class ClientConn(SimpleResponseMixin, asyncio.Protocol):
                 # the same RequestHead and EndOfMessage the full parser would give.
                 head = self.parser.feed_simple(data)
                 if head is not None:
+                    # Bodiless and whole: the request has ended before it is dispatched.
+                    self.req_done = True
                     self._start_request(head)
-                    if not self.closed:
-                        self._request_end()
                     return
             self.phase = Phase.HEAD
             self.deadline = self.fe.now + self.fe.cfg.timeouts.client_header
@@ -253,16 +253,16 @@ class ClientConn(SimpleResponseMixin, asyncio.Protocol):
         fe = self.fe
         self.req = head
         self.phase = Phase.BACKEND
-        self.deadline = fe.now + fe.cfg.timeouts.connect + fe.cfg.timeouts.backend_response
+        now = self.xfer_since = fe.now
+        self.deadline = now + fe.first_byte_timeout
         self.t0 = fe.loop.time()
-        self.xfer_since = fe.now
         fe.requests_total += 1
-        pool = self.pool = fe.route(head)
+        pool = self.pool = fe.route(head) if fe.routes else fe.pools[fe.fallback]
         # Every request keeps a retry buffer (bounded): one that never reached a backend (connect
         # refused or timed out) can be replayed whatever its method.
         self.retry_buf = []
-        self.idempotent = head.method in IDEMPOTENT or pool.cfg.retry_non_idempotent
-        if pool.hash_key_kind() != "client_ip" or pool.cfg.algorithm == "consistent_hash":
+        self.idempotent = head.method in IDEMPOTENT or pool.retry_non_idempotent
+        if pool.keyed:
             self.hash_key = fe.hash_key(pool, head, self.client_ip)
         self.up_head = fe.upstream_head(head, self.client_ip)
         self._dispatch(sticky=pool.sticky is not None)
@@ -331,16 +331,18 @@ class ClientConn(SimpleResponseMixin, asyncio.Protocol):
         up.parser.expect(self.req.method)
         if self.write_paused:
             up.pause_reading()
-        else:
+        elif up.read_paused:
             up.resume_reading()
-        up.write(self.up_head)
+        # An attached connection is open: an idle one is taken only if not closed, a new one
+        # comes from connection_made.
+        up.transport.write(self.up_head)
         self.sent = True
         if self.pending:
             up.write(b"".join(self.pending))
             self.pending = []
             self.pending_size = 0
             self._resume(_P_PENDING)
-        self.deadline = self.fe.now + self.fe.cfg.timeouts.backend_response
+        self.deadline = self.fe.now + self.fe.timeouts.backend_response
 
     def _request_body(self, data: bytes) -> None:
         req = self.req
@@ -493,7 +495,7 @@ class ClientConn(SimpleResponseMixin, asyncio.Protocol):
         backend = self.backend
         assert backend is not None and self.transport is not None
         self.up = None
-        up.detach()
+        up.client = None
         backend.inflight -= 1
         backend.latency.observe(fe.loop.time() - self.t0)
         resp = self.resp
@@ -504,10 +506,11 @@ class ClientConn(SimpleResponseMixin, asyncio.Protocol):
             and not backend.draining
             and not backend.removed
             and not up.closed
-            and len(backend.idle) < fe.cfg.limits.max_idle_per_backend
+            and len(backend.idle) < fe.limits.max_idle_per_backend
         )
         if reusable:
-            up.resume_reading()
+            if up.read_paused:
+                up.resume_reading()
             up.reused = True
             up.idle_since = fe.now
             backend.idle.append(up)
@@ -530,8 +533,9 @@ class ClientConn(SimpleResponseMixin, asyncio.Protocol):
         self._reset_exchange()
         fe = self.fe
         self.phase = Phase.IDLE
-        self.deadline = fe.now + fe.cfg.timeouts.client_idle
-        self._resume(_P_BACKLOG)
+        self.deadline = fe.now + fe.timeouts.client_idle
+        if self.paused:
+            self._resume(_P_BACKLOG)
         # Replay pipelined events until one exchange is again waiting on its backend.
         while self.backlog and not self.closed and (self.req is None or not self.req_done):
             ev = self.backlog.popleft()

@@ -76,6 +76,10 @@ class Frontend:
         ]
         self.fallback = cfg.fallback_pool
         self.listen_authority = cfg.listen.encode()
+        # Read per request: one attribute load instead of a chain.
+        self.timeouts = cfg.timeouts
+        self.limits = cfg.limits
+        self.first_byte_timeout = cfg.timeouts.connect + cfg.timeouts.backend_response
 
     # -- listener --------------------------------------------------------------------------
 
@@ -162,17 +166,17 @@ class Frontend:
             return client_ip
         if kind == "header":
             name = pool.hash_name
-            for k, v in head.headers:
+            for k, v in head.fields():
                 if k == name:
                     return v
             return None
-        return cookie_value(head.headers, pool.hash_name)
+        return cookie_value(head.fields(), pool.hash_name)
 
     def sticky_target(self, pool: Pool, head: RequestHead, now: float) -> Backend | None:
         """The backend named by a valid sticky cookie, if it can still take requests."""
         codec = pool.sticky
         assert codec is not None
-        raw = cookie_value(head.headers, codec.cookie_name.encode())
+        raw = cookie_value(head.fields(), codec.cookie_name.encode())
         if raw is None:
             return None
         name = codec.decode(raw.decode("latin-1"))
@@ -202,7 +206,7 @@ class Frontend:
             self._rid += 1
             return b"%s %s HTTP/1.1\r\n%sx-forwarded-for: %s\r\nx-forwarded-proto: http\r\nx-forwarded-host: %s\r\nx-request-id: %s-%x\r\n\r\n" % (
                 head.method, head.target, raw, client_ip, head.host, self._rid_prefix, self._rid)  # fmt: skip
-        headers = head.headers
+        headers = head.fields()
         for k, _ in headers:
             if k in HOP_BY_HOP:
                 headers = strip_hop_by_hop(headers, keep_upgrade=head.upgrade)

@@ -126,6 +126,10 @@ class Pool:
             self.outlier = self._make_outlier(cfg)
         self._hash_kind, _, hash_name = cfg.hash_key.partition(":")
         self.hash_name = hash_name.lower().encode()
+        # Whether a request needs a hashing key: the algorithm hashes, or the key is not the
+        # client address (the other algorithms only read a header/cookie key as a hint).
+        self.keyed = self._hash_kind != "client_ip" or cfg.algorithm == "consistent_hash"
+        self.retry_non_idempotent = cfg.retry_non_idempotent
         self.sticky = (
             StickyCodec(cfg.sticky.secret.encode(), cfg.sticky.cookie)
             if cfg.mode == "sticky" and cfg.sticky is not None
@@ -229,7 +233,9 @@ class Pool:
         if exclude:
             cands, backup = self._compute(now, exclude)
         else:
-            cands = self.eligible(now)
+            cands = self._eligible
+            if cands is None:
+                cands = self.eligible(now)
             backup = self._eligible_backup
         if not cands:
             return None

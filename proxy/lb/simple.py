@@ -52,7 +52,7 @@ class SimpleResponseMixin:
         backend.responses[status // 100 - 1] += 1  # 2xx-5xx: feed_simple takes nothing else
         if status >= 500:
             pool.report_failure(backend, Outcome.HTTP_5XX, fe.now)
-        else:
+        elif backend.fail_streak:  # report_success has nothing to do otherwise
             pool.report_success(backend, fe.now)
         self.client_ka = True
         self.xfer += body_len
