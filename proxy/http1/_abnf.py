@@ -33,8 +33,10 @@ FIELD_LINE_CRLF_RE = re.compile(rb"(" + TOKEN + rb"):[ \t]*([^\r\n]*?)[ \t]*\r\n
 #   reason is empty are common, so that SP is optional here.
 # All field lines of a head at once (CRLF-separated, no final CRLF): one regex call per message
 # instead of one per line. FIELD_VALUE excludes CR and LF, so line boundaries are unambiguous.
+# Possessive repeats: a token stops at ":", a value at CR, so nothing is ever given back, and the
+# engine need not keep the state to backtrack (measured: 8.0k -> 7.5k instructions for 5 lines).
 FIELD_BLOCK_RE = re.compile(
-    rb"(?:" + TOKEN + rb":" + FIELD_VALUE + rb")(?:\r\n" + TOKEN + rb":" + FIELD_VALUE + rb")*"
+    rb"(?:" + TOKEN + rb"+:" + FIELD_VALUE + rb"+)(?:\r\n" + TOKEN + rb"+:" + FIELD_VALUE + rb"+)*+"
 )
 STATUS_LINE_RE = re.compile(rb"HTTP/([0-9])\.([0-9]) ([0-9]{3})(?: (" + FIELD_VALUE + rb"))?")
 

@@ -29,7 +29,9 @@ _REQUEST_SPECIAL = (
 )
 # A field line that is none of those: a token name, no space before the colon (so no obs-fold),
 # a value of visible ASCII, spaces and tabs (one class repeat: the engine's fast loop).
-_REQUEST_OTHER = rb"(?:(?!(?i:" + _REQUEST_SPECIAL + rb"):)" + TOKEN + rb":[\t -~]*\r\n)"
+# Repeats are possessive ("*+"): no line can be matched another way, so the engine need not keep
+# the state to backtrack into them.
+_REQUEST_OTHER = rb"(?:(?!(?i:" + _REQUEST_SPECIAL + rb"):)" + TOKEN + rb"+:[\t -~]*+\r\n)"
 # The whole request in one match, because each call into the regex engine costs more than the
 # matching itself: a request-line with a GET or HEAD of an origin-form target made of unreserved,
 # sub-delims, ":", "@", "/", "?" and "%" only (RFC 3986: no "#" fragment, nothing llhttp could take
@@ -38,15 +40,15 @@ _REQUEST_OTHER = rb"(?:(?!(?i:" + _REQUEST_SPECIAL + rb"):)" + TOKEN + rb":[\t -
 # follow: a body or a pipelined request goes the full way.
 _REQUEST = re.compile(
     rb"(GET|HEAD) (/[A-Za-z0-9\-._~!$&'()*+,;=:@/?%]*) HTTP/1\.1\r\n("
-    + _REQUEST_OTHER + rb"*(?i:host):[ \t]*(" + HOST_RE.pattern + rb")[ \t]*\r\n"
-    + _REQUEST_OTHER + rb"*)\r\n"
+    + _REQUEST_OTHER + rb"*+(?i:host):[ \t]*(" + HOST_RE.pattern + rb")[ \t]*\r\n"
+    + _REQUEST_OTHER + rb"*+)\r\n"
 )
 
 # Response fields that need the full parser: any framing or hop-by-hop field except one
 # Content-Length and one "Connection: keep-alive", which the simple path handles.
 _RESPONSE_OTHER = (
     rb"(?:(?!(?i:content-length|connection|transfer-encoding|upgrade|te|trailer|keep-alive"
-    rb"|proxy-connection|proxy-authenticate):)" + TOKEN + rb":" + FIELD_VALUE + rb"\r\n)*"
+    rb"|proxy-connection|proxy-authenticate):)" + TOKEN + rb"+:" + FIELD_VALUE + rb"+\r\n)*+"
 )
 _LENGTH_LINE = rb"(?i:content-length):[ \t]*([0-9]{1,15})[ \t]*\r\n"
 _KEEP_ALIVE_LINE = rb"((?i:connection):[ \t]*(?i:keep-alive)[ \t]*\r\n)"
