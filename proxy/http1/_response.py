@@ -22,7 +22,7 @@ from ._framing import (
     TE,
     parse_content_length,
 )
-from ._simple import simple_response
+from ._simple import REMEMBER_MAX, simple_response
 from .errors import ProtocolError
 from .events import END_OF_MESSAGE, Body, Framing, ResponseHead, Tunnel
 from .headers import split_tokens
@@ -72,6 +72,9 @@ class ResponseParser:
         "_keep_alive",
         "_interim",
         "_trailer_bytes",
+        "_last_head",
+        "_last_size",
+        "_last_result",
     )
 
     def __init__(self, max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES) -> None:
@@ -83,6 +86,11 @@ class ResponseParser:
         self._keep_alive = True
         self._interim = False  # a 1xx was seen; the final response is still owed
         self._trailer_bytes = 0
+        # The last simple response's head, total size and verdict (`feed_simple`): a backend
+        # sends the same head again and again (it changes when its Date does, once a second).
+        self._last_head = b""
+        self._last_size = -1
+        self._last_result: tuple[int, int, int, int, int] | None = None
 
     def expect(self, method: bytes) -> None:
         """Queue the method of a request just sent; responses are matched in order."""
@@ -142,10 +150,20 @@ class ResponseParser:
             return None
         if self._expected[0] == b"HEAD":
             return None
-        result = simple_response(data, self._max_head)
-        if result is not None:
-            self._expected.popleft()
-            self._keep_alive = True
+        if len(data) == self._last_size and data.startswith(self._last_head):
+            # The same head and the same size as the last simple response: the same verdict
+            # (it depends on the head's bytes and on the size alone, never on the body's bytes).
+            result = self._last_result
+        else:
+            result = simple_response(data, self._max_head)
+            if result is None:
+                return None
+            if result[1] <= REMEMBER_MAX:
+                self._last_head = data[: result[1]]
+                self._last_size = len(data)
+                self._last_result = result
+        self._expected.popleft()
+        self._keep_alive = True
         return result
 
     def feed_eof(self) -> list:

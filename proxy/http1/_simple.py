@@ -19,6 +19,11 @@ from .events import Framing, RequestHead
 
 __all__: list[str] = []
 
+# The parsers remember the last simple message of their connection and their verdict on it, so a
+# connection that repeats itself is answered without the regex engine; longer heads are not kept
+# (a connection must not pin much memory between its messages).
+REMEMBER_MAX = 4096
+
 # Field names whose presence needs the full parser's rules (framing, connection management,
 # 100-continue), or that a proxy drops or rewrites (hop-by-hop, X-Forwarded-*, X-Request-ID): a
 # simple request's field lines can then be forwarded as they came (`RequestHead.raw_fields`).

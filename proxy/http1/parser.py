@@ -36,7 +36,7 @@ from ._framing import (
     parse_content_length,
 )
 from ._response import ResponseParser
-from ._simple import simple_request
+from ._simple import REMEMBER_MAX, simple_request
 from .errors import ProtocolError
 from .events import END_OF_MESSAGE, Body, Framing, RequestHead, Tunnel
 from .headers import split_tokens
@@ -101,6 +101,8 @@ class RequestParser:
         "_body_seen",
         "_stall",
         "_cb_error",
+        "_last_simple",
+        "_last_head",
     )
 
     def __init__(
@@ -126,6 +128,11 @@ class RequestParser:
         self._body_seen = 0  # body bytes ever, to tell chunk-framing-only feeds apart
         self._stall = 0  # chunked-mode bytes fed without any body byte (extensions, trailers)
         self._cb_error: BaseException | None = None
+        # The last simple request and its head (`feed_simple`): a keep-alive client that repeats
+        # itself (a poller, a health checker, a load generator) gets the same answer again. The
+        # head is shared between those exchanges; nothing changes a head once it is made.
+        self._last_simple = b""
+        self._last_head: RequestHead | None = None
         cb = _Callbacks()
         cb.on_message_begin = self._on_message_begin
         cb.on_url = self._on_url
@@ -177,7 +184,13 @@ class RequestParser:
         when `data` needs `feed`. Only between messages; llhttp is not involved."""
         if self._state != _OPEN or self._in_msg or self._pending:
             return None
-        return simple_request(data, self._max_head)
+        if data == self._last_simple:
+            return self._last_head
+        head = simple_request(data, self._max_head)
+        if head is not None and len(data) <= REMEMBER_MAX:
+            self._last_simple = data
+            self._last_head = head
+        return head
 
     def feed_eof(self) -> list:
         """The peer closed. Returns [] at a message boundary; raises ProtocolError mid-request."""
