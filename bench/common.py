@@ -241,9 +241,20 @@ class WrkResult:
         return out
 
 
-def write_wrk_script(directory: Path) -> Path:
+# --vary: every request differs from the one before it on the connection (a query string counting
+# up), so a proxy cannot answer a request from what it worked out for the previous one.
+_WRK_VARY_LUA = """
+local n = 0
+request = function()
+  n = n + 1
+  return wrk.format(nil, "/?r=" .. n)
+end
+"""
+
+
+def write_wrk_script(directory: Path, vary: bool = False) -> Path:
     path = directory / "report.lua"
-    path.write_text(_WRK_LUA)
+    path.write_text(_WRK_LUA + (_WRK_VARY_LUA if vary else ""))
     return path
 
 

@@ -78,6 +78,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"comma-separated subset of {','.join(TARGETS)}")
     parser.add_argument("--smoke", action="store_true",
                         help="1 s runs, 1 round, no warm-up: checks the harness, not the speed")
+    parser.add_argument("--vary", action="store_true",
+                        help="every request differs from the previous one (/?r=N): no proxy can "
+                             "reuse its work on a connection's last request")
     parser.add_argument("--out", type=Path, help="output dir (bench/results/<timestamp>/)")
 
 
@@ -89,7 +92,8 @@ def _settings(args: argparse.Namespace) -> dict[str, Any]:
     settings = {
         "duration_s": args.duration, "warmup_s": args.warmup, "rounds": args.rounds,
         "connections": args.connections, "threads": args.threads, "smoke": args.smoke,
-        "wrk_timeout_s": WRK_TIMEOUT_S, "path": "/", "address": "127.0.0.1",
+        "wrk_timeout_s": WRK_TIMEOUT_S, "path": "/?r=N" if args.vary else "/", "vary": args.vary,
+        "address": "127.0.0.1",
     }
     if args.smoke:
         settings.update({"duration_s": SMOKE["duration"], "warmup_s": SMOKE["warmup"],
@@ -256,7 +260,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
                 print(f"cannot benchmark: the backends failed to start: {exc}", file=sys.stderr)
                 return 1
             backend_pids = sorted({p.pid for b in backends for p in b.processes})
-            script = write_wrk_script(workdir)
+            script = write_wrk_script(workdir, vary=settings["vary"])
             if settings["warmup_s"] > 0:
                 for t in targets:
                     _log(f"warm-up {t.name} {settings['warmup_s']}s")
@@ -299,6 +303,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
     table = format_table(rows, COLUMNS)
     header = (f"tierproxy lb benchmark: wrk -t{settings['threads']} -c{settings['connections']} "
               f"-d{settings['duration_s']}s, {settings['rounds']} round(s), medians; "
+              f"{'every request distinct (/?r=N); ' if settings['vary'] else ''}"
               f"backends: {stack.backend_kind}\n{machine['note']}")
     print(header)
     print(table)

@@ -68,3 +68,26 @@ def test_bench_lb_smoke(tmp_path: Path) -> None:
         assert results["png"] == "lb.png"
     else:
         assert not png.exists() and results["png"] is None
+
+
+@pytest.mark.timeout(60)
+def test_bench_lb_smoke_with_distinct_requests(tmp_path: Path) -> None:
+    # --vary: wrk's Lua request() makes every request differ; the run must still be error-free.
+    if find_binary("wrk", "wrk").path is None:
+        pytest.skip("wrk is not installed (apt-get install wrk)")
+    out = tmp_path / "out"
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench", "lb", "--smoke", "--vary", "--targets", "tierproxy,direct",
+         "--out", str(out)],
+        cwd=REPO, capture_output=True, text=True, timeout=50,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    report = f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr[-4000:]}"
+    assert proc.returncode == 0, report
+    results = json.loads((out / "results.json").read_text())
+    assert results["settings"]["vary"] is True and results["settings"]["path"] == "/?r=N"
+    summary = {row["target"]: row for row in results["summary"]}
+    assert sorted(summary) == ["direct", "tierproxy"], report
+    for row in summary.values():
+        assert row["errors"] == 0 and row["requests_per_s"] > 0, (row, results["problems"])
+    assert "every request distinct" in proc.stdout
