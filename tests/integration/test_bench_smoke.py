@@ -27,18 +27,24 @@ def _expected_targets() -> list[str]:
     return targets + ["direct"]
 
 
-@pytest.mark.timeout(90)
-def test_bench_lb_smoke(tmp_path: Path) -> None:
+def _bench_lb(out: Path, *args: str, timeout: float) -> tuple[subprocess.CompletedProcess[str], str]:
+    """`python -m bench lb --smoke ARGS --out OUT`, which must exit 0; (process, report)."""
     if find_binary("wrk", "wrk").path is None:
         pytest.skip("wrk is not installed (apt-get install wrk)")
-    out = tmp_path / "out"
     proc = subprocess.run(
-        [sys.executable, "-m", "bench", "lb", "--smoke", "--out", str(out)],
-        cwd=REPO, capture_output=True, text=True, timeout=80,
+        [sys.executable, "-m", "bench", "lb", "--smoke", *args, "--out", str(out)],
+        cwd=REPO, capture_output=True, text=True, timeout=timeout,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
     report = f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr[-4000:]}"
     assert proc.returncode == 0, report
+    return proc, report
+
+
+@pytest.mark.timeout(90)
+def test_bench_lb_smoke(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    proc, report = _bench_lb(out, timeout=80)
 
     results = json.loads((out / "results.json").read_text())
     summary = {row["target"]: row for row in results["summary"]}
@@ -73,17 +79,8 @@ def test_bench_lb_smoke(tmp_path: Path) -> None:
 @pytest.mark.timeout(60)
 def test_bench_lb_smoke_with_distinct_requests(tmp_path: Path) -> None:
     # --vary: wrk's Lua request() makes every request differ; the run must still be error-free.
-    if find_binary("wrk", "wrk").path is None:
-        pytest.skip("wrk is not installed (apt-get install wrk)")
     out = tmp_path / "out"
-    proc = subprocess.run(
-        [sys.executable, "-m", "bench", "lb", "--smoke", "--vary", "--targets", "tierproxy,direct",
-         "--out", str(out)],
-        cwd=REPO, capture_output=True, text=True, timeout=50,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
-    report = f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr[-4000:]}"
-    assert proc.returncode == 0, report
+    proc, report = _bench_lb(out, "--vary", "--targets", "tierproxy,direct", timeout=50)
     results = json.loads((out / "results.json").read_text())
     assert results["settings"]["vary"] is True and results["settings"]["path"] == "/?r=N"
     summary = {row["target"]: row for row in results["summary"]}
