@@ -13,6 +13,7 @@ import logging
 import os
 from typing import TYPE_CHECKING
 
+from proxy.core.accept import Acceptor, listen_sockets
 from proxy.core.config import parse_hostport
 from proxy.http1 import HOP_BY_HOP, Framing, RequestHead, ResponseHead, strip_hop_by_hop
 from proxy.lb.client import ClientConn
@@ -54,7 +55,7 @@ class Frontend:
         self.now = self.loop.time()
         self.conns: set[ClientConn] = set()
         self.draining = False
-        self.server: asyncio.Server | None = None
+        self.acceptors: list[Acceptor] = []
         self._sweeper: asyncio.Task[None] | None = None
         self._rid_prefix = os.urandom(4).hex().encode()
         self._rid = 0
@@ -87,16 +88,16 @@ class Frontend:
         """Bind and serve. `reuse_port`: several worker processes share the port (the kernel
         spreads new connections over them)."""
         host, port = parse_hostport(self.cfg.listen)
-        self.server = await self.loop.create_server(
-            lambda: ClientConn(self), host, port, reuse_address=True, reuse_port=reuse_port,
-            backlog=4096,
-        )
+        # Our own batch acceptor, not loop.create_server: see proxy/core/accept.py.
+        socks = listen_sockets(host, port, reuse_port=reuse_port, backlog=4096)
+        self.acceptors = [Acceptor(self.loop, sock, lambda: ClientConn(self)) for sock in socks]
+        for acceptor in self.acceptors:
+            acceptor.start()
         self._sweeper = self.loop.create_task(self._sweep())
 
     @property
     def port(self) -> int:
-        assert self.server is not None
-        return self.server.sockets[0].getsockname()[1]
+        return self.acceptors[0].address[1]
 
     async def _sweep(self) -> None:
         """Advance the coarse clock; fire passed deadlines; retire old idle backend conns."""
@@ -128,8 +129,8 @@ class Frontend:
     async def drain(self, timeout: float) -> None:
         """Stop accepting, let in-flight exchanges finish, close the rest at the deadline."""
         self.draining = True
-        if self.server is not None:
-            self.server.close()
+        for acceptor in self.acceptors:
+            acceptor.close()
         for conn in list(self.conns):
             conn.drain()
         try:
