@@ -269,7 +269,8 @@ class ClientSession(LoginMixin, asyncio.Protocol):
         batch = self.batch
         # The common extended-protocol messages first, with as little work as possible.
         if t == b"B":
-            if raw[5] == 0 and raw[6] == 0:  # unnamed portal, unnamed statement
+            # Unnamed portal, unnamed statement; anything shorter is cstrings' 08P01.
+            if len(raw) > 6 and raw[5] == 0 and raw[6] == 0:
                 name = ""
             else:
                 (_, stmt), _ = cstrings(bytes(raw), 5, 2)

@@ -11,7 +11,7 @@ import socket
 import struct
 
 import psycopg
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from proxy.pgwire import encode
@@ -120,6 +120,8 @@ def test_random_bytes_instead_of_a_startup_packet(dbproxy, data):
 @SETTINGS
 @given(st.sampled_from([b"Q", b"P", b"B", b"E", b"S", b"X", b"d", b"p", b"z", b"\x00"]),
        st.sampled_from([-1, 0, 3, 0x7FFFFFFF, 1 << 30 | 1, 5]), st.binary(max_size=40))
+@example(type_=b"B", length=5, body=b"\x00")  # a Bind too short for its two names: was XX000
+@example(type_=b"B", length=4, body=b"")
 def test_bad_lengths_and_types_after_login(dbproxy, type_, length, body):
     raw = Raw(dbproxy.port)
     try:
