@@ -8,7 +8,6 @@ Content-Length or chunked body), then acts on the first path segment:
 | `/ok/<tag>` | a correct 200, body ``ok:<tag>``, keep-alive |
 | `/short/<tag>` | Content-Length 100, 10 body bytes, then close |
 | `/long/<tag>` | Content-Length 5, ``hello`` and, in the same write, a whole extra response |
-| `/longlater/<tag>` | same, but the extra response comes 0.3 s later (not detectable by a proxy) |
 | `/garbage/<tag>` | ``HELLO WORLD`` lines instead of a status line, then waits |
 | `/midclose/<tag>` | Content-Length 1000, 100 body bytes, then close |
 | `/closenow/<tag>` | close before any byte |
@@ -27,7 +26,6 @@ from __future__ import annotations
 
 import socket
 import threading
-import time
 
 from proxy.devstack.ports import allocate_port
 from tests.integration.sockserver import stop_threaded_server
@@ -136,10 +134,6 @@ class MisbehavingBackend:
                     return
                 elif kind == b"long":
                     conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello" + EXTRA)
-                elif kind == b"longlater":
-                    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello")
-                    time.sleep(0.3)
-                    conn.sendall(EXTRA)
                 elif kind == b"garbage":
                     conn.sendall(b"HELLO WORLD SMUGGLED\r\nfoo\r\n\r\n")
                 elif kind == b"midclose":

@@ -17,7 +17,9 @@ is either one ``Transfer-Encoding: chunked`` (and no Content-Length) or one all-
 Content-Length. Chunk-size lines must be bare hex (the balancer re-chunks: extensions dropped),
 and trailers must be empty (the balancer drops them).
 
-A target containing ``delay_ms=<n>`` is answered after n milliseconds. Bounded everywhere: heads
+A target containing ``hold_answer`` is answered only once `release_held()` is called (or the
+backend closes, or 60 s passed): a backend that is late for as long as a test needs. Bounded
+everywhere: heads
 up to 1 MiB, bodies up to 256 MiB, every socket has a timeout.
 """
 
@@ -26,7 +28,6 @@ from __future__ import annotations
 import re
 import socket
 import threading
-import time
 from dataclasses import dataclass, field
 
 from proxy.devstack.poll import PollTimeout, wait_until
@@ -41,7 +42,8 @@ FIELD_RE = re.compile(rb"(" + TOKEN + rb"):[ \t]*([\t\x20-\x7e\x80-\xff]*?)[ \t]
 HEX_RE = re.compile(rb"[0-9A-Fa-f]{1,16}")
 MAX_HEAD = 1 << 20
 MAX_BODY = 256 << 20
-DELAY_RE = re.compile(rb"delay_ms=([0-9]{1,6})")
+HOLD = b"hold_answer"
+HOLD_LIMIT = 60.0
 
 
 class BadMessage(Exception):
@@ -186,6 +188,7 @@ class RecordingBackend:
         self._lock = threading.Lock()
         self._state = _State()
         self._stop = threading.Event()
+        self._released = threading.Event()  # held answers go out (release_held, close)
         self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self._sock.bind(("127.0.0.1", self.port))
@@ -277,9 +280,8 @@ class RecordingBackend:
                 with self._lock:
                     index = len(self._state.requests)
                     self._state.requests.append(Recorded(index=index, conn=cid, **fields))
-                delay = DELAY_RE.search(fields["target"])
-                if delay:
-                    time.sleep(int(delay.group(1)) / 1000)
+                if HOLD in fields["target"]:
+                    self._released.wait(HOLD_LIMIT)
                 body = b"req=%d" % index
                 head = (
                     b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n"
@@ -298,7 +300,12 @@ class RecordingBackend:
             except OSError:
                 pass
 
+    def release_held(self) -> None:
+        """Answer the requests held by ``hold_answer``, and every later one at once."""
+        self._released.set()
+
     def close(self) -> None:
+        self._released.set()
         stop_threaded_server(self._stop, self._sock, self._lock, self._conns, self._thread, self._lock_port)
 
     def __enter__(self) -> RecordingBackend:

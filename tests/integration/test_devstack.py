@@ -83,7 +83,7 @@ def test_wait_ready_reports_early_exit_with_log_tail(tmp_path: Path) -> None:
 
 async def test_wait_ready_async_times_out_with_log_tail(tmp_path: Path) -> None:
     proc = ManagedProcess(
-        [sys.executable, "-c", "import time; print('never listening', flush=True); time.sleep(60)"],
+        [sys.executable, "-c", "import signal; print('never listening', flush=True); signal.pause()"],
         name="never-ready",
         log_dir=tmp_path,
     )
@@ -104,8 +104,8 @@ def test_terminate_escalates_to_sigkill(tmp_path: Path) -> None:
         [
             sys.executable,
             "-c",
-            "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN);"
-            " print('ignoring', flush=True); time.sleep(60)",
+            "import signal; signal.signal(signal.SIGTERM, signal.SIG_IGN);"
+            " print('ignoring', flush=True); signal.pause()",
         ],
         name="stubborn",
         log_dir=tmp_path,
@@ -115,7 +115,7 @@ def test_terminate_escalates_to_sigkill(tmp_path: Path) -> None:
 
 
 def test_kill_reaps(tmp_path: Path) -> None:
-    proc = ManagedProcess([sys.executable, "-c", "import time; time.sleep(60)"], name="k", log_dir=tmp_path)
+    proc = ManagedProcess([sys.executable, "-c", "import signal; signal.pause()"], name="k", log_dir=tmp_path)
     assert proc.kill() == -signal.SIGKILL
     assert not proc.running
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import http.client
 import json
 import resource
+import select
 import selectors
 import socket
 import threading
@@ -312,7 +313,7 @@ def bad_lb(lb_factory) -> Iterator[tuple[LbProcess, MisbehavingBackend]]:
         bad.close()
 
 
-# ("longlater", extra bytes sent a while after a complete response, is left out on purpose: when
+# (Extra bytes sent a while after a complete response are left out on purpose: when
 # they arrive after the balancer has reused the connection for the next request no proxy can
 # tell them from that request's response.)
 # What a client may see for each misbehaviour: "502", "504", "trunc" (a cut response then EOF),
@@ -520,16 +521,18 @@ def test_min_transfer_rate_cuts_slow_readers_and_slow_senders(web_worker_factory
             sender.send(b"x" * 10)
         except (BlockingIOError, BrokenPipeError, ConnectionResetError):
             pass
+        # The trickle's pace: wait up to 50 ms for the balancer's answer.
+        if not select.select([sender], [], [], 0.05)[0]:
+            continue
         try:
             chunk = sender.recv(65536)
-            if not chunk:
-                break
-            answer += chunk
         except BlockingIOError:
-            pass
+            continue
         except ConnectionResetError:
             break
-        time.sleep(0.05)
+        if not chunk:
+            break
+        answer += chunk
     assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
     # The non-reader is cut too, long before backend_response, once the bytes the kernel's
     # buffers absorbed no longer lift its average above the rate; the backend is not blamed.

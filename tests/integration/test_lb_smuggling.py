@@ -390,7 +390,7 @@ def test_bytes_after_upgrade_request_are_bounded(recsetup: RecordingSetup):
     base = rss_kib(lb.pid)
     s = socket.create_connection(("127.0.0.1", lb.port), timeout=10)
     try:
-        s.sendall(b"GET /up?delay_ms=6000 HTTP/1.1\r\nHost: x\r\n" + UPGRADE + b"\r\n")
+        s.sendall(b"GET /up?hold_answer HTTP/1.1\r\nHost: x\r\n" + UPGRADE + b"\r\n")
         s.settimeout(1.0)
         block = b"w" * (1 << 20)
         sent = 0
@@ -407,7 +407,8 @@ def test_bytes_after_upgrade_request_are_bounded(recsetup: RecordingSetup):
         assert peak - base < 64 * 1024, f"RSS grew {(peak - base) // 1024} MiB after {sent >> 20} MiB sent"
     finally:
         s.close()
-        # let the backend's delayed answer go by before other tests use the balancer
+        setup.rec.release_held()
+        # let the backend's held answer go by before other tests use the balancer
         wait_for(lambda: lb_status(lb)["client_connections"] == 0, 30, "upgrade client gone")
 
 
