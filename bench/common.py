@@ -37,6 +37,7 @@ __all__ = [
     "machine_info",
     "median",
     "parse_wrk",
+    "round_ratio",
     "run_wrk",
     "tree_cpu_seconds",
     "write_wrk_script",
@@ -327,6 +328,15 @@ def run_wrk(wrk: str, url: str, *, duration: float, connections: int, threads: i
 def median(values: Iterable[float | None]) -> float | None:
     present = [v for v in values if v is not None]
     return statistics.median(present) if present else None
+
+
+def round_ratio(runs: list[dict[str, Any]], target: str, peer: str, key: str) -> float | None:
+    """Median over rounds of `target`'s `key` / `peer`'s in the same round (None without a pair).
+    The targets of a round run back to back, so this cancels drift that a ratio of medians would
+    mix in."""
+    value = {(r.get("round"), r["target"]): r.get(key) for r in runs}
+    return median(v / value[(rnd, peer)] for (rnd, name), v in value.items()
+                  if name == target and v is not None and value.get((rnd, peer)))  # fmt: skip
 
 
 def _cell(value: Any, fmt: str) -> str:

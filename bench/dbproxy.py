@@ -46,6 +46,7 @@ from bench.common import (
     format_table,
     machine_info,
     median,
+    round_ratio,
     tree_cpu_seconds,
 )
 from bench.pgpeers import Peer, start_pgbouncer, start_pgpool
@@ -153,20 +154,12 @@ def _summarise(runs: list[dict[str, Any]], targets: list[str], workloads: list[s
             }  # fmt: skip
         for row in by_target.values():
             for peer, key in (("pgbouncer", "vs_pgbouncer"), ("pgpool", "vs_pgpool")):
-                row[key] = _round_ratio(runs, w, row["target"], peer)
+                row[key] = round_ratio([r for r in runs if r["workload"] == w], row["target"], peer, "tps")
             base_cpu = by_target.get("pgbouncer", {}).get("tps_per_cpu_s")
             row["cpu_vs_pgbouncer"] = (row["tps_per_cpu_s"] / base_cpu
                                        if base_cpu and row["tps_per_cpu_s"] else None)  # fmt: skip
             rows.append(row)
     return rows
-
-
-def _round_ratio(runs: list[dict[str, Any]], workload: str, target: str, peer: str) -> float | None:
-    """Median over rounds of target TPS / peer TPS in the same round (None without a pair)."""
-    tps = {(r["round"], r["target"]): r["tps"] for r in runs if r["workload"] == workload}
-    ratios = [t / tps[(rnd, peer)] for (rnd, name), t in tps.items()
-              if name == target and t is not None and tps.get((rnd, peer))]  # fmt: skip
-    return median(ratios) if ratios else None
 
 
 def _start(wanted: list[str], cluster: PgCluster, workdir: Path, bins: dict[str, Binary], settings: dict[str, Any],

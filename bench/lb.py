@@ -12,8 +12,8 @@ Theory of operation
    CPU-second is what a proxy costs, and it is less sensitive than req/s to the fact that wrk, the
    proxy and the backends share the machine's 2 cores.
 4. The result per target is the median over rounds (errors are summed, never hidden); a ratio to
-   nginx is the median over rounds of that round's ratio (the targets of a round run back to
-   back), which cancels drift that a ratio of medians would mix in. Output: a table on stdout and in table.txt, results.json
+   nginx is the median over rounds of that round's ratio (`round_ratio`). Output: a table on
+   stdout and in table.txt, results.json
    with every run plus machine info, a PNG chart, and the generated configs and server logs.
 
 A peer whose binary is missing is skipped with the apt package to install; without wrk nothing
@@ -41,6 +41,7 @@ from bench.common import (
     format_table,
     machine_info,
     median,
+    round_ratio,
     run_wrk,
     tree_cpu_seconds,
     write_wrk_script,
@@ -174,17 +175,9 @@ def _summarise(targets: list[Target], runs: list[dict[str, Any]]) -> list[dict[s
             "backend_cpu_s": median(r["backend_cpu_s"] for r in mine),
         })
     for row in rows:
-        row["rps_vs_nginx"] = _round_ratio(runs, row["target"], "requests_per_s")
-        row["cpu_eff_vs_nginx"] = _round_ratio(runs, row["target"], "req_per_cpu_s")
+        row["rps_vs_nginx"] = round_ratio(runs, row["target"], "nginx", "requests_per_s")
+        row["cpu_eff_vs_nginx"] = round_ratio(runs, row["target"], "nginx", "req_per_cpu_s")
     return rows
-
-
-def _round_ratio(runs: list[dict[str, Any]], target: str, key: str) -> float | None:
-    """Median over rounds of target's `key` / nginx's in the same round (None without a pair)."""
-    value = {(r.get("round"), r["target"]): r.get(key) for r in runs}
-    ratios = [v / value[(rnd, "nginx")] for (rnd, name), v in value.items()
-              if name == target and v is not None and value.get((rnd, "nginx"))]  # fmt: skip
-    return median(ratios) if ratios else None
 
 
 def _tierproxy_status(target: Target) -> Any:

@@ -1,4 +1,4 @@
-"""The simple case of each parser, recognised in a few regex calls instead of per-line Python.
+"""The simple case of each parser, recognised by one regex match instead of per-line Python.
 
 Most traffic through a load balancer is a bodiless GET answered by a Content-Length response. For
 those, `simple_request` and `simple_response` give what the full parsers would give, without

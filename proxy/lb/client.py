@@ -164,7 +164,7 @@ class ClientConn(SimpleResponseMixin, asyncio.Protocol):
                     self._start_request(head)
                     return
             self.phase = Phase.HEAD
-            self.deadline = self.fe.now + self.fe.cfg.timeouts.client_header
+            self.deadline = self.fe.now + self.fe.timeouts.client_header
         try:
             events = self.parser.feed(data)
         except ProtocolError as exc:

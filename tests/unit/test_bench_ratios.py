@@ -1,8 +1,8 @@
-"""The lb bench's ratios to nginx: the median of per-round ratios, not a ratio of medians."""
+"""The benches' ratios to a peer (lb: nginx): the median of per-round ratios, not a ratio of medians."""
 
 from __future__ import annotations
 
-from bench.lb import _round_ratio
+from bench.common import round_ratio
 
 
 def run(rnd: int, target: str, rps: float, per_cpu: float | None) -> dict:
@@ -16,15 +16,15 @@ def test_each_round_is_compared_with_nginx_in_the_same_round():
             run(2, "tierproxy", 16, 16), run(2, "nginx", 20, 20),
             run(3, "tierproxy", 8, 8), run(3, "nginx", 10, 10),
             run(1, "direct", 100, None)]  # fmt: skip
-    assert _round_ratio(runs, "tierproxy", "requests_per_s") == 0.8
-    assert _round_ratio(runs, "tierproxy", "req_per_cpu_s") == 0.8
-    assert _round_ratio(runs, "nginx", "requests_per_s") == 1.0
-    assert _round_ratio(runs, "direct", "requests_per_s") == 2.0
-    assert _round_ratio(runs, "direct", "req_per_cpu_s") is None  # no proxy CPU for wrk-direct
+    assert round_ratio(runs, "tierproxy", "nginx", "requests_per_s") == 0.8
+    assert round_ratio(runs, "tierproxy", "nginx", "req_per_cpu_s") == 0.8
+    assert round_ratio(runs, "nginx", "nginx", "requests_per_s") == 1.0
+    assert round_ratio(runs, "direct", "nginx", "requests_per_s") == 2.0
+    assert round_ratio(runs, "direct", "nginx", "req_per_cpu_s") is None  # no proxy CPU for wrk-direct
 
 
 def test_a_round_without_nginx_gives_no_ratio():
     runs = [run(1, "tierproxy", 40, 40), run(2, "nginx", 50, 50)]
-    assert _round_ratio(runs, "tierproxy", "requests_per_s") is None
+    assert round_ratio(runs, "tierproxy", "nginx", "requests_per_s") is None
     runs.append(run(2, "tierproxy", 30, 30))
-    assert _round_ratio(runs, "tierproxy", "requests_per_s") == 0.6
+    assert round_ratio(runs, "tierproxy", "nginx", "requests_per_s") == 0.6
