@@ -7,6 +7,8 @@ proxy's own authentication (clientauth.py), then a server connection for the pri
 primary is unreachable, a usable replica) whose ParameterStatus values the client gets, with a
 BackendKeyData of the proxy's own for cancel requests.
 
+Server to client: session_relay.py (`RelayMixin`).
+
 Statements: client messages are framed and grouped into *batches* ending at Sync, Flush, Query or
 FunctionCall (or 1 MiB). Everything up to a Sync is one implicit transaction on the server, so a
 batch is routed as a whole: its classifier decisions (each Parse's SQL, each Bind/Describe's
@@ -42,23 +44,18 @@ from typing import TYPE_CHECKING, Any
 
 from proxy.pgwire import encode
 from proxy.pgwire.errors import (
-    ADMIN_SHUTDOWN,
-    CONNECTION_FAILURE,
     INTERNAL_ERROR,
     PROTOCOL_VIOLATION,
     PgProtocolError,
 )
-from proxy.pgwire.framing import DEFAULT_MAX_MESSAGE_LENGTH as MAX_MESSAGE_LENGTH
 from proxy.pgwire.framing import FrontendFramer, Message
-from proxy.pgwire.messages import (
-    decode_backend,
-)
 
 from .classify_types import Decision, Reason, Target
 from .clientauth import ClientAuth
 from .router import PRIMARY, Route, SessionRouter, commit_lsn_from_insert, parse_lsn
 from .server import ServerConn, ServerError, SyncGroup, error_fields
 from .session_login import ADMIN_DATABASE, LoginMixin, cstrings
+from .session_relay import RelayMixin
 
 if TYPE_CHECKING:
     from .daemon import DbProxyDaemon
@@ -72,9 +69,6 @@ MAX_BATCH_BYTES = 1 << 20
 _CALL = ("query", Decision(Target.PRIMARY, Reason.WRITE, detail="call"))
 _CONTROL = frozenset((b"d", b"c", b"f", b"X"))  # CopyData/CopyDone/CopyFail, Terminate
 _INT32 = struct.Struct("!i")
-# Server message types the relay looks at: ParseComplete '1', CloseComplete '3', ReadyForQuery
-# 'Z', ErrorResponse 'E', CopyInResponse 'G', ParameterStatus 'S'. Everything else passes through.
-_SPECIAL = bytes(1 if i in b"13ZEGS" else 0 for i in range(256))
 
 
 def _parse_on(prepared: dict[str, Any], name: str, raw: bytes, group: SyncGroup, out: list[Any],
@@ -90,7 +84,7 @@ def _parse_on(prepared: dict[str, Any], name: str, raw: bytes, group: SyncGroup,
     out.append(raw)
 
 
-class ClientSession(LoginMixin, asyncio.Protocol):
+class ClientSession(LoginMixin, RelayMixin, asyncio.Protocol):
     def __init__(self, daemon: DbProxyDaemon) -> None:
         self.d = daemon
         self.transport: asyncio.Transport | None = None
@@ -566,143 +560,6 @@ class ClientSession(LoginMixin, asyncio.Protocol):
             self.d.started(conn)
         conn.write(b"".join(out))
         self.statements_run += 1
-
-    # -- from a server --------------------------------------------------------------------------
-
-    def relay_from_server(self, conn: ServerConn, data: bytes) -> int:
-        """Forward a server's bytes to the client, acting on the few message types that matter
-        (see `_SPECIAL`); returns how many bytes were used (the rest is an incomplete message).
-        A large message of any other type is forwarded as it arrives (`conn._skip`), so a big
-        row or COPY chunk is never held whole in memory."""
-        n = len(data)
-        pos = start = 0
-        pieces: list[bytes] = []
-        special = _SPECIAL
-        while n - pos >= 5:
-            t = data[pos]
-            length = _INT32.unpack_from(data, pos + 1)[0]
-            if length < 4 or length > MAX_MESSAGE_LENGTH:
-                raise PgProtocolError(f"invalid message length {length} from server")
-            end = pos + 1 + length
-            if not special[t]:
-                if end > n:
-                    conn._skip = end - n
-                    pos = n
-                    break
-                pos = end
-                continue
-            if end > n:
-                break
-            if t == 0x5A:  # ReadyForQuery
-                status = data[pos + 5 : pos + 6]
-                conn.status = status
-                if conn.groups:
-                    conn.groups.popleft()
-                conn.copy = False
-                if not conn.busy:
-                    self.d.finished(conn)
-                failed, conn.errored = conn.errored and not self._multi, False
-                self.router.on_ready_for_query(status, failed=failed)
-            elif t == 0x31 or t == 0x33:  # ParseComplete, CloseComplete
-                g = conn.groups[0] if conn.groups else conn.open_group
-                if g is not None and g.flags and g.flags.popleft():
-                    pieces.append(data[start:pos])  # injected by us: not for the client
-                    start = end
-            elif t == 0x45:  # ErrorResponse
-                err = decode_backend(Message(b"E", data[pos:end], 5))
-                if err.severity in ("FATAL", "PANIC"):
-                    conn.fatal = err.fields  # reported when the connection closes
-                    pieces.append(data[start:pos])
-                    start = end
-                else:
-                    conn.errored = True
-                    g = conn.groups[0] if conn.groups else conn.open_group
-                    if g is not None:
-                        g.flags.clear()  # the server skips the rest of the group
-                        for name in g.names:
-                            if name in conn.prepared:
-                                conn.prepared[name] = None  # type: ignore[assignment]
-            elif t == 0x47:  # CopyInResponse
-                conn.copy = True
-                if conn.groups and not conn.groups[0].by_query:
-                    # Extended-protocol COPY: the server ignores Syncs during copy-in, so the
-                    # group stays open until the Sync after CopyDone.
-                    conn.open_group = conn.groups.popleft()
-                    conn.groups.clear()
-            elif t == 0x53:  # ParameterStatus
-                ps = decode_backend(Message(b"S", data[pos:end], 5))
-                conn.params[ps.name] = ps.value
-            pos = end
-        if start == 0 and pos == n:
-            chunk = data
-        else:
-            chunk = data[start:pos]
-        if pieces:
-            pieces.append(chunk)
-            chunk = b"".join(pieces)
-        if chunk:
-            conn.replay = None
-            if self.transport is not None and self.phase != "closed":
-                self.transport.write(chunk)
-        if self.terminating and not any(c.busy for c in self.servers.values()):
-            self.close()
-        return pos
-
-    def on_server_lost(self, conn: ServerConn) -> None:
-        backend = conn.backend
-        if self.servers.get(backend) is conn:
-            del self.servers[backend]
-        was_busy = conn.busy
-        in_txn = self.router.transaction_backend == backend
-        self.d.server_lost(conn)
-        if self.phase == "closed":
-            return
-        if self.phase == "login" and not was_busy:
-            return  # the login task sees the failure itself
-        keep_state = backend == PRIMARY and self.router.pinned
-        if not was_busy and not in_txn and not keep_state:
-            return
-        if conn.replay is not None and not in_txn and self.phase == "ready" and not self.waiting:
-            # A read that got no answer yet: run it on another backend instead.
-            batch, conn.replay = conn.replay, None
-            conn.groups.clear()
-            conn.open_group = None
-            if self.current is conn:
-                self.current = None
-            self._avoid[backend] = time.monotonic() + self.d.cfg.monitor.interval
-            self.d.metrics.retried += 1
-            decision = self._decision(batch)
-            self.router.on_ready_for_query(b"I")
-            if decision is None:
-                self._start_async(self._route_async(batch, None, PRIMARY))
-            else:
-                self._start_async(self._route_async(batch, decision, None))
-            return
-        sqlstate = CONNECTION_FAILURE
-        message = f"server connection to {backend} was lost"
-        if conn.fatal is not None:
-            sqlstate = conn.fatal.get("C", sqlstate)
-            message = conn.fatal.get("M", message)
-        if in_txn or keep_state or conn.copy or self.phase != "ready":
-            if sqlstate not in (ADMIN_SHUTDOWN, CONNECTION_FAILURE):
-                sqlstate = CONNECTION_FAILURE
-            self.fatal(sqlstate, message)
-            return
-        self.send_error(error_fields("ERROR", CONNECTION_FAILURE,
-                                     f"{message}; the statement may not have completed"))
-        pending = len(conn.groups)
-        if conn.open_group is not None:
-            self.skip_until_sync = True
-        conn.groups.clear()
-        conn.open_group = None
-        if pending:
-            self.router.on_ready_for_query(b"I")
-            self.forward_raw(encode.ready_for_query(b"I") * pending)
-
-    # -- cancel ---------------------------------------------------------------------------------
-
-    def cancel_targets(self) -> list[ServerConn]:
-        return [c for c in self.servers.values() if c.busy and not c.closed]
 
     # -- the end --------------------------------------------------------------------------------
 
