@@ -119,6 +119,12 @@ class AuthConfig(StrictModel):
     method: Literal["scram-sha-256", "md5", "trust"] = "scram-sha-256"
     trust_loopback_only: bool = True  # "trust" accepts only 127.0.0.0/8 and ::1 clients
     users: dict[str, UserConfig] = Field(default_factory=dict)
+    # A wrong password is answered (28P01) after this many milliseconds (PostgreSQL's
+    # auth_delay); other clients are not slowed. 0 = at once.
+    failed_login_delay_ms: int = Field(default=500, ge=0, le=60_000)
+    # Failed logins per client address within a minute; beyond it that address's logins are
+    # refused at once (53300) until older failures are a minute old. 0 = no limit. Per worker.
+    max_failed_logins_per_minute: int = Field(default=20, ge=0, le=1_000_000)
 
     @field_validator("users")
     @classmethod

@@ -33,6 +33,7 @@ from .classify_types import Decision
 from .clientauth import Credentials
 from .config import DbProxyConfig
 from .console import run_console
+from .login_limits import LoginLimiter
 from .monitor import BackendStatus, ReplicaMonitor, usable_for_reads
 from .pool import ServerPools
 from .router import PRIMARY, ReplicaView, RouteReason
@@ -56,6 +57,8 @@ class DbMetrics:
         self.routes: dict[tuple[str, RouteReason], int] = {}  # (backend, reason) -> statements
         self.latency: dict[str, Histogram] = {}  # role -> query latency
         self.auth_failures = 0
+        self.login_failures = 0  # wrong passwords (28P01)
+        self.logins_throttled = 0  # logins refused at once: their address failed too often
         self.clients_total = 0
         self.server_lost = 0
         self.cancels = 0
@@ -79,6 +82,7 @@ class DbProxyDaemon:
         self._merged: dict[str, Any] | None = None
         self.max_message_length = 1 << 30
         self.creds = Credentials(cfg.auth)
+        self.login_limiter = LoginLimiter(cfg.auth.max_failed_logins_per_minute)
         self.tls_context = self._tls_context(cfg)
         self.cache = ClassifierCache(write_functions=cfg.routing.all_write_functions)
         self.parse_cache: dict[bytes, tuple[str, Decision]] = {}
@@ -197,6 +201,7 @@ class DbProxyDaemon:
         old = self.cfg
         self.cfg = new
         self.creds = creds
+        self.login_limiter.limit = new.auth.max_failed_logins_per_minute
         self.tls_context = tls_context
         if new.routing.all_write_functions != old.routing.all_write_functions:
             self.cache = ClassifierCache(write_functions=new.routing.all_write_functions)

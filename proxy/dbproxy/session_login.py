@@ -10,13 +10,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
+import time
 from typing import TYPE_CHECKING
 
 from proxy.pgwire import encode
 from proxy.pgwire.errors import (
     CONNECTION_FAILURE,
     FEATURE_NOT_SUPPORTED,
+    INVALID_PASSWORD,
     PROTOCOL_VIOLATION,
+    TOO_MANY_CONNECTIONS,
     PgProtocolError,
 )
 from proxy.pgwire.framing import Message
@@ -98,6 +101,7 @@ class LoginMixin:
             # 3.x with x > 0: we speak 3.0 (protocol-flow.html, NegotiateProtocolVersion).
             unknown = [k for k, _ in self.options if k.startswith("_pq_.")]
             self.forward_raw(encode.negotiate_protocol_version(0, unknown))
+        self._refuse_if_throttled()
         self.auth = ClientAuth(self.d.creds, user, self.peer)
         self.phase = "auth"
         self.forward_raw(self.auth.start())
@@ -124,15 +128,41 @@ class LoginMixin:
     def _auth_message(self: ClientSession, msg: Message) -> None:
         if msg.type != b"p" or self.auth is None:
             raise PgProtocolError("expected a password message", PROTOCOL_VIOLATION)
+        self._refuse_if_throttled()
         try:
             reply = self.auth.handle(msg.body)
-        except PgProtocolError:
+        except PgProtocolError as exc:
             self.d.metrics.auth_failures += 1
             log.info("authentication failed", extra={"user": self.user, "peer": self.peer})
+            if exc.sqlstate == INVALID_PASSWORD:
+                self._failed_login(exc)
+                return
             raise
         self.forward_raw(reply)
         if self.auth.done:
             self._logged_in()
+
+    def _refuse_if_throttled(self: ClientSession) -> None:
+        """This address failed too often lately (login_limits.py): refuse now, unchecked."""
+        if self.d.login_limiter.blocked(self.peer or "", time.monotonic()):
+            self.d.metrics.logins_throttled += 1
+            raise PgProtocolError(f"too many failed login attempts from {self.peer}; try again later",
+                                  TOO_MANY_CONNECTIONS)  # fmt: skip
+
+    def _failed_login(self: ClientSession, exc: PgProtocolError) -> None:
+        """A wrong password: count it for the address, answer 28P01 after the delay (a timer:
+        the event loop and other clients go on), reading nothing more from this client."""
+        d = self.d
+        d.metrics.login_failures += 1
+        d.login_limiter.failed(self.peer or "", time.monotonic())
+        delay = d.cfg.auth.failed_login_delay_ms / 1000.0
+        if delay <= 0:
+            self.fatal(exc.sqlstate, exc.message)
+            return
+        self.waiting = True  # _pump takes nothing more from this client
+        if self.transport is not None:
+            self.transport.pause_reading()
+        asyncio.get_running_loop().call_later(delay, self.fatal, exc.sqlstate, exc.message)
 
     def _logged_in(self: ClientSession) -> None:
         self.phase = "login"

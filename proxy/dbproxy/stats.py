@@ -26,6 +26,8 @@ P = "tierproxy_dbproxy_"
 COUNTERS = (
     ("clients_accepted", "Clients that logged in"),
     ("auth_failures", "Failed client authentications"),
+    ("login_failures", "Client logins refused for a wrong password (28P01)"),
+    ("logins_throttled", "Client logins refused unchecked: their address failed too often (53300)"),
     ("server_connects", "Server connections opened"),
     ("server_connect_failures", "Server connections that failed"),
     ("server_lost", "Server connections lost while attached"),
@@ -47,6 +49,7 @@ def snapshot(d: DbProxyDaemon) -> dict[str, Any]:
         "latency": {role: {"bounds": list(h.bounds), "counts": list(h.counts), "sum": h.sum, "count": h.count}
                     for role, h in m.latency.items()},
         "counters": {"clients_accepted": m.clients_total, "auth_failures": m.auth_failures,
+                     "login_failures": m.login_failures, "logins_throttled": m.logins_throttled,
                      "server_connects": d.pools.connects, "server_connect_failures": d.pools.connect_failures,
                      "server_lost": m.server_lost, "cancels": m.cancels, "reads_retried": m.retried},
         "cache": {"hits": d.cache.hits, "misses": d.cache.misses, "size": len(d.cache)},
