@@ -41,6 +41,7 @@ from proxy.http1 import (
     strip_hop_by_hop,
     write_response_head,
 )
+from proxy.lb.markdown import MarkedDownMixin
 from proxy.lb.outlier import Outcome
 from proxy.lb.simple import SimpleResponseMixin
 from proxy.lb.upstream import UpstreamConn
@@ -77,7 +78,7 @@ class Phase:
     CLOSING = 4
 
 
-class ClientConn(SimpleResponseMixin, asyncio.Protocol):
+class ClientConn(SimpleResponseMixin, MarkedDownMixin, asyncio.Protocol):
     def __init__(self, fe: Frontend) -> None:
         self.fe = fe
         self.transport: asyncio.Transport | None = None

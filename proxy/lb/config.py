@@ -101,6 +101,10 @@ class PoolConfig(StrictModel):
     load_factor: float = Field(default=1.25, ge=1.0, le=10.0)  # bounded-load factor for hashing
     retries: int = Field(default=2, ge=0, le=10)  # extra attempts on other backends
     retry_non_idempotent: bool = False  # POST/PATCH are never retried unless this is set
+    # When a backend goes down (health check or outlier ejection), requests waiting on it with no
+    # response byte yet are re-sent to another backend when safe (idempotent, body still in the
+    # retry buffer) and answered 502 otherwise ("redispatch"), or left to time out ("keep").
+    on_marked_down: Literal["redispatch", "keep"] = "redispatch"
     sticky: StickyConfig | None = None
     health: HealthConfig = Field(default_factory=HealthConfig)
     outlier: OutlierConfig = Field(default_factory=OutlierConfig)

@@ -65,7 +65,7 @@ class LbDaemon:
 
     async def start(self) -> None:
         for name, pcfg in self.cfg.pools.items():
-            self.pools[name] = Pool(name, pcfg, self._backend_added, self._backend_removed)
+            self.pools[name] = Pool(name, pcfg, self._backend_added, self._backend_removed, self._marked_down)
         if self.role != "supervisor":
             self.fe = Frontend(self.cfg, self.pools)
             await self.fe.start(reuse_port=self.role == "worker")
@@ -122,7 +122,7 @@ class LbDaemon:
         for name, pcfg in new.pools.items():
             pool = self.pools.get(name)
             if pool is None:
-                pool = Pool(name, pcfg, self._backend_added, self._backend_removed)
+                pool = Pool(name, pcfg, self._backend_added, self._backend_removed, self._marked_down)
                 self.pools[name] = pool
                 for b in pool.backends.values():
                     self._start_checks(pool, b)
@@ -208,6 +208,8 @@ class LbDaemon:
                     b.health.record(False, msg.get("reason", ""))
                     b.close_idle()
                 pool.invalidate()
+                if not msg["up"]:
+                    self._marked_down(b)
         elif op == "add":
             bcfg = BackendConfig.model_validate(msg["backend"])
             if bcfg.name not in pool.backends:
@@ -227,6 +229,27 @@ class LbDaemon:
             pool = self.pools.get(backend.pool_name)
             if pool is not None:
                 self._start_checks(pool, backend)
+
+    def _marked_down(self, backend: Backend) -> None:
+        """A backend went down (health check or outlier ejection): with the pool's
+        `on_marked_down = "redispatch"`, requests waiting on it move now (lb/markdown.py). Run on
+        the next loop turn: an ejection is reported from inside an exchange's own failure
+        handling, which must finish first."""
+        pool = self.pools.get(backend.pool_name)
+        if self.fe is None or pool is None or pool.cfg.on_marked_down != "redispatch":
+            return
+        self.fe.loop.call_soon(self._shutdown_sessions, pool, backend)
+
+    def _shutdown_sessions(self, pool: Pool, backend: Backend) -> None:
+        if self.fe is None or pool.is_eligible(backend, self.fe.loop.time()):
+            return  # back up already: nothing to move
+        resent, failed = self.fe.backend_marked_down(backend)
+        if resent or failed:
+            log.warning(
+                "requests moved off a backend that went down",
+                extra={"pool": pool.name, "backend": backend.name, "resent": resent,
+                       "answered_502": failed},
+            )
 
     def _backend_removed(self, backend: Backend) -> None:
         self._stop_checks(backend)
@@ -272,6 +295,7 @@ class LbDaemon:
                         extra={"pool": backend.pool_name, "backend": backend.name,
                                "reason": result.reason},
                     )
+                    self._marked_down(backend)
 
         loop = CheckLoop(check, backend.health, hc.interval, on_result)
         backend.check_loop = loop

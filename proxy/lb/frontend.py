@@ -18,6 +18,7 @@ from proxy.core.config import parse_hostport
 from proxy.http1 import HOP_BY_HOP, Framing, RequestHead, ResponseHead, strip_hop_by_hop
 from proxy.lb.client import ClientConn
 from proxy.lb.config import LbConfig, RouteConfig
+from proxy.lb.markdown import FAILED, REDISPATCHED
 
 if TYPE_CHECKING:
     from proxy.lb.pool import Backend, Pool
@@ -146,6 +147,24 @@ class Frontend:
         for pool in self.pools.values():
             for b in pool.backends.values():
                 b.close_idle()
+
+    def backend_marked_down(self, backend: Backend) -> tuple[int, int]:
+        """`backend` went down (health check or ejection): requests waiting on it are re-sent
+        elsewhere or answered 502 now (lb/markdown.py). One scan of the client connections, only
+        on this rare event. Returns (re-sent, answered 502)."""
+        resent = failed = 0
+        for conn in [c for c in self.conns if c.backend is backend]:
+            try:
+                done = conn.on_backend_marked_down(backend)
+            except Exception:
+                log.exception("moving a request off a backend that went down failed")
+                conn._close()
+                continue
+            if done == REDISPATCHED:
+                resent += 1
+            elif done == FAILED:
+                failed += 1
+        return resent, failed
 
     # -- per-request decisions -------------------------------------------------------------
 

@@ -89,12 +89,15 @@ class Pool:
     """A named set of backends with one balancing algorithm and one mode (stateless/sticky)."""
 
     def __init__(self, name: str, cfg: PoolConfig, on_backend_added: Callable[[Backend], None],
-                 on_backend_removed: Callable[[Backend], None]) -> None:
+                 on_backend_removed: Callable[[Backend], None],
+                 on_marked_down: Callable[[Backend], None] | None = None) -> None:  # fmt: skip
         self.name = name
         self.cfg = cfg
         self.backends: dict[str, Backend] = {}
         self._on_added = on_backend_added
         self._on_removed = on_backend_removed
+        # Called when outlier detection ejects a backend (health-check flips are the daemon's).
+        self._on_marked_down = on_marked_down
         self.outlier = self._make_outlier(cfg)
         self.sticky: StickyCodec | None = None
         self.retries_total = 0
@@ -263,6 +266,8 @@ class Pool:
         if ejected:
             b.ejections += 1
             self.invalidate()
+            if self._on_marked_down is not None:
+                self._on_marked_down(b)
         return ejected
 
     def report_success(self, b: Backend, now: float) -> None:

@@ -20,6 +20,7 @@ class LoadResult:
     statuses: Counter[int] = field(default_factory=Counter)
     errors: list[str] = field(default_factory=list)
     served_by: Counter[str] = field(default_factory=Counter)
+    slowest: float = 0.0  # seconds, the longest any request (answered or failed) took
 
     @property
     def total(self) -> int:
@@ -86,6 +87,7 @@ class Load:
         while not self._stop.is_set() and time.monotonic() < self._deadline and self._take():
             if conn is None:
                 conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=20)
+            started = time.monotonic()
             try:
                 conn.request(self.method, self.path)
                 resp = conn.getresponse()
@@ -94,12 +96,14 @@ class Load:
                 with self._lock:
                     self.result.statuses[resp.status] += 1
                     self.result.served_by[who] += 1
+                    self.result.slowest = max(self.result.slowest, time.monotonic() - started)
                 if resp.will_close:
                     conn.close()
                     conn = None
             except (OSError, http.client.HTTPException) as exc:
                 with self._lock:
                     self.result.errors.append(f"{type(exc).__name__}: {exc}")
+                    self.result.slowest = max(self.result.slowest, time.monotonic() - started)
                 conn.close()
                 conn = None
         if conn is not None:
