@@ -19,6 +19,12 @@ kept while the host is DOWN (a success on the way back up does not erase it, bec
 still DOWN) and while an UP host has a failure streak in progress; it is cleared to "" by any
 success on an UP host and by the flip to UP.
 
+A host that has never been checked (``unchecked=True``: a balancer's fresh start, a backend added
+at runtime) is DOWN with the reason "not checked yet" until its first result, which decides the
+state outright: there is no history to damp, and rise/fall apply from then on. A balancer runs
+that first check before it serves (HAProxy instead starts servers UP, sending traffic to a dead
+one until `fall` checks fail).
+
 The class is pure state: no I/O, no timers, no locks (one event loop owns it).
 """
 
@@ -32,9 +38,10 @@ __all__ = ["HealthState"]
 class HealthState:
     """UP/DOWN state of one host with rise/fall hysteresis (see the module docstring)."""
 
-    __slots__ = ("_rise", "_fall", "_up", "_reason", "_since", "_ok", "_fail")
+    __slots__ = ("_rise", "_fall", "_up", "_reason", "_since", "_ok", "_fail", "_unchecked")
 
-    def __init__(self, rise: int, fall: int, up: bool = True, *, since: float = 0.0) -> None:
+    def __init__(self, rise: int, fall: int, up: bool = True, *, since: float = 0.0,
+                 unchecked: bool = False) -> None:  # fmt: skip
         # Same bounds as HAProxy: a threshold of 0 would make the state flip with no evidence.
         if rise < 1:
             raise ValueError(f"rise must be >= 1, got {rise}")
@@ -47,9 +54,22 @@ class HealthState:
         self._since = since
         self._ok = 0
         self._fail = 0
+        self._unchecked = unchecked
+        if unchecked:
+            self._up = False
+            self._reason = "not checked yet"
 
     def record(self, ok: bool, reason: str = "", now: float = 0.0) -> bool:
         """Feed one check result; return True if this result flipped UP<->DOWN."""
+        if self._unchecked:
+            # The first result decides (see the module docstring).
+            self._unchecked = False
+            self._ok, self._fail = (1, 0) if ok else (0, 1)
+            self._reason = "" if ok else reason
+            self._since = now
+            flipped = ok != self._up
+            self._up = ok
+            return flipped
         if ok:
             self._ok += 1
             self._fail = 0
@@ -74,6 +94,11 @@ class HealthState:
     @property
     def up(self) -> bool:
         return self._up
+
+    @property
+    def checked(self) -> bool:
+        """False until the first result of a state created `unchecked`."""
+        return not self._unchecked
 
     @property
     def reason(self) -> str:

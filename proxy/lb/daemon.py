@@ -18,7 +18,7 @@ import asyncio
 import logging
 import os
 import time
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -64,8 +64,19 @@ class LbDaemon:
     # -- lifecycle -------------------------------------------------------------------------
 
     async def start(self) -> None:
+        # Backends start down until their first check (core/health.py). A worker's health comes
+        # from the supervisor, which checked every backend before starting it: a worker starts
+        # with them up, and only backends added later wait for the supervisor's first check.
+        checks_here = self.role != "worker"
         for name, pcfg in self.cfg.pools.items():
-            self.pools[name] = Pool(name, pcfg, self._backend_added, self._backend_removed, self._marked_down)
+            pool = Pool(name, pcfg, self._backend_added, self._backend_removed, self._marked_down,
+                        unchecked=checks_here)  # fmt: skip
+            pool.unchecked = True
+            self.pools[name] = pool
+        if checks_here:
+            # Before the listener opens: a fresh balancer neither refuses traffic its backends
+            # could serve nor sends any to a backend that is down.
+            await self._first_checks()
         if self.role != "supervisor":
             self.fe = Frontend(self.cfg, self.pools)
             await self.fe.start(reuse_port=self.role == "worker")
@@ -122,7 +133,8 @@ class LbDaemon:
         for name, pcfg in new.pools.items():
             pool = self.pools.get(name)
             if pool is None:
-                pool = Pool(name, pcfg, self._backend_added, self._backend_removed, self._marked_down)
+                pool = Pool(name, pcfg, self._backend_added, self._backend_removed,
+                            self._marked_down, unchecked=True)  # fmt: skip
                 self.pools[name] = pool
                 for b in pool.backends.values():
                     self._start_checks(pool, b)
@@ -131,7 +143,8 @@ class LbDaemon:
             pool.apply(pcfg)
             if health_changed:
                 for b in pool.backends.values():
-                    b.health = HealthState(pcfg.health.rise, pcfg.health.fall, up=b.health.up)
+                    b.health = HealthState(pcfg.health.rise, pcfg.health.fall, up=b.health.up,
+                                           unchecked=not b.health.checked and pcfg.health.type != "none")
                     self._start_checks(pool, b)
                 pool.invalidate()
         self.cfg = new
@@ -259,11 +272,20 @@ class LbDaemon:
             backend.check_loop.stop()
             backend.check_loop = None
 
-    def _start_checks(self, pool: Pool, backend: Backend) -> None:
-        self._stop_checks(backend)
+    async def _first_checks(self) -> None:
+        """Check every backend once, all at the same time (each within its check timeout)."""
+
+        async def once(pool: Pool, backend: Backend) -> None:
+            state = backend.health
+            result = await self._check_fn(pool, backend)()
+            changed = state.record(result.ok, result.reason, asyncio.get_running_loop().time())
+            self._on_check_result(backend, state, result, changed, first=True)
+
+        await asyncio.gather(*(once(pool, b) for pool in self.pools.values()
+                               for b in pool.backends.values() if not b.health.checked))
+
+    def _check_fn(self, pool: Pool, backend: Backend) -> Callable[[], Awaitable[CheckResult]]:
         hc = pool.cfg.health
-        if hc.type == "none":
-            return
         if hc.type == "tcp":
 
             async def check() -> CheckResult:
@@ -275,31 +297,51 @@ class LbDaemon:
                     backend.host, backend.port, hc.path, hc.timeout, hc.expect_status, hc.host
                 )
 
-        def on_result(state: HealthState, result: CheckResult, changed: bool) -> None:
-            if result.ok:
-                backend.health_checks_ok += 1
-            else:
-                backend.health_checks_failed += 1
-            if changed:
-                current = self.pools.get(backend.pool_name)
-                if current is not None:
-                    current.invalidate()
-                if self.workers is not None:
-                    self.workers.broadcast(self._health_message(backend))
-                if state.up:
-                    log.warning("backend up", extra={"pool": backend.pool_name, "backend": backend.name})
-                else:
-                    backend.close_idle()
-                    log.warning(
-                        "backend down",
-                        extra={"pool": backend.pool_name, "backend": backend.name,
-                               "reason": result.reason},
-                    )
-                    self._marked_down(backend)
+        return check
 
-        loop = CheckLoop(check, backend.health, hc.interval, on_result)
+    def _on_check_result(self, backend: Backend, state: HealthState, result: CheckResult,
+                         changed: bool, first: bool) -> None:  # fmt: skip
+        """`first`: the backend's first check, which decides its state (core/health.py)."""
+        if result.ok:
+            backend.health_checks_ok += 1
+        else:
+            backend.health_checks_failed += 1
+        if not changed and not first:
+            return
+        current = self.pools.get(backend.pool_name)
+        if current is not None:
+            current.invalidate()
+        if self.workers is not None:
+            # Also a first result that leaves the backend down: a worker may hold it as up.
+            self.workers.broadcast(self._health_message(backend))
+        if state.up:
+            if changed:
+                log.warning("backend up", extra={"pool": backend.pool_name, "backend": backend.name})
+            return
+        backend.close_idle()
+        log.warning(
+            "backend down",
+            extra={"pool": backend.pool_name, "backend": backend.name, "reason": result.reason},
+        )
+        if changed:
+            self._marked_down(backend)
+
+    def _start_checks(self, pool: Pool, backend: Backend) -> None:
+        self._stop_checks(backend)
+        hc = pool.cfg.health
+        if hc.type == "none":
+            return
+        # A backend not checked yet (added at runtime or by a reload) is checked at once.
+        first = not backend.health.checked
+
+        def on_result(state: HealthState, result: CheckResult, changed: bool) -> None:
+            nonlocal first
+            self._on_check_result(backend, state, result, changed, first)
+            first = False
+
+        loop = CheckLoop(self._check_fn(pool, backend), backend.health, hc.interval, on_result)
         backend.check_loop = loop
-        loop.start()
+        loop.start(first_delay=0.0 if first else None)
 
     # -- status and metrics ----------------------------------------------------------------
 

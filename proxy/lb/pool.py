@@ -90,9 +90,14 @@ class Pool:
 
     def __init__(self, name: str, cfg: PoolConfig, on_backend_added: Callable[[Backend], None],
                  on_backend_removed: Callable[[Backend], None],
-                 on_marked_down: Callable[[Backend], None] | None = None) -> None:  # fmt: skip
+                 on_marked_down: Callable[[Backend], None] | None = None,
+                 unchecked: bool = False) -> None:  # fmt: skip
         self.name = name
         self.cfg = cfg
+        # New backends start down until their first health check decides (core/health.py); the
+        # daemon checks them at once. Off in a worker process, whose health comes from the
+        # supervisor, for the backends it starts with.
+        self.unchecked = unchecked
         self.backends: dict[str, Backend] = {}
         self._on_added = on_backend_added
         self._on_removed = on_backend_removed
@@ -157,7 +162,7 @@ class Pool:
 
     def _new_health(self) -> HealthState:
         h = self.cfg.health
-        return HealthState(rise=h.rise, fall=h.fall, up=True)
+        return HealthState(rise=h.rise, fall=h.fall, up=True, unchecked=self.unchecked and h.type != "none")
 
     def _add(self, bcfg: BackendConfig) -> Backend:
         backend = Backend(self.name, bcfg, self._new_health())

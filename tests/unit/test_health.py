@@ -109,3 +109,17 @@ def test_matches_a_reference_model(rise, fall, start_up, results):
         up = new_up
         assert h.up is up
         assert (h.consecutive_ok, h.consecutive_fail) == ((run, 0) if ok else (0, run))
+
+
+def test_unchecked_state_is_down_until_its_first_result_decides() -> None:
+    h = HealthState(rise=3, fall=3, unchecked=True)
+    assert (h.up, h.checked, h.reason) == (False, False, "not checked yet")
+    assert h.record(True, now=1.0) is True  # one pass, not `rise` of them: nothing to damp yet
+    assert (h.up, h.checked, h.reason, h.since) == (True, True, "", 1.0)
+    assert h.record(False, "x") is False  # from here on rise/fall apply
+    assert h.up
+
+    dead = HealthState(rise=2, fall=3, unchecked=True)
+    assert dead.record(False, "tcp connect failed: refused") is False  # down it was, down it stays
+    assert (dead.up, dead.checked, dead.reason) == (False, True, "tcp connect failed: refused")
+    assert dead.record(True) is False and dead.record(True) is True  # back after `rise` passes
