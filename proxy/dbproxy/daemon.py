@@ -311,7 +311,13 @@ class DbProxyDaemon:
             "is_superuser": "off", "session_authorization": user, "application_name": "",
         }  # fmt: skip
 
-    def register_cancel_key(self, session: ClientSession) -> tuple[int, int]:
+    def register_cancel_key(self, session: ClientSession, key: tuple[int, int] | None = None) -> tuple[int, int]:
+        """The session's BackendKeyData: `key` (its server's own) if given and free, else one of
+        ours. A CancelRequest with it cancels whatever that session's servers are running."""
+        if key is not None and key[0] > 0 and key not in self._cancel_keys:
+            self._cancel_keys[key] = session
+            self.metrics.clients_total += 1
+            return key
         while True:
             key = (secrets.randbelow(1 << 31 - 1) + 1, secrets.randbelow(1 << 32))
             if key not in self._cancel_keys:
@@ -332,7 +338,8 @@ class DbProxyDaemon:
 
     def session_ended(self, session: ClientSession) -> None:
         self.sessions.discard(session)
-        self._cancel_keys.pop(session.key, None)
+        if self._cancel_keys.get(session.key) is session:
+            del self._cancel_keys[session.key]
 
     def started(self, conn: ServerConn) -> None:
         """A server went from idle to busy: count it and start the query clock."""

@@ -76,7 +76,9 @@ class SyncGroup:
     __slots__ = ("by_query", "flags", "names")
 
     def __init__(self) -> None:
-        self.flags: deque[bool] = deque()  # one per Parse/Close sent: True = injected by us
+        # One per Parse/Close sent: True = injected by us; a name = the client's Parse creating
+        # that statement; False = the client's own otherwise.
+        self.flags: deque[bool | str] = deque()
         self.names: list[str] = []  # statements parsed in this group (unknown if it fails)
         self.by_query = False  # ended by Query/FunctionCall (not Sync)
 

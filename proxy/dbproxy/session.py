@@ -4,8 +4,8 @@ Theory of operation
 -------------------
 Login: the client's startup packet (SSLRequest and GSSENCRequest are answered 'N'), then the
 proxy's own authentication (clientauth.py), then a server connection for the primary (or, if the
-primary is unreachable, a usable replica) whose ParameterStatus values the client gets, with a
-BackendKeyData of the proxy's own for cancel requests.
+primary is unreachable, a usable replica) whose ParameterStatus values and BackendKeyData (its
+real pid and secret) the client gets: it is the client's own connection for the whole session.
 
 Server to client: session_relay.py (`RelayMixin`).
 
@@ -15,16 +15,20 @@ batch is routed as a whole: its classifier decisions (each Parse's SQL, each Bin
 statement as classified at its Parse) combine to the first that needs the primary, else the first;
 the session's `SessionRouter` turns that into a backend. While a server has a batch in flight (no
 ReadyForQuery yet, or a COPY), later batches go to the same server without a new decision, so a
-pipelining client never has its stream split.
+pipelining client never has its stream split. A batch whose server cannot change any more is sent
+as far as it has arrived (`_forward_now`), so errors come back mid-pipeline as direct.
 
 Prepared statements: the session keeps every named statement's Parse message. Before a Bind or
 Describe runs on a server where that statement does not exist (or exists with other text), the
 Parse is sent there first, its ParseComplete swallowed (`SyncGroup.flags`); a Parse whose name
-already exists on the server is preceded by an injected Close. Session pooling ends with DISCARD
-ALL, so a server connection starts each session with no statements.
+exists on the server but no longer for the client is preceded by an injected Close. A client's
+Parse of a name it still has goes to a server holding that statement, which answers 42P05 as
+direct; a client's Parse that fails is forgotten. Session pooling ends with DISCARD ALL, so a
+server connection starts each session with no statements.
 
 Failures: a replica that cannot be connected is skipped for this batch and the batch re-routed;
-a server lost with nothing in flight is forgotten (the next statement goes elsewhere); lost with
+the client's primary connection lost ends the session with the server's FATAL (as direct); a
+replica lost with nothing in flight is forgotten (the next statement goes elsewhere); lost with
 a statement in flight outside a transaction, the client gets ERROR 08006 and ReadyForQuery and
 keeps its session; lost inside a transaction, while pinned or in COPY (state the proxy cannot
 rebuild), the client gets FATAL 57P01/08006 and is disconnected. Malformed input gets 08P01 and a
@@ -74,13 +78,15 @@ _INT32 = struct.Struct("!i")
 def _parse_on(prepared: dict[str, Any], name: str, raw: bytes, group: SyncGroup, out: list[Any],
               *, injected: bool) -> None:  # fmt: skip
     """Send a Parse to a server: the client's own, or one `injected` to re-create a statement
-    there. A named statement the server already has (other text) is closed first, by us."""
+    there. A named statement the server still has and the client does not (it closed it on
+    another server, or this is a re-preparation with other text) is closed first, by us. The
+    flag of a client's named Parse is its name: if it fails, the client does not have it."""
     if name and name in prepared:
         out.append(encode.close(b"S", name))
         group.flags.append(True)
     prepared[name] = raw
     group.names.append(name)
-    group.flags.append(injected)
+    group.flags.append(True if injected else (name or False))
     out.append(raw)
 
 
@@ -232,10 +238,26 @@ class ClientSession(LoginMixin, RelayMixin, asyncio.Protocol):
                 else:
                     # Login waits for a server; messages before ReadyForQuery are a client bug.
                     raise PgProtocolError("message before the login finished", PROTOCOL_VIOLATION)
+            if self.batch and not self.waiting and self.phase == "ready" and self._forward_now():
+                self._dispatch()
         except PgProtocolError as exc:
             self.fatal(exc.sqlstate, exc.message)
         except Exception:
             self._internal_error()
+
+    def _forward_now(self) -> bool:
+        """Send an unfinished batch (no Sync or Flush yet) as it stands, when its server cannot
+        change any more: its Sync group is already on a server, or it needs the primary. The
+        server then runs each message as it comes and its errors reach the client at once, as
+        direct (asyncpg's executemany stops at the first error). A read waits for its Sync: a
+        later message of the group may still need the primary."""
+        conn = self.current
+        if conn is not None and conn.open_group is not None and not conn.closed:
+            return True
+        if self.skip_until_sync or self.admin:
+            return False
+        d = self._decision(self.batch)
+        return d is not None and d.target is Target.PRIMARY
 
     def _internal_error(self) -> None:
         """A bug of ours while handling this client (called from an except block): log it with
@@ -293,8 +315,13 @@ class ClientSession(LoginMixin, RelayMixin, asyncio.Protocol):
                 parsed = (name_b.decode("utf-8", "replace"), self.d.classify(sql.decode("utf-8", "replace")))
                 self.d.remember_parse(rawb, parsed)
             name, decision = parsed
-            self.statements[name] = (rawb, decision)
-            batch.append((msg, ("parse", name, rawb, decision)))
+            old = self.statements.get(name) if name else None
+            if old is not None:
+                # The client has this statement: PostgreSQL answers 42P05 and keeps the old one.
+                batch.append((msg, ("dup", name, old[0], old[1])))
+            else:
+                self.statements[name] = (rawb, decision)
+                batch.append((msg, ("parse", name, rawb, decision)))
             self.batch_bytes += len(raw)
             return
         if t == b"Q":
@@ -348,14 +375,22 @@ class ClientSession(LoginMixin, RelayMixin, asyncio.Protocol):
             # Outside COPY, PostgreSQL ignores these too (PostgresMain: "Accept but ignore").
             return
         if t == b"X":
-            if any(c.busy for c in self.servers.values()):
-                # Answers are still coming for what the client sent before Terminate: deliver
-                # them first, as a server would, then close.
+            if self.answers_due():
+                # Answers are still coming for what the client synced before Terminate: deliver
+                # them first, as a server would, then close (relay_from_server).
                 self.terminating = True
                 return
+            # Nothing more will come (messages after the last Sync are never answered: asyncpg
+            # sends Parse/Describe/Flush, then Terminate): close now. A server left mid-group is
+            # dropped, not pooled (release_server), so its implicit transaction rolls back.
             self.close()
             return
         self._admin_message(msg)
+
+    def answers_due(self) -> bool:
+        """A server still owes answers the client asked for (a Sync or Query sent, no
+        ReadyForQuery yet), outside COPY: what a Terminate waits for."""
+        return any(c.groups and not c.copy and not c.closed for c in self.servers.values())
 
     def _statement_aux(self, name: str) -> Any:
         st = self.statements.get(name)
@@ -383,7 +418,7 @@ class ClientSession(LoginMixin, RelayMixin, asyncio.Protocol):
             kind = aux[0]
             if kind == "query":
                 d = aux[1]
-            elif kind == "use" or kind == "parse":
+            elif kind == "use" or kind == "parse" or kind == "dup":
                 d = aux[3]
             else:  # "close"
                 continue
@@ -535,6 +570,13 @@ class ClientSession(LoginMixin, RelayMixin, asyncio.Protocol):
                 group = SyncGroup()
             t = msg.type
             if t == b"P":
+                if aux[0] == "dup":
+                    # The server must have the client's statement to answer 42P05 as direct.
+                    if prepared.get(aux[1]) != aux[2]:
+                        _parse_on(prepared, aux[1], aux[2], group, out, injected=True)
+                    group.flags.append(False)
+                    out.append(msg.raw)
+                    continue
                 _parse_on(prepared, aux[1], aux[2], group, out, injected=False)
                 continue
             if aux is not None and aux[0] == "use":

@@ -189,14 +189,18 @@ class LoginMixin:
             self.send_error(fields)
             self.close()
             return
-        self._finish_login(conn.params)
+        self._finish_login(conn.params, (conn.pid, conn.secret))
 
-    def _finish_login(self: ClientSession, params: dict[str, str]) -> None:
+    def _finish_login(self: ClientSession, params: dict[str, str], key: tuple[int, int] | None = None) -> None:
+        """ReadyForQuery after the login. `key`: the BackendKeyData of the server the client
+        logged in through (its own primary connection, held for the whole session): the client
+        gets that server's real pid and secret, so NOTIFY pids, pg_terminate_backend and
+        pg_stat_activity agree with what it was told (the admin console gets a key of ours)."""
         if self.phase == "closed":
             return
         if self._login_timer is not None:
             self._login_timer.cancel()
-        self.key = self.d.register_cancel_key(self)
+        self.key = self.d.register_cancel_key(self, key)
         out = [encode.parameter_status(k, v) for k, v in params.items()]
         out.append(encode.backend_key_data(*self.key))
         out.append(encode.ready_for_query(b"I"))

@@ -77,7 +77,7 @@ class RelayMixin(_Base):
                 self.router.on_ready_for_query(status, failed=failed)
             elif t == 0x31 or t == 0x33:  # ParseComplete, CloseComplete
                 g = conn.groups[0] if conn.groups else conn.open_group
-                if g is not None and g.flags and g.flags.popleft():
+                if g is not None and g.flags and g.flags.popleft() is True:
                     pieces.append(data[start:pos])  # injected by us: not for the client
                     start = end
             elif t == 0x45:  # ErrorResponse
@@ -90,6 +90,9 @@ class RelayMixin(_Base):
                     conn.errored = True
                     g = conn.groups[0] if conn.groups else conn.open_group
                     if g is not None:
+                        for flag in g.flags:
+                            if flag.__class__ is str:  # the client's Parse of it never completed
+                                self.statements.pop(flag, None)  # type: ignore[arg-type]
                         g.flags.clear()  # the server skips the rest of the group
                         for name in g.names:
                             if name in conn.prepared:
@@ -116,7 +119,7 @@ class RelayMixin(_Base):
             conn.replay = None
             if self.transport is not None and self.phase != "closed":
                 self.transport.write(chunk)
-        if self.terminating and not any(c.busy for c in self.servers.values()):
+        if self.terminating and not self.answers_due():
             self.close()
         return pos
 
@@ -129,8 +132,17 @@ class RelayMixin(_Base):
         self.d.server_lost(conn)
         if self.phase == "closed":
             return
+        if self.terminating and not self.answers_due():
+            self.close()
+            return
         if self.phase == "login" and not was_busy:
             return  # the login task sees the failure itself
+        if backend == PRIMARY and self.phase == "ready":
+            # The client's own server connection (its BackendKeyData is this server's): when it
+            # goes (pg_terminate_backend, a crash, idle_session_timeout), the session ends with
+            # the server's own error, as it would direct.
+            self.end_with_server_error(conn)
+            return
         keep_state = backend == PRIMARY and self.router.pinned
         if not was_busy and not in_txn and not keep_state:
             return
@@ -170,6 +182,14 @@ class RelayMixin(_Base):
         if pending:
             self.router.on_ready_for_query(b"I")
             self.forward_raw(encode.ready_for_query(b"I") * pending)
+
+    def end_with_server_error(self, conn: ServerConn) -> None:
+        """Forward the FATAL `conn` sent before closing (all its fields) or 08006, and close."""
+        fields = conn.fatal
+        if fields is None:
+            fields = error_fields("FATAL", CONNECTION_FAILURE, f"server connection to {conn.backend} was lost")
+        self.send_error(fields)
+        self.close()
 
     # -- cancel ---------------------------------------------------------------------------------
 

@@ -52,15 +52,16 @@ def test_replicas_further_behind_than_max_lag_get_no_reads(pg_cluster_factory, d
 def test_a_primary_lost_inside_a_transaction_ends_the_session_with_an_error(pg_cluster_factory, dbproxy_factory):
     cluster = pg_cluster_factory(replicas=1)
     proxy = dbproxy_factory(cluster)
+    conn = psycopg.connect(proxy.dsn(), autocommit=True)
+    conn.execute("BEGIN")
+    conn.execute("SELECT 1")
+    cluster.primary.kill()
+    with pytest.raises(psycopg.OperationalError) as exc:
+        conn.execute("SELECT 2")
+    assert exc.value.sqlstate in ("08006", "57P01", None), exc.value  # FATAL, then the close
+    conn.close()
+    # A crash ends every session whose own server connection it took (as direct); new clients
+    # log in through the replica (the primary refuses connections) and read there.
     with psycopg.connect(proxy.dsn(), autocommit=True) as reader:
-        conn = psycopg.connect(proxy.dsn(), autocommit=True)
-        conn.execute("BEGIN")
-        conn.execute("SELECT 1")
-        cluster.primary.kill()
-        with pytest.raises(psycopg.OperationalError) as exc:
-            conn.execute("SELECT 2")
-        assert exc.value.sqlstate in ("08006", "57P01", None), exc.value  # FATAL, then the close
-        conn.close()
-        # Other clients' reads go on through the replica.
         assert reader.execute("SELECT pg_is_in_recovery()").fetchone() == (True,)
-        assert proxy.process.running
+    assert proxy.process.running
