@@ -59,11 +59,14 @@ def check_config(path: str, daemon: str | None) -> int:
         return 2
     model = _load(DAEMONS[name][0])
     try:
-        load_config(p, model)
+        cfg = load_config(p, model)
     except ConfigError as exc:
         for line in exc.lines:
             print(line, file=sys.stderr)
         return 2
+    # Allowed but probably unwise (a model may say what): printed, not fatal.
+    for warning in getattr(cfg, "warnings", list)():
+        print(f"{p.name}: warning: {warning}", file=sys.stderr)
     print(f"{p.name}: ok ({name})")
     return 0
 

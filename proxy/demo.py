@@ -112,7 +112,7 @@ def run_demo(args: argparse.Namespace) -> int:
                 f"  open {admin_url}/                         # status page (refreshes itself)",
                 f"  curl -s {admin_url}/status                   # the same as JSON",
                 f"  curl -s {admin_url}/metrics                  # Prometheus metrics",
-                f"  curl -s -X POST {admin_url}/pools/web/backends/web1/drain",
+                f"  curl -s -X POST -H 'Content-Type: application/json' {admin_url}/pools/web/backends/web1/drain",
                 f"  curl -s -d 'hello' {lb_url}/notes              # written on the primary, read back "
                 "(read-your-writes)",
                 f"  curl -s {lb_url}/db                           # a read: answered by a replica",

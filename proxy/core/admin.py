@@ -1,30 +1,54 @@
 """Admin HTTP app factory: every daemon serves /metrics and /healthz here, plus its own routes.
 
 The admin API runs on aiohttp (control plane, not the data path) on its own port, loopback unless
-the config says otherwise.
+the config says otherwise. Given an `AdminGuard` (proxy/core/adminguard.py), every request passes
+its Host/Origin checks and mutating ones its content-type and token checks first.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
+from proxy.core.adminguard import AdminGuard
 from proxy.core.config import parse_hostport
 from proxy.core.metrics import CONTENT_TYPE_LATEST, render
 
 __all__ = ["AdminServer", "make_admin_app"]
 
 
+def _guard_middleware(guard: AdminGuard) -> Callable[..., Awaitable[web.StreamResponse]]:
+    @web.middleware
+    async def guarded(request: web.Request, handler: Callable[..., Awaitable[web.StreamResponse]]) -> web.StreamResponse:
+        h = request.headers
+        refusal = guard.check(request.method, h.get("Host"), h.get("Origin"), h.get("Content-Type"),
+                              h.get("Authorization"))  # fmt: skip
+        if refusal is None:
+            return await handler(request)
+        status, reason = refusal
+        resp = web.Response(text=json.dumps({"error": reason}) + "\n", status=status,
+                            content_type="application/json")  # fmt: skip
+        if status == 401:
+            resp.headers["WWW-Authenticate"] = 'Bearer realm="tierproxy admin"'
+        return resp
+
+    return guarded
+
+
 def make_admin_app(
-    registry: CollectorRegistry, before_scrape: Callable[[], Awaitable[None]] | None = None
+    registry: CollectorRegistry, before_scrape: Callable[[], Awaitable[None]] | None = None,
+    guard: AdminGuard | None = None,
 ) -> web.Application:
     """An aiohttp app with /metrics and /healthz; daemons add their routes to it.
 
     `before_scrape` runs before each /metrics render: a daemon with worker processes gathers
-    their counters there, since collectors themselves cannot await."""
-    app = web.Application(client_max_size=1 << 20)
+    their counters there, since collectors themselves cannot await. `guard`: who may use the API
+    from where (proxy/core/adminguard.py)."""
+    middlewares = [_guard_middleware(guard)] if guard is not None else []
+    app = web.Application(client_max_size=1 << 20, middlewares=middlewares)
 
     async def metrics(_request: web.Request) -> web.Response:
         if before_scrape is not None:

@@ -9,20 +9,26 @@
     POST   /reload                                  same as SIGHUP
 
 Runtime changes live until the next reload, which makes the config file authoritative again
-(HAProxy's runtime API behaves the same way).
+(HAProxy's runtime API behaves the same way). Every request passes the admin guard first
+(proxy/core/adminguard.py: Host/Origin checks; changes need JSON and, with admin.token_file, a
+bearer token); an added backend's address must pass allowed_backend_networks (lb/netpolicy.py).
 """
 
 from __future__ import annotations
 
+import asyncio
 import html
+import ipaddress
 import json
+import socket
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 from pydantic import ValidationError
 
-from proxy.core.config import format_loc
+from proxy.core.config import format_loc, parse_hostport
 from proxy.lb.config import BackendConfig
+from proxy.lb.netpolicy import address_refusal, resolved_refusal
 
 if TYPE_CHECKING:
     from proxy.lb.daemon import LbDaemon
@@ -40,6 +46,26 @@ def _json(data: Any, status: int = 200) -> web.Response:
 
 def _error(status: int, message: str) -> web.Response:
     return _json({"error": message}, status)
+
+
+async def backend_address_refusal(address: str, allowed: Any) -> str | None:
+    """Why `address` may not be a backend (lb/netpolicy.py); a name is resolved off the loop."""
+    host = parse_hostport(address)[0]
+    if _is_literal(host):
+        return address_refusal(host, allowed)
+    try:
+        infos = await asyncio.get_running_loop().getaddrinfo(host, None, type=socket.SOCK_STREAM)
+    except (OSError, UnicodeError):
+        return None  # does not resolve now: connecting fails and the health check says why
+    return resolved_refusal(host, (str(i[4][0]) for i in infos), allowed)
+
+
+def _is_literal(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return False
+    return True
 
 
 def add_admin_routes(app: web.Application, daemon: LbDaemon) -> None:
@@ -78,6 +104,9 @@ def add_admin_routes(app: web.Application, daemon: LbDaemon) -> None:
         except ValidationError as exc:
             msgs = [f"{format_loc(tuple(e['loc']))}: {e['msg']}" for e in exc.errors(include_url=False)]
             return _error(400, "; ".join(msgs))
+        why = await backend_address_refusal(bcfg.address, daemon.cfg.backend_networks)
+        if why is not None:
+            return _error(403, f"address: {why}")
         try:
             backend = daemon.add_backend(pool.name, bcfg)
         except ValueError as exc:

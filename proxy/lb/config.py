@@ -10,7 +10,9 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, Field, field_validator, model_validator
 
+from proxy.core.adminguard import is_loopback_host, read_token
 from proxy.core.config import StrictModel, parse_hostport
+from proxy.lb.netpolicy import Network, host_refusal, parse_networks
 
 __all__ = [
     "Address",
@@ -169,7 +171,26 @@ class LimitsConfig(StrictModel):
 
 
 class AdminConfig(StrictModel):
+    """The admin API (proxy/core/adminguard.py says what it refuses and why)."""
+
     address: Address = "127.0.0.1:9080"  # restart
+    # A file holding a bearer token; when set, changes (POST/DELETE) need
+    # "Authorization: Bearer <token>". Re-read on reload. Reads stay open.
+    token_file: str | None = None
+    # Host names the admin API answers to besides IP literals, localhost names and its own host
+    # (e.g. the machine's DNS name for a Prometheus scraper); other names get 403.
+    allowed_hosts: list[str] = Field(default_factory=list)
+
+    @field_validator("token_file")
+    @classmethod
+    def _token_file(cls, v: str | None) -> str | None:
+        if v is not None:
+            read_token(v)  # ValueError says why
+        return v
+
+    @property
+    def token(self) -> str | None:
+        return read_token(self.token_file) if self.token_file else None
 
 
 class LbConfig(StrictModel):
@@ -183,6 +204,30 @@ class LbConfig(StrictModel):
     pools: dict[str, PoolConfig]
     routes: list[RouteConfig] = Field(default_factory=list)
     default_pool: str | None = None  # when no route matches; defaults to the only/first pool
+    # Networks backend addresses (in this file or added through the admin API) must be in; None:
+    # anything but link-local and unspecified addresses (lb/netpolicy.py).
+    allowed_backend_networks: list[str] | None = None
+
+    @field_validator("allowed_backend_networks")
+    @classmethod
+    def _networks(cls, v: list[str] | None) -> list[str] | None:
+        if v is not None:
+            parse_networks(v)
+        return v
+
+    @property
+    def backend_networks(self) -> tuple[Network, ...] | None:
+        nets = self.allowed_backend_networks
+        return None if nets is None else parse_networks(nets)
+
+    def warnings(self) -> list[str]:
+        """Things that are allowed but probably unwise (`tierproxy check-config` prints them)."""
+        out = []
+        admin_host = parse_hostport(self.admin.address)[0]
+        if not is_loopback_host(admin_host) and self.admin.token_file is None:
+            out.append(f"admin.address: {self.admin.address} is not loopback and no admin.token_file is set: "
+                       "anyone who reaches it can add, drain and remove backends")  # fmt: skip
+        return out
 
     @field_validator("pools")
     @classmethod
@@ -205,6 +250,12 @@ class LbConfig(StrictModel):
             raise ValueError(f"default_pool: no pool named {self.default_pool!r}")
         if parse_hostport(self.listen) == parse_hostport(self.admin.address):
             raise ValueError("listen and admin.address must differ")
+        allowed = self.backend_networks
+        for pname, pool in self.pools.items():
+            for i, b in enumerate(pool.backends):
+                why = host_refusal(parse_hostport(b.address)[0], allowed)
+                if why is not None:
+                    raise ValueError(f"pools.{pname}.backends[{i}].address: {why}")
         return self
 
     @property

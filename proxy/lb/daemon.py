@@ -25,6 +25,7 @@ from typing import Any
 from prometheus_client.core import Metric
 
 from proxy.core.admin import AdminServer, make_admin_app
+from proxy.core.adminguard import AdminGuard
 from proxy.core.checks import CheckLoop, CheckResult, HttpChecker, tcp_check
 from proxy.core.config import load_config, parse_hostport
 from proxy.core.health import HealthState
@@ -58,6 +59,7 @@ class LbDaemon:
         self.checker = HttpChecker()
         self.fe: Frontend | None = None
         self.admin: AdminServer | None = None
+        self.admin_guard: AdminGuard | None = None
         self.started_at = time.time()
         self._running = False
 
@@ -90,7 +92,11 @@ class LbDaemon:
             assert self.config_path is not None
             self.workers = WorkerSet(self.config_path, self.cfg.workers, self._worker_ready)
             await self.workers.start()
-        app = make_admin_app(self.registry, before_scrape=self._refresh_stats)
+        admin_host = parse_hostport(self.cfg.admin.address)[0]
+        self.admin_guard = AdminGuard(admin_host, self.cfg.admin.token, self.cfg.admin.allowed_hosts)
+        for warning in self.cfg.warnings():
+            log.warning(warning)
+        app = make_admin_app(self.registry, before_scrape=self._refresh_stats, guard=self.admin_guard)
         add_admin_routes(app, self)
         self.admin = AdminServer(app, self.cfg.admin.address)
         try:
@@ -119,7 +125,10 @@ class LbDaemon:
             self.cfg.listen, self.cfg.admin.address, self.cfg.workers
         ):
             raise ValueError("listen, admin.address and workers cannot change on reload; restart instead")
+        token = new.admin.token  # read before anything changes: a vanished file fails the reload
         self.apply_config(new)
+        if self.admin_guard is not None:
+            self.admin_guard.update(token, new.admin.allowed_hosts)  # a token rotates with a reload
         if self.workers is not None:
             self.workers.broadcast({"op": "reload"})
         log.info("reloaded", extra={"pools": list(self.pools)})

@@ -22,7 +22,8 @@ REPO = Path(__file__).resolve().parents[2]
 def http_json(url: str, method: str = "GET", body: Any = None, timeout: float = 5.0) -> tuple[int, Any]:
     data = None if body is None else json.dumps(body).encode()
     req = urllib.request.Request(url, data=data, method=method)
-    if data is not None:
+    if method != "GET":
+        # The admin API takes changes only as JSON (its CSRF guard), with a body or without.
         req.add_header("Content-Type", "application/json")
     try:
         with urllib.request.urlopen(req, timeout=timeout) as resp:
@@ -62,7 +63,7 @@ def wait_for(predicate: Any, timeout: float = 15.0, what: str = "condition") -> 
 class LbProcess:
     """A `tierproxy lb` subprocess. `body` is the TOML after the listen/admin lines."""
 
-    def __init__(self, tmp_path: Path, body: str, name: str = "lb") -> None:
+    def __init__(self, tmp_path: Path, body: str, name: str = "lb", admin_extra: str = "") -> None:
         self._port_lock = allocate_port()
         self._admin_lock = allocate_port()
         self.port = self._port_lock.port
@@ -70,12 +71,14 @@ class LbProcess:
         self.dir = tmp_path
         self.config_path = tmp_path / f"{name}.toml"
         self.log_path = tmp_path / f"{name}.log"
+        self.admin_extra = admin_extra  # more keys of the admin table, e.g. 'token_file = "..."'
         self.write_config(body)
         self.proc: subprocess.Popen[bytes] | None = None
 
     def write_config(self, body: str) -> None:
         # admin as an inline table, so the body may start with more top-level keys
-        head = f'listen = "127.0.0.1:{self.port}"\nadmin = {{ address = "127.0.0.1:{self.admin_port}" }}\n'
+        extra = f", {self.admin_extra}" if self.admin_extra else ""
+        head = f'listen = "127.0.0.1:{self.port}"\nadmin = {{ address = "127.0.0.1:{self.admin_port}"{extra} }}\n'
         self.config_path.write_text(head + body)
 
     def start(self) -> LbProcess:
