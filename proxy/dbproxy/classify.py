@@ -109,16 +109,17 @@ def classify(sql: str, *, write_functions: frozenset[str] = DEFAULT_WRITE_FUNCTI
     return decision if hint is None else _apply_hint(hint, decision)
 
 
-_UNPARSEABLE = Decision(Target.PRIMARY, Reason.UNPARSEABLE, detail="parse-error")
-_TOO_DEEP = Decision(Target.PRIMARY, Reason.UNPARSEABLE, detail="too-deep")
-_CLASSIFIER_ERROR = Decision(Target.PRIMARY, Reason.UNPARSEABLE, detail="classifier-error")
+# Text we cannot read may be DDL (syntax newer than our parser): it counts as a catalog change.
+_UNPARSEABLE = Decision(Target.PRIMARY, Reason.UNPARSEABLE, detail="parse-error", writes_catalog=True)
+_TOO_DEEP = Decision(Target.PRIMARY, Reason.UNPARSEABLE, detail="too-deep", writes_catalog=True)
+_CLASSIFIER_ERROR = Decision(Target.PRIMARY, Reason.UNPARSEABLE, detail="classifier-error", writes_catalog=True)
 _EMPTY = Decision(Target.REPLICA, Reason.EMPTY, detail="empty")
 
 
 def _classify_text(sql: str, write_functions: frozenset[str]) -> Decision:
     if "\x00" in sql:
         # libpg_query stops at NUL: "SELECT 1\0; DROP TABLE t" would parse as a plain SELECT.
-        return Decision(Target.PRIMARY, Reason.UNPARSEABLE, detail="nul-byte")
+        return Decision(Target.PRIMARY, Reason.UNPARSEABLE, detail="nul-byte", writes_catalog=True)
     stmts = json.loads(parse_sql_json(sql)).get("stmts", ())
     parts = [classify_statement(raw["stmt"], write_functions) for raw in stmts if raw.get("stmt")]
     if not parts:
@@ -175,7 +176,7 @@ def _apply_hint(hint: str, decision: Decision) -> Decision:
 def _replace(d: Decision, target: Target, reason: Reason, detail: str) -> Decision:
     return Decision(
         target, reason, d.begins_transaction, d.read_only_transaction, d.ends_transaction,
-        d.pins_session, detail,
+        d.pins_session, detail, d.reads_catalog, d.writes_catalog,
     )  # fmt: skip
 
 
@@ -207,14 +208,15 @@ def _combine(parts: list[Part]) -> Decision:
     return Decision(
         target, reason, begins_transaction=opened, read_only_transaction=read_only,
         ends_transaction=ended, pins_session=any(d.pins_session for d, _ in parts),
-        detail="multi-statement",
+        detail="multi-statement", reads_catalog=any(d.reads_catalog for d, _ in parts),
+        writes_catalog=any(d.writes_catalog for d, _ in parts),
     )  # fmt: skip
 
 
 def _replace_ro(d: Decision) -> Decision:
     return Decision(Target.REPLICA, d.reason, begins_transaction=True, read_only_transaction=True,
                     ends_transaction=d.ends_transaction, pins_session=d.pins_session,
-                    detail="begin-read-only")  # fmt: skip
+                    detail="begin-read-only", writes_catalog=d.writes_catalog)  # fmt: skip
 
 
 # -- cache -------------------------------------------------------------------------------------

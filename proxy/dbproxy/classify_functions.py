@@ -22,7 +22,11 @@ plus the usual extension writers (dblink, pg_stat_statements).
 from __future__ import annotations
 
 __all__ = [
+    "CATALOG_FUNCTIONS",
+    "CATALOG_TYPES",
     "DEFAULT_WRITE_FUNCTIONS",
+    "PRIMARY_STATE_FUNCTIONS",
+    "PRIMARY_STATE_RELATIONS",
     "SESSION_PIN_FUNCTIONS",
     "SESSION_RESET_FUNCTIONS",
 ]
@@ -163,3 +167,81 @@ SESSION_RESET_FUNCTIONS: frozenset[str] = frozenset(
         "pg_advisory_unlock_all",
     }
 )
+
+# Reads of state a standby does not share with the primary, or reports about itself: two-phase
+# commit (pg_prepared_xacts is empty on a standby), replication (pg_stat_replication and the
+# slots exist on the primary; pg_stat_wal_receiver is empty there and full on a standby, which
+# is the wrong server to ask about the primary's senders), and sessions, locks and pids: the
+# client's session (its PID, locks, NOTIFY sender) lives on its primary server connection, so
+# pg_stat_activity joins, lock-wait checks and pg_backend_pid() must run there. Such a read goes
+# to the primary (Reason.PRIMARY_STATE) without counting as a write. Matched on the bare name;
+# names starting with "pg_stat_progress_" are included too.
+#
+# Not here, on purpose: pg_is_in_recovery() answers truthfully for the server that runs the
+# statement, and applications and our tests use it to see where a read ran.
+PRIMARY_STATE_RELATIONS: frozenset[str] = frozenset(
+    {
+        "pg_prepared_xacts",
+        "pg_stat_replication",
+        "pg_replication_slots",
+        "pg_stat_replication_slots",
+        "pg_stat_wal_receiver",
+        "pg_stat_subscription",
+        "pg_stat_subscription_stats",
+        "pg_replication_origin_status",
+        "pg_stat_activity",
+        "pg_locks",
+        "pg_stat_ssl",
+        "pg_stat_gssapi",
+        "pg_stat_archiver",
+        "pg_backend_memory_contexts",
+    }
+)
+PRIMARY_STATE_FUNCTIONS: frozenset[str] = frozenset(
+    {
+        "pg_backend_pid",
+        "pg_blocking_pids",
+        "pg_safe_snapshot_blocking_pids",
+        "pg_stat_get_activity",
+        "pg_stat_get_wal_receiver",
+        "pg_stat_get_replication_slot",
+        "pg_stat_get_wal_senders",
+        "pg_get_replication_slots",
+        "pg_prepared_xact",
+        "pg_lock_status",
+        "pg_last_committed_xact",
+        "pg_xact_commit_timestamp",
+        "pg_xact_commit_timestamp_origin",
+    }
+)
+
+# Introspection: calls that read the system catalogs (besides any pg_catalog.-qualified call and
+# the families matched by prefix in classify_rules: pg_get_*, to_reg*, *_is_visible,
+# has_*_privilege). A read using one is a catalog read (Decision.reads_catalog).
+CATALOG_FUNCTIONS: frozenset[str] = frozenset(
+    {
+        "format_type",
+        "obj_description",
+        "col_description",
+        "shobj_description",
+        "pg_relation_is_updatable",
+        "pg_column_is_updatable",
+        "pg_relation_filenode",
+        "pg_relation_filepath",
+        "pg_describe_object",
+        "pg_identify_object",
+        "pg_identify_object_as_address",
+        "pg_get_object_address",
+        "pg_typeof",
+        "current_schemas",
+    }
+)
+
+# Casts to these types look names up in the catalogs ('orders'::regclass fails with 42P01 on a
+# standby that has not replayed the CREATE TABLE).
+CATALOG_TYPES: frozenset[str] = frozenset(
+    {
+        "regclass", "regtype", "regproc", "regprocedure", "regoper", "regoperator",
+        "regnamespace", "regrole", "regcollation", "regconfig", "regdictionary",
+    }
+)  # fmt: skip

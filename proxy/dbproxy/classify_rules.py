@@ -12,7 +12,14 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from .classify_functions import SESSION_PIN_FUNCTIONS, SESSION_RESET_FUNCTIONS
+from .classify_functions import (
+    CATALOG_FUNCTIONS,
+    CATALOG_TYPES,
+    PRIMARY_STATE_FUNCTIONS,
+    PRIMARY_STATE_RELATIONS,
+    SESSION_PIN_FUNCTIONS,
+    SESSION_RESET_FUNCTIONS,
+)
 from .classify_types import Decision, Reason, Target
 
 __all__ = ["Part", "classify_statement"]
@@ -28,12 +35,15 @@ _DML_NODES = frozenset({"InsertStmt", "UpdateStmt", "DeleteStmt", "MergeStmt"})
 
 
 class _Facts:
-    __slots__ = ("into", "locking", "nested_write", "pin_call", "reset_call", "write_call")
+    __slots__ = ("catalog", "into", "locking", "nested_write", "pin_call", "primary_state", "reset_call",
+                 "write_call")  # fmt: skip
 
     def __init__(self) -> None:
         self.pin_call = ""  # the detail of the first pinning call: "advisory-lock"/"set-config"
         self.write_call = self.reset_call = False
         self.nested_write = self.locking = False
+        self.catalog = False  # reads the system catalogs (see Decision.reads_catalog)
+        self.primary_state = False  # reads state only the primary has (PRIMARY_STATE_*)
         self.into: dict[str, Any] | None = None  # SELECT INTO's IntoClause
 
 
@@ -58,6 +68,12 @@ def _gather(node: Any, write_functions: frozenset[str]) -> _Facts:
                     facts.locking = True
                 if "intoClause" in value:
                     facts.into = value["intoClause"]
+            elif key == "RangeVar":
+                _note_relation(value, facts)
+            elif key == "TypeCast":
+                names = (value.get("typeName") or {}).get("names", ())
+                if names and names[-1].get("String", {}).get("sval", "").lower() in CATALOG_TYPES:
+                    facts.catalog = True
             if type(value) is dict or type(value) is list:
                 stack.append(value)
     return facts
@@ -68,6 +84,10 @@ def _note_call(call: dict[str, Any], write_functions: frozenset[str], facts: _Fa
     bare = names[-1] if names else ""
     if bare in write_functions or ".".join(names) in write_functions:
         facts.write_call = True
+    if bare in PRIMARY_STATE_FUNCTIONS:
+        facts.primary_state = True
+    elif _is_catalog_function(names, bare):
+        facts.catalog = True
     if bare in SESSION_PIN_FUNCTIONS:
         facts.pin_call = facts.pin_call or "advisory-lock"
     elif bare == "set_config":
@@ -78,6 +98,30 @@ def _note_call(call: dict[str, Any], write_functions: frozenset[str], facts: _Fa
             facts.pin_call = facts.pin_call or "set-config"
     elif bare in SESSION_RESET_FUNCTIONS:
         facts.reset_call = True
+
+
+def _is_catalog_function(names: list[str], bare: str) -> bool:
+    return (
+        bare in CATALOG_FUNCTIONS
+        or (len(names) > 1 and names[-2] == "pg_catalog")
+        or bare.startswith(("pg_get_", "to_reg"))
+        or bare.endswith("_is_visible")
+        or (bare.startswith("has_") and bare.endswith("_privilege"))
+    )
+
+
+def _note_relation(rangevar: dict[str, Any], facts: _Facts) -> None:
+    # Unqualified pg_* names resolve to pg_catalog, which is searched first unless the
+    # search_path names it later: a user table called pg_something is taken as a catalog too
+    # (the safe side: it only narrows which replicas may answer).
+    name = rangevar.get("relname", "").lower()
+    if name in PRIMARY_STATE_RELATIONS or name.startswith("pg_stat_progress_"):
+        facts.primary_state = True
+    elif name.startswith("pg_") or rangevar.get("schemaname", "").lower() in _CATALOG_SCHEMAS:
+        facts.catalog = True
+
+
+_CATALOG_SCHEMAS = frozenset({"pg_catalog", "information_schema"})
 
 
 def _is_temp(rangevar: dict[str, Any] | None) -> bool:
@@ -109,16 +153,18 @@ def _query_decision(node: dict[str, Any], wf: frozenset[str], read_detail: str) 
     if into is not None and _is_temp(into.get("rel")):
         return _d(_P, Reason.SESSION, "temp-object", pins_session=True)
     if into is not None:
-        return _d(_P, Reason.WRITE, "select-into")
+        return _d(_P, Reason.WRITE, "select-into", writes_catalog=True)
     if facts.nested_write:
         return _d(_P, Reason.WRITE, "writing-cte")
     if facts.locking:
         return _d(_P, Reason.LOCKING, "for-update-share")
     if facts.write_call:
         return _d(_P, Reason.VOLATILE_FUNCTION, "write-function")
+    if facts.primary_state:
+        return _d(_P, Reason.PRIMARY_STATE, "primary-state")
     if facts.reset_call:
-        return _d(_R, Reason.SESSION, "session-reset")
-    return _d(_R, Reason.READ, read_detail)
+        return _d(_R, Reason.SESSION, "session-reset", reads_catalog=facts.catalog)
+    return _d(_R, Reason.READ, read_detail, reads_catalog=facts.catalog)
 
 
 def _select(node: dict[str, Any], wf: frozenset[str]) -> Part:
@@ -126,9 +172,12 @@ def _select(node: dict[str, Any], wf: frozenset[str]) -> Part:
 
 
 def _dml(detail: str) -> _Rule:
+    # CALL runs a procedure, which may run DDL: it counts as a catalog change.
+    ddl = detail == "call"
+
     def rule(node: dict[str, Any], wf: frozenset[str]) -> Part:
         pins = _gather(node, wf).pin_call
-        return _d(_P, Reason.WRITE, detail, pins_session=bool(pins)), True
+        return _d(_P, Reason.WRITE, detail, pins_session=bool(pins), writes_catalog=ddl), True
 
     return rule
 
@@ -192,7 +241,8 @@ def _temp_capable(field: str, *path: str) -> _Rule:
         if _is_temp(rel):
             return _d(_P, Reason.SESSION, "temp-object", pins_session=True), True
         detail = "create-table-as" if "CreateTableAsStmt" in node else f"stmt:{next(iter(node))}"
-        return _d(_P, Reason.WRITE, detail, pins_session=bool(_gather(node, wf).pin_call)), True
+        return _d(_P, Reason.WRITE, detail, pins_session=bool(_gather(node, wf).pin_call),
+                  writes_catalog=True), True  # fmt: skip
 
     return rule
 
@@ -255,8 +305,10 @@ def _transaction(node: dict[str, Any], wf: frozenset[str]) -> Part:
     if kind == "TRANS_STMT_PREPARE":
         return _d(_P, tc, "prepare-transaction", ends_transaction=True), False
     if kind in ("TRANS_STMT_COMMIT_PREPARED", "TRANS_STMT_ROLLBACK_PREPARED"):
-        # Runs outside any transaction block and finishes a two-phase commit on the primary.
-        return _d(_P, tc, "finish-prepared"), True
+        # Runs outside any transaction block and finishes a two-phase commit on the primary. The
+        # router counts COMMIT PREPARED as a write (read-your-writes); what the prepared
+        # transaction did is unknown here, so it may have changed the catalogs.
+        return _d(_P, tc, "finish-prepared", writes_catalog=True), True
     return _d(_P, tc, "savepoint"), False
 
 
@@ -274,7 +326,7 @@ _STATEMENT_RULES: dict[str, _Rule] = {
     "DeleteStmt": _dml("delete"),
     "MergeStmt": _dml("merge"),
     "CallStmt": _dml("call"),
-    "DoStmt": _fixed(_d(_P, Reason.WRITE, "do")),
+    "DoStmt": _fixed(_d(_P, Reason.WRITE, "do", writes_catalog=True)),
     "NotifyStmt": _fixed(_d(_P, Reason.WRITE, "notify")),
     "LockStmt": _fixed(_d(_P, Reason.LOCKING, "lock")),
     "CreateStmt": _temp_capable("relation"),
@@ -300,4 +352,12 @@ def classify_statement(node: dict[str, Any], wf: frozenset[str]) -> Part:
     if rule is not None:
         return rule(node, wf)
     # DDL, GRANT, VACUUM, ANALYZE, CLUSTER, REFRESH, COMMENT, TRUNCATE, CHECKPOINT, ...
-    return _d(_P, Reason.WRITE, f"stmt:{kind}", pins_session=bool(_gather(node, wf).pin_call)), True
+    return _d(_P, Reason.WRITE, f"stmt:{kind}", pins_session=bool(_gather(node, wf).pin_call),
+              writes_catalog=kind not in _DATA_ONLY), True  # fmt: skip
+
+
+# Utility statements that change data or storage but no definition a catalog read would show.
+_DATA_ONLY = frozenset({
+    "TruncateStmt", "VacuumStmt", "CheckPointStmt", "ClusterStmt", "ReindexStmt", "RefreshMatViewStmt",
+    "LoadStmt",
+})  # fmt: skip

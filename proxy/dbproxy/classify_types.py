@@ -24,11 +24,18 @@ class Reason(enum.Enum):
     LOCKING = "locking"
     MULTI_STATEMENT = "multi_statement"
     EMPTY = "empty"
+    # A read of state that only the primary has, or that a standby reports differently
+    # (pg_prepared_xacts, pg_stat_replication, pg_backend_pid(), ...): primary, but not a write.
+    PRIMARY_STATE = "primary_state"
 
 
 @dataclass(frozen=True, slots=True)
 class Decision:
-    """Where a SQL string may run. A COMMIT/ROLLBACK ... AND CHAIN both ends and begins."""
+    """Where a SQL string may run. A COMMIT/ROLLBACK ... AND CHAIN both ends and begins.
+
+    `reads_catalog`: a read that looks at the system catalogs (pg_catalog, information_schema,
+    regclass-style casts, introspection functions): it must see every DDL the proxy acknowledged.
+    `writes_catalog`: a statement that may change them (DDL, DO, CALL, COMMIT PREPARED, ...)."""
 
     target: Target
     reason: Reason
@@ -37,6 +44,8 @@ class Decision:
     ends_transaction: bool = False
     pins_session: bool = False
     detail: str = ""
+    reads_catalog: bool = False
+    writes_catalog: bool = False
 
 
 DETAILS: frozenset[str] = frozenset(
@@ -54,7 +63,7 @@ DETAILS: frozenset[str] = frozenset(
         "begin", "begin-serializable", "begin-read-only", "begin-serializable-read-only", "set-transaction",
         "set-transaction-read-only", "commit", "rollback", "commit-and-chain",
         "rollback-and-chain", "savepoint", "prepare-transaction", "finish-prepared", "set-local",
-        "set-constraints",
+        "set-constraints", "primary-state",
         # whole-string outcomes
         "empty", "parse-error", "nul-byte", "too-deep", "classifier-error", "multi-statement",
         "hint-primary", "hint-replica", "replica-hint-ignored",

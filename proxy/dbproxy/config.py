@@ -168,8 +168,10 @@ class BackendAuthConfig(StrictModel):
 class RoutingConfig(StrictModel):
     # "lsn": after a write commits at LSN L, the session reads only from replicas replayed past L
     # (or the primary until one has); "primary-window": the session reads from the primary for
-    # `primary_window_ms` after its last write; "off": reads may see stale data.
-    read_your_writes: Literal["lsn", "primary-window", "off"] = "lsn"
+    # `primary_window_ms` after its last write; "global": a read sees every commit the proxy
+    # acknowledged to any client (causal.py); "off": reads may see stale data. In every mode,
+    # catalog reads see every DDL the proxy acknowledged.
+    read_your_writes: Literal["lsn", "primary-window", "global", "off"] = "lsn"
     primary_window_ms: int = Field(default=1000, ge=0, le=3_600_000)  # milliseconds
     # A replica further behind than either limit gets no reads. Bytes of WAL not yet replayed;
     # seconds since the last replayed transaction's commit (0 when fully replayed).

@@ -18,6 +18,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 from aiohttp import web
 from prometheus_client.core import Metric
 
@@ -28,6 +29,7 @@ from proxy.core.tls import server_context
 from proxy.core.workers import ControlChannel, WorkerSet, process_role, start_worker_channel
 from proxy.pgwire.errors import ADMIN_SHUTDOWN
 
+from .causal import CommitClock, WalPosition
 from .classify import ClassifierCache
 from .classify_types import Decision
 from .clientauth import Credentials
@@ -100,6 +102,7 @@ class DbProxyDaemon:
             wait_timeout=cfg.pool.wait_timeout,
         )
         self.monitor = self._make_monitor(cfg)
+        self.clock = self._make_clock(cfg)
         self.registry = new_registry()
         self.registry.register(FuncCollector(self._collect))
         self.server: asyncio.base_events.Server | None = None
@@ -147,6 +150,24 @@ class DbProxyDaemon:
             user=user, password=password, interval=cfg.monitor.interval,
             timeout=cfg.monitor.timeout, on_change=self._backend_changed,
         )  # fmt: skip
+
+    def _make_clock(self, cfg: DbProxyConfig) -> CommitClock:
+        """Read consistency across sessions (causal.py): its LSN fetches use a connection of the
+        proxy's own to the primary, logged in like the monitor's."""
+        source = None
+        if cfg.replicas:
+            host, port = parse_hostport(cfg.primary.address)
+            user, password = self._monitor_login()
+
+            async def connect() -> asyncpg.Connection:
+                return await asyncpg.connect(
+                    host=host, port=port, user=user, password=password, database="postgres", ssl=False,
+                    timeout=self.cfg.timeouts.server_connect, statement_cache_size=0,
+                    server_settings={"application_name": "tierproxy-lsn"},
+                )  # fmt: skip
+
+            source = WalPosition(connect, cfg.timeouts.server_connect)
+        return CommitClock(source, global_mode=cfg.routing.read_your_writes == "global")
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -215,6 +236,12 @@ class DbProxyDaemon:
         self.pools.idle_timeout = new.pool.idle_timeout
         self.pools.connect_timeout = new.timeouts.server_connect
         self.pools.wait_timeout = new.pool.wait_timeout
+        if (new.primary, new.replicas, new.routing.read_your_writes, new.backend_auth) != (
+            old.primary, old.replicas, old.routing.read_your_writes, old.backend_auth
+        ):
+            # The same clock (sessions' routers report to it), with the new primary and mode.
+            fresh = self._make_clock(new)
+            self.clock.reconfigure(fresh.source, global_mode=fresh.global_mode)
         user, password = self._monitor_login()
         self.monitor.replace_backends(
             new.primary.address, [(r.name, r.address, r.weight) for r in new.replicas],
@@ -250,6 +277,7 @@ class DbProxyDaemon:
         self.pools.close_all()
         for conn in self.pools.servers():
             conn.close()
+        self.clock.close()
         await self.monitor.stop()
         if self.admin is not None:
             await self.admin.stop()

@@ -40,7 +40,14 @@ Read-your-writes, per session:
   A transaction that failed (b"E") and ended committed nothing and owes no LSN.
 - "primary-window": reads go to the primary until `primary_window` seconds after the session's last
   write committed (measured from the first statement routed after the commit, which is no earlier).
+- "global": the session's own writes impose nothing here; the daemon passes `floor_lsn`, an LSN
+  covering every commit the proxy acknowledged to any client (causal.py), for every read.
 - "off": no constraint; a read right after a write may not see it.
+
+Whatever the mode, `route(..., floor_lsn=...)` adds a floor to the replay LSN a replica needs for a
+read (the daemon's: catalog reads must see every acknowledged DDL). Every write commit is reported
+to `on_commit(writes_catalog)` when given (the daemon's `CommitClock.acknowledged`), whose answer,
+the commit's epoch, is `commit_epoch`. COMMIT PREPARED counts as a write: it commits one.
 
 Replica choice (`choose_replica`): replicas that are up, within both lag limits and (for
 read-your-writes) replayed past `min_lsn`; among them the least `outstanding / weight`. Ties go by
@@ -54,7 +61,7 @@ from __future__ import annotations
 
 import enum
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Literal, NamedTuple
 
@@ -78,7 +85,7 @@ __all__ = [
 
 PRIMARY = "primary"  # Route.target for the primary; config refuses a replica of that name
 
-ReadYourWrites = Literal["lsn", "primary-window", "off"]
+ReadYourWrites = Literal["lsn", "primary-window", "global", "off"]
 
 
 class RouteReason(enum.Enum):
@@ -240,8 +247,14 @@ _STATUSES = (b"I", b"T", b"E")
 
 def _is_write(d: Decision) -> bool:
     # Conservative: whatever the classifier sends to the primary may have written, except
-    # transaction control (BEGIN, COMMIT, SAVEPOINT, ...), which writes nothing itself.
-    return d.target is Target.PRIMARY and d.reason is not Reason.TRANSACTION_CONTROL
+    # transaction control (BEGIN, COMMIT, SAVEPOINT, ...), which writes nothing itself, and reads
+    # of the primary's own state. COMMIT PREPARED is transaction control that commits, though.
+    if d.target is not Target.PRIMARY:
+        return False
+    reason = d.reason
+    if reason is Reason.TRANSACTION_CONTROL:
+        return d.detail == "finish-prepared"
+    return reason is not Reason.PRIMARY_STATE
 
 
 def _with_lag(replicas: Sequence[ReplicaView], primary_lsn: int) -> Sequence[ReplicaView]:
@@ -259,6 +272,7 @@ class SessionRouter:
     """Routes one client session's statements; see the module docstring for the rules."""
 
     __slots__ = (
+        "_commit_epoch",
         "_commit_pending",
         "_last_commit_lsn",
         "_last_target",
@@ -266,13 +280,15 @@ class SessionRouter:
         "_max_lag_bytes",
         "_max_lag_seconds",
         "_mode",
+        "_on_commit",
         "_pinned",
         "_rotation",
         "_txn_backend",
         "_txn_failed",
+        "_uncommitted_ddl",
+        "_uncommitted_write",
         "_usable_for",
         "_usable_views",
-        "_uncommitted_write",
         "_window",
     )
 
@@ -284,8 +300,9 @@ class SessionRouter:
         max_lag_bytes: int | None = None,
         max_lag_seconds: float | None = None,
         rotation_seed: int = 0,
+        on_commit: Callable[[bool], int] | None = None,
     ) -> None:
-        if read_your_writes not in ("lsn", "primary-window", "off"):
+        if read_your_writes not in ("lsn", "primary-window", "global", "off"):
             raise ValueError(f"unknown read_your_writes mode {read_your_writes!r}")
         self._mode = read_your_writes
         self._window = primary_window  # seconds
@@ -300,6 +317,9 @@ class SessionRouter:
         # the b"I" its commit is pending until the LSN (mode lsn) or the next route
         # (primary-window).
         self._uncommitted_write = False
+        self._uncommitted_ddl = False  # one of the uncommitted writes may change the catalogs
+        self._on_commit = on_commit
+        self._commit_epoch = 0
         self._commit_pending = False
         self._last_commit_lsn: int | None = None
         self._last_write_at: float | None = None
@@ -309,8 +329,10 @@ class SessionRouter:
         self._usable_views: list[ReplicaView] = []
 
     @classmethod
-    def from_config(cls, routing: RoutingConfig, *, rotation_seed: int = 0) -> SessionRouter:
+    def from_config(cls, routing: RoutingConfig, *, rotation_seed: int = 0,
+                    on_commit: Callable[[bool], int] | None = None) -> SessionRouter:  # fmt: skip
         return cls(
+            on_commit=on_commit,
             read_your_writes=routing.read_your_writes,
             primary_window=routing.primary_window,
             max_lag_bytes=routing.max_lag_bytes,
@@ -338,6 +360,11 @@ class SessionRouter:
         return self._last_commit_lsn
 
     @property
+    def commit_epoch(self) -> int:
+        """`on_commit`'s answer for the session's last write commit (0: none, or no `on_commit`)."""
+        return self._commit_epoch
+
+    @property
     def needs_commit_lsn(self) -> bool:
         """Mode lsn: a write has committed and the daemon owes `on_commit_lsn` (until then the
         session's reads go to the primary). Ask the primary connection for
@@ -356,9 +383,12 @@ class SessionRouter:
         if status not in _STATUSES:
             raise ValueError(f"unknown ReadyForQuery status {status!r}")
         if status == b"I":
-            if self._uncommitted_write and not self._txn_failed and not failed and self._mode != "off":
-                self._commit_pending = True
-            self._uncommitted_write = False
+            if self._uncommitted_write and not self._txn_failed and not failed:
+                if self._on_commit is not None:
+                    self._commit_epoch = self._on_commit(self._uncommitted_ddl)
+                if self._mode == "lsn" or self._mode == "primary-window":
+                    self._commit_pending = True
+            self._uncommitted_write = self._uncommitted_ddl = False
             self._txn_failed = False
             self._txn_backend = None
             return
@@ -387,30 +417,33 @@ class SessionRouter:
         *,
         primary_lsn: int | None = None,
         outstanding: Mapping[str, int] | None = None,
+        floor_lsn: int | None = None,
     ) -> Route:
         """Where `decision`'s statement runs. `now` is the daemon's monotonic clock in seconds;
         `primary_lsn`, when known, fills `lag_bytes` of replicas that have only a `replay_lsn`;
-        `outstanding` (see `choose_replica`) overrides the views' in-flight counts."""
+        `outstanding` (see `choose_replica`) overrides the views' in-flight counts; a read goes
+        only to a replica that has replayed `floor_lsn` (see the module docstring)."""
         if primary_lsn is not None:
             replicas = _with_lag(replicas, primary_lsn)
         if self._commit_pending and self._mode == "primary-window":
             # The commit happened at or before now: starting the window here is on the safe side.
             self._commit_pending = False
             self._last_write_at = now
-        route = self._decide(decision, now, replicas, outstanding)
+        route = self._decide(decision, now, replicas, outstanding, floor_lsn)
         self._last_target = route.target
         return route
 
     def _decide(
-        self, d: Decision, now: float, replicas: Sequence[ReplicaView], outstanding: Mapping[str, int] | None
+        self, d: Decision, now: float, replicas: Sequence[ReplicaView], outstanding: Mapping[str, int] | None,
+        floor: int | None,
     ) -> Route:
         if self._txn_backend is not None:
             if d.pins_session:
                 self._pinned = True
             if self._txn_backend == PRIMARY and _is_write(d):
-                self._note_write(now)
+                self._note_write(now, d)
             if d.ends_transaction and d.detail in _ROLLBACK_DETAILS:
-                self._uncommitted_write = False
+                self._uncommitted_write = self._uncommitted_ddl = False
             return Route(self._txn_backend, RouteReason.TRANSACTION)
 
         if self._pinned or d.pins_session:
@@ -418,43 +451,46 @@ class SessionRouter:
             if d.begins_transaction:
                 self._txn_backend = PRIMARY
             if _is_write(d):
-                self._note_write(now)
+                self._note_write(now, d)
             return Route(PRIMARY, RouteReason.PINNED)
 
         hinted = d.reason is Reason.HINT
         if d.begins_transaction:
             route = Route(PRIMARY, RouteReason.HINT if hinted else RouteReason.TRANSACTION)
             if d.target is Target.REPLICA and d.read_only_transaction:
-                replica, why = self._pick_read(now, replicas, outstanding)
+                replica, why = self._pick_read(now, replicas, outstanding, floor)
                 if replica is not None:
                     route = Route(replica.name, route.reason)
                 else:
                     route = Route(PRIMARY, why)
             elif _is_write(d):
-                self._note_write(now)  # "BEGIN; INSERT ..." in one string
+                self._note_write(now, d)  # "BEGIN; INSERT ..." in one string
             self._txn_backend = route.target
             return route
 
         if d.target is Target.PRIMARY:
             if _is_write(d):
-                self._note_write(now)
+                self._note_write(now, d)
             if hinted:
                 return Route(PRIMARY, RouteReason.HINT)
             if d.reason is Reason.TRANSACTION_CONTROL:
                 return Route(PRIMARY, RouteReason.TRANSACTION)
             return Route(PRIMARY, RouteReason.WRITE)
 
-        replica, why = self._pick_read(now, replicas, outstanding)
+        replica, why = self._pick_read(now, replicas, outstanding, floor)
         if replica is None:
             return Route(PRIMARY, why)
         return Route(replica.name, RouteReason.HINT if hinted else RouteReason.READ)
 
-    def _note_write(self, now: float) -> None:
+    def _note_write(self, now: float, d: Decision) -> None:
         self._uncommitted_write = True
+        if d.writes_catalog:
+            self._uncommitted_ddl = True
         self._last_write_at = now
 
     def _pick_read(
-        self, now: float, replicas: Sequence[ReplicaView], outstanding: Mapping[str, int] | None
+        self, now: float, replicas: Sequence[ReplicaView], outstanding: Mapping[str, int] | None,
+        floor: int | None = None,
     ) -> tuple[ReplicaView | None, RouteReason]:
         """A replica for a read, or (None, why the primary must take it)."""
         min_lsn = None
@@ -462,11 +498,16 @@ class SessionRouter:
             if self._uncommitted_write or self._commit_pending:
                 return None, RouteReason.READ_YOUR_WRITES
             min_lsn = self._last_commit_lsn
+        elif self._mode == "global":
+            if self._uncommitted_write:
+                return None, RouteReason.READ_YOUR_WRITES
         elif self._mode == "primary-window":
             if self._uncommitted_write or (
                 self._last_write_at is not None and now - self._last_write_at < self._window
             ):
                 return None, RouteReason.READ_YOUR_WRITES
+        if floor is not None and (min_lsn is None or floor > min_lsn):
+            min_lsn = floor
         max_b, max_s = self._max_lag_bytes, self._max_lag_seconds
         if type(replicas) is tuple:
             # Immutable views (the daemon shares one tuple between monitor polls): the usable

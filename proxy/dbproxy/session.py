@@ -56,7 +56,7 @@ from proxy.pgwire.framing import FrontendFramer, Message
 
 from .classify_types import Decision, Reason, Target
 from .clientauth import ClientAuth
-from .router import PRIMARY, Route, SessionRouter, commit_lsn_from_insert, parse_lsn
+from .router import PRIMARY, Route, SessionRouter
 from .server import ServerConn, ServerError, SyncGroup, error_fields
 from .session_login import ADMIN_DATABASE, LoginMixin, cstrings
 from .session_relay import RelayMixin
@@ -104,7 +104,8 @@ class ClientSession(LoginMixin, RelayMixin, asyncio.Protocol):
         self.tls = False  # the client completed a TLS handshake (config [tls])
         self.auth: ClientAuth | None = None
         self.key = (0, 0)
-        self.router = SessionRouter.from_config(daemon.cfg.routing, rotation_seed=secrets.randbelow(1 << 16))
+        self.router = SessionRouter.from_config(daemon.cfg.routing, rotation_seed=secrets.randbelow(1 << 16),
+                                                on_commit=daemon.clock.acknowledged)  # fmt: skip
         self.servers: dict[str, ServerConn] = {}
         self.statements: dict[str, tuple[bytes, Decision]] = {}
         self.inbox: deque[Message] = deque()
@@ -446,7 +447,8 @@ class ClientSession(LoginMixin, RelayMixin, asyncio.Protocol):
                 return
             self._start_async(self._route_async(batch, None, target))
             return
-        if self.router.needs_commit_lsn and decision.target is Target.REPLICA:
+        if decision.target is Target.REPLICA and self.d.clock.owed(self.router, decision):
+            # A WAL position must be known first (causal.py): fetched on the proxy's own connection.
             self._start_async(self._route_async(batch, decision, None))
             return
         route = self._route(decision)
@@ -461,11 +463,13 @@ class ClientSession(LoginMixin, RelayMixin, asyncio.Protocol):
         router = self.router
         # The router looks at the replicas only for a read outside a transaction and a pin; the
         # views are built only then. The monitor fills in each replica's lag.
+        floor = None
         if decision.target is Target.REPLICA and not router.in_transaction and not router.pinned:
             views = d.replica_views(self._avoid)
+            floor = d.clock.floor(decision)
         else:
             views = ()
-        route = router.route(decision, time.monotonic(), views, outstanding=d.outstanding)
+        route = router.route(decision, time.monotonic(), views, outstanding=d.outstanding, floor_lsn=floor)
         self.last_route = route
         self._multi = decision.detail == "multi-statement"
         routes = d.metrics.routes
@@ -499,7 +503,7 @@ class ClientSession(LoginMixin, RelayMixin, asyncio.Protocol):
     ) -> None:
         """The slow path: fetch a commit LSN, connect a server, or fail over between replicas."""
         if decision is not None and target is None:
-            await self._fetch_commit_lsn()
+            await self.d.clock.settle(self.router, decision)
             target = self._route(decision).target
         assert target is not None
         for _ in range(len(self.d.cfg.replicas) + 2):
@@ -517,18 +521,6 @@ class ClientSession(LoginMixin, RelayMixin, asyncio.Protocol):
                 self._send(conn, batch)
             return
         self._fail_batch(batch, ServerError("no server is available"))
-
-    async def _fetch_commit_lsn(self) -> None:
-        conn = self.servers.get(PRIMARY)
-        if conn is None or conn.closed or conn.busy:
-            return  # reads stay on the primary until an LSN is known
-        try:
-            rows = await asyncio.wait_for(
-                conn.simple_query("SELECT pg_current_wal_insert_lsn()"), self.d.cfg.timeouts.server_connect
-            )
-            self.router.on_commit_lsn(commit_lsn_from_insert(parse_lsn(rows[0][0] or "")))
-        except (TimeoutError, ServerError, ValueError, IndexError):
-            return
 
     async def _attach(self, backend: str) -> ServerConn:
         conn = self.servers.get(backend)

@@ -97,6 +97,9 @@ BASE_SETTINGS: dict[str, str | int] = {
     "max_replication_slots": 10,
     "hot_standby": "on",
     "hot_standby_feedback": "on",
+    # Two-phase commit (PREPARE TRANSACTION) is off by default; a standby needs at least the
+    # primary's value, and replicas copy this file.
+    "max_prepared_transactions": 10,
     # Standbys answer "not streaming" quickly after the primary dies instead of waiting 60 s.
     "wal_receiver_timeout": "5s",
     "wal_retrieve_retry_interval": "200ms",
