@@ -16,9 +16,9 @@ was inserted), so it *covers* them (`CommitEpochs.learned`).
 
 What a read must see (`floor`), by `routing.read_your_writes`:
 
-- every mode: a catalog read (`Decision.reads_catalog`, or BEGIN of a read-only transaction, which
-  may read anything) sees every acknowledged DDL: its floor is the first LSN learned that covers
-  `ddl_epoch`;
+- every mode: a catalog read (`Decision.reads_catalog`) sees every acknowledged DDL: its floor is
+  the first LSN learned that covers `ddl_epoch`. (Not a read-only transaction's BEGIN: the
+  catalog reads inside one see its replica's view, a documented limit.);
 - "global": every read sees every acknowledged commit: its floor is an LSN covering the epoch the
   read found when it arrived;
 - "lsn": the session's own commits, through `SessionRouter.needs_commit_lsn` (any LSN covering the
@@ -122,7 +122,7 @@ class CommitClock:
     # -- for sessions, before routing a read (Target.REPLICA, outside a transaction) ------------
 
     def _catalog(self, d: Decision) -> bool:
-        return (d.reads_catalog or d.begins_transaction) and self.epochs.ddl_epoch > 0
+        return d.reads_catalog and self.epochs.ddl_epoch > 0
 
     def owed(self, router: SessionRouter, d: Decision) -> bool:
         """True: an LSN must be fetched (`settle`) before `d` can be routed. Settles the session's

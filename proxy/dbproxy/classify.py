@@ -26,6 +26,15 @@ What goes where (the routing table of issue 5):
 - PRIMARY / LOCKING: SELECT ... FOR UPDATE / NO KEY UPDATE / SHARE / KEY SHARE (at any depth), LOCK.
 - PRIMARY / VOLATILE_FUNCTION: a call to a function in `write_functions` (see classify_functions:
   side effects or the primary's state matter, volatility alone does not).
+- PRIMARY / PRIMARY_STATE ("primary-state"): reads of what a standby does not share or reports
+  about itself (pg_prepared_xacts, pg_stat_replication, pg_stat_activity, pg_locks,
+  pg_backend_pid(), ...: classify_functions.PRIMARY_STATE_*). Not writes for read-your-writes.
+- Flags for read consistency across sessions (causal.py): `reads_catalog` on a read that touches
+  pg_catalog/information_schema (or an unqualified pg_* relation), casts to reg* types or calls an
+  introspection function (pg_catalog.*, pg_get_*, to_reg*, *_is_visible, has_*_privilege, ...);
+  `writes_catalog` on DDL and every utility statement but TRUNCATE/VACUUM/CLUSTER/REINDEX/
+  REFRESH/CHECKPOINT/LOAD, on CREATE TABLE AS, SELECT INTO, DO, CALL, COMMIT/ROLLBACK PREPARED
+  and unparseable text.
 - PRIMARY / SESSION, pins_session: SET (not SET LOCAL, not SET TRANSACTION), SET SESSION
   CHARACTERISTICS, SQL PREPARE, LISTEN, CREATE TEMP TABLE/VIEW/SEQUENCE (and `pg_temp.` names),
   SELECT INTO TEMP, DECLARE ... WITH HOLD, session advisory locks, set_config unless its is_local
