@@ -19,6 +19,7 @@ from pathlib import Path
 from proxy.core.config import load_config
 from proxy.core.runtime import run, setup_logging
 from proxy.devstack.dbproxy import DbProxyServer, start_dbproxy
+from proxy.devstack.ports import PortLock
 from proxy.devstack.postgres import PgCluster, start_pg_cluster
 from proxy.devstack.redis import start_redis
 from proxy.devstack.web import WebWorkers
@@ -76,7 +77,15 @@ def run_demo(args: argparse.Namespace) -> int:
     cluster: PgCluster | None = None
     dbproxy: DbProxyServer | None = None
     workers = WebWorkers(workdir)
+    port_locks: list[PortLock] = []
     try:
+        # Every fixed port first, before PostgreSQL and the rest take seconds to start: a port that
+        # something listens on stops the demo now, naming the holder (ports in TIME_WAIT from a
+        # run stopped a moment ago are free: proxy/devstack/ports.py). The balancer's stay locked
+        # until it binds them; dbproxy's are claimed again by start_dbproxy.
+        port_locks = [PortLock(args.port), PortLock(args.admin_port)]
+        for db_port in (args.db_port, args.db_admin_port):
+            PortLock(db_port).release()
         print("starting redis-server, PostgreSQL (a primary and 2 replicas), tierproxy dbproxy "
               "and web workers ...", flush=True)
         redis = start_redis(log_dir=workdir)
@@ -128,6 +137,8 @@ def run_demo(args: argparse.Namespace) -> int:
         print(f"tierproxy demo: {exc}", file=sys.stderr)
         return 1
     finally:
+        for lock in port_locks:
+            lock.release()
         workers.close()
         if dbproxy is not None:
             dbproxy.close()

@@ -7,6 +7,13 @@ allocators that both use this module (parallel pytest workers, a demo next to a 
 out the same port. A bind check on the loopback address then skips ports that something outside
 this scheme already uses. `flock` locks belong to the open file, not the process, so two PortLocks in
 one process also exclude each other, and the kernel drops the lock when the holder dies.
+
+The bind check binds the way servers do (SO_REUSEADDR): a port whose last connections linger in
+TIME_WAIT (a demo stopped a moment ago) is free to them, so only a real listener (or a socket
+bound without SO_REUSEADDR) makes a fixed port unavailable, and the message says which process
+holds it (proxy/devstack/listeners.py). `allocate_port`, which may pick any port, is stricter: it
+skips ports with anything on them, TIME_WAIT included, for test servers that bind without
+SO_REUSEADDR.
 """
 
 from __future__ import annotations
@@ -19,6 +26,8 @@ import socket
 from pathlib import Path
 from types import TracebackType
 from typing import IO
+
+from proxy.devstack.listeners import describe_listeners
 
 __all__ = ["LOCK_DIR", "PORT_RANGE", "PortLock", "PortUnavailable", "allocate_port"]
 
@@ -47,10 +56,12 @@ class PortUnavailable(Exception):
     """The port is locked by another allocation or is already bound on the loopback address."""
 
 
-def _bindable(host: str, port: int) -> bool:
+def _bindable(host: str, port: int, strict: bool = False) -> bool:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as sock:
-        # No SO_REUSEADDR: a port still in TIME_WAIT is refused here, which errs on the safe side.
+        if not strict:
+            # As a server binds: connections left in TIME_WAIT do not stop it, a listener does.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
         except OSError:
@@ -72,7 +83,8 @@ def _ensure_shared_dir(lock_dir: Path) -> None:
 class PortLock:
     """An exclusive claim on one TCP port of `host`, held until `release()` (or context exit)."""
 
-    def __init__(self, port: int, host: str = "127.0.0.1", lock_dir: Path = LOCK_DIR) -> None:
+    def __init__(self, port: int, host: str = "127.0.0.1", lock_dir: Path = LOCK_DIR, *,
+                 strict: bool = False) -> None:  # fmt: skip
         self.port = port
         self.host = host
         self.path = lock_dir / f"{port}.lock"
@@ -91,9 +103,11 @@ class PortLock:
             if exc.errno in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
                 raise PortUnavailable(f"port {port}: locked by another allocation") from None
             raise
-        if not _bindable(host, port):
+        if not _bindable(host, port, strict):
             file.close()  # closing the file drops the lock
-            raise PortUnavailable(f"port {port}: already bound on {host}")
+            if strict:  # allocation tries another port: no need to say who holds this one
+                raise PortUnavailable(f"port {port}: in use on {host}")
+            raise PortUnavailable(f"port {port}: already bound on {host}: {describe_listeners(port)}")
         self._file = file
         # Who holds it, for a human looking at /tmp/tierproxy-ports; informational only.
         file.truncate(0)
@@ -137,7 +151,7 @@ def allocate_port(
     low, high = port_range
     for _ in range(MAX_ATTEMPTS):
         try:
-            return PortLock(rng.randint(low, high), host, lock_dir)
+            return PortLock(rng.randint(low, high), host, lock_dir, strict=True)
         except PortUnavailable:
             continue
     raise PortUnavailable(f"no free port on {host} in {low}-{high} after {MAX_ATTEMPTS} attempts")

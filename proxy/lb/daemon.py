@@ -81,7 +81,11 @@ class LbDaemon:
             await self._first_checks()
         if self.role != "supervisor":
             self.fe = Frontend(self.cfg, self.pools)
-            await self.fe.start(reuse_port=self.role == "worker")
+            try:
+                await self.fe.start(reuse_port=self.role == "worker")
+            except OSError:
+                await self.checker.close()  # the first checks opened its session
+                raise
         if self.role == "worker":
             assert self.worker_fd is not None
             # Health, admin changes and reloads come from the supervisor.
@@ -106,6 +110,7 @@ class LbDaemon:
                 await self.fe.drain(0)
             if self.workers is not None:
                 await self.workers.stop(5.0)
+            await self.checker.close()
             raise
         self._running = True
         for pool in self.pools.values():

@@ -11,6 +11,7 @@ import urllib.request
 
 from proxy.devstack.ports import allocate_port
 from tests.integration.lbproc import REPO, wait_for
+from tests.integration.timewait import leave_time_wait
 
 
 def _post(url: str, body: bytes) -> tuple[int, dict]:
@@ -21,8 +22,11 @@ def _post(url: str, body: bytes) -> tuple[int, dict]:
 
 def test_demo_serves_sessions_through_the_balancer_and_stops_cleanly(tmp_path):
     port, admin, db_port, db_admin = allocate_port(), allocate_port(), allocate_port(), allocate_port()
-    for lock in (db_port, db_admin):
-        lock.release()  # the demo claims these itself (it takes ports from the command line)
+    for lock in (port, admin, db_port, db_admin):
+        # As a demo stopped a moment ago leaves them: no listener, connections in TIME_WAIT.
+        leave_time_wait(lock.port)
+    for lock in (port, admin, db_port, db_admin):
+        lock.release()  # the demo claims its ports itself (it takes them from the command line)
     log = open(tmp_path / "demo.log", "w+b")
     proc = subprocess.Popen(
         [sys.executable, "-m", "proxy.cli", "demo", "--port", str(port.port), "--admin-port", str(admin.port),
