@@ -160,6 +160,10 @@ class DbProxyDaemon:
             user, password = self._monitor_login()
 
             async def connect() -> asyncpg.Connection:
+                if not self.monitor.primary_up:
+                    # Fail at once (reads that need the bound go to the primary) instead of
+                    # making each of them wait for a connect timeout.
+                    raise ConnectionError("the monitor has the primary down")
                 return await asyncpg.connect(
                     host=host, port=port, user=user, password=password, database="postgres", ssl=False,
                     timeout=self.cfg.timeouts.server_connect, statement_cache_size=0,

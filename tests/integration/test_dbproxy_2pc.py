@@ -38,6 +38,13 @@ def _tpc_scenario(dsn: str, table: str) -> list[object]:
         finally:
             conn.close()
         with psycopg.connect(dsn, autocommit=True) as other:
+            # Real PIDs: the session's own backend, as the server and pg_stat_activity know it.
+            pid = other.info.backend_pid
+            out.append(("pid", other.execute("SELECT pg_backend_pid() = %s", (pid,)).fetchone(),
+                        other.execute("SELECT count(*) FROM pg_stat_activity WHERE pid = %s", (pid,)).fetchone()))
+            # The prepared transaction still holds its lock, owned by no backend.
+            out.append(("locked", other.execute(
+                "SELECT count(*) FROM pg_locks WHERE pid IS NULL AND relation = %s::regclass", (table,)).fetchone()))
             found = [x for x in other.tpc_recover() if x.gtrid == f"tierproxy-{tag}-{i}"]
             out.append(("recovered", i, [(x.format_id, x.gtrid.replace(tag, "TAG"), x.bqual, x.database) for x in found]))
             assert found, "the prepared transaction was not recovered"
@@ -75,7 +82,8 @@ def test_two_phase_commit_gives_the_same_answers_direct_and_through_the_proxy(pg
         return direct, proxied
 
     direct, proxied = asyncio.run(both())
-    assert direct[0][2] and direct[-1] == ("rows", ([1, 3, 4],))  # the scenario itself works
+    assert direct[0] == ("pid", (True,), (1,)) and direct[1] == ("locked", (1,))  # the scenario itself works
+    assert direct[2][2] and direct[-1] == ("rows", ([1, 3, 4],))
     assert proxied == direct
 
 
