@@ -67,5 +67,6 @@ DETAILS: frozenset[str] = frozenset(
         # whole-string outcomes
         "empty", "parse-error", "nul-byte", "too-deep", "classifier-error", "multi-statement",
         "hint-primary", "hint-replica", "replica-hint-ignored",
+        "large-statement",  # over large.py's LARGE_SQL_BYTES: not parsed, sent to the primary
     }
 )  # fmt: skip

@@ -260,6 +260,9 @@ class DbProxyConfig(StrictModel):
     # restart; processes serving `listen` (SO_REUSEPORT) under one supervisor. Each worker has its
     # own pools and monitor; /metrics and /status on the admin port sum them all.
     workers: int = Field(default=1, ge=1, le=64)
+    # bytes; a client message (a statement, a row of COPY data) larger than this is refused with
+    # FATAL 54000 before it is read. PostgreSQL's own limit is 1 GiB.
+    max_message_bytes: int = Field(default=256 * 1024 * 1024, ge=64 * 1024, le=1 << 30)
     admin: AdminConfig = Field(default_factory=AdminConfig)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     primary: PrimaryConfig

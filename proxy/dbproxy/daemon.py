@@ -82,7 +82,7 @@ class DbProxyDaemon:
         self.workers: WorkerSet | None = None
         self.control: ControlChannel | None = None
         self._merged: dict[str, Any] | None = None
-        self.max_message_length = 1 << 30
+        self.max_message_length = cfg.max_message_bytes  # for new sessions' framers
         self.creds = Credentials(cfg.auth)
         self.login_limiter = LoginLimiter(cfg.auth.max_failed_logins_per_minute)
         self.tls_context = self._tls_context(cfg)
@@ -227,6 +227,7 @@ class DbProxyDaemon:
         self.cfg = new
         self.creds = creds
         self.login_limiter.limit = new.auth.max_failed_logins_per_minute
+        self.max_message_length = new.max_message_bytes
         self.tls_context = tls_context
         if new.routing.all_write_functions != old.routing.all_write_functions:
             self.cache = ClassifierCache(write_functions=new.routing.all_write_functions)

@@ -49,6 +49,7 @@ from typing import TYPE_CHECKING, Any
 from proxy.pgwire import encode
 from proxy.pgwire.errors import (
     INTERNAL_ERROR,
+    PROGRAM_LIMIT_EXCEEDED,
     PROTOCOL_VIOLATION,
     PgProtocolError,
 )
@@ -56,6 +57,7 @@ from proxy.pgwire.framing import FrontendFramer, Message
 
 from .classify_types import Decision, Reason, Target
 from .clientauth import ClientAuth
+from .large import LARGE_DECISION, LARGE_SQL_BYTES, large_parse_name, large_query_aux, refuse_large_message
 from .router import PRIMARY, Route, SessionRouter
 from .server import ServerConn, ServerError, SyncGroup, error_fields
 from .session_login import ADMIN_DATABASE, LoginMixin, cstrings
@@ -157,6 +159,9 @@ class ClientSession(LoginMixin, RelayMixin, asyncio.Protocol):
         try:
             msgs = self.framer.feed(data)
         except PgProtocolError as exc:
+            if exc.sqlstate == PROGRAM_LIMIT_EXCEEDED and self.phase == "ready":
+                refuse_large_message(self, exc)  # large.py: the client may still be sending it
+                return
             if self.phase != "startup":
                 # What came before the bad message runs first, as on a server. Not in startup: an
                 # SSLRequest followed by bad bytes must not be answered (CVE-2021-23214).
@@ -309,13 +314,17 @@ class ClientSession(LoginMixin, RelayMixin, asyncio.Protocol):
             self._dispatch()
             return
         if t == b"P":
-            rawb = bytes(raw)
-            parsed = self.d.parse_cache.get(rawb)
-            if parsed is None:
-                (name_b, sql), _ = cstrings(rawb, 5, 2)
-                parsed = (name_b.decode("utf-8", "replace"), self.d.classify(sql.decode("utf-8", "replace")))
-                self.d.remember_parse(rawb, parsed)
-            name, decision = parsed
+            if len(raw) > LARGE_SQL_BYTES:  # not parsed, not copied (large.py)
+                rawb: Any = raw
+                name, decision = large_parse_name(raw), LARGE_DECISION
+            else:
+                rawb = bytes(raw)
+                parsed = self.d.parse_cache.get(rawb)
+                if parsed is None:
+                    (name_b, sql), _ = cstrings(rawb, 5, 2)
+                    parsed = (name_b.decode("utf-8", "replace"), self.d.classify(sql.decode("utf-8", "replace")))
+                    self.d.remember_parse(rawb, parsed)
+                name, decision = parsed
             old = self.statements.get(name) if name else None
             if old is not None:
                 # The client has this statement: PostgreSQL answers 42P05 and keeps the old one.
@@ -326,8 +335,11 @@ class ClientSession(LoginMixin, RelayMixin, asyncio.Protocol):
             self.batch_bytes += len(raw)
             return
         if t == b"Q":
-            (sql,), _ = cstrings(bytes(raw), 5, 1)
-            batch.append((msg, ("query", self.d.classify_query(sql))))
+            if len(raw) > LARGE_SQL_BYTES:
+                batch.append((msg, large_query_aux(raw)))
+            else:
+                (sql,), _ = cstrings(bytes(raw), 5, 1)
+                batch.append((msg, ("query", self.d.classify_query(sql))))
             self._dispatch()
             return
         if t == b"D" or t == b"C":
@@ -572,7 +584,8 @@ class ClientSession(LoginMixin, RelayMixin, asyncio.Protocol):
                 _parse_on(prepared, aux[1], aux[2], group, out, injected=False)
                 continue
             if aux is not None and aux[0] == "use":
-                if prepared.get(aux[1]) != aux[2]:
+                have = prepared.get(aux[1])
+                if have is not aux[2] and have != aux[2]:  # `is`: a large one compares slowly
                     _parse_on(prepared, aux[1], aux[2], group, out, injected=True)
             elif t == b"C":
                 if aux is not None:
@@ -592,7 +605,13 @@ class ClientSession(LoginMixin, RelayMixin, asyncio.Protocol):
             conn.replay = batch
         if not was_busy:
             self.d.started(conn)
-        conn.write(b"".join(out))
+        if len(out) == 1:
+            conn.write(out[0])
+        elif sum(map(len, out)) > LARGE_SQL_BYTES:
+            for piece in out:  # a large Parse: not copied into one buffer
+                conn.write(piece)
+        else:
+            conn.write(b"".join(out))
         self.statements_run += 1
 
     # -- the end --------------------------------------------------------------------------------

@@ -28,6 +28,8 @@ __all__ = [
     "INTERNAL_ERROR",
     "IN_FAILED_SQL_TRANSACTION",
     "QUERY_CANCELED",
+    "PROGRAM_LIMIT_EXCEEDED",
+    "OBJECT_IN_USE",
     "SQLSTATE_NAMES",
 ]
 
@@ -44,6 +46,10 @@ INVALID_AUTHORIZATION_SPECIFICATION = "28000"
 INVALID_CATALOG_NAME = "3D000"
 # Class 53: "sorry, too many clients already"; a pool that is full answers the same.
 TOO_MANY_CONNECTIONS = "53300"
+# Class 54: a message (statement) larger than the configured limit.
+PROGRAM_LIMIT_EXCEEDED = "54000"
+# Class 55: DROP DATABASE of a database "being accessed by other users".
+OBJECT_IN_USE = "55006"
 # Class 0A: also what the postmaster answers to an unsupported protocol version.
 FEATURE_NOT_SUPPORTED = "0A000"
 SYNTAX_ERROR = "42601"
@@ -66,6 +72,8 @@ SQLSTATE_NAMES = MappingProxyType(
         SYNTAX_ERROR: "syntax_error",
         INTERNAL_ERROR: "internal_error",
         IN_FAILED_SQL_TRANSACTION: "in_failed_sql_transaction",
+        PROGRAM_LIMIT_EXCEEDED: "program_limit_exceeded",
+        OBJECT_IN_USE: "object_in_use",
     }
 )
 

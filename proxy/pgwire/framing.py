@@ -25,7 +25,10 @@ Security note (CVE-2021-23214): bytes that arrive after an SSLRequest but before
 were sent in the clear and may be injected; check `buffered == 0` before switching to TLS.
 
 Buffering is linear in the bytes fed: while a message is incomplete, chunks are only appended to a
-list and joined once, when enough bytes for the whole message are present. Lengths are checked as
+list and joined once, when enough bytes for the whole message are present. A message over
+`LARGE_MESSAGE` is instead collected in one bytearray that grows as its bytes arrive (each chunk is
+copied into it once and dropped; growing a large bytearray moves pages, it does not copy them), so
+a 200 MiB message costs about its own size in memory, not twice that at the final join. Lengths are checked as
 soon as the header is complete, so a declared length of 2**31-1 raises (it is over the maximum)
 before anything of that size is buffered; no allocation ever depends on a declared length.
 
@@ -37,7 +40,7 @@ from __future__ import annotations
 
 import struct
 
-from .errors import FEATURE_NOT_SUPPORTED, PROTOCOL_VIOLATION, PgProtocolError
+from .errors import FEATURE_NOT_SUPPORTED, PROGRAM_LIMIT_EXCEEDED, PROTOCOL_VIOLATION, PgProtocolError
 
 __all__ = [
     "Message",
@@ -95,6 +98,8 @@ _BACKEND_KNOWN = _known_table(BACKEND_TYPES)
 
 
 _COPY_AT_MOST = 8192
+# A partial message needing more than this is collected in a growing bytearray (module docstring).
+LARGE_MESSAGE = 1 << 20
 
 
 class Message:
@@ -142,12 +147,13 @@ class Message:
 class _Framer:
     """Shared buffering and typed-message scanning; subclasses add the phases of their direction."""
 
-    __slots__ = ("_chunks", "_have", "_need", "_dead", "_known", "max_message_length")
+    __slots__ = ("_big", "_chunks", "_have", "_need", "_dead", "_known", "max_message_length")
 
     def __init__(self, known: bytes, max_message_length: int) -> None:
         if max_message_length < _TYPED_HEADER - 1:
             raise ValueError("max_message_length must be at least 4")
         self._chunks: list[bytes] = []
+        self._big: bytearray | None = None  # the partial message, when it is over LARGE_MESSAGE
         self._have = 0
         self._need = 0
         self._dead = False
@@ -166,6 +172,8 @@ class _Framer:
         size = len(data)
         if not size:
             return []
+        if self._big is not None:
+            return self._feed_big(data)
         if self._chunks:
             self._chunks.append(bytes(data))
             self._have += size
@@ -177,7 +185,8 @@ class _Framer:
             buf = bytes(data)
         out: list[Message] = []
         try:
-            pos = self._scan(buf, memoryview(buf), out)
+            view = memoryview(buf)
+            pos = self._scan(buf, view, out)
         except PgProtocolError as exc:
             self._dead = True
             self._chunks = []
@@ -185,8 +194,35 @@ class _Framer:
             exc.messages = list(out)
             raise
         left = len(buf) - pos
-        self._chunks = [buf[pos:]] if left else []
+        if left and self._need > LARGE_MESSAGE:
+            self._big = bytearray(view[pos:])
+            self._chunks = []
+        else:
+            self._chunks = [buf[pos:]] if left else []
         self._have = left
+        return out
+
+    def _feed_big(self, data: bytes | bytearray | memoryview) -> list[Message]:
+        """`feed` while a large message is incomplete (typed: its header was checked)."""
+        big = self._big
+        assert big is not None
+        missing = self._need - self._have
+        if len(data) < missing:
+            big += data
+            self._have += len(data)
+            return []
+        view = memoryview(data)
+        big += view[:missing]
+        self._big = None
+        self._chunks = []
+        self._have = 0
+        out = [Message(_BYTE1[big[0]], memoryview(big), _TYPED_HEADER)]
+        if len(data) > missing:
+            try:
+                out += self.feed(bytes(view[missing:]))
+            except PgProtocolError as exc:
+                exc.messages = out + list(exc.messages)
+                raise
         return out
 
     def _scan(self, buf: bytes, view: memoryview, out: list[Message]) -> int:
@@ -212,10 +248,15 @@ class _Framer:
                     f"invalid length {length} for message type {_BYTE1[code]!r}", PROTOCOL_VIOLATION
                 )
             if length > limit:
-                raise PgProtocolError(
+                # Over the protocol's own 1 GiB: a broken stream (08P01). Under it but over a
+                # lower configured limit: a valid message we refuse to take (54000); `unread`
+                # says how many of its bytes are still to come (a caller may drain them).
+                exc = PgProtocolError(
                     f"message type {_BYTE1[code]!r} of {length} bytes exceeds the limit of {limit}",
-                    PROTOCOL_VIOLATION,
+                    PROGRAM_LIMIT_EXCEEDED if length <= DEFAULT_MAX_MESSAGE_LENGTH else PROTOCOL_VIOLATION,
                 )
+                exc.unread = length + 1 - avail  # type: ignore[attr-defined]
+                raise exc
             total = length + 1
             if avail < total:
                 self._need = total

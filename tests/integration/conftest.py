@@ -78,11 +78,13 @@ class DbProxyFactory:
         self.started: list[DbProxyServer] = []
 
     def __call__(self, cluster: Any, extra: str = "", users: dict[str, str] | None = None,
-                 auth_method: str = "scram-sha-256", workers: int = 1) -> DbProxyServer:  # fmt: skip
+                 auth_method: str = "scram-sha-256", workers: int = 1, head: str = "",
+                 auth_extra: str = "") -> DbProxyServer:  # fmt: skip
         log_dir = self.log_dir / f"dbproxy{len(self.started) + 1}"
         log_dir.mkdir()
         server = start_dbproxy(cluster, log_dir=log_dir, users=users or DBPROXY_USERS, extra=extra,
-                               auth_method=auth_method, workers=workers)  # fmt: skip
+                               auth_method=auth_method, workers=workers, head=head,
+                               auth_extra=auth_extra)  # fmt: skip
         self.started.append(server)
         return server
 
