@@ -29,7 +29,7 @@ REMEMBER_MAX = 4096
 # simple request's field lines can then be forwarded as they came (`RequestHead.raw_fields`).
 _REQUEST_SPECIAL = (
     rb"host|content-length|transfer-encoding|connection|upgrade|expect|te|trailer|keep-alive"
-    rb"|proxy-connection|proxy-authorization|http2-settings|x-forwarded-for|x-forwarded-proto"
+    rb"|proxy-connection|http2-settings|x-forwarded-for|x-forwarded-proto"
     rb"|x-forwarded-host|x-request-id"
 )
 # A field line that is none of those: a token name, no space before the colon (so no obs-fold),
@@ -53,7 +53,7 @@ _REQUEST = re.compile(
 # Content-Length and one "Connection: keep-alive", which the simple path handles.
 _RESPONSE_OTHER = (
     rb"(?:(?!(?i:content-length|connection|transfer-encoding|upgrade|te|trailer|keep-alive"
-    rb"|proxy-connection|proxy-authenticate):)" + TOKEN + rb"+:" + FIELD_VALUE + rb"+\r\n)*+"
+    rb"|proxy-connection):)" + TOKEN + rb"+:" + FIELD_VALUE + rb"+\r\n)*+"
 )
 _LENGTH_LINE = rb"(?i:content-length):[ \t]*([0-9]{1,15})[ \t]*\r\n"
 _KEEP_ALIVE_LINE = rb"((?i:connection):[ \t]*(?i:keep-alive)[ \t]*\r\n)"

@@ -13,8 +13,9 @@ __all__ = ["HOP_BY_HOP", "strip_hop_by_hop", "get_header", "connection_tokens", 
 Headers = list[tuple[bytes, bytes]]
 
 # RFC 9110 7.6.1 names connection, proxy-connection, keep-alive, te, transfer-encoding, upgrade;
-# trailer and the proxy-auth pair are hop-by-hop by RFC 2616 13.5.1 and every proxy still treats
-# them so.
+# trailer is hop-by-hop by RFC 2616 13.5.1. Proxy-Authorization and Proxy-Authenticate are not
+# here: they are consumed only by a proxy that authenticates its clients (RFC 9110 11.7), which
+# this one does not, so like nginx and HAProxy it passes them on (a backend may be such a proxy).
 HOP_BY_HOP: frozenset[bytes] = frozenset(
     {
         b"connection",
@@ -24,8 +25,6 @@ HOP_BY_HOP: frozenset[bytes] = frozenset(
         b"trailer",
         b"transfer-encoding",
         b"upgrade",
-        b"proxy-authenticate",
-        b"proxy-authorization",
     }
 )
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 import httptools
 
 from ._abnf import ABSOLUTE_FORM_RE, HOST_RE
+from ._lenient import RECOVERABLE, normalize, start_of_request
 from ._framing import (
     CL,
     CONN,
@@ -103,6 +104,9 @@ class RequestParser:
         "_cb_error",
         "_last_simple",
         "_last_head",
+        "_cb",
+        "_raw",
+        "_raw_skip",
     )
 
     def __init__(
@@ -133,6 +137,10 @@ class RequestParser:
         # head is shared between those exchanges; nothing changes a head once it is made.
         self._last_simple = b""
         self._last_head: RequestHead | None = None
+        # Bytes given to llhttp since a message boundary while a head is open across feeds, and
+        # how many requests they complete before it (`_recover`); None otherwise.
+        self._raw: list[bytes] | None = None
+        self._raw_skip = 0
         cb = _Callbacks()
         cb.on_message_begin = self._on_message_begin
         cb.on_url = self._on_url
@@ -140,6 +148,7 @@ class RequestParser:
         cb.on_headers_complete = self._on_headers_complete
         cb.on_body = self._on_body
         cb.on_message_complete = self._on_message_complete
+        self._cb = cb
         self._p = httptools.HttpRequestParser(cb)
 
     @property
@@ -206,12 +215,20 @@ class RequestParser:
     def _run(self, data: bytes) -> None:
         n = len(data)
         start = 0
+        mark = 0  # events before this index belong to bytes before `data` (after a recovery)
         while start < n:
             if self._head_done:
                 # In a body: llhttp takes everything, including any pipelined requests after it.
                 before = self._body_seen
-                if not self._exec(data, start, n):
-                    return
+                chunked, first = self._chunked, len(self._events)
+                try:
+                    if not self._exec(data, start, n):
+                        return
+                except ProtocolError as exc:
+                    # A pipelined head after this body, refused by llhttp but legal: as below.
+                    data = self._recover(exc, data, n, *self._body_end(exc, start, first, chunked))
+                    n, start, mark = len(data), 0, len(self._events)
+                    continue
                 if self._head_done and self._chunked:
                     # Trailers are buffered inside httptools; bound them like a head.
                     if self._body_seen == before:
@@ -220,20 +237,38 @@ class RequestParser:
                             raise ProtocolError("chunk extensions or trailers too large", 431)
                     else:
                         self._stall = 0
+                elif self._in_msg and not self._head_done and not chunked:
+                    # A pipelined head began after this body: keep its bytes, as below.
+                    end = self._body_end(None, start, first, chunked)
+                    self._keep_raw(data, end[0], n, end[1], True)
                 return
             cut = data.rfind(b"\n", start) + 1
             if cut == 0:
                 self._pending += data[start:]
                 self._check_pending()
                 return
-            if not self._exec(data, start, cut):
-                return
+            fresh = not self._in_msg  # data starts at a message boundary
+            try:
+                if not self._exec(data, start, cut):
+                    return
+            except ProtocolError as exc:
+                # A legal head llhttp refuses (_lenient.py): parse it again, rewritten.
+                data = self._recover(exc, data, cut, 0 if fresh else -1, mark)
+                n, start, mark = len(data), 0, len(self._events)
+                continue
             if not self._head_done:
-                # Head (this one or a pipelined next one) still open: keep the partial line.
+                # Head (this one or a pipelined next one) still open: keep the partial line,
+                # and the bytes since the boundary in case llhttp refuses a later line of it.
                 if cut < n:
                     self._pending += data[cut:]
                     self._check_pending()
+                if self._in_msg:
+                    self._keep_raw(data, 0, cut, mark, fresh)
+                elif self._raw is not None:
+                    self._raw = None
                 return
+            if self._raw is not None:
+                self._raw = None
             start = cut
 
     def _exec(self, data: bytes, start: int, end: int) -> bool:
@@ -263,6 +298,64 @@ class RequestParser:
                 raise RuntimeError("bug in an HTTP/1 parser callback") from exc.__context__
             raise _llhttp_error(exc) from None
         return True
+
+    def _keep_raw(self, data: bytes, begin: int, end: int, mark: int, fresh: bool) -> None:
+        """The bytes llhttp has of an open head, from a message boundary (bounded by the head
+        limit plus one read): what `_recover` needs if a later line of that head fails.
+        `data[begin:end]` went to llhttp, from a boundary if `fresh`; events from `mark` on."""
+        ends = sum(1 for ev in self._events[mark:] if ev is END_OF_MESSAGE)
+        if fresh:
+            self._raw = [data[begin:end]]
+            self._raw_skip = ends
+        elif self._raw is not None:
+            self._raw.append(data[begin:end])
+            self._raw_skip += ends
+
+    def _body_end(self, exc: ProtocolError | None, start: int, first: int, chunked: bool) -> tuple[int, int]:
+        """For bytes given to llhttp from `start`, inside a Content-Length body (its events from
+        index `first`): where that body ended, and the index of the first event after it.
+        Raises `exc` when that cannot be known."""
+        events = self._events
+        size = 0
+        for i in range(first, len(events)):
+            ev = events[i]
+            if ev is END_OF_MESSAGE:
+                if chunked:  # decoded sizes say nothing of where the chunked framing ended
+                    break
+                return start + size, i + 1
+            size += len(ev.data)
+        raise exc or AssertionError("no end of the body")
+
+    def _recover(self, exc: ProtocolError, data: bytes, end: int, begin: int, mark: int) -> bytes:
+        """After llhttp refused something `_lenient.normalize` can make acceptable: the bytes to
+        parse again with a fresh llhttp, from the failing request on. `data[begin:end]` is what
+        llhttp was given from a message boundary on (begin -1: the failing head began in an
+        earlier feed); events from `mark` on come from it. Raises `exc` when it cannot."""
+        if str(exc) not in RECOVERABLE:
+            raise exc
+        events = self._events
+        ends = [i for i in range(mark, len(events)) if events[i] is END_OF_MESSAGE]
+        skip = len(ends)
+        if begin >= 0:
+            base = data[begin:end]
+        elif self._raw is not None:
+            base = b"".join(self._raw) + data[:end]
+            skip += self._raw_skip
+        else:
+            raise exc
+        part = base[start_of_request(base, skip) :]
+        fixed = normalize(part)
+        # Unchanged whole lines would fail the same way again. (Bytes after the last line end
+        # go to `_pending` now, not to llhttp: a line llhttp refused before its end is retried
+        # once it is complete.)
+        if fixed is None or (fixed == part and part.endswith(b"\n")):
+            raise exc
+        # The failing request's events (llhttp refuses some heads after their last field) go.
+        del events[ends[-1] + 1 if ends else mark :]
+        self._raw = None
+        self._in_msg = self._head_done = False
+        self._p = httptools.HttpRequestParser(self._cb)
+        return fixed + data[end:]
 
     def _check_pending(self) -> None:
         if len(self._pending) + self._head_size > self._max_head:

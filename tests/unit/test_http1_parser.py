@@ -702,9 +702,15 @@ def test_hop_by_hop_set() -> None:
         b"trailer",
         b"transfer-encoding",
         b"upgrade",
-        b"proxy-authenticate",
-        b"proxy-authorization",
     }
+
+
+def test_proxy_auth_fields_are_end_to_end_unless_named_in_connection() -> None:
+    # RFC 9110 11.7: only a proxy that authenticates its clients consumes them; this one does not.
+    headers = [(b"host", b"a"), (b"proxy-authorization", b"Basic dTpw"), (b"proxy-authenticate", b"Basic")]
+    assert strip_hop_by_hop(headers) == headers
+    named = [*headers, (b"connection", b"proxy-authorization")]
+    assert strip_hop_by_hop(named) == [(b"host", b"a"), (b"proxy-authenticate", b"Basic")]
 
 
 def test_strip_hop_by_hop() -> None:

@@ -38,7 +38,8 @@ def requests(draw: st.DrawFn) -> bytes:
 
 
 HARMLESS = [b"Accept: */*", b"User-Agent: wrk", b"X-Foo:bar", b"X-Sp:  two  words  ", b"Cookie: a=b; c=d",
-            b"X-Tab:\tv\t", b"X-Empty:", b"X-Obs: caf\xc3\xa9", b"X-Ctl: a\x01b", b"x-forwarded-for: 1.2.3.4"]  # fmt: skip
+            b"X-Tab:\tv\t", b"X-Empty:", b"X-Obs: caf\xc3\xa9", b"X-Ctl: a\x01b", b"x-forwarded-for: 1.2.3.4",
+            b"Proxy-Authorization: Basic dTpw"]  # fmt: skip
 
 
 @st.composite

@@ -19,12 +19,17 @@ CASES = [
     # RFC 9112 6.3 item 3: CL together with TE, either order.
     ("cl_then_te", P + b"Content-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400),
     ("te_then_cl", P + b"Transfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n0\r\n\r\n", 400),
-    # RFC 9112 6.3 item 5: duplicate / list Content-Length that differ; identical ones are
-    # rejected as well (llhttp refuses any repeated Content-Length).
+    # RFC 9112 6.3 item 5: duplicate / list Content-Length that differ (identical ones are one
+    # value, RFC 9110 8.6: tests/unit/test_http1_lenient.py), or with an invalid member.
     ("dup_cl_differ", P + b"Content-Length: 5\r\nContent-Length: 6\r\n\r\nabcdef", 400),
     ("dup_cl_list", P + b"Content-Length: 5, 6\r\n\r\nabcdef", 400),
-    ("dup_cl_same", P + b"Content-Length: 5\r\nContent-Length: 5\r\n\r\nabcde", 400),
-    ("dup_cl_same_list", P + b"Content-Length: 5, 5\r\n\r\nabcde", 400),
+    ("dup_cl_same_then_differ", P + b"Content-Length: 5\r\nContent-Length: 5, 6\r\n\r\nabcdef", 400),
+    ("dup_cl_list_then_differ", P + b"Content-Length: 5, 5\r\nX: y\r\nContent-Length: 6\r\n\r\nabcdef", 400),
+    ("cl_list_empty_member", P + b"Content-Length: 5,\r\n\r\nabcde", 400),
+    ("cl_list_plus_member", P + b"Content-Length: 5, +5\r\n\r\nabcde", 400),
+    ("dup_cl_same_and_te", P + b"Content-Length: 5\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400),
+    ("te_tab_and_cl", P + b"Transfer-Encoding: chunked\t\r\nContent-Length: 5\r\n\r\n0\r\n\r\n", 400),
+    ("te_chunked_tab_gzip", P + b"Transfer-Encoding: chunked\t, gzip\r\n\r\n0\r\n\r\n", 400),
     ("cl_nondigit", P + b"Content-Length: abc\r\n\r\n", 400),
     ("cl_hex", P + b"Content-Length: 0x5\r\n\r\nabcde", 400),
     ("cl_plus", P + b"Content-Length: +5\r\n\r\nabcde", 400),
