@@ -43,6 +43,7 @@ from proxy.http1 import (
 )
 from proxy.lb.markdown import MarkedDownMixin
 from proxy.lb.outlier import Outcome
+from proxy.lb.reject import RejectMixin
 from proxy.lb.simple import SimpleResponseMixin
 from proxy.lb.upstream import UpstreamConn
 
@@ -78,7 +79,7 @@ class Phase:
     CLOSING = 4
 
 
-class ClientConn(SimpleResponseMixin, MarkedDownMixin, asyncio.Protocol):
+class ClientConn(SimpleResponseMixin, MarkedDownMixin, RejectMixin, asyncio.Protocol):
     def __init__(self, fe: Frontend) -> None:
         self.fe = fe
         self.transport: asyncio.Transport | None = None
@@ -169,7 +170,7 @@ class ClientConn(SimpleResponseMixin, MarkedDownMixin, asyncio.Protocol):
         try:
             events = self.parser.feed(data)
         except ProtocolError as exc:
-            self._protocol_error(exc)
+            self._bad_request(exc)
             return
         for ev in events:
             if self.closed:
@@ -180,9 +181,9 @@ class ClientConn(SimpleResponseMixin, MarkedDownMixin, asyncio.Protocol):
         try:
             self.parser.feed_eof()
         except ProtocolError as exc:
-            if self.req is None and not self.backlog:
+            if self.req is None or self.req_done:
                 # Half-closed inside a request head: say what was wrong (HAProxy answers 400 too).
-                self._protocol_error(exc)
+                self._bad_request(exc)
                 return True
             # Mid-body: the request can never complete; nothing useful to answer.
             self._close()
@@ -249,6 +250,8 @@ class ClientConn(SimpleResponseMixin, MarkedDownMixin, asyncio.Protocol):
             self._request_body(ev.data)
         elif cls is EndOfMessage:
             self._request_end()
+        else:  # the ProtocolError behind pipelined requests (lb/reject.py)
+            self._protocol_error(ev)
 
     def _start_request(self, head: RequestHead) -> None:
         fe = self.fe
@@ -675,7 +678,7 @@ class ClientConn(SimpleResponseMixin, MarkedDownMixin, asyncio.Protocol):
         if phase == Phase.IDLE:
             self._close()
         elif phase == Phase.HEAD:
-            self.fe.client_errors[408] = self.fe.client_errors.get(408, 0) + 1
+            self._rejected(408, "request timeout")
             self._reply_and_close(408, b"request timeout\n")
         elif phase == Phase.BACKEND:
             if self.resp is None and self.backend is not None:
@@ -706,9 +709,8 @@ class ClientConn(SimpleResponseMixin, MarkedDownMixin, asyncio.Protocol):
         return not self.req_done and self.paused == 0 and not waiting
 
     def on_too_slow(self) -> None:
-        fe = self.fe
         if self.resp is None:
-            fe.client_errors[408] = fe.client_errors.get(408, 0) + 1
+            self._rejected(408, "request body too slow")
             if self.up is not None:
                 up, self.up = self.up, None
                 up.abort()
@@ -719,10 +721,7 @@ class ClientConn(SimpleResponseMixin, MarkedDownMixin, asyncio.Protocol):
 
     # -- replies of our own ----------------------------------------------------------------
 
-    def _protocol_error(self, exc: ProtocolError) -> None:
-        status = exc.status_hint
-        fe = self.fe
-        fe.client_errors[status] = fe.client_errors.get(status, 0) + 1
+    def _protocol_error(self, exc: ProtocolError) -> None:  # counted, logged: lb/reject.py
         if self.resp is not None or (self.req is not None and self.up is not None and self.req_done):
             # A response is in progress for an earlier request; we cannot interleave an error.
             self._close()
@@ -734,7 +733,7 @@ class ClientConn(SimpleResponseMixin, MarkedDownMixin, asyncio.Protocol):
             self.connecting.cancel()
             self.connecting = None
         self._release_backend()
-        self._reply_and_close(status, f"{exc}\n".encode("utf-8", "replace"))
+        self._reply_and_close(exc.status_hint, f"{exc}\n".encode("utf-8", "replace"))
 
     def _error(self, status: int, body: bytes, headers: list[tuple[bytes, bytes]] | None = None) -> None:
         """Answer the current request ourselves (no backend response started)."""

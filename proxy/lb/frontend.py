@@ -19,6 +19,7 @@ from proxy.http1 import HOP_BY_HOP, Framing, RequestHead, ResponseHead, strip_ho
 from proxy.lb.client import ClientConn
 from proxy.lb.config import LbConfig, RouteConfig
 from proxy.lb.markdown import FAILED, REDISPATCHED
+from proxy.lb.reject import RejectLog
 
 if TYPE_CHECKING:
     from proxy.lb.pool import Backend, Pool
@@ -69,6 +70,7 @@ class Frontend:
         self.requests_total = 0
         self.client_errors: dict[int, int] = {}  # protocol errors answered, by status
         self.proxy_errors: dict[int, int] = {}  # 502/503/504 answered by us, by status
+        self.reject_log = RejectLog()  # client_errors logged, at most so many lines a second
 
     def set_config(self, cfg: LbConfig) -> None:
         self.cfg = cfg
@@ -114,6 +116,7 @@ class Frontend:
                 except Exception:
                     log.exception("deadline handling failed")
                     conn._close()
+            self.reject_log.flush(now)
             limits = self.cfg.limits
             if limits.min_transfer_rate and ticks % RATE_CHECK_TICKS == 0:
                 rate, grace = limits.min_transfer_rate, limits.min_rate_grace
