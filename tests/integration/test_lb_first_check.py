@@ -6,6 +6,8 @@ from __future__ import annotations
 import http.client
 import json
 
+import pytest
+
 from proxy.devstack.ports import allocate_port
 from tests.integration.conftest import backends_toml
 from tests.integration.lbproc import http_json, wait_for
@@ -41,9 +43,11 @@ def test_fresh_balancer_serves_at_once_and_sends_nothing_to_a_backend_down_at_st
         dead.release()
 
 
-def test_backend_added_at_runtime_is_checked_at_once(web_worker_factory, lb_factory):
+@pytest.mark.parametrize("workers", [1, 2])
+def test_backend_added_at_runtime_is_checked_at_once(web_worker_factory, lb_factory, workers):
     first, second = web_worker_factory("r1"), web_worker_factory("r2")
-    lb = lb_factory(POOL + backends_toml("web", [first]))
+    # with worker processes the supervisor checks, and the workers wait for its first result
+    lb = lb_factory(f"workers = {workers}\n" + POOL + backends_toml("web", [first]))
     dead = allocate_port()
     try:
         code, body = http_json(lb.admin("/pools/web/backends"), "POST",

@@ -9,8 +9,9 @@ import threading
 import time
 
 from tests.integration.conftest import backends_toml
-from tests.integration.lbproc import wait_for
+from tests.integration.lbproc import http_json, wait_for
 from tests.integration.load import Load
+from tests.integration.misbehaving_backend import MisbehavingBackend
 
 INTERVAL, TIMEOUT, FALL = 0.5, 0.5, 2
 HEALTH = f"[pools.web.health]\ninterval = {INTERVAL}\ntimeout = {TIMEOUT}\nrise = 2\nfall = {FALL}\n"
@@ -79,3 +80,46 @@ def test_post_waiting_on_a_backend_that_goes_down_gets_502_at_once(web_worker_fa
     assert b"marked down" in failed[1]
     assert failed[2] < DETECTION + MARGIN, f"the POST waited {failed[2]:.1f}s"
     assert lb.backend("web", "q2")["state"] == "down"
+
+
+def test_outlier_ejection_moves_requests_waiting_on_the_ejected_backend(web_worker_factory, lb_factory):
+    bad = MisbehavingBackend("bad")  # /hang/... never answers, /closenow/... resets at once
+    try:
+        lb = lb_factory(
+            '[pools.web]\nalgorithm = "round_robin"\nretries = 1\n[pools.web.health]\ntype = "none"\n'
+            "[pools.web.outlier]\nconsecutive_failures = 1\nbase_ejection = 60\n"
+            f'[[pools.web.backends]]\nname = "bad"\naddress = "{bad.address}"\n'
+        )
+        held: list[tuple[int, str, float]] = []
+
+        def hang() -> None:
+            conn = http.client.HTTPConnection("127.0.0.1", lb.port, timeout=20)
+            started = time.monotonic()
+            try:
+                conn.request("GET", "/hang/1")
+                resp = conn.getresponse()
+                resp.read()
+                held.append((resp.status, resp.getheader("X-Served-By") or "", time.monotonic() - started))
+            except OSError as exc:
+                held.append((0, repr(exc), time.monotonic() - started))
+
+        waiter = threading.Thread(target=hang)
+        waiter.start()  # the only backend is "bad": the request waits there
+        wait_for(lambda: lb.backend("web", "bad")["inflight"] == 1, 10, "the GET waiting on 'bad'")
+        good = web_worker_factory("good")
+        code, body = http_json(lb.admin("/pools/web/backends"), "POST", {"name": "good", "address": good.address})
+        assert code == 201, body
+        wait_for(lambda: lb.backend("web", "good")["state"] == "up", 10, "'good' up")
+        # resets on "bad" (round robin sends every other request there) eject it
+        conn = http.client.HTTPConnection("127.0.0.1", lb.port, timeout=20)
+        for i in range(4):
+            conn.request("GET", f"/closenow/{i}")
+            resp = conn.getresponse()
+            resp.read()
+            assert resp.status == 404  # retried on "good", which has no such page
+        assert lb.backend("web", "bad")["state"] == "ejected"
+        waiter.join(20)
+        # the waiting GET moved to "good" at the ejection instead of waiting backend_response (30 s)
+        assert held and held[0][:2] == (404, "good"), held
+    finally:
+        bad.close()
