@@ -75,7 +75,8 @@ class RejectMixin:
         """Count and log a refusal (the caller answers it)."""
         fe = self.fe
         fe.client_errors[status] = fe.client_errors.get(status, 0) + 1
-        fe.reject_log.note(fe.now, status, reason, self.client_ip)
+        # The loop's clock, not the coarse `fe.now`: a second of the limit is a real second.
+        fe.reject_log.note(fe.loop.time(), status, reason, self.client_ip)
 
     def _bad_request(self: ClientConn, exc: ProtocolError) -> None:
         """The parser failed: answer the requests before the bad bytes first, then the error."""

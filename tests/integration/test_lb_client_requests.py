@@ -217,11 +217,12 @@ def test_refusals_are_logged_with_reason_and_client_and_rate_limited(setup: Setu
     wait_until(accounted, 15, "every refusal logged or summed")
     events = _log_events(lb)
     assert sum(e.get("suppressed", 0) for e in events) > 0, "150 refusals at once, none left out"
-    per_second: dict[int, int] = {}
-    for e in events:
-        if "status" in e:
-            per_second[int(e["ts"])] = per_second.get(int(e["ts"]), 0) + 1
-    assert max(per_second.values()) <= 20, per_second
+    # 20 lines per second of the balancer's (monotonic) clock: its seconds need not start where
+    # the wall clock's do, so a wall-clock second may hold the end of one and the start of the
+    # next, never more (10 ms for the time between its clock and the log record's).
+    stamps = sorted(e["ts"] for e in events if "status" in e)
+    for i in range(len(stamps) - 40):
+        assert stamps[i + 40] - stamps[i] >= 0.99, stamps
 
 
 # -- 1 again: the bad bytes come while an earlier request is at the backend (runs last: it releases
