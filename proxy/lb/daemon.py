@@ -329,7 +329,7 @@ class LbDaemon:
             # Also a first result that leaves the backend down: a worker may hold it as up.
             self.workers.broadcast(self._health_message(backend))
         if state.up:
-            if changed:
+            if not first:  # a first pass is the expected start, not news
                 log.warning("backend up", extra={"pool": backend.pool_name, "backend": backend.name})
             return
         backend.close_idle()
