@@ -127,8 +127,11 @@ class CommitClock:
     def owed(self, router: SessionRouter, d: Decision) -> bool:
         """True: an LSN must be fetched (`settle`) before `d` can be routed. Settles the session's
         own read-your-writes LSN at once when a fetch made since its commit already covers it."""
-        if self.source is None or router.in_transaction or router.pinned:
-            return False  # no replicas, or the read goes where the transaction or pin says
+        # The common case first, cheaply: a plain read in a mode without a global bound.
+        if self.source is None or not (self.global_mode or d.reads_catalog or router.needs_commit_lsn):
+            return False
+        if router.in_transaction or router.pinned:
+            return False  # the read goes where the transaction or the pin says
         e = self.epochs
         if router.needs_commit_lsn:
             if not e.covered(router.commit_epoch) or e.known_lsn is None:
