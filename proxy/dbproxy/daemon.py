@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import secrets
 import socket
 import ssl
@@ -29,7 +30,7 @@ from proxy.core.tls import server_context
 from proxy.core.workers import ControlChannel, WorkerSet, process_role, start_worker_channel
 from proxy.pgwire.errors import ADMIN_SHUTDOWN
 
-from .causal import CommitClock, WalPosition
+from .causal import CommitClock, WalPosition, claim_slot, create_slots, slots_path
 from .classify import ClassifierCache
 from .classify_types import Decision
 from .clientauth import Credentials
@@ -180,6 +181,11 @@ class DbProxyDaemon:
         Supervisor: the admin port and the workers (see proxy/core/workers.py)."""
         loop = asyncio.get_running_loop()
         await self.monitor.start()
+        if self.role == "worker":
+            try:
+                self.clock.epochs.share(claim_slot(slots_path(os.getppid()), self.cfg.workers))
+            except (OSError, ValueError) as exc:
+                log.warning("commit counts not shared with the other workers", extra={"error": str(exc)})
         if self.role != "supervisor":
             host, port = parse_hostport(self.cfg.listen)
             self.server = await loop.create_server(
@@ -196,6 +202,7 @@ class DbProxyDaemon:
             return
         if self.role == "supervisor":
             assert self.config_path is not None
+            create_slots(slots_path(os.getpid()), self.cfg.workers)  # commit counts (causal.py)
             self.workers = WorkerSet(Path(self.config_path), self.cfg.workers, lambda _i: None,
                                      daemon="dbproxy", on_message=self._worker_message)  # fmt: skip
             await self.workers.start()
@@ -259,6 +266,7 @@ class DbProxyDaemon:
     async def drain(self) -> None:
         if self.workers is not None:
             await self.workers.stop(self.cfg.timeouts.drain + 5.0)
+            slots_path(os.getpid()).unlink(missing_ok=True)
         if self.control is not None:
             self.control.close()
         if self.server is not None:

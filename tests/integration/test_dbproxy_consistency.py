@@ -132,6 +132,26 @@ async def test_global_mode_reads_see_every_clients_acknowledged_commits(pg_clust
         await b.close()
 
 
+async def test_global_mode_holds_across_workers(pg_cluster, dbproxy_factory):
+    # Eight readers on two workers (SO_REUSEPORT spreads connections by address): with counts
+    # kept per worker, the readers on the writer's other worker would read the paused replicas.
+    table = _name("global_workers_t")
+    pg_cluster.primary.psql(f"CREATE TABLE {table} (id int PRIMARY KEY)")
+    await pg_cluster.wait_for_replicas_caught_up_async()
+    proxy = dbproxy_factory(pg_cluster, extra=ROUTING + 'read_your_writes = "global"\n', workers=2)
+    readers = [await asyncpg.connect(proxy.dsn()) for _ in range(8)]
+    writer = await asyncpg.connect(proxy.dsn())
+    try:
+        async with replay_paused(pg_cluster):
+            assert all([await _on_replica(r) for r in readers])
+            for i in (1, 2):
+                await writer.execute(f"INSERT INTO {table} VALUES ($1)", i)
+                assert [await r.fetchval(f"SELECT count(*) FROM {table}") for r in readers] == [i] * 8
+    finally:
+        for c in (*readers, writer):
+            await c.close()
+
+
 async def _raw_until_ready(raw: Raw) -> list[object]:
     out = []
     while True:
@@ -229,7 +249,7 @@ async def test_lsn_fetches_are_coalesced_on_the_proxys_own_connection(pg_cluster
         await asyncio.sleep(0)  # the first fetch is now in flight
         clock.acknowledged(True)
         assert await asyncio.gather(first, clock.covering(3)) == [True, True]
-        assert clock.fetches == 3 and clock.epochs.known_epoch == 3
+        assert clock.fetches == 3 and clock.epochs.known_commits == 3
         assert clock.epochs.ddl_lsn == clock.epochs.known_lsn
     finally:
         clock.close()

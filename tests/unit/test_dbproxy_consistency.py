@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from proxy.dbproxy.causal import CommitClock, CommitEpochs, WalPosition
+from proxy.dbproxy.causal import CommitClock, CommitEpochs, WalPosition, claim_slot, create_slots
 from proxy.dbproxy.classify import Reason, Target, classify
 from proxy.dbproxy.classify_types import Decision
 from proxy.dbproxy.router import MAX_LSN, PRIMARY, ReplicaView, Route, RouteReason, SessionRouter
@@ -176,20 +176,37 @@ def test_global_mode_owes_no_per_session_lsn_but_keeps_own_uncommitted_writes_on
 
 def test_commit_epochs_cover_what_was_acknowledged_before_the_fetch():
     e = CommitEpochs()
-    assert e.covered(0) and not e.covered(1)
+    assert e.covered(0, 0) and not e.covered(1)
     assert e.acknowledged(ddl=False) == 1
     assert e.acknowledged(ddl=True) == 2
-    assert (e.ddl_epoch, e.ddl_lsn) == (2, None)
-    e.learned(1, 500)  # fetched before the DDL was acknowledged: covers the first commit only
-    assert e.covered(1) and not e.covered(2)
+    assert e.totals() == (2, 1) and e.ddl_lsn is None
+    e.learned(1, 0, 500)  # fetched before the DDL was acknowledged: covers the first commit only
+    assert e.covered(1) and not e.covered(2) and not e.covered(0, 1)
     assert e.ddl_lsn is None
-    e.learned(2, 700)
-    assert e.covered(2) and (e.known_lsn, e.ddl_lsn) == (700, 700)
+    e.learned(2, 1, 700)
+    assert e.covered(2, 1) and (e.known_lsn, e.ddl_lsn) == (700, 700)
     e.acknowledged(ddl=False)
-    e.learned(3, 900)
+    e.learned(3, 1, 900)
     assert (e.known_lsn, e.ddl_lsn) == (900, 700)  # later plain commits do not move the DDL's bound
-    e.learned(2, 800)  # an older fetch finishing late changes nothing
-    assert (e.known_epoch, e.known_lsn) == (3, 900)
+    e.learned(2, 1, 800)  # an older fetch finishing late changes nothing
+    assert (e.known_commits, e.known_lsn) == (3, 900)
+
+
+def test_workers_share_their_counts_through_slots(tmp_path):
+    path = tmp_path / "slots"
+    create_slots(path, 3)
+    first, second = CommitEpochs(), CommitEpochs()
+    first.acknowledged(ddl=True)  # before sharing: kept, and written to the slot when shared
+    first.share(claim_slot(path, 3))
+    second.share(claim_slot(path, 3))
+    assert second.totals() == (1, 1)
+    assert second.acknowledged(ddl=False) == 2  # the count includes the other worker's commit
+    assert first.acknowledged(ddl=True) == 3
+    assert first.totals() == second.totals() == (3, 2)
+    third = claim_slot(path, 3)
+    with pytest.raises(ValueError, match="no free slot"):
+        claim_slot(path, 3)
+    assert third.slot == 2 and third.totals() == (3, 2)
 
 
 def _never_connects() -> WalPosition:
@@ -211,7 +228,7 @@ def test_the_clock_asks_for_a_bound_only_when_a_read_needs_one():
     assert lsn_clock.owed(router, CATALOG_READ)
     assert lsn_clock.floor(CATALOG_READ) == MAX_LSN
     assert not lsn_clock.owed(router, READ) and lsn_clock.floor(READ) is None
-    lsn_clock.epochs.learned(1, 1500)
+    lsn_clock.epochs.learned(1, 1, 1500)
     assert not lsn_clock.owed(router, CATALOG_READ) and lsn_clock.floor(CATALOG_READ) == 1500
     # The DDL's own session: its LSN is settled from the fetch already made, without another.
     assert other.needs_commit_lsn and not lsn_clock.owed(other, READ)
@@ -222,7 +239,7 @@ def test_the_clock_asks_for_a_bound_only_when_a_read_needs_one():
     assert not global_clock.owed(router, READ) and global_clock.floor(READ) is None
     global_clock.acknowledged(False)
     assert global_clock.owed(router, READ) and global_clock.floor(READ) == MAX_LSN
-    global_clock.epochs.learned(1, 1200)
+    global_clock.epochs.learned(1, 0, 1200)
     assert not global_clock.owed(router, READ) and global_clock.floor(READ) == 1200
 
     no_replicas = CommitClock(None, global_mode=True)
