@@ -223,6 +223,11 @@ class PoolConfig(StrictModel):
     idle_timeout: float = Field(default=300.0, gt=0)  # seconds an unused server connection is kept
     # seconds a session waits for a server connection when its backend is at the limit; then 53300
     wait_timeout: float = Field(default=30.0, gt=0)
+    # What happens to a server connection when its client session ends: "discard" = DISCARD ALL
+    # and keep it idle for the next session (cheap; but the backend, its pid, backend_start,
+    # session statistics and temp namespace are reused); "fresh" = close it, so each client
+    # session gets a new server backend (a server login per session).
+    server_reuse: Literal["discard", "fresh"] = "discard"
 
 
 class TimeoutsConfig(StrictModel):

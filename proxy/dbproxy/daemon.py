@@ -101,6 +101,7 @@ class DbProxyDaemon:
             idle_timeout=cfg.pool.idle_timeout,
             connect_timeout=cfg.timeouts.server_connect,
             wait_timeout=cfg.pool.wait_timeout,
+            reuse=cfg.pool.server_reuse,
         )
         self.monitor = self._make_monitor(cfg)
         self.clock = self._make_clock(cfg)
@@ -248,6 +249,7 @@ class DbProxyDaemon:
         self.pools.idle_timeout = new.pool.idle_timeout
         self.pools.connect_timeout = new.timeouts.server_connect
         self.pools.wait_timeout = new.pool.wait_timeout
+        self.pools.reuse = new.pool.server_reuse
         if (new.primary, new.replicas, new.routing.read_your_writes, new.backend_auth) != (
             old.primary, old.replicas, old.routing.read_your_writes, old.backend_auth
         ):

@@ -1,9 +1,12 @@
 """Server connection pools: idle connections per (backend, user, database, startup options).
 
 Session pooling: a client session takes a connection to a backend the first time a statement is
-routed there and keeps it until the session ends; then the connection is reset (DISCARD ALL, which
-also drops the prepared statements the proxy made there) and kept idle for the next session with
-the same key, for at most `idle_timeout` seconds.
+routed there and keeps it until the session ends; then, with `reuse` "discard", the connection is
+reset (DISCARD ALL, which also drops the prepared statements the proxy made there) and kept idle
+for the next session with the same key, for at most `idle_timeout` seconds. DISCARD ALL does not
+make a new backend: its pid, backend_start, session statistics and temp namespace stay. With
+`reuse` "fresh" the connection is closed instead, so every session gets a new server backend (one
+server login per client session and backend).
 
 `max_per_backend` bounds the connections (idle, in use and connecting) to one backend over all
 keys. A session that needs one above the bound waits for a release (`wait_timeout`); when the
@@ -42,6 +45,7 @@ class ServerPools:
         idle_timeout: float,
         connect_timeout: float,
         wait_timeout: float,
+        reuse: str = "discard",
     ) -> None:
         self.addresses = dict(addresses)  # backend name -> (host, port)
         self._login = login  # client user -> (server user, server password)
@@ -49,6 +53,7 @@ class ServerPools:
         self.idle_timeout = idle_timeout
         self.connect_timeout = connect_timeout
         self.wait_timeout = wait_timeout
+        self.reuse = reuse  # "discard" | "fresh" (module docstring)
         self.idle: dict[PoolKey, deque[ServerConn]] = {}
         self.active: set[ServerConn] = set()
         self.connecting: dict[str, int] = {}
@@ -163,6 +168,8 @@ class ServerPools:
         """Reset a connection a session is done with and keep it idle, or close it."""
         self.active.discard(conn)
         conn.set_attached(None)
+        if self.reuse == "fresh" and not conn.closed:
+            conn.close()
         if conn.closed or conn.busy or conn.status != b"I" or self.closed or conn.fatal:
             if not conn.closed:
                 conn.abort()
@@ -208,6 +215,16 @@ class ServerPools:
         for key in [k for k in self.idle if k[0] == backend]:
             for c in self.idle.pop(key):
                 c.abort()
+
+    def close_idle_database(self, database: str) -> int:
+        """Close every idle connection to `database` (on any backend), so that DROP DATABASE
+        and ALTER DATABASE ... RENAME do not find the proxy's own backends in it (dbadmin.py)."""
+        closed = 0
+        for key in [k for k in self.idle if k[2] == database]:
+            for c in self.idle.pop(key):
+                c.close()
+                closed += 1
+        return closed
 
     def close_all(self) -> None:
         self.closed = True

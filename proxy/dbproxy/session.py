@@ -57,6 +57,7 @@ from proxy.pgwire.framing import FrontendFramer, Message
 
 from .classify_types import Decision, Reason, Target
 from .clientauth import ClientAuth
+from .dbadmin import DB_ADMIN_DETAILS, start_if_database_admin
 from .large import LARGE_DECISION, LARGE_SQL_BYTES, large_parse_name, large_query_aux, refuse_large_message
 from .router import PRIMARY, Route, SessionRouter
 from .server import ServerConn, ServerError, SyncGroup, error_fields
@@ -463,6 +464,8 @@ class ClientSession(LoginMixin, RelayMixin, asyncio.Protocol):
             # A WAL position must be known first (causal.py): fetched on the proxy's own connection.
             self._start_async(self._route_async(batch, decision, None))
             return
+        if decision.detail in DB_ADMIN_DETAILS and start_if_database_admin(self, batch, decision):
+            return  # DROP/ALTER DATABASE: the proxy's idle connections to it go first (dbadmin.py)
         route = self._route(decision)
         conn = self.servers.get(route.target)
         if conn is not None and not conn.closed:
