@@ -8,6 +8,8 @@ import http.client
 import threading
 import time
 
+import pytest
+
 from tests.integration.conftest import backends_toml
 from tests.integration.lbproc import http_json, wait_for
 from tests.integration.load import Load
@@ -21,9 +23,11 @@ DETECTION = FALL * INTERVAL + TIMEOUT
 MARGIN = 5.0
 
 
-def test_frozen_backend_under_load_holds_no_request_past_detection(web_worker_factory, lb_factory):
+@pytest.mark.parametrize("processes", [1, 2])
+def test_frozen_backend_under_load_holds_no_request_past_detection(web_worker_factory, lb_factory, processes):
     workers = [web_worker_factory(n) for n in ("z1", "z2")]
-    lb = lb_factory('[pools.web]\nalgorithm = "round_robin"\nretries = 1\n' + HEALTH
+    # with worker processes the supervisor's health check tells each worker, which moves its own
+    lb = lb_factory(f'workers = {processes}\n[pools.web]\nalgorithm = "round_robin"\nretries = 1\n' + HEALTH
                     + backends_toml("web", workers))  # fmt: skip
     frozen = workers[1]
     with Load(lb.port, threads=8) as load:
