@@ -51,6 +51,7 @@ VERSION = "0.1"
 SWEEP_INTERVAL = 5.0  # seconds between idle-pool sweeps
 PARSE_CACHE_SIZE = 4096  # Parse messages remembered by their bytes
 PARSE_CACHE_MAX_BYTES = 4096
+CLOSE_FLUSH_SECONDS = 5.0  # SIGTERM: how long the drain waits for clients to take their FATAL
 
 
 class DbMetrics:
@@ -91,6 +92,7 @@ class DbProxyDaemon:
         self.parse_cache: dict[bytes, tuple[str, Decision]] = {}
         self.metrics = DbMetrics()
         self.sessions: set[ClientSession] = set()
+        self.closing: set[ClientSession] = set()  # ended, their FATAL still being delivered
         self.tasks: set[asyncio.Task[Any]] = set()
         self.outstanding: dict[str, int] = {}
         self._cancel_keys: dict[tuple[int, int], ClientSession] = {}
@@ -267,7 +269,7 @@ class DbProxyDaemon:
 
     async def drain(self) -> None:
         if self.workers is not None:
-            await self.workers.stop(self.cfg.timeouts.drain + 5.0)
+            await self.workers.stop(self.cfg.timeouts.drain + CLOSE_FLUSH_SECONDS + 5.0)
             slots_path(os.getpid()).unlink(missing_ok=True)
         if self.control is not None:
             self.control.close()
@@ -285,6 +287,14 @@ class DbProxyDaemon:
                     s.fatal(ADMIN_SHUTDOWN, "terminating connection due to administrator command")
         for s in list(self.sessions):
             s.fatal(ADMIN_SHUTDOWN, "terminating connection due to administrator command")
+        # Exiting now would drop what is still buffered for a client (the end of a large result
+        # and the FATAL after it): wait until each has taken it and closed (`ClientSession.close`).
+        flush_deadline = time.monotonic() + CLOSE_FLUSH_SECONDS
+        while self.closing and time.monotonic() < flush_deadline:
+            await asyncio.sleep(0.05)
+        for s in list(self.closing):
+            if s.transport is not None:
+                s.transport.abort()
         if self._sweeper is not None:
             self._sweeper.cancel()
         if self.tasks:

@@ -72,6 +72,7 @@ __all__ = ["ADMIN_DATABASE", "ClientSession"]
 log = logging.getLogger("tierproxy.dbproxy")
 
 MAX_BATCH_BYTES = 1 << 20
+LINGER_SECONDS = 10.0  # a client that does not close after our FATAL is cut off after this
 # FunctionCall (the fast-path interface): it can call anything, so the primary.
 _CALL = ("query", Decision(Target.PRIMARY, Reason.WRITE, detail="call"))
 _CONTROL = frozenset((b"d", b"c", b"f", b"X"))  # CopyData/CopyDone/CopyFail, Terminate
@@ -118,6 +119,7 @@ class ClientSession(LoginMixin, RelayMixin, asyncio.Protocol):
         self.waiting = False
         self.skip_until_sync = False
         self.terminating = False  # Terminate received while answers were still due
+        self.ending: tuple[str, str] | None = None  # a FATAL waiting for a server message's end
         self.server_paused = False  # a server's socket buffer is full (COPY FROM from a fast client)
         self.writing_paused = False
         self.connected_at = time.time()
@@ -177,6 +179,7 @@ class ClientSession(LoginMixin, RelayMixin, asyncio.Protocol):
         return False
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self.d.closing.discard(self)
         self._end()
 
     def pause_writing(self) -> None:
@@ -215,15 +218,32 @@ class ClientSession(LoginMixin, RelayMixin, asyncio.Protocol):
                                                fields=extra))  # fmt: skip
 
     def fatal(self, sqlstate: str, message: str) -> None:
-        """FATAL error to the client and close (what PostgreSQL does on protocol errors)."""
-        if self.phase == "closed":
+        """FATAL error to the client and close (what PostgreSQL does on protocol errors). If part
+        of a server's message has been forwarded, the FATAL waits for its end (`end_after_message`)."""
+        if self.phase == "closed" or self.ending is not None:
             return
+        for conn in self.servers.values():
+            if conn._skip and not conn.closed:
+                self.end_after_message(sqlstate, message)
+                return
         self.send_error(error_fields("FATAL", sqlstate, message))
-        self.close()
+        self.close(linger=True)
 
-    def close(self) -> None:
-        if self.transport is not None:
-            self.transport.close()
+    def close(self, *, linger: bool = False) -> None:
+        """End the session. `linger` (after a FATAL of ours): make sure the client gets it. The
+        write side is shut after what is buffered (FIN), and input is read and dropped until the
+        client closes: closing with unread input would send a RST, and a client still sending
+        could lose the FATAL with it. The daemon's drain waits for these closes to finish, so
+        the buffered answer and FATAL are not dropped with the process (`DbProxyDaemon.closing`)."""
+        t = self.transport
+        if t is not None and not t.is_closing():
+            if linger and t.can_write_eof():
+                t.write_eof()
+                t.resume_reading()
+                self.d.closing.add(self)
+                asyncio.get_running_loop().call_later(LINGER_SECONDS, t.abort)
+            else:
+                t.close()
         self._end()
 
     def _login_timeout(self) -> None:

@@ -8,6 +8,7 @@ session.py so each file holds one direction of the relay.
 
 from __future__ import annotations
 
+import asyncio
 import struct
 import time
 from typing import TYPE_CHECKING
@@ -34,6 +35,7 @@ _INT32 = struct.Struct("!i")
 # Server message types the relay looks at: ParseComplete '1', CloseComplete '3', ReadyForQuery
 # 'Z', ErrorResponse 'E', CopyInResponse 'G', ParameterStatus 'S'. Everything else passes through.
 _SPECIAL = bytes(1 if i in b"13ZEGS" else 0 for i in range(256))
+ENDING_SECONDS = 3.0  # a half-forwarded message that does not end by then: close without our FATAL
 
 
 class RelayMixin(_Base):
@@ -46,6 +48,12 @@ class RelayMixin(_Base):
         (see `_SPECIAL`); returns how many bytes were used (the rest is an incomplete message).
         A large message of any other type is forwarded as it arrives (`conn._skip`), so a big
         row or COPY chunk is never held whole in memory."""
+        if self.ending is not None:
+            # The message our FATAL was waiting for has been forwarded whole: now the FATAL.
+            sqlstate, message = self.ending
+            self.ending = None
+            self.fatal(sqlstate, message)
+            return len(data)
         n = len(data)
         pos = start = 0
         pieces: list[bytes] = []
@@ -183,13 +191,32 @@ class RelayMixin(_Base):
             self.router.on_ready_for_query(b"I")
             self.forward_raw(encode.ready_for_query(b"I") * pending)
 
+    def end_after_message(self, sqlstate: str, message: str) -> None:
+        """A FATAL of ours (drain deadline, bad client input) while a server's message is half
+        forwarded (`ServerConn._skip`: relayed as it arrives): written now it would land inside
+        that message and the client would read it as the message's bytes, then see a bare close.
+        Run nothing more from the client, let the message end (relay_from_server sends the
+        FATAL at the next message boundary), or close without it after ENDING_SECONDS."""
+        self.ending = (sqlstate, message)
+        self.waiting = True
+        if self.transport is not None:
+            self.transport.pause_reading()
+        self.d.closing.add(self)  # the drain waits for it
+        asyncio.get_running_loop().call_later(ENDING_SECONDS, self._ending_timeout)
+
+    def _ending_timeout(self) -> None:
+        if self.ending is not None and self.phase != "closed":
+            self.ending = None
+            self.d.closing.discard(self)
+            self.close()
+
     def end_with_server_error(self, conn: ServerConn) -> None:
         """Forward the FATAL `conn` sent before closing (all its fields) or 08006, and close."""
         fields = conn.fatal
         if fields is None:
             fields = error_fields("FATAL", CONNECTION_FAILURE, f"server connection to {conn.backend} was lost")
         self.send_error(fields)
-        self.close()
+        self.close(linger=True)
 
     # -- cancel ---------------------------------------------------------------------------------
 
