@@ -20,8 +20,9 @@ What a read must see (`floor`), by `routing.read_your_writes`:
 - every mode: a catalog read (`Decision.reads_catalog`) sees every acknowledged catalog change:
   its floor is the first LSN learned after their count last grew. (Not a read-only transaction's
   BEGIN: the catalog reads inside one see its replica's view, a documented limit.)
-- "global": every read sees every acknowledged commit: its floor is an LSN covering the count the
-  read found when it arrived;
+- "global": every read sees every acknowledged commit: its floor is an LSN covering every commit
+  acknowledged before it is routed (a read that waited for a fetch while more commits were
+  acknowledged goes to the primary rather than wait again);
 - "lsn": the session's own commits, through `SessionRouter.needs_commit_lsn` (any LSN covering the
   session's `commit_epoch` will do).
 
