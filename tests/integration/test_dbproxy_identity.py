@@ -133,3 +133,40 @@ async def test_asyncpg_timeouts_cancel_on_a_replica_and_on_the_primary(dbproxy):
             assert await asyncio.wait_for(conn.fetchval(f"{hint}SELECT 'next'"), 10) == "next"
     finally:
         await conn.close()
+
+
+async def test_with_workers_cancels_reach_the_primary_and_pids_stay_real(pg_cluster, dbproxy_factory):
+    # Each CancelRequest lands on whichever worker the kernel picks; one that did not issue the
+    # key passes it on through the supervisor. Six sessions make both cases all but certain.
+    proxy = dbproxy_factory(pg_cluster, workers=2)
+    conns = [await asyncpg.connect(proxy.dsn()) for _ in range(6)]
+    try:
+        for conn in conns:
+            pid = conn.get_server_pid()
+            assert await conn.fetchval("/* tierproxy:primary */ SELECT pg_backend_pid()") == pid
+            with pytest.raises(asyncio.TimeoutError):
+                await conn.fetchval("/* tierproxy:primary */ SELECT pg_sleep(60)", timeout=0.5)
+            assert await asyncio.wait_for(conn.fetchval("/* tierproxy:primary */ SELECT 'next'"), 10) == "next"
+        assert len({c.get_server_pid() for c in conns}) == len(conns)
+    finally:
+        for conn in conns:
+            await conn.close()
+
+
+async def test_a_login_through_a_replica_gets_that_servers_key(pg_cluster_factory, dbproxy_factory):
+    cluster = pg_cluster_factory(replicas=1)
+    proxy = dbproxy_factory(cluster)
+    cluster.primary.stop()
+    app = _name()
+    # The primary refuses: the login goes to the replica, and the key is that connection's.
+    conn = await asyncpg.connect(proxy.dsn(), server_settings={"application_name": app})
+    try:
+        assert await conn.fetchval("SELECT inet_server_port()") == cluster.replicas[0].port
+        with psycopg.connect(cluster.replicas[0].dsn, autocommit=True) as admin:
+            pids = admin.execute("SELECT pid FROM pg_stat_activity WHERE application_name = %s", (app,)).fetchall()
+        assert pids == [(conn.get_server_pid(),)]
+        with pytest.raises(asyncio.TimeoutError):
+            await conn.fetchval("SELECT pg_sleep(60)", timeout=0.5)
+        assert await asyncio.wait_for(conn.fetchval("SELECT 'next'"), 10) == "next"
+    finally:
+        await conn.close()
