@@ -9,7 +9,7 @@ from dataclasses import replace
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from proxy.http1 import END_OF_MESSAGE, Body, Framing, ProtocolError, RequestParser, ResponseHead
+from proxy.http1 import END_OF_MESSAGE, Body, Framing, ProtocolError, RequestParser, ResponseHead, strip_hop_by_hop
 from proxy.http1._simple import cut_connection
 from proxy.http1.parser import ResponseParser
 
@@ -122,7 +122,8 @@ def near_simple_responses(draw: st.DrawFn) -> tuple[bytes, bytes]:
     body = draw(st.sampled_from([b"", b"ok\n", b"hello world"]))
     fields = [b"Content-Length: %d" % len(body)]
     fields += draw(st.lists(st.sampled_from([b"Server: nginx", b"Connection: keep-alive", b"X-A:  b ",
-                                             b"Date: Sat, 28 Nov 2026 10:00:00 GMT", b"Set-Cookie: a=b"]),
+                                             b"Date: Sat, 28 Nov 2026 10:00:00 GMT", b"Set-Cookie: a=b",
+                                             b'Proxy-Authenticate: Basic realm="gw"']),
                             max_size=3))  # fmt: skip
     fields = draw(st.permutations(fields))
     data = b"HTTP/1.1 " + draw(st.sampled_from([b"200 OK", b"404 Not Found", b"500 x", b"201"])) + b"\r\n"
@@ -163,6 +164,19 @@ def test_a_simple_response_is_whatever_the_full_parser_makes_of_it(case):
     for p in (simple, full):
         p.expect(b"GET")
         assert p.feed(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")[-1] is END_OF_MESSAGE
+
+
+def test_a_proxy_challenge_from_a_backend_goes_to_the_client_on_both_paths():
+    # RFC 9110 11.7.1: Proxy-Authenticate is for the client that chose the proxy asking; this
+    # balancer asks nothing, so a backend's challenge is the client's (nginx and HAProxy agree).
+    data = b'HTTP/1.1 407 Proxy Authentication Required\r\nProxy-Authenticate: Basic realm="gw"\r\nContent-Length: 0\r\n\r\n'
+    p = ResponseParser()
+    p.expect(b"GET")
+    assert p.feed_simple(data) == (407, len(data), 0, 0, 0)  # relayed as it came
+    p = ResponseParser()
+    p.expect(b"GET")
+    head = p.feed(data)[0]
+    assert strip_hop_by_hop(head.headers) == [(b"proxy-authenticate", b'Basic realm="gw"'), (b"content-length", b"0")]
 
 
 def test_the_simple_response_path_refuses_what_needs_the_full_parser():
