@@ -77,8 +77,9 @@ class SyncGroup:
 
     def __init__(self) -> None:
         # One per Parse/Close sent: True = injected by us; a name = the client's Parse creating
-        # that statement; False = the client's own otherwise.
-        self.flags: deque[bool | str] = deque()
+        # that statement; (name, Parse, decision) = the client's Parse of a name it has (42P05
+        # expected); False = the client's own otherwise.
+        self.flags: deque[Any] = deque()
         self.names: list[str] = []  # statements parsed in this group (unknown if it fails)
         self.by_query = False  # ended by Query/FunctionCall (not Sync)
 

@@ -349,7 +349,7 @@ class ClientSession(LoginMixin, RelayMixin, asyncio.Protocol):
             old = self.statements.get(name) if name else None
             if old is not None:
                 # The client has this statement: PostgreSQL answers 42P05 and keeps the old one.
-                batch.append((msg, ("dup", name, old[0], old[1])))
+                batch.append((msg, ("dup", name, old[0], old[1], rawb, decision)))
             else:
                 self.statements[name] = (rawb, decision)
                 batch.append((msg, ("parse", name, rawb, decision)))
@@ -411,8 +411,13 @@ class ClientSession(LoginMixin, RelayMixin, asyncio.Protocol):
         if t == b"X":
             if self.answers_due():
                 # Answers are still coming for what the client synced before Terminate: deliver
-                # them first, as a server would, then close (relay_from_server).
+                # them first, as a server would, then close (relay_from_server). Nothing after
+                # the Terminate is run.
                 self.terminating = True
+                self.waiting = True
+                self.inbox.clear()
+                if self.transport is not None:
+                    self.transport.pause_reading()
                 return
             # Nothing more will come (messages after the last Sync are never answered: asyncpg
             # sends Parse/Describe/Flush, then Terminate): close now. A server left mid-group is
@@ -598,10 +603,12 @@ class ClientSession(LoginMixin, RelayMixin, asyncio.Protocol):
             t = msg.type
             if t == b"P":
                 if aux[0] == "dup":
-                    # The server must have the client's statement to answer 42P05 as direct.
+                    # The server must have the client's statement to answer 42P05 as direct. Its
+                    # flag: what the statement becomes if the Parse succeeds after all (an earlier
+                    # Parse of it in the client's pipeline failed).
                     if prepared.get(aux[1]) != aux[2]:
                         _parse_on(prepared, aux[1], aux[2], group, out, injected=True)
-                    group.flags.append(False)
+                    group.flags.append((aux[1], aux[4], aux[5]))
                     out.append(msg.raw)
                     continue
                 _parse_on(prepared, aux[1], aux[2], group, out, injected=False)

@@ -85,9 +85,15 @@ class RelayMixin(_Base):
                 self.router.on_ready_for_query(status, failed=failed)
             elif t == 0x31 or t == 0x33:  # ParseComplete, CloseComplete
                 g = conn.groups[0] if conn.groups else conn.open_group
-                if g is not None and g.flags and g.flags.popleft() is True:
-                    pieces.append(data[start:pos])  # injected by us: not for the client
-                    start = end
+                if g is not None and g.flags:
+                    flag = g.flags.popleft()
+                    if flag is True:
+                        pieces.append(data[start:pos])  # injected by us: not for the client
+                        start = end
+                    elif flag.__class__ is tuple:  # a Parse expected to fail (42P05) succeeded
+                        name, raw, decision = flag  # type: ignore[misc]
+                        self.statements[name] = (raw, decision)
+                        conn.prepared[name] = raw  # type: ignore[assignment]
             elif t == 0x45:  # ErrorResponse
                 err = decode_backend(Message(b"E", data[pos:end], 5))
                 if err.severity in ("FATAL", "PANIC"):

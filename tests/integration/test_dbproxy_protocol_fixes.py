@@ -80,6 +80,11 @@ def _duplicate_parse_sequence(c: RawPg) -> list[tuple[object, ...]]:
         encode.parse("s3", "SELECT 6") + encode.sync(),
         encode.query("ROLLBACK"),
         encode.bind("", "s3") + encode.execute() + encode.sync(),
+        # a pipeline: a failed Parse of s5, then s5 again in the next group (it succeeds), then used
+        encode.parse("s5", "SELEC 9") + encode.sync() + encode.parse("s5", "SELECT 9") + encode.sync()
+        + encode.bind("", "s5") + encode.execute() + encode.sync(),
+        encode.query("SELECT 1"),  # through the proxy: a replica, where s5 was never prepared
+        encode.bind("", "s5") + encode.execute() + encode.sync(),
         # a pipeline: the second Parse of s4 fails, the rest of its group is skipped
         encode.parse("s4", "SELECT 7") + encode.parse("s4", "SELECT 8") + encode.bind("", "s4") + encode.execute()
         + encode.sync() + encode.bind("", "s4") + encode.execute() + encode.sync(),
