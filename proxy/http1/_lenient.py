@@ -23,6 +23,10 @@ import httptools
 
 __all__: list[str] = []
 
+# At most this many requests are rewritten per `feed`: each costs a copy of the rest of the input,
+# and no client pipelines more such requests in one read; beyond it, llhttp's refusal stands.
+MAX_REWRITES_PER_FEED = 16
+
 # llhttp's messages (after our "malformed request: " prefix) for the shapes `normalize` fixes.
 RECOVERABLE = frozenset(
     {
@@ -59,11 +63,14 @@ def _complete_requests(data: memoryview) -> int:
 def start_of_request(data: bytes, before: int) -> int:
     """Offset in `data` (which starts at a message boundary) where the request after the first
     `before` complete ones begins: the shortest prefix llhttp completes `before` requests in.
-    A binary search over prefixes, O(n log n) and on the error path only."""
+    Found by doubling, then halving, the prefix: O(k log k) for an offset k, whatever follows."""
     if before == 0:
         return 0
     view = memoryview(data)
-    lo, hi = 0, len(data)
+    lo, hi = 0, 256
+    while hi < len(data) and _complete_requests(view[:hi]) < before:
+        lo, hi = hi, hi * 2
+    hi = min(hi, len(data))
     while lo < hi:
         mid = (lo + hi) // 2
         if _complete_requests(view[:mid]) >= before:

@@ -26,7 +26,7 @@ from __future__ import annotations
 import httptools
 
 from ._abnf import ABSOLUTE_FORM_RE, HOST_RE
-from ._lenient import RECOVERABLE, normalize, start_of_request
+from ._lenient import MAX_REWRITES_PER_FEED, RECOVERABLE, normalize, start_of_request
 from ._framing import (
     CL,
     CONN,
@@ -216,6 +216,7 @@ class RequestParser:
         n = len(data)
         start = 0
         mark = 0  # events before this index belong to bytes before `data` (after a recovery)
+        rewrites = 0
         while start < n:
             if self._head_done:
                 # In a body: llhttp takes everything, including any pipelined requests after it.
@@ -226,6 +227,8 @@ class RequestParser:
                         return
                 except ProtocolError as exc:
                     # A pipelined head after this body, refused by llhttp but legal: as below.
+                    if (rewrites := rewrites + 1) > MAX_REWRITES_PER_FEED:
+                        raise
                     data = self._recover(exc, data, n, *self._body_end(exc, start, first, chunked))
                     n, start, mark = len(data), 0, len(self._events)
                     continue
@@ -253,6 +256,8 @@ class RequestParser:
                     return
             except ProtocolError as exc:
                 # A legal head llhttp refuses (_lenient.py): parse it again, rewritten.
+                if (rewrites := rewrites + 1) > MAX_REWRITES_PER_FEED:
+                    raise
                 data = self._recover(exc, data, cut, 0 if fresh else -1, mark)
                 n, start, mark = len(data), 0, len(self._events)
                 continue

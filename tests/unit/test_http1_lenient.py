@@ -151,3 +151,16 @@ def test_what_stays_refused_under_any_split(wire) -> None:
         events, err = _feed(pieces)
         assert err is not None and err.status_hint == 400, (pieces, events)
         assert not any(isinstance(ev, EndOfMessage) for ev in events)
+
+
+def test_rewriting_is_bounded_per_feed() -> None:
+    # A read packed with such requests costs a bounded amount of work: the first ones are taken,
+    # then the refusal stands (in separate reads each would be taken).
+    from proxy.http1._lenient import MAX_REWRITES_PER_FEED
+
+    one = b"POST /x HTTP/1.1\r\n" + H + b"Content-Length: 0, 0\r\n\r\n"
+    events, err = _feed([one * 1000])
+    assert err is not None and err.status_hint == 400
+    assert len(_meant(events)) == MAX_REWRITES_PER_FEED
+    events, err = _feed([one] * 40)
+    assert err is None and len(_meant(events)) == 40
