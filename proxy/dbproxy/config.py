@@ -233,7 +233,12 @@ class PoolConfig(StrictModel):
 class TimeoutsConfig(StrictModel):
     client_login: float = Field(default=15.0, gt=0)  # startup + authentication must finish within
     server_connect: float = Field(default=5.0, gt=0)  # TCP connect + login to a server
-    query: float = Field(default=0.0, ge=0)  # seconds; 0 = none (the server's statement_timeout)
+    # seconds a statement may run; then the proxy sends the server a CancelRequest (57014 from the
+    # server). 0 = none (the server's own statement_timeout still applies).
+    query: float = Field(default=0.0, ge=0)
+    # seconds after that cancel: a server still silent then is given up (connection closed, the
+    # client gets 57014 from the proxy); faults.py
+    query_cancel_grace: float = Field(default=2.0, gt=0, le=600)
     drain: float = Field(default=30.0, ge=0)  # SIGTERM: wait this long for sessions to go idle
 
 

@@ -36,6 +36,7 @@ from .classify_types import Decision
 from .clientauth import Credentials
 from .config import DbProxyConfig
 from .console import run_console
+from .faults import query_timed_out, replica_marked_down
 from .login_limits import LoginLimiter
 from .monitor import BackendStatus, ReplicaMonitor, usable_for_reads
 from .pool import ServerPools
@@ -402,7 +403,7 @@ class DbProxyDaemon:
         conn.sent_at = time.monotonic()
         q = self.cfg.timeouts.query
         if q > 0:
-            conn.timer = asyncio.get_running_loop().call_later(q, self._query_timeout, conn)
+            conn.timer = asyncio.get_running_loop().call_later(q, query_timed_out, self, conn)
 
     def finished(self, conn: ServerConn) -> None:
         if conn.counted:
@@ -416,12 +417,6 @@ class DbProxyDaemon:
         if conn.timer is not None:
             conn.timer.cancel()
             conn.timer = None
-
-    def _query_timeout(self, conn: ServerConn) -> None:
-        conn.timer = None
-        if conn.busy and not conn.closed:
-            log.info("query timeout: cancelling", extra={"backend": conn.backend})
-            self.cancel_conn(conn)
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)
@@ -461,6 +456,7 @@ class DbProxyDaemon:
         else:
             log.warning("backend down", extra={"backend": name, "error": status.last_error})
             self.pools.close_backend(name)
+            replica_marked_down(self, name)  # faults.py: reads waiting on it go elsewhere now
 
     # -- admin ----------------------------------------------------------------------------------
 

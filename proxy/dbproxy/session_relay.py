@@ -14,7 +14,7 @@ import time
 from typing import TYPE_CHECKING
 
 from proxy.pgwire import encode
-from proxy.pgwire.errors import ADMIN_SHUTDOWN, CONNECTION_FAILURE, PgProtocolError
+from proxy.pgwire.errors import ADMIN_SHUTDOWN, CONNECTION_FAILURE, QUERY_CANCELED, PgProtocolError
 from proxy.pgwire.framing import DEFAULT_MAX_MESSAGE_LENGTH as MAX_MESSAGE_LENGTH
 from proxy.pgwire.framing import Message
 from proxy.pgwire.messages import decode_backend
@@ -151,6 +151,9 @@ class RelayMixin(_Base):
             return
         if self.phase == "login" and not was_busy:
             return  # the login task sees the failure itself
+        if conn._skip and self.phase == "ready":
+            self.close()  # lost in the middle of a large message: the client's stream is cut
+            return
         if backend == PRIMARY and self.phase == "ready":
             # The client's own server connection (its BackendKeyData is this server's): when it
             # goes (pg_terminate_backend, a crash, idle_session_timeout), the session ends with
@@ -186,8 +189,9 @@ class RelayMixin(_Base):
                 sqlstate = CONNECTION_FAILURE
             self.fatal(sqlstate, message)
             return
-        self.send_error(error_fields("ERROR", CONNECTION_FAILURE,
-                                     f"{message}; the statement may not have completed"))
+        # 57014: the proxy dropped a server that ignored a timeouts.query cancel (faults.py).
+        code = QUERY_CANCELED if sqlstate == QUERY_CANCELED else CONNECTION_FAILURE
+        self.send_error(error_fields("ERROR", code, f"{message}; the statement may not have completed"))
         pending = len(conn.groups)
         if conn.open_group is not None:
             self.skip_until_sync = True

@@ -1,0 +1,189 @@
+"""Servers that hang (SIGSTOP) behind `tierproxy dbproxy`, under load from asyncpg and psycopg.
+
+A frozen replica: every read in flight on it must be re-run elsewhere once the monitor marks it
+down, so no read waits longer than the detection time (monitor.interval + monitor.timeout: one
+failed poll marks a server down) plus a generous margin, and none fails (they are all reads
+outside a transaction: safe to re-run). A statement the server never answers: `timeouts.query`
+cancels it, and when the server does not even answer the cancel, the proxy gives up on it after
+`timeouts.query_cancel_grace` and the client gets 57014.
+
+Frozen servers are always resumed in a `finally`, and the proxy is seen to take them back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import urllib.request
+
+import asyncpg
+import psycopg
+import pytest
+
+from proxy.devstack.poll import wait_until_async
+
+# proxy.devstack.dbproxy writes monitor.interval = 0.5 and monitor.timeout = 0.5
+DETECTION = 0.5 + 0.5
+MARGIN = 3.0  # one retry plus a loaded machine
+ASYNCPG_CLIENTS = 4
+PSYCOPG_CLIENTS = 2
+SQL = "SELECT inet_server_port() FROM faults_t WHERE id = {}"
+
+
+@pytest.fixture
+def cluster(pg_cluster_factory):
+    c = pg_cluster_factory(replicas=2)
+    c.primary.psql("CREATE TABLE faults_t (id int PRIMARY KEY); INSERT INTO faults_t SELECT generate_series(1, 100)")
+    c.wait_for_replicas_caught_up()
+    return c
+
+
+class Readers:
+    """Clients reading in a loop; every statement's (start, end, outcome, port) is recorded."""
+
+    def __init__(self, dsn: str) -> None:
+        self.dsn = dsn
+        self.log: list[list[tuple[float, float, str, int | None]]] = []
+        self.stop = asyncio.Event()
+        self.tasks: list[asyncio.Task[None]] = []
+
+    async def _asyncpg(self, log: list) -> None:
+        conn = await asyncpg.connect(self.dsn)
+        try:
+            i = 0
+            while not self.stop.is_set():
+                i += 1
+                started = time.monotonic()
+                try:
+                    port = await conn.fetchval(SQL.format("$1"), 1 + i % 100)
+                    log.append((started, time.monotonic(), "ok", port))
+                except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
+                    log.append((started, time.monotonic(), repr(exc), None))
+                    if conn.is_closed():
+                        conn = await asyncpg.connect(self.dsn)
+        finally:
+            await conn.close()
+
+    async def _psycopg(self, log: list) -> None:
+        conn = await psycopg.AsyncConnection.connect(self.dsn, autocommit=True)
+        try:
+            i = 0
+            while not self.stop.is_set():
+                i += 1
+                started = time.monotonic()
+                try:
+                    cur = await conn.execute(SQL.format("%s"), (1 + i % 100,))
+                    (port,) = await cur.fetchone()
+                    log.append((started, time.monotonic(), "ok", port))
+                except psycopg.Error as exc:
+                    log.append((started, time.monotonic(), repr(exc), None))
+                    if conn.closed:
+                        conn = await psycopg.AsyncConnection.connect(self.dsn, autocommit=True)
+        finally:
+            await conn.close()
+
+    def start(self) -> None:
+        for kind in [self._asyncpg] * ASYNCPG_CLIENTS + [self._psycopg] * PSYCOPG_CLIENTS:
+            log: list = []
+            self.log.append(log)
+            self.tasks.append(asyncio.create_task(kind(log)))
+
+    async def finish(self) -> None:
+        self.stop.set()
+        await asyncio.gather(*self.tasks)
+
+    async def each_logged(self, n: int, since: float, timeout: float) -> None:
+        async def enough() -> bool:
+            for t in self.tasks:
+                if t.done():
+                    t.result()  # a client that died: its exception
+            return all(sum(1 for e in log if e[0] >= since) >= n for log in self.log)
+
+        await wait_until_async(enough, timeout, f"{n} statements from every client")
+
+
+async def _wait_status(proxy, predicate, timeout: float = 20.0) -> dict:
+    async def matched() -> dict | None:
+        status = await asyncio.to_thread(proxy.status)
+        return status if predicate({b["name"]: b for b in status["backends"]}) else None
+
+    return await wait_until_async(matched, timeout, "the proxy's status")
+
+
+def _metric(proxy, name: str) -> float:
+    with urllib.request.urlopen(f"http://127.0.0.1:{proxy.admin_port}/metrics", timeout=5) as resp:
+        for line in resp.read().decode().splitlines():
+            if line.startswith(name + " "):
+                return float(line.split()[1])
+    raise AssertionError(f"{name} not in /metrics")
+
+
+async def test_a_frozen_replica_under_load_holds_no_read_past_detection_and_fails_none(cluster, dbproxy_factory):
+    proxy = dbproxy_factory(cluster)
+    r1, r2 = cluster.replicas
+    readers = Readers(proxy.dsn())
+    readers.start()
+    try:
+        await readers.each_logged(20, 0.0, 30)
+        assert {e[3] for log in readers.log for e in log} >= {r1.port, r2.port}, "the load does not reach both replicas"
+        frozen_at = time.monotonic()
+        await asyncio.to_thread(r1.pause)
+        try:
+            await _wait_status(proxy, lambda b: not b["replica1"]["up"])
+            down_at = time.monotonic()
+            # Every client goes on after the detection, and the freeze lasts well past the bound
+            # (a read held for the whole freeze would exceed it).
+            await readers.each_logged(20, down_at, 20)
+
+            async def held_long_enough() -> bool:
+                return time.monotonic() - frozen_at > DETECTION + MARGIN + 1.0
+
+            await wait_until_async(held_long_enough, 10, "the freeze to last past the bound")
+            thawed_at = time.monotonic()
+        finally:
+            await asyncio.to_thread(r1.resume)
+    finally:
+        await readers.finish()
+    await _wait_status(proxy, lambda b: b["replica1"]["up"] and b["replica1"]["usable"])
+
+    entries = [e for log in readers.log for e in log]
+    during = [e for e in entries if e[1] >= frozen_at and e[0] <= thawed_at]
+    failed = [e for e in entries if e[2] != "ok"]
+    longest = max(e[1] - e[0] for e in during)
+    retried = _metric(proxy, "tierproxy_dbproxy_reads_retried_total")
+    print(f"frozen {thawed_at - frozen_at:.1f} s, detected after {down_at - frozen_at:.2f} s; "
+          f"{len(during)} reads during the freeze, longest {longest:.2f} s; {retried:.0f} re-run; "
+          f"{len(failed)} failed")  # fmt: skip
+    assert not failed, failed[:5]
+    assert longest < DETECTION + MARGIN, f"a read waited {longest:.2f} s on the frozen replica"
+    assert retried >= 1, "no read was in flight on the frozen replica: the test saw nothing"
+    after = [e for e in entries if down_at + DETECTION < e[0] <= thawed_at]
+    assert after and {e[3] for e in after} <= {r2.port, cluster.primary.port}, "reads still reach the frozen replica"
+
+
+async def test_a_statement_its_server_never_answers_gets_57014_after_the_timeout_and_grace(cluster, dbproxy_factory):
+    proxy = dbproxy_factory(cluster, extra="[timeouts]\nquery = 1.0\nquery_cancel_grace = 1.0\n")
+    conn = await asyncpg.connect(proxy.dsn())
+    try:
+        # A server that hears the cancel answers 57014 itself; the session goes on.
+        with pytest.raises(asyncpg.QueryCanceledError):
+            await conn.execute("SELECT pg_sleep(30)")
+        assert await conn.fetchval("SELECT 1") == 1
+        await asyncio.to_thread(cluster.primary.pause)
+        try:
+            started = time.monotonic()
+            with pytest.raises((asyncpg.PostgresError, asyncpg.InterfaceError)) as info:
+                await conn.execute("INSERT INTO faults_t VALUES (1000)", timeout=20)
+            took = time.monotonic() - started
+        finally:
+            await asyncio.to_thread(cluster.primary.resume)
+        print(f"frozen primary: {type(info.value).__name__} after {took:.2f} s: {info.value}")
+        assert "statement timeout" in str(info.value), info.value
+        assert 1.0 + 1.0 <= took < 1.0 + 1.0 + MARGIN, took
+    finally:
+        conn.terminate()
+    await _wait_status(proxy, lambda b: b["primary"]["up"])
+    # The proxy serves on. (The INSERT itself may have run once the server woke up: the client
+    # was told the statement may not have completed, as after any lost connection.)
+    with psycopg.connect(proxy.dsn(), autocommit=True) as pconn:
+        assert pconn.execute("SELECT count(*) FROM faults_t WHERE id <= 100").fetchone() == (100,)
