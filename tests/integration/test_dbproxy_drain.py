@@ -14,6 +14,7 @@ import shutil
 import subprocess
 
 import psycopg
+import pytest
 
 from proxy.devstack.poll import wait_until
 from proxy.pgwire import encode
@@ -35,9 +36,10 @@ def _running(pg_cluster, sql: str) -> bool:
     return False
 
 
-def test_sigterm_under_load_gives_every_connected_client_57p01(pg_cluster, dbproxy_factory, tmp_path):
+@pytest.mark.parametrize("workers", [1, 2])
+def test_sigterm_under_load_gives_every_connected_client_57p01(pg_cluster, dbproxy_factory, tmp_path, workers):
     assert PGBENCH is not None, "pgbench is needed (Debian package postgresql-client)"
-    proxy = dbproxy_factory(pg_cluster, extra="[timeouts]\ndrain = 1.0\n")
+    proxy = dbproxy_factory(pg_cluster, extra="[timeouts]\ndrain = 1.0\n", workers=workers)
     script = tmp_path / "load.sql"
     script.write_text("\\set r random(1, 1000)\nSELECT :r, count(*) FROM pg_class;\n")
     bench = subprocess.Popen(
