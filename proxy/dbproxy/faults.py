@@ -6,13 +6,13 @@ open, so nothing tells the sessions waiting on it that no answer will come. Two 
 * The monitor (monitor.py) marks the replica down after a poll fails or exceeds
   `monitor.timeout`. `replica_marked_down` then aborts every server connection of the proxy to
   that replica (and asks the server, by CancelRequest, to stop what they ran, for when it comes
-  back). Each session sees its connection lost (session_relay.py `on_server_lost`): a read that
-  has had no answer yet, outside a transaction (`conn.replay`), runs again on another replica or
-  the primary and the client sees only latency; one with part of its answer forwarded fails at
-  once with ERROR 08006 and the session goes on; inside a transaction the session ends (FATAL),
-  its state being gone. The primary is never treated so: its statements are writes that cannot be
-  re-run, and a slow monitor poll on a busy primary must not abort them; `timeouts.query` covers
-  it.
+  back), and connections still being opened to it give up. Each session sees its connection lost
+  (session_relay.py `on_server_lost`): a read that has had no answer yet, outside a transaction
+  (`conn.replay`), runs again on another replica or the primary and the client sees only latency;
+  one with part of its answer forwarded fails at once with ERROR 08006 and the session goes on;
+  inside a transaction the session ends (FATAL), its state being gone. The primary is never
+  treated so: its statements are writes that cannot be re-run, and a slow monitor poll on a busy
+  primary must not abort them; `timeouts.query` covers it.
 * `timeouts.query` is the proxy's own: when a statement has run that long, the proxy sends the
   server a CancelRequest (`query_timed_out`); a server that answers it ends the statement with its
   own 57014. If the statement is still unanswered `timeouts.query_cancel_grace` seconds later,
@@ -45,6 +45,7 @@ def replica_marked_down(daemon: DbProxyDaemon, backend: str) -> int:
     """Abort the proxy's in-use connections to a replica the monitor marked down; how many."""
     if backend == PRIMARY:
         return 0
+    daemon.pools.abandon_connects(backend)  # logins hanging on it: fail over now
     conns = [c for c in daemon.pools.active if c.backend == backend and not c.closed]
     for conn in conns:
         if conn.busy and conn.pid:

@@ -58,6 +58,7 @@ class ServerPools:
         self.active: set[ServerConn] = set()
         self.connecting: dict[str, int] = {}
         self._waiters: dict[str, deque[asyncio.Future[None]]] = {}
+        self._down: dict[str, asyncio.Future[None]] = {}  # resolved by abandon_connects
         self.connects = 0  # counters for metrics
         self.connect_failures = 0
         self.closed = False
@@ -129,10 +130,19 @@ class ServerPools:
         server_user, password = self._login(user)
         self.connecting[backend] = self.connecting.get(backend, 0) + 1
         try:
-            conn = await open_server(
+            task = asyncio.get_running_loop().create_task(open_server(
                 backend, self.addresses[backend], key, user=server_user, password=password,
                 database=database, options=dict(options), timeout=self.connect_timeout,
-            )  # fmt: skip
+            ))  # fmt: skip
+            try:
+                await asyncio.wait((task, self._down_signal(backend)), return_when=asyncio.FIRST_COMPLETED)
+            except BaseException:
+                task.cancel()
+                raise
+            if not task.done():  # a hung server's login would take all of connect_timeout
+                task.cancel()
+                raise ServerError(f"server {backend} was marked down while connecting")
+            conn = task.result()
         except ServerError:
             self.connect_failures += 1
             raise
@@ -145,6 +155,18 @@ class ServerPools:
             raise ServerError("the proxy is shutting down")
         self.active.add(conn)
         return conn
+
+    def _down_signal(self, backend: str) -> asyncio.Future[None]:
+        fut = self._down.get(backend)
+        if fut is None or fut.done():
+            fut = self._down[backend] = asyncio.get_running_loop().create_future()
+        return fut
+
+    def abandon_connects(self, backend: str) -> None:
+        """`backend` was marked down: connections being opened to it fail now (ServerError)."""
+        fut = self._down.pop(backend, None)
+        if fut is not None and not fut.done():
+            fut.set_result(None)
 
     def _wake(self, backend: str) -> None:
         waiters = self._waiters.get(backend)
