@@ -72,7 +72,7 @@ __all__ = ["ADMIN_DATABASE", "ClientSession"]
 log = logging.getLogger("tierproxy.dbproxy")
 
 MAX_BATCH_BYTES = 1 << 20
-LINGER_SECONDS = 10.0  # a client that does not close after our FATAL is cut off after this
+LINGER_SECONDS = 5.0  # a client that does not close after our FATAL is cut off after this
 # FunctionCall (the fast-path interface): it can call anything, so the primary.
 _CALL = ("query", Decision(Target.PRIMARY, Reason.WRITE, detail="call"))
 _CONTROL = frozenset((b"d", b"c", b"f", b"X"))  # CopyData/CopyDone/CopyFail, Terminate
@@ -227,7 +227,8 @@ class ClientSession(LoginMixin, RelayMixin, asyncio.Protocol):
                 self.end_after_message(sqlstate, message)
                 return
         self.send_error(error_fields("FATAL", sqlstate, message))
-        self.close(linger=True)
+        # Not before the login: an unauthenticated peer gets no lingering socket of ours.
+        self.close(linger=self.phase == "ready")
 
     def close(self, *, linger: bool = False) -> None:
         """End the session. `linger` (after a FATAL of ours): make sure the client gets it. The
