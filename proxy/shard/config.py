@@ -34,6 +34,7 @@ from pydantic import AfterValidator, Field, SecretStr, field_validator, model_va
 from proxy.core.config import StrictModel, parse_hostport
 from proxy.pgwire.auth import parse_scram_verifier
 
+from .keys import GroupSpec
 from .maps import ConsistentMap, DedicatedMap, HashMap, Key, ModuloMap, RangeMap, ShardMap
 
 __all__ = [
@@ -318,3 +319,7 @@ class ShardConfig(StrictModel):
     def table_groups(self) -> dict[str, str]:
         """Table name (lower-case, as configured) -> group name."""
         return {t: name for name, group in self.groups.items() for t in group.tables}
+
+    def group_specs(self) -> list[GroupSpec]:
+        """What key extraction needs of each table group."""
+        return [GroupSpec(name, frozenset(g.tables), g.key, g.key_type) for name, g in self.groups.items()]
