@@ -10,10 +10,14 @@ cd "$(dirname "$0")/.."
 
 # redis-server, postgresql: real backends for tests and the demo; prometheus: promtool checks
 # /metrics; curl, wrk: real clients; nginx, haproxy, pgbouncer, pgpool2: the peers bench/ compares
-# against; openssl: test certificates for the TLS tests.
-APT_PACKAGES=(redis-server postgresql prometheus curl wrk nginx haproxy pgbouncer pgpool2 openssl)
+# against; openssl: test certificates for the TLS tests. DNS (tierproxy geodns): dig is the test
+# client, dnsperf the bench's load, dnsmasq (dnsmasq-base: the binary without the system service)
+# and PowerDNS with its GeoIP backend the peers bench/geodns.py compares against.
+APT_PACKAGES=(redis-server postgresql prometheus curl wrk nginx haproxy pgbouncer pgpool2 openssl
+              bind9-dnsutils dnsperf dnsmasq-base pdns-server pdns-backend-geoip)
 # command that proves each package is present (same order)
-APT_PROBES=(redis-server /usr/lib/postgresql promtool curl wrk nginx haproxy pgbouncer pgpool openssl)
+APT_PROBES=(redis-server /usr/lib/postgresql promtool curl wrk nginx haproxy pgbouncer pgpool openssl
+            dig dnsperf /usr/sbin/dnsmasq /usr/sbin/pdns_server /usr/share/doc/pdns-backend-geoip/copyright)
 
 log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 
@@ -31,6 +35,14 @@ if ((${#need_apt[@]})); then
   $SUDO apt-get install -y -qq --no-install-recommends "${need_apt[@]}" python3-venv >/dev/null
 fi
 # Debian's postgresql package may start a cluster of its own; tierproxy's tests start their own.
+# pdns-server ships a system service; where one was started (a machine with systemd) it holds port
+# 53 and answers from /etc/powerdns, which nothing here uses: the bench and tests run their own
+# pdns_server on a free loopback port. Stop and disable it so port 53 is not taken by surprise.
+if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet pdns 2>/dev/null; then
+  log "stopping the system pdns service (the bench starts its own PowerDNS)"
+  SUDO=""; [[ $(id -u) == 0 ]] || SUDO="sudo"
+  $SUDO systemctl disable --now pdns >/dev/null 2>&1 || true
+fi
 
 PY=${PYTHON:-}
 if [[ -z $PY ]]; then
