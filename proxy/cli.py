@@ -2,6 +2,7 @@
 
     tierproxy lb --config lb.toml
     tierproxy dbproxy --config dbproxy.toml
+    tierproxy geodns --config geodns.toml
     tierproxy check-config lb.toml        # any daemon's config; exit 2 with located errors
     tierproxy demo                        # the whole architecture on this machine
 
@@ -25,6 +26,7 @@ __all__ = ["main"]
 DAEMONS: dict[str, tuple[str, str]] = {
     "lb": ("proxy.lb.config:LbConfig", "proxy.lb.daemon:LbDaemon"),
     "dbproxy": ("proxy.dbproxy.config:DbProxyConfig", "proxy.dbproxy.daemon:DbProxyDaemon"),
+    "geodns": ("proxy.geodns.config:GeoDnsConfig", "proxy.geodns.daemon:GeoDnsDaemon"),
 }
 
 
@@ -48,6 +50,8 @@ def _guess_daemon(path: Path) -> str | None:
         return "lb"
     if "primary" in data:
         return "dbproxy"
+    if "zones" in data:
+        return "geodns"
     return None
 
 
