@@ -283,7 +283,13 @@ class GeoDnsConfig(StrictModel):
         for o in origins:
             if origins.count(o) > 1:
                 raise ValueError(f"zones: origin {o} appears twice")
+        from proxy.geodns.zones import Zone  # zones builds on this module's models
+
         for zi, zone in enumerate(self.zones):
+            try:
+                Zone(zone)
+            except ValueError as exc:
+                raise ValueError(f"zones[{zi}]: {exc}") from None
             for ni, n in enumerate(zone.names):
                 where = f"zones[{zi}].names[{ni}]"
                 dcs = list(n.datacenters) + list(n.weights)
