@@ -1,11 +1,11 @@
-"""`python -m bench lb|dbproxy [options]`: the command line of the benchmark harness."""
+"""`python -m bench lb|dbproxy|geodns [options]`: the command line of the benchmark harness."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 
-from bench import dbproxy, lb
+from bench import dbproxy, geodns, lb
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -13,11 +13,14 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="scenario", required=True)
     lb.add_arguments(sub.add_parser("lb", help=lb.__doc__.split("\n")[0]))
     dbproxy.add_arguments(sub.add_parser("dbproxy", help=dbproxy.__doc__.split("\n")[0]))
+    geodns.add_arguments(sub.add_parser("geodns", help=geodns.__doc__.split("\n")[0]))
     args = parser.parse_args(argv)
     if args.scenario == "lb":
         return lb.run(args, argv if argv is not None else sys.argv[1:])
     if args.scenario == "dbproxy":
         return dbproxy.run(args, argv if argv is not None else sys.argv[1:])
+    if args.scenario == "geodns":
+        return geodns.run(args, argv if argv is not None else sys.argv[1:])
     parser.error(f"unknown scenario {args.scenario!r}")
     return 2
 
