@@ -22,8 +22,8 @@ or a `Refuse` (0A000, naming why) when the answer could not be merged correctly:
   aggregate with DISTINCT or WITHIN GROUP), expressions over aggregates, subqueries with
   aggregates/GROUP BY/DISTINCT/LIMIT/window functions, ORDER BY ... USING. Ordering text (or
   MIN/MAX of text) needs the "C" collation (``COLLATE "C"`` in the statement, or
-  `c_collation=True` when the shards' databases use it), because the gatherer orders text by
-  code point. Joins of shards of different groups are refused earlier, by keys.analyze.
+  ``merge(..., c_collation=True)`` when the shards' databases use a code-point collation),
+  because the gatherer orders text by code point. Joins of shards of different groups are refused earlier, by keys.analyze.
 
 `merge(plan, columns, shard_rows, params)` takes the shards' RowDescription columns (name, type
 OID) and text rows and returns the client's columns and rows, or a `Refuse`.
@@ -41,7 +41,7 @@ from pglast import ast, parse_sql
 from pglast.parser import ParseError
 from pglast.stream import RawStream
 
-from .keys import Param, Refuse, _walk
+from .keys import Param, Refuse, walk_nodes
 from .values import (
     FLOAT4,
     FLOAT8,
@@ -133,13 +133,13 @@ def _is_agg(node: Any) -> bool:
 
 
 def _check_subqueries(stmt: ast.SelectStmt) -> Refuse | None:
-    for node in _walk(stmt):
+    for node in walk_nodes(stmt):
         if isinstance(node, ast.FuncCall) and node.over is not None:
             return _refuse(f"window function {_fname(node)}() (its frame spans the shards)")
         if isinstance(node, ast.SelectStmt) and node is not stmt:
             if node.groupClause or node.distinctClause or node.limitCount is not None \
                     or node.limitOffset is not None or int(node.op) != 0 or node.havingClause \
-                    or any(_is_agg(n) for n in _walk(node)):
+                    or any(_is_agg(n) for n in walk_nodes(node)):
                 return _refuse("a subquery with aggregates, GROUP BY, DISTINCT, LIMIT or a set "
                                "operation (each shard would compute it on its own rows)")
     return None
@@ -174,7 +174,7 @@ def _limit_node(limit: int | Param, offset: int | Param | None) -> Any:
     return ast.A_Expr(kind=0, name=(ast.String(sval="+"),), lexpr=term(limit), rexpr=term(offset))
 
 
-def plan_gather(sql: str, *, c_collation: bool = False) -> GatherPlan | Refuse:
+def plan_gather(sql: str) -> GatherPlan | Refuse:
     """How to run `sql` (one SELECT) on several shards and merge the answers."""
     try:
         raw = parse_sql(sql)
@@ -206,10 +206,10 @@ def plan_gather(sql: str, *, c_collation: bool = False) -> GatherPlan | Refuse:
         return offset
     targets = list(stmt.targetList or ())
     aggregate = bool(stmt.groupClause) or any(
-        _is_agg(n) for n in _walk(list(targets) + [s.node for s in stmt.sortClause or ()]))
+        _is_agg(n) for n in walk_nodes(list(targets) + [s.node for s in stmt.sortClause or ()]))
     if aggregate:
-        return _plan_aggregate(stmt, targets, limit, offset, c_collation)
-    return _plan_rows(stmt, targets, limit, offset, c_collation)
+        return _plan_aggregate(stmt, targets, limit, offset)
+    return _plan_rows(stmt, targets, limit, offset)
 
 
 def _strip_collate(node: Any) -> tuple[Any, bool]:
@@ -259,8 +259,8 @@ def _sort_keys(stmt: ast.SelectStmt, targets: list[ast.ResTarget],
     return tuple(keys)
 
 
-def _plan_rows(stmt: ast.SelectStmt, targets: list[ast.ResTarget], limit: Any, offset: Any,
-               c_collation: bool) -> GatherPlan | Refuse:
+def _plan_rows(stmt: ast.SelectStmt, targets: list[ast.ResTarget], limit: Any,
+               offset: Any) -> GatherPlan | Refuse:
     hidden: list[ast.ResTarget] = []
 
     def add_hidden(node: Any) -> int:
@@ -280,8 +280,8 @@ def _plan_rows(stmt: ast.SelectStmt, targets: list[ast.ResTarget], limit: Any, o
     return GatherPlan(_text(stmt), n, sort, limit, offset, aggregate=False)
 
 
-def _plan_aggregate(stmt: ast.SelectStmt, targets: list[ast.ResTarget], limit: Any, offset: Any,
-                    c_collation: bool) -> GatherPlan | Refuse:
+def _plan_aggregate(stmt: ast.SelectStmt, targets: list[ast.ResTarget], limit: Any,
+                    offset: Any) -> GatherPlan | Refuse:
     if any(isinstance(g, ast.GroupingSet) for g in stmt.groupClause or ()):
         return _refuse("GROUPING SETS, ROLLUP and CUBE")
     width = len(targets)
@@ -301,7 +301,7 @@ def _plan_aggregate(stmt: ast.SelectStmt, targets: list[ast.ResTarget], limit: A
         if pos is not None and not 0 <= pos < width:
             return _refuse(f"GROUP BY position {pos + 1} is not in the select list")
         node = targets[pos].val if pos is not None else g
-        if any(_is_agg(n) for n in _walk(node)):
+        if any(_is_agg(n) for n in walk_nodes(node)):
             return _refuse("GROUP BY on an aggregate")
         group_nodes.append((pos, node))
     for pos, node in group_nodes:
@@ -316,7 +316,7 @@ def _plan_aggregate(stmt: ast.SelectStmt, targets: list[ast.ResTarget], limit: A
         if text in group_texts:
             return "group"
         if not isinstance(node, ast.FuncCall) or not _is_agg(node):
-            if any(_is_agg(n) for n in _walk(node)):
+            if any(_is_agg(n) for n in walk_nodes(node)):
                 return _refuse(f"an expression over aggregates ({text}); select the aggregate itself")
             return _refuse(f"{text} is neither in GROUP BY nor an aggregate")
         fname = _fname(node)

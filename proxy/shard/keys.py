@@ -59,6 +59,7 @@ __all__ = [
     "plan",
     "plan_sql",
     "stmt_tables",
+    "walk_nodes",
 ]
 
 FEATURE_NOT_SUPPORTED = "0A000"
@@ -163,14 +164,15 @@ def _hint(sql: str) -> tuple[str, str] | None:
 # --- tree helpers -------------------------------------------------------------------------------
 
 
-def _walk(node: Any) -> Iterator[ast.Node]:
+def walk_nodes(node: Any) -> Iterator[ast.Node]:
+    """Every pglast node in `node` (a node, list or tuple), depth first."""
     if isinstance(node, ast.Node):
         yield node
         for attr in node:
-            yield from _walk(getattr(node, attr))
+            yield from walk_nodes(getattr(node, attr))
     elif isinstance(node, list | tuple):
         for item in node:
-            yield from _walk(item)
+            yield from walk_nodes(item)
 
 
 def _table_name(rv: ast.RangeVar) -> str:
@@ -179,8 +181,8 @@ def _table_name(rv: ast.RangeVar) -> str:
 
 def stmt_tables(stmt: Any) -> list[ast.RangeVar]:
     """Every table the statement names (CTE names excluded)."""
-    ctes = {n.ctename.lower() for n in _walk(stmt) if isinstance(n, ast.CommonTableExpr)}
-    return [n for n in _walk(stmt) if isinstance(n, ast.RangeVar)
+    ctes = {n.ctename.lower() for n in walk_nodes(stmt) if isinstance(n, ast.CommonTableExpr)}
+    return [n for n in walk_nodes(stmt) if isinstance(n, ast.RangeVar)
             and not (n.schemaname is None and n.relname.lower() in ctes)]
 
 
@@ -297,7 +299,7 @@ def _colocated(stmt: Any, grouped: list[ast.RangeVar], key: str) -> bool:
         if a in parent and b in parent:
             parent[find(a)] = find(b)
 
-    for node in _walk(stmt):
+    for node in walk_nodes(stmt):
         if isinstance(node, ast.A_Expr) and int(node.kind) == 0 and node.name \
                 and isinstance(node.name[-1], ast.String) and node.name[-1].sval == "=":
             if _is_key_column(node.lexpr, key) and _is_key_column(node.rexpr, key):
@@ -307,8 +309,8 @@ def _colocated(stmt: Any, grouped: list[ast.RangeVar], key: str) -> bool:
         elif isinstance(node, ast.JoinExpr) and node.usingClause:
             using = {s.sval.lower() for s in node.usingClause if isinstance(s, ast.String)}
             if key in using:
-                left = [n for n in _walk(node.larg) if isinstance(n, ast.RangeVar)]
-                right = [n for n in _walk(node.rarg) if isinstance(n, ast.RangeVar)]
+                left = [n for n in walk_nodes(node.larg) if isinstance(n, ast.RangeVar)]
+                right = [n for n in walk_nodes(node.rarg) if isinstance(n, ast.RangeVar)]
                 for lrv in left:
                     for rrv in right:
                         union((lrv.alias.aliasname if lrv.alias else lrv.relname).lower(),
@@ -375,6 +377,8 @@ def _analyze_stmt(sql: str, stmt: Any, groups: Sequence[GroupSpec],
         return Analysis(sql, "ddl")
     tables = stmt_tables(stmt)
     if not tables:
+        if hint is not None:  # shard_key comment: the group is resolved by plan
+            return Analysis(sql, "keyed", keys=(hint[1],))
         return Analysis(sql, "no_table")
     by_group: dict[str, list[ast.RangeVar]] = {}
     specs: dict[str, GroupSpec] = {}
@@ -388,6 +392,8 @@ def _analyze_stmt(sql: str, stmt: Any, groups: Sequence[GroupSpec],
         return _refuse(sql, FEATURE_NOT_SUPPORTED,
                        f"the statement names tables of table groups {names}, which are sharded apart")
     if not by_group:
+        if hint is not None:
+            return Analysis(sql, "keyed", keys=(hint[1],))
         return Analysis(sql, "keyless")
     (gname, grouped), = by_group.items()
     spec = specs[gname]
@@ -510,12 +516,19 @@ def plan(
     if a.kind == "ddl":
         return All(a.sql, "DDL goes to every shard", ddl=True)
     group = a.group
-    if group is None and session_key is not None and len(maps) == 1:
+    if group is None and (session_key is not None or a.kind == "keyed") and len(maps) == 1:
         group = next(iter(maps))
+    if a.kind == "keyed" and group is None:
+        return Refuse(FEATURE_NOT_SUPPORTED,
+                      "a tierproxy:shard_key comment on a statement that names no sharded table "
+                      "needs exactly one table group (use tierproxy:shard=NAME)")
     try:
         if a.kind == "insert":
             return _plan_insert(a, maps[group or ""], params)
         if a.kind == "keyed":
+            if a.group is None:  # the comment's key, as written: convert for the group
+                a = Analysis(a.sql, "keyed", group, (_convert(str(a.keys[0]), specs[group or ""].key_type),))
+                return _plan_keys(a, maps[group or ""], params, "tierproxy:shard_key comment")
             return _plan_keys(a, maps[group or ""], params, "shard key in the statement")
         if session_key is not None and group is not None:
             key = _convert(session_key, specs[group].key_type)
@@ -562,7 +575,7 @@ def _plan_insert(a: Analysis, m: ShardMap, params: Sequence[Key | None] | None) 
     if len(rows) == 1:
         (shard,) = rows
         return One(shard, a.sql, "INSERT rows of one shard")
-    if any(isinstance(n, ast.ParamRef) for n in _walk(a._stmt)):
+    if any(isinstance(n, ast.ParamRef) for n in walk_nodes(a._stmt)):
         return Refuse(FEATURE_NOT_SUPPORTED,
                       "a multi-row INSERT with parameters whose rows belong to different shards "
                       "(send one INSERT per shard, or inline the values)")

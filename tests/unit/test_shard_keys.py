@@ -224,3 +224,14 @@ def test_in_list_goes_to_exactly_the_keys_shards(keys: list[int]) -> None:
     want = {SHARDS[k % 4] for k in keys}
     got = {p.shard} if isinstance(p, One) else {s for s, _ in p.parts}  # type: ignore[union-attr]
     assert got == want
+
+
+def test_shard_key_comment_on_a_statement_without_a_sharded_table() -> None:
+    # Two groups: which one the key belongs to is unknown.
+    p = route("/* tierproxy:shard_key=6 */ select now()")
+    assert isinstance(p, Refuse) and p.sqlstate == "0A000" and "tierproxy:shard=NAME" in p.message
+    one = {"users": MAPS["users"]}
+    p = plan(analyze("/* tierproxy:shard_key=6 */ select now()", [USERS]), one, SPECS)
+    assert isinstance(p, One) and p.shard == "s2"
+    p = plan(analyze("/* tierproxy:shard_key=6 */ select * from plain_table", [USERS]), one, SPECS)
+    assert isinstance(p, One) and p.shard == "s2"
