@@ -138,9 +138,7 @@ class GeoDnsDaemon:
         self.engine = engine
         self.cfg = new
         if self.server is not None:
-            self.server.handle = engine.handle
-            for conn in self.server.conns:
-                conn.handle = engine.handle
+            self.server.set_handle(engine.handle)
         old_engine.regions.close()
         self.reloads += 1
         if self.admin_guard is not None:

@@ -101,7 +101,16 @@ class DnsServer:
         self.conns: set[TcpDns] = set()
         self.closing = False
         self._udp: asyncio.DatagramTransport | None = None
+        self._udp_proto: UdpDns | None = None
         self._tcp: asyncio.AbstractServer | None = None
+
+    def set_handle(self, handle: Handle) -> None:
+        """A reload: every listener and open connection answers with the new engine from now on."""
+        self.handle = handle
+        if self._udp_proto is not None:
+            self._udp_proto.handle = handle
+        for conn in self.conns:
+            conn.handle = handle
 
     async def start(self, reuse_port: bool = False) -> None:
         loop = asyncio.get_running_loop()
@@ -115,7 +124,8 @@ class DnsServer:
         except OSError:
             sock.close()
             raise
-        self._udp, _ = await loop.create_datagram_endpoint(lambda: UdpDns(self.handle), sock=sock)
+        self._udp, proto = await loop.create_datagram_endpoint(lambda: UdpDns(self.handle), sock=sock)
+        self._udp_proto = proto  # type: ignore[assignment]
         try:
             self._tcp = await loop.create_server(lambda: TcpDns(self.handle, self), self.host, self.port,
                                                  reuse_address=True, reuse_port=reuse_port or None,

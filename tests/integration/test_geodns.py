@@ -1,0 +1,315 @@
+"""tierproxy geodns as a real process, asked by real dig and dnspython clients; 127.0.0.2 and
+127.0.0.3 play clients in the regions east and west. Health targets are small servers the tests
+own and kill."""
+
+from __future__ import annotations
+
+import random
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import dns.edns
+import dns.flags
+import dns.message
+import dns.query
+import dns.rcode
+import pytest
+
+from proxy.devstack.ports import allocate_port
+from tests.integration.geodnsproc import GeoDnsProcess, addresses
+from tests.integration.lbproc import http_json, wait_for
+
+pytestmark = pytest.mark.integration
+
+EAST, WEST = "192.0.2.10", "198.51.100.10"
+INTERVAL, TTL = 0.5, 1
+
+
+class Target:
+    """A health target the test owns: answers every connection with an HTTP 200 and closes.
+    `kill()` stops listening (connections refused); `revive()` listens again on the same port."""
+
+    def __init__(self) -> None:
+        self._lock = allocate_port()
+        self.port = self._lock.port
+        self._thread: threading.Thread | None = None
+        self.revive()
+
+    def revive(self) -> None:
+        self._stop = threading.Event()
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", self.port))
+        sock.listen(64)
+        sock.settimeout(0.05)
+        self._sock = sock
+        self._thread = threading.Thread(target=self._serve, args=(sock, self._stop), daemon=True)
+        self._thread.start()
+
+    @staticmethod
+    def _serve(sock: socket.socket, stop: threading.Event) -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = sock.accept()
+            except (TimeoutError, OSError):
+                continue
+            try:
+                conn.settimeout(1)
+                conn.recv(4096)
+                conn.sendall(b"HTTP/1.0 200 OK\r\nContent-Length: 3\r\n\r\nok\n")
+            except OSError:
+                pass
+            conn.close()
+        sock.close()
+
+    def kill(self) -> None:
+        self._stop.set()
+        assert self._thread is not None
+        self._thread.join(5)
+
+    def close(self) -> None:
+        self.kill()
+        self._lock.release()
+
+
+def body(east_port: int, west_port: int, app_ttl: int = TTL, split: str = "east = 70, west = 30") -> str:
+    return f'''
+[health]
+interval = {INTERVAL}
+timeout = 0.4
+rise = 1
+fall = 1
+
+[regions]
+networks = {{ "127.0.0.2/32" = "east", "127.0.0.3/32" = "west", "10.1.0.0/16" = "east", "10.2.0.0/16" = "west" }}
+
+[datacenters.east]
+addresses = ["{EAST}"]
+health = [{{ type = "tcp", address = "127.0.0.1:{east_port}" }}]
+
+[datacenters.west]
+addresses = ["{WEST}"]
+health = [{{ type = "http", url = "http://127.0.0.1:{west_port}/healthz" }}]
+
+[[zones]]
+origin = "example.test."
+soa = {{ mname = "ns1.example.test.", rname = "hostmaster.example.test.", minimum = 60 }}
+ns = ["ns1.example.test."]
+records = [
+  {{ name = "ns1", type = "A", value = "127.0.0.1" }},
+  {{ name = "www", type = "CNAME", value = "app" }},
+  {{ name = "a.deep", type = "TXT", value = "\\"hi\\"" }},
+  {{ name = "big", type = "TXT", value = "\\"{"x" * 200}\\"" }},
+  {{ name = "big", type = "TXT", value = "\\"{"y" * 200}\\"" }},
+  {{ name = "big", type = "TXT", value = "\\"{"z" * 200}\\"" }},
+]
+names = [
+  {{ name = "app", policy = "geo", ttl = {app_ttl}, drain_ttl = 1, datacenters = ["east", "west"], regions = {{ east = {{ datacenters = ["east", "west"] }}, west = {{ datacenters = ["west", "east"] }} }} }},
+  {{ name = "split", policy = "weighted", ttl = 60, weights = {{ {split} }} }},
+]
+'''
+
+
+@pytest.fixture
+def targets():
+    east, west = Target(), Target()
+    yield east, west
+    east.close()
+    west.close()
+
+
+@pytest.fixture
+def geodns(tmp_path: Path, targets):
+    east, west = targets
+    proc = GeoDnsProcess(tmp_path, body(east.port, west.port))
+    proc.start()
+    yield proc
+    rc = proc.stop()
+    assert rc == 0, proc.log_tail()
+
+
+def dig_status(out: str) -> str:
+    m = re.search(r"status: (\w+)", out)
+    assert m, out
+    return m.group(1)
+
+
+def dig_answers(out: str) -> list[str]:
+    return sorted(re.findall(r"^\S+\s+\d+\s+IN\s+A\s+(\S+)$", out, re.M))
+
+
+def test_two_regions_get_their_own_dc(geodns):
+    assert dig_answers(geodns.dig("app.example.test", source="127.0.0.2")) == [EAST]
+    assert dig_answers(geodns.dig("app.example.test", source="127.0.0.3")) == [WEST]
+    assert addresses(geodns.query("app.example.test", source="127.0.0.2")) == [EAST]
+    assert addresses(geodns.query("www.example.test", source="127.0.0.3")) == [WEST]
+
+
+def test_ecs_honoured_and_echoed_with_scope(geodns):
+    out = geodns.dig("app.example.test", "+subnet=10.2.5.0/24", source="127.0.0.2")
+    assert dig_answers(out) == [WEST]
+    assert "CLIENT-SUBNET: 10.2.5.0/24/16" in out  # the /16 region entry decided
+    r = geodns.query("app.example.test", source="127.0.0.3", use_edns=0,
+                     options=[dns.edns.ECSOption("10.1.9.0", 24)])  # fmt: skip
+    assert addresses(r) == [EAST]
+    (ecs,) = r.options
+    assert (ecs.address, ecs.srclen, ecs.scopelen) == ("10.1.9.0", 24, 16)
+
+
+def test_weighted_split_over_10000_client_subnets(geodns):
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.2", 0))
+    counts = {EAST: 0, WEST: 0}
+    try:
+        for i in range(10000):
+            subnet = f"10.{100 + (i >> 8) % 100}.{i & 255}.0"
+            q = dns.message.make_query("split.example.test", "A", use_edns=0,
+                                       options=[dns.edns.ECSOption(subnet, 24)])  # fmt: skip
+            r = dns.query.udp(q, "127.0.0.1", port=geodns.port, sock=sock, timeout=3)
+            (addr,) = addresses(r)
+            counts[addr] += 1
+        assert abs(counts[EAST] / 100 - 70) <= 2, counts
+        # one client subnet: the same answer every time, whatever the source address
+        seen = {addresses(geodns.query("split.example.test", source=src, use_edns=0,
+                                       options=[dns.edns.ECSOption("10.150.7.0", 24)]))[0]
+                for src in ("127.0.0.2", "127.0.0.3", "127.0.0.1") for _ in range(5)}  # fmt: skip
+        assert len(seen) == 1
+    finally:
+        sock.close()
+
+
+def test_health_target_killed_then_recovered(geodns, targets):
+    east, _west = targets
+    assert addresses(geodns.query("app.example.test", source="127.0.0.2")) == [EAST]
+    killed = time.monotonic()
+    east.kill()
+
+    def all_west() -> bool:
+        return all(addresses(geodns.query("app.example.test", source=s)) == [WEST]
+                   for s in ("127.0.0.2", "127.0.0.3"))  # fmt: skip
+
+    wait_for(all_west, 20, "every answer to name the west data center")
+    # one check interval (fall = 1) plus the check's timeout plus one TTL, with room for a loaded machine
+    assert time.monotonic() - killed < INTERVAL + 0.4 + TTL + 3.0
+    st = http_json(geodns.admin("/status"))[1]
+    assert st["datacenters"]["east"]["healthy"] is False
+    east.revive()
+    wait_for(lambda: addresses(geodns.query("app.example.test", source="127.0.0.2")) == [EAST], 20,
+             "east back after recovery")  # fmt: skip
+
+
+def test_rcodes_with_dig(geodns):
+    out = geodns.dig("nope.example.test")
+    assert dig_status(out) == "NXDOMAIN" and re.search(r"AUTHORITY SECTION:\nexample.test.\s+60\s+IN\s+SOA", out)
+    out = geodns.dig("deep.example.test", "A")  # an empty non-terminal: NODATA
+    assert dig_status(out) == "NOERROR" and "ANSWER: 0" in out and "IN\tSOA" in out
+    out = geodns.dig("ns1.example.test", "AAAA")
+    assert dig_status(out) == "NOERROR" and "ANSWER: 0" in out and "IN\tSOA" in out
+    assert dig_status(geodns.dig("example.org")) == "REFUSED"
+    assert dig_status(geodns.dig("+opcode=status", "app.example.test")) == "NOTIMP"
+    assert dig_status(geodns.dig("+edns=1", "+noednsnegotiation", "app.example.test")) == "BADVERS"
+    out = geodns.dig("aPp.ExAmple.test")
+    assert ";aPp.ExAmple.test.\t\tIN\tA" in out  # the question's case kept
+
+
+def test_truncation_then_tcp(geodns):
+    out = geodns.dig("+noedns", "+ignore", "big.example.test", "TXT")
+    assert re.search(r"flags: qr aa( rd)? tc", out) or "flags: qr tc aa" in out, out
+    out = geodns.dig("+noedns", "big.example.test", "TXT")  # dig retries over TCP on TC
+    assert "Truncated, retrying in TCP mode" in out and "ANSWER: 3" in out
+    r = geodns.query("big.example.test", "TXT")
+    assert r.flags & dns.flags.TC and not r.answer
+    r = geodns.query("big.example.test", "TXT", tcp=True)
+    assert not r.flags & dns.flags.TC and len(r.answer[0]) == 3
+
+
+def test_formerr_and_garbage_do_not_stop_the_server(geodns):
+    rng = random.Random(1234)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.settimeout(2)
+    try:
+        q = dns.message.make_query("app.example.test", "A")
+        q.question.append(q.question[0])  # two questions: FORMERR
+        sock.sendto(q.to_wire(), ("127.0.0.1", geodns.port))
+        assert dns.message.from_wire(sock.recv(4096)).rcode() == dns.rcode.FORMERR
+        loop = b"\xab\xcd\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00\xc0\x0c\x00\x01\x00\x01"
+        sock.sendto(loop, ("127.0.0.1", geodns.port))
+        reply = sock.recv(4096)
+        assert reply[:2] == b"\xab\xcd" and reply[3] & 0x0F == dns.rcode.FORMERR
+        for _ in range(300):
+            sock.sendto(rng.randbytes(rng.randrange(0, 200)), ("127.0.0.1", geodns.port))
+    finally:
+        sock.close()
+    assert addresses(geodns.query("app.example.test", source="127.0.0.2")) == [EAST]
+    # TCP: several queries on one connection (RFC 7766), garbage among them answered FORMERR
+    good = [dns.message.make_query(n, "A") for n in ("app.example.test", "www.example.test", "nx.example.test")]
+    garbage = b"\x00\x07\x01\x00\x00\x01\x00\x00"
+    with socket.create_connection(("127.0.0.1", geodns.port), timeout=3) as c:
+        payload = b"".join(len(w).to_bytes(2, "big") + w for w in [good[0].to_wire(), garbage[:2] + b"\x01\x00"
+                                                                  + b"\x00\x01" + b"\x00" * 6 + b"\xc0\x0c\x00\x01\x00\x01",
+                                                                  good[1].to_wire(), good[2].to_wire()])  # fmt: skip
+        c.sendall(payload)
+        buf = b""
+        answers = []
+        while len(answers) < 4:
+            chunk = c.recv(65536)
+            assert chunk, "connection closed early"
+            buf += chunk
+            while len(buf) >= 2 and len(buf) >= 2 + int.from_bytes(buf[:2], "big"):
+                n = int.from_bytes(buf[:2], "big")
+                answers.append(dns.message.from_wire(buf[2 : 2 + n]))
+                buf = buf[2 + n :]
+    assert [a.rcode() for a in answers] == [dns.rcode.NOERROR, dns.rcode.FORMERR, dns.rcode.NOERROR,
+                                            dns.rcode.NXDOMAIN]  # fmt: skip
+    assert answers[0].id == good[0].id and answers[3].id == good[2].id
+    assert geodns.proc.poll() is None
+
+
+def test_sighup_reload_changes_an_answer(geodns, targets):
+    east, west = targets
+    q = dict(use_edns=0, options=[dns.edns.ECSOption("10.150.7.0", 24)])
+    assert addresses(geodns.query("split.example.test", **q)) in ([EAST], [WEST])
+    geodns.write_config(body(east.port, west.port, split="east = 0, west = 100"))
+    geodns.signal(signal.SIGHUP)
+    wait_for(lambda: all(addresses(geodns.query("split.example.test", use_edns=0,
+                                                options=[dns.edns.ECSOption(f"10.{i}.0.0", 24)])) == [WEST]
+                         for i in range(20)), 15, "the reloaded weights")  # fmt: skip
+    assert http_json(geodns.admin("/status"))[1]["reloads"] == 1
+
+
+def test_admin_drain_explain_and_metrics(geodns, tmp_path):
+    code, ex = http_json(geodns.admin("/explain?client=10.2.3.4"))
+    assert code == 200 and ex["region"] == "west" and ex["names"]["app.example.test."]["addresses"] == [WEST]
+    assert "10.2.0.0/16" in ex["region_why"]
+    assert http_json(geodns.admin("/explain?client=nonsense"))[0] == 400
+    code, _ = http_json(geodns.admin("/datacenters/west/drain"), "POST")
+    assert code == 200
+    r = geodns.query("app.example.test", source="127.0.0.3")
+    assert addresses(r) == [EAST] and r.answer[0].ttl == 1  # drained: out, with the drain TTL
+    assert http_json(geodns.admin("/datacenters/nowhere/drain"), "POST")[0] == 404
+    # the admin guard: a change without a JSON content type is refused
+    req = urllib.request.Request(geodns.admin("/datacenters/west/undrain"), data=b"", method="POST")
+    with pytest.raises(urllib.error.HTTPError) as exc:
+        urllib.request.urlopen(req, timeout=5)
+    assert exc.value.code == 415
+    assert http_json(geodns.admin("/datacenters/west/undrain"), "POST")[0] == 200
+    assert addresses(geodns.query("app.example.test", source="127.0.0.3")) == [WEST]
+    with urllib.request.urlopen(geodns.admin("/"), timeout=5) as resp:
+        assert b"tierproxy geodns" in resp.read()
+    with urllib.request.urlopen(geodns.admin("/metrics"), timeout=5) as resp:
+        text = resp.read().decode()
+    assert re.search(r'tierproxy_geodns_queries_total\{qtype="A"\} [1-9]', text)
+    assert re.search(r'tierproxy_geodns_datacenter_answers_total\{datacenter="west"\} [1-9]', text)
+    assert 'tierproxy_geodns_datacenter_up{datacenter="east"} 1.0' in text
+    assert re.search(r'tierproxy_geodns_region_queries_total\{region="west"\} [1-9]', text)
+    promtool = shutil.which("promtool")
+    if promtool:
+        proc = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
