@@ -10,8 +10,10 @@ region's data center:
     anything else                   east    192.0.2.10
 
 * tierproxy geodns: policy `geo` per name (each region's data center first, the other as fallback),
-  regions from its CIDR table, both data centers with a TCP health target (its own admin port, which
-  is up for as long as the server is: the checks run and cost what they cost, and never fail);
+  regions from its CIDR table, both data centers with a TCP health target: a listener of the bench
+  process (a thread that accepts and closes), up before the server starts, so the checks run and
+  cost what they cost and never fail (its own admin port would fail the first check, which runs
+  before the admin server is up, and leave both data centers down, answered fail-open);
 * PowerDNS 4.7 with the GeoIP backend: one `services` entry per name, `%co.<name>`, looked up in a
   tiny .mmdb this module writes (bench/mmdb.py) mapping the same networks to the countries XE and
   XW, `edns-subnet-processing=yes` so ECS is honoured; PowerDNS's own packet cache stays on (default);
@@ -27,6 +29,7 @@ from __future__ import annotations
 import importlib.util
 import socket
 import sys
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -99,8 +102,8 @@ def _udp_free(port: int) -> bool:
     return True
 
 
-def _tierproxy_toml(port: int, admin: int, labels: list[str]) -> str:
-    health = f'health = [{{ type = "tcp", address = "{HOST}:{admin}" }}]'
+def _tierproxy_toml(port: int, admin: int, health_port: int, labels: list[str]) -> str:
+    health = f'health = [{{ type = "tcp", address = "{HOST}:{health_port}" }}]'
     head = f"""# Written by bench/dnspeers.py: geo policy per name, ECS honoured, health checks on.
 listen = "{HOST}:{port}"
 admin = {{ address = "{HOST}:{admin}" }}
@@ -155,6 +158,32 @@ def _dnsmasq_conf(port: int, labels: list[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
+class _TcpHealthTarget:
+    """A loopback TCP port that accepts and closes every connection, in a thread of its own."""
+
+    def __init__(self, port: int) -> None:
+        self.sock = socket.create_server((HOST, port))
+        self.sock.settimeout(0.2)  # so close() is noticed without a connection arriving
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, name="bench-health-target", daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            conn.close()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=2)
+        self.sock.close()
+
+
 class DnsStack:
     """Starts DNS servers into `workdir` and stops them all (and frees their ports) on close()."""
 
@@ -163,6 +192,7 @@ class DnsStack:
         self.labels = names(name_count)
         self._locks: list[PortLock] = []
         self._processes: list[ManagedProcess] = []
+        self._health: _TcpHealthTarget | None = None
 
     def _port(self) -> int:
         for _ in range(50):
@@ -185,8 +215,10 @@ class DnsStack:
 
     def start_tierproxy(self) -> DnsServer:
         port, admin = self._port(), self._port()
+        if self._health is None:
+            self._health = _TcpHealthTarget(self._port())
         conf = self.workdir / "geodns.toml"
-        conf.write_text(_tierproxy_toml(port, admin, self.labels))
+        conf.write_text(_tierproxy_toml(port, admin, self._health.sock.getsockname()[1], self.labels))
         argv = [sys.executable, "-m", "proxy.cli", "geodns", "--config", str(conf)]
         proc = self._spawn(argv, "tierproxy-geodns", port, env=python_child_env())
         return DnsServer("tierproxy", "tierproxy geodns, 1 worker: geo policy per name, CIDR regions, ECS, "
@@ -221,6 +253,8 @@ class DnsStack:
             proc.send_terminate()
         for proc in self._processes:
             proc.terminate()
+        if self._health is not None:
+            self._health.close()
         for lock in self._locks:
             lock.release()
 
