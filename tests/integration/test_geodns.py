@@ -313,3 +313,23 @@ def test_admin_drain_explain_and_metrics(geodns, tmp_path):
     if promtool:
         proc = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True, text=True)
         assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_workers_share_the_port_and_the_health(tmp_path: Path, targets):
+    east, west = targets
+    proc = GeoDnsProcess(tmp_path, "workers = 2\n" + body(east.port, west.port))
+    proc.start()
+    try:
+        st = http_json(proc.admin("/status"))[1]
+        assert len(st["worker_pids"]) == 2
+        for _ in range(20):  # new sockets each time: the kernel spreads them over both workers
+            assert addresses(proc.query("app.example.test", source="127.0.0.2")) == [EAST]
+        east.kill()  # the supervisor's checks reach every worker
+        wait_for(lambda: all(addresses(proc.query("app.example.test", source="127.0.0.2")) == [WEST]
+                             for _ in range(20)), 20, "every worker to answer west")  # fmt: skip
+        with urllib.request.urlopen(proc.admin("/metrics"), timeout=5) as resp:
+            text = resp.read().decode()
+        m = re.search(r'tierproxy_geodns_queries_total\{qtype="A"\} (\d+)', text)
+        assert m and int(float(m.group(1))) >= 40
+    finally:
+        assert proc.stop() == 0, proc.log_tail()
