@@ -102,13 +102,13 @@ def _udp_free(port: int) -> bool:
     return True
 
 
-def _tierproxy_toml(port: int, admin: int, health_port: int, labels: list[str]) -> str:
+def _tierproxy_toml(port: int, admin: int, health_port: int, labels: list[str], workers: int = 1) -> str:
     health = f'health = [{{ type = "tcp", address = "{HOST}:{health_port}" }}]'
     head = f"""# Written by bench/dnspeers.py: geo policy per name, ECS honoured, health checks on.
 listen = "{HOST}:{port}"
 admin = {{ address = "{HOST}:{admin}" }}
 log_level = "warning"
-workers = 1
+workers = {workers}
 
 [regions]
 networks = {{ "{SOURCE_NET}" = "east", "{ECS_NET}" = "west" }}
@@ -213,15 +213,16 @@ class DnsStack:
         proc.wait_ready(answered, timeout=READY_TIMEOUT)
         return proc
 
-    def start_tierproxy(self) -> DnsServer:
+    def start_tierproxy(self, workers: int = 1) -> DnsServer:
         port, admin = self._port(), self._port()
         if self._health is None:
             self._health = _TcpHealthTarget(self._port())
         conf = self.workdir / "geodns.toml"
-        conf.write_text(_tierproxy_toml(port, admin, self._health.sock.getsockname()[1], self.labels))
+        conf.write_text(_tierproxy_toml(port, admin, self._health.sock.getsockname()[1], self.labels,
+                                        workers))
         argv = [sys.executable, "-m", "proxy.cli", "geodns", "--config", str(conf)]
         proc = self._spawn(argv, "tierproxy-geodns", port, env=python_child_env())
-        return DnsServer("tierproxy", "tierproxy geodns, 1 worker: geo policy per name, CIDR regions, ECS, "
+        return DnsServer("tierproxy", f"tierproxy geodns, {workers} worker(s): geo policy per name, CIDR regions, ECS, "
                          "TCP health checks on both data centers", port, proc, [conf])  # fmt: skip
 
     def start_dnsmasq(self, binary: str) -> DnsServer:

@@ -103,6 +103,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--warmup", type=float, default=2, help="seconds of warm-up per target (2)")
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds (3)")
     parser.add_argument("--names", type=int, default=1000, help="distinct names of the 'N names' workload (1000)")
+    parser.add_argument("--workers", type=int, default=1, help="tierproxy geodns processes (workers = N, 1)")
     parser.add_argument("--targets", default=",".join(TARGETS), help=f"subset of {','.join(TARGETS)}")
     parser.add_argument("--workloads", default=",".join(WORKLOADS), help=f"subset of {','.join(WORKLOADS)}")
     parser.add_argument("--smoke", action="store_true", help="1 s runs, 1 round, 100 names: checks the harness only")
@@ -227,8 +228,9 @@ def _summarise(runs: list[dict[str, Any]], targets: list[str], workloads: list[s
     return rows
 
 
-def _start(stack: DnsStack, wanted: list[str], bins: dict[str, Any], problems: list[str]) -> list[DnsServer]:
-    starters = {"tierproxy": stack.start_tierproxy,
+def _start(stack: DnsStack, wanted: list[str], bins: dict[str, Any], workers: int,
+           problems: list[str]) -> list[DnsServer]:  # fmt: skip
+    starters = {"tierproxy": lambda: stack.start_tierproxy(workers),
                 "dnsmasq": lambda: stack.start_dnsmasq(bins["dnsmasq"].path),
                 "powerdns": lambda: stack.start_pdns(bins["powerdns"].path)}  # fmt: skip
     servers = []
@@ -253,7 +255,8 @@ def _keep_artifacts(workdir: Path, out: Path) -> None:
 
 def run(args: argparse.Namespace, argv: list[str]) -> int:
     settings = {"duration_s": args.duration, "warmup_s": args.warmup, "rounds": args.rounds, "names": args.names,
-                "clients": CLIENTS, "outstanding": OUTSTANDING, "ecs": ECS_NET, "smoke": args.smoke}  # fmt: skip
+                "clients": CLIENTS, "outstanding": OUTSTANDING, "ecs": ECS_NET, "smoke": args.smoke,
+                "workers": args.workers}  # fmt: skip
     if args.smoke:
         settings.update(duration_s=SMOKE["duration"], warmup_s=SMOKE["warmup"], rounds=SMOKE["rounds"],
                         names=SMOKE["names"])  # fmt: skip
@@ -289,7 +292,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
     _log(f"results -> {out}; {machine['note']}")
     try:
         with DnsStack(workdir, settings["names"]) as stack:
-            servers = _start(stack, wanted, bins, problems)
+            servers = _start(stack, wanted, bins, settings["workers"], problems)
             files = _query_files(workdir, settings["names"])
             for s in servers:
                 answers[s.name] = _check_answers(s)
@@ -322,7 +325,8 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
     rows = _summarise(runs, names, workloads)
     table = format_table(rows, COLUMNS)
     header = (f"tierproxy geodns benchmark: dnsperf -c{CLIENTS} -q{OUTSTANDING} -l{settings['duration_s']:g}, "
-              f"{settings['rounds']} round(s), medians; 'N names' = {settings['names']} names; ECS {ECS_NET}\n"
+              f"{settings['rounds']} round(s), medians; 'N names' = {settings['names']} names; ECS {ECS_NET}; "
+              f"tierproxy workers = {settings['workers']}\n"
               f"{machine['note']}")  # fmt: skip
     print(header)
     print(table)
