@@ -53,6 +53,7 @@ __all__ = [
     "Refuse",
     "Session",
     "SetKey",
+    "TRANSACTION_KINDS",
     "Some",
     "analyze",
     "decode_param",
@@ -119,7 +120,10 @@ class SetKey:
 
 @dataclass(frozen=True)
 class Session:
-    kind: str  # "transaction", "set", "show", ...: the session layer decides
+    # "begin", "commit", "rollback", "savepoint", ... (TRANSACTION_KINDS), or "set", "show",
+    # "discard", "prepare", ...: the session layer decides
+    kind: str
+    sql: str = field(default="", compare=False)
 
 
 @dataclass(frozen=True)
@@ -325,8 +329,11 @@ _DDL = (ast.CreateStmt, ast.AlterTableStmt, ast.DropStmt, ast.IndexStmt, ast.Cre
         ast.RenameStmt, ast.CommentStmt, ast.GrantStmt, ast.TruncateStmt, ast.CreateTableAsStmt,
         ast.CreateExtensionStmt, ast.CompositeTypeStmt, ast.CreateEnumStmt, ast.DefineStmt,
         ast.CreateTrigStmt, ast.AlterObjectSchemaStmt, ast.AlterOwnerStmt)
+# pglast's TransactionStmtKind, in order.
+TRANSACTION_KINDS = ("begin", "start", "commit", "rollback", "savepoint", "release", "rollback_to",
+                     "prepare_transaction", "commit_prepared", "rollback_prepared")
 _SESSION = {
-    ast.TransactionStmt: "transaction", ast.VariableSetStmt: "set", ast.VariableShowStmt: "show",
+    ast.VariableSetStmt: "set", ast.VariableShowStmt: "show",
     ast.DiscardStmt: "discard", ast.PrepareStmt: "prepare", ast.DeallocateStmt: "deallocate",
     ast.ListenStmt: "listen", ast.UnlistenStmt: "unlisten",
 }
@@ -370,6 +377,8 @@ def _analyze_stmt(sql: str, stmt: Any, groups: Sequence[GroupSpec],
                     return Analysis(sql, "set_key", keys=(raw,))
             return _refuse(sql, INVALID_TEXT, f"{SHARD_KEY_SETTING} takes one constant")
         return Analysis(sql, "set_key", keys=())
+    if isinstance(stmt, ast.TransactionStmt):
+        return Analysis(sql, "session", shard=TRANSACTION_KINDS[int(stmt.kind)])
     for cls, kind in _SESSION.items():
         if isinstance(stmt, cls):
             return Analysis(sql, "session", shard=kind)
@@ -512,7 +521,7 @@ def plan(
     if a.kind == "set_key":
         return SetKey(str(a.keys[0]) if a.keys else None)
     if a.kind == "session":
-        return Session(a.shard or "")
+        return Session(a.shard or "", a.sql)
     if a.kind == "ddl":
         return All(a.sql, "DDL goes to every shard", ddl=True)
     group = a.group

@@ -162,7 +162,10 @@ def test_comments_and_session_key() -> None:
     # The statement's own key wins over the session's.
     p = route("select * from users where user_id = 4", session_key="7")
     assert isinstance(p, One) and p.shard == "s0"
-    assert route("begin") == Session("transaction")
+    assert route("begin") == Session("begin")
+    assert route("START TRANSACTION READ ONLY") == Session("start")
+    assert route("commit") == Session("commit") and route("end") == Session("commit")
+    assert route("rollback to savepoint a") == Session("rollback_to")
     assert route("set search_path = a") == Session("set")
 
 
