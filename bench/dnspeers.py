@@ -10,7 +10,7 @@ region's data center:
     anything else                   east    192.0.2.10
 
 * tierproxy geodns: policy `geo` per name (each region's data center first, the other as fallback),
-  regions from its CIDR table, both data centers with a TCP health target: a listener of the bench
+  regions from its CIDR table (or, with `--regions mmdb`, from PowerDNS's .mmdb), both data centers with a TCP health target: a listener of the bench
   process (a thread that accepts and closes), up before the server starts, so the checks run and
   cost what they cost and never fail (its own admin port would fail the first check, which runs
   before the admin server is up, and leave both data centers down, answered fail-open);
@@ -102,8 +102,14 @@ def _udp_free(port: int) -> bool:
     return True
 
 
-def _tierproxy_toml(port: int, admin: int, health_port: int, labels: list[str], workers: int = 1) -> str:
+def _tierproxy_toml(port: int, admin: int, health_port: int, labels: list[str], workers: int = 1,
+                    mmdb: Path | None = None) -> str:  # fmt: skip
     health = f'health = [{{ type = "tcp", address = "{HOST}:{health_port}" }}]'
+    if mmdb is None:
+        regions = f'networks = {{ "{SOURCE_NET}" = "east", "{ECS_NET}" = "west" }}'
+    else:  # the database PowerDNS reads; a CIDR table would win over it, so there is none
+        regions = (f'mmdb = "{mmdb}"\nmmdb_field = "country.iso_code"\n'
+                   'mmdb_regions = { XE = "east", XW = "west" }')  # fmt: skip
     head = f"""# Written by bench/dnspeers.py: geo policy per name, ECS honoured, health checks on.
 listen = "{HOST}:{port}"
 admin = {{ address = "{HOST}:{admin}" }}
@@ -111,7 +117,7 @@ log_level = "warning"
 workers = {workers}
 
 [regions]
-networks = {{ "{SOURCE_NET}" = "east", "{ECS_NET}" = "west" }}
+{regions}
 default = "east"
 
 [datacenters.east]
@@ -213,16 +219,24 @@ class DnsStack:
         proc.wait_ready(answered, timeout=READY_TIMEOUT)
         return proc
 
-    def start_tierproxy(self, workers: int = 1) -> DnsServer:
+    def _mmdb(self) -> Path:
+        path = self.workdir / "countries.mmdb"
+        if not path.exists():
+            write_country_mmdb(path, {SOURCE_NET: "XE", ECS_NET: "XW"})
+        return path
+
+    def start_tierproxy(self, workers: int = 1, regions: str = "cidr") -> DnsServer:
+        """`regions`: "cidr" (its CIDR table) or "mmdb" (the .mmdb PowerDNS reads)."""
         port, admin = self._port(), self._port()
         if self._health is None:
             self._health = _TcpHealthTarget(self._port())
         conf = self.workdir / "geodns.toml"
         conf.write_text(_tierproxy_toml(port, admin, self._health.sock.getsockname()[1], self.labels,
-                                        workers))
+                                        workers, self._mmdb() if regions == "mmdb" else None))
         argv = [sys.executable, "-m", "proxy.cli", "geodns", "--config", str(conf)]
         proc = self._spawn(argv, "tierproxy-geodns", port, env=python_child_env())
-        return DnsServer("tierproxy", f"tierproxy geodns, {workers} worker(s): geo policy per name, CIDR regions, ECS, "
+        return DnsServer("tierproxy", f"tierproxy geodns, {workers} worker(s): geo policy per name, "
+                         f"{'CIDR table' if regions == 'cidr' else '.mmdb'} regions, ECS, "
                          "TCP health checks on both data centers", port, proc, [conf])  # fmt: skip
 
     def start_dnsmasq(self, binary: str) -> DnsServer:
@@ -238,9 +252,8 @@ class DnsStack:
         root = self.workdir / "pdns"
         root.mkdir(exist_ok=True)
         (root / "pdns.conf").write_text("# Written by bench/dnspeers.py: everything is on the command line.\n")
-        zones, mmdb = root / "zones.yaml", root / "countries.mmdb"
+        zones, mmdb = root / "zones.yaml", self._mmdb()
         zones.write_text(_pdns_zone_yaml(self.labels))
-        write_country_mmdb(mmdb, {SOURCE_NET: "XE", ECS_NET: "XW"})
         argv = [binary, f"--config-dir={root}", f"--socket-dir={root}", "--daemon=no", "--guardian=no",
                 "--disable-syslog", "--write-pid=no", "--security-poll-suffix=", f"--local-address={HOST}",
                 f"--local-port={port}", "--launch=geoip", f"--geoip-zones-file={zones}",

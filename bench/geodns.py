@@ -104,6 +104,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds (3)")
     parser.add_argument("--names", type=int, default=1000, help="distinct names of the 'N names' workload (1000)")
     parser.add_argument("--workers", type=int, default=1, help="tierproxy geodns processes (workers = N, 1)")
+    parser.add_argument("--regions", choices=("cidr", "mmdb"), default="cidr",
+                        help="tierproxy's client regions: its CIDR table (cidr) or PowerDNS's .mmdb (mmdb)")
     parser.add_argument("--targets", default=",".join(TARGETS), help=f"subset of {','.join(TARGETS)}")
     parser.add_argument("--workloads", default=",".join(WORKLOADS), help=f"subset of {','.join(WORKLOADS)}")
     parser.add_argument("--smoke", action="store_true", help="1 s runs, 1 round, 100 names: checks the harness only")
@@ -228,9 +230,9 @@ def _summarise(runs: list[dict[str, Any]], targets: list[str], workloads: list[s
     return rows
 
 
-def _start(stack: DnsStack, wanted: list[str], bins: dict[str, Any], workers: int,
+def _start(stack: DnsStack, wanted: list[str], bins: dict[str, Any], settings: dict[str, Any],
            problems: list[str]) -> list[DnsServer]:  # fmt: skip
-    starters = {"tierproxy": lambda: stack.start_tierproxy(workers),
+    starters = {"tierproxy": lambda: stack.start_tierproxy(settings["workers"], settings["regions"]),
                 "dnsmasq": lambda: stack.start_dnsmasq(bins["dnsmasq"].path),
                 "powerdns": lambda: stack.start_pdns(bins["powerdns"].path)}  # fmt: skip
     servers = []
@@ -256,7 +258,7 @@ def _keep_artifacts(workdir: Path, out: Path) -> None:
 def run(args: argparse.Namespace, argv: list[str]) -> int:
     settings = {"duration_s": args.duration, "warmup_s": args.warmup, "rounds": args.rounds, "names": args.names,
                 "clients": CLIENTS, "outstanding": OUTSTANDING, "ecs": ECS_NET, "smoke": args.smoke,
-                "workers": args.workers}  # fmt: skip
+                "workers": args.workers, "regions": args.regions}  # fmt: skip
     if args.smoke:
         settings.update(duration_s=SMOKE["duration"], warmup_s=SMOKE["warmup"], rounds=SMOKE["rounds"],
                         names=SMOKE["names"])  # fmt: skip
@@ -292,7 +294,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
     _log(f"results -> {out}; {machine['note']}")
     try:
         with DnsStack(workdir, settings["names"]) as stack:
-            servers = _start(stack, wanted, bins, settings["workers"], problems)
+            servers = _start(stack, wanted, bins, settings, problems)
             files = _query_files(workdir, settings["names"])
             for s in servers:
                 answers[s.name] = _check_answers(s)
@@ -326,7 +328,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
     table = format_table(rows, COLUMNS)
     header = (f"tierproxy geodns benchmark: dnsperf -c{CLIENTS} -q{OUTSTANDING} -l{settings['duration_s']:g}, "
               f"{settings['rounds']} round(s), medians; 'N names' = {settings['names']} names; ECS {ECS_NET}; "
-              f"tierproxy workers = {settings['workers']}\n"
+              f"tierproxy workers = {settings['workers']}, regions from {settings['regions']}\n"
               f"{machine['note']}")  # fmt: skip
     print(header)
     print(table)
