@@ -9,7 +9,7 @@ and finds what decides its shard, in this order:
 2. a leading comment ``/* tierproxy:shard_key=42 */`` (text keys may be quoted: ``='acme'``);
 3. the statement's own key: ``WHERE key = const``, ``key = $n`` (a `Param`, resolved at Bind
    with the bound values), ``key IN (...)``, ``key = a OR key = b`` (in AND, any one conjunct that
-   pins the key is enough, as every row must satisfy it); INSERT ... VALUES (each row's key, one or
+   pins the key is enough, as every row must satisfy it), ``key = ANY(ARRAY[...])``; INSERT ... VALUES (each row's key, one or
    many rows); UPDATE/DELETE by key;
 4. the session's key from ``SET tierproxy.shard_key = ...`` (passed to `plan`), which applies to
    statements that have no key of their own;
@@ -248,22 +248,33 @@ def _convert(raw: str, key_type: str) -> Key:
     return check_key(int(text))
 
 
-def _where_keys(node: Any, key: str, key_type: str) -> tuple[KeyRef, ...] | None:
-    """The keys a WHERE clause pins, or None when it does not pin the key."""
+def _where_keys(node: Any, key: str, key_type: str,
+                aliases: frozenset[str]) -> tuple[KeyRef, ...] | None:
+    """The keys a WHERE clause pins, or None when it does not pin the key.
+
+    A qualified column counts only when it names a sharded table of the statement (``p.user_id``
+    of a table in no group is not the key)."""
     if node is None:
         return None
+
+    def is_key(n: Any) -> bool:
+        if not _is_key_column(n, key):
+            return False
+        q = _qualifier(n)
+        return q is None or q in aliases
+
     if isinstance(node, ast.BoolExpr):
         op = int(node.boolop)
         if op == 0:  # AND: the first conjunct that pins the key is enough
             for arg in node.args:
-                found = _where_keys(arg, key, key_type)
+                found = _where_keys(arg, key, key_type, aliases)
                 if found is not None:
                     return found
             return None
         if op == 1:  # OR: every disjunct must pin the key
             out: list[KeyRef] = []
             for arg in node.args:
-                found = _where_keys(arg, key, key_type)
+                found = _where_keys(arg, key, key_type, aliases)
                 if found is None:
                     return None
                 out.extend(found)
@@ -276,12 +287,18 @@ def _where_keys(node: Any, key: str, key_type: str) -> tuple[KeyRef, ...] | None
         kind = int(node.kind)
         try:
             if kind == 0:  # AEXPR_OP
-                if _is_key_column(node.lexpr, key):
+                if is_key(node.lexpr):
                     return (_const_key(node.rexpr, key_type),)
-                if _is_key_column(node.rexpr, key):
+                if is_key(node.rexpr):
                     return (_const_key(node.lexpr, key_type),)
-            elif kind == 6 and _is_key_column(node.lexpr, key):  # AEXPR_IN
+            elif kind == 6 and is_key(node.lexpr):  # AEXPR_IN
                 return tuple(_const_key(item, key_type) for item in node.rexpr)
+            elif kind == 1 and is_key(node.lexpr):  # AEXPR_OP_ANY: key = ANY(ARRAY[...])
+                arr = node.rexpr
+                while isinstance(arr, ast.TypeCast):
+                    arr = arr.arg
+                if isinstance(arr, ast.A_ArrayExpr):
+                    return tuple(_const_key(item, key_type) for item in arr.elements or ())
         except _NotAKey:
             return None
     return None
@@ -423,7 +440,9 @@ def _analyze_stmt(sql: str, stmt: Any, groups: Sequence[GroupSpec],
     where = getattr(stmt, "whereClause", None)
     if isinstance(stmt, ast.SelectStmt) and int(stmt.op) != 0:
         where = None  # UNION and friends: each branch would need its own key; scatter
-    found = _where_keys(where, spec.key, spec.key_type)
+    aliases = frozenset((rv.alias.aliasname if rv.alias else rv.relname).lower() for rv in grouped) \
+        | frozenset(rv.relname.lower() for rv in grouped)
+    found = _where_keys(where, spec.key, spec.key_type, aliases)
     if found is None:
         return Analysis(sql, "keyless", group=gname)
     return Analysis(sql, "keyed", group=gname, keys=found)

@@ -59,12 +59,19 @@ def route(sql: str, **kw: object) -> object:
         ("select * from users u join orders o on u.user_id = o.user_id where u.user_id = 3", "s3"),
         ("select * from users join orders using (user_id) where user_id = 4", "s0"),
         ("select 1", "s0"),
+        ("select * from users where user_id = any(array[1, 5])", "s1"),
+        ("select * from users u join plain p on true where p.user_id = 2 and u.user_id = 7", "s3"),
     ],
 )
 def test_one_shard(sql: str, shard: str) -> None:
     p = route(sql)
     assert isinstance(p, One), p
     assert p.shard == shard and p.sql == sql
+
+
+def test_a_column_of_a_table_in_no_group_is_not_the_key() -> None:
+    sql = "select * from users u join plain p on true where p.user_id = 2"
+    assert isinstance(route(sql), All)
 
 
 def test_in_list_spanning_shards_goes_to_exactly_those_shards() -> None:
