@@ -71,3 +71,25 @@ def test_bench_geodns_smoke(tmp_path: Path) -> None:
     assert "QPS vs dnsmasq" in table and "QPS vs PowerDNS" in table
     if importlib.util.find_spec("matplotlib") is not None:
         assert (out / "geodns.png").stat().st_size > 0
+
+
+@pytest.mark.timeout(90)
+def test_bench_geodns_mmdb_regions(tmp_path: Path) -> None:
+    """`--regions mmdb`: tierproxy places clients with the .mmdb the bench writes for PowerDNS."""
+    if not _tierproxy_geodns_exists():
+        pytest.skip("tierproxy geodns is not in this checkout yet")
+    out = tmp_path / "out"
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench", "geodns", "--smoke", "--regions", "mmdb", "--targets", "tierproxy",
+         "--workloads", "one name + ECS", "--out", str(out)],
+        check=False, cwd=REPO, capture_output=True, text=True, timeout=80,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )  # fmt: skip
+    report = f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr[-4000:]}"
+    assert proc.returncode == 0, report
+    results = json.loads((out / "results.json").read_text())
+    assert results["problems"] == [] and results["settings"]["regions"] == "mmdb", report
+    assert 'mmdb_regions = { XE = "east", XW = "west" }' in (out / "configs" / "geodns.toml").read_text()
+    assert results["answers"]["tierproxy"]["ECS 203.0.113.0/24"]["answer"] == [WEST], results["answers"]
+    [row] = results["summary"]
+    assert row["qps"] > 0 and row["lost"] == 0 and row["other_rcodes"] == 0, row
