@@ -98,6 +98,7 @@ class One:
     shard: str
     sql: str
     reason: str
+    any_shard: bool = False  # no table named: any shard answers (in a transaction: its shard)
 
 
 @dataclass(frozen=True)
@@ -353,7 +354,10 @@ _SESSION = {
     ast.VariableSetStmt: "set", ast.VariableShowStmt: "show",
     ast.DiscardStmt: "discard", ast.PrepareStmt: "prepare", ast.DeallocateStmt: "deallocate",
     ast.ListenStmt: "listen", ast.UnlistenStmt: "unlisten",
+    # EXECUTE runs a statement PREPAREd earlier: the session routes it by that statement.
+    ast.ExecuteStmt: "execute",
 }
+_WRITES = (ast.InsertStmt, ast.UpdateStmt, ast.DeleteStmt, ast.MergeStmt)
 
 
 def _refuse(sql: str, sqlstate: str, message: str) -> Analysis:
@@ -396,6 +400,14 @@ def _analyze_stmt(sql: str, stmt: Any, groups: Sequence[GroupSpec],
         return Analysis(sql, "set_key", keys=())
     if isinstance(stmt, ast.TransactionStmt):
         return Analysis(sql, "session", shard=TRANSACTION_KINDS[int(stmt.kind)])
+    if isinstance(stmt, ast.ExplainStmt):
+        # EXPLAIN (ANALYZE runs the statement) goes where its statement goes; a multi-row INSERT
+        # cannot be split under it.
+        inner = stmt.query
+        if isinstance(inner, ast.InsertStmt) and isinstance(inner.selectStmt, ast.SelectStmt) \
+                and len(inner.selectStmt.valuesLists or ()) > 1:
+            return _refuse(sql, FEATURE_NOT_SUPPORTED, "EXPLAIN of a multi-row INSERT")
+        return _analyze_stmt(sql, inner, groups, hint)
     for cls, kind in _SESSION.items():
         if isinstance(stmt, cls):
             return Analysis(sql, "session", shard=kind)
@@ -423,6 +435,19 @@ def _analyze_stmt(sql: str, stmt: Any, groups: Sequence[GroupSpec],
         return Analysis(sql, "keyless")
     (gname, grouped), = by_group.items()
     spec = specs[gname]
+    grouped_ids = {id(rv) for rv in grouped}
+    for node in walk_nodes(stmt):
+        if node is not stmt and isinstance(node, _WRITES) and id(node.relation) in grouped_ids:
+            return _refuse(sql, FEATURE_NOT_SUPPORTED,
+                           f"a data-modifying WITH on sharded table {_table_name(node.relation)} "
+                           "(its rows need not be on the statement's shard; send it on its own)")
+    if isinstance(stmt, ast.MergeStmt):
+        return _refuse(sql, FEATURE_NOT_SUPPORTED,
+                       "MERGE into a sharded table (its source rows are not routed one by one)")
+    if isinstance(stmt, ast.CopyStmt) and stmt.is_from:
+        return _refuse(sql, FEATURE_NOT_SUPPORTED,
+                       "COPY FROM into a sharded table (its rows are not routed one by one; use "
+                       "INSERT, or COPY on each shard with /* tierproxy:shard=NAME */)")
     if not _colocated(stmt, grouped, spec.key):
         return _refuse(sql, FEATURE_NOT_SUPPORTED,
                        f"a join of sharded tables of group {gname} not on the shard key "
@@ -567,7 +592,7 @@ def plan(
         return Refuse(UNDEFINED_PARAMETER, str(exc))
     if a.kind == "no_table":
         shard = all_shards[0] if all_shards else next(iter(maps.values())).shards[0]
-        return One(shard, a.sql, "the statement names no table")
+        return One(shard, a.sql, "the statement names no table", any_shard=True)
     if scatter == "deny":
         return Refuse(FEATURE_NOT_SUPPORTED,
                       "the statement has no shard key and scatter is \"deny\" (give the key "

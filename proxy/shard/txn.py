@@ -19,6 +19,9 @@ the session layer.
 * Outside a transaction a statement for several shards runs on each as its own implicit
   transaction: such a write (an INSERT split over shards, a scattered UPDATE) is not atomic
   across shards, and a failure on one shard leaves the others' rows committed.
+* A statement naming no table (``SELECT now()``, FETCH from a cursor) runs on the transaction's
+  shard; as the transaction's first statement it chooses the first shard (or, with the session's
+  ``SET tierproxy.shard_key``, that key's shard, as keys.plan routes it there).
 * COMMIT PREPARED / ROLLBACK PREPARED name no shard: they need ``/* tierproxy:shard=NAME */``
   (with it, keys.plan gives `One` and they are forwarded like any statement).
 """
@@ -83,6 +86,8 @@ def step(state: TxnState, plan: Plan, all_shards: Sequence[str]) -> tuple[TxnSta
         return (replace(state, failed=True) if state.open else state), plan
     if isinstance(plan, SetKey | Session):
         return state, plan
+    if isinstance(plan, One) and plan.any_shard and state.shard is not None:
+        plan = One(state.shard, plan.sql, plan.reason)  # a statement naming no table follows
     parts = _shards_of(plan, all_shards)
     if not state.open:
         return state, Forward(tuple((shard, (sql,)) for shard, sql in parts))

@@ -60,6 +60,8 @@ def route(sql: str, **kw: object) -> object:
         ("select * from users join orders using (user_id) where user_id = 4", "s0"),
         ("select 1", "s0"),
         ("select * from users where user_id = any(array[1, 5])", "s1"),
+        ("explain analyze select * from users where user_id = 5", "s1"),
+        ("explain insert into users (user_id) values (6)", "s2"),
         ("select * from users u join plain p on true where p.user_id = 2 and u.user_id = 7", "s3"),
     ],
 )
@@ -131,6 +133,14 @@ def test_insert_rows_of_one_shard_keep_the_text() -> None:
         (f"select * from users where user_id = {INT8_MAX + 1}", "22P02", "out of range"),
         ("/* tierproxy:shard=nope */ select 1", "42704", "no shard named 'nope'"),
         ("selec 1", "42601", "syntax"),
+        ("with x as (insert into users (user_id) values (1) returning *) select * from x", "0A000",
+         "data-modifying WITH"),
+        ("with d as (delete from orders where user_id = 1) select * from users where user_id = 2", "0A000",
+         "data-modifying WITH"),
+        ("merge into users u using v on u.user_id = v.id when not matched then insert values (1)", "0A000",
+         "MERGE"),
+        ("copy users from stdin", "0A000", "COPY FROM"),
+        ("explain analyze insert into users (user_id) values (1), (2)", "0A000", "EXPLAIN of a multi-row"),
     ],
 )
 def test_refusals_name_why(sql: str, sqlstate: str, words: str) -> None:
@@ -174,6 +184,8 @@ def test_comments_and_session_key() -> None:
     assert route("commit") == Session("commit") and route("end") == Session("commit")
     assert route("rollback to savepoint a") == Session("rollback_to")
     assert route("set search_path = a") == Session("set")
+    assert route("execute stmt(1)") == Session("execute")
+    assert isinstance(route("copy users to stdout"), All)
 
 
 def test_dedicated_keys_route_through_the_map() -> None:

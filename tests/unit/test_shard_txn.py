@@ -46,6 +46,14 @@ def test_a_second_shard_is_refused_and_commit_rolls_back() -> None:
     assert got[4] == Forward((("s1", ("ROLLBACK",)),), tag="ROLLBACK")
 
 
+def test_a_statement_naming_no_table_follows_the_transaction() -> None:
+    got = run(["BEGIN", "select * from users where user_id = 6", "select now()", "COMMIT"])
+    assert got[2] == Forward((("s2", ("select now()",)),))
+    got = run(["BEGIN", "select now()", "select * from users where user_id = 6"])
+    assert got[1] == Forward((("s0", ("BEGIN", "select now()")),))
+    assert isinstance(got[2], Refuse) and "shard s0" in got[2].message
+
+
 def test_scatter_inside_a_transaction_is_refused_but_fine_outside() -> None:
     got = run(["select count(*) from users", "BEGIN", "select count(*) from users", "ROLLBACK"])
     assert got[0] == Forward(tuple((s, ("select count(*) from users",)) for s in SHARDS))
