@@ -94,15 +94,17 @@ def _metric(proxy, name: str) -> float:
 
 
 async def test_wrong_passwords_wait_the_delay_and_the_limit_refuses_at_once(proxy):
-    # A burst of LIMIT wrong passwords at once from 127.0.0.1, and meanwhile a correct login from
-    # 127.0.0.2: the burst's answers each take the delay, the correct login does not wait for it.
-    burst = asyncio.gather(*(_wrong(proxy) for _ in range(LIMIT)))
+    # A burst of 3 * LIMIT wrong passwords at once from 127.0.0.1, and meanwhile a correct login
+    # from 127.0.0.2: LIMIT of the burst are checked and answered 28P01 after the delay each, the
+    # rest refused at once (53300) unchecked; the correct login does not wait for any of it.
+    burst = asyncio.gather(*(_wrong(proxy) for _ in range(3 * LIMIT)))
     ok, ok_took = await asyncio.to_thread(_raw_login, proxy.port, "127.0.0.2", "app-secret")
     results = await burst
     assert ok == "ok"
-    print(f"burst: {sorted(round(t, 3) for _, t in results)} s; correct login meanwhile: {ok_took:.3f} s")
-    assert [code for code, _ in results] == ["28P01"] * LIMIT
-    assert all(took >= DELAY * 0.95 for _, took in results), results
+    print(f"burst: {sorted((code, round(t, 3)) for code, t in results)}; correct login meanwhile: {ok_took:.3f} s")
+    assert sorted(code for code, _ in results) == ["28P01"] * LIMIT + ["53300"] * (2 * LIMIT)
+    assert all(took >= DELAY * 0.95 for code, took in results if code == "28P01"), results
+    assert all(took < DELAY for code, took in results if code == "53300"), results
     assert ok_took < DELAY, f"a correct login from another address took {ok_took:.3f} s"
     # 127.0.0.1 has used up its failures: refused at once, even with the right password.
     code, took = await asyncio.to_thread(_raw_login, proxy.port, "127.0.0.1", "app-secret")
@@ -112,4 +114,4 @@ async def test_wrong_passwords_wait_the_delay_and_the_limit_refuses_at_once(prox
     # Other addresses are not affected.
     assert (await asyncio.to_thread(_raw_login, proxy.port, "127.0.0.3", "app-secret"))[0] == "ok"
     assert _metric(proxy, "tierproxy_dbproxy_login_failures_total") == LIMIT
-    assert _metric(proxy, "tierproxy_dbproxy_logins_throttled_total") == 2
+    assert _metric(proxy, "tierproxy_dbproxy_logins_throttled_total") == 2 * LIMIT + 2
