@@ -27,7 +27,8 @@ __all__ = [
 BOOL, INT8, INT2, INT4, OID = 16, 20, 21, 23, 26
 FLOAT4, FLOAT8, NUMERIC = 700, 701, 1700
 DATE, TIMESTAMP, TIMESTAMPTZ, UUID = 1082, 1114, 1184, 2950
-TEXT_OIDS = frozenset({25, 1043, 1042, 19})  # text, varchar, bpchar, name
+BPCHAR = 1042
+TEXT_OIDS = frozenset({25, 1043, BPCHAR, 19})  # text, varchar, bpchar, name
 _INTS = frozenset({INT2, INT4, INT8, OID})
 _ORDERABLE = _INTS | TEXT_OIDS | {BOOL, FLOAT4, FLOAT8, NUMERIC, DATE, TIMESTAMP, TIMESTAMPTZ, UUID}
 
@@ -85,6 +86,8 @@ def sort_key(oid: int, text: str) -> Any:
     if oid in (FLOAT4, FLOAT8):
         f = _float(text)
         return (1, 0.0) if math.isnan(f) else (0, f)
+    if oid == BPCHAR:
+        return text.rstrip(" ")  # character(n) compares without its padding
     if oid in TEXT_OIDS or oid == UUID:
         return text
     if oid == BOOL:
@@ -98,6 +101,8 @@ def group_key(oid: int, text: str | None) -> Any:
     """What GROUP BY compares: numbers by value (1.0 = 1.00), everything else by its text."""
     if text is None:
         return None
+    if oid == BPCHAR:
+        return text.rstrip(" ")
     if oid in _INTS:
         return int(text)
     if oid == NUMERIC:

@@ -187,3 +187,9 @@ def test_merged_order_limit_equals_sorting_everything(shards: list[list[int | No
 
 def test_text_oids_cover_the_string_types() -> None:
     assert {25, 1043, 1042, 19} <= TEXT_OIDS
+
+
+def test_character_n_orders_without_padding() -> None:
+    # 'a' (padded to 'a  ') sorts before 'a\t' in PostgreSQL: bpchar compares without its padding.
+    m = _merge('select c from t order by c collate "C"', [("c", 1042)], [[("a\t ",)], [("a  ",)]])
+    assert m.rows == [("a  ",), ("a\t ",)]

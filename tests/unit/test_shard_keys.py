@@ -257,3 +257,22 @@ def test_shard_key_comment_on_a_statement_without_a_sharded_table() -> None:
     assert isinstance(p, One) and p.shard == "s2"
     p = plan(analyze("/* tierproxy:shard_key=6 */ select * from plain_table", [USERS]), one, SPECS)
     assert isinstance(p, One) and p.shard == "s2"
+
+
+_WORDS = st.sampled_from([
+    "select", "*", "from", "users", "orders", "app.tenants", "where", "user_id", "tenant", "=", "in",
+    "(", ")", ",", "1", "-5", "'x'", "$1", "$2", "and", "or", "not", "join", "on", "u", "o", "u.user_id",
+    "o.user_id", "insert", "into", "values", "update", "set", "delete", "returning", "with", "as",
+    "order", "by", "limit", "group", "count(*)", "sum(n)", "avg(n)", "distinct", "union", "null",
+    "/* tierproxy:shard_key=3 */", "/* tierproxy:shard=s1 */", "begin", "commit", "explain",
+])
+
+
+@given(st.one_of(st.text(max_size=80), st.lists(_WORDS, max_size=25).map(" ".join)),
+       st.lists(st.one_of(st.none(), st.integers(-10, 10), st.text(max_size=5)), max_size=3))
+def test_any_text_gives_a_plan_never_an_exception(sql: str, params: list) -> None:
+    from proxy.shard.gather import plan_gather
+
+    p = plan(analyze(sql, GROUPS, SHARDS), MAPS, SPECS, params=params, all_shards=SHARDS)
+    assert isinstance(p, One | Some | All | Refuse | Session | SetKey)
+    plan_gather(sql)
