@@ -337,6 +337,21 @@ def _colocated(stmt: Any, grouped: list[ast.RangeVar], key: str) -> bool:
                     for rrv in right:
                         union((lrv.alias.aliasname if lrv.alias else lrv.relname).lower(),
                               (rrv.alias.aliasname if rrv.alias else rrv.relname).lower())
+        elif isinstance(node, ast.SubLink) and int(node.subLinkType) == 2 \
+                and _is_key_column(node.testexpr, key) and isinstance(node.subselect, ast.SelectStmt) \
+                and len(node.subselect.targetList or ()) == 1 \
+                and _is_key_column(node.subselect.targetList[0].val, key):
+            # key IN (SELECT key FROM other ...): a semi-join on the key, co-located.
+            target = node.subselect.targetList[0].val
+            inner_rvs = [n for n in node.subselect.fromClause or () if isinstance(n, ast.RangeVar)]
+            inner = _qualifier(target) or (
+                (inner_rvs[0].alias.aliasname if inner_rvs[0].alias else inner_rvs[0].relname).lower()
+                if len(inner_rvs) == 1 else None)
+            outer = _qualifier(node.testexpr)
+            if outer is None and len(names) == 2 and inner in names:
+                outer = names[1] if names[0] == inner else names[0]
+            if inner and outer:
+                union(inner, outer)
     return len({find(n) for n in names}) == 1
 
 
