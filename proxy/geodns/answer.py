@@ -106,23 +106,23 @@ def build(query: dns.message.Message, zones: ZoneSet, resolve: Resolve, *, tcp: 
             ecs = opt
     if query.edns > 0:
         resp.set_rcode(dns.rcode.BADVERS)
-        return _render(resp, query, None, tcp, max_payload, None, None)
+        return _render(resp, query, ecs, tcp, max_payload, None, None)
     if query.opcode() != dns.opcode.QUERY:
         resp.set_rcode(dns.rcode.NOTIMP)
-        return _render(resp, query, None, tcp, max_payload, None, None)
+        return _render(resp, query, ecs, tcp, max_payload, None, None)
     if len(query.question) != 1 or (ecs is not None and ecs.scopelen != 0):
         resp.set_rcode(dns.rcode.FORMERR)
-        return _render(resp, query, None, tcp, max_payload, None, None)
+        return _render(resp, query, None, tcp, max_payload, None, None)  # a bad ECS is not echoed
     q = query.question[0]
     if dns.rdatatype.is_metatype(q.rdtype) and q.rdtype != ANY:
         # OPT, TSIG as a question, zone transfers: not served here
         resp.set_rcode(dns.rcode.REFUSED if q.rdtype in (dns.rdatatype.AXFR, dns.rdatatype.IXFR)
                        else dns.rcode.FORMERR)  # fmt: skip
-        return _render(resp, query, None, tcp, max_payload, None, None)
+        return _render(resp, query, ecs, tcp, max_payload, None, None)
     zone = zones.find(q.name) if q.rdclass == dns.rdataclass.IN else None
     if zone is None:
         resp.set_rcode(dns.rcode.REFUSED)
-        return _render(resp, query, None, tcp, max_payload, None, None)
+        return _render(resp, query, ecs, tcp, max_payload, None, None)
     resp.flags |= dns.flags.AA
     name, qtype = q.name, q.rdtype
     resolved: Resolved | None = None
@@ -177,11 +177,11 @@ def _render(resp: dns.message.Message, query: dns.message.Message, ecs: dns.edns
         resp.set_rcode(rcode)  # use_edns resets the extended rcode bits (BADVERS lives there)
     limit = 65535 if tcp else udp_limit(query, max_payload)
     try:
-        wire = resp.to_wire(max_size=limit)
+        wire = resp.to_wire(max_size=limit, want_shuffle=False)
     except dns.exception.TooBig:
         resp.answer.clear()
         resp.authority.clear()
         resp.additional.clear()
         resp.flags |= dns.flags.TC
-        wire = resp.to_wire(max_size=limit)
+        wire = resp.to_wire(max_size=limit, want_shuffle=False)
     return Built(wire, resp.rcode(), resolved, region)

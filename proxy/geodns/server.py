@@ -85,6 +85,16 @@ class TcpDns(asyncio.Protocol):
         if self.server.closing and not self.buf:
             self.close()
 
+    # A client that pipelines queries without reading the answers fills our write buffer:
+    # stop reading its queries until the answers drain.
+    def pause_writing(self) -> None:
+        if self.transport is not None:
+            self.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.resume_reading()
+
     def connection_lost(self, exc: Exception | None) -> None:
         if self._idle is not None:
             self._idle.cancel()

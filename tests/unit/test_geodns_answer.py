@@ -215,3 +215,37 @@ def test_compression_loops_get_formerr(engine):
     resp[2] |= 0x80
     assert engine.handle(bytes(resp), "127.0.0.2", False) is None  # a response: dropped
     assert engine.errors == 0
+
+
+# one engine that caches, one that builds every answer
+ENGINES = (Engine(parse_config(CFG, GeoDnsConfig)), Engine(parse_config({**CFG, "cache_size": 0}, GeoDnsConfig)))
+NAMES = ["app.example.test", "www.example.test", "split.example.test", "ns1.example.test", "example.test",
+         "nx.example.test", "deep.example.test", "big.example.test", "example.org"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.sampled_from(NAMES), st.lists(st.booleans(), min_size=20, max_size=20),
+       st.sampled_from(["A", "AAAA", "TXT", "MX", "ANY", "SOA", "NS", "CNAME"]),
+       st.sampled_from([None, 0]), st.integers(0, 4096), st.one_of(st.none(), st.tuples(st.integers(0, 2**32 - 1), st.integers(0, 32))),
+       st.sampled_from(["127.0.0.2", "127.0.0.3", "10.2.0.1", "::1"]), st.booleans(), st.integers(0, 65535))
+def test_cached_answers_equal_fresh_builds(name, upper, qtype, edns, payload, ecs, src, tcp, qid):
+    """Whatever the question's case, EDNS, buffer size, ECS, source or transport: the answer from
+    the cache is byte for byte what dnspython builds for that query."""
+    name = "".join(c.upper() if u else c for c, u in zip(name, upper * 3))
+    opts = []
+    if ecs is not None and edns is not None:
+        import ipaddress
+        addr, plen = ecs
+        net = ipaddress.ip_network(f"{ipaddress.IPv4Address(addr)}/{plen}", strict=False)
+        opts = [dns.edns.ECSOption(str(net.network_address), plen)]
+    q = dns.message.make_query(name, qtype, use_edns=edns if edns is not None else False, payload=payload or 512,
+                               options=opts)  # fmt: skip
+    q.id = qid
+    cached, fresh = ENGINES  # shared by all examples: whatever one left in the cache must fit the next
+    other = q.to_wire()
+    other = bytes(((qid + 1) % 65536).to_bytes(2, "big")) + other[2:]
+    cached.handle(other, src, tcp)  # fills the cache under another ID
+    got = cached.handle(q.to_wire(), src, tcp)
+    want = fresh.handle(q.to_wire(), src, tcp)
+    assert got == want
+    assert cached.errors == fresh.errors == 0
