@@ -28,7 +28,7 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING
 
-from proxy.pgwire.errors import QUERY_CANCELED
+from proxy.pgwire.errors import CONNECTION_FAILURE, QUERY_CANCELED
 
 from .router import PRIMARY
 from .server import ServerConn, error_fields
@@ -50,6 +50,9 @@ def replica_marked_down(daemon: DbProxyDaemon, backend: str) -> int:
     for conn in conns:
         if conn.busy and conn.pid:
             daemon.cancel_conn(conn)  # for when it wakes up: stop the statement nobody awaits
+        if conn.fatal is None:  # what a client that cannot be spared an error is told
+            conn.fatal = error_fields("FATAL", CONNECTION_FAILURE, f"server {backend} stopped answering (the "
+                                      "monitor marked it down), so the proxy closed its connection")  # fmt: skip
         conn.abort()  # connection_lost -> the session's on_server_lost: re-run or fail at once
     if conns:
         log.warning("backend down: aborted its connections", extra={"backend": backend, "connections": len(conns)})

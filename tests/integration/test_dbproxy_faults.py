@@ -233,3 +233,28 @@ async def test_a_replica_backend_deaf_to_cancel_gets_57014_and_the_session_goes_
         assert await conn.fetchval("SELECT 1") == 1
     finally:
         await conn.close()
+
+
+async def test_a_read_only_transaction_on_a_frozen_replica_ends_at_detection_with_a_clear_error(cluster, dbproxy_factory):
+    # State on the replica (the transaction) cannot move: the session ends, at detection, with
+    # an error that says why, instead of hanging for as long as the replica does.
+    proxy = dbproxy_factory(cluster)
+    conn = await psycopg.AsyncConnection.connect(proxy.dsn(), autocommit=True)
+    try:
+        await conn.execute("BEGIN READ ONLY")
+        port = (await (await conn.execute("SELECT inet_server_port()")).fetchone())[0]
+        replica = next(r for r in cluster.replicas if r.port == port)
+        await asyncio.to_thread(replica.pause)
+        try:
+            started = time.monotonic()
+            with pytest.raises(psycopg.OperationalError, match="stopped answering") as info:
+                await asyncio.wait_for(conn.execute("SELECT count(*) FROM faults_t"), 20)
+            took = time.monotonic() - started
+        finally:
+            await asyncio.to_thread(replica.resume)
+        print(f"read-only transaction on a frozen replica: {info.value!r} after {took:.2f} s")
+        assert took < DETECTION + MARGIN, took
+        assert info.value.sqlstate == "08006"
+    finally:
+        await conn.close()
+    await _wait_status(proxy, lambda b: all(x["usable"] for x in b.values() if x["name"] != "primary"))
