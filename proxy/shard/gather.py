@@ -16,14 +16,16 @@ or a `Refuse` (0A000, naming why) when the answer could not be merged correctly:
   order of additions differs), MIN/MAX (compared by type), AVG (each shard runs SUM and COUNT,
   recombined and printed as numeric_div prints it). Groups from the shards with equal GROUP BY
   values are combined; ORDER BY and LIMIT/OFFSET then apply to the combined rows (the shards
-  return every group).
-* Refused: DISTINCT, DISTINCT ON, window functions, HAVING, GROUPING SETS/ROLLUP/CUBE, UNION/
-  INTERSECT/EXCEPT, FETCH ... WITH TIES, aggregates other than the five above (and any
-  aggregate with DISTINCT or WITHIN GROUP), expressions over aggregates, subqueries with
-  aggregates/GROUP BY/DISTINCT/LIMIT/window functions, ORDER BY ... USING. Ordering text (or
-  MIN/MAX of text) needs the "C" collation (``COLLATE "C"`` in the statement, or
+  return every group). HAVING is applied to the combined groups: comparisons of aggregates,
+  GROUP BY columns and constants with AND/OR/NOT (three-valued), its aggregates fetched hidden.
+* Refused: DISTINCT, DISTINCT ON, window functions, other HAVING conditions, GROUPING SETS/
+  ROLLUP/CUBE, UNION/INTERSECT/EXCEPT, FETCH ... WITH TIES, aggregates other than the five above
+  (and any aggregate with DISTINCT or WITHIN GROUP), expressions over aggregates, subqueries
+  with aggregates/GROUP BY/DISTINCT/LIMIT/window functions, ORDER BY ... USING. Ordering text
+  (or MIN/MAX of text) needs the "C" collation (``COLLATE "C"`` in the statement, or
   ``merge(..., c_collation=True)`` when the shards' databases use a code-point collation),
-  because the gatherer orders text by code point. Joins of shards of different groups are refused earlier, by keys.analyze.
+  because the gatherer orders text by code point. Joins of shards of different groups are
+  refused earlier, by keys.analyze.
 
 `merge(plan, columns, shard_rows, params)` takes the shards' RowDescription columns (name, type
 OID) and text rows and returns the client's columns and rows, or a `Refuse`.
@@ -74,6 +76,9 @@ _AGGREGATES = frozenset("""
 """.split())
 _MERGEABLE = frozenset({"count", "sum", "min", "max", "avg"})
 _C_COLLATIONS = frozenset({"c", "posix"})
+_COMPARISONS = {"=": lambda c: c == 0, "<>": lambda c: c != 0, "!=": lambda c: c != 0,
+                "<": lambda c: c < 0, "<=": lambda c: c <= 0, ">": lambda c: c > 0,
+                ">=": lambda c: c >= 0}
 
 
 @dataclass(frozen=True)
@@ -102,6 +107,7 @@ class GatherPlan:
     aggregate: bool
     targets: tuple[Target, ...] = ()  # aggregate: every column of the shard row but hidden ones
     group_cols: tuple[int, ...] = ()
+    having: Any = None  # HAVING as a tree of ("and"|"or", [..]), ("not", x), ("cmp", op, l, r)
 
 
 @dataclass(frozen=True)
@@ -189,8 +195,6 @@ def plan_gather(sql: str) -> GatherPlan | Refuse:
         return _refuse("VALUES lists")
     if stmt.distinctClause:
         return _refuse("DISTINCT (the same row may come from several shards)")
-    if stmt.havingClause is not None:
-        return _refuse("HAVING (it must see the groups combined from every shard)")
     if stmt.intoClause is not None:
         return _refuse("SELECT INTO")
     if int(stmt.limitOption) == 2:
@@ -368,6 +372,48 @@ def _plan_aggregate(stmt: ast.SelectStmt, targets: list[ast.ResTarget], limit: A
     sort = _sort_keys(stmt, targets, add_sort_hidden)
     if isinstance(sort, Refuse):
         return sort
+    having = None
+    if stmt.havingClause is not None:
+        # Each shard's HAVING would see only its part of a group: the condition is applied to
+        # the combined groups instead, its aggregates fetched as (hidden) columns.
+        def operand(node: Any) -> tuple | Refuse:
+            while isinstance(node, ast.TypeCast) and isinstance(node.arg, ast.A_Const):
+                node = node.arg
+            if isinstance(node, ast.A_Const):
+                if node.isnull:
+                    return ("const", None)
+                v = node.val
+                raw = str(v.ival) if isinstance(v, ast.Integer) else getattr(v, "fval", None) \
+                    if isinstance(v, ast.Float) else getattr(v, "sval", None)
+                return ("const", raw, isinstance(v, ast.Integer | ast.Float))
+            pos = _find_target(node, targets) if not isinstance(node, ast.A_Const) else None
+            if pos is None:
+                pos = add_sort_hidden(node)
+            return pos if isinstance(pos, Refuse) else ("col", pos)
+
+        def condition(node: Any) -> tuple | Refuse:
+            if isinstance(node, ast.BoolExpr):
+                parts = [condition(a) for a in node.args]
+                bad = next((p for p in parts if isinstance(p, Refuse)), None)
+                if bad is not None:
+                    return bad
+                op = int(node.boolop)
+                return ("not", parts[0]) if op == 2 else ("and" if op == 0 else "or", parts)
+            if isinstance(node, ast.A_Expr) and int(node.kind) == 0 and node.name and \
+                    isinstance(node.name[-1], ast.String) and node.name[-1].sval in _COMPARISONS:
+                left, right = operand(node.lexpr), operand(node.rexpr)
+                if isinstance(left, Refuse):
+                    return left
+                if isinstance(right, Refuse):
+                    return right
+                return ("cmp", node.name[-1].sval, left, right)
+            return _refuse(f"HAVING {_text(node)} (only comparisons of aggregates, GROUP BY "
+                           "columns and constants, with AND/OR/NOT, are applied after combining)")
+
+        having = condition(stmt.havingClause)
+        if isinstance(having, Refuse):
+            return having
+        stmt.havingClause = None
     for pos in group_cols:
         if pos >= width:
             plan_targets.append(Target("group", pos))
@@ -377,7 +423,7 @@ def _plan_aggregate(stmt: ast.SelectStmt, targets: list[ast.ResTarget], limit: A
     stmt.limitOffset = None
     stmt.limitOption = 0
     return GatherPlan(_text(stmt), len(hidden), sort, limit, offset, aggregate=True,
-                      targets=tuple(plan_targets), group_cols=tuple(group_cols))
+                      targets=tuple(plan_targets), group_cols=tuple(group_cols), having=having)
 
 
 # --- merging ------------------------------------------------------------------------------------
@@ -475,6 +521,8 @@ def _merge(plan: GatherPlan, columns: Sequence[tuple[str, int]],
     rows = [list(r) for rs in shard_rows for r in rs]
     if plan.aggregate:
         rows = _combine_groups(plan, oids, names, rows, c_collation)
+        if plan.having is not None:
+            rows = [r for r in rows if _holds(plan.having, r, oids, c_collation) is True]
     _sort(rows, plan.sort, oids, c_collation)
     rows = rows[offset:] if limit is None else rows[offset : offset + limit]
     width = len(columns) - plan.hidden
@@ -524,6 +572,49 @@ def _combine_groups(plan: GatherPlan, oids: list[int], names: list[str],
                 combined[t.column] = numeric_avg_text(total, count)
         out.append(combined)
     return out
+
+
+def _having_value(oid: int, text: str, c_collation: bool) -> Any:
+    if oid in TEXT_OIDS and not c_collation:
+        raise _MergeError("HAVING comparing text across shards needs the \"C\" collation")
+    if oid in (INT2, INT4, INT8, NUMERIC):
+        d = parse_numeric(text)
+        if d.is_nan():
+            raise _MergeError("HAVING on a NaN numeric")
+        return d
+    if oid in (FLOAT4, FLOAT8):
+        return _to_float(text)
+    return sort_key(oid, text)
+
+
+def _holds(cond: tuple, row: list[str | None], oids: list[int], c_collation: bool) -> bool | None:
+    """SQL three-valued truth of a HAVING tree on a combined row."""
+    kind = cond[0]
+    if kind == "not":
+        v = _holds(cond[1], row, oids, c_collation)
+        return None if v is None else not v
+    if kind in ("and", "or"):
+        vals = [_holds(c, row, oids, c_collation) for c in cond[1]]
+        if kind == "and":
+            return False if False in vals else (None if None in vals else True)
+        return True if True in vals else (None if None in vals else False)
+    _, op, left, right = cond
+    oid = next((oids[o[1]] for o in (left, right) if o[0] == "col"), 25)
+
+    def value(o: tuple) -> Any:
+        if o[0] == "col":
+            text = row[o[1]]
+            return None if text is None else _having_value(oids[o[1]], text, c_collation)
+        if o[1] is None:
+            return None
+        if o[2]:  # a numeric literal
+            return Decimal(o[1])
+        return _having_value(oid, o[1], c_collation)
+
+    a, b = value(left), value(right)
+    if a is None or b is None:
+        return None
+    return _COMPARISONS[op]((a > b) - (a < b))
 
 
 def merge_command_tags(tags: Sequence[str]) -> str:

@@ -36,6 +36,10 @@ QUERIES = [
     "select min(ts), max(ts), min(f), max(f), sum(f), avg(f) from items",
     "select min(name), max(name) from items",
     "select count(*) from items where id < 0",
+    "select grp, count(*), avg(price) from items group by grp having count(*) > 60 and avg(price) > 10 "
+    "order by grp collate \"C\"",
+    "select n from items group by n having sum(f) < 0 or max(name) >= 'b' order by n nulls first",
+    "select grp from items group by grp having not min(n) = -20 order by 1",
     "select sum(n), avg(price) from items where id < 0",
 ]
 

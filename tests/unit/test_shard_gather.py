@@ -115,7 +115,8 @@ def test_avg_in_order_by_only() -> None:
         ("select distinct a from t", "DISTINCT"),
         ("select distinct on (a) a, b from t", "DISTINCT"),
         ("select a, row_number() over (order by a) from t", "window function row_number()"),
-        ("select a, count(*) from t group by a having count(*) > 2", "HAVING"),
+        ("select a, count(*) from t group by a having count(*) between 1 and 2", "HAVING"),
+        ("select a, count(*) from t group by a having count(*) > (select 1)", "neither in GROUP BY"),
         ("select count(distinct a) from t", "count(DISTINCT"),
         ("select string_agg(a, ',') from t", "aggregate string_agg()"),
         ("select sum(a) + 1 from t", "expression over aggregates"),
@@ -193,3 +194,24 @@ def test_character_n_orders_without_padding() -> None:
     # 'a' (padded to 'a  ') sorts before 'a\t' in PostgreSQL: bpchar compares without its padding.
     m = _merge('select c from t order by c collate "C"', [("c", 1042)], [[("a\t ",)], [("a  ",)]])
     assert m.rows == [("a  ",), ("a\t ",)]
+
+
+def test_having_applies_to_the_combined_groups() -> None:
+    sql = "select g, count(*) from t group by g having count(*) > 2 and avg(v) < 5.5 order by g"
+    p = _plan(sql)
+    assert p.sql == "SELECT g, count(*), sum(v), count(v) FROM t GROUP BY g"
+    cols = [("g", INT4), ("count", INT8), ("sum", INT8), ("count", INT8)]
+    # g=1: 3 rows, avg 5; g=2: 3 rows, avg 6; g=3: 2 rows. Each shard alone has < 3 rows per group.
+    shards = [[("1", "2", "8", "2"), ("2", "1", "6", "1"), ("3", "1", "1", "1")],
+              [("1", "1", "7", "1"), ("2", "2", "12", "2"), ("3", "1", "1", "1")]]
+    m = _merge(sql, cols, shards)
+    assert m.rows == [("1", "3")]
+
+
+def test_having_three_valued_logic_and_text() -> None:
+    cols = [("g", INT4), ("max", TEXT)]
+    shards = [[("1", "b"), ("2", None)], [("1", "a"), ("3", "z")]]
+    m = _merge("select g from t group by g having not max(s) = 'b'", cols, shards, c_collation=True)
+    assert m.rows == [("3",)]  # g=2: max is NULL, NOT NULL is NULL: dropped
+    refused = merge(_plan("select g from t group by g having max(s) > 'a'"), cols, shards)
+    assert isinstance(refused, Refuse) and "collation" in refused.message
