@@ -186,6 +186,9 @@ def _shortest_float4(value: float) -> str:
     target = struct.unpack(">f", struct.pack(">f", value))[0]
     for prec in range(1, 10):
         text = f"{target:.{prec}g}"
-        if struct.unpack(">f", struct.pack(">f", float(text)))[0] == target:
-            return text
+        try:
+            if struct.unpack(">f", struct.pack(">f", float(text)))[0] == target:
+                return text
+        except OverflowError:  # rounded past FLT_MAX: more digits needed
+            continue
     return f"{target:.9g}"

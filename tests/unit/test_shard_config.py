@@ -138,3 +138,25 @@ def test_scatter_values_and_unknown_keys(tmp_path: Path) -> None:
 def test_two_shards_at_one_address(tmp_path: Path) -> None:
     text = MINIMAL + '[shards.c]\naddress = "127.0.0.1:5441"\n'
     assert _errors(tmp_path, text) == ["shard.toml: shards.c.address: 127.0.0.1:5441 is also shard 'b'"]
+
+
+from hypothesis import given  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from proxy.core.config import parse_config  # noqa: E402
+
+
+@given(st.lists(st.integers(-10**12, 10**12), min_size=1, max_size=5), st.integers(-10**13, 10**13))
+def test_range_config_loads_iff_bounds_increase(bounds: list[int], key: int) -> None:
+    ranges = [{"shard": "a" if i % 2 else "b", "below": b} for i, b in enumerate(bounds)] + [{"shard": "a"}]
+    data = {"shards": {"a": {"address": "127.0.0.1:5440"}, "b": {"address": "127.0.0.1:5441"}},
+            "backend_auth": {"user": "t"}, "auth": {"method": "trust"},
+            "groups": {"g": {"tables": ["t"], "key": "k", "map": "range", "ranges": ranges}}}
+    increasing = all(x < y for x, y in zip(bounds, bounds[1:]))
+    if not increasing:
+        with pytest.raises(ConfigError):
+            parse_config(data, ShardConfig)
+        return
+    cfg = parse_config(data, ShardConfig)
+    i = sum(1 for b in bounds if b <= key)  # ranges[i] holds the key
+    assert cfg.maps()["g"].shard_for(key) == ranges[i]["shard"]

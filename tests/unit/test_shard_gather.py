@@ -215,3 +215,33 @@ def test_having_three_valued_logic_and_text() -> None:
     assert m.rows == [("3",)]  # g=2: max is NULL, NOT NULL is NULL: dropped
     refused = merge(_plan("select g from t group by g having max(s) > 'a'"), cols, shards)
     assert isinstance(refused, Refuse) and "collation" in refused.message
+
+
+@given(st.floats(allow_nan=False, allow_infinity=False))
+def test_float8_text_round_trips(value: float) -> None:
+    text = float_text(value, FLOAT8)
+    assert float(text) == value
+    assert not text.endswith(".0") and "E" not in text
+
+
+@given(st.floats(width=32, allow_nan=False, allow_infinity=False))
+def test_float4_text_round_trips_through_float4(value: float) -> None:
+    import struct
+
+    text = float_text(value, 700)
+    assert struct.unpack(">f", struct.pack(">f", float(text)))[0] == value
+
+
+@given(st.decimals(min_value=-10**12, max_value=10**12, places=3, allow_nan=False), st.integers(1, 10**6))
+def test_numeric_avg_text_is_the_rounded_quotient(total: object, count: int) -> None:
+    from decimal import Decimal, localcontext
+
+    text = numeric_avg_text(total, count)  # type: ignore[arg-type]
+    scale = len(text.partition(".")[2])
+    assert scale >= 3  # never fewer decimals than the sum's own (numeric_div's rscale >= dscale)
+    digits = text.lstrip("-").replace(".", "").lstrip("0")
+    assert len(digits) >= 16 or Decimal(text) == 0  # NUMERIC_MIN_SIG_DIGITS
+    with localcontext() as ctx:
+        ctx.prec = 100
+        exact = Decimal(total) / count  # type: ignore[arg-type]
+        assert abs(Decimal(text) - exact) <= Decimal(1).scaleb(-scale) / 2
