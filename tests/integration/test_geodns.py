@@ -24,7 +24,7 @@ import pytest
 
 from proxy.devstack.ports import allocate_port
 from tests.integration.geodnsproc import GeoDnsProcess, addresses
-from tests.integration.lbproc import http_json, wait_for
+from tests.integration.lbproc import LbProcess, http_json, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -79,7 +79,9 @@ class Target:
         self._lock.release()
 
 
-def body(east_port: int, west_port: int, app_ttl: int = TTL, split: str = "east = 70, west = 30") -> str:
+def body(east_port: int, west_port: int, app_ttl: int = TTL, split: str = "east = 70, west = 30",
+         east_health: str | None = None) -> str:
+    east_health = east_health or f'{{ type = "tcp", address = "127.0.0.1:{east_port}" }}'
     return f'''
 [health]
 interval = {INTERVAL}
@@ -92,7 +94,7 @@ networks = {{ "127.0.0.2/32" = "east", "127.0.0.3/32" = "west", "10.1.0.0/16" = 
 
 [datacenters.east]
 addresses = ["{EAST}"]
-health = [{{ type = "tcp", address = "127.0.0.1:{east_port}" }}]
+health = [{east_health}]
 
 [datacenters.west]
 addresses = ["{WEST}"]
@@ -331,5 +333,56 @@ def test_workers_share_the_port_and_the_health(tmp_path: Path, targets):
             text = resp.read().decode()
         m = re.search(r'tierproxy_geodns_queries_total\{qtype="A"\} (\d+)', text)
         assert m and int(float(m.group(1))) >= 40
+    finally:
+        assert proc.stop() == 0, proc.log_tail()
+
+
+def test_lb_status_target_follows_the_share_of_healthy_backends(tmp_path: Path, targets):
+    """east is healthy while at least 60% of its `tierproxy lb`'s backends are up: one of two
+    killed (50%) moves east's clients to west; revived, they come back."""
+    east, west = targets
+    b1, b2 = Target(), Target()
+    lb = LbProcess(tmp_path, f'''
+[pools.web]
+health = {{ interval = 0.3, timeout = 0.25, rise = 1, fall = 1 }}
+backends = [{{ name = "a", address = "127.0.0.1:{b1.port}" }}, {{ name = "b", address = "127.0.0.1:{b2.port}" }}]
+''')
+    lb.start()
+    dns_dir = tmp_path / "dns"
+    dns_dir.mkdir()
+    target = f'{{ type = "lb_status", url = "http://127.0.0.1:{lb.admin_port}/status", min_healthy = 0.6 }}'
+    proc = GeoDnsProcess(dns_dir, body(east.port, west.port, east_health=target))
+    try:
+        proc.start()
+        assert addresses(proc.query("app.example.test", source="127.0.0.2")) == [EAST]
+        b2.kill()
+        wait_for(lambda: addresses(proc.query("app.example.test", source="127.0.0.2")) == [WEST], 20,
+                 "east's clients to move west")  # fmt: skip
+        targets_st = http_json(proc.admin("/status"))[1]["datacenters"]["east"]["targets"]
+        assert "1/2 backends up" in targets_st[0]["reason"]
+        b2.revive()
+        wait_for(lambda: addresses(proc.query("app.example.test", source="127.0.0.2")) == [EAST], 20,
+                 "east back")  # fmt: skip
+    finally:
+        assert proc.stop() == 0, proc.log_tail()
+        lb.stop()
+        b1.close()
+        b2.close()
+
+
+def test_idle_tcp_connection_closed_and_sigterm_exits_cleanly(tmp_path: Path, targets):
+    east, west = targets
+    proc = GeoDnsProcess(tmp_path, "tcp_idle_timeout = 0.5\n" + body(east.port, west.port))
+    proc.start()
+    try:
+        with socket.create_connection(("127.0.0.1", proc.port), timeout=5) as c:
+            w = dns.message.make_query("app.example.test", "A").to_wire()
+            c.sendall(len(w).to_bytes(2, "big") + w)
+            n = int.from_bytes(c.recv(2), "big")
+            assert n > 0
+            c.recv(n)
+            started = time.monotonic()
+            assert c.recv(10) == b""  # closed by the server once idle
+            assert time.monotonic() - started < 5
     finally:
         assert proc.stop() == 0, proc.log_tail()

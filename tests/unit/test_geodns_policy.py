@@ -126,3 +126,41 @@ def test_region_table_from_mmdb(tmp_path: Path):
     assert t.lookup(1, _v4("192.0.2.1"), 24) == ("dflt", 24)
     assert "MaxMind" in t.describe(1, _v4("10.9.3.4"), 32)
     t.close()
+
+
+def test_engine_with_mmdb_config_answers_by_database(tmp_path: Path):
+    import dns.edns
+    import dns.message
+
+    from proxy.core.config import parse_config
+    from proxy.geodns.config import GeoDnsConfig
+    from proxy.geodns.handler import Engine
+
+    db = tmp_path / "geo.mmdb"
+    write_mmdb(db, {"10.9.0.0/16": {"continent": {"code": "EU"}}})
+    cfg = parse_config({
+        "regions": {"mmdb": str(db), "mmdb_field": "continent.code", "mmdb_regions": {"EU": "west"},
+                    "default": "east"},
+        "datacenters": {"east": {"addresses": ["192.0.2.10"]}, "west": {"addresses": ["198.51.100.10"]}},
+        "zones": [{"origin": "example.test.", "soa": {"mname": "ns1.example.test.", "rname": "h.example.test."},
+                   "ns": ["ns1.example.test."],
+                   "names": [{"name": "app", "policy": "geo", "datacenters": ["east"],
+                              "regions": {"west": {"datacenters": ["west"]}}}]}],
+    }, GeoDnsConfig)  # fmt: skip
+    engine = Engine(cfg)
+    q = dns.message.make_query("app.example.test", "A", use_edns=0, options=[dns.edns.ECSOption("10.9.4.0", 24)])
+    r = dns.message.from_wire(engine.handle(q.to_wire(), "127.0.0.1", False))
+    assert [x.address for x in r.answer[0]] == ["198.51.100.10"]
+    assert r.options[0].scopelen == 16
+    r = dns.message.from_wire(engine.handle(dns.message.make_query("app.example.test", "A").to_wire(), "127.0.0.1", False))
+    assert [x.address for x in r.answer[0]] == ["192.0.2.10"]
+    engine.regions.close()
+
+
+def test_lb_share_counts_up_backends_over_pools():
+    from proxy.geodns.health import lb_share
+
+    status = {"pools": {"web": {"backends": [{"state": "up"}, {"state": "down"}, {"state": "draining"}]},
+                        "api": {"backends": [{"state": "up"}]}}}  # fmt: skip
+    assert lb_share(status) == (2, 4)
+    assert lb_share({"pools": {}}) == (0, 0)
