@@ -149,6 +149,7 @@ class Analysis:
     shard: str | None = None  # "shard_hint"
     error: Refuse | None = None
     _stmt: Any = field(default=None, compare=False, repr=False)  # the InsertStmt, for splitting
+    key_range: tuple[Key | None, Key | None] | None = None  # "keyless": lo <= key <= hi bounds
 
 
 # --- leading comments ---------------------------------------------------------------------------
@@ -303,6 +304,53 @@ def _where_keys(node: Any, key: str, key_type: str,
         except _NotAKey:
             return None
     return None
+
+
+_FLIP = {"<": ">", "<=": ">=", ">": "<", ">=": "<="}
+
+
+def _where_range(node: Any, key: str, key_type: str,
+                 aliases: frozenset[str]) -> tuple[Key | None, Key | None] | None:
+    """Constant bounds on the key from ``<``, ``<=``, ``>``, ``>=`` and BETWEEN in the WHERE
+    clause's AND (strict bounds taken as inclusive: a shard too many is harmless), or None."""
+    def is_key(n: Any) -> bool:
+        return _is_key_column(n, key) and (_qualifier(n) is None or _qualifier(n) in aliases)
+
+    def const(n: Any) -> Key | None:
+        try:
+            k = _const_key(n, key_type)
+        except (_NotAKey, KeyTypeError):
+            return None
+        return k if isinstance(k, int | str) else None
+
+    lo: Key | None = None
+    hi: Key | None = None
+    conjuncts = node.args if isinstance(node, ast.BoolExpr) and int(node.boolop) == 0 else [node]
+    for c in conjuncts:
+        if not isinstance(c, ast.A_Expr) or not c.name or not isinstance(c.name[-1], ast.String):
+            continue
+        op, kind = c.name[-1].sval, int(c.kind)
+        if kind == 10 and is_key(c.lexpr):  # AEXPR_BETWEEN
+            a, b = const(c.rexpr[0]), const(c.rexpr[1])
+            if a is not None and b is not None:
+                lo = a if lo is None or lo < a else lo  # type: ignore[operator]
+                hi = b if hi is None or b < hi else hi  # type: ignore[operator]
+            continue
+        if kind != 0 or op not in _FLIP:
+            continue
+        if is_key(c.lexpr):
+            value = const(c.rexpr)
+        elif is_key(c.rexpr):
+            value, op = const(c.lexpr), _FLIP[op]
+        else:
+            continue
+        if value is None:
+            continue
+        if op in (">", ">="):
+            lo = value if lo is None or lo < value else lo  # type: ignore[operator]
+        else:
+            hi = value if hi is None or value < hi else hi  # type: ignore[operator]
+    return None if lo is None and hi is None else (lo, hi)
 
 
 def _colocated(stmt: Any, grouped: list[ast.RangeVar], key: str) -> bool:
@@ -484,7 +532,8 @@ def _analyze_stmt(sql: str, stmt: Any, groups: Sequence[GroupSpec],
         | frozenset(rv.relname.lower() for rv in grouped)
     found = _where_keys(where, spec.key, spec.key_type, aliases)
     if found is None:
-        return Analysis(sql, "keyless", group=gname)
+        bounds = _where_range(where, spec.key, spec.key_type, aliases)
+        return Analysis(sql, "keyless", group=gname, key_range=bounds)
     return Analysis(sql, "keyed", group=gname, keys=found)
 
 
@@ -605,6 +654,15 @@ def plan(
         return Refuse(INVALID_TEXT, str(exc))
     except LookupError as exc:
         return Refuse(UNDEFINED_PARAMETER, str(exc))
+    if a.kind == "keyless" and a.key_range is not None and group is not None:
+        between = getattr(maps[group], "shards_between", None)
+        shards = between(*a.key_range) if between is not None else None
+        if shards is not None and len(shards) == 1:
+            return One(shards[0], a.sql, "key range within one shard's range")
+        if shards is not None and 1 < len(shards) < len(maps[group].shards):
+            return Some(tuple((sh, a.sql) for sh in shards), "key range over some shards' ranges")
+        if shards == ():
+            return One(maps[group].shards[0], a.sql, "an empty key range: any shard answers")
     if a.kind == "no_table":
         shard = all_shards[0] if all_shards else next(iter(maps.values())).shards[0]
         return One(shard, a.sql, "the statement names no table", any_shard=True)

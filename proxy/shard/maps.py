@@ -296,6 +296,26 @@ class RangeMap:
             raise KeyTypeError(f"map 'range' needs {want} shard key, got {key!r}")
         return self.shards[bisect_right(self.uppers, key)]  # type: ignore[arg-type]
 
+    def shards_between(self, lo: Key | None, hi: Key | None) -> tuple[str, ...]:
+        """The shards whose ranges may hold keys in [lo, hi] (None: unbounded), in map order."""
+        out: list[str] = []
+        for i, shard in enumerate(self.shards):
+            low = self.uppers[i - 1] if i > 0 else None
+            high = self.uppers[i] if i < len(self.uppers) else None
+            if _between_ok(lo, hi, low, high) and shard not in out:
+                out.append(shard)
+        return tuple(out)
+
+
+def _between_ok(lo: Key | None, hi: Key | None, low: Key | None, high: Key | None) -> bool:
+    # Whether [lo, hi] (None: unbounded) may meet [low, high) (None: unbounded). Treating strict
+    # bounds as inclusive only ever adds a shard that has no matching rows.
+    if lo is not None and high is not None and not lo < high:  # type: ignore[operator]
+        return False
+    if hi is not None and low is not None and hi < low:  # type: ignore[operator]
+        return False
+    return True
+
 
 @dataclass(frozen=True)
 class DedicatedMap:
@@ -315,6 +335,20 @@ class DedicatedMap:
 
     def is_dedicated(self, key: Key) -> bool:
         return key in self.dedicated
+
+    def shards_between(self, lo: Key | None, hi: Key | None) -> tuple[str, ...] | None:
+        """For a range map: the shards keys in [lo, hi] may be on (dedicated ones included);
+        None for the other maps, which scatter key ranges."""
+        if not isinstance(self.base, RangeMap):
+            return None
+        out = list(self.base.shards_between(lo, hi))
+        for key, shard in self.dedicated.items():
+            if shard in out:
+                continue
+            if (lo is None or (type(key) is type(lo) and lo <= key)) and \
+                    (hi is None or (type(key) is type(hi) and key <= hi)):  # type: ignore[operator]
+                out.append(shard)
+        return tuple(out)
 
 
 def key_moves(old: ShardMap, new: ShardMap, keys: Iterable[Key]) -> dict[tuple[str, str], list[Key]]:

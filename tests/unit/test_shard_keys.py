@@ -279,3 +279,20 @@ def test_any_text_gives_a_plan_never_an_exception(sql: str, params: list) -> Non
     p = plan(analyze(sql, GROUPS, SHARDS), MAPS, SPECS, params=params, all_shards=SHARDS)
     assert isinstance(p, One | Some | All | Refuse | Session | SetKey)
     plan_gather(sql)
+
+
+def test_key_ranges_on_a_range_map_go_to_the_overlapping_shards() -> None:
+    ranged = {**MAPS, "users": RangeMap(SHARDS, (100, 200, 300))}
+    def go(sql: str) -> object:
+        return plan(analyze(sql, GROUPS, SHARDS), ranged, SPECS, all_shards=SHARDS)
+    p = go("select * from users where user_id >= 120 and user_id < 150")
+    assert isinstance(p, One) and p.shard == "s1"
+    p = go("select * from users where user_id between 150 and 250 and name = 'x'")
+    assert isinstance(p, Some) and [s for s, _ in p.parts] == ["s1", "s2"]
+    p = go("select count(*) from users where 250 < user_id")
+    assert isinstance(p, Some) and [s for s, _ in p.parts] == ["s2", "s3"]
+    assert isinstance(go("select * from users where user_id > 5 or user_id < 1"), All)
+    p = route("select * from app.tenants where tenant between 'a' and 'c'")
+    assert isinstance(p, One) and p.shard == "s0"
+    # modulo, hash and consistent maps scatter key ranges
+    assert isinstance(route("select * from users where user_id between 1 and 3"), All)

@@ -149,3 +149,19 @@ def test_key_moves_groups_by_source_and_target() -> None:
     old = DedicatedMap(ModuloMap(("a", "b")), {})
     new = DedicatedMap(ModuloMap(("a", "b")), {4: "hot"})
     assert key_moves(old, new, range(6)) == {("a", "hot"): [4]}
+
+
+@given(st.lists(st.integers(-1000, 1000), min_size=1, max_size=5, unique=True),
+       st.one_of(st.none(), st.integers(-1200, 1200)), st.one_of(st.none(), st.integers(-1200, 1200)),
+       st.dictionaries(st.integers(-1200, 1200), st.just("hot"), max_size=3))
+def test_shards_between_covers_every_key_in_the_range(bounds: list[int], lo: int | None,
+                                                      hi: int | None, dedicated: dict) -> None:
+    uppers = tuple(sorted(bounds))
+    m = DedicatedMap(RangeMap(tuple(f"r{i}" for i in range(len(uppers) + 1)), uppers), dedicated)
+    shards = m.shards_between(lo, hi)
+    assert shards is not None
+    first = lo if lo is not None else -1300
+    last = hi if hi is not None else 1300
+    for key in range(first, last + 1):
+        assert m.shard_for(key) in shards, key
+    assert DedicatedMap(HashMap(("a", "b")), {}).shards_between(lo, hi) is None

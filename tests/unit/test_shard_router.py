@@ -21,6 +21,8 @@ def test_example_config_routes() -> None:
     p = r.plan("select * from events where event_id in (5, 2500000)")
     assert isinstance(p, Some) and [s for s, _ in p.parts] == ["s0", "s2"]
     assert isinstance(r.plan("select count(*) from users"), All)
+    p = r.plan("select * from events where event_id between 1500000 and 2500000")
+    assert isinstance(p, Some) and [s for s, _ in p.parts] == ["s1", "s2"]
     assert isinstance(r.plan_query("select 1; select 2"), One)
 
 
