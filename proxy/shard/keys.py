@@ -742,11 +742,18 @@ def plan_sql(
     for p in plans:
         if isinstance(p, Refuse):
             return p
-    singles = {p.shard for p in plans if isinstance(p, One)}
-    others = [p for p in plans if not isinstance(p, One | Session)]
-    if not others and len(singles) <= 1:
+    # Statements naming no table (any shard) and session statements go along with the others.
+    flexible = [p for p in plans if isinstance(p, One) and p.any_shard]
+    singles = {p.shard for p in plans if isinstance(p, One) and not p.any_shard}
+    scatters = [p for p in plans if isinstance(p, All)]
+    others = [p for p in plans if not isinstance(p, One | Session | All)]
+    if not others and not scatters and len(singles) <= 1:
         if singles:
             return One(singles.pop(), sql, "every statement on one shard")
-        return Session("multi")
+        if flexible:
+            return One(flexible[0].shard, sql, "no statement names a table", any_shard=True)
+        return Session("multi", sql)
+    if not others and not singles and scatters:
+        return All(sql, "every statement goes to every shard", ddl=all(p.ddl for p in scatters))
     return Refuse(FEATURE_NOT_SUPPORTED,
                   "a query string whose statements need different shards (send them one by one)")

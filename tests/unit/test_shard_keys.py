@@ -204,6 +204,14 @@ def test_multi_statement_strings() -> None:
     p = plan_sql("select * from users where user_id = 1; select * from users where user_id = 2",
                  GROUPS, MAPS, all_shards=SHARDS)
     assert isinstance(p, Refuse) and p.sqlstate == "0A000"
+    p = plan_sql("select now(); begin; select * from users where user_id = 6; commit", GROUPS, MAPS,
+                 all_shards=SHARDS)
+    assert isinstance(p, One) and p.shard == "s2"
+    p = plan_sql("create table a (x int); create index on a (x)", GROUPS, MAPS, all_shards=SHARDS)
+    assert isinstance(p, All) and p.ddl
+    p = plan_sql("create table a (x int); select * from users where user_id = 1", GROUPS, MAPS,
+                 all_shards=SHARDS)
+    assert isinstance(p, Refuse)
 
 
 @given(st.integers(min_value=INT8_MIN, max_value=INT8_MAX))
