@@ -5,8 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from proxy.core.config import ConfigError, load_config
+from proxy.core.config import ConfigError, load_config, parse_config
 from proxy.shard.config import ShardConfig
 
 REPO = Path(__file__).resolve().parents[2]
@@ -139,11 +141,6 @@ def test_two_shards_at_one_address(tmp_path: Path) -> None:
     text = MINIMAL + '[shards.c]\naddress = "127.0.0.1:5441"\n'
     assert _errors(tmp_path, text) == ["shard.toml: shards.c.address: 127.0.0.1:5441 is also shard 'b'"]
 
-
-from hypothesis import given  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
-
-from proxy.core.config import parse_config  # noqa: E402
 
 
 @given(st.lists(st.integers(-10**12, 10**12), min_size=1, max_size=5), st.integers(-10**13, 10**13))
