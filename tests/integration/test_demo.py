@@ -10,6 +10,7 @@ import sys
 import urllib.request
 
 from proxy.devstack.ports import allocate_port
+from tests.integration.geodnsproc import allocate_dns_port
 from tests.integration.lbproc import REPO, wait_for
 from tests.integration.timewait import leave_time_wait
 
@@ -22,15 +23,17 @@ def _post(url: str, body: bytes) -> tuple[int, dict]:
 
 def test_demo_serves_sessions_through_the_balancer_and_stops_cleanly(tmp_path):
     port, admin, db_port, db_admin = allocate_port(), allocate_port(), allocate_port(), allocate_port()
+    dns_port, dns_admin = allocate_dns_port(), allocate_port()
     for lock in (port, admin, db_port, db_admin):
         # As a demo stopped a moment ago leaves them: no listener, connections in TIME_WAIT.
         leave_time_wait(lock.port)
-    for lock in (port, admin, db_port, db_admin):
+    for lock in (port, admin, db_port, db_admin, dns_port, dns_admin):
         lock.release()  # the demo claims its ports itself (it takes them from the command line)
     log = open(tmp_path / "demo.log", "w+b")
     proc = subprocess.Popen(
         [sys.executable, "-m", "proxy.cli", "demo", "--port", str(port.port), "--admin-port", str(admin.port),
-         "--db-port", str(db_port.port), "--db-admin-port", str(db_admin.port)],
+         "--db-port", str(db_port.port), "--db-admin-port", str(db_admin.port),
+         "--dns-port", str(dns_port.port), "--dns-admin-port", str(dns_admin.port)],
         stdout=log, stderr=subprocess.STDOUT, cwd=REPO, env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
     try:
@@ -71,6 +74,23 @@ def test_demo_serves_sessions_through_the_balancer_and_stops_cleanly(tmp_path):
             capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL,
         )
         assert out.stdout.strip() == "hello from the demo test", out.stderr
+        # Two data centers behind tierproxy geodns: each region gets its own balancer (the printed
+        # dig commands), west's balancer serves its own workers, and draining west's backends
+        # moves west's clients to east.
+        dig_east = next(line.split("#")[0].strip() for line in text.splitlines() if "-b 127.0.0.2" in line)
+        dig_west = next(line.split("#")[0].strip() for line in text.splitlines() if "-b 127.0.0.3" in line)
+
+        def dig(cmd: str) -> str:
+            return subprocess.run(cmd, shell=True, capture_output=True, text=True, timeout=20).stdout.strip()
+
+        wait_for(lambda: dig(dig_east) == "127.0.0.1", 20, "east's clients to get 127.0.0.1")
+        wait_for(lambda: dig(dig_west) == "127.0.2.1", 20, "west's clients to get 127.0.2.1")
+        with urllib.request.urlopen(f"http://127.0.2.1:{port.port}/whoami", timeout=5) as resp:
+            assert json.loads(resp.read())["instance"].startswith("west")
+        for line in text.splitlines():
+            if "127.0.2.1" in line and "/drain" in line:
+                subprocess.run(line.strip(), shell=True, capture_output=True, timeout=20, check=True)
+        wait_for(lambda: dig(dig_west) == "127.0.0.1", 20, "west's clients to fail over to east")
         proc.send_signal(signal.SIGINT)
         assert proc.wait(30) == 0
     finally:
