@@ -15,7 +15,8 @@ open, so nothing tells the sessions waiting on it that no answer will come. Two 
   primary must not abort them; `timeouts.query` covers it.
 * `timeouts.query` is the proxy's own: when a statement has run that long, the proxy sends the
   server a CancelRequest (`query_timed_out`); a server that answers it ends the statement with its
-  own 57014. If the statement is still unanswered `timeouts.query_cancel_grace` seconds later,
+  own 57014 (the clock is per statement: a ReadyForQuery with more statements in flight restarts
+  it). If the server has said nothing `timeouts.query_cancel_grace` seconds later,
   `cancel_unanswered` gives up on the server: the connection is aborted and the client gets
   57014 "canceling statement due to statement timeout" (an ERROR and the session goes on, for a
   replica outside a transaction; FATAL for the client's own primary connection or inside a
@@ -36,7 +37,7 @@ from .server import ServerConn, error_fields
 if TYPE_CHECKING:
     from .daemon import DbProxyDaemon
 
-__all__ = ["cancel_unanswered", "query_timed_out", "replica_marked_down"]
+__all__ = ["cancel_unanswered", "query_timed_out", "replica_marked_down", "restart_query_timer"]
 
 log = logging.getLogger("tierproxy.dbproxy")
 
@@ -67,13 +68,26 @@ def query_timed_out(daemon: DbProxyDaemon, conn: ServerConn) -> None:
     log.info("query timeout: cancelling", extra={"backend": conn.backend})
     daemon.cancel_conn(conn)
     grace = daemon.cfg.timeouts.query_cancel_grace
-    conn.timer = asyncio.get_running_loop().call_later(grace, cancel_unanswered, daemon, conn)
+    conn.timer = asyncio.get_running_loop().call_later(grace, cancel_unanswered, daemon, conn, conn.received)
 
 
-def cancel_unanswered(daemon: DbProxyDaemon, conn: ServerConn) -> None:
-    """The server did not end the cancelled statement: drop its connection, tell the client 57014."""
+def restart_query_timer(daemon: DbProxyDaemon, conn: ServerConn) -> None:
+    """A statement ended (ReadyForQuery) with more in flight behind it (a pipelining client): the
+    next one gets the whole of `timeouts.query`, and a cancel already sent was heard."""
+    if conn.timer is not None:
+        conn.timer.cancel()
+    conn.timer = asyncio.get_running_loop().call_later(daemon.cfg.timeouts.query, query_timed_out, daemon, conn)
+
+
+def cancel_unanswered(daemon: DbProxyDaemon, conn: ServerConn, received: int) -> None:
+    """Grace over after a cancel: a server that said nothing since (`received` bytes then) is
+    given up (connection dropped, the client told 57014); one still talking (a pipelining
+    client's later statements, rows of a cancelled query) is alive: its clock starts again."""
     conn.timer = None
     if not conn.busy or conn.closed:
+        return
+    if conn.received != received:
+        conn.timer = asyncio.get_running_loop().call_later(daemon.cfg.timeouts.query, query_timed_out, daemon, conn)
         return
     grace = daemon.cfg.timeouts.query_cancel_grace
     log.warning("query timeout: the server did not answer the cancel; dropping the connection",

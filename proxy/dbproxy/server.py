@@ -111,6 +111,7 @@ class ServerConn(asyncio.Protocol):
         self.created_at = time.time()
         self.last_used = time.monotonic()
         self.sent_at = 0.0  # when the oldest group in flight was sent (query latency)
+        self.received = 0  # bytes from the server: has it said anything since (faults.py)?
         self.fatal: dict[str, str] | None = None  # a FATAL the server sent before closing
         self._rest = b""  # an incomplete message, kept until the rest arrives
         self._skip = 0  # bytes of a large message still to pass through unframed
@@ -128,6 +129,7 @@ class ServerConn(asyncio.Protocol):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     def data_received(self, data: bytes) -> None:
+        self.received += len(data)
         if self._skip:
             # The rest of a large message the session already started to forward: pass it on.
             k = self._skip

@@ -19,6 +19,7 @@ from proxy.pgwire.framing import DEFAULT_MAX_MESSAGE_LENGTH as MAX_MESSAGE_LENGT
 from proxy.pgwire.framing import Message
 from proxy.pgwire.messages import decode_backend
 
+from .faults import restart_query_timer
 from .router import PRIMARY
 from .server import ServerConn, error_fields
 
@@ -81,6 +82,8 @@ class RelayMixin(_Base):
                 conn.copy = False
                 if not conn.busy:
                     self.d.finished(conn)
+                elif conn.timer is not None:
+                    restart_query_timer(self.d, conn)  # timeouts.query is per statement (faults.py)
                 failed, conn.errored = conn.errored and not self._multi, False
                 self.router.on_ready_for_query(status, failed=failed)
             elif t == 0x31 or t == 0x33:  # ParseComplete, CloseComplete

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
 import time
 import urllib.request
 
@@ -23,6 +24,17 @@ import psycopg
 import pytest
 
 from proxy.devstack.poll import wait_until_async
+from proxy.pgwire import encode
+from proxy.pgwire.auth import ScramClient
+from proxy.pgwire.framing import BackendFramer
+from proxy.pgwire.messages import (
+    AuthenticationSASL,
+    AuthenticationSASLContinue,
+    AuthenticationSASLFinal,
+    ErrorResponse,
+    ReadyForQuery,
+    decode_backend,
+)
 
 # proxy.devstack.dbproxy writes monitor.interval = 0.5 and monitor.timeout = 0.5
 DETECTION = 0.5 + 0.5
@@ -258,3 +270,51 @@ async def test_a_read_only_transaction_on_a_frozen_replica_ends_at_detection_wit
     finally:
         await conn.close()
     await _wait_status(proxy, lambda b: all(x["usable"] for x in b.values() if x["name"] != "primary"))
+
+
+def _pipelined_queries(port: int, queries: list[str]) -> list[str]:
+    """Log in as app over a raw socket, send `queries` as simple Query messages in one write
+    (a pipeline), and return, per ReadyForQuery, "ok" or the SQLSTATE of the error before it."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=30)
+    framer = BackendFramer()
+    scram = ScramClient("app", "app-secret")
+    out: list[str] = []
+    error: str | None = None
+    try:
+        sock.sendall(encode.startup_message({"user": "app", "database": "postgres"}))
+        logged_in = False
+        while len(out) < len(queries):
+            chunk = sock.recv(65536)
+            assert chunk, f"closed after {out}"
+            for m in map(decode_backend, framer.feed(chunk)):
+                if isinstance(m, AuthenticationSASL):
+                    sock.sendall(encode.sasl_initial_response("SCRAM-SHA-256", scram.client_first()))
+                elif isinstance(m, AuthenticationSASLContinue):
+                    sock.sendall(encode.sasl_response(scram.handle_server_first(m.data)))
+                elif isinstance(m, AuthenticationSASLFinal):
+                    scram.handle_server_final(m.data)
+                elif isinstance(m, ErrorResponse):
+                    assert logged_in, m.fields
+                    error = m.sqlstate
+                elif isinstance(m, ReadyForQuery):
+                    if not logged_in:
+                        logged_in = True
+                        sock.sendall(b"".join(encode.query(q) for q in queries))
+                    else:
+                        out.append(error or "ok")
+                        error = None
+        return out
+    finally:
+        sock.close()
+
+
+async def test_query_timeout_is_per_statement_for_a_pipelining_client(cluster, dbproxy_factory):
+    # Ten 0.3 s statements sent at once keep the server connection busy for 3 s; each is well
+    # under timeouts.query, so none is cancelled and the connection is not dropped.
+    proxy = dbproxy_factory(cluster, extra="[timeouts]\nquery = 1.0\nquery_cancel_grace = 1.0\n")
+    results = await asyncio.to_thread(_pipelined_queries, proxy.port, ["SELECT pg_sleep(0.3)"] * 10)
+    assert results == ["ok"] * 10
+    # and a statement over the limit in the same kind of pipeline is still cancelled
+    results = await asyncio.to_thread(_pipelined_queries, proxy.port,
+                                      ["SELECT pg_sleep(0.3)", "SELECT pg_sleep(30)", "SELECT 1"])  # fmt: skip
+    assert results == ["ok", "57014", "ok"]
