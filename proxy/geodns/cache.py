@@ -11,7 +11,8 @@ for this client) to a finished response. Two queries with equal keys get byte-id
 except for the ID, the question's letter case and the ECS address echoed, so a hit copies the
 template and patches exactly those (the question sits at offset 12; the ECS address, ours being
 the only option of the only additional record, ends the message). A change of health, drain or
-config empties the cache (its generation moves on).
+config empties the cache (its generation moves on). In front of it, `Engine.handle` keeps a
+repeat cache keyed by the query's bytes less its ID (handler.py).
 """
 
 from __future__ import annotations

@@ -56,6 +56,8 @@ class Engine:
         self.available: frozenset[str] = frozenset(cfg.datacenters)
         self._memo: dict[Any, tuple[Resolved, str | None]] = {}
         self._src: dict[str, tuple[int, int]] = {}
+        # (query less its ID, source, tcp) -> (answer less its ID, and its counter labels)
+        self._repeat: dict[Any, tuple[bytes, str, str, str | None, tuple[str, ...]]] = {}
         # counters
         self.queries: dict[str, int] = {}
         self.rcodes: dict[str, int] = {}
@@ -72,6 +74,7 @@ class Engine:
         self.drained = {dc for dc in drained if dc in self.cfg.datacenters}
         self.available = frozenset(dc for dc, up in self.healthy.items() if up and dc not in self.drained)
         self._memo.clear()
+        self._repeat.clear()
         self.cache.clear()
 
     # -- decisions -------------------------------------------------------------------------
@@ -140,10 +143,19 @@ class Engine:
     # -- answering -------------------------------------------------------------------------
 
     def handle(self, wire: bytes, src: str, tcp: bool) -> bytes | None:
+        # A query repeated byte for byte (but its ID) from the same source: the answer we gave it,
+        # under its new ID. Resolvers and load generators repeat themselves; this skips even the
+        # parse and the decision.
+        rk = (wire[2:], src, tcp)
+        hit = self._repeat.get(rk)
+        if hit is not None:
+            self.cache.hits += 1
+            self._count_labels(hit[1], hit[2], hit[3], hit[4])
+            return wire[:2] + hit[0]
         try:
             q = parse_query(wire)
             if q is not None:
-                return self._fast(wire, q, src, tcp)
+                return self._fast(wire, q, src, tcp, rk)
             return self._slow(wire, src, tcp, None, None)
         except Exception:
             self.errors += 1
@@ -153,7 +165,7 @@ class Engine:
             self._count_rcode(2)
             return wire[:2] + bytes(((wire[2] & 0x79) | 0x80, 2)) + b"\x00" * 8
 
-    def _fast(self, wire: bytes, q: FastQuery, src: str, tcp: bool) -> bytes | None:
+    def _fast(self, wire: bytes, q: FastQuery, src: str, tcp: bool, rk: Any) -> bytes | None:
         lower = q.qname.lower()
         pol = self.zones.policy_wire.get(lower)
         res_key: Any = None
@@ -175,9 +187,18 @@ class Engine:
         if hit is not None:
             self.cache.hits += 1
             self._count(q.qtype, hit[1], region, resolved)
-            return patch(hit[0], wire, q)
-        self.cache.misses += 1
-        return self._slow(wire, src, tcp, key, (resolved, region) if pol is not None else None)
+            out: bytes | None = patch(hit[0], wire, q)
+        else:
+            self.cache.misses += 1
+            out = self._slow(wire, src, tcp, key, (resolved, region) if pol is not None else None)
+        if out is not None and self.cache.size > 0:
+            if len(self._repeat) >= self.cache.size:
+                self._repeat.clear()
+            self._repeat[rk] = (out[2:], QTYPE_LABELS.get(q.qtype, "other"),
+                                RCODE_LABELS.get(out[3] & 0x0F, "other"),
+                                (region or "none") if resolved is not None else None,
+                                resolved.decision.datacenters if resolved is not None else ())  # fmt: skip
+        return out
 
     def _slow(self, wire: bytes, src: str, tcp: bool, key: Any,
               known: tuple[Resolved | None, str | None] | None) -> bytes | None:  # fmt: skip
@@ -212,6 +233,14 @@ class Engine:
     def _count_rcode(self, rcode: int) -> None:
         label = RCODE_LABELS.get(rcode, "other")
         self.rcodes[label] = self.rcodes.get(label, 0) + 1
+
+    def _count_labels(self, qt: str, rc: str, region: str | None, dcs: tuple[str, ...]) -> None:
+        self.queries[qt] = self.queries.get(qt, 0) + 1
+        self.rcodes[rc] = self.rcodes.get(rc, 0) + 1
+        if region is not None:
+            self.by_region[region] = self.by_region.get(region, 0) + 1
+        for dc in dcs:
+            self.by_dc[dc] = self.by_dc.get(dc, 0) + 1
 
     def _count(self, qtype: int, rcode: int, region: str | None, resolved: Resolved | None) -> None:
         qt = QTYPE_LABELS.get(qtype, "other")

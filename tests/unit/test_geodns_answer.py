@@ -9,6 +9,7 @@ import struct
 import dns.edns
 import dns.flags
 import dns.message
+import dns.name
 import dns.opcode
 import dns.rcode
 import dns.rdatatype
@@ -242,10 +243,13 @@ def test_cached_answers_equal_fresh_builds(name, upper, qtype, edns, payload, ec
                                options=opts)  # fmt: skip
     q.id = qid
     cached, fresh = ENGINES  # shared by all examples: whatever one left in the cache must fit the next
-    other = q.to_wire()
-    other = bytes(((qid + 1) % 65536).to_bytes(2, "big")) + other[2:]
-    cached.handle(other, src, tcp)  # fills the cache under another ID
-    got = cached.handle(q.to_wire(), src, tcp)
-    want = fresh.handle(q.to_wire(), src, tcp)
-    assert got == want
+    wire = q.to_wire()
+    want = fresh.handle(wire, src, tcp)
+    # the wire cache filled by the same question in other letters under another ID: patched
+    q.question[0].name = dns.name.from_text(name.swapcase())
+    q.id = (qid + 1) % 65536
+    cached.handle(q.to_wire(), src, tcp)
+    assert cached.handle(wire, src, tcp) == want
+    # the same query again under another ID: the repeat cache
+    assert cached.handle(q.to_wire()[:2] + wire[2:], src, tcp) == q.to_wire()[:2] + want[2:]
     assert cached.errors == fresh.errors == 0
