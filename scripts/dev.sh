@@ -12,12 +12,16 @@ cd "$(dirname "$0")/.."
 # /metrics; curl, wrk: real clients; nginx, haproxy, pgbouncer, pgpool2: the peers bench/ compares
 # against; openssl: test certificates for the TLS tests. DNS (tierproxy geodns): dig is the test
 # client, dnsperf the bench's load, dnsmasq (dnsmasq-base: the binary without the system service)
-# and PowerDNS with its GeoIP backend the peers bench/geodns.py compares against.
+# and PowerDNS with its GeoIP backend the peers bench/geodns.py compares against. patroni and
+# etcd-server (etcd-client: etcdctl, for a person looking at the keys): the high-availability
+# cluster proxy/devstack/patroni.py starts for the failover tests and the demo.
 APT_PACKAGES=(redis-server postgresql prometheus curl wrk nginx haproxy pgbouncer pgpool2 openssl
-              bind9-dnsutils dnsperf dnsmasq-base pdns-server pdns-backend-geoip)
+              bind9-dnsutils dnsperf dnsmasq-base pdns-server pdns-backend-geoip
+              patroni etcd-server etcd-client)
 # command that proves each package is present (same order)
 APT_PROBES=(redis-server /usr/lib/postgresql promtool curl wrk nginx haproxy pgbouncer pgpool openssl
-            dig dnsperf /usr/sbin/dnsmasq /usr/sbin/pdns_server /usr/share/doc/pdns-backend-geoip/copyright)
+            dig dnsperf /usr/sbin/dnsmasq /usr/sbin/pdns_server /usr/share/doc/pdns-backend-geoip/copyright
+            patroni etcd etcdctl)
 
 log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 
@@ -43,6 +47,16 @@ if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet pdns 2>/d
   SUDO=""; [[ $(id -u) == 0 ]] || SUDO="sudo"
   $SUDO systemctl disable --now pdns >/dev/null 2>&1 || true
 fi
+# etcd-server's system service (enabled on install where systemd runs) holds 127.0.0.1:2379/2380
+# and the patroni package ships one too; the tests start their own etcd and Patroni nodes on free
+# loopback ports. In a container without systemd nothing is started.
+for unit in etcd patroni; do
+  if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet "$unit" 2>/dev/null; then
+    log "stopping the system $unit service (the tests start their own)"
+    SUDO=""; [[ $(id -u) == 0 ]] || SUDO="sudo"
+    $SUDO systemctl disable --now "$unit" >/dev/null 2>&1 || true
+  fi
+done
 
 PY=${PYTHON:-}
 if [[ -z $PY ]]; then

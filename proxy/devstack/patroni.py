@@ -1,0 +1,523 @@
+"""A real high-availability cluster for tests and the demo: one etcd member and Patroni nodes.
+
+Theory of operation:
+- `start_etcd()` runs Debian's `etcd` (v3.4) as one member on two locked loopback ports (client and
+  peer), data in a temp dir, ready when its client port answers `GET /health` with `"health":
+  "true"`. The v3 HTTP gateway (`/v3/kv/range`, `/v3/watch`) is what Patroni (its `etcd3` DCS) and
+  proxy/dbproxy/patroni_source.py talk to; the v2 API is off in 3.4 and not needed.
+- `start_patroni_cluster()` writes one config per node (JSON, which is YAML, so no YAML library is
+  needed here) and runs Debian's `/usr/bin/patroni` for each. Patroni bootstraps the first node that
+  takes the initialize key with initdb and clones the others with pg_basebackup; every node owns a
+  locked PostgreSQL port and a locked REST port on 127.0.0.1. PostgreSQL refuses to run as root, so
+  Patroni (and the postgres it spawns) runs as the same unprivileged user as
+  proxy/devstack/postgres.py, through `setpriv` (proxy.devstack.pgenv.as_user).
+- Timings are short (ttl 10 s, loop_wait 1 s, retry_timeout 4 s: Patroni wants loop_wait +
+  2*retry_timeout <= ttl) and `primary_start_timeout` is 0, so a crashed primary postmaster is
+  failed over at once instead of being restarted in place for 5 minutes.
+- Readiness and every wait ask Patroni's REST API (`/cluster`, `/health`), polled with a deadline;
+  never a fixed sleep. Logs (etcd, each Patroni with its postgres output) stay in `log_dir` and are
+  offered to the test harness through `managed_processes()`.
+- `close()` stops every Patroni (SIGTERM to its process group: Patroni shuts postgres down), SIGKILLs
+  what is left, kills stray postmasters by their postmaster.pid, then etcd, and releases the ports.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Mapping
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
+
+from proxy.devstack.pgenv import as_user, chown_to, find_pg_bindir, pg_os_user
+from proxy.devstack.poll import PollTimeout, wait_until
+from proxy.devstack.ports import allocate_port
+from proxy.devstack.process import DevstackError, ManagedProcess
+
+__all__ = [
+    "EtcdServer",
+    "PatroniCluster",
+    "PatroniNode",
+    "etcd_binary",
+    "patroni_binary",
+    "start_etcd",
+    "start_patroni_cluster",
+]
+
+HOST = "127.0.0.1"
+READY_TIMEOUT = 60.0
+HTTP_TIMEOUT = 2.0
+STOP_TIMEOUT = 15.0
+
+# Patroni's dynamic (DCS) settings, short for tests.
+DCS_SETTINGS: dict[str, Any] = {
+    "ttl": 10,
+    "loop_wait": 1,
+    "retry_timeout": 4,
+    "maximum_lag_on_failover": 16 * 1024 * 1024,
+    "primary_start_timeout": 0,
+}
+PG_PARAMETERS: dict[str, Any] = {
+    "wal_level": "replica",
+    "hot_standby": "on",
+    "max_prepared_transactions": 10,
+    "max_wal_senders": 10,
+    "max_replication_slots": 10,
+    "wal_log_hints": "on",
+    "wal_receiver_timeout": "5s",
+    "wal_retrieve_retry_interval": "200ms",
+    "fsync": "off",
+    "full_page_writes": "on",
+    "shared_buffers": "32MB",
+    "jit": "off",
+}
+
+
+def etcd_binary() -> str | None:
+    return shutil.which("etcd")
+
+
+def patroni_binary() -> str | None:
+    return shutil.which("patroni")
+
+
+def http_json(method: str, url: str, body: Any = None, timeout: float = HTTP_TIMEOUT) -> tuple[int, Any]:
+    """One HTTP request; returns (status, parsed JSON or the text); HTTP errors are a status too."""
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(url, data=data, method=method)
+    if data is not None:
+        request.add_header("Content-Type", "application/json")
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            status, raw = response.status, response.read()
+    except urllib.error.HTTPError as exc:
+        status, raw = exc.code, exc.read()
+    text = raw.decode("utf-8", "replace")
+    try:
+        return status, json.loads(text)
+    except ValueError:
+        return status, text
+
+
+# -- etcd ------------------------------------------------------------------------------------
+
+
+class EtcdServer:
+    """One etcd member on locked loopback ports; `.url` is its client URL."""
+
+    def __init__(self, log_dir: Path | None = None, name: str = "etcd") -> None:
+        binary = etcd_binary()
+        if binary is None:
+            raise DevstackError("etcd not found (Debian package etcd-server; scripts/dev.sh installs it)")
+        self.base_dir = Path(tempfile.mkdtemp(prefix="tierproxy-etcd-"))
+        self.log_dir = Path(log_dir) if log_dir is not None else self.base_dir
+        self.client_lock = allocate_port(HOST)
+        self.peer_lock = allocate_port(HOST)
+        self.url = f"http://{HOST}:{self.client_lock.port}"
+        peer = f"http://{HOST}:{self.peer_lock.port}"
+        argv = [
+            binary,
+            "--name", "default",
+            "--data-dir", str(self.base_dir / "data"),
+            "--listen-client-urls", self.url,
+            "--advertise-client-urls", self.url,
+            "--listen-peer-urls", peer,
+            "--initial-advertise-peer-urls", peer,
+            "--initial-cluster", f"default={peer}",
+            "--initial-cluster-state", "new",
+            "--logger", "zap",
+            "--log-outputs", "stderr",
+        ]  # fmt: skip
+        self.process = ManagedProcess(argv, name=name, log_dir=self.log_dir, cwd=self.base_dir)
+
+    @property
+    def port(self) -> int:
+        return self.client_lock.port
+
+    def healthy(self) -> bool:
+        status, body = http_json("GET", f"{self.url}/health")
+        return status == 200 and isinstance(body, dict) and body.get("health") == "true"
+
+    def wait_ready(self, timeout: float = READY_TIMEOUT) -> EtcdServer:
+        self.process.wait_ready(self.healthy, timeout)
+        return self
+
+    def managed_processes(self) -> list[ManagedProcess]:
+        return [self.process]
+
+    def close(self, timeout: float = 5.0) -> None:
+        try:
+            self.process.terminate(timeout)
+        finally:
+            self.client_lock.release()
+            self.peer_lock.release()
+            shutil.rmtree(self.base_dir, ignore_errors=True)
+
+
+def start_etcd(log_dir: Path | None = None, timeout: float = READY_TIMEOUT) -> EtcdServer:
+    server = EtcdServer(log_dir)
+    try:
+        return server.wait_ready(timeout)
+    except BaseException:
+        server.close()
+        raise
+
+
+# -- Patroni ---------------------------------------------------------------------------------
+
+
+class PatroniNode:
+    """One Patroni process and the PostgreSQL it manages."""
+
+    def __init__(self, cluster: PatroniCluster, name: str) -> None:
+        self.cluster = cluster
+        self.name = name
+        self.pg_lock = allocate_port(HOST)
+        self.api_lock = allocate_port(HOST)
+        self.data_dir = cluster.base_dir / name / "data"
+        self.config_path = cluster.base_dir / name / "patroni.yml"
+        self.process: ManagedProcess | None = None
+
+    @property
+    def port(self) -> int:
+        return self.pg_lock.port
+
+    @property
+    def api_port(self) -> int:
+        return self.api_lock.port
+
+    @property
+    def api_url(self) -> str:
+        return f"http://{HOST}:{self.api_port}"
+
+    def dsn(self, database: str = "postgres") -> str:
+        c = self.cluster
+        return f"postgresql://{c.superuser}:{c.password}@{HOST}:{self.port}/{database}"
+
+    def config(self) -> dict[str, Any]:
+        c = self.cluster
+        node_dir = c.base_dir / self.name
+        hba = [
+            "local all all trust",
+            f"host replication {c.replication_user} 127.0.0.1/32 scram-sha-256",
+            "host all all 127.0.0.1/32 scram-sha-256",
+        ]
+        return {
+            "scope": c.scope,
+            "name": self.name,
+            "log": {"level": "INFO"},
+            "restapi": {"listen": f"{HOST}:{self.api_port}", "connect_address": f"{HOST}:{self.api_port}"},
+            "etcd3": {"hosts": [f"{HOST}:{c.etcd.port}"]},
+            "bootstrap": {
+                "dcs": {
+                    **DCS_SETTINGS,
+                    "postgresql": {"use_pg_rewind": True, "use_slots": True, "parameters": dict(c.pg_parameters)},
+                },
+                "initdb": [{"encoding": "UTF8"}, {"auth": "scram-sha-256"}],
+            },
+            "postgresql": {
+                "listen": f"{HOST}:{self.port}",
+                "connect_address": f"{HOST}:{self.port}",
+                "data_dir": str(self.data_dir),
+                "bin_dir": str(c.bindir),
+                "pgpass": str(node_dir / "pgpass"),
+                "authentication": {
+                    "superuser": {"username": c.superuser, "password": c.password},
+                    "replication": {"username": c.replication_user, "password": c.password},
+                    "rewind": {"username": c.superuser, "password": c.password},
+                },
+                "parameters": {"unix_socket_directories": str(node_dir)},
+                "pg_hba": hba,
+            },
+            "tags": {"nofailover": False, "noloadbalance": False, "clonefrom": False, "nosync": False},
+        }
+
+    def write_config(self) -> None:
+        node_dir = self.config_path.parent
+        node_dir.mkdir(parents=True, exist_ok=True)
+        chown_to(node_dir, self.cluster.os_user)
+        self.config_path.write_text(json.dumps(self.config(), indent=2))
+        chown_to(self.config_path, self.cluster.os_user)
+
+    def spawn(self) -> PatroniNode:
+        if self.process is not None and self.process.running:
+            raise DevstackError(f"{self.name} is already running")
+        self.write_config()
+        argv = as_user(self.cluster.os_user, [self.cluster.patroni, self.config_path], keep_pdeathsig=True)
+        env = dict(os.environ)
+        env.pop("PYTHONPATH", None)  # Debian's patroni runs on the system python3, not our venv
+        self.process = ManagedProcess(
+            argv, name=f"patroni-{self.name}", log_dir=self.cluster.log_dir, cwd=self.config_path.parent, env=env
+        )
+        return self
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.running
+
+    def get(self, path: str) -> tuple[int, Any]:
+        return http_json("GET", f"{self.api_url}{path}")
+
+    def postmaster_pid(self) -> int | None:
+        try:
+            return int((self.data_dir / "postmaster.pid").read_text().split("\n", 1)[0])
+        except (OSError, ValueError):
+            return None
+
+    def kill_postmaster(self) -> int | None:
+        """SIGKILL this node's postmaster (a crash of PostgreSQL; Patroni itself keeps running)."""
+        pid = self.postmaster_pid()
+        if pid is None:
+            return None
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            return None
+        return pid
+
+    def kill(self) -> None:
+        """SIGKILL Patroni and its postgres (the whole node dies; its leader key expires after ttl)."""
+        pid = self.postmaster_pid()
+        if self.process is not None:
+            self.process.kill()
+        if pid is not None:
+            _kill_quietly(pid)
+
+    def stop(self, timeout: float = STOP_TIMEOUT) -> None:
+        """SIGTERM Patroni (it stops postgres first); SIGKILL whatever is left after `timeout`."""
+        if self.process is not None:
+            self.process.terminate(timeout)
+        pid = self.postmaster_pid()
+        if pid is not None and _alive(pid):
+            _kill_quietly(pid)
+
+    def __repr__(self) -> str:
+        return f"PatroniNode({self.name!r}, pg={self.port}, api={self.api_port}, running={self.running})"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie still answers kill(0); it holds no port.
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+def _kill_quietly(pid: int) -> None:
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+class PatroniCluster:
+    """etcd + `size` Patroni nodes in one scope; see the module docstring."""
+
+    def __init__(
+        self,
+        size: int = 3,
+        *,
+        scope: str = "tierproxy",
+        log_dir: Path | None = None,
+        etcd: EtcdServer | None = None,
+        pg_parameters: Mapping[str, Any] | None = None,
+        password: str = "patroni-secret",
+    ) -> None:
+        patroni = patroni_binary()
+        if patroni is None:
+            raise DevstackError("patroni not found (Debian package patroni; scripts/dev.sh installs it)")
+        self.patroni = patroni
+        self.bindir = find_pg_bindir()
+        self.os_user = pg_os_user()
+        self.scope = scope
+        self.superuser = "postgres"
+        self.replication_user = "replicator"
+        self.password = password
+        self.pg_parameters = {**PG_PARAMETERS, **(pg_parameters or {})}
+        self.base_dir = Path(tempfile.mkdtemp(prefix="tierproxy-patroni-"))
+        chown_to(self.base_dir, self.os_user)
+        self.log_dir = Path(log_dir) if log_dir is not None else self.base_dir / "logs"
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        self._own_etcd = etcd is None
+        self.etcd = etcd
+        self.nodes: list[PatroniNode] = []
+        self._size = size
+
+    def start(self, timeout: float = READY_TIMEOUT) -> Self:
+        if self.etcd is None:
+            self.etcd = start_etcd(self.log_dir)
+        self.nodes = [PatroniNode(self, f"node{i + 1}") for i in range(self._size)]
+        for node in self.nodes:
+            node.spawn()
+        self.wait_healthy(timeout)
+        return self
+
+    # -- REST --------------------------------------------------------------------------------
+
+    def node(self, name: str) -> PatroniNode:
+        for node in self.nodes:
+            if node.name == name:
+                return node
+        raise KeyError(name)
+
+    def _request(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+        """Ask the running nodes in turn; the first that answers at all wins."""
+        last: Exception | None = None
+        for node in self.nodes:
+            if not node.running:
+                continue
+            try:
+                return http_json(method, f"{node.api_url}{path}", body)
+            except OSError as exc:
+                last = exc
+        raise DevstackError(f"no Patroni REST endpoint answered {method} {path}: {last!r}")
+
+    def cluster(self) -> dict[str, Any]:
+        """Patroni's `/cluster` JSON, from any node that answers."""
+        status, body = self._request("GET", "/cluster")
+        if status != 200 or not isinstance(body, dict):
+            raise DevstackError(f"GET /cluster: {status} {body!r}")
+        return body
+
+    def leader_name(self) -> str | None:
+        try:
+            members = self.cluster().get("members", [])
+        except (DevstackError, OSError):
+            return None
+        for member in members:
+            if member.get("role") == "leader" and member.get("state") == "running":
+                return str(member["name"])
+        return None
+
+    def _healthy_members(self, expected: int) -> bool:
+        members = self.cluster().get("members", [])
+        leaders = [m for m in members if m.get("role") == "leader" and m.get("state") == "running"]
+        # Patroni 3.0.2 reports a streaming replica as "running" (later versions: "streaming").
+        replicas = [m for m in members if m.get("role") in ("replica", "sync_standby")
+                    and m.get("state") in ("running", "streaming") and m.get("lag") not in (None, "unknown")]  # fmt: skip
+        return len(leaders) == 1 and len(replicas) >= expected - 1
+
+    def wait_healthy(self, timeout: float = READY_TIMEOUT, members: int | None = None) -> None:
+        """Until one running leader and every other running node streams."""
+        expected = members if members is not None else sum(1 for n in self.nodes if n.running)
+        self._wait(lambda: self._healthy_members(expected), timeout, f"{expected} healthy Patroni members")
+
+    def wait_leader(self, timeout: float = READY_TIMEOUT, *, not_name: str | None = None) -> str:
+        """The leader's name once there is a running one (other than `not_name`, if given)."""
+
+        def probe() -> str | None:
+            name = self.leader_name()
+            if name is None or name == not_name:
+                return None
+            # The leader's own /primary answers 200 only once its postgres is writable.
+            status, _ = self.node(name).get("/primary")
+            return name if status == 200 else None
+
+        return self._wait(probe, timeout, "a Patroni leader" + (f" other than {not_name}" if not_name else ""))
+
+    def leader(self, timeout: float = READY_TIMEOUT) -> PatroniNode:
+        return self.node(self.wait_leader(timeout))
+
+    def replicas(self) -> list[PatroniNode]:
+        leader = self.leader_name()
+        return [n for n in self.nodes if n.running and n.name != leader]
+
+    def switchover(self, to: str | None = None, timeout: float = READY_TIMEOUT) -> str:
+        """POST /switchover from the current leader (to `to`, or Patroni's choice); returns the new leader."""
+        old = self.wait_leader(timeout)
+        body: dict[str, Any] = {"leader": old}
+        if to is not None:
+            body["candidate"] = to
+        status, answer = http_json("POST", f"{self.node(old).api_url}/switchover", body, timeout=30.0)
+        if status != 200:
+            raise DevstackError(f"POST /switchover {body}: {status} {answer!r}")
+        new = self.wait_leader(timeout, not_name=old)
+        if to is not None and new != to:
+            raise DevstackError(f"switchover to {to} made {new} the leader")
+        return new
+
+    def kill_leader_postmaster(self, timeout: float = READY_TIMEOUT) -> tuple[str, str]:
+        """SIGKILL the leader's postmaster and wait for Patroni to fail over; (old, new) leader."""
+        old = self.wait_leader(timeout)
+        if self.node(old).kill_postmaster() is None:
+            raise DevstackError(f"{old} has no postmaster to kill")
+        return old, self.wait_leader(timeout, not_name=old)
+
+    def set_synchronous_mode(self, on: bool, timeout: float = READY_TIMEOUT) -> None:
+        """PATCH /config synchronous_mode; waits until /cluster shows a sync standby (on) or none (off)."""
+        status, answer = self._request("PATCH", "/config", {"synchronous_mode": on})
+        if status != 200:
+            raise DevstackError(f"PATCH /config synchronous_mode={on}: {status} {answer!r}")
+
+        def applied() -> bool:
+            roles = [m.get("role") for m in self.cluster().get("members", [])]
+            return ("sync_standby" in roles) == on
+
+        self._wait(applied, timeout, f"synchronous_mode {'on' if on else 'off'} in /cluster")
+
+    def _wait(self, probe: Any, timeout: float, what: str) -> Any:
+        try:
+            return wait_until(probe, timeout, what)
+        except PollTimeout as exc:
+            tails = "\n".join(f"--- {p.name}:\n{p.log_tail(15)}" for p in self.managed_processes())
+            raise DevstackError(f"{exc}\n{tails}") from exc
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def managed_processes(self) -> list[ManagedProcess]:
+        procs = [n.process for n in self.nodes if n.process is not None]
+        if self.etcd is not None:
+            procs.append(self.etcd.process)
+        return procs
+
+    def close(self, timeout: float = STOP_TIMEOUT) -> None:
+        """Stop every node (in parallel), then etcd; always releases every port. Idempotent."""
+        try:
+            for node in self.nodes:
+                if node.process is not None:
+                    node.process.send_terminate()
+            deadline = time.monotonic() + timeout
+            for node in self.nodes:
+                node.stop(max(0.1, deadline - time.monotonic()))
+        finally:
+            for node in self.nodes:
+                node.pg_lock.release()
+                node.api_lock.release()
+            if self._own_etcd and self.etcd is not None:
+                self.etcd.close()
+            shutil.rmtree(self.base_dir, ignore_errors=True)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"PatroniCluster({self.scope!r}, nodes={self.nodes!r})"
+
+
+def start_patroni_cluster(size: int = 3, **kwargs: Any) -> PatroniCluster:
+    """etcd plus `size` Patroni nodes, returned once a leader runs and every replica streams."""
+    timeout = kwargs.pop("timeout", READY_TIMEOUT)
+    cluster = PatroniCluster(size, **kwargs)
+    try:
+        return cluster.start(timeout)
+    except BaseException:
+        cluster.close()
+        raise
