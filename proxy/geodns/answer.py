@@ -8,7 +8,7 @@ Pure: bytes and messages in, bytes out; the data centers a policy name gets come
   zone's SOA in the authority section, its TTL capped by the SOA minimum (RFC 2308);
 * NOTIMP for opcodes other than QUERY, FORMERR for a query without exactly one question or with a
   bad ECS option, BADVERS for EDNS versions above 0 (RFC 6891);
-* EDNS: our buffer size advertised, the client's honoured for UDP (512 without EDNS); an answer
+* EDNS: the DO bit copied, unknown flags and options ignored, our buffer size advertised, the client's honoured for UDP (512 without EDNS); an answer
   too big for it goes out with TC=1 and no records, and TCP carries the whole answer;
 * ECS (RFC 7871): echoed with the scope prefix the answer actually depends on (0 for names whose
   answer is the same for everyone);
@@ -173,7 +173,8 @@ def _render(resp: dns.message.Message, query: dns.message.Message, ecs: dns.edns
             scope = resolved.scope if resolved is not None else 0
             options.append(dns.edns.ECSOption(ecs.address, ecs.srclen, scope))
         rcode = resp.rcode()
-        resp.use_edns(0, 0, max_payload, options=options)
+        # DO is copied (RFC 3225); other EDNS flags we do not know are not (RFC 6891)
+        resp.use_edns(0, query.ednsflags & dns.flags.DO, max_payload, options=options)
         resp.set_rcode(rcode)  # use_edns resets the extended rcode bits (BADVERS lives there)
     limit = 65535 if tcp else udp_limit(query, max_payload)
     try:

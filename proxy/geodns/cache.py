@@ -6,7 +6,7 @@ no compression, nothing after it. Anything else returns None and takes the dnspy
 also judges whether it is malformed.
 
 `AnswerCache` maps a key built from that parse (question lowercased, type, class, header flags,
-EDNS presence and the UDP size limit, the ECS family and source prefix, and the policy decision
+EDNS presence, its DO bit and the UDP size limit, the ECS family and source prefix, and the policy decision
 for this client) to a finished response. Two queries with equal keys get byte-identical answers
 except for the ID, the question's letter case and the ECS address echoed, so a hit copies the
 template and patches exactly those (the question sits at offset 12; the ECS address, ours being
@@ -33,6 +33,7 @@ class FastQuery:
     ecs_family: int  # 0: no ECS option
     ecs_srclen: int
     ecs_addr: bytes  # as sent: ceil(srclen / 8) bytes
+    do: bool = False  # the DNSSEC OK bit, copied into the answer (RFC 3225)
 
 
 def parse_query(wire: bytes) -> FastQuery | None:
@@ -72,6 +73,7 @@ def parse_query(wire: bytes) -> FastQuery | None:
     if wire[i + 5] or wire[i + 6]:  # extended rcode in a query, or a version above 0 (BADVERS)
         return None
     rdlen = (wire[i + 9] << 8) | wire[i + 10]
+    i0 = i
     i += 11
     if i + rdlen != n:
         return None
@@ -97,7 +99,7 @@ def parse_query(wire: bytes) -> FastQuery | None:
             if srclen % 8 and addr[-1] & (0xFF >> (srclen % 8)):
                 return None  # bits beyond the source prefix: FORMERR, from the full path
         i += olen
-    return FastQuery(qname, qtype, qclass, True, payload, fam, srclen, addr)
+    return FastQuery(qname, qtype, qclass, True, payload, fam, srclen, addr, bool(wire[i0 + 7] & 0x80))
 
 
 def patch(template: bytes, wire: bytes, q: FastQuery) -> bytes:

@@ -182,7 +182,7 @@ class Engine:
             resolved, region = self.resolve(pol, family, addr, srclen)
             res_key = (resolved.decision.datacenters, resolved.ttl, resolved.scope)
         limit = 65535 if tcp else (min(max(512, q.payload), self.cfg.max_udp_payload) if q.edns else 512)
-        key = (lower, q.qtype, q.qclass, wire[2:4], q.edns, limit, q.ecs_family, q.ecs_srclen, res_key)
+        key = (lower, q.qtype, q.qclass, wire[2:4], q.edns, q.do, limit, q.ecs_family, q.ecs_srclen, res_key)
         hit = self.cache.get(key)
         if hit is not None:
             self.cache.hits += 1

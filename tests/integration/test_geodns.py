@@ -386,3 +386,29 @@ def test_idle_tcp_connection_closed_and_sigterm_exits_cleanly(tmp_path: Path, ta
             assert time.monotonic() - started < 5
     finally:
         assert proc.stop() == 0, proc.log_tail()
+
+
+def test_edns_compliance_checks_with_dig(geodns):
+    """The queries of ISC's EDNS compliance tester (ednscomp), asked with dig."""
+    cases = {
+        "plain": (["+noedns"], "NOERROR"),
+        "edns": (["+edns=0"], "NOERROR"),
+        "edns1": (["+edns=1", "+noednsneg"], "BADVERS"),
+        "ednsflags": (["+edns=0", "+ednsflags=0x40"], "NOERROR"),
+        "ednsopt": (["+edns=0", "+ednsopt=100"], "NOERROR"),
+        "edns1opt": (["+edns=1", "+noednsneg", "+ednsopt=100"], "BADVERS"),
+        "do": (["+edns=0", "+dnssec"], "NOERROR"),
+        "ednstcp": (["+edns=0", "+tcp"], "NOERROR"),
+        "zflag": (["+edns=0", "+zflag"], "NOERROR"),
+    }
+    for name, (args, status) in cases.items():
+        out = geodns.dig("+norec", *args, "app.example.test", source="127.0.0.2")
+        assert dig_status(out) == status, (name, out)
+        if status == "NOERROR":
+            assert dig_answers(out) == [EAST], (name, out)
+            assert "MBZ" not in out, (name, out)  # no unknown EDNS flag or Z bit echoed
+        if "+edns=0" in args:
+            assert "EDNS: version: 0" in out, (name, out)
+            assert "\n; OPT=100" not in out, (name, out)  # unknown options are not echoed
+        if name == "do":
+            assert re.search(r"EDNS: version: 0, flags: do;", out), out

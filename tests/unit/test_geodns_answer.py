@@ -253,3 +253,14 @@ def test_cached_answers_equal_fresh_builds(name, upper, qtype, edns, payload, ec
     # the same query again under another ID: the repeat cache
     assert cached.handle(q.to_wire()[:2] + wire[2:], src, tcp) == q.to_wire()[:2] + want[2:]
     assert cached.errors == fresh.errors == 0
+
+
+def test_edns_do_copied_unknown_flags_and_options_ignored(engine):
+    q = dns.message.make_query("app.example.test", "A", use_edns=0, want_dnssec=True)
+    for _ in range(2):  # built, then cached
+        r = ask(engine, q)
+        assert r.ednsflags & dns.flags.DO and [x.address for x in r.answer[0]] == ["192.0.2.10"]
+    q = dns.message.make_query("app.example.test", "A", use_edns=0, ednsflags=0x4000,
+                               options=[dns.edns.GenericOption(100, b"xyz")])  # fmt: skip
+    r = ask(engine, q)
+    assert r.rcode() == dns.rcode.NOERROR and r.ednsflags == 0 and not r.options
