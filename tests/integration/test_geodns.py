@@ -412,3 +412,13 @@ def test_edns_compliance_checks_with_dig(geodns):
             assert "\n; OPT=100" not in out, (name, out)  # unknown options are not echoed
         if name == "do":
             assert re.search(r"EDNS: version: 0, flags: do;", out), out
+
+
+def test_a_bad_reload_keeps_the_running_config(geodns, targets):
+    geodns.config_path.write_text(geodns.config_path.read_text() + "\nbogus = 1\n")
+    code, body_ = http_json(geodns.admin("/reload"), "POST")
+    assert code == 400 and "bogus: unknown key" in body_["error"]
+    geodns.signal(signal.SIGHUP)
+    wait_for(lambda: "reload failed" in geodns.log_tail(), 10, "the failed reload to be logged")
+    assert addresses(geodns.query("app.example.test", source="127.0.0.3")) == [WEST]
+    assert http_json(geodns.admin("/status"))[1]["reloads"] == 0
