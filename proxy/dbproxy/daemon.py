@@ -39,9 +39,9 @@ from .console import run_console
 from .faults import query_timed_out, replica_marked_down
 from .login_limits import LoginLimiter
 from .monitor import BackendStatus, ReplicaMonitor, usable_for_reads
-from .pool import ServerPools
+from proxy.pgfront.pool import ServerPools
 from .router import PRIMARY, ReplicaView, RouteReason
-from .server import ServerConn, send_cancel
+from proxy.pgfront.server import ServerConn, send_cancel
 from .session import ClientSession
 from .stats import collect, merge, merge_console, snapshot
 

@@ -29,7 +29,7 @@ from proxy.pgwire.errors import OBJECT_IN_USE
 from proxy.pgwire.messages import decode_backend
 
 from .classify_types import Decision
-from .server import ServerConn, ServerError
+from proxy.pgfront.server import ServerConn, ServerError
 from .session_login import cstrings
 
 if TYPE_CHECKING:

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING
 from proxy.pgwire.errors import CONNECTION_FAILURE, QUERY_CANCELED
 
 from .router import PRIMARY
-from .server import ServerConn, error_fields
+from proxy.pgfront.server import ServerConn, error_fields
 
 if TYPE_CHECKING:
     from .daemon import DbProxyDaemon

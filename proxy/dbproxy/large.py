@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from proxy.pgwire.errors import PROTOCOL_VIOLATION, PgProtocolError
 
 from .classify_types import Decision, Reason, Target
-from .server import error_fields
+from proxy.pgfront.server import error_fields
 
 if TYPE_CHECKING:
     from .session import ClientSession

@@ -60,7 +60,7 @@ from .clientauth import ClientAuth
 from .dbadmin import DB_ADMIN_DETAILS, start_if_database_admin
 from .large import LARGE_DECISION, LARGE_SQL_BYTES, large_parse_name, large_query_aux, refuse_large_message
 from .router import PRIMARY, Route, SessionRouter
-from .server import ServerConn, ServerError, SyncGroup, error_fields
+from proxy.pgfront.server import ServerConn, ServerError, SyncGroup, error_fields
 from .session_login import ADMIN_DATABASE, LoginMixin, cstrings
 from .session_relay import RelayMixin
 

@@ -32,7 +32,7 @@ from proxy.pgwire.messages import (
 )
 
 from .clientauth import ClientAuth
-from .server import ServerConn, ServerError, error_fields
+from proxy.pgfront.server import ServerConn, ServerError, error_fields
 
 if TYPE_CHECKING:
     from .session import ClientSession

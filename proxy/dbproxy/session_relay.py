@@ -21,7 +21,7 @@ from proxy.pgwire.messages import decode_backend
 
 from .faults import restart_query_timer
 from .router import PRIMARY
-from .server import ServerConn, error_fields
+from proxy.pgfront.server import ServerConn, error_fields
 
 if TYPE_CHECKING:
     from .session import ClientSession

@@ -28,7 +28,7 @@ from .server import ServerConn, ServerError, error_fields, open_server
 
 __all__ = ["PoolKey", "ServerPools"]
 
-log = logging.getLogger("tierproxy.dbproxy")
+log = logging.getLogger("tierproxy.pgfront")
 
 # (backend, user, database, sorted startup options other than user/database)
 PoolKey = tuple[str, str, str, tuple[tuple[str, str], ...]]
@@ -240,7 +240,8 @@ class ServerPools:
 
     def close_idle_database(self, database: str) -> int:
         """Close every idle connection to `database` (on any backend), so that DROP DATABASE
-        and ALTER DATABASE ... RENAME do not find the proxy's own backends in it (dbadmin.py)."""
+        and ALTER DATABASE ... RENAME do not find the proxy's own backends in it (the dbproxy's
+        dbadmin.py)."""
         closed = 0
         for key in [k for k in self.idle if k[2] == database]:
             for c in self.idle.pop(key):

@@ -5,13 +5,16 @@ Theory of operation
 A `ServerConn` is an asyncio Protocol with two modes:
 
 * internal: `login()` (startup and authentication as a client: SCRAM-SHA-256, md5 or cleartext,
-  as the server asks) and `simple_query()` (the proxy's own statements: SET on attach, DISCARD ALL
-  on release, pg_current_wal_insert_lsn() for read-your-writes). Messages go to an inbox that those
-  coroutines read.
-* attached: bytes go straight to the owning client session (`session.relay_from_server`), which
-  scans message headers in place and forwards whole chunks; no per-message objects, no awaits.
+  as the server asks) and `simple_query()` (the proxy's own statements: DISCARD ALL on release,
+  or whatever the owner needs, e.g. the dbproxy's pg_current_wal_insert_lsn()). Messages go to an
+  inbox that those coroutines read.
+* attached: bytes go straight to the owning client session (`session.relay_from_server`, see
+  `ServerOwner`), which scans message headers in place and forwards whole chunks; no per-message
+  objects, no awaits.
 
-It also holds the relay state the session needs about this server: which prepared statements exist
+Part of the shared PostgreSQL front end (proxy/pgfront): it knows nothing of routing; its owner is
+any object with the `ServerOwner` methods. It also holds the relay state the session needs about
+this server: which prepared statements exist
 here (`prepared`, name -> SQL text, or None when a failed batch left it unknown), and the sync
 groups in flight (`groups`): one entry per Sync or Query sent and not yet answered by
 ReadyForQuery, each a deque of flags, one per Parse/Close sent in that group, True when the proxy
@@ -27,7 +30,7 @@ import struct
 import time
 from collections import deque
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from proxy.pgwire import encode
 from proxy.pgwire.auth import ScramClient, md5_password
@@ -44,12 +47,9 @@ from proxy.pgwire.messages import (
     decode_backend,
 )
 
-if TYPE_CHECKING:
-    from .session import ClientSession
+__all__ = ["ServerConn", "ServerError", "ServerOwner", "SyncGroup", "error_fields", "open_server", "send_cancel"]
 
-__all__ = ["ServerConn", "ServerError", "SyncGroup", "error_fields", "open_server", "send_cancel"]
-
-log = logging.getLogger("tierproxy.dbproxy")
+log = logging.getLogger("tierproxy.pgfront")
 _INT32 = struct.Struct("!i")
 _BYTE1 = tuple(bytes((i,)) for i in range(256))
 
@@ -84,8 +84,29 @@ class SyncGroup:
         self.by_query = False  # ended by Query/FunctionCall (not Sync)
 
 
+class ServerOwner(Protocol):
+    """What a server connection calls on the client session it is attached to."""
+
+    def relay_from_server(self, conn: ServerConn, data: bytes) -> int:
+        """Forward `data` to the client; returns the bytes used (the rest is incomplete)."""
+        ...
+
+    def forward_raw(self, data: bytes) -> None:
+        """Write bytes to the client as they are."""
+        ...
+
+    def on_server_lost(self, conn: ServerConn) -> None: ...
+
+    def pause_client(self) -> None:
+        """The server's socket buffer is full: stop reading the client."""
+        ...
+
+    def resume_client(self) -> None: ...
+
+
 class ServerConn(asyncio.Protocol):
-    """See the module docstring. `backend` is "primary" or a replica's name."""
+    """See the module docstring. `backend` names the server in its pool (the dbproxy's "primary"
+    or a replica's name)."""
 
     def __init__(self, backend: str, address: tuple[str, int], key: tuple[Any, ...]) -> None:
         self.backend = backend
@@ -97,13 +118,13 @@ class ServerConn(asyncio.Protocol):
         self.secret = 0
         self.status = b"I"
         self.closed = False
-        self.session: ClientSession | None = None
+        self.session: ServerOwner | None = None
         self.prepared: dict[str, str | None] = {}
         self.groups: deque[SyncGroup] = deque()
         self.open_group: SyncGroup | None = None  # messages sent since the last Sync
-        self.counted = False  # counted in the daemon's outstanding queries of this backend
-        # A read sent to a replica, kept until the first byte of its answer is forwarded: if the
-        # replica dies before that, the session sends it elsewhere and the client never knows.
+        self.counted = False  # counted in the owner daemon's outstanding queries of this backend
+        # What the owner may send elsewhere if this server dies before the first byte of its
+        # answer is forwarded (the dbproxy: a read sent to a replica); None otherwise.
         self.replay: list[Any] | None = None
         self.timer: asyncio.TimerHandle | None = None  # query timeout
         self.copy = False
@@ -222,7 +243,7 @@ class ServerConn(asyncio.Protocol):
         """Work in flight: a group awaiting ReadyForQuery, messages after the last Sync, COPY."""
         return bool(self.groups) or self.open_group is not None or self.copy
 
-    def set_attached(self, session: ClientSession | None) -> None:
+    def set_attached(self, session: ServerOwner | None) -> None:
         self.session = session
         self._internal = session is None
 
