@@ -33,11 +33,11 @@ from proxy.pgwire.errors import ADMIN_SHUTDOWN
 from .causal import CommitClock, WalPosition, claim_slot, create_slots, slots_path
 from .classify import ClassifierCache
 from .classify_types import Decision
-from .clientauth import Credentials
+from proxy.pgfront.clientauth import Credentials
 from .config import DbProxyConfig
 from .console import run_console
 from .faults import query_timed_out, replica_marked_down
-from .login_limits import LoginLimiter
+from proxy.pgfront.login_limits import LoginLimiter
 from .monitor import BackendStatus, ReplicaMonitor, usable_for_reads
 from proxy.pgfront.pool import ServerPools
 from .router import PRIMARY, ReplicaView, RouteReason

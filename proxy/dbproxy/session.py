@@ -56,7 +56,7 @@ from proxy.pgwire.errors import (
 from proxy.pgwire.framing import FrontendFramer, Message
 
 from .classify_types import Decision, Reason, Target
-from .clientauth import ClientAuth
+from proxy.pgfront.clientauth import ClientAuth
 from .dbadmin import DB_ADMIN_DETAILS, start_if_database_admin
 from .large import LARGE_DECISION, LARGE_SQL_BYTES, large_parse_name, large_query_aux, refuse_large_message
 from .router import PRIMARY, Route, SessionRouter

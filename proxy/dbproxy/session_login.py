@@ -31,7 +31,7 @@ from proxy.pgwire.messages import (
     decode_startup,
 )
 
-from .clientauth import ClientAuth
+from proxy.pgfront.clientauth import ClientAuth
 from proxy.pgfront.server import ServerConn, ServerError, error_fields
 
 if TYPE_CHECKING:

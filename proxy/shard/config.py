@@ -15,10 +15,9 @@ Shape (deploy/config/shard.toml is a full example, loaded by a test):
   `dedicated = { "KEY" = "SHARD" }` pins hot keys to shards (TOML keys are strings; for an
   integer group they must be integers).
 - `scatter = "allow" | "deny"`: whether a statement with no shard key may go to every shard.
-- `[auth]`, `[backend_auth]`: the same shape as the dbproxy's (see proxy/dbproxy/config.py):
-  the router authenticates clients itself and logs in to every shard as `backend_auth.user`.
-  Defined here again because no daemon imports another; they become one when the PostgreSQL
-  front end is shared.
+- `[auth]`, `[backend_auth]`: the same shape as the dbproxy's: `[auth]` is the shared front
+  end's model (proxy/pgfront/config.py); the router authenticates clients itself and logs in to
+  every shard as `backend_auth.user` (mode "service" only, so its own narrower model here).
 - `workers`, `[admin]`, `[timeouts]`, `[hot_keys]` as the other daemons.
 
 Fields marked `restart` cannot change on reload.
@@ -32,7 +31,7 @@ from typing import Annotated, Literal
 from pydantic import AfterValidator, Field, SecretStr, field_validator, model_validator
 
 from proxy.core.config import StrictModel, parse_hostport
-from proxy.pgwire.auth import parse_scram_verifier
+from proxy.pgfront.config import AuthConfig, UserConfig
 
 from .keys import GroupSpec
 from .maps import ConsistentMap, DedicatedMap, HashMap, Key, ModuloMap, RangeMap, ShardMap
@@ -60,8 +59,6 @@ def _check_address(value: str) -> str:
 Address = Annotated[str, AfterValidator(_check_address)]
 
 _NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"
-_MAX_IDENT = 63
-_MD5_HASH = re.compile(r"md5[0-9a-f]{32}\Z")
 # A table as written in SQL: name or schema.name (unquoted identifiers, compared lower-case).
 _TABLE = re.compile(r"^([a-z_][a-z0-9_$]*\.)?[a-z_][a-z0-9_$]*$")
 _COLUMN = re.compile(r"^[a-z_][a-z0-9_$]*$")
@@ -172,59 +169,6 @@ class GroupConfig(StrictModel):
             assert self.ranges is not None
             base = RangeMap(shards, tuple(r.below for r in self.ranges[:-1]))  # type: ignore[misc]
         return DedicatedMap(base, self.dedicated_keys())
-
-
-class UserConfig(StrictModel):
-    """One client login: exactly one of `password` (plaintext) or `secret` (stored form)."""
-
-    password: SecretStr | None = None
-    secret: SecretStr | None = None  # "SCRAM-SHA-256$..." or "md5" + 32 hex digits
-
-    @field_validator("secret")
-    @classmethod
-    def _secret_form(cls, v: SecretStr | None) -> SecretStr | None:
-        if v is None:
-            return v
-        text = v.get_secret_value()
-        if text.startswith("SCRAM-SHA-256$"):
-            parse_scram_verifier(text)
-        elif not _MD5_HASH.match(text):
-            raise ValueError("expected a SCRAM-SHA-256 verifier or an md5 hash ('md5' + 32 hex)")
-        return v
-
-    @model_validator(mode="after")
-    def _exactly_one(self) -> UserConfig:
-        if (self.password is None) == (self.secret is None):
-            raise ValueError("give exactly one of password or secret")
-        return self
-
-
-class AuthConfig(StrictModel):
-    method: Literal["scram-sha-256", "md5", "trust"] = "scram-sha-256"
-    trust_loopback_only: bool = True  # "trust" accepts only 127.0.0.0/8 and ::1 clients
-    users: dict[str, UserConfig] = Field(default_factory=dict)
-    failed_login_delay_ms: int = Field(default=500, ge=0, le=60_000)
-    max_failed_logins_per_minute: int = Field(default=20, ge=0, le=1_000_000)
-
-    @field_validator("users")
-    @classmethod
-    def _user_names(cls, v: dict[str, UserConfig]) -> dict[str, UserConfig]:
-        for name in v:
-            if not name or "\0" in name or len(name.encode()) > _MAX_IDENT:
-                raise ValueError(f"user name {name!r} must be 1-{_MAX_IDENT} bytes without NUL")
-        return v
-
-    @model_validator(mode="after")
-    def _usable(self) -> AuthConfig:
-        if self.method != "trust" and not self.users:
-            raise ValueError(f"users: method {self.method!r} needs at least one user")
-        if self.method == "scram-sha-256":
-            for name, user in self.users.items():
-                if user.secret is not None and user.secret.get_secret_value().startswith("md5"):
-                    raise ValueError(
-                        f"users.{name}.secret: an md5 hash cannot be used for scram-sha-256"
-                    )
-        return self
 
 
 class BackendAuthConfig(StrictModel):

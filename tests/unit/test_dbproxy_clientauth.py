@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from proxy.dbproxy.clientauth import ClientAuth, Credentials, is_loopback
-from proxy.dbproxy.config import AuthConfig
+from proxy.pgfront.clientauth import ClientAuth, Credentials, is_loopback
+from proxy.pgfront.config import AuthConfig
 from proxy.pgwire import encode
 from proxy.pgwire.auth import (
     ScramClient,

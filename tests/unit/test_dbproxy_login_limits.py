@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from proxy.dbproxy.login_limits import LoginLimiter
+from proxy.pgfront.login_limits import LoginLimiter
 
 
 def test_an_address_is_blocked_after_the_limit_and_free_again_a_window_later():
