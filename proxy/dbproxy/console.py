@@ -4,31 +4,20 @@
 
 Pure: `run_console(sql, snapshot)` turns a command and a snapshot of the daemon (plain dicts, see
 `DbProxyDaemon.console_snapshot`) into the wire bytes of the answer (RowDescription, DataRows,
-CommandComplete, or an ErrorResponse); the session adds ReadyForQuery. Commands are matched
-case-insensitively, with or without a trailing semicolon.
+CommandComplete, or an ErrorResponse); the session adds ReadyForQuery. The framework (matching,
+rendering) is the shared front end's (proxy/pgfront/console.py); this module holds the dbproxy's
+commands.
 """
 
 from __future__ import annotations
 
-import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
-from proxy.pgwire import encode
+from proxy.pgfront import console as framework
+from proxy.pgfront.console import Command, Rows
 
 __all__ = ["COMMANDS", "run_console"]
-
-Rows = tuple[Sequence[str], list[Sequence[Any]]]
-
-
-def _text(v: Any) -> bytes | None:
-    if v is None:
-        return None
-    if isinstance(v, bool):
-        return b"t" if v else b"f"
-    if isinstance(v, float):
-        return f"{v:.3f}".encode()
-    return str(v).encode()
 
 
 def _pools(s: Mapping[str, Any]) -> Rows:
@@ -93,7 +82,7 @@ def _help(_s: Mapping[str, Any]) -> Rows:
     return ("command",), [(f"SHOW {name}",) for name in sorted(COMMANDS)]
 
 
-COMMANDS: dict[str, Callable[[Mapping[str, Any]], Rows]] = {
+COMMANDS: dict[str, Command] = {
     "POOLS": _pools,
     "SERVERS": _servers,
     "CLIENTS": _clients,
@@ -103,22 +92,6 @@ COMMANDS: dict[str, Callable[[Mapping[str, Any]], Rows]] = {
     "HELP": _help,
 }
 
-_SHOW = re.compile(r"\s*show\s+([a-z_]+)\s*;?\s*\Z", re.IGNORECASE)
-
 
 def run_console(sql: str, snapshot: Mapping[str, Any]) -> bytes:
-    stripped = sql.strip().rstrip(";").strip()
-    if not stripped:
-        return encode.empty_query_response()
-    m = _SHOW.match(sql)
-    fn = COMMANDS.get(m.group(1).upper()) if m else None
-    if fn is None:
-        return encode.error_response(
-            "ERROR", "42601", f"unknown admin command: {stripped[:80]}",
-            hint="try SHOW HELP: " + ", ".join(f"SHOW {c}" for c in sorted(COMMANDS)),
-        )  # fmt: skip
-    cols, rows = fn(snapshot)
-    out = [encode.row_description(list(cols))]
-    out.extend(encode.data_row([_text(v) for v in row]) for row in rows)
-    out.append(encode.command_complete("SHOW"))
-    return b"".join(out)
+    return framework.run_console(sql, snapshot, COMMANDS)

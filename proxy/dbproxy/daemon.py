@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import secrets
 import socket
 import ssl
 import time
@@ -28,20 +27,21 @@ from proxy.core.config import load_config, parse_hostport
 from proxy.core.metrics import FuncCollector, Histogram, new_registry
 from proxy.core.tls import server_context
 from proxy.core.workers import ControlChannel, WorkerSet, process_role, start_worker_channel
+from proxy.pgfront.cancel import CancelKeys
+from proxy.pgfront.clientauth import Credentials
+from proxy.pgfront.login_limits import LoginLimiter
+from proxy.pgfront.pool import ServerPools
+from proxy.pgfront.server import ServerConn, send_cancel
 from proxy.pgwire.errors import ADMIN_SHUTDOWN
 
 from .causal import CommitClock, WalPosition, claim_slot, create_slots, slots_path
 from .classify import ClassifierCache
 from .classify_types import Decision
-from proxy.pgfront.clientauth import Credentials
 from .config import DbProxyConfig
 from .console import run_console
 from .faults import query_timed_out, replica_marked_down
-from proxy.pgfront.login_limits import LoginLimiter
 from .monitor import BackendStatus, ReplicaMonitor, usable_for_reads
-from proxy.pgfront.pool import ServerPools
 from .router import PRIMARY, ReplicaView, RouteReason
-from proxy.pgfront.server import ServerConn, send_cancel
 from .session import ClientSession
 from .stats import collect, merge, merge_console, snapshot
 
@@ -96,7 +96,7 @@ class DbProxyDaemon:
         self.closing: set[ClientSession] = set()  # ended, their FATAL still being delivered
         self.tasks: set[asyncio.Task[Any]] = set()
         self.outstanding: dict[str, int] = {}
-        self._cancel_keys: dict[tuple[int, int], ClientSession] = {}
+        self._cancel_keys = CancelKeys()
         self.pools = ServerPools(
             addresses=self._addresses(cfg),
             login=self._server_login,
@@ -368,19 +368,11 @@ class DbProxyDaemon:
     def register_cancel_key(self, session: ClientSession, key: tuple[int, int] | None = None) -> tuple[int, int]:
         """The session's BackendKeyData: `key` (its server's own) if given and free, else one of
         ours. A CancelRequest with it cancels whatever that session's servers are running."""
-        if key is not None and key[0] > 0 and key not in self._cancel_keys:
-            self._cancel_keys[key] = session
-            self.metrics.clients_total += 1
-            return key
-        while True:
-            key = (secrets.randbelow(1 << 31 - 1) + 1, secrets.randbelow(1 << 32))
-            if key not in self._cancel_keys:
-                self._cancel_keys[key] = session
-                self.metrics.clients_total += 1
-                return key
+        self.metrics.clients_total += 1
+        return self._cancel_keys.register(session, key)
 
     def cancel(self, pid: int, secret: int, *, forward: bool = True) -> None:
-        session = self._cancel_keys.get((pid, secret))
+        session = self._cancel_keys.get(pid, secret)
         if session is None:
             if forward and self.control is not None:
                 # Another worker may have issued it: the supervisor asks them all.
@@ -392,8 +384,7 @@ class DbProxyDaemon:
 
     def session_ended(self, session: ClientSession) -> None:
         self.sessions.discard(session)
-        if self._cancel_keys.get(session.key) is session:
-            del self._cancel_keys[session.key]
+        self._cancel_keys.forget(session, session.key)
 
     def started(self, conn: ServerConn) -> None:
         """A server went from idle to busy: count it and start the query clock."""

@@ -25,11 +25,11 @@ import pglast
 from pglast import ast, enums
 from pglast.parser import ParseError
 
+from proxy.pgfront.server import ServerConn, ServerError
 from proxy.pgwire.errors import OBJECT_IN_USE
 from proxy.pgwire.messages import decode_backend
 
 from .classify_types import Decision
-from proxy.pgfront.server import ServerConn, ServerError
 from .session_login import cstrings
 
 if TYPE_CHECKING:

@@ -29,10 +29,10 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING
 
+from proxy.pgfront.server import ServerConn, error_fields
 from proxy.pgwire.errors import CONNECTION_FAILURE, QUERY_CANCELED
 
 from .router import PRIMARY
-from proxy.pgfront.server import ServerConn, error_fields
 
 if TYPE_CHECKING:
     from .daemon import DbProxyDaemon

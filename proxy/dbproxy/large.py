@@ -19,10 +19,10 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING, Any
 
+from proxy.pgfront.server import error_fields
 from proxy.pgwire.errors import PROTOCOL_VIOLATION, PgProtocolError
 
 from .classify_types import Decision, Reason, Target
-from proxy.pgfront.server import error_fields
 
 if TYPE_CHECKING:
     from .session import ClientSession

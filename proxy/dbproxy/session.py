@@ -46,6 +46,8 @@ import time
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
+from proxy.pgfront.clientauth import ClientAuth
+from proxy.pgfront.server import ServerConn, ServerError, SyncGroup, error_fields
 from proxy.pgwire import encode
 from proxy.pgwire.errors import (
     INTERNAL_ERROR,
@@ -56,11 +58,9 @@ from proxy.pgwire.errors import (
 from proxy.pgwire.framing import FrontendFramer, Message
 
 from .classify_types import Decision, Reason, Target
-from proxy.pgfront.clientauth import ClientAuth
 from .dbadmin import DB_ADMIN_DETAILS, start_if_database_admin
 from .large import LARGE_DECISION, LARGE_SQL_BYTES, large_parse_name, large_query_aux, refuse_large_message
 from .router import PRIMARY, Route, SessionRouter
-from proxy.pgfront.server import ServerConn, ServerError, SyncGroup, error_fields
 from .session_login import ADMIN_DATABASE, LoginMixin, cstrings
 from .session_relay import RelayMixin
 

@@ -13,6 +13,9 @@ import ssl
 import time
 from typing import TYPE_CHECKING
 
+from proxy.pgfront.clientauth import ClientAuth
+from proxy.pgfront.console import ADMIN_DATABASE
+from proxy.pgfront.server import ServerConn, ServerError, error_fields
 from proxy.pgwire import encode
 from proxy.pgwire.errors import (
     CONNECTION_FAILURE,
@@ -31,9 +34,6 @@ from proxy.pgwire.messages import (
     decode_startup,
 )
 
-from proxy.pgfront.clientauth import ClientAuth
-from proxy.pgfront.server import ServerConn, ServerError, error_fields
-
 if TYPE_CHECKING:
     from .session import ClientSession
 
@@ -41,7 +41,6 @@ __all__ = ["ADMIN_DATABASE", "LoginMixin", "cstrings"]
 
 log = logging.getLogger("tierproxy.dbproxy")
 
-ADMIN_DATABASE = "tierproxy"
 # Startup parameters a proxy cannot honour: physical/logical replication streams.
 _REFUSED_PARAMS = ("replication",)
 

@@ -13,6 +13,7 @@ import struct
 import time
 from typing import TYPE_CHECKING
 
+from proxy.pgfront.server import ServerConn, error_fields
 from proxy.pgwire import encode
 from proxy.pgwire.errors import ADMIN_SHUTDOWN, CONNECTION_FAILURE, QUERY_CANCELED, PgProtocolError
 from proxy.pgwire.framing import DEFAULT_MAX_MESSAGE_LENGTH as MAX_MESSAGE_LENGTH
@@ -21,7 +22,6 @@ from proxy.pgwire.messages import decode_backend
 
 from .faults import restart_query_timer
 from .router import PRIMARY
-from proxy.pgfront.server import ServerConn, error_fields
 
 if TYPE_CHECKING:
     from .session import ClientSession
