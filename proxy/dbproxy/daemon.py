@@ -39,7 +39,7 @@ from .classify import ClassifierCache
 from .classify_types import Decision
 from .config import DbProxyConfig
 from .console import run_console
-from .faults import query_timed_out, replica_marked_down
+from .faults import query_timed_out, replica_marked_down, restart_query_timer
 from .monitor import BackendStatus, ReplicaMonitor, usable_for_reads
 from .router import PRIMARY, ReplicaView, RouteReason
 from .session import ClientSession
@@ -357,6 +357,20 @@ class DbProxyDaemon:
                 out.append(v.name)
         return out
 
+    # -- what a session needs (proxy.pgfront.session.FrontendServices) ---------------------------
+
+    @property
+    def client_login_timeout(self) -> float:
+        return self.cfg.timeouts.client_login
+
+    @property
+    def tls_required(self) -> bool:
+        return self.cfg.tls is not None and self.cfg.tls.mode == "require"
+
+    @property
+    def failed_login_delay(self) -> float:
+        return self.cfg.auth.failed_login_delay_ms / 1000.0
+
     def console_params(self, user: str) -> dict[str, str]:
         return {
             "server_version": f"15.0 (tierproxy dbproxy {VERSION})", "server_encoding": "UTF8",
@@ -408,6 +422,11 @@ class DbProxyDaemon:
         if conn.timer is not None:
             conn.timer.cancel()
             conn.timer = None
+
+    def restart_query_timer(self, conn: ServerConn) -> None:
+        """A ReadyForQuery with more in flight on `conn` (timer running): the next statement
+        gets the whole of timeouts.query (faults.py)."""
+        restart_query_timer(self, conn)
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)

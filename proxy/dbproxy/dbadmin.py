@@ -26,11 +26,11 @@ from pglast import ast, enums
 from pglast.parser import ParseError
 
 from proxy.pgfront.server import ServerConn, ServerError
+from proxy.pgfront.session import cstrings
 from proxy.pgwire.errors import OBJECT_IN_USE
 from proxy.pgwire.messages import decode_backend
 
 from .classify_types import Decision
-from .session_login import cstrings
 
 if TYPE_CHECKING:
     from .session import ClientSession

@@ -7,7 +7,7 @@ open, so nothing tells the sessions waiting on it that no answer will come. Two 
   `monitor.timeout`. `replica_marked_down` then aborts every server connection of the proxy to
   that replica (and asks the server, by CancelRequest, to stop what they ran, for when it comes
   back), and connections still being opened to it give up. Each session sees its connection lost
-  (session_relay.py `on_server_lost`): a read that has had no answer yet, outside a transaction
+  (session.py `on_server_lost`): a read that has had no answer yet, outside a transaction
   (`conn.replay`), runs again on another replica or the primary and the client sees only latency;
   one with part of its answer forwarded fails at once with ERROR 08006 and the session goes on;
   inside a transaction the session ends (FATAL), its state being gone. The primary is never

@@ -2,12 +2,14 @@
 
 Theory of operation
 -------------------
-Login: the client's startup packet (SSLRequest and GSSENCRequest are answered 'N'), then the
-proxy's own authentication (clientauth.py), then a server connection for the primary (or, if the
-primary is unreachable, a usable replica) whose ParameterStatus values and BackendKeyData (its
-real pid and secret) the client gets: it is the client's own connection for the whole session.
+Login: the shared front end's session (proxy/pgfront/session.py, `FrontendSession`): the
+client's startup packet (SSLRequest, TLS), the proxy's own authentication, then a server
+connection for the primary (or, if the primary is unreachable, a usable replica: the daemon's
+`login_candidates`) whose ParameterStatus values and BackendKeyData (its real pid and secret) the
+client gets: it is the client's own connection for the whole session.
 
-Server to client: session_relay.py (`RelayMixin`).
+Server to client: `FrontendSession.relay_from_server` scans and forwards; this subclass decides
+what a client sees when one of its servers goes away (`on_server_lost`).
 
 Statements: client messages are framed and grouped into *batches* ending at Sync, Flush, Query or
 FunctionCall (or 1 MiB). Everything up to a Sync is one implicit transaction on the server, so a
@@ -38,31 +40,29 @@ pauses the client.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import secrets
 import struct
 import time
-from collections import deque
 from typing import TYPE_CHECKING, Any
 
-from proxy.pgfront.clientauth import ClientAuth
 from proxy.pgfront.server import ServerConn, ServerError, SyncGroup, error_fields
+from proxy.pgfront.session import ADMIN_DATABASE, FrontendSession, cstrings
 from proxy.pgwire import encode
 from proxy.pgwire.errors import (
-    INTERNAL_ERROR,
+    ADMIN_SHUTDOWN,
+    CONNECTION_FAILURE,
     PROGRAM_LIMIT_EXCEEDED,
     PROTOCOL_VIOLATION,
+    QUERY_CANCELED,
     PgProtocolError,
 )
-from proxy.pgwire.framing import FrontendFramer, Message
+from proxy.pgwire.framing import Message
 
 from .classify_types import Decision, Reason, Target
 from .dbadmin import DB_ADMIN_DETAILS, start_if_database_admin
 from .large import LARGE_DECISION, LARGE_SQL_BYTES, large_parse_name, large_query_aux, refuse_large_message
 from .router import PRIMARY, Route, SessionRouter
-from .session_login import ADMIN_DATABASE, LoginMixin, cstrings
-from .session_relay import RelayMixin
 
 if TYPE_CHECKING:
     from .daemon import DbProxyDaemon
@@ -72,7 +72,6 @@ __all__ = ["ADMIN_DATABASE", "ClientSession"]
 log = logging.getLogger("tierproxy.dbproxy")
 
 MAX_BATCH_BYTES = 1 << 20
-LINGER_SECONDS = 5.0  # a client that does not close after our FATAL is cut off after this
 # FunctionCall (the fast-path interface): it can call anything, so the primary.
 _CALL = ("query", Decision(Target.PRIMARY, Reason.WRITE, detail="call"))
 _CONTROL = frozenset((b"d", b"c", b"f", b"X"))  # CopyData/CopyDone/CopyFail, Terminate
@@ -94,50 +93,21 @@ def _parse_on(prepared: dict[str, Any], name: str, raw: bytes, group: SyncGroup,
     out.append(raw)
 
 
-class ClientSession(LoginMixin, RelayMixin, asyncio.Protocol):
+class ClientSession(FrontendSession):
+    product = "tierproxy dbproxy"
+
     def __init__(self, daemon: DbProxyDaemon) -> None:
-        self.d = daemon
-        self.transport: asyncio.Transport | None = None
-        self.peer: str | None = None
-        self.phase = "startup"  # startup -> auth -> login -> ready -> closed
-        self.framer = FrontendFramer(max_message_length=daemon.max_message_length)
-        self.user = ""
-        self.database = ""
-        self.options: tuple[tuple[str, str], ...] = ()
-        self.admin = False
-        self.tls = False  # the client completed a TLS handshake (config [tls])
-        self.auth: ClientAuth | None = None
-        self.key = (0, 0)
+        super().__init__(daemon)
+        self.d: DbProxyDaemon = daemon
         self.router = SessionRouter.from_config(daemon.cfg.routing, rotation_seed=secrets.randbelow(1 << 16),
                                                 on_commit=daemon.clock.acknowledged)  # fmt: skip
-        self.servers: dict[str, ServerConn] = {}
         self.statements: dict[str, tuple[bytes, Decision]] = {}
-        self.inbox: deque[Message] = deque()
         self.batch: list[tuple[Message, Any]] = []
         self.batch_bytes = 0
-        self.current: ServerConn | None = None
-        self.waiting = False
-        self.skip_until_sync = False
-        self.terminating = False  # Terminate received while answers were still due
-        self.ending: tuple[str, str] | None = None  # a FATAL waiting for a server message's end
-        self.server_paused = False  # a server's socket buffer is full (COPY FROM from a fast client)
-        self.writing_paused = False
-        self.connected_at = time.time()
-        self.statements_run = 0
         self.last_route: Route | None = None
-        self._multi = False  # the last routed statement was a multi-statement string
-        self._login_timer: asyncio.TimerHandle | None = None
         self._avoid: dict[str, float] = {}  # replica -> monotonic time until which to skip it
 
     # -- asyncio.Protocol (client side) ---------------------------------------------------------
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
-        peer = transport.get_extra_info("peername")
-        self.peer = peer[0] if peer else None
-        self.d.sessions.add(self)
-        loop = asyncio.get_running_loop()
-        self._login_timer = loop.call_later(self.d.cfg.timeouts.client_login, self._login_timeout)
 
     def data_received(self, data: bytes) -> None:
         # The commonest case on its own path: one whole simple Query with nothing else pending
@@ -175,82 +145,6 @@ class ClientSession(LoginMixin, RelayMixin, asyncio.Protocol):
         self.inbox.extend(msgs)
         self._pump()
 
-    def eof_received(self) -> bool | None:
-        return False
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.d.closing.discard(self)
-        self._end()
-
-    def pause_writing(self) -> None:
-        self.writing_paused = True
-        for conn in self.servers.values():
-            if conn.transport is not None and not conn.closed:
-                conn.transport.pause_reading()
-
-    def resume_writing(self) -> None:
-        self.writing_paused = False
-        for conn in self.servers.values():
-            if conn.transport is not None and not conn.closed:
-                conn.transport.resume_reading()
-
-    def pause_client(self) -> None:
-        self.server_paused = True
-        if self.transport is not None and self.phase != "closed":
-            self.transport.pause_reading()
-
-    def resume_client(self) -> None:
-        self.server_paused = False
-        if self.transport is not None and self.phase != "closed" and not self.waiting:
-            self.transport.resume_reading()
-
-    # -- output ---------------------------------------------------------------------------------
-
-    def forward_raw(self, data: bytes) -> None:
-        if self.transport is not None and self.phase != "closed":
-            self.transport.write(data)
-
-    def send_error(self, fields: dict[str, str]) -> None:
-        """An ErrorResponse from a field dict (a server's own, or `error_fields`)."""
-        severity = fields.get("V") or fields.get("S", "ERROR")
-        extra = {k: v for k, v in fields.items() if k not in ("S", "V", "C", "M")}
-        self.forward_raw(encode.error_response(severity, fields.get("C", INTERNAL_ERROR), fields.get("M", ""),
-                                               fields=extra))  # fmt: skip
-
-    def fatal(self, sqlstate: str, message: str) -> None:
-        """FATAL error to the client and close (what PostgreSQL does on protocol errors). If part
-        of a server's message has been forwarded, the FATAL waits for its end (`end_after_message`)."""
-        if self.phase == "closed" or self.ending is not None:
-            return
-        for conn in self.servers.values():
-            if conn._skip and not conn.closed:
-                self.end_after_message(sqlstate, message)
-                return
-        self.send_error(error_fields("FATAL", sqlstate, message))
-        # Not before the login: an unauthenticated peer gets no lingering socket of ours.
-        self.close(linger=self.phase == "ready")
-
-    def close(self, *, linger: bool = False) -> None:
-        """End the session. `linger` (after a FATAL of ours): make sure the client gets it. The
-        write side is shut after what is buffered (FIN), and input is read and dropped until the
-        client closes: closing with unread input would send a RST, and a client still sending
-        could lose the FATAL with it. The daemon's drain waits for these closes to finish, so
-        the buffered answer and FATAL are not dropped with the process (`DbProxyDaemon.closing`)."""
-        t = self.transport
-        if t is not None and not t.is_closing():
-            if linger and t.can_write_eof():
-                t.write_eof()
-                t.resume_reading()
-                self.d.closing.add(self)
-                asyncio.get_running_loop().call_later(LINGER_SECONDS, t.abort)
-            else:
-                t.close()
-        self._end()
-
-    def _login_timeout(self) -> None:
-        if self.phase not in ("ready", "closed"):
-            self.fatal("08006", "timeout while waiting for the client to log in")
-
     # -- input ----------------------------------------------------------------------------------
 
     def _pump(self) -> None:
@@ -286,12 +180,6 @@ class ClientSession(LoginMixin, RelayMixin, asyncio.Protocol):
             return False
         d = self._decision(self.batch)
         return d is not None and d.target is Target.PRIMARY
-
-    def _internal_error(self) -> None:
-        """A bug of ours while handling this client (called from an except block): log it with
-        the traceback, tell the client, close; the daemon and other sessions go on."""
-        log.exception("session failed", extra={"user": self.user, "peer": self.peer})
-        self.fatal(INTERNAL_ERROR, "internal error in tierproxy dbproxy")
 
     def _query(self, raw: bytes) -> None:
         """A whole Query message `raw` (checked: one NUL-terminated string) in the ready phase,
@@ -427,11 +315,6 @@ class ClientSession(LoginMixin, RelayMixin, asyncio.Protocol):
             return
         self._admin_message(msg)
 
-    def answers_due(self) -> bool:
-        """A server still owes answers the client asked for (a Sync or Query sent, no
-        ReadyForQuery yet), outside COPY: what a Terminate waits for."""
-        return any(c.groups and not c.copy and not c.closed for c in self.servers.values())
-
     def _statement_aux(self, name: str) -> Any:
         st = self.statements.get(name)
         if st is None:
@@ -517,28 +400,6 @@ class ClientSession(LoginMixin, RelayMixin, asyncio.Protocol):
         routes[route] = routes.get(route, 0) + 1  # keyed (target, reason): Route is that tuple
         return route
 
-    def _start_async(self, coro: Any) -> None:
-        self.waiting = True
-        if self.transport is not None:
-            self.transport.pause_reading()
-        task = asyncio.get_running_loop().create_task(coro)
-        self.d.tasks.add(task)
-        task.add_done_callback(self._async_done)
-
-    def _async_done(self, task: asyncio.Task[None]) -> None:
-        self.d.tasks.discard(task)
-        self.waiting = False
-        if not task.cancelled() and task.exception() is not None:
-            exc = task.exception()
-            log.error("session task failed", exc_info=exc, extra={"user": self.user})
-            self.fatal(INTERNAL_ERROR, "internal error in tierproxy dbproxy")
-            return
-        if self.phase == "closed":
-            return
-        if self.transport is not None and not self.server_paused:
-            self.transport.resume_reading()
-        self._pump()
-
     async def _route_async(
         self, batch: list[tuple[Message, Any]], decision: Decision | None, target: str | None
     ) -> None:
@@ -562,20 +423,6 @@ class ClientSession(LoginMixin, RelayMixin, asyncio.Protocol):
                 self._send(conn, batch)
             return
         self._fail_batch(batch, ServerError("no server is available"))
-
-    async def _attach(self, backend: str) -> ServerConn:
-        conn = self.servers.get(backend)
-        if conn is not None and not conn.closed:
-            return conn
-        conn = await self.d.pools.acquire((backend, self.user, self.database, self.options))
-        if self.phase == "closed":
-            await self.d.pools.release(conn)
-            raise ServerError("client went away")
-        conn.set_attached(self)
-        self.servers[backend] = conn
-        if self.writing_paused and conn.transport is not None:
-            conn.transport.pause_reading()
-        return conn
 
     def _fail_batch(self, batch: list[tuple[Message, Any]], exc: ServerError) -> None:
         fields = dict(exc.fields)
@@ -645,15 +492,69 @@ class ClientSession(LoginMixin, RelayMixin, asyncio.Protocol):
             conn.write(b"".join(out))
         self.statements_run += 1
 
-    # -- the end --------------------------------------------------------------------------------
+    # -- a server lost ---------------------------------------------------------------------------
 
-    def _end(self) -> None:
+    def on_server_lost(self, conn: ServerConn) -> None:
+        backend = conn.backend
+        if self.servers.get(backend) is conn:
+            del self.servers[backend]
+        was_busy = conn.busy
+        in_txn = self.router.transaction_backend == backend
+        self.d.server_lost(conn)
         if self.phase == "closed":
             return
-        self.phase = "closed"
-        if self._login_timer is not None:
-            self._login_timer.cancel()
-        self.d.session_ended(self)
-        servers, self.servers = list(self.servers.values()), {}
-        for conn in servers:
-            self.d.release_server(conn)
+        if self.terminating and not self.answers_due():
+            self.close()
+            return
+        if self.phase == "login" and not was_busy:
+            return  # the login task sees the failure itself
+        if conn._skip and self.phase == "ready":
+            self.close()  # lost in the middle of a large message: the client's stream is cut
+            return
+        if backend == PRIMARY and self.phase == "ready":
+            # The client's own server connection (its BackendKeyData is this server's): when it
+            # goes (pg_terminate_backend, a crash, idle_session_timeout), the session ends with
+            # the server's own error, as it would direct.
+            self.end_with_server_error(conn)
+            return
+        keep_state = backend == PRIMARY and self.router.pinned
+        if not was_busy and not in_txn and not keep_state:
+            return
+        if conn.replay is not None and not in_txn and self.phase == "ready" and not self.waiting:
+            # A read that got no answer yet: run it on another backend instead.
+            batch, conn.replay = conn.replay, None
+            conn.groups.clear()
+            conn.open_group = None
+            if self.current is conn:
+                self.current = None
+            self._avoid[backend] = time.monotonic() + self.d.cfg.monitor.interval
+            self.d.metrics.retried += 1
+            decision = self._decision(batch)
+            self.router.on_ready_for_query(b"I")
+            if decision is None:
+                self._start_async(self._route_async(batch, None, PRIMARY))
+            else:
+                self._start_async(self._route_async(batch, decision, None))
+            return
+        sqlstate = CONNECTION_FAILURE
+        message = f"server connection to {backend} was lost"
+        if conn.fatal is not None:
+            sqlstate = conn.fatal.get("C", sqlstate)
+            message = conn.fatal.get("M", message)
+        if in_txn or keep_state or conn.copy or self.phase != "ready":
+            if sqlstate not in (ADMIN_SHUTDOWN, CONNECTION_FAILURE):
+                sqlstate = CONNECTION_FAILURE
+            self.fatal(sqlstate, message)
+            return
+        # 57014: the proxy dropped a server that ignored a timeouts.query cancel (faults.py).
+        code = QUERY_CANCELED if sqlstate == QUERY_CANCELED else CONNECTION_FAILURE
+        self.send_error(error_fields("ERROR", code, f"{message}; the statement may not have completed"))
+        pending = len(conn.groups)
+        if conn.open_group is not None:
+            self.skip_until_sync = True
+        conn.groups.clear()
+        conn.open_group = None
+        if pending:
+            self.router.on_ready_for_query(b"I")
+            self.forward_raw(encode.ready_for_query(b"I") * pending)
+
