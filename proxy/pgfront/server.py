@@ -132,7 +132,7 @@ class ServerConn(asyncio.Protocol):
         self.created_at = time.time()
         self.last_used = time.monotonic()
         self.sent_at = 0.0  # when the oldest group in flight was sent (query latency)
-        self.received = 0  # bytes from the server: has it said anything since (faults.py)?
+        self.received = 0  # bytes from the server: has it said anything since (the dbproxy's faults.py)?
         self.fatal: dict[str, str] | None = None  # a FATAL the server sent before closing
         self._rest = b""  # an incomplete message, kept until the rest arrives
         self._skip = 0  # bytes of a large message still to pass through unframed
