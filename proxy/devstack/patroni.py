@@ -27,6 +27,7 @@ import json
 import os
 import shutil
 import signal
+import subprocess
 import tempfile
 import time
 import urllib.error
@@ -265,6 +266,25 @@ class PatroniNode:
     def get(self, path: str) -> tuple[int, Any]:
         return http_json("GET", f"{self.api_url}{path}")
 
+    def psql(self, sql: str, timeout: float = 5.0) -> str:
+        """One statement through psql (the server's own answer, not Patroni's); raises on failure."""
+        env = dict(os.environ, PGPASSWORD=self.cluster.password, PGCONNECT_TIMEOUT="2")
+        done = subprocess.run(
+            [self.cluster.bindir / "psql", "-X", "-Atq", "-h", HOST, "-p", str(self.port),
+             "-U", self.cluster.superuser, "-d", "postgres", "-c", sql],
+            env=env, capture_output=True, text=True, timeout=timeout, check=False,
+        )  # fmt: skip
+        if done.returncode != 0:
+            raise DevstackError(f"psql on {self.name}: {done.stderr.strip()}")
+        return done.stdout.strip()
+
+    def writable(self) -> bool:
+        """The server itself says it is out of recovery (Patroni's /primary says 200 while promoting)."""
+        try:
+            return self.psql("select pg_is_in_recovery()") == "f"
+        except (DevstackError, subprocess.TimeoutExpired):
+            return False
+
     def postmaster_pid(self) -> int | None:
         try:
             return int((self.data_dir / "postmaster.pid").read_text().split("\n", 1)[0])
@@ -416,15 +436,14 @@ class PatroniCluster:
         self._wait(lambda: self._healthy_members(expected), timeout, f"{expected} healthy Patroni members")
 
     def wait_leader(self, timeout: float = READY_TIMEOUT, *, not_name: str | None = None) -> str:
-        """The leader's name once there is a running one (other than `not_name`, if given)."""
+        """The leader's name once Patroni names one (other than `not_name`, if given) and its
+        PostgreSQL answers that it is out of recovery."""
 
         def probe() -> str | None:
             name = self.leader_name()
             if name is None or name == not_name:
                 return None
-            # The leader's own /primary answers 200 only once its postgres is writable.
-            status, _ = self.node(name).get("/primary")
-            return name if status == 200 else None
+            return name if self.node(name).writable() else None
 
         return self._wait(probe, timeout, "a Patroni leader" + (f" other than {not_name}" if not_name else ""))
 
@@ -455,6 +474,19 @@ class PatroniCluster:
         if self.node(old).kill_postmaster() is None:
             raise DevstackError(f"{old} has no postmaster to kill")
         return old, self.wait_leader(timeout, not_name=old)
+
+    def kill_leader_node(self, timeout: float = READY_TIMEOUT) -> tuple[str, str]:
+        """SIGKILL the leader's Patroni and postgres together (a dead machine): its leader key
+        stays until the ttl expires, then another node is promoted. Returns (old, new) leader;
+        `restart_node(old)` brings the dead one back (as a replica)."""
+        old = self.wait_leader(timeout)
+        self.node(old).kill()
+        return old, self.wait_leader(timeout, not_name=old)
+
+    def restart_node(self, name: str, timeout: float = READY_TIMEOUT) -> None:
+        """Start a stopped or killed node again and wait until every node is healthy."""
+        self.node(name).spawn()
+        self.wait_healthy(timeout, members=len(self.nodes))
 
     def set_synchronous_mode(self, on: bool, timeout: float = READY_TIMEOUT) -> None:
         """PATCH /config synchronous_mode; waits until /cluster shows a sync standby (on) or none (off)."""
