@@ -29,10 +29,10 @@ from proxy.core.tls import server_context
 from proxy.core.workers import ControlChannel, WorkerSet, process_role, start_worker_channel
 from proxy.pgfront.cancel import CancelKeys
 from proxy.pgfront.clientauth import Credentials
+from proxy.pgfront.drain import CLOSE_FLUSH_SECONDS, drain_sessions
 from proxy.pgfront.login_limits import LoginLimiter
 from proxy.pgfront.pool import ServerPools
 from proxy.pgfront.server import ServerConn, send_cancel
-from proxy.pgwire.errors import ADMIN_SHUTDOWN
 
 from .causal import CommitClock, WalPosition, claim_slot, create_slots, slots_path
 from .classify import ClassifierCache
@@ -52,7 +52,6 @@ VERSION = "0.1"
 SWEEP_INTERVAL = 5.0  # seconds between idle-pool sweeps
 PARSE_CACHE_SIZE = 4096  # Parse messages remembered by their bytes
 PARSE_CACHE_MAX_BYTES = 4096
-CLOSE_FLUSH_SECONDS = 5.0  # SIGTERM: how long the drain waits for clients to take their FATAL
 
 
 class DbMetrics:
@@ -276,26 +275,7 @@ class DbProxyDaemon:
             self.control.close()
         if self.server is not None:
             self.server.close()
-        deadline = time.monotonic() + self.cfg.timeouts.drain
-        # Sessions end when their clients disconnect; idle ones are told to go right away.
-        for s in list(self.sessions):
-            if s.phase != "ready" or not s.cancel_targets() and not s.router.in_transaction:
-                s.fatal(ADMIN_SHUTDOWN, "terminating connection due to administrator command")
-        while self.sessions and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
-            for s in list(self.sessions):
-                if s.phase == "ready" and not s.cancel_targets() and not s.router.in_transaction:
-                    s.fatal(ADMIN_SHUTDOWN, "terminating connection due to administrator command")
-        for s in list(self.sessions):
-            s.fatal(ADMIN_SHUTDOWN, "terminating connection due to administrator command")
-        # Exiting now would drop what is still buffered for a client (the end of a large result
-        # and the FATAL after it): wait until each has taken it and closed (`ClientSession.close`).
-        flush_deadline = time.monotonic() + CLOSE_FLUSH_SECONDS
-        while self.closing and time.monotonic() < flush_deadline:
-            await asyncio.sleep(0.05)
-        for s in list(self.closing):
-            if s.transport is not None:
-                s.transport.abort()
+        await drain_sessions(self.sessions, self.closing, self.cfg.timeouts.drain)
         if self._sweeper is not None:
             self._sweeper.cancel()
         if self.tasks:
