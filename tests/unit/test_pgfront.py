@@ -40,3 +40,28 @@ def test_console_runs_the_owners_commands():
     assert isinstance(msgs[-1], CommandComplete) and msgs[-1].tag == "SHOW"
     (err,) = _decode(run_console("SHOW POOLS", {}, commands))
     assert isinstance(err, ErrorResponse) and err.sqlstate == "42601" and "SHOW THINGS" in err.fields["H"]
+
+
+def _members(proto: type) -> set[str]:
+    names = {k for k in vars(proto) if not k.startswith("_")}
+    return names | set(getattr(proto, "__annotations__", {}))
+
+
+def test_the_dbproxy_provides_what_the_front_end_asks_of_it():
+    """No type checker runs here: the Protocols of proxy/pgfront are checked against the dbproxy
+    objects that fill them, so a member added on one side and not the other fails a test."""
+    from proxy.dbproxy.config import DbProxyConfig
+    from proxy.dbproxy.daemon import DbProxyDaemon
+    from proxy.dbproxy.session import ClientSession
+    from proxy.pgfront.server import ServerOwner
+    from proxy.pgfront.session import FrontendServices, LoginCounters, TransactionState
+
+    cfg = DbProxyConfig.model_validate({"primary": {"address": "127.0.0.1:5432"}, "auth": {"method": "trust"},
+                                        "backend_auth": {"user": "postgres"}})  # fmt: skip
+    daemon = DbProxyDaemon(cfg)
+    session = ClientSession(daemon)
+    assert "finished" in _members(FrontendServices) and "on_ready_for_query" in _members(TransactionState)
+    assert sorted(n for n in _members(FrontendServices) if not hasattr(daemon, n)) == []
+    assert sorted(n for n in _members(LoginCounters) if not hasattr(daemon.metrics, n)) == []
+    assert sorted(n for n in _members(TransactionState) if not hasattr(session.router, n)) == []
+    assert sorted(n for n in _members(ServerOwner) if not hasattr(session, n)) == []
