@@ -265,6 +265,6 @@ class EtcdWatchSource:
                 try:
                     await self.watch(session, url)
                 except (TimeoutError, aiohttp.ClientError, OSError, SourceError, _Restart, ValueError, KeyError) as exc:  # fmt: skip
-                    await self._emitter.error(exc if isinstance(exc, Exception) else SourceError(str(exc)))
+                    await self._emitter.error(exc)
                     self._current = (self._current + 1) % len(self.urls)
                     await asyncio.sleep(self.retry_delay)

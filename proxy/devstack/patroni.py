@@ -17,6 +17,8 @@ Theory of operation:
 - Readiness and every wait ask Patroni's REST API (`/cluster`, `/health`), polled with a deadline;
   never a fixed sleep. Logs (etcd, each Patroni with its postgres output) stay in `log_dir` and are
   offered to the test harness through `managed_processes()`.
+- `start()` first reaps postmasters left by an earlier run that was SIGKILLed (Patroni runs
+  postgres in its own session, so the parent-death signal does not reach it); see reap_orphans.
 - `close()` stops every Patroni (SIGTERM to its process group: Patroni shuts postgres down), SIGKILLs
   what is left, kills stray postmasters by their postmaster.pid, then etcd, and releases the ports.
 """
@@ -48,6 +50,7 @@ __all__ = [
     "PatroniNode",
     "etcd_binary",
     "patroni_binary",
+    "reap_orphans",
     "start_etcd",
     "start_patroni_cluster",
 ]
@@ -343,6 +346,41 @@ def _kill_quietly(pid: int) -> None:
         pass
 
 
+def _cmdlines() -> dict[int, list[str]]:
+    found = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                raw = Path(f"/proc/{entry}/cmdline").read_bytes()
+            except OSError:
+                continue
+            found[int(entry)] = raw.decode("utf-8", "replace").split("\0")
+    return found
+
+
+def reap_orphans() -> list[int]:
+    """SIGKILL postmasters of our clusters whose Patroni is gone; returns their pids.
+
+    Patroni starts postgres in a session of its own, reparented to init, so the parent-death
+    signal that takes Patroni down with a SIGKILLed test runner does not reach postgres. A node's
+    postmaster runs with `-D <base>/<node>/data`; with no process running `<base>/<node>/patroni.yml`
+    it is an orphan of an earlier run that never reached close().
+    """
+    procs = _cmdlines()
+    configs = {arg for argv in procs.values() for arg in argv if arg.endswith("/patroni.yml")}
+    killed = []
+    for pid, argv in procs.items():
+        if not argv or not argv[0].endswith("/postgres") or "-D" not in argv[:-1]:
+            continue
+        data = Path(argv[argv.index("-D") + 1])
+        if data.name != "data" or not data.parent.parent.name.startswith("tierproxy-patroni-"):
+            continue
+        if str(data.parent / "patroni.yml") not in configs:
+            _kill_quietly(pid)
+            killed.append(pid)
+    return killed
+
+
 class PatroniCluster:
     """etcd + `size` Patroni nodes in one scope; see the module docstring."""
 
@@ -377,6 +415,7 @@ class PatroniCluster:
         self._size = size
 
     def start(self, timeout: float = READY_TIMEOUT) -> Self:
+        reap_orphans()
         if self.etcd is None:
             self.etcd = start_etcd(self.log_dir)
         self.nodes = [PatroniNode(self, f"node{i + 1}") for i in range(self._size)]

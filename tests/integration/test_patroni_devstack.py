@@ -18,6 +18,7 @@ from proxy.devstack.patroni import (
     PatroniCluster,
     etcd_binary,
     patroni_binary,
+    reap_orphans,
     start_patroni_cluster,
 )
 from proxy.devstack.poll import wait_until, wait_until_async
@@ -121,3 +122,19 @@ def test_close_leaves_no_process_and_frees_every_port(tmp_path: Path) -> None:
     for port in ports:
         PortLock(port).release()  # raises PortUnavailable if still locked or listened on
     assert not cluster.base_dir.exists()
+
+
+def test_reap_orphans_kills_a_postmaster_whose_patroni_died(tmp_path: Path) -> None:
+    # Patroni SIGKILLed alone (as when the test runner is SIGKILLed): its postgres lives on, in a
+    # session of its own, until the next cluster start reaps it.
+    cluster = start_patroni_cluster(1, log_dir=tmp_path, scope="orphan")
+    try:
+        node = cluster.nodes[0]
+        postmaster = node.postmaster_pid()
+        assert node.process is not None and postmaster is not None
+        node.process.kill()
+        assert _alive(postmaster)
+        assert postmaster in reap_orphans()
+        wait_until(lambda: not _alive(postmaster), 10, "the orphan postmaster gone")
+    finally:
+        cluster.close()

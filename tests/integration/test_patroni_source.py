@@ -13,6 +13,7 @@ import json
 import logging
 import time
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import aiohttp
 import pytest
@@ -23,6 +24,7 @@ from proxy.devstack.patroni import (
     PatroniCluster,
     etcd_binary,
     patroni_binary,
+    start_etcd,
     start_patroni_cluster,
 )
 from proxy.devstack.poll import wait_until_async
@@ -219,3 +221,46 @@ async def test_etcd_watch_follows_puts_and_deletes_and_survives_garbage(patroni:
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_synchronous_mode_is_seen_by_the_etcd_watch(
+    patroni: PatroniCluster, sources: tuple[Recorder, Recorder]
+) -> None:
+    _, etcd = sources
+    await asyncio.to_thread(patroni.set_synchronous_mode, True)
+    try:
+        sync = {m["name"] for m in patroni.cluster()["members"] if m["role"] == "sync_standby"}
+        assert len(sync) == 1
+
+        async def seen() -> bool:
+            view = etcd.views[-1][1] if etcd.views else None
+            return view is not None and view.synchronous_mode is True and view.sync_standbys == sync
+
+        await wait_until_async(seen, SEEN_TIMEOUT, f"etcd view with synchronous_mode on and sync standby {sync}")
+    finally:
+        await asyncio.to_thread(patroni.set_synchronous_mode, False)
+
+
+async def test_etcd_gone_keeps_the_last_view(tmp_path: Path) -> None:
+    # No false failover from the source: etcd dying yields errors, never a leaderless view.
+    etcd, recorder = start_etcd(tmp_path), Recorder()
+    task = asyncio.create_task(EtcdWatchSource([etcd.url], "alone", recorder, on_error=recorder.error).run())
+    try:
+        member = {"conn_url": "postgres://127.0.0.1:5999/postgres", "state": "running", "timeline": 1}
+        async with aiohttp.ClientSession() as session:
+            await _etcd_put(session, etcd.url, "/service/alone/members/m1", json.dumps(member))
+            await _etcd_put(session, etcd.url, "/service/alone/leader", "m1")
+        await recorder.wait_leader("m1", 0.0, "etcd watch")
+        views = len(recorder.views)
+        await asyncio.to_thread(etcd.close)
+
+        async def errors_seen() -> bool:
+            return len(recorder.errors) >= 2  # the broken stream, then a failed reconnect
+
+        await wait_until_async(errors_seen, SEEN_TIMEOUT, "errors after etcd stopped")
+        assert len(recorder.views) == views
+        assert recorder.views[-1][1].leader == "m1"
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        etcd.close()
