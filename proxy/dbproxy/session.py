@@ -325,12 +325,6 @@ class ClientSession(FrontendSession):
         self.batch.append((msg, aux))
         self.batch_bytes += len(msg.raw)
 
-    def _status(self) -> bytes:
-        r = self.router
-        if r.in_transaction:
-            return b"T"
-        return b"I"
-
     # -- routing --------------------------------------------------------------------------------
 
     def _decision(self, batch: list[tuple[Message, Any]]) -> Decision | None:
@@ -423,20 +417,6 @@ class ClientSession(FrontendSession):
                 self._send(conn, batch)
             return
         self._fail_batch(batch, ServerError("no server is available"))
-
-    def _fail_batch(self, batch: list[tuple[Message, Any]], exc: ServerError) -> None:
-        fields = dict(exc.fields)
-        fields["S"] = fields["V"] = "ERROR"
-        self.send_error(fields)
-        self._answer_lost(batch)
-
-    def _answer_lost(self, batch: list[tuple[Message, Any]]) -> None:
-        """ReadyForQuery for every Sync/Query the client sent that will never be answered."""
-        syncs = sum(1 for m, _ in batch if m.type in (b"S", b"Q", b"F"))
-        if any(m.type not in (b"S", b"Q", b"F") for m, _ in batch[-1:]):
-            self.skip_until_sync = True
-        self.router.on_ready_for_query(b"I", failed=True)  # never sent: nothing committed
-        self.forward_raw(encode.ready_for_query(b"I") * syncs)
 
     # -- sending to a server --------------------------------------------------------------------
 

@@ -316,6 +316,31 @@ class FrontendSession(asyncio.Protocol):
         for conn in servers:
             self.d.release_server(conn)
 
+    # -- answering what will not be run --------------------------------------------------------
+
+    def _status(self) -> bytes:
+        """The ReadyForQuery status the proxy answers with itself."""
+        r = self.router
+        if r.in_transaction:
+            return b"T"
+        return b"I"
+
+    def _fail_batch(self, batch: list[tuple[Message, Any]], exc: ServerError) -> None:
+        """`batch` (the client's messages, each with what the subclass noted about it) could not
+        be sent: the error, then what the client waits for."""
+        fields = dict(exc.fields)
+        fields["S"] = fields["V"] = "ERROR"
+        self.send_error(fields)
+        self._answer_lost(batch)
+
+    def _answer_lost(self, batch: list[tuple[Message, Any]]) -> None:
+        """ReadyForQuery for every Sync/Query the client sent that will never be answered."""
+        syncs = sum(1 for m, _ in batch if m.type in (b"S", b"Q", b"F"))
+        if any(m.type not in (b"S", b"Q", b"F") for m, _ in batch[-1:]):
+            self.skip_until_sync = True
+        self.router.on_ready_for_query(b"I", failed=True)  # never sent: nothing committed
+        self.forward_raw(encode.ready_for_query(b"I") * syncs)
+
     # -- login ----------------------------------------------------------------------------------
 
     def _startup_message(self, msg: Message) -> None:
