@@ -16,10 +16,11 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import aiohttp
+import asyncpg
 import pytest
 
 from proxy.dbproxy.patroni_source import EtcdWatchSource, PatroniRestSource
-from proxy.dbproxy.topology import Topology, TopologyError
+from proxy.dbproxy.topology import Topology, TopologyError, WriteVerdict, write_verdict
 from proxy.devstack.patroni import (
     PatroniCluster,
     etcd_binary,
@@ -264,3 +265,31 @@ async def test_etcd_gone_keeps_the_last_view(tmp_path: Path) -> None:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
         etcd.close()
+
+
+async def test_write_fence_against_the_servers_own_answers(patroni: PatroniCluster) -> None:
+    # The fence's inputs asked of each real server: only the leader passes; replicas, which
+    # are in recovery and not named leader, never do.
+    await asyncio.to_thread(patroni.wait_healthy, 60)
+    source = PatroniRestSource([n.api_url for n in patroni.nodes], Recorder())
+    verdicts: dict[str, WriteVerdict] = {}
+
+    async def all_decided() -> bool:
+        async with aiohttp.ClientSession() as session:
+            view = await source.fetch_once(session)
+        for node in patroni.nodes:
+            conn = await asyncpg.connect(node.dsn(), timeout=5)
+            try:
+                row = await conn.fetchrow(
+                    "select pg_is_in_recovery() as r, (select timeline_id from pg_control_checkpoint()) as tl"
+                )
+            finally:
+                await conn.close()
+            verdicts[node.name] = write_verdict(view, "127.0.0.1", node.port, in_recovery=row["r"], timeline=row["tl"])
+        # The leader's checkpoint shows its new timeline shortly after a promotion: poll for it.
+        return list(verdicts.values()).count(WriteVerdict.OK) == 1
+
+    await wait_until_async(all_decided, SEEN_TIMEOUT, "exactly one server passes the write fence")
+    leader = await asyncio.to_thread(patroni.wait_leader)
+    assert verdicts[leader] is WriteVerdict.OK
+    assert all(v is WriteVerdict.NOT_LEADER for name, v in verdicts.items() if name != leader)
