@@ -363,10 +363,16 @@ class ClientSession(FrontendSession):
                 return
             self._start_async(self._route_async(batch, None, target))
             return
-        if decision.target is Target.REPLICA and self.d.clock.owed(self.router, decision):
-            # A WAL position must be known first (causal.py): fetched on the proxy's own connection.
-            self._start_async(self._route_async(batch, decision, None))
-            return
+        if decision.target is Target.REPLICA:
+            # A WAL position may be owed first (causal.py: fetched on the proxy's own connection).
+            # The clock is asked only when a bound can apply: a plain read in the default mode
+            # with nothing owed (the common case) skips the call.
+            clock = self.d.clock
+            if (clock.global_mode or decision.reads_catalog or self.router.needs_commit_lsn) and clock.owed(
+                self.router, decision
+            ):
+                self._start_async(self._route_async(batch, decision, None))
+                return
         if decision.detail in DB_ADMIN_DETAILS and start_if_database_admin(self, batch, decision):
             return  # DROP/ALTER DATABASE: the proxy's idle connections to it go first (dbadmin.py)
         route = self._route(decision)
@@ -384,7 +390,9 @@ class ClientSession(FrontendSession):
         floor = None
         if decision.target is Target.REPLICA and not router.in_transaction and not router.pinned:
             views = d.replica_views(self._avoid)
-            floor = d.clock.floor(decision)
+            clock = d.clock
+            if clock.global_mode or decision.reads_catalog:  # `floor` is None otherwise
+                floor = clock.floor(decision)
         else:
             views = ()
         route = router.route(decision, time.monotonic(), views, outstanding=d.outstanding, floor_lsn=floor)
