@@ -3,6 +3,7 @@
     tierproxy lb --config lb.toml
     tierproxy dbproxy --config dbproxy.toml
     tierproxy geodns --config geodns.toml
+    tierproxy shard --config shard.toml
     tierproxy check-config lb.toml        # any daemon's config; exit 2 with located errors
     tierproxy demo                        # the whole architecture on this machine
 
@@ -27,6 +28,7 @@ DAEMONS: dict[str, tuple[str, str]] = {
     "lb": ("proxy.lb.config:LbConfig", "proxy.lb.daemon:LbDaemon"),
     "dbproxy": ("proxy.dbproxy.config:DbProxyConfig", "proxy.dbproxy.daemon:DbProxyDaemon"),
     "geodns": ("proxy.geodns.config:GeoDnsConfig", "proxy.geodns.daemon:GeoDnsDaemon"),
+    "shard": ("proxy.shard.config:ShardConfig", "proxy.shard.daemon:ShardDaemon"),
 }
 
 
@@ -52,6 +54,8 @@ def _guess_daemon(path: Path) -> str | None:
         return "dbproxy"
     if "zones" in data:
         return "geodns"
+    if "shards" in data:
+        return "shard"
     return None
 
 
@@ -88,7 +92,7 @@ def run_daemon(name: str, path: str, log_level: str | None, json_logs: bool | No
         return 2
     setup_logging(log_level or getattr(cfg, "log_level", "info"), json_logs)
     cls = _load(DAEMONS[name][1])
-    daemon = cls(cfg, path) if worker_fd is None else cls(cfg, path, worker_fd=worker_fd)
+    daemon = cls(cfg, path) if worker_fd is None else cls(cfg, path, worker_fd=worker_fd)  # shard: one process
     return run(daemon, name)
 
 

@@ -47,7 +47,7 @@ from proxy.pgwire.messages import (
     decode_backend,
 )
 
-__all__ = ["ServerConn", "ServerError", "ServerOwner", "SyncGroup", "error_fields", "open_server", "send_cancel"]
+__all__ = ["QueryResult", "ServerConn", "ServerError", "ServerOwner", "SyncGroup", "collect_query", "error_fields", "open_server", "send_cancel"]
 
 log = logging.getLogger("tierproxy.pgfront")
 _INT32 = struct.Struct("!i")
@@ -343,6 +343,57 @@ class ServerConn(asyncio.Protocol):
                 data = b"".join(bytes(m.raw) for m in self._inbox)
                 self._inbox.clear()
                 self.session.relay_from_server(self, data)
+
+
+class QueryResult:
+    """What a simple Query answered, collected whole (`ServerConn.collect_query`): the last
+    statement's columns, every DataRow, each CommandComplete tag, the first ErrorResponse, and
+    the server's other messages for the client (NoticeResponse, ParameterStatus), as bytes."""
+
+    __slots__ = ("columns", "error", "other", "rows", "status", "tags")
+
+    def __init__(self) -> None:
+        self.columns: list[Any] = []  # FieldDescription of the last RowDescription
+        self.rows: list[tuple[bytes | None, ...]] = []
+        self.tags: list[str] = []
+        self.error: dict[str, str] | None = None
+        self.other: list[bytes] = []
+        self.status = b"I"
+
+
+async def collect_query(conn: ServerConn, sql: str) -> QueryResult:
+    """Run `sql` on `conn` (simple protocol) and collect the whole answer, up to ReadyForQuery,
+    even when the connection is attached to a session: what a proxy that merges several servers'
+    answers needs (the shard router's scatter/gather). Raises ServerError if the connection is
+    lost."""
+    internal_before = conn._internal
+    conn._internal = True
+    out = QueryResult()
+    try:
+        conn.write(encode.query(sql))
+        while True:
+            msg = await conn._recv()
+            t = msg.type
+            if t == b"D":
+                out.rows.append(decode_backend(msg).values)
+            elif t == b"T":
+                out.columns = list(decode_backend(msg).fields)
+            elif t == b"C":
+                out.tags.append(decode_backend(msg).tag)
+            elif t == b"E":
+                if out.error is None:
+                    out.error = decode_backend(msg).fields
+            elif t == b"Z":
+                out.status = conn.status = bytes(msg.body)
+                return out
+            elif t in (b"N", b"S", b"A"):
+                if t == b"S":
+                    ps = decode_backend(msg)
+                    conn.params[ps.name] = ps.value
+                out.other.append(bytes(msg.raw))
+            # EmptyQueryResponse, CopyInResponse (refused by the caller), ...: ignored
+    finally:
+        conn._internal = internal_before
 
 
 async def open_server(

@@ -18,7 +18,7 @@ Shape (deploy/config/shard.toml is a full example, loaded by a test):
 - `[auth]`, `[backend_auth]`: the same shape as the dbproxy's: `[auth]` is the shared front
   end's model (proxy/pgfront/config.py); the router authenticates clients itself and logs in to
   every shard as `backend_auth.user` (mode "service" only, so its own narrower model here).
-- `workers`, `[admin]`, `[timeouts]`, `[hot_keys]` as the other daemons.
+- `workers` (1: more is refused for now), `[admin]`, `[timeouts]`, `[hot_keys]` as the other daemons.
 
 Fields marked `restart` cannot change on reload.
 """
@@ -34,7 +34,15 @@ from proxy.core.config import StrictModel, parse_hostport
 from proxy.pgfront.config import AuthConfig, UserConfig
 
 from .keys import GroupSpec
-from .maps import ConsistentMap, DedicatedMap, HashMap, Key, ModuloMap, RangeMap, ShardMap
+from .maps import (
+    ConsistentMap,
+    DedicatedMap,
+    HashMap,
+    Key,
+    ModuloMap,
+    RangeMap,
+    ShardMap,
+)
 
 __all__ = [
     "Address",
@@ -198,7 +206,8 @@ class HotKeysConfig(StrictModel):
 
 class ShardConfig(StrictModel):
     listen: Address = "127.0.0.1:6433"  # restart; clients connect here
-    workers: int = Field(default=1, ge=1, le=64)  # restart; processes serving `listen`
+    # restart; processes serving `listen`. One for now: the daemon refuses more (see below).
+    workers: int = Field(default=1, ge=1, le=64)
     admin: AdminConfig = Field(default_factory=AdminConfig)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     shards: dict[str, ShardAddress] = Field(min_length=1)
@@ -216,6 +225,14 @@ class ShardConfig(StrictModel):
         for name in v:
             if not re.match(_NAME, name):
                 raise ValueError(f"{name!r}: names are 1-63 letters, digits, '_', '.', '-'")
+        return v
+
+    @field_validator("workers")
+    @classmethod
+    def _one_worker(cls, v: int) -> int:
+        if v != 1:
+            raise ValueError("tierproxy shard runs one process for now: workers must be 1 "
+                             "(several workers are not supported yet)")
         return v
 
     @model_validator(mode="after")

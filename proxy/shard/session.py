@@ -1,0 +1,385 @@
+"""One client connection to `tierproxy shard`: login (the shared front end), then each simple
+Query routed to its shard, or scattered to every shard and gathered.
+
+Theory of operation
+-------------------
+Login is `FrontendSession`'s (proxy/pgfront/session.py): the client logs in to the router, and
+gets the ParameterStatus and BackendKeyData of its first shard's connection (the first shard in
+config order). Messages are handled one statement at a time: while a statement runs, the client's
+later messages wait (`waiting`), so answers never interleave between shards.
+
+A Query's plan comes from the daemon's `ShardRouter` (keys.py), then `txn.step` keeps a
+transaction on one shard. The decision is carried out here:
+
+* one shard, one statement: written to that shard's connection (attached to the session on first
+  use) and its answer relayed as it comes (`relay_from_server`), ReadyForQuery included;
+* held statements first (BEGIN, SAVEPOINTs held until the transaction's shard is known): run on
+  the shard and their answers dropped, as the client already had them;
+* several shards: the statement (or each shard's part of a split INSERT) runs on every shard
+  concurrently and the answers are collected whole (`collect_query`); a SELECT's rows are merged
+  by gather.py (one RowDescription, the merged DataRows, one CommandComplete), other statements'
+  tags are summed (`merge_command_tags`), RETURNING rows concatenated. An error from a shard is
+  sent with the shard's name in its message; the other shards' work stays (no cross-shard
+  atomicity outside a transaction, see docs/shard.md);
+* `SET tierproxy.shard_key` and the router's own replies (BEGIN, a COMMIT with nothing sent)
+  are answered here; refusals get the plan's SQLSTATE and message.
+
+The transaction state follows what the shards say: each ReadyForQuery relayed updates it (a
+multi-statement string may open or close a transaction on its shard).
+
+The extended protocol (Parse/Bind/...) is not routed yet: it gets 0A000 and the session skips to
+the next Sync, as a server does after an error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING, Any
+
+from proxy.pgfront.server import (
+    ServerConn,
+    ServerError,
+    SyncGroup,
+    collect_query,
+    error_fields,
+)
+from proxy.pgfront.session import FrontendSession, cstrings
+from proxy.pgwire import encode
+from proxy.pgwire.errors import (
+    CONNECTION_FAILURE,
+    FEATURE_NOT_SUPPORTED,
+    PROTOCOL_VIOLATION,
+    PgProtocolError,
+)
+from proxy.pgwire.framing import Message
+from proxy.pgwire.messages import FieldDescription
+
+from .gather import GatherPlan, Merged, merge, merge_command_tags, plan_gather
+from .keys import All, Refuse, Session, SetKey, Some
+from .txn import Forward, Reply, TxnState, step
+
+if TYPE_CHECKING:
+    from .daemon import ShardDaemon
+
+__all__ = ["ShardSession"]
+
+log = logging.getLogger("tierproxy.shard")
+
+_EXTENDED = frozenset((b"P", b"B", b"D", b"E", b"C", b"H", b"F"))
+
+
+class TxnTracker:
+    """The session's transaction state (`TransactionState` for the relay): txn.py's `TxnState`,
+    corrected by each ReadyForQuery of the shard that answered."""
+
+    def __init__(self) -> None:
+        self.state = TxnState()
+        self.shard: str | None = None  # the shard whose answer is being relayed
+        self.done: asyncio.Future[None] | None = None  # resolved at the relayed ReadyForQuery
+
+    @property
+    def in_transaction(self) -> bool:
+        return self.state.open
+
+    def on_ready_for_query(self, status: bytes, *, failed: bool = False) -> None:
+        shard = self.shard
+        if shard is not None:
+            if status == b"I":
+                self.state = TxnState()
+            elif not self.state.open or self.state.shard != shard:
+                self.state = TxnState(open=True, shard=shard)
+        if self.done is not None and not self.done.done():
+            self.done.set_result(None)
+
+
+class ShardSession(FrontendSession):
+    product = "tierproxy shard"
+
+    def __init__(self, daemon: ShardDaemon) -> None:
+        super().__init__(daemon)
+        self.d: ShardDaemon = daemon
+        self.router: TxnTracker = TxnTracker()
+        self.shard_key: str | None = None  # SET tierproxy.shard_key
+
+    # -- input ----------------------------------------------------------------------------------
+
+    def data_received(self, data: bytes) -> None:
+        if self.phase == "closed":
+            return
+        try:
+            msgs = self.framer.feed(data)
+        except PgProtocolError as exc:
+            if self.phase != "startup":
+                self.inbox.extend(exc.messages)  # type: ignore[arg-type]
+                self._pump()
+            self.fatal(exc.sqlstate, exc.message)
+            return
+        self.inbox.extend(msgs)
+        self._pump()
+
+    def _pump(self) -> None:
+        try:
+            while self.inbox and not self.waiting and self.phase != "closed":
+                msg = self.inbox.popleft()
+                if self.phase == "ready":
+                    self._ready_message(msg)
+                elif self.phase == "startup":
+                    self._startup_message(msg)
+                elif self.phase == "auth":
+                    self._auth_message(msg)
+                else:
+                    raise PgProtocolError("message before the login finished", PROTOCOL_VIOLATION)
+        except PgProtocolError as exc:
+            self.fatal(exc.sqlstate, exc.message)
+        except Exception:
+            self._internal_error()
+
+    def _ready_message(self, msg: Message) -> None:
+        t = msg.type
+        if t == b"X":
+            self.close()
+            return
+        if self.skip_until_sync:
+            if t == b"S":
+                self.skip_until_sync = False
+                self.forward_raw(encode.ready_for_query(self._status()))
+            return
+        if self.admin:
+            self._admin_message(msg)
+            return
+        if t == b"Q":
+            (sql,), _ = cstrings(bytes(msg.raw), 5, 1)
+            self._start_async(self._query(sql.decode("utf-8", "replace")))
+        elif t == b"S":
+            self.forward_raw(encode.ready_for_query(self._status()))
+        elif t in _EXTENDED:
+            self.d.metrics.errors += 1
+            self.send_error(error_fields("ERROR", FEATURE_NOT_SUPPORTED,
+                                         "tierproxy shard routes the simple query protocol only "
+                                         "(the extended protocol is not supported yet)"))
+            self.skip_until_sync = True
+        elif t in (b"d", b"c", b"f"):
+            return  # CopyData/CopyDone/CopyFail outside COPY: ignored, as PostgreSQL does
+        else:
+            raise PgProtocolError(f"unexpected message type {t!r}")
+
+    def _status(self) -> bytes:
+        st = self.router.state
+        if st.failed:
+            return b"E"
+        return b"T" if st.open else b"I"
+
+    def _reply(self, tag: str) -> None:
+        self.forward_raw(encode.command_complete(tag) + encode.ready_for_query(self._status()))
+
+    def _refuse(self, sqlstate: str, message: str) -> None:
+        self.d.metrics.errors += 1
+        self.send_error(error_fields("ERROR", sqlstate, message))
+        self.forward_raw(encode.ready_for_query(self._status()))
+
+    # -- one Query ------------------------------------------------------------------------------
+
+    async def _query(self, sql: str) -> None:
+        if not sql.strip().strip(";").strip():
+            self.forward_raw(encode.empty_query_response() + encode.ready_for_query(self._status()))
+            return
+        router = self.d.router
+        plan = router.plan_query(sql, session_key=self.shard_key)
+        self.statements_run += 1
+        tracker = self.router
+        tracker.state, decision = step(tracker.state, plan, router.shards)
+        if isinstance(decision, Refuse):
+            self._refuse(decision.sqlstate, decision.message)
+            return
+        if isinstance(decision, Reply):
+            self._reply(decision.tag)
+            return
+        if isinstance(decision, SetKey):
+            self.shard_key = None if decision.key is None else str(decision.key)
+            self._reply("SET" if decision.key is not None else "RESET")
+            return
+        if isinstance(decision, Session):
+            await self._session_statement(sql, decision)
+            return
+        assert isinstance(decision, Forward)
+        self.d.count_plan(plan, sql)
+        if len(decision.parts) == 1 and decision.tag is None:
+            shard, stmts = decision.parts[0]
+            await self._relay(shard, stmts)
+            return
+        gather = None
+        if isinstance(plan, Some | All) and len(decision.parts) > 1:
+            g = plan_gather(sql)
+            if isinstance(g, GatherPlan):
+                gather = g
+            elif _is_select(sql):
+                self._refuse(g.sqlstate, g.message)
+                return
+        await self._scatter(decision, gather)
+
+    async def _session_statement(self, sql: str, plan: Session) -> None:
+        """SET, SHOW, DISCARD, ...: on the transaction's shard, else SHOW on the first shard and
+        the rest on every shard (so a SET holds wherever the session's statements go)."""
+        st = self.router.state
+        if st.shard is not None:
+            await self._relay(st.shard, (sql,))
+        elif plan.kind == "show" or len(self.d.router.shards) == 1:
+            await self._relay(self.d.router.shards[0], (sql,))
+        else:
+            parts = tuple((s, (sql,)) for s in self.d.router.shards)
+            await self._scatter(Forward(parts), None)
+
+    async def _conn(self, shard: str) -> ServerConn:
+        return await self._attach(shard)
+
+    async def _relay(self, shard: str, stmts: tuple[str, ...]) -> None:
+        """Held statements, then the last one relayed from `shard` as it answers."""
+        try:
+            conn = await self._conn(shard)
+        except ServerError as exc:
+            self._shard_failed(shard, exc)
+            return
+        for held in stmts[:-1]:
+            res = await collect_query(conn, held)
+            if res.error is not None:
+                self._shard_error(shard, res.error)
+                self.forward_raw(encode.ready_for_query(self._status()))
+                return
+        tracker = self.router
+        loop = asyncio.get_running_loop()
+        tracker.shard = shard
+        tracker.done = loop.create_future()
+        group = SyncGroup()
+        group.by_query = True
+        conn.groups.append(group)
+        self.current = conn
+        self.d.started(conn)
+        conn.write(encode.query(stmts[-1]))
+        try:
+            await tracker.done
+        finally:
+            tracker.done = None
+            tracker.shard = None
+
+    async def _scatter(self, decision: Forward, gather: GatherPlan | None) -> None:
+        """Run each part on its shard concurrently, collect, merge, answer once."""
+        parts = decision.parts
+        self.d.metrics.scatters += 1
+        try:
+            conns = await asyncio.gather(*(self._conn(s) for s, _ in parts))
+        except ServerError as exc:
+            self._refuse(exc.sqlstate, f"a shard cannot be reached: {exc.fields.get('M', exc)}")
+            return
+        jobs = []
+        for conn, (_, stmts) in zip(conns, parts, strict=True):
+            sql = gather.sql if gather is not None else stmts[-1]
+            jobs.append(self._collect(conn, stmts[:-1], sql))
+        results = await asyncio.gather(*jobs, return_exceptions=True)
+        for (shard, _), res in zip(parts, results, strict=True):
+            if isinstance(res, BaseException):
+                self._shard_failed(shard, res if isinstance(res, ServerError) else ServerError(str(res)))
+                return
+        for (shard, _), res in zip(parts, results, strict=True):
+            self.forward_raw(b"".join(res.other))  # type: ignore[union-attr]
+        for (shard, _), res in zip(parts, results, strict=True):
+            if res.error is not None:  # type: ignore[union-attr]
+                self._shard_error(shard, res.error)  # type: ignore[union-attr]
+                self.forward_raw(encode.ready_for_query(self._status()))
+                return
+        if gather is not None:
+            self._answer_gathered(gather, results)  # type: ignore[arg-type]
+            return
+        out = []
+        first_cols = next((r.columns for r in results if r.columns), None)  # type: ignore[union-attr]
+        if first_cols:
+            out.append(encode.row_description(first_cols))
+            for r in results:
+                out.extend(encode.data_row(list(v)) for v in r.rows)  # type: ignore[union-attr]
+        tags = [r.tags[-1] for r in results if r.tags]  # type: ignore[union-attr]
+        if decision.tag is not None:
+            tags = [decision.tag]
+        if tags:
+            out.append(encode.command_complete(merge_command_tags(tags)))
+        out.append(encode.ready_for_query(self._status()))
+        self.forward_raw(b"".join(out))
+
+    async def _collect(self, conn: ServerConn, held: tuple[str, ...], sql: str) -> Any:
+        for h in held:
+            res = await collect_query(conn, h)
+            if res.error is not None:
+                return res
+        return await collect_query(conn, sql)
+
+    def _answer_gathered(self, gather: GatherPlan, results: list[Any]) -> None:
+        cols_fd = next((r.columns for r in results if r.columns), [])
+        columns = [(f.name, f.type_oid) for f in cols_fd]
+        rows = [[[None if v is None else v.decode("utf-8") for v in row] for row in r.rows] for r in results]
+        merged = merge(gather, columns, rows, c_collation=self.d.c_collation)
+        if isinstance(merged, Refuse):
+            self._refuse(merged.sqlstate, merged.message)
+            return
+        assert isinstance(merged, Merged)
+        by_name = {f.name: f for f in cols_fd}
+        fields = []
+        for i, (name, oid) in enumerate(merged.columns):
+            f = cols_fd[i] if i < len(cols_fd) and cols_fd[i].name == name else by_name.get(name)
+            if f is not None and f.type_oid == oid:
+                fields.append(f)
+            else:
+                fields.append(FieldDescription(name, type_oid=oid))
+        out = [encode.row_description(fields)]
+        out.extend(encode.data_row([None if v is None else v.encode("utf-8") for v in row]) for row in merged.rows)
+        out.append(encode.command_complete(merged.tag))
+        out.append(encode.ready_for_query(self._status()))
+        self.forward_raw(b"".join(out))
+
+    # -- errors -----------------------------------------------------------------------------------
+
+    def _shard_error(self, shard: str, fields: dict[str, str]) -> None:
+        """A shard's ErrorResponse, its message prefixed with the shard's name."""
+        self.d.metrics.errors += 1
+        f = dict(fields)
+        f["M"] = f"shard {shard}: {f.get('M', '')}"
+        if self.router.state.open:
+            self.router.state = TxnState(open=True, shard=self.router.state.shard, failed=True)
+        self.send_error(f)
+
+    def _shard_failed(self, shard: str, exc: ServerError) -> None:
+        fields = dict(exc.fields)
+        fields["S"] = fields["V"] = "ERROR"
+        self._shard_error(shard, fields)
+        self.forward_raw(encode.ready_for_query(self._status()))
+
+    # -- a server lost ----------------------------------------------------------------------------
+
+    def on_server_lost(self, conn: ServerConn) -> None:
+        shard = conn.backend
+        if self.servers.get(shard) is conn:
+            del self.servers[shard]
+        was_busy = bool(conn.groups)
+        self.d.server_lost(conn)
+        if self.phase == "closed":
+            return
+        if self.phase == "login":
+            return  # the login task sees the failure itself
+        tracker = self.router
+        if conn._skip or tracker.state.shard == shard and tracker.state.open:
+            self.fatal(CONNECTION_FAILURE, f"server connection to shard {shard} was lost")
+            return
+        if was_busy and tracker.shard == shard:
+            conn.groups.clear()
+            self.send_error(error_fields("ERROR", CONNECTION_FAILURE,
+                                         f"shard {shard}: server connection was lost; the statement "
+                                         "may not have completed"))
+            self.forward_raw(encode.ready_for_query(b"I"))
+            if tracker.done is not None and not tracker.done.done():
+                tracker.done.set_result(None)
+
+
+def _is_select(sql: str) -> bool:
+    head = sql.lstrip().lstrip("(").lstrip()
+    while head.startswith("/*"):
+        end = head.find("*/")
+        head = head[end + 2 :].lstrip() if end >= 0 else ""
+    return head[:6].lower() in ("select", "with")
