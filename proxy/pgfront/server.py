@@ -47,7 +47,7 @@ from proxy.pgwire.messages import (
     decode_backend,
 )
 
-__all__ = ["QueryResult", "ServerConn", "ServerError", "ServerOwner", "SyncGroup", "collect_query", "error_fields", "open_server", "send_cancel"]
+__all__ = ["QueryResult", "ServerConn", "ServerError", "ServerOwner", "SyncGroup", "collect_query", "end_open_group", "error_fields", "open_server", "send_cancel"]
 
 log = logging.getLogger("tierproxy.pgfront")
 _INT32 = struct.Struct("!i")
@@ -392,6 +392,24 @@ async def collect_query(conn: ServerConn, sql: str) -> QueryResult:
                     conn.params[ps.name] = ps.value
                 out.other.append(bytes(msg.raw))
             # EmptyQueryResponse, CopyInResponse (refused by the caller), ...: ignored
+    finally:
+        conn._internal = internal_before
+
+
+async def end_open_group(conn: ServerConn) -> None:
+    """Send a Sync for the messages `conn` has since its last Sync and drop the answer up to the
+    ReadyForQuery (the client has had the answers to those messages; the proxy moves the rest of
+    the client's group to another server). Raises ServerError if the connection is lost."""
+    internal_before = conn._internal
+    conn._internal = True
+    try:
+        conn.write(encode.sync())
+        while True:
+            msg = await conn._recv()
+            if msg.type == b"Z":
+                conn.status = bytes(msg.body)
+                conn.open_group = None
+                return
     finally:
         conn._internal = internal_before
 

@@ -27,8 +27,8 @@ transaction on one shard. The decision is carried out here:
 The transaction state follows what the shards say: each ReadyForQuery relayed updates it (a
 multi-statement string may open or close a transaction on its shard).
 
-The extended protocol (Parse/Bind/...) is not routed yet: it gets 0A000 and the session skips to
-the next Sync, as a server does after an error.
+The extended protocol (Parse/Bind/...) is extended.py's: statements of one shard, routed at Bind
+with the bound key.
 """
 
 from __future__ import annotations
@@ -48,13 +48,13 @@ from proxy.pgfront.session import FrontendSession, cstrings
 from proxy.pgwire import encode
 from proxy.pgwire.errors import (
     CONNECTION_FAILURE,
-    FEATURE_NOT_SUPPORTED,
     PROTOCOL_VIOLATION,
     PgProtocolError,
 )
 from proxy.pgwire.framing import Message
 from proxy.pgwire.messages import FieldDescription
 
+from . import extended
 from .gather import GatherPlan, Merged, merge, merge_command_tags, plan_gather
 from .keys import All, Refuse, Session, SetKey, Some
 from .txn import Forward, Reply, TxnState, step
@@ -66,7 +66,7 @@ __all__ = ["ShardSession"]
 
 log = logging.getLogger("tierproxy.shard")
 
-_EXTENDED = frozenset((b"P", b"B", b"D", b"E", b"C", b"H", b"F"))
+_EXTENDED = frozenset((b"P", b"B", b"D", b"E", b"C", b"H", b"F", b"S"))  # extended.py
 
 
 class TxnTracker:
@@ -101,6 +101,14 @@ class ShardSession(FrontendSession):
         self.d: ShardDaemon = daemon
         self.router: TxnTracker = TxnTracker()
         self.shard_key: str | None = None  # SET tierproxy.shard_key
+        # The extended protocol (extended.py): named statements (name -> Parse message, SQL,
+        # parameter types), the messages since the last Sync/Flush, the shard connection with a
+        # group open (sent up to a Flush, no Sync yet), and the shard used last.
+        self.ext_statements: dict[str, tuple[bytes, str, list[int]]] = {}
+        self.ext_batch: list[tuple[bytes, Any]] = []
+        self.ext_open: ServerConn | None = None
+        self.ext_open_bound = False  # the open group has a Bind or Execute (it cannot move)
+        self.last_shard: str | None = None
 
     # -- input ----------------------------------------------------------------------------------
 
@@ -143,22 +151,20 @@ class ShardSession(FrontendSession):
         if self.skip_until_sync:
             if t == b"S":
                 self.skip_until_sync = False
-                self.forward_raw(encode.ready_for_query(self._status()))
+                if self.ext_open is not None:
+                    self._start_async(extended.end_skipped(self))
+                else:
+                    self.forward_raw(encode.ready_for_query(self._status()))
             return
         if self.admin:
             self._admin_message(msg)
             return
+        if t in _EXTENDED:
+            extended.add_message(self, msg)
+            return
         if t == b"Q":
             (sql,), _ = cstrings(bytes(msg.raw), 5, 1)
             self._start_async(self._query(sql.decode("utf-8", "replace")))
-        elif t == b"S":
-            self.forward_raw(encode.ready_for_query(self._status()))
-        elif t in _EXTENDED:
-            self.d.metrics.errors += 1
-            self.send_error(error_fields("ERROR", FEATURE_NOT_SUPPORTED,
-                                         "tierproxy shard routes the simple query protocol only "
-                                         "(the extended protocol is not supported yet)"))
-            self.skip_until_sync = True
         elif t in (b"d", b"c", b"f"):
             return  # CopyData/CopyDone/CopyFail outside COPY: ignored, as PostgreSQL does
         else:
@@ -248,6 +254,7 @@ class ShardSession(FrontendSession):
                 return
         tracker = self.router
         loop = asyncio.get_running_loop()
+        self.last_shard = shard
         tracker.shard = shard
         tracker.done = loop.create_future()
         group = SyncGroup()
@@ -358,6 +365,8 @@ class ShardSession(FrontendSession):
         if self.servers.get(shard) is conn:
             del self.servers[shard]
         was_busy = bool(conn.groups)
+        if self.ext_open is conn:
+            self.ext_open = None
         self.d.server_lost(conn)
         if self.phase == "closed":
             return

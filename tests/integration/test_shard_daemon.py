@@ -91,7 +91,7 @@ def router(shards: Shards, tmp_path_factory: pytest.TempPathFactory) -> Iterator
 @pytest.fixture
 def db(router: ShardRouterServer, shards: Shards) -> Iterator[psycopg.Connection]:
     shards.truncate()
-    conn = psycopg.connect(router.dsn(), autocommit=True, prepare_threshold=None)
+    conn = psycopg.connect(router.dsn(), autocommit=True)
     try:
         yield conn
     finally:
@@ -287,3 +287,106 @@ def test_sigterm_drains_and_exits(shards: Shards, tmp_path: Path) -> None:
         conn.close()
     finally:
         server.close()
+
+
+def test_extended_protocol_routes_at_bind_with_the_bound_key(db: psycopg.Connection, shards: Shards) -> None:
+    rng = random.Random(2)
+    keys = list({rng.randint(-(2**40), 2**40) for _ in range(30)} | {DEDICATED})
+    for k in keys:  # psycopg: Parse/Bind/Execute with the key as $1 (prepared after 5 uses)
+        db.execute("INSERT INTO users (user_id, name) VALUES (%s, %s)", (k, f"p{k}"))
+    for k in keys:
+        assert shards.where(k) == [expected_shard(k)], k
+        assert db.execute("SELECT name FROM users WHERE user_id = %s", (k,)).fetchall() == [(f"p{k}",)]
+    db.execute("UPDATE users SET name = %s WHERE user_id = %s", ("changed", keys[0]))
+    owner = shards.conns[expected_shard(keys[0])]
+    assert owner.execute("select name from users where user_id = %s", (keys[0],)).fetchone() == ("changed",)
+    with pytest.raises(psycopg.errors.FeatureNotSupported):
+        db.execute("SELECT count(*) FROM users WHERE name = %s", ("x",))  # no key: not through Bind
+    assert db.execute("SELECT %s::int + 1", (1,)).fetchone() == (2,)
+
+
+def test_asyncpg_prepared_statements_route_by_key(router: ShardRouterServer, shards: Shards) -> None:
+    import asyncio
+
+    import asyncpg
+
+    shards.truncate()
+
+    async def run() -> None:
+        conn = await asyncpg.connect(router.dsn())
+        try:
+            for k in range(20):
+                await conn.execute("INSERT INTO users (user_id, name) VALUES ($1, $2)", k, f"a{k}")
+            stmt = await conn.prepare("SELECT name FROM users WHERE user_id = $1")
+            for k in range(20):
+                assert await stmt.fetchval(k) == f"a{k}"
+            async with conn.transaction():
+                await conn.execute("UPDATE users SET name = 'tx' WHERE user_id = $1", 6)
+                assert await conn.fetchval("SELECT name FROM users WHERE user_id = $1", 6) == "tx"
+        finally:
+            await conn.close()
+
+    asyncio.run(run())
+    for k in range(20):
+        assert shards.where(k) == [expected_shard(k)], k
+
+
+@pytest.fixture(scope="module")
+def one_shard_router(shards: Shards, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ShardRouterServer]:
+    c0 = shards.clusters[0]
+    groups = '[groups.users]\ntables = ["users"]\nkey = "user_id"\nmap = "modulo"\n'
+    server = start_shard_router({"only": c0.primary}, log_dir=tmp_path_factory.mktemp("shard_one"),
+                                backend_user=c0.user, backend_password=c0.password, groups=groups,
+                                name="shard_one")  # fmt: skip
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+def test_one_shard_behaves_as_direct_for_psycopg_and_asyncpg(one_shard_router: ShardRouterServer,
+                                                             shards: Shards) -> None:
+    import asyncio
+
+    import asyncpg
+
+    shards.truncate()
+    with psycopg.connect(one_shard_router.dsn()) as conn:
+        with conn.cursor() as cur:
+            cur.executemany("INSERT INTO users (user_id, name) VALUES (%s, %s)", [(i, f"o{i}") for i in range(10)])
+        conn.commit()
+        for _ in range(7):
+            assert conn.execute("SELECT count(*), max(name) FROM users").fetchone() == (10, "o9")
+        with pytest.raises(psycopg.errors.UndefinedTable):
+            conn.execute("SELECT * FROM nope")
+        conn.rollback()
+        assert conn.execute("SELECT name FROM users WHERE user_id = %s", (3,)).fetchone() == ("o3",)
+
+    async def run() -> None:
+        c = await asyncpg.connect(one_shard_router.dsn())
+        try:
+            rows = await c.fetch("SELECT user_id, name FROM users WHERE user_id < $1 ORDER BY user_id", 4)
+            assert [(r["user_id"], r["name"]) for r in rows] == [(i, f"o{i}") for i in range(4)]
+            assert await c.fetchval("SELECT count(*) FROM users") == 10
+            async with c.transaction():
+                await c.execute("DELETE FROM users WHERE user_id = $1", 9)
+            assert await c.fetchval("SELECT count(*) FROM users") == 9
+        finally:
+            await c.close()
+
+    asyncio.run(run())
+    assert shards.conns["s0"].execute("select count(*) from users").fetchone() == (9,)
+
+
+def test_psycopg_transactions_with_parameters_stay_on_one_shard(router: ShardRouterServer, shards: Shards) -> None:
+    shards.truncate()
+    with psycopg.connect(router.dsn()) as conn:  # not autocommit: psycopg sends BEGIN itself
+        conn.execute("INSERT INTO users (user_id, name) VALUES (%s, %s)", (1, "one"))
+        conn.execute("UPDATE users SET name = %s WHERE user_id = %s", ("uno", 1))
+        conn.commit()
+        conn.execute("INSERT INTO users (user_id, name) VALUES (%s, %s)", (2, "two"))
+        with pytest.raises(psycopg.errors.FeatureNotSupported, match="one shard"):
+            conn.execute("INSERT INTO users (user_id, name) VALUES (%s, %s)", (3, "three"))
+        conn.rollback()
+        assert conn.execute("SELECT name FROM users WHERE user_id = %s", (1,)).fetchone() == ("uno",)
+    assert shards.where(1) == ["s1"] and shards.where(2) == [] and shards.where(3) == []

@@ -1,0 +1,311 @@
+"""The extended query protocol through the shard router: statements that run on one shard.
+
+Theory of operation
+-------------------
+The client's Parse/Bind/Describe/Execute/Close messages are held in a batch until Sync (or
+Flush). The batch's shard is decided at its Binds: each Bind's statement (the SQL of its Parse)
+is planned with the bound parameter values (`key = $1`: the value of $1, decoded from text or
+binary format; only the parameters that hold a key are decoded). All the Binds of a batch must
+plan to one shard; a batch without a Bind (a Parse and Describe: what a driver's "prepare" sends)
+runs on the transaction's shard, else the shard the session used last, else the first shard.
+Statements needing several shards get 0A000 (scatter/gather is the simple protocol's). Session
+statements (BEGIN, COMMIT, SET, ...) go where the batch's other statements go (else as a batch
+without a Bind): the shard's ReadyForQuery then tells the session its transaction state. A SET
+sent this way holds on that shard only.
+
+Prepared statements live on shard connections: the session keeps each named statement's Parse
+message; before a Bind or Describe of it runs on a shard whose connection does not have it
+(or has it with other text), the Parse is sent there first and its ParseComplete dropped (a
+`SyncGroup` flag True); a client's Parse of a name the connection still holds from before is
+preceded by an injected Close. Transactions stay on one shard (txn.py: BEGIN held until the
+first statement names the shard, which is then sent there ahead of the batch).
+
+After a batch is sent with its Sync, the session reads nothing more from the client until the
+shard's ReadyForQuery (so answers never interleave). After a Flush the rest of the group goes
+to the same shard, except after a group of only Parse/Describe when no transaction runs on a shard yet (asyncpg's
+prepare: Parse, Describe, Flush; then Bind, Execute, Sync): that group is ended on its shard
+(`end_open_group`) and the Bind goes to its key's shard, the Parse injected there. Otherwise a
+Bind in it that needs another shard is refused and the group skipped to its Sync, which the
+shard then answers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import struct
+from typing import TYPE_CHECKING, Any
+
+from proxy.pgfront.server import ServerConn, ServerError, SyncGroup, collect_query, end_open_group, error_fields
+from proxy.pgfront.session import cstrings
+from proxy.pgwire import encode
+from proxy.pgwire.errors import FEATURE_NOT_SUPPORTED, PgProtocolError
+from proxy.pgwire.framing import Message
+
+from .keys import Param, Refuse, Session, SetKey, decode_param
+from .maps import KeyTypeError
+from .txn import Forward, Reply, step
+
+if TYPE_CHECKING:
+    from .session import ShardSession
+
+__all__ = ["add_message", "dispatch", "end_skipped"]
+
+_I16 = struct.Struct("!h")
+_I32 = struct.Struct("!i")
+
+
+def _parse_info(raw: bytes) -> tuple[str, str, list[int]]:
+    """A Parse message's statement name, SQL and parameter type OIDs."""
+    (name, sql), pos = cstrings(raw, 5, 2)
+    oids: list[int] = []
+    if pos + 2 <= len(raw):
+        (n,) = _I16.unpack_from(raw, pos)
+        pos += 2
+        for _ in range(max(n, 0)):
+            if pos + 4 > len(raw):
+                raise PgProtocolError("invalid Parse message")
+            oids.append(struct.unpack_from("!I", raw, pos)[0])
+            pos += 4
+    return name.decode("utf-8", "replace"), sql.decode("utf-8", "replace"), oids
+
+
+def _bind_values(raw: bytes) -> tuple[str, list[int], list[bytes | None]]:
+    """A Bind message's statement name, parameter format codes and values."""
+    (_portal, stmt), pos = cstrings(raw, 5, 2)
+    try:
+        (nf,) = _I16.unpack_from(raw, pos)
+        pos += 2
+        fmts = list(struct.unpack_from(f"!{nf}h", raw, pos)) if nf > 0 else []
+        pos += 2 * max(nf, 0)
+        (nv,) = _I16.unpack_from(raw, pos)
+        pos += 2
+        values: list[bytes | None] = []
+        for _ in range(max(nv, 0)):
+            (ln,) = _I32.unpack_from(raw, pos)
+            pos += 4
+            if ln < 0:
+                values.append(None)
+            else:
+                values.append(raw[pos : pos + ln])
+                pos += ln
+    except struct.error:
+        raise PgProtocolError("invalid Bind message") from None
+    return stmt.decode("utf-8", "replace"), fmts, values
+
+
+def add_message(s: ShardSession, msg: Message) -> None:
+    """An extended-protocol message: batch it; Sync and Flush dispatch the batch."""
+    t = msg.type
+    raw = bytes(msg.raw)
+    aux: Any = None
+    if t == b"P":
+        name, sql, oids = _parse_info(raw)
+        s.ext_statements[name] = (raw, sql, oids)
+        aux = ("parse", name)
+    elif t == b"B":
+        aux = ("bind",) + _bind_values(raw)
+    elif t in (b"D", b"C"):
+        if len(raw) < 7:
+            raise PgProtocolError("invalid Describe/Close message")
+        (name_b,), _ = cstrings(raw, 6, 1)
+        if raw[5:6] == b"S":
+            name = name_b.decode("utf-8", "replace")
+            aux = ("describe" if t == b"D" else "close", name)
+            if t == b"C":
+                s.ext_statements.pop(name, None)
+    elif t == b"F":
+        s.ext_batch.append((raw, None))
+        _refuse_batch(s, FEATURE_NOT_SUPPORTED, "tierproxy shard does not route FunctionCall")
+        s.forward_raw(encode.ready_for_query(s._status()))
+        return
+    s.ext_batch.append((raw, aux))
+    if t == b"S" or t == b"H":
+        s._start_async(dispatch(s, sync=t == b"S"))
+
+
+def _refuse_batch(s: ShardSession, sqlstate: str, message: str) -> None:
+    s.ext_batch = []
+    s.d.metrics.errors += 1
+    s.send_error(error_fields("ERROR", sqlstate, message))
+
+
+def _plan_bind(s: ShardSession, stmt: str, fmts: list[int], values: list[bytes | None]) -> Any:
+    st = s.ext_statements.get(stmt)
+    if st is None:
+        return None  # an unknown statement: the shard says so
+    _, sql, oids = st
+    router = s.d.router
+    a = router.analyze(sql)
+    params: list[Any] = [None] * len(values)
+    spec = router.specs.get(a.group or "") if a.group else (router.groups[0] if len(router.groups) == 1 else None)
+    key_type = spec.key_type if spec is not None else "integer"
+    for ref in (*a.keys, *a.row_keys):
+        if isinstance(ref, Param) and 1 <= ref.number <= len(values):
+            i = ref.number - 1
+            fmt = fmts[0] if len(fmts) == 1 else fmts[i] if i < len(fmts) else 0
+            try:
+                params[i] = decode_param(values[i], fmt, oids[i] if i < len(oids) else 0, key_type)
+            except KeyTypeError as exc:
+                return Refuse("22P02", str(exc))
+    return sql, router.plan(sql, params=params, session_key=s.shard_key)
+
+
+async def dispatch(s: ShardSession, *, sync: bool) -> None:
+    batch, s.ext_batch = s.ext_batch, []
+    tracker = s.router
+    open_conn = s.ext_open
+    shard: str | None = open_conn.backend if open_conn is not None and not open_conn.closed else None
+    held: tuple[str, ...] = ()
+    for _raw, aux in batch:
+        if aux is None or aux[0] != "bind":
+            continue
+        planned = _plan_bind(s, aux[1], aux[2], aux[3])
+        if planned is None:
+            continue
+        if isinstance(planned, Refuse):
+            return await _skip(s, batch, planned.sqlstate, planned.message, sync)
+        sql, plan = planned
+        if isinstance(plan, SetKey):
+            return await _skip(s, batch, FEATURE_NOT_SUPPORTED, "SET tierproxy.shard_key: send it as a "
+                         "simple query", sync)
+        if isinstance(plan, Session):
+            continue  # BEGIN, COMMIT, SET, ...: where the batch's other statements go (its RFQ tells)
+        state, decision = step(tracker.state, plan, s.d.router.shards)
+        if isinstance(decision, Refuse):
+            tracker.state = state
+            return await _skip(s, batch, decision.sqlstate, decision.message, sync)
+        if isinstance(decision, Reply) or isinstance(decision, Forward) and (
+                len(decision.parts) != 1 or decision.parts[0][1][-1] != sql):
+            why = plan.message if isinstance(plan, Refuse) else (
+                "a statement for several shards through the extended protocol (use a simple "
+                "query: scatter/gather is done for simple queries only)")
+            return await _skip(s, batch, plan.sqlstate if isinstance(plan, Refuse) else FEATURE_NOT_SUPPORTED,
+                         why, sync)  # fmt: skip
+        assert isinstance(decision, Forward)
+        target = decision.parts[0][0]
+        if shard is not None and target != shard and open_conn is not None and shard == open_conn.backend \
+                and not s.ext_open_bound and tracker.state.shard is None:
+            # The open group holds only Parse/Describe (a driver's prepare, then Flush): the
+            # client has their answers; end it there and run the rest where the key is.
+            try:
+                await end_open_group(open_conn)
+            except ServerError as exc:
+                s._shard_failed(shard, exc)
+                return None
+            s.ext_open = None
+            shard = None
+        if shard is not None and target != shard:
+            return await _skip(s, batch, FEATURE_NOT_SUPPORTED, f"statements of one Sync need shards "
+                         f"{shard} and {target}: send them in separate Syncs", sync)
+        shard = target
+        tracker.state = state
+        held = decision.parts[0][1][:-1]
+        s.d.count_plan(plan, sql)
+    if shard is None:
+        st = tracker.state
+        shard = st.shard or s.last_shard or s.d.router.shards[0]
+    try:
+        conn = await s._attach(shard)
+    except ServerError as exc:
+        s._shard_failed(shard, exc)
+        return None
+    for h in held:
+        res = await collect_query(conn, h)
+        if res.error is not None:
+            return await _skip(s, batch, res.error.get("C", "XX000"), f"shard {shard}: {res.error.get('M', '')}", sync)
+    _send(s, conn, batch, sync)
+    s.last_shard = shard
+    if sync:
+        tracker.shard = shard
+        tracker.done = asyncio.get_running_loop().create_future()
+        try:
+            await tracker.done
+        finally:
+            tracker.done = None
+            tracker.shard = None
+    return None
+
+
+async def _skip(s: ShardSession, batch: list[tuple[bytes, Any]], sqlstate: str, message: str, sync: bool) -> None:
+    """Refuse the batch: the error, then skip to Sync (or answer it now)."""
+    for _raw, aux in batch:
+        if aux is not None and aux[0] == "parse":
+            s.ext_statements.pop(aux[1], None)  # never parsed anywhere
+    s.d.metrics.errors += 1
+    s.send_error(error_fields("ERROR", sqlstate, message))
+    conn = s.ext_open
+    if sync:
+        if conn is not None and not conn.closed:
+            # The shard has the group's first part: its Sync ends it there; the shard's
+            # ReadyForQuery (after its own answers) is relayed.
+            await end_skipped(s)
+            return
+        s.forward_raw(encode.ready_for_query(s._status()))
+    else:
+        s.skip_until_sync = True  # the session's Sync then ends the group (`end_skipped`)
+
+
+def _send(s: ShardSession, conn: ServerConn, batch: list[tuple[bytes, Any]], sync: bool) -> None:
+    group = conn.open_group or SyncGroup()
+    prepared = conn.prepared
+    out: list[bytes] = []
+    for raw, aux in batch:
+        kind = aux[0] if aux is not None else None
+        if kind == "parse":
+            name = aux[1]
+            if name and name in prepared:
+                out.append(encode.close(b"S", name))
+                group.flags.append(True)
+            prepared[name] = raw  # type: ignore[assignment]
+            group.names.append(name)
+            group.flags.append(name or False)
+        elif kind in ("bind", "describe"):
+            name = aux[1]
+            st = s.ext_statements.get(name)
+            if st is not None and prepared.get(name) != st[0]:
+                if name and name in prepared:
+                    out.append(encode.close(b"S", name))
+                    group.flags.append(True)
+                out.append(st[0])
+                prepared[name] = st[0]  # type: ignore[assignment]
+                group.names.append(name)
+                group.flags.append(True)
+        elif kind == "close":
+            prepared.pop(aux[1], None)
+            group.flags.append(False)
+        elif raw[:1] == b"C":
+            group.flags.append(False)  # Close of a portal
+        out.append(raw)
+    bound = any(raw[:1] in (b"B", b"E") for raw, _ in batch)
+    if sync:
+        conn.groups.append(group)
+        conn.open_group = None
+        s.ext_open = None
+        s.ext_open_bound = False
+    else:
+        s.ext_open_bound = bound or (s.ext_open is conn and s.ext_open_bound)
+        conn.open_group = group
+        s.ext_open = conn
+    s.current = conn
+    s.d.started(conn)
+    conn.write(b"".join(out))
+    s.statements_run += 1
+
+
+async def end_skipped(s: ShardSession) -> None:
+    """The client's Sync after a refused part of a group whose start is on a shard: the shard
+    ends the group and its ReadyForQuery is relayed."""
+    conn = s.ext_open
+    if conn is None or conn.closed:
+        s.ext_open = None
+        s.forward_raw(encode.ready_for_query(s._status()))
+        return
+    tracker = s.router
+    tracker.shard = conn.backend
+    tracker.done = asyncio.get_running_loop().create_future()
+    _send(s, conn, [(encode.sync(), None)], True)
+    try:
+        await tracker.done
+    finally:
+        tracker.done = None
+        tracker.shard = None
