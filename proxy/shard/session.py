@@ -109,6 +109,7 @@ class ShardSession(FrontendSession):
         self.ext_open: ServerConn | None = None
         self.ext_open_bound = False  # the open group has a Bind or Execute (it cannot move)
         self.last_shard: str | None = None
+        self.collecting: set[ServerConn] = set()  # shards running this session's scatter now
 
     # -- input ----------------------------------------------------------------------------------
 
@@ -278,11 +279,15 @@ class ShardSession(FrontendSession):
         except ServerError as exc:
             self._refuse(exc.sqlstate, f"a shard cannot be reached: {exc.fields.get('M', exc)}")
             return
+        self.collecting = set(conns)  # cancel_targets: a CancelRequest reaches them too
         jobs = []
         for conn, (_, stmts) in zip(conns, parts, strict=True):
             sql = gather.sql if gather is not None else stmts[-1]
             jobs.append(self._collect(conn, stmts[:-1], sql))
-        results = await asyncio.gather(*jobs, return_exceptions=True)
+        try:
+            results = await asyncio.gather(*jobs, return_exceptions=True)
+        finally:
+            self.collecting = set()
         for (shard, _), res in zip(parts, results, strict=True):
             if isinstance(res, BaseException):
                 self._shard_failed(shard, res if isinstance(res, ServerError) else ServerError(str(res)))
@@ -357,6 +362,9 @@ class ShardSession(FrontendSession):
         fields["S"] = fields["V"] = "ERROR"
         self._shard_error(shard, fields)
         self.forward_raw(encode.ready_for_query(self._status()))
+
+    def cancel_targets(self) -> list[ServerConn]:
+        return [c for c in self.servers.values() if (c.busy or c in self.collecting) and not c.closed]
 
     # -- a server lost ----------------------------------------------------------------------------
 
