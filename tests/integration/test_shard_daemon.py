@@ -390,3 +390,35 @@ def test_psycopg_transactions_with_parameters_stay_on_one_shard(router: ShardRou
         conn.rollback()
         assert conn.execute("SELECT name FROM users WHERE user_id = %s", (1,)).fetchone() == ("uno",)
     assert shards.where(1) == ["s1"] and shards.where(2) == [] and shards.where(3) == []
+
+
+@pytest.mark.parametrize("sql", [
+    "SELECT pg_sleep(60) FROM users WHERE user_id = 1",  # one shard, relayed
+    "SELECT count(*) FROM users WHERE pg_sleep(60) IS NOT NULL",  # every shard, gathered
+])
+def test_cancel_reaches_the_shards_running_the_statement(db: psycopg.Connection, sql: str) -> None:
+    import threading
+    import time
+
+    for k in range(4):
+        db.execute(f"INSERT INTO users (user_id, name) VALUES ({k + 1}, 'c')")
+    done = threading.Event()
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            db.execute(sql)
+        except BaseException as exc:  # noqa: BLE001 - handed to the test thread
+            errors.append(exc)
+        done.set()
+
+    t = threading.Thread(target=run)
+    t.start()
+    deadline = time.monotonic() + 30
+    while not done.is_set() and time.monotonic() < deadline:
+        db.cancel()  # until the statement has started and is canceled
+        done.wait(0.2)
+    t.join(30)
+    assert done.is_set(), "the statement was not canceled"
+    assert errors and isinstance(errors[0], psycopg.errors.QueryCanceled), errors
+    assert db.execute("SELECT 1").fetchone() == (1,)
