@@ -210,7 +210,12 @@ async def dispatch(s: ShardSession, *, sync: bool) -> None:
         s._shard_failed(shard, exc)
         return None
     for h in held:
-        res = await collect_query(conn, h)
+        try:
+            res = await collect_query(conn, h)
+        except ServerError as exc:
+            if s.phase != "closed":
+                s._shard_failed(shard, exc)
+            return None
         if res.error is not None:
             return await _skip(s, batch, res.error.get("C", "XX000"), f"shard {shard}: {res.error.get('M', '')}", sync)
     _send(s, conn, batch, sync)

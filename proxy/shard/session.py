@@ -248,7 +248,12 @@ class ShardSession(FrontendSession):
             self._shard_failed(shard, exc)
             return
         for held in stmts[:-1]:
-            res = await collect_query(conn, held)
+            try:
+                res = await collect_query(conn, held)
+            except ServerError as exc:  # lost meanwhile (on_server_lost has run)
+                if self.phase != "closed":
+                    self._shard_failed(shard, exc)
+                return
             if res.error is not None:
                 self._shard_error(shard, res.error)
                 self.forward_raw(encode.ready_for_query(self._status()))

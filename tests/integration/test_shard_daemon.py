@@ -422,3 +422,31 @@ def test_cancel_reaches_the_shards_running_the_statement(db: psycopg.Connection,
     assert done.is_set(), "the statement was not canceled"
     assert errors and isinstance(errors[0], psycopg.errors.QueryCanceled), errors
     assert db.execute("SELECT 1").fetchone() == (1,)
+
+
+def test_a_shard_that_is_down_is_named_and_the_others_keep_serving(shards: Shards, tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from proxy.devstack.ports import allocate_port
+
+    c0 = shards.clusters[0]
+    dead = allocate_port("127.0.0.1")  # held, nothing listens on it
+    try:
+        servers = {"s0": c0.primary, "s1": shards.clusters[1].primary,
+                   "gone": SimpleNamespace(address=f"127.0.0.1:{dead.port}")}
+        groups = '[groups.users]\ntables = ["users"]\nkey = "user_id"\nmap = "modulo"\nshards = ["s0", "s1", "gone"]\n'
+        server = start_shard_router(servers, log_dir=tmp_path, backend_user=c0.user,  # type: ignore[arg-type]
+                                    backend_password=c0.password, groups=groups, name="shard_gone")
+        try:
+            shards.truncate()
+            with psycopg.connect(server.dsn(), autocommit=True) as conn:
+                conn.execute("INSERT INTO users (user_id, name) VALUES (3, 'x')")  # 3 % 3 == 0: s0
+                with pytest.raises(psycopg.OperationalError, match="gone"):
+                    conn.execute("INSERT INTO users (user_id, name) VALUES (2, 'y')")  # the dead shard
+                with pytest.raises(psycopg.OperationalError, match="gone"):
+                    conn.execute("SELECT count(*) FROM users")  # scatter needs every shard
+                assert conn.execute("SELECT name FROM users WHERE user_id = 3").fetchone() == ("x",)
+        finally:
+            server.close()
+    finally:
+        dead.release()
