@@ -15,7 +15,7 @@ import asyncio
 import logging
 import socket
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -244,8 +244,9 @@ class ShardDaemon:
             return
         self._spawn(self.pools.release(conn))
 
-    def count_plan(self, plan: Plan, sql: str) -> None:
-        """Statements routed per shard and kind, and the keys they used (hot keys)."""
+    def count_plan(self, plan: Plan, sql: str, params: Sequence[Any] | None = None) -> None:
+        """Statements routed per shard and kind, and the keys they used (hot keys); `params`:
+        the bound values (decoded keys) of an extended-protocol statement."""
         routed = self.metrics.routed
         if isinstance(plan, One):
             shards, kind = [plan.shard], "single"
@@ -266,7 +267,9 @@ class ShardDaemon:
         m = self.router.maps[a.group]
         recorded = False
         for k in keys:
-            if k is None or isinstance(k, Param):
+            if isinstance(k, Param):
+                k = params[k.number - 1] if params is not None and 1 <= k.number <= len(params) else None
+            if k is None:
                 continue
             try:
                 self.hot.record(a.group, k, m.shard_for(k))

@@ -147,7 +147,7 @@ def _plan_bind(s: ShardSession, stmt: str, fmts: list[int], values: list[bytes |
                 params[i] = decode_param(values[i], fmt, oids[i] if i < len(oids) else 0, key_type)
             except KeyTypeError as exc:
                 return Refuse("22P02", str(exc))
-    return sql, router.plan(sql, params=params, session_key=s.shard_key)
+    return sql, router.plan(sql, params=params, session_key=s.shard_key), params
 
 
 async def dispatch(s: ShardSession, *, sync: bool) -> None:
@@ -164,7 +164,7 @@ async def dispatch(s: ShardSession, *, sync: bool) -> None:
             continue
         if isinstance(planned, Refuse):
             return await _skip(s, batch, planned.sqlstate, planned.message, sync)
-        sql, plan = planned
+        sql, plan, params = planned
         if isinstance(plan, SetKey):
             return await _skip(s, batch, FEATURE_NOT_SUPPORTED, "SET tierproxy.shard_key: send it as a "
                          "simple query", sync)
@@ -200,7 +200,7 @@ async def dispatch(s: ShardSession, *, sync: bool) -> None:
         shard = target
         tracker.state = state
         held = decision.parts[0][1][:-1]
-        s.d.count_plan(plan, sql)
+        s.d.count_plan(plan, sql, params)
     if shard is None:
         st = tracker.state
         shard = st.shard or s.last_shard or s.d.router.shards[0]

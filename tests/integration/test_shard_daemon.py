@@ -450,3 +450,50 @@ def test_a_shard_that_is_down_is_named_and_the_others_keep_serving(shards: Shard
             server.close()
     finally:
         dead.release()
+
+
+def test_show_hot_keys_finds_the_celebrity_under_skewed_load(router: ShardRouterServer, shards: Shards) -> None:
+    import signal
+    import time
+
+    shards.truncate()
+    rng = random.Random(5)
+    celebrity = 777  # 777 % 4 == 1
+    with psycopg.connect(router.dsn(), autocommit=True) as conn:
+        conn.execute("INSERT INTO users (user_id, name) VALUES " + ", ".join(f"({k}, 'k{k}')" for k in range(1000)))
+        hits = 1  # its INSERT row
+        for _ in range(600):
+            k = celebrity if rng.random() < 0.3 else rng.randrange(1000)
+            hits += k == celebrity
+            conn.execute("SELECT name FROM users WHERE user_id = %s", (k,))
+    r = _psql(router, "SHOW HOT KEYS 3", database="tierproxy")
+    assert r.returncode == 0, r.stderr
+    first = r.stdout.splitlines()[0].split("|")
+    assert first[:3] == ["users", str(celebrity), "s1"]
+    # count is an upper bound (Space-Saving), count - error a lower one; share = count / statements
+    count, error = int(first[3]), int(first[4])
+    assert count - error <= hits <= count
+    assert abs(float(first[5]) - count / 1600) < 1e-3  # 1000 INSERT rows + 600 reads
+    # The operator gives it a dedicated shard: its reads and writes go there after a reload.
+    original = router.config_path.read_text()
+    try:
+        router.config_path.write_text(original.replace(f'"{DEDICATED}" = "s0"', f'"{DEDICATED}" = "s0", "{celebrity}" = "s3"'))
+        os.kill(router.process.pid, signal.SIGHUP)
+        deadline = time.monotonic() + 20
+        while _psql(router, f"SHOW SHARD FOR {celebrity}", database="tierproxy").stdout.strip() != \
+                f"users|{celebrity}|s3|dedicated":
+            assert time.monotonic() < deadline, "the reload did not apply"
+            time.sleep(0.1)
+        shards.conns["s1"].execute(f"delete from users where user_id = {celebrity}")
+        with psycopg.connect(router.dsn(), autocommit=True) as conn:
+            conn.execute("INSERT INTO users (user_id, name) VALUES (%s, %s)", (celebrity, "moved"))
+            assert conn.execute("SELECT name FROM users WHERE user_id = %s", (celebrity,)).fetchone() == ("moved",)
+        assert shards.where(celebrity) == ["s3"]
+    finally:
+        router.config_path.write_text(original)
+        os.kill(router.process.pid, signal.SIGHUP)
+        deadline = time.monotonic() + 20
+        while _psql(router, f"SHOW SHARD FOR {celebrity}", database="tierproxy").stdout.strip() != \
+                f"users|{celebrity}|s1|modulo":
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
