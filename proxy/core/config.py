@@ -11,9 +11,9 @@ from __future__ import annotations
 import re
 import tomllib
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError
 
 __all__ = [
     "ConfigError",
@@ -22,6 +22,7 @@ __all__ = [
     "parse_config",
     "format_loc",
     "parse_hostport",
+    "Address",
 ]
 
 
@@ -122,3 +123,13 @@ def parse_hostport(value: str, *, default_host: str = "127.0.0.1") -> tuple[str,
     if not 0 < port < 65536:
         raise ValueError(f"port {port} out of range")
     return (host or default_host), port
+
+
+def _check_address(value: str) -> str:
+    parse_hostport(value)
+    return value
+
+
+# "host:port" in a daemon's config (listen, admin, backends, shards), validated at load time so a
+# bad port is reported with its key path. One definition for every daemon.
+Address = Annotated[str, AfterValidator(_check_address)]

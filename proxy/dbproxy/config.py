@@ -28,11 +28,11 @@ traffic.
 from __future__ import annotations
 
 import re
-from typing import Annotated, Literal
+from typing import Literal
 
-from pydantic import AfterValidator, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
-from proxy.core.config import StrictModel, parse_hostport
+from proxy.core.config import Address, StrictModel, parse_hostport
 from proxy.pgfront.config import AuthConfig, BackendAuthConfig, TlsConfig, UserConfig
 
 from .classify_functions import DEFAULT_WRITE_FUNCTIONS
@@ -54,13 +54,6 @@ __all__ = [
 ]
 
 
-def _check_address(value: str) -> str:
-    parse_hostport(value)
-    return value
-
-
-# "host:port", validated at load time so a bad port is reported with its key path.
-Address = Annotated[str, AfterValidator(_check_address)]
 
 _NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"
 # Function names as the classifier matches them: bare or schema-qualified, compared lower-case.

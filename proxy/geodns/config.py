@@ -37,7 +37,7 @@ import dns.rdatatype
 from pydantic import AfterValidator, Field, field_validator, model_validator
 
 from proxy.core.adminguard import is_loopback_host, read_token
-from proxy.core.config import StrictModel, parse_hostport
+from proxy.core.config import Address, StrictModel, parse_hostport
 
 __all__ = [
     "AdminConfig", "DataCenterConfig", "GeoDnsConfig", "HealthConfig", "HealthTarget",
@@ -48,12 +48,6 @@ _NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"
 RECORD_TYPES = ("A", "AAAA", "CNAME", "TXT", "MX", "NS")
 
 
-def _check_address(value: str) -> str:
-    parse_hostport(value)
-    return value
-
-
-Address = Annotated[str, AfterValidator(_check_address)]
 
 
 def _abs_name(value: str) -> str:

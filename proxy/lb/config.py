@@ -6,12 +6,12 @@ reload (the listener and admin sockets are bound once); the reload refuses a con
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Literal
 
-from pydantic import AfterValidator, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from proxy.core.adminguard import is_loopback_host, read_token
-from proxy.core.config import StrictModel, parse_hostport
+from proxy.core.config import Address, StrictModel, parse_hostport
 from proxy.lb.netpolicy import Network, host_refusal, parse_networks
 
 __all__ = [
@@ -31,13 +31,6 @@ __all__ = [
 ALGORITHMS = ("round_robin", "weighted_round_robin", "least_conn", "random_two", "consistent_hash")
 
 
-def _check_address(value: str) -> str:
-    parse_hostport(value)
-    return value
-
-
-# "host:port", validated at load time so a bad port is reported with its key path.
-Address = Annotated[str, AfterValidator(_check_address)]
 
 _NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"
 

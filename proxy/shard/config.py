@@ -26,11 +26,11 @@ Fields marked `restart` cannot change on reload.
 from __future__ import annotations
 
 import re
-from typing import Annotated, Literal
+from typing import Literal
 
-from pydantic import AfterValidator, Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 
-from proxy.core.config import StrictModel, parse_hostport
+from proxy.core.config import Address, StrictModel, parse_hostport
 from proxy.pgfront.config import AuthConfig, UserConfig
 
 from .keys import GroupSpec
@@ -59,12 +59,6 @@ __all__ = [
 ]
 
 
-def _check_address(value: str) -> str:
-    parse_hostport(value)
-    return value
-
-
-Address = Annotated[str, AfterValidator(_check_address)]
 
 _NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"
 # A table as written in SQL: name or schema.name (unquoted identifiers, compared lower-case).
