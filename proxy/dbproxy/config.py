@@ -50,6 +50,7 @@ __all__ = [
     "RoutingConfig",
     "TimeoutsConfig",
     "TlsConfig",
+    "TopologyConfig",
     "UserConfig",
 ]
 
@@ -151,6 +152,51 @@ class TimeoutsConfig(StrictModel):
     drain: float = Field(default=30.0, ge=0)  # SIGTERM: wait this long for sessions to go idle
 
 
+def _check_url(value: str) -> str:
+    if not re.match(r"^https?://[^/\s]+/?$", value):
+        raise ValueError(f"{value!r} is not a base URL such as http://10.0.0.1:8008")
+    return value.rstrip("/")
+
+
+# "http://host:port": a Patroni REST endpoint or an etcd client URL.
+BaseUrl = Annotated[str, AfterValidator(_check_url)]
+
+
+class TopologyConfig(StrictModel):
+    """Where the primary and the replicas come from (docs/dbproxy.md, "Failover").
+
+    "static": `[primary]` and `[[replicas]]` as written. "patroni": the leader of a Patroni cluster
+    is the primary and its other members are the replicas, followed without a restart; read from
+    `patroni_urls` (REST `/cluster`, polled every `poll_interval`) or from `etcd_urls` + `scope`
+    (the keys under `<namespace>/<scope>/`, watched)."""
+
+    source: Literal["static", "patroni"] = "static"
+    patroni_urls: list[BaseUrl] = Field(default_factory=list)  # Patroni REST base URLs
+    etcd_urls: list[BaseUrl] = Field(default_factory=list)  # etcd client URLs (v3 JSON gateway)
+    scope: str | None = Field(default=None, pattern=_NAME)  # Patroni's `scope` (the cluster name)
+    namespace: str = Field(default="/service", pattern=r"^/[A-Za-z0-9_./-]*$")  # Patroni's `namespace`
+    poll_interval: float = Field(default=0.5, gt=0, le=60)  # seconds between REST polls
+    # seconds new writes, new transactions and logins are held while no leader is confirmed;
+    # then they get 57P03 (cannot_connect_now)
+    failover_hold_timeout: float = Field(default=30.0, gt=0, le=3600)
+    # held writes and logins at most; one more gets 53300 at once instead of waiting
+    hold_queue_limit: int = Field(default=1000, ge=0, le=1_000_000)
+
+    @model_validator(mode="after")
+    def _source_settings(self) -> TopologyConfig:
+        if self.source == "static":
+            if self.patroni_urls or self.etcd_urls or self.scope is not None:
+                raise ValueError("source: patroni_urls, etcd_urls and scope need source = \"patroni\"")
+            return self
+        if bool(self.patroni_urls) == bool(self.etcd_urls):
+            raise ValueError("source: \"patroni\" needs either patroni_urls or etcd_urls (not both)")
+        if self.etcd_urls and self.scope is None:
+            raise ValueError("scope: etcd_urls need the cluster's scope")
+        if self.patroni_urls and self.scope is not None:
+            raise ValueError("scope: only used with etcd_urls")
+        return self
+
+
 class AdminConfig(StrictModel):
     address: Address = "127.0.0.1:9187"  # restart; /status, /metrics
 
@@ -165,7 +211,8 @@ class DbProxyConfig(StrictModel):
     max_message_bytes: int = Field(default=256 * 1024 * 1024, ge=64 * 1024, le=1 << 30)
     admin: AdminConfig = Field(default_factory=AdminConfig)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
-    primary: PrimaryConfig
+    # required with topology.source "static"; must be absent with "patroni" (Patroni names it)
+    primary: PrimaryConfig | None = None
     replicas: list[ReplicaConfig] = Field(default_factory=list)  # none: everything goes to primary
     auth: AuthConfig = Field(default_factory=AuthConfig)
     backend_auth: BackendAuthConfig
@@ -174,6 +221,7 @@ class DbProxyConfig(StrictModel):
     pool: PoolConfig = Field(default_factory=PoolConfig)
     timeouts: TimeoutsConfig = Field(default_factory=TimeoutsConfig)
     tls: TlsConfig | None = None  # no [tls]: SSLRequest is answered 'N' (clients stay in clear)
+    topology: TopologyConfig = Field(default_factory=TopologyConfig)
 
     @model_validator(mode="after")
     def _cross_checks(self) -> DbProxyConfig:
@@ -183,7 +231,13 @@ class DbProxyConfig(StrictModel):
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise ValueError(f"replicas: duplicate replica names: {', '.join(dupes)}")
-        primary = parse_hostport(self.primary.address)
+        if self.topology.source == "patroni":
+            if self.primary is not None or self.replicas:
+                raise ValueError("topology.source: with \"patroni\" the primary and replicas come from "
+                                 "Patroni; remove [primary] and [[replicas]]")
+        elif self.primary is None:
+            raise ValueError("primary: field required (or topology.source = \"patroni\")")
+        primary = parse_hostport(self.primary.address) if self.primary is not None else None
         seen: dict[tuple[str, int], str] = {}
         for i, r in enumerate(self.replicas):
             if r.name in RESERVED_NAMES:

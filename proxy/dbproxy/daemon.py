@@ -31,14 +31,14 @@ from proxy.pgfront.cancel import CancelKeys
 from proxy.pgfront.clientauth import Credentials
 from proxy.pgfront.drain import CLOSE_FLUSH_SECONDS, drain_sessions
 from proxy.pgfront.login_limits import LoginLimiter
-from proxy.pgfront.pool import ServerPools
-from proxy.pgfront.server import ServerConn, send_cancel
+from proxy.pgfront.server import ServerConn, error_fields, send_cancel
 
 from .causal import CommitClock, WalPosition, claim_slot, create_slots, slots_path
 from .classify import ClassifierCache
 from .classify_types import Decision
 from .config import DbProxyConfig
 from .console import run_console
+from .failover import FENCED_SQLSTATE, FencedPools, PatroniFollower
 from .faults import query_timed_out, replica_marked_down, restart_query_timer
 from .monitor import BackendStatus, ReplicaMonitor, usable_for_reads
 from .router import PRIMARY, ReplicaView, RouteReason
@@ -96,8 +96,16 @@ class DbProxyDaemon:
         self.tasks: set[asyncio.Task[Any]] = set()
         self.outstanding: dict[str, int] = {}
         self._cancel_keys = CancelKeys()
-        self.pools = ServerPools(
-            addresses=self._addresses(cfg),
+        # Where the primary and replicas are: the config's, or (topology.source "patroni") what
+        # the follower last confirmed; "host:port" and (name, "host:port", weight).
+        self.primary_address, self.replica_specs = self._static_backends(cfg)
+        self.follower: PatroniFollower | None = None
+        if cfg.topology.source == "patroni":
+            self.follower = PatroniFollower(cfg.topology, login=self._monitor_login,
+                                            connect_timeout=cfg.timeouts.server_connect,
+                                            repoint=self.repoint, fence_old=self.fence_old)  # fmt: skip
+        self.pools = FencedPools(
+            addresses=self._addresses(),
             login=self._server_login,
             max_per_backend=cfg.pool.max_server_connections_per_backend,
             idle_timeout=cfg.pool.idle_timeout,
@@ -105,6 +113,7 @@ class DbProxyDaemon:
             wait_timeout=cfg.pool.wait_timeout,
             reuse=cfg.pool.server_reuse,
         )
+        self.pools.follower = self.follower
         self.monitor = self._make_monitor(cfg)
         self.clock = self._make_clock(cfg)
         self.registry = new_registry()
@@ -123,10 +132,18 @@ class DbProxyDaemon:
         return server_context(cfg.tls.cert_file, cfg.tls.key_file, cfg.tls.min_version)
 
     @staticmethod
-    def _addresses(cfg: DbProxyConfig) -> dict[str, tuple[str, int]]:
-        out = {PRIMARY: parse_hostport(cfg.primary.address)}
-        for r in cfg.replicas:
-            out[r.name] = parse_hostport(r.address)
+    def _static_backends(cfg: DbProxyConfig) -> tuple[str, list[tuple[str, str, int]]]:
+        if cfg.primary is None:
+            # topology.source "patroni": nothing is known before the first confirmed leader; the
+            # gate holds every use of the primary until then (failover.py), so this address of
+            # the discard port is never connected for a client.
+            return "127.0.0.1:9", []
+        return cfg.primary.address, [(r.name, r.address, r.weight) for r in cfg.replicas]
+
+    def _addresses(self) -> dict[str, tuple[str, int]]:
+        out = {PRIMARY: parse_hostport(self.primary_address)}
+        for name, address, _ in self.replica_specs:
+            out[name] = parse_hostport(address)
         return out
 
     def _server_login(self, user: str) -> tuple[str, str | None]:
@@ -149,8 +166,7 @@ class DbProxyDaemon:
     def _make_monitor(self, cfg: DbProxyConfig) -> ReplicaMonitor:
         user, password = self._monitor_login()
         return ReplicaMonitor(
-            cfg.primary.address,
-            [(r.name, r.address, r.weight) for r in cfg.replicas],
+            self.primary_address, self.replica_specs,
             user=user, password=password, interval=cfg.monitor.interval,
             timeout=cfg.monitor.timeout, on_change=self._backend_changed,
         )  # fmt: skip
@@ -159,8 +175,8 @@ class DbProxyDaemon:
         """Read consistency across sessions (causal.py): its LSN fetches use a connection of the
         proxy's own to the primary, logged in like the monitor's."""
         source = None
-        if cfg.replicas:
-            host, port = parse_hostport(cfg.primary.address)
+        if self.replica_specs or self.follower is not None:
+            host, port = parse_hostport(self.primary_address)
             user, password = self._monitor_login()
 
             async def connect() -> asyncpg.Connection:
@@ -183,6 +199,13 @@ class DbProxyDaemon:
         """Single: everything. Worker: the listener (SO_REUSEPORT) and a control channel.
         Supervisor: the admin port and the workers (see proxy/core/workers.py)."""
         loop = asyncio.get_running_loop()
+        if self.follower is not None:
+            self.follower.start()
+            timeout = self.cfg.topology.failover_hold_timeout
+            if not await self.follower.wait_confirmed(timeout):
+                await self.follower.stop()
+                raise RuntimeError(f"no Patroni leader confirmed within {timeout:g}s "
+                                   f"({self.follower.gate.reason}; last source error: {self.follower.last_error})")
         await self.monitor.start()
         if self.role == "worker":
             try:
@@ -220,17 +243,21 @@ class DbProxyDaemon:
             if self.workers is not None:
                 await self.workers.stop(5.0)
             await self.monitor.stop()
+            if self.follower is not None:
+                await self.follower.stop()
             raise
         log.info("listening", extra={"listen": self.cfg.listen, "admin": self.cfg.admin.address,
                                      "workers": self.cfg.workers,
-                                     "replicas": [r.name for r in self.cfg.replicas]})  # fmt: skip
+                                     "replicas": [name for name, _, _ in self.replica_specs]})  # fmt: skip
 
     async def reload(self) -> None:
         if self.config_path is None:
             raise RuntimeError("no config file to reload from")
         new = load_config(self.config_path, DbProxyConfig)
-        if (new.listen, new.admin.address, new.workers) != (self.cfg.listen, self.cfg.admin.address, self.cfg.workers):
-            raise ValueError("listen, admin.address and workers cannot change on reload; restart instead")
+        if (new.listen, new.admin.address, new.workers, new.topology) != (
+            self.cfg.listen, self.cfg.admin.address, self.cfg.workers, self.cfg.topology
+        ):
+            raise ValueError("listen, admin.address, workers and [topology] cannot change on reload; restart instead")
         creds = Credentials(new.auth)
         tls_context = self._tls_context(new)  # a renewed certificate applies to new clients
         old = self.cfg
@@ -242,11 +269,9 @@ class DbProxyDaemon:
         if new.routing.all_write_functions != old.routing.all_write_functions:
             self.cache = ClassifierCache(write_functions=new.routing.all_write_functions)
             self.parse_cache = {}
-        addresses = self._addresses(new)
-        for name, addr in self.pools.addresses.items():
-            if addresses.get(name) != addr:
-                self.pools.close_backend(name)
-        self.pools.addresses = addresses
+        if self.follower is None:
+            self.primary_address, self.replica_specs = self._static_backends(new)
+        self._apply_addresses()
         self.pools.max_per_backend = new.pool.max_server_connections_per_backend
         self.pools.idle_timeout = new.pool.idle_timeout
         self.pools.connect_timeout = new.timeouts.server_connect
@@ -258,14 +283,55 @@ class DbProxyDaemon:
             # The same clock (sessions' routers report to it), with the new primary and mode.
             fresh = self._make_clock(new)
             self.clock.reconfigure(fresh.source, global_mode=fresh.global_mode)
-        user, password = self._monitor_login()
-        self.monitor.replace_backends(
-            new.primary.address, [(r.name, r.address, r.weight) for r in new.replicas],
-            user=user, password=password, interval=new.monitor.interval, timeout=new.monitor.timeout,
-        )  # fmt: skip
+        self._replace_monitored()
         if self.workers is not None:
             self.workers.broadcast({"op": "reload"})
-        log.info("reloaded", extra={"replicas": [r.name for r in new.replicas]})
+        log.info("reloaded", extra={"replicas": [name for name, _, _ in self.replica_specs]})
+
+    def _apply_addresses(self) -> None:
+        """Pools follow `primary_address` and `replica_specs`: idle connections to a backend whose
+        address changed are closed."""
+        addresses = self._addresses()
+        for name, addr in self.pools.addresses.items():
+            if addresses.get(name) != addr:
+                self.pools.close_backend(name)
+        self.pools.addresses = addresses
+
+    def _replace_monitored(self) -> None:
+        user, password = self._monitor_login()
+        self.monitor.replace_backends(
+            self.primary_address, self.replica_specs, user=user, password=password,
+            interval=self.cfg.monitor.interval, timeout=self.cfg.monitor.timeout,
+        )  # fmt: skip
+
+    # -- following Patroni (failover.py) ---------------------------------------------------------
+
+    def repoint(self, primary: str, replicas: list[tuple[str, str, int]]) -> None:
+        """A confirmed leader (or a new replica set): new server connections go there, the
+        monitor and the commit clock follow. No restart, no reload."""
+        if (primary, replicas) == (self.primary_address, self.replica_specs):
+            return
+        moved = primary != self.primary_address
+        self.primary_address, self.replica_specs = primary, replicas
+        self._apply_addresses()
+        if moved:
+            fresh = self._make_clock(self.cfg)
+            self.clock.reconfigure(fresh.source, global_mode=fresh.global_mode)
+        self._replace_monitored()
+        self._spawn(self.monitor.poll_once())  # the new primary's status now, not a poll later
+        log.warning("re-pointed", extra={"primary": primary, "replicas": [n for n, _, _ in replicas]})
+
+    def fence_old(self, address: tuple[str, int]) -> None:
+        """`address` is no longer the leader: no write may reach it. Idle pooled connections to
+        it are closed; a session holding one ends with FATAL 57P01 (as PostgreSQL ends sessions
+        on a server shutting down), its client reconnects and is held until a leader is confirmed."""
+        self.pools.close_backend(PRIMARY)
+        for conn in self.pools.servers():
+            if conn.backend == PRIMARY and conn.address == address and not conn.closed:
+                conn.fatal = error_fields("FATAL", FENCED_SQLSTATE,
+                                          f"terminating connection: the primary {address[0]}:{address[1]} is no "
+                                          "longer the Patroni leader (failover); reconnect")  # fmt: skip
+                conn.abort()
 
     async def drain(self) -> None:
         if self.workers is not None:
@@ -284,6 +350,8 @@ class DbProxyDaemon:
         for conn in self.pools.servers():
             conn.close()
         self.clock.close()
+        if self.follower is not None:
+            await self.follower.stop()
         await self.monitor.stop()
         if self.admin is not None:
             await self.admin.stop()
@@ -537,6 +605,8 @@ class DbProxyDaemon:
                 "workers": self.cfg.workers, "backends": self._backends(snap["outstanding"]),
                 "clients": snap["clients"], "pools": snap["pools"], "ready": self.monitor.ready,
                 "classifier_cache": snap["cache"]}  # fmt: skip
+        if self.follower is not None:
+            body["topology"] = self.follower.status()
         return web.json_response(body)
 
     def _collect(self) -> Iterable[Metric]:

@@ -410,7 +410,7 @@ class ClientSession(FrontendSession):
             await self.d.clock.settle(self.router, decision)
             target = self._route(decision).target
         assert target is not None
-        for _ in range(len(self.d.cfg.replicas) + 2):
+        for _ in range(len(self.d.pools.addresses) + 1):
             try:
                 conn = await self._attach(target)
             except ServerError as exc:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from proxy.core.config import ConfigError, load_config
 from proxy.dbproxy.classify_functions import DEFAULT_WRITE_FUNCTIONS
@@ -142,3 +143,52 @@ def test_write_functions_are_lowercased_and_checked(tmp_path: Path) -> None:
 def test_monitor_timeout_above_interval(tmp_path: Path) -> None:
     (line,) = _errors(tmp_path, MINIMAL + "[monitor]\ninterval = 1.0\ntimeout = 2.0\n")
     assert line == "dbproxy.toml: monitor: timeout 2.0 must not exceed interval 1.0"
+
+
+# -- [topology] (issue 16) ----------------------------------------------------------------------
+
+_TOPO_BASE = {"backend_auth": {"mode": "service", "user": "postgres", "password": "x"},
+              "auth": {"users": {"app": {"password": "p"}}}}
+
+
+def _topo(topology: dict, **extra: object) -> DbProxyConfig:
+    return DbProxyConfig.model_validate({**_TOPO_BASE, "topology": topology, **extra})
+
+
+def test_topology_defaults_to_static_and_static_needs_a_primary() -> None:
+    cfg = DbProxyConfig.model_validate({**_TOPO_BASE, "primary": {"address": "127.0.0.1:5432"}})
+    assert cfg.topology.source == "static"
+    assert cfg.topology.failover_hold_timeout == 30.0
+    with pytest.raises(ValidationError, match="primary: field required"):
+        DbProxyConfig.model_validate(_TOPO_BASE)
+
+
+def test_topology_patroni_rest_and_etcd() -> None:
+    cfg = _topo({"source": "patroni", "patroni_urls": ["http://10.0.0.1:8008/", "http://10.0.0.2:8008"],
+                 "failover_hold_timeout": 5, "hold_queue_limit": 10})  # fmt: skip
+    assert cfg.primary is None
+    assert cfg.topology.patroni_urls == ["http://10.0.0.1:8008", "http://10.0.0.2:8008"]
+    cfg = _topo({"source": "patroni", "etcd_urls": ["http://127.0.0.1:2379"], "scope": "main"})
+    assert (cfg.topology.scope, cfg.topology.namespace) == ("main", "/service")
+
+
+@pytest.mark.parametrize(
+    ("topology", "extra", "message"),
+    [
+        ({"source": "patroni"}, {}, "either patroni_urls or etcd_urls"),
+        ({"source": "patroni", "patroni_urls": ["http://a:1"], "etcd_urls": ["http://b:2"], "scope": "s"}, {},
+         "either patroni_urls or etcd_urls"),
+        ({"source": "patroni", "etcd_urls": ["http://b:2"]}, {}, "scope: etcd_urls need"),
+        ({"source": "patroni", "patroni_urls": ["10.0.0.1:8008"]}, {}, "not a base URL"),
+        ({"source": "static", "patroni_urls": ["http://a:1"]}, {"primary": {"address": "127.0.0.1:5432"}},
+         "need source"),
+        ({"source": "patroni", "patroni_urls": ["http://a:1"]}, {"primary": {"address": "127.0.0.1:5432"}},
+         "remove \\[primary\\]"),
+        ({"source": "patroni", "patroni_urls": ["http://a:1"], "hold_timeout": 3}, {}, "hold_timeout"),
+        ({"source": "patroni", "patroni_urls": ["http://a:1"], "failover_hold_timeout": 0}, {},
+         "failover_hold_timeout"),
+    ],
+)  # fmt: skip
+def test_topology_errors_are_located(topology: dict, extra: dict, message: str) -> None:
+    with pytest.raises(ValidationError, match=message):
+        _topo(topology, **extra)

@@ -1,0 +1,360 @@
+"""Following Patroni in the daemon (`[topology] source = "patroni"`): hold, fence, re-point.
+
+- `WriteGate`: open while a confirmed leader takes writes. Closed, it holds whoever needs the
+  primary (a new write batch or transaction whose session has no live primary connection, a
+  login) for at most `failover_hold_timeout` seconds each, at most `hold_queue_limit` of them;
+  past the limit 53300 at once, past the timeout 57P03 (cannot_connect_now).
+- `PatroniFollower`: runs a topology source (patroni_source.py) and acts on each view. When
+  Patroni's leader is no longer the address writes go to, the gate closes and every server
+  connection to the old primary is cut (`fence_old`: the sessions holding one end with FATAL
+  57P01, as PostgreSQL ends sessions on a shut-down server); a leader is *confirmed* only when a
+  connection of our own to it passes `topology.write_verdict` (Patroni names it, it is out of
+  recovery, on the leader's timeline): then the daemon re-points (`repoint`) and the gate opens.
+- `FencedPools`: the server pools, with the gate in front of the primary and the fence behind
+  each new primary connection: it asks the server `pg_is_in_recovery()` and its timeline before
+  its first write, and a server that fails the verdict is closed and the gate shut again.
+
+Decisions are topology.py's; this file moves bytes and events. No global state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+import asyncpg
+
+from proxy.pgfront.pool import PoolKey, ServerPools
+from proxy.pgfront.server import ServerConn, ServerError, error_fields
+from proxy.pgwire.errors import CONNECTION_FAILURE
+
+from .config import TopologyConfig
+from .patroni_source import EtcdWatchSource, PatroniRestSource
+from .router import PRIMARY
+from .topology import Topology, WriteVerdict, write_verdict
+
+__all__ = ["FENCE_SQL", "HOLD_TIMEOUT_SQLSTATE", "FencedPools", "PatroniFollower", "WriteGate"]
+
+log = logging.getLogger("tierproxy.dbproxy")
+
+HOLD_TIMEOUT_SQLSTATE = "57P03"  # cannot_connect_now: no leader confirmed within the hold
+HOLD_FULL_SQLSTATE = "53300"  # too_many_connections: the hold queue is full
+FENCED_SQLSTATE = "57P01"  # admin_shutdown: the session's primary is no longer the leader
+CONFIRM_RETRY = 0.1  # seconds between checks of a named leader that is not writable yet
+MAX_FAILOVERS_KEPT = 10
+# A primary connection that fails so (refused, reset; "the database system is shutting down" or
+# "is starting up") during a failover: hold instead of passing the error on.
+_UNREACHABLE = frozenset({CONNECTION_FAILURE, "57P01", "57P03"})
+# The server's own word: in recovery, and (out of it) the timeline it writes WAL on.
+FENCE_SQL = (
+    "SELECT pg_is_in_recovery(), CASE WHEN pg_is_in_recovery() THEN NULL ELSE "
+    "('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int END"
+)
+
+
+def replica_specs(topology: Topology) -> list[tuple[str, str, int]]:
+    """The members that serve reads: (name, "host:port", weight 1), the leader excluded."""
+    out = []
+    for m in topology.replicas:
+        if m.serving and m.address is not None:
+            out.append((m.name, f"{m.host}:{m.port}", 1))
+    return out
+
+
+class WriteGate:
+    """Open: writes go on. Closed: `wait()` holds its caller until `open()` or the timeout."""
+
+    def __init__(self, hold_timeout: float, queue_limit: int) -> None:
+        self.hold_timeout = hold_timeout
+        self.queue_limit = queue_limit
+        self._open = asyncio.Event()
+        self.reason = "no leader known yet"
+        self.closed_at: float | None = time.monotonic()
+        self.held_now = 0
+        self.held_total = 0  # callers that had to wait
+        self.timeouts = 0  # callers given 57P03
+        self.refused = 0  # callers given 53300 (queue full)
+
+    @property
+    def is_open(self) -> bool:
+        return self._open.is_set()
+
+    def close(self, reason: str) -> None:
+        if self._open.is_set():
+            self._open.clear()
+            self.closed_at = time.monotonic()
+        self.reason = reason
+
+    def open(self) -> float:
+        """Open; returns how long it was closed (seconds)."""
+        held = time.monotonic() - self.closed_at if self.closed_at is not None else 0.0
+        self.closed_at = None
+        self._open.set()
+        return held
+
+    async def wait(self) -> None:
+        if self._open.is_set():
+            return
+        if self.held_now >= self.queue_limit:
+            self.refused += 1
+            raise ServerError("hold queue full", error_fields("ERROR", HOLD_FULL_SQLSTATE,
+                f"writes are held during a failover ({self.reason}) and the hold queue "
+                f"({self.queue_limit}) is full"))  # fmt: skip
+        self.held_now += 1
+        self.held_total += 1
+        try:
+            await asyncio.wait_for(self._open.wait(), self.hold_timeout)
+        except TimeoutError:
+            self.timeouts += 1
+            raise ServerError("no leader", error_fields("ERROR", HOLD_TIMEOUT_SQLSTATE,
+                f"no Patroni leader confirmed within failover_hold_timeout ({self.hold_timeout:g}s): "
+                f"{self.reason}; writes cannot run now"))  # fmt: skip
+        finally:
+            self.held_now -= 1
+
+
+class PatroniFollower:
+    """See the module docstring. `repoint(primary, replicas)` and `fence_old(address)` are the
+    daemon's; `login()` gives (user, password) for the proxy's own fence connections."""
+
+    def __init__(
+        self,
+        cfg: TopologyConfig,
+        *,
+        login: Callable[[], tuple[str, str | None]],
+        connect_timeout: float,
+        repoint: Callable[[str, list[tuple[str, str, int]]], None],
+        fence_old: Callable[[tuple[str, int]], None],
+    ) -> None:
+        self.cfg = cfg
+        self.login = login
+        self.connect_timeout = connect_timeout
+        self.repoint = repoint
+        self.fence_old = fence_old
+        self.gate = WriteGate(cfg.failover_hold_timeout, cfg.hold_queue_limit)
+        self.topology: Topology | None = None
+        self.confirmed: tuple[str, int] | None = None  # where writes go
+        self.confirmed_name: str | None = None
+        self.failovers: deque[dict[str, Any]] = deque(maxlen=MAX_FAILOVERS_KEPT)
+        self.failovers_total = 0
+        self.source_errors = 0
+        self.last_error: str | None = None
+        self._pending: dict[str, Any] | None = None  # the failover in progress
+        self._confirming: asyncio.Task[None] | None = None
+        self._task: asyncio.Task[None] | None = None
+        self.source: PatroniRestSource | EtcdWatchSource
+        if cfg.patroni_urls:
+            self.source = PatroniRestSource(cfg.patroni_urls, self._on_topology, on_error=self._on_error,
+                                            interval=cfg.poll_interval, timeout=connect_timeout)  # fmt: skip
+        else:
+            assert cfg.scope is not None
+            self.source = EtcdWatchSource(cfg.etcd_urls, cfg.scope, self._on_topology, on_error=self._on_error,
+                                          namespace=cfg.namespace, timeout=connect_timeout)  # fmt: skip
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self.source.run())
+
+    async def wait_confirmed(self, timeout: float) -> bool:
+        try:
+            await asyncio.wait_for(self.gate._open.wait(), timeout)
+        except TimeoutError:
+            return False
+        return True
+
+    async def stop(self) -> None:
+        for task in (self._task, self._confirming):
+            if task is not None:
+                task.cancel()
+                try:
+                    await task
+                except (asyncio.CancelledError, Exception):
+                    pass
+
+    # -- views ----------------------------------------------------------------------------------
+
+    def _on_error(self, exc: Exception) -> None:
+        # The last view is kept: an unreachable Patroni or etcd is not "no leader".
+        self.source_errors += 1
+        self.last_error = str(exc)[:300]
+        log.warning("topology source error", extra={"error": self.last_error})
+
+    def _on_topology(self, topology: Topology) -> None:
+        self.topology = topology
+        leader = topology.leader_member
+        address = leader.address if leader is not None else None
+        log.info("topology", extra={"leader": topology.leader, "version": topology.version,
+                                    "members": [m.name for m in topology.members]})  # fmt: skip
+        if self.confirmed is not None and address != self.confirmed:
+            self._lose_leader(f"Patroni's leader is now {topology.leader or 'none'}")
+        if self.confirmed is None:
+            if address is not None:
+                self._confirm_soon()
+        else:
+            self.repoint(f"{self.confirmed[0]}:{self.confirmed[1]}", replica_specs(topology))
+
+    def _lose_leader(self, reason: str) -> None:
+        """Writes may no longer go where they went: hold them and cut the old primary off."""
+        old, old_name = self.confirmed, self.confirmed_name
+        self.confirmed = self.confirmed_name = None
+        self.gate.close(reason)
+        if self._pending is None:
+            self._pending = {"at": time.time(), "from": old_name, "to": None, "reason": reason,
+                             "held_before": self.gate.held_total, "errors_before": self._errors()}  # fmt: skip
+        log.warning("leader lost: holding writes", extra={"old": old_name, "reason": reason})
+        if old is not None:
+            self.fence_old(old)
+
+    def _errors(self) -> int:
+        return self.gate.timeouts + self.gate.refused
+
+    def _confirm_soon(self) -> None:
+        if self._confirming is None or self._confirming.done():
+            self._confirming = asyncio.get_running_loop().create_task(self._confirm_loop())
+
+    async def _confirm_loop(self) -> None:
+        """Until the named leader passes the fence on a connection of our own (or no leader is
+        named: the next view starts this again)."""
+        while self.confirmed is None:
+            topology = self.topology
+            leader = topology.leader_member if topology is not None else None
+            if topology is None or leader is None or leader.address is None:
+                return
+            host, port = leader.address
+            verdict = await self._check_address(host, port)
+            if verdict is WriteVerdict.OK and self.topology is topology:
+                self._confirmed(topology, leader.name, (host, port))
+                return
+            await asyncio.sleep(CONFIRM_RETRY)
+
+    def _confirmed(self, topology: Topology, name: str, address: tuple[str, int]) -> None:
+        self.confirmed, self.confirmed_name = address, name
+        self.repoint(f"{address[0]}:{address[1]}", replica_specs(topology))
+        held = self.gate.open()
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            self.failovers_total += 1
+            pending.update(to=name, hold_seconds=round(held, 3),
+                           held=self.gate.held_total - pending.pop("held_before"),
+                           errors=self._errors() - pending.pop("errors_before"))  # fmt: skip
+            self.failovers.append(pending)
+            log.warning("leader confirmed: writes released", extra=dict(pending))
+        else:
+            log.info("leader confirmed", extra={"leader": name})
+
+    async def _check_address(self, host: str, port: int) -> WriteVerdict | None:
+        user, password = self.login()
+        try:
+            conn = await asyncpg.connect(
+                host=host, port=port, user=user, password=password, database="postgres", ssl=False,
+                timeout=self.connect_timeout, statement_cache_size=0,
+                server_settings={"application_name": "tierproxy-fence"},
+            )  # fmt: skip
+        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError):
+            return None
+        try:
+            row = await asyncio.wait_for(conn.fetchrow(FENCE_SQL), self.connect_timeout)
+        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError):
+            return None
+        finally:
+            conn.terminate()
+        assert row is not None
+        return self.verdict(host, port, bool(row[0]), row[1])
+
+    def verdict(self, host: str, port: int, in_recovery: bool, timeline: int | None) -> WriteVerdict:
+        if self.topology is None:
+            return WriteVerdict.NO_LEADER
+        return write_verdict(self.topology, host, port, in_recovery=in_recovery, timeline=timeline)
+
+    def unreachable(self, reason: str) -> None:
+        """A connection to the confirmed primary failed: hold writes until a leader is confirmed
+        again (the confirm loop retries the one Patroni names, which may be the same)."""
+        if self.confirmed is not None:
+            self._lose_leader(reason)
+            self._confirm_soon()
+
+    async def check_conn(self, conn: ServerConn) -> WriteVerdict:
+        """The fence on a new primary server connection, before it is handed out."""
+        rows = await conn.simple_query(FENCE_SQL)
+        in_recovery = rows[0][0] == "t"
+        timeline = int(rows[0][1]) if rows[0][1] is not None else None
+        verdict = self.verdict(conn.address[0], conn.address[1], in_recovery, timeline)
+        if verdict is not WriteVerdict.OK and conn.address == self.confirmed:
+            self._lose_leader(f"the primary {self.confirmed_name} failed the fence: {verdict.value}")
+            self._confirm_soon()
+        return verdict
+
+    # -- reporting ------------------------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        t = self.topology
+        return {
+            "source": "patroni-rest" if self.cfg.patroni_urls else "etcd",
+            "leader": t.leader if t is not None else None,
+            "confirmed": self.confirmed_name,
+            "writes_held": not self.gate.is_open, "hold_reason": None if self.gate.is_open else self.gate.reason,
+            "held_now": self.gate.held_now, "held_total": self.gate.held_total,
+            "hold_timeouts": self.gate.timeouts, "hold_refused": self.gate.refused,
+            "failovers_total": self.failovers_total, "failovers": list(self.failovers),
+            "source_errors": self.source_errors, "last_error": self.last_error,
+            "members": [] if t is None else [
+                {"name": m.name, "role": m.role, "state": m.state, "address": m.address and f"{m.host}:{m.port}",
+                 "timeline": m.timeline, "lag": m.lag} for m in t.members
+            ],
+            "synchronous_mode": t.synchronous_mode if t is not None else None,
+            "sync_standbys": sorted(t.sync_standbys) if t is not None else [],
+        }  # fmt: skip
+
+
+class _Fenced(Exception):
+    """A new primary connection failed the fence: wait at the gate again."""
+
+
+class FencedPools(ServerPools):
+    """ServerPools with the follower's gate before the primary and its fence after each connect."""
+
+    follower: PatroniFollower | None = None
+
+    async def acquire(self, key: PoolKey) -> ServerConn:
+        follower = self.follower
+        if follower is None or key[0] != PRIMARY:
+            return await super().acquire(key)
+        deadline = time.monotonic() + follower.gate.hold_timeout
+        while True:
+            await follower.gate.wait()
+            address = self.addresses.get(PRIMARY)
+            try:
+                return await super().acquire(key)
+            except ServerError as exc:
+                if exc.sqlstate not in _UNREACHABLE or address != follower.confirmed:
+                    raise
+                # The primary writes go to cannot be reached (Patroni is shutting it down for a
+                # switchover, or it died and no view says so yet): hold, as for a missing leader,
+                # until a leader passes the fence (it may be this one again, at once).
+                follower.unreachable(f"the primary {follower.confirmed_name} cannot be reached: {exc}")
+                if time.monotonic() >= deadline:
+                    raise
+            except _Fenced as exc:
+                if time.monotonic() >= deadline:
+                    raise ServerError("fenced", error_fields("ERROR", HOLD_TIMEOUT_SQLSTATE,
+                                      f"no primary passed the write fence: {exc}")) from None  # fmt: skip
+
+    async def _connect(self, key: PoolKey) -> ServerConn:
+        conn = await super()._connect(key)
+        follower = self.follower
+        if follower is None or key[0] != PRIMARY:
+            return conn
+        try:
+            verdict: WriteVerdict | str = await asyncio.wait_for(follower.check_conn(conn), self.connect_timeout)
+        except (TimeoutError, ServerError) as exc:
+            verdict = f"fence query failed: {exc}"
+        if verdict is WriteVerdict.OK:
+            return conn
+        self.discard(conn)
+        log.warning("fence: primary connection refused", extra={"address": conn.address, "verdict": str(verdict)})
+        raise _Fenced(f"{conn.address[0]}:{conn.address[1]}: {verdict}")
