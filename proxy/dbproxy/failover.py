@@ -226,9 +226,12 @@ class PatroniFollower:
             if topology is None or leader is None or leader.address is None:
                 return
             host, port = leader.address
-            verdict = await self._check_address(host, port)
-            if verdict is WriteVerdict.OK and self.topology is topology:
-                self._confirmed(topology, leader.name, (host, port))
+            verdict = await self._check_address(host, port)  # against the view of its answer's time
+            latest = self.topology
+            now_leader = latest.leader_member if latest is not None else None
+            if verdict is WriteVerdict.OK and latest is not None and now_leader is not None \
+                    and now_leader.address == (host, port):  # fmt: skip
+                self._confirmed(latest, now_leader.name, (host, port))
                 return
             await asyncio.sleep(CONFIRM_RETRY)
 

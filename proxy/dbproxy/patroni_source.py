@@ -17,7 +17,7 @@ Errors (an endpoint down, a garbage answer) go to `on_error` and the loop goes o
 view kept: neither source ever invents "no leader" because it cannot reach Patroni or etcd; the
 caller decides what a long silence means.
 
-Not wired into the daemon yet (issue 16): `tierproxy dbproxy` still uses its static addresses.
+Used by the daemon through failover.py (`[topology] source = "patroni"`).
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ Pure code, no I/O (proxy/dbproxy/patroni_source.py fetches the inputs):
   says it is not in recovery AND it is on the leader's timeline. A stale primary (not the leader,
   still accepting writes: frozen and woken up, or partitioned) never qualifies.
 
-Not wired into the daemon yet (issue 16): nothing in proxy/dbproxy imports this module today.
+Used by the daemon through failover.py (`[topology] source = "patroni"`).
 """
 
 from __future__ import annotations

@@ -1,13 +1,14 @@
 """`tierproxy dbproxy` following a real Patroni cluster (issue 16): writes survive the primary's death.
 
-A real etcd, three Patroni nodes of PostgreSQL 15 (proxy/devstack/patroni.py, synchronous_mode on),
+A real etcd, three Patroni nodes of PostgreSQL 15 (proxy/devstack/patroni.py),
 and the dbproxy as a subprocess with `[topology] source = "patroni"`. A writer keeps a ledger:
 each INSERT goes through the proxy's one address and returns the port of the server that ran it;
 an id is *acknowledged* when the INSERT returned. After a switchover and after a SIGKILL of the
 leader's postmaster:
 
-- every acknowledged id is in the table on the new leader (synchronous mode: nothing acknowledged
-  is lost), and no id is there that was never sent;
+- every acknowledged id is in the table on the new leader (the switchover, in synchronous mode:
+  nothing acknowledged is lost; the node kill runs asynchronous, see its test), and no id is
+  there that was never sent;
 - writes resume through the same proxy address, without a proxy restart, on the new leader;
 - no write ran on a node that was not the leader: the ports that ran the acknowledged writes are
   the old leader's, then the new leader's, never back (the fence).
@@ -71,7 +72,6 @@ class PatroniDbProxy(DbProxyServer):
 def patroni(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PatroniCluster]:
     cluster = start_patroni_cluster(3, log_dir=tmp_path_factory.mktemp("patroni-dbproxy"), scope="dbpx")
     try:
-        cluster.set_synchronous_mode(True)
         yield cluster
     finally:
         cluster.close()
@@ -205,6 +205,8 @@ async def check_ledger(patroni: PatroniCluster, proxy: PatroniDbProxy, writer: W
 @pytest.mark.parametrize("proxy", ["rest"], indirect=True)
 async def test_switchover_under_writes_loses_nothing(patroni: PatroniCluster, proxy: PatroniDbProxy,
                                                      ledger: Writer) -> None:  # fmt: skip
+    await asyncio.to_thread(patroni.set_synchronous_mode, True)  # the zero-loss claim needs it
+
     def switchover() -> tuple[str, str]:
         old = patroni.wait_leader()
         return old, patroni.switchover()
@@ -222,10 +224,9 @@ async def test_leader_node_killed_writes_held_then_resume(patroni: PatroniCluste
     # runs ("not the healthiest node" on both replicas): this one runs asynchronous, where an
     # acknowledged write may be lost (the loss window), so the ledger is checked for what
     # must hold in every mode and the loss is logged.
+    # (Turning it back on after the killed node rejoins loops in Patroni 3.0.2: "Synchronous
+    # replication key updated by someone else"; a test that needs it must run first.)
     await asyncio.to_thread(patroni.set_synchronous_mode, False)
-    try:
-        old, new = await under_writes(ledger, patroni.kill_leader_node)
-        await check_ledger(patroni, proxy, ledger, old, new, synchronous=False)
-        await asyncio.to_thread(patroni.restart_node, old, DEADLINE)  # back as a replica
-    finally:
-        await asyncio.to_thread(patroni.set_synchronous_mode, True)
+    old, new = await under_writes(ledger, patroni.kill_leader_node)
+    await check_ledger(patroni, proxy, ledger, old, new, synchronous=False)
+    await asyncio.to_thread(patroni.restart_node, old, DEADLINE)  # back as a replica
