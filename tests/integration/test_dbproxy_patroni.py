@@ -121,13 +121,15 @@ class Writer:
                     conn = await asyncpg.connect(self.dsn, timeout=DEADLINE)
                 i, self._next = self._next, self._next + 1
                 self.sent.add(i)
-                # A bound per write: in 2 of 6 runs one write in flight when the primary went
-                # away got no answer at all (cause not found yet; docs/patroni.md "left"); the
-                # writer then counts it as an error and reconnects, as an application would.
+                # A bound per write, so a write that never gets an answer is an error, not a hang.
                 port = await conn.fetchval("INSERT INTO ledger VALUES ($1) RETURNING inet_server_port()", i,
                                            timeout=WRITE_TIMEOUT)  # fmt: skip
                 self.acked.append((i, port, time.monotonic()))
-            except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError,
+                    asyncpg.exceptions.InternalClientError) as exc:  # fmt: skip
+                # InternalClientError: asyncpg's own race when a server's FATAL arrives between
+                # two statements (its state is still "consuming an error" when the next one
+                # starts), as with a direct connection to a server that shuts down.
                 self.errors.append(f"{type(exc).__name__}: {getattr(exc, 'sqlstate', '')} {exc}")
                 if conn is not None:
                     conn.terminate()
