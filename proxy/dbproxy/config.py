@@ -28,9 +28,9 @@ traffic.
 from __future__ import annotations
 
 import re
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import AfterValidator, Field, field_validator, model_validator
 
 from proxy.core.config import Address, StrictModel, parse_hostport
 from proxy.pgfront.config import AuthConfig, BackendAuthConfig, TlsConfig, UserConfig
