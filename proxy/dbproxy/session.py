@@ -53,7 +53,6 @@ from proxy.pgwire.errors import (
     ADMIN_SHUTDOWN,
     CONNECTION_FAILURE,
     PROGRAM_LIMIT_EXCEEDED,
-    PROTOCOL_VIOLATION,
     QUERY_CANCELED,
     PgProtocolError,
 )
@@ -129,43 +128,19 @@ class ClientSession(FrontendSession):
                     return
         if self.phase == "closed":
             return
-        try:
-            msgs = self.framer.feed(data)
-        except PgProtocolError as exc:
-            if exc.sqlstate == PROGRAM_LIMIT_EXCEEDED and self.phase == "ready":
-                refuse_large_message(self, exc)  # large.py: the client may still be sending it
-                return
-            if self.phase != "startup":
-                # What came before the bad message runs first, as on a server. Not in startup: an
-                # SSLRequest followed by bad bytes must not be answered (CVE-2021-23214).
-                self.inbox.extend(exc.messages)  # type: ignore[arg-type]
-                self._pump()
-            self.fatal(exc.sqlstate, exc.message)
-            return
-        self.inbox.extend(msgs)
-        self._pump()
+        self._feed(data)
+
+    def _refuse_message(self, exc: PgProtocolError) -> bool:
+        if exc.sqlstate == PROGRAM_LIMIT_EXCEEDED and self.phase == "ready":
+            refuse_large_message(self, exc)  # large.py: the client may still be sending it
+            return True
+        return False
 
     # -- input ----------------------------------------------------------------------------------
 
-    def _pump(self) -> None:
-        try:
-            while self.inbox and not self.waiting and self.phase != "closed":
-                msg = self.inbox.popleft()
-                if self.phase == "ready":
-                    self._ready_message(msg)
-                elif self.phase == "startup":
-                    self._startup_message(msg)
-                elif self.phase == "auth":
-                    self._auth_message(msg)
-                else:
-                    # Login waits for a server; messages before ReadyForQuery are a client bug.
-                    raise PgProtocolError("message before the login finished", PROTOCOL_VIOLATION)
-            if self.batch and not self.waiting and self.phase == "ready" and self._forward_now():
-                self._dispatch()
-        except PgProtocolError as exc:
-            self.fatal(exc.sqlstate, exc.message)
-        except Exception:
-            self._internal_error()
+    def _inbox_drained(self) -> None:
+        if self.batch and not self.waiting and self.phase == "ready" and self._forward_now():
+            self._dispatch()
 
     def _forward_now(self) -> bool:
         """Send an unfinished batch (no Sync or Flush yet) as it stands, when its server cannot

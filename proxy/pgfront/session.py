@@ -165,9 +165,52 @@ class FrontendSession(asyncio.Protocol):
         self._multi = False  # the last statement was a multi-statement string (its errors: not failed)
         self._login_timer: asyncio.TimerHandle | None = None
 
+    def _feed(self, data: bytes) -> None:
+        """Frame the client's bytes and run the messages they complete. On a framing error what
+        came before the bad message runs first, as on a server (not in startup: an SSLRequest
+        followed by bad bytes must not be answered, CVE-2021-23214), then FATAL and close."""
+        try:
+            msgs = self.framer.feed(data)
+        except PgProtocolError as exc:
+            if self._refuse_message(exc):
+                return
+            if self.phase != "startup":
+                self.inbox.extend(exc.messages)  # type: ignore[arg-type]
+                self._pump()
+            self.fatal(exc.sqlstate, exc.message)
+            return
+        self.inbox.extend(msgs)
+        self._pump()
+
+    def _refuse_message(self, exc: PgProtocolError) -> bool:
+        """A framing error the subclass answers itself (True), e.g. a message over its size limit."""
+        return False
+
     def _pump(self) -> None:
-        """Run the client's queued messages (the subclass's decisions)."""
+        """Run the client's queued messages by phase; `_ready_message` is the subclass's."""
+        try:
+            while self.inbox and not self.waiting and self.phase != "closed":
+                msg = self.inbox.popleft()
+                if self.phase == "ready":
+                    self._ready_message(msg)
+                elif self.phase == "startup":
+                    self._startup_message(msg)
+                elif self.phase == "auth":
+                    self._auth_message(msg)
+                else:
+                    # Login waits for a server; messages before ReadyForQuery are a client bug.
+                    raise PgProtocolError("message before the login finished", PROTOCOL_VIOLATION)
+            self._inbox_drained()
+        except PgProtocolError as exc:
+            self.fatal(exc.sqlstate, exc.message)
+        except Exception:
+            self._internal_error()
+
+    def _ready_message(self, msg: Message) -> None:
         raise NotImplementedError
+
+    def _inbox_drained(self) -> None:
+        """Called when `_pump` has run what it could (the subclass may send a partial batch)."""
 
     def on_server_lost(self, conn: ServerConn) -> None:
         raise NotImplementedError

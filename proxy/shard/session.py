@@ -48,7 +48,6 @@ from proxy.pgfront.session import FrontendSession, cstrings
 from proxy.pgwire import encode
 from proxy.pgwire.errors import (
     CONNECTION_FAILURE,
-    PROTOCOL_VIOLATION,
     PgProtocolError,
 )
 from proxy.pgwire.framing import Message
@@ -116,33 +115,7 @@ class ShardSession(FrontendSession):
     def data_received(self, data: bytes) -> None:
         if self.phase == "closed":
             return
-        try:
-            msgs = self.framer.feed(data)
-        except PgProtocolError as exc:
-            if self.phase != "startup":
-                self.inbox.extend(exc.messages)  # type: ignore[arg-type]
-                self._pump()
-            self.fatal(exc.sqlstate, exc.message)
-            return
-        self.inbox.extend(msgs)
-        self._pump()
-
-    def _pump(self) -> None:
-        try:
-            while self.inbox and not self.waiting and self.phase != "closed":
-                msg = self.inbox.popleft()
-                if self.phase == "ready":
-                    self._ready_message(msg)
-                elif self.phase == "startup":
-                    self._startup_message(msg)
-                elif self.phase == "auth":
-                    self._auth_message(msg)
-                else:
-                    raise PgProtocolError("message before the login finished", PROTOCOL_VIOLATION)
-        except PgProtocolError as exc:
-            self.fatal(exc.sqlstate, exc.message)
-        except Exception:
-            self._internal_error()
+        self._feed(data)
 
     def _ready_message(self, msg: Message) -> None:
         t = msg.type
