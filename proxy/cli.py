@@ -6,6 +6,7 @@
     tierproxy shard --config shard.toml
     tierproxy check-config lb.toml        # any daemon's config; exit 2 with located errors
     tierproxy demo                        # the whole architecture on this machine
+    tierproxy --version                   # and which twin of the native layer runs
 
 Daemons are imported lazily so that one daemon's code never loads another's.
 """
@@ -96,8 +97,33 @@ def run_daemon(name: str, path: str, log_level: str | None, json_logs: bool | No
     return run(daemon, name)
 
 
+def version_text() -> str:
+    """The version, the Python running it, and the native layer's state (proxy/_native.py)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    from proxy import _native
+
+    try:
+        ours = version("tierproxy")
+    except PackageNotFoundError:
+        ours = "(not installed)"
+    return f"tierproxy {ours} (Python {sys.version.split()[0]})\n{_native.summary()}"
+
+
+class _VersionAction(argparse.Action):
+    """--version, computed only when asked (it imports the native modules)."""
+
+    def __init__(self, option_strings: list[str], dest: str, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, help="print the version and the native layer's state")
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: Any) -> None:
+        print(version_text())
+        parser.exit()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="tierproxy", description=__doc__.split("\n")[0])
+    parser.add_argument("--version", action=_VersionAction)
     sub = parser.add_subparsers(dest="command", required=True)
     for name in DAEMONS:
         p = sub.add_parser(name, help=f"run tierproxy {name}")

@@ -2,7 +2,9 @@
 # One entry point that sets up a fresh Debian machine (apt packages, a venv, the package with its
 # test extras) and then runs what was asked:
 #   bash scripts/dev.sh demo [args]   -> tierproxy demo
-#   bash scripts/dev.sh test [args]   -> the whole test suite (pytest)
+#   bash scripts/dev.sh test [args]   -> the whole test suite (pytest) against the compiled native
+#                                        layer; without args, then the protocol and decision unit
+#                                        tests again with TIERPROXY_PURE=1 (the pure-Python twins)
 #   bash scripts/dev.sh setup         -> set-up only
 # Re-running is cheap: installed packages and an up-to-date venv are detected and skipped.
 set -euo pipefail
@@ -14,14 +16,16 @@ cd "$(dirname "$0")/.."
 # client, dnsperf the bench's load, dnsmasq (dnsmasq-base: the binary without the system service)
 # and PowerDNS with its GeoIP backend the peers bench/geodns.py compares against. patroni and
 # etcd-server (etcd-client: etcdctl, for a person looking at the keys): the high-availability
-# cluster proxy/devstack/patroni.py starts for the failover tests and the demo.
+# cluster proxy/devstack/patroni.py starts for the failover tests and the demo. gcc: the native
+# layer (setup.py compiles the hot modules with Cython during pip install; headers: below);
+# valgrind: scripts/native_callgrind.py's instruction counts.
 APT_PACKAGES=(redis-server postgresql prometheus curl wrk nginx haproxy pgbouncer pgpool2 openssl
               bind9-dnsutils dnsperf dnsmasq-base pdns-server pdns-backend-geoip
-              patroni etcd-server etcd-client)
+              patroni etcd-server etcd-client gcc valgrind)
 # command that proves each package is present (same order)
 APT_PROBES=(redis-server /usr/lib/postgresql promtool curl wrk nginx haproxy pgbouncer pgpool openssl
             dig dnsperf /usr/sbin/dnsmasq /usr/sbin/pdns_server /usr/share/doc/pdns-backend-geoip/copyright
-            patroni etcd etcdctl)
+            patroni etcd etcdctl gcc valgrind)
 
 log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 
@@ -73,8 +77,25 @@ if [[ ! -x .venv/bin/python ]] && ! "$PY" -c 'import ensurepip, venv' 2>/dev/nul
   $SUDO apt-get update -qq && $SUDO apt-get install -y -qq python3-venv >/dev/null
 fi
 
+# The native layer compiles against the headers of the Python the venv is made from: Debian's
+# python3.X-dev for a Debian Python (a Python built from source, e.g. pyenv's, has its own).
+if ! "$PY" -c 'import os, sys, sysconfig; sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")))'; then
+  dev_pkg=$("$PY" -c 'import sys; print(f"python{sys.version_info[0]}.{sys.version_info[1]}-dev")')
+  log "installing $dev_pkg (Python headers for the native layer)"
+  SUDO=""; [[ $(id -u) == 0 ]] || SUDO="sudo"
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get update -qq && $SUDO apt-get install -y -qq --no-install-recommends "$dev_pkg" >/dev/null
+fi
+
 stamp=.venv/.tierproxy-installed
-want=$(cat pyproject.toml scripts/dev.sh | sha256sum | cut -d" " -f1)
+# Re-install when the packaging or a compiled module's source changes (proxy/_native.py names them;
+# an extension older than its source is not imported, so a stale venv runs pure until then).
+native_src=$("$PY" -c 'import runpy
+for m in runpy.run_path("proxy/_native.py")["NATIVE_MODULES"]:
+    p = m.replace(".", "/")
+    print(p + ".py"); print(p + ".pxd")')
+# shellcheck disable=SC2086
+want=$(cat pyproject.toml setup.py scripts/dev.sh proxy/_native.py $native_src 2>/dev/null | sha256sum | cut -d" " -f1)
 if [[ ! -x .venv/bin/python || ! -f $stamp || $(cat "$stamp") != "$want" ]]; then
   log "creating the venv and installing tierproxy[test,bench]"
   [[ -x .venv/bin/python ]] || "$PY" -m venv .venv
@@ -83,10 +104,23 @@ if [[ ! -x .venv/bin/python || ! -f $stamp || $(cat "$stamp") != "$want" ]]; the
   echo "$want" > "$stamp"
 fi
 
+# The pure pass of `test` (fast unit tests only: the whole suite must stay under 15 minutes).
+PURE_TESTS=(tests/unit/test_native.py tests/unit/test_http1_simple.py tests/unit/test_http1_parser.py
+            tests/unit/test_http1_remember.py tests/unit/test_http1_smuggling.py
+            tests/unit/test_http1_fuzz.py tests/unit/test_pgwire_framing.py
+            tests/unit/test_pgwire_framing_large.py tests/unit/test_pgwire_messages.py
+            tests/unit/test_dbproxy_classify.py tests/unit/test_dbproxy_router.py
+            tests/unit/test_balancer.py)
+
 cmd=${1:-test}; shift || true
 case $cmd in
   setup) log "set-up done" ;;
   demo) exec .venv/bin/tierproxy demo "$@" ;;
-  test) exec .venv/bin/python -m pytest -q "$@" ;;
+  test)
+    if (($#)); then exec .venv/bin/python -m pytest -q "$@"; fi
+    .venv/bin/python -m pytest -q
+    # The fallback is not neglected: the protocol and decision unit tests again on the pure twins.
+    log "again with TIERPROXY_PURE=1: protocol and decision unit tests"
+    TIERPROXY_PURE=1 exec .venv/bin/python -m pytest -q "${PURE_TESTS[@]}" ;;
   *) echo "usage: $0 {demo|test|setup} [args]" >&2; exit 2 ;;
 esac

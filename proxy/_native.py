@@ -1,0 +1,169 @@
+"""The native layer: which hot modules are compiled, and which twin of each one is imported.
+
+Each module in `NATIVE_MODULES` is one Python source compiled by Cython in pure-Python mode
+(setup.py: the `.py` file stays the one source, typing hints in a `.pxd` beside it) into an
+extension module of the same name beside the `.py` (`_simple.cpython-311-x86_64-linux-gnu.so`
+next to `_simple.py`). Python itself would always prefer the extension; `install()` (called by
+`proxy/__init__.py`) puts a finder first on `sys.meta_path` that decides instead, per module:
+
+* `TIERPROXY_PURE=1` in the environment: the `.py` (the pure-Python twin), whatever is built;
+* no extension built (a checkout nobody has installed, a failed build): the `.py`;
+* an extension built from other sources than those on disk (`.py` or `.pxd` edited since the
+  build: the build records their SHA-256 in `_native_build.txt`): the `.py`, reported "stale", so
+  an edit is never shadowed by an old build (`bash scripts/dev.sh setup` rebuilds);
+* otherwise the extension.
+
+`status()` says what was chosen (for `tierproxy --version`, start-up logs and /status);
+`load_pure(name)` imports the pure twin under another name, so the differential tests can hold
+both at once. Standard library only: setup.py loads this file by path to read the module list.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.abc
+import importlib.machinery
+import importlib.util
+import os
+import sys
+from types import ModuleType
+from typing import Any
+
+__all__ = ["NATIVE_MODULES", "BUILD_RECORD", "install", "status", "summary", "load_pure", "source_digest"]
+
+# The compiled hot paths (issue 17), by import name.
+NATIVE_MODULES: tuple[str, ...] = (
+    "proxy.http1._simple",
+)
+
+# Written by setup.py's build_ext beside this file: "<module> <sha256 of .py + .pxd>" per line,
+# and "cython <version>".
+BUILD_RECORD = "_native_build.txt"
+
+_PURE_SUFFIX = "__pure"
+_HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def pure_requested() -> bool:
+    return os.environ.get("TIERPROXY_PURE", "") not in ("", "0")
+
+
+def source_digest(py_path: str) -> str:
+    """SHA-256 over the module's `.py` and (if present) its `.pxd`: what its extension was built from."""
+    h = hashlib.sha256()
+    for path in (py_path, py_path[:-3] + ".pxd"):
+        try:
+            with open(path, "rb") as f:
+                h.update(f.read())
+        except FileNotFoundError:
+            h.update(b"-")
+    return h.hexdigest()
+
+
+def _read_record(directory: str) -> dict[str, str]:
+    try:
+        with open(os.path.join(directory, BUILD_RECORD)) as f:
+            return dict(line.split() for line in f if line.strip())
+    except (OSError, ValueError):
+        return {}
+
+
+class _NativeFinder(importlib.abc.MetaPathFinder):
+    """Chooses the compiled or the pure twin of each native module (see the module docstring)."""
+
+    def __init__(self, modules: tuple[str, ...], pure: bool, record_dir: str = _HERE) -> None:
+        self.modules = frozenset(modules)
+        self.pure = pure
+        self.record_dir = record_dir
+        self.chosen: dict[str, str] = {}  # module -> "compiled" | "pure" | "stale" | "absent"
+        self.origins: dict[str, str] = {}
+
+    def find_spec(self, fullname: str, path: Any = None, target: Any = None) -> Any:
+        if fullname.endswith(_PURE_SUFFIX):
+            return self._pure_spec(fullname, path)
+        if fullname not in self.modules:
+            return None
+        leaf = fullname.rpartition(".")[2]
+        for directory in path or sys.path:
+            source = os.path.join(directory, leaf + ".py")
+            if os.path.isfile(source):
+                break
+        else:
+            return None
+        how, origin = "pure", source
+        if not self.pure:
+            how = "absent"
+            for suffix in importlib.machinery.EXTENSION_SUFFIXES:
+                ext = os.path.join(directory, leaf + suffix)
+                if os.path.isfile(ext):
+                    if _read_record(self.record_dir).get(fullname) == source_digest(source):
+                        how, origin = "compiled", ext
+                    else:
+                        how = "stale"
+                    break
+        self.chosen[fullname] = how
+        self.origins[fullname] = origin
+        return importlib.util.spec_from_file_location(fullname, origin)
+
+    def _pure_spec(self, fullname: str, path: Any) -> Any:
+        name = fullname[: -len(_PURE_SUFFIX)]
+        if name not in self.modules:
+            return None
+        leaf = name.rpartition(".")[2]
+        for directory in path or sys.path:
+            source = os.path.join(directory, leaf + ".py")
+            if os.path.isfile(source):
+                return importlib.util.spec_from_file_location(fullname, source)
+        return None
+
+
+_finder: _NativeFinder | None = None
+
+
+def install() -> None:
+    """Put the finder first on `sys.meta_path` (once per process)."""
+    global _finder
+    if _finder is None:
+        _finder = _NativeFinder(NATIVE_MODULES, pure_requested())
+        sys.meta_path.insert(0, _finder)
+
+
+def _is_compiled(module: ModuleType) -> bool:
+    return isinstance(module.__loader__, importlib.machinery.ExtensionFileLoader)
+
+
+def status() -> dict[str, Any]:
+    """Which twin runs, per native module (importing them), and the Cython version they were built with."""
+    install()
+    assert _finder is not None
+    modules: dict[str, str] = {}
+    for name in NATIVE_MODULES:
+        module = importlib.import_module(name)
+        modules[name] = "compiled" if _is_compiled(module) else _finder.chosen.get(name, "pure")
+    cython = _read_record(_HERE).get("cython")
+    compiled = [n for n, how in modules.items() if how == "compiled"]
+    mode = "pure" if not compiled else ("compiled" if len(compiled) == len(modules) else "mixed")
+    return {"mode": mode, "pure_requested": _finder.pure, "cython": cython, "modules": modules}
+
+
+def summary(st: dict[str, Any] | None = None) -> str:
+    """One line for `--version` and start-up logs."""
+    st = st if st is not None else status()
+    if st["pure_requested"]:
+        return "native: pure (TIERPROXY_PURE=1)"
+    by: dict[str, list[str]] = {}
+    for name, how in st["modules"].items():
+        by.setdefault(how, []).append(name.removeprefix("proxy."))
+    parts = []
+    if "compiled" in by:
+        parts.append(f"compiled (cython {st['cython'] or '?'}): " + " ".join(by.pop("compiled")))
+    for how, names in sorted(by.items()):
+        label = {"absent": "pure, not built", "stale": "pure, build older than source"}.get(how, how)
+        parts.append(f"{label}: " + " ".join(names))
+    return "native: " + "; ".join(parts)
+
+
+def load_pure(name: str) -> ModuleType:
+    """A fresh import of the pure-Python twin of `name` (as `name + "__pure"`), for differential tests."""
+    install()
+    return importlib.import_module(name + _PURE_SUFFIX)
