@@ -90,12 +90,12 @@ fi
 stamp=.venv/.tierproxy-installed
 # Re-install when the packaging or a compiled module's source changes (proxy/_native.py names them;
 # an extension older than its source is not imported, so a stale venv runs pure until then).
-native_src=$("$PY" -c 'import runpy
+native_src=$("$PY" -c 'import os, runpy
 for m in runpy.run_path("proxy/_native.py")["NATIVE_MODULES"]:
-    p = m.replace(".", "/")
-    print(p + ".py"); print(p + ".pxd")')
+    for p in (m.replace(".", "/") + ".py", m.replace(".", "/") + ".pxd"):
+        if os.path.exists(p): print(p)')
 # shellcheck disable=SC2086
-want=$(cat pyproject.toml setup.py scripts/dev.sh proxy/_native.py $native_src 2>/dev/null | sha256sum | cut -d" " -f1)
+want=$(cat pyproject.toml setup.py scripts/dev.sh proxy/_native.py $native_src | sha256sum | cut -d" " -f1)
 if [[ ! -x .venv/bin/python || ! -f $stamp || $(cat "$stamp") != "$want" ]]; then
   log "creating the venv and installing tierproxy[test,bench]"
   [[ -x .venv/bin/python ]] || "$PY" -m venv .venv
