@@ -93,7 +93,7 @@ def run_daemon(name: str, path: str, log_level: str | None, json_logs: bool | No
         return 2
     setup_logging(log_level or getattr(cfg, "log_level", "info"), json_logs)
     cls = _load(DAEMONS[name][1])
-    daemon = cls(cfg, path) if worker_fd is None else cls(cfg, path, worker_fd=worker_fd)  # shard: one process
+    daemon = cls(cfg, path) if worker_fd is None else cls(cfg, path, worker_fd=worker_fd)
     return run(daemon, name)
 
 

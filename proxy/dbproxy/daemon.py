@@ -12,7 +12,6 @@ import asyncio
 import logging
 import os
 import socket
-import ssl
 import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -25,10 +24,10 @@ from prometheus_client.core import Metric
 from proxy.core.admin import AdminServer, make_admin_app
 from proxy.core.config import load_config, parse_hostport
 from proxy.core.metrics import FuncCollector, Histogram, new_registry
-from proxy.core.tls import server_context
 from proxy.core.workers import ControlChannel, WorkerSet, process_role, start_worker_channel
 from proxy.pgfront.cancel import CancelKeys
 from proxy.pgfront.clientauth import Credentials
+from proxy.pgfront.config import tls_context
 from proxy.pgfront.drain import CLOSE_FLUSH_SECONDS, drain_sessions
 from proxy.pgfront.login_limits import LoginLimiter
 from proxy.pgfront.server import ServerConn, error_fields, send_cancel
@@ -87,7 +86,7 @@ class DbProxyDaemon:
         self.max_message_length = cfg.max_message_bytes  # for new sessions' framers
         self.creds = Credentials(cfg.auth)
         self.login_limiter = LoginLimiter(cfg.auth.max_failed_logins_per_minute)
-        self.tls_context = self._tls_context(cfg)
+        self.tls_context = tls_context(cfg.tls)
         self.cache = ClassifierCache(write_functions=cfg.routing.all_write_functions)
         self.parse_cache: dict[bytes, tuple[str, Decision]] = {}
         self.metrics = DbMetrics()
@@ -124,12 +123,6 @@ class DbProxyDaemon:
         self.started_at = time.time()
 
     # -- config-derived parts -------------------------------------------------------------------
-
-    @staticmethod
-    def _tls_context(cfg: DbProxyConfig) -> ssl.SSLContext | None:
-        if cfg.tls is None:
-            return None
-        return server_context(cfg.tls.cert_file, cfg.tls.key_file, cfg.tls.min_version)
 
     @staticmethod
     def _static_backends(cfg: DbProxyConfig) -> tuple[str, list[tuple[str, str, int]]]:
@@ -259,13 +252,13 @@ class DbProxyDaemon:
         ):
             raise ValueError("listen, admin.address, workers and [topology] cannot change on reload; restart instead")
         creds = Credentials(new.auth)
-        tls_context = self._tls_context(new)  # a renewed certificate applies to new clients
+        tls = tls_context(new.tls)  # a renewed certificate applies to new clients
         old = self.cfg
         self.cfg = new
         self.creds = creds
         self.login_limiter.limit = new.auth.max_failed_logins_per_minute
         self.max_message_length = new.max_message_bytes
-        self.tls_context = tls_context
+        self.tls_context = tls
         if new.routing.all_write_functions != old.routing.all_write_functions:
             self.cache = ClassifierCache(write_functions=new.routing.all_write_functions)
             self.parse_cache = {}

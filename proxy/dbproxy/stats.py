@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 
 from proxy.core.metrics import Histogram
+from proxy.pgfront.pool import add_pool_rows
 
 from .router import PRIMARY
 
@@ -79,7 +80,7 @@ def merge(snaps: Sequence[dict[str, Any]]) -> dict[str, Any]:
         for name, value in s["cache"].items():
             out["cache"][name] += value
         out["clients"] += s["clients"]
-        _add_pools(pools, s["pools"])
+        add_pool_rows(pools, s["pools"])
         for name, n in s["outstanding"].items():
             out["outstanding"][name] = out["outstanding"].get(name, 0) + n
         backends.update(dict.fromkeys(s["backends"]))
@@ -87,18 +88,6 @@ def merge(snaps: Sequence[dict[str, Any]]) -> dict[str, Any]:
     out["pools"] = [pools[k] for k in sorted(pools)]
     out["backends"] = list(backends)
     return out
-
-
-def _add_pools(pools: dict[tuple[Any, ...], dict[str, Any]], rows: Iterable[dict[str, Any]]) -> None:
-    """Pool rows of one process into `pools`: rows of the same pool (backend, user, database,
-    options) in several workers add up."""
-    for row in rows:
-        key = (row["backend"], row["user"], row["database"], tuple(sorted(row["options"].items())))
-        if key in pools:
-            for field in ("active", "idle", "clients", "waiting"):
-                pools[key][field] = pools[key].get(field, 0) + row.get(field, 0)
-        else:
-            pools[key] = dict(row)
 
 
 def merge_console(snaps: Sequence[dict[str, Any]], backends: list[dict[str, Any]]) -> dict[str, Any]:
@@ -111,7 +100,7 @@ def merge_console(snaps: Sequence[dict[str, Any]], backends: list[dict[str, Any]
     servers: list[dict[str, Any]] = []
     clients: list[dict[str, Any]] = []
     for s in snaps:
-        _add_pools(pools, s["pools"])
+        add_pool_rows(pools, s["pools"])
         servers += s["servers"]
         clients += s["clients"]
         for backend, reason, n in s["routes"]:

@@ -9,6 +9,7 @@ module docstring and docs/dbproxy.md. The shard router narrows `[backend_auth]` 
 from __future__ import annotations
 
 import re
+import ssl
 from typing import Literal
 
 from pydantic import Field, FilePath, SecretStr, field_validator, model_validator
@@ -17,7 +18,7 @@ from proxy.core.config import StrictModel
 from proxy.core.tls import server_context
 from proxy.pgwire.auth import parse_scram_verifier
 
-__all__ = ["AuthConfig", "BackendAuthConfig", "TlsConfig", "UserConfig"]
+__all__ = ["AuthConfig", "BackendAuthConfig", "TlsConfig", "UserConfig", "tls_context"]
 
 # PostgreSQL role names can be anything quoted; we only refuse what cannot be a startup-packet
 # string (NUL) or is surely a typo (empty, longer than NAMEDATALEN - 1 = 63 bytes).
@@ -121,3 +122,11 @@ class TlsConfig(StrictModel):
         # error here, located, rather than a failure at start or on reload.
         server_context(self.cert_file, self.key_file, self.min_version)
         return self
+
+
+def tls_context(tls: TlsConfig | None) -> ssl.SSLContext | None:
+    """The client-side TLS context of a daemon's `[tls]` (None without one): built at start and
+    again on reload, so a renewed certificate applies to new clients."""
+    if tls is None:
+        return None
+    return server_context(tls.cert_file, tls.key_file, tls.min_version)

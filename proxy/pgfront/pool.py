@@ -19,14 +19,14 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from proxy.pgwire.errors import TOO_MANY_CONNECTIONS
 
 from .server import ServerConn, ServerError, error_fields, open_server
 
-__all__ = ["PoolKey", "ServerPools"]
+__all__ = ["PoolKey", "ServerPools", "add_pool_rows"]
 
 log = logging.getLogger("tierproxy.pgfront")
 
@@ -281,3 +281,15 @@ class ServerPools:
         for q in self.idle.values():
             out.extend(q)
         return out
+
+
+def add_pool_rows(pools: dict[tuple[Any, ...], dict[str, Any]], rows: Iterable[dict[str, Any]]) -> None:
+    """`ServerPools.snapshot` rows of one worker process into `pools` (with `workers = N`): rows
+    of the same pool (backend, user, database, options) in several workers add up."""
+    for row in rows:
+        key = (row["backend"], row["user"], row["database"], tuple(sorted(row["options"].items())))
+        if key in pools:
+            for field in ("active", "idle", "clients", "waiting"):
+                pools[key][field] = pools[key].get(field, 0) + row.get(field, 0)
+        else:
+            pools[key] = dict(row)

@@ -18,7 +18,9 @@ Shape (deploy/config/shard.toml is a full example, loaded by a test):
 - `[auth]`, `[backend_auth]`: the same shape as the dbproxy's: `[auth]` is the shared front
   end's model (proxy/pgfront/config.py); the router authenticates clients itself and logs in to
   every shard as `backend_auth.user` (mode "service" only, so its own narrower model here).
-- `workers` (1: more is refused for now), `[admin]`, `[timeouts]`, `[hot_keys]` as the other daemons.
+- `[tls]`: TLS for clients, the dbproxy's model and code (proxy/pgfront/config.py).
+- `workers` (processes serving `listen` with SO_REUSEPORT, as the dbproxy's), `[admin]`,
+  `[timeouts]`, `[hot_keys]` as the other daemons.
 
 Fields marked `restart` cannot change on reload.
 """
@@ -31,7 +33,7 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 
 from proxy.core.config import Address, StrictModel, parse_hostport
-from proxy.pgfront.config import AuthConfig, UserConfig
+from proxy.pgfront.config import AuthConfig, TlsConfig, UserConfig
 
 from .keys import GroupSpec
 from .maps import (
@@ -55,6 +57,7 @@ __all__ = [
     "ShardAddress",
     "ShardConfig",
     "TimeoutsConfig",
+    "TlsConfig",
     "UserConfig",
 ]
 
@@ -200,7 +203,7 @@ class HotKeysConfig(StrictModel):
 
 class ShardConfig(StrictModel):
     listen: Address = "127.0.0.1:6433"  # restart; clients connect here
-    # restart; processes serving `listen`. One for now: the daemon refuses more (see below).
+    # restart; processes serving `listen` (SO_REUSEPORT; more than 1: a supervisor and N workers)
     workers: int = Field(default=1, ge=1, le=64)
     admin: AdminConfig = Field(default_factory=AdminConfig)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
@@ -209,6 +212,7 @@ class ShardConfig(StrictModel):
     # "deny": a statement without a shard key gets 0A000 instead of going to every shard.
     scatter: Literal["allow", "deny"] = "allow"
     auth: AuthConfig = Field(default_factory=AuthConfig)
+    tls: TlsConfig | None = None  # no [tls]: SSLRequest is answered 'N' (clients stay in clear)
     backend_auth: BackendAuthConfig
     timeouts: TimeoutsConfig = Field(default_factory=TimeoutsConfig)
     hot_keys: HotKeysConfig = Field(default_factory=HotKeysConfig)
@@ -219,14 +223,6 @@ class ShardConfig(StrictModel):
         for name in v:
             if not re.match(_NAME, name):
                 raise ValueError(f"{name!r}: names are 1-63 letters, digits, '_', '.', '-'")
-        return v
-
-    @field_validator("workers")
-    @classmethod
-    def _one_worker(cls, v: int) -> int:
-        if v != 1:
-            raise ValueError("tierproxy shard runs one process for now: workers must be 1 "
-                             "(several workers are not supported yet)")
         return v
 
     @model_validator(mode="after")

@@ -4,9 +4,17 @@ Wires the parts together: the listening socket (one `ShardSession` per client), 
 shard (proxy/pgfront/pool.py), the `ShardRouter` (maps and key extraction, rebuilt on reload),
 the hot-key counters, cancel keys, the console on the virtual database `tierproxy` (SHOW SHARDS,
 SHOW SHARD FOR, SHOW HOT KEYS, SHOW CLIENTS, SHOW HELP), the admin HTTP app (/status, /metrics,
-/healthz) and the runtime hooks (SIGHUP reload, SIGTERM drain). One process: `workers` must be 1
-(the config model refuses more). Sessions call back into the daemon for everything shared; no
-state is global.
+/healthz) and the runtime hooks (SIGHUP reload, SIGTERM drain). Sessions call back into the
+daemon for everything shared; no state is global.
+
+`workers = N` (N > 1) runs as the dbproxy and the lb do (proxy/core/workers.py): the process the
+operator started is the supervisor (the admin port, no clients), and N worker processes serve
+`listen` with SO_REUSEPORT, each with its own pools, sessions and counters. A CancelRequest
+reaches whichever worker the kernel picks: a key that worker did not issue is passed to the
+supervisor, which hands it to every worker, and the one holding the session cancels. /metrics,
+/status and the console (SHOW SHARDS, SHOW HOT KEYS, SHOW CLIENTS) show every worker's figures
+together (stats.py): the supervisor gathers the workers' snapshots, and a worker's console asks
+the supervisor for them. `[tls]` is the dbproxy's (proxy/pgfront/config.py).
 """
 
 from __future__ import annotations
@@ -20,15 +28,22 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import web
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import Metric
 
 from proxy.core.admin import AdminServer, make_admin_app
 from proxy.core.config import load_config, parse_hostport
 from proxy.core.metrics import FuncCollector, new_registry
+from proxy.core.workers import (
+    ControlChannel,
+    WorkerSet,
+    process_role,
+    start_worker_channel,
+)
 from proxy.pgfront import console as framework
 from proxy.pgfront.cancel import CancelKeys
 from proxy.pgfront.clientauth import Credentials
-from proxy.pgfront.drain import drain_sessions
+from proxy.pgfront.config import tls_context
+from proxy.pgfront.drain import CLOSE_FLUSH_SECONDS, drain_sessions
 from proxy.pgfront.login_limits import LoginLimiter
 from proxy.pgfront.pool import ServerPools
 from proxy.pgfront.server import ServerConn, send_cancel
@@ -48,6 +63,7 @@ from .hotkeys import HotKeys
 from .keys import All, One, Param, Plan, Refuse, Some
 from .router import ShardRouter
 from .session import ShardSession
+from .stats import collect, hot_keys, merge, rows_routed, snapshot
 
 __all__ = ["ShardDaemon"]
 
@@ -71,16 +87,23 @@ class ShardMetrics:
         self.clients_total = 0
         self.server_lost = 0
         self.cancels = 0
+        self.cancels_relayed = 0  # CancelRequests for keys another worker issued
 
 
 class ShardDaemon:
-    def __init__(self, cfg: ShardConfig, config_path: str | Path | None = None) -> None:
+    def __init__(self, cfg: ShardConfig, config_path: str | Path | None = None, *,
+                 worker_fd: int | None = None) -> None:  # fmt: skip
         self.cfg = cfg
         self.config_path = config_path
+        self.worker_fd = worker_fd
+        self.role = process_role(worker_fd, cfg.workers, config_path)
+        self.workers: WorkerSet | None = None  # supervisor
+        self.control: ControlChannel | None = None  # worker
+        self._merged: dict[str, Any] | None = None  # supervisor: the workers' snapshots, merged
         self.max_message_length = 1 << 30
         self.creds = Credentials(cfg.auth)
         self.login_limiter = LoginLimiter(cfg.auth.max_failed_logins_per_minute)
-        self.tls_context = None  # no [tls] in the shard config yet
+        self.tls_context = tls_context(cfg.tls)
         self.router = ShardRouter(cfg)
         self.hot = HotKeys(cfg.shards, cfg.hot_keys.capacity)
         self.c_collation = False  # text ORDER BY across shards needs COLLATE "C" (gather.py)
@@ -112,24 +135,40 @@ class ShardDaemon:
     # -- lifecycle ------------------------------------------------------------------------------
 
     async def start(self) -> None:
+        """Single: everything. Worker: the listener (SO_REUSEPORT) and a control channel.
+        Supervisor: the admin port and the workers (see proxy/core/workers.py)."""
         loop = asyncio.get_running_loop()
-        host, port = parse_hostport(self.cfg.listen)
-        self.server = await loop.create_server(lambda: ShardSession(self), host, port,
-                                               reuse_address=True, backlog=1024)  # fmt: skip
-        for sock in self.server.sockets:
-            if sock.family in (socket.AF_INET, socket.AF_INET6):
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self._sweeper = loop.create_task(self._sweep_loop())
-        app = make_admin_app(self.registry)
+        if self.role != "supervisor":
+            host, port = parse_hostport(self.cfg.listen)
+            self.server = await loop.create_server(lambda: ShardSession(self), host, port,
+                                                   reuse_address=True, backlog=1024,
+                                                   reuse_port=self.role == "worker" or None)  # fmt: skip
+            for sock in self.server.sockets:
+                if sock.family in (socket.AF_INET, socket.AF_INET6):
+                    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            self._sweeper = loop.create_task(self._sweep_loop())
+        if self.role == "worker":
+            assert self.worker_fd is not None
+            self.control = await start_worker_channel(self.worker_fd, self._on_control)
+            return
+        if self.role == "supervisor":
+            assert self.config_path is not None
+            self.workers = WorkerSet(Path(self.config_path), self.cfg.workers, lambda _i: None,
+                                     daemon="shard", on_message=self._worker_message)  # fmt: skip
+            await self.workers.start()
+        app = make_admin_app(self.registry, before_scrape=self._refresh_stats)
         app.router.add_get("/status", self._status_handler)
         self.admin = AdminServer(app, self.cfg.admin.address)
         try:
             await self.admin.start()
         except OSError:
-            self.server.close()
+            if self.server is not None:
+                self.server.close()
+            if self.workers is not None:
+                await self.workers.stop(5.0)
             raise
         log.info("listening", extra={"listen": self.cfg.listen, "admin": self.cfg.admin.address,
-                                     "shards": list(self.cfg.shards)})  # fmt: skip
+                                     "workers": self.cfg.workers, "shards": list(self.cfg.shards)})  # fmt: skip
 
     async def reload(self) -> None:
         """A new config: new maps and groups for the next statements; shards whose address
@@ -141,6 +180,7 @@ class ShardDaemon:
             raise ValueError("listen, admin.address and workers cannot change on reload; restart instead")
         router = ShardRouter(new)
         creds = Credentials(new.auth)
+        tls = tls_context(new.tls)  # a renewed certificate applies to new clients
         addresses = self._addresses(new)
         for name, addr in self.pools.addresses.items():
             if addresses.get(name) != addr:
@@ -149,11 +189,17 @@ class ShardDaemon:
         self.pools.connect_timeout = self.pools.wait_timeout = new.timeouts.server_connect
         if set(new.shards) != set(self.cfg.shards) or new.hot_keys != self.cfg.hot_keys:
             self.hot = HotKeys(new.shards, new.hot_keys.capacity)
-        self.cfg, self.router, self.creds = new, router, creds
+        self.cfg, self.router, self.creds, self.tls_context = new, router, creds, tls
         self.login_limiter.limit = new.auth.max_failed_logins_per_minute
+        if self.workers is not None:
+            self.workers.broadcast({"op": "reload"})
         log.info("reloaded", extra={"shards": list(new.shards), "groups": list(new.groups)})
 
     async def drain(self) -> None:
+        if self.workers is not None:
+            await self.workers.stop(self.cfg.timeouts.drain + CLOSE_FLUSH_SECONDS + 5.0)
+        if self.control is not None:
+            self.control.close()
         if self.server is not None:
             self.server.close()
         await drain_sessions(self.sessions, self.closing, self.cfg.timeouts.drain)
@@ -180,7 +226,7 @@ class ShardDaemon:
 
     @property
     def tls_required(self) -> bool:
-        return False
+        return self.cfg.tls is not None and self.cfg.tls.mode == "require"
 
     @property
     def failed_login_delay(self) -> float:
@@ -188,7 +234,8 @@ class ShardDaemon:
 
     @property
     def console_is_local(self) -> bool:
-        return True
+        """A worker's console needs the supervisor (`console_async`): SHOW covers all workers."""
+        return self.control is None
 
     def login_candidates(self) -> list[str]:
         """The client gets its first shard's server parameters and cancel key."""
@@ -206,10 +253,14 @@ class ShardDaemon:
         self.metrics.clients_total += 1
         return self._cancel_keys.register(session, key)
 
-    def cancel(self, pid: int, secret: int) -> None:
+    def cancel(self, pid: int, secret: int, *, forward: bool = True) -> None:
         session = self._cancel_keys.get(pid, secret)
         if session is None:
-            return
+            if forward and self.control is not None:
+                # Another worker may have issued it: the supervisor asks them all.
+                self.metrics.cancels_relayed += 1
+                self.control.send({"op": "cancel", "pid": pid, "secret": secret})
+            return  # PostgreSQL too ignores a cancel with an unknown key, silently
         self.metrics.cancels += 1
         for conn in session.cancel_targets():
             self._spawn(send_cancel(conn.address, conn.pid, conn.secret))
@@ -283,12 +334,29 @@ class ShardDaemon:
     # -- console --------------------------------------------------------------------------------
 
     def console(self, sql: str) -> bytes:
+        """The console's answer from this process's own figures (one process)."""
+        return self.render_console(sql, snapshot(self))
+
+    async def console_async(self, sql: str) -> bytes:
+        """`console` for a worker: the supervisor gathers every worker's snapshot, so SHOW
+        SHARDS, SHOW HOT KEYS and SHOW CLIENTS cover all of them. If the supervisor does not
+        answer, this worker's own figures."""
+        if self.control is None:
+            return self.console(sql)
+        try:
+            snap = (await self.control.request({"op": "console"}))["snapshot"]
+        except (TimeoutError, KeyError):
+            log.warning("console: no answer from the supervisor; showing this worker only")
+            snap = snapshot(self)
+        return self.render_console(sql, snap)
+
+    def render_console(self, sql: str, snap: dict[str, Any]) -> bytes:
         cmd = parse_command(sql)
         if isinstance(cmd, Refuse):
             return encode.error_response("ERROR", cmd.sqlstate, cmd.message)
         if isinstance(cmd, ShowShards):
-            cols, rows = render_shards({n: s.address for n, s in self.cfg.shards.items()}, self.shard_states(),
-                                       self.rows_routed())  # fmt: skip
+            cols, rows = render_shards({n: s.address for n, s in self.cfg.shards.items()}, self.shard_states(snap),
+                                       rows_routed(snap))  # fmt: skip
             return framework.rows_answer(cols, rows)
         if isinstance(cmd, ShowShardFor):
             kinds = {n: g.map for n, g in self.cfg.groups.items()}
@@ -298,86 +366,90 @@ class ShardDaemon:
                 return encode.error_response("ERROR", out.sqlstate, out.message)
             return framework.rows_answer(*out)
         if isinstance(cmd, ShowHotKeys):
-            return framework.rows_answer(*render_hot_keys(self.hot.top(cmd.limit)))
-        return framework.run_console(sql, self.console_snapshot(), _COMMANDS)
+            return framework.rows_answer(*render_hot_keys(self._hot(snap).top(cmd.limit)))
+        return framework.run_console(sql, {"clients": snap["client_rows"], "version": VERSION}, _COMMANDS)
 
-    async def console_async(self, sql: str) -> bytes:
-        return self.console(sql)
+    def shard_states(self, snap: dict[str, Any]) -> dict[str, str]:
+        """"connected" when a process holds a connection to the shard now, else "idle"."""
+        return {name: "connected" if name in snap["connected"] else "idle" for name in self.cfg.shards}
 
-    def shard_states(self) -> dict[str, str]:
-        """A shard is "up" unless its last connection attempt failed and none is open."""
-        out = {}
-        for name in self.cfg.shards:
-            have = any(c.backend == name and not c.closed for c in self.pools.servers())
-            out[name] = "connected" if have else "idle"
-        return out
+    def client_rows(self) -> list[dict[str, Any]]:
+        return [{"user": s.user, "database": s.database, "state": s.phase, "statements": s.statements_run,
+                 "in_transaction": s.router.in_transaction, "transaction_shard": s.router.state.shard,
+                 "servers": sorted(s.servers)} for s in self.sessions]  # fmt: skip
 
-    def rows_routed(self) -> dict[str, int]:
-        out: dict[str, int] = {}
-        for (shard, _), n in self.metrics.routed.items():
-            out[shard] = out.get(shard, 0) + n
-        return out
-
-    def console_snapshot(self) -> dict[str, Any]:
-        clients = []
-        for s in self.sessions:
-            clients.append({"user": s.user, "database": s.database, "state": s.phase,
-                            "statements": s.statements_run, "in_transaction": s.router.in_transaction,
-                            "transaction_shard": s.router.state.shard, "servers": sorted(s.servers)})  # fmt: skip
-        return {"clients": clients, "version": VERSION}
+    def _hot(self, snap: dict[str, Any]) -> HotKeys:
+        return hot_keys(snap, self.cfg.shards, self.cfg.hot_keys.capacity)
 
     # -- admin HTTP -------------------------------------------------------------------------------
 
+    def _snapshot(self) -> dict[str, Any]:
+        """Every worker's figures (supervisor, as of the last refresh) or this process's own."""
+        if self.role == "supervisor":
+            return self._merged or merge([], self.cfg.shards, self.cfg.hot_keys.capacity)
+        return snapshot(self)
+
     def status(self) -> dict[str, Any]:
-        skew = self.hot.skew()
+        snap = self._snapshot()
+        hot = self._hot(snap)
+        skew = hot.skew()
+        routed = rows_routed(snap)
+        states = self.shard_states(snap)
         return {
             "version": VERSION, "uptime": round(time.time() - self.started_at, 3),
-            "shards": [{"name": n, "address": s.address, "state": st, "rows_routed": self.rows_routed().get(n, 0)}
-                       for (n, s), st in zip(self.cfg.shards.items(), self.shard_states().values(), strict=True)],
+            "workers": snap.get("workers", [{"pid": snap["pid"], "clients": snap["clients"],
+                                             "statements": sum(routed.values())}]),
+            "shards": [{"name": n, "address": s.address, "state": states[n], "rows_routed": routed.get(n, 0)}
+                       for n, s in self.cfg.shards.items()],
             "groups": {n: {"map": g.map, "key": g.key, "tables": g.tables} for n, g in self.cfg.groups.items()},
-            "scatter": self.cfg.scatter, "clients": len(self.sessions),
+            "scatter": self.cfg.scatter, "clients": snap["clients"], "tls": self.cfg.tls is not None,
             "hot_keys": [{"group": h.group, "key": h.key, "shard": h.shard, "count": h.count,
-                          "error": h.error, "share": round(h.share, 4)} for h in self.hot.top(20)],
+                          "error": h.error, "share": round(h.share, 4)} for h in hot.top(20)],
             "skew": {"busiest": skew.busiest, "max_to_mean": round(skew.max_to_mean, 4)},
-            "pools": self.pools.snapshot(),
+            "counters": snap["counters"], "pools": snap["pools"],
         }  # fmt: skip
 
     async def _status_handler(self, _request: web.Request) -> web.Response:
+        await self._refresh_stats()
         return web.json_response(self.status(), dumps=_dumps)
 
     def _collect(self) -> Iterable[Metric]:
-        p = "tierproxy_shard_"
-        m = self.metrics
-        routed = CounterMetricFamily(p + "routed_statements", "Statements routed, per shard and kind "
-                                     "(single: one shard by key; multi: some shards; scatter: every shard)",
-                                     labels=["shard", "kind"])  # fmt: skip
-        for (shard, kind), n in sorted(m.routed.items()):
-            routed.add_metric([shard, kind], n)
-        yield routed
-        yield CounterMetricFamily(p + "scatters", "Statements that ran on several shards", value=m.scatters)
-        yield CounterMetricFamily(p + "errors", "ErrorResponses sent: the router's refusals and shards' errors",
-                                  value=m.errors)
-        for name, value, help_ in (("clients_accepted", m.clients_total, "Clients that logged in"),
-                                   ("auth_failures", m.auth_failures, "Failed client authentications"),
-                                   ("server_lost", m.server_lost, "Shard connections lost while attached"),
-                                   ("cancels", m.cancels, "Cancel requests forwarded"),
-                                   ("server_connects", self.pools.connects, "Shard connections opened")):
-            yield CounterMetricFamily(p + name, help_, value=value)
-        yield GaugeMetricFamily(p + "clients", "Client sessions now", value=len(self.sessions))
-        by_name: dict[str, GaugeMetricFamily] = {}
-        for name, labels, value in self.hot.metrics():
-            fam = by_name.get(name)
-            if fam is None:
-                fam = by_name[name] = GaugeMetricFamily(name, _HOT_HELP.get(name, name), labels=sorted(labels))
-            fam.add_metric([labels[k] for k in sorted(labels)], value)
-        yield from by_name.values()
+        snap = self._snapshot()
+        return collect(snap, self._hot(snap))
 
+    # -- workers ----------------------------------------------------------------------------------
 
-_HOT_HELP = {
-    "tierproxy_shard_statements_total": "Statements per shard (hot-key accounting)",
-    "tierproxy_shard_skew_ratio": "Busiest shard's statements over the mean per shard (1 = balanced)",
-    "tierproxy_shard_hottest_key_share": "The hottest key's share of its table group's statements",
-}
+    async def _refresh_stats(self) -> None:
+        """Supervisor, before a scrape or /status: gather and merge the workers' snapshots."""
+        if self.workers is not None:
+            self._merged = merge(await self.workers.snapshots(), self.cfg.shards, self.cfg.hot_keys.capacity)
+
+    def _worker_message(self, index: int, msg: dict[str, Any]) -> None:
+        """Supervisor: a worker got a CancelRequest for a key it did not issue (ask them all), or
+        a console query that needs every worker's figures."""
+        if self.workers is None:
+            return
+        op = msg.get("op")
+        if op == "cancel":
+            self.workers.broadcast({"op": "cancel", "pid": msg["pid"], "secret": msg["secret"]})
+        elif op == "console" and "rid" in msg:
+            self._spawn(self._answer_console(index, msg["rid"]))
+
+    async def _answer_console(self, index: int, rid: int) -> None:
+        assert self.workers is not None
+        await self._refresh_stats()
+        self.workers.send_to(index, {"rid": rid, "snapshot": self._merged})
+
+    async def _on_control(self, msg: dict[str, Any]) -> dict[str, Any] | None:
+        """Worker: the supervisor's messages (see proxy/core/workers.py)."""
+        op = msg.get("op")
+        if op == "stats":
+            return {"id": msg["id"], "snapshot": snapshot(self)}
+        if op == "cancel":
+            self.cancel(int(msg["pid"]), int(msg["secret"]), forward=False)
+        elif op == "reload":
+            await self.reload()
+        return None
 
 
 def _dumps(obj: Any) -> str:

@@ -19,7 +19,9 @@ entries outnumber live ones three to one, so an offer costs O(log capacity) amor
 derives the skew figures /metrics shows: each shard's share of statements, the ratio of the
 busiest shard's count to the mean (1.0 is balanced), and the hottest key's share of its group.
 Summaries from several workers merge (`merged`): counts and errors add, then the largest
-`capacity` are kept (the merged summary keeps the guarantee for the combined stream).
+`capacity` are kept (the merged summary keeps the guarantee for the combined stream). With
+`workers = N` each worker sends its `HotKeys.to_json()` and the supervisor shows
+`HotKeys.merged(...)` of them (keys are integers or text, which JSON keeps apart).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import heapq
 from collections.abc import Hashable, Iterable, Mapping
 from dataclasses import dataclass
 from itertools import count as _counter
+from typing import Any
 
 __all__ = ["HotKey", "HotKeys", "Skew", "SpaceSaving"]
 
@@ -98,6 +101,20 @@ class SpaceSaving:
 
     def items(self) -> dict[Hashable, tuple[int, int]]:
         return {k: (c, self._errors[k]) for k, c in self._counts.items()}
+
+    def to_json(self) -> dict[str, Any]:
+        return {"capacity": self.capacity, "total": self.total,
+                "items": [[k, c, self._errors[k]] for k, c in self._counts.items()]}  # fmt: skip
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> SpaceSaving:
+        out = cls(int(data["capacity"]))
+        out.total = int(data["total"])
+        for k, c, e in data["items"]:
+            out._counts[k] = int(c)
+            out._errors[k] = int(e)
+        out._rebuild()
+        return out
 
     @classmethod
     def merged(cls, summaries: Iterable[SpaceSaving], capacity: int) -> SpaceSaving:
@@ -195,6 +212,28 @@ class HotKeys:
             top = summary.top(1)
             shares[group] = top[0][1] / summary.total if top and summary.total else 0.0
         return Skew(dict(counts), busiest, ratio, shares)
+
+    def to_json(self) -> dict[str, Any]:
+        """This worker's counts, for the supervisor (`merged`)."""
+        return {"capacity": self.capacity, "shard_counts": dict(self.shard_counts),
+                "groups": {g: s.to_json() for g, s in self.groups.items()},
+                "shard_of": [[g, k, s] for (g, k), s in self._shard_of.items() if k in self.groups[g]]}  # fmt: skip
+
+    @classmethod
+    def merged(cls, parts: Iterable[Mapping[str, Any]], shards: Iterable[str], capacity: int) -> HotKeys:
+        """One view of several workers' `to_json()`: shard counts add up, each group's
+        summaries merge (SpaceSaving.merged), `shards` (config order) listed even at 0."""
+        out = cls(shards, capacity)
+        by_group: dict[str, list[SpaceSaving]] = {}
+        for part in parts:
+            for shard, n in part["shard_counts"].items():
+                out.shard_counts[shard] = out.shard_counts.get(shard, 0) + int(n)
+            for g, data in part["groups"].items():
+                by_group.setdefault(g, []).append(SpaceSaving.from_json(data))
+            for g, k, s in part["shard_of"]:
+                out._shard_of[(g, k)] = s
+        out.groups = {g: SpaceSaving.merged(summaries, capacity) for g, summaries in by_group.items()}
+        return out
 
     def metrics(self) -> list[tuple[str, dict[str, str], float]]:
         """(name, labels, value) samples for /metrics; label values come from config."""

@@ -240,10 +240,10 @@ def test_check_config_recognises_a_shard_config(router: ShardRouterServer, tmp_p
                        capture_output=True, text=True, timeout=60, check=False)
     assert r.returncode == 0 and "(shard)" in r.stdout, r.stderr
     bad = tmp_path / "x.toml"
-    bad.write_text(router.config_path.read_text().replace('listen =', 'workers = 2\nlisten ='))
+    bad.write_text(router.config_path.read_text().replace('listen =', 'workers = 0\nlisten ='))
     r = subprocess.run([sys.executable, "-m", "proxy.cli", "check-config", str(bad)],
                        capture_output=True, text=True, timeout=60, check=False)
-    assert r.returncode == 2 and "workers must be 1" in r.stderr
+    assert r.returncode == 2 and "workers" in r.stderr
 
 
 def test_sighup_reload_applies_a_new_dedicated_entry(db: psycopg.Connection, router: ShardRouterServer,

@@ -1,5 +1,5 @@
 """The shard router's daemon and session fill the shared front end's Protocols (no type checker
-runs here), and its config refuses what the daemon does not do."""
+runs here), and its config gives the daemon what it uses."""
 
 from __future__ import annotations
 
@@ -30,9 +30,15 @@ def test_the_shard_daemon_provides_what_the_front_end_asks_of_it() -> None:
     assert sorted(n for n in _members(ServerOwner) if not hasattr(session, n)) == []
 
 
-def test_more_than_one_worker_is_refused_with_a_reason() -> None:
-    with pytest.raises(ValidationError, match="workers must be 1"):
-        ShardConfig.model_validate({**BASE, "workers": 2})
+def test_workers_and_tls_are_config_the_daemon_uses(tmp_path) -> None:
+    cfg = ShardConfig.model_validate({**BASE, "workers": 2})
+    assert ShardDaemon(cfg, tmp_path / "shard.toml").role == "supervisor"
+    with pytest.raises(ValidationError, match="workers"):
+        ShardConfig.model_validate({**BASE, "workers": 0})
+    # [tls] is the dbproxy's model: a certificate that does not load is a located config error
+    with pytest.raises(ValidationError, match="tls.cert_file"):
+        ShardConfig.model_validate({**BASE, "tls": {"cert_file": str(tmp_path / "nope.pem"),
+                                                    "key_file": str(tmp_path / "nope.key")}})
 
 
 def test_the_console_answers_shard_for_from_the_config() -> None:

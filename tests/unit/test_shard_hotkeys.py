@@ -95,3 +95,24 @@ def test_hot_keys_skew_and_metrics() -> None:
     assert ("tierproxy_shard_skew_ratio", ()) in names
     assert ("tierproxy_shard_statements_total", (("shard", "s0"),)) in names
     assert ("tierproxy_shard_hottest_key_share", (("group", "users"),)) in names
+
+
+def test_workers_summaries_travel_as_json_and_merge() -> None:
+    """With workers = N each worker sends `to_json()` over the control channel (JSON lines); the
+    merged view counts every worker's statements and keeps integer and text keys apart."""
+    import json
+
+    a, b = HotKeys(["s0", "s1"], capacity=10), HotKeys(["s0", "s1"], capacity=10)
+    for _ in range(30):
+        a.record("users", 7, "s1")
+    for _ in range(20):
+        b.record("users", 7, "s1")
+        b.record("users", "7", "s0")
+    b.record_shard("s0")
+    parts = [json.loads(json.dumps(h.to_json())) for h in (a, b)]
+    merged = HotKeys.merged(parts, ["s0", "s1"], 10)
+    top = merged.top(2)
+    assert [(h.key, h.shard, h.count, h.error) for h in top] == [(7, "s1", 50, 0), ("7", "s0", 20, 0)]
+    assert merged.shard_counts == {"s0": 21, "s1": 50}
+    assert merged.skew().busiest == "s1"
+    assert HotKeys.merged([], ["s0", "s1"], 10).top() == []
