@@ -144,6 +144,8 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--db-admin-port", type=int, default=9187, help="tierproxy dbproxy admin port")
     demo.add_argument("--dns-port", type=int, default=5353, help="tierproxy geodns port (UDP and TCP)")
     demo.add_argument("--dns-admin-port", type=int, default=9053, help="tierproxy geodns admin port")
+    demo.add_argument("--shard-port", type=int, default=6433, help="tierproxy shard port")
+    demo.add_argument("--shard-admin-port", type=int, default=9188, help="tierproxy shard admin port")
     args = parser.parse_args(argv)
     if args.command == "check-config":
         return check_config(args.file, args.daemon)

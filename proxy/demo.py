@@ -6,7 +6,9 @@ through the dbproxy, and `tierproxy lb` in front of the workers: data center "ea
 Data center "west" is a second `tierproxy lb` on 127.0.2.1 (same ports, another loopback address)
 in front of its own N workers, and `tierproxy geodns` answers `www.demo.test` with the east or
 west balancer's address by the client's region (127.0.0.2 and 10.1/16 are east, 127.0.0.3 and
-10.2/16 west), leaving a data center out when its balancer has no healthy backend. The east
+10.2/16 west), leaving a data center out when its balancer has no healthy backend. Four more
+PostgreSQL servers are shards behind `tierproxy shard` with a `users` table keyed by user_id
+(proxy/devstack/demo_shards.py: their initdbs run while the rest starts). The east
 balancer runs in this process under the normal runtime (SIGTERM drains, SIGHUP reloads the
 generated config); everything else is a child process, stopped when the demo ends.
 """
@@ -24,6 +26,7 @@ from proxy.core.config import load_config
 from proxy.core.runtime import run, setup_logging
 from proxy.devstack.daemons import DaemonProcess, start_daemon
 from proxy.devstack.dbproxy import DbProxyServer, start_dbproxy
+from proxy.devstack.demo_shards import DemoShards
 from proxy.devstack.ports import PortLock
 from proxy.devstack.postgres import PgCluster, start_pg_cluster
 from proxy.devstack.redis import start_redis
@@ -125,16 +128,21 @@ def run_demo(args: argparse.Namespace) -> int:
     west_workers = WebWorkers(workdir)
     children: list[DaemonProcess] = []
     port_locks: list[PortLock] = []
+    shards: DemoShards | None = None
     try:
         # Every fixed port first, before PostgreSQL and the rest take seconds to start: a port that
         # something listens on stops the demo now, naming the holder (ports in TIME_WAIT from a
         # run stopped a moment ago are free: proxy/devstack/ports.py). The balancer's stay locked
         # until it binds them; dbproxy's are claimed again by start_dbproxy.
         port_locks = [PortLock(args.port), PortLock(args.admin_port)]
-        for db_port in (args.db_port, args.db_admin_port, args.dns_port, args.dns_admin_port):
+        for db_port in (args.db_port, args.db_admin_port, args.dns_port, args.dns_admin_port,
+                        args.shard_port, args.shard_admin_port):
             PortLock(db_port).release()
         print("starting redis-server, PostgreSQL (a primary and 2 replicas), tierproxy dbproxy, "
-              "web workers, the west balancer and tierproxy geodns ...", flush=True)
+              "web workers, the west balancer, tierproxy geodns, and 4 PostgreSQL shards behind "
+              "tierproxy shard ...", flush=True)
+        shards = DemoShards(workdir, port=args.shard_port, admin_port=args.shard_admin_port)
+        shards.begin()
         redis = start_redis(log_dir=workdir)
         cluster = start_pg_cluster(2, log_dir=workdir / "pg", name="demo")
         assert cluster.primary is not None
@@ -152,6 +160,7 @@ def run_demo(args: argparse.Namespace) -> int:
         children.append(start_daemon(
             "geodns", demo_geodns_config(args.dns_port, args.dns_admin_port, args.admin_port),
             admin_port=args.dns_admin_port, log_dir=workdir, name="geodns"))  # fmt: skip
+        shards.finish()
         dns_admin = f"http://127.0.0.1:{args.dns_admin_port}"
         dig = f"dig @127.0.0.1 -p {args.dns_port} www.demo.test +short"
         config_path = workdir / "lb.toml"
@@ -201,6 +210,8 @@ def run_demo(args: argparse.Namespace) -> int:
                 f"  (or drain the data center itself: curl -s -X POST -H 'Content-Type: application/json' "
                 f"{dns_admin}/datacenters/west/drain)",
                 "",
+                *shards.banner(),
+                "",
                 f"config: {config_path} (edit it and send SIGHUP to reload); Ctrl-C stops everything",
             ]
         )
@@ -213,6 +224,8 @@ def run_demo(args: argparse.Namespace) -> int:
             lock.release()
         for child in children:
             child.close()
+        if shards is not None:
+            shards.close()
         west_workers.close()
         workers.close()
         if dbproxy is not None:

@@ -455,6 +455,13 @@ class PgCluster:
     # -- building ---------------------------------------------------------------------------
 
     def init_primary(self, timeout: float = READY_TIMEOUT) -> PgServer:
+        """initdb, configure and start the primary; ready when this returns."""
+        return self.prepare_primary(timeout).start(timeout)
+
+    def prepare_primary(self, timeout: float = READY_TIMEOUT) -> PgServer:
+        """initdb and configure the primary, not started. Safe in a worker thread (initdb is a
+        short-lived child), so several clusters can run initdb at once; start the postmasters
+        from the main thread (`spawn`), where they keep their parent-death signal."""
         port_lock = allocate_port(HOST)
         data_dir = self.base_dir / "primary"
         server = PgServer(self, f"{self.name}-primary-{port_lock.port}", port_lock, data_dir, "primary")
@@ -503,7 +510,7 @@ class PgCluster:
         with open(data_dir / "postgresql.conf", "a") as f:
             f.write("\n# tierproxy devstack (test-only: durability off)\n")
             f.writelines(f"{key} = {conf_value(value)}\n" for key, value in conf.items())
-        return server.start(timeout)
+        return server
 
     def _spawn_base_backup(self, index: int) -> tuple[PgServer, subprocess.Popen[str]]:
         assert self.primary is not None

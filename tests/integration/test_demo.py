@@ -9,6 +9,9 @@ import subprocess
 import sys
 import urllib.request
 
+import psycopg
+
+from proxy.devstack.demo_shards import SHARD_PASSWORD, SHARD_USER
 from proxy.devstack.ports import allocate_port
 from tests.integration.geodnsproc import allocate_dns_port
 from tests.integration.lbproc import REPO, wait_for
@@ -24,16 +27,18 @@ def _post(url: str, body: bytes) -> tuple[int, dict]:
 def test_demo_serves_sessions_through_the_balancer_and_stops_cleanly(tmp_path):
     port, admin, db_port, db_admin = allocate_port(), allocate_port(), allocate_port(), allocate_port()
     dns_port, dns_admin = allocate_dns_port(), allocate_port()
+    shard_port, shard_admin = allocate_port(), allocate_port()
     for lock in (port, admin, db_port, db_admin):
         # As a demo stopped a moment ago leaves them: no listener, connections in TIME_WAIT.
         leave_time_wait(lock.port)
-    for lock in (port, admin, db_port, db_admin, dns_port, dns_admin):
+    for lock in (port, admin, db_port, db_admin, dns_port, dns_admin, shard_port, shard_admin):
         lock.release()  # the demo claims its ports itself (it takes them from the command line)
     log = open(tmp_path / "demo.log", "w+b")
     proc = subprocess.Popen(
         [sys.executable, "-m", "proxy.cli", "demo", "--port", str(port.port), "--admin-port", str(admin.port),
          "--db-port", str(db_port.port), "--db-admin-port", str(db_admin.port),
-         "--dns-port", str(dns_port.port), "--dns-admin-port", str(dns_admin.port)],
+         "--dns-port", str(dns_port.port), "--dns-admin-port", str(dns_admin.port),
+         "--shard-port", str(shard_port.port), "--shard-admin-port", str(shard_admin.port)],
         stdout=log, stderr=subprocess.STDOUT, cwd=REPO, env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
     try:
@@ -74,6 +79,25 @@ def test_demo_serves_sessions_through_the_balancer_and_stops_cleanly(tmp_path):
             capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL,
         )
         assert out.stdout.strip() == "hello from the demo test", out.stderr
+        # Four shards behind tierproxy shard: the printed psql command logs in without a prompt
+        # (stdin closed: a prompt would fail), and a count through the router is the sum of the
+        # counts read directly on the shards (their addresses from the router's /status).
+        shard_psql = next(line.strip() for line in text.splitlines()
+                          if line.strip().startswith("PGPASSFILE=") and line.strip().endswith(f"-p {shard_port.port} -U app postgres"))  # fmt: skip
+        out = subprocess.run(shard_psql + " -Atc 'SELECT count(*) FROM users'", shell=True, capture_output=True,
+                             text=True, timeout=30, stdin=subprocess.DEVNULL, env={**os.environ, "PGCONNECT_TIMEOUT": "10"})  # fmt: skip
+        assert out.returncode == 0, out.stderr
+        with urllib.request.urlopen(f"http://127.0.0.1:{shard_admin.port}/status", timeout=5) as resp:
+            shard_status = json.loads(resp.read())
+        assert [s["name"] for s in shard_status["shards"]] == ["s0", "s1", "s2", "s3"]
+        direct = []
+        for s in shard_status["shards"]:
+            host, sport = s["address"].rsplit(":", 1)
+            with psycopg.connect(host=host, port=int(sport), user=SHARD_USER, password=SHARD_PASSWORD,
+                                 dbname="postgres", sslmode="disable") as conn:  # fmt: skip
+                direct.append(conn.execute("SELECT count(*) FROM users").fetchone()[0])
+        assert all(n > 0 for n in direct), direct  # the users are spread over all four shards
+        assert int(out.stdout.strip()) == sum(direct), (out.stdout, direct)
         # Two data centers behind tierproxy geodns: each region gets its own balancer (the printed
         # dig commands), west's balancer serves its own workers, and draining west's backends
         # moves west's clients to east.
