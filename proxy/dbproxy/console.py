@@ -17,6 +17,8 @@ from typing import Any
 from proxy.pgfront import console as framework
 from proxy.pgfront.console import Command, Rows
 
+from .cluster_view import CLUSTER_COLUMNS, cluster_rows
+
 __all__ = ["COMMANDS", "run_console"]
 
 
@@ -74,6 +76,11 @@ def _stats(s: Mapping[str, Any]) -> Rows:
     return cols, rows
 
 
+def _cluster(s: Mapping[str, Any]) -> Rows:
+    """The Patroni cluster the proxy follows (no rows with a static topology): cluster_view.py."""
+    return CLUSTER_COLUMNS, cluster_rows(s.get("cluster"))
+
+
 def _version(s: Mapping[str, Any]) -> Rows:
     return ("version",), [(f"tierproxy dbproxy {s['version']}",)]
 
@@ -87,6 +94,7 @@ COMMANDS: dict[str, Command] = {
     "SERVERS": _servers,
     "CLIENTS": _clients,
     "BACKENDS": _backends,
+    "CLUSTER": _cluster,
     "STATS": _stats,
     "VERSION": _version,
     "HELP": _help,

@@ -22,6 +22,7 @@ from aiohttp import web
 from prometheus_client.core import Metric
 
 from proxy.core.admin import AdminServer, make_admin_app
+from proxy.core.adminguard import AdminGuard
 from proxy.core.config import load_config, parse_hostport
 from proxy.core.metrics import FuncCollector, Histogram, new_registry
 from proxy.core.workers import ControlChannel, WorkerSet, process_role, start_worker_channel
@@ -35,11 +36,13 @@ from proxy.pgfront.server import ServerConn, error_fields, send_cancel
 from .causal import CommitClock, WalPosition, claim_slot, create_slots, slots_path
 from .classify import ClassifierCache
 from .classify_types import Decision
+from .cluster_view import failover_metrics
 from .config import DbProxyConfig
 from .console import run_console
 from .failover import FENCED_SQLSTATE, FencedPools, PatroniFollower
 from .faults import query_timed_out, replica_marked_down, restart_query_timer
 from .monitor import BackendStatus, ReplicaMonitor, usable_for_reads
+from .patroni_admin import add_patroni_routes
 from .router import PRIMARY, ReplicaView, RouteReason
 from .session import ClientSession
 from .stats import collect, merge, merge_console, snapshot
@@ -117,8 +120,10 @@ class DbProxyDaemon:
         self.clock = self._make_clock(cfg)
         self.registry = new_registry()
         self.registry.register(FuncCollector(self._collect))
+        self.registry.register(FuncCollector(lambda: failover_metrics(self.cluster_status())))
         self.server: asyncio.base_events.Server | None = None
         self.admin: AdminServer | None = None
+        self.admin_guard: AdminGuard | None = None
         self._sweeper: asyncio.Task[None] | None = None
         self.started_at = time.time()
 
@@ -225,8 +230,11 @@ class DbProxyDaemon:
             self.workers = WorkerSet(Path(self.config_path), self.cfg.workers, lambda _i: None,
                                      daemon="dbproxy", on_message=self._worker_message)  # fmt: skip
             await self.workers.start()
-        app = make_admin_app(self.registry, before_scrape=self._refresh_stats)
+        self.admin_guard = AdminGuard(parse_hostport(self.cfg.admin.address)[0], self.cfg.admin.token,
+                                      self.cfg.admin.allowed_hosts)  # fmt: skip
+        app = make_admin_app(self.registry, before_scrape=self._refresh_stats, guard=self.admin_guard)
         app.router.add_get("/status", self._status_handler)
+        add_patroni_routes(app, self)  # POST /switchover
         self.admin = AdminServer(app, self.cfg.admin.address)
         try:
             await self.admin.start()
@@ -251,11 +259,14 @@ class DbProxyDaemon:
             self.cfg.listen, self.cfg.admin.address, self.cfg.workers, self.cfg.topology
         ):
             raise ValueError("listen, admin.address, workers and [topology] cannot change on reload; restart instead")
+        token = new.admin.token  # read before anything changes: a vanished file fails the reload
         creds = Credentials(new.auth)
         tls = tls_context(new.tls)  # a renewed certificate applies to new clients
         old = self.cfg
         self.cfg = new
         self.creds = creds
+        if self.admin_guard is not None:
+            self.admin_guard.update(token, new.admin.allowed_hosts)  # a token rotates with a reload
         self.login_limiter.limit = new.auth.max_failed_logins_per_minute
         self.max_message_length = new.max_message_bytes
         self.tls_context = tls
@@ -314,17 +325,20 @@ class DbProxyDaemon:
         self._spawn(self.monitor.poll_once())  # the new primary's status now, not a poll later
         log.warning("re-pointed", extra={"primary": primary, "replicas": [n for n, _, _ in replicas]})
 
-    def fence_old(self, address: tuple[str, int]) -> None:
+    def fence_old(self, address: tuple[str, int]) -> int:
         """`address` is no longer the leader: no write may reach it. Idle pooled connections to
         it are closed; a session holding one ends with FATAL 57P01 (as PostgreSQL ends sessions
         on a server shutting down), its client reconnects and is held until a leader is confirmed."""
         self.pools.close_backend(PRIMARY)
+        cut = 0
         for conn in self.pools.servers():
             if conn.backend == PRIMARY and conn.address == address and not conn.closed:
+                cut += conn.session is not None
                 conn.fatal = error_fields("FATAL", FENCED_SQLSTATE,
                                           f"terminating connection: the primary {address[0]}:{address[1]} is no "
                                           "longer the Patroni leader (failover); reconnect")  # fmt: skip
                 conn.abort()
+        return cut
 
     async def drain(self) -> None:
         if self.workers is not None:
@@ -588,8 +602,12 @@ class DbProxyDaemon:
                 "prepared": len(c.prepared), "tx_status": c.status.decode(),
             })  # fmt: skip
         return {"pools": pools, "servers": servers, "clients": clients, "backends": self._backends(),
-                "routes": self.metrics.route_rows(),
+                "routes": self.metrics.route_rows(), "cluster": self.cluster_status(),
                 "version": VERSION}  # fmt: skip
+
+    def cluster_status(self) -> dict[str, Any] | None:
+        """/status's `topology` (SHOW CLUSTER, the failover metrics); None with a static topology."""
+        return self.follower.status() if self.follower is not None else None
 
     async def _status_handler(self, _request: web.Request) -> web.Response:
         await self._refresh_stats()
@@ -599,7 +617,7 @@ class DbProxyDaemon:
                 "clients": snap["clients"], "pools": snap["pools"], "ready": self.monitor.ready,
                 "classifier_cache": snap["cache"]}  # fmt: skip
         if self.follower is not None:
-            body["topology"] = self.follower.status()
+            body["topology"] = self.cluster_status()
         return web.json_response(body)
 
     def _collect(self) -> Iterable[Metric]:
@@ -627,7 +645,8 @@ class DbProxyDaemon:
     async def _answer_console(self, index: int, rid: int) -> None:
         assert self.workers is not None
         snaps = [reply["console"] for reply in await self.workers.ask("console")]
-        self.workers.send_to(index, {"rid": rid, "console": merge_console(snaps, self._backends({}))})
+        merged = merge_console(snaps, self._backends({})) | {"cluster": self.cluster_status()}
+        self.workers.send_to(index, {"rid": rid, "console": merged})
 
     async def _on_control(self, msg: dict[str, Any]) -> dict[str, Any] | None:
         """Worker: the supervisor's messages (see proxy/core/workers.py)."""

@@ -22,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -33,6 +32,8 @@ from proxy.pgfront.server import ServerConn, ServerError, error_fields
 from proxy.pgwire.errors import CONNECTION_FAILURE
 
 from .config import TopologyConfig
+from .cluster_view import histogram_json, member_rows, source_health
+from .failover_history import FailoverHistory
 from .patroni_source import EtcdWatchSource, PatroniRestSource
 from .router import PRIMARY
 from .topology import Topology, WriteVerdict, write_verdict
@@ -128,7 +129,7 @@ class PatroniFollower:
         login: Callable[[], tuple[str, str | None]],
         connect_timeout: float,
         repoint: Callable[[str, list[tuple[str, str, int]]], None],
-        fence_old: Callable[[tuple[str, int]], None],
+        fence_old: Callable[[tuple[str, int]], int | None],
     ) -> None:
         self.cfg = cfg
         self.login = login
@@ -139,11 +140,12 @@ class PatroniFollower:
         self.topology: Topology | None = None
         self.confirmed: tuple[str, int] | None = None  # where writes go
         self.confirmed_name: str | None = None
-        self.failovers: deque[dict[str, Any]] = deque(maxlen=MAX_FAILOVERS_KEPT)
-        self.failovers_total = 0
+        self.history = FailoverHistory(MAX_FAILOVERS_KEPT)  # the last failovers, totals for /metrics
+        self.sessions_cut = 0  # sessions ended with 57P01 because their primary lost the lead
         self.source_errors = 0
         self.last_error: str | None = None
-        self._pending: dict[str, Any] | None = None  # the failover in progress
+        self.last_error_at: float | None = None  # wall clock
+        self.last_view_at: float | None = None  # wall clock of the last view that changed
         self._confirming: asyncio.Task[None] | None = None
         self._task: asyncio.Task[None] | None = None
         self.source: PatroniRestSource | EtcdWatchSource
@@ -182,10 +184,12 @@ class PatroniFollower:
         # The last view is kept: an unreachable Patroni or etcd is not "no leader".
         self.source_errors += 1
         self.last_error = str(exc)[:300]
+        self.last_error_at = time.time()
         log.warning("topology source error", extra={"error": self.last_error})
 
     def _on_topology(self, topology: Topology) -> None:
         self.topology = topology
+        self.last_view_at = time.time()
         leader = topology.leader_member
         address = leader.address if leader is not None else None
         log.info("topology", extra={"leader": topology.leader, "version": topology.version,
@@ -203,15 +207,15 @@ class PatroniFollower:
         old, old_name = self.confirmed, self.confirmed_name
         self.confirmed = self.confirmed_name = None
         self.gate.close(reason)
-        if self._pending is None:
-            self._pending = {"at": time.time(), "from": old_name, "to": None, "reason": reason,
-                             "held_before": self.gate.held_total, "errors_before": self._errors()}  # fmt: skip
+        self.history.begin(time.time(), old_name, reason, held=self.gate.held_total, errors=self._errors())
         log.warning("leader lost: holding writes", extra={"old": old_name, "reason": reason})
         if old is not None:
-            self.fence_old(old)
+            cut = self.fence_old(old)
+            self.sessions_cut += cut if isinstance(cut, int) else 0
 
     def _errors(self) -> int:
-        return self.gate.timeouts + self.gate.refused
+        """Clients answered with an error instead of a result because of a failover so far."""
+        return self.gate.timeouts + self.gate.refused + self.sessions_cut
 
     def _confirm_soon(self) -> None:
         if self._confirming is None or self._confirming.done():
@@ -239,14 +243,9 @@ class PatroniFollower:
         self.confirmed, self.confirmed_name = address, name
         self.repoint(f"{address[0]}:{address[1]}", replica_specs(topology))
         held = self.gate.open()
-        pending, self._pending = self._pending, None
-        if pending is not None:
-            self.failovers_total += 1
-            pending.update(to=name, hold_seconds=round(held, 3),
-                           held=self.gate.held_total - pending.pop("held_before"),
-                           errors=self._errors() - pending.pop("errors_before"))  # fmt: skip
-            self.failovers.append(pending)
-            log.warning("leader confirmed: writes released", extra=dict(pending))
+        record = self.history.finish(name, held, held=self.gate.held_total, errors=self._errors())
+        if record is not None:
+            log.warning("leader confirmed: writes released", extra=record.to_json())
         else:
             log.info("leader confirmed", extra={"leader": name})
 
@@ -295,22 +294,28 @@ class PatroniFollower:
     # -- reporting ------------------------------------------------------------------------------
 
     def status(self) -> dict[str, Any]:
+        """/status -> topology (and SHOW CLUSTER, /metrics): cluster_view.py says what each field is."""
         t = self.topology
         return {
             "source": "patroni-rest" if self.cfg.patroni_urls else "etcd",
+            "source_health": source_health(self.source_errors, self.last_error, self.last_error_at,
+                                           self.last_view_at, getattr(self.source, "ok_at", None)),
             "leader": t.leader if t is not None else None,
             "confirmed": self.confirmed_name,
+            "replicas": [m.name for m in t.replicas] if t is not None else [],
             "writes_held": not self.gate.is_open, "hold_reason": None if self.gate.is_open else self.gate.reason,
             "held_now": self.gate.held_now, "held_total": self.gate.held_total,
             "hold_timeouts": self.gate.timeouts, "hold_refused": self.gate.refused,
-            "failovers_total": self.failovers_total, "failovers": list(self.failovers),
+            "sessions_cut": self.sessions_cut,
+            "failovers_total": self.history.total, "failovers": self.history.to_json(),
+            "failover_in_progress": self.history.in_progress,
+            "failover_held_total": self.history.held_total, "failover_errors_total": self.history.errors_total,
+            "hold_seconds": histogram_json(self.history.hold),
             "source_errors": self.source_errors, "last_error": self.last_error,
-            "members": [] if t is None else [
-                {"name": m.name, "role": m.role, "state": m.state, "address": m.address and f"{m.host}:{m.port}",
-                 "timeline": m.timeline, "lag": m.lag} for m in t.members
-            ],
+            "members": member_rows(t),
             "synchronous_mode": t.synchronous_mode if t is not None else None,
             "sync_standbys": sorted(t.sync_standbys) if t is not None else [],
+            "paused": t.paused if t is not None else False,
         }  # fmt: skip
 
 

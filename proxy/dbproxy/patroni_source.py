@@ -67,8 +67,10 @@ class _Emitter:
         self.on_error = on_error
         self.last: Topology | None = None
         self.views = 0
+        self.ok_at: float | None = None  # wall clock of the last good answer, changed or not
 
     async def emit(self, topology: Topology) -> None:
+        self.ok_at = time.time()
         if same_view(self.last, topology):
             self.last = topology
             return
@@ -104,6 +106,10 @@ class PatroniRestSource:
     @property
     def last(self) -> Topology | None:
         return self._emitter.last
+
+    @property
+    def ok_at(self) -> float | None:
+        return self._emitter.ok_at
 
     async def fetch_once(self, session: aiohttp.ClientSession) -> Topology:
         """One /cluster answer, from the endpoint that last answered or the next ones in turn."""
@@ -186,6 +192,10 @@ class EtcdWatchSource:
     @property
     def last(self) -> Topology | None:
         return self._emitter.last
+
+    @property
+    def ok_at(self) -> float | None:
+        return self._emitter.ok_at
 
     def _key_range(self) -> dict[str, str]:
         return {"key": _b64(self.prefix), "range_end": _b64(_prefix_end(self.prefix))}
