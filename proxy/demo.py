@@ -1,7 +1,8 @@
 """`tierproxy demo`: the architecture on one machine, with real processes on loopback.
 
-Today: a Redis server (the session store), a PostgreSQL primary with two streaming replicas behind
-`tierproxy dbproxy`, N stateless web workers (workers/web.py) that keep notes in the database
+Today: a Redis server (the session store), a PostgreSQL primary with two streaming replicas run by
+Patroni (with one local etcd member) behind `tierproxy dbproxy`, which follows Patroni's leader
+(proxy/devstack/demo_patroni.py), N stateless web workers (workers/web.py) that keep notes in the database
 through the dbproxy, and `tierproxy lb` in front of the workers: data center "east" on 127.0.0.1.
 Data center "west" is a second `tierproxy lb` on 127.0.2.1 (same ports, another loopback address)
 in front of its own N workers, and `tierproxy geodns` answers `www.demo.test` with the east or
@@ -25,10 +26,9 @@ from pathlib import Path
 from proxy.core.config import load_config
 from proxy.core.runtime import run, setup_logging
 from proxy.devstack.daemons import DaemonProcess, start_daemon
-from proxy.devstack.dbproxy import DbProxyServer, start_dbproxy
+from proxy.devstack.demo_patroni import DemoDatabase, start_demo_database
 from proxy.devstack.demo_shards import DemoShards
 from proxy.devstack.ports import PortLock
-from proxy.devstack.postgres import PgCluster, start_pg_cluster
 from proxy.devstack.redis import start_redis
 from proxy.devstack.web import WebWorkers
 from proxy.lb.config import LbConfig
@@ -122,8 +122,7 @@ def run_demo(args: argparse.Namespace) -> int:
     setup_logging("warning", json_lines=False)
     workdir = Path(tempfile.mkdtemp(prefix="tierproxy-demo-"))
     redis = None
-    cluster: PgCluster | None = None
-    dbproxy: DbProxyServer | None = None
+    database: DemoDatabase | None = None
     workers = WebWorkers(workdir)
     west_workers = WebWorkers(workdir)
     children: list[DaemonProcess] = []
@@ -138,17 +137,15 @@ def run_demo(args: argparse.Namespace) -> int:
         for db_port in (args.db_port, args.db_admin_port, args.dns_port, args.dns_admin_port,
                         args.shard_port, args.shard_admin_port):
             PortLock(db_port).release()
-        print("starting redis-server, PostgreSQL (a primary and 2 replicas), tierproxy dbproxy, "
+        print("starting redis-server, etcd and Patroni (PostgreSQL: a primary and 2 replicas), tierproxy dbproxy, "
               "web workers, the west balancer, tierproxy geodns, and 4 PostgreSQL shards behind "
               "tierproxy shard ...", flush=True)
         shards = DemoShards(workdir, port=args.shard_port, admin_port=args.shard_admin_port)
         shards.begin()
         redis = start_redis(log_dir=workdir)
-        cluster = start_pg_cluster(2, log_dir=workdir / "pg", name="demo")
-        assert cluster.primary is not None
-        cluster.primary.psql(SCHEMA)
-        dbproxy = start_dbproxy(cluster, log_dir=workdir, users={"app": "app-secret"},
-                                port=args.db_port, admin_port=args.db_admin_port)  # fmt: skip
+        database = start_demo_database(workdir, db_port=args.db_port, db_admin_port=args.db_admin_port,
+                                       schema=SCHEMA)  # fmt: skip
+        dbproxy = database.dbproxy
         db_url = dbproxy.dsn("app", "postgres")
         for i in range(args.workers):
             workers.start(f"web{i + 1}", sessions=redis.url, extra_args=["--database-url", db_url])
@@ -177,9 +174,7 @@ def run_demo(args: argparse.Namespace) -> int:
                 f"  load balancer   {lb_url}/  in front of "
                 + ", ".join(f"{w.name} ({w.address})" for w in workers),
                 f"  session store   {redis.url}",
-                f"  dbproxy         {dbproxy.host}:{dbproxy.port} (admin http://{dbproxy.host}:"
-                f"{dbproxy.admin_port}/status) in front of primary {cluster.primary.address}, "
-                "replicas " + ", ".join(r.address for r in cluster.replicas),
+                *database.banner_lines(),
                 "",
                 "try:",
                 f"  curl -s {lb_url}/whoami                      # answers alternate between the workers",
@@ -212,6 +207,8 @@ def run_demo(args: argparse.Namespace) -> int:
                 "",
                 *shards.banner(),
                 "",
+                *database.failover_lines(),
+                "",
                 f"config: {config_path} (edit it and send SIGHUP to reload); Ctrl-C stops everything",
             ]
         )
@@ -228,10 +225,8 @@ def run_demo(args: argparse.Namespace) -> int:
             shards.close()
         west_workers.close()
         workers.close()
-        if dbproxy is not None:
-            dbproxy.close()
-        if cluster is not None:
-            cluster.close()
+        if database is not None:
+            database.close()
         if redis is not None:
             redis.close()
         shutil.rmtree(workdir, ignore_errors=True)

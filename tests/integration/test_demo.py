@@ -115,6 +115,24 @@ def test_demo_serves_sessions_through_the_balancer_and_stops_cleanly(tmp_path):
             if "127.0.2.1" in line and "/drain" in line:
                 subprocess.run(line.strip(), shell=True, capture_output=True, timeout=20, check=True)
         wait_for(lambda: dig(dig_west) == "127.0.0.1", 20, "west's clients to fail over to east")
+        # The database tier runs under Patroni and the dbproxy follows it: the printed SHOW CLUSTER
+        # lists the three members, one leader; the printed kill of the primary's postmaster makes
+        # Patroni promote a replica, and the printed write (one turn of the loop) lands on it
+        # through the same proxy address.
+        show = next(line.split("#")[0].strip() for line in text.splitlines() if "SHOW CLUSTER" in line)
+        out = subprocess.run(show + " -At -F '|'", shell=True, capture_output=True, text=True, timeout=30,
+                             stdin=subprocess.DEVNULL)  # fmt: skip
+        members = [row.split("|") for row in out.stdout.splitlines()]
+        assert sorted(m[0] for m in members) == ["node1", "node2", "node3"], out.stdout + out.stderr
+        assert [m[1] for m in members].count("leader") == 1, members
+        leader_port = next(m[3] for m in members if m[1] == "leader").rsplit(":", 1)[1]
+        kill = next(line.split("#")[0].strip() for line in text.splitlines() if "(the primary now)" in line)
+        write = next(line for line in text.splitlines() if "while sleep" in line).split("#")[0].strip()
+        write = write.removeprefix("while sleep 0.5; do ").removesuffix("; done")
+        subprocess.run(kill, shell=True, check=True, timeout=20)
+        out = subprocess.run(write, shell=True, capture_output=True, text=True, timeout=90, stdin=subprocess.DEVNULL)
+        assert out.returncode == 0, out.stderr  # held while no leader, then run on the new one
+        assert out.stdout.strip().splitlines()[0].split("|")[1] != leader_port, out.stdout
         proc.send_signal(signal.SIGINT)
         assert proc.wait(30) == 0
     finally:
