@@ -21,34 +21,25 @@ Theory of operation
 
 A peer whose binary is missing is skipped with the apt package to install. A target that fails to
 start, or a run with failed transactions or a pgbench error, makes the exit status 1 after the
-report of what did run.
+report of what did run. Running pgbench, the rounds, the summary and the report are
+bench/pgbench.py's, shared with the shard router's benchmark.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import os
-import re
 import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
-from bench import plot
-from bench.common import (
-    Binary,
-    find_binary,
-    format_table,
-    machine_info,
-    median,
-    round_ratio,
-    tree_cpu_seconds,
-)
+from bench.common import Binary, find_binary, machine_info
+from bench.pgbench import Target, run_rounds, summarise, write_report
+from bench.pgbench import log as _log
 from bench.pgpeers import Peer, start_pgbouncer, start_pgpool
 from proxy.devstack.dbproxy import DbProxyServer, start_dbproxy
 from proxy.devstack.postgres import PgCluster, start_pg_cluster
@@ -90,76 +81,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workloads", default=",".join(WORKLOADS), help=f"subset of {','.join(WORKLOADS)}")
     parser.add_argument("--smoke", action="store_true", help="1 s runs, 1 round: checks the harness, not the speed")
     parser.add_argument("--out", type=Path, help="output dir (bench/results/dbproxy-<timestamp>/)")
-
-
-def _log(message: str) -> None:
-    print(f"[bench] {message}", file=sys.stderr, flush=True)
-
-
-class Target:
-    def __init__(self, name: str, description: str, port: int, user: str, password: str, pids: list[int],
-                 alive: Any) -> None:  # fmt: skip
-        self.name, self.description, self.port = name, description, port
-        self.user, self.password, self.pids, self.alive = user, password, pids, alive
-
-
-_TPS = re.compile(r"^tps = ([0-9.]+)", re.MULTILINE)
-_LAT = re.compile(r"^latency average = ([0-9.]+) ms", re.MULTILINE)
-_FAILED = re.compile(r"^number of failed transactions: (\d+)", re.MULTILINE)
-_DONE = re.compile(r"^number of transactions actually processed: (\d+)", re.MULTILINE)
-
-
-def parse_pgbench(text: str) -> dict[str, Any]:
-    """TPS, average latency, processed and failed transactions from pgbench's report."""
-    def grab(rx: re.Pattern[str], cast: Any) -> Any:
-        m = rx.search(text)
-        return cast(m.group(1)) if m else None
-
-    return {"tps": grab(_TPS, float), "latency_ms": grab(_LAT, float), "processed": grab(_DONE, int),
-            "failed": grab(_FAILED, int), "aborted": "aborted" in text or "error:" in text}  # fmt: skip
-
-
-def _pgbench(pgbench: str, target: Target, flags: list[str], settings: dict[str, Any], seconds: int) -> dict[str, Any]:
-    env = {**os.environ, "PGPASSWORD": target.password, "PGSSLMODE": "disable"}
-    argv = [pgbench, *flags, "-c", str(settings["clients"]), "-j", "2", "-T", str(seconds), "-n",
-            "-h", "127.0.0.1", "-p", str(target.port), "-U", target.user, "postgres"]  # fmt: skip
-    cpu0 = tree_cpu_seconds(target.pids) if target.pids else None
-    done = subprocess.run(argv, check=False, env=env, capture_output=True, text=True, timeout=seconds + 120)
-    cpu1 = tree_cpu_seconds(target.pids) if target.pids else None
-    result = parse_pgbench(done.stdout + done.stderr)
-    result["exit"] = done.returncode
-    result["proxy_cpu_s"] = round(cpu1 - cpu0, 3) if cpu0 is not None and cpu1 is not None else None
-    if result["proxy_cpu_s"] and result["processed"]:
-        result["tps_per_cpu_s"] = result["processed"] / result["proxy_cpu_s"]
-    else:
-        result["tps_per_cpu_s"] = None
-    result["output_tail"] = (done.stdout + done.stderr)[-1500:]
-    return result
-
-
-def _summarise(runs: list[dict[str, Any]], targets: list[str], workloads: list[str]) -> list[dict[str, Any]]:
-    rows = []
-    for w in workloads:
-        by_target = {}
-        for t in targets:
-            mine = [r for r in runs if r["workload"] == w and r["target"] == t]
-            if not mine:
-                continue
-            by_target[t] = {
-                "workload": w, "target": t, "tps": median(r["tps"] for r in mine),
-                "latency_ms": median(r["latency_ms"] for r in mine),
-                "failed": sum((r["failed"] or 0) for r in mine),
-                "proxy_cpu_s": median(r["proxy_cpu_s"] for r in mine),
-                "tps_per_cpu_s": median(r["tps_per_cpu_s"] for r in mine),
-            }  # fmt: skip
-        for row in by_target.values():
-            for peer, key in (("pgbouncer", "vs_pgbouncer"), ("pgpool", "vs_pgpool")):
-                row[key] = round_ratio([r for r in runs if r["workload"] == w], row["target"], peer, "tps")
-            base_cpu = by_target.get("pgbouncer", {}).get("tps_per_cpu_s")
-            row["cpu_vs_pgbouncer"] = (row["tps_per_cpu_s"] / base_cpu
-                                       if base_cpu and row["tps_per_cpu_s"] else None)  # fmt: skip
-            rows.append(row)
-    return rows
 
 
 def _start(wanted: list[str], cluster: PgCluster, workdir: Path, bins: dict[str, Binary], settings: dict[str, Any],
@@ -241,24 +162,8 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
             return 1
         cluster.wait_for_replicas_caught_up(timeout=120)
         targets = _start(wanted, cluster, workdir, bins, settings, closers, problems)
-        for t in targets:
-            if settings["warmup_s"] > 0:
-                _pgbench(pgbench, t, WORKLOADS["select-only extended"], settings, settings["warmup_s"])
-        for rnd in range(1, settings["rounds"] + 1):
-            for w in workloads:
-                for t in targets:
-                    if not t.alive():
-                        continue
-                    r = {"round": rnd, "workload": w, "target": t.name, "started": time.time(),
-                         **_pgbench(pgbench, t, WORKLOADS[w], settings, settings["duration_s"])}  # fmt: skip
-                    runs.append(r)
-                    _log(f"round {rnd} {w} {t.name}: {r['tps'] or 0:,.0f} TPS, failed {r['failed']}, "
-                         f"proxy CPU {r['proxy_cpu_s']}")  # fmt: skip
-                    if r["exit"] != 0 or r["failed"] or r["tps"] is None:
-                        problems.append(f"{t.name} {w} round {rnd}: pgbench exit {r['exit']}, failed "
-                                        f"{r['failed']}:\n{r['output_tail'][-600:]}")  # fmt: skip
-                    if not t.alive():
-                        problems.append(f"{t.name} died during round {rnd}")
+        run_rounds(pgbench, targets, {w: WORKLOADS[w] for w in workloads}, settings,
+                   WORKLOADS["select-only extended"], runs, problems)  # fmt: skip
     except DevstackError as exc:
         print(f"cannot benchmark: {exc}", file=sys.stderr)
         return 1
@@ -272,27 +177,14 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
         shutil.rmtree(workdir, ignore_errors=True)
 
     names = [t for t in wanted if any(r["target"] == t for r in runs)]
-    rows = _summarise(runs, names, workloads)
-    table = format_table(rows, COLUMNS)
+    rows = summarise(runs, names, workloads, ratios_to=("pgbouncer", "pgpool"), cpu_ratio_to="pgbouncer")
     header = (f"tierproxy dbproxy benchmark: pgbench -c{settings['clients']} -j2 -T{settings['duration_s']}, "
               f"scale {settings['scale']}, {settings['rounds']} round(s), medians, tierproxy workers = "
               f"{settings['workers']}\n{machine['note']}")  # fmt: skip
-    print(header)
-    print(table)
-    for p in problems:
-        print(f"NOTE: {p}")
-    for m in missing:
-        print(f"SKIPPED: {m}")
-    (out / "table.txt").write_text(header + "\n" + table + "\n")
-    png = out / "dbproxy.png"
-    plotted = plot.grouped_bar_chart(
-        rows, png, group="workload", series="target",
-        panels=(("tps", "TPS (median)"), ("tps_per_cpu_s", "transactions per proxy CPU-second")),
-        title=f"tierproxy dbproxy vs peers ({machine['nproc']} shared cores)",
-    )  # fmt: skip
-    results = {"benchmark": "dbproxy", "command": ["python", "-m", "bench", *argv], "started": started,
-               "settings": settings, "machine": machine, "skipped": missing, "problems": problems,
-               "summary": rows, "runs": runs, "table": table, "png": png.name if plotted else None}  # fmt: skip
-    (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
-    _log(f"wrote {out / 'results.json'}, {out / 'table.txt'}" + (f", {png}" if plotted else ""))
+    write_report(out, benchmark="dbproxy", header=header, rows=rows, columns=COLUMNS,
+                 panels=(("tps", "TPS (median)"), ("tps_per_cpu_s", "transactions per proxy CPU-second")),
+                 title=f"tierproxy dbproxy vs peers ({machine['nproc']} shared cores)",
+                 results={"command": ["python", "-m", "bench", *argv], "started": started, "settings": settings,
+                          "machine": machine, "runs": runs},
+                 problems=problems, missing=missing)  # fmt: skip
     return 1 if problems else 0

@@ -59,9 +59,10 @@ def bar_chart(rows: Sequence[dict[str, Any]], path: Path, title: str) -> bool:
 
 
 def grouped_bar_chart(rows: Sequence[dict[str, Any]], path: Path, *, group: str, series: str,
-                      panels: Sequence[tuple[str, str]], title: str) -> bool:  # fmt: skip
+                      panels: Sequence[tuple[str, ...]], title: str) -> bool:  # fmt: skip
     """Bars of `rows` grouped by `group` (e.g. workload), one bar per `series` value (e.g. target),
-    one subplot per (key, label) in `panels`. False (and no file) without matplotlib."""
+    one subplot per (key, label) or (key, label, format of the bar labels, default ",.0f") in
+    `panels`. False (and no file) without matplotlib."""
     try:
         import matplotlib
 
@@ -73,7 +74,7 @@ def grouped_bar_chart(rows: Sequence[dict[str, Any]], path: Path, *, group: str,
     names = list(dict.fromkeys(r[series] for r in rows))
     width = 0.8 / max(1, len(names))
     fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4.5), squeeze=False)
-    for ax, (key, label) in zip(axes[0], panels):
+    for ax, (key, label, *fmt) in zip(axes[0], panels):
         for i, name in enumerate(names):
             xs, ys = [], []
             for g, gname in enumerate(groups):
@@ -85,7 +86,7 @@ def grouped_bar_chart(rows: Sequence[dict[str, Any]], path: Path, *, group: str,
                 continue  # e.g. "direct" has no proxy CPU
             bars = ax.bar(xs, ys, width, label=name, color=_COLOURS.get(name))
             for bar, y in zip(bars, ys):
-                ax.annotate(f"{y:,.0f}", (bar.get_x() + bar.get_width() / 2, y), ha="center",
+                ax.annotate(format(y, fmt[0] if fmt else ",.0f"), (bar.get_x() + bar.get_width() / 2, y), ha="center",
                             va="bottom", fontsize=7)
         ax.set_xticks([g + width * (len(names) - 1) / 2 for g in range(len(groups))], groups, fontsize=9)
         ax.set_title(label, fontsize=10)

@@ -1,0 +1,165 @@
+"""pgbench runs shared by the PostgreSQL benchmarks (`bench/dbproxy.py`, `bench/shard.py`).
+
+A `Target` is somewhere pgbench connects (a proxy, a peer, or the server itself: "direct"), with
+the pids whose process trees are the proxy's CPU. `run_pgbench` runs pgbench once against a
+target and parses its report, with the proxy's CPU seconds around the run (common.py's
+`tree_cpu_seconds`). `run_rounds` runs a warm-up per target, then `rounds` rounds in which every
+(workload, target) pair runs once in a fixed order, so slow drift of the machine hits all of them
+alike. `summarise` gives per (workload, target) the medians over rounds, failed transactions summed
+(never hidden), ratios to peers per round (common.py's `round_ratio`) and, against a baseline,
+the latency a target adds per round (the median of its latency minus the baseline's in the same
+round). `write_report` prints the table and writes table.txt, results.json and the PNG.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from bench import plot
+from bench.common import format_table, median, round_ratio, tree_cpu_seconds
+
+__all__ = ["Target", "log", "parse_pgbench", "round_difference", "run_pgbench", "run_rounds", "summarise",
+           "write_report"]
+
+
+def log(message: str) -> None:
+    print(f"[bench] {message}", file=sys.stderr, flush=True)
+
+
+class Target:
+    def __init__(self, name: str, description: str, port: int, user: str, password: str, pids: list[int],
+                 alive: Callable[[], bool]) -> None:  # fmt: skip
+        self.name, self.description, self.port = name, description, port
+        self.user, self.password, self.pids, self.alive = user, password, pids, alive
+
+
+_TPS = re.compile(r"^tps = ([0-9.]+)", re.MULTILINE)
+_LAT = re.compile(r"^latency average = ([0-9.]+) ms", re.MULTILINE)
+_FAILED = re.compile(r"^number of failed transactions: (\d+)", re.MULTILINE)
+_DONE = re.compile(r"^number of transactions actually processed: (\d+)", re.MULTILINE)
+
+
+def parse_pgbench(text: str) -> dict[str, Any]:
+    """TPS, average latency, processed and failed transactions from pgbench's report."""
+    def grab(rx: re.Pattern[str], cast: Any) -> Any:
+        m = rx.search(text)
+        return cast(m.group(1)) if m else None
+
+    return {"tps": grab(_TPS, float), "latency_ms": grab(_LAT, float), "processed": grab(_DONE, int),
+            "failed": grab(_FAILED, int), "aborted": "aborted" in text or "error:" in text}  # fmt: skip
+
+
+def run_pgbench(pgbench: str, target: Target, flags: Sequence[str], clients: int, seconds: int) -> dict[str, Any]:
+    """One `pgbench FLAGS -c clients -j 2 -T seconds` at `target` (database postgres, no TLS)."""
+    env = {**os.environ, "PGPASSWORD": target.password, "PGSSLMODE": "disable"}
+    argv = [pgbench, *flags, "-c", str(clients), "-j", "2", "-T", str(seconds), "-n",
+            "-h", "127.0.0.1", "-p", str(target.port), "-U", target.user, "postgres"]  # fmt: skip
+    cpu0 = tree_cpu_seconds(target.pids) if target.pids else None
+    done = subprocess.run(argv, check=False, env=env, capture_output=True, text=True, timeout=seconds + 120)
+    cpu1 = tree_cpu_seconds(target.pids) if target.pids else None
+    result = parse_pgbench(done.stdout + done.stderr)
+    result["exit"] = done.returncode
+    result["proxy_cpu_s"] = round(cpu1 - cpu0, 3) if cpu0 is not None and cpu1 is not None else None
+    if result["proxy_cpu_s"] and result["processed"]:
+        result["tps_per_cpu_s"] = result["processed"] / result["proxy_cpu_s"]
+    else:
+        result["tps_per_cpu_s"] = None
+    result["output_tail"] = (done.stdout + done.stderr)[-1500:]
+    return result
+
+
+def run_rounds(pgbench: str, targets: Sequence[Target], workloads: Mapping[str, Sequence[str]],
+               settings: Mapping[str, Any], warmup_flags: Sequence[str], runs: list[dict[str, Any]],
+               problems: list[str]) -> None:  # fmt: skip
+    """Warm-up per target (`warmup_flags`, `settings["warmup_s"]`), then the rounds; every run is
+    appended to `runs`, every failure (pgbench exit, failed transactions, a dead target) to
+    `problems`."""
+    for t in targets:
+        if settings["warmup_s"] > 0:
+            run_pgbench(pgbench, t, warmup_flags, settings["clients"], settings["warmup_s"])
+    for rnd in range(1, settings["rounds"] + 1):
+        for w, flags in workloads.items():
+            for t in targets:
+                if not t.alive():
+                    continue
+                r = {"round": rnd, "workload": w, "target": t.name, "started": time.time(),
+                     **run_pgbench(pgbench, t, flags, settings["clients"], settings["duration_s"])}  # fmt: skip
+                runs.append(r)
+                log(f"round {rnd} {w} {t.name}: {r['tps'] or 0:,.0f} TPS, failed {r['failed']}, "
+                    f"proxy CPU {r['proxy_cpu_s']}")  # fmt: skip
+                if r["exit"] != 0 or r["failed"] or r["tps"] is None:
+                    problems.append(f"{t.name} {w} round {rnd}: pgbench exit {r['exit']}, failed "
+                                    f"{r['failed']}:\n{r['output_tail'][-600:]}")  # fmt: skip
+                if not t.alive():
+                    problems.append(f"{t.name} died during round {rnd}")
+
+
+def round_difference(runs: list[dict[str, Any]], target: str, base: str, key: str) -> float | None:
+    """Median over rounds of `target`'s `key` minus `base`'s in the same round (None without a
+    pair): e.g. the latency a proxy adds over going direct."""
+    value = {(r.get("round"), r["target"]): r.get(key) for r in runs}
+    return median(v - value[(rnd, base)] for (rnd, name), v in value.items()
+                  if name == target and v is not None and value.get((rnd, base)) is not None)  # fmt: skip
+
+
+def summarise(runs: list[dict[str, Any]], targets: Sequence[str], workloads: Sequence[str], *,
+              ratios_to: Sequence[str] = (), cpu_ratio_to: str | None = None,
+              added_over: str | None = None) -> list[dict[str, Any]]:  # fmt: skip
+    """One row per (workload, target): medians, failed summed; `vs_<peer>` (TPS ratio per round)
+    for each of `ratios_to`, `cpu_vs_<peer>` for `cpu_ratio_to` (TPS per proxy CPU-second), and
+    with `added_over` (a baseline such as "direct") `added_latency_ms`."""
+    rows = []
+    for w in workloads:
+        mine_w = [r for r in runs if r["workload"] == w]
+        by_target = {}
+        for t in targets:
+            mine = [r for r in mine_w if r["target"] == t]
+            if not mine:
+                continue
+            by_target[t] = {
+                "workload": w, "target": t, "tps": median(r["tps"] for r in mine),
+                "latency_ms": median(r["latency_ms"] for r in mine),
+                "failed": sum((r["failed"] or 0) for r in mine),
+                "proxy_cpu_s": median(r["proxy_cpu_s"] for r in mine),
+                "tps_per_cpu_s": median(r["tps_per_cpu_s"] for r in mine),
+            }  # fmt: skip
+        for row in by_target.values():
+            for peer in ratios_to:
+                row[f"vs_{peer}"] = round_ratio(mine_w, row["target"], peer, "tps")
+            if cpu_ratio_to is not None:
+                base_cpu = by_target.get(cpu_ratio_to, {}).get("tps_per_cpu_s")
+                row[f"cpu_vs_{cpu_ratio_to}"] = (row["tps_per_cpu_s"] / base_cpu
+                                                 if base_cpu and row["tps_per_cpu_s"] else None)  # fmt: skip
+            if added_over is not None:
+                row["added_latency_ms"] = round_difference(mine_w, row["target"], added_over, "latency_ms")
+            rows.append(row)
+    return rows
+
+
+def write_report(out: Path, *, benchmark: str, header: str, rows: list[dict[str, Any]],
+                 columns: Sequence[tuple[str, str, str]], panels: Sequence[tuple[str, ...]], title: str,
+                 results: dict[str, Any], problems: Sequence[str], missing: Sequence[str]) -> None:  # fmt: skip
+    """Print the table (and NOTE/SKIPPED lines), write table.txt, `<benchmark>.png` (when
+    matplotlib is there) and results.json (`results` plus summary, table and png)."""
+    table = format_table(rows, columns)
+    print(header)
+    print(table)
+    for p in problems:
+        print(f"NOTE: {p}")
+    for m in missing:
+        print(f"SKIPPED: {m}")
+    (out / "table.txt").write_text(header + "\n" + table + "\n")
+    png = out / f"{benchmark}.png"
+    plotted = plot.grouped_bar_chart(rows, png, group="workload", series="target", panels=panels, title=title)
+    body = {"benchmark": benchmark, **results, "skipped": list(missing), "problems": list(problems),
+            "summary": rows, "table": table, "png": png.name if plotted else None}  # fmt: skip
+    (out / "results.json").write_text(json.dumps(body, indent=2) + "\n")
+    log(f"wrote {out / 'results.json'}, {out / 'table.txt'}" + (f", {png}" if plotted else ""))
