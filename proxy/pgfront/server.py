@@ -47,7 +47,7 @@ from proxy.pgwire.messages import (
     decode_backend,
 )
 
-__all__ = ["QueryResult", "ServerConn", "ServerError", "ServerOwner", "SyncGroup", "collect_query", "end_open_group", "error_fields", "open_server", "send_cancel"]
+__all__ = ["QueryResult", "ServerConn", "ServerError", "ServerOwner", "SyncGroup", "collect_answer", "collect_query", "end_open_group", "error_fields", "open_server", "send_cancel"]
 
 log = logging.getLogger("tierproxy.pgfront")
 _INT32 = struct.Struct("!i")
@@ -346,11 +346,13 @@ class ServerConn(asyncio.Protocol):
 
 
 class QueryResult:
-    """What a simple Query answered, collected whole (`ServerConn.collect_query`): the last
-    statement's columns, every DataRow, each CommandComplete tag, the first ErrorResponse, and
-    the server's other messages for the client (NoticeResponse, ParameterStatus), as bytes."""
+    """What a simple Query (or an extended-protocol group) answered, collected whole
+    (`collect_query`, `collect_answer`): the last statement's columns, every DataRow, each
+    CommandComplete tag, the first ErrorResponse, the server's other messages for the client
+    (NoticeResponse, ParameterStatus), as bytes, and the raw ParameterDescription,
+    RowDescription and NoData messages (`described`: what a Describe answered)."""
 
-    __slots__ = ("columns", "error", "other", "rows", "status", "tags")
+    __slots__ = ("columns", "described", "error", "other", "rows", "status", "tags")
 
     def __init__(self) -> None:
         self.columns: list[Any] = []  # FieldDescription of the last RowDescription
@@ -358,6 +360,7 @@ class QueryResult:
         self.tags: list[str] = []
         self.error: dict[str, str] | None = None
         self.other: list[bytes] = []
+        self.described: list[bytes] = []
         self.status = b"I"
 
 
@@ -366,11 +369,18 @@ async def collect_query(conn: ServerConn, sql: str) -> QueryResult:
     even when the connection is attached to a session: what a proxy that merges several servers'
     answers needs (the shard router's scatter/gather). Raises ServerError if the connection is
     lost."""
+    return await collect_answer(conn, encode.query(sql))
+
+
+async def collect_answer(conn: ServerConn, payload: bytes, *, extended: bool = False) -> QueryResult:
+    """Write `payload` (a Query, or extended-protocol messages ending with one Sync: `extended`)
+    and collect the answer up to its ReadyForQuery, as `collect_query`. A COPY FROM STDIN the
+    statement starts is failed at once (CopyFail: the caller has no rows to send)."""
     internal_before = conn._internal
     conn._internal = True
     out = QueryResult()
     try:
-        conn.write(encode.query(sql))
+        conn.write(payload)
         while True:
             msg = await conn._recv()
             t = msg.type
@@ -378,6 +388,9 @@ async def collect_query(conn: ServerConn, sql: str) -> QueryResult:
                 out.rows.append(decode_backend(msg).values)
             elif t == b"T":
                 out.columns = list(decode_backend(msg).fields)
+                out.described.append(bytes(msg.raw))
+            elif t in (b"t", b"n"):
+                out.described.append(bytes(msg.raw))
             elif t == b"C":
                 out.tags.append(decode_backend(msg).tag)
             elif t == b"E":
@@ -391,7 +404,11 @@ async def collect_query(conn: ServerConn, sql: str) -> QueryResult:
                     ps = decode_backend(msg)
                     conn.params[ps.name] = ps.value
                 out.other.append(bytes(msg.raw))
-            # EmptyQueryResponse, CopyInResponse (refused by the caller), ...: ignored
+            elif t == b"G":
+                # The server ignores the Sync it got during copy-in: it needs one after the failure.
+                conn.write(encode.copy_fail("COPY FROM STDIN is not supported here")
+                           + (encode.sync() if extended else b""))
+            # EmptyQueryResponse, ParseComplete, BindComplete, ...: nothing to collect
     finally:
         conn._internal = internal_before
 

@@ -7,8 +7,10 @@ Flush). The batch's shard is decided at its Binds: each Bind's statement (the SQ
 is planned with the bound parameter values (`key = $1`: the value of $1, decoded from text or
 binary format; only the parameters that hold a key are decoded). All the Binds of a batch must
 plan to one shard; a batch without a Bind (a Parse and Describe: what a driver's "prepare" sends)
-runs on the transaction's shard, else the shard the session used last, else the first shard.
-Statements needing several shards get 0A000 (scatter/gather is the simple protocol's). Session
+runs on the transaction's shard, else the first shard (whose catalog answers type introspection).
+A Sync's batch with statements needing several shards, or Binds needing different shards, is
+answered by the router itself outside a transaction (extended_scatter.py: scatter/gather, split
+INSERTs, executemany over shards); inside one, txn.py refuses a second shard (0A000). Session
 statements (BEGIN, COMMIT, SET, ...) go where the batch's other statements go (else as a batch
 without a Bind): the shard's ReadyForQuery then tells the session its transaction state. A SET
 sent this way holds on that shard only.
@@ -41,7 +43,8 @@ from proxy.pgwire import encode
 from proxy.pgwire.errors import FEATURE_NOT_SUPPORTED, PgProtocolError
 from proxy.pgwire.framing import Message
 
-from .keys import Param, Refuse, Session, SetKey, decode_param
+from . import extended_scatter
+from .keys import All, One, Param, Refuse, Session, SetKey, Some, decode_param
 from .maps import KeyTypeError
 from .txn import Forward, Reply, step
 
@@ -156,6 +159,12 @@ async def dispatch(s: ShardSession, *, sync: bool) -> None:
     open_conn = s.ext_open
     shard: str | None = open_conn.backend if open_conn is not None and not open_conn.closed else None
     held: tuple[str, ...] = ()
+    counted: list[tuple[Any, str, Any]] = []
+    bound_shard: str | None = None  # where this batch's earlier Binds go
+    # Statements for several shards, or Binds of one Sync for different shards: the router
+    # answers the batch itself (extended_scatter.py), outside a transaction and when no group
+    # with a Bind is open on a shard.
+    can_scatter = sync and not tracker.state.open and not s.ext_open_bound
     for _raw, aux in batch:
         if aux is None or aux[0] != "bind":
             continue
@@ -165,6 +174,11 @@ async def dispatch(s: ShardSession, *, sync: bool) -> None:
         if isinstance(planned, Refuse):
             return await _skip(s, batch, planned.sqlstate, planned.message, sync)
         sql, plan, params = planned
+        if can_scatter and (isinstance(plan, Some | All) or isinstance(plan, Refuse) and plan.sqlstate ==
+                            FEATURE_NOT_SUPPORTED and s.d.router.analyze(sql).kind == "insert"
+                            or isinstance(plan, One) and not plan.any_shard and bound_shard is not None
+                            and plan.shard != bound_shard):
+            return await _router_answers(s, batch)
         if isinstance(plan, SetKey):
             return await _skip(s, batch, FEATURE_NOT_SUPPORTED, "SET tierproxy.shard_key: send it as a "
                          "simple query", sync)
@@ -177,8 +191,8 @@ async def dispatch(s: ShardSession, *, sync: bool) -> None:
         if isinstance(decision, Reply) or isinstance(decision, Forward) and (
                 len(decision.parts) != 1 or decision.parts[0][1][-1] != sql):
             why = plan.message if isinstance(plan, Refuse) else (
-                "a statement for several shards through the extended protocol (use a simple "
-                "query: scatter/gather is done for simple queries only)")
+                "a statement for several shards in a group ended by Flush or joined to a Bind "
+                "already sent to a shard (send it with a Sync of its own)")
             return await _skip(s, batch, plan.sqlstate if isinstance(plan, Refuse) else FEATURE_NOT_SUPPORTED,
                          why, sync)  # fmt: skip
         assert isinstance(decision, Forward)
@@ -197,13 +211,20 @@ async def dispatch(s: ShardSession, *, sync: bool) -> None:
         if shard is not None and target != shard:
             return await _skip(s, batch, FEATURE_NOT_SUPPORTED, f"statements of one Sync need shards "
                          f"{shard} and {target}: send them in separate Syncs", sync)
-        shard = target
+        shard = bound_shard = target
         tracker.state = state
         held = decision.parts[0][1][:-1]
+        counted.append((plan, sql, params))
+    for plan, sql, params in counted:
         s.d.count_plan(plan, sql, params)
     if shard is None:
         st = tracker.state
-        shard = st.shard or s.last_shard or s.d.router.shards[0]
+        # No Bind (a driver's prepare: Parse/Describe) describes on the first shard, whose
+        # catalog answers the driver's type introspection too (catalog.py): the type OIDs of
+        # types created on every shard differ per shard. Session statements' Binds go to the
+        # shard used last.
+        has_bind = any(aux is not None and aux[0] == "bind" for _, aux in batch)
+        shard = st.shard or (s.last_shard if has_bind else None) or s.d.router.shards[0]
     try:
         conn = await s._attach(shard)
     except ServerError as exc:
@@ -229,6 +250,20 @@ async def dispatch(s: ShardSession, *, sync: bool) -> None:
             tracker.done = None
             tracker.shard = None
     return None
+
+
+async def _router_answers(s: ShardSession, batch: list[tuple[bytes, Any]]) -> None:
+    """The batch needs several shards: extended_scatter answers it (after ending a prepare's
+    open group, which the client has had the answers of)."""
+    conn = s.ext_open
+    if conn is not None and not conn.closed:
+        try:
+            await end_open_group(conn)
+        except ServerError as exc:
+            s._shard_failed(conn.backend, exc)
+            return
+    s.ext_open = None
+    await extended_scatter.run(s, batch)
 
 
 async def _skip(s: ShardSession, batch: list[tuple[bytes, Any]], sqlstate: str, message: str, sync: bool) -> None:

@@ -60,7 +60,7 @@ from .values import (
     sort_key,
 )
 
-__all__ = ["GatherPlan", "Merged", "SortKey", "Target", "merge", "merge_command_tags", "plan_gather"]
+__all__ = ["GatherPlan", "Merged", "SortKey", "Target", "merge", "merge_command_tags", "plan_gather", "window"]
 
 NOT_SUPPORTED = "0A000"
 
@@ -447,6 +447,14 @@ def _resolve_limit(v: int | Param | None, params: Sequence[Any] | None, what: st
         if v < 0:
             raise _MergeError(f"{what} must not be negative")
     return v
+
+
+def window(plan: GatherPlan, params: Sequence[Any] | None) -> tuple[int, int | None] | Refuse:
+    """The (OFFSET, LIMIT) the merged rows get, with bound values for `$n`."""
+    try:
+        return _resolve_limit(plan.offset, params, "OFFSET") or 0, _resolve_limit(plan.limit, params, "LIMIT")
+    except _MergeError as exc:
+        return _refuse(str(exc))
 
 
 def _sort(rows: list[list[str | None]], keys: Sequence[SortKey], oids: Sequence[int],

@@ -41,6 +41,7 @@ from pglast import ast, parse_sql
 from pglast.parser import ParseError
 from pglast.stream import RawStream
 
+from .catalog import catalog_only
 from .maps import Key, KeyTypeError, ShardMap, check_key
 
 __all__ = [
@@ -477,7 +478,7 @@ def _analyze_stmt(sql: str, stmt: Any, groups: Sequence[GroupSpec],
     if isinstance(stmt, _DDL):
         return Analysis(sql, "ddl")
     tables = stmt_tables(stmt)
-    if not tables:
+    if not tables or catalog_only(tables):  # catalog.py: every shard answers alike
         if hint is not None:  # shard_key comment: the group is resolved by plan
             return Analysis(sql, "keyed", keys=(hint[1],))
         return Analysis(sql, "no_table")
