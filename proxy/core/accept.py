@@ -15,7 +15,7 @@ import asyncio
 import errno
 import logging
 import socket
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 __all__ = ["Acceptor", "listen_sockets"]
 
@@ -54,13 +54,16 @@ def listen_sockets(host: str, port: int, *, reuse_port: bool = False, backlog: i
 
 
 class Acceptor:
-    """Serves one listening socket: each connection gets a protocol from `factory`."""
+    """Serves one listening socket: each connection gets a protocol from `factory`, or is given
+    to `hand_over` (a listener's own: PROXY header, TLS handshake), which must close it on failure."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop, sock: socket.socket,
-                 factory: Callable[[], asyncio.BaseProtocol]) -> None:  # fmt: skip
+                 factory: Callable[[], asyncio.BaseProtocol],
+                 hand_over: Callable[[socket.socket], Awaitable[None]] | None = None) -> None:  # fmt: skip
         self._loop = loop
         self._sock = sock
         self._factory = factory
+        self._hand_over_fn = hand_over or self._hand_over
         self._reading = False
         self._closed = False
         self._pending: set[asyncio.Task[object]] = set()  # hand-overs not yet done
@@ -100,7 +103,7 @@ class Acceptor:
                 # Others (ECONNABORTED: the client gave up while queued) concern one connection.
                 return
             conn.setblocking(False)
-            task = self._loop.create_task(self._hand_over(conn))
+            task = self._loop.create_task(self._hand_over_fn(conn))
             self._pending.add(task)
             task.add_done_callback(self._pending.discard)
 

@@ -8,6 +8,7 @@ its Host/Origin checks and mutating ones its content-type and token checks first
 from __future__ import annotations
 
 import json
+import ssl
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
@@ -69,15 +70,17 @@ def make_admin_app(
 class AdminServer:
     """Runs an admin app on one address; `start`/`stop` bracket the daemon's life."""
 
-    def __init__(self, app: web.Application, address: str) -> None:
+    def __init__(self, app: web.Application, address: str, ssl_context: ssl.SSLContext | None = None) -> None:
         self.app = app
         self.host, self.port = parse_hostport(address)
+        self.ssl_context = ssl_context  # TLS on the admin port (the lb's [admin.tls])
         self._runner: web.AppRunner | None = None
 
     async def start(self) -> None:
         self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, self.port, reuse_address=True)
+        site = web.TCPSite(self._runner, self.host, self.port, reuse_address=True,
+                           ssl_context=self.ssl_context)  # fmt: skip
         await site.start()
 
     async def stop(self) -> None:

@@ -17,6 +17,9 @@ reach a loopback admin port, and a page can make it send requests there.
 * A token: with one configured, mutating requests need `Authorization: Bearer <token>` (401
   otherwise), compared in constant time. Reads stay open to what the Host check allows, so a
   Prometheus scraper needs no secret; put the admin port on loopback or a private network.
+  `token_for_reads` (the lb's admin port bound beyond loopback with a token) asks it of every
+  request, reads included.
+* Over TLS (`scheme="https"`) the API's own origin is `https://` + its Host.
 """
 
 from __future__ import annotations
@@ -78,8 +81,11 @@ def is_loopback_host(host: str) -> bool:
 class AdminGuard:
     """The rules above for one admin API. `token` may be swapped (a reload re-reads its file)."""
 
-    def __init__(self, admin_host: str, token: str | None = None, allowed_hosts: Iterable[str] = ()) -> None:
+    def __init__(self, admin_host: str, token: str | None = None, allowed_hosts: Iterable[str] = (),
+                 *, scheme: str = "http", token_for_reads: bool = False) -> None:  # fmt: skip
         self.admin_host = admin_host.lower().strip("[]")
+        self.scheme = scheme
+        self.token_for_reads = token_for_reads
         self.update(token, allowed_hosts)
 
     def update(self, token: str | None, allowed_hosts: Iterable[str]) -> None:
@@ -98,15 +104,17 @@ class AdminGuard:
         """None if the request may proceed, else the status and reason to answer with."""
         if not self.host_ok(host):
             return 403, f"Host {host!r} is not a name this admin API answers to (DNS rebinding guard)"
-        if origin is not None and origin.strip().lower() != f"http://{(host or '').strip().lower()}":
+        if origin is not None and origin.strip().lower() != f"{self.scheme}://{(host or '').strip().lower()}":
             return 403, f"cross-origin request from {origin!r} refused"
-        if method not in MUTATING:
+        if method not in MUTATING and not (self.token_for_reads and self.token is not None):
             return None
         if self.token is not None:
             scheme, _, given = (authorization or "").partition(" ")
             # compare_digest on bytes of any length; the length itself is not secret enough to hide
             if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), self.token.encode()):
                 return 401, "this admin API needs 'Authorization: Bearer <token>' (admin.token_file)"
+        if method not in MUTATING:
+            return None
         mime = (content_type or "").partition(";")[0].strip().lower()
         if mime != "application/json":
             return 415, "changes need 'Content-Type: application/json'"

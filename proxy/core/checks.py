@@ -9,6 +9,7 @@ targets are not probed in lock-step, and feeds each result to the target's `Heal
 from __future__ import annotations
 
 import asyncio
+import ssl
 import random
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -60,15 +61,23 @@ class HttpChecker:
         timeout: float,
         expect_status: Sequence[int],
         host_header: str | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+        server_hostname: str | None = None,
     ) -> CheckResult:
-        url = f"http://{host}:{port}{path}"
+        """`ssl_context`: check over TLS (the backend's certificate verified as the context and
+        `server_hostname` say)."""
+        scheme = "https" if ssl_context is not None else "http"
+        url = f"{scheme}://{host}:{port}{path}"
+        extra: dict[str, object] = {}
+        if ssl_context is not None:
+            extra = {"ssl": ssl_context, "server_hostname": server_hostname}
         headers = {"User-Agent": "tierproxy-health"}
         if host_header:
             headers["Host"] = host_header
         try:
             async with asyncio.timeout(timeout):
                 async with self._get_session().get(
-                    url, headers=headers, allow_redirects=False
+                    url, headers=headers, allow_redirects=False, **extra  # type: ignore[arg-type]
                 ) as resp:
                     await resp.read()
                     status = resp.status

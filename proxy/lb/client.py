@@ -41,6 +41,7 @@ from proxy.http1 import (
     strip_hop_by_hop,
     write_response_head,
 )
+from proxy.lb.dial import open_backend
 from proxy.lb.markdown import MarkedDownMixin
 from proxy.lb.outlier import Outcome
 from proxy.lb.reject import RejectMixin
@@ -307,16 +308,14 @@ class ClientConn(SimpleResponseMixin, MarkedDownMixin, RejectMixin, asyncio.Prot
         fe = self.fe
         try:
             async with asyncio.timeout(fe.cfg.timeouts.connect):
-                _t, up = await fe.loop.create_connection(
-                    lambda: UpstreamConn(backend, fe.cfg.limits.max_header_bytes),
-                    backend.host,
-                    backend.port,
-                )
+                factory = lambda: UpstreamConn(backend, fe.cfg.limits.max_header_bytes)  # noqa: E731
+                # plain TCP, or TLS and/or a PROXY header as the pool says (lb/dial.py)
+                up = await open_backend(fe.loop, self.pool, backend, factory, self)
         except TimeoutError:
             self.connecting = None
             self._attempt_failed(Outcome.TIMEOUT)
             return
-        except OSError:
+        except OSError:  # refused, unreachable, the backend's TLS failed (ssl.SSLError)
             self.connecting = None
             self._attempt_failed(Outcome.CONNECT_FAILED)
             return
@@ -510,6 +509,7 @@ class ClientConn(SimpleResponseMixin, MarkedDownMixin, RejectMixin, asyncio.Prot
             and not backend.draining
             and not backend.removed
             and not up.closed
+            and not up.private
             and len(backend.idle) < fe.limits.max_idle_per_backend
         )
         if reusable:

@@ -12,6 +12,7 @@ from pydantic import Field, field_validator, model_validator
 
 from proxy.core.adminguard import is_loopback_host, read_token
 from proxy.core.config import Address, StrictModel, parse_hostport
+from proxy.lb.frontconfig import AdminTlsConfig, BackendTlsConfig, ListenerConfig, RouteConfig
 from proxy.lb.netpolicy import Network, host_refusal, parse_networks
 
 __all__ = [
@@ -20,6 +21,7 @@ __all__ = [
     "BackendConfig",
     "HealthConfig",
     "LimitsConfig",
+    "ListenerConfig",
     "LbConfig",
     "OutlierConfig",
     "PoolConfig",
@@ -101,6 +103,10 @@ class PoolConfig(StrictModel):
     # retry buffer) and answered 502 otherwise ("redispatch"), or left to time out ("keep").
     on_marked_down: Literal["redispatch", "keep"] = "redispatch"
     sticky: StickyConfig | None = None
+    tls: BackendTlsConfig | None = None  # TLS to this pool's backends
+    # Send a PROXY protocol header (v1 text or v2 binary) with the client's address first on every
+    # backend connection. Such connections carry one client: they are not pooled across clients.
+    proxy_protocol: Literal["v1", "v2"] | None = None
     health: HealthConfig = Field(default_factory=HealthConfig)
     outlier: OutlierConfig = Field(default_factory=OutlierConfig)
     backends: list[BackendConfig] = Field(default_factory=list)
@@ -128,14 +134,6 @@ class PoolConfig(StrictModel):
         if self.mode == "sticky" and self.sticky is None:
             raise ValueError("mode 'sticky' needs a [sticky] table with a secret")
         return self
-
-
-class RouteConfig(StrictModel):
-    """Send requests whose Host and path match to a pool; first match wins."""
-
-    pool: str
-    host: str | None = None  # exact Host (without port), case-insensitive
-    path_prefix: str = Field(default="/", pattern=r"^/")
 
 
 class TimeoutsConfig(StrictModel):
@@ -173,6 +171,9 @@ class AdminConfig(StrictModel):
     # Host names the admin API answers to besides IP literals, localhost names and its own host
     # (e.g. the machine's DNS name for a Prometheus scraper); other names get 403.
     allowed_hosts: list[str] = Field(default_factory=list)
+    # TLS on the admin port (restart to change); needed, with client certificates or a token,
+    # for an address beyond loopback.
+    tls: AdminTlsConfig | None = None
 
     @field_validator("token_file")
     @classmethod
@@ -187,7 +188,9 @@ class AdminConfig(StrictModel):
 
 
 class LbConfig(StrictModel):
+    # One plain-HTTP listener: shorthand for a single [[listeners]] entry named "default".
     listen: Address = "127.0.0.1:8080"  # restart
+    listeners: list[ListenerConfig] = Field(default_factory=list)  # restart to add/remove/move
     admin: AdminConfig = Field(default_factory=AdminConfig)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     # Processes serving `listen` (SO_REUSEPORT) under one supervisor; restart to change.
@@ -213,14 +216,16 @@ class LbConfig(StrictModel):
         nets = self.allowed_backend_networks
         return None if nets is None else parse_networks(nets)
 
+    @property
+    def all_listeners(self) -> list[ListenerConfig]:
+        """`[[listeners]]`, or the one plain listener `listen` stands for."""
+        if self.listeners:
+            return self.listeners
+        return [ListenerConfig(name="default", address=self.listen)]
+
     def warnings(self) -> list[str]:
         """Things that are allowed but probably unwise (`tierproxy check-config` prints them)."""
-        out = []
-        admin_host = parse_hostport(self.admin.address)[0]
-        if not is_loopback_host(admin_host) and self.admin.token_file is None:
-            out.append(f"admin.address: {self.admin.address} is not loopback and no admin.token_file is set: "
-                       "anyone who reaches it can add, drain and remove backends")  # fmt: skip
-        return out
+        return []
 
     @field_validator("pools")
     @classmethod
@@ -241,8 +246,32 @@ class LbConfig(StrictModel):
                 raise ValueError(f"routes[{i}].pool: no pool named {route.pool!r}")
         if self.default_pool is not None and self.default_pool not in self.pools:
             raise ValueError(f"default_pool: no pool named {self.default_pool!r}")
-        if parse_hostport(self.listen) == parse_hostport(self.admin.address):
-            raise ValueError("listen and admin.address must differ")
+        if self.listeners and "listen" in self.model_fields_set:
+            raise ValueError("listen: give either listen or [[listeners]], not both")
+        admin_at = parse_hostport(self.admin.address)
+        names: set[str] = set()
+        addresses: set[tuple[str, int]] = set()
+        for i, lst in enumerate(self.all_listeners):
+            where = f"listeners[{i}]" if self.listeners else "listen"
+            at = parse_hostport(lst.address)
+            if at == admin_at:
+                raise ValueError(f"{where}: listen and admin.address must differ")
+            if lst.name in names or at in addresses:
+                raise ValueError(f"{where}: listener name and address must be unique")
+            names.add(lst.name)
+            addresses.add(at)
+            for j, route in enumerate(lst.routes or ()):
+                if route.pool not in self.pools:
+                    raise ValueError(f"{where}.routes[{j}].pool: no pool named {route.pool!r}")
+            if lst.default_pool is not None and lst.default_pool not in self.pools:
+                raise ValueError(f"{where}.default_pool: no pool named {lst.default_pool!r}")
+        admin_host = admin_at[0]
+        if not is_loopback_host(admin_host):
+            admin = self.admin
+            if admin.tls is None or (admin.tls.client_ca_file is None and admin.token_file is None):
+                raise ValueError(
+                    f"admin.address: {self.admin.address} is not loopback: it needs [admin.tls] and "
+                    "either admin.tls.client_ca_file (client certificates) or admin.token_file")
         allowed = self.backend_networks
         for pname, pool in self.pools.items():
             for i, b in enumerate(pool.backends):

@@ -25,14 +25,15 @@ from typing import Any
 from prometheus_client.core import Metric
 
 from proxy.core.admin import AdminServer, make_admin_app
-from proxy.core.adminguard import AdminGuard
+from proxy.core.adminguard import AdminGuard, is_loopback_host
 from proxy.core.checks import CheckLoop, CheckResult, HttpChecker, tcp_check
 from proxy.core.config import load_config, parse_hostport
 from proxy.core.health import HealthState
+from proxy.core.tls import intermediate_context
 from proxy.core.metrics import FuncCollector, new_registry
 from proxy.lb.admin import add_admin_routes
 from proxy.lb.config import BackendConfig, LbConfig
-from proxy.lb.frontend import Frontend
+from proxy.lb.listeners import Listeners
 from proxy.lb.pool import STATUS_CLASSES, Backend, Pool
 from proxy.lb.stats import collect, merge, snapshot
 from proxy.core.workers import ControlChannel, WorkerSet, process_role, start_worker_channel
@@ -40,6 +41,12 @@ from proxy.core.workers import ControlChannel, WorkerSet, process_role, start_wo
 __all__ = ["LbDaemon"]
 
 log = logging.getLogger("tierproxy.lb")
+
+
+def _bound(cfg: LbConfig) -> list[tuple[object, ...]]:
+    """What a listener binds and how it takes connections: fixed until a restart."""
+    return [(x.name, x.address, x.protocol, x.proxy_protocol, tuple(x.proxy_protocol_from))
+            for x in cfg.all_listeners]  # fmt: skip
 
 
 class LbDaemon:
@@ -57,7 +64,7 @@ class LbDaemon:
         self.registry = new_registry()
         self.registry.register(FuncCollector(self._collect))
         self.checker = HttpChecker()
-        self.fe: Frontend | None = None
+        self.fe: Listeners | None = None
         self.admin: AdminServer | None = None
         self.admin_guard: AdminGuard | None = None
         self.started_at = time.time()
@@ -80,7 +87,7 @@ class LbDaemon:
             # could serve nor sends any to a backend that is down.
             await self._first_checks()
         if self.role != "supervisor":
-            self.fe = Frontend(self.cfg, self.pools)
+            self.fe = Listeners(self.cfg, self.pools)
             try:
                 await self.fe.start(reuse_port=self.role == "worker")
             except OSError:
@@ -97,12 +104,20 @@ class LbDaemon:
             self.workers = WorkerSet(self.config_path, self.cfg.workers, self._worker_ready)
             await self.workers.start()
         admin_host = parse_hostport(self.cfg.admin.address)[0]
-        self.admin_guard = AdminGuard(admin_host, self.cfg.admin.token, self.cfg.admin.allowed_hosts)
+        atls = self.cfg.admin.tls
+        # Beyond loopback (config.py insists on TLS plus client certificates or a token there),
+        # a token guards reads too: /status and /metrics show the topology.
+        self.admin_guard = AdminGuard(admin_host, self.cfg.admin.token, self.cfg.admin.allowed_hosts,
+                                      scheme="https" if atls else "http",
+                                      token_for_reads=not is_loopback_host(admin_host))  # fmt: skip
+        admin_ssl = None
+        if atls is not None:
+            admin_ssl = intermediate_context(atls.cert_file, atls.key_file, client_ca_file=atls.client_ca_file)
         for warning in self.cfg.warnings():
             log.warning(warning)
         app = make_admin_app(self.registry, before_scrape=self._refresh_stats, guard=self.admin_guard)
         add_admin_routes(app, self)
-        self.admin = AdminServer(app, self.cfg.admin.address)
+        self.admin = AdminServer(app, self.cfg.admin.address, admin_ssl)
         try:
             await self.admin.start()
         except OSError:
@@ -118,7 +133,7 @@ class LbDaemon:
                 self._start_checks(pool, b)
         log.info(
             "listening",
-            extra={"listen": self.cfg.listen, "admin": self.cfg.admin.address,
+            extra={"listen": [x.address for x in self.cfg.all_listeners], "admin": self.cfg.admin.address,
                    "pools": list(self.pools), "workers": self.cfg.workers},
         )
 
@@ -126,10 +141,11 @@ class LbDaemon:
         if self.config_path is None:
             raise RuntimeError("no config file to reload from")
         new = load_config(self.config_path, LbConfig)
-        if (new.listen, new.admin.address, new.workers) != (
-            self.cfg.listen, self.cfg.admin.address, self.cfg.workers
+        if (_bound(new), new.admin.address, new.admin.tls, new.workers) != (
+            _bound(self.cfg), self.cfg.admin.address, self.cfg.admin.tls, self.cfg.workers
         ):
-            raise ValueError("listen, admin.address and workers cannot change on reload; restart instead")
+            raise ValueError("listeners (names, addresses, protocols, PROXY protocol), admin.address, "
+                             "admin.tls and workers cannot change on reload; restart instead")
         token = new.admin.token  # read before anything changes: a vanished file fails the reload
         self.apply_config(new)
         if self.admin_guard is not None:
@@ -307,8 +323,10 @@ class LbDaemon:
         else:
 
             async def check() -> CheckResult:
+                ssl_ctx, server_name = pool.dialer.ssl_for(backend) if pool.dialer else (None, None)
                 return await self.checker.check(
-                    backend.host, backend.port, hc.path, hc.timeout, hc.expect_status, hc.host
+                    backend.host, backend.port, hc.path, hc.timeout, hc.expect_status, hc.host,
+                    ssl_ctx, server_name,
                 )
 
         return check
@@ -398,7 +416,9 @@ class LbDaemon:
                              responses=dict(zip(STATUS_CLASSES, c["responses"])))
             pools[name] = pstatus
         return {
-            "listen": self.cfg.listen,
+            "listen": self.cfg.all_listeners[0].address,
+            "listeners": {x.name: {"address": x.address, "protocol": x.protocol}
+                          for x in self.cfg.all_listeners},
             "admin": self.cfg.admin.address,
             "workers": self.cfg.workers,
             "worker_pids": self.workers.pids() if self.workers is not None else [os.getpid()],

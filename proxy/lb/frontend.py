@@ -13,8 +13,7 @@ import logging
 import os
 from typing import TYPE_CHECKING
 
-from proxy.core.accept import Acceptor, listen_sockets
-from proxy.core.config import parse_hostport
+from proxy.core.accept import Acceptor
 from proxy.http1 import HOP_BY_HOP, Framing, RequestHead, ResponseHead, strip_hop_by_hop
 from proxy.lb.client import ClientConn
 from proxy.lb.config import LbConfig, RouteConfig
@@ -27,11 +26,6 @@ if TYPE_CHECKING:
 __all__ = ["Frontend", "cookie_value"]
 
 log = logging.getLogger("tierproxy.lb")
-
-# How often deadlines are checked and the coarse clock advanced. Timeouts fire up to this late.
-SWEEP_INTERVAL = 0.25
-# Transfer rates are judged once a second (every this many sweeps): an O(connections) scan.
-RATE_CHECK_TICKS = 4
 
 _DROP_FROM_CLIENT = frozenset({b"x-forwarded-proto", b"x-forwarded-host", b"x-forwarded-for"})
 
@@ -48,7 +42,13 @@ def cookie_value(headers: list[tuple[bytes, bytes]], name: bytes) -> bytes | Non
 
 
 class Frontend:
-    def __init__(self, cfg: LbConfig, pools: dict[str, Pool]) -> None:
+    """One listener's state. The listeners of a process share the pools, the reject log and
+    one sweeper (`proxy/lb/listeners.py`, which also binds the sockets and hands connections
+    over)."""
+
+    def __init__(self, cfg: LbConfig, pools: dict[str, Pool], name: str = "default",
+                 reject_log: RejectLog | None = None) -> None:  # fmt: skip
+        self.name = name
         self.cfg = cfg
         self.pools = pools
         self.routes: list[tuple[RouteConfig, bytes | None, bytes]] = []
@@ -58,7 +58,6 @@ class Frontend:
         self.conns: set[ClientConn] = set()
         self.draining = False
         self.acceptors: list[Acceptor] = []
-        self._sweeper: asyncio.Task[None] | None = None
         self._rid_prefix = os.urandom(4).hex().encode()
         self._rid = 0
         # Response heads of simple responses, one per status (lb/simple.py): shared, never changed.
@@ -70,86 +69,53 @@ class Frontend:
         self.requests_total = 0
         self.client_errors: dict[int, int] = {}  # protocol errors answered, by status
         self.proxy_errors: dict[int, int] = {}  # 502/503/504 answered by us, by status
-        self.reject_log = RejectLog()  # client_errors logged, at most so many lines a second
+        # client_errors logged, at most so many lines a second (one log for all listeners)
+        self.reject_log = reject_log if reject_log is not None else RejectLog()
 
     def set_config(self, cfg: LbConfig) -> None:
         self.cfg = cfg
+        lst = self.listener = next(x for x in cfg.all_listeners if x.name == self.name)
+        routes = lst.routes if lst.routes is not None else cfg.routes
         self.routes = [
             (r, r.host.lower().encode() if r.host else None, r.path_prefix.encode())
-            for r in cfg.routes
+            for r in routes
         ]
-        self.fallback = cfg.fallback_pool
-        self.listen_authority = cfg.listen.encode()
+        self.fallback = lst.default_pool or cfg.fallback_pool
+        self.listen_authority = lst.address.encode()
+        # X-Forwarded-Proto: a listener's attribute, not a per-request decision.
+        self.scheme = b"https" if lst.protocol == "https" else b"http"
         # Read per request: one attribute load instead of a chain.
         self.timeouts = cfg.timeouts
         self.limits = cfg.limits
         self.first_byte_timeout = cfg.timeouts.connect + cfg.timeouts.backend_response
 
-    # -- listener --------------------------------------------------------------------------
-
-    async def start(self, reuse_port: bool = False) -> None:
-        """Bind and serve. `reuse_port`: several worker processes share the port (the kernel
-        spreads new connections over them)."""
-        host, port = parse_hostport(self.cfg.listen)
-        # Our own batch acceptor, not loop.create_server: see proxy/core/accept.py.
-        socks = listen_sockets(host, port, reuse_port=reuse_port, backlog=4096)
-        self.acceptors = [Acceptor(self.loop, sock, lambda: ClientConn(self)) for sock in socks]
-        for acceptor in self.acceptors:
-            acceptor.start()
-        self._sweeper = self.loop.create_task(self._sweep())
-
     @property
     def port(self) -> int:
         return self.acceptors[0].address[1]
 
-    async def _sweep(self) -> None:
-        """Advance the coarse clock; fire passed deadlines; retire old idle backend conns."""
-        loop = self.loop
-        ticks = 0
-        while True:
-            await asyncio.sleep(SWEEP_INTERVAL)
-            ticks += 1
-            now = self.now = loop.time()
-            for conn in [c for c in self.conns if c.deadline and c.deadline <= now]:
-                try:
-                    conn.on_deadline()
-                except Exception:
-                    log.exception("deadline handling failed")
-                    conn._close()
-            self.reject_log.flush(now)
-            limits = self.cfg.limits
-            if limits.min_transfer_rate and ticks % RATE_CHECK_TICKS == 0:
-                rate, grace = limits.min_transfer_rate, limits.min_rate_grace
-                for conn in [c for c in self.conns if c.too_slow(now, rate, grace)]:
-                    self.slow_clients_total += 1
-                    conn.on_too_slow()
-            idle_limit = now - self.cfg.timeouts.backend_idle
-            for pool in self.pools.values():
-                pool.tick(now)
-                for b in pool.backends.values():
-                    while b.idle and b.idle[0].idle_since < idle_limit:
-                        b.idle.popleft().close()
+    def sweep(self, now: float) -> None:
+        """The shared sweeper's visit (lb/listeners.py): fire passed deadlines."""
+        self.now = now
+        for conn in [c for c in self.conns if c.deadline and c.deadline <= now]:
+            try:
+                conn.on_deadline()
+            except Exception:
+                log.exception("deadline handling failed")
+                conn._close()
 
-    async def drain(self, timeout: float) -> None:
-        """Stop accepting, let in-flight exchanges finish, close the rest at the deadline."""
+    def check_rates(self, now: float) -> None:
+        limits = self.cfg.limits
+        rate, grace = limits.min_transfer_rate, limits.min_rate_grace
+        for conn in [c for c in self.conns if c.too_slow(now, rate, grace)]:
+            self.slow_clients_total += 1
+            conn.on_too_slow()
+
+    def stop_accepting(self) -> None:
         self.draining = True
         for acceptor in self.acceptors:
             acceptor.close()
         for conn in list(self.conns):
             conn.drain()
-        try:
-            async with asyncio.timeout(timeout):
-                while self.conns:
-                    await asyncio.sleep(0.05)
-        except TimeoutError:
-            log.warning("drain deadline passed", extra={"open_connections": len(self.conns)})
-            for conn in list(self.conns):
-                conn._close()
-        if self._sweeper is not None:
-            self._sweeper.cancel()
-        for pool in self.pools.values():
-            for b in pool.backends.values():
-                b.close_idle()
 
     def backend_marked_down(self, backend: Backend) -> tuple[int, int]:
         """`backend` went down (health check or ejection): requests waiting on it are re-sent
@@ -227,8 +193,8 @@ class Frontend:
             # The parser's simple path: no hop-by-hop, X-Forwarded-* or X-Request-ID field, a
             # valid Host, every line checked; forward the lines as they came and add ours.
             self._rid += 1
-            return b"%s %s HTTP/1.1\r\n%sx-forwarded-for: %s\r\nx-forwarded-proto: http\r\nx-forwarded-host: %s\r\nx-request-id: %s-%x\r\n\r\n" % (
-                head.method, head.target, raw, client_ip, head.host, self._rid_prefix, self._rid)  # fmt: skip
+            return b"%s %s HTTP/1.1\r\n%sx-forwarded-for: %s\r\nx-forwarded-proto: %s\r\nx-forwarded-host: %s\r\nx-request-id: %s-%x\r\n\r\n" % (
+                head.method, head.target, raw, client_ip, self.scheme, head.host, self._rid_prefix, self._rid)  # fmt: skip
         headers = head.fields()
         for k, _ in headers:
             if k in HOP_BY_HOP:
@@ -248,7 +214,7 @@ class Frontend:
             out += (k, b": ", v, b"\r\n")
             lines += 1
         out += (b"x-forwarded-for: ", client_ip if xff is None else xff + b", " + client_ip,
-                b"\r\nx-forwarded-proto: http\r\n")
+                b"\r\nx-forwarded-proto: ", self.scheme, b"\r\n")
         lines += 2
         if head.host is not None:
             out += (b"x-forwarded-host: ", head.host, b"\r\n")

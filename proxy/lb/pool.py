@@ -20,6 +20,7 @@ from proxy.core.health import HealthState
 from proxy.core.metrics import Histogram
 from proxy.lb.balancer import Balancer, make_balancer
 from proxy.lb.config import BackendConfig, PoolConfig
+from proxy.lb.dial import make_dialer
 from proxy.lb.outlier import OutlierDetector, Outcome
 from proxy.lb.sticky import StickyCodec
 
@@ -112,6 +113,7 @@ class Pool:
         self._backup_balancer: Balancer
         self._hash_kind, _, hash_name = cfg.hash_key.partition(":")
         self.hash_name = hash_name.lower().encode()
+        self.dialer = make_dialer(cfg)
         self.apply(cfg)
 
     @staticmethod
@@ -138,6 +140,11 @@ class Pool:
         # client address (the other algorithms only read a header/cookie key as a hint).
         self.keyed = self._hash_kind != "client_ip" or cfg.algorithm == "consistent_hash"
         self.retry_non_idempotent = cfg.retry_non_idempotent
+        if old_cfg.tls != cfg.tls or old_cfg.proxy_protocol != cfg.proxy_protocol:
+            # TLS or PROXY header to backends (lb/dial.py); None: plain TCP, opened by the client.
+            self.dialer = make_dialer(cfg)
+            for b in self.backends.values():
+                b.close_idle()  # made under the old settings
         self.sticky = (
             StickyCodec(cfg.sticky.secret.encode(), cfg.sticky.cookie)
             if cfg.mode == "sticky" and cfg.sticky is not None

@@ -17,7 +17,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from proxy.core.metrics import DEFAULT_LATENCY_BUCKETS
 
 if TYPE_CHECKING:
-    from proxy.lb.frontend import Frontend
+    from proxy.lb.listeners import Listeners
     from proxy.lb.pool import Pool
 
 __all__ = ["collect", "empty_snapshot", "merge", "snapshot"]
@@ -27,20 +27,34 @@ STATUS_CLASSES = ("1xx", "2xx", "3xx", "4xx", "5xx")
 
 def empty_snapshot() -> dict[str, Any]:
     return {"conns": 0, "accepted": 0, "refused": 0, "slow": 0, "requests": 0, "client_errors": {},
-            "proxy_errors": {}, "pools": {}}
+            "proxy_errors": {}, "pools": {}, "listeners": {}}
 
 
-def snapshot(fe: Frontend | None, pools: Mapping[str, Pool]) -> dict[str, Any]:
-    """This process's counters."""
+def snapshot(front: Listeners | None, pools: Mapping[str, Pool]) -> dict[str, Any]:
+    """This process's counters: totals, and per listener."""
     snap = empty_snapshot()
-    if fe is not None:
-        snap.update(
-            conns=len(fe.conns), accepted=fe.accepted_total, refused=fe.refused_total,
-            slow=fe.slow_clients_total,
-            requests=fe.requests_total,
-            client_errors={str(k): v for k, v in fe.client_errors.items()},
-            proxy_errors={str(k): v for k, v in fe.proxy_errors.items()},
-        )
+    if front is not None:
+        client_errors: dict[str, int] = {}
+        proxy_errors: dict[str, int] = {}
+        for fe in front.frontends:
+            snap["conns"] += len(fe.conns)
+            snap["accepted"] += fe.accepted_total
+            snap["refused"] += fe.refused_total
+            snap["slow"] += fe.slow_clients_total
+            snap["requests"] += fe.requests_total
+            for k, v in fe.client_errors.items():
+                client_errors[str(k)] = client_errors.get(str(k), 0) + v
+            for k, v in fe.proxy_errors.items():
+                proxy_errors[str(k)] = proxy_errors.get(str(k), 0) + v
+            term = front.tls.get(fe.name)
+            snap["listeners"][fe.name] = {
+                "conns": len(fe.conns), "accepted": fe.accepted_total, "requests": fe.requests_total,
+                "tls_versions": dict(fe.tls_versions), "handshake_failures": dict(fe.handshake_failures),
+                "proxy_refused": fe.proxy_refused, "proxy_bad": fe.proxy_bad,
+                "tls_reloads_failed": term.reloads_failed if term is not None else 0,
+            }
+        snap["client_errors"] = client_errors
+        snap["proxy_errors"] = proxy_errors
     for pname, pool in pools.items():
         backends = {}
         for b in pool.backends.values():
@@ -154,4 +168,33 @@ def collect(snap: dict[str, Any], views: Mapping[str, Mapping[str, tuple[bool, b
             buckets.append(("+Inf", acc + b["lat_counts"][-1]))
             b_lat.add_metric(lv, buckets, b["lat_sum"])
     return [conns, accepted, refused, slow, requests, client_err, proxy_err, b_req, b_resp, b_fail,
-            b_eject, b_checks, b_up, b_elig, b_infl, b_conns, b_lat, retries, nob]
+            b_eject, b_checks, b_up, b_elig, b_infl, b_conns, b_lat, retries, nob,
+            *_listener_families(p, snap.get("listeners", {}))]
+
+
+def _listener_families(p: str, listeners: Mapping[str, Any]) -> list[Metric]:
+    """Per listener (names come from the config): connections, requests, TLS versions,
+    handshake failures by reason, PROXY headers refused or malformed, failed TLS reloads."""
+    lb = ["listener"]
+    l_conns = GaugeMetricFamily(p + "listener_client_connections", "Open client connections per listener.", labels=lb)
+    l_acc = CounterMetricFamily(p + "listener_connections_accepted", "Connections accepted per listener.", labels=lb)
+    l_req = CounterMetricFamily(p + "listener_requests", "Requests per listener and protocol.", labels=lb + ["protocol"])
+    l_tls = CounterMetricFamily(p + "listener_tls_handshakes", "Completed TLS handshakes by version.", labels=lb + ["version"])
+    l_fail = CounterMetricFamily(p + "listener_tls_handshake_failures", "Failed TLS handshakes by reason.", labels=lb + ["reason"])
+    l_pp = CounterMetricFamily(p + "listener_proxy_protocol_refused",
+                               "Connections closed: PROXY header from an untrusted network (untrusted) or malformed (malformed).",
+                               labels=lb + ["why"])  # fmt: skip
+    l_rel = CounterMetricFamily(p + "listener_tls_reloads_failed", "Certificate reloads that kept the old pair.", labels=lb)
+    for name, x in sorted(listeners.items()):
+        l_conns.add_metric([name], x["conns"])
+        l_acc.add_metric([name], x["accepted"])
+        l_req.add_metric([name, "http/1.1"], x["requests"])
+        for version, n in sorted(x["tls_versions"].items()):
+            if version in ("TLSv1.2", "TLSv1.3"):
+                l_tls.add_metric([name, version], n)
+        for reason, n in sorted(x["handshake_failures"].items()):
+            l_fail.add_metric([name, reason], n)
+        l_pp.add_metric([name, "untrusted"], x["proxy_refused"])
+        l_pp.add_metric([name, "malformed"], x["proxy_bad"])
+        l_rel.add_metric([name], x["tls_reloads_failed"])
+    return [l_conns, l_acc, l_req, l_tls, l_fail, l_pp, l_rel]

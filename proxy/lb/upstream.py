@@ -35,6 +35,7 @@ class UpstreamConn(asyncio.Protocol):
         "idle_since",
         "read_paused",
         "max_header_bytes",
+        "private",
     )
 
     def __init__(self, backend: Backend, max_header_bytes: int) -> None:
@@ -48,6 +49,7 @@ class UpstreamConn(asyncio.Protocol):
         self.idle_since = 0.0
         self.read_paused = False
         self.max_header_bytes = max_header_bytes
+        self.private = False  # carries one client's PROXY header: never pooled (lb/dial.py)
 
     # -- asyncio callbacks -----------------------------------------------------------------
 

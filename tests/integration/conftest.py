@@ -20,8 +20,8 @@ class LbFactory:
         self.tmp_path = tmp_path
         self.started: list[LbProcess] = []
 
-    def __call__(self, body: str, name: str = "lb", admin_extra: str = "") -> LbProcess:
-        lb = LbProcess(self.tmp_path, body, name=name, admin_extra=admin_extra)
+    def __call__(self, body: str, name: str = "lb", admin_extra: str = "", listen: bool = True) -> LbProcess:
+        lb = LbProcess(self.tmp_path, body, name=name, admin_extra=admin_extra, listen=listen)
         self.started.append(lb)
         return lb.start()
 

@@ -63,7 +63,8 @@ def wait_for(predicate: Any, timeout: float = 15.0, what: str = "condition") -> 
 class LbProcess:
     """A `tierproxy lb` subprocess. `body` is the TOML after the listen/admin lines."""
 
-    def __init__(self, tmp_path: Path, body: str, name: str = "lb", admin_extra: str = "") -> None:
+    def __init__(self, tmp_path: Path, body: str, name: str = "lb", admin_extra: str = "",
+                 listen: bool = True) -> None:  # fmt: skip
         self._port_lock = allocate_port()
         self._admin_lock = allocate_port()
         self.port = self._port_lock.port
@@ -72,13 +73,15 @@ class LbProcess:
         self.config_path = tmp_path / f"{name}.toml"
         self.log_path = tmp_path / f"{name}.log"
         self.admin_extra = admin_extra  # more keys of the admin table, e.g. 'token_file = "..."'
+        self.listen = listen  # False: the body has its own [[listeners]] (self.port stays unused)
         self.write_config(body)
         self.proc: subprocess.Popen[bytes] | None = None
 
     def write_config(self, body: str) -> None:
         # admin as an inline table, so the body may start with more top-level keys
         extra = f", {self.admin_extra}" if self.admin_extra else ""
-        head = f'listen = "127.0.0.1:{self.port}"\nadmin = {{ address = "127.0.0.1:{self.admin_port}"{extra} }}\n'
+        listen = f'listen = "127.0.0.1:{self.port}"\n' if self.listen else ""
+        head = f'{listen}admin = {{ address = "127.0.0.1:{self.admin_port}"{extra} }}\n'
         self.config_path.write_text(head + body)
 
     def start(self) -> LbProcess:

@@ -105,17 +105,19 @@ def test_backends_at_metadata_or_unspecified_addresses_are_refused(web_worker_fa
     assert run.returncode == 2 and "outside allowed_backend_networks (10.0.0.0/8)" in run.stderr
 
 
-def test_check_config_warns_about_an_open_admin_address_without_a_token(tmp_path):
+def test_check_config_refuses_an_open_admin_address_without_tls_and_auth(tmp_path):
+    # Was a warning; since issue 18 an admin port beyond loopback needs TLS and client
+    # certificates or a token (tests/integration/test_lb_admin_tls.py serves one).
     cfg = tmp_path / "lb-open.toml"
     cfg.write_text('[admin]\naddress = "0.0.0.0:9080"\n[pools.web]\n'
                    '[[pools.web.backends]]\nname = "a"\naddress = "127.0.0.1:8001"\n')  # fmt: skip
     run = subprocess.run([sys.executable, "-m", "proxy.cli", "check-config", str(cfg)], cwd=REPO,
                          capture_output=True, text=True, timeout=60)  # fmt: skip
-    assert run.returncode == 0
-    assert "lb-open.toml: warning: admin.address: 0.0.0.0:9080 is not loopback and no admin.token_file" in run.stderr
+    assert run.returncode == 2
+    assert "lb-open.toml: admin.address: 0.0.0.0:9080 is not loopback: it needs [admin.tls]" in run.stderr
     token = tmp_path / "t"
     token.write_text("x" * 32)
     cfg.write_text(cfg.read_text().replace('"0.0.0.0:9080"\n', f'"0.0.0.0:9080"\ntoken_file = "{token}"\n'))
     run = subprocess.run([sys.executable, "-m", "proxy.cli", "check-config", str(cfg)], cwd=REPO,
                          capture_output=True, text=True, timeout=60)  # fmt: skip
-    assert run.returncode == 0 and "warning" not in run.stderr
+    assert run.returncode == 2 and "is not loopback: it needs [admin.tls]" in run.stderr
