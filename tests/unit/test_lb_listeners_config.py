@@ -116,3 +116,19 @@ def test_sni_names_match_exactly_or_one_wildcard_label():
     assert match_name(names, "z.y.b.test") is None  # "*" is one label
     assert match_name(names, "b.test") is None
     assert match_name(names, None) is None and match_name(names, "") is None
+
+
+def test_the_example_https_listener_loads_with_real_files(tmp_path, pki):
+    _ca, site, other = pki
+    text = (Path(__file__).resolve().parents[2] / "deploy/config/lb-listeners.toml").read_text()
+    block = text[text.index("# [[listeners]]"):text.index("\n\n", text.index("# [[listeners]]"))]
+    live = "\n".join(line[2:] for line in block.splitlines())
+    live = live.replace("/etc/tierproxy/www.example.com.crt", str(site.cert)).replace(
+        "/etc/tierproxy/www.example.com.key", str(site.key)).replace(
+        "/etc/tierproxy/api.example.com.crt", str(other.cert)).replace(
+        "/etc/tierproxy/api.example.com.key", str(other.key))
+    head, sep, rest = text.partition("[pools.web]")
+    cfg = load(tmp_path, head + live + "\n\n" + sep + rest)
+    https = cfg.all_listeners[2]
+    assert https.protocol == "https" and [c.names() for c in https.tls.certificates] == [
+        ["site.test", "*.site.test"], ["other.test"]]
