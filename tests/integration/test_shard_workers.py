@@ -231,3 +231,40 @@ def test_tls_mode_require_refuses_clear_text(clusters: list[PgCluster], certs: d
             assert conn.pgconn.ssl_in_use and conn.execute("SELECT 1").fetchone() == (1,)
     finally:
         server.close()
+
+
+def test_sighup_reaches_every_worker_and_sigterm_stops_them(clusters: list[PgCluster], tmp_path: Path) -> None:
+    import signal
+
+    server = _start(clusters, tmp_path, "shard_workers_reload", head="workers = 2")
+    conns: list[psycopg.Connection] = []
+    try:
+        pids = {w["pid"] for w in server.status()["workers"]}
+        assert len(pids) == 2 and server.process.pid not in pids
+        for c in clusters:
+            c.primary.psql("delete from users where user_id = 4")
+        clusters[1].primary.psql("insert into users values (4, 'on s1')")  # 4 % 2 == 0: s0 by the map
+        original = server.config_path.read_text()
+        server.config_path.write_text(original.replace('map = "modulo"', 'map = "modulo"\ndedicated = { "4" = "s1" }'))
+        os.kill(server.process.pid, signal.SIGHUP)  # to the supervisor, which tells the workers
+        while True:
+            conns.append(psycopg.connect(server.dsn(), autocommit=True))
+            if all(w["clients"] > 0 for w in server.status()["workers"]) and len(conns) >= 4:
+                break
+            assert len(conns) < 64, "64 connections and one worker has none"
+        for conn in conns:  # whichever worker serves it, key 4 now goes to s1
+            deadline = time.monotonic() + 20
+            while conn.execute("SELECT name FROM users WHERE user_id = 4").fetchall() != [("on s1",)]:
+                assert time.monotonic() < deadline, "a worker did not apply the reload"
+                time.sleep(0.05)  # polling the router's own answer, with a deadline
+        for conn in conns:
+            conn.close()
+        assert server.process.terminate(30.0) == 0
+        for pid in pids:  # the workers are gone with their supervisor
+            assert not os.path.exists(f"/proc/{pid}") or open(f"/proc/{pid}/stat").read().split()[2] == "Z"
+    finally:
+        for conn in conns:
+            conn.close()
+        server.close()
+        for c in clusters:
+            c.primary.psql("delete from users where user_id = 4")
