@@ -4,6 +4,7 @@
     tierproxy dbproxy --config dbproxy.toml
     tierproxy geodns --config geodns.toml
     tierproxy shard --config shard.toml
+    tierproxy shard reshard --from OLD.toml --to NEW.toml [--dry-run]   # move rows to a new map
     tierproxy check-config lb.toml        # any daemon's config; exit 2 with located errors
     tierproxy demo                        # the whole architecture on this machine
     tierproxy --version                   # and which twin of the native layer runs
@@ -121,18 +122,39 @@ class _VersionAction(argparse.Action):
         parser.exit()
 
 
+def _reshard_arguments(p: argparse.ArgumentParser) -> None:
+    """`tierproxy shard reshard`'s options (proxy/shard/reshard_run.py runs it)."""
+    p.add_argument("--from", dest="old", required=True, metavar="OLD.toml",
+                   help="the config the running router routes by")
+    p.add_argument("--to", dest="new", required=True, metavar="NEW.toml", help="the config to move to")
+    p.add_argument("--dry-run", action="store_true", help="only print the keys and rows that would move")
+    p.add_argument("--database", default="postgres", help="the database holding the tables on every shard")
+    p.add_argument("--router", metavar="HOST:PORT", help="the router's admin address (default: OLD's admin.address)")
+    p.add_argument("--range-keys", type=int, default=500, help="keys per range copied and verified together")
+    p.add_argument("--hold", type=float, default=5.0,
+                   help="seconds the router holds a write to a moving key before refusing it (40001)")
+    p.add_argument("--lease", type=float, default=30.0,
+                   help="seconds the router keeps the fence without a renewal (if this command stops)")
+    p.add_argument("--quiesce", type=float, default=30.0,
+                   help="seconds to wait for statements and transactions begun before the fence")  # fmt: skip
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="tierproxy", description=__doc__.split("\n")[0])
     parser.add_argument("--version", action=_VersionAction)
     sub = parser.add_subparsers(dest="command", required=True)
     for name in DAEMONS:
         p = sub.add_parser(name, help=f"run tierproxy {name}")
-        p.add_argument("--config", "-c", required=True, help="TOML config file")
+        p.add_argument("--config", "-c", required=name != "shard", help="TOML config file")
         p.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
         p.add_argument("--json-logs", action=argparse.BooleanOptionalAction, default=None,
                        help="JSON log lines (default: when stderr is not a terminal)")
         # internal: the control channel of a worker process started by a supervisor
         p.add_argument("--worker-fd", type=int, default=None, help=argparse.SUPPRESS)
+        if name == "shard":
+            tools = p.add_subparsers(dest="shard_command")
+            _reshard_arguments(tools.add_parser(
+                "reshard", help="move rows to the shards a new config names, the router serving (docs/shard.md)"))
     cc = sub.add_parser("check-config", help="validate a config file and exit (2 on errors)")
     cc.add_argument("file")
     cc.add_argument("--daemon", choices=sorted(DAEMONS))
@@ -149,6 +171,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "check-config":
         return check_config(args.file, args.daemon)
+    if args.command == "shard" and args.shard_command == "reshard":
+        from proxy.shard.reshard_run import main as reshard_main
+
+        return reshard_main(args)
+    if args.command == "shard" and args.config is None:
+        parser.error("tierproxy shard: --config is required")
     if args.command == "demo":
         from proxy.demo import run_demo
 

@@ -124,18 +124,19 @@ class WorkerSet:
     def send_to(self, index: int, msg: dict[str, Any]) -> None:
         self.workers[index].send(msg)
 
-    async def ask(self, op: str) -> list[dict[str, Any]]:
-        """Send {"op": op} to every worker; their answers (one that does not answer in time is
-        left out)."""
+    async def ask(self, op: str, payload: dict[str, Any] | None = None,
+                  timeout: float = STATS_TIMEOUT) -> list[dict[str, Any]]:  # fmt: skip
+        """Send {"op": op, **payload} to every worker; their answers (one that does not answer
+        within `timeout` is left out)."""
         loop = asyncio.get_running_loop()
         futs = []
         for worker in self.workers:
             self._next_id += 1
             fut: asyncio.Future[dict[str, Any]] = loop.create_future()
             worker.pending[self._next_id] = fut
-            worker.send({"op": op, "id": self._next_id})
+            worker.send({**(payload or {}), "op": op, "id": self._next_id})
             futs.append(fut)
-        done, _pending = await asyncio.wait(futs, timeout=STATS_TIMEOUT) if futs else (set(), set())
+        done, _pending = await asyncio.wait(futs, timeout=timeout) if futs else (set(), set())
         return [f.result() for f in futs if f in done and not f.exception()]
 
     async def snapshots(self) -> list[dict[str, Any]]:

@@ -31,6 +31,7 @@ from aiohttp import web
 from prometheus_client.core import Metric
 
 from proxy.core.admin import AdminServer, make_admin_app
+from proxy.core.adminguard import AdminGuard
 from proxy.core.config import load_config, parse_hostport
 from proxy.core.metrics import FuncCollector, new_registry
 from proxy.core.workers import (
@@ -59,6 +60,7 @@ from .console import (
     render_shard_for,
     render_shards,
 )
+from .fence import ReshardControl
 from .hotkeys import HotKeys
 from .keys import All, One, Param, Plan, Refuse, Some
 from .router import ShardRouter
@@ -119,6 +121,8 @@ class ShardDaemon:
         )  # fmt: skip
         self.registry = new_registry()
         self.registry.register(FuncCollector(self._collect))
+        self.reshard = ReshardControl(self)  # fence.py: the write fence and switch of a reshard
+        self.registry.register(FuncCollector(self.reshard.collect))
         self.server: asyncio.base_events.Server | None = None
         self.admin: AdminServer | None = None
         self._sweeper: asyncio.Task[None] | None = None
@@ -156,8 +160,10 @@ class ShardDaemon:
             self.workers = WorkerSet(Path(self.config_path), self.cfg.workers, lambda _i: None,
                                      daemon="shard", on_message=self._worker_message)  # fmt: skip
             await self.workers.start()
-        app = make_admin_app(self.registry, before_scrape=self._refresh_stats)
+        admin_host = parse_hostport(self.cfg.admin.address)[0]
+        app = make_admin_app(self.registry, before_scrape=self._refresh_stats, guard=AdminGuard(admin_host))
         app.router.add_get("/status", self._status_handler)
+        self.reshard.add_routes(app)
         self.admin = AdminServer(app, self.cfg.admin.address)
         try:
             await self.admin.start()
@@ -449,6 +455,8 @@ class ShardDaemon:
             self.cancel(int(msg["pid"]), int(msg["secret"]), forward=False)
         elif op == "reload":
             await self.reload()
+        elif op == "reshard":
+            return self.reshard.on_control(msg)  # fence.py: the supervisor relays a reshard's steps
         return None
 
 

@@ -155,6 +155,9 @@ def _plan_bind(s: ShardSession, stmt: str, fmts: list[int], values: list[bytes |
 
 async def dispatch(s: ShardSession, *, sync: bool) -> None:
     batch, s.ext_batch = s.ext_batch, []
+    fenced = await s.d.reshard.gate_batch(s, batch)  # a reshard's fence (fence.py)
+    if fenced is not None:
+        return await _skip(s, batch, fenced.sqlstate, fenced.message, sync)
     tracker = s.router
     open_conn = s.ext_open
     shard: str | None = open_conn.backend if open_conn is not None and not open_conn.closed else None

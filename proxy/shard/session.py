@@ -109,6 +109,7 @@ class ShardSession(FrontendSession):
         self.ext_open_bound = False  # the open group has a Bind or Execute (it cannot move)
         self.last_shard: str | None = None
         self.collecting: set[ServerConn] = set()  # shards running this session's scatter now
+        self.fence_gen = 0  # fence.py: the reshard generation this session's current work began in
 
     # -- input ----------------------------------------------------------------------------------
 
@@ -163,6 +164,10 @@ class ShardSession(FrontendSession):
     async def _query(self, sql: str) -> None:
         if not sql.strip().strip(";").strip():
             self.forward_raw(encode.empty_query_response() + encode.ready_for_query(self._status()))
+            return
+        fenced = await self.d.reshard.gate(self, ((sql, None),))  # a reshard's fence (fence.py)
+        if fenced is not None:
+            self._refuse(fenced.sqlstate, fenced.message)
             return
         router = self.d.router
         plan = router.plan_query(sql, session_key=self.shard_key)
