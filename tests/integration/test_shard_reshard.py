@@ -115,10 +115,11 @@ def _servers(shards: Shards, names: tuple[str, ...]) -> dict:
     return {n: c.primary for n, c in zip(ALL, shards.clusters, strict=True) if n in names}
 
 
-def _configs(shards: Shards, tmp_path: Path, kind: str, port: int = 1, admin_port: int = 2) -> tuple[Path, Path]:
+def _configs(shards: Shards, tmp_path: Path, kind: str, port: int = 1, admin_port: int = 2,
+             head: str = "") -> tuple[Path, Path]:  # fmt: skip
     c0 = shards.clusters[0]
     common = {"port": port, "admin_port": admin_port, "users": {"app": "app-secret"},
-              "backend_user": c0.user, "backend_password": c0.password}
+              "backend_user": c0.user, "backend_password": c0.password, "head": head}
     old = tmp_path / "old.toml"
     new = tmp_path / "new.toml"
     old.write_text(shard_config(_servers(shards, OLD_SHARDS), groups=groups_toml(kind, OLD_SHARDS), **common))
@@ -231,16 +232,20 @@ def _poll(what: str, check: Callable[[], bool], timeout: float = DEADLINE) -> No
         time.sleep(0.02)
 
 
-@pytest.mark.parametrize("kind", ["modulo", "consistent"])
-def test_reshard_moves_every_row_while_a_client_writes(shards: Shards, tmp_path: Path, kind: str) -> None:
+@pytest.mark.parametrize(("kind", "workers"), [("modulo", 1), ("consistent", 1), ("modulo", 2)])
+def test_reshard_moves_every_row_while_a_client_writes(shards: Shards, tmp_path: Path, kind: str,
+                                                       workers: int) -> None:  # fmt: skip
+    """With `workers = 2` the supervisor relays the fence and the switch to both workers."""
     shards.reset()
     old_at, new_at = placement(kind, OLD_SHARDS), placement(kind, ALL)
     shards.load(old_at)
     c0 = shards.clusters[0]
+    head = f"workers = {workers}" if workers > 1 else ""
     router = start_shard_router(_servers(shards, OLD_SHARDS), log_dir=tmp_path, backend_user=c0.user,
-                                backend_password=c0.password, groups=groups_toml(kind, OLD_SHARDS))  # fmt: skip
+                                backend_password=c0.password, groups=groups_toml(kind, OLD_SHARDS),
+                                head=head)  # fmt: skip
     try:
-        old, new = _configs(shards, tmp_path, kind, router.port, router.admin_port)
+        old, new = _configs(shards, tmp_path, kind, router.port, router.admin_port, head)
         assert old.read_text() == router.config_path.read_text()
         moving = [k for k in range(200_000, 300_000) if old_at(k) != new_at(k)]
         tx_key, held_key = moving[0], moving[1]
