@@ -144,7 +144,8 @@ def machine_info(binaries: Iterable[Binary], repo: Path) -> dict[str, Any]:
     for b in binaries:
         if b.path is None:
             versions[b.name] = None
-        elif b.name in ("wrk", "pgbench", "pgbouncer", "pgpool"):
+        elif b.name in ("wrk", "pgbench", "pgbouncer", "pgpool", "etcd", "patroni"):
+            # `etcd -v` is no version flag: it would start a server with its data in the cwd.
             versions[b.name] = _first([b.path, "--version"])
         else:
             versions[b.name] = _first([b.path, "-v"])
