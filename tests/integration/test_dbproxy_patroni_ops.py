@@ -33,7 +33,7 @@ import asyncpg
 import pytest
 
 from proxy.devstack.dbproxy import start_dbproxy
-from proxy.devstack.patroni import PatroniCluster, etcd_binary, patroni_binary, start_patroni_cluster
+from proxy.devstack.patroni import PatroniCluster, etcd_binary, http_json, patroni_binary, start_patroni_cluster
 from proxy.devstack.patroni_dbproxy import (
     PatroniDbProxy,
     patronictl,
@@ -159,6 +159,20 @@ def test_post_switchover_refusals(healthy: PatroniCluster, proxy: PatroniDbProxy
         assert show_cluster(healthy, static) == []  # SHOW CLUSTER: no rows without Patroni
     finally:
         static.close()
+
+
+def test_post_switchover_scheduled_is_left_to_patroni(healthy: PatroniCluster, proxy: PatroniDbProxy) -> None:
+    leader = healthy.wait_leader()
+    replica = next(n.name for n in healthy.nodes if n.name != leader)
+    when = time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime(time.time() + 3600))
+    status, body = proxy.admin_post("/switchover", {"candidate": replica, "scheduled_at": when})
+    assert status == 202 and body["result"] == "scheduled" and body["scheduled_at"] == when, body
+    assert healthy.leader_name() == leader  # not now
+    # Patroni holds it: its own API cancels a scheduled switchover that exists (404 otherwise).
+    code, answer = http_json("DELETE", f"{healthy.node(leader).api_url}/switchover")
+    assert code == 200, answer
+    code, answer = http_json("DELETE", f"{healthy.node(leader).api_url}/switchover")
+    assert code == 404, answer
 
 
 class Client:
