@@ -270,13 +270,14 @@ class ReshardControl:
             s.router.state = TxnState(open=True, shard=st.shard, failed=True)
         return Refuse(RESHARD_SQLSTATE, message)
 
-    async def quiesce(self, gen: int, timeout: float) -> int:
+    async def quiesce(self, gen: int, timeout: float, fence: Fence | None = None) -> int:
         """Wait until no session busy with work begun before generation `gen` is left (polled:
-        sessions change state in many places); the number still busy at the deadline."""
+        sessions change state in many places); the number still busy at the deadline. Waiting
+        for `fence`: stop early when it ends (lease, abort)."""
         deadline = time.monotonic() + timeout
         while True:
             pending = sum(1 for s in self.d.sessions if getattr(s, "fence_gen", 0) < gen and _busy(s))
-            if not pending or time.monotonic() >= deadline:
+            if not pending or time.monotonic() >= deadline or fence is not None and self.fence is not fence:
                 return pending
             await asyncio.sleep(0.01)
 
@@ -413,15 +414,16 @@ class ReshardControl:
                 "fence", {"fence": fence.id, "config": text, "hold": hold, "lease": lease, "quiesce": quiesce},
                 quiesce + 10)  # fmt: skip
         else:
-            pending, errors = await self.quiesce(self.gen, quiesce), []
+            pending, errors = await self.quiesce(self.gen, quiesce, fence), []
+        if self.fence is not fence:
+            self._tell_workers("abort", fence)
+            raise _error(409, "the fence ended while waiting (its lease ran out, or it was aborted)")
         if pending or errors:
             self._tell_workers("abort", fence)
             self._end_fence(fence, f"{pending} sessions still busy with work begun before the fence; {errors}")
             why = "; ".join(errors) or (f"{pending} sessions were still in a statement or transaction begun "
                                         f"before the fence after {quiesce:g} s")
             raise _error(503, f"{why}; the fence is down, try again")
-        if self.fence is not fence:
-            raise _error(409, "the fence ended while waiting")
         return web.json_response({"fence": fence.id, **fence.describe()})
 
     async def _post_renew(self, request: web.Request) -> web.Response:
@@ -506,7 +508,10 @@ class ReshardControl:
         fence = Fence(str(msg["fence"]), self.d.cfg, new, str(msg["config"]), hold=float(msg["hold"]),
                       lease=float(msg["lease"]))  # fmt: skip
         self._install(fence)
-        return {"pending": await self.quiesce(self.gen, float(msg["quiesce"]))}
+        pending = await self.quiesce(self.gen, float(msg["quiesce"]), fence)
+        if self.fence is not fence:
+            raise _error(409, f"worker {os.getpid()}: the fence ended while waiting")
+        return {"pending": pending}
 
     async def _worker_switch(self, msg: dict[str, Any]) -> dict[str, Any]:
         fence = self.fence

@@ -232,6 +232,70 @@ def _poll(what: str, check: Callable[[], bool], timeout: float = DEADLINE) -> No
         time.sleep(0.02)
 
 
+def _check_rows(shards: Shards, new_at: Callable[[int], str], writer: Writer) -> None:
+    """Every acknowledged row exactly once, on the shard NEW names (read directly on the shards)."""
+    users = shards.rows("users")
+    for shard, rows in users.items():
+        for k, _ in rows:
+            assert new_at(k) == shard, (k, shard)
+    got_users = Counter(r for rows in users.values() for r in rows)
+    assert all(n == 1 for n in got_users.values()), [r for r, n in got_users.items() if n > 1][:5]
+    assert dict(got_users) == {(k, v): 1 for k, v in writer.users.items()}
+    orders = shards.rows("orders")
+    for shard, rows in orders.items():
+        for r in rows:
+            assert new_at(r[0]) == shard, (r, shard)
+    got_orders = Counter(r for rows in orders.values() for r in rows)
+    assert dict(got_orders) == {o: 1 for o in writer.orders}
+
+
+def _start_router(shards: Shards, tmp_path: Path, kind: str, head: str) -> ShardRouterServer:
+    c0 = shards.clusters[0]
+    return start_shard_router(_servers(shards, OLD_SHARDS), log_dir=tmp_path, backend_user=c0.user,
+                              backend_password=c0.password, groups=groups_toml(kind, OLD_SHARDS),
+                              head=head)  # fmt: skip
+
+
+class Command:
+    """`tierproxy shard reshard` running, its output collected."""
+
+    def __init__(self, old: Path, new: Path, *extra: str) -> None:
+        self.proc = _reshard(old, new, *extra)
+        self.lines: list[str] = []
+        self.reader = threading.Thread(target=lambda: self.lines.extend(self.proc.stdout), daemon=True)  # type: ignore[arg-type]
+        self.reader.start()
+
+    def wait(self) -> tuple[int, str]:
+        rc = self.proc.wait(timeout=DEADLINE)
+        self.reader.join(DEADLINE)
+        return rc, "".join(self.lines)
+
+
+def _in_thread(fn: Callable[[], object]) -> tuple[threading.Thread, list[object]]:
+    result: list[object] = []
+
+    def run() -> None:
+        try:
+            result.append(fn())
+        except BaseException as exc:
+            result.append(exc)
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    return t, result
+
+
+def _insert(dsn: str, key: int, name: str, *, retry: bool) -> str:
+    with psycopg.connect(dsn, autocommit=True) as c:
+        while True:
+            try:
+                c.execute(f"INSERT INTO users (user_id, name) VALUES ({key}, '{name}')")
+                return "ok"
+            except psycopg.errors.SerializationFailure as exc:
+                if not retry:
+                    return f"40001: {exc}"
+
+
 @pytest.mark.parametrize(("kind", "workers"), [("modulo", 1), ("consistent", 1), ("modulo", 2)])
 def test_reshard_moves_every_row_while_a_client_writes(shards: Shards, tmp_path: Path, kind: str,
                                                        workers: int) -> None:  # fmt: skip
@@ -239,80 +303,104 @@ def test_reshard_moves_every_row_while_a_client_writes(shards: Shards, tmp_path:
     shards.reset()
     old_at, new_at = placement(kind, OLD_SHARDS), placement(kind, ALL)
     shards.load(old_at)
-    c0 = shards.clusters[0]
     head = f"workers = {workers}" if workers > 1 else ""
-    router = start_shard_router(_servers(shards, OLD_SHARDS), log_dir=tmp_path, backend_user=c0.user,
-                                backend_password=c0.password, groups=groups_toml(kind, OLD_SHARDS),
-                                head=head)  # fmt: skip
+    router = _start_router(shards, tmp_path, kind, head)
     try:
         old, new = _configs(shards, tmp_path, kind, router.port, router.admin_port, head)
         assert old.read_text() == router.config_path.read_text()
         moving = [k for k in range(200_000, 300_000) if old_at(k) != new_at(k)]
-        tx_key, held_key = moving[0], moving[1]
+        tx_key, refused_key, held_key, txn_key = moving[:4]
         writer = Writer(router.dsn())
         writer.start()
         tx = psycopg.connect(router.dsn())  # a transaction open across the fence
         tx.execute("INSERT INTO users (user_id, name) VALUES (%s, 'tx')", (tx_key,))
-        proc = _reshard(old, new, "--range-keys", "100", "--hold", "60", "--quiesce", "90", "--lease", "60")
-        lines: list[str] = []
-        reader = threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True)  # type: ignore[arg-type]
-        reader.start()
-        _poll("the fence", lambda: _reshard_state(router)["fence"] is not None or proc.poll() is not None)
-        assert _reshard_state(router)["fence"] is not None, "".join(lines)
+        cmd = Command(old, new, "--range-keys", "100", "--hold", "2", "--quiesce", "90", "--lease", "60")
+        _poll("the fence", lambda: _reshard_state(router)["fence"] is not None or cmd.proc.poll() is not None)
+        assert _reshard_state(router)["fence"] is not None, "".join(cmd.lines)
         acked_before_fence = writer.acked
-        held_result: list[object] = []
-
-        def held_write() -> None:
-            try:
-                with psycopg.connect(router.dsn(), autocommit=True) as c:
-                    c.execute(f"INSERT INTO users (user_id, name) VALUES ({held_key}, 'held')")
-                held_result.append("ok")
-            except BaseException as exc:
-                held_result.append(exc)
-
-        held = threading.Thread(target=held_write, daemon=True)
-        held.start()
-        _poll("a held write", lambda: (_reshard_state(router)["fence"] or {}).get("held", 0) >= 1)
-        assert not held_result  # held: it cannot finish before the switch
+        # The fence stays up until `tx` commits. A write to a moving key is held --hold seconds,
+        # then refused with 40001; in a transaction it is refused at once.
+        t, refused = _in_thread(lambda: _insert(router.dsn(), refused_key, "refused", retry=False))
+        t.join(DEADLINE)
+        assert len(refused) == 1 and str(refused[0]).startswith("40001: shard key"), refused
+        with psycopg.connect(router.dsn()) as other:
+            other.execute("SELECT name FROM users WHERE user_id = %s", (tx_key + 1,))  # reads go on
+            with pytest.raises(psycopg.errors.SerializationFailure, match="is moving"):
+                other.execute("INSERT INTO users (user_id, name) VALUES (%s, 'txn')", (txn_key,))
+            other.rollback()
+        before = _reshard_state(router)["held_total"]
+        held, held_result = _in_thread(lambda: _insert(router.dsn(), held_key, "held", retry=True))
+        _poll("a held write", lambda: _reshard_state(router)["held_total"] > before)
         tx.commit()  # the fence was waiting for this transaction
         tx.close()
-        assert proc.wait(timeout=DEADLINE) == 0, "".join(lines)
+        rc, output = cmd.wait()
+        print(output)
+        assert rc == 0, output
         held.join(DEADLINE)
         assert held_result == ["ok"]
         writer.stop.set()
         writer.join(DEADLINE)
         assert writer.error is None, writer.error
-        reader.join(DEADLINE)
-        output = "".join(lines)
-        print(output)
         assert "verified" in output and "switched" in output, output
         assert acked_before_fence > 0 and writer.acked > acked_before_fence  # writes went on during the move
         state = _reshard_state(router)
-        assert state["fence"] is None and state["switches"] == 1 and state["held_total"] >= 1
+        assert state["fence"] is None and state["switches"] == 1 and state["refused_total"] >= 2
         assert router.config_path.read_text() == new.read_text()  # a restart keeps the new map
 
         writer.users[tx_key] = "tx"
         writer.users[held_key] = "held"
-        users = shards.rows("users")
-        for shard, rows in users.items():
-            for k, _ in rows:
-                assert new_at(k) == shard, (k, shard)
-        got_users = Counter(r for rows in users.values() for r in rows)
-        assert all(n == 1 for n in got_users.values()), [r for r, n in got_users.items() if n > 1][:5]
-        assert dict(got_users) == {(k, v): 1 for k, v in writer.users.items()}
-        orders = shards.rows("orders")
-        for shard, rows in orders.items():
-            for r in rows:
-                assert new_at(r[0]) == shard, (r, shard)
-        got_orders = Counter(r for rows in orders.values() for r in rows)
-        assert dict(got_orders) == {o: 1 for o in writer.orders}
+        _check_rows(shards, new_at, writer)
         moved = sum(1 for k in KEYS if old_at(k) != new_at(k))
         print(f"{kind}: {moved} of {len(KEYS)} initial keys moved; writer: {writer.acked} writes acknowledged, "
               f"{writer.retries} retries on 40001; router: {state}")
         with psycopg.connect(router.dsn(), autocommit=True) as c:  # reads find moved rows on their new shard
-            for k in (tx_key, held_key, *[k for k in KEYS if old_at(k) != new_at(k)][:20]):
+            for k in (tx_key, held_key, refused_key, *[k for k in KEYS if old_at(k) != new_at(k)][:20]):
                 want = writer.users.get(k)
                 got = c.execute("SELECT name FROM users WHERE user_id = %s", (k,)).fetchall()
                 assert got == ([(want,)] if want is not None else []), k
+        # Run again: the router routes by NEW, so only phase 3 runs, with nothing left to delete.
+        rc, output = Command(old, new).wait()
+        assert rc == 0 and "resuming at phase 3" in output and "0 rows deleted" in output, output
+    finally:
+        router.close()
+
+
+def test_a_stopped_reshard_lets_go_and_a_rerun_finishes(shards: Shards, tmp_path: Path) -> None:
+    """The command is killed with the fence up: the fence ends with its lease, writes go on to the
+    old shards, and running the command again moves everything."""
+    kind = "modulo"
+    shards.reset()
+    old_at, new_at = placement(kind, OLD_SHARDS), placement(kind, ALL)
+    shards.load(old_at)
+    router = _start_router(shards, tmp_path, kind, "")
+    try:
+        old, new = _configs(shards, tmp_path, kind, router.port, router.admin_port)
+        tx_key, held_key = [k for k in range(200_000, 300_000) if old_at(k) != new_at(k)][:2]
+        writer = Writer(router.dsn())
+        writer.start()
+        tx = psycopg.connect(router.dsn())
+        tx.execute("INSERT INTO users (user_id, name) VALUES (%s, 'tx')", (tx_key,))
+        cmd = Command(old, new, "--hold", "60", "--quiesce", "90", "--lease", "3")
+        _poll("the fence", lambda: _reshard_state(router)["fence"] is not None or cmd.proc.poll() is not None)
+        held, held_result = _in_thread(lambda: _insert(router.dsn(), held_key, "held", retry=True))
+        _poll("a held write", lambda: (_reshard_state(router)["fence"] or {}).get("held", 0) >= 1)
+        cmd.proc.kill()  # before the switch: nothing was switched or deleted
+        cmd.wait()
+        _poll("the lease to run out", lambda: _reshard_state(router)["fence"] is None)
+        held.join(DEADLINE)
+        assert held_result == ["ok"]
+        assert [n for n, c in shards.conns.items()
+                if c.execute("select 1 from users where user_id = %s", (held_key,)).fetchone()] == [old_at(held_key)]
+        tx.commit()
+        tx.close()
+        assert router.config_path.read_text() == old.read_text()
+        rc, output = Command(old, new, "--range-keys", "100").wait()
+        assert rc == 0, output
+        writer.stop.set()
+        writer.join(DEADLINE)
+        assert writer.error is None, writer.error
+        writer.users[tx_key] = "tx"
+        writer.users[held_key] = "held"
+        _check_rows(shards, new_at, writer)
     finally:
         router.close()
