@@ -340,7 +340,7 @@ class Reshard:
         total = kept = 0
         for gname, group in self.new.groups.items():
             new_m: DedicatedMap = self.new_maps[gname]
-            for table in group.tables:
+            for table in reversed(group.tables):  # children before parents (copied parents first)
                 keys_on = {name: await self.shards.keys(name, table, group.key) for name in self.names}
                 for shard in self.names:
                     stale = stale_rows(shard, keys_on[shard], new_m)
