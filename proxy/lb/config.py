@@ -159,6 +159,8 @@ class LimitsConfig(StrictModel):
     # things up (not reading, or sending its body slowly), is cut. 0 turns the check off.
     min_transfer_rate: int = Field(default=1024, ge=0)  # bytes/s
     min_rate_grace: float = Field(default=10.0, gt=0)  # seconds before the rate is judged
+    # HTTP/2 streams open at once per client connection (SETTINGS_MAX_CONCURRENT_STREAMS).
+    h2_max_concurrent_streams: int = Field(default=100, ge=1, le=1000)
 
 
 class AdminConfig(StrictModel):

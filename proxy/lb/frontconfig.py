@@ -86,6 +86,8 @@ class ListenerConfig(StrictModel):
     # http only: answer every request with 308 to https://<host>[:redirect_port]<target>.
     redirect_https: bool = False
     redirect_port: int = Field(default=443, ge=1, le=65535)
+    # https only: offer HTTP/2 by ALPN (h2) besides HTTP/1.1 (lb/h2front.py).
+    http2: bool = False
     # https only: Strict-Transport-Security on every response (seconds; None: not sent).
     hsts_max_age: int | None = Field(default=None, ge=0)
     hsts_include_subdomains: bool = False
@@ -110,6 +112,8 @@ class ListenerConfig(StrictModel):
             raise ValueError("tls: only a protocol 'https' listener takes TLS settings")
         if self.redirect_https and self.protocol != "http":
             raise ValueError("redirect_https: only an http listener redirects to https")
+        if self.http2 and self.protocol != "https":
+            raise ValueError("http2: HTTP/2 is offered by ALPN on https listeners only")
         if self.hsts_max_age is not None and self.protocol != "https":
             raise ValueError("hsts_max_age: HSTS is sent only over https (RFC 6797 7.2)")
         if self.proxy_protocol and not self.proxy_protocol_from:

@@ -29,6 +29,7 @@ from proxy.lb.client import ClientConn
 from proxy.lb.config import LbConfig
 from proxy.lb.frontconn import ForwardingFrontend, conn_class
 from proxy.lb.frontend import Frontend
+from proxy.lb.h2front import AlpnSwitch
 from proxy.lb.netpolicy import parse_networks
 from proxy.lb.reject import RejectLog
 from proxy.lb.tlsterm import TlsTerminator
@@ -118,9 +119,13 @@ class Listeners:
             fe.handshake_failures = {}  # type: ignore[attr-defined]
             fe.proxy_refused = 0  # type: ignore[attr-defined]
             fe.proxy_bad = 0  # type: ignore[attr-defined]
+            fe.h2_conns = set()  # type: ignore[attr-defined]  # open HTTP/2 connections (lb/h2front.py)
+            fe.h2_requests = 0  # type: ignore[attr-defined]
+            fe.h2_abuse = {}  # type: ignore[attr-defined]  # connections cut, by reason
             self.frontends.append(fe)
             if lst.tls is not None:
-                self.tls[lst.name] = TlsTerminator(lst.name, lst.tls)
+                alpn = ["h2", "http/1.1"] if lst.http2 else None
+                self.tls[lst.name] = TlsTerminator(lst.name, lst.tls, alpn)
 
     @property
     def by_name(self) -> dict[str, Frontend]:
@@ -179,7 +184,9 @@ class Listeners:
                 conn.close()
                 return
 
-            def make() -> ClientConn:
+            def make() -> Any:
+                if lst.http2:
+                    return AlpnSwitch(fe, cls, proxied)
                 c = cls(fe)
                 if proxied is not None:
                     c.proxied = proxied  # type: ignore[attr-defined]
@@ -242,12 +249,14 @@ class Listeners:
 
     @property
     def conns(self) -> int:
-        return sum(len(fe.conns) for fe in self.frontends)
+        return sum(len(fe.conns) + len(fe.h2_conns) for fe in self.frontends)  # type: ignore[attr-defined]
 
     async def drain(self, timeout: float) -> None:
         """Stop accepting, let in-flight exchanges finish, close the rest at the deadline."""
         for fe in self.frontends:
             fe.stop_accepting()
+            for h2conn in list(fe.h2_conns):  # type: ignore[attr-defined]
+                h2conn.drain()  # GOAWAY; closed once its streams are done
         try:
             async with asyncio.timeout(timeout):
                 while self.conns:
@@ -257,6 +266,8 @@ class Listeners:
             for fe in self.frontends:
                 for conn in list(fe.conns):
                     conn._close()
+                for h2conn in list(fe.h2_conns):  # type: ignore[attr-defined]
+                    h2conn._close()
         if self._sweeper is not None:
             self._sweeper.cancel()
         for pool in self.pools.values():

@@ -52,6 +52,7 @@ def snapshot(front: Listeners | None, pools: Mapping[str, Pool]) -> dict[str, An
                 "tls_versions": dict(fe.tls_versions), "handshake_failures": dict(fe.handshake_failures),
                 "proxy_refused": fe.proxy_refused, "proxy_bad": fe.proxy_bad,
                 "tls_reloads_failed": term.reloads_failed if term is not None else 0,
+                "h2_requests": fe.h2_requests, "h2_conns": len(fe.h2_conns), "h2_abuse": dict(fe.h2_abuse),
             }
         snap["client_errors"] = client_errors
         snap["proxy_errors"] = proxy_errors
@@ -185,10 +186,19 @@ def _listener_families(p: str, listeners: Mapping[str, Any]) -> list[Metric]:
                                "Connections closed: PROXY header from an untrusted network (untrusted) or malformed (malformed).",
                                labels=lb + ["why"])  # fmt: skip
     l_rel = CounterMetricFamily(p + "listener_tls_reloads_failed", "Certificate reloads that kept the old pair.", labels=lb)
+    l_h2c = GaugeMetricFamily(p + "listener_http2_connections", "Open HTTP/2 client connections.", labels=lb)
+    l_abuse = CounterMetricFamily(p + "listener_http2_connections_cut",
+                                  "HTTP/2 connections closed for abuse: continuation (CONTINUATION flood), "
+                                  "header_list (HPACK bomb, oversized headers), rapid_reset.", labels=lb + ["reason"])  # fmt: skip
     for name, x in sorted(listeners.items()):
         l_conns.add_metric([name], x["conns"])
         l_acc.add_metric([name], x["accepted"])
-        l_req.add_metric([name, "http/1.1"], x["requests"])
+        h2 = x.get("h2_requests", 0)
+        l_req.add_metric([name, "http/1.1"], x["requests"] - h2)
+        l_req.add_metric([name, "h2"], h2)
+        l_h2c.add_metric([name], x.get("h2_conns", 0))
+        for reason, n in sorted(x.get("h2_abuse", {}).items()):
+            l_abuse.add_metric([name, reason], n)
         for version, n in sorted(x["tls_versions"].items()):
             if version in ("TLSv1.2", "TLSv1.3"):
                 l_tls.add_metric([name, version], n)
@@ -197,4 +207,4 @@ def _listener_families(p: str, listeners: Mapping[str, Any]) -> list[Metric]:
         l_pp.add_metric([name, "untrusted"], x["proxy_refused"])
         l_pp.add_metric([name, "malformed"], x["proxy_bad"])
         l_rel.add_metric([name], x["tls_reloads_failed"])
-    return [l_conns, l_acc, l_req, l_tls, l_fail, l_pp, l_rel]
+    return [l_conns, l_acc, l_req, l_tls, l_fail, l_pp, l_rel, l_h2c, l_abuse]

@@ -99,10 +99,11 @@ def build_cert_set(cfg: ListenerTlsConfig, alpn: list[str] | None = None) -> Cer
 class TlsTerminator:
     """The current certificates of one listener, and their renewal."""
 
-    def __init__(self, listener: str, cfg: ListenerTlsConfig) -> None:
+    def __init__(self, listener: str, cfg: ListenerTlsConfig, alpn: list[str] | None = None) -> None:
         self.listener = listener
         self.cfg = cfg
-        self.certs = build_cert_set(cfg)
+        self.alpn = alpn  # ["h2", "http/1.1"] on an http2 listener
+        self.certs = build_cert_set(cfg, alpn)
         self.reloads_ok = 0
         self.reloads_failed = 0
         self._checked = time.monotonic()
@@ -116,7 +117,7 @@ class TlsTerminator:
         On failure the current one stays and the error is logged."""
         cfg = cfg or self.cfg
         try:
-            certs = build_cert_set(cfg)
+            certs = build_cert_set(cfg, self.alpn)
         except (TlsError, ssl.SSLError, OSError) as exc:
             self.reloads_failed += 1
             log.error("tls certificates not reloaded: keeping the ones in use",

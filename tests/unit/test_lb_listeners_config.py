@@ -66,6 +66,8 @@ def test_listener_errors_are_located(tmp_path, pki):
         "lb.toml: listeners[0].routes[0].pool: no pool named 'nope'"]
     assert errors(tmp_path, '[[listeners]]\nname = "p"\naddress = "127.0.0.1:8080"\nhsts_max_age = 5\n' + POOL) == [
         "lb.toml: listeners[0].hsts_max_age: HSTS is sent only over https (RFC 6797 7.2)"]
+    assert errors(tmp_path, '[[listeners]]\nname = "p"\naddress = "127.0.0.1:8080"\nhttp2 = true\n' + POOL) == [
+        "lb.toml: listeners[0].http2: HTTP/2 is offered by ALPN on https listeners only"]
     assert errors(tmp_path, '[[listeners]]\nname = "p"\naddress = "127.0.0.1:8080"\nproxy_protocol = true\n' + POOL) == [
         "lb.toml: listeners[0].proxy_protocol_from: name the networks PROXY headers may come from"]
     two = https(site) + https(site).replace('name = "s"', 'name = "t"')

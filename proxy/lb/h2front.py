@@ -1,0 +1,488 @@
+"""HTTP/2 to clients (ALPN h2 on an https listener with `http2 = true`), with the `h2` library.
+
+Each stream is one HTTP/1.1 exchange run by the listener's own `ClientConn` class (as a mixin
+subclass, `H2StreamConn`) over a `StreamTransport`: the request's header list is written out as an
+HTTP/1.1 head (DATA as its body, chunked unless Content-Length was given) and fed to it; what it
+writes back, an HTTP/1.1 response, is parsed again (`ResponseParser`) into HEADERS and DATA
+frames. So routing, stickiness, retries, timeouts, redispatch, metrics and the backend keep-alive
+pools are the HTTP/1.1 ones, unchanged; the price is re-encoding heads on this path only.
+
+Limits: SETTINGS_MAX_CONCURRENT_STREAMS (`limits.h2_max_concurrent_streams`), header lists up to
+`limits.max_header_bytes` (h2's HPACK decoder refuses more: HPACK bombs), the dynamic table at
+4096 bytes, flow control both ways (a stream's request body is acknowledged only as its exchange
+takes it; its response is buffered up to 256 KiB before the backend is paused), CONTINUATION
+floods and rapid reset (lb/h2guard.py), and a client that does not read stops being read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from typing import TYPE_CHECKING, Any
+
+from h2.config import H2Configuration
+from h2.connection import H2Connection
+from h2.errors import ErrorCodes
+from h2.events import (
+    ConnectionTerminated,
+    DataReceived,
+    RequestReceived,
+    StreamEnded,
+    StreamReset,
+    WindowUpdated,
+)
+from h2.exceptions import H2Error, StreamClosedError
+from h2.settings import SettingCodes, Settings
+
+from proxy.http1 import (
+    Body,
+    EndOfMessage,
+    ProtocolError,
+    ResponseHead,
+    ResponseParser,
+    encode_chunk,
+    strip_hop_by_hop,
+)
+from proxy.lb.client import ClientConn
+from proxy.lb.h2guard import FrameScanner, ResetBudget
+
+if TYPE_CHECKING:
+    from proxy.lb.frontend import Frontend
+
+__all__ = ["AlpnSwitch", "H2Conn", "H2StreamConn", "StreamTransport"]
+
+log = logging.getLogger("tierproxy.lb")
+
+STREAM_HIGH_WATER = 256 * 1024
+# Client stream resets allowed: this many at once, refilled per second (rapid reset).
+RESET_BURST = 200
+RESET_PER_SECOND = 50
+_DROP_REQUEST = frozenset({b"host", b"te", b"connection", b"keep-alive", b"proxy-connection",
+                           b"transfer-encoding", b"upgrade"})  # fmt: skip
+
+
+class H2StreamConn(ClientConn):
+    """Mixed in before a listener's connection class: one stream's exchange."""
+
+    def connection_made(self, transport: Any) -> None:
+        self.transport = transport
+        self.client_ip = transport.client_ip
+        fe = self.fe
+        fe.conns.add(self)
+        self.deadline = fe.now + fe.cfg.timeouts.client_header
+
+
+class StreamTransport:
+    """The transport a stream's `H2StreamConn` writes to (the subset ClientConn uses)."""
+
+    def __init__(self, owner: H2Conn, sid: int, method: bytes, chunked: bool) -> None:
+        self.owner = owner
+        self.sid = sid
+        self.client_ip = owner.client_ip
+        self.chunked = chunked  # request body sent chunked (no Content-Length from the client)
+        self.parser = ResponseParser(max_header_bytes=owner.fe.cfg.limits.max_header_bytes)
+        self.parser.expect(method)
+        self.conn: ClientConn | None = None
+        self.out: deque[bytes] = deque()  # response DATA waiting for flow-control window
+        self.out_size = 0
+        self.end_pending = False  # the response ended: END_STREAM after `out`
+        self.ended = False  # END_STREAM sent, or the stream reset
+        self.headers_sent = False
+        self.closing = False
+        self.reading_paused = False
+        self.held: deque[tuple[bytes, int]] = deque()  # request body held while paused
+        self.write_paused = False
+
+    # -- what ClientConn calls ------------------------------------------------------------
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return self.owner.transport.get_extra_info(name, default) if self.owner.transport else default
+
+    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
+        pass  # STREAM_HIGH_WATER applies
+
+    def is_closing(self) -> bool:
+        return self.closing
+
+    def write(self, data: bytes) -> None:
+        if self.ended or self.closing:
+            return
+        try:
+            events = self.parser.feed(data)
+        except ProtocolError:
+            self.owner.reset(self, ErrorCodes.INTERNAL_ERROR)
+            return
+        h2 = self.owner.h2
+        for i, ev in enumerate(events):
+            cls = type(ev)
+            if cls is Body:
+                if ev.data:
+                    self.out.append(ev.data)
+                    self.out_size += len(ev.data)
+            elif cls is ResponseHead:
+                if ev.status < 200:
+                    continue  # interim answers are not relayed over h2
+                headers = [(b":status", b"%d" % ev.status)]
+                headers += [(k, v) for k, v in strip_hop_by_hop(ev.headers)]
+                last = i + 1 < len(events) and type(events[i + 1]) is EndOfMessage
+                try:
+                    h2.send_headers(self.sid, headers, end_stream=last)
+                except (H2Error, ValueError):
+                    self.owner.reset(self, ErrorCodes.INTERNAL_ERROR)
+                    return
+                self.headers_sent = True
+                if last:
+                    self._finished()
+                    self.owner.flush()
+                    return
+            elif cls is EndOfMessage:
+                self.end_pending = True
+        self.owner.flush_stream(self)
+
+    def _finished(self) -> None:
+        self.ended = True
+        conn = self.conn
+        if conn is not None:
+            # The exchange has ended (ClientConn finishes it right after this write): then drop it.
+            self.owner.loop.call_soon(conn._close)
+        self.owner.stream_done(self)
+
+    def pause_reading(self) -> None:
+        self.reading_paused = True
+
+    def resume_reading(self) -> None:
+        self.reading_paused = False
+        while self.held and not self.reading_paused and self.conn is not None and not self.conn.closed:
+            data, acked = self.held.popleft()
+            self._deliver(data, acked)
+
+    def close(self) -> None:
+        if self.closing:
+            return
+        self.closing = True
+        if not self.ended and not self.end_pending:
+            # Closed before the response ended (a cut backend, our error after headers): the
+            # client must not take a truncated body for a whole one.
+            self.owner.reset(self, ErrorCodes.INTERNAL_ERROR if self.headers_sent else ErrorCodes.REFUSED_STREAM)
+
+    def abort(self) -> None:
+        self.close()
+
+    # -- request side ---------------------------------------------------------------------
+
+    def body(self, data: bytes, acked: int) -> None:
+        if self.chunked and data:
+            data = encode_chunk(data)
+        if self.reading_paused or self.held:
+            self.held.append((data, acked))
+        else:
+            self._deliver(data, acked)
+
+    def body_end(self) -> None:
+        if self.chunked:
+            self.body(b"", 0)
+            if self.reading_paused or self.held:
+                self.held.append((b"0\r\n\r\n", 0))
+            else:
+                self._deliver(b"0\r\n\r\n", 0)
+
+    def _deliver(self, data: bytes, acked: int) -> None:
+        conn = self.conn
+        if conn is not None and not conn.closed and data:
+            conn.data_received(data)
+        if acked and not self.ended:
+            try:
+                self.owner.h2.acknowledge_received_data(acked, self.sid)
+            except (H2Error, ValueError):
+                pass
+            self.owner.send()
+
+
+class H2Conn(asyncio.Protocol):
+    """One HTTP/2 client connection."""
+
+    def __init__(self, fe: Frontend, conn_cls: type[ClientConn], client_ip: bytes | None = None,
+                 proxied: Any = None) -> None:  # fmt: skip
+        self.fe = fe
+        self.loop = fe.loop
+        limits = fe.cfg.limits
+        self.stream_cls: type[ClientConn] = type("H2_" + conn_cls.__name__, (H2StreamConn, conn_cls), {})
+        self.h2 = H2Connection(H2Configuration(client_side=False, header_encoding=None))
+        # Our SETTINGS, sent by initiate_connection (h2's documented way to set them first).
+        self.h2.local_settings = Settings(client=False, initial_values={
+            SettingCodes.MAX_CONCURRENT_STREAMS: limits.h2_max_concurrent_streams,
+            SettingCodes.MAX_HEADER_LIST_SIZE: limits.max_header_bytes,
+            SettingCodes.HEADER_TABLE_SIZE: 4096,
+            SettingCodes.ENABLE_PUSH: 0,
+        })
+        self.transport: Any = None
+        self.client_ip = client_ip or b""
+        self.proxied = proxied
+        self.streams: dict[int, StreamTransport] = {}
+        self.scanner = FrameScanner(max_block=limits.max_header_bytes + 16384, max_frames=32)
+        self.resets = ResetBudget(RESET_BURST, RESET_PER_SECOND, self.loop.time())
+        self.closed = False
+        self.write_paused = False
+
+    # -- asyncio callbacks ----------------------------------------------------------------
+
+    def connection_made(self, transport: Any) -> None:
+        self.transport = transport
+        fe = self.fe
+        if not self.client_ip:
+            peer = transport.get_extra_info("peername")
+            self.client_ip = (peer[0] if peer else "").encode()
+        if self.proxied is not None and self.proxied[0] is not None:
+            self.client_ip = self.proxied[0][0].encode()
+        fe.accepted_total += 1
+        self.h2.initiate_connection()
+        if len(fe.conns) + len(fe.h2_conns) >= fe.cfg.limits.max_client_connections or fe.draining:  # type: ignore[attr-defined]
+            fe.refused_total += 1
+            self.goaway(ErrorCodes.REFUSED_STREAM, "too many connections")
+            return
+        fe.h2_conns.add(self)  # type: ignore[attr-defined]
+        self.send()
+
+    def data_received(self, data: bytes) -> None:
+        if self.closed:
+            return
+        why = self.scanner.feed(data)
+        if why is not None:
+            self.fe.h2_abuse["continuation"] = self.fe.h2_abuse.get("continuation", 0) + 1  # type: ignore[attr-defined]
+            self.goaway(ErrorCodes.ENHANCE_YOUR_CALM, why)
+            return
+        try:
+            events = self.h2.receive_data(data)
+        except H2Error as exc:
+            code = getattr(exc, "error_code", None) or ErrorCodes.PROTOCOL_ERROR
+            if "Oversized header block" in str(exc):
+                self.fe.h2_abuse["header_list"] = self.fe.h2_abuse.get("header_list", 0) + 1  # type: ignore[attr-defined]
+            self.goaway(code, str(exc))
+            return
+        for ev in events:
+            if self.closed:
+                return
+            cls = type(ev)
+            if cls is RequestReceived:
+                self._request(ev)
+            elif cls is DataReceived:
+                st = self.streams.get(ev.stream_id)
+                if st is not None:
+                    st.body(ev.data, ev.flow_controlled_length)
+                else:
+                    self.h2.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
+            elif cls is StreamEnded:
+                st = self.streams.get(ev.stream_id)
+                if st is not None:
+                    st.body_end()
+            elif cls is StreamReset:
+                st = self.streams.pop(ev.stream_id, None)
+                if st is not None:
+                    st.ended = True
+                    if st.conn is not None:
+                        st.conn._close()
+                if not self.resets.spend(self.loop.time()):
+                    self.fe.h2_abuse["rapid_reset"] = self.fe.h2_abuse.get("rapid_reset", 0) + 1  # type: ignore[attr-defined]
+                    self.goaway(ErrorCodes.ENHANCE_YOUR_CALM, "too many stream resets (rapid reset)")
+                    return
+            elif cls is WindowUpdated:
+                self.flush()
+            elif cls is ConnectionTerminated:
+                self._close()
+                return
+        self.send()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._close()
+
+    def pause_writing(self) -> None:
+        # The client does not read: stop reading it (its pings and settings want answers too).
+        self.write_paused = True
+        if self.transport is not None:
+            self.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        if self.transport is not None and not self.closed:
+            self.transport.resume_reading()
+        self.flush()
+
+    def eof_received(self) -> bool:
+        return False
+
+    # -- streams --------------------------------------------------------------------------
+
+    def _request(self, ev: RequestReceived) -> None:
+        sid = ev.stream_id
+        fe = self.fe
+        fe.h2_requests += 1  # type: ignore[attr-defined]
+        method = path = authority = None
+        cookies: list[bytes] = []
+        lines: list[bytes] = []
+        has_length = False
+        for k, v in ev.headers:
+            if k.startswith(b":"):
+                if k == b":method":
+                    method = v
+                elif k == b":path":
+                    path = v
+                elif k == b":authority":
+                    authority = v
+                continue
+            if k == b"cookie":
+                cookies.append(v)  # RFC 9113 8.2.3: split crumbs are joined again for HTTP/1.1
+                continue
+            if k == b"host":
+                authority = authority or v
+                continue
+            if k in _DROP_REQUEST:
+                continue
+            if k == b"content-length":
+                has_length = True
+            lines.append(k + b": " + v + b"\r\n")
+        if method is None or path is None or method == b"CONNECT":
+            self._answer(sid, 501 if method == b"CONNECT" else 400)
+            return
+        ended = ev.stream_ended is not None
+        chunked = not ended and not has_length
+        head = [method, b" ", path, b" HTTP/1.1\r\n"]
+        if authority is not None:
+            head.append(b"host: " + authority + b"\r\n")
+        if cookies:
+            head.append(b"cookie: " + b"; ".join(cookies) + b"\r\n")
+        head += lines
+        if chunked:
+            head.append(b"transfer-encoding: chunked\r\n")
+        head.append(b"\r\n")
+        st = StreamTransport(self, sid, method, chunked)
+        self.streams[sid] = st
+        conn = self.stream_cls(fe)
+        if self.proxied is not None:
+            conn.proxied = self.proxied  # type: ignore[attr-defined]
+        st.conn = conn
+        conn.connection_made(st)
+        conn.data_received(b"".join(head))
+
+    def _answer(self, sid: int, status: int) -> None:
+        try:
+            self.h2.send_headers(sid, [(b":status", b"%d" % status), (b"content-length", b"0")], end_stream=True)
+        except H2Error:
+            pass
+
+    def flush_stream(self, st: StreamTransport) -> None:
+        h2 = self.h2
+        if not self.write_paused:
+            while st.out and not st.ended:
+                try:
+                    window = min(h2.local_flow_control_window(st.sid), h2.max_outbound_frame_size)
+                except (StreamClosedError, H2Error):
+                    st.out.clear()
+                    st.out_size = 0
+                    break
+                if window <= 0:
+                    break
+                chunk = st.out[0]
+                if len(chunk) > window:
+                    st.out[0] = chunk[window:]
+                    chunk = chunk[:window]
+                else:
+                    st.out.popleft()
+                st.out_size -= len(chunk)
+                h2.send_data(st.sid, chunk)
+            if not st.out and st.end_pending and not st.ended:
+                try:
+                    h2.end_stream(st.sid)
+                except H2Error:
+                    pass
+                st._finished()
+        conn = st.conn
+        if conn is not None and not st.ended:
+            if not st.write_paused and st.out_size > STREAM_HIGH_WATER:
+                st.write_paused = True
+                conn.pause_writing()
+            elif st.write_paused and st.out_size <= STREAM_HIGH_WATER // 2:
+                st.write_paused = False
+                conn.resume_writing()
+        self.send()
+
+    def flush(self) -> None:
+        for st in list(self.streams.values()):
+            self.flush_stream(st)
+        self.send()
+
+    def stream_done(self, st: StreamTransport) -> None:
+        self.streams.pop(st.sid, None)
+        if self.fe.draining and not self.streams:
+            self.goaway(ErrorCodes.NO_ERROR, "draining")
+
+    def reset(self, st: StreamTransport, code: ErrorCodes) -> None:
+        if not st.ended:
+            st.ended = True
+            try:
+                self.h2.reset_stream(st.sid, code)
+            except H2Error:
+                pass
+        self.streams.pop(st.sid, None)
+        self.send()
+
+    def send(self) -> None:
+        data = self.h2.data_to_send()
+        if data and self.transport is not None and not self.closed:
+            self.transport.write(data)
+
+    def goaway(self, code: ErrorCodes, why: str) -> None:
+        """Close the connection with GOAWAY (`why` logged at debug: clients cause it)."""
+        log.debug("http/2 connection closed", extra={"error": why, "client": self.client_ip.decode("ascii", "replace")})
+        try:
+            self.h2.close_connection(code)
+        except H2Error:
+            pass
+        self.send()
+        self._close()
+
+    def drain(self) -> None:
+        if not self.streams:
+            self.goaway(ErrorCodes.NO_ERROR, "draining")
+        else:
+            try:
+                self.h2.close_connection(ErrorCodes.NO_ERROR, last_stream_id=max(self.streams))
+            except H2Error:
+                pass
+            self.send()
+
+    def _close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self.fe.h2_conns.discard(self)  # type: ignore[attr-defined]
+        for st in list(self.streams.values()):
+            st.ended = True
+            if st.conn is not None:
+                st.conn._close()
+        self.streams.clear()
+        if self.transport is not None:
+            self.transport.close()
+
+
+class AlpnSwitch(asyncio.Protocol):
+    """An https listener's protocol until the handshake is done: then HTTP/2 if the client
+    chose h2 by ALPN, else the listener's HTTP/1.1 connection class."""
+
+    def __init__(self, fe: Frontend, conn_cls: type[ClientConn], proxied: Any = None) -> None:
+        self.fe = fe
+        self.conn_cls = conn_cls
+        self.proxied = proxied
+
+    def connection_made(self, transport: Any) -> None:
+        sslobj = transport.get_extra_info("ssl_object")
+        chosen = sslobj.selected_alpn_protocol() if sslobj is not None else None
+        proto: asyncio.Protocol
+        if chosen == "h2":
+            proto = H2Conn(self.fe, self.conn_cls, proxied=self.proxied)
+        else:
+            proto = self.conn_cls(self.fe)
+            if self.proxied is not None:
+                proto.proxied = self.proxied  # type: ignore[attr-defined]
+        transport.set_protocol(proto)
+        proto.connection_made(transport)
