@@ -90,6 +90,7 @@ class ShardMetrics:
         self.server_lost = 0
         self.cancels = 0
         self.cancels_relayed = 0  # CancelRequests for keys another worker issued
+        self.query_timeouts = 0  # statements past timeouts.query (canceled on their shards)
 
 
 class ShardDaemon:

@@ -106,14 +106,17 @@ def add_message(s: ShardSession, msg: Message) -> None:
         s.ext_statements[name] = (raw, sql, oids)
         aux = ("parse", name)
     elif t == b"B":
-        aux = ("bind",) + _bind_values(raw)
+        # Each Bind and Describe keeps the statement it names as of now: a batch may parse the
+        # same name (the unnamed statement) again for its next Bind (psycopg's pipeline).
+        stmt, fmts, values = _bind_values(raw)
+        aux = ("bind", stmt, fmts, values, s.ext_statements.get(stmt))
     elif t in (b"D", b"C"):
         if len(raw) < 7:
             raise PgProtocolError("invalid Describe/Close message")
         (name_b,), _ = cstrings(raw, 6, 1)
         if raw[5:6] == b"S":
             name = name_b.decode("utf-8", "replace")
-            aux = ("describe" if t == b"D" else "close", name)
+            aux = ("describe", name, s.ext_statements.get(name)) if t == b"D" else ("close", name)
             if t == b"C":
                 s.ext_statements.pop(name, None)
     elif t == b"F":
@@ -132,8 +135,9 @@ def _refuse_batch(s: ShardSession, sqlstate: str, message: str) -> None:
     s.send_error(error_fields("ERROR", sqlstate, message))
 
 
-def _plan_bind(s: ShardSession, stmt: str, fmts: list[int], values: list[bytes | None]) -> Any:
-    st = s.ext_statements.get(stmt)
+def _plan_bind(s: ShardSession, fmts: list[int], values: list[bytes | None],
+               st: tuple[bytes, str, list[int]] | None) -> Any:
+    """The plan of a Bind of statement `st` (Parse message, SQL, parameter types)."""
     if st is None:
         return None  # an unknown statement: the shard says so
     _, sql, oids = st
@@ -171,7 +175,7 @@ async def dispatch(s: ShardSession, *, sync: bool) -> None:
     for _raw, aux in batch:
         if aux is None or aux[0] != "bind":
             continue
-        planned = _plan_bind(s, aux[1], aux[2], aux[3])
+        planned = _plan_bind(s, aux[2], aux[3], aux[4])
         if planned is None:
             continue
         if isinstance(planned, Refuse):
@@ -304,7 +308,7 @@ def _send(s: ShardSession, conn: ServerConn, batch: list[tuple[bytes, Any]], syn
             group.flags.append(name or False)
         elif kind in ("bind", "describe"):
             name = aux[1]
-            st = s.ext_statements.get(name)
+            st = aux[-1]  # the statement as of this message
             if st is not None and prepared.get(name) != st[0]:
                 if name and name in prepared:
                     out.append(encode.close(b"S", name))

@@ -109,11 +109,11 @@ async def run(s: ShardSession, batch: list[tuple[bytes, Any]]) -> None:
                 s.forward_raw(encode.parse_complete())
             elif t == b"B":
                 bind = parse_bind(raw)
-                portals[bind.portal] = _plan(s, bind)
+                portals[bind.portal] = _plan(s, bind, aux[4])
                 s.forward_raw(encode.bind_complete())
             elif t == b"D":
                 if raw[5:6] == b"S":
-                    await _describe_statement(s, aux[1] if aux else "")
+                    await _describe_statement(s, aux[1], aux[2])
                 else:
                     p = _portal(portals, raw[6:-1].decode("utf-8", "replace"))
                     await _run_portal(s, p)
@@ -143,14 +143,13 @@ def _portal(portals: dict[str, _Portal], name: str) -> _Portal:
     return p
 
 
-def _plan(s: ShardSession, bind: Bind) -> _Portal:
+def _plan(s: ShardSession, bind: Bind, st: tuple[bytes, str, list[int]] | None) -> _Portal:
     from .extended import _plan_bind
 
-    st = s.ext_statements.get(bind.statement)
     if st is None:
         raise _refused(UNDEFINED_STATEMENT, f'prepared statement "{bind.statement}" does not exist')
     _, sql, oids = st
-    planned = _plan_bind(s, bind.statement, list(bind.param_formats), list(bind.values))
+    planned = _plan_bind(s, list(bind.param_formats), list(bind.values), st)
     assert planned is not None
     if isinstance(planned, Refuse):
         raise _refused(planned.sqlstate, planned.message)
@@ -224,8 +223,7 @@ def _limit_params(bind: Bind) -> list[Any]:
     return out
 
 
-async def _describe_statement(s: ShardSession, name: str) -> None:
-    st = s.ext_statements.get(name)
+async def _describe_statement(s: ShardSession, name: str, st: tuple[bytes, str, list[int]] | None) -> None:
     if st is None:
         raise _refused(UNDEFINED_STATEMENT, f'prepared statement "{name}" does not exist')
     _, sql, oids = st

@@ -43,6 +43,7 @@ from proxy.pgfront.server import (
     SyncGroup,
     collect_query,
     error_fields,
+    send_cancel,
 )
 from proxy.pgfront.session import FrontendSession, cstrings
 from proxy.pgwire import encode
@@ -110,6 +111,34 @@ class ShardSession(FrontendSession):
         self.last_shard: str | None = None
         self.collecting: set[ServerConn] = set()  # shards running this session's scatter now
         self.fence_gen = 0  # fence.py: the reshard generation this session's current work began in
+        self._query_timer: asyncio.TimerHandle | None = None  # timeouts.query
+
+    # -- timeouts.query ---------------------------------------------------------------------------
+
+    def _start_async(self, coro: Any) -> None:
+        """A statement (or a batch up to its Sync) starts: with `timeouts.query`, a timer that
+        cancels it on its shards (CancelRequest) when it runs longer; the shards answer 57014 as
+        with their own statement_timeout, and the session goes on."""
+        super()._start_async(coro)
+        q = self.d.cfg.timeouts.query
+        if q > 0 and self.phase == "ready" and not self.admin:
+            self._query_timer = asyncio.get_running_loop().call_later(q, self._query_timed_out)
+
+    def _async_done(self, task: asyncio.Task[None]) -> None:
+        if self._query_timer is not None:
+            self._query_timer.cancel()
+            self._query_timer = None
+        super()._async_done(task)
+
+    def _query_timed_out(self) -> None:
+        self._query_timer = None
+        targets = self.cancel_targets()
+        if targets:
+            self.d.metrics.query_timeouts += 1
+            log.info("statement past timeouts.query: canceled", extra={"user": self.user,
+                                                                       "shards": [c.backend for c in targets]})
+        for conn in targets:
+            self.d._spawn(send_cancel(conn.address, conn.pid, conn.secret))
 
     # -- input ----------------------------------------------------------------------------------
 

@@ -35,6 +35,7 @@ COUNTERS = (
     ("server_lost", "Shard connections lost while attached"),
     ("cancels", "Cancel requests forwarded to shards"),
     ("cancels_relayed", "Cancel requests for a key this worker did not issue, passed to the other workers"),
+    ("query_timeouts", "Statements past timeouts.query, canceled on their shards"),
     ("server_connects", "Shard connections opened"),
 )
 _HOT_HELP = {
@@ -51,7 +52,8 @@ def snapshot(d: ShardDaemon) -> dict[str, Any]:
         "routed": [[shard, kind, n] for (shard, kind), n in sorted(m.routed.items())],
         "counters": {"scatters": m.scatters, "errors": m.errors, "clients_accepted": m.clients_total,
                      "auth_failures": m.auth_failures, "server_lost": m.server_lost, "cancels": m.cancels,
-                     "cancels_relayed": m.cancels_relayed, "server_connects": d.pools.connects},
+                     "cancels_relayed": m.cancels_relayed, "server_connects": d.pools.connects,
+                     "query_timeouts": m.query_timeouts},
         "clients": len(d.sessions),
         "client_rows": d.client_rows(),
         "connected": sorted({c.backend for c in d.pools.servers() if not c.closed}),
