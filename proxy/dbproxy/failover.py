@@ -143,6 +143,9 @@ class PatroniFollower:
         self.history = FailoverHistory(MAX_FAILOVERS_KEPT)  # the last failovers, totals for /metrics
         self.sessions_cut = 0  # sessions ended with 57P01 because their primary lost the lead
         self.source_errors = 0
+        # Client sessions whose primary connection was lost, by what happened to them
+        # (failover_session.LossAction: "move", "abort-later", "error-now").
+        self.session_losses: dict[str, int] = {}
         self.last_error: str | None = None
         self.last_error_at: float | None = None  # wall clock
         self.last_view_at: float | None = None  # wall clock of the last view that changed
@@ -312,6 +315,7 @@ class PatroniFollower:
             "failover_held_total": self.history.held_total, "failover_errors_total": self.history.errors_total,
             "hold_seconds": histogram_json(self.history.hold),
             "source_errors": self.source_errors, "last_error": self.last_error,
+            "session_losses": dict(self.session_losses),
             "members": member_rows(t),
             "synchronous_mode": t.synchronous_mode if t is not None else None,
             "sync_standbys": sorted(t.sync_standbys) if t is not None else [],
@@ -339,12 +343,16 @@ class FencedPools(ServerPools):
             try:
                 return await super().acquire(key)
             except ServerError as exc:
-                if exc.sqlstate not in _UNREACHABLE or address != follower.confirmed:
+                if exc.sqlstate not in _UNREACHABLE:
                     raise
                 # The primary writes go to cannot be reached (Patroni is shutting it down for a
                 # switchover, or it died and no view says so yet): hold, as for a missing leader,
-                # until a leader passes the fence (it may be this one again, at once).
-                follower.unreachable(f"the primary {follower.confirmed_name} cannot be reached: {exc}")
+                # until a leader passes the fence (it may be this one again, at once). An address
+                # no longer confirmed (the leader was lost while we connected): hold as well.
+                if address == follower.confirmed:
+                    follower.unreachable(f"the primary {follower.confirmed_name} cannot be reached: {exc}")
+                else:
+                    await asyncio.sleep(CONFIRM_RETRY)
                 if time.monotonic() >= deadline:
                     raise
             except _Fenced as exc:

@@ -60,6 +60,15 @@ from proxy.pgwire.framing import Message
 
 from .classify_types import Decision, Reason, Target
 from .dbadmin import DB_ADMIN_DETAILS, start_if_database_admin
+from .failover_session import (
+    LossAction,
+    SessionSets,
+    answer_aborted,
+    lone_begin,
+    move_primary,
+    primary_lost,
+    replay_sets,
+)
 from .large import LARGE_DECISION, LARGE_SQL_BYTES, large_parse_name, large_query_aux, refuse_large_message
 from .router import PRIMARY, Route, SessionRouter
 
@@ -105,6 +114,15 @@ class ClientSession(FrontendSession):
         self.batch_bytes = 0
         self.last_route: Route | None = None
         self._avoid: dict[str, float] = {}  # replica -> monotonic time until which to skip it
+        # Following Patroni (failover_session.py): the session's plain SETs, the decision of the
+        # batch last routed (None: unknown), the error owed for a transaction lost on the old
+        # primary, whether the SETs must be replayed on the next primary connection.
+        self.sets = SessionSets()
+        self.inflight: Decision | None = None
+        self.aborted: dict[str, str] | None = None
+        self.replay_pending = False
+        self.moved = 0
+        self._resend: list[tuple[Message, Any]] | None = None  # a lone BEGIN: may be sent again
 
     # -- asyncio.Protocol (client side) ---------------------------------------------------------
 
@@ -322,11 +340,20 @@ class ClientSession(FrontendSession):
 
     def _dispatch(self) -> None:
         batch, self.batch, self.batch_bytes = self.batch, [], 0
+        if self.aborted is not None:
+            answer_aborted(self, batch)  # its transaction died with the old primary
+            return
         conn = self.current
         if conn is not None and not conn.closed and conn.busy:
+            self.inflight = None
             self._send(conn, batch)
             return
         decision = self._decision(batch)
+        self.inflight = decision
+        if self.d.follower is not None:
+            if decision is not None and decision.pins_session:
+                self.sets.note(batch, self.router.in_transaction)
+            self._resend = batch if lone_begin(batch, decision) else None
         if decision is None:
             # Sync/Close/Execute alone: where the session's last statement ran.
             target = self.router.transaction_backend or (
@@ -396,6 +423,13 @@ class ClientSession(FrontendSession):
                     continue
                 self._fail_batch(batch, exc)
                 return
+            if target == PRIMARY and self.replay_pending and self.phase != "closed":
+                self.replay_pending = False
+                try:
+                    await replay_sets(self, conn)
+                except ServerError as exc:
+                    self.fatal(ADMIN_SHUTDOWN, f"could not restore the session's settings on the new primary: {exc}")
+                    return
             if self.phase != "closed":
                 self._send(conn, batch)
             return
@@ -444,6 +478,8 @@ class ClientSession(FrontendSession):
         conn.replay = None
         if not was_busy and conn.backend != PRIMARY and not self.router.in_transaction:
             conn.replay = batch
+        elif batch is self._resend and not was_busy:
+            conn.replay = batch  # failover_session.py: a lone BEGIN, sent again if its primary dies
         if not was_busy:
             self.d.started(conn)
         if len(out) == 1:
@@ -477,8 +513,18 @@ class ClientSession(FrontendSession):
         if backend == PRIMARY and self.phase == "ready":
             # The client's own server connection (its BackendKeyData is this server's): when it
             # goes (pg_terminate_backend, a crash, idle_session_timeout), the session ends with
-            # the server's own error, as it would direct.
-            self.end_with_server_error(conn)
+            # the server's own error, as it would direct. Following Patroni, a lost primary is a
+            # failover: the session moves where its state allows (failover_session.py).
+            loss = primary_lost(
+                following=self.d.follower is not None, busy=was_busy, in_transaction=in_txn, copy=conn.copy,
+                pinned=self.router.pinned, movable_state=self.sets.movable, inflight=self.inflight,
+                resendable=conn.replay is not None, old=f"{conn.address[0]}:{conn.address[1]}",
+            )  # fmt: skip
+            if loss.action is LossAction.END:
+                self.end_with_server_error(conn)
+                return
+            self.replay_pending = self.replay_pending or bool(self.sets.statements)
+            move_primary(self, conn, loss)
             return
         keep_state = backend == PRIMARY and self.router.pinned
         if not was_busy and not in_txn and not keep_state:

@@ -305,6 +305,47 @@ class PatroniNode:
             return None
         return pid
 
+    def _postgres_pids(self) -> list[int]:
+        """The postmaster and its children (backends, walsender, checkpointer...)."""
+        pid = self.postmaster_pid()
+        if pid is None or not _alive(pid):
+            return []
+        pids = [pid]
+        for entry in os.listdir("/proc"):
+            if entry.isdigit():
+                try:
+                    stat = Path(f"/proc/{entry}/stat").read_text()
+                except OSError:
+                    continue
+                if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                    pids.append(int(entry))
+        return pids
+
+    def freeze_postgres(self) -> None:
+        """SIGSTOP this node's postmaster and every child of it (a frozen postmaster forks no
+        new one): the server keeps its sockets and answers nothing."""
+        pids = self._postgres_pids()
+        if not pids:
+            raise DevstackError(f"{self.name} has no postmaster to freeze")
+        for pid in pids:
+            _signal_quietly(pid, signal.SIGSTOP)
+
+    def thaw_postgres(self) -> None:
+        for pid in self._postgres_pids():
+            _signal_quietly(pid, signal.SIGCONT)
+
+    def freeze(self) -> None:
+        """SIGSTOP the whole node (Patroni and postgres: a frozen machine). Its leader key expires
+        after the ttl; `thaw()` resumes both."""
+        if self.process is not None:
+            self.process.stop()
+        self.freeze_postgres()
+
+    def thaw(self) -> None:
+        self.thaw_postgres()
+        if self.process is not None:
+            self.process.cont()
+
     def kill(self) -> None:
         """SIGKILL Patroni and its postgres (the whole node dies; its leader key expires after ttl)."""
         pid = self.postmaster_pid()
@@ -315,6 +356,7 @@ class PatroniNode:
 
     def stop(self, timeout: float = STOP_TIMEOUT) -> None:
         """SIGTERM Patroni (it stops postgres first); SIGKILL whatever is left after `timeout`."""
+        self.thaw_postgres()  # a frozen postgres cannot act on Patroni's SIGTERM
         if self.process is not None:
             self.process.terminate(timeout)
         pid = self.postmaster_pid()
@@ -337,6 +379,13 @@ def _alive(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
     except (OSError, IndexError):
         return False
+
+
+def _signal_quietly(pid: int, sig: int) -> None:
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        pass
 
 
 def _kill_quietly(pid: int) -> None:
@@ -538,6 +587,33 @@ class PatroniCluster:
             return ("sync_standby" in roles) == on
 
         self._wait(applied, timeout, f"synchronous_mode {'on' if on else 'off'} in /cluster")
+
+    def sync_standby(self) -> str | None:
+        """The member Patroni's /sync key names synchronous standby of the running leader (what
+        /cluster shows as role sync_standby), or None."""
+        try:
+            members = self.cluster().get("members", [])
+        except (DevstackError, OSError):
+            return None
+        for member in members:
+            if member.get("role") == "sync_standby" and member.get("state") in ("running", "streaming"):
+                return str(member["name"])
+        return None
+
+    def wait_synchronous(self, timeout: float = READY_TIMEOUT) -> str:
+        """Until a running leader has a synchronous standby registered in the /sync key; returns
+        its name. In synchronous mode Patroni fails over only to the member /sync names: a leader
+        killed before it registered one (seconds after every failover or switchover, and after
+        synchronous_mode is turned on) is restarted in place, not failed over (seen with 3.0.2)."""
+        return self._wait(lambda: self.leader_name() and self.sync_standby(), timeout,
+                          "a synchronous standby in /sync")  # fmt: skip
+
+    def set_config(self, settings: Mapping[str, Any]) -> None:
+        """PATCH /config: Patroni's dynamic settings (e.g. failsafe_mode), applied by every node
+        at its next loop."""
+        status, answer = self._request("PATCH", "/config", dict(settings))
+        if status != 200:
+            raise DevstackError(f"PATCH /config {dict(settings)}: {status} {answer!r}")
 
     def _wait(self, probe: Any, timeout: float, what: str) -> Any:
         try:
