@@ -40,6 +40,7 @@ from .cluster_view import failover_metrics
 from .config import DbProxyConfig
 from .console import run_console
 from .failover import FENCED_SQLSTATE, FencedPools, PatroniFollower
+from .losswindow import Positions, loss_window_metrics
 from .faults import query_timed_out, replica_marked_down, restart_query_timer
 from .monitor import BackendStatus, ReplicaMonitor, usable_for_reads
 from .patroni_admin import add_patroni_routes
@@ -116,11 +117,14 @@ class DbProxyDaemon:
             reuse=cfg.pool.server_reuse,
         )
         self.pools.follower = self.follower
+        if self.follower is not None:
+            self.follower.loss.positions = self._wal_positions  # losswindow.py
         self.monitor = self._make_monitor(cfg)
         self.clock = self._make_clock(cfg)
         self.registry = new_registry()
         self.registry.register(FuncCollector(self._collect))
         self.registry.register(FuncCollector(lambda: failover_metrics(self.cluster_status())))
+        self.registry.register(FuncCollector(lambda: loss_window_metrics(self.follower and self.follower.loss)))
         self.server: asyncio.base_events.Server | None = None
         self.admin: AdminServer | None = None
         self.admin_guard: AdminGuard | None = None
@@ -324,6 +328,16 @@ class DbProxyDaemon:
         self._replace_monitored()
         self._spawn(self.monitor.poll_once())  # the new primary's status now, not a poll later
         log.warning("re-pointed", extra={"primary": primary, "replicas": [n for n, _, _ in replicas]})
+
+    def _wal_positions(self) -> Positions:
+        """The monitor's last WAL positions: the primary's, each replica's replayed one."""
+        replicas: dict[str, int | None] = {}
+        for name, _, _ in self.replica_specs:
+            try:
+                replicas[name] = self.monitor.status(name).lsn
+            except KeyError:
+                continue
+        return self.monitor.primary_lsn, replicas
 
     def fence_old(self, address: tuple[str, int]) -> int:
         """`address` is no longer the leader: no write may reach it. Idle pooled connections to

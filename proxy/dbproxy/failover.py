@@ -34,6 +34,7 @@ from proxy.pgwire.errors import CONNECTION_FAILURE
 from .config import TopologyConfig
 from .cluster_view import histogram_json, member_rows, source_health
 from .failover_history import FailoverHistory
+from .losswindow import LossWindowTracker
 from .patroni_source import EtcdWatchSource, PatroniRestSource
 from .router import PRIMARY
 from .topology import Topology, WriteVerdict, write_verdict
@@ -146,6 +147,7 @@ class PatroniFollower:
         # Client sessions whose primary connection was lost, by what happened to them
         # (failover_session.LossAction: "move", "abort-later", "error-now").
         self.session_losses: dict[str, int] = {}
+        self.loss = LossWindowTracker()  # the daemon gives it the monitor's positions
         self.last_error: str | None = None
         self.last_error_at: float | None = None  # wall clock
         self.last_view_at: float | None = None  # wall clock of the last view that changed
@@ -193,6 +195,7 @@ class PatroniFollower:
     def _on_topology(self, topology: Topology) -> None:
         self.topology = topology
         self.last_view_at = time.time()
+        self.loss.observe(topology, self.confirmed_name)
         leader = topology.leader_member
         address = leader.address if leader is not None else None
         log.info("topology", extra={"leader": topology.leader, "version": topology.version,
@@ -210,6 +213,7 @@ class PatroniFollower:
         old, old_name = self.confirmed, self.confirmed_name
         self.confirmed = self.confirmed_name = None
         self.gate.close(reason)
+        self.loss.lost()
         self.history.begin(time.time(), old_name, reason, held=self.gate.held_total, errors=self._errors())
         log.warning("leader lost: holding writes", extra={"old": old_name, "reason": reason})
         if old is not None:
@@ -246,6 +250,11 @@ class PatroniFollower:
         self.confirmed, self.confirmed_name = address, name
         self.repoint(f"{address[0]}:{address[1]}", replica_specs(topology))
         held = self.gate.open()
+        window = self.loss.confirmed(name)
+        if window is not None and not window.synchronous:
+            # Asynchronous replication: commits acknowledged on the old primary that the promoted
+            # node had not replayed are lost; this is how much WAL that may be (losswindow.py).
+            log.warning("failover: possible loss window", extra={"to": name, **window.to_json()})
         record = self.history.finish(name, held, held=self.gate.held_total, errors=self._errors())
         if record is not None:
             log.warning("leader confirmed: writes released", extra=record.to_json())
@@ -316,6 +325,7 @@ class PatroniFollower:
             "hold_seconds": histogram_json(self.history.hold),
             "source_errors": self.source_errors, "last_error": self.last_error,
             "session_losses": dict(self.session_losses),
+            "last_loss_window": self.loss.last.to_json() if self.loss.last is not None else None,
             "members": member_rows(t),
             "synchronous_mode": t.synchronous_mode if t is not None else None,
             "sync_standbys": sorted(t.sync_standbys) if t is not None else [],
