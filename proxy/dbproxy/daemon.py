@@ -330,14 +330,15 @@ class DbProxyDaemon:
         log.warning("re-pointed", extra={"primary": primary, "replicas": [n for n, _, _ in replicas]})
 
     def _wal_positions(self) -> Positions:
-        """The monitor's last WAL positions: the primary's, each replica's replayed one."""
-        replicas: dict[str, int | None] = {}
-        for name, _, _ in self.replica_specs:
+        """The monitor's last polled WAL positions (kept when a server stops answering): the
+        primary's, each replica's replayed one."""
+        out: dict[str, int | None] = {}
+        for name in (PRIMARY, *(n for n, _, _ in self.replica_specs)):
             try:
-                replicas[name] = self.monitor.status(name).lsn
+                out[name] = self.monitor.status(name).lsn
             except KeyError:
                 continue
-        return self.monitor.primary_lsn, replicas
+        return out.pop(PRIMARY, None), out
 
     def fence_old(self, address: tuple[str, int]) -> int:
         """`address` is no longer the leader: no write may reach it. Idle pooled connections to

@@ -251,6 +251,7 @@ class PatroniFollower:
         self.repoint(f"{address[0]}:{address[1]}", replica_specs(topology))
         held = self.gate.open()
         window = self.loss.confirmed(name)
+        self.loss.observe(topology, name)  # views may not change for a while: this one counts
         if window is not None and not window.synchronous:
             # Asynchronous replication: commits acknowledged on the old primary that the promoted
             # node had not replayed are lost; this is how much WAL that may be (losswindow.py).

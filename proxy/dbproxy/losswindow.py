@@ -87,7 +87,8 @@ class LossWindowTracker:
             self._sample()
 
     def lost(self) -> None:
-        """The leader was lost: the inputs as they stood (the first loss of a failover counts)."""
+        """The leader was lost: the inputs as they stood (the first loss of a failover counts;
+        the monitor's positions are its last polls, kept when a server stops answering)."""
         if self._frozen is None:
             self._sample()
             self._frozen = (self.before, self.primary_lsn, dict(self.replica_lsn))
