@@ -342,8 +342,9 @@ class DbProxyDaemon:
 
     def fence_old(self, address: tuple[str, int]) -> int:
         """`address` is no longer the leader: no write may reach it. Idle pooled connections to
-        it are closed; a session holding one ends with FATAL 57P01 (as PostgreSQL ends sessions
-        on a server shutting down), its client reconnects and is held until a leader is confirmed."""
+        it are closed; the connections sessions hold are cut, with FATAL 57P01 for those that
+        end (as PostgreSQL ends sessions on a server shutting down): failover_session.py says
+        which sessions move to the new primary instead, and what the others see."""
         self.pools.close_backend(PRIMARY)
         cut = 0
         for conn in self.pools.servers():

@@ -128,8 +128,10 @@ def primary_lost(
 
 class SessionSets:
     """The plain `SET name = value` statements a session ran (simple protocol, outside a
-    transaction), in order, to replay on a new primary; `movable` turns False for good at the
-    first other statement that pins the session."""
+    transaction), in order, to replay on a new primary, with the `RESET` / `DISCARD` / `SET ...
+    TO DEFAULT` statements that came after them (replayed in the same order, the new server
+    ends in the same state); `movable` turns False for good at the first other statement that
+    pins the session."""
 
     __slots__ = ("movable", "statements")
 
@@ -138,16 +140,18 @@ class SessionSets:
         self.movable = True
 
     def note(self, batch: list[tuple[Message, Any]], in_transaction: bool) -> None:
-        """Called for each batch with a statement that pins the session."""
+        """Called for each batch with a statement that pins the session, or that resets session
+        state once SETs were recorded."""
         if not self.movable:
             return
         for msg, aux in batch:
             if aux is None or aux[0] not in ("query", "parse", "use", "dup"):
                 continue
             d = aux[1] if aux[0] == "query" else aux[3]
-            if not d.pins_session:
+            if not d.pins_session and not (d.detail == "session-reset" and self.statements):
                 continue
-            if aux[0] != "query" or d.detail != "set" or in_transaction or len(self.statements) >= MAX_SETS:
+            plain = d.detail == "set" or d.detail == "session-reset"
+            if aux[0] != "query" or not plain or in_transaction or len(self.statements) >= MAX_SETS:
                 self.movable = False
                 self.statements.clear()
                 return

@@ -351,7 +351,8 @@ class ClientSession(FrontendSession):
         decision = self._decision(batch)
         self.inflight = decision
         if self.d.follower is not None:
-            if decision is not None and decision.pins_session:
+            if decision is not None and (decision.pins_session or
+                                         (decision.detail == "session-reset" and self.sets.statements)):  # fmt: skip
                 self.sets.note(batch, self.router.in_transaction)
             self._resend = batch if lone_begin(batch, decision) else None
         if decision is None:

@@ -110,6 +110,16 @@ def test_other_pins_make_the_session_not_movable(batch: list[tuple[Message, Any]
     assert not sets.movable  # for good
 
 
+def test_resets_after_sets_are_replayed_in_order() -> None:
+    reset = Decision(Target.REPLICA, Reason.SESSION, detail="session-reset")
+    sets = SessionSets()
+    sets.note([q("RESET search_path", reset)], in_transaction=False)  # nothing recorded: nothing to undo
+    assert sets.statements == []
+    sets.note([q("SET search_path = a", SET)], in_transaction=False)
+    sets.note([q("RESET search_path", reset)], in_transaction=False)
+    assert sets.movable and sets.statements == ["SET search_path = a", "RESET search_path"]
+
+
 def test_a_set_through_the_extended_protocol_is_not_replayed() -> None:
     sets = SessionSets()
     raw = encode.parse("", "SET search_path = a")
