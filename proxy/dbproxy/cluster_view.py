@@ -93,6 +93,8 @@ def failover_metrics(status: Mapping[str, Any] | None) -> Iterable[Metric]:
     errors.add_metric(["57P03"], status["hold_timeouts"])
     errors.add_metric(["53300"], status["hold_refused"])
     errors.add_metric(["57P01"], status["sessions_cut"])
+    for sqlstate, n in sorted(status.get("session_errors", {}).items()):  # failover_session.py
+        errors.add_metric([sqlstate], n)
     yield errors
     yield GaugeMetricFamily(P + "writes_held", "1 while writes wait for a confirmed leader",
                             value=1.0 if status["writes_held"] else 0.0)  # fmt: skip

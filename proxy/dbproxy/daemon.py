@@ -340,21 +340,18 @@ class DbProxyDaemon:
                 continue
         return out.pop(PRIMARY, None), out
 
-    def fence_old(self, address: tuple[str, int]) -> int:
+    def fence_old(self, address: tuple[str, int]) -> None:
         """`address` is no longer the leader: no write may reach it. Idle pooled connections to
         it are closed; the connections sessions hold are cut, with FATAL 57P01 for those that
         end (as PostgreSQL ends sessions on a server shutting down): failover_session.py says
         which sessions move to the new primary instead, and what the others see."""
         self.pools.close_backend(PRIMARY)
-        cut = 0
         for conn in self.pools.servers():
             if conn.backend == PRIMARY and conn.address == address and not conn.closed:
-                cut += conn.session is not None
                 conn.fatal = error_fields("FATAL", FENCED_SQLSTATE,
                                           f"terminating connection: the primary {address[0]}:{address[1]} is no "
                                           "longer the Patroni leader (failover); reconnect")  # fmt: skip
                 conn.abort()
-        return cut
 
     async def drain(self) -> None:
         if self.workers is not None:

@@ -130,7 +130,7 @@ class PatroniFollower:
         login: Callable[[], tuple[str, str | None]],
         connect_timeout: float,
         repoint: Callable[[str, list[tuple[str, str, int]]], None],
-        fence_old: Callable[[tuple[str, int]], int | None],
+        fence_old: Callable[[tuple[str, int]], None],
     ) -> None:
         self.cfg = cfg
         self.login = login
@@ -142,11 +142,12 @@ class PatroniFollower:
         self.confirmed: tuple[str, int] | None = None  # where writes go
         self.confirmed_name: str | None = None
         self.history = FailoverHistory(MAX_FAILOVERS_KEPT)  # the last failovers, totals for /metrics
-        self.sessions_cut = 0  # sessions ended with 57P01 because their primary lost the lead
+        self.sessions_cut = 0  # sessions ended (57P01, 08006) when their primary was lost
         self.source_errors = 0
         # Client sessions whose primary connection was lost, by what happened to them
         # (failover_session.LossAction: "move", "abort-later", "error-now").
         self.session_losses: dict[str, int] = {}
+        self.session_errors: dict[str, int] = {}  # the errors sent to the sessions that went on, by SQLSTATE
         self.loss = LossWindowTracker()  # the daemon gives it the monitor's positions
         self.last_error: str | None = None
         self.last_error_at: float | None = None  # wall clock
@@ -217,12 +218,11 @@ class PatroniFollower:
         self.history.begin(time.time(), old_name, reason, held=self.gate.held_total, errors=self._errors())
         log.warning("leader lost: holding writes", extra={"old": old_name, "reason": reason})
         if old is not None:
-            cut = self.fence_old(old)
-            self.sessions_cut += cut if isinstance(cut, int) else 0
+            self.fence_old(old)  # the sessions count themselves (failover_session.py)
 
     def _errors(self) -> int:
         """Clients answered with an error instead of a result because of a failover so far."""
-        return self.gate.timeouts + self.gate.refused + self.sessions_cut
+        return self.gate.timeouts + self.gate.refused + self.sessions_cut + sum(self.session_errors.values())
 
     def _confirm_soon(self) -> None:
         if self._confirming is None or self._confirming.done():
@@ -325,7 +325,7 @@ class PatroniFollower:
             "failover_held_total": self.history.held_total, "failover_errors_total": self.history.errors_total,
             "hold_seconds": histogram_json(self.history.hold),
             "source_errors": self.source_errors, "last_error": self.last_error,
-            "session_losses": dict(self.session_losses),
+            "session_losses": dict(self.session_losses), "session_errors": dict(self.session_errors),
             "last_loss_window": self.loss.last.to_json() if self.loss.last is not None else None,
             "members": member_rows(t),
             "synchronous_mode": t.synchronous_mode if t is not None else None,

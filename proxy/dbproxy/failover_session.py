@@ -178,6 +178,8 @@ def move_primary(session: ClientSession, conn: ServerConn, loss: Loss) -> None:
     follower = session.d.follower
     if follower is not None:
         follower.session_losses[loss.action.value] = follower.session_losses.get(loss.action.value, 0) + 1
+        if loss.sqlstate is not None:
+            follower.session_errors[loss.sqlstate] = follower.session_errors.get(loss.sqlstate, 0) + 1
     if loss.action is LossAction.MOVE:
         log.info("session moved off the old primary", extra={"user": session.user, "peer": session.peer})
         return

@@ -522,6 +522,9 @@ class ClientSession(FrontendSession):
                 resendable=conn.replay is not None, old=f"{conn.address[0]}:{conn.address[1]}",
             )  # fmt: skip
             if loss.action is LossAction.END:
+                if self.d.follower is not None:
+                    self.d.follower.sessions_cut += 1
+                    self.d.follower.session_losses["end"] = self.d.follower.session_losses.get("end", 0) + 1
                 self.end_with_server_error(conn)
                 return
             self.replay_pending = self.replay_pending or bool(self.sets.statements)
