@@ -38,10 +38,11 @@ from proxy.devstack.patroni import (
     patroni_binary,
     start_patroni_cluster,
 )
+from proxy.devstack.patroni_dbproxy import start_patroni_dbproxy
 from proxy.devstack.poll import wait_until_async
 from proxy.devstack.process import DevstackError
 
-from .test_dbproxy_patroni import PatroniDbProxy
+from .test_dbproxy_patroni import PASSWORD, PatroniDbProxy
 
 pytestmark = [
     pytest.mark.skipif(etcd_binary() is None or patroni_binary() is None,
@@ -448,5 +449,57 @@ async def test_etcd_stopped_writes_go_on_to_the_known_primary(cluster: PatroniCl
         assert status["source_errors"] > 0 and not status["writes_held"]
         report(f"etcd stopped (failsafe active after {took:.2f}s)", proxy, writers, figures)
         await idle.conn.close()
+    finally:
+        proxy.close()
+
+
+@pytest.mark.slow
+async def test_etcd_stopped_without_failsafe_the_demoted_leader_gets_no_write(cluster: PatroniCluster,
+                                                                               tmp_path: Path) -> None:  # fmt: skip
+    """etcd stops, Patroni's failsafe_mode off (its default): the leader cannot renew its key and
+    demotes itself (read-only). The proxy keeps its last view, so Patroni still names that node
+    leader, but it fails the fence (in recovery): writes are held, then get 57P03 after
+    failover_hold_timeout; none is acknowledged after the demotion; a session's reads go on."""
+    proxy = start_patroni_dbproxy(cluster, log_dir=tmp_path, users={"app": PASSWORD}, hold_timeout=10)
+    try:
+        await fetchval(proxy.dsn(), "CREATE TABLE ledger (id bigint NOT NULL, writer int NOT NULL)")
+        reader = await asyncpg.connect(proxy.dsn(), timeout=DEADLINE)
+        writers = [Writer(proxy.dsn(), 1)]
+        tasks = [asyncio.create_task(w.run()) for w in writers]
+        leader = cluster.node(await asyncio.to_thread(cluster.wait_leader))
+        demoted: list[float] = []
+        try:
+            async def some_writes() -> bool:
+                return len(writers[0].acked) >= 20
+
+            await wait_until_async(some_writes, DEADLINE, "writes before etcd stops")
+            assert cluster.etcd is not None
+            await asyncio.to_thread(cluster.etcd.process.terminate)
+
+            def read_only() -> bool:
+                try:
+                    return leader.psql("select pg_is_in_recovery()") == "t"
+                except DevstackError:
+                    return False  # restarting read-only
+
+            await asyncio.to_thread(cluster._wait, read_only, DEADLINE, f"{leader.name} demoted by Patroni")
+            demoted.append(time.monotonic())
+
+            async def refused() -> bool:
+                return any(e.startswith("57P03") for e in writers[0].errors)
+
+            await wait_until_async(refused, DEADLINE, "a write refused with 57P03 after the hold")
+            # Reads of a logged-in session go on (to a replica, or the read-only old leader).
+            assert await reader.fetchval("SELECT 42") == 42
+        finally:
+            for w in writers:
+                w.stop.set()
+            await asyncio.wait_for(asyncio.gather(*tasks), DEADLINE)
+        acked_after = [(i, p) for w in writers for i, p, at in w.acked if at > demoted[0]]
+        assert not acked_after, f"writes acknowledged after the demotion: {acked_after[:10]}"
+        status = proxy.status()["topology"]
+        assert status["writes_held"] and status["hold_timeouts"] >= 1 and status["source_errors"] > 0
+        report("etcd stopped without failsafe_mode", proxy, writers, {"errors": writers[0].errors[:5]})
+        await reader.close()
     finally:
         proxy.close()
