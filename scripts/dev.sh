@@ -18,14 +18,15 @@ cd "$(dirname "$0")/.."
 # etcd-server (etcd-client: etcdctl, for a person looking at the keys): the high-availability
 # cluster proxy/devstack/patroni.py starts for the failover tests and the demo. gcc: the native
 # layer (setup.py compiles the hot modules with Cython during pip install; headers: below);
-# valgrind: scripts/native_callgrind.py's instruction counts.
+# valgrind: scripts/native_callgrind.py's instruction counts. nghttp2-client (h2load), chromium
+# and libnss3-tools (certutil, to trust the test CA): real HTTP/2 clients of the balancer's tests.
 APT_PACKAGES=(redis-server postgresql prometheus curl wrk nginx haproxy pgbouncer pgpool2 openssl
               bind9-dnsutils dnsperf dnsmasq-base pdns-server pdns-backend-geoip
-              patroni etcd-server etcd-client gcc valgrind)
+              patroni etcd-server etcd-client gcc valgrind nghttp2-client chromium libnss3-tools)
 # command that proves each package is present (same order)
 APT_PROBES=(redis-server /usr/lib/postgresql promtool curl wrk nginx haproxy pgbouncer pgpool openssl
             dig dnsperf /usr/sbin/dnsmasq /usr/sbin/pdns_server /usr/share/doc/pdns-backend-geoip/copyright
-            patroni etcd etcdctl gcc valgrind)
+            patroni etcd etcdctl gcc valgrind h2load chromium certutil)
 
 log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 

@@ -88,6 +88,8 @@ class ListenerConfig(StrictModel):
     redirect_port: int = Field(default=443, ge=1, le=65535)
     # https only: offer HTTP/2 by ALPN (h2) besides HTTP/1.1 (lb/h2front.py).
     http2: bool = False
+    # http only: HTTP/2 without TLS when a client starts with the HTTP/2 preface (prior knowledge).
+    h2c: bool = False
     # https only: Strict-Transport-Security on every response (seconds; None: not sent).
     hsts_max_age: int | None = Field(default=None, ge=0)
     hsts_include_subdomains: bool = False
@@ -114,6 +116,8 @@ class ListenerConfig(StrictModel):
             raise ValueError("redirect_https: only an http listener redirects to https")
         if self.http2 and self.protocol != "https":
             raise ValueError("http2: HTTP/2 is offered by ALPN on https listeners only")
+        if self.h2c and (self.protocol != "http" or self.redirect_https):
+            raise ValueError("h2c: HTTP/2 prior knowledge is for a plain http listener that serves (no redirect_https)")
         if self.hsts_max_age is not None and self.protocol != "https":
             raise ValueError("hsts_max_age: HSTS is sent only over https (RFC 6797 7.2)")
         if self.proxy_protocol and not self.proxy_protocol_from:

@@ -1,4 +1,5 @@
-"""HTTP/2 to clients (ALPN h2 on an https listener with `http2 = true`), with the `h2` library.
+"""HTTP/2 to clients (ALPN h2 on an https listener with `http2 = true`; prior knowledge on a plain
+listener with `h2c = true`), with the `h2` library.
 
 Each stream is one HTTP/1.1 exchange run by the listener's own `ClientConn` class (as a mixin
 subclass, `H2StreamConn`) over a `StreamTransport`: the request's header list is written out as an
@@ -45,12 +46,12 @@ from proxy.http1 import (
     strip_hop_by_hop,
 )
 from proxy.lb.client import ClientConn
-from proxy.lb.h2guard import FrameScanner, ResetBudget
+from proxy.lb.h2guard import PREFACE, FrameScanner, ResetBudget
 
 if TYPE_CHECKING:
     from proxy.lb.frontend import Frontend
 
-__all__ = ["AlpnSwitch", "H2Conn", "H2StreamConn", "StreamTransport"]
+__all__ = ["AlpnSwitch", "H2Conn", "H2StreamConn", "H2cConn", "StreamTransport"]
 
 log = logging.getLogger("tierproxy.lb")
 
@@ -203,7 +204,7 @@ class H2Conn(asyncio.Protocol):
     """One HTTP/2 client connection."""
 
     def __init__(self, fe: Frontend, conn_cls: type[ClientConn], client_ip: bytes | None = None,
-                 proxied: Any = None) -> None:  # fmt: skip
+                 proxied: Any = None, counted: bool = False) -> None:  # fmt: skip
         self.fe = fe
         self.loop = fe.loop
         limits = fe.cfg.limits
@@ -224,6 +225,8 @@ class H2Conn(asyncio.Protocol):
         self.resets = ResetBudget(RESET_BURST, RESET_PER_SECOND, self.loop.time())
         self.closed = False
         self.write_paused = False
+        self.counted = counted  # accepted (and admitted) already, as an HTTP/1.1 connection (h2c)
+        self.idle_since = self.loop.time()  # no stream open since (timeouts.client_idle applies)
 
     # -- asyncio callbacks ----------------------------------------------------------------
 
@@ -235,9 +238,11 @@ class H2Conn(asyncio.Protocol):
             self.client_ip = (peer[0] if peer else "").encode()
         if self.proxied is not None and self.proxied[0] is not None:
             self.client_ip = self.proxied[0][0].encode()
-        fe.accepted_total += 1
         self.h2.initiate_connection()
-        if len(fe.conns) + len(fe.h2_conns) >= fe.cfg.limits.max_client_connections or fe.draining:  # type: ignore[attr-defined]
+        if not self.counted:
+            fe.accepted_total += 1
+        if not self.counted and (len(fe.conns) + len(fe.h2_conns) >= fe.cfg.limits.max_client_connections  # type: ignore[attr-defined]
+                                 or fe.draining):  # fmt: skip
             fe.refused_total += 1
             self.goaway(ErrorCodes.REFUSED_STREAM, "too many connections")
             return
@@ -411,6 +416,13 @@ class H2Conn(asyncio.Protocol):
             self.flush_stream(st)
         self.send()
 
+    def check_idle(self, now: float, idle: float) -> None:
+        """From the sweeper: a connection with no stream for `idle` seconds is closed (GOAWAY)."""
+        if self.streams:
+            self.idle_since = now
+        elif now - self.idle_since > idle:
+            self.goaway(ErrorCodes.NO_ERROR, "idle")
+
     def stream_done(self, st: StreamTransport) -> None:
         self.streams.pop(st.sid, None)
         if self.fe.draining and not self.streams:
@@ -486,3 +498,38 @@ class AlpnSwitch(asyncio.Protocol):
                 proto.proxied = self.proxied  # type: ignore[attr-defined]
         transport.set_protocol(proto)
         proto.connection_made(transport)
+
+
+class H2cConn(ClientConn):
+    """A plain listener with `h2c = true`: HTTP/2 when the connection starts with the HTTP/2
+    preface (prior knowledge, RFC 9113 3.3), else HTTP/1.1 as usual. Until the first bytes tell,
+    this is an ordinary HTTP/1.1 connection (its deadlines apply)."""
+
+    h2_stream_base: type[ClientConn] = ClientConn  # the listener's class without this one
+    _sniffed = b""
+    _decided = False
+
+    def data_received(self, data: bytes) -> None:
+        if self._decided or self.closed:
+            super().data_received(data)
+            return
+        buf = self._sniffed + data
+        n = min(len(buf), len(PREFACE))
+        if buf[:n] == PREFACE[:n]:
+            if n < len(PREFACE):
+                self._sniffed = buf
+                return
+            self._decided = True
+            self.fe.conns.discard(self)
+            self.closed = True  # this object is done; the H2Conn takes the transport
+            h2 = H2Conn(self.fe, self.h2_stream_base, client_ip=self.client_ip,
+                        proxied=getattr(self, "proxied", None), counted=True)  # fmt: skip
+            transport = self.transport
+            assert transport is not None
+            transport.set_protocol(h2)
+            h2.connection_made(transport)
+            h2.data_received(buf)
+            return
+        self._decided = True
+        self._sniffed = b""
+        super().data_received(buf)

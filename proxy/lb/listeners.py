@@ -29,7 +29,7 @@ from proxy.lb.client import ClientConn
 from proxy.lb.config import LbConfig
 from proxy.lb.frontconn import ForwardingFrontend, conn_class
 from proxy.lb.frontend import Frontend
-from proxy.lb.h2front import AlpnSwitch
+from proxy.lb.h2front import AlpnSwitch, H2cConn
 from proxy.lb.netpolicy import parse_networks
 from proxy.lb.reject import RejectLog
 from proxy.lb.tlsterm import TlsTerminator
@@ -157,6 +157,8 @@ class Listeners:
     def _hand_over_for(self, fe: Frontend) -> Callable[[socket.socket], Any] | None:
         lst = fe.listener
         cls = conn_class(lst)
+        if lst.h2c:
+            cls = type(f"H2c_{cls.__name__}", (H2cConn, cls), {"h2_stream_base": cls})
         term = self.tls.get(lst.name)
         trusted = parse_networks(lst.proxy_protocol_from) if lst.proxy_protocol else ()
         if term is None and not lst.proxy_protocol and cls is ClientConn:
@@ -232,6 +234,9 @@ class Listeners:
             now = loop.time()
             for fe in self.frontends:
                 fe.sweep(now)
+                idle = fe.timeouts.client_idle
+                for h2conn in list(fe.h2_conns):  # type: ignore[attr-defined]
+                    h2conn.check_idle(now, idle)
             self.reject_log.flush(now)
             limits = self.cfg.limits
             if limits.min_transfer_rate and ticks % RATE_CHECK_TICKS == 0:

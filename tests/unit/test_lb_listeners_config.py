@@ -68,6 +68,8 @@ def test_listener_errors_are_located(tmp_path, pki):
         "lb.toml: listeners[0].hsts_max_age: HSTS is sent only over https (RFC 6797 7.2)"]
     assert errors(tmp_path, '[[listeners]]\nname = "p"\naddress = "127.0.0.1:8080"\nhttp2 = true\n' + POOL) == [
         "lb.toml: listeners[0].http2: HTTP/2 is offered by ALPN on https listeners only"]
+    assert errors(tmp_path, '[[listeners]]\nname = "p"\naddress = "127.0.0.1:8080"\nh2c = true\nredirect_https = true\n' + POOL) == [
+        "lb.toml: listeners[0].h2c: HTTP/2 prior knowledge is for a plain http listener that serves (no redirect_https)"]
     assert errors(tmp_path, '[[listeners]]\nname = "p"\naddress = "127.0.0.1:8080"\nproxy_protocol = true\n' + POOL) == [
         "lb.toml: listeners[0].proxy_protocol_from: name the networks PROXY headers may come from"]
     two = https(site) + https(site).replace('name = "s"', 'name = "t"')
