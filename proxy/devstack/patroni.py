@@ -334,6 +334,17 @@ class PatroniNode:
         for pid in self._postgres_pids():
             _signal_quietly(pid, signal.SIGCONT)
 
+    def walsender_pids(self) -> list[int]:
+        """This node's walsenders (its postmaster's children streaming WAL to the replicas)."""
+        out = []
+        for pid in self._postgres_pids()[1:]:
+            try:
+                if b"walsender" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                    out.append(pid)
+            except OSError:
+                continue
+        return out
+
     def freeze(self) -> None:
         """SIGSTOP the whole node (Patroni and postgres: a frozen machine). Its leader key expires
         after the ttl; `thaw()` resumes both."""

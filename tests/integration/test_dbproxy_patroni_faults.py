@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import signal
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -501,5 +503,62 @@ async def test_etcd_stopped_without_failsafe_the_demoted_leader_gets_no_write(cl
         assert status["writes_held"] and status["hold_timeouts"] >= 1 and status["source_errors"] > 0
         report("etcd stopped without failsafe_mode", proxy, writers, {"errors": writers[0].errors[:5]})
         await reader.close()
+    finally:
+        proxy.close()
+
+
+async def test_asynchronous_failover_reports_the_loss_window(cluster: PatroniCluster, tmp_path: Path) -> None:
+    """Asynchronous mode, a real loss: the leader's walsenders are frozen (the replicas get no more
+    WAL, commits are still acknowledged), then its postmaster is killed (and the walsenders with
+    it): the promoted node lacks the last acknowledged writes. The proxy reports a possible loss
+    window > 0 in /status, /metrics and its log."""
+    proxy = start_proxy(cluster, tmp_path)
+    try:
+        await fetchval(proxy.dsn(), "CREATE TABLE ledger (id bigint NOT NULL, writer int NOT NULL)")
+        writers = [Writer(proxy.dsn(), n) for n in (1, 2)]
+        tasks = [asyncio.create_task(w.run()) for w in writers]
+        old = cluster.node(await asyncio.to_thread(cluster.wait_leader))
+        try:
+            async def acked(n: int, after: float) -> bool:
+                return sum(1 for w in writers for _, _, at in w.acked if at > after) >= n
+
+            await wait_until_async(lambda: acked(20, 0.0), DEADLINE, "writes before the fault")
+            senders = old.walsender_pids()
+            assert len(senders) == 2, senders
+            for pid in senders:
+                os.kill(pid, signal.SIGSTOP)
+            frozen = time.monotonic()
+
+            async def unreplicated() -> bool:
+                # The proxy's monitor saw the replicas fall behind (what its window is made of).
+                rows = proxy.status()["backends"]
+                lags = [r.get("lag_bytes") for r in rows if r["name"] != "primary"]
+                return await acked(50, frozen) and all(lag is not None and lag > 0 for lag in lags)
+
+            await wait_until_async(unreplicated, DEADLINE, "acknowledged writes the replicas do not have")
+
+            def kill() -> str:
+                assert old.kill_postmaster() is not None
+                for pid in senders:
+                    os.kill(pid, signal.SIGKILL)  # they never send what they hold
+                return cluster.wait_leader(DEADLINE, not_name=old.name)
+
+            new, took = await during_writes(writers, kill)
+        finally:
+            for w in writers:
+                w.stop.set()
+            await asyncio.wait_for(asyncio.gather(*tasks), DEADLINE)
+        rows = await table_rows(cluster.node(new).dsn())
+        figures = check_writers(writers, rows, lossless=False)
+        assert figures["missing"] > 0, "the set-up lost nothing: the replicas got the WAL after all"
+        window = proxy.status()["topology"]["last_loss_window"]
+        assert window["synchronous"] is False and window["loss_window_bytes"] > 0, window
+        metrics = urllib.request.urlopen(f"http://{HOST}:{proxy.admin_port}/metrics", timeout=5).read().decode()
+        assert f"tierproxy_dbproxy_failover_loss_window_bytes {float(window['loss_window_bytes'])}" in metrics
+        assert "possible loss window" in proxy.process.log_tail(10_000)
+        figures["loss_window"] = window
+        figures.pop("errors")
+        report(f"async kill -9 {old.name} -> {new} (Patroni {took:.2f}s), acknowledged writes lost: "
+               f"{figures['missing']}", proxy, writers, figures)  # fmt: skip
     finally:
         proxy.close()
