@@ -28,9 +28,22 @@ from proxy.core.metrics import Histogram
 
 from .topology import Topology
 
-__all__ = ["CLUSTER_COLUMNS", "cluster_rows", "failover_metrics", "histogram_json", "member_rows", "source_health"]
+__all__ = [
+    "CLUSTER_COLUMNS",
+    "WORKER_COUNTERS",
+    "cluster_rows",
+    "failover_metrics",
+    "histogram_json",
+    "member_rows",
+    "source_health",
+    "with_worker_counters",
+    "worker_counters",
+]
 
 P = "tierproxy_dbproxy_"
+# The hold's counters: with `workers = N` the clients (so the held ones and the errors) are the
+# workers'; each worker's follower counts its own and the supervisor shows their sums.
+WORKER_COUNTERS = ("held_now", "held_total", "hold_timeouts", "hold_refused", "sessions_cut")
 CLUSTER_COLUMNS = ("name", "role", "state", "address", "timeline", "lag", "sync")
 
 
@@ -52,6 +65,17 @@ def cluster_rows(status: Mapping[str, Any] | None) -> list[tuple[Any, ...]]:
     if not status:
         return []
     return [tuple(m.get(c) for c in CLUSTER_COLUMNS) for m in status.get("members", [])]
+
+
+def worker_counters(status: Mapping[str, Any] | None) -> dict[str, int]:
+    """A worker's share of the hold counters (stats.snapshot sends it to the supervisor)."""
+    return {k: int(status.get(k, 0)) for k in WORKER_COUNTERS} if status else {}
+
+
+def with_worker_counters(status: dict[str, Any], summed: Mapping[str, int]) -> dict[str, Any]:
+    """The supervisor's `status` with the hold counters summed over its workers (`summed`, from
+    stats.merge) instead of its own (it serves no client, so its own are zero)."""
+    return status | {k: summed[k] for k in WORKER_COUNTERS if k in summed}
 
 
 def source_health(errors: int, last_error: str | None, last_error_at: float | None,

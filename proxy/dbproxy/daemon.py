@@ -36,7 +36,7 @@ from proxy.pgfront.server import ServerConn, error_fields, send_cancel
 from .causal import CommitClock, WalPosition, claim_slot, create_slots, slots_path
 from .classify import ClassifierCache
 from .classify_types import Decision
-from .cluster_view import failover_metrics
+from .cluster_view import failover_metrics, with_worker_counters
 from .config import DbProxyConfig
 from .console import run_console
 from .failover import FENCED_SQLSTATE, FencedPools, PatroniFollower
@@ -620,7 +620,12 @@ class DbProxyDaemon:
 
     def cluster_status(self) -> dict[str, Any] | None:
         """/status's `topology` (SHOW CLUSTER, the failover metrics); None with a static topology."""
-        return self.follower.status() if self.follower is not None else None
+        if self.follower is None:
+            return None
+        status = self.follower.status()
+        if self.role == "supervisor" and self._merged is not None and self._merged.get("failover"):
+            status = with_worker_counters(status, self._merged["failover"])  # the workers hold the clients
+        return status
 
     async def _status_handler(self, _request: web.Request) -> web.Response:
         await self._refresh_stats()

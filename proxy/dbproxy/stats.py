@@ -16,6 +16,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from proxy.core.metrics import Histogram
 from proxy.pgfront.pool import add_pool_rows
 
+from .cluster_view import worker_counters
 from .router import PRIMARY
 
 if TYPE_CHECKING:
@@ -40,7 +41,7 @@ COUNTERS = (
 def empty() -> dict[str, Any]:
     return {"routes": [], "latency": {}, "counters": {name: 0 for name, _ in COUNTERS},
             "cache": {"hits": 0, "misses": 0, "size": 0}, "clients": 0, "pools": [],
-            "outstanding": {}, "backends": []}  # fmt: skip
+            "outstanding": {}, "backends": [], "failover": {}}  # fmt: skip
 
 
 def snapshot(d: DbProxyDaemon) -> dict[str, Any]:
@@ -58,6 +59,7 @@ def snapshot(d: DbProxyDaemon) -> dict[str, Any]:
         "pools": d.pool_rows(),
         "outstanding": dict(d.outstanding),
         "backends": list(d.pools.addresses),
+        "failover": worker_counters(d.cluster_status()),  # the hold's counters, following Patroni
     }  # fmt: skip
 
 
@@ -84,6 +86,8 @@ def merge(snaps: Sequence[dict[str, Any]]) -> dict[str, Any]:
         for name, n in s["outstanding"].items():
             out["outstanding"][name] = out["outstanding"].get(name, 0) + n
         backends.update(dict.fromkeys(s["backends"]))
+        for name, value in s.get("failover", {}).items():
+            out["failover"][name] = out["failover"].get(name, 0) + value
     out["routes"] = [[b, r, n] for (b, r), n in sorted(routes.items())]
     out["pools"] = [pools[k] for k in sorted(pools)]
     out["backends"] = list(backends)

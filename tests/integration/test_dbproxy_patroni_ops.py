@@ -322,3 +322,60 @@ async def test_patronictl_switchover_under_load(healthy: PatroniCluster, proxy: 
     await check_switch(healthy, proxy, run)
 
 
+
+
+async def test_workers_sum_the_hold_counters_in_status_and_metrics(healthy: PatroniCluster, tmp_path: Path) -> None:
+    """With `workers = 2` the clients are the workers': a switchover under clients that log in
+    anew for each write (each login needs the primary, so one during the switch waits at the
+    gate) shows held queries in the supervisor's /status and /metrics, summed over the workers."""
+    server = await asyncio.to_thread(start_patroni_dbproxy, healthy, log_dir=tmp_path, source="rest",
+                                     name="dbproxy-workers", workers=2)  # fmt: skip
+    try:
+        await asyncio.to_thread(healthy.wait_healthy, DEADLINE, len(healthy.nodes))
+        conn = await asyncpg.connect(server.dsn(), timeout=DEADLINE)
+        try:
+            await conn.execute("DROP TABLE IF EXISTS logins; CREATE TABLE logins (id bigint)")
+        finally:
+            await conn.close()
+        stop = asyncio.Event()
+        errors: list[str] = []
+        written = [0]
+
+        async def login_and_write() -> None:
+            while not stop.is_set():
+                try:
+                    c = await asyncpg.connect(server.dsn(), timeout=DEADLINE)
+                    try:
+                        await c.execute("INSERT INTO logins VALUES (1)", timeout=WRITE_TIMEOUT)
+                        written[0] += 1
+                    finally:
+                        await c.close()
+                except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError,
+                        asyncpg.exceptions.InternalClientError) as exc:  # fmt: skip
+                    # InternalClientError: asyncpg's race with a server FATAL (see Client.write_once)
+                    errors.append(f"{type(exc).__name__}: {exc}")
+
+        before = server.status()["topology"]["held_total"]
+        old = await asyncio.to_thread(healthy.wait_leader)
+        tasks = [asyncio.create_task(login_and_write()) for _ in range(4)]
+        try:
+            await wait_until_async(lambda: _ready(written[0] >= 10), DEADLINE, "writes before")
+            new = await asyncio.to_thread(healthy.switchover)
+            done = written[0]
+            await wait_until_async(lambda: _ready(written[0] >= done + 10), DEADLINE, "writes after")
+        finally:
+            stop.set()
+            await asyncio.wait_for(asyncio.gather(*tasks), DEADLINE)
+
+        async def counted() -> dict[str, Any] | None:
+            topology = server.status()["topology"]
+            return topology if topology["confirmed"] == new else None
+
+        topology = await wait_until_async(counted, DEADLINE, "the supervisor to confirm the new leader")
+        assert topology["held_total"] > before, topology  # the workers' logins that waited
+        metrics = server.metrics().splitlines()
+        held = next(float(line.split()[1]) for line in metrics if line.startswith("tierproxy_dbproxy_held_queries_total "))
+        assert held >= topology["held_total"] > 0, (held, topology["held_total"])
+        log.info("workers = 2, switchover %s -> %s: held %s, errors %s", old, new, topology["held_total"], errors[:5])
+    finally:
+        server.close()

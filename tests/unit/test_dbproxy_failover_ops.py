@@ -9,9 +9,18 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
 from proxy.core.metrics import FuncCollector
-from proxy.dbproxy.cluster_view import cluster_rows, failover_metrics, histogram_json, member_rows, source_health
+from proxy.dbproxy.cluster_view import (
+    cluster_rows,
+    failover_metrics,
+    histogram_json,
+    member_rows,
+    source_health,
+    with_worker_counters,
+    worker_counters,
+)
 from proxy.dbproxy.console import run_console
 from proxy.dbproxy.failover_history import FailoverHistory
+from proxy.dbproxy.stats import empty, merge
 from proxy.dbproxy.switchover import Plan, Refusal, patroni_answer, plan_switchover
 from proxy.dbproxy.topology import parse_cluster
 from proxy.pgwire.framing import BackendFramer
@@ -149,3 +158,17 @@ def test_failover_metrics_in_the_exposition_format() -> None:
                  "tierproxy_dbproxy_topology_source_healthy 1.0", "tierproxy_dbproxy_writes_held 0.0"):  # fmt: skip
         assert line in text.splitlines(), line
     assert list(failover_metrics(None)) == []
+
+
+def test_the_workers_hold_counters_are_summed_for_the_supervisor() -> None:
+    worker = {"held_now": 1, "held_total": 7, "hold_timeouts": 1, "hold_refused": 0, "sessions_cut": 2,
+              "failovers_total": 4}  # fmt: skip
+    assert worker_counters(worker) == {"held_now": 1, "held_total": 7, "hold_timeouts": 1, "hold_refused": 0,
+                                       "sessions_cut": 2}  # fmt: skip
+    assert worker_counters(None) == {}
+    snaps = [empty() | {"failover": worker_counters(worker)}, empty() | {"failover": worker_counters(worker)}, empty()]
+    summed = merge(snaps)["failover"]
+    assert summed == {"held_now": 2, "held_total": 14, "hold_timeouts": 2, "hold_refused": 0, "sessions_cut": 4}
+    supervisor = {"held_total": 0, "held_now": 0, "failovers_total": 4, "leader": "node1"}
+    assert with_worker_counters(supervisor, summed) == supervisor | summed
+    assert merge([empty()])["failover"] == {}  # a static topology: nothing to sum
