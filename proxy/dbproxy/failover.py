@@ -142,6 +142,8 @@ class PatroniFollower:
         self.confirmed: tuple[str, int] | None = None  # where writes go
         self.confirmed_name: str | None = None
         self.history = FailoverHistory(MAX_FAILOVERS_KEPT)  # the last failovers, totals for /metrics
+        # (held, errors) at the last confirmation: a failover's counts start there.
+        self._since_confirmed: tuple[int, int] = (0, 0)
         self.sessions_cut = 0  # sessions ended (57P01, 08006) when their primary was lost
         self.source_errors = 0
         # Client sessions whose primary connection was lost, by what happened to them
@@ -215,7 +217,10 @@ class PatroniFollower:
         self.confirmed = self.confirmed_name = None
         self.gate.close(reason)
         self.loss.lost()
-        self.history.begin(time.time(), old_name, reason, held=self.gate.held_total, errors=self._errors())
+        # Counted from the last confirmation, not from now: a session that lost its primary
+        # connection got its error (failover_session.py) before anything called this.
+        held, errors = self._since_confirmed
+        self.history.begin(time.time(), old_name, reason, held=held, errors=errors)
         log.warning("leader lost: holding writes", extra={"old": old_name, "reason": reason})
         if old is not None:
             self.fence_old(old)  # the sessions count themselves (failover_session.py)
@@ -256,7 +261,9 @@ class PatroniFollower:
             # Asynchronous replication: commits acknowledged on the old primary that the promoted
             # node had not replayed are lost; this is how much WAL that may be (losswindow.py).
             log.warning("failover: possible loss window", extra={"to": name, **window.to_json()})
-        record = self.history.finish(name, held, held=self.gate.held_total, errors=self._errors())
+        record = self.history.finish(name, held, held=self.gate.held_total, errors=self._errors(),
+                                     loss_window=window.to_json() if window is not None else None)  # fmt: skip
+        self._since_confirmed = (self.gate.held_total, self._errors())
         if record is not None:
             log.warning("leader confirmed: writes released", extra=record.to_json())
         else:

@@ -11,7 +11,14 @@ the counters read at both ends, so a record says:
 - `hold_seconds`: how long writes were held (closed gate to open gate);
 - `held`: the writes, transactions and logins that waited at the gate meanwhile;
 - `errors`: what clients got instead of an answer meanwhile (57P03 after the hold timeout, 53300
-  over the queue limit, 57P01 for sessions cut on the old primary).
+  over the queue limit, the errors failover_session.py sends sessions that lost their primary
+  connection, and the sessions it ends);
+- `loss_window`: losswindow.py's estimate of the WAL not replayed on the promoted node (None
+  when unknown).
+
+The caller passes the counters at the last confirmation to `begin` (failover.py): a session's
+error comes when its connection to the dying primary breaks, before the proxy declares the leader
+lost, and still belongs to this failover.
 
 Only the last `maxlen` records are kept (the deque drops the oldest); the totals (`total`,
 `held_total`, `errors_total`, the hold-time histogram) cover every failover since the start. No
@@ -44,6 +51,7 @@ class FailoverRecord:
     hold_seconds: float
     held: int
     errors: int
+    loss_window: dict[str, Any] | None = None  # losswindow.py's LossWindow.to_json(), when known
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -51,6 +59,7 @@ class FailoverRecord:
             "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.at)),
             "from": self.from_, "to": self.to, "reason": self.reason,
             "hold_seconds": round(self.hold_seconds, 3), "held": self.held, "errors": self.errors,
+            "loss_window": self.loss_window,
         }  # fmt: skip
 
 
@@ -89,14 +98,16 @@ class FailoverHistory:
         self.pending = _Pending(at, from_, reason, held, errors)
         return True
 
-    def finish(self, to: str, hold_seconds: float, *, held: int, errors: int) -> FailoverRecord | None:
+    def finish(self, to: str, hold_seconds: float, *, held: int, errors: int,
+               loss_window: dict[str, Any] | None = None) -> FailoverRecord | None:  # fmt: skip
         """A leader was confirmed after `hold_seconds` of hold; `held` and `errors` are the gate's
         running totals now. None if no failover was in progress (the first confirmation at start)."""
         p, self.pending = self.pending, None
         if p is None:
             return None
         record = FailoverRecord(at=p.at, from_=p.from_, to=to, reason=p.reason, hold_seconds=max(0.0, hold_seconds),
-                                held=max(0, held - p.held_before), errors=max(0, errors - p.errors_before))  # fmt: skip
+                                held=max(0, held - p.held_before), errors=max(0, errors - p.errors_before),
+                                loss_window=loss_window)  # fmt: skip
         self.records.append(record)
         self.total += 1
         self.held_total += record.held

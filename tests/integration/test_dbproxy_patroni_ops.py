@@ -185,6 +185,7 @@ class Client:
         self.acked: list[tuple[int, int, float]] = []  # (id, server port, monotonic time)
         self.sent: set[int] = set()
         self.errors: list[str] = []
+        self.sqlstates: list[str] = []  # of the errors the proxy sent (asyncpg's own carry none)
         self.conn: asyncpg.Connection | None = None
 
     async def write_once(self) -> None:
@@ -199,6 +200,8 @@ class Client:
         except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError,
                 asyncpg.exceptions.InternalClientError) as exc:  # fmt: skip
             self.errors.append(f"{type(exc).__name__}: {getattr(exc, 'sqlstate', '')} {exc}")
+            if getattr(exc, "sqlstate", None):
+                self.sqlstates.append(exc.sqlstate)
             if self.conn is not None:
                 self.conn.terminate()
                 self.conn = None
@@ -285,6 +288,11 @@ async def check_switch(patroni: PatroniCluster, proxy: PatroniDbProxy, run: dict
     assert topology["failovers_total"] == run["failovers_before"] + 1, topology["failovers"]
     last = topology["failovers"][-1]
     assert (last["from"], last["to"]) == (old, new) and last["hold_seconds"] >= 0, last
+    # The errors the proxy sent during the switch are in its record (it may count more: a session
+    # it ended whose client had not spoken yet).
+    sent = [s for c in clients for s in c.sqlstates]
+    if MOVES_IDLE_SESSIONS:
+        assert last["errors"] >= len(sent), (last, sent)
     metrics = proxy.metrics().splitlines()
     assert f"tierproxy_dbproxy_failovers_total {run['failovers_before'] + 1}.0" in metrics
     assert any(line.startswith("tierproxy_dbproxy_failover_hold_seconds_count ") for line in metrics)

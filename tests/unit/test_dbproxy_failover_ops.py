@@ -52,7 +52,7 @@ def test_a_failover_records_from_to_hold_held_and_errors_between_begin_and_finis
     assert record is not None
     assert record.to_json() == {"at": 1000.0, "when": "1970-01-01T00:16:40Z", "from": "node1", "to": "node2",
                                 "reason": "Patroni's leader is now node2", "hold_seconds": 2.5, "held": 7,
-                                "errors": 3}  # fmt: skip
+                                "errors": 3, "loss_window": None}  # fmt: skip
     assert (h.total, h.held_total, h.errors_total, h.in_progress) == (1, 7, 3, False)
     assert h.hold.count == 1 and h.hold.sum == 2.5
 
@@ -61,8 +61,9 @@ def test_the_history_keeps_the_last_records_and_counts_them_all() -> None:
     h = FailoverHistory(maxlen=3)
     for i in range(5):
         h.begin(float(i), f"n{i}", "r", held=i, errors=0)
-        h.finish(f"n{i + 1}", 0.4, held=i + 2, errors=0)
+        h.finish(f"n{i + 1}", 0.4, held=i + 2, errors=0, loss_window={"loss_window_bytes": i})
     assert [r["from"] for r in h.to_json()] == ["n2", "n3", "n4"]
+    assert [r["loss_window"]["loss_window_bytes"] for r in h.to_json()] == [2, 3, 4]
     assert (h.total, h.held_total) == (5, 10)
     assert histogram_json(h.hold)["counts"][2] == 5  # 0.4 s falls in the 0.5 s bucket
     with pytest.raises(ValueError):
