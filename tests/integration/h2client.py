@@ -18,10 +18,11 @@ __all__ = ["H2Client"]
 
 class H2Client:
     def __init__(self, port: int, ca: Path, server_name: str = "site.test", *, validate: bool = True,
-                 settings: dict[Any, int] | None = None) -> None:  # fmt: skip
+                 settings: dict[Any, int] | None = None, raw: socket.socket | None = None) -> None:  # fmt: skip
+        """`raw`: a connected socket to start TLS on (after a PROXY header, say)."""
         ctx = ssl.create_default_context(cafile=str(ca))
         ctx.set_alpn_protocols(["h2"])
-        raw = socket.create_connection(("127.0.0.1", port), timeout=10)
+        raw = raw or socket.create_connection(("127.0.0.1", port), timeout=10)
         self.sock = ctx.wrap_socket(raw, server_hostname=server_name)
         assert self.sock.selected_alpn_protocol() == "h2"
         self.h2 = H2Connection(H2Configuration(client_side=True, header_encoding=None,
