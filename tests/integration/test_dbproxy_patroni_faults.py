@@ -562,3 +562,48 @@ async def test_asynchronous_failover_reports_the_loss_window(cluster: PatroniClu
                f"{figures['missing']}", proxy, writers, figures)  # fmt: skip
     finally:
         proxy.close()
+
+
+def clients_per_process(parent: int, port: int) -> dict[int, int]:
+    """The client connections to `port` each child process of `parent` holds (its workers)."""
+    inodes = set()
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if int(fields[1].split(":")[1], 16) == port and fields[3] == "01":  # ESTABLISHED, local port
+            inodes.add(f"socket:[{fields[9]}]")
+    out = {}
+    for child in map(int, Path(f"/proc/{parent}/task/{parent}/children").read_text().split()):
+        try:
+            links = [os.readlink(f"/proc/{child}/fd/{fd}") for fd in os.listdir(f"/proc/{child}/fd")]
+        except OSError:
+            continue
+        out[child] = sum(1 for link in links if link in inodes)
+    return out
+
+
+async def test_idle_sessions_move_with_two_workers(cluster: PatroniCluster, tmp_path: Path) -> None:
+    """`workers = 2`: each worker follows Patroni on its own; idle sessions on both workers move
+    to the new primary across a switchover, with their setting and prepared statement."""
+    proxy = start_patroni_dbproxy(cluster, log_dir=tmp_path, users={"app": PASSWORD}, workers=2)
+    idle: list[Idle] = []
+    try:
+        # SO_REUSEPORT spreads connections by hash: open them until both workers hold two.
+        while len(idle) < 40:
+            c = Idle(len(idle))
+            await c.open(proxy.dsn())
+            idle.append(c)
+            per_worker = clients_per_process(proxy.process.pid, proxy.port)
+            if len(per_worker) == 2 and min(per_worker.values()) >= 2:
+                break
+        assert len(per_worker) == 2 and min(per_worker.values()) >= 2, per_worker
+        old = await asyncio.to_thread(cluster.wait_leader)
+        new = await asyncio.to_thread(cluster.switchover)
+        assert new != old
+        for c in idle:
+            await c.check(cluster.node(new).port)
+        assert proxy.process.running
+        report(f"workers = 2, switchover {old} -> {new}", proxy, [], {"idle per worker": per_worker})
+    finally:
+        for c in idle:
+            await c.conn.close()
+        proxy.close()
