@@ -36,6 +36,7 @@ __all__ = [
     "histogram_json",
     "member_rows",
     "source_health",
+    "add_worker_counters",
     "with_worker_counters",
     "worker_counters",
 ]
@@ -44,6 +45,7 @@ P = "tierproxy_dbproxy_"
 # The hold's counters: with `workers = N` the clients (so the held ones and the errors) are the
 # workers'; each worker's follower counts its own and the supervisor shows their sums.
 WORKER_COUNTERS = ("held_now", "held_total", "hold_timeouts", "hold_refused", "sessions_cut")
+WORKER_TALLIES = ("session_losses", "session_errors")  # dicts: outcome or SQLSTATE -> sessions
 CLUSTER_COLUMNS = ("name", "role", "state", "address", "timeline", "lag", "sync")
 
 
@@ -67,15 +69,31 @@ def cluster_rows(status: Mapping[str, Any] | None) -> list[tuple[Any, ...]]:
     return [tuple(m.get(c) for c in CLUSTER_COLUMNS) for m in status.get("members", [])]
 
 
-def worker_counters(status: Mapping[str, Any] | None) -> dict[str, int]:
-    """A worker's share of the hold counters (stats.snapshot sends it to the supervisor)."""
-    return {k: int(status.get(k, 0)) for k in WORKER_COUNTERS} if status else {}
+def worker_counters(status: Mapping[str, Any] | None) -> dict[str, Any]:
+    """A worker's share of the hold counters and session tallies (stats.snapshot sends it to the
+    supervisor)."""
+    if not status:
+        return {}
+    out: dict[str, Any] = {k: int(status.get(k, 0)) for k in WORKER_COUNTERS}
+    out.update({k: dict(status.get(k) or {}) for k in WORKER_TALLIES})
+    return out
 
 
-def with_worker_counters(status: dict[str, Any], summed: Mapping[str, int]) -> dict[str, Any]:
-    """The supervisor's `status` with the hold counters summed over its workers (`summed`, from
-    stats.merge) instead of its own (it serves no client, so its own are zero)."""
-    return status | {k: summed[k] for k in WORKER_COUNTERS if k in summed}
+def add_worker_counters(into: dict[str, Any], counters: Mapping[str, Any]) -> None:
+    """Sum one worker's `counters` into `into` (numbers add up, tallies add up per key)."""
+    for name, value in counters.items():
+        if isinstance(value, Mapping):
+            tally = into.setdefault(name, {})
+            for key, n in value.items():
+                tally[key] = tally.get(key, 0) + n
+        else:
+            into[name] = into.get(name, 0) + value
+
+
+def with_worker_counters(status: dict[str, Any], summed: Mapping[str, Any]) -> dict[str, Any]:
+    """The supervisor's `status` with the hold counters and session tallies summed over its
+    workers (`summed`, from stats.merge) instead of its own (it serves no client: zeros)."""
+    return status | {k: summed[k] for k in (*WORKER_COUNTERS, *WORKER_TALLIES) if k in summed}
 
 
 def source_health(errors: int, last_error: str | None, last_error_at: float | None,

@@ -16,7 +16,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from proxy.core.metrics import Histogram
 from proxy.pgfront.pool import add_pool_rows
 
-from .cluster_view import worker_counters
+from .cluster_view import add_worker_counters, worker_counters
 from .router import PRIMARY
 
 if TYPE_CHECKING:
@@ -86,8 +86,7 @@ def merge(snaps: Sequence[dict[str, Any]]) -> dict[str, Any]:
         for name, n in s["outstanding"].items():
             out["outstanding"][name] = out["outstanding"].get(name, 0) + n
         backends.update(dict.fromkeys(s["backends"]))
-        for name, value in s.get("failover", {}).items():
-            out["failover"][name] = out["failover"].get(name, 0) + value
+        add_worker_counters(out["failover"], s.get("failover", {}))
     out["routes"] = [[b, r, n] for (b, r), n in sorted(routes.items())]
     out["pools"] = [pools[k] for k in sorted(pools)]
     out["backends"] = list(backends)

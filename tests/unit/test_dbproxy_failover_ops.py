@@ -163,13 +163,17 @@ def test_failover_metrics_in_the_exposition_format() -> None:
 
 def test_the_workers_hold_counters_are_summed_for_the_supervisor() -> None:
     worker = {"held_now": 1, "held_total": 7, "hold_timeouts": 1, "hold_refused": 0, "sessions_cut": 2,
-              "failovers_total": 4}  # fmt: skip
+              "failovers_total": 4, "session_losses": {"move": 3}, "session_errors": {"08006": 1}}  # fmt: skip
     assert worker_counters(worker) == {"held_now": 1, "held_total": 7, "hold_timeouts": 1, "hold_refused": 0,
-                                       "sessions_cut": 2}  # fmt: skip
+                                       "sessions_cut": 2, "session_losses": {"move": 3},
+                                       "session_errors": {"08006": 1}}  # fmt: skip
     assert worker_counters(None) == {}
     snaps = [empty() | {"failover": worker_counters(worker)}, empty() | {"failover": worker_counters(worker)}, empty()]
+    other = dict(worker, session_losses={"move": 1, "end": 1}, session_errors={})
+    snaps.append(empty() | {"failover": worker_counters(other)})
     summed = merge(snaps)["failover"]
-    assert summed == {"held_now": 2, "held_total": 14, "hold_timeouts": 2, "hold_refused": 0, "sessions_cut": 4}
+    assert summed == {"held_now": 3, "held_total": 21, "hold_timeouts": 3, "hold_refused": 0, "sessions_cut": 6,
+                      "session_losses": {"move": 7, "end": 1}, "session_errors": {"08006": 2}}  # fmt: skip
     supervisor = {"held_total": 0, "held_now": 0, "failovers_total": 4, "leader": "node1"}
     assert with_worker_counters(supervisor, summed) == supervisor | summed
     assert merge([empty()])["failover"] == {}  # a static topology: nothing to sum
