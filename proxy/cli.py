@@ -161,6 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     demo = sub.add_parser("demo", help="run the whole architecture on this machine")
     demo.add_argument("--port", type=int, default=8080, help="load balancer port")
     demo.add_argument("--admin-port", type=int, default=9080)
+    demo.add_argument("--https-port", type=int, default=8443, help="load balancer HTTPS + HTTP/2 port")
     demo.add_argument("--workers", type=int, default=2, help="web workers behind the balancer")
     demo.add_argument("--db-port", type=int, default=6432, help="tierproxy dbproxy port")
     demo.add_argument("--db-admin-port", type=int, default=9187, help="tierproxy dbproxy admin port")

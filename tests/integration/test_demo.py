@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -28,17 +29,19 @@ def test_demo_serves_sessions_through_the_balancer_and_stops_cleanly(tmp_path):
     port, admin, db_port, db_admin = allocate_port(), allocate_port(), allocate_port(), allocate_port()
     dns_port, dns_admin = allocate_dns_port(), allocate_port()
     shard_port, shard_admin = allocate_port(), allocate_port()
+    https_port = allocate_port()
     for lock in (port, admin, db_port, db_admin):
         # As a demo stopped a moment ago leaves them: no listener, connections in TIME_WAIT.
         leave_time_wait(lock.port)
-    for lock in (port, admin, db_port, db_admin, dns_port, dns_admin, shard_port, shard_admin):
+    for lock in (port, admin, db_port, db_admin, dns_port, dns_admin, shard_port, shard_admin, https_port):
         lock.release()  # the demo claims its ports itself (it takes them from the command line)
     log = open(tmp_path / "demo.log", "w+b")
     proc = subprocess.Popen(
         [sys.executable, "-m", "proxy.cli", "demo", "--port", str(port.port), "--admin-port", str(admin.port),
          "--db-port", str(db_port.port), "--db-admin-port", str(db_admin.port),
          "--dns-port", str(dns_port.port), "--dns-admin-port", str(dns_admin.port),
-         "--shard-port", str(shard_port.port), "--shard-admin-port", str(shard_admin.port)],
+         "--shard-port", str(shard_port.port), "--shard-admin-port", str(shard_admin.port),
+         "--https-port", str(https_port.port)],
         stdout=log, stderr=subprocess.STDOUT, cwd=REPO, env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
     try:
@@ -58,6 +61,12 @@ def test_demo_serves_sessions_through_the_balancer_and_stops_cleanly(tmp_path):
             seen.add(body["instance"])
             counts.append(body["count"])
         assert seen == {"web1", "web2"} and counts == [1, 2, 3, 4]
+        # The banner's HTTPS + HTTP/2 command, run as printed (curl verifies the demo's certificate)
+        [line] = [ln for ln in (tmp_path / "demo.log").read_text().splitlines() if "curl -s --http2 --cacert" in ln]
+        cmd = shlex.split(line.split("#")[0]) + ["-w", "\n%{http_version}"]
+        run = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
+        out, version = run.stdout.rsplit("\n", 1)
+        assert version == "2" and json.loads(out)["instance"] in ("web1", "web2"), run.stderr
         with urllib.request.urlopen(f"http://127.0.0.1:{admin.port}/status", timeout=5) as resp:
             status = json.loads(resp.read())
         assert [b["state"] for b in status["pools"]["web"]["backends"]] == ["up", "up"]
