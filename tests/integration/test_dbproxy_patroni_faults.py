@@ -602,6 +602,8 @@ async def test_idle_sessions_move_with_two_workers(cluster: PatroniCluster, tmp_
         for c in idle:
             await c.check(cluster.node(new).port)
         assert proxy.process.running
+        # The supervisor's /status sums its workers' counts (each worker's follower counts its own).
+        assert proxy.status()["topology"]["session_losses"].get("move", 0) >= len(idle)
         report(f"workers = 2, switchover {old} -> {new}", proxy, [], {"idle per worker": per_worker})
     finally:
         for c in idle:
