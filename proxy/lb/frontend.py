@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from proxy.core.accept import Acceptor
 from proxy.http1 import HOP_BY_HOP, Framing, RequestHead, ResponseHead, strip_hop_by_hop
@@ -71,6 +71,14 @@ class Frontend:
         self.proxy_errors: dict[int, int] = {}  # 502/503/504 answered by us, by status
         # client_errors logged, at most so many lines a second (one log for all listeners)
         self.reject_log = reject_log if reject_log is not None else RejectLog()
+        # Listener-level counters (lb/listeners.py, lb/h2front.py; exported by lb/stats.py)
+        self.tls_versions: dict[str, int] = {}  # completed handshakes by version
+        self.handshake_failures: dict[str, int] = {}  # by listeners.HANDSHAKE_REASONS
+        self.proxy_refused = 0  # PROXY header from an untrusted network
+        self.proxy_bad = 0  # malformed or missing PROXY header
+        self.h2_conns: set[Any] = set()  # open HTTP/2 connections (H2Conn)
+        self.h2_requests = 0
+        self.h2_abuse: dict[str, int] = {}  # HTTP/2 connections cut, by reason
 
     def set_config(self, cfg: LbConfig) -> None:
         self.cfg = cfg

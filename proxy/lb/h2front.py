@@ -241,12 +241,12 @@ class H2Conn(asyncio.Protocol):
         self.h2.initiate_connection()
         if not self.counted:
             fe.accepted_total += 1
-        if not self.counted and (len(fe.conns) + len(fe.h2_conns) >= fe.cfg.limits.max_client_connections  # type: ignore[attr-defined]
+        if not self.counted and (len(fe.conns) + len(fe.h2_conns) >= fe.cfg.limits.max_client_connections
                                  or fe.draining):  # fmt: skip
             fe.refused_total += 1
             self.goaway(ErrorCodes.REFUSED_STREAM, "too many connections")
             return
-        fe.h2_conns.add(self)  # type: ignore[attr-defined]
+        fe.h2_conns.add(self)
         self.send()
 
     def data_received(self, data: bytes) -> None:
@@ -254,7 +254,7 @@ class H2Conn(asyncio.Protocol):
             return
         why = self.scanner.feed(data)
         if why is not None:
-            self.fe.h2_abuse["continuation"] = self.fe.h2_abuse.get("continuation", 0) + 1  # type: ignore[attr-defined]
+            self.fe.h2_abuse["continuation"] = self.fe.h2_abuse.get("continuation", 0) + 1
             self.goaway(ErrorCodes.ENHANCE_YOUR_CALM, why)
             return
         try:
@@ -262,7 +262,7 @@ class H2Conn(asyncio.Protocol):
         except H2Error as exc:
             code = getattr(exc, "error_code", None) or ErrorCodes.PROTOCOL_ERROR
             if "Oversized header block" in str(exc):
-                self.fe.h2_abuse["header_list"] = self.fe.h2_abuse.get("header_list", 0) + 1  # type: ignore[attr-defined]
+                self.fe.h2_abuse["header_list"] = self.fe.h2_abuse.get("header_list", 0) + 1
             self.goaway(code, str(exc))
             return
         for ev in events:
@@ -288,7 +288,7 @@ class H2Conn(asyncio.Protocol):
                     if st.conn is not None:
                         st.conn._close()
                 if not self.resets.spend(self.loop.time()):
-                    self.fe.h2_abuse["rapid_reset"] = self.fe.h2_abuse.get("rapid_reset", 0) + 1  # type: ignore[attr-defined]
+                    self.fe.h2_abuse["rapid_reset"] = self.fe.h2_abuse.get("rapid_reset", 0) + 1
                     self.goaway(ErrorCodes.ENHANCE_YOUR_CALM, "too many stream resets (rapid reset)")
                     return
             elif cls is WindowUpdated:
@@ -321,7 +321,7 @@ class H2Conn(asyncio.Protocol):
     def _request(self, ev: RequestReceived) -> None:
         sid = ev.stream_id
         fe = self.fe
-        fe.h2_requests += 1  # type: ignore[attr-defined]
+        fe.h2_requests += 1
         method = path = authority = None
         cookies: list[bytes] = []
         lines: list[bytes] = []
@@ -364,7 +364,7 @@ class H2Conn(asyncio.Protocol):
         self.streams[sid] = st
         conn = self.stream_cls(fe)
         if self.proxied is not None:
-            conn.proxied = self.proxied  # type: ignore[attr-defined]
+            conn.proxied = self.proxied
         st.conn = conn
         conn.connection_made(st)
         conn.data_received(b"".join(head))
@@ -467,7 +467,7 @@ class H2Conn(asyncio.Protocol):
         if self.closed:
             return
         self.closed = True
-        self.fe.h2_conns.discard(self)  # type: ignore[attr-defined]
+        self.fe.h2_conns.discard(self)
         for st in list(self.streams.values()):
             st.ended = True
             if st.conn is not None:
@@ -495,7 +495,7 @@ class AlpnSwitch(asyncio.Protocol):
         else:
             proto = self.conn_cls(self.fe)
             if self.proxied is not None:
-                proto.proxied = self.proxied  # type: ignore[attr-defined]
+                proto.proxied = self.proxied
         transport.set_protocol(proto)
         proto.connection_made(transport)
 

@@ -114,14 +114,6 @@ class Listeners:
         for lst in cfg.all_listeners:
             cls = ForwardingFrontend if lst.forwarded else Frontend
             fe = cls(cfg, pools, lst.name, self.reject_log)
-            # Listener-level counters (lb/stats.py): handshakes, TLS versions, PROXY headers.
-            fe.tls_versions = {}  # type: ignore[attr-defined]
-            fe.handshake_failures = {}  # type: ignore[attr-defined]
-            fe.proxy_refused = 0  # type: ignore[attr-defined]
-            fe.proxy_bad = 0  # type: ignore[attr-defined]
-            fe.h2_conns = set()  # type: ignore[attr-defined]  # open HTTP/2 connections (lb/h2front.py)
-            fe.h2_requests = 0  # type: ignore[attr-defined]
-            fe.h2_abuse = {}  # type: ignore[attr-defined]  # connections cut, by reason
             self.frontends.append(fe)
             if lst.tls is not None:
                 alpn = ["h2", "http/1.1"] if lst.http2 else None
@@ -173,7 +165,7 @@ class Listeners:
                     if peer.version == 6 and peer.ipv4_mapped is not None:  # type: ignore[union-attr]
                         peer = peer.ipv4_mapped  # type: ignore[union-attr]
                     if not any(peer in net for net in trusted):
-                        fe.proxy_refused += 1  # type: ignore[attr-defined]
+                        fe.proxy_refused += 1
                         conn.close()
                         return
                     async with asyncio.timeout(fe.timeouts.client_header):
@@ -181,7 +173,7 @@ class Listeners:
                     if header.source is not None:
                         proxied = (header.source, header.dest)
             except (ProxyProtocolError, TimeoutError, OSError) as exc:
-                fe.proxy_bad += 1  # type: ignore[attr-defined]
+                fe.proxy_bad += 1
                 log.debug("bad PROXY header", extra={"listener": fe.name, "error": str(exc)})
                 conn.close()
                 return
@@ -191,7 +183,7 @@ class Listeners:
                     return AlpnSwitch(fe, cls, proxied)
                 c = cls(fe)
                 if proxied is not None:
-                    c.proxied = proxied  # type: ignore[attr-defined]
+                    c.proxied = proxied
                 return c
 
             try:
@@ -203,14 +195,14 @@ class Listeners:
             except (OSError, ssl.SSLError, TimeoutError, EOFError) as exc:
                 if term is not None:
                     reason = handshake_reason(exc)
-                    fails = fe.handshake_failures  # type: ignore[attr-defined]
+                    fails = fe.handshake_failures
                     fails[reason] = fails.get(reason, 0) + 1
                 conn.close()
                 return
             sslobj = tr.get_extra_info("ssl_object")
             version = sslobj.version() if sslobj is not None else None
             if version is not None:
-                versions = fe.tls_versions  # type: ignore[attr-defined]
+                versions = fe.tls_versions
                 versions[version] = versions.get(version, 0) + 1
 
         return hand_over
@@ -235,7 +227,7 @@ class Listeners:
             for fe in self.frontends:
                 fe.sweep(now)
                 idle = fe.timeouts.client_idle
-                for h2conn in list(fe.h2_conns):  # type: ignore[attr-defined]
+                for h2conn in list(fe.h2_conns):
                     h2conn.check_idle(now, idle)
             self.reject_log.flush(now)
             limits = self.cfg.limits
@@ -254,13 +246,13 @@ class Listeners:
 
     @property
     def conns(self) -> int:
-        return sum(len(fe.conns) + len(fe.h2_conns) for fe in self.frontends)  # type: ignore[attr-defined]
+        return sum(len(fe.conns) + len(fe.h2_conns) for fe in self.frontends)
 
     async def drain(self, timeout: float) -> None:
         """Stop accepting, let in-flight exchanges finish, close the rest at the deadline."""
         for fe in self.frontends:
             fe.stop_accepting()
-            for h2conn in list(fe.h2_conns):  # type: ignore[attr-defined]
+            for h2conn in list(fe.h2_conns):
                 h2conn.drain()  # GOAWAY; closed once its streams are done
         try:
             async with asyncio.timeout(timeout):
@@ -271,7 +263,7 @@ class Listeners:
             for fe in self.frontends:
                 for conn in list(fe.conns):
                     conn._close()
-                for h2conn in list(fe.h2_conns):  # type: ignore[attr-defined]
+                for h2conn in list(fe.h2_conns):
                     h2conn._close()
         if self._sweeper is not None:
             self._sweeper.cancel()
