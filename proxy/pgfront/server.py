@@ -350,9 +350,10 @@ class QueryResult:
     (`collect_query`, `collect_answer`): the last statement's columns, every DataRow, each
     CommandComplete tag, the first ErrorResponse, the server's other messages for the client
     (NoticeResponse, ParameterStatus), as bytes, and the raw ParameterDescription,
-    RowDescription and NoData messages (`described`: what a Describe answered)."""
+    RowDescription and NoData messages (`described`: what a Describe answered), and a COPY TO
+    STDOUT's CopyOutResponse and CopyData messages as sent (`copy_out`, `copy_data`)."""
 
-    __slots__ = ("columns", "described", "error", "other", "rows", "status", "tags")
+    __slots__ = ("columns", "copy_data", "copy_out", "described", "error", "other", "rows", "status", "tags")
 
     def __init__(self) -> None:
         self.columns: list[Any] = []  # FieldDescription of the last RowDescription
@@ -361,6 +362,8 @@ class QueryResult:
         self.error: dict[str, str] | None = None
         self.other: list[bytes] = []
         self.described: list[bytes] = []
+        self.copy_out: bytes | None = None  # a COPY TO STDOUT's CopyOutResponse, as sent
+        self.copy_data: list[bytes] = []  # its CopyData messages, as sent
         self.status = b"I"
 
 
@@ -404,6 +407,10 @@ async def collect_answer(conn: ServerConn, payload: bytes, *, extended: bool = F
                     ps = decode_backend(msg)
                     conn.params[ps.name] = ps.value
                 out.other.append(bytes(msg.raw))
+            elif t == b"H":
+                out.copy_out = bytes(msg.raw)
+            elif t == b"d":
+                out.copy_data.append(bytes(msg.raw))
             elif t == b"G":
                 # The server ignores the Sync it got during copy-in: it needs one after the failure.
                 conn.write(encode.copy_fail("COPY FROM STDIN is not supported here")

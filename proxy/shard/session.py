@@ -54,7 +54,7 @@ from proxy.pgwire.errors import (
 from proxy.pgwire.framing import Message
 from proxy.pgwire.messages import FieldDescription
 
-from . import extended
+from . import copy_route, extended
 from .gather import GatherPlan, Merged, merge, merge_command_tags, plan_gather
 from .keys import All, Refuse, Session, SetKey, Some
 from .txn import Forward, Reply, TxnState, step
@@ -112,6 +112,7 @@ class ShardSession(FrontendSession):
         self.collecting: set[ServerConn] = set()  # shards running this session's scatter now
         self.fence_gen = 0  # fence.py: the reshard generation this session's current work began in
         self._query_timer: asyncio.TimerHandle | None = None  # timeouts.query
+        self.copy_in: copy_route.CopyIn | None = None  # a COPY FROM STDIN the router splits
 
     # -- timeouts.query ---------------------------------------------------------------------------
 
@@ -163,6 +164,9 @@ class ShardSession(FrontendSession):
         if self.admin:
             self._admin_message(msg)
             return
+        if self.copy_in is not None:  # COPY FROM STDIN running (copy_route.py)
+            self.copy_in.message(msg)
+            return
         if t in _EXTENDED:
             extended.add_message(self, msg)
             return
@@ -199,6 +203,11 @@ class ShardSession(FrontendSession):
             self._refuse(fenced.sqlstate, fenced.message)
             return
         router = self.d.router
+        target = copy_route.copy_from_target(self, sql) if sql.lstrip()[:1] in "cC/" else None
+        if target is not None:  # COPY FROM STDIN into a sharded table: rows split by key
+            self.statements_run += 1
+            await copy_route.start_copy_in(self, sql, target[0], target[1], list(router.shards))
+            return
         plan = router.plan_query(sql, session_key=self.shard_key)
         self.statements_run += 1
         tracker = self.router
@@ -218,12 +227,22 @@ class ShardSession(FrontendSession):
             return
         assert isinstance(decision, Forward)
         self.d.count_plan(plan, sql)
+        if sql.lstrip()[:1] in "cC/" and copy_route.is_copy_from_stdin(sql):
+            await self._copy_in(decision)  # a table in no group: every row to each shard
+            return
         if len(decision.parts) == 1 and decision.tag is None:
             shard, stmts = decision.parts[0]
             await self._relay(shard, stmts)
             return
         gather = None
         if isinstance(plan, Some | All) and len(decision.parts) > 1:
+            out = copy_route.copy_out_plan(sql) if sql.lstrip()[:1] in "cC/" else None
+            if out is not None and len(out) == 2:
+                self._refuse(*out)  # type: ignore[misc]
+                return
+            if out is not None:
+                await copy_route.copy_out(self, [(sh, st[-1]) for sh, st in decision.parts], bool(out[0]))
+                return
             g = plan_gather(sql)
             if isinstance(g, GatherPlan):
                 gather = g
@@ -231,6 +250,24 @@ class ShardSession(FrontendSession):
                 self._refuse(g.sqlstate, g.message)
                 return
         await self._scatter(decision, gather)
+
+    async def _copy_in(self, decision: Forward) -> None:
+        """COPY FROM STDIN of a table in no group: held statements (BEGIN) first, then the COPY
+        on each shard of the decision, every row to each (copy_route.py)."""
+        shards = []
+        for shard, stmts in decision.parts:
+            for held in stmts[:-1]:
+                try:
+                    res = await collect_query(await self._conn(shard), held)
+                except ServerError as exc:
+                    self._shard_failed(shard, exc)
+                    return
+                if res.error is not None:
+                    self._shard_error(shard, res.error)
+                    self.forward_raw(encode.ready_for_query(self._status()))
+                    return
+            shards.append(shard)
+        await copy_route.start_copy_in(self, decision.parts[0][1][-1], None, None, shards)
 
     async def _session_statement(self, sql: str, plan: Session) -> None:
         """SET, SHOW, DISCARD, ...: on the transaction's shard, else SHOW on the first shard and
