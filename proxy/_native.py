@@ -6,7 +6,8 @@ extension module of the same name beside the `.py` (`_simple.cpython-311-x86_64-
 next to `_simple.py`). Python itself would always prefer the extension; `install()` (called by
 `proxy/__init__.py`) puts a finder first on `sys.meta_path` that decides instead, per module:
 
-* `TIERPROXY_PURE=1` in the environment: the `.py` (the pure-Python twin), whatever is built;
+* `TIERPROXY_PURE=1` in the environment: the `.py` (the pure-Python twin), whatever is built
+  (`TIERPROXY_PURE=proxy.lb.client,proxy.lb.pool`: only those, to measure one module's share);
 * no extension built (a checkout nobody has installed, a failed build): the `.py`;
 * an extension built from other sources than those on disk (`.py` or `.pxd` edited since the
   build: the build records their SHA-256 in `_native_build.txt`): the `.py`, reported "stale", so
@@ -33,8 +34,15 @@ __all__ = ["NATIVE_MODULES", "BUILD_RECORD", "install", "status", "summary", "lo
 
 # The compiled hot paths (issue 17), by import name.
 NATIVE_MODULES: tuple[str, ...] = (
-    "proxy.http1._simple",
+    "proxy.http1._simple",  # the HTTP/1.1 simple recognisers
+    "proxy.pgwire.framing",  # PostgreSQL message framing
+    "proxy.pgwire.scan",  # the session relay loop's step over forwarded messages
 )
+# Measured and left out, for now (docs/perf.md, "The native layer"): compiled as they are, the lb
+# exchange (lb/client.py, upstream.py, simple.py, frontend.py, pool.py), http1/parser.py and
+# _response.py, and the classifier's cache (dbproxy/classify.py) execute MORE instructions than
+# interpreted: their cost is attribute access on plain classes, which CPython 3.11 specialises
+# in its bytecode and a compiled module does through the generic C API.
 
 # Written by setup.py's build_ext beside this file: "<module> <sha256 of .py + .pxd>" per line,
 # and "cython <version>".
@@ -45,7 +53,14 @@ _HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 def pure_requested() -> bool:
-    return os.environ.get("TIERPROXY_PURE", "") not in ("", "0")
+    """TIERPROXY_PURE=1: every module pure."""
+    return os.environ.get("TIERPROXY_PURE", "") not in ("", "0") and not _pure_list()
+
+
+def _pure_list() -> frozenset[str]:
+    """TIERPROXY_PURE=proxy.lb.client,proxy.lb.pool: only those pure (to measure one module's share)."""
+    value = os.environ.get("TIERPROXY_PURE", "")
+    return frozenset(v.strip() for v in value.split(",") if "." in v)
 
 
 def source_digest(py_path: str) -> str:
@@ -91,7 +106,7 @@ class _NativeFinder(importlib.abc.MetaPathFinder):
         else:
             return None
         how, origin = "pure", source
-        if not self.pure:
+        if not self.pure and fullname not in _pure_list():
             how = "absent"
             for suffix in importlib.machinery.EXTENSION_SUFFIXES:
                 ext = os.path.join(directory, leaf + suffix)

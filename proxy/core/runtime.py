@@ -118,6 +118,9 @@ async def _serve(daemon: Daemon, log: logging.Logger) -> int:
 def run(daemon: Daemon, name: str) -> int:
     """Run a daemon until SIGTERM/SIGINT, reloading on SIGHUP; return the exit code."""
     log = logging.getLogger(f"tierproxy.{name}")
+    from proxy import _native
+
+    log.info("%s", _native.summary())  # which twin of the hot modules runs (proxy/_native.py)
     loop = new_event_loop()
     asyncio.set_event_loop(loop)
     try:

@@ -21,6 +21,7 @@ import asyncpg
 from aiohttp import web
 from prometheus_client.core import Metric
 
+from proxy import _native
 from proxy.core.admin import AdminServer, make_admin_app
 from proxy.core.adminguard import AdminGuard
 from proxy.core.config import load_config, parse_hostport
@@ -633,7 +634,7 @@ class DbProxyDaemon:
         body = {"version": VERSION, "uptime": round(time.time() - self.started_at, 3),
                 "workers": self.cfg.workers, "backends": self._backends(snap["outstanding"]),
                 "clients": snap["clients"], "pools": snap["pools"], "ready": self.monitor.ready,
-                "classifier_cache": snap["cache"]}  # fmt: skip
+                "classifier_cache": snap["cache"], "native": _native.status()}  # fmt: skip
         if self.follower is not None:
             body["topology"] = self.cluster_status()
         return web.json_response(body)

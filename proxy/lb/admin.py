@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 from pydantic import ValidationError
 
+from proxy import _native
 from proxy.core.config import format_loc, parse_hostport
 from proxy.lb.config import BackendConfig
 from proxy.lb.netpolicy import address_refusal, resolved_refusal
@@ -70,7 +71,7 @@ def _is_literal(host: str) -> bool:
 
 def add_admin_routes(app: web.Application, daemon: LbDaemon) -> None:
     async def status(_request: web.Request) -> web.Response:
-        return _json(await daemon.status_async())
+        return _json({**await daemon.status_async(), "native": _native.status()})
 
     async def page(_request: web.Request) -> web.Response:
         return web.Response(text=render_status_page(await daemon.status_async()), content_type="text/html")

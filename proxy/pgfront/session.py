@@ -41,6 +41,7 @@ from proxy.pgwire.errors import (
 )
 from proxy.pgwire.framing import DEFAULT_MAX_MESSAGE_LENGTH as MAX_MESSAGE_LENGTH
 from proxy.pgwire.framing import FrontendFramer, Message
+from proxy.pgwire.scan import skip_plain
 from proxy.pgwire.messages import (
     CancelRequest,
     GSSENCRequest,
@@ -575,6 +576,11 @@ class FrontendSession(asyncio.Protocol):
         pieces: list[bytes] = []
         special = _SPECIAL
         while n - pos >= 5:
+            # Whole messages passed on untouched (DataRow above all) are stepped over in one call
+            # that creates nothing (compiled: proxy/pgwire/scan.py) and forwarded below in one write.
+            pos = skip_plain(data, pos, n, special)
+            if n - pos < 5:
+                break
             t = data[pos]
             length = _INT32.unpack_from(data, pos + 1)[0]
             if length < 4 or length > MAX_MESSAGE_LENGTH:

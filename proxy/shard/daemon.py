@@ -30,6 +30,7 @@ from typing import Any
 from aiohttp import web
 from prometheus_client.core import Metric
 
+from proxy import _native
 from proxy.core.admin import AdminServer, make_admin_app
 from proxy.core.adminguard import AdminGuard
 from proxy.core.config import load_config, parse_hostport
@@ -413,7 +414,7 @@ class ShardDaemon:
             "hot_keys": [{"group": h.group, "key": h.key, "shard": h.shard, "count": h.count,
                           "error": h.error, "share": round(h.share, 4)} for h in hot.top(20)],
             "skew": {"busiest": skew.busiest, "max_to_mean": round(skew.max_to_mean, 4)},
-            "counters": snap["counters"], "pools": snap["pools"],
+            "counters": snap["counters"], "pools": snap["pools"], "native": _native.status(),
         }  # fmt: skip
 
     async def _status_handler(self, _request: web.Request) -> web.Response:

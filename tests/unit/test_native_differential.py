@@ -1,6 +1,7 @@
 """Differential tests of the native layer: hypothesis feeds the same inputs to the compiled module
 and to its pure-Python twin (`proxy._native.load_pure`) and requires identical results, errors
-included. Skipped where the module is not compiled (the pure pass, a checkout nobody built;
+included: the HTTP/1.1 simple recognisers, the PostgreSQL framing and the relay's scanner (the
+modules proxy/_native.py compiles). Skipped where the module is not compiled (the pure pass, a checkout nobody built;
 tests/unit/test_native.py requires the build in CI)."""
 
 from __future__ import annotations
@@ -70,3 +71,75 @@ def test_wrong_types_raise_the_same_errors():
     for args in [(None, 10), ("GET / HTTP/1.1\r\n\r\n", 100), (b"GET", None), (b"x", "1")]:
         same(compiled.simple_request, pure.simple_request, *args)
         same(compiled.simple_response, pure.simple_response, *args)
+
+
+# -- PostgreSQL message framing -----------------------------------------------------------------
+
+from tests.unit.test_pgwire_framing import _split, backend_stream, frontend_stream  # noqa: E402
+
+
+def _framed(framer, chunks):
+    """Every feed's outcome in turn: the messages (type, raw, body) or the error and what it carries."""
+    out = []
+    for chunk in chunks:
+        try:
+            out.append(("ok", [(m.type, bytes(m.raw), bytes(m.body), m.startup_code) for m in framer.feed(chunk)]))
+        except Exception as exc:  # noqa: BLE001 - compared
+            carried = [(m.type, bytes(m.raw)) for m in getattr(exc, "messages", [])]
+            out.append(("raised", type(exc).__name__, str(exc), getattr(exc, "code", None), carried,
+                        getattr(exc, "unread", None)))  # fmt: skip
+    out.append(("buffered", framer.buffered))
+    return out
+
+
+GARBAGE = st.binary(max_size=40)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.one_of(frontend_stream(), st.lists(GARBAGE, max_size=3)), st.lists(st.integers(0, 4000), max_size=8),
+       st.sampled_from([1 << 30, 64, 4]), st.booleans(), st.booleans())  # fmt: skip
+def test_frontend_framer_compiled_is_pure(parts, cuts, limit, startup, mangle):
+    compiled, pure = _twins("proxy.pgwire.framing")
+    data = b"".join(parts)
+    if mangle and data:
+        data = data[: len(data) // 2] + b"\xff\x00\x00" + data[len(data) // 2 :]
+    chunks = _split(data, cuts)
+    got = _framed(compiled.FrontendFramer(startup=startup, max_message_length=limit), chunks)
+    want = _framed(pure.FrontendFramer(startup=startup, max_message_length=limit), chunks)
+    assert got == want
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.one_of(backend_stream, st.lists(GARBAGE, max_size=3)), st.lists(st.integers(0, 4000), max_size=8),
+       st.sampled_from([1 << 30, 64]), st.sampled_from([b"", b"S", b"N", b"E", b"x"]))  # fmt: skip
+def test_backend_framer_compiled_is_pure(parts, cuts, limit, answer):
+    compiled, pure = _twins("proxy.pgwire.framing")
+    chunks = _split(answer + b"".join(parts), cuts)
+    framers = [m.BackendFramer(max_message_length=limit) for m in (compiled, pure)]
+    if answer:
+        for f in framers:
+            f.expect_encryption_response()
+    assert _framed(framers[0], chunks) == _framed(framers[1], chunks)
+
+
+def test_framer_arguments_are_checked_alike():
+    compiled, pure = _twins("proxy.pgwire.framing")
+    for limit in (3, -1):
+        same(lambda: compiled.BackendFramer(max_message_length=limit), lambda: pure.BackendFramer(max_message_length=limit))
+    same(lambda: compiled.BackendFramer().feed(None), lambda: pure.BackendFramer().feed(None))
+
+
+# -- the relay's scanner ------------------------------------------------------------------------
+
+FLAGS = [bytes(1 if i in b"13ZEGS" else 0 for i in range(256)), bytes(256), b"\x01" * 256, bytes(255)]
+
+
+@settings(max_examples=400)
+@given(st.one_of(backend_stream.map(b"".join), GARBAGE), st.integers(-2, 300), st.integers(-2, 400),
+       st.sampled_from(FLAGS), st.sampled_from(["bytes", "bytearray"]))  # fmt: skip
+def test_skip_plain_compiled_is_pure(data, pos, n, flagged, kind):
+    compiled, pure = _twins("proxy.pgwire.scan")
+    assert compiled.COMPILED and not pure.COMPILED
+    n = min(n, len(data) + 1)
+    same(compiled.skip_plain, pure.skip_plain, _as(kind, data), pos, n, flagged)
+

@@ -1,0 +1,9 @@
+# Cython declarations for scan.py (pure-Python mode: scan.py stays the one source; proxy/_native.py).
+# _skip_typed reads the bytes through pointers (p, t): it checks n <= len(data), pos >= 0 and the
+# table's size first (_check), then reads below n only.
+cimport cython
+
+cpdef _check(object data, Py_ssize_t pos, Py_ssize_t n, object flagged)
+
+@cython.locals(length=Py_ssize_t, p="const unsigned char *", t="const unsigned char *")
+cpdef Py_ssize_t _skip_typed(object data, Py_ssize_t pos, Py_ssize_t n, object flagged) except -1
