@@ -35,6 +35,7 @@ from h2.events import (
 )
 from h2.exceptions import H2Error, StreamClosedError
 from h2.settings import SettingCodes, Settings
+from hyperframe.frame import GoAwayFrame
 
 from proxy.http1 import (
     Body,
@@ -227,6 +228,7 @@ class H2Conn(asyncio.Protocol):
         self.write_paused = False
         self.counted = counted  # accepted (and admitted) already, as an HTTP/1.1 connection (h2c)
         self.idle_since = self.loop.time()  # no stream open since (timeouts.client_idle applies)
+        self.draining = False  # GOAWAY sent: no new stream; close when the open ones are done
 
     # -- asyncio callbacks ----------------------------------------------------------------
 
@@ -321,6 +323,9 @@ class H2Conn(asyncio.Protocol):
     def _request(self, ev: RequestReceived) -> None:
         sid = ev.stream_id
         fe = self.fe
+        if self.draining:  # after our GOAWAY: not processed, the client may retry it elsewhere
+            self.h2.reset_stream(sid, ErrorCodes.REFUSED_STREAM)
+            return
         fe.h2_requests += 1
         method = path = authority = None
         cookies: list[bytes] = []
@@ -425,8 +430,8 @@ class H2Conn(asyncio.Protocol):
 
     def stream_done(self, st: StreamTransport) -> None:
         self.streams.pop(st.sid, None)
-        if self.fe.draining and not self.streams:
-            self.goaway(ErrorCodes.NO_ERROR, "draining")
+        if self.draining and not self.streams:
+            self.loop.call_soon(self.goaway, ErrorCodes.NO_ERROR, "drained")
 
     def reset(self, st: StreamTransport, code: ErrorCodes) -> None:
         if not st.ended:
@@ -454,14 +459,19 @@ class H2Conn(asyncio.Protocol):
         self._close()
 
     def drain(self) -> None:
+        """SIGTERM: GOAWAY now naming the last stream we take; open streams finish, then the
+        connection closes. h2's close_connection would end the state machine (no more frames
+        for open streams), so this first GOAWAY is written beside it, on a frame boundary."""
         if not self.streams:
             self.goaway(ErrorCodes.NO_ERROR, "draining")
-        else:
-            try:
-                self.h2.close_connection(ErrorCodes.NO_ERROR, last_stream_id=max(self.streams))
-            except H2Error:
-                pass
-            self.send()
+            return
+        self.draining = True
+        self.send()
+        frame = GoAwayFrame(0)
+        frame.last_stream_id = self.h2.highest_inbound_stream_id
+        frame.error_code = ErrorCodes.NO_ERROR
+        if self.transport is not None and not self.closed:
+            self.transport.write(frame.serialize())
 
     def _close(self) -> None:
         if self.closed:

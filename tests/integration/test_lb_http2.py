@@ -211,3 +211,32 @@ def test_hpack_bomb_is_refused(h2lb):
         c.close()
     code, metrics = http_json(h2lb.admin("/metrics"))
     assert 'tierproxy_lb_listener_http2_connections_cut_total{listener="s",reason="header_list"} 1.0' in metrics
+
+
+def test_sigterm_sends_goaway_and_lets_open_streams_finish(h2lb):
+    import signal
+    import subprocess
+
+    from tests.integration.lbproc import wait_for
+
+    idle = H2Client(h2lb.port, h2lb.ca.cert)
+    assert idle.response(idle.request("/whoami"))[0] == 200
+    busy = subprocess.Popen(["curl", "-sS", "--http2", "--cacert", str(h2lb.ca.cert), "--resolve",
+                             f"site.test:{h2lb.port}:127.0.0.1", "-w", "\n%{http_version} %{http_code}",
+                             f"https://site.test:{h2lb.port}/slow?ms=2000"],
+                            stdout=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        wait_for(lambda: h2lb.status()["pools"]["web"]["backends"][0]["inflight"] == 1, 10, "the slow stream")
+        h2lb.signal(signal.SIGTERM)
+        # an idle HTTP/2 connection gets GOAWAY (NO_ERROR) at once
+        idle.until(lambda: idle.goaway() is not None or idle.closed, 10)
+        assert idle.goaway() is not None and int(idle.goaway().error_code) == 0
+        # the stream in progress is answered in full (curl saw the GOAWAY and waited for it)
+        out, _ = busy.communicate(timeout=30)
+        body, status = out.rsplit("\n", 1)
+        assert status == "2 200" and json.loads(body)["slept_ms"] == 2000
+    finally:
+        idle.close()
+        if busy.poll() is None:
+            busy.kill()
+    assert h2lb.proc.wait(30) == 0
