@@ -312,3 +312,40 @@ certificates = [{{ cert_file = "{site.cert}", key_file = "{site.key}" }}]
         out, _, _, _ = tls_get(p_https, "site.test", ca.cert, path)
         head = out.split(b"\r\n\r\n")[0].lower()
         assert b"\r\nstrict-transport-security: max-age=31536000; includesubdomains\r\n" in head, (path, head)
+
+
+def test_ticket_keys_are_renewed_every_ticket_key_rotation(web_worker_factory, lb_factory, tmp_path, ports):
+    ca = make_ca(tmp_path / "pki")
+    site = ca.issue("site", ["site.test"])
+    wa, wb = web_worker_factory("wa"), web_worker_factory("wb")
+    port = ports()
+    body = f"""
+[[listeners]]
+name = "secure"
+address = "127.0.0.1:{port}"
+protocol = "https"
+[listeners.tls]
+ticket_key_rotation = 2
+certificates = [{{ cert_file = "{site.cert}", key_file = "{site.key}" }}]
+""" + pools_toml(wa, wb)
+    lb_factory(body, listen=False)
+    ctx = ssl.create_default_context(cafile=str(ca.cert))
+
+    def connect(session):
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
+            with ctx.wrap_socket(raw, server_hostname="site.test", session=session) as s:
+                s.sendall(b"GET /whoami HTTP/1.1\r\nHost: site.test\r\nConnection: close\r\n\r\n")
+                while s.recv(65536):
+                    pass
+                return s.session_reused, s.session
+
+    def fresh_ticket_resumes() -> bool:
+        return connect(connect(None)[1])[0]
+
+    # A ticket resumes within its key's life (retried: a renewal may fall between the two)
+    wait_for(fresh_ticket_resumes, 20, "a fresh ticket to resume")
+    _reused, old = connect(None)
+    # once the key is renewed it no longer does (a full handshake, not an error) ...
+    wait_for(lambda: not connect(old)[0], 20, "the old ticket to stop resuming after a key renewal")
+    # ... and tickets under the new key resume again
+    wait_for(fresh_ticket_resumes, 20, "a ticket of the new key to resume")
