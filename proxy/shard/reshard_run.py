@@ -65,6 +65,7 @@ __all__ = ["main"]
 Out = Callable[[str], None]
 FENCE_ATTEMPTS = 3
 DELETE_BATCH = 1000  # keys per DELETE transaction in phase 3
+PROGRESS_RANGES = 50  # a progress line every this many ranges copied within one pair
 
 
 class Failed(Exception):
@@ -313,8 +314,10 @@ class Reshard:
                                             io.digests(d, table, group.key, group.key_type, ranges))  # fmt: skip
         bad = mismatched(ranges, src_d, dst_d)
         copied = 0
-        for r in bad:
+        for i, r in enumerate(bad, 1):
             copied += await io.copy_keys(s, d, table, group.key, group.key_type, cols, r.keys)
+            if i % PROGRESS_RANGES == 0 and i < len(bad):
+                self.out(f"  {table}: {src} -> {dst}: {i} of {len(bad)} ranges copied ({copied} rows)")
         line = (f"  {table}: {src} -> {dst}: {len(keys)} keys, {sum(n for n, _ in src_d.values())} rows in "
                 f"{len(ranges)} ranges; copied {len(bad)} ranges ({copied} rows)")
         if gone:

@@ -40,6 +40,9 @@ DELETED = range(1801, 1901)  # the writer deletes these users one by one
 DEADLINE = 120.0
 
 
+ACCOUNTS = [f"acct-{i}-é" for i in range(300)]  # a text-keyed group, always `consistent`
+
+
 def groups_toml(kind: str, shards: tuple[str, ...]) -> str:
     names = ", ".join(f'"{s}"' for s in shards)
     return f"""
@@ -49,7 +52,19 @@ key = "user_id"
 key_type = "integer"
 map = "{kind}"
 shards = [{names}]
+
+[groups.accounts]
+tables = ["accounts"]
+key = "name"
+key_type = "text"
+map = "consistent"
+shards = [{names}]
 """
+
+
+def text_placement(shards: tuple[str, ...]) -> Callable[[str], str]:
+    ring = HashRing([(s, 1) for s in shards], vnodes_per_weight=160)
+    return lambda k: ring.lookup(k.encode("utf-8"))
 
 
 def placement(kind: str, shards: tuple[str, ...]) -> Callable[[int], str]:
@@ -73,9 +88,10 @@ class Shards:
 
     def reset(self) -> None:
         for c in self.conns.values():
-            c.execute("drop table if exists users, orders")
+            c.execute("drop table if exists users, orders, accounts")
             c.execute("create table users (user_id bigint primary key, name text)")
             c.execute("create table orders (user_id bigint, order_id int, amount int, primary key (user_id, order_id))")
+            c.execute("create table accounts (name text primary key, balance numeric, opened timestamptz)")
 
     def load(self, where: Callable[[int], str]) -> None:
         users: dict[str, list[tuple[int, str]]] = {}
@@ -91,6 +107,10 @@ class Shards:
             with self.conns[name].cursor().copy("COPY orders (user_id, order_id, amount) FROM STDIN") as cp:
                 for r in rows:
                     cp.write_row(r)
+        old_text = text_placement(OLD_SHARDS)
+        for i, a in enumerate(ACCOUNTS):
+            self.conns[old_text(a)].execute("insert into accounts values (%s, %s, '2026-12-05 10:00+01'::timestamptz "
+                                            "+ %s * interval '1 minute')", (a, f"{i}.{i:02d}", i))
 
     def rows(self, table: str) -> dict[str, list[tuple]]:
         return {n: c.execute(f"select * from {table}").fetchall() for n, c in self.conns.items()}
@@ -234,6 +254,12 @@ def _poll(what: str, check: Callable[[], bool], timeout: float = DEADLINE) -> No
 
 def _check_rows(shards: Shards, new_at: Callable[[int], str], writer: Writer) -> None:
     """Every acknowledged row exactly once, on the shard NEW names (read directly on the shards)."""
+    new_text = text_placement(ALL)
+    accounts = shards.rows("accounts")
+    for shard, rows in accounts.items():
+        for r in rows:
+            assert new_text(r[0]) == shard, (r, shard)
+    assert sorted(r[0] for rows in accounts.values() for r in rows) == sorted(ACCOUNTS)
     users = shards.rows("users")
     for shard, rows in users.items():
         for k, _ in rows:
@@ -394,7 +420,7 @@ def test_a_stopped_reshard_lets_go_and_a_rerun_finishes(shards: Shards, tmp_path
         tx.commit()
         tx.close()
         assert router.config_path.read_text() == old.read_text()
-        rc, output = Command(old, new, "--range-keys", "100").wait()
+        rc, output = Command(old, new, "--range-keys", "3").wait()  # many small ranges
         assert rc == 0, output
         writer.stop.set()
         writer.join(DEADLINE)
