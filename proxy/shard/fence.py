@@ -17,8 +17,9 @@ that may write a row of a key whose shard differs between the running config and
 Which statements may write: INSERT, UPDATE, DELETE, MERGE, COPY FROM, TRUNCATE and anything
 containing them (a data-modifying WITH, EXPLAIN ANALYZE), and DDL (held: it would change what is
 copied). A write is fenced when one of its keys moves, or when it has no key (a keyless UPDATE
-may touch any row; with `SET tierproxy.shard_key` the session's key counts), or when it names a
-shard by comment. Reads, and writes of keys that stay, go on untouched; reads of moving keys are
+may touch any row; with `SET tierproxy.shard_key` the session's key counts), or when its keys are
+only known as it runs (COPY FROM STDIN into a table of a moving group, split row by row), or when
+it names a shard by comment. Reads, and writes of keys that stay, go on untouched; reads of moving keys are
 answered by the old shard until the switch.
 
 The fence also waits (up to `quiesce` seconds) for work that began before it: each session notes
@@ -61,7 +62,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from proxy.core.config import ConfigError, parse_config
 
 from .config import ShardConfig
-from .keys import Param, Refuse, decode_param, walk_nodes
+from .keys import Param, Refuse, decode_param, stmt_tables, walk_nodes
 from .maps import DedicatedMap, Key, KeyTypeError
 from .reshard import ReshardError, check_compatible, routing_fingerprint
 from .router import ShardRouter
@@ -93,20 +94,25 @@ def statement_writes(stmt: Any) -> bool:
                for n in walk_nodes(stmt))  # fmt: skip
 
 
-def _split(sql: str) -> list[tuple[str, bool]]:
-    """The statements of a query string: (text, may write). Unparsable: one, not a write (the
-    router refuses it anyway)."""
+def _tables(stmt: Any) -> tuple[str, ...]:
+    return tuple(f"{rv.schemaname}.{rv.relname}".lower() if rv.schemaname else rv.relname.lower()
+                 for rv in stmt_tables(stmt))  # fmt: skip
+
+
+def _split(sql: str) -> list[tuple[str, bool, tuple[str, ...]]]:
+    """The statements of a query string: (text, may write, tables named). Unparsable: one, not
+    a write (the router refuses it anyway)."""
     try:
         raw = parse_sql(sql)
     except ParseError:
-        return [(sql, False)]
+        return [(sql, False, ())]
     if len(raw) <= 1:
-        return [(sql, bool(raw) and statement_writes(raw[0].stmt))]
+        return [(sql, bool(raw) and statement_writes(raw[0].stmt), _tables(raw[0].stmt) if raw else ())]
     encoded = sql.encode("utf-8")  # pglast's locations are byte offsets
     out = []
     for r in raw:
         end = r.stmt_location + r.stmt_len if r.stmt_len else len(encoded)
-        out.append((encoded[r.stmt_location : end].decode("utf-8"), statement_writes(r.stmt)))
+        out.append((encoded[r.stmt_location : end].decode("utf-8"), statement_writes(r.stmt), _tables(r.stmt)))
     return out
 
 
@@ -127,7 +133,8 @@ class Fence:
         self.released = asyncio.Event()
         self.expires = time.monotonic() + lease
         self.held = 0  # statements waiting now
-        self._split: OrderedDict[str, list[tuple[str, bool]]] = OrderedDict()
+        self._split: OrderedDict[str, list[tuple[str, bool, tuple[str, ...]]]] = OrderedDict()
+        self.tables = {t: g for g in self.groups for t in new.groups[g].tables}  # of the moving groups
 
     def moves(self, group: str, key: Key) -> bool:
         try:
@@ -135,7 +142,17 @@ class Fence:
         except KeyTypeError:
             return False  # the router refuses such a key anyway
 
-    def _statements(self, sql: str) -> list[tuple[str, bool]]:
+    def _moving_table(self, tables: Sequence[str]) -> str | None:
+        """The first of `tables` in a group whose map changes (a bare name matches any schema's,
+        as routing does), or None."""
+        for table in tables:
+            bare = table.rpartition(".")[2]
+            for t in self.tables:
+                if t == table or (("." not in t or "." not in table) and t.rpartition(".")[2] == bare):
+                    return t
+        return None
+
+    def _statements(self, sql: str) -> list[tuple[str, bool, tuple[str, ...]]]:
         got = self._split.get(sql)
         if got is None:
             got = self._split[sql] = _split(sql)
@@ -146,10 +163,13 @@ class Fence:
     def blocks(self, router: ShardRouter, sql: str, params: Sequence[Key | None] | None,
                session_key: str | None) -> str | None:  # fmt: skip
         """Why `sql` (with its bound values) must wait for the fence, or None if it may run."""
-        for text, writes in self._statements(sql):
+        for text, writes, tables in self._statements(sql):
             a = router.analyze(text)
             if a.kind == "ddl":
                 return "DDL while a reshard switches"
+            if writes and a.kind == "error" and (table := self._moving_table(tables)) is not None:
+                # e.g. COPY FROM STDIN, split by the session as its rows come: keys unknown here
+                return f"a write to table {table} whose keys are not known before it runs, while a reshard switches"
             if not writes or a.kind in ("error", "session", "set_key", "no_table"):
                 continue
             if a.kind == "shard_hint":

@@ -142,6 +142,10 @@ def test_fence_blocks_writes_of_moving_keys_only() -> None:
     assert f.blocks(r, "SELECT 1; DELETE FROM users WHERE user_id = 5", None, None) is not None
     assert f.blocks(r, "BEGIN", None, None) is None
     assert f.blocks(r, "INSERT INTO other (x) VALUES (5)", None, None) is None  # not sharded
+    assert "not known before it runs" in f.blocks(r, "COPY users (user_id, name) FROM STDIN", None, None)
+    assert f.blocks(r, "COPY public.users FROM STDIN", None, None) is not None
+    assert f.blocks(r, "COPY other FROM STDIN", None, None) is None
+    assert f.blocks(r, "COPY users TO STDOUT", None, None) is None
 
 
 def test_fence_ignores_groups_whose_map_does_not_change() -> None:
