@@ -83,6 +83,7 @@ from typing import Any
 from pglast.parser import ParseError, parse_sql_json
 
 from .classify_functions import DEFAULT_WRITE_FUNCTIONS
+from .classify_key import literal_key, literal_key_bytes
 from .classify_rules import Part, classify_statement
 from .classify_types import DETAILS, Decision, Reason, Target
 
@@ -96,6 +97,8 @@ __all__ = [
     "Reason",
     "Target",
     "classify",
+    "literal_key",
+    "literal_key_bytes",
 ]
 
 
@@ -236,48 +239,11 @@ DEFAULT_CACHE_SIZE = 10_000
 MAX_CACHED_SQL_LENGTH = 16_384
 
 
-# Applications that inline their numbers ("... WHERE aid = 4711", pgbench -M simple) would miss the
-# cache on every statement and pay a full parse. For plain DML that is one statement with no
-# comments (a trailing semicolon is allowed), numeric literals cannot change the decision (no rule of classify_rules.py reads a number
-# outside EXPLAIN/COPY/SET/BEGIN options, which these are not), so such texts share one entry keyed
-# with every numeric literal replaced by 0. Anything else is keyed by its exact text.
-_DML_START = re.compile(r"\s*(?:select|insert|update|delete|values|with|table)\b", re.IGNORECASE)
-# A number not preceded by [\w$.] (part of a name or a number) nor followed by [\w.]. It starts
-# with \d, the look-behind after it, so the regex engine can skip to digits instead of trying the
-# look-behind at every position (0.84 instead of 1.34 us on a pgbench query).
-_NUMBER = re.compile(r"\d(?<![\w$.]\d)\d*(?:\.\d*)?(?:[eE][-+]?\d+)?(?![\w.])")
-
-
-def literal_key(sql: str) -> str:
-    """The cache key of `sql`: itself, or (see above) its text with numeric literals as 0."""
-    if ";" in sql.rstrip().rstrip(";") or "/*" in sql or "--" in sql or not _DML_START.match(sql):
-        return sql
-    key = _NUMBER.sub("0", sql)
-    return sql if key == sql else key
-
-
-# The same over the raw bytes of a Query message, so a cache hit needs no decoding. Only for ASCII
-# text: there these patterns match exactly what the str ones do (non-ASCII letters are \w for str
-# but not for bytes patterns, so a digit after one would be keyed differently).
-_NUMBER_B = re.compile(_NUMBER.pattern.encode())
-# `literal_key`'s conditions in one match: a DML keyword, then no ";", "/*" or "--" before the
-# trailing semicolons and whitespace (possessive repeats: no backtracking).
-_KEYABLE_B = re.compile(
-    rb"\s*(?:select|insert|update|delete|values|with|table)\b[^;/\-]*+(?:(?:/(?!\*)|-(?!-))[^;/\-]*+)*+;*\s*\Z",
-    re.IGNORECASE,
-)
-
-
-def literal_key_bytes(sql: bytes) -> bytes:
-    """`literal_key` of ASCII `sql`; non-ASCII text is its own key."""
-    if not sql.isascii() or not _KEYABLE_B.match(sql):
-        return sql
-    key = _NUMBER_B.sub(b"0", sql)
-    return sql if key == sql else key
+# Statements that differ only in their literals and comments share one entry: see classify_key.py.
 
 
 class ClassifierCache:
-    """`classify` memoised by exact SQL text, for one `write_functions` set.
+    """`classify` memoised by SQL text, or by its shape (`literal_key`), for one `write_functions` set.
 
     Bounded, evicting the oldest entry first (FIFO over the dict's insertion order): a hit is one
     dict lookup and a counter increment, with no reordering; a hot statement evicted by a burst of

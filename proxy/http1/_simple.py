@@ -26,7 +26,8 @@ REMEMBER_MAX = 4096
 
 # Field names whose presence needs the full parser's rules (framing, connection management,
 # 100-continue), or that a proxy drops or rewrites (hop-by-hop, X-Forwarded-*, X-Request-ID): a
-# simple request's field lines can then be forwarded as they came (`RequestHead.raw_fields`).
+# simple request's field lines can then be forwarded as they came (`RequestHead.forward`), less a
+# "Connection: keep-alive" line (below).
 _REQUEST_SPECIAL = (
     rb"host|content-length|transfer-encoding|connection|upgrade|expect|te|trailer|keep-alive"
     rb"|proxy-connection|http2-settings|x-forwarded-for|x-forwarded-proto"
@@ -37,16 +38,25 @@ _REQUEST_SPECIAL = (
 # Repeats are possessive ("*+"): no line can be matched another way, so the engine need not keep
 # the state to backtrack into them.
 _REQUEST_OTHER = rb"(?:(?!(?i:" + _REQUEST_SPECIAL + rb"):)" + TOKEN + rb"+:[\t -~]*+\r\n)"
+# The one Connection line the simple path takes: "keep-alive" alone (any case, OWS around it), as
+# browsers, python-requests, OkHttp and Java's clients send on every request. On HTTP/1.1 it says
+# what the absence of the line says (RFC 9112 9.3), names no field but "keep-alive" (which
+# _REQUEST_SPECIAL refuses anyway), and is hop-by-hop: the backend gets the lines without it.
+_KEEP_ALIVE_REQUEST_LINE = rb"((?i:connection):[ \t]*+(?i:keep-alive)[ \t]*+\r\n)"
+_HOST_LINE = rb"(?i:host):[ \t]*(" + HOST_RE.pattern + rb")[ \t]*\r\n"
 # The whole request in one match, because each call into the regex engine costs more than the
 # matching itself: a request-line with a GET or HEAD of an origin-form target made of unreserved,
 # sub-delims, ":", "@", "/", "?" and "%" only (RFC 3986: no "#" fragment, nothing llhttp could take
 # another way), HTTP/1.1; then field lines with exactly one Host (a valid one, RFC 9110 7.2: none
-# or two is the full parser's 400) and none of the names above; then the empty line. Nothing may
-# follow: a body or a pipelined request goes the full way.
+# or two is the full parser's 400), at most one "Connection: keep-alive" before or after it, and
+# none of the names above; then the empty line. Nothing may follow: a body or a pipelined request
+# goes the full way. Groups: method, target, field block, then host and Connection line (4, 5) when
+# Host comes first, else Connection line and host (6, 7).
 _REQUEST = re.compile(
     rb"(GET|HEAD) (/[A-Za-z0-9\-._~!$&'()*+,;=:@/?%]*) HTTP/1\.1\r\n("
-    + _REQUEST_OTHER + rb"*+(?i:host):[ \t]*(" + HOST_RE.pattern + rb")[ \t]*\r\n"
-    + _REQUEST_OTHER + rb"*+)\r\n"
+    + _REQUEST_OTHER + rb"*+(?:" + _HOST_LINE + _REQUEST_OTHER + rb"*+(?:" + _KEEP_ALIVE_REQUEST_LINE
+    + _REQUEST_OTHER + rb"*+)?|" + _KEEP_ALIVE_REQUEST_LINE + _REQUEST_OTHER + rb"*+" + _HOST_LINE
+    + _REQUEST_OTHER + rb"*+))\r\n"
 )
 
 # Response fields that need the full parser: any framing or hop-by-hop field except one
@@ -69,14 +79,25 @@ _RESPONSE = re.compile(
 
 def simple_request(data: bytes, max_head: int) -> RequestHead | None:
     """`data` as one whole simple request (see the module docstring), or None. Its field lines
-    stay unparsed in `raw_fields` (`RequestHead.fields()` parses them when asked)."""
+    stay unparsed in `raw_fields` (`RequestHead.fields()` parses them when asked), and those to
+    forward (all but a "Connection: keep-alive" line) in `forward`."""
     if len(data) > max_head:
         return None
     m = _REQUEST.fullmatch(data)
     if m is None:
         return None
-    method, target, block, host = m.group(1, 2, 3, 4)
-    return RequestHead(method, target, b"1.1", None, True, Framing.NONE, None, False, False, host, block)
+    method, target, block, host, conn, conn2, host2 = m.group(1, 2, 3, 4, 5, 6, 7)
+    forward = block
+    if host is None:
+        host = host2
+        conn = conn2
+        start, end = m.span(6)
+    elif conn is not None:
+        start, end = m.span(5)
+    if conn is not None:
+        base = m.start(3)
+        forward = block[: start - base] + block[end - base :]
+    return RequestHead(method, target, b"1.1", None, True, Framing.NONE, None, False, False, host, block, forward)
 
 
 def simple_response(data: bytes, max_head: int) -> tuple[int, int, int, int, int] | None:

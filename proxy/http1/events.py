@@ -57,8 +57,12 @@ class RequestHead:
     expect_continue: bool = False
     host: bytes | None = None
     # The field lines exactly as received ("name: value\r\n" each), set only by the parser's
-    # simple path (`feed_simple`), which admits no field a proxy must drop or rewrite.
+    # simple path (`feed_simple`), which admits no field a proxy must drop or rewrite but one
+    # "Connection: keep-alive" line.
     raw_fields: bytes | None = None
+    # Where raw_fields is set: those lines less that Connection line (hop-by-hop), ready to be
+    # forwarded as they came. Derived from raw_fields, so not compared.
+    forward: bytes | None = field(default=None, compare=False)
 
     def fields(self) -> Headers:
         """`headers`, parsed from `raw_fields` on first use where the simple path left them."""

@@ -196,13 +196,13 @@ class Frontend:
         Built in one pass straight into bytes: this runs for every request. Names and values come
         from the request parser, which rejects CR, LF and other CTLs; the line count check below
         still guards against a field that would smuggle a line."""
-        raw = head.raw_fields
-        if raw is not None:
-            # The parser's simple path: no hop-by-hop, X-Forwarded-* or X-Request-ID field, a
-            # valid Host, every line checked; forward the lines as they came and add ours.
+        if head.raw_fields is not None:
+            # The parser's simple path: no X-Forwarded-* or X-Request-ID field, no hop-by-hop
+            # field but a "Connection: keep-alive" already left out of `forward`, a valid Host,
+            # every line checked; forward the lines as they came and add ours.
             self._rid += 1
             return b"%s %s HTTP/1.1\r\n%sx-forwarded-for: %s\r\nx-forwarded-proto: %s\r\nx-forwarded-host: %s\r\nx-request-id: %s-%x\r\n\r\n" % (
-                head.method, head.target, raw, client_ip, self.scheme, head.host, self._rid_prefix, self._rid)  # fmt: skip
+                head.method, head.target, head.forward, client_ip, self.scheme, head.host, self._rid_prefix, self._rid)  # fmt: skip
         headers = head.fields()
         for k, _ in headers:
             if k in HOP_BY_HOP:
