@@ -113,7 +113,7 @@ def _parse(n: int) -> int:
     parser = RequestParser()
     build = Frontend.upstream_head
     fe = Frontend.__new__(Frontend)
-    fe._rid, fe._rid_prefix, fe.listen_authority = 0, b"abcd", b"127.0.0.1:1"
+    fe._rid, fe._rid_prefix, fe.listen_authority, fe.scheme = 0, b"abcd", b"127.0.0.1:1", b"http"
     for req in realistic.requests(n):
         head = parser.feed_simple(req)
         if head is None:
