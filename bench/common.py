@@ -254,9 +254,11 @@ end
 """
 
 
-def write_wrk_script(directory: Path, vary: bool = False) -> Path:
+def write_wrk_script(directory: Path, vary: bool = False, request_lua: str | None = None) -> Path:
+    """wrk's Lua script: the report line, plus a `request()` making every request distinct
+    (`vary`) or the given one (`request_lua`, e.g. bench/realistic.py's)."""
     path = directory / "report.lua"
-    path.write_text(_WRK_LUA + (_WRK_VARY_LUA if vary else ""))
+    path.write_text(_WRK_LUA + (request_lua if request_lua is not None else _WRK_VARY_LUA if vary else ""))
     return path
 
 

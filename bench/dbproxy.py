@@ -8,7 +8,9 @@ Theory of operation
    on), "pgbouncer" (transaction pooling, primary only), "pgpool" (streaming-replication mode, load
    balancing on) and "direct" (pgbench straight at the primary: no proxy at all).
 3. Workloads: select-only with the simple and the extended protocol, and tpcb-like (writes, in
-   transactions) with the simple protocol; `pgbench -c <clients> -j 2 -T <duration>`.
+   transactions) with the simple protocol; `pgbench -c <clients> -j 2 -T <duration>`. On request
+   (`--workloads orm`), an ORM's statement mix from bench/ormsql.py (string literals, IN lists,
+   tagging comments, every text new) on tables it creates.
 4. A warm-up run per target, then `--rounds` rounds; in each round every (workload, target) pair
    runs once, in a fixed order, so slow drift of the machine hits all of them alike. Around each
    run, the CPU seconds of the proxy's process tree come from /proc: transactions per proxy
@@ -37,6 +39,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from bench import ormsql
 from bench.common import Binary, find_binary, machine_info
 from bench.pgbench import Target, run_rounds, summarise, write_report
 from bench.pgbench import log as _log
@@ -53,7 +56,11 @@ WORKLOADS = {
     "select-only simple": ["-S", "-M", "simple"],
     "select-only extended": ["-S", "-M", "extended"],
     "tpcb-like simple": ["-M", "simple"],
+    # An ORM's statement mix (bench/ormsql.py): string literals, IN lists, tagging comments; not in
+    # the default set (`--workloads orm`). "{orm}" is the script's path, written at run time.
+    "orm": ["-M", "simple", "-f", "{orm}"],
 }
+DEFAULT_WORKLOADS = ("select-only simple", "select-only extended", "tpcb-like simple")
 SMOKE = {"duration": 1, "warmup": 0, "rounds": 1, "scale": 1, "clients": 4}
 
 COLUMNS = (
@@ -78,7 +85,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds (3)")
     parser.add_argument("--workers", type=int, default=1, help="tierproxy dbproxy processes (workers = N, 1)")
     parser.add_argument("--targets", default=",".join(TARGETS), help=f"subset of {','.join(TARGETS)}")
-    parser.add_argument("--workloads", default=",".join(WORKLOADS), help=f"subset of {','.join(WORKLOADS)}")
+    parser.add_argument("--workloads", default=",".join(DEFAULT_WORKLOADS),
+                        help=f"subset of {','.join(WORKLOADS)} (default: all but orm)")
     parser.add_argument("--smoke", action="store_true", help="1 s runs, 1 round: checks the harness, not the speed")
     parser.add_argument("--out", type=Path, help="output dir (bench/results/dbproxy-<timestamp>/)")
 
@@ -117,6 +125,20 @@ def _start(wanted: list[str], cluster: PgCluster, workdir: Path, bins: dict[str,
             problems.append(f"{name} failed to start: {exc}")
             _log(problems[-1])
     return targets
+
+
+def _setup_orm(pgbench: str, cluster: PgCluster, workdir: Path) -> None:
+    """The ORM workload's tables (bench/ormsql.py), created through pgbench on the primary, and
+    its script in workdir/orm.sql."""
+    assert cluster.primary is not None
+    (workdir / "orm-setup.sql").write_text(ormsql.SETUP_SQL)
+    (workdir / "orm.sql").write_text(ormsql.SCRIPT)
+    done = subprocess.run([pgbench, "-n", "-t", "1", "-c", "1", "-f", str(workdir / "orm-setup.sql"), "-h", "127.0.0.1",
+                           "-p", str(cluster.primary.port), "-U", cluster.user, "postgres"],
+                          env={**os.environ, **cluster.client_env()}, capture_output=True, text=True, check=False,
+                          timeout=300)  # fmt: skip
+    if done.returncode != 0:
+        raise DevstackError(f"the orm workload's tables could not be created:\n{done.stdout}{done.stderr}")
 
 
 def run(args: argparse.Namespace, argv: list[str]) -> int:
@@ -160,10 +182,12 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
         if init.returncode != 0:
             print(f"cannot benchmark: pgbench -i failed:\n{init.stderr}", file=sys.stderr)
             return 1
+        if "orm" in workloads:
+            _setup_orm(pgbench, cluster, workdir)
         cluster.wait_for_replicas_caught_up(timeout=120)
         targets = _start(wanted, cluster, workdir, bins, settings, closers, problems)
-        run_rounds(pgbench, targets, {w: WORKLOADS[w] for w in workloads}, settings,
-                   WORKLOADS["select-only extended"], runs, problems)  # fmt: skip
+        flags = {w: [f.replace("{orm}", str(workdir / "orm.sql")) for f in WORKLOADS[w]] for w in workloads}
+        run_rounds(pgbench, targets, flags, settings, WORKLOADS["select-only extended"], runs, problems)
     except DevstackError as exc:
         print(f"cannot benchmark: {exc}", file=sys.stderr)
         return 1

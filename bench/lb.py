@@ -34,7 +34,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from bench import plot
+from bench import plot, realistic
 from bench.common import (
     Binary,
     find_binary,
@@ -82,6 +82,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--vary", action="store_true",
                         help="every request differs from the previous one (/?r=N): no proxy can "
                              "reuse its work on a connection's last request")
+    parser.add_argument("--realistic", action="store_true",
+                        help="what real clients send (bench/realistic.py): browser-like header sets "
+                             "with a cookie and Connection: keep-alive, every request line distinct, "
+                             "backend answers of varying heads and sizes")
     parser.add_argument("--out", type=Path, help="output dir (bench/results/<timestamp>/)")
 
 
@@ -93,7 +97,8 @@ def _settings(args: argparse.Namespace) -> dict[str, Any]:
     settings = {
         "duration_s": args.duration, "warmup_s": args.warmup, "rounds": args.rounds,
         "connections": args.connections, "threads": args.threads, "smoke": args.smoke,
-        "wrk_timeout_s": WRK_TIMEOUT_S, "path": "/?r=N" if args.vary else "/", "vary": args.vary,
+        "wrk_timeout_s": WRK_TIMEOUT_S, "vary": args.vary or args.realistic, "realistic": args.realistic,
+        "path": "bench/realistic.py PATHS" if args.realistic else "/?r=N" if args.vary else "/",
         "address": "127.0.0.1",
     }
     if args.smoke:
@@ -248,12 +253,14 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
     try:
         with Stack(workdir, bins["nginx"].path, bins["haproxy"].path) as stack:
             try:
+                stack.realistic = settings["realistic"]
                 backends, targets = _start_targets(stack, wanted, bins, problems, broken)
             except DevstackError as exc:
                 print(f"cannot benchmark: the backends failed to start: {exc}", file=sys.stderr)
                 return 1
             backend_pids = sorted({p.pid for b in backends for p in b.processes})
-            script = write_wrk_script(workdir, vary=settings["vary"])
+            script = write_wrk_script(workdir, vary=settings["vary"],
+                                      request_lua=realistic.wrk_lua() if settings["realistic"] else None)
             if settings["warmup_s"] > 0:
                 for t in targets:
                     _log(f"warm-up {t.name} {settings['warmup_s']}s")
@@ -296,7 +303,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
     table = format_table(rows, COLUMNS)
     header = (f"tierproxy lb benchmark: wrk -t{settings['threads']} -c{settings['connections']} "
               f"-d{settings['duration_s']}s, {settings['rounds']} round(s), medians; "
-              f"{'every request distinct (/?r=N); ' if settings['vary'] else ''}"
+              f"{'realistic client requests (bench/realistic.py), every one distinct; ' if settings['realistic'] else 'every request distinct (/?r=N); ' if settings['vary'] else ''}"
               f"backends: {stack.backend_kind}\n{machine['note']}")
     print(header)
     print(table)

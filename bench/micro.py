@@ -32,6 +32,9 @@ from bench import ormsql, realistic
 
 __all__ = ["main"]
 
+# Inputs are generated for this many items whatever N is (then cut to N), so their making cancels
+# out of the difference between two runs like the imports do.
+GENERATED = 3000
 WHATS = ("lb-realistic", "lb-bare", "parse-realistic", "classify-orm", "classify-pgbench")
 LB_TOML = """
 listen = "127.0.0.1:1"
@@ -87,11 +90,13 @@ async def _lb(what: str, n: int) -> int:
     cfg = LbConfig.model_validate(tomllib.loads(LB_TOML))
     pools = {name: Pool(name, pcfg, lambda b: None, lambda b: None) for name, pcfg in cfg.pools.items()}
     fe = Frontend(cfg, pools)
+    m = max(n, GENERATED)
     if what == "lb-bare":
-        reqs = [b"GET /?r=%d HTTP/1.1\r\nHost: 127.0.0.1:8080\r\n\r\n" % i for i in range(n)]
+        reqs = [b"GET /?r=%d HTTP/1.1\r\nHost: 127.0.0.1:8080\r\n\r\n" % i for i in range(m)]
     else:
-        reqs = realistic.requests(n)
+        reqs = realistic.requests(m)
     resps = _responses([r.split(b" ", 2)[1] for r in reqs])
+    reqs, resps = reqs[:n], resps[:n]
     backend = next(iter(pools["p"].backends.values()))
     up = UpstreamConn(backend, cfg.limits.max_header_bytes)
     up.connection_made(_Sink())  # type: ignore[arg-type]
@@ -114,7 +119,7 @@ def _parse(n: int) -> int:
     build = Frontend.upstream_head
     fe = Frontend.__new__(Frontend)
     fe._rid, fe._rid_prefix, fe.listen_authority, fe.scheme = 0, b"abcd", b"127.0.0.1:1", b"http"
-    for req in realistic.requests(n):
+    for req in realistic.requests(max(n, GENERATED))[:n]:
         head = parser.feed_simple(req)
         if head is None:
             head = parser.feed(req)[0]
@@ -127,8 +132,10 @@ def _classify(what: str, n: int) -> int:
     from proxy.dbproxy.classify import ClassifierCache
 
     cache = ClassifierCache()
-    stmts = ormsql.statements(n) if what == "classify-orm" else [
-        b"SELECT abalance FROM pgbench_accounts WHERE aid = %d;" % (i * 7919 % 100000 + 1) for i in range(n)]
+    m = max(n, GENERATED)
+    stmts = ormsql.statements(m) if what == "classify-orm" else [
+        b"SELECT abalance FROM pgbench_accounts WHERE aid = %d;" % (i * 7919 % 100000 + 1) for i in range(m)]
+    del stmts[n:]
     for sql in stmts:
         cache.get_bytes(sql)
     return cache.misses

@@ -8,7 +8,8 @@ the start or the end. Every such text is new to a proxy that keys its work by th
 
 * `SETUP_SQL`: the schema (app_users with 10,000 rows, app_events), run once through pgbench;
 * `SCRIPT`: the pgbench custom script (`-M simple`: pgbench substitutes :variables into the text,
-  so every transaction sends different literals and comments);
+  quotes and comments included, so every transaction sends different literals and comments; no
+  other colon may follow a letter or digit);
 * `statements(n)`: the same statements in Python, values drawn the same way, for the callgrind
   micro-driver (bench/micro.py) and the classifier tests.
 """
@@ -45,7 +46,7 @@ _STATEMENTS = (
     "SELECT \"app_users\".* FROM \"app_users\" WHERE \"app_users\".\"id\" IN (:a, :b, :c, :d, :e, :f, :g) "
     "AND \"app_users\".\"email\" LIKE 'u%@example.com';",
     "-- app=shop route=/orgs/:org/members\nSELECT COUNT(*) AS \"__count\" FROM \"app_users\" WHERE "
-    "\"app_users\".\"org_id\" = :org AND \"app_users\".\"created_at\" >= '2026-01-02 00:00:00+00';",
+    "\"app_users\".\"org_id\" = :org AND \"app_users\".\"created_at\" >= '2026-01-02';",
     "/* controller='sessions',action='create',request_id=':rid' */ INSERT INTO \"app_events\" "
     "(\"user_id\", \"kind\", \"payload\") VALUES (:uid, 'login', 'ip=10.1.:org.7 agent=Mozilla/5.0') "
     "RETURNING \"app_events\".\"id\";",

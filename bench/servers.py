@@ -18,6 +18,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bench import realistic
 from proxy.devstack.ports import PortLock, allocate_port
 from proxy.devstack.probes import http_probe
 from proxy.devstack.process import ManagedProcess
@@ -74,6 +75,8 @@ class Stack:
         self._processes: list[ManagedProcess] = []
         self.backend_ports: list[int] = []
         self.backend_kind = ""
+        # Backends answer with bench/realistic.py's files (varying heads and sizes), not "ok".
+        self.realistic = False
 
     # -- plumbing -----------------------------------------------------------------------------
 
@@ -115,7 +118,12 @@ class Stack:
         self.backend_ports = ports
         if self.nginx is not None:
             self.backend_kind = "nginx"
-            proc = self._start_nginx("backends", _nginx_backend_conf(ports), ports[0])
+            docroot = None
+            if self.realistic:
+                docroot = self.workdir / "docroot"
+                realistic.write_docroot(docroot)
+                self.backend_kind = "nginx (bench/realistic.py files)"
+            proc = self._start_nginx("backends", _nginx_backend_conf(ports, docroot), ports[0])
             for port in ports[1:]:
                 proc.wait_ready(http_probe(HOST, port, "/"), timeout=READY_TIMEOUT)
             desc = "one nginx, 1 worker, `return 200 \"ok\\n\"` on {}"
@@ -124,7 +132,8 @@ class Stack:
         self.backend_kind = "bench.backend (Python; nginx not installed)"
         targets = []
         for i, port in enumerate(ports, 1):
-            argv = [sys.executable, "-m", "bench.backend", str(port), "--host", HOST]
+            argv = [sys.executable, "-m", "bench.backend", str(port), "--host", HOST,
+                    *(["--realistic"] if self.realistic else [])]
             proc = self._spawn(argv, f"backend{i}", port, cwd=REPO)
             desc = f"bench.backend (Python fallback, nginx missing) on {HOST}:{port}"
             targets.append(Target(f"backend{i}", desc, port, [], [proc]))
@@ -194,12 +203,14 @@ def _nginx_main_conf(prefix: Path) -> str:
     )
 
 
-def _nginx_backend_conf(ports: list[int]) -> str:
+def _nginx_backend_conf(ports: list[int], docroot: Path | None = None) -> str:
+    locations = ('        location / {\n            return 200 "ok\\n";\n        }\n' if docroot is None
+                 else realistic.nginx_locations(docroot))  # fmt: skip
     servers = "".join(
         "    server {\n"
         f"        listen {HOST}:{port} backlog=1024;\n"
         "        default_type text/plain;\n"
-        '        location / {\n            return 200 "ok\\n";\n        }\n'
+        f"{locations}"
         "    }\n"
         for port in ports
     )

@@ -37,3 +37,22 @@ def test_bench_dbproxy_smoke(tmp_path: Path) -> None:
     assert "TPS vs PgBouncer" in (out / "table.txt").read_text()
     if importlib.util.find_spec("matplotlib") is not None:
         assert (out / "dbproxy.png").stat().st_size > 0
+
+
+@pytest.mark.timeout(150)
+def test_bench_dbproxy_smoke_orm_workload(tmp_path: Path) -> None:
+    # `--workloads orm`: bench/ormsql.py's tables are created, and its script (string literals,
+    # IN lists, tagging comments, :variables substituted by pgbench) runs through every target.
+    out = tmp_path / "out"
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench", "dbproxy", "--smoke", "--workloads", "orm", "--out", str(out)],
+        check=False, cwd=REPO, capture_output=True, text=True, timeout=140, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )  # fmt: skip
+    report = f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr[-4000:]}"
+    assert proc.returncode == 0, report
+    results = json.loads((out / "results.json").read_text())
+    assert results["problems"] == [], report
+    seen = {(row["workload"], row["target"]) for row in results["summary"]}
+    assert seen == {("orm", t) for t in ("tierproxy", "pgbouncer", "pgpool", "direct")}, report
+    for row in results["summary"]:
+        assert row["failed"] == 0 and row["tps"] > 0, row

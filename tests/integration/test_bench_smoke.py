@@ -88,3 +88,22 @@ def test_bench_lb_smoke_with_distinct_requests(tmp_path: Path) -> None:
     for row in summary.values():
         assert row["errors"] == 0 and row["requests_per_s"] > 0, (row, results["problems"])
     assert "every request distinct" in proc.stdout
+
+
+@pytest.mark.timeout(90)
+def test_bench_lb_smoke_with_realistic_requests(tmp_path: Path) -> None:
+    # --realistic: browser-like header sets with Connection: keep-alive from wrk's Lua request(),
+    # backends answering files of varying heads and sizes; tierproxy, nginx and HAProxy in one run.
+    out = tmp_path / "out"
+    proc, report = _bench_lb(out, "--realistic", "--targets", "tierproxy,nginx,haproxy,direct", timeout=80)
+    results = json.loads((out / "results.json").read_text())
+    assert results["settings"]["realistic"] is True and results["settings"]["vary"] is True
+    summary = {row["target"]: row for row in results["summary"]}
+    expected = sorted(t for t in _expected_targets() if t != "tierproxy-asyncio")
+    assert sorted(summary) == expected, report
+    for row in summary.values():
+        assert row["errors"] == 0 and row["requests_per_s"] > 0, (row, results["problems"])
+    assert "realistic client requests" in proc.stdout
+    if find_binary("nginx", "nginx").path is not None:
+        assert "realistic" in results["backends"]["kind"]
+    assert results["problems"] == [], results["problems"]
