@@ -609,3 +609,47 @@ async def test_idle_sessions_move_with_two_workers(cluster: PatroniCluster, tmp_
         for c in idle:
             await c.conn.close()
         proxy.close()
+
+
+async def test_psycopg_sessions_across_a_kill(cluster: PatroniCluster, tmp_path: Path) -> None:
+    """The same promises with psycopg 3 (the other driver family): an idle connection with a
+    server-side prepared statement (prepare=True) and a SET works at once on the new primary; a
+    transaction left open gets psycopg's SerializationFailure (40001) once, then the connection
+    goes on (autocommit off: psycopg's own BEGIN starts the next transaction)."""
+    import psycopg
+
+    proxy = start_proxy(cluster, tmp_path)
+    try:
+        dsn = proxy.dsn()
+        idle = await psycopg.AsyncConnection.connect(dsn, autocommit=True)
+        txn = await psycopg.AsyncConnection.connect(dsn)
+        query = "SELECT %s::int + 1, inet_server_port(), current_setting('application_name')"
+        try:
+            await idle.execute("SET application_name = 'psycopg-idle'")
+            assert await (await idle.execute(query, (1,), prepare=True)).fetchone() == (2, ANY_PORT, "psycopg-idle")
+            await txn.execute("CREATE TABLE IF NOT EXISTS marks (i int)")
+            await txn.commit()
+            await txn.execute("INSERT INTO marks VALUES (1)")  # a transaction open on the old primary
+            old, new = await asyncio.to_thread(cluster.kill_leader_postmaster)
+            port = cluster.node(new).port
+            assert await (await idle.execute(query, (1,), prepare=True)).fetchone() == (2, port, "psycopg-idle")
+            with pytest.raises(psycopg.errors.SerializationFailure):
+                await txn.execute("INSERT INTO marks VALUES (2)")
+            await txn.rollback()
+            await txn.execute("INSERT INTO marks VALUES (3)")
+            await txn.commit()
+            assert [r[0] for r in await (await idle.execute("SELECT i FROM marks ORDER BY i")).fetchall()] == [3]
+            report(f"psycopg, kill -9 {old} -> {new}", proxy, [], {})
+        finally:
+            await idle.close()
+            await txn.close()
+    finally:
+        proxy.close()
+
+
+class _AnyPort:
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, int)
+
+
+ANY_PORT = _AnyPort()
