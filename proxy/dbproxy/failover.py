@@ -225,6 +225,18 @@ class PatroniFollower:
         if old is not None:
             self.fence_old(old)  # the sessions count themselves (failover_session.py)
 
+    def pause(self, reason: str) -> None:
+        """Hold new writes while the leader is still confirmed (a planned switchover: quiesce.py)."""
+        if self.gate.is_open:
+            self.gate.close(reason)
+            log.warning("writes paused", extra={"reason": reason})
+
+    def resume(self) -> None:
+        """Undo `pause` (Patroni refused or scheduled the switchover), unless a failover began."""
+        if self.confirmed is not None and not self.gate.is_open and not self.history.in_progress:
+            self.gate.open()
+            log.warning("writes resumed", extra={"leader": self.confirmed_name})
+
     def _errors(self) -> int:
         """Clients answered with an error instead of a result because of a failover so far."""
         return self.gate.timeouts + self.gate.refused + self.sessions_cut + sum(self.session_errors.values())

@@ -4,24 +4,29 @@ The decisions are switchover.py's (which request is valid, how Patroni's answer 
 this file reads the request, asks Patroni's REST API (`POST /switchover` with leader and candidate,
 the leader's endpoint first, the next one when an endpoint cannot be reached) and answers. Patroni
 answers a switchover when it is done (or failed), which takes seconds: the proxy waits up to
-`PATRONI_TIMEOUT` for it. The route is behind the admin guard like every admin change
+`PATRONI_TIMEOUT` for it. Before asking, it pauses writes and drains the old primary
+(quiesce.py), so that clients outside a transaction see no error. The route is behind the admin guard like every admin change
 (proxy/core/adminguard.py: JSON content type, no foreign Origin, the bearer token when
 `admin.token_file` is set).
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+import time
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
 from aiohttp import web
 
+from .quiesce import drain
 from .switchover import Plan, Refusal, patroni_answer, plan_switchover
 
 if TYPE_CHECKING:
     from .daemon import DbProxyDaemon
+    from .failover import PatroniFollower
 
 __all__ = ["add_patroni_routes", "ask_patroni"]
 
@@ -50,6 +55,18 @@ async def ask_patroni(plan: Plan, timeout: float = PATRONI_TIMEOUT) -> tuple[int
                  "leader": plan.leader, "candidate": plan.candidate}  # fmt: skip
 
 
+async def _resume_unless_switched(follower: PatroniFollower, old: str) -> None:
+    """Patroni said it switched over: the follower sees the new leader within a view or two and
+    opens the gate once it is confirmed. Should it not (a view never came), writes must not stay
+    paused: resume after the hold timeout."""
+    deadline = time.monotonic() + follower.gate.hold_timeout
+    while time.monotonic() < deadline:
+        if follower.gate.is_open or follower.history.in_progress or follower.confirmed_name != old:
+            return
+        await asyncio.sleep(0.1)
+    follower.resume()
+
+
 def add_patroni_routes(app: web.Application, daemon: DbProxyDaemon) -> None:
     async def switchover(request: web.Request) -> web.Response:
         try:
@@ -63,9 +80,26 @@ def add_patroni_routes(app: web.Application, daemon: DbProxyDaemon) -> None:
         )  # fmt: skip
         if isinstance(plan, Refusal):
             return _json(plan.status, plan.to_json())
-        log.warning("switchover asked of Patroni", extra=plan.patroni_body())
-        status, answer = await ask_patroni(plan)
+        # Now (not scheduled), in a process that serves clients: pause writes and let the
+        # statements and transactions on the old primary end first (quiesce.py).
+        pause = plan.scheduled_at is None and follower is not None and daemon.role != "supervisor"
+        drained: dict[str, Any] = {}
+        if pause:
+            assert follower is not None
+            follower.pause(f"switchover to {plan.candidate} asked through the admin API")
+            done, waited = await drain(daemon.pools.servers)
+            drained = {"paused": True, "drained": done, "drain_seconds": round(waited, 3)}
+        log.warning("switchover asked of Patroni", extra=plan.patroni_body() | drained)
+        status = 0
+        try:
+            status, answer = await ask_patroni(plan)
+        finally:
+            if pause and follower is not None:
+                if status == 200:
+                    daemon._spawn(_resume_unless_switched(follower, plan.leader))
+                else:
+                    follower.resume()  # refused, failed or cancelled: writes go on to the old leader
         log.warning("switchover answered", extra={"status": status, **answer})
-        return _json(status, answer)
+        return _json(status, answer | drained)
 
     app.router.add_post("/switchover", switchover)

@@ -70,6 +70,7 @@ from .failover_session import (
     replay_sets,
 )
 from .large import LARGE_DECISION, LARGE_SQL_BYTES, large_parse_name, large_query_aux, refuse_large_message
+from .quiesce import holds, through_gate
 from .router import PRIMARY, Route, SessionRouter
 
 if TYPE_CHECKING:
@@ -355,6 +356,11 @@ class ClientSession(FrontendSession):
                                          (decision.detail == "session-reset" and self.sets.statements)):  # fmt: skip
                 self.sets.note(batch, self.router.in_transaction)
             self._resend = batch if lone_begin(batch, decision) else None
+        if decision is not None and self.d.follower is not None and holds(self, decision):
+            # Writes are paused (a planned switchover) or held (a failover): wait at the gate
+            # even on the primary connection the session has (quiesce.py).
+            self._start_async(through_gate(self, batch, decision))
+            return
         if decision is None:
             # Sync/Close/Execute alone: where the session's last statement ran.
             target = self.router.transaction_backend or (

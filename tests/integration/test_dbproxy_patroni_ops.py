@@ -264,7 +264,8 @@ async def _ready(flag: bool) -> bool | None:
     return flag or None
 
 
-async def check_switch(patroni: PatroniCluster, proxy: PatroniDbProxy, run: dict[str, Any]) -> None:
+async def check_switch(patroni: PatroniCluster, proxy: PatroniDbProxy, run: dict[str, Any], *,
+                       paused: bool = False) -> None:  # fmt: skip
     old, new = run["old"], run["new"]
     assert new == run["candidate"]
     old_port, new_port = patroni.node(old).port, patroni.node(new).port
@@ -303,6 +304,10 @@ async def check_switch(patroni: PatroniCluster, proxy: PatroniDbProxy, run: dict
              old, new, longest, last, busy_errors, idle_errors)  # fmt: skip
     if MOVES_IDLE_SESSIONS:
         assert not idle_errors, f"clients idle between transactions got errors: {idle_errors}"
+    if paused:
+        # Through the proxy's POST /switchover writes were paused and the old primary drained
+        # first: the busy autocommit writers (outside a transaction too) saw no error either.
+        assert not busy_errors, f"clients outside a transaction got errors: {busy_errors}"
     print(f"\n{old} -> {new}: longest write pause {longest:.2f}s, proxy {last}, busy errors {busy_errors}, "
           f"idle errors {idle_errors}")  # noqa: T201 - the figures the issue asks to see
 
@@ -312,9 +317,10 @@ async def test_post_switchover_under_load(healthy: PatroniCluster, proxy: Patron
         status, body = proxy.admin_post("/switchover", {"candidate": candidate})
         assert status == 200 and body["leader"] == old and body["candidate"] == candidate, body
         assert candidate in body["patroni_message"], body  # Patroni: 'Successfully switched over to "node2"'
+        assert body["paused"] is True and body["drained"] is True, body
 
     run = await switchover_under_load(healthy, proxy, switch)
-    await check_switch(healthy, proxy, run)
+    await check_switch(healthy, proxy, run, paused=True)
 
 
 async def test_patronictl_switchover_under_load(healthy: PatroniCluster, proxy: PatroniDbProxy,

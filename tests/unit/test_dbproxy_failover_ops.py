@@ -4,6 +4,7 @@ request checks (switchover.py), SHOW CLUSTER and the failover metrics (cluster_v
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
 
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
@@ -20,6 +21,7 @@ from proxy.dbproxy.cluster_view import (
 )
 from proxy.dbproxy.console import run_console
 from proxy.dbproxy.failover_history import FailoverHistory
+from proxy.dbproxy.quiesce import busy_primary
 from proxy.dbproxy.stats import empty, merge
 from proxy.dbproxy.switchover import Plan, Refusal, patroni_answer, plan_switchover
 from proxy.dbproxy.topology import parse_cluster
@@ -177,3 +179,13 @@ def test_the_workers_hold_counters_are_summed_for_the_supervisor() -> None:
     supervisor = {"held_total": 0, "held_now": 0, "failovers_total": 4, "leader": "node1"}
     assert with_worker_counters(supervisor, summed) == supervisor | summed
     assert merge([empty()])["failover"] == {}  # a static topology: nothing to sum
+
+
+def test_the_drain_waits_for_primary_statements_and_transactions_only() -> None:
+    def conn(backend: str, busy: bool = False, status: bytes = b"I", closed: bool = False) -> SimpleNamespace:
+        return SimpleNamespace(backend=backend, busy=busy, status=status, closed=closed)
+
+    idle, running, in_txn = conn("primary"), conn("primary", busy=True), conn("primary", status=b"T")
+    others = [conn("node2", busy=True), conn("primary", busy=True, closed=True), conn("primary", status=b"E", closed=True)]
+    assert busy_primary([idle, running, in_txn, *others]) == [running, in_txn]
+    assert busy_primary([idle, *others]) == []
