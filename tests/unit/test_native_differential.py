@@ -83,7 +83,9 @@ def _framed(framer, chunks):
     out = []
     for chunk in chunks:
         try:
-            out.append(("ok", [(m.type, bytes(m.raw), bytes(m.body), m.startup_code) for m in framer.feed(chunk)]))
+            msgs = framer.feed(chunk)
+            out.append(("ok", [(m.type, bytes(m.raw), bytes(m.body), m.startup_code, len(m), repr(m), m == m)
+                               for m in msgs]))  # fmt: skip
         except Exception as exc:  # noqa: BLE001 - compared
             carried = [(m.type, bytes(m.raw)) for m in getattr(exc, "messages", [])]
             out.append(("raised", type(exc).__name__, str(exc), getattr(exc, "code", None), carried,
