@@ -1,0 +1,34 @@
+"""A running daemon says which twin of the native layer it runs (proxy/_native.py): in its first log
+line and in /status. With the package built (CI), every native module runs compiled; under
+TIERPROXY_PURE=1 (the env a daemon inherits) every one runs pure."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from proxy import _native
+
+from tests.integration.conftest import backends_toml
+from tests.integration.lbproc import http_json
+
+
+def _expected() -> str:
+    built = (Path(_native.__file__).parent / _native.BUILD_RECORD).exists()
+    return "compiled" if built and os.environ.get("TIERPROXY_PURE", "") in ("", "0") else "pure"
+
+
+def test_lb_status_and_start_up_log_name_the_native_modules(web_worker_factory, lb_factory):
+    a = web_worker_factory("a")
+    lb = lb_factory(backends_toml("web", [a]))
+    status, body = http_json(lb.admin("/status"))
+    assert status == 200
+    want = _expected()
+    native = body["native"]
+    assert set(native["modules"]) == set(_native.NATIVE_MODULES)
+    for name, how in native["modules"].items():
+        assert how == want or (want == "pure" and how in ("absent", "stale")), (name, how)
+    assert native["mode"] == want
+    first = lb.log_path.read_text(errors="replace").splitlines()[0]
+    assert "native: " in first
+    assert ("compiled (cython 3." in first) if want == "compiled" else ("pure" in first), first
