@@ -7,6 +7,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import pytest
+
 from proxy import _native
 
 from tests.integration.conftest import backends_toml
@@ -19,6 +21,8 @@ def _expected() -> str:
 
 
 def test_lb_status_and_start_up_log_name_the_native_modules(web_worker_factory, lb_factory):
+    if "stale" in _native.status()["modules"].values() and not os.environ.get("CI"):
+        pytest.skip("native build older than its sources here: bash scripts/dev.sh setup rebuilds it")
     a = web_worker_factory("a")
     lb = lb_factory(backends_toml("web", [a]))
     status, body = http_json(lb.admin("/status"))

@@ -56,6 +56,10 @@ def test_the_suite_runs_against_the_compiled_build():
         assert not os.environ.get("CI"), "CI must run against the compiled build (setup.py did not run)"
         pytest.skip("no native build in this checkout")
     st = _native.status()
+    if "stale" in st["modules"].values() and not os.environ.get("CI"):
+        # A checkout whose native sources changed since its build (a merge): `bash scripts/dev.sh`
+        # rebuilds before it tests; CI always tests a fresh build.
+        pytest.skip("native build older than its sources here: bash scripts/dev.sh setup rebuilds it")
     assert st["modules"] == {name: "compiled" for name in _native.NATIVE_MODULES}
     assert st["mode"] == "compiled" and st["cython"]
     for name in _native.NATIVE_MODULES:
