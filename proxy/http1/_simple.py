@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import re
 
-from ._abnf import FIELD_VALUE, HOST_RE, TOKEN
+from ._abnf import FIELD_VALUE, HOST_RE, TOKEN, field_names_re
 from .events import Framing, RequestHead
 
 __all__: list[str] = []
@@ -37,7 +37,9 @@ _REQUEST_SPECIAL = (
 # a value of visible ASCII, spaces and tabs (one class repeat: the engine's fast loop).
 # Repeats are possessive ("*+"): no line can be matched another way, so the engine need not keep
 # the state to backtrack into them.
-_REQUEST_OTHER = rb"(?:(?!(?i:" + _REQUEST_SPECIAL + rb"):)" + TOKEN + rb"+:[\t -~]*+\r\n)"
+# The names are one trie of character classes (`field_names_re`), not `(?i:a|b|...)`: half the
+# cost of a browser's request was this look-ahead, case-folding each name in turn.
+_REQUEST_OTHER = rb"(?:(?!" + field_names_re(_REQUEST_SPECIAL.split(b"|")) + rb")" + TOKEN + rb"+:[\t -~]*+\r\n)"
 # The one Connection line the simple path takes: "keep-alive" alone (any case, OWS around it), as
 # browsers, python-requests, OkHttp and Java's clients send on every request. On HTTP/1.1 it says
 # what the absence of the line says (RFC 9112 9.3), names no field but "keep-alive" (which
@@ -61,10 +63,9 @@ _REQUEST = re.compile(
 
 # Response fields that need the full parser: any framing or hop-by-hop field except one
 # Content-Length and one "Connection: keep-alive", which the simple path handles.
-_RESPONSE_OTHER = (
-    rb"(?:(?!(?i:content-length|connection|transfer-encoding|upgrade|te|trailer|keep-alive"
-    rb"|proxy-connection):)" + TOKEN + rb"+:" + FIELD_VALUE + rb"+\r\n)*+"
-)
+_RESPONSE_SPECIAL = [b"content-length", b"connection", b"transfer-encoding", b"upgrade", b"te", b"trailer",
+                     b"keep-alive", b"proxy-connection"]  # fmt: skip
+_RESPONSE_OTHER = rb"(?:(?!" + field_names_re(_RESPONSE_SPECIAL) + rb")" + TOKEN + rb"+:" + FIELD_VALUE + rb"+\r\n)*+"
 _LENGTH_LINE = rb"(?i:content-length):[ \t]*([0-9]{1,15})[ \t]*\r\n"
 _KEEP_ALIVE_LINE = rb"((?i:connection):[ \t]*(?i:keep-alive)[ \t]*\r\n)"
 # The whole head in one match: an HTTP/1.1 status line with a status of 200-599, then field lines
