@@ -431,6 +431,7 @@ class ShardDaemon:
         """Supervisor, before a scrape or /status: gather and merge the workers' snapshots."""
         if self.workers is not None:
             self._merged = merge(await self.workers.snapshots(), self.cfg.shards, self.cfg.hot_keys.capacity)
+            await self.reshard.refresh()  # fence.py: the workers' held/refused counts
 
     def _worker_message(self, index: int, msg: dict[str, Any]) -> None:
         """Supervisor: a worker got a CancelRequest for a key it did not issue (ask them all), or

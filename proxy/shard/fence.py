@@ -217,7 +217,7 @@ class ReshardControl:
         self.refused_total = 0
         self.switches = 0
         self._expiry: asyncio.TimerHandle | None = None
-        self.worker_counts: dict[str, int] = {}  # supervisor: the workers' counters, as of GET /reshard
+        self.worker_counts: dict[str, int] = {}  # supervisor: the workers' counters (`refresh`)
 
     # -- sessions ---------------------------------------------------------------------------------
 
@@ -349,12 +349,21 @@ class ReshardControl:
                 "fence": self.fence.describe() if self.fence is not None else None,
                 "held_total": self.held_total, "refused_total": self.refused_total, "switches": self.switches}
 
+    async def refresh(self) -> list[dict[str, Any]]:
+        """Supervisor (before a scrape, /status, GET /reshard): the workers' reshard states, their
+        counters summed into `worker_counts` (the sessions, and so the counts, are the workers')."""
+        if self.d.workers is None:
+            return []
+        answers = await self.d.workers.ask("reshard", {"action": "state"})
+        for name in ("held_total", "refused_total"):
+            self.worker_counts[name] = sum(int(a.get(name, 0)) for a in answers)
+        return answers
+
     async def _get(self, _request: web.Request) -> web.Response:
+        answers = await self.refresh()
         state = self.state()
-        if self.d.workers is not None:  # the sessions, and so the counts, are the workers'
-            answers = await self.d.workers.ask("reshard", {"action": "state"})
-            for name in ("held_total", "refused_total"):
-                self.worker_counts[name] = state[name] = sum(int(a.get(name, 0)) for a in answers)
+        if self.d.workers is not None:
+            state.update(self.worker_counts)
             if state["fence"] is not None:
                 state["fence"]["held"] = sum(int((a.get("fence") or {}).get("held", 0)) for a in answers)
         return web.json_response(state)

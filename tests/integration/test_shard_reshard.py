@@ -371,6 +371,10 @@ def test_reshard_moves_every_row_while_a_client_writes(shards: Shards, tmp_path:
         assert acked_before_fence > 0 and writer.acked > acked_before_fence  # writes went on during the move
         state = _reshard_state(router)
         assert state["fence"] is None and state["switches"] == 1 and state["refused_total"] >= 2
+        metrics = {line.split()[0]: float(line.split()[1]) for line in router.admin_get("/metrics").decode().splitlines()
+                   if line.startswith("tierproxy_shard_reshard_")}
+        assert metrics["tierproxy_shard_reshard_refused_total"] == state["refused_total"] >= 2, metrics
+        assert metrics["tierproxy_shard_reshard_held_total"] >= 1 and metrics["tierproxy_shard_reshard_fenced"] == 0
         assert router.config_path.read_text() == new.read_text()  # a restart keeps the new map
 
         writer.users[tx_key] = "tx"
