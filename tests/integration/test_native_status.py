@@ -36,3 +36,12 @@ def test_lb_status_and_start_up_log_name_the_native_modules(web_worker_factory, 
     first = lb.log_path.read_text(errors="replace").splitlines()[0]
     assert "native: " in first
     assert ("compiled (cython 3." in first) if want == "compiled" else ("pure" in first), first
+
+
+def test_dbproxy_status_names_the_native_modules(dbproxy):
+    if "stale" in _native.status()["modules"].values() and not os.environ.get("CI"):
+        pytest.skip("native build older than its sources here: bash scripts/dev.sh setup rebuilds it")
+    native = dbproxy.status()["native"]
+    want = _expected()
+    assert set(native["modules"]) == set(_native.NATIVE_MODULES)
+    assert all(how == want or (want == "pure" and how in ("absent", "stale")) for how in native["modules"].values())
