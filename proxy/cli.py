@@ -7,6 +7,7 @@
     tierproxy shard reshard --from OLD.toml --to NEW.toml [--dry-run]   # move rows to a new map
     tierproxy check-config lb.toml        # any daemon's config; exit 2 with located errors
     tierproxy demo                        # the whole architecture on this machine
+    tierproxy queue worker --config queue.toml   # queue workers; also: queue stats, queue dlq ...
     tierproxy --version                   # and which twin of the native layer runs
 
 Daemons are imported lazily so that one daemon's code never loads another's.
@@ -158,6 +159,9 @@ def main(argv: list[str] | None = None) -> int:
     cc = sub.add_parser("check-config", help="validate a config file and exit (2 on errors)")
     cc.add_argument("file")
     cc.add_argument("--daemon", choices=sorted(DAEMONS))
+    from workers.queue.cli import add_arguments as queue_arguments
+
+    queue_arguments(sub.add_parser("queue", help="the Redis Streams job queue: worker, stats, dlq (docs/queue.md)"))
     demo = sub.add_parser("demo", help="run the whole architecture on this machine")
     demo.add_argument("--port", type=int, default=8080, help="load balancer port")
     demo.add_argument("--admin-port", type=int, default=9080)
@@ -178,6 +182,10 @@ def main(argv: list[str] | None = None) -> int:
         return reshard_main(args)
     if args.command == "shard" and args.config is None:
         parser.error("tierproxy shard: --config is required")
+    if args.command == "queue":
+        from workers.queue.cli import main as queue_main
+
+        return queue_main(args)
     if args.command == "demo":
         from proxy.demo import run_demo
 

@@ -1,0 +1,30 @@
+"""Handlers the queue tests' worker processes import by dotted path (tests.integration.queue_handlers:run).
+
+Every effect is written to the same Redis the queue uses, so the test reads what really happened:
+    t:starts   one entry "<job id> <consumer>" per handler start
+    t:effects  one entry "<job id> <unix time>" per handler that got to its end
+Payload knobs: {"sleep": s} runs s seconds; {"hold": name} runs until key t:release:<name> exists;
+{"poison": true} raises until key t:cured exists.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from workers.queue.job import Job
+from workers.queue.worker import JobContext
+
+
+async def run(job: Job, ctx: JobContext) -> None:
+    p = job.payload if isinstance(job.payload, dict) else {}
+    r = ctx.redis
+    await r.rpush("t:starts", f"{job.id} {ctx.consumer}")
+    if p.get("sleep"):
+        await asyncio.sleep(p["sleep"])
+    if p.get("hold"):
+        while not await r.exists(f"t:release:{p['hold']}"):
+            await asyncio.sleep(0.02)
+    if p.get("poison") and not await r.exists("t:cured"):
+        raise RuntimeError("poison message")
+    await r.rpush("t:effects", f"{job.id} {time.time()!r}")

@@ -1,0 +1,57 @@
+"""Queue worker processes (`python -m proxy.cli queue worker`) for the queue tests."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import redis.asyncio as aioredis
+
+from proxy.devstack.poll import wait_until_async
+from proxy.devstack.process import ManagedProcess, python_child_env
+
+HANDLER = "tests.integration.queue_handlers:run"
+
+
+def write_config(path: Path, redis_url: str, **over: object) -> Path:
+    opts = {"concurrency": 4, "visibility_timeout": 2.0, "poll_interval": 0.2, "drain_timeout": 30.0}
+    opts.update({k: v for k, v in over.items() if k not in ("max_attempts", "backoff_base", "max_length")})
+    q = {"max_attempts": over.get("max_attempts", 3), "backoff_base": over.get("backoff_base", 0.05),
+         "max_length": over.get("max_length", 0)}
+    lines = [f'redis = "{redis_url}"']
+    for k, v in opts.items():
+        lines.append(f"{k} = {v!r}" if not isinstance(v, str) else f'{k} = "{v}"')
+    lines.append("[queues.jobs]")
+    lines.append(f'handler = "{HANDLER}"')
+    lines += [f"{k} = {v!r}" for k, v in q.items()]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+class Workers:
+    def __init__(self, log_dir: Path, config: Path, redis: aioredis.Redis) -> None:
+        self.log_dir, self.config, self.redis = log_dir, config, redis
+        self.procs: dict[str, ManagedProcess] = {}
+
+    async def start(self, name: str, config: Path | None = None) -> ManagedProcess:
+        argv = [sys.executable, "-m", "proxy.cli", "queue", "worker", "--config", str(config or self.config),
+                "--name", name, "--log-level", "debug", "--no-json-logs"]
+        proc = ManagedProcess(argv, name=f"qworker-{name}", log_dir=self.log_dir, env=python_child_env())
+        self.procs[name] = proc
+
+        async def ready() -> bool:
+            return bool(await self.redis.hexists("tq:workers", name))
+
+        def abort() -> None:
+            if proc.returncode is not None:
+                raise AssertionError(f"worker {name} exited: {proc.log_tail()}")
+
+        await wait_until_async(ready, 20, f"worker {name} ready", abort)
+        return proc
+
+    def managed_processes(self) -> list[ManagedProcess]:
+        return list(self.procs.values())
+
+    def close(self) -> None:
+        for p in self.procs.values():
+            p.kill() if p.stopped else p.terminate(10)

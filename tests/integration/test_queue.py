@@ -1,0 +1,199 @@
+"""The Redis Streams queue (workers/queue) with real redis-server and real worker processes."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+
+import pytest
+import redis.asyncio as aioredis
+
+from proxy.devstack.poll import wait_until_async
+from proxy.devstack.process import python_child_env
+from proxy.devstack.redis import RedisServer, start_redis_async
+from tests.integration.queueproc import Workers, write_config
+from workers.queue import QueueClient, QueueFull
+
+WAIT = 60.0
+
+
+@pytest.fixture
+async def server(tmp_path) -> AsyncIterator[RedisServer]:
+    s = await start_redis_async(log_dir=tmp_path / "redis")
+    try:
+        yield s
+    finally:
+        await s.close_async()
+
+
+@pytest.fixture
+async def r(server) -> AsyncIterator[aioredis.Redis]:
+    client = aioredis.from_url(server.url, decode_responses=True)
+    try:
+        yield client
+    finally:
+        await client.aclose()
+
+
+@pytest.fixture
+async def workers(tmp_path, server, r) -> AsyncIterator[Workers]:
+    w = Workers(tmp_path / "logs", write_config(tmp_path / "queue.toml", server.url), r)
+    try:
+        yield w
+    finally:
+        w.close()
+
+
+async def _list(r: aioredis.Redis, key: str) -> list[str]:
+    return await r.lrange(key, 0, -1)
+
+
+async def _until_len(r: aioredis.Redis, key: str, n: int, what: str) -> list[str]:
+    async def check() -> list[str] | None:
+        items = await _list(r, key)
+        return items if len(items) >= n else None
+    return await wait_until_async(check, WAIT, what)
+
+
+def cli(server: RedisServer, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "proxy.cli", "queue", *args], env=python_child_env(),
+                          capture_output=True, text=True, timeout=60)
+
+
+async def test_sigkill_mid_job_runs_again_on_another_worker_once(workers, r) -> None:
+    q = QueueClient(r)
+    await workers.start("a")
+    job_id = await q.enqueue("jobs", {"hold": "k"})
+    starts = await _until_len(r, "t:starts", 1, "job started on a")
+    assert starts == [f"{job_id} a"]
+    workers.procs["a"].kill()  # SIGKILL mid-job: no ack, no goodbye
+    await workers.start("b")
+    starts = await _until_len(r, "t:starts", 2, "job reclaimed by b")
+    assert starts[1] == f"{job_id} b"
+    await r.set("t:release:k", 1)
+    effects = await _until_len(r, "t:effects", 1, "job done")
+    assert [e.split()[0] for e in effects] == [job_id]
+    stats = await wait_until_async(lambda: _stats_when(q, done=1), WAIT, "acked")
+    assert (stats.in_flight, stats.depth, stats.dead) == (0, 0, 0)
+    assert await _list(r, "t:starts") == starts[:2]  # run exactly twice: a (killed) and b
+
+
+async def _stats_when(q: QueueClient, **want: int):
+    s = await q.stats("jobs")
+    return s if all(getattr(s, k) == v for k, v in want.items()) else None
+
+
+async def test_job_five_times_the_visibility_timeout_runs_once(workers, r) -> None:
+    q = QueueClient(r)
+    # visibility 2 s, heartbeats every 0.67 s; the job runs 10 s while b reclaims every 0.5 s.
+    await workers.start("a")
+    job_id = await q.enqueue("jobs", {"sleep": 10.0})
+    await _until_len(r, "t:starts", 1, "job started")
+    await workers.start("b")
+    await _until_len(r, "t:effects", 1, "long job done")
+    await wait_until_async(lambda: _stats_when(q, done=1, in_flight=0), WAIT, "acked")
+    assert await _list(r, "t:starts") == [f"{job_id} a"]
+    assert len(await _list(r, "t:effects")) == 1
+
+
+async def test_poison_message_is_dead_lettered_then_replayed(workers, r, server) -> None:
+    q = QueueClient(r)
+    await workers.start("a")
+    job_id = await q.enqueue("jobs", {"poison": True})
+    stats = await wait_until_async(lambda: _stats_when(q, dead=1), WAIT, "dead-lettered")
+    assert (stats.retries, stats.in_flight, stats.depth, stats.delayed, stats.done) == (2, 0, 0, 0, 0)
+    assert len(await _list(r, "t:starts")) == 3  # max_attempts = 3
+    listed = cli(server, "dlq", "list", "jobs", "--json", "--redis", server.url)
+    assert listed.returncode == 0, listed.stderr
+    entries = json.loads(listed.stdout)
+    assert [e["job"]["id"] for e in entries] == [job_id]
+    assert entries[0]["job"]["attempt"] == 3 and "poison message" in entries[0]["job"]["error"]
+    shown = cli(server, "dlq", "show", "jobs", entries[0]["entry"], "--redis", server.url)
+    assert json.loads(shown.stdout)["job"]["id"] == job_id
+    await r.set("t:cured", 1)
+    replay = cli(server, "dlq", "replay", "jobs", entries[0]["entry"], "--redis", server.url)
+    assert replay.returncode == 0, replay.stderr
+    effects = await _until_len(r, "t:effects", 1, "replayed job done")
+    assert effects[0].split()[0] == job_id
+    s = cli(server, "stats", "--json", "--redis", server.url)
+    doc = json.loads(s.stdout)["queues"]["jobs"]
+    assert {k: doc[k] for k in ("depth", "in_flight", "done", "retries", "dead")} == {
+        "depth": 0, "in_flight": 0, "done": 1, "retries": 2, "dead": 1}
+    assert doc["dead_now"] == 0
+    missing = cli(server, "dlq", "drop", "jobs", entries[0]["entry"], "--redis", server.url)
+    assert missing.returncode == 1
+
+
+async def test_idempotency_key_runs_the_effect_once(workers, r) -> None:
+    q = QueueClient(r)
+    first = await q.enqueue("jobs", {}, key="note:1")
+    assert await q.enqueue("jobs", {}, key="note:1") == first  # while queued
+    await workers.start("a")
+    await _until_len(r, "t:effects", 1, "job done")
+    await wait_until_async(lambda: _stats_when(q, done=1), WAIT, "acked")
+    assert await q.enqueue("jobs", {}, key="note:1") == first  # after done
+    other = await q.enqueue("jobs", {}, key="note:2")
+    effects = await _until_len(r, "t:effects", 2, "second key done")
+    assert sorted(e.split()[0] for e in effects) == sorted([first, other])
+    await wait_until_async(lambda: _stats_when(q, done=2, in_flight=0, depth=0), WAIT, "all acked")
+
+
+async def test_delayed_job_waits_for_its_time(workers, r) -> None:
+    q = QueueClient(r)
+    await workers.start("a")
+
+
+    before = time.time()
+    late = await q.enqueue("jobs", {}, delay=2.0)
+    now = await q.enqueue("jobs", {})
+    effects = await _until_len(r, "t:effects", 2, "both done")
+    assert [e.split()[0] for e in effects] == [now, late]
+    assert float(effects[1].split()[1]) >= before + 2.0
+
+
+async def test_sigterm_finishes_the_running_job_and_takes_no_new_one(tmp_path, server, r) -> None:
+    cfg = write_config(tmp_path / "one.toml", server.url, concurrency=1)
+    w = Workers(tmp_path / "logs", cfg, r)
+    try:
+        q = QueueClient(r)
+        proc = await w.start("a")
+        running = await q.enqueue("jobs", {"hold": "t"})
+        await _until_len(r, "t:starts", 1, "job started")
+        proc.send_terminate()
+        await wait_until_async(lambda: _log_has(proc, "draining"), WAIT, "worker draining")
+        waiting = await q.enqueue("jobs", {})
+        await r.set("t:release:t", 1)
+        assert await asyncio.to_thread(proc._popen.wait, WAIT) == 0
+        assert [e.split()[0] for e in await _list(r, "t:effects")] == [running]
+        stats = await q.stats("jobs")
+        assert (stats.done, stats.in_flight, stats.depth) == (1, 0, 1)
+        assert waiting not in "".join(await _list(r, "t:starts"))
+    finally:
+        w.close()
+
+
+async def _log_has(proc, text: str) -> bool:
+    return text in proc.log_tail(200)
+
+
+async def test_length_limit_gives_the_producer_a_clear_error(r) -> None:
+    q = QueueClient(r, max_length=2)
+    await q.enqueue("jobs", {})
+    await q.enqueue("jobs", {}, delay=60)
+    with pytest.raises(QueueFull) as exc:
+        await q.enqueue("jobs", {})
+    assert (exc.value.length, exc.value.limit) == (2, 2) and "full" in str(exc.value)
+
+
+async def test_undecodable_entry_goes_to_the_dead_letter_stream(workers, r) -> None:
+    q = QueueClient(r)
+    await workers.start("a")
+    await r.xadd("tq:{jobs}:stream", {"job": "not json"})
+    await wait_until_async(lambda: _stats_when(q, dead=1, in_flight=0), WAIT, "dead-lettered")
+    [entry] = await q.dead("jobs")
+    assert entry.job is None and entry.raw == b"not json" and "undecodable" in entry.reason
+    assert await _list(r, "t:starts") == []

@@ -1,0 +1,178 @@
+"""`tierproxy queue ...`: run a worker, print stats, look after the dead-letter stream.
+
+    tierproxy queue worker --config queue.toml [--name CONSUMER]
+    tierproxy queue stats [--redis URL] [--prefix tq] [--json] [QUEUE ...]
+    tierproxy queue dlq list QUEUE [--count N] [--json]
+    tierproxy queue dlq show QUEUE ENTRY_ID
+    tierproxy queue dlq replay QUEUE ENTRY_ID|--all
+    tierproxy queue dlq drop QUEUE ENTRY_ID|--all
+
+Exit codes: 0 ok, 1 no such entry, 2 bad config or arguments.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import signal
+import socket
+import sys
+from typing import Any
+
+__all__ = ["add_arguments", "main"]
+
+STATS_FIELDS = ("depth", "delayed", "in_flight", "done", "retries", "dead", "oldest_age")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    sub = p.add_subparsers(dest="queue_command", required=True)
+    w = sub.add_parser("worker", help="run a worker process (SIGTERM: finish running jobs, then exit)")
+    w.add_argument("--config", "-c", required=True, help="TOML config file (docs/queue.md)")
+    w.add_argument("--name", help="consumer name (default: host-pid)")
+    w.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    w.add_argument("--json-logs", action=argparse.BooleanOptionalAction, default=None)
+
+    def common(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--redis", default=os.environ.get("TIERPROXY_QUEUE_REDIS", "redis://127.0.0.1:6379/0"))
+        sp.add_argument("--prefix", default="tq")
+
+    s = sub.add_parser("stats", help="per queue: depth, delayed, in flight, done, retries, dead, oldest age")
+    common(s)
+    s.add_argument("--json", action="store_true")
+    s.add_argument("queues", nargs="*")
+    d = sub.add_parser("dlq", help="the dead-letter stream: list, show, replay, drop")
+    dsub = d.add_subparsers(dest="dlq_command", required=True)
+    for name in ("list", "show", "replay", "drop"):
+        sp = dsub.add_parser(name)
+        common(sp)
+        sp.add_argument("queue")
+        if name == "list":
+            sp.add_argument("--count", type=int, default=100)
+            sp.add_argument("--json", action="store_true")
+        elif name == "show":
+            sp.add_argument("entry")
+        else:
+            sp.add_argument("entry", nargs="?")
+            sp.add_argument("--all", action="store_true")
+
+
+def main(args: argparse.Namespace) -> int:
+    if args.queue_command == "worker":
+        return run_worker(args)
+    return asyncio.run(_admin(args))
+
+
+async def _admin(args: argparse.Namespace) -> int:
+    import redis.asyncio as aioredis
+
+    from workers.queue.client import QueueClient
+
+    r = aioredis.from_url(args.redis)
+    try:
+        client = QueueClient(r, prefix=args.prefix)
+        if args.queue_command == "stats":
+            return await _stats(client, args)
+        return await _dlq(client, args)
+    finally:
+        await r.aclose()
+
+
+async def _stats(client: Any, args: argparse.Namespace) -> int:
+    names = args.queues or await client.queues()
+    stats = [await client.stats(q) for q in names]
+    if args.json:
+        print(json.dumps({"queues": {s.queue: s.as_dict() for s in stats}}, indent=2))
+        return 0
+    print(f"{'queue':<20}" + "".join(f"{f:>12}" for f in STATS_FIELDS))
+    for s in stats:
+        cells = "".join(f"{getattr(s, f):>12.1f}" if f == "oldest_age" else f"{getattr(s, f):>12}"
+                        for f in STATS_FIELDS)
+        print(f"{s.queue:<20}{cells}")
+    return 0
+
+
+def _entry_doc(e: Any) -> dict[str, Any]:
+    job = e.job
+    return {"entry": e.id, "reason": e.reason,
+            "job": None if job is None else {"id": job.id, "key": job.key, "attempt": job.attempt,
+                                             "error": job.error, "payload": job.payload},
+            "raw": None if job is not None else e.raw.decode(errors="replace")}
+
+
+async def _dlq(client: Any, args: argparse.Namespace) -> int:
+    q = args.queue
+    if args.dlq_command == "list":
+        entries = await client.dead(q, args.count)
+        if args.json:
+            print(json.dumps([_entry_doc(e) for e in entries], indent=2))
+        else:
+            for e in entries:
+                jid = e.job.id if e.job else "(undecodable)"
+                err = (e.job.error or "") if e.job else ""
+                print(f"{e.id}  {jid}  {e.reason}  {err}")
+        return 0
+    if args.dlq_command == "show":
+        entry = await client.dead_entry(q, args.entry)
+        if entry is None:
+            print(f"{q}: no dead-letter entry {args.entry}", file=sys.stderr)
+            return 1
+        print(json.dumps(_entry_doc(entry), indent=2))
+        return 0
+    if bool(args.all) == bool(args.entry):
+        print(f"dlq {args.dlq_command}: give one ENTRY_ID or --all", file=sys.stderr)
+        return 2
+    ids = [e.id for e in await client.dead(q, 1_000_000)] if args.all else [args.entry]
+    op = client.replay if args.dlq_command == "replay" else client.drop
+    missing = 0
+    for entry_id in ids:
+        if await op(q, entry_id):
+            print(f"{args.dlq_command} {q} {entry_id}")
+        else:
+            missing += 1
+            print(f"{q}: no dead-letter entry {entry_id} (or undecodable: drop it)", file=sys.stderr)
+    return 1 if missing else 0
+
+
+def run_worker(args: argparse.Namespace) -> int:
+    from proxy.core.config import ConfigError, load_config
+    from proxy.core.runtime import setup_logging
+    from workers.queue.config import WorkerConfig
+
+    try:
+        cfg = load_config(args.config, WorkerConfig)
+    except ConfigError as exc:
+        for line in exc.lines:
+            print(line, file=sys.stderr)
+        return 2
+    setup_logging(args.log_level or cfg.log_level, args.json_logs)
+    consumer = args.name or f"{socket.gethostname()}-{os.getpid()}"
+    return asyncio.run(_serve(cfg, consumer))
+
+
+async def _serve(cfg: Any, consumer: str) -> int:
+    import redis.asyncio as aioredis
+
+    from workers.queue.client import QueueClient
+    from workers.queue.metrics import MetricsServer
+    from workers.queue.worker import Worker
+
+    r = aioredis.from_url(cfg.redis, health_check_interval=10)
+    worker = Worker(cfg, consumer, r)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, worker.stop)
+    metrics = None
+    if cfg.metrics:
+        metrics = MetricsServer(worker, QueueClient(r, prefix=cfg.prefix), cfg.metrics)
+        await metrics.start()
+    try:
+        await worker.run()
+    finally:
+        if metrics is not None:
+            await metrics.close()
+        await r.aclose()
+    logging.getLogger("tierproxy.queue").info("exit")
+    return 0

@@ -1,0 +1,165 @@
+"""The producer API and the operator's view of the queues (stats, dead-letter stream).
+
+    q = QueueClient(redis.asyncio.from_url(url))
+    job_id = await q.enqueue("thumbnail", {"note": 42}, key="note:42", delay=5.0)
+
+`enqueue` returns once Redis has the job (with appendonly on, `appendfsync always` makes that a
+promise across a Redis crash). It raises `QueueFull` when the queue holds `max_length` unfinished
+jobs (or waits for room with `wait=`), and returns the first job's id for a key already seen.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from workers.queue.job import Job, JobDecodeError, decode_job, encode_job, valid_queue_name
+from workers.queue.scripts import ENQUEUE, GROUP, QueueKeys, registry_key
+
+__all__ = ["DeadEntry", "QueueClient", "QueueFull", "QueueStats"]
+
+
+class QueueFull(Exception):
+    """The queue is at its length limit; the job was not enqueued."""
+
+    def __init__(self, queue: str, length: int, limit: int) -> None:
+        self.queue, self.length, self.limit = queue, length, limit
+        super().__init__(f"queue {queue!r} is full: {length} unfinished jobs, limit {limit}")
+
+
+@dataclass(frozen=True, slots=True)
+class QueueStats:
+    queue: str
+    depth: int  # ready, not yet taken by a worker
+    delayed: int  # not due yet (delayed jobs and retries in backoff)
+    in_flight: int  # taken by a worker, not acknowledged
+    done: int
+    retries: int
+    dead: int  # dead-lettered in all (`dead_now` are still in the dead-letter stream)
+    dead_now: int
+    skipped: int  # duplicates of a done idempotency key, acknowledged without a run
+    oldest_age: float  # seconds since the oldest unfinished entry entered the stream (0 if none)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {f: getattr(self, f) for f in self.__slots__}
+
+
+@dataclass(frozen=True, slots=True)
+class DeadEntry:
+    id: str  # the dead-letter stream's entry id
+    reason: str
+    job: Job | None  # None when the entry could not be decoded
+    raw: bytes
+
+
+def _s(v: bytes | str) -> str:
+    return v.decode() if isinstance(v, bytes) else v
+
+
+class QueueClient:
+    def __init__(self, redis: aioredis.Redis, *, prefix: str = "tq", max_length: int = 0) -> None:
+        self.redis = redis
+        self.prefix = prefix
+        self.max_length = max_length  # default for enqueue; 0 = no limit
+        self._enqueue = redis.register_script(ENQUEUE)
+
+    def keys(self, queue: str) -> QueueKeys:
+        if not valid_queue_name(queue):
+            raise ValueError(f"bad queue name {queue!r}")
+        return QueueKeys(self.prefix, queue)
+
+    async def enqueue(
+        self, queue: str, payload: Any, *, key: str | None = None, delay: float = 0.0,
+        max_length: int | None = None, wait: float = 0.0,
+    ) -> str:
+        """Add a job; returns its id (for a key already seen: the first job's id, nothing added).
+
+        `wait` > 0: when the queue is full, poll for room up to that many seconds before raising.
+        """
+        k = self.keys(queue)
+        limit = self.max_length if max_length is None else max_length
+        job = Job(id=uuid.uuid4().hex, queue=queue, payload=payload, key=key, enqueued_at=time.time())
+        data = encode_job(job)
+        deadline = time.monotonic() + wait
+        pause = 0.01
+        while True:
+            now_ms = int(time.time() * 1000)
+            due_ms = now_ms + int(delay * 1000) if delay > 0 else 0
+            status, value = await self._enqueue(
+                keys=[k.stream, k.delayed, k.ledger, registry_key(self.prefix)],
+                args=[data, key or "", due_ms, now_ms, limit, queue, job.id],
+            )
+            status, value = _s(status), _s(value)
+            if status == "ok":
+                return job.id
+            if status == "dup":
+                return value.partition(":")[2]
+            if time.monotonic() >= deadline:
+                raise QueueFull(queue, int(value), limit)
+            await asyncio.sleep(pause)  # backpressure: the producer waits for workers to catch up
+            pause = min(pause * 2, 0.5)
+
+    async def queues(self) -> list[str]:
+        return sorted(_s(q) for q in await self.redis.smembers(registry_key(self.prefix)))
+
+    async def stats(self, queue: str) -> QueueStats:
+        k = self.keys(queue)
+        async with self.redis.pipeline(transaction=True) as p:
+            p.xlen(k.stream).zcard(k.delayed).xlen(k.dead).hgetall(k.counts)
+            p.xrange(k.stream, count=1).time()
+            length, delayed, dead_now, counts, first, now = await p.execute()
+        try:
+            in_flight = int((await self.redis.xpending(k.stream, GROUP))["pending"])
+        except aioredis.ResponseError:  # no group yet: no worker has read this queue
+            in_flight = 0
+        counts = {_s(a): int(b) for a, b in counts.items()}
+        oldest = 0.0
+        if first:
+            ms = int(_s(first[0][0]).split("-")[0])
+            oldest = max(0.0, now[0] + now[1] / 1e6 - ms / 1000)
+        return QueueStats(
+            queue=queue, depth=max(0, length - in_flight), delayed=delayed, in_flight=in_flight,
+            done=counts.get("done", 0), retries=counts.get("retries", 0), dead=counts.get("dead", 0),
+            dead_now=dead_now, skipped=counts.get("skipped", 0), oldest_age=oldest,
+        )
+
+    # -- the dead-letter stream ------------------------------------------------------------
+
+    async def dead(self, queue: str, count: int = 100) -> list[DeadEntry]:
+        entries = await self.redis.xrange(self.keys(queue).dead, count=count)
+        return [self._dead_entry(eid, fields) for eid, fields in entries]
+
+    async def dead_entry(self, queue: str, entry_id: str) -> DeadEntry | None:
+        entries = await self.redis.xrange(self.keys(queue).dead, min=entry_id, max=entry_id)
+        return self._dead_entry(*entries[0]) if entries else None
+
+    @staticmethod
+    def _dead_entry(eid: bytes | str, fields: dict[Any, Any]) -> DeadEntry:
+        f = {_s(a): b for a, b in fields.items()}
+        raw = f.get("job", b"")
+        raw = raw.encode() if isinstance(raw, str) else raw
+        try:
+            job: Job | None = decode_job(raw)
+        except JobDecodeError:
+            job = None
+        return DeadEntry(id=_s(eid), reason=_s(f.get("reason", b"")), job=job, raw=raw)
+
+    async def replay(self, queue: str, entry_id: str) -> bool:
+        """Send a dead job back to its queue with fresh attempts; False if no such entry."""
+        k = self.keys(queue)
+        entry = await self.dead_entry(queue, entry_id)
+        if entry is None or entry.job is None:
+            return False
+        async with self.redis.pipeline(transaction=True) as p:  # MULTI: both or neither
+            p.xadd(k.stream, {"job": encode_job(entry.job.replayed())})
+            p.xdel(k.dead, entry_id)
+            await p.execute()
+        return True
+
+    async def drop(self, queue: str, entry_id: str) -> bool:
+        return bool(await self.redis.xdel(self.keys(queue).dead, entry_id))

@@ -1,0 +1,77 @@
+"""/metrics of a queue worker process: per queue depth, oldest age, in flight, done, retries,
+dead-lettered (queue-wide, read from Redis at most every `refresh` seconds) and this process's
+handler durations.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+
+from aiohttp import web
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+
+from proxy.core.config import parse_hostport
+from proxy.core.metrics import CONTENT_TYPE_LATEST, FuncCollector, new_registry, render
+from workers.queue.client import QueueClient, QueueStats
+from workers.queue.worker import Worker
+
+__all__ = ["MetricsServer"]
+
+P = "tierproxy_queue_"
+
+
+class MetricsServer:
+    def __init__(self, worker: Worker, client: QueueClient, address: str, refresh: float = 1.0) -> None:
+        self.worker, self.client, self.address, self.refresh = worker, client, address, refresh
+        self.stats: dict[str, QueueStats] = {}
+        self._fetched = 0.0
+        self.registry = new_registry()
+        self.registry.register(FuncCollector(self._collect))
+        self._runner: web.AppRunner | None = None
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_get("/metrics", self._metrics)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        host, port = parse_hostport(self.address)
+        await web.TCPSite(self._runner, host, port).start()
+
+    async def close(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    async def _metrics(self, request: web.Request) -> web.Response:
+        if time.monotonic() - self._fetched >= self.refresh:
+            self.stats = {q: await self.client.stats(q) for q in self.worker.keys}
+            self._fetched = time.monotonic()
+        body = render(self.registry)
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    def _collect(self) -> Iterable[Metric]:
+        g = {
+            "depth": GaugeMetricFamily(P + "depth", "jobs ready and not taken by a worker", labels=["queue"]),
+            "delayed": GaugeMetricFamily(P + "delayed", "jobs not due yet (delayed, in backoff)", labels=["queue"]),
+            "in_flight": GaugeMetricFamily(P + "in_flight", "jobs taken by a worker, not acknowledged",
+                                           labels=["queue"]),
+            "oldest_age": GaugeMetricFamily(P + "oldest_age_seconds", "age of the oldest unfinished job",
+                                            labels=["queue"]),
+            "dead_now": GaugeMetricFamily(P + "dead_letter_depth", "jobs in the dead-letter stream",
+                                          labels=["queue"]),
+        }
+        c = {
+            "done": CounterMetricFamily(P + "done", "jobs acknowledged after their handler succeeded",
+                                        labels=["queue"]),
+            "retries": CounterMetricFamily(P + "retries", "failed runs put back with a backoff", labels=["queue"]),
+            "dead": CounterMetricFamily(P + "dead", "jobs dead-lettered", labels=["queue"]),
+        }
+        for q, s in self.stats.items():
+            for name, fam in (*g.items(), *c.items()):
+                fam.add_metric([q], float(getattr(s, name)))
+        h = HistogramMetricFamily(P + "handler_duration_seconds", "handler run time in this worker",
+                                  labels=["queue"])
+        for q, counters in self.worker.counters.items():
+            hist = counters.duration
+            h.add_metric([q], hist.buckets(), hist.sum)
+        return [*g.values(), *c.values(), h]
