@@ -73,13 +73,21 @@ __all__ = ["Found", "Template", "instantiate", "lex", "template"]
 MAX_SHAPED_SQL_LENGTH = 16_384  # longer texts are not shaped (as the dbproxy's cache)
 _INT4_MAX = 2**31 - 1
 
-# One alternation, searched from left to right; what lies between matches (operators,
-# punctuation, whitespace, a lone "." or "-" or "/") stays in the shape as written.
+# One alternation, searched from left to right; what lies between matches (names, keywords,
+# operators, punctuation, whitespace) stays in the shape as written. Names are not matched, so
+# the search skips them in C (most of a statement): a number must not follow a name's character
+# or a "." (``t1``, ``a.5``: part of a name, or kept as written), checked by a look-behind after
+# its first character so that the search still jumps from one candidate character to the next;
+# a quote or "$" right after a name's character is looked at by `lex`.
 _TOKEN = re.compile(
-    r"(?P<ident>[A-Za-z_\x80-\U0010FFFF][A-Za-z0-9_$\x80-\U0010FFFF]*)"
-    r"|(?P<num>(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?)"
+    r"(?P<num>(?:[0-9](?<![A-Za-z0-9_$.\x80-\U0010FFFF][0-9])[0-9]*(?:\.[0-9]*)?"
+    r"|\.(?<![A-Za-z0-9_$.\x80-\U0010FFFF]\.)[0-9]+)(?:[eE][+-]?[0-9]+)?)"
     r"|(?P<str>')|(?P<qid>\")|(?P<line>--[^\n\r]*)|(?P<block>/\*)|(?P<dollar>\$)"
 )
+_NAME_CHAR = re.compile(r"[A-Za-z0-9_$\x80-\U0010FFFF]")
+# Where a token may start: one character class, which the regex engine scans for in a tight loop
+# (the alternation above, searched, is tried at every position: twice the instructions).
+_CANDIDATE = re.compile(r"[0-9.'\"\-/$]")
 _NUM_JUNK = re.compile(r"[A-Za-z0-9_.$\x80-\U0010FFFF]")
 _PLAIN = re.compile(r"'[^'\\]*(?:''[^'\\]*)*'")
 _ESTRING = re.compile(r"'(?:[^'\\]|\\.|'')*'", re.DOTALL)
@@ -122,68 +130,72 @@ def lex(sql: str) -> Found | None:
     classes: list[str] = []
     done = 0  # sql[:done] is in parts
     pos = 0  # where the next token may start
-    ident_end = -1
-    ident = ""
-    search = _TOKEN.search
-    while (m := search(sql, pos)) is not None:
+    floor = 0  # the end of the last token: what lies from there to the next is plain text
+    candidate = _CANDIDATE.search
+    token = _TOKEN.match
+    name_char = _NAME_CHAR.match
+    while (c := candidate(sql, pos)) is not None:
+        m = token(sql, c.start())
+        if m is None:
+            pos = c.end()  # "-", "/", "." alone, or a digit inside a name
+            continue
         kind = m.lastgroup
         start = m.start()
-        if kind == "ident":
-            pos = ident_end = m.end()
-            ident = m.group()
-        elif kind == "num":
+        if kind == "num":
             end = m.end()
             if end < len(sql) and _NUM_JUNK.match(sql, end):
                 return None
-            if start > 0 and sql[start] == "." and _NUM_JUNK.match(sql, start - 1):
-                return None  # "t.5": "$1" would be glued to the name
             negative = False
             j = start - 1
-            while j >= pos and sql[j] in _SPACE:
+            while j >= floor and sql[j] in _SPACE:
                 j -= 1
-            if j >= pos and sql[j] == "-":
+            if j >= floor and sql[j] == "-":
                 k = j - 1
-                while k >= pos and sql[k] in _SPACE:
+                while k >= floor and sql[k] in _SPACE:
                     k -= 1
-                if k >= pos and sql[k] in "=(,<>":
+                if k >= floor and sql[k] in "=(,<>":
                     negative, start = True, j
             parts.append(sql[done:start])
             values.append(_number_value(m.group(), negative))
             classes.append("m" if negative else "n")
             parts.append(f"${len(values)}")
-            done = pos = end
+            done = pos = floor = end
         elif kind == "str":
-            if start > 0 and sql[start - 1] == "&":
-                return None  # U&'...' (and its UESCAPE)
-            prefixed = ident_end == start
-            if prefixed and ident in ("e", "E"):
+            before = sql[start - 1] if start > 0 else " "
+            if before == "&" or before.isdigit():
+                return None  # U&'...' (and its UESCAPE); a name or a number before it ("1''")
+            glued = name_char(before) is not None
+            # A one-letter name glued to the quote is a prefix: E'' (backslash escapes), B''/X''
+            # (no '' inside: they end at the next quote), N'' (as a plain string).
+            prefix = before if glued and (start < 2 or name_char(sql, start - 2) is None) else ""
+            if prefix in ("e", "E"):
                 s = _ESTRING.match(sql, start)
-            elif prefixed and ident in ("b", "B", "x", "X"):
-                s = _BITS.match(sql, start)  # no '' inside a bit string: it ends at the quote
+            elif prefix in ("b", "B", "x", "X"):
+                s = _BITS.match(sql, start)
             else:
                 s = _PLAIN.match(sql, start)
             if s is None:
                 return None  # a backslash (see the docstring) or no closing quote
             end = s.end()
-            if _CONTINUED.match(sql, end) or (end < len(sql) and _NUM_JUNK.match(sql, end)):
+            if _CONTINUED.match(sql, end) or (end < len(sql) and name_char(sql, end)):
                 return None  # continued, or a name glued after it ("$1x" is no placeholder)
-            if not prefixed:
+            if not glued:
                 parts.append(sql[done:start])
                 values.append(s.group()[1:-1].replace("''", "'"))
                 classes.append("s")
                 parts.append(f"${len(values)}")
                 done = end
             # else E'', B'', X'', N'' or a type name glued to its string: stays as written
-            pos = end
+            pos = floor = end
         elif kind == "qid":
             if start > 0 and sql[start - 1] == "&":
                 return None
             q = _QIDENT.match(sql, start)
             if q is None:
                 return None
-            pos = q.end()
+            pos = floor = q.end()
         elif kind == "line":
-            pos = m.end()
+            pos = floor = m.end()
         elif kind == "block":
             depth, i = 1, m.end()
             while depth:
@@ -192,7 +204,9 @@ def lex(sql: str) -> Found | None:
                     return None
                 depth += 1 if e.group() == "/*" else -1
                 i = e.end()
-            pos = i
+            pos = floor = i
+        elif start > 0 and name_char(sql, start - 1):
+            pos = start + 1  # "$" inside a name (a$b)
         else:  # "$": a dollar quote (stays as written); a parameter or a stray "$": no shape
             d = _DOLLAR.match(sql, start)
             if d is None:
@@ -200,7 +214,7 @@ def lex(sql: str) -> Found | None:
             close = sql.find(d.group(), d.end())
             if close < 0:
                 return None
-            pos = close + len(d.group())
+            pos = floor = close + len(d.group())
     if not values:
         return None  # nothing to share: the exact text is the key
     parts.append(sql[done:])
