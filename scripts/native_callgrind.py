@@ -45,6 +45,12 @@ def _cases() -> dict[str, Callable[[], Callable[[], object]]]:
 
         return lambda: simple_request(BROWSER_REQUEST, 8192)
 
+    def request_keep_alive() -> Callable[[], object]:
+        from proxy.http1._simple import simple_request
+
+        data = BROWSER_REQUEST[:-2] + b"Connection: keep-alive\r\n\r\n"
+        return lambda: simple_request(data, 8192)
+
     def wrk_request() -> Callable[[], object]:
         from proxy.http1._simple import simple_request
 
@@ -55,7 +61,7 @@ def _cases() -> dict[str, Callable[[], Callable[[], object]]]:
 
         return lambda: simple_response(RESPONSE, 8192)
 
-    return {"request": request, "wrk_request": wrk_request, "response": response, "exchange": exchange,
+    return {"request": request, "request_keep_alive": request_keep_alive, "wrk_request": wrk_request, "response": response, "exchange": exchange,
             "relay_select": lambda: relay(1, False), "relay_rows": lambda: relay(200, False),
             "relay_select_before": lambda: relay(1, True), "relay_rows_before": lambda: relay(200, True),
             "frame_rows": frame_rows, "frame_extended": frame_extended,
