@@ -107,7 +107,8 @@ class DbProxyDaemon:
         if cfg.topology.source == "patroni":
             self.follower = PatroniFollower(cfg.topology, login=self._monitor_login,
                                             connect_timeout=cfg.timeouts.server_connect,
-                                            repoint=self.repoint, fence_old=self.fence_old)  # fmt: skip
+                                            repoint=self.repoint, fence_old=self.fence_old,
+                                            servers=lambda: self.pools.servers())  # fmt: skip
         self.pools = FencedPools(
             addresses=self._addresses(),
             login=self._server_login,

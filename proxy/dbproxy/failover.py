@@ -10,6 +10,11 @@
   57P01, as PostgreSQL ends sessions on a shut-down server); a leader is *confirmed* only when a
   connection of our own to it passes `topology.write_verdict` (Patroni names it, it is out of
   recovery, on the leader's timeline): then the daemon re-points (`repoint`) and the gate opens.
+- A planned switchover announced by Patroni (etcd's `/failover` key naming the current leader,
+  `topology.switchover_wait`): the follower pauses writes and drains the old primary before
+  Patroni demotes it, as `POST /switchover` does (quiesce.py, the same code); a scheduled one at
+  its time. The pause ends when the new leader is confirmed (the gate opens), when the key goes
+  away without a switch, or after `failover_hold_timeout`.
 - `FencedPools`: the server pools, with the gate in front of the primary and the fence behind
   each new primary connection: it asks the server `pg_is_in_recovery()` and its timeline before
   its first write, and a server that fails the verdict is closed and the gate shut again.
@@ -22,7 +27,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import asyncpg
@@ -36,8 +41,9 @@ from .cluster_view import histogram_json, member_rows, source_health
 from .failover_history import FailoverHistory
 from .losswindow import LossWindowTracker
 from .patroni_source import EtcdWatchSource, PatroniRestSource
+from .quiesce import quiesce, resume_unless_switched
 from .router import PRIMARY
-from .topology import Topology, WriteVerdict, write_verdict
+from .topology import PendingSwitchover, Topology, WriteVerdict, switchover_wait, write_verdict
 
 __all__ = ["FENCE_SQL", "HOLD_TIMEOUT_SQLSTATE", "FencedPools", "PatroniFollower", "WriteGate"]
 
@@ -131,12 +137,14 @@ class PatroniFollower:
         connect_timeout: float,
         repoint: Callable[[str, list[tuple[str, str, int]]], None],
         fence_old: Callable[[tuple[str, int]], None],
+        servers: Callable[[], Iterable[ServerConn]] = tuple,
     ) -> None:
         self.cfg = cfg
         self.login = login
         self.connect_timeout = connect_timeout
         self.repoint = repoint
         self.fence_old = fence_old
+        self.servers = servers  # the daemon's server connections, drained by a planned switchover
         self.gate = WriteGate(cfg.failover_hold_timeout, cfg.hold_queue_limit)
         self.topology: Topology | None = None
         self.confirmed: tuple[str, int] | None = None  # where writes go
@@ -156,6 +164,12 @@ class PatroniFollower:
         self.last_view_at: float | None = None  # wall clock of the last view that changed
         self._confirming: asyncio.Task[None] | None = None
         self._task: asyncio.Task[None] | None = None
+        # The planned switchover announced by Patroni that writes are paused for (None: none),
+        # the task that paused them, the timer of a scheduled one; pauses so far (/status).
+        self.planned: PendingSwitchover | None = None
+        self._planned_task: asyncio.Task[None] | None = None
+        self._planned_timer: asyncio.TimerHandle | None = None
+        self.planned_quiesces = 0
         self.source: PatroniRestSource | EtcdWatchSource
         if cfg.patroni_urls:
             self.source = PatroniRestSource(cfg.patroni_urls, self._on_topology, on_error=self._on_error,
@@ -178,7 +192,9 @@ class PatroniFollower:
         return True
 
     async def stop(self) -> None:
-        for task in (self._task, self._confirming):
+        if self._planned_timer is not None:
+            self._planned_timer.cancel()
+        for task in (self._task, self._confirming, self._planned_task):
             if task is not None:
                 task.cancel()
                 try:
@@ -210,6 +226,40 @@ class PatroniFollower:
                 self._confirm_soon()
         else:
             self.repoint(f"{self.confirmed[0]}:{self.confirmed[1]}", replica_specs(topology))
+        self._check_planned()
+
+    def _check_planned(self) -> None:
+        """Quiesce for a planned switchover of the current leader that is due (at once or, when
+        scheduled, by a timer at its time); resume when Patroni's key no longer asks for one."""
+        if self._planned_timer is not None:
+            self._planned_timer.cancel()
+            self._planned_timer = None
+        topology = self.topology
+        wait = switchover_wait(topology, time.time()) if topology is not None else None
+        if wait is None:
+            if self.planned is not None:
+                # Gone: done (the new leader is confirmed or a failover is under way: resume does
+                # nothing) or dropped by Patroni (writes go on to the old leader).
+                log.warning("planned switchover no longer pending", extra={"leader": self.confirmed_name})
+                self.planned = None
+                self.resume()
+            return
+        if wait > 0:
+            self._planned_timer = asyncio.get_running_loop().call_later(wait, self._check_planned)
+            return
+        assert topology is not None and topology.pending_switchover is not None
+        if self.planned is not None or self.confirmed_name != topology.leader:
+            return  # already paused for it, or the leader is not confirmed (writes are held anyway)
+        self.planned = pending = topology.pending_switchover
+        self.planned_quiesces += 1
+        self._planned_task = asyncio.get_running_loop().create_task(self._quiesce_planned(topology.leader, pending))
+
+    async def _quiesce_planned(self, leader: str, pending: PendingSwitchover) -> None:
+        to = pending.candidate or "a replica Patroni picks"
+        done, waited = await quiesce(self, self.servers, f"Patroni announced a switchover from {leader} to {to}")
+        log.warning("planned switchover announced by Patroni: writes paused",
+                    extra={**pending.to_json(), "drained": done, "drain_seconds": round(waited, 3)})  # fmt: skip
+        await resume_unless_switched(self, leader)
 
     def _lose_leader(self, reason: str) -> None:
         """Writes may no longer go where they went: hold them and cut the old primary off."""
@@ -350,6 +400,8 @@ class PatroniFollower:
             "synchronous_mode": t.synchronous_mode if t is not None else None,
             "sync_standbys": sorted(t.sync_standbys) if t is not None else [],
             "paused": t.paused if t is not None else False,
+            "pending_switchover": t.pending_switchover.to_json() if t is not None and t.pending_switchover else None,
+            "planned_quiesces": self.planned_quiesces,
         }  # fmt: skip
 
 

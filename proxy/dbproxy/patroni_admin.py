@@ -12,21 +12,18 @@ answers a switchover when it is done (or failed), which takes seconds: the proxy
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
-import time
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
 from aiohttp import web
 
-from .quiesce import drain
+from .quiesce import quiesce, resume_unless_switched
 from .switchover import Plan, Refusal, patroni_answer, plan_switchover
 
 if TYPE_CHECKING:
     from .daemon import DbProxyDaemon
-    from .failover import PatroniFollower
 
 __all__ = ["add_patroni_routes", "ask_patroni"]
 
@@ -55,18 +52,6 @@ async def ask_patroni(plan: Plan, timeout: float = PATRONI_TIMEOUT) -> tuple[int
                  "leader": plan.leader, "candidate": plan.candidate}  # fmt: skip
 
 
-async def _resume_unless_switched(follower: PatroniFollower, old: str) -> None:
-    """Patroni said it switched over: the follower sees the new leader within a view or two and
-    opens the gate once it is confirmed. Should it not (a view never came), writes must not stay
-    paused: resume after the hold timeout."""
-    deadline = time.monotonic() + follower.gate.hold_timeout
-    while time.monotonic() < deadline:
-        if follower.gate.is_open or follower.history.in_progress or follower.confirmed_name != old:
-            return
-        await asyncio.sleep(0.1)
-    follower.resume()
-
-
 def add_patroni_routes(app: web.Application, daemon: DbProxyDaemon) -> None:
     async def switchover(request: web.Request) -> web.Response:
         try:
@@ -86,8 +71,8 @@ def add_patroni_routes(app: web.Application, daemon: DbProxyDaemon) -> None:
         drained: dict[str, Any] = {}
         if pause:
             assert follower is not None
-            follower.pause(f"switchover to {plan.candidate} asked through the admin API")
-            done, waited = await drain(daemon.pools.servers)
+            done, waited = await quiesce(follower, daemon.pools.servers,
+                                         f"switchover to {plan.candidate} asked through the admin API")  # fmt: skip
             drained = {"paused": True, "drained": done, "drain_seconds": round(waited, 3)}
         log.warning("switchover asked of Patroni", extra=plan.patroni_body() | drained)
         status = 0
@@ -96,7 +81,7 @@ def add_patroni_routes(app: web.Application, daemon: DbProxyDaemon) -> None:
         finally:
             if pause and follower is not None:
                 if status == 200:
-                    daemon._spawn(_resume_unless_switched(follower, plan.leader))
+                    daemon._spawn(resume_unless_switched(follower, plan.leader))
                 else:
                     follower.resume()  # refused, failed or cancelled: writes go on to the old leader
         log.warning("switchover answered", extra={"status": status, **answer})

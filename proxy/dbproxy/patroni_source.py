@@ -48,8 +48,8 @@ def same_view(a: Topology | None, b: Topology | None) -> bool:
     """Equal but for the version: nothing the proxy acts on has changed."""
     if a is None or b is None:
         return a is b
-    return (a.members, a.leader, a.sync_standbys, a.synchronous_mode, a.paused) == (
-        b.members, b.leader, b.sync_standbys, b.synchronous_mode, b.paused,
+    return (a.members, a.leader, a.sync_standbys, a.synchronous_mode, a.paused, a.pending_switchover) == (
+        b.members, b.leader, b.sync_standbys, b.synchronous_mode, b.paused, b.pending_switchover,
     )  # fmt: skip
 
 

@@ -15,10 +15,17 @@ proxy first *pauses* writes (as pgbouncer's PAUSE does) and only then asks Patro
    once it is confirmed (the gate opens as for any failover). When Patroni refuses, or only
    schedules the switchover, `PatroniFollower.resume()` opens the gate again.
 
-A statement still running when the drain times out gets what failover_session.py gives it (08006
-outside a transaction). `patronictl switchover` or Patroni's own API bypass the proxy: there is no
-pause then, and statements in flight when the old primary stops get their error. With `workers =
-N` the admin API runs in the supervisor, which holds no client: no pause there.
+`quiesce(...)` is steps 1 and 2; `resume_unless_switched(...)` bounds the pause afterwards.
+
+A switchover asked of Patroni directly (`patronictl switchover`, Patroni's own REST API) is
+announced in etcd's `/failover` key before the leader demotes itself: the follower, watching etcd,
+runs the same `quiesce` when that key names the current leader (failover.py, `_check_planned`;
+a scheduled one at its time), and resumes when the key goes away without a switch. Patroni does
+not wait for the proxy there: a statement still running when the old primary stops gets its error.
+The REST-poll source sees only scheduled switchovers (docs/dbproxy.md). A statement still running
+when the drain times out gets what failover_session.py gives it (08006 outside a transaction).
+With `workers = N` the admin API runs in the supervisor, which holds no client: no pause there;
+each worker's follower watches etcd and pauses its own clients.
 """
 
 from __future__ import annotations
@@ -34,9 +41,10 @@ from .classify_types import Decision, Target
 from .router import PRIMARY
 
 if TYPE_CHECKING:
+    from .failover import PatroniFollower
     from .session import ClientSession
 
-__all__ = ["DRAIN_TIMEOUT", "busy_primary", "drain", "holds", "through_gate"]
+__all__ = ["DRAIN_TIMEOUT", "busy_primary", "drain", "holds", "quiesce", "resume_unless_switched", "through_gate"]
 
 DRAIN_TIMEOUT = 5.0  # seconds the proxy waits for statements and transactions on the old primary
 DRAIN_POLL = 0.02
@@ -81,3 +89,22 @@ async def drain(conns: Any, timeout: float = DRAIN_TIMEOUT) -> tuple[bool, float
             return False, time.monotonic() - started
         await asyncio.sleep(DRAIN_POLL)
     return True, time.monotonic() - started
+
+
+async def quiesce(follower: PatroniFollower, conns: Any, reason: str,
+                  timeout: float = DRAIN_TIMEOUT) -> tuple[bool, float]:  # fmt: skip
+    """Pause writes (the gate closes for new batches) and drain the primary: (drained, seconds)."""
+    follower.pause(reason)
+    return await drain(conns, timeout)
+
+
+async def resume_unless_switched(follower: PatroniFollower, old: str) -> None:
+    """After a quiesce: the follower sees the new leader within a view or two and opens the gate
+    once it is confirmed. Should it not (no switch came), writes must not stay paused: resume
+    after the hold timeout."""
+    deadline = time.monotonic() + follower.gate.hold_timeout
+    while time.monotonic() < deadline:
+        if follower.gate.is_open or follower.history.in_progress or follower.confirmed_name != old:
+            return
+        await asyncio.sleep(0.1)
+    follower.resume()

@@ -9,6 +9,12 @@ Pure code, no I/O (proxy/dbproxy/patroni_source.py fetches the inputs):
   synchronous_mode...). Lag is the leader's xlog_location minus the member's, as Patroni computes it.
 - Both return a `Topology` or raise `TopologyError` (the only exception they raise): garbage in
   gives a clear message, never a KeyError or a TypeError from deep inside.
+- Both also read a planned switchover Patroni has been asked for and not done yet (`PendingSwitchover`):
+  etcd's `/failover` key (JSON `leader`, `member`, `scheduled_at`, written by Patroni's REST
+  `POST /switchover` and by patronictl before the leader demotes itself; `{}` once cleared), and
+  /cluster's `scheduled_switchover` (`at`, `from`, `to`: Patroni shows only scheduled ones there).
+  `switchover_wait(topology, now)` says whether one is due for the current leader (quiesce now),
+  later (its scheduled time), or not at all.
 - `diff(old, new)` says what the proxy must do about a change: leader changed (re-point writes),
   leader gone (hold writes until one is confirmed), replicas added or removed (re-point reads).
 - `write_verdict(...)` is the fence: a server gets a write only if Patroni names it leader AND it
@@ -23,6 +29,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from enum import Enum
 from typing import Any
 from urllib.parse import urlsplit
@@ -30,12 +37,15 @@ from urllib.parse import urlsplit
 __all__ = [
     "Change",
     "Member",
+    "PendingSwitchover",
     "Topology",
     "TopologyError",
     "WriteVerdict",
     "diff",
     "parse_cluster",
     "parse_etcd",
+    "parse_failover_key",
+    "switchover_wait",
     "write_verdict",
 ]
 
@@ -71,6 +81,20 @@ class Member:
 
 
 @dataclass(frozen=True, slots=True)
+class PendingSwitchover:
+    """A switchover Patroni was asked for and has not done yet."""
+
+    leader: str | None  # the leader to switch from (None: whoever leads, as `patronictl failover` asks)
+    candidate: str | None  # the member to promote (None: Patroni picks the healthiest)
+    scheduled_at: float | None = None  # wall clock (epoch seconds); None: now
+
+    def to_json(self) -> dict[str, Any]:
+        at = self.scheduled_at
+        return {"leader": self.leader, "candidate": self.candidate,
+                "scheduled_at": datetime.fromtimestamp(at, UTC).isoformat() if at is not None else None}  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
 class Topology:
     """One consistent view. `version` grows with each view a source produces (etcd's revision for
     the etcd watch, a counter for the REST poll); it orders views, it is not compared by diff."""
@@ -81,6 +105,7 @@ class Topology:
     synchronous_mode: bool | None = None  # None: the input did not say
     version: int = 0
     paused: bool = False
+    pending_switchover: PendingSwitchover | None = None
     by_name: Mapping[str, Member] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -202,7 +227,61 @@ def parse_cluster(body: str | bytes | Any, version: int = 0) -> Topology:
     sync = frozenset(m.name for m in members if m.role == "sync_standby")
     paused = data.get("pause") is True
     return _topology(members, leaders[0] if leaders else None, sync, version=version, paused=paused,
-                     synchronous_mode=True if sync else None)  # fmt: skip
+                     synchronous_mode=True if sync else None,
+                     pending_switchover=_scheduled_switchover(data.get("scheduled_switchover")))  # fmt: skip
+
+
+def _timestamp(value: Any) -> float | None:
+    """Patroni's ISO 8601 `scheduled_at` -> epoch seconds (no zone: UTC); None if it is not one
+    (Patroni drops a switchover whose time it cannot parse)."""
+    if not isinstance(value, str):
+        return None
+    try:
+        when = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return (when if when.tzinfo is not None else when.replace(tzinfo=UTC)).timestamp()
+
+
+def _scheduled_switchover(raw: Any) -> PendingSwitchover | None:
+    """/cluster's `scheduled_switchover` object (`at`, `from`, `to`)."""
+    if not isinstance(raw, dict):
+        return None
+    at = _timestamp(raw.get("at"))
+    leader, candidate = raw.get("from"), raw.get("to")
+    if at is None or not (isinstance(leader, str) or isinstance(candidate, str)):
+        return None
+    return PendingSwitchover(leader if isinstance(leader, str) else None,
+                             candidate if isinstance(candidate, str) else None, at)  # fmt: skip
+
+
+def parse_failover_key(value: str | bytes | None) -> PendingSwitchover | None:
+    """etcd's `/service/<scope>/failover` value -> the pending switchover, None when there is none.
+    Read as Patroni reads it (dcs.Failover.from_node): JSON `{"leader", "member", "scheduled_at"}`,
+    `{}` once Patroni cleared it, or the old `leader:candidate` text. A key Patroni would not act
+    on (no names, a `scheduled_at` it cannot parse) is no pending switchover, not a bad view."""
+    if isinstance(value, (bytes, bytearray)):
+        value = bytes(value).decode("utf-8", "replace")
+    if not value:
+        return None
+    try:
+        data = json.loads(value)
+    except (ValueError, RecursionError):
+        parts = [p.strip() for p in value.split(":")]
+        leader, candidate = parts[0] or None, (parts[1] or None) if len(parts) > 1 else None
+        return PendingSwitchover(leader, candidate) if leader or candidate else None
+    if not isinstance(data, dict):
+        return None
+    leader = data.get("leader") if isinstance(data.get("leader"), str) and data.get("leader") else None
+    candidate = data.get("member") if isinstance(data.get("member"), str) and data.get("member") else None
+    if leader is None and candidate is None:
+        return None
+    at: float | None = None
+    if data.get("scheduled_at"):
+        at = _timestamp(data["scheduled_at"])
+        if at is None:
+            return None
+    return PendingSwitchover(leader, candidate, at)
 
 
 def _conn_address(conn_url: Any, what: str) -> tuple[str | None, int | None]:
@@ -219,13 +298,14 @@ def _conn_address(conn_url: Any, what: str) -> tuple[str | None, int | None]:
 def parse_etcd(scope: str, kvs: Mapping[str, str | bytes], version: int = 0) -> Topology:
     """The keys under `/service/<scope>/` (full key -> value) -> Topology; TopologyError otherwise.
 
-    Keys of other scopes and keys Patroni keeps for itself (initialize, history, status, failover)
-    are ignored.
+    Keys of other scopes and keys Patroni keeps for itself (initialize, history, status) are
+    ignored; `failover` is the pending switchover (parse_failover_key).
     """
     prefix = f"/service/{scope}/"
     leader_key: str | None = None
     sync_data: Any = None
     config: Any = None
+    pending: PendingSwitchover | None = None
     raw_members: dict[str, Any] = {}
     for key, value in kvs.items():
         if not isinstance(key, str) or not key.startswith(prefix):
@@ -243,6 +323,8 @@ def parse_etcd(scope: str, kvs: Mapping[str, str | bytes], version: int = 0) -> 
             sync_data = _load(value, key)
         elif rest == "config":
             config = _load(value, key)
+        elif rest == "failover":
+            pending = parse_failover_key(value)
         elif rest.startswith("members/"):
             raw_members[rest[len("members/") :]] = _load(value, key)
     leader_xlog: int | None = None
@@ -286,7 +368,8 @@ def parse_etcd(scope: str, kvs: Mapping[str, str | bytes], version: int = 0) -> 
         members.append(Member(name, role, state, host, port,
                               timeline=_opt_int(raw.get("timeline"), f"{what}.timeline"), lag=lag,
                               api_url=_opt_str(raw.get("api_url"), f"{what}.api_url")))  # fmt: skip
-    return _topology(members, leader, sync, version=version, synchronous_mode=synchronous_mode)
+    return _topology(members, leader, sync, version=version, synchronous_mode=synchronous_mode,
+                     pending_switchover=pending)  # fmt: skip
 
 
 # -- decisions -------------------------------------------------------------------------------
@@ -343,6 +426,25 @@ def diff(old: Topology | None, new: Topology) -> Change:
         removed=tuple(sorted(n for n, _ in before - after)),
         leader_address_changed=old_leader == new.leader and old_addr != new_addr,
     )
+
+
+def switchover_wait(topology: Topology, now: float) -> float | None:
+    """Is a planned switchover away from the current leader pending (Patroni's own conditions,
+    ha.py process_manual_failover_from_leader)? None: no (none pending, none running leader, or
+    one Patroni will refuse: another leader's name, the leader itself or an unknown member as
+    candidate); 0.0: due now, quiesce; else the seconds until its scheduled time (`now` and
+    `scheduled_at` are wall clock)."""
+    pending = topology.pending_switchover
+    leader = topology.leader
+    if pending is None or leader is None:
+        return None
+    if pending.leader is not None and pending.leader != leader:
+        return None
+    if pending.candidate is not None and (pending.candidate == leader or pending.candidate not in topology.by_name):
+        return None
+    if pending.scheduled_at is not None and pending.scheduled_at > now:
+        return pending.scheduled_at - now
+    return 0.0
 
 
 class WriteVerdict(Enum):

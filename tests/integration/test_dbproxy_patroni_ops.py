@@ -7,8 +7,9 @@ subprocess reading them from etcd (proxy/devstack/patroni_dbproxy.py), with an a
 - `POST /switchover` refuses what it must with the documented status (400 unknown candidate or the
   leader itself, 503 with Patroni's message when Patroni refuses, 409 for a static proxy, the admin
   guard's 401/415), and switches over to the named replica when asked;
-- a planned switchover, by `POST /switchover` and by `patronictl switchover`, under a write load
-  through the proxy: the writes resume on the candidate through the same proxy port, every
+- a planned switchover, by `POST /switchover` and by `patronictl switchover` (which the proxy sees
+  in etcd's `/failover` key, and pauses writes for), under a write load through the proxy, with
+  0 errors for clients outside a transaction, busy or idle: the writes resume on the candidate through the same proxy port, every
   acknowledged write is on the new leader, and the proxy records the failover (from, to, hold
   time, held queries) in /status and /metrics.
 
@@ -168,11 +169,18 @@ def test_post_switchover_scheduled_is_left_to_patroni(healthy: PatroniCluster, p
     status, body = proxy.admin_post("/switchover", {"candidate": replica, "scheduled_at": when})
     assert status == 202 and body["result"] == "scheduled" and body["scheduled_at"] == when, body
     assert healthy.leader_name() == leader  # not now
+    # The proxy sees it in etcd's /failover key, and does not pause writes an hour early.
+    wait_until(lambda: proxy.status()["topology"]["pending_switchover"], DEADLINE, "the scheduled switchover seen")
+    topology = proxy.status()["topology"]
+    pending = topology["pending_switchover"]
+    assert (pending["leader"], pending["candidate"]) == (leader, replica), pending
+    assert pending["scheduled_at"] is not None and topology["writes_held"] is False, topology
     # Patroni holds it: its own API cancels a scheduled switchover that exists (404 otherwise).
     code, answer = http_json("DELETE", f"{healthy.node(leader).api_url}/switchover")
     assert code == 200, answer
     code, answer = http_json("DELETE", f"{healthy.node(leader).api_url}/switchover")
     assert code == 404, answer
+    wait_until(lambda: proxy.status()["topology"]["pending_switchover"] is None, DEADLINE, "cancel seen")
 
 
 class Client:
@@ -332,8 +340,13 @@ async def test_patronictl_switchover_under_load(healthy: PatroniCluster, proxy: 
     def switch(old: str, candidate: str) -> None:
         patronictl(config, "switchover", "--leader", old, "--candidate", candidate, "--force")
 
+    quiesces = proxy.status()["topology"]["planned_quiesces"]
     run = await switchover_under_load(healthy, proxy, switch)
-    await check_switch(healthy, proxy, run)
+    # Patroni announced it in etcd's /failover key before demoting the leader: the proxy paused
+    # writes and drained the old primary as for its own POST /switchover (failover.py), so the
+    # busy autocommit writers saw no error either.
+    await check_switch(healthy, proxy, run, paused=True)
+    assert proxy.status()["topology"]["planned_quiesces"] == quiesces + 1
 
 
 
