@@ -9,11 +9,15 @@ import subprocess
 import sys
 from collections.abc import AsyncIterator
 
+import aiohttp
 import pytest
 import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from proxy.devstack.poll import wait_until_async
-from proxy.devstack.process import python_child_env
+from proxy.devstack.ports import allocate_port
+from proxy.devstack.process import ManagedProcess, python_child_env
 from proxy.devstack.redis import RedisServer, start_redis_async
 from tests.integration.queueproc import Workers, write_config
 from workers.queue import QueueClient, QueueFull
@@ -197,3 +201,70 @@ async def test_undecodable_entry_goes_to_the_dead_letter_stream(workers, r) -> N
     [entry] = await q.dead("jobs")
     assert entry.job is None and entry.raw == b"not json" and "undecodable" in entry.reason
     assert await _list(r, "t:starts") == []
+
+
+async def test_metrics_per_queue(tmp_path, server, r) -> None:
+    port = allocate_port()
+    try:
+        cfg = write_config(tmp_path / "m.toml", server.url, metrics=f"127.0.0.1:{port.port}")
+        w = Workers(tmp_path / "logs", cfg, r)
+        try:
+            q = QueueClient(r)
+            await w.start("a")
+            await q.enqueue("jobs", {})
+            await q.enqueue("jobs", {}, delay=600)
+            await wait_until_async(lambda: _stats_when(q, done=1), WAIT, "done")
+            async with aiohttp.ClientSession() as http:
+                async with http.get(f"http://127.0.0.1:{port.port}/metrics") as resp:
+                    assert resp.status == 200
+                    text = await resp.text()
+        finally:
+            w.close()
+    finally:
+        port.release()
+    for line in ('tierproxy_queue_done_total{queue="jobs"} 1.0', 'tierproxy_queue_delayed{queue="jobs"} 1.0',
+                 'tierproxy_queue_depth{queue="jobs"} 0.0', 'tierproxy_queue_in_flight{queue="jobs"} 0.0',
+                 'tierproxy_queue_dead_total{queue="jobs"} 0.0', 'tierproxy_queue_retries_total{queue="jobs"} 0.0',
+                 'tierproxy_queue_handler_duration_seconds_count{queue="jobs"} 1.0'):
+        assert line in text, line
+    assert 'tierproxy_queue_oldest_age_seconds{queue="jobs"} 0.0' in text  # the delayed job is not in the stream
+
+
+async def test_redis_killed_under_load_loses_nothing_acknowledged(tmp_path, r) -> None:
+    """Redis with appendfsync always, SIGKILLed and restarted on its port while a producer enqueues
+    and two workers consume: every job enqueue() returned for is run (at least once)."""
+    server = RedisServer.spawn(log_dir=tmp_path / "aof", extra_args=["--appendonly", "yes", "--appendfsync", "always"])
+    await server.wait_ready_async()
+    client = aioredis.from_url(server.url, decode_responses=True)
+    w = Workers(tmp_path / "logs", write_config(tmp_path / "q.toml", server.url), client)
+    try:
+        await w.start("a")
+        await w.start("b")
+        q = QueueClient(client)
+        acked: list[str] = []
+        errors = 0
+        total, kill_at = 400, 150
+        for i in range(total):
+            if i == kill_at:
+                server.process.kill()
+                server.process = ManagedProcess(server.process.argv, name="redis-again", log_dir=tmp_path / "aof",
+                                                cwd=server.workdir)
+            while True:  # the same key again after an error: enqueued once, whatever the error hid
+                try:
+                    acked.append(await q.enqueue("jobs", {"i": i}, key=f"k{i}"))
+                    break
+                except (RedisConnectionError, RedisTimeoutError, OSError):
+                    errors += 1
+                    await asyncio.sleep(0.05)
+        assert errors > 0  # the kill happened under load, not between runs
+        assert len(set(acked)) == total
+
+        async def all_done() -> bool:
+            ids = {e.split()[0] for e in await client.lrange("t:effects", 0, -1)}
+            return set(acked) <= ids
+        await wait_until_async(all_done, 90, "every acknowledged job run")
+        await wait_until_async(lambda: _stats_when(q, in_flight=0, depth=0), WAIT, "queue drained")
+    finally:
+        w.close()
+        await client.aclose()
+        await server.close_async()

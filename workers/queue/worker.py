@@ -262,6 +262,15 @@ class Worker:
     # -- one job ---------------------------------------------------------------------------
 
     async def _run_job(self, queue: str, mid: str, fields: dict[Any, Any], reclaimed: bool) -> None:
+        try:
+            await self._run_job_inner(queue, mid, fields, reclaimed)
+        except REDIS_ERRORS as exc:
+            # Before the handler ran (reading the ledger, say): left pending, reclaimed and rerun.
+            log.warning("%s %s: redis unavailable (%s): left for reclaim", queue, mid, exc)
+        except Exception:
+            log.exception("%s %s: worker error: left for reclaim", queue, mid)
+
+    async def _run_job_inner(self, queue: str, mid: str, fields: dict[Any, Any], reclaimed: bool) -> None:
         qcfg = self.cfg.queues[queue]
         k = self.keys[queue]
         raw = fields.get(b"job", fields.get("job", b""))
