@@ -193,6 +193,21 @@ async def test_length_limit_gives_the_producer_a_clear_error(r) -> None:
     assert (exc.value.length, exc.value.limit) == (2, 2) and "full" in str(exc.value)
 
 
+async def test_length_limit_from_the_workers_config(tmp_path, server, r) -> None:
+    w = Workers(tmp_path / "logs", write_config(tmp_path / "l.toml", server.url, max_length=3), r)
+    try:
+        await w.start("a")
+        q = QueueClient(r)
+        for _ in range(3):
+            await q.enqueue("jobs", {"hold": "never"})
+        with pytest.raises(QueueFull) as exc:
+            await q.enqueue("jobs", {})
+        assert exc.value.limit == 3
+        assert await q.enqueue("jobs", {}, max_length=0)  # the caller's own limit wins
+    finally:
+        w.close()
+
+
 async def test_undecodable_entry_goes_to_the_dead_letter_stream(workers, r) -> None:
     q = QueueClient(r)
     await workers.start("a")

@@ -19,7 +19,7 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from workers.queue.job import Job, JobDecodeError, decode_job, encode_job, valid_queue_name
-from workers.queue.scripts import ENQUEUE, GROUP, QueueKeys, registry_key
+from workers.queue.scripts import ENQUEUE, GROUP, QueueKeys, limits_key, registry_key
 
 __all__ = ["DeadEntry", "QueueClient", "QueueFull", "QueueStats"]
 
@@ -62,10 +62,11 @@ def _s(v: bytes | str) -> str:
 
 
 class QueueClient:
-    def __init__(self, redis: aioredis.Redis, *, prefix: str = "tq", max_length: int = 0) -> None:
+    def __init__(self, redis: aioredis.Redis, *, prefix: str = "tq", max_length: int = -1) -> None:
         self.redis = redis
         self.prefix = prefix
-        self.max_length = max_length  # default for enqueue; 0 = no limit
+        # Default for enqueue: 0 = no limit, < 0 = the queue's max_length that workers published.
+        self.max_length = max_length
         self._enqueue = redis.register_script(ENQUEUE)
 
     def keys(self, queue: str) -> QueueKeys:
@@ -90,17 +91,17 @@ class QueueClient:
         while True:
             now_ms = int(time.time() * 1000)
             due_ms = now_ms + int(delay * 1000) if delay > 0 else 0
-            status, value = await self._enqueue(
-                keys=[k.stream, k.delayed, k.ledger, registry_key(self.prefix)],
+            reply = await self._enqueue(
+                keys=[k.stream, k.delayed, k.ledger, registry_key(self.prefix), limits_key(self.prefix)],
                 args=[data, key or "", due_ms, now_ms, limit, queue, job.id],
             )
-            status, value = _s(status), _s(value)
+            status, value = _s(reply[0]), _s(reply[1])
             if status == "ok":
                 return job.id
             if status == "dup":
                 return value.partition(":")[2]
             if time.monotonic() >= deadline:
-                raise QueueFull(queue, int(value), limit)
+                raise QueueFull(queue, int(value), int(reply[2]))
             await asyncio.sleep(pause)  # backpressure: the producer waits for workers to catch up
             pause = min(pause * 2, 0.5)
 

@@ -7,6 +7,7 @@ Per queue `q` (with the configured prefix, default `tq`):
     tq:{q}:keys      the idempotency ledger: key -> "queued:<job id>" then "done:<job id>"
     tq:{q}:counts    counters: done, retries, dead, skipped (duplicates acked without a run)
     tq:queues        the set of queue names ever used (what `stats` lists)
+    tq:limits        queue -> max_length, published by workers from their config
 
 Why scripts: every state change a crash could cut in half (ack + ledger, ack + retry, ack + dead
 letter, due delayed jobs -> stream) happens in one script, which Redis runs atomically and writes to
@@ -57,17 +58,23 @@ def registry_key(prefix: str) -> str:
     return f"{prefix}:queues"
 
 
-# KEYS: stream delayed ledger registry; ARGV: job-bytes key due-ms now-ms max-length queue job-id
-# -> {"ok", id} | {"dup", ledger value} | {"full", length}
+def limits_key(prefix: str) -> str:
+    return f"{prefix}:limits"
+
+
+# KEYS: stream delayed ledger registry limits; ARGV: job-bytes key due-ms now-ms max-length queue job-id
+# max-length < 0: the limit the workers published (none if they did not).
+# -> {"ok", id} | {"dup", ledger value} | {"full", length, limit}
 ENQUEUE = """
 if ARGV[2] ~= '' then
   local seen = redis.call('HGET', KEYS[3], ARGV[2])
   if seen then return {'dup', seen} end
 end
 local limit = tonumber(ARGV[5])
+if limit < 0 then limit = tonumber(redis.call('HGET', KEYS[5], ARGV[6]) or '0') end
 if limit > 0 then
   local n = redis.call('XLEN', KEYS[1]) + redis.call('ZCARD', KEYS[2])
-  if n >= limit then return {'full', tostring(n)} end
+  if n >= limit then return {'full', tostring(n), tostring(limit)} end
 end
 redis.call('SADD', KEYS[4], ARGV[6])
 if ARGV[2] ~= '' then redis.call('HSET', KEYS[3], ARGV[2], 'queued:' .. ARGV[7]) end

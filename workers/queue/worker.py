@@ -34,7 +34,7 @@ from proxy.core.metrics import Histogram
 from workers.queue.config import QueueConfig, WorkerConfig
 from workers.queue.job import Job, JobDecodeError, decode_job, encode_job
 from workers.queue.policy import DeadLetter, after_failure
-from workers.queue.scripts import DEAD, FINISH, GROUP, HEARTBEAT, PROMOTE, RETRY, SKIP, QueueKeys
+from workers.queue.scripts import DEAD, FINISH, GROUP, HEARTBEAT, PROMOTE, RETRY, SKIP, QueueKeys, limits_key
 
 __all__ = ["Handler", "JobContext", "Worker", "load_handler"]
 
@@ -163,6 +163,8 @@ class Worker:
             try:
                 if not groups_ok:
                     await self._ensure_groups()
+                    await self.redis.hset(limits_key(self.cfg.prefix), mapping={
+                        name: q.max_length for name, q in self.cfg.queues.items()})
                     groups_ok = True
                     log.info("ready: consumer %s, queues %s", self.consumer, ", ".join(self.keys))
                 await self._read_once()
