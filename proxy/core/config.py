@@ -13,7 +13,9 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from proxy.core.adminguard import read_token
 
 __all__ = [
     "ConfigError",
@@ -23,6 +25,7 @@ __all__ = [
     "format_loc",
     "parse_hostport",
     "Address",
+    "AdminTokenConfig",
 ]
 
 
@@ -133,3 +136,27 @@ def _check_address(value: str) -> str:
 # "host:port" in a daemon's config (listen, admin, backends, shards), validated at load time so a
 # bad port is reported with its key path. One definition for every daemon.
 Address = Annotated[str, AfterValidator(_check_address)]
+
+
+class AdminTokenConfig(StrictModel):
+    """What every daemon's [admin] table shares: the bearer token file and the allowed host names
+    (proxy/core/adminguard.py says what they refuse). Each daemon subclasses it and adds its
+    `address` (its own default port) and anything else it needs."""
+
+    # A file holding a bearer token; when set, changes (POST/DELETE) need
+    # "Authorization: Bearer <token>". Re-read on reload. Reads stay open.
+    token_file: str | None = None
+    # Host names the admin API answers to besides IP literals, localhost names and its own host
+    # (e.g. the machine's DNS name for a Prometheus scraper); other names get 403.
+    allowed_hosts: list[str] = Field(default_factory=list)
+
+    @field_validator("token_file")
+    @classmethod
+    def _token_file(cls, v: str | None) -> str | None:
+        if v is not None:
+            read_token(v)  # ValueError says why
+        return v
+
+    @property
+    def token(self) -> str | None:
+        return read_token(self.token_file) if self.token_file else None

@@ -32,8 +32,7 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, Field, field_validator, model_validator
 
-from proxy.core.adminguard import read_token
-from proxy.core.config import Address, StrictModel, parse_hostport
+from proxy.core.config import Address, AdminTokenConfig, StrictModel, parse_hostport
 from proxy.pgfront.config import AuthConfig, BackendAuthConfig, TlsConfig, UserConfig
 
 from .classify_functions import DEFAULT_WRITE_FUNCTIONS
@@ -198,27 +197,12 @@ class TopologyConfig(StrictModel):
         return self
 
 
-class AdminConfig(StrictModel):
+class AdminConfig(AdminTokenConfig):
     """The admin API (/status, /metrics, POST /switchover); proxy/core/adminguard.py says what it
-    refuses and why."""
+    refuses and why. token_file (needed for POST /switchover when set) and allowed_hosts come from
+    AdminTokenConfig."""
 
     address: Address = "127.0.0.1:9187"  # restart; /status, /metrics
-    # A file holding a bearer token; when set, changes (POST /switchover) need
-    # "Authorization: Bearer <token>". Re-read on reload. Reads stay open.
-    token_file: str | None = None
-    # Host names the admin API answers to besides IP literals, localhost names and its own host.
-    allowed_hosts: list[str] = Field(default_factory=list)
-
-    @field_validator("token_file")
-    @classmethod
-    def _token_file(cls, v: str | None) -> str | None:
-        if v is not None:
-            read_token(v)  # ValueError says why
-        return v
-
-    @property
-    def token(self) -> str | None:
-        return read_token(self.token_file) if self.token_file else None
 
 
 class DbProxyConfig(StrictModel):

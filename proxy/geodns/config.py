@@ -36,8 +36,8 @@ import dns.rdataclass
 import dns.rdatatype
 from pydantic import AfterValidator, Field, field_validator, model_validator
 
-from proxy.core.adminguard import is_loopback_host, read_token
-from proxy.core.config import Address, StrictModel, parse_hostport
+from proxy.core.adminguard import is_loopback_host
+from proxy.core.config import Address, AdminTokenConfig, StrictModel, parse_hostport
 
 __all__ = [
     "AdminConfig", "DataCenterConfig", "GeoDnsConfig", "HealthConfig", "HealthTarget",
@@ -61,21 +61,9 @@ def _abs_name(value: str) -> str:
 DomainName = Annotated[str, AfterValidator(_abs_name)]
 
 
-class AdminConfig(StrictModel):
+class AdminConfig(AdminTokenConfig):
+    # token_file: bearer token for POST (drain/undrain/reload); re-read on reload
     address: Address = "127.0.0.1:9053"  # restart
-    token_file: str | None = None  # bearer token for POST (drain/undrain/reload); re-read on reload
-    allowed_hosts: list[str] = Field(default_factory=list)
-
-    @field_validator("token_file")
-    @classmethod
-    def _token_file(cls, v: str | None) -> str | None:
-        if v is not None:
-            read_token(v)
-        return v
-
-    @property
-    def token(self) -> str | None:
-        return read_token(self.token_file) if self.token_file else None
 
 
 class HealthTarget(StrictModel):

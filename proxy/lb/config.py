@@ -10,8 +10,8 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from proxy.core.adminguard import is_loopback_host, read_token
-from proxy.core.config import Address, StrictModel, parse_hostport
+from proxy.core.adminguard import is_loopback_host
+from proxy.core.config import Address, AdminTokenConfig, StrictModel, parse_hostport
 from proxy.lb.frontconfig import AdminTlsConfig, BackendTlsConfig, ListenerConfig, RouteConfig
 from proxy.lb.netpolicy import Network, host_refusal, parse_networks
 
@@ -163,30 +163,14 @@ class LimitsConfig(StrictModel):
     h2_max_concurrent_streams: int = Field(default=100, ge=1, le=1000)
 
 
-class AdminConfig(StrictModel):
-    """The admin API (proxy/core/adminguard.py says what it refuses and why)."""
+class AdminConfig(AdminTokenConfig):
+    """The admin API (proxy/core/adminguard.py says what it refuses and why); token_file and
+    allowed_hosts come from AdminTokenConfig."""
 
     address: Address = "127.0.0.1:9080"  # restart
-    # A file holding a bearer token; when set, changes (POST/DELETE) need
-    # "Authorization: Bearer <token>". Re-read on reload. Reads stay open.
-    token_file: str | None = None
-    # Host names the admin API answers to besides IP literals, localhost names and its own host
-    # (e.g. the machine's DNS name for a Prometheus scraper); other names get 403.
-    allowed_hosts: list[str] = Field(default_factory=list)
     # TLS on the admin port (restart to change); needed, with client certificates or a token,
     # for an address beyond loopback.
     tls: AdminTlsConfig | None = None
-
-    @field_validator("token_file")
-    @classmethod
-    def _token_file(cls, v: str | None) -> str | None:
-        if v is not None:
-            read_token(v)  # ValueError says why
-        return v
-
-    @property
-    def token(self) -> str | None:
-        return read_token(self.token_file) if self.token_file else None
 
 
 class LbConfig(StrictModel):
