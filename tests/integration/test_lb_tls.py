@@ -44,6 +44,31 @@ def body_json(raw: bytes) -> dict:
     return json.loads(raw[raw.index(b"\r\n\r\n") + 4:])
 
 
+def secure_lb(port: int, cert, key, wa, wb, tls: str = "") -> str:
+    """The balancer config of most tests here: one https listener "secure" on PORT serving the
+    pair CERT/KEY, with TLS (lines of [listeners.tls] besides the certificate), and pools a, b."""
+    return f"""
+[[listeners]]
+name = "secure"
+address = "127.0.0.1:{port}"
+protocol = "https"
+[listeners.tls]
+{tls}
+certificates = [{{ cert_file = "{cert}", key_file = "{key}" }}]
+""" + pools_toml(wa, wb)
+
+
+def renewable_pair(tmp_path, ca):
+    """An old and a new certificate for site.test, and the live files (a copy of the old pair)
+    that a test replaces to renew: (old, new, live_cert, live_key)."""
+    old = ca.issue("old", ["site.test"])
+    new = ca.issue("new", ["site.test"])
+    live_cert, live_key = tmp_path / "live.crt", tmp_path / "live.key"
+    shutil.copy(old.cert, live_cert)
+    shutil.copy(old.key, live_key)
+    return old, new, live_cert, live_key
+
+
 def test_two_listeners_http_and_https_route_and_forward(web_worker_factory, lb_factory, tmp_path, ports):
     ca = make_ca(tmp_path / "pki")
     site = ca.issue("site", ["site.test"])
@@ -134,14 +159,7 @@ def test_only_tls12_and_13_with_intermediate_ciphers_and_resumption(web_worker_f
     site = ca.issue("site", ["site.test"])
     wa, wb = web_worker_factory("wa"), web_worker_factory("wb")
     port = ports()
-    body = f"""
-[[listeners]]
-name = "secure"
-address = "127.0.0.1:{port}"
-protocol = "https"
-[listeners.tls]
-certificates = [{{ cert_file = "{site.cert}", key_file = "{site.key}" }}]
-""" + pools_toml(wa, wb)
+    body = secure_lb(port, site.cert, site.key, wa, wb)
     lb = lb_factory(body, listen=False)
     assert "Protocol  : TLSv1.2" in _s_client(port, "-tls1_2").stdout
     assert "TLSv1.3" in _s_client(port, "-tls1_3").stdout
@@ -188,22 +206,10 @@ def _fingerprint(port: int, name: str, ca) -> str:
 def test_reload_keeps_the_old_pair_when_the_new_fails_and_serves_a_new_one_without_dropping(
         web_worker_factory, lb_factory, tmp_path, ports):  # fmt: skip
     ca = make_ca(tmp_path / "pki")
-    old = ca.issue("old", ["site.test"])
-    new = ca.issue("new", ["site.test"])
-    live_cert, live_key = tmp_path / "live.crt", tmp_path / "live.key"
-    shutil.copy(old.cert, live_cert)
-    shutil.copy(old.key, live_key)
+    old, new, live_cert, live_key = renewable_pair(tmp_path, ca)
     wa, wb = web_worker_factory("wa"), web_worker_factory("wb")
     port = ports()
-    body = f"""
-[[listeners]]
-name = "secure"
-address = "127.0.0.1:{port}"
-protocol = "https"
-[listeners.tls]
-watch_interval = 0
-certificates = [{{ cert_file = "{live_cert}", key_file = "{live_key}" }}]
-""" + pools_toml(wa, wb)
+    body = secure_lb(port, live_cert, live_key, wa, wb, tls="watch_interval = 0")
     lb = lb_factory(body, listen=False)
     old_fp = _fingerprint(port, "site.test", ca)
     # An established keep-alive connection, from before any change
@@ -245,22 +251,10 @@ def _fingerprint_file(path) -> str:
 
 def test_changed_files_are_picked_up_without_a_signal(web_worker_factory, lb_factory, tmp_path, ports):
     ca = make_ca(tmp_path / "pki")
-    old = ca.issue("old", ["site.test"])
-    new = ca.issue("new", ["site.test"])
-    live_cert, live_key = tmp_path / "live.crt", tmp_path / "live.key"
-    shutil.copy(old.cert, live_cert)
-    shutil.copy(old.key, live_key)
+    old, new, live_cert, live_key = renewable_pair(tmp_path, ca)
     wa, wb = web_worker_factory("wa"), web_worker_factory("wb")
     port = ports()
-    body = f"""
-[[listeners]]
-name = "secure"
-address = "127.0.0.1:{port}"
-protocol = "https"
-[listeners.tls]
-watch_interval = 0.5
-certificates = [{{ cert_file = "{live_cert}", key_file = "{live_key}" }}]
-""" + pools_toml(wa, wb)
+    body = secure_lb(port, live_cert, live_key, wa, wb, tls="watch_interval = 0.5")
     lb = lb_factory(body, listen=False)
     assert _fingerprint(port, "site.test", ca) == _fingerprint_file(old.cert)
     # The key alone: a mismatched pair, not loaded (logged, counted); the old pair serves
@@ -319,15 +313,7 @@ def test_ticket_keys_are_renewed_every_ticket_key_rotation(web_worker_factory, l
     site = ca.issue("site", ["site.test"])
     wa, wb = web_worker_factory("wa"), web_worker_factory("wb")
     port = ports()
-    body = f"""
-[[listeners]]
-name = "secure"
-address = "127.0.0.1:{port}"
-protocol = "https"
-[listeners.tls]
-ticket_key_rotation = 2
-certificates = [{{ cert_file = "{site.cert}", key_file = "{site.key}" }}]
-""" + pools_toml(wa, wb)
+    body = secure_lb(port, site.cert, site.key, wa, wb, tls="ticket_key_rotation = 2")
     lb_factory(body, listen=False)
     ctx = ssl.create_default_context(cafile=str(ca.cert))
 
