@@ -28,3 +28,10 @@ async def run(job: Job, ctx: JobContext) -> None:
     if p.get("poison") and not await r.exists("t:cured"):
         raise RuntimeError("poison message")
     await r.rpush("t:effects", f"{job.id} {time.time()!r}")
+
+
+async def effect_once(job: Job, ctx: JobContext) -> None:
+    """The soak's handler: its effect is keyed by the job's idempotency key (HSETNX), so a rerun
+    after a crash between effect and acknowledgement is counted in t:reruns, not applied twice."""
+    if not await ctx.redis.hsetnx("t:effect", job.key or job.id, ctx.consumer):
+        await ctx.redis.incr("t:reruns")

@@ -159,7 +159,11 @@ async def _serve(cfg: Any, consumer: str) -> int:
     from workers.queue.metrics import MetricsServer
     from workers.queue.worker import Worker
 
-    r = aioredis.from_url(cfg.redis, health_check_interval=10)
+    # A blocking pool: handlers that all talk to Redis at once wait for a connection instead of
+    # failing with MaxConnectionsError (redis-py's default pool raises past 100).
+    pool = aioredis.BlockingConnectionPool.from_url(
+        cfg.redis, max_connections=cfg.concurrency + 16, timeout=None, health_check_interval=10)
+    r = aioredis.Redis(connection_pool=pool)
     worker = Worker(cfg, consumer, r)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -174,5 +178,6 @@ async def _serve(cfg: Any, consumer: str) -> int:
         if metrics is not None:
             await metrics.close()
         await r.aclose()
+        await pool.disconnect()
     logging.getLogger("tierproxy.queue").info("exit")
     return 0
