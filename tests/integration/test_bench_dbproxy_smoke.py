@@ -4,27 +4,17 @@ transactions, and the table, JSON and PNG are written. It checks the harness, ne
 from __future__ import annotations
 
 import importlib.util
-import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.integration.benchrun import run_bench_smoke
 
 
 @pytest.mark.timeout(150)
 def test_bench_dbproxy_smoke(tmp_path: Path) -> None:
     out = tmp_path / "out"
-    proc = subprocess.run(
-        [sys.executable, "-m", "bench", "dbproxy", "--smoke", "--out", str(out)],
-        check=False, cwd=REPO, capture_output=True, text=True, timeout=140, env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )  # fmt: skip
-    report = f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr[-4000:]}"
-    assert proc.returncode == 0, report
-    results = json.loads((out / "results.json").read_text())
+    results, report = run_bench_smoke("dbproxy", out, timeout=140)
     assert results["problems"] == [] and results["skipped"] == [], report
     # dev.sh installs PgBouncer and pgpool-II, so all four targets run all three workloads
     seen = {(row["workload"], row["target"]) for row in results["summary"]}
@@ -44,13 +34,7 @@ def test_bench_dbproxy_smoke_orm_workload(tmp_path: Path) -> None:
     # `--workloads orm`: bench/ormsql.py's tables are created, and its script (string literals,
     # IN lists, tagging comments, :variables substituted by pgbench) runs through every target.
     out = tmp_path / "out"
-    proc = subprocess.run(
-        [sys.executable, "-m", "bench", "dbproxy", "--smoke", "--workloads", "orm", "--out", str(out)],
-        check=False, cwd=REPO, capture_output=True, text=True, timeout=140, env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )  # fmt: skip
-    report = f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr[-4000:]}"
-    assert proc.returncode == 0, report
-    results = json.loads((out / "results.json").read_text())
+    results, report = run_bench_smoke("dbproxy", out, "--workloads", "orm", timeout=140)
     assert results["problems"] == [], report
     seen = {(row["workload"], row["target"]) for row in results["summary"]}
     assert seen == {("orm", t) for t in ("tierproxy", "pgbouncer", "pgpool", "direct")}, report

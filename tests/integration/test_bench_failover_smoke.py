@@ -4,30 +4,19 @@ the new primary and the table and JSON are written. It checks the harness, never
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from proxy.devstack.patroni import etcd_binary, patroni_binary
-
-REPO = Path(__file__).resolve().parents[2]
+from tests.integration.benchrun import run_bench_smoke
 
 
 @pytest.mark.skipif(etcd_binary() is None or patroni_binary() is None, reason="patroni and etcd-server are not installed")
 @pytest.mark.timeout(300)
 def test_bench_failover_smoke(tmp_path: Path) -> None:
     out = tmp_path / "out"
-    proc = subprocess.run(
-        [sys.executable, "-m", "bench", "failover", "--smoke", "--out", str(out)],
-        check=False, cwd=REPO, capture_output=True, text=True, timeout=280, env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )  # fmt: skip
-    report = f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr[-4000:]}"
-    assert proc.returncode == 0, report
-    results = json.loads((out / "results.json").read_text())
+    results, report = run_bench_smoke("failover", out, timeout=280)
     assert results["problems"] == [] and len(results["rounds"]) == 1, report
     (only,) = results["rounds"]
     assert only["old"] != only["new"], only

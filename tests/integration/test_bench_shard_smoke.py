@@ -6,27 +6,17 @@ never the speed."""
 from __future__ import annotations
 
 import importlib.util
-import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.integration.benchrun import run_bench_smoke
 
 
 @pytest.mark.timeout(150)
 def test_bench_shard_smoke(tmp_path: Path) -> None:
     out = tmp_path / "out"
-    proc = subprocess.run(
-        [sys.executable, "-m", "bench", "shard", "--smoke", "--out", str(out)],
-        check=False, cwd=REPO, capture_output=True, text=True, timeout=140, env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )  # fmt: skip
-    report = f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr[-4000:]}"
-    assert proc.returncode == 0, report
-    results = json.loads((out / "results.json").read_text())
+    results, report = run_bench_smoke("shard", out, timeout=140)
     assert results["problems"] == [] and results["skipped"] == [], report
     # dev.sh installs PgBouncer, so all three targets run all three workloads, in one run
     seen = {(row["workload"], row["target"]) for row in results["summary"]}
