@@ -8,7 +8,7 @@ subprocess reading them from etcd (proxy/devstack/patroni_dbproxy.py), with an a
   leader itself, 503 with Patroni's message when Patroni refuses, 409 for a static proxy, the admin
   guard's 401/415), and switches over to the named replica when asked;
 - a planned switchover, by `POST /switchover` and by `patronictl switchover` (which the proxy sees
-  in etcd's `/failover` key, and pauses writes for), under a write load through the proxy, with
+  in etcd's `/failover` key, and pauses writes for; a scheduled one at its time), under a write load through the proxy, with
   0 errors for clients outside a transaction, busy or idle: the writes resume on the candidate through the same proxy port, every
   acknowledged write is on the new leader, and the proxy records the failover (from, to, hold
   time, held queries) in /status and /metrics.
@@ -347,6 +347,25 @@ async def test_patronictl_switchover_under_load(healthy: PatroniCluster, proxy: 
     # busy autocommit writers saw no error either.
     await check_switch(healthy, proxy, run, paused=True)
     assert proxy.status()["topology"]["planned_quiesces"] == quiesces + 1
+
+
+async def test_patronictl_scheduled_switchover_under_load(healthy: PatroniCluster, proxy: PatroniDbProxy,
+                                                          tmp_path: Path) -> None:  # fmt: skip
+    """Scheduled a few seconds ahead: the proxy sees the key at once but pauses writes only at its
+    time (a timer), then as for one asked now: 0 errors for clients outside a transaction."""
+    config = write_patronictl_config(healthy, tmp_path / "patronictl.yml")
+    seen: list[dict[str, Any]] = []
+
+    def switch(old: str, candidate: str) -> None:
+        when = time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime(time.time() + 4))
+        patronictl(config, "switchover", "--leader", old, "--candidate", candidate, "--scheduled", when, "--force")
+        seen.append(proxy.status()["topology"])
+
+    quiesces = proxy.status()["topology"]["planned_quiesces"]
+    run = await switchover_under_load(healthy, proxy, switch)
+    await check_switch(healthy, proxy, run, paused=True)
+    assert proxy.status()["topology"]["planned_quiesces"] == quiesces + 1
+    log.info("right after scheduling: pending %s, writes held %s", seen[0]["pending_switchover"], seen[0]["writes_held"])
 
 
 
