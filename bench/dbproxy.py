@@ -32,7 +32,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -41,7 +40,7 @@ from typing import Any
 
 from bench import ormsql
 from bench.common import Binary, find_binary, machine_info
-from bench.pgbench import Target, run_rounds, summarise, write_report
+from bench.pgbench import Target, choose, run_rounds, summarise, tear_down, write_report
 from bench.pgbench import log as _log
 from bench.pgpeers import Peer, start_pgbouncer, start_pgpool
 from proxy.devstack.dbproxy import DbProxyServer, start_dbproxy
@@ -147,11 +146,10 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
     if args.smoke:
         settings.update(duration_s=SMOKE["duration"], warmup_s=SMOKE["warmup"], rounds=SMOKE["rounds"],
                         scale=SMOKE["scale"], clients=SMOKE["clients"])  # fmt: skip
-    wanted = [t.strip() for t in args.targets.split(",") if t.strip()]
-    workloads = [w.strip() for w in args.workloads.split(",") if w.strip()]
-    if set(wanted) - set(TARGETS) or set(workloads) - set(WORKLOADS) or not wanted or not workloads:
-        print(f"choose targets from {', '.join(TARGETS)} and workloads from {', '.join(WORKLOADS)}", file=sys.stderr)
+    chosen = choose(args.targets, args.workloads, TARGETS, WORKLOADS)
+    if chosen is None:
         return 2
+    wanted, workloads = chosen
     bins = {"pgbench": find_binary("pgbench", "postgresql-client"), "pgbouncer": find_binary("pgbouncer", "pgbouncer"),
             "pgpool": find_binary("pgpool", "pgpool2")}  # fmt: skip
     if bins["pgbench"].path is None:
@@ -192,13 +190,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
         print(f"cannot benchmark: {exc}", file=sys.stderr)
         return 1
     finally:
-        for c in reversed(closers):
-            c.close()
-        if cluster is not None:
-            cluster.close()
-        for log in workdir.glob("*.log"):
-            shutil.copy(log, out / log.name)
-        shutil.rmtree(workdir, ignore_errors=True)
+        tear_down(closers, cluster, workdir, out)
 
     names = [t for t in wanted if any(r["target"] == t for r in runs)]
     rows = summarise(runs, names, workloads, ratios_to=("pgbouncer", "pgpool"), cpu_ratio_to="pgbouncer")

@@ -9,6 +9,8 @@ alike. `summarise` gives per (workload, target) the medians over rounds, failed 
 (never hidden), ratios to peers per round (common.py's `round_ratio`) and, against a baseline,
 the latency a target adds per round (the median of its latency minus the baseline's in the same
 round). `write_report` prints the table and writes table.txt, results.json and the PNG.
+`choose` and `tear_down` are the two ends of such a benchmark's run: the --targets/--workloads it
+asked for, and the processes, cluster and work directory it leaves (logs kept beside the results).
 """
 
 from __future__ import annotations
@@ -16,18 +18,19 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from bench import plot
 from bench.common import format_table, median, round_ratio, tree_cpu_seconds
 
-__all__ = ["Target", "log", "parse_pgbench", "round_difference", "run_pgbench", "run_rounds", "summarise",
-           "write_report"]
+__all__ = ["Target", "choose", "log", "parse_pgbench", "round_difference", "run_pgbench", "run_rounds", "summarise",
+           "tear_down", "write_report"]
 
 
 def log(message: str) -> None:
@@ -163,3 +166,28 @@ def write_report(out: Path, *, benchmark: str, header: str, rows: list[dict[str,
             "summary": rows, "table": table, "png": png.name if plotted else None}  # fmt: skip
     (out / "results.json").write_text(json.dumps(body, indent=2) + "\n")
     log(f"wrote {out / 'results.json'}, {out / 'table.txt'}" + (f", {png}" if plotted else ""))
+
+
+def choose(targets: str, workloads: str, known_targets: Iterable[str], known_workloads: Iterable[str],
+           ) -> tuple[list[str], list[str]] | None:  # fmt: skip
+    """The comma-separated --targets and --workloads as lists; None, with the choices on stderr,
+    when either is empty or names one that is not known."""
+    wanted = [t.strip() for t in targets.split(",") if t.strip()]
+    chosen = [w.strip() for w in workloads.split(",") if w.strip()]
+    known_t, known_w = list(known_targets), list(known_workloads)
+    if set(wanted) - set(known_t) or set(chosen) - set(known_w) or not wanted or not chosen:
+        print(f"choose targets from {', '.join(known_t)} and workloads from {', '.join(known_w)}", file=sys.stderr)
+        return None
+    return wanted, chosen
+
+
+def tear_down(closers: Sequence[Any], cluster: Any, workdir: Path, out: Path) -> None:
+    """Stop what a run started (last started first, then the PostgreSQL cluster), keep the logs of
+    its work directory in `out`, and remove the work directory."""
+    for c in reversed(closers):
+        c.close()
+    if cluster is not None:
+        cluster.close()
+    for path in workdir.glob("*.log"):
+        shutil.copy(path, out / path.name)
+    shutil.rmtree(workdir, ignore_errors=True)

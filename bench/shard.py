@@ -29,14 +29,13 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import shutil
 import sys
 import tempfile
 from pathlib import Path
 from typing import Any
 
 from bench.common import find_binary, machine_info
-from bench.pgbench import Target, log, run_rounds, summarise, write_report
+from bench.pgbench import Target, choose, log, run_rounds, summarise, tear_down, write_report
 from bench.pgpeers import start_pgbouncer
 from proxy.devstack.postgres import PgCluster, start_pg_cluster
 from proxy.devstack.process import DevstackError
@@ -131,11 +130,10 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
     if args.smoke:
         settings.update(duration_s=SMOKE["duration"], warmup_s=SMOKE["warmup"], rounds=SMOKE["rounds"],
                         users=SMOKE["users"], clients=SMOKE["clients"])  # fmt: skip
-    wanted = [t.strip() for t in args.targets.split(",") if t.strip()]
-    workloads = [w.strip() for w in args.workloads.split(",") if w.strip()]
-    if set(wanted) - set(TARGETS) or set(workloads) - set(WORKLOADS) or not wanted or not workloads:
-        print(f"choose targets from {', '.join(TARGETS)} and workloads from {', '.join(WORKLOADS)}", file=sys.stderr)
+    chosen = choose(args.targets, args.workloads, TARGETS, WORKLOADS)
+    if chosen is None:
         return 2
+    wanted, workloads = chosen
     bins = {"pgbench": find_binary("pgbench", "postgresql-client"), "pgbouncer": find_binary("pgbouncer", "pgbouncer")}
     if bins["pgbench"].path is None:
         print(f"cannot benchmark: {bins['pgbench'].missing_message}", file=sys.stderr)
@@ -170,13 +168,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
         print(f"cannot benchmark: {exc}", file=sys.stderr)
         return 1
     finally:
-        for c in reversed(closers):
-            c.close()
-        if cluster is not None:
-            cluster.close()
-        for path in workdir.glob("*.log"):
-            shutil.copy(path, out / path.name)
-        shutil.rmtree(workdir, ignore_errors=True)
+        tear_down(closers, cluster, workdir, out)
 
     names = [t for t in wanted if any(r["target"] == t for r in runs)]
     rows = summarise(runs, names, workloads, ratios_to=("direct", "pgbouncer"), cpu_ratio_to="pgbouncer",
