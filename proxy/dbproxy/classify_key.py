@@ -34,7 +34,7 @@ Two versions: over str (`literal_key`) and over the raw bytes of a Query message
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, Callable
 
 __all__ = ["literal_key", "literal_key_bytes"]
 
@@ -132,11 +132,9 @@ _STR = _Keyer(lambda s: s)
 _BYTES = _Keyer(lambda s: s.encode("ascii"))
 
 
-def literal_key(sql: str) -> str:
-    """The cache key of `sql` (see the module docstring): itself, or its shape."""
-    return _STR.key(sql)
-
-
-def literal_key_bytes(sql: bytes) -> bytes:
-    """`literal_key` over the bytes of ASCII text; non-ASCII text is its own key."""
-    return _BYTES.key(sql)
+# The entry points are the bound methods themselves: one Python call per key, not two (this runs
+# for every statement whose exact text missed the cache).
+literal_key: Callable[[str], str] = _STR.key
+"""The cache key of `sql` (see the module docstring): itself, or its shape."""
+literal_key_bytes: Callable[[bytes], bytes] = _BYTES.key
+"""`literal_key` over the bytes of ASCII text; non-ASCII text is its own key."""

@@ -57,7 +57,7 @@ _HOST_LINE = rb"(?i:host):[ \t]*(" + HOST_RE.pattern + rb")[ \t]*\r\n"
 _REQUEST = re.compile(
     rb"(GET|HEAD) (/[A-Za-z0-9\-._~!$&'()*+,;=:@/?%]*) HTTP/1\.1\r\n("
     + _REQUEST_OTHER + rb"*+(?:" + _HOST_LINE + _REQUEST_OTHER + rb"*+(?:" + _KEEP_ALIVE_REQUEST_LINE
-    + _REQUEST_OTHER + rb"*+)?|" + _KEEP_ALIVE_REQUEST_LINE + _REQUEST_OTHER + rb"*+" + _HOST_LINE
+    + _REQUEST_OTHER + rb"*+)?+|" + _KEEP_ALIVE_REQUEST_LINE + _REQUEST_OTHER + rb"*+" + _HOST_LINE
     + _REQUEST_OTHER + rb"*+))\r\n"
 )
 
@@ -87,17 +87,16 @@ def simple_request(data: bytes, max_head: int) -> RequestHead | None:
     m = _REQUEST.fullmatch(data)
     if m is None:
         return None
-    method, target, block, host, conn, conn2, host2 = m.group(1, 2, 3, 4, 5, 6, 7)
-    forward = block
-    if host is None:
-        host = host2
-        conn = conn2
+    method, target, block, host, conn = m.group(1, 2, 3, 4, 5)
+    if conn is None:
+        if host is not None:  # the commonest: Host, no Connection line
+            return RequestHead(method, target, b"1.1", None, True, Framing.NONE, None, False, False, host, block, block)
+        host = m.group(7)
         start, end = m.span(6)
-    elif conn is not None:
+    else:
         start, end = m.span(5)
-    if conn is not None:
-        base = m.start(3)
-        forward = block[: start - base] + block[end - base :]
+    base = m.start(3)
+    forward = block[: start - base] + block[end - base :]
     return RequestHead(method, target, b"1.1", None, True, Framing.NONE, None, False, False, host, block, forward)
 
 
