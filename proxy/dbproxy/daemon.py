@@ -27,7 +27,7 @@ from proxy.core.adminguard import AdminGuard
 from proxy.core.config import load_config, parse_hostport
 from proxy.core.metrics import FuncCollector, Histogram, new_registry
 from proxy.core.workers import ControlChannel, WorkerSet, process_role, start_worker_channel
-from proxy.pgfront.cancel import CancelKeys
+from proxy.pgfront.cancel import CancelKeys, route_worker_message
 from proxy.pgfront.clientauth import Credentials
 from proxy.pgfront.config import tls_context
 from proxy.pgfront.drain import CLOSE_FLUSH_SECONDS, drain_sessions
@@ -653,14 +653,10 @@ class DbProxyDaemon:
 
     def _worker_message(self, index: int, msg: dict[str, Any]) -> None:
         """Supervisor: a worker got a CancelRequest for a key it did not issue (ask them all), or
-        a console query that needs every worker's state."""
-        if self.workers is None:
-            return
-        op = msg.get("op")
-        if op == "cancel":
-            self.workers.broadcast({"op": "cancel", "pid": msg["pid"], "secret": msg["secret"]})
-        elif op == "console" and "rid" in msg:
-            self._spawn(self._answer_console(index, msg["rid"]))
+        a console query that needs every worker's state (proxy/pgfront/cancel.py)."""
+        if self.workers is not None:
+            route_worker_message(self.workers, index, msg,
+                                 lambda i, rid: self._spawn(self._answer_console(i, rid)))
 
     async def _answer_console(self, index: int, rid: int) -> None:
         assert self.workers is not None

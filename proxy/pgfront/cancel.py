@@ -4,17 +4,19 @@ A client's CancelRequest arrives on a new connection with only that key; `Cancel
 session it names, whose `cancel_targets()` are the server connections to send the server's own
 CancelRequest to (`server.send_cancel`). A session gets its server's real key when that key is
 free (so pg_backend_pid() and NOTIFY pids agree with what the client was told), else one of ours.
+With workers, a key another worker issued is relayed by the supervisor to all of them
+(`route_worker_message`, which also hands on console queries that need every worker).
 """
 
 from __future__ import annotations
 
 import secrets
-from collections.abc import Sequence
-from typing import Protocol
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
 
 from .server import ServerConn
 
-__all__ = ["CancelKeys", "Cancellable"]
+__all__ = ["CancelKeys", "Cancellable", "route_worker_message"]
 
 
 class Cancellable(Protocol):
@@ -48,3 +50,17 @@ class CancelKeys:
         """The session ended: its key is free again (if it is still that session's)."""
         if self._sessions.get(key) is session:
             del self._sessions[key]
+
+
+def route_worker_message(workers: Any, index: int, msg: dict[str, Any],
+                         answer_console: Callable[[int, int], None]) -> None:  # fmt: skip
+    """The supervisor of a PostgreSQL front with workers (dbproxy, shard), on worker `index`'s
+    message: a CancelRequest with a key that worker did not issue is asked of every worker (the one
+    that issued it acts); a console query that needs every worker's figures ("rid" says which
+    request) is answered by `answer_console(index, rid)`. `workers` is proxy/core/workers.py's
+    WorkerSet."""
+    op = msg.get("op")
+    if op == "cancel":
+        workers.broadcast({"op": "cancel", "pid": msg["pid"], "secret": msg["secret"]})
+    elif op == "console" and "rid" in msg:
+        answer_console(index, msg["rid"])
