@@ -6,12 +6,13 @@ report of a failing test, as it does for web workers and Redis.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from proxy.devstack.ports import allocate_port
 from tests.integration.lbproc import LbProcess
 
 
@@ -31,6 +32,22 @@ class LbFactory:
     def close(self) -> None:
         for lb in self.started:
             lb.stop()
+
+
+@pytest.fixture
+def free_port() -> Iterator[Callable[[], int]]:
+    """A function that returns a free loopback port on each call (for a listener a test configures
+    itself), each held (proxy/devstack/ports.py) until the test ends."""
+    locks = []
+
+    def take() -> int:
+        lock = allocate_port()
+        locks.append(lock)
+        return lock.port
+
+    yield take
+    for lock in locks:
+        lock.release()
 
 
 @pytest.fixture

@@ -14,7 +14,6 @@ import subprocess
 import pytest
 
 from proxy.devstack.poll import wait_until
-from proxy.devstack.ports import allocate_port
 from tests.integration.conftest import backends_toml
 from tests.integration.lbproc import http_json
 from tests.integration.nginxutil import Nginx
@@ -23,20 +22,6 @@ from tests.integration.tlsutil import curl, make_ca
 pytestmark = pytest.mark.integration
 
 V2_SIG = b"\r\n\r\n\x00\r\nQUIT\n"
-
-
-@pytest.fixture
-def ports():
-    locks = []
-
-    def take() -> int:
-        lock = allocate_port()
-        locks.append(lock)
-        return lock.port
-
-    yield take
-    for lock in locks:
-        lock.release()
 
 
 def v2_tcp4(src: str, sport: int, dst: str, dport: int) -> bytes:
@@ -72,9 +57,9 @@ def pool(w) -> str:
     return '[pools.web]\n[pools.web.health]\ntype = "none"\n' + backends_toml("web", [w])
 
 
-def test_proxy_header_from_a_trusted_network_sets_the_client(web_worker_factory, lb_factory, ports):
+def test_proxy_header_from_a_trusted_network_sets_the_client(web_worker_factory, lb_factory, free_port):
     w = web_worker_factory("w")
-    p_trusted, p_untrusted, p_plain = ports(), ports(), ports()
+    p_trusted, p_untrusted, p_plain = free_port(), free_port(), free_port()
     body = (listener("trusted", p_trusted, "127.0.0.0/8") + listener("untrusted", p_untrusted, "10.0.0.0/8")
             + f'[[listeners]]\nname = "plain"\naddress = "127.0.0.1:{p_plain}"\n' + pool(w))  # fmt: skip
     lb = lb_factory(body, listen=False)
@@ -109,11 +94,11 @@ def test_proxy_header_from_a_trusted_network_sets_the_client(web_worker_factory,
     assert 'tierproxy_lb_listener_proxy_protocol_refused_total{listener="trusted",why="malformed"} 6.0' in metrics
 
 
-def test_proxy_header_before_tls_and_through_haproxy(web_worker_factory, lb_factory, tmp_path, ports):
+def test_proxy_header_before_tls_and_through_haproxy(web_worker_factory, lb_factory, tmp_path, free_port):
     ca = make_ca(tmp_path / "pki")
     site = ca.issue("site", ["site.test"])
     w = web_worker_factory("w")
-    port = ports()
+    port = free_port()
     tls = (f'protocol = "https"\n[listeners.tls]\n'
            f'certificates = [{{ cert_file = "{site.cert}", key_file = "{site.key}" }}]\n')  # fmt: skip
     lb_factory(listener("secure", port, "127.0.0.0/8", tls) + pool(w), listen=False)
@@ -130,7 +115,7 @@ def test_proxy_header_before_tls_and_through_haproxy(web_worker_factory, lb_fact
     assert h["Forwarded"] == 'for=192.0.2.44;proto=https;host="site.test"'
     # haproxy in front (TCP mode) sends its PROXY v2 header; curl's TLS runs through it to us
     haproxy = shutil.which("haproxy") or "/usr/sbin/haproxy"
-    front = ports()
+    front = free_port()
     cfg = tmp_path / "haproxy.cfg"
     cfg.write_text(f"""global
     log stderr format raw local0 err
@@ -164,12 +149,12 @@ backend b
 
 
 @pytest.mark.parametrize("version", ["v1", "v2"])
-def test_proxy_header_sent_to_backends(lb_factory, tmp_path, ports, version):
-    nport = ports()
+def test_proxy_header_sent_to_backends(lb_factory, tmp_path, free_port, version):
+    nport = free_port()
     nginx = Nginx(tmp_path / "nginx", nport, ' proxy_protocol;\n        default_type text/plain;\n'
                   '        location / { return 200 "$proxy_protocol_addr $proxy_protocol_port $remote_addr\\n"; }')
     try:
-        port = ports()
+        port = free_port()
         body = (listener("in", port, "127.0.0.0/8")
                 + f'[pools.web]\nproxy_protocol = "{version}"\n[pools.web.health]\ntype = "tcp"\n'
                 + f'[[pools.web.backends]]\nname = "n"\naddress = "{nginx.address}"\n')  # fmt: skip

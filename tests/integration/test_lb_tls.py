@@ -13,7 +13,6 @@ import subprocess
 
 import pytest
 
-from proxy.devstack.ports import allocate_port
 from tests.integration.conftest import backends_toml
 from tests.integration.lbproc import http_json, wait_for
 from tests.integration.tlsutil import curl, make_ca, peer_cert_names, tls_get
@@ -24,20 +23,6 @@ pytestmark = pytest.mark.integration
 def pools_toml(wa, wb) -> str:
     return ('[pools.a]\n[pools.a.health]\ntype = "none"\n' + backends_toml("a", [wa])
             + '[pools.b]\n[pools.b.health]\ntype = "none"\n' + backends_toml("b", [wb]))  # fmt: skip
-
-
-@pytest.fixture
-def ports():
-    locks = []
-
-    def take() -> int:
-        lock = allocate_port()
-        locks.append(lock)
-        return lock.port
-
-    yield take
-    for lock in locks:
-        lock.release()
 
 
 def body_json(raw: bytes) -> dict:
@@ -69,11 +54,11 @@ def renewable_pair(tmp_path, ca):
     return old, new, live_cert, live_key
 
 
-def test_two_listeners_http_and_https_route_and_forward(web_worker_factory, lb_factory, tmp_path, ports):
+def test_two_listeners_http_and_https_route_and_forward(web_worker_factory, lb_factory, tmp_path, free_port):
     ca = make_ca(tmp_path / "pki")
     site = ca.issue("site", ["site.test"])
     wa, wb = web_worker_factory("wa"), web_worker_factory("wb")
-    p_http, p_https = ports(), ports()
+    p_http, p_https = free_port(), free_port()
     body = f"""
 [[listeners]]
 name = "plain"
@@ -117,13 +102,13 @@ certificates = [{{ cert_file = "{site.cert}", key_file = "{site.key}" }}]
     assert 'tierproxy_lb_listener_requests_total{listener="plain",protocol="http/1.1"} 1.0' in metrics
 
 
-def test_sni_picks_the_certificate_and_unknown_names_get_the_default(web_worker_factory, lb_factory, tmp_path, ports):
+def test_sni_picks_the_certificate_and_unknown_names_get_the_default(web_worker_factory, lb_factory, tmp_path, free_port):
     ca = make_ca(tmp_path / "pki")
     first = ca.issue("first", ["first.test"])
     wild = ca.issue("wild", ["*.wild.test"])
     named = ca.issue("named", ["whatever.test"])
     wa, wb = web_worker_factory("wa"), web_worker_factory("wb")
-    port = ports()
+    port = free_port()
     body = f"""
 [[listeners]]
 name = "secure"
@@ -154,11 +139,11 @@ def _s_client(port: int, *args: str) -> subprocess.CompletedProcess[str]:
                            *args], input="", capture_output=True, text=True, timeout=20)  # fmt: skip
 
 
-def test_only_tls12_and_13_with_intermediate_ciphers_and_resumption(web_worker_factory, lb_factory, tmp_path, ports):
+def test_only_tls12_and_13_with_intermediate_ciphers_and_resumption(web_worker_factory, lb_factory, tmp_path, free_port):
     ca = make_ca(tmp_path / "pki")
     site = ca.issue("site", ["site.test"])
     wa, wb = web_worker_factory("wa"), web_worker_factory("wb")
-    port = ports()
+    port = free_port()
     body = secure_lb(port, site.cert, site.key, wa, wb)
     lb = lb_factory(body, listen=False)
     assert "Protocol  : TLSv1.2" in _s_client(port, "-tls1_2").stdout
@@ -204,11 +189,11 @@ def _fingerprint(port: int, name: str, ca) -> str:
 
 
 def test_reload_keeps_the_old_pair_when_the_new_fails_and_serves_a_new_one_without_dropping(
-        web_worker_factory, lb_factory, tmp_path, ports):  # fmt: skip
+        web_worker_factory, lb_factory, tmp_path, free_port):  # fmt: skip
     ca = make_ca(tmp_path / "pki")
     old, new, live_cert, live_key = renewable_pair(tmp_path, ca)
     wa, wb = web_worker_factory("wa"), web_worker_factory("wb")
-    port = ports()
+    port = free_port()
     body = secure_lb(port, live_cert, live_key, wa, wb, tls="watch_interval = 0")
     lb = lb_factory(body, listen=False)
     old_fp = _fingerprint(port, "site.test", ca)
@@ -249,11 +234,11 @@ def _fingerprint_file(path) -> str:
     return ssl.PEM_cert_to_DER_cert(path.read_text()).hex()
 
 
-def test_changed_files_are_picked_up_without_a_signal(web_worker_factory, lb_factory, tmp_path, ports):
+def test_changed_files_are_picked_up_without_a_signal(web_worker_factory, lb_factory, tmp_path, free_port):
     ca = make_ca(tmp_path / "pki")
     old, new, live_cert, live_key = renewable_pair(tmp_path, ca)
     wa, wb = web_worker_factory("wa"), web_worker_factory("wb")
-    port = ports()
+    port = free_port()
     body = secure_lb(port, live_cert, live_key, wa, wb, tls="watch_interval = 0.5")
     lb = lb_factory(body, listen=False)
     assert _fingerprint(port, "site.test", ca) == _fingerprint_file(old.cert)
@@ -269,11 +254,11 @@ def test_changed_files_are_picked_up_without_a_signal(web_worker_factory, lb_fac
              "the renewed certificate served after its files changed")
 
 
-def test_http_redirects_to_https_and_https_sends_hsts(web_worker_factory, lb_factory, tmp_path, ports):
+def test_http_redirects_to_https_and_https_sends_hsts(web_worker_factory, lb_factory, tmp_path, free_port):
     ca = make_ca(tmp_path / "pki")
     site = ca.issue("site", ["site.test"])
     wa, wb = web_worker_factory("wa"), web_worker_factory("wb")
-    p_http, p_https = ports(), ports()
+    p_http, p_https = free_port(), free_port()
     body = f"""
 [[listeners]]
 name = "redirect"
@@ -308,11 +293,11 @@ certificates = [{{ cert_file = "{site.cert}", key_file = "{site.key}" }}]
         assert b"\r\nstrict-transport-security: max-age=31536000; includesubdomains\r\n" in head, (path, head)
 
 
-def test_ticket_keys_are_renewed_every_ticket_key_rotation(web_worker_factory, lb_factory, tmp_path, ports):
+def test_ticket_keys_are_renewed_every_ticket_key_rotation(web_worker_factory, lb_factory, tmp_path, free_port):
     ca = make_ca(tmp_path / "pki")
     site = ca.issue("site", ["site.test"])
     wa, wb = web_worker_factory("wa"), web_worker_factory("wb")
-    port = ports()
+    port = free_port()
     body = secure_lb(port, site.cert, site.key, wa, wb, tls="ticket_key_rotation = 2")
     lb_factory(body, listen=False)
     ctx = ssl.create_default_context(cafile=str(ca.cert))
