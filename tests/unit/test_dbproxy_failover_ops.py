@@ -27,18 +27,8 @@ from proxy.dbproxy.switchover import Plan, Refusal, patroni_answer, plan_switcho
 from proxy.dbproxy.topology import parse_cluster
 from proxy.pgwire.framing import BackendFramer
 from proxy.pgwire.messages import DataRow, RowDescription, decode_backend
+from tests.unit.patroni_samples import CLUSTER  # a real Patroni 3.0.2 /cluster, sync mode on
 
-# A /cluster answer of a real Patroni 3.0.2 cluster (proxy/devstack/patroni.py), sync mode on.
-CLUSTER = {
-    "members": [
-        {"name": "node1", "role": "leader", "state": "running", "api_url": "http://127.0.0.1:22007/patroni",
-         "host": "127.0.0.1", "port": 25509, "timeline": 3},
-        {"name": "node2", "role": "replica", "state": "running", "api_url": "http://127.0.0.1:25137/patroni",
-         "host": "127.0.0.1", "port": 30797, "timeline": 3, "lag": 0},
-        {"name": "node3", "role": "sync_standby", "state": "running", "api_url": "http://127.0.0.1:31705/patroni",
-         "host": "127.0.0.1", "port": 32342, "timeline": 3, "lag": 4096},
-    ]
-}  # fmt: skip
 TOPOLOGY = parse_cluster(json.dumps(CLUSTER))
 
 

@@ -21,17 +21,7 @@ from proxy.dbproxy.topology import (
     parse_etcd,
     write_verdict,
 )
-
-CLUSTER = {
-    "members": [
-        {"name": "node1", "role": "leader", "state": "running", "api_url": "http://127.0.0.1:22007/patroni",
-         "host": "127.0.0.1", "port": 25509, "timeline": 3},
-        {"name": "node2", "role": "replica", "state": "running", "api_url": "http://127.0.0.1:25137/patroni",
-         "host": "127.0.0.1", "port": 30797, "timeline": 3, "lag": 0},
-        {"name": "node3", "role": "sync_standby", "state": "running", "api_url": "http://127.0.0.1:31705/patroni",
-         "host": "127.0.0.1", "port": 32342, "timeline": 3, "lag": 4096},
-    ]
-}  # fmt: skip
+from tests.unit.patroni_samples import CLUSTER
 
 
 def with_roles(**roles: str) -> dict:
