@@ -13,7 +13,7 @@ from proxy.devstack.process import ManagedProcess, python_child_env
 HANDLER = "tests.integration.queue_handlers:run"
 
 
-def write_config(path: Path, redis_url: str, **over: object) -> Path:
+def write_config(path: Path, redis_url: str, tables: str = "", **over: object) -> Path:
     opts = {"concurrency": 4, "visibility_timeout": 2.0, "poll_interval": 0.2, "drain_timeout": 30.0}
     opts.update({k: v for k, v in over.items() if k not in ("max_attempts", "backoff_base", "max_length")})
     q = {"max_attempts": over.get("max_attempts", 3), "backoff_base": over.get("backoff_base", 0.05),
@@ -21,6 +21,7 @@ def write_config(path: Path, redis_url: str, **over: object) -> Path:
     lines = [f'redis = "{redis_url}"']
     for k, v in opts.items():
         lines.append(f"{k} = {v!r}" if not isinstance(v, str) else f'{k} = "{v}"')
+    lines.append(tables)
     lines.append("[queues.jobs]")
     lines.append(f'handler = "{HANDLER}"')
     lines += [f"{k} = {v!r}" for k, v in q.items()]

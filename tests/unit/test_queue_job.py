@@ -12,6 +12,7 @@ from proxy.core.config import ConfigError, parse_config
 from workers.queue.config import WorkerConfig
 from workers.queue.job import Job, JobDecodeError, decode_job, encode_job
 from workers.queue.policy import DeadLetter, Retry, RetryPolicy, after_failure, backoff_delay
+from workers.queue.pressure import PressureRule, pause_reason
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers(-(2**53), 2**53) | st.floats(allow_nan=False, allow_infinity=False)
@@ -106,3 +107,25 @@ def test_config_errors_are_located() -> None:
     assert "queues.ok.handler:" in text and "queues.ok.max_attempts:" in text
     cfg = parse_config({"queues": {"thumbnail": {"handler": "workers.jobs:thumb"}}}, WorkerConfig)
     assert cfg.heartbeat == pytest.approx(10.0)
+
+
+def _status(*rows: dict) -> dict:
+    return {"backends": list(rows)}
+
+
+PRIMARY_OK = {"name": "primary", "role": "primary", "usable": True, "lag_seconds": None}
+
+
+def test_pause_reason_from_a_dbproxy_status() -> None:
+    rule = PressureRule(max_replica_lag_seconds=5.0)
+    replica = {"name": "replica1", "role": "replica", "usable": True, "lag_seconds": 1.0}
+    assert pause_reason(_status(PRIMARY_OK, replica), rule) is None
+    down = {**PRIMARY_OK, "usable": False, "last_error": "connection refused"}
+    assert pause_reason(_status(down, replica), rule) == "primary primary not usable (connection refused)"
+    assert pause_reason(_status(down), PressureRule(pause_on_primary_down=False)) is None
+    lagging = {**replica, "lag_seconds": 7.5}
+    assert pause_reason(_status(PRIMARY_OK, lagging), rule) == "replica replica1 lags 7.5s > 5s"
+    assert pause_reason(_status(PRIMARY_OK, lagging), PressureRule(max_replica_lag_seconds=None)) is None
+    assert pause_reason(None, rule) is None
+    assert pause_reason(None, PressureRule(pause_when_unreachable=True)) == "health status unreachable"
+    assert pause_reason({"weird": 1}, PressureRule(pause_when_unreachable=True)) is not None

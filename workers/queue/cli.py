@@ -172,12 +172,36 @@ async def _serve(cfg: Any, consumer: str) -> int:
     if cfg.metrics:
         metrics = MetricsServer(worker, QueueClient(r, prefix=cfg.prefix), cfg.metrics)
         await metrics.start()
+    watch = asyncio.create_task(_watch_health(cfg.backpressure, worker)) if cfg.backpressure else None
     try:
         await worker.run()
     finally:
+        if watch is not None:
+            watch.cancel()
+            await asyncio.gather(watch, return_exceptions=True)
         if metrics is not None:
             await metrics.close()
         await r.aclose()
         await pool.disconnect()
     logging.getLogger("tierproxy.queue").info("exit")
     return 0
+
+
+async def _watch_health(bp: Any, worker: Any) -> None:
+    """Poll the health signal (a dbproxy's /status) and pause or resume the worker (pressure.py)."""
+    import aiohttp
+
+    from workers.queue.pressure import pause_reason
+
+    timeout = aiohttp.ClientTimeout(total=max(bp.interval, 1.0))
+    async with aiohttp.ClientSession(timeout=timeout) as http:
+        while True:
+            doc = None
+            try:
+                async with http.get(bp.status_url) as resp:
+                    if resp.status == 200:
+                        doc = await resp.json(content_type=None)
+            except (aiohttp.ClientError, asyncio.TimeoutError, ValueError):
+                doc = None
+            worker.set_paused(pause_reason(doc, bp.rule))
+            await asyncio.sleep(bp.interval)

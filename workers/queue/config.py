@@ -9,6 +9,13 @@
     drain_timeout = 30.0              # SIGTERM: how long running jobs may take to finish
     metrics = "127.0.0.1:9400"        # optional: GET /metrics
 
+    [backpressure]                    # optional: pause reading while a dbproxy is unwell
+    status_url = "http://127.0.0.1:9187/status"
+    interval = 1.0
+    max_replica_lag_seconds = 30.0
+    pause_on_primary_down = true
+    pause_when_unreachable = false
+
     [queues.thumbnail]
     handler = "workers.jobs:thumbnail"   # "module:function" (or "module.function"), async def f(job, ctx)
     max_attempts = 5
@@ -24,8 +31,28 @@ from pydantic import Field, field_validator, model_validator
 from proxy.core.config import Address, StrictModel
 from workers.queue.job import QUEUE_NAME, valid_queue_name
 from workers.queue.policy import RetryPolicy
+from workers.queue.pressure import PressureRule
 
-__all__ = ["QueueConfig", "WorkerConfig"]
+__all__ = ["BackpressureConfig", "QueueConfig", "WorkerConfig"]
+
+
+class BackpressureConfig(StrictModel):
+    status_url: str
+    interval: float = Field(1.0, gt=0.0)
+    max_replica_lag_seconds: float | None = Field(30.0, ge=0.0)
+    pause_on_primary_down: bool = True
+    pause_when_unreachable: bool = False
+
+    @field_validator("status_url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        if not v.startswith(("http://", "https://")):
+            raise ValueError("must be an http:// or https:// URL")
+        return v
+
+    @property
+    def rule(self) -> PressureRule:
+        return PressureRule(self.max_replica_lag_seconds, self.pause_on_primary_down, self.pause_when_unreachable)
 
 
 class QueueConfig(StrictModel):
@@ -59,6 +86,7 @@ class WorkerConfig(StrictModel):
     drain_timeout: float = Field(30.0, ge=0.0)
     metrics: Address | None = None
     log_level: str = "info"
+    backpressure: BackpressureConfig | None = None
     queues: dict[str, QueueConfig]
 
     @field_validator("redis")

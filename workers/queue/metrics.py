@@ -74,4 +74,8 @@ class MetricsServer:
         for q, counters in self.worker.counters.items():
             hist = counters.duration
             h.add_metric([q], hist.buckets(), hist.sum)
-        return [*g.values(), *c.values(), h]
+        paused = GaugeMetricFamily(P + "paused", "1 while this worker pauses reading (backpressure)",
+                                   labels=["queue"])
+        for q in self.worker.keys:
+            paused.add_metric([q], 1.0 if self.worker.paused else 0.0)
+        return [*g.values(), *c.values(), h, paused]

@@ -112,6 +112,7 @@ class Worker:
         self._s_promote = redis.register_script(PROMOTE)
         self._s_heartbeat = redis.register_script(HEARTBEAT)
         self._last_reclaim = 0.0
+        self.paused: str | None = None  # why reading is paused (backpressure), None while running
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -184,7 +185,20 @@ class Worker:
         except asyncio.TimeoutError:
             pass
 
+    def set_paused(self, reason: str | None) -> None:
+        """Backpressure (pressure.py): while paused no new jobs are read or reclaimed; running ones go on."""
+        if reason != self.paused:
+            if reason:
+                log.warning("paused: %s", reason)
+            else:
+                log.info("resumed")
+        self.paused = reason
+
     async def _read_once(self) -> None:
+        if self.paused:
+            await self._maintain(0)
+            await self._pause(self.cfg.poll_interval)
+            return
         free = self.cfg.concurrency - len(self.running)
         if free <= 0:
             self._slot.clear()
