@@ -256,8 +256,10 @@ class H2Conn(asyncio.Protocol):
             return
         why = self.scanner.feed(data)
         if why is not None:
-            self.fe.h2_abuse["continuation"] = self.fe.h2_abuse.get("continuation", 0) + 1
-            self.goaway(ErrorCodes.ENHANCE_YOUR_CALM, why)
+            code = ErrorCodes(self.scanner.error_code)
+            if code == ErrorCodes.ENHANCE_YOUR_CALM:
+                self.fe.h2_abuse["continuation"] = self.fe.h2_abuse.get("continuation", 0) + 1
+            self.goaway(code, why)
             return
         try:
             events = self.h2.receive_data(data)

@@ -4,7 +4,9 @@
   before `h2` sees the bytes, and refuses a header block that goes on too long: a HEADERS frame
   without END_HEADERS followed by CONTINUATION frames (the "CONTINUATION flood", 2024) is cut once
   its frames carry more than `max_block` bytes or number more than `max_frames`, before anything
-  is decoded or held for it.
+  is decoded or held for it. It also catches the one frame-level check the `h2` library gets
+  wrong: a SETTINGS ACK with a payload is a FRAME_SIZE_ERROR (RFC 9113 6.5), not PROTOCOL_ERROR.
+  `error_code` says which HTTP/2 error code the connection is cut with.
 * `ResetBudget` counts streams the client cancels (RST_STREAM) as a token bucket: a client that
   keeps opening and resetting streams (rapid reset, CVE-2023-44487) runs out and its connection is
   closed with ENHANCE_YOUR_CALM. Every reset stream's backend work is cancelled at once anyway.
@@ -17,15 +19,17 @@ from __future__ import annotations
 __all__ = ["PREFACE", "FrameScanner", "ResetBudget"]
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
-_HEADERS, _PUSH_PROMISE, _CONTINUATION = 0x1, 0x5, 0x9
+_HEADERS, _SETTINGS, _PUSH_PROMISE, _CONTINUATION = 0x1, 0x4, 0x5, 0x9
 _END_HEADERS = 0x4
+_ACK = 0x1
+FRAME_SIZE_ERROR, ENHANCE_YOUR_CALM = 0x6, 0xB
 
 
 class FrameScanner:
     """Feed the client's bytes; `feed` returns None, or why the connection must be cut."""
 
     __slots__ = ("_buf", "_skip", "_preface", "_in_block", "_block_bytes", "_block_frames",
-                 "max_block", "max_frames")  # fmt: skip
+                 "max_block", "max_frames", "error_code")  # fmt: skip
 
     def __init__(self, max_block: int, max_frames: int = 32) -> None:
         self._buf = b""  # an incomplete frame header
@@ -36,6 +40,7 @@ class FrameScanner:
         self._block_frames = 0
         self.max_block = max_block
         self.max_frames = max_frames
+        self.error_code = ENHANCE_YOUR_CALM  # of the last refusal
 
     def feed(self, data: bytes) -> str | None:
         i, n = 0, len(data)
@@ -58,6 +63,9 @@ class FrameScanner:
             length = int.from_bytes(head[:3], "big")
             ftype, flags = head[3], head[4]
             self._skip = length
+            if ftype == _SETTINGS and flags & _ACK and length:
+                self.error_code = FRAME_SIZE_ERROR
+                return "SETTINGS ACK with a payload"
             if ftype in (_HEADERS, _PUSH_PROMISE) and not self._in_block:
                 if not flags & _END_HEADERS:
                     self._in_block = True
@@ -69,6 +77,7 @@ class FrameScanner:
                 if flags & _END_HEADERS:
                     self._in_block = False
             if self._in_block and (self._block_bytes > self.max_block or self._block_frames > self.max_frames):
+                self.error_code = ENHANCE_YOUR_CALM
                 return (f"header block of {self._block_frames} frames and {self._block_bytes} bytes "
                         "without END_HEADERS (CONTINUATION flood)")  # fmt: skip
         return None

@@ -78,3 +78,14 @@ def test_reset_budget_is_a_token_bucket():
     assert b.spend(2.5)  # refilled
     b2 = ResetBudget(capacity=5, per_second=10, now=0.0)
     assert all(b2.spend(i * 0.1) for i in range(100))  # as fast as the refill: never runs out
+
+
+def test_settings_ack_with_a_payload_is_a_frame_size_error():
+    # RFC 9113 6.5: FRAME_SIZE_ERROR (the h2 library says PROTOCOL_ERROR); an empty ACK passes.
+    ack = b"\x00\x00\x00\x04\x01\x00\x00\x00\x00"
+    bad = b"\x00\x00\x06\x04\x01\x00\x00\x00\x00" + b"\x00\x03\x00\x00\x00\x64"
+    scanner = FrameScanner(max_block=65536)
+    assert scanner.feed(PREFACE + ack) is None
+    assert scanner.feed(bad) == "SETTINGS ACK with a payload" and scanner.error_code == 0x6
+    # a SETTINGS frame (no ACK) with values is ordinary
+    assert FrameScanner(max_block=65536).feed(PREFACE + bad[:4] + b"\x00" + bad[5:]) is None
