@@ -16,6 +16,11 @@ Theory of operation
    stdout and in table.txt, results.json
    with every run plus machine info, a PNG chart, and the generated configs and server logs.
 
+`--tls` and `--h2` (bench/tlspeers.py): every proxy terminates TLS with the same certificate made
+by openssl for the run and offers ALPN h2 and http/1.1; `--tls` loads them with wrk over https
+(HTTP/1.1), `--h2` with h2load (`--streams` concurrent streams per connection). "direct" has no TLS
+and is left out; the backends stay plain HTTP/1.1.
+
 A peer whose binary is missing is skipped with the apt package to install; without wrk nothing
 can run and the exit status is 2. A proxy that fails to start or dies mid-run is reported and the
 exit status is 1, after the report of what did run.
@@ -34,7 +39,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from bench import plot, realistic
+from bench import plot, realistic, tlspeers
 from bench.common import (
     Binary,
     find_binary,
@@ -52,6 +57,7 @@ from proxy.devstack.process import DevstackError
 __all__ = ["add_arguments", "run"]
 
 TARGETS = ("tierproxy", "tierproxy-asyncio", "nginx", "haproxy", "direct")
+TLS_TARGETS = TARGETS[:-1]  # --tls/--h2: "direct" (a plain backend) has no TLS to compare
 SMOKE = {"duration": 1, "warmup": 0, "rounds": 1}
 # wrk's per-request timeout: far above any loopback latency, so a timeout means a stuck request.
 WRK_TIMEOUT_S = 5.0
@@ -75,8 +81,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--connections", type=int, default=64, help="wrk connections (64)")
     parser.add_argument("--threads", type=int, default=1, help="wrk threads (1)")
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds (3)")
-    parser.add_argument("--targets", default=",".join(TARGETS),
-                        help=f"comma-separated subset of {','.join(TARGETS)}")
+    parser.add_argument("--targets", default=None,
+                        help=f"comma-separated subset of {','.join(TARGETS)} (all; with --tls/--h2: "
+                             f"{','.join(TLS_TARGETS)})")
     parser.add_argument("--smoke", action="store_true",
                         help="1 s runs, 1 round, no warm-up: checks the harness, not the speed")
     parser.add_argument("--vary", action="store_true",
@@ -86,6 +93,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="what real clients send (bench/realistic.py): browser-like header sets "
                              "with a cookie and Connection: keep-alive, every request line distinct, "
                              "backend answers of varying heads and sizes")
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--tls", action="store_true",
+                      help="HTTPS: every proxy terminates TLS (one openssl-made certificate); wrk over https")
+    mode.add_argument("--h2", action="store_true",
+                      help="HTTP/2 over TLS (ALPN h2) to every proxy, loaded by h2load (nghttp2-client)")
+    parser.add_argument("--streams", type=int, default=10,
+                        help="--h2: concurrent streams per connection (h2load -m, 10)")
     parser.add_argument("--out", type=Path, help="output dir (bench/results/<timestamp>/)")
 
 
@@ -100,7 +114,11 @@ def _settings(args: argparse.Namespace) -> dict[str, Any]:
         "wrk_timeout_s": WRK_TIMEOUT_S, "vary": args.vary or args.realistic, "realistic": args.realistic,
         "path": "bench/realistic.py PATHS" if args.realistic else "/?r=N" if args.vary else "/",
         "address": "127.0.0.1",
+        "protocol": "h2" if args.h2 else "https" if args.tls else "http",
+        "client": "h2load" if args.h2 else "wrk",
     }
+    if args.h2:
+        settings["streams"] = args.streams
     if args.smoke:
         settings.update({"duration_s": SMOKE["duration"], "warmup_s": SMOKE["warmup"],
                          "rounds": SMOKE["rounds"]})
@@ -136,12 +154,18 @@ def _start_targets(stack: Stack, wanted: list[str], bins: dict[str, Binary],
     return backends, targets
 
 
-def _measure(target: Target, wrk: str, settings: dict[str, Any], script: Path,
+def _measure(target: Target, client: str, settings: dict[str, Any], script: Path,
              backend_pids: list[int], duration: int) -> dict[str, Any]:
     proxy0 = tree_cpu_seconds(target.proxy_pids)
     backend0 = tree_cpu_seconds(backend_pids)
-    result = run_wrk(wrk, target.url, duration=duration, connections=settings["connections"],
-                     threads=settings["threads"], script=script, timeout_s=WRK_TIMEOUT_S)
+    result: Any
+    if settings["protocol"] == "h2":
+        result = tlspeers.run_h2load(client, target.url, duration=duration, connections=settings["connections"],
+                                     streams=settings["streams"], threads=settings["threads"],
+                                     timeout_s=WRK_TIMEOUT_S)  # fmt: skip
+    else:
+        result = run_wrk(client, target.url, duration=duration, connections=settings["connections"],
+                         threads=settings["threads"], script=script, timeout_s=WRK_TIMEOUT_S)
     proxy_cpu = tree_cpu_seconds(target.proxy_pids) - proxy0 if target.proxy_pids else None
     backend_cpu = tree_cpu_seconds(backend_pids) - backend0
     return {
@@ -219,16 +243,23 @@ def _keep_artifacts(workdir: Path, out: Path) -> None:
 
 def run(args: argparse.Namespace, argv: list[str]) -> int:
     settings = _settings(args)
-    wanted = [t.strip() for t in args.targets.split(",") if t.strip()]
-    unknown = sorted(set(wanted) - set(TARGETS))
+    secure = settings["protocol"] != "http"
+    if args.h2 and settings["vary"]:
+        print("--vary/--realistic are wrk Lua scripts: not with --h2 (h2load)", file=sys.stderr)
+        return 2
+    choices = TLS_TARGETS if secure else TARGETS
+    wanted = [t.strip() for t in (args.targets or ",".join(choices)).split(",") if t.strip()]
+    unknown = sorted(set(wanted) - set(choices))
     if unknown or not wanted:
         print(f"unknown target(s): {', '.join(unknown) or '(none given)'}; "
-              f"choose from {', '.join(TARGETS)}", file=sys.stderr)
+              f"choose from {', '.join(choices)}", file=sys.stderr)
         return 2
-    bins = {"wrk": find_binary("wrk", "wrk"), "nginx": find_binary("nginx", "nginx"),
+    client_bin = find_binary("h2load", "nghttp2-client") if settings["client"] == "h2load" \
+        else find_binary("wrk", "wrk")  # fmt: skip
+    bins = {"client": client_bin, "nginx": find_binary("nginx", "nginx"),
             "haproxy": find_binary("haproxy", "haproxy")}
-    if bins["wrk"].path is None:
-        print(f"cannot benchmark: {bins['wrk'].missing_message}", file=sys.stderr)
+    if bins["client"].path is None:
+        print(f"cannot benchmark: {bins['client'].missing_message}", file=sys.stderr)
         return 2
     missing = [b.missing_message for b in bins.values() if b.path is None]
     for message in missing:
@@ -241,7 +272,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
     out = (args.out or REPO / "bench" / "results" / stamp).resolve()
     out.mkdir(parents=True, exist_ok=True)
     workdir = Path(tempfile.mkdtemp(prefix="tierproxy-bench-"))
-    wrk = bins["wrk"].path
+    wrk = bins["client"].path
     assert wrk is not None
     problems: list[str] = []
     broken: list[str] = []  # proxies that failed to start or died: the exit status becomes 1
@@ -254,6 +285,8 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
         with Stack(workdir, bins["nginx"].path, bins["haproxy"].path) as stack:
             try:
                 stack.realistic = settings["realistic"]
+                if secure:
+                    stack.tls = tlspeers.make_cert(workdir / "tls")
                 backends, targets = _start_targets(stack, wanted, bins, problems, broken)
             except DevstackError as exc:
                 print(f"cannot benchmark: the backends failed to start: {exc}", file=sys.stderr)
@@ -276,8 +309,9 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
                                        settings["duration_s"])}
                     runs.append(run_)
                     cpu = run_["proxy_cpu_s"]
+                    p99 = run_["p99_ms"]
                     _log(f"round {rnd} {t.name}: {run_['requests_per_s']:,.0f} req/s, "
-                         f"p99 {run_['p99_ms']:.2f} ms, errors {run_['errors']}, proxy CPU "
+                         f"p99 {'-' if p99 is None else f'{p99:.2f}'} ms, errors {run_['errors']}, proxy CPU "
                          + (f"{cpu:.2f} s" if cpu is not None else "-"))
                     if run_["errors"]:
                         problems.append(f"{t.name} round {rnd}: {run_['errors']} errors "
@@ -301,8 +335,11 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
             problems.append(f"{name} logged {len(lines)} warning/error line(s), e.g. {lines[0][:300]}")
     rows = _summarise(targets, runs)
     table = format_table(rows, COLUMNS)
-    header = (f"tierproxy lb benchmark: wrk -t{settings['threads']} -c{settings['connections']} "
-              f"-d{settings['duration_s']}s, {settings['rounds']} round(s), medians; "
+    load = (f"h2load -t{settings['threads']} -c{settings['connections']} -m{settings['streams']} "
+            f"-D{settings['duration_s']} over h2 (TLS, ALPN)" if settings["protocol"] == "h2" else
+            f"wrk -t{settings['threads']} -c{settings['connections']} -d{settings['duration_s']}s"
+            + (" over https (TLS, HTTP/1.1)" if secure else ""))  # fmt: skip
+    header = (f"tierproxy lb benchmark: {load}, {settings['rounds']} round(s), medians; "
               f"{'realistic client requests (bench/realistic.py), every one distinct; ' if settings['realistic'] else 'every request distinct (/?r=N); ' if settings['vary'] else ''}"
               f"backends: {stack.backend_kind}\n{machine['note']}")
     print(header)
@@ -318,7 +355,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
     if not plotted:
         _log("no PNG: matplotlib is not installed (pip install -e '.[bench]')")
     results = {
-        "benchmark": "lb",
+        "benchmark": "lb" if not secure else f"lb-{settings['protocol']}",
         "command": ["python", "-m", "bench", *argv],
         "started": started,
         "settings": settings,

@@ -18,7 +18,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench import realistic
+from bench import realistic, tlspeers
 from proxy.devstack.ports import PortLock, allocate_port
 from proxy.devstack.probes import http_probe
 from proxy.devstack.process import ManagedProcess
@@ -55,10 +55,11 @@ class Target:
     processes: list[ManagedProcess] = field(default_factory=list)
     config_path: Path | None = None
     admin_port: int | None = None
+    scheme: str = "http"  # https: the proxy terminates TLS (bench lb --tls / --h2)
 
     @property
     def url(self) -> str:
-        return f"http://{HOST}:{self.port}/"
+        return f"{self.scheme}://{HOST}:{self.port}/"
 
     def alive(self) -> bool:
         return all(p.running for p in self.processes)
@@ -77,6 +78,8 @@ class Stack:
         self.backend_kind = ""
         # Backends answer with bench/realistic.py's files (varying heads and sizes), not "ok".
         self.realistic = False
+        # bench lb --tls/--h2: the proxies listen with TLS (this certificate), ALPN h2 + http/1.1.
+        self.tls: tlspeers.TlsFiles | None = None
 
     # -- plumbing -----------------------------------------------------------------------------
 
@@ -85,11 +88,18 @@ class Stack:
         self._locks.append(lock)
         return lock.port
 
-    def _spawn(self, argv: list[str], name: str, probe_port: int, **kw: object) -> ManagedProcess:
+    def _spawn(self, argv: list[str], name: str, probe_port: int, tls: bool = False,
+               **kw: object) -> ManagedProcess:  # fmt: skip
         proc = ManagedProcess(argv, name=name, log_dir=self.workdir / "logs", **kw)  # type: ignore[arg-type]
         self._processes.append(proc)
-        proc.wait_ready(http_probe(HOST, probe_port, "/"), timeout=READY_TIMEOUT)
+        probe = tlspeers.https_probe(HOST, probe_port, self.tls.cert) if tls and self.tls \
+            else http_probe(HOST, probe_port, "/")  # fmt: skip
+        proc.wait_ready(probe, timeout=READY_TIMEOUT)  # type: ignore[arg-type]
         return proc
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self.tls else "http"
 
     def close(self) -> None:
         for proc in self._processes:
@@ -144,34 +154,40 @@ class Stack:
     def start_tierproxy(self, name: str = "tierproxy", loop: str = "uvloop") -> Target:
         port, admin = self._port(), self._port()
         conf = self.workdir / f"{name}.toml"
-        conf.write_text(_tierproxy_conf(port, admin, self.backends))
+        conf.write_text(_tierproxy_conf(port, admin, self.backends, self.tls))
         if loop == "uvloop":
             argv = [sys.executable, "-m", "proxy.cli", "lb", "--config", str(conf), "--json-logs"]
         else:
             argv = [sys.executable, "-c", _ASYNCIO_LOOP_BOOT, "lb", "--config", str(conf), "--json-logs"]
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        proc = self._spawn(argv, name, port, cwd=REPO, env=env)
+        proc = self._spawn(argv, name, port, tls=True, cwd=REPO, env=env)
         desc = (f"tierproxy lb ({loop} loop): round_robin, HTTP health checks, metrics, "
-                f"X-Forwarded-*, log_level warning")
-        return Target(name, desc, port, [proc.pid], [proc], conf, admin)
+                f"X-Forwarded-*, log_level warning" + (", TLS + ALPN h2" if self.tls else ""))
+        return Target(name, desc, port, [proc.pid], [proc], conf, admin, self.scheme)
 
     def start_nginx_proxy(self) -> Target:
         assert self.nginx is not None
         port = self._port()
-        proc = self._start_nginx("nginx", _nginx_proxy_conf(port, self.backends), port)
-        desc = "nginx reverse proxy: 1 worker, upstream keepalive 64, proxy_http_version 1.1"
-        return Target("nginx", desc, port, [proc.pid], [proc], self.workdir / "nginx" / "nginx.conf")
+        listen = None
+        if self.tls:
+            listen = tlspeers.nginx_listen(HOST, port, self.tls, tlspeers.nginx_http2_on(self.nginx))
+        proc = self._start_nginx("nginx", _nginx_proxy_conf(port, self.backends, listen), port, tls=True)
+        desc = ("nginx reverse proxy: 1 worker, upstream keepalive 64, proxy_http_version 1.1"
+                + (", ssl + http2" if self.tls else ""))
+        return Target("nginx", desc, port, [proc.pid], [proc], self.workdir / "nginx" / "nginx.conf",
+                      scheme=self.scheme)  # fmt: skip
 
     def start_haproxy(self) -> Target:
         assert self.haproxy is not None
         port = self._port()
         conf = self.workdir / "haproxy.cfg"
-        conf.write_text(_haproxy_conf(port, self.backends))
-        proc = self._spawn([self.haproxy, "-f", str(conf), "-db"], "haproxy", port)
-        desc = "HAProxy: nbthread 1, mode http, http-reuse always, roundrobin, HTTP checks"
-        return Target("haproxy", desc, port, [proc.pid], [proc], conf)
+        conf.write_text(_haproxy_conf(port, self.backends, self.tls))
+        proc = self._spawn([self.haproxy, "-f", str(conf), "-db"], "haproxy", port, tls=True)
+        desc = ("HAProxy: nbthread 1, mode http, http-reuse always, roundrobin, HTTP checks"
+                + (", ssl crt + alpn h2,http/1.1" if self.tls else ""))
+        return Target("haproxy", desc, port, [proc.pid], [proc], conf, scheme=self.scheme)
 
-    def _start_nginx(self, name: str, http_block: str, port: int) -> ManagedProcess:
+    def _start_nginx(self, name: str, http_block: str, port: int, tls: bool = False) -> ManagedProcess:
         assert self.nginx is not None
         prefix = self.workdir / name
         prefix.mkdir(parents=True, exist_ok=True)
@@ -180,7 +196,7 @@ class Stack:
         # -e: the startup error log too must not go to /var/log/nginx (not writable for non-root).
         argv = [self.nginx, "-p", str(prefix), "-c", str(conf), "-e", str(prefix / "error.log"),
                 "-g", "daemon off;"]
-        return self._spawn(argv, name, port)
+        return self._spawn(argv, name, port, tls=tls)
 
 
 # -- config text --------------------------------------------------------------------------------
@@ -217,15 +233,15 @@ def _nginx_backend_conf(ports: list[int], docroot: Path | None = None) -> str:
     return servers + "}\n"
 
 
-def _nginx_proxy_conf(port: int, backends: list[str]) -> str:
+def _nginx_proxy_conf(port: int, backends: list[str], listen: str | None = None) -> str:
     servers = "".join(f"        server {b};\n" for b in backends)
     return (
         f"    upstream backends {{\n{servers}"
         f"        keepalive {UPSTREAM_IDLE};\n"
         f"        keepalive_requests {KEEPALIVE_REQUESTS};\n    }}\n"
         "    server {\n"
-        f"        listen {HOST}:{port} backlog=1024;\n"
-        "        location / {\n"
+        + (listen or f"        listen {HOST}:{port} backlog=1024;\n")
+        + "        location / {\n"
         "            proxy_pass http://backends;\n"
         "            proxy_http_version 1.1;\n"
         '            proxy_set_header Connection "";\n'
@@ -238,7 +254,7 @@ def _nginx_proxy_conf(port: int, backends: list[str]) -> str:
     )
 
 
-def _haproxy_conf(port: int, backends: list[str]) -> str:
+def _haproxy_conf(port: int, backends: list[str], tls: tlspeers.TlsFiles | None = None) -> str:
     servers = "".join(
         f"    server b{i} {b} check inter 2s fall 3 rise 2\n" for i, b in enumerate(backends, 1)
     )
@@ -248,8 +264,9 @@ def _haproxy_conf(port: int, backends: list[str]) -> str:
         "defaults\n    mode http\n    timeout connect 3s\n    timeout client 60s\n"
         "    timeout server 30s\n    timeout http-keep-alive 60s\n"
         "    option http-keep-alive\n    http-reuse always\n\n"
-        f"frontend fe\n    bind {HOST}:{port}\n    option forwardfor\n"
-        "    http-request set-header X-Forwarded-Proto http\n"
+        f"frontend fe\n    bind {tlspeers.haproxy_bind(HOST, port, tls) if tls else f'{HOST}:{port}'}\n"
+        "    option forwardfor\n"
+        f"    http-request set-header X-Forwarded-Proto {'https' if tls else 'http'}\n"
         "    http-request set-header X-Forwarded-Host %[req.hdr(host)]\n"
         "    default_backend be\n\n"
         "backend be\n    balance roundrobin\n    option httpchk GET /\n"
@@ -257,18 +274,20 @@ def _haproxy_conf(port: int, backends: list[str]) -> str:
     )
 
 
-def _tierproxy_conf(port: int, admin: int, backends: list[str]) -> str:
+def _tierproxy_conf(port: int, admin: int, backends: list[str], tls: tlspeers.TlsFiles | None = None) -> str:
     servers = "".join(
         f'[[pools.bench.backends]]\nname = "b{i}"\naddress = "{b}"\n\n'
         for i, b in enumerate(backends, 1)
     )
     return (
         "# Generated by bench/servers.py.\n"
-        f'listen = "{HOST}:{port}"\nlog_level = "warning"\n\n'
+        + (f'listen = "{HOST}:{port}"\n' if tls is None else "")
+        + 'log_level = "warning"\n\n'
         f'[admin]\naddress = "{HOST}:{admin}"\n\n'
         f"[limits]\nmax_idle_per_backend = {UPSTREAM_IDLE}\n\n"
         '[pools.bench]\nalgorithm = "round_robin"\nmode = "stateless"\nretries = 2\n\n'
         '[pools.bench.health]\ntype = "http"\npath = "/"\ninterval = 2.0\ntimeout = 1.0\n'
         "rise = 2\nfall = 3\n\n"
         f"{servers}"
+        + (tlspeers.tierproxy_listener(HOST, port, tls) if tls else "")
     )
