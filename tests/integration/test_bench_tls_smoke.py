@@ -5,18 +5,13 @@ without errors; the report has the plain bench's columns and ratios. The harness
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from bench.common import find_binary
 from bench.tlspeers import parse_h2load
-
-REPO = Path(__file__).resolve().parents[2]
+from tests.integration.benchrun import run_bench_smoke
 
 
 def _targets() -> list[str]:
@@ -25,13 +20,7 @@ def _targets() -> list[str]:
 
 def _bench(out: Path, *args: str) -> tuple[dict, str]:
     targets = _targets()
-    proc = subprocess.run(
-        [sys.executable, "-m", "bench", "lb", "--smoke", *args, "--targets", ",".join(targets), "--out", str(out)],
-        cwd=REPO, capture_output=True, text=True, timeout=100, env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )  # fmt: skip
-    report = f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr[-4000:]}"
-    assert proc.returncode == 0, report
-    results = json.loads((out / "results.json").read_text())
+    results, report = run_bench_smoke("lb", out, *args, "--targets", ",".join(targets), timeout=100)
     summary = {row["target"]: row for row in results["summary"]}
     assert sorted(summary) == sorted(targets), report
     for name, row in summary.items():
@@ -48,8 +37,8 @@ def _bench(out: Path, *args: str) -> tuple[dict, str]:
     if "haproxy" in summary:
         assert "alpn h2,http/1.1" in (out / "configs" / "haproxy.cfg").read_text()
     assert "[listeners.tls]" in (out / "configs" / "tierproxy.toml").read_text()
-    assert "req/s vs nginx" in proc.stdout and (out / "table.txt").is_file()
-    return results, proc.stdout
+    assert "req/s vs nginx" in (out / "table.txt").read_text()
+    return results, report
 
 
 @pytest.mark.timeout(120)
