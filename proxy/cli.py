@@ -4,6 +4,7 @@
     tierproxy dbproxy --config dbproxy.toml
     tierproxy geodns --config geodns.toml
     tierproxy shard --config shard.toml
+    tierproxy cdn --config cdn.toml       # the caching edge (docs/cdn.md)
     tierproxy shard reshard --from OLD.toml --to NEW.toml [--dry-run]   # move rows to a new map
     tierproxy check-config lb.toml        # any daemon's config; exit 2 with located errors
     tierproxy demo                        # the whole architecture on this machine
@@ -32,6 +33,7 @@ DAEMONS: dict[str, tuple[str, str]] = {
     "dbproxy": ("proxy.dbproxy.config:DbProxyConfig", "proxy.dbproxy.daemon:DbProxyDaemon"),
     "geodns": ("proxy.geodns.config:GeoDnsConfig", "proxy.geodns.daemon:GeoDnsDaemon"),
     "shard": ("proxy.shard.config:ShardConfig", "proxy.shard.daemon:ShardDaemon"),
+    "cdn": ("proxy.cdn.config:CdnConfig", "proxy.cdn.daemon:CdnDaemon"),
 }
 
 
@@ -59,6 +61,8 @@ def _guess_daemon(path: Path) -> str | None:
         return "geodns"
     if "shards" in data:
         return "shard"
+    if "origins" in data:
+        return "cdn"
     return None
 
 

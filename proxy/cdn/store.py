@@ -132,6 +132,16 @@ class Store:
                 self.remove(key)
         return len(keys)
 
+    def shrink(self) -> list[Key]:
+        """Evict until within `max_bytes` (after the bound was lowered by a reload)."""
+        evicted = []
+        while self.bytes > self.max_bytes and self._order:
+            victim = self._victim()
+            self.remove(victim)
+            self.evictions += 1
+            evicted.append(victim)
+        return evicted
+
     def _bump(self, key: Key) -> None:
         f = self._freq[key]
         bucket = self._buckets[f]

@@ -1,0 +1,52 @@
+"""`tierproxy cdn` configuration (TOML, validated by pydantic with located errors).
+
+    listen = "127.0.0.1:8088"
+    origins = ["127.0.0.1:8080"]     # tried in order, the next one on a connect failure
+    admin = { address = "127.0.0.1:9088" }
+    [cache]
+    max_bytes = 67108864             # the store's bound: bodies + headers + per-object overhead
+    policy = "lru"                   # lru | lfu | fifo
+    max_object_bytes = 8388608       # larger responses are passed through, not stored
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from proxy.core.config import Address, StrictModel, parse_hostport
+
+__all__ = ["AdminConfig", "CacheConfig", "CdnConfig"]
+
+
+class AdminConfig(StrictModel):
+    address: Address = "127.0.0.1:9088"  # restart
+
+
+class CacheConfig(StrictModel):
+    max_bytes: int = Field(64 * 1024 * 1024, ge=4096)
+    policy: Literal["lru", "lfu", "fifo"] = "lru"
+    max_object_bytes: int = Field(8 * 1024 * 1024, ge=1)
+    # RFC 9111 4.2.2 heuristic freshness: this fraction of (Date - Last-Modified), at most this long.
+    heuristic_fraction: float = Field(0.1, ge=0, le=1)
+    heuristic_max: float = Field(86400.0, ge=0)
+    name: str = Field("tierproxy", pattern=r"^[A-Za-z][A-Za-z0-9._-]*$")  # Cache-Status cache name
+
+
+class CdnConfig(StrictModel):
+    listen: Address = "127.0.0.1:8088"  # restart
+    origins: list[Address] = Field(min_length=1)
+    admin: AdminConfig = Field(default_factory=AdminConfig)
+    cache: CacheConfig = Field(default_factory=CacheConfig)
+    origin_connect_timeout: float = Field(2.0, gt=0)
+    origin_timeout: float = Field(30.0, gt=0)
+    client_idle_timeout: float = Field(60.0, gt=0)
+    drain_timeout: float = Field(10.0, ge=0)
+    log_level: str = "info"
+
+    @model_validator(mode="after")
+    def _distinct(self) -> CdnConfig:
+        if parse_hostport(self.listen) == parse_hostport(self.admin.address):
+            raise ValueError("listen and admin.address must differ")
+        return self

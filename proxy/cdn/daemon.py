@@ -1,0 +1,132 @@
+"""`tierproxy cdn`: the caching edge daemon. Wires the engine (engine.py), the client listener
+(server.py) and the admin server (/metrics, /status, POST /purge) together, and implements the
+runtime's start / reload (SIGHUP) / drain (SIGTERM).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.metrics_core import Metric
+
+from proxy.cdn.config import CdnConfig
+from proxy.cdn.engine import Answer, Engine
+from proxy.cdn.server import CdnServer
+from proxy.core.admin import AdminServer, make_admin_app
+from proxy.core.config import load_config
+from proxy.core.metrics import FuncCollector, new_registry
+from proxy.http1 import RequestHead
+
+__all__ = ["CdnDaemon"]
+
+log = logging.getLogger("tierproxy.cdn")
+
+
+class CdnDaemon:
+    def __init__(self, cfg: CdnConfig, config_path: str | Path | None = None) -> None:
+        self.cfg = cfg
+        self.config_path = config_path
+        self.engine = Engine(cfg)
+        self.server: CdnServer | None = None
+        self.admin: AdminServer | None = None
+        self.reloads = 0
+        self.purges = 0
+        self.registry = new_registry()
+        self.registry.register(FuncCollector(self._collect))
+
+    async def _handle(self, head: RequestHead, body: bytes) -> Answer:
+        if head.method == b"PURGE":
+            # Purging is an admin operation: only on the admin address (POST /purge).
+            return Answer(403, [(b"content-type", b"text/plain")], b"purge only through the admin address\n")
+        return await self.engine.handle(head, body)
+
+    async def start(self) -> None:
+        self.server = CdnServer(self.cfg.listen, self._handle, self.cfg.client_idle_timeout)
+        await self.server.start()
+        app = make_admin_app(self.registry)
+        app.router.add_get("/status", self._status)
+        app.router.add_post("/purge", self._purge)
+        self.admin = AdminServer(app, self.cfg.admin.address)
+        try:
+            await self.admin.start()
+        except OSError:
+            await self.server.drain(0)
+            raise
+        log.info("listening", extra={"listen": self.cfg.listen, "admin": self.cfg.admin.address,
+                                     "origins": self.cfg.origins})  # fmt: skip
+
+    async def reload(self) -> None:
+        if self.config_path is None:
+            raise RuntimeError("no config file to reload from")
+        new = load_config(self.config_path, CdnConfig)
+        if (new.listen, new.admin.address) != (self.cfg.listen, self.cfg.admin.address):
+            raise ValueError("listen and admin.address cannot change on reload; restart instead")
+        self.engine.apply(new)
+        self.cfg = new
+        self.reloads += 1
+        log.info("reloaded", extra={"origins": new.origins, "policy": new.cache.policy})
+
+    async def drain(self) -> None:
+        if self.server is not None:
+            await self.server.drain(self.cfg.drain_timeout)
+        if self.admin is not None:
+            await self.admin.stop()
+
+    # -- admin -------------------------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        snap = self.engine.snapshot()
+        lookups = snap["hits"] + snap["misses"]
+        snap["hit_ratio"] = round(snap["hits"] / lookups, 4) if lookups else 0.0
+        snap["purges"] = self.purges
+        snap["reloads"] = self.reloads
+        return snap
+
+    async def _status(self, _request: web.Request) -> web.Response:
+        return web.json_response(self.status())
+
+    async def _purge(self, request: web.Request) -> web.Response:
+        """POST /purge?url=http://host/path[&soft=1]: drop (or mark stale) every variant of a URL."""
+        url = request.query.get("url", "")
+        from urllib.parse import urlsplit
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            return web.json_response({"error": "url=http://host/path is required"}, status=400)
+        target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        primary = parts.netloc.lower().encode() + b" " + target.encode()
+        n = self.engine.store.purge(primary, soft=request.query.get("soft") in ("1", "true"))
+        self.purges += 1
+        return web.json_response({"purged": n, "url": url})
+
+    # -- metrics -----------------------------------------------------------------------------
+
+    def _collect(self) -> Iterable[Metric]:
+        snap = self.engine.snapshot()
+        p = "tierproxy_cdn_"
+        out: list[Metric] = []
+        for key, doc in (("hits", "requests answered from a fresh stored object"),
+                         ("misses", "requests with no usable stored object"),
+                         ("stale_served", "stale objects served because the origin was unreachable"),
+                         ("revalidated", "stale objects freshened by a 304 from the origin"),
+                         ("coalesced", "misses answered by another request's origin fetch"),
+                         ("origin_requests", "requests sent to the origin"),
+                         ("origin_errors", "origin requests that got no usable response"),
+                         ("not_stored", "origin responses RFC 9111 did not let us store"),
+                         ("passes", "requests passed to the origin without the cache")):  # fmt: skip
+            out.append(CounterMetricFamily(p + key, doc, value=snap[key]))
+        ev = CounterMetricFamily(p + "evictions", "objects evicted to stay under max_bytes", labels=["policy"])
+        ev.add_metric([snap["policy"]], snap["evictions"])
+        out.append(ev)
+        out.append(GaugeMetricFamily(p + "bytes", "bytes held by the store", value=snap["bytes"]))
+        out.append(GaugeMetricFamily(p + "max_bytes", "the store's bound", value=snap["max_bytes"]))
+        out.append(GaugeMetricFamily(p + "objects", "objects held by the store", value=snap["objects"]))
+        h = self.engine.origin_latency
+        hist = HistogramMetricFamily(p + "origin_latency_seconds", "origin response time")
+        hist.add_metric([], h.buckets(), h.sum)
+        out.append(hist)
+        return out

@@ -1,0 +1,277 @@
+"""The cdn's request path: look up, serve fresh hits, revalidate stale objects, coalesce misses,
+fetch from the origin, store what RFC 9111 allows, and serve stale when the origin is unreachable.
+
+Decisions come from rfc9111.py and cachestatus.py; bytes move in origin.py and server.py. One
+engine per daemon process, owned by its event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from proxy.cdn.cachestatus import cache_status
+from proxy.cdn.config import CdnConfig
+from proxy.cdn.origin import OriginError, OriginResponse, fetch
+from proxy.cdn.rfc9111 import (
+    conditional_headers,
+    current_age,
+    freshness_lifetime,
+    merge_304,
+    parse_cache_control,
+    parse_http_date,
+    storable,
+    stored_headers,
+    vary_key,
+)
+from proxy.cdn.store import Entry, Store
+from proxy.core.metrics import Histogram
+from proxy.http1 import RequestHead, get_header, strip_hop_by_hop
+
+__all__ = ["Answer", "Engine"]
+
+# Client validators and ranges are evaluated here, against the full object; never forwarded.
+_NOT_FORWARDED = frozenset({b"if-none-match", b"if-modified-since", b"if-match", b"if-unmodified-since",
+                            b"if-range", b"range", b"content-length", b"host"})
+
+
+@dataclass(slots=True)
+class Answer:
+    status: int
+    headers: list[tuple[bytes, bytes]]
+    body: bytes
+
+
+def _etag_match(client: bytes, etag: bytes | None) -> bool:
+    """If-None-Match's weak comparison (RFC 9110 13.1.2)."""
+    if etag is None:
+        return False
+    if client.strip() == b"*":
+        return True
+    bare = etag.removeprefix(b"W/")
+    return any(t.strip().removeprefix(b"W/") == bare for t in client.split(b","))
+
+
+class Engine:
+    def __init__(self, cfg: CdnConfig, clock: Callable[[], float] = time.time) -> None:
+        self.cfg = cfg
+        self.clock = clock
+        self.store = Store(cfg.cache.max_bytes, cfg.cache.policy, cfg.cache.max_object_bytes)
+        self._inflight: dict[bytes, asyncio.Future[tuple[OriginResponse, float, float]]] = {}
+        self.counters = {"hits": 0, "misses": 0, "stale_served": 0, "revalidated": 0, "coalesced": 0,
+                         "origin_requests": 0, "origin_errors": 0, "not_stored": 0, "passes": 0}
+        self.origin_latency = Histogram()
+
+    def apply(self, cfg: CdnConfig) -> None:
+        """A reloaded config: new origins and limits; the store is rebuilt only if its policy changed."""
+        c = cfg.cache
+        if c.policy != self.store.policy:
+            self.store = Store(c.max_bytes, c.policy, c.max_object_bytes)
+        else:
+            self.store.max_bytes = c.max_bytes
+            self.store.max_object_bytes = min(c.max_object_bytes, c.max_bytes)
+            self.store.shrink()
+        self.cfg = cfg
+
+    # -- origin ------------------------------------------------------------------------------
+
+    async def _origin(self, method: bytes, head: RequestHead, extra: list[tuple[bytes, bytes]],
+                      body: bytes = b"") -> tuple[OriginResponse, float, float]:
+        headers = [(n, v) for n, v in strip_hop_by_hop(head.fields()) if n not in _NOT_FORWARDED]
+        headers.insert(0, (b"host", head.host or get_header(head.fields(), b"host") or b"localhost"))
+        headers += extra
+        self.counters["origin_requests"] += 1
+        request_time = self.clock()
+        t0 = time.monotonic()
+        try:
+            resp = await fetch(self.cfg.origins, method, head.target, headers, self.cfg.origin_connect_timeout,
+                               self.cfg.origin_timeout, body)
+        except OriginError:
+            self.counters["origin_errors"] += 1
+            raise
+        self.origin_latency.observe(time.monotonic() - t0)
+        return resp, request_time, self.clock()
+
+    # -- entry points ------------------------------------------------------------------------
+
+    async def handle(self, head: RequestHead, body: bytes = b"") -> Answer:
+        method = head.method
+        if method not in (b"GET", b"HEAD"):
+            return await self._pass(head, body, "method")
+        host = (head.host or get_header(head.fields(), b"host") or b"").lower()
+        primary = host + b" " + head.target
+        req = head.fields()
+        req_cc = parse_cache_control(req)
+        if b"no-store" in req_cc:
+            return await self._pass(head, b"", "request-no-store", fwd="request")
+        found = self._lookup(primary, req)
+        if found is not None:
+            key, entry = found
+            now = self.clock()
+            age = current_age(entry.headers, entry.request_time, entry.response_time, now)
+            ttl = entry.lifetime - age
+            resp_cc = parse_cache_control(entry.headers)
+            must_check = entry.stale or b"no-cache" in resp_cc or b"no-cache" in req_cc
+            if ttl > 0 and not must_check:
+                self.counters["hits"] += 1
+                self.store.get(key)
+                return self._from_entry(head, entry, age, cache_status(self.cfg.cache.name, hit=True, ttl=ttl))
+            return await self._revalidate(head, primary, key, entry, ttl)
+        fwd = "vary-miss" if self.store.variants(primary) else "uri-miss"
+        return await self._miss(head, primary, fwd)
+
+    def _lookup(self, primary: bytes, req: list[tuple[bytes, bytes]]) -> tuple[Any, Entry] | None:
+        for secondary in self.store.variants(primary):
+            entry = self.store.peek((primary, secondary))
+            if entry is not None and vary_key(entry.headers, req) == secondary:
+                return (primary, secondary), entry
+        return None
+
+    async def _pass(self, head: RequestHead, body: bytes, reason: str, fwd: str = "method") -> Answer:
+        self.counters["passes"] += 1
+        try:
+            resp, _, _ = await self._origin(head.method, head, [], body)
+        except OriginError as exc:
+            return self._error(exc, fwd)
+        headers = strip_hop_by_hop(resp.head.headers)
+        status = cache_status(self.cfg.cache.name, fwd=fwd, fwd_status=resp.head.status, detail=reason)
+        return Answer(resp.head.status, headers + [(b"cache-status", status)], resp.body)
+
+    def _error(self, exc: OriginError, fwd: str) -> Answer:
+        status = cache_status(self.cfg.cache.name, fwd=fwd, detail=exc.reason)
+        body = b"origin unavailable\n" if exc.status == 502 else b"origin timed out\n"
+        return Answer(exc.status, [(b"content-type", b"text/plain"), (b"cache-status", status)], body)
+
+    async def _fetch_coalesced(self, head: RequestHead, primary: bytes) -> tuple[tuple[OriginResponse, float, float], bool]:
+        """One origin GET per primary key at a time: later callers await the leader's result.
+        Returns the result and whether this caller was a follower."""
+        fut = self._inflight.get(primary)
+        if fut is not None:
+            return await asyncio.shield(fut), True
+        fut = asyncio.get_running_loop().create_future()
+        self._inflight[primary] = fut
+        try:
+            result = await self._origin(b"GET", head, [])
+        except BaseException as exc:
+            fut.set_exception(exc)
+            fut.exception()  # retrieved: followers may be none
+            raise
+        finally:
+            self._inflight.pop(primary, None)
+        fut.set_result(result)
+        return result, False
+
+    async def _miss(self, head: RequestHead, primary: bytes, fwd: str) -> Answer:
+        self.counters["misses"] += 1
+        try:
+            (resp, t_req, t_resp), follower = await self._fetch_coalesced(head, primary)
+        except OriginError as exc:
+            return self._error(exc, fwd)
+        req = head.fields()
+        if follower:
+            # The leader's response serves this request only if it may be shared and its Vary
+            # selects this request too; otherwise this request goes to the origin itself.
+            ok = storable(b"GET", req, resp.head.status, resp.head.headers)
+            if not ok.store or vary_key(resp.head.headers, req) is None:
+                return await self._pass(head, b"", "uncacheable-" + ok.reason, fwd=fwd)
+            self.counters["coalesced"] += 1
+        stored = self._maybe_store(primary, req, resp, t_req, t_resp)
+        if stored is not None:
+            entry, reason = stored, "stored"
+        else:
+            entry, reason = None, storable(b"GET", req, resp.head.status, resp.head.headers).reason
+        if entry is not None:
+            age = current_age(entry.headers, t_req, t_resp, self.clock())
+            status = cache_status(self.cfg.cache.name, fwd=fwd, fwd_status=resp.head.status,
+                                  ttl=entry.lifetime - age, stored=not follower, collapsed=follower)
+            return self._from_entry(head, entry, age, status)
+        self.counters["not_stored"] += 1
+        status = cache_status(self.cfg.cache.name, fwd=fwd, fwd_status=resp.head.status, detail=reason)
+        headers = strip_hop_by_hop(resp.head.headers) + [(b"cache-status", status)]
+        return self._finish(head, resp.head.status, headers, resp.body)
+
+    def _maybe_store(self, primary: bytes, req: list, resp: OriginResponse, t_req: float, t_resp: float) -> Entry | None:
+        decision = storable(b"GET", req, resp.head.status, resp.head.headers)
+        if not decision.store:
+            return None
+        secondary = vary_key(resp.head.headers, req)
+        key = (primary, secondary)
+        existing = self.store.peek(key)
+        if existing is not None and existing.response_time > t_resp:
+            return existing
+        c = self.cfg.cache
+        lifetime = freshness_lifetime(resp.head.headers, resp.head.status,
+                                      heuristic_fraction=c.heuristic_fraction, heuristic_max=c.heuristic_max)
+        entry = Entry(resp.head.status, stored_headers(resp.head.headers), resp.body, t_req, t_resp, lifetime,
+                      vary=secondary)
+        self.store.put(key, entry)
+        return entry  # when too large for the store it is served this once and not kept
+
+    async def _revalidate(self, head: RequestHead, primary: bytes, key: Any, entry: Entry, ttl: float) -> Answer:
+        try:
+            resp, t_req, t_resp = await self._origin(b"GET", head, conditional_headers(entry.headers))
+        except OriginError as exc:
+            cc = parse_cache_control(entry.headers)
+            if b"must-revalidate" in cc or b"proxy-revalidate" in cc or b"s-maxage" in cc or b"no-cache" in cc:
+                return self._error(exc, "stale")
+            # RFC 9111 4.2.4: a disconnected cache may serve stale unless told not to.
+            self.counters["stale_served"] += 1
+            age = current_age(entry.headers, entry.request_time, entry.response_time, self.clock())
+            status = cache_status(self.cfg.cache.name, fwd="stale", ttl=ttl, detail="origin-unreachable")
+            return self._from_entry(head, entry, age, status)
+        if resp.head.status == 304:
+            merged = merge_304(entry.headers, resp.head.headers)
+            if merged is not None:
+                self.counters["revalidated"] += 1
+                c = self.cfg.cache
+                lifetime = freshness_lifetime(merged, entry.status, heuristic_fraction=c.heuristic_fraction,
+                                              heuristic_max=c.heuristic_max)
+                fresh = Entry(entry.status, merged, entry.body, t_req, t_resp, lifetime, vary=entry.vary)
+                self.store.put(key, fresh)
+                age = current_age(merged, t_req, t_resp, self.clock())
+                status = cache_status(self.cfg.cache.name, fwd="stale", fwd_status=304, ttl=lifetime - age)
+                return self._from_entry(head, fresh, age, status)
+            self.store.remove(key)
+            return await self._miss(head, primary, "stale")
+        self.store.remove(key)
+        req = head.fields()
+        stored = self._maybe_store(primary, req, resp, t_req, t_resp)
+        if stored is not None:
+            age = current_age(stored.headers, t_req, t_resp, self.clock())
+            status = cache_status(self.cfg.cache.name, fwd="stale", fwd_status=resp.head.status,
+                                  ttl=stored.lifetime - age, stored=True)
+            return self._from_entry(head, stored, age, status)
+        reason = storable(b"GET", req, resp.head.status, resp.head.headers).reason
+        status = cache_status(self.cfg.cache.name, fwd="stale", fwd_status=resp.head.status, detail=reason)
+        return self._finish(head, resp.head.status, strip_hop_by_hop(resp.head.headers) + [(b"cache-status", status)],
+                            resp.body)
+
+    # -- answers -----------------------------------------------------------------------------
+
+    def _from_entry(self, head: RequestHead, entry: Entry, age: float, status: bytes) -> Answer:
+        headers = [(n, v) for n, v in entry.headers if n != b"age"]
+        headers.append((b"age", b"%d" % int(age)))
+        headers.append((b"cache-status", status))
+        req = head.fields()
+        inm = get_header(req, b"if-none-match")
+        if inm is not None:
+            if _etag_match(inm, get_header(entry.headers, b"etag")):
+                return Answer(304, headers, b"")
+        else:
+            ims = parse_http_date(get_header(req, b"if-modified-since"))
+            lm = parse_http_date(get_header(entry.headers, b"last-modified"))
+            if ims is not None and lm is not None and lm <= ims and entry.status == 200:
+                return Answer(304, headers, b"")
+        return self._finish(head, entry.status, headers, entry.body)
+
+    def _finish(self, head: RequestHead, status: int, headers: list, body: bytes) -> Answer:
+        headers = [(n, v) for n, v in headers if n not in (b"content-length", b"transfer-encoding")]
+        headers.append((b"content-length", b"%d" % len(body)))
+        # HEAD is answered from the GET: same fields, no body (RFC 9110 9.3.2).
+        return Answer(status, headers, b"" if head.method == b"HEAD" else body)
+
+    def snapshot(self) -> dict[str, Any]:
+        return {**self.counters, **self.store.status()}

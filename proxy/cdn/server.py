@@ -1,0 +1,117 @@
+"""The cdn's client side: asyncio streams feeding the shared request parser (proxy/http1), each
+complete request handed to `Engine.handle`, answers written in request order.
+
+Bad requests get the parser's status (400, 413, 431, ...) and the connection is closed; the
+listener keeps serving. This module only moves bytes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+
+from proxy.core.config import parse_hostport
+from proxy.http1 import (
+    Body,
+    EndOfMessage,
+    ProtocolError,
+    RequestHead,
+    RequestParser,
+    simple_response,
+    write_response_head,
+)
+
+__all__ = ["CdnServer"]
+
+log = logging.getLogger("tierproxy.cdn")
+MAX_REQUEST_BODY = 8 * 1024 * 1024
+
+Handler = Callable[[RequestHead, bytes], Awaitable["object"]]
+
+
+class CdnServer:
+    def __init__(self, listen: str, handler: Handler, idle_timeout: float) -> None:
+        self.listen = listen
+        self.handler = handler
+        self.idle_timeout = idle_timeout
+        self.server: asyncio.AbstractServer | None = None
+        self.busy: set[asyncio.Task] = set()
+        self.conns: set[asyncio.StreamWriter] = set()
+        self.closing = False
+
+    async def start(self) -> None:
+        host, port = parse_hostport(self.listen)
+        self.server = await asyncio.start_server(self._conn, host, port, reuse_address=True)
+
+    @property
+    def port(self) -> int:
+        assert self.server is not None
+        return self.server.sockets[0].getsockname()[1]
+
+    async def _conn(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.conns.add(writer)
+        parser = RequestParser(max_body_bytes=MAX_REQUEST_BODY)
+        head: RequestHead | None = None
+        body = bytearray()
+        try:
+            while not self.closing:
+                try:
+                    data = await asyncio.wait_for(reader.read(65536), self.idle_timeout)
+                except asyncio.TimeoutError:
+                    return
+                try:
+                    events = parser.feed(data) if data else parser.feed_eof()
+                except ProtocolError as exc:
+                    writer.write(simple_response(exc.status_hint, f"{exc}\n".encode(), close=True))
+                    await writer.drain()
+                    return
+                for ev in events:
+                    if isinstance(ev, RequestHead):
+                        head, body = ev, bytearray()
+                    elif isinstance(ev, Body):
+                        body += ev.data
+                    elif isinstance(ev, EndOfMessage) and head is not None:
+                        task = asyncio.current_task()
+                        assert task is not None
+                        self.busy.add(task)
+                        try:
+                            answer = await self.handler(head, bytes(body))
+                        except Exception:
+                            log.exception("request failed", extra={"target": head.target.decode("latin-1")})
+                            writer.write(simple_response(500, b"internal error\n", close=True))
+                            await writer.drain()
+                            return
+                        finally:
+                            self.busy.discard(task)
+                        close = not head.keep_alive or self.closing
+                        headers = list(answer.headers)  # type: ignore[attr-defined]
+                        if answer.status not in (204, 304) and not any(  # type: ignore[attr-defined]
+                                n == b"content-length" for n, _ in headers):
+                            headers.append((b"content-length", b"%d" % len(answer.body)))  # type: ignore[attr-defined]
+                        if close:
+                            headers.append((b"connection", b"close"))
+                        writer.write(write_response_head(answer.status, headers) + answer.body)  # type: ignore[attr-defined]
+                        await writer.drain()
+                        if close:
+                            return
+                        head = None
+                if not data:
+                    return
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            self.conns.discard(writer)
+            writer.close()
+
+    async def drain(self, timeout: float) -> None:
+        """Stop accepting; requests being answered finish (up to `timeout`), idle connections close."""
+        self.closing = True
+        if self.server is not None:
+            self.server.close()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while self.busy and loop.time() < deadline:
+            await asyncio.sleep(0.02)
+        for w in list(self.conns):
+            w.close()

@@ -1,0 +1,60 @@
+"""A real origin for the cdn tests: an aiohttp server in its own process that answers
+/obj/NAME with headers chosen by query parameters and counts every request it receives.
+
+    python -m tests.integration.cdnorigin PORT
+
+Parameters: cc (Cache-Control), cookie=1 (Set-Cookie), vary (Vary, the body then names the
+request's value of that field), etag (ETag; a matching If-None-Match gets 304), delay (seconds
+before answering), size (body bytes). GET /_count?path=/obj/x gives {"requests": n, "not_modified": n}.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections import Counter
+
+from aiohttp import web
+
+
+def make_app() -> web.Application:
+    requests: Counter[str] = Counter()
+    not_modified: Counter[str] = Counter()
+
+    async def obj(request: web.Request) -> web.StreamResponse:
+        path = request.path
+        requests[path] += 1
+        q = request.query
+        if "delay" in q:
+            await asyncio.sleep(float(q["delay"]))
+        headers = {}
+        if "cc" in q:
+            headers["Cache-Control"] = q["cc"]
+        if q.get("cookie") == "1":
+            headers["Set-Cookie"] = "session=abc"
+        etag = q.get("etag")
+        if etag:
+            headers["ETag"] = f'"{etag}"'
+            if request.headers.get("If-None-Match") == f'"{etag}"':
+                not_modified[path] += 1
+                return web.Response(status=304, headers=headers)
+        body = f"{path} #{requests[path]}"
+        if "vary" in q:
+            headers["Vary"] = q["vary"]
+            body += f" {q['vary']}={request.headers.get(q['vary'], '')}"
+        if "size" in q:
+            body = body.ljust(int(q["size"]), ".")
+        return web.Response(text=body, headers=headers)
+
+    async def count(request: web.Request) -> web.Response:
+        p = request.query["path"]
+        return web.json_response({"requests": requests[p], "not_modified": not_modified[p]})
+
+    app = web.Application()
+    app.router.add_get("/_count", count)
+    app.router.add_route("*", "/obj/{name}", obj)
+    return app
+
+
+if __name__ == "__main__":
+    web.run_app(make_app(), host="127.0.0.1", port=int(sys.argv[1]), print=None, access_log=None)
