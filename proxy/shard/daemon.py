@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import socket
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -46,6 +45,7 @@ from proxy.pgfront.cancel import CancelKeys, route_worker_message
 from proxy.pgfront.clientauth import Credentials
 from proxy.pgfront.config import tls_context
 from proxy.pgfront.drain import CLOSE_FLUSH_SECONDS, drain_sessions
+from proxy.pgfront.listen import start_listener
 from proxy.pgfront.login_limits import LoginLimiter
 from proxy.pgfront.pool import ServerPools
 from proxy.pgfront.server import ServerConn, send_cancel
@@ -145,13 +145,8 @@ class ShardDaemon:
         Supervisor: the admin port and the workers (see proxy/core/workers.py)."""
         loop = asyncio.get_running_loop()
         if self.role != "supervisor":
-            host, port = parse_hostport(self.cfg.listen)
-            self.server = await loop.create_server(lambda: ShardSession(self), host, port,
-                                                   reuse_address=True, backlog=1024,
-                                                   reuse_port=self.role == "worker" or None)  # fmt: skip
-            for sock in self.server.sockets:
-                if sock.family in (socket.AF_INET, socket.AF_INET6):
-                    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            self.server = await start_listener(lambda: ShardSession(self), self.cfg.listen,
+                                               worker=self.role == "worker")  # fmt: skip
             self._sweeper = loop.create_task(self._sweep_loop())
         if self.role == "worker":
             assert self.worker_fd is not None
