@@ -237,6 +237,8 @@ async def start_copy_in(s: ShardSession, sql: str, stmt: ast.CopyStmt | None, gr
     """Start the COPY on `shards` and answer CopyInResponse (then `CopyIn.message` runs). With a
     `group`, rows are split by its key; without, every row goes to every one of `shards`."""
     splitter = None
+    if group is not None and len(s.d.router.shards) == 1:
+        group = None  # one shard: every row goes there, in any format (binary too), unsplit
     if group is not None:
         assert stmt is not None
         opts = copy_options(stmt)

@@ -86,7 +86,10 @@ class TxnTracker:
         shard = self.shard
         if shard is not None:
             if status == b"I":
-                self.state = TxnState()
+                # Not when BEGIN is still held (no shard chosen yet): a statement that chose no
+                # shard, such as psycopg's prepare (Parse, Sync), leaves the transaction pending.
+                if not (self.state.open and self.state.shard is None):
+                    self.state = TxnState()
             elif not self.state.open or self.state.shard != shard:
                 self.state = TxnState(open=True, shard=shard)
         if self.done is not None and not self.done.done():

@@ -23,7 +23,8 @@ the session layer.
   shard; as the transaction's first statement it chooses the first shard (or, with the session's
   ``SET tierproxy.shard_key``, that key's shard, as keys.plan routes it there).
 * COMMIT PREPARED / ROLLBACK PREPARED name no shard: they need ``/* tierproxy:shard=NAME */``
-  (with it, keys.plan gives `One` and they are forwarded like any statement).
+  (with it, keys.plan gives `One` and they are forwarded like any statement), unless only one
+  shard is configured.
 """
 
 from __future__ import annotations
@@ -78,7 +79,7 @@ def _shards_of(plan: One | Some | All, all_shards: Sequence[str]) -> list[tuple[
 def step(state: TxnState, plan: Plan, all_shards: Sequence[str]) -> tuple[TxnState, Decision]:
     """The session's next state and what to do with `plan`."""
     if isinstance(plan, Session) and plan.kind in TRANSACTION_KINDS:
-        return _transaction_statement(state, plan)
+        return _transaction_statement(state, plan, all_shards)
     if state.failed:
         return state, Refuse(IN_FAILED_TRANSACTION, "current transaction is aborted, commands "
                                                     "ignored until end of transaction block")
@@ -110,7 +111,8 @@ def step(state: TxnState, plan: Plan, all_shards: Sequence[str]) -> tuple[TxnSta
     return state, Forward(((shard, (sql,)),))
 
 
-def _transaction_statement(state: TxnState, plan: Session) -> tuple[TxnState, Decision]:
+def _transaction_statement(state: TxnState, plan: Session,
+                           all_shards: Sequence[str] = ()) -> tuple[TxnState, Decision]:
     kind = plan.kind
     sql = _statement_text(plan)
     if kind in ("begin", "start"):
@@ -131,6 +133,8 @@ def _transaction_statement(state: TxnState, plan: Session) -> tuple[TxnState, De
             return _CLOSED, Forward(((state.shard, ("ROLLBACK",)),), tag="ROLLBACK")
         return _CLOSED, Forward(((state.shard, (sql,)),))
     if kind in ("commit_prepared", "rollback_prepared"):
+        if len(all_shards) == 1:  # with one shard, there is no doubt where it was prepared
+            return state, Forward(((all_shards[0], (sql,)),))
         return state, Refuse(FEATURE_NOT_SUPPORTED,
                              f"{kind.replace('_', ' ').upper()} names no shard: send it with "
                              "/* tierproxy:shard=NAME */")

@@ -113,3 +113,8 @@ def test_a_transaction_never_touches_two_shards_nor_commits_after_a_refusal(seq:
             refused = False
         if not state.open:
             touched, refused = set(), False
+
+
+def test_commit_prepared_goes_to_the_only_shard_and_needs_a_name_with_several() -> None:
+    assert run(["COMMIT PREPARED 'x'"], shards=("only",))[0] == Forward((("only", ("COMMIT PREPARED 'x'",)),))
+    assert isinstance(run(["ROLLBACK PREPARED 'x'"])[0], Refuse)
