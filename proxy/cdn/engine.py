@@ -27,6 +27,7 @@ from proxy.cdn.rfc9111 import (
     stored_headers,
     vary_key,
 )
+from proxy.cdn.ranges import UNSATISFIABLE, byte_range, if_range_ok
 from proxy.cdn.store import Entry, Store
 from proxy.core.metrics import Histogram
 from proxy.http1 import RequestHead, get_header, strip_hop_by_hop
@@ -265,6 +266,16 @@ class Engine:
             lm = parse_http_date(get_header(entry.headers, b"last-modified"))
             if ims is not None and lm is not None and lm <= ims and entry.status == 200:
                 return Answer(304, headers, b"")
+        if entry.status == 200 and head.method == b"GET" and if_range_ok(
+                get_header(req, b"if-range"), get_header(entry.headers, b"etag"),
+                get_header(entry.headers, b"last-modified")):
+            span = byte_range(get_header(req, b"range"), len(entry.body))
+            if span == UNSATISFIABLE:
+                return self._finish(head, 416, [*headers, (b"content-range", b"bytes */%d" % len(entry.body))], b"")
+            if span is not None:
+                first, last = span
+                rng = b"bytes %d-%d/%d" % (first, last, len(entry.body))
+                return self._finish(head, 206, [*headers, (b"content-range", rng)], entry.body[first:last + 1])
         return self._finish(head, entry.status, headers, entry.body)
 
     def _finish(self, head: RequestHead, status: int, headers: list, body: bytes) -> Answer:

@@ -126,6 +126,17 @@ def test_miss_then_hit_then_head_from_the_cached_get(cdn, origin):
     assert origin.count("/obj/a")["requests"] == 1
 
 
+def test_range_from_the_stored_object(cdn, origin):
+    path = "/obj/rg?cc=max-age=300&size=1000"
+    status, headers, body = curl(cdn, path, "-H", "Range: bytes=0-9")
+    assert status == 206 and headers["content-range"] == "bytes 0-9/1000" and body == "/obj/rg #1"
+    status, headers, body = curl(cdn, path, "-H", "Range: bytes=-3")
+    assert status == 206 and headers["content-range"] == "bytes 997-999/1000" and body == "..."
+    status, headers, _ = curl(cdn, path, "-H", "Range: bytes=1000-")
+    assert status == 416 and headers["content-range"] == "bytes */1000"
+    assert origin.count("/obj/rg")["requests"] == 1
+
+
 def test_set_cookie_is_not_cached(cdn, origin):
     for _ in range(2):
         status, headers, _ = curl(cdn, "/obj/c?cc=max-age=300&cookie=1")
