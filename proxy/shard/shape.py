@@ -164,7 +164,9 @@ def lex(sql: str) -> Found | None:
             before = sql[start - 1] if start > 0 else " "
             if before == "&" or before.isdigit():
                 return None  # U&'...' (and its UESCAPE); a name or a number before it ("1''")
-            glued = name_char(before) is not None
+            # A name's character right before the quote glues a prefix to it, unless that
+            # character ends the previous token (the closing "$" of a dollar quote: $$$$'a').
+            glued = start - 1 >= floor and name_char(before) is not None
             # A one-letter name glued to the quote is a prefix: E'' (backslash escapes), B''/X''
             # (no '' inside: they end at the next quote), N'' (as a plain string).
             prefix = before if glued and (start < 2 or name_char(sql, start - 2) is None) else ""
@@ -205,7 +207,7 @@ def lex(sql: str) -> Found | None:
                 depth += 1 if e.group() == "/*" else -1
                 i = e.end()
             pos = floor = i
-        elif start > 0 and name_char(sql, start - 1):
+        elif start - 1 >= floor and name_char(sql, start - 1):
             pos = start + 1  # "$" inside a name (a$b)
         else:  # "$": a dollar quote (stays as written); a parameter or a stray "$": no shape
             d = _DOLLAR.match(sql, start)
