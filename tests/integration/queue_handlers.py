@@ -5,6 +5,8 @@ Every effect is written to the same Redis the queue uses, so the test reads what
     t:effects  one entry "<job id> <unix time>" per handler that got to its end
 Payload knobs: {"sleep": s} runs s seconds; {"hold": name} runs until key t:release:<name> exists;
 {"poison": true} raises until key t:cured exists.
+Per-key ordering: {"seq": n} (with the job's order_key) records "start K n" / "end K n" in t:order
+around the run, and {"fail_once": true} makes its first run raise (recording "fail K n").
 """
 
 from __future__ import annotations
@@ -20,6 +22,9 @@ async def run(job: Job, ctx: JobContext) -> None:
     p = job.payload if isinstance(job.payload, dict) else {}
     r = ctx.redis
     await r.rpush("t:starts", f"{job.id} {ctx.consumer}")
+    seq = p.get("seq")
+    if seq is not None:
+        await r.rpush("t:order", f"start {job.order_key} {seq}")
     if p.get("sleep"):
         await asyncio.sleep(p["sleep"])
     if p.get("hold"):
@@ -27,6 +32,11 @@ async def run(job: Job, ctx: JobContext) -> None:
             await asyncio.sleep(0.02)
     if p.get("poison") and not await r.exists("t:cured"):
         raise RuntimeError("poison message")
+    if seq is not None:
+        if p.get("fail_once") and await r.setnx(f"t:failed:{job.id}", 1):
+            await r.rpush("t:order", f"fail {job.order_key} {seq}")
+            raise RuntimeError("first run fails")
+        await r.rpush("t:order", f"end {job.order_key} {seq}")
     await r.rpush("t:effects", f"{job.id} {time.time()!r}")
 
 

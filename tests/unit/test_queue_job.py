@@ -25,6 +25,7 @@ jobs = st.builds(
     Job, id=st.text(min_size=1, max_size=40), queue=queue_names, payload=json_values,
     key=st.none() | st.text(min_size=1, max_size=50), attempt=st.integers(0, 1000),
     enqueued_at=st.floats(0, 4e9), error=st.none() | st.text(max_size=50),
+    order_key=st.none() | st.text(min_size=1, max_size=50),
 )
 
 
@@ -45,7 +46,7 @@ def test_decoder_raises_only_its_own_error_on_garbage(data: bytes) -> None:
 BAD = {
     "v": [None, True, 0, 2, "1"], "id": [None, "", 7, []], "queue": [None, "", "a b", "x" * 65, 3],
     "key": ["", "k" * 257, 5, {}], "attempt": [None, -1, True, 1.5, "1"],
-    "enqueued_at": [None, True, "1", []], "error": [3, [], {}],
+    "enqueued_at": [None, True, "1", []], "error": [3, [], {}], "order_key": ["", "k" * 257, 5, []],
 }
 
 
@@ -65,6 +66,14 @@ def test_decoder_rejects_unknown_and_missing_fields() -> None:
     del doc["attempt"]
     with pytest.raises(JobDecodeError, match="missing fields"):
         decode_job(json.dumps(doc))
+
+
+def test_order_key_is_written_only_when_set() -> None:
+    plain = json.loads(encode_job(Job(id="a", queue="q", payload=1)))
+    assert "order_key" not in plain  # jobs without one stay what earlier versions wrote
+    ordered = json.loads(encode_job(Job(id="a", queue="q", payload=1, order_key="user:7")))
+    assert ordered["order_key"] == "user:7"
+    assert decode_job(json.dumps(plain)).order_key is None
 
 
 def test_encoder_refuses_what_json_cannot_carry() -> None:

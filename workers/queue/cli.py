@@ -24,7 +24,7 @@ from typing import Any
 
 __all__ = ["add_arguments", "main"]
 
-STATS_FIELDS = ("depth", "delayed", "in_flight", "done", "retries", "dead", "oldest_age")
+STATS_FIELDS = ("depth", "delayed", "in_flight", "parked", "done", "retries", "dead", "oldest_age")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -97,7 +97,8 @@ async def _stats(client: Any, args: argparse.Namespace) -> int:
 def _entry_doc(e: Any) -> dict[str, Any]:
     job = e.job
     return {"entry": e.id, "reason": e.reason,
-            "job": None if job is None else {"id": job.id, "key": job.key, "attempt": job.attempt,
+            "job": None if job is None else {"id": job.id, "key": job.key, "order_key": job.order_key,
+                                             "attempt": job.attempt,
                                              "error": job.error, "payload": job.payload},
             "raw": None if job is not None else e.raw.decode(errors="replace")}
 

@@ -19,7 +19,7 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from workers.queue.job import Job, JobDecodeError, decode_job, encode_job, valid_queue_name
-from workers.queue.scripts import ENQUEUE, GROUP, QueueKeys, limits_key, registry_key
+from workers.queue.scripts import ENQUEUE, GROUP, REPLAY, QueueKeys, limits_key, registry_key
 
 __all__ = ["DeadEntry", "QueueClient", "QueueFull", "QueueStats"]
 
@@ -43,6 +43,7 @@ class QueueStats:
     dead: int  # dead-lettered in all (`dead_now` are still in the dead-letter stream)
     dead_now: int
     skipped: int  # duplicates of a done idempotency key, acknowledged without a run
+    parked: int  # delivered before their order key's earlier jobs finished, waiting their turn
     oldest_age: float  # seconds since the oldest unfinished entry entered the stream (0 if none)
 
     def as_dict(self) -> dict[str, Any]:
@@ -68,6 +69,7 @@ class QueueClient:
         # Default for enqueue: 0 = no limit, < 0 = the queue's max_length that workers published.
         self.max_length = max_length
         self._enqueue = redis.register_script(ENQUEUE)
+        self._replay = redis.register_script(REPLAY)
 
     def keys(self, queue: str) -> QueueKeys:
         if not valid_queue_name(queue):
@@ -76,15 +78,19 @@ class QueueClient:
 
     async def enqueue(
         self, queue: str, payload: Any, *, key: str | None = None, delay: float = 0.0,
-        max_length: int | None = None, wait: float = 0.0,
+        max_length: int | None = None, wait: float = 0.0, order_key: str | None = None,
     ) -> str:
         """Add a job; returns its id (for a key already seen: the first job's id, nothing added).
+
+        `order_key`: jobs enqueued with the same order key run one at a time, in enqueue order
+        (a job does not start before the previous one with its order key finished or died).
 
         `wait` > 0: when the queue is full, poll for room up to that many seconds before raising.
         """
         k = self.keys(queue)
         limit = self.max_length if max_length is None else max_length
-        job = Job(id=uuid.uuid4().hex, queue=queue, payload=payload, key=key, enqueued_at=time.time())
+        job = Job(id=uuid.uuid4().hex, queue=queue, payload=payload, key=key, enqueued_at=time.time(),
+                  order_key=order_key)
         data = encode_job(job)
         deadline = time.monotonic() + wait
         pause = 0.01
@@ -92,8 +98,9 @@ class QueueClient:
             now_ms = int(time.time() * 1000)
             due_ms = now_ms + int(delay * 1000) if delay > 0 else 0
             reply = await self._enqueue(
-                keys=[k.stream, k.delayed, k.ledger, registry_key(self.prefix), limits_key(self.prefix)],
-                args=[data, key or "", due_ms, now_ms, limit, queue, job.id],
+                keys=[k.stream, k.delayed, k.ledger, registry_key(self.prefix), limits_key(self.prefix),
+                      k.parked, k.order(order_key)],
+                args=[data, key or "", due_ms, now_ms, limit, queue, job.id, order_key or ""],
             )
             status, value = _s(reply[0]), _s(reply[1])
             if status == "ok":
@@ -112,8 +119,8 @@ class QueueClient:
         k = self.keys(queue)
         async with self.redis.pipeline(transaction=True) as p:
             p.xlen(k.stream).zcard(k.delayed).xlen(k.dead).hgetall(k.counts)
-            p.xrange(k.stream, count=1).time()
-            length, delayed, dead_now, counts, first, now = await p.execute()
+            p.xrange(k.stream, count=1).time().hlen(k.parked)
+            length, delayed, dead_now, counts, first, now, parked = await p.execute()
         try:
             in_flight = int((await self.redis.xpending(k.stream, GROUP))["pending"])
         except aioredis.ResponseError:  # no group yet: no worker has read this queue
@@ -126,7 +133,7 @@ class QueueClient:
         return QueueStats(
             queue=queue, depth=max(0, length - in_flight), delayed=delayed, in_flight=in_flight,
             done=counts.get("done", 0), retries=counts.get("retries", 0), dead=counts.get("dead", 0),
-            dead_now=dead_now, skipped=counts.get("skipped", 0), oldest_age=oldest,
+            dead_now=dead_now, skipped=counts.get("skipped", 0), parked=parked, oldest_age=oldest,
         )
 
     # -- the dead-letter stream ------------------------------------------------------------
@@ -156,11 +163,10 @@ class QueueClient:
         entry = await self.dead_entry(queue, entry_id)
         if entry is None or entry.job is None:
             return False
-        async with self.redis.pipeline(transaction=True) as p:  # MULTI: both or neither
-            p.xadd(k.stream, {"job": encode_job(entry.job.replayed())})
-            p.xdel(k.dead, entry_id)
-            await p.execute()
-        return True
+        job = entry.job.replayed()
+        # One script: out of the dead-letter stream, into the stream and its order key's line.
+        return bool(await self._replay(keys=[k.stream, k.dead, k.order(job.order_key)],
+                                       args=[entry_id, encode_job(job), job.id]))
 
     async def drop(self, queue: str, entry_id: str) -> bool:
         return bool(await self.redis.xdel(self.keys(queue).dead, entry_id))

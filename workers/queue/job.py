@@ -5,6 +5,9 @@ A job travels as one JSON object in the stream entry's `job` field:
     {"v": 1, "id": "9f1c...", "queue": "thumbnail", "payload": {...}, "key": "note:42" | null,
      "attempt": 0, "enqueued_at": 1764920000.25, "error": null}
 
+plus `"order_key": "user:7"` when the job was enqueued with one (per-key ordering; absent
+otherwise, so jobs without it are byte-for-byte what earlier versions wrote).
+
 `attempt` counts handler runs that failed so far (0 on the first delivery); `error` is the last
 failure's text, kept so the dead-letter stream says why a job died. `decode_job` validates every
 field and raises `JobDecodeError` for anything else, so a foreign or corrupt entry is dead-lettered
@@ -27,6 +30,7 @@ QUEUE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 MAX_KEY_LEN = 256
 MAX_ERROR_LEN = 2000
 _FIELDS = {"v", "id", "queue", "payload", "key", "attempt", "enqueued_at", "error"}
+_OPTIONAL = {"order_key"}
 
 
 class JobDecodeError(ValueError):
@@ -46,6 +50,7 @@ class Job:
     attempt: int = 0
     enqueued_at: float = 0.0
     error: str | None = None
+    order_key: str | None = None  # jobs with one order key run one at a time, in enqueue order
 
     def failed(self, error: str) -> Job:
         """This job after one more failed run (what a retry or the dead-letter stream holds)."""
@@ -61,10 +66,14 @@ def encode_job(job: Job) -> bytes:
         raise ValueError(f"queue name {job.queue!r} must match {QUEUE_NAME.pattern}")
     if job.key is not None and not (0 < len(job.key) <= MAX_KEY_LEN):
         raise ValueError(f"key must be 1..{MAX_KEY_LEN} characters")
-    doc = {
+    if job.order_key is not None and not (0 < len(job.order_key) <= MAX_KEY_LEN):
+        raise ValueError(f"order_key must be 1..{MAX_KEY_LEN} characters")
+    doc: dict[str, Any] = {
         "v": FORMAT_VERSION, "id": job.id, "queue": job.queue, "payload": job.payload, "key": job.key,
         "attempt": job.attempt, "enqueued_at": job.enqueued_at, "error": job.error,
     }
+    if job.order_key is not None:
+        doc["order_key"] = job.order_key
     try:
         # allow_nan=False: NaN is not JSON, and other readers of the stream would choke on it.
         return json.dumps(doc, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
@@ -85,7 +94,7 @@ def decode_job(data: bytes | str) -> Job:
         raise _fail("not a JSON object")
     if doc.get("v") != FORMAT_VERSION or isinstance(doc.get("v"), bool):
         raise _fail(f"unknown format version {doc.get('v')!r}")
-    extra = set(doc) - _FIELDS
+    extra = set(doc) - _FIELDS - _OPTIONAL
     if extra:
         raise _fail(f"unknown fields {sorted(extra)}")
     missing = _FIELDS - set(doc)
@@ -106,5 +115,8 @@ def decode_job(data: bytes | str) -> Job:
         raise _fail("enqueued_at must be a number")
     if error is not None and not isinstance(error, str):
         raise _fail("error must be null or a string")
+    order_key = doc.get("order_key")
+    if order_key is not None and (not isinstance(order_key, str) or not (0 < len(order_key) <= MAX_KEY_LEN)):
+        raise _fail(f"order_key must be null or a string of 1..{MAX_KEY_LEN} characters")
     return Job(id=job_id, queue=queue, payload=doc["payload"], key=key, attempt=attempt,
-               enqueued_at=float(enqueued_at), error=error)
+               enqueued_at=float(enqueued_at), error=error, order_key=order_key)

@@ -57,6 +57,8 @@ class MetricsServer:
                                            labels=["queue"]),
             "oldest_age": GaugeMetricFamily(P + "oldest_age_seconds", "age of the oldest unfinished job",
                                             labels=["queue"]),
+            "parked": GaugeMetricFamily(P + "parked", "jobs waiting for their order key's earlier jobs",
+                                        labels=["queue"]),
             "dead_now": GaugeMetricFamily(P + "dead_letter_depth", "jobs in the dead-letter stream",
                                           labels=["queue"]),
         }

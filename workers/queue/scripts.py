@@ -8,6 +8,13 @@ Per queue `q` (with the configured prefix, default `tq`):
     tq:{q}:counts    counters: done, retries, dead, skipped (duplicates acked without a run)
     tq:queues        the set of queue names ever used (what `stats` lists)
     tq:limits        queue -> max_length, published by workers from their config
+    tq:{q}:order:K   per-key ordering: the ids of order key K's unfinished jobs, in enqueue order
+    tq:{q}:parked    job id -> job bytes: jobs delivered while their order key's head was unfinished
+
+Per-key ordering: a job enqueued with `order_key=K` appends its id to K's list. A worker runs it
+only when it is the list's head (GATE); otherwise the job is parked (taken out of the stream, not
+lost). Settling the head for good (FINISH, SKIP, DEAD; not RETRY: a retried job stays the head)
+pops it and moves the new head, if parked, back into the stream, in the same script: no polling.
 
 Why scripts: every state change a crash could cut in half (ack + ledger, ack + retry, ack + dead
 letter, due delayed jobs -> stream) happens in one script, which Redis runs atomically and writes to
@@ -19,7 +26,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["GROUP", "QueueKeys", "ENQUEUE", "FINISH", "RETRY", "DEAD", "PROMOTE", "HEARTBEAT", "SKIP"]
+__all__ = ["GROUP", "QueueKeys", "ENQUEUE", "FINISH", "RETRY", "DEAD", "PROMOTE", "HEARTBEAT", "SKIP", "GATE",
+           "REPLAY"]
 
 GROUP = "workers"
 
@@ -50,8 +58,16 @@ class QueueKeys:
         return f"{self.prefix}:{{{self.queue}}}:counts"
 
     @property
+    def parked(self) -> str:
+        return f"{self.prefix}:{{{self.queue}}}:parked"
+
+    def order(self, order_key: str | None) -> str:
+        """The list of order key's unfinished job ids ("" when the job has no order key)."""
+        return f"{self.prefix}:{{{self.queue}}}:order:{order_key}" if order_key else ""
+
+    @property
     def all(self) -> list[str]:
-        return [self.stream, self.delayed, self.dead, self.ledger, self.counts]
+        return [self.stream, self.delayed, self.dead, self.ledger, self.counts, self.parked]
 
 
 def registry_key(prefix: str) -> str:
@@ -62,8 +78,9 @@ def limits_key(prefix: str) -> str:
     return f"{prefix}:limits"
 
 
-# KEYS: stream delayed ledger registry limits; ARGV: job-bytes key due-ms now-ms max-length queue job-id
-# max-length < 0: the limit the workers published (none if they did not).
+# KEYS: stream delayed ledger registry limits parked order; ARGV: job-bytes key due-ms now-ms max-length
+# queue job-id order-key. max-length < 0: the limit the workers published (none if they did not).
+# Parked jobs count towards the limit: they are unfinished work.
 # -> {"ok", id} | {"dup", ledger value} | {"full", length, limit}
 ENQUEUE = """
 if ARGV[2] ~= '' then
@@ -73,11 +90,12 @@ end
 local limit = tonumber(ARGV[5])
 if limit < 0 then limit = tonumber(redis.call('HGET', KEYS[5], ARGV[6]) or '0') end
 if limit > 0 then
-  local n = redis.call('XLEN', KEYS[1]) + redis.call('ZCARD', KEYS[2])
+  local n = redis.call('XLEN', KEYS[1]) + redis.call('ZCARD', KEYS[2]) + redis.call('HLEN', KEYS[6])
   if n >= limit then return {'full', tostring(n), tostring(limit)} end
 end
 redis.call('SADD', KEYS[4], ARGV[6])
 if ARGV[2] ~= '' then redis.call('HSET', KEYS[3], ARGV[2], 'queued:' .. ARGV[7]) end
+if ARGV[8] ~= '' then redis.call('RPUSH', KEYS[7], ARGV[7]) end
 if tonumber(ARGV[3]) > tonumber(ARGV[4]) then
   redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1])
   return {'ok', 'delayed'}
@@ -92,21 +110,66 @@ local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[3], ARGV[3], 1)
 if (not p[1]) or p[1][2] ~= ARGV[2] then return 0 end
 """
 
-# KEYS: stream counts ledger; ARGV: group consumer msg-id key job-id -> 1 done, 0 not ours
+# The job (id ARGV[J]) is settled for good: if it heads its order key's list (KEYS[O], "" for none),
+# pop it, and put the new head back into the stream if it was parked waiting for its turn.
+def _advance(o: int, p: int, j: int) -> str:
+    return f"""
+if KEYS[{o}] ~= '' and redis.call('LINDEX', KEYS[{o}], 0) == ARGV[{j}] then
+  redis.call('LPOP', KEYS[{o}])
+  local nxt = redis.call('LINDEX', KEYS[{o}], 0)
+  if nxt then
+    local parked = redis.call('HGET', KEYS[{p}], nxt)
+    if parked then
+      redis.call('XADD', KEYS[1], '*', 'job', parked)
+      redis.call('HDEL', KEYS[{p}], nxt)
+    end
+  end
+end
+"""
+
+
+# KEYS: stream counts ledger order parked; ARGV: group consumer msg-id key job-id -> 1 done, 0 not ours
 FINISH = _OWNED + """
 redis.call('XACK', KEYS[1], ARGV[1], ARGV[3])
 redis.call('XDEL', KEYS[1], ARGV[3])
 redis.call('HINCRBY', KEYS[2], 'done', 1)
 if ARGV[4] ~= '' then redis.call('HSET', KEYS[3], ARGV[4], 'done:' .. ARGV[5]) end
+""" + _advance(4, 5, 5) + """
 return 1
 """
 
 # A duplicate whose key is already done: acknowledged without running it.
-# KEYS: stream counts; ARGV: group consumer msg-id
+# KEYS: stream counts order parked; ARGV: group consumer msg-id job-id
 SKIP = _OWNED + """
 redis.call('XACK', KEYS[1], ARGV[1], ARGV[3])
 redis.call('XDEL', KEYS[1], ARGV[3])
 redis.call('HINCRBY', KEYS[2], 'skipped', 1)
+""" + _advance(3, 4, 4) + """
+return 1
+"""
+
+# Per-key ordering: may this delivery run now? Yes if it heads its order key's list (or the list
+# lost it: an empty list, a job replayed without one); else it is parked until the head settles.
+# KEYS: stream order parked; ARGV: group consumer msg-id job-id job-bytes -> 1 run, 0 parked, -1 not ours
+GATE = """
+local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[3], ARGV[3], 1)
+if (not p[1]) or p[1][2] ~= ARGV[2] then return -1 end
+local head = redis.call('LINDEX', KEYS[2], 0)
+if (not head) or head == ARGV[4] then return 1 end
+local pos = redis.call('LPOS', KEYS[2], ARGV[4])
+if not pos then return 1 end
+redis.call('HSET', KEYS[3], ARGV[4], ARGV[5])
+redis.call('XACK', KEYS[1], ARGV[1], ARGV[3])
+redis.call('XDEL', KEYS[1], ARGV[3])
+return 0
+"""
+
+# An operator sends a dead job back (dlq replay): to the stream, and to the back of its order key's
+# line, behind the jobs enqueued meanwhile. KEYS: stream dead order; ARGV: entry-id job-bytes job-id
+REPLAY = """
+if redis.call('XDEL', KEYS[2], ARGV[1]) == 0 then return 0 end
+if KEYS[3] ~= '' then redis.call('RPUSH', KEYS[3], ARGV[3]) end
+redis.call('XADD', KEYS[1], '*', 'job', ARGV[2])
 return 1
 """
 
@@ -119,12 +182,14 @@ redis.call('HINCRBY', KEYS[2], 'retries', 1)
 return 1
 """
 
-# KEYS: stream counts dead; ARGV: group consumer msg-id job-bytes reason
+# A dead job leaves its order key's line (its successors run; replay puts it at the back).
+# KEYS: stream counts dead order parked; ARGV: group consumer msg-id job-bytes reason job-id
 DEAD = _OWNED + """
 redis.call('XACK', KEYS[1], ARGV[1], ARGV[3])
 redis.call('XDEL', KEYS[1], ARGV[3])
 redis.call('XADD', KEYS[3], '*', 'job', ARGV[4], 'reason', ARGV[5], 'from', ARGV[3])
 redis.call('HINCRBY', KEYS[2], 'dead', 1)
+""" + _advance(4, 5, 6) + """
 return 1
 """
 

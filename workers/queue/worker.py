@@ -34,7 +34,9 @@ from proxy.core.metrics import Histogram
 from workers.queue.config import QueueConfig, WorkerConfig
 from workers.queue.job import Job, JobDecodeError, decode_job, encode_job
 from workers.queue.policy import DeadLetter, after_failure
-from workers.queue.scripts import DEAD, FINISH, GROUP, HEARTBEAT, PROMOTE, RETRY, SKIP, QueueKeys, limits_key
+from workers.queue.scripts import (
+    DEAD, FINISH, GATE, GROUP, HEARTBEAT, PROMOTE, RETRY, SKIP, QueueKeys, limits_key,
+)
 
 __all__ = ["Handler", "JobContext", "Worker", "load_handler"]
 
@@ -111,6 +113,7 @@ class Worker:
         self._s_dead = redis.register_script(DEAD)
         self._s_promote = redis.register_script(PROMOTE)
         self._s_heartbeat = redis.register_script(HEARTBEAT)
+        self._s_gate = redis.register_script(GATE)
         self._last_reclaim = 0.0
         self.paused: str | None = None  # why reading is paused (backpressure), None while running
 
@@ -295,20 +298,28 @@ class Worker:
             job = decode_job(raw)
         except JobDecodeError as exc:
             log.error("%s %s: undecodable, dead-lettered: %s", queue, mid, exc)
-            await self._settle(self._s_dead, [k.stream, k.counts, k.dead],
-                               [GROUP, self.consumer, mid, raw, f"undecodable: {exc}"])
+            await self._settle(self._s_dead, [k.stream, k.counts, k.dead, "", k.parked],
+                               [GROUP, self.consumer, mid, raw, f"undecodable: {exc}", ""])
             return
         if reclaimed and await self._crash_looping(k, mid, qcfg):
             log.error("%s %s: its workers died %d+ times running it: dead-lettered", queue, mid,
                       qcfg.max_attempts)
             failed = job.failed("worker died while running it")
-            await self._settle(self._s_dead, [k.stream, k.counts, k.dead], [
-                GROUP, self.consumer, mid, encode_job(failed), f"{qcfg.max_attempts} workers died running it"])
+            await self._settle(self._s_dead, [k.stream, k.counts, k.dead, k.order(job.order_key), k.parked], [
+                GROUP, self.consumer, mid, encode_job(failed), f"{qcfg.max_attempts} workers died running it",
+                job.id])
             return
         if job.key is not None:
             state = await self.redis.hget(k.ledger, job.key)
             if state is not None and _s(state).startswith("done:"):
-                await self._settle(self._s_skip, [k.stream, k.counts], [GROUP, self.consumer, mid])
+                await self._settle(self._s_skip, [k.stream, k.counts, k.order(job.order_key), k.parked],
+                                   [GROUP, self.consumer, mid, job.id])
+                return
+        if job.order_key is not None:
+            # Per-key ordering: not before the earlier jobs of its order key; parked otherwise,
+            # and put back into the stream by the script that settles its predecessor.
+            if await self._s_gate(keys=[k.stream, k.order(job.order_key), k.parked],
+                                  args=[GROUP, self.consumer, mid, job.id, raw]) != 1:
                 return
         ctx = JobContext(self.redis, self.consumer, mid)
         started = time.monotonic()
@@ -322,7 +333,7 @@ class Worker:
             await self._failed(k, qcfg, mid, job, exc)
             return
         self.counters[queue].duration.observe(time.monotonic() - started)
-        ok = await self._settle(self._s_finish, [k.stream, k.counts, k.ledger],
+        ok = await self._settle(self._s_finish, [k.stream, k.counts, k.ledger, k.order(job.order_key), k.parked],
                                 [GROUP, self.consumer, mid, job.key or "", job.id])
         if ok:
             self.counters[queue].done += 1
@@ -337,8 +348,8 @@ class Worker:
         decision = after_failure(failed.attempt, qcfg.retry, random.random())
         if isinstance(decision, DeadLetter):
             log.warning("%s %s: %s (%s): dead-lettered", k.queue, job.id, failed.error, decision.reason)
-            await self._settle(self._s_dead, [k.stream, k.counts, k.dead],
-                               [GROUP, self.consumer, mid, encode_job(failed), decision.reason])
+            await self._settle(self._s_dead, [k.stream, k.counts, k.dead, k.order(job.order_key), k.parked],
+                               [GROUP, self.consumer, mid, encode_job(failed), decision.reason, job.id])
         else:
             log.info("%s %s: %s: retry %d in %.2fs", k.queue, job.id, failed.error, failed.attempt + 1,
                      decision.delay)

@@ -1,0 +1,117 @@
+"""Per-key ordering (`enqueue(..., order_key=K)`) with real redis-server and real worker processes.
+
+Several workers, each running several jobs at once, get interleaved jobs of a few order keys; the
+handler records "start K n" / "end K n" in Redis (tests/integration/queue_handlers.py), so the test
+reads the real execution order: per key, n+1 never starts before n ended, and nothing is lost.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import AsyncIterator
+
+import pytest
+import redis.asyncio as aioredis
+
+from proxy.devstack.poll import wait_until_async
+from proxy.devstack.redis import RedisServer, start_redis_async
+from tests.integration.queueproc import Workers, write_config
+from workers.queue import QueueClient
+
+WAIT = 90.0
+KEYS = ("user:1", "user:2", "user:3")
+PER_KEY = 12
+
+
+@pytest.fixture
+async def server(tmp_path) -> AsyncIterator[RedisServer]:
+    s = await start_redis_async(log_dir=tmp_path / "redis")
+    try:
+        yield s
+    finally:
+        await s.close_async()
+
+
+@pytest.fixture
+async def r(server) -> AsyncIterator[aioredis.Redis]:
+    client = aioredis.from_url(server.url, decode_responses=True)
+    try:
+        yield client
+    finally:
+        await client.aclose()
+
+
+def expected_events(key: str, fails: set[int]) -> list[str]:
+    """What t:order must hold for one key: each job's runs (a failed one first, if any), then the next."""
+    out: list[str] = []
+    for n in range(PER_KEY):
+        if n in fails:
+            out += [f"start {key} {n}", f"fail {key} {n}"]
+        out += [f"start {key} {n}", f"end {key} {n}"]
+    return out
+
+
+async def test_jobs_of_one_order_key_run_one_at_a_time_in_order(tmp_path, server, r) -> None:
+    w = Workers(tmp_path / "logs", write_config(tmp_path / "q.toml", server.url, concurrency=4), r)
+    try:
+        for name in ("a", "b", "c"):
+            await w.start(name)
+        q = QueueClient(r)
+        rng = random.Random(21)
+        fails = {key: {rng.randrange(PER_KEY)} for key in KEYS}  # one retry (backoff) inside each line
+        for n in range(PER_KEY):
+            for key in KEYS:
+                payload = {"seq": n, "sleep": rng.choice([0.0, 0.01, 0.05]), "fail_once": n in fails[key]}
+                await q.enqueue("jobs", payload, order_key=key)
+        # Unordered jobs in between keep the workers busy with other work meanwhile.
+        for _ in range(10):
+            await q.enqueue("jobs", {"sleep": 0.02})
+        total = len(KEYS) * (2 * PER_KEY + 2)
+
+        async def all_recorded() -> list[str] | None:
+            events = await r.lrange("t:order", 0, -1)
+            return events if len(events) >= total else None
+
+        events = await wait_until_async(all_recorded, WAIT, "every ordered job done")
+        for key in KEYS:
+            assert [e for e in events if e.split()[1] == key] == expected_events(key, fails[key]), key
+        stats = await wait_until_async(
+            lambda: _stats_when(q, done=len(KEYS) * PER_KEY + 10, in_flight=0, depth=0, parked=0),
+            WAIT, "all acked, none parked")
+        assert (stats.dead, stats.retries) == (0, len(KEYS))
+        # Each key's line is empty again: nothing is left behind in Redis.
+        assert [k for k in await r.keys("tq:{jobs}:order:*")] == []
+        # The workers really ran jobs in parallel, not one after the other.
+        consumers = {s.split()[1] for s in await r.lrange("t:starts", 0, -1)}
+        assert len(consumers) >= 2
+    finally:
+        w.close()
+
+
+async def _stats_when(q: QueueClient, **want: int):
+    s = await q.stats("jobs")
+    return s if all(getattr(s, k) == v for k, v in want.items()) else None
+
+
+async def test_dead_job_frees_its_line_and_replay_goes_to_the_back(tmp_path, server, r) -> None:
+    w = Workers(tmp_path / "logs", write_config(tmp_path / "q.toml", server.url, max_attempts=1), r)
+    try:
+        await w.start("a")
+        q = QueueClient(r)
+        await q.enqueue("jobs", {"seq": 0, "fail_once": True}, order_key="k")
+        await q.enqueue("jobs", {"seq": 1}, order_key="k")
+
+        async def recorded(n: int):
+            events = await r.lrange("t:order", 0, -1)
+            return events if len(events) >= n else None
+
+        # 0 fails with max_attempts 1: dead-lettered, and 1 runs after it instead of waiting forever.
+        assert await wait_until_async(lambda: recorded(4), WAIT, "1 ran") == [
+            "start k 0", "fail k 0", "start k 1", "end k 1"]
+        (entry,) = await q.dead("jobs")
+        assert await q.replay("jobs", entry.id)
+        events = await wait_until_async(lambda: recorded(6), WAIT, "replayed 0 ran")
+        assert events[4:] == ["start k 0", "end k 0"]
+        await wait_until_async(lambda: _stats_when(q, done=2, in_flight=0, parked=0), WAIT, "acked")
+    finally:
+        w.close()
