@@ -2,7 +2,7 @@
 
     listen = "127.0.0.1:8088"
     origins = ["127.0.0.1:8080"]     # tried in order, the next one on a connect failure
-    admin = { address = "127.0.0.1:9088" }
+    admin = { address = "127.0.0.1:9088" }   # token_file = "...", allowed_hosts = [...]
     [cache]
     max_bytes = 67108864             # the store's bound: bodies + headers + per-object overhead
     policy = "lru"                   # lru | lfu | fifo
@@ -15,6 +15,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
+from proxy.core.adminguard import read_token
 from proxy.core.config import Address, StrictModel, parse_hostport
 
 __all__ = ["AdminConfig", "CacheConfig", "CdnConfig"]
@@ -22,6 +23,13 @@ __all__ = ["AdminConfig", "CacheConfig", "CdnConfig"]
 
 class AdminConfig(StrictModel):
     address: Address = "127.0.0.1:9088"  # restart
+    # Purges need this bearer token when set (proxy/core/adminguard.py; Host/Origin checks always).
+    token_file: str | None = None
+    allowed_hosts: list[str] = Field(default_factory=list)
+
+    @property
+    def token(self) -> str | None:
+        return read_token(self.token_file) if self.token_file else None
 
 
 class CacheConfig(StrictModel):

@@ -18,7 +18,8 @@ from proxy.cdn.config import CdnConfig
 from proxy.cdn.engine import Answer, Engine
 from proxy.cdn.server import CdnServer
 from proxy.core.admin import AdminServer, make_admin_app
-from proxy.core.config import load_config
+from proxy.core.adminguard import AdminGuard
+from proxy.core.config import load_config, parse_hostport
 from proxy.core.metrics import FuncCollector, new_registry
 from proxy.http1 import RequestHead
 
@@ -48,7 +49,9 @@ class CdnDaemon:
     async def start(self) -> None:
         self.server = CdnServer(self.cfg.listen, self._handle, self.cfg.client_idle_timeout)
         await self.server.start()
-        app = make_admin_app(self.registry)
+        self.guard = AdminGuard(parse_hostport(self.cfg.admin.address)[0], self.cfg.admin.token,
+                                self.cfg.admin.allowed_hosts)
+        app = make_admin_app(self.registry, guard=self.guard)
         app.router.add_get("/status", self._status)
         app.router.add_post("/purge", self._purge)
         self.admin = AdminServer(app, self.cfg.admin.address)
@@ -66,6 +69,7 @@ class CdnDaemon:
         new = load_config(self.config_path, CdnConfig)
         if (new.listen, new.admin.address) != (self.cfg.listen, self.cfg.admin.address):
             raise ValueError("listen and admin.address cannot change on reload; restart instead")
+        self.guard.update(new.admin.token, new.admin.allowed_hosts)
         self.engine.apply(new)
         self.cfg = new
         self.reloads += 1

@@ -228,6 +228,13 @@ def test_purge_from_admin_only(cdn, origin):
     url = f"http://127.0.0.1:{cdn.port}/obj/p?cc=max-age%3D300"
     code, body = http_json(f"http://127.0.0.1:{cdn.admin_port}/purge?url=" + url.replace("?", "%3F").replace("&", "%26"), "POST")
     assert code == 200 and body["purged"] == 1
+    # From a browser page elsewhere (CSRF), or under a foreign Host name (DNS rebinding): refused.
+    purge = f"http://127.0.0.1:{cdn.admin_port}/purge?url=http://x/obj/p"
+    for extra in (["-H", "Origin: http://evil.example", "-H", "Content-Type: application/json"],
+                  ["-H", "Host: evil.example", "-H", "Content-Type: application/json"]):
+        out = subprocess.run(["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}", "-X", "POST", *extra, purge],
+                             capture_output=True, text=True, timeout=30)
+        assert out.stdout == "403"
     assert "fwd=uri-miss" in curl(cdn, path)[1]["cache-status"]
     assert origin.count("/obj/p")["requests"] == 2
 
