@@ -1,4 +1,4 @@
-"""`tierproxy cdn`: the caching edge. So far its sans-IO parts only: RFC 9111 decisions
-(rfc9111.py), the RFC 9211 Cache-Status value (cachestatus.py) and the byte-bounded store
-(store.py). docs/cdn.md says what is built and what is not.
+"""`tierproxy cdn`: the HTTP caching edge (issue 19, first part). Pure decisions in rfc9111.py,
+cachestatus.py, ranges.py and store.py; the request path in engine.py; bytes in server.py and
+origin.py; wiring in daemon.py. docs/cdn.md says what is built and what is not.
 """
