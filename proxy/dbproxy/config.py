@@ -42,6 +42,7 @@ __all__ = [
     "AdminConfig",
     "AuthConfig",
     "BackendAuthConfig",
+    "CacheConfig",
     "DbProxyConfig",
     "MonitorConfig",
     "PoolConfig",
@@ -205,6 +206,20 @@ class AdminConfig(AdminTokenConfig):
     address: Address = "127.0.0.1:9187"  # restart; /status, /metrics
 
 
+class CacheConfig(StrictModel):
+    """The read-through query cache (issue 20, qcache_*.py). Off by default; restart to change.
+    Only statements with a leading `/* tierproxy:cache ttl=N */` hint are cached."""
+
+    enabled: bool = False
+    max_bytes: int = Field(default=64 * 1024 * 1024, ge=1024, le=1 << 40)  # the in-process bound
+    policy: Literal["lru", "lfu", "fifo"] = "lru"  # eviction when max_bytes is reached
+    # fraction; a TTL is shortened by up to this much at random, so entries stored together do
+    # not expire together
+    jitter: float = Field(default=0.1, ge=0.0, le=1.0)
+    # bytes; a larger answer is passed through and not stored
+    max_entry_bytes: int = Field(default=1024 * 1024, ge=64, le=1 << 30)
+
+
 class DbProxyConfig(StrictModel):
     listen: Address = "127.0.0.1:6432"  # restart; clients connect here
     # restart; processes serving `listen` (SO_REUSEPORT) under one supervisor. Each worker has its
@@ -226,6 +241,7 @@ class DbProxyConfig(StrictModel):
     timeouts: TimeoutsConfig = Field(default_factory=TimeoutsConfig)
     tls: TlsConfig | None = None  # no [tls]: SSLRequest is answered 'N' (clients stay in clear)
     topology: TopologyConfig = Field(default_factory=TopologyConfig)
+    cache: CacheConfig = Field(default_factory=CacheConfig)
 
     @model_validator(mode="after")
     def _cross_checks(self) -> DbProxyConfig:
@@ -254,6 +270,10 @@ class DbProxyConfig(StrictModel):
                     f"replicas[{i}].address: {r.address} is also replica {seen[addr]!r}"
                 )
             seen[addr] = r.name
+        if self.cache.enabled and self.workers > 1:
+            # Each worker would hold its own store, and a write through one would not reach the
+            # others' until the shared level (Redis) exists.
+            raise ValueError("cache.enabled: the query cache needs workers = 1 (no shared level yet)")
         listen = parse_hostport(self.listen)
         if listen == parse_hostport(self.admin.address):
             raise ValueError("listen: listen and admin.address must differ")

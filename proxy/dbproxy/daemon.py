@@ -46,6 +46,7 @@ from .faults import query_timed_out, replica_marked_down, restart_query_timer
 from .monitor import BackendStatus, ReplicaMonitor, usable_for_reads
 from .patroni_admin import add_patroni_routes
 from .router import PRIMARY, ReplicaView, RouteReason
+from .qcache_session import CachingSession, QueryCache
 from .session import ClientSession
 from .stats import collect, merge, merge_console, snapshot
 
@@ -93,6 +94,7 @@ class DbProxyDaemon:
         self.login_limiter = LoginLimiter(cfg.auth.max_failed_logins_per_minute)
         self.tls_context = tls_context(cfg.tls)
         self.cache = ClassifierCache(write_functions=cfg.routing.all_write_functions)
+        self.qcache = QueryCache(cfg.cache) if cfg.cache.enabled else None  # qcache_session.py
         self.parse_cache: dict[bytes, tuple[str, Decision]] = {}
         self.metrics = DbMetrics()
         self.sessions: set[ClientSession] = set()
@@ -217,7 +219,8 @@ class DbProxyDaemon:
             except (OSError, ValueError) as exc:
                 log.warning("commit counts not shared with the other workers", extra={"error": str(exc)})
         if self.role != "supervisor":
-            self.server = await start_listener(lambda: ClientSession(self), self.cfg.listen,
+            session_class = CachingSession if self.qcache is not None else ClientSession
+            self.server = await start_listener(lambda: session_class(self), self.cfg.listen,
                                                worker=self.role == "worker")  # fmt: skip
             self._sweeper = loop.create_task(self._sweep_loop())
         if self.role == "worker":
@@ -255,10 +258,11 @@ class DbProxyDaemon:
         if self.config_path is None:
             raise RuntimeError("no config file to reload from")
         new = load_config(self.config_path, DbProxyConfig)
-        if (new.listen, new.admin.address, new.workers, new.topology) != (
-            self.cfg.listen, self.cfg.admin.address, self.cfg.workers, self.cfg.topology
+        if (new.listen, new.admin.address, new.workers, new.topology, new.cache) != (
+            self.cfg.listen, self.cfg.admin.address, self.cfg.workers, self.cfg.topology, self.cfg.cache
         ):
-            raise ValueError("listen, admin.address, workers and [topology] cannot change on reload; restart instead")
+            raise ValueError("listen, admin.address, workers, [topology] and [cache] cannot change on reload; "
+                             "restart instead")
         token = new.admin.token  # read before anything changes: a vanished file fails the reload
         creds = Credentials(new.auth)
         tls = tls_context(new.tls)  # a renewed certificate applies to new clients

@@ -1,6 +1,6 @@
 """The query cache's decisions: which statements may be cached, their key, their tables, the hint.
 
-Pure functions, no I/O (issue 20). The dbproxy session (not wired yet) asks, per statement:
+Pure functions, no I/O (issue 20). The dbproxy session (qcache_session.py) asks, per statement:
 
 - `cache_hint(sql)`: the TTL asked for by a leading `/* tierproxy:cache ttl=30 */` comment
   (seconds, a positive integer; case-insensitive, whitespace-tolerant like the routing hints, and
@@ -99,6 +99,7 @@ RESULT_SETTINGS: frozenset[str] = frozenset(
         "default_text_search_config", "transform_null_equals", "array_nulls", "xmlbinary",
         "xmloption", "enable_partition_pruning", "constraint_exclusion", "backslash_quote",
         "escape_string_warning", "integer_datetimes", "server_encoding", "server_version",
+        "options",  # the startup packet's command-line options: any -c setting
     }
 )  # fmt: skip
 

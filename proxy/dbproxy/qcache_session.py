@@ -1,0 +1,270 @@
+"""The query cache in the dbproxy session: hits answered by the proxy, misses filled, writes invalidating.
+
+`QueryCache` (one per daemon process, built only when `[cache] enabled`) holds the store
+(qcache_store.py) and a version number per table; the session calls three hooks, and none of them
+runs when the cache is off:
+
+- `on_batch(session, batch)` before a batch is routed. Every write in it (any statement the
+  classifier sends to the primary except transaction control, primary-state reads and locks)
+  drops the entries of its tables (qcache_policy.written_tables; unknown tables drop everything)
+  and marks them dirty in the session. A batch that is one simple Query with a valid
+  `/* tierproxy:cache ttl=N */` hint and a cacheable statement (qcache_policy.cacheable), with no
+  other statement in flight on any of the session's servers, is looked up: a hit is answered
+  here (the stored RowDescription..CommandComplete bytes, then ReadyForQuery with the session's
+  status) and never reaches a server; a miss is sent to the *primary* (a replica may lag
+  behind a write this process has already invalidated for) and its answer captured.
+- `on_relay(session, conn, data)` after the session forwarded a server's bytes: the captured
+  answer is stored when its ReadyForQuery arrives, if it is exactly RowDescription, DataRows and
+  CommandComplete, fits `max_entry_bytes`, and no table it reads was invalidated since the query
+  was sent (a write that committed meanwhile may or may not be in the answer). The dirty tables
+  are invalidated again when the primary has nothing in flight and no transaction is open: the
+  write is then committed (or rolled back), and a read that ran before the commit cannot be
+  stored after it.
+- `on_lost(session)`: a server connection lost with writes in flight: their tables are
+  invalidated (they may have committed).
+
+One process only: the config refuses `enabled` with workers > 1 until the shared level exists.
+"""
+
+from __future__ import annotations
+
+import random
+import struct
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from proxy.pgwire.framing import Message
+
+from .classify import classify
+from .classify_types import Decision, Reason, Target
+from .qcache_policy import cache_hint, cache_key, cacheable, normalise, statement_shape, written_tables
+from .qcache_store import QueryCacheStore, expires_at
+from .router import PRIMARY
+from .session import ClientSession
+
+if TYPE_CHECKING:
+    from .config import CacheConfig
+
+__all__ = ["CachingSession", "QueryCache", "answer_complete", "on_batch", "on_lost", "on_relay"]
+
+_INT32 = struct.Struct("!i")
+# A cache fill needs the primary's state; PRIMARY_STATE is a read to the router (no write noted).
+_FILL = Decision(Target.PRIMARY, Reason.PRIMARY_STATE, detail="primary-state")
+_NO_WRITE = frozenset({Reason.TRANSACTION_CONTROL, Reason.PRIMARY_STATE, Reason.LOCKING, Reason.EMPTY})
+
+
+def answer_complete(buf: bytes | bytearray) -> tuple[bool, bytes | None]:
+    """(done, answer): done once a ReadyForQuery ends `buf`; answer is the bytes before it when
+    they are exactly RowDescription, DataRow*, CommandComplete, else None (not to be stored)."""
+    pos, n = 0, len(buf)
+    kinds: list[int] = []
+    while n - pos >= 5:
+        length = _INT32.unpack_from(buf, pos + 1)[0]
+        end = pos + 1 + length
+        if length < 4 or end > n:
+            return False, None
+        if buf[pos] == 0x5A:  # ReadyForQuery
+            if end != n:
+                return True, None
+            ok = len(kinds) >= 2 and kinds[0] == 0x54 and kinds[-1] == 0x43
+            ok = ok and all(k == 0x44 for k in kinds[1:-1]) and buf[end - 1] != 0x45  # not 'E'
+            return True, bytes(buf[:pos]) if ok else None
+        kinds.append(buf[pos])
+        pos = end
+    return False, None
+
+
+@dataclass(slots=True)
+class _Pending:
+    key: bytes
+    tables: frozenset[str]
+    ttl: int
+    versions: tuple[int, tuple[int, ...]]
+    buf: bytearray = field(default_factory=bytearray)
+    conn: Any = None
+
+
+class QueryCache:
+    """The process's cache: store, per-table versions, counters (see the module docstring)."""
+
+    def __init__(self, cfg: CacheConfig, rng: random.Random | None = None) -> None:
+        self.cfg = cfg
+        self.store = QueryCacheStore(cfg.max_bytes, cfg.policy)
+        self.rng = rng or random.Random()
+        self.epoch = 0  # bumped when everything is dropped
+        self.versions: dict[str, int] = {}
+        self.stored = self.not_stored = 0
+
+    def invalidate(self, tables: frozenset[str] | None) -> None:
+        if tables is None:
+            self.epoch += 1
+            self.store.clear()
+            return
+        for table in tables:
+            self.versions[table] = self.versions.get(table, 0) + 1
+        self.store.invalidate_tables(tables)
+
+    def snapshot(self, tables: frozenset[str]) -> tuple[int, tuple[int, ...]]:
+        return self.epoch, tuple(self.versions.get(t, 0) for t in sorted(tables))
+
+    def fill(self, p: _Pending, answer: bytes) -> None:
+        now = time.monotonic()
+        if self.snapshot(p.tables) != p.versions:
+            self.not_stored += 1  # a write to its tables ended while it ran
+            return
+        expires = expires_at(now, p.ttl, self.cfg.jitter, self.rng.random())
+        if self.store.put(p.key, answer, p.tables, expires, now):
+            self.stored += 1
+
+
+def _sql(raw: bytes) -> str | None:
+    """The SQL text of a whole Query or Parse message, else None."""
+    if raw[:1] == b"Q":
+        return raw[5:-1].decode("utf-8", "surrogateescape")
+    if raw[:1] == b"P":
+        start = raw.index(b"\0", 5) + 1
+        return raw[start : raw.index(b"\0", start)].decode("utf-8", "surrogateescape")
+    return None
+
+
+def _write_tables(raw: bytes, d: Decision) -> frozenset[str] | None:
+    sql = _sql(raw)
+    if sql is None:
+        return None  # FunctionCall: anything
+    if d.reason is Reason.HINT:
+        # A routing hint hides the statement's own decision: classify it without comments.
+        text = normalise(sql)
+        if text is None:
+            return None
+        d = classify(text.decode("utf-8", "surrogateescape"))
+    return written_tables(sql, d)
+
+
+def _writes(batch: list[tuple[Message, Any]]) -> tuple[bool, frozenset[str] | None]:
+    """(any write, its tables: None = unknown). A Bind or Describe of a prepared statement counts
+    as its Parse (a prepared INSERT executed again is a write again)."""
+    wrote, tables = False, set()
+    for msg, aux in batch:
+        if msg.type == b"F":
+            return True, None  # FunctionCall: it can call anything
+        if aux is None:
+            continue
+        kind = aux[0]
+        if kind == "query":
+            d, raw = aux[1], msg.raw
+        elif kind in ("use", "parse", "dup"):
+            d, raw = aux[3], aux[2]
+        else:
+            continue
+        if d.target is not Target.PRIMARY or d.reason in _NO_WRITE:
+            continue
+        if d.reason is Reason.SESSION and d.detail != "execute-prepared":
+            continue  # SET, LISTEN, temp objects (cached reads never come from a pinned session)
+        found = _write_tables(raw, d) if d.detail != "execute-prepared" else None
+        wrote = True
+        if found is None:
+            return True, None
+        tables |= found
+    return wrote, frozenset(tables)
+
+
+def on_batch(session: ClientSession, batch: list[tuple[Message, Any]]) -> bool:
+    """Invalidate for the batch's writes; True if the batch was answered from the cache."""
+    cache: QueryCache = session.d.qcache
+    wrote, tables = _writes(batch)
+    if wrote:
+        cache.invalidate(tables)
+        if tables is None or session.qdirty is None:
+            session.qdirty = None
+        else:
+            session.qdirty |= tables
+        session.qwrote = True
+        return False
+    if len(batch) != 1:
+        return False
+    msg, aux = batch[0]
+    if msg.type != b"Q" or aux is None or aux[0] != "query" or session.qpending is not None:
+        return False
+    sql = _sql(msg.raw)
+    ttl = cache_hint(sql) if sql is not None else None
+    if ttl is None:
+        return False
+    router = session.router
+    shape = statement_shape(sql)
+    # A transaction on a replica is read-only (the router sends only those there); one on the
+    # primary is taken to be read-write.
+    on_replica = router.transaction_backend not in (None, PRIMARY)
+    if not cacheable(aux[1], shape, in_transaction=router.in_transaction,
+                     read_only_transaction=on_replica, pinned=router.pinned):  # fmt: skip
+        return False
+    if any(conn.busy for conn in session.servers.values()):
+        return False  # an answer still due must come first
+    text = normalise(sql)
+    if text is None or shape is None:
+        return False
+    key = cache_key(text, database=session.database, user=session.user, settings=dict(session.options))
+    answer = cache.store.get(key, time.monotonic())
+    if answer is not None:
+        session.transport.write(answer + b"Z\x00\x00\x00\x05" + session._status())
+        return True
+    session.qpending = _Pending(key, shape.tables, ttl, cache.snapshot(shape.tables))
+    batch[0] = (msg, ("query", _FILL))
+    return False
+
+
+def on_relay(session: ClientSession, conn: Any, data: bytes) -> None:
+    """After `data` (whole messages, forwarded) from `conn`: capture, store, invalidate."""
+    cache: QueryCache = session.d.qcache
+    p = session.qpending
+    if p is not None:
+        if p.conn is None:
+            p.conn = conn
+        if p.conn is conn and conn.backend != PRIMARY:
+            session.qpending = None  # a replica's answer may predate a write already invalidated
+        elif p.conn is conn:
+            p.buf += data
+            if conn._skip or len(p.buf) > cache.cfg.max_entry_bytes + 6:
+                session.qpending = None  # too large (or forwarded unframed): not stored
+            else:
+                done, answer = answer_complete(p.buf)
+                if done:
+                    session.qpending = None
+                    if answer is not None:
+                        cache.fill(p, answer)
+    if session.qwrote and conn.backend == PRIMARY and not conn.busy and not session.router.in_transaction:
+        cache.invalidate(session.qdirty)
+        session.qdirty, session.qwrote = set(), False
+
+
+def on_lost(session: ClientSession) -> None:
+    session.qpending = None
+    if session.qwrote:
+        session.d.qcache.invalidate(session.qdirty)
+        session.qdirty, session.qwrote = set(), False
+
+
+class CachingSession(ClientSession):
+    """The session the daemon builds when `[cache] enabled`: the hooks above around routing and
+    relaying (a daemon without a cache builds plain ClientSessions, which never look)."""
+
+    def __init__(self, daemon: Any) -> None:
+        super().__init__(daemon)
+        self.qpending: _Pending | None = None
+        self.qdirty: set[str] | None = set()  # tables written since the last invalidation; None: all
+        self.qwrote = False
+
+    def _dispatch(self) -> None:
+        if self.aborted is None and on_batch(self, self.batch):
+            self.batch, self.batch_bytes = [], 0
+            return
+        super()._dispatch()
+
+    def relay_from_server(self, conn: Any, data: bytes) -> int:
+        used = super().relay_from_server(conn, data)
+        on_relay(self, conn, data[:used])
+        return used
+
+    def on_server_lost(self, conn: Any) -> None:
+        on_lost(self)
+        super().on_server_lost(conn)
