@@ -9,7 +9,9 @@ in front of its own N workers, and `tierproxy geodns` answers `www.demo.test` wi
 west balancer's address by the client's region (127.0.0.2 and 10.1/16 are east, 127.0.0.3 and
 10.2/16 west), leaving a data center out when its balancer has no healthy backend. Four more
 PostgreSQL servers are shards behind `tierproxy shard` with a `users` table keyed by user_id
-(proxy/devstack/demo_shards.py: their initdbs run while the rest starts). The east
+(proxy/devstack/demo_shards.py: their initdbs run while the rest starts). Posting a note
+enqueues a job on the `notes` queue (Redis Streams, workers/queue) that a `tierproxy queue worker`
+process runs: it writes the note's summary through the dbproxy (workers/note_jobs.py). The east
 balancer runs in this process under the normal runtime (SIGTERM drains, SIGHUP reloads the
 generated config); everything else is a child process, stopped when the demo ends.
 """
@@ -30,11 +32,14 @@ from proxy.devstack.daemons import DaemonProcess, start_daemon
 from proxy.devstack.demo_patroni import DemoDatabase, start_demo_database
 from proxy.devstack.demo_shards import DemoShards
 from proxy.devstack.ports import PortLock
+from proxy.devstack.process import ManagedProcess
+from proxy.devstack.queue_worker import start_queue_worker
 from proxy.devstack.redis import start_redis
 from proxy.devstack.web import WebWorkers
 from proxy.lb.config import LbConfig
 from proxy.lb.daemon import LbDaemon
-from workers.notes import SCHEMA
+from workers.note_jobs import DATABASE_URL_ENV
+from workers.notes import NOTES_QUEUE, SCHEMA
 
 __all__ = ["run_demo", "demo_geodns_config", "demo_lb_config"]
 
@@ -150,6 +155,7 @@ def run_demo(args: argparse.Namespace) -> int:
     children: list[DaemonProcess] = []
     port_locks: list[PortLock] = []
     shards: DemoShards | None = None
+    queue_worker: ManagedProcess | None = None
     try:
         # Every fixed port first, before PostgreSQL and the rest take seconds to start: a port that
         # something listens on stops the demo now, naming the holder (ports in TIME_WAIT from a
@@ -169,9 +175,12 @@ def run_demo(args: argparse.Namespace) -> int:
                                        schema=SCHEMA)  # fmt: skip
         dbproxy = database.dbproxy
         db_url = dbproxy.dsn("app", "postgres")
+        web_args = ["--database-url", db_url, "--queue-redis", redis.url]
         for i in range(args.workers):
-            workers.start(f"web{i + 1}", sessions=redis.url, extra_args=["--database-url", db_url])
-            west_workers.start(f"west{i + 1}", sessions=redis.url, extra_args=["--database-url", db_url])
+            workers.start(f"web{i + 1}", sessions=redis.url, extra_args=web_args)
+            west_workers.start(f"west{i + 1}", sessions=redis.url, extra_args=web_args)
+        queue_worker = start_queue_worker(workdir, "jobs1", redis.url, {NOTES_QUEUE: "workers.note_jobs:summarize"},
+                                          env={DATABASE_URL_ENV: db_url})  # fmt: skip
         # West first: geodns checks both balancers (east, in this process, answers once it runs).
         children.append(start_daemon(
             "lb", demo_lb_config(args.port, args.admin_port, [(w.name, w.address) for w in west_workers], WEST_HOST),
@@ -197,7 +206,7 @@ def run_demo(args: argparse.Namespace) -> int:
                 "tierproxy demo is running:",
                 f"  load balancer   {lb_url}/  in front of "
                 + ", ".join(f"{w.name} ({w.address})" for w in workers),
-                f"  session store   {redis.url}",
+                f"  session store   {redis.url} (also the job queue: queue worker jobs1 writes note summaries)",
                 *database.banner_lines(),
                 "",
                 "try:",
@@ -211,6 +220,9 @@ def run_demo(args: argparse.Namespace) -> int:
                 f"  curl -s -X POST -H 'Content-Type: application/json' {admin_url}/pools/web/backends/web1/drain",
                 f"  curl -s -d 'hello' {lb_url}/notes              # written on the primary, read back "
                 "(read-your-writes)",
+                f"  curl -s {lb_url}/notes/1                      # its summary, written by the queue worker",
+                f"  tierproxy queue stats --redis {redis.url}   # the job queue: depth, in flight, done "
+                "(--json for scripts)",
                 f"  curl -s {lb_url}/db                           # a read: answered by a replica",
                 f"  PGPASSWORD=app-secret psql -h {dbproxy.host} -p {dbproxy.port} -U app postgres",
                 f"  PGPASSWORD=app-secret psql -h {dbproxy.host} -p {dbproxy.port} -U app tierproxy "
@@ -251,6 +263,8 @@ def run_demo(args: argparse.Namespace) -> int:
             shards.close()
         west_workers.close()
         workers.close()
+        if queue_worker is not None:
+            queue_worker.terminate(10)
         if database is not None:
             database.close()
         if redis is not None:

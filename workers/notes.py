@@ -6,13 +6,16 @@ split: every answer says which server ran the statement (`inet_server_port()`,
 
   POST /notes        body = the note's text: INSERT on the primary, then read back on the same
                      connection (read-your-writes: a replica that has replayed it, or the primary)
-                     -> 201 {"id", "written_on", "read_back", "read_on"}
-  GET  /notes/{id}   -> {"note": {...}, "read_on": {...}} or 404
+                     -> 201 {"id", "written_on", "read_back", "read_on", "job"}; with a queue
+                     (`--queue-redis`) it also enqueues a `notes` job (workers/note_jobs.py) whose
+                     worker writes the note's summary; "job" is its id (null without a queue)
+  GET  /notes/{id}   -> {"note": {...}, "summary": {...} | null, "read_on": {...}} or 404
   GET  /notes        the 10 newest notes -> {"notes": [...], "read_on": {...}}
   GET  /db           a bare read -> {"read_on": {"port", "replica"}}
 
-The table is `notes (id bigserial primary key, body text, worker text, created timestamptz)`;
-`SCHEMA` creates it (the demo runs it once before starting the workers).
+The tables are `notes (id bigserial primary key, body text, worker text, created timestamptz)` and
+`note_summaries` (written by the queue worker); `SCHEMA` creates them (the demo runs it once before
+starting the workers).
 """
 
 from __future__ import annotations
@@ -21,17 +24,25 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
+import redis.asyncio as aioredis
 from aiohttp import web
 
-__all__ = ["SCHEMA", "add_note_routes"]
+from workers.queue.client import QueueClient
+
+__all__ = ["NOTES_QUEUE", "SCHEMA", "add_note_routes"]
 
 SCHEMA = (
     "CREATE TABLE IF NOT EXISTS notes (id bigserial PRIMARY KEY, body text NOT NULL, "
-    "worker text NOT NULL, created timestamptz NOT NULL DEFAULT now())"
+    "worker text NOT NULL, created timestamptz NOT NULL DEFAULT now()); "
+    "CREATE TABLE IF NOT EXISTS note_summaries (note_id bigint PRIMARY KEY REFERENCES notes (id), "
+    "words int NOT NULL, chars int NOT NULL, excerpt text NOT NULL, worker text NOT NULL, "
+    "created timestamptz NOT NULL DEFAULT now())"
 )
+NOTES_QUEUE = "notes"
 MAX_NOTE_BYTES = 4096
 POOL = web.AppKey("notes_pool", asyncpg.Pool)
 WORKER = web.AppKey("notes_worker", str)
+QUEUE = web.AppKey("notes_queue", QueueClient)
 _WHERE = "inet_server_port() AS port, pg_is_in_recovery() AS replica"
 
 
@@ -57,9 +68,15 @@ async def create_note(request: web.Request) -> web.Response:
         )  # fmt: skip
         back = await conn.fetchrow(f"SELECT id, body, worker, created, {_WHERE} FROM notes WHERE id = $1",
                                    written["id"])  # fmt: skip
+    job = None
+    if QUEUE in request.app:
+        # After the commit: the worker must find the note. The key makes a retried POST's job (or
+        # a producer retry after a Redis error) run once.
+        job = await request.app[QUEUE].enqueue(NOTES_QUEUE, {"note": written["id"], "body": text},
+                                               key=f"note:{written['id']}")  # fmt: skip
     return web.json_response(
         {"id": written["id"], "written_on": _server(written),
-         "read_back": back is not None, "read_on": _server(back) if back else None},
+         "read_back": back is not None, "read_on": _server(back) if back else None, "job": job},
         status=201,
     )  # fmt: skip
 
@@ -70,11 +87,14 @@ async def get_note(request: web.Request) -> web.Response:
     except ValueError:
         raise web.HTTPNotFound() from None
     row = await request.app[POOL].fetchrow(
-        f"SELECT id, body, worker, created, {_WHERE} FROM notes WHERE id = $1", note_id
+        f"SELECT n.id, n.body, n.worker, n.created, s.words, s.chars, s.excerpt, s.worker AS summarized_by, "
+        f"{_WHERE} FROM notes n LEFT JOIN note_summaries s ON s.note_id = n.id WHERE n.id = $1", note_id
     )
     if row is None:
         raise web.HTTPNotFound(text="no such note\n")
-    return web.json_response({"note": _note(row), "read_on": _server(row)})
+    summary = None if row["words"] is None else {
+        "words": row["words"], "chars": row["chars"], "excerpt": row["excerpt"], "worker": row["summarized_by"]}
+    return web.json_response({"note": _note(row), "summary": summary, "read_on": _server(row)})
 
 
 async def list_notes(request: web.Request) -> web.Response:
@@ -88,8 +108,16 @@ async def db(request: web.Request) -> web.Response:
     return web.json_response({"read_on": _server(await request.app[POOL].fetchrow(f"SELECT {_WHERE}"))})
 
 
-def add_note_routes(app: web.Application, dsn: str, worker: str) -> None:
+def add_note_routes(app: web.Application, dsn: str, worker: str, queue_redis: str | None = None) -> None:
     app[WORKER] = worker
+    if queue_redis is not None:
+        async def queue_ctx(app: web.Application) -> AsyncIterator[None]:
+            client = aioredis.from_url(queue_redis)
+            app[QUEUE] = QueueClient(client)
+            yield
+            await client.aclose()
+
+        app.cleanup_ctx.append(queue_ctx)
 
     async def pool_ctx(app: web.Application) -> AsyncIterator[None]:
         # Connections are made on first use, so a worker starts (and passes /healthz) even while

@@ -20,7 +20,8 @@ Endpoints:
                        /count and /admin/* (an LB's health checks would make balancing tests flaky)
   GET  /ws             websocket echo (text and binary)
   GET  /static/...     files from --static DIR, when given
-  /notes, /db          with --database-url: notes in PostgreSQL (see workers/notes.py)
+  /notes, /db          with --database-url: notes in PostgreSQL (see workers/notes.py); with
+                       --queue-redis URL, POST /notes enqueues a summary job (workers/note_jobs.py)
 
 Sessions: "memory" keeps counters in this process, so they are lost when it dies (the reason sticky
 balancing exists); a Redis URL keeps them in a hash `session:<sid>` with an expiry, updated with
@@ -142,6 +143,7 @@ class WebConfig:
     static_dir: Path | None = None
     session_ttl: int = 1800
     database_url: str | None = None  # enables the /notes and /db endpoints (workers/notes.py)
+    queue_redis: str | None = None  # POST /notes enqueues a summary job there (workers/note_jobs.py)
 
 
 @dataclass
@@ -390,7 +392,7 @@ def build_app(config: WebConfig) -> web.Application:
     if config.database_url is not None:
         from workers.notes import add_note_routes
 
-        add_note_routes(app, config.database_url, config.name)
+        add_note_routes(app, config.database_url, config.name, config.queue_redis)
     return app
 
 
@@ -410,6 +412,8 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--static", type=Path, default=None, help="serve DIR under /static/")
     parser.add_argument("--database-url", default=None,
                         help="PostgreSQL URL (e.g. tierproxy dbproxy) for /notes and /db")
+    parser.add_argument("--queue-redis", type=_sessions_arg, default=None,
+                        help="redis:// URL of the job queue: POST /notes enqueues a summary job")
     parser.add_argument("--shutdown-timeout", type=float, default=5.0,
                         help="SIGTERM: seconds to let in-flight requests finish")
     parser.add_argument("--loop", choices=("uvloop", "asyncio"), default="uvloop")
@@ -424,7 +428,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parse_args(argv)
     config = WebConfig(
         name=args.name, sessions=args.sessions, static_dir=args.static, session_ttl=args.session_ttl,
-        database_url=args.database_url,
+        database_url=args.database_url, queue_redis=args.queue_redis,
     )
     loop: asyncio.AbstractEventLoop | None = None
     if args.loop == "uvloop":

@@ -88,6 +88,25 @@ def test_demo_serves_sessions_through_the_balancer_and_stops_cleanly(tmp_path):
             capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL,
         )
         assert out.stdout.strip() == "hello from the demo test", out.stderr
+        # The queue: the POST enqueued a job; the demo's queue worker process wrote the note's
+        # summary through the dbproxy (words and excerpt counted here, not by the handler), and
+        # the printed `tierproxy queue stats` command reports it done.
+        assert note["job"]
+        summary = {}
+
+        def summarized() -> bool:
+            with urllib.request.urlopen(f"{url}/notes/{note['id']}", timeout=10) as resp:
+                summary.update(json.loads(resp.read())["summary"] or {})
+            return bool(summary)
+
+        wait_for(summarized, 60, "the note's summary from the queue worker")
+        assert summary == {"words": 5, "chars": 24, "excerpt": "hello from the demo test", "worker": "jobs1"}
+        stats_line = next(line.split("#")[0].strip() for line in text.splitlines() if "queue stats" in line)
+        assert stats_line.startswith("tierproxy queue stats --redis redis://")
+        stats_cmd = [sys.executable, "-m", "proxy.cli", *shlex.split(stats_line)[1:], "--json"]
+        out = subprocess.run(stats_cmd, capture_output=True, text=True, timeout=30)
+        stats = json.loads(out.stdout)["queues"]["notes"]
+        assert (stats["done"], stats["in_flight"], stats["dead"]) == (1, 0, 0), out.stdout + out.stderr
         # Four shards behind tierproxy shard: the printed psql command logs in without a prompt
         # (stdin closed: a prompt would fail), and a count through the router is the sum of the
         # counts read directly on the shards (their addresses from the router's /status).

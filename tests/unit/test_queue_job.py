@@ -138,3 +138,15 @@ def test_pause_reason_from_a_dbproxy_status() -> None:
     assert pause_reason(None, rule) is None
     assert pause_reason(None, PressureRule(pause_when_unreachable=True)) == "health status unreachable"
     assert pause_reason({"weird": 1}, PressureRule(pause_when_unreachable=True)) is not None
+
+
+@pytest.mark.parametrize(("body", "want"), [
+    ("hello from the demo test", (5, 24, "hello from the demo test")),
+    ("  two\n\twords  ", (2, 14, "two words")),
+    ("x" * 50, (1, 50, "x" * 37 + "...")),
+    ("", (0, 0, "")),
+])
+def test_note_summary(body: str, want: tuple[int, int, str]) -> None:
+    from workers.note_jobs import summary_of
+
+    assert summary_of(body) == want
