@@ -15,7 +15,7 @@ __all__ = ["bar_chart", "grouped_bar_chart"]
 
 _COLOURS = {"tierproxy": "#1f77b4", "tierproxy-asyncio": "#6baed6", "nginx": "#2ca02c",
             "haproxy": "#ff7f0e", "direct": "#7f7f7f", "pgbouncer": "#2ca02c", "pgpool": "#ff7f0e",
-            "dnsmasq": "#2ca02c", "powerdns": "#ff7f0e"}
+            "dnsmasq": "#2ca02c", "powerdns": "#ff7f0e", "celery": "#2ca02c", "arq": "#ff7f0e"}
 
 
 def _finish(fig: Any, title: str, path: Path) -> None:
