@@ -11,7 +11,11 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import web
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+)
 from prometheus_client.metrics_core import Metric
 
 from proxy.cdn.config import CdnConfig
@@ -115,7 +119,10 @@ class CdnDaemon:
         out: list[Metric] = []
         for key, doc in (("hits", "requests answered from a fresh stored object"),
                          ("misses", "requests with no usable stored object"),
-                         ("stale_served", "stale objects served because the origin was unreachable"),
+                         ("stale_served", "stale objects served instead of an origin error (RFC 5861 stale-if-error, RFC 9111 4.2.4)"),
+                         ("stale_if_error", "of those, served under a stale-if-error window"),
+                         ("stale_while_revalidate", "stale objects served while revalidated in the background (RFC 5861)"),
+                         ("background_revalidations", "background revalidations started"),
                          ("revalidated", "stale objects freshened by a 304 from the origin"),
                          ("coalesced", "misses answered by another request's origin fetch"),
                          ("origin_requests", "requests sent to the origin"),

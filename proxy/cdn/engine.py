@@ -1,13 +1,15 @@
 """The cdn's request path: look up, serve fresh hits, revalidate stale objects, coalesce misses,
-fetch from the origin, store what RFC 9111 allows, and serve stale when the origin is unreachable.
+fetch from the origin, store what RFC 9111 allows, serve stale while revalidating in the background
+or when the origin fails (RFC 5861, RFC 9111 4.2.4).
 
-Decisions come from rfc9111.py and cachestatus.py; bytes move in origin.py and server.py. One
+Decisions come from rfc9111.py, rfc5861.py and cachestatus.py; bytes move in origin.py and server.py. One
 engine per daemon process, owned by its event loop.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -16,6 +18,12 @@ from typing import Any
 from proxy.cdn.cachestatus import cache_status
 from proxy.cdn.config import CdnConfig
 from proxy.cdn.origin import OriginError, OriginResponse, fetch
+from proxy.cdn.ranges import UNSATISFIABLE, byte_range, if_range_ok
+from proxy.cdn.rfc5861 import (
+    ERROR_STATUSES,
+    serve_stale_on_error,
+    serve_while_revalidate,
+)
 from proxy.cdn.rfc9111 import (
     conditional_headers,
     current_age,
@@ -27,12 +35,13 @@ from proxy.cdn.rfc9111 import (
     stored_headers,
     vary_key,
 )
-from proxy.cdn.ranges import UNSATISFIABLE, byte_range, if_range_ok
 from proxy.cdn.store import Entry, Store
 from proxy.core.metrics import Histogram
 from proxy.http1 import RequestHead, get_header, strip_hop_by_hop
 
 __all__ = ["Answer", "Engine"]
+
+log = logging.getLogger("tierproxy.cdn")
 
 # Client validators and ranges are evaluated here, against the full object; never forwarded.
 _NOT_FORWARDED = frozenset({b"if-none-match", b"if-modified-since", b"if-match", b"if-unmodified-since",
@@ -62,7 +71,11 @@ class Engine:
         self.clock = clock
         self.store = Store(cfg.cache.max_bytes, cfg.cache.policy, cfg.cache.max_object_bytes)
         self._inflight: dict[bytes, asyncio.Future[tuple[OriginResponse, float, float]]] = {}
-        self.counters = {"hits": 0, "misses": 0, "stale_served": 0, "revalidated": 0, "coalesced": 0,
+        # Revalidations in progress, one per stored key: a stale-while-revalidate answer starts
+        # one in the background only when none runs; synchronous revalidations join it.
+        self._refreshing: dict[Any, asyncio.Task[Answer]] = {}
+        self.counters = {"hits": 0, "misses": 0, "stale_served": 0, "stale_while_revalidate": 0,
+                         "stale_if_error": 0, "background_revalidations": 0, "revalidated": 0, "coalesced": 0,
                          "origin_requests": 0, "origin_errors": 0, "not_stored": 0, "passes": 0}
         self.origin_latency = Histogram()
 
@@ -120,6 +133,20 @@ class Engine:
                 self.counters["hits"] += 1
                 self.store.get(key)
                 return self._from_entry(head, entry, age, cache_status(self.cfg.cache.name, hit=True, ttl=ttl))
+            if not must_check and serve_while_revalidate(entry.headers, req, -ttl):
+                # RFC 5861 3: answer now from the stale object; one background revalidation per key.
+                self.counters["stale_while_revalidate"] += 1
+                self.store.get(key)
+                if key not in self._refreshing:
+                    self.counters["background_revalidations"] += 1
+                    self._start_refresh(head, primary, key, entry, ttl)
+                status = cache_status(self.cfg.cache.name, fwd="stale", ttl=ttl, detail="stale-while-revalidate")
+                return self._from_entry(head, entry, age, status)
+            running = self._refreshing.get(key)
+            if running is not None and not running.done():
+                # A revalidation of this object is under way: wait for it, then look again.
+                await asyncio.shield(running)
+                return await self.handle(head, body)
             return await self._revalidate(head, primary, key, entry, ttl)
         fwd = "vary-miss" if self.store.variants(primary) else "uri-miss"
         return await self._miss(head, primary, fwd)
@@ -211,18 +238,49 @@ class Engine:
         self.store.put(key, entry)
         return entry  # when too large for the store it is served this once and not kept
 
-    async def _revalidate(self, head: RequestHead, primary: bytes, key: Any, entry: Entry, ttl: float) -> Answer:
+    def _start_refresh(self, head: RequestHead, primary: bytes, key: Any, entry: Entry, ttl: float) -> None:
+        task = asyncio.get_running_loop().create_task(self._revalidate(head, primary, key, entry, ttl, background=True))
+        self._refreshing[key] = task
+
+        def done(t: asyncio.Task[Answer]) -> None:
+            if self._refreshing.get(key) is t:
+                del self._refreshing[key]
+            if not t.cancelled() and t.exception() is not None:
+                log.error("background revalidation failed", exc_info=t.exception())
+
+        task.add_done_callback(done)
+
+    def _stale_answer(self, head: RequestHead, entry: Entry, ttl: float, detail: str,
+                      fwd_status: int | None = None) -> Answer:
+        self.counters["stale_served"] += 1
+        if detail == "stale-if-error":
+            self.counters["stale_if_error"] += 1
+        age = current_age(entry.headers, entry.request_time, entry.response_time, self.clock())
+        status = cache_status(self.cfg.cache.name, fwd="stale", fwd_status=fwd_status, ttl=ttl, detail=detail)
+        return self._from_entry(head, entry, age, status)
+
+    async def _revalidate(self, head: RequestHead, primary: bytes, key: Any, entry: Entry, ttl: float,
+                          background: bool = False) -> Answer:
+        """Revalidate a stored object and answer with the result. In the background (after a
+        stale-while-revalidate answer) only the store's update matters: a failure keeps the
+        stale object for the next request to decide on."""
+        req = head.fields()
         try:
             resp, t_req, t_resp = await self._origin(b"GET", head, conditional_headers(entry.headers))
         except OriginError as exc:
-            cc = parse_cache_control(entry.headers)
-            if b"must-revalidate" in cc or b"proxy-revalidate" in cc or b"s-maxage" in cc or b"no-cache" in cc:
+            if background:
                 return self._error(exc, "stale")
-            # RFC 9111 4.2.4: a disconnected cache may serve stale unless told not to.
-            self.counters["stale_served"] += 1
-            age = current_age(entry.headers, entry.request_time, entry.response_time, self.clock())
-            status = cache_status(self.cfg.cache.name, fwd="stale", ttl=ttl, detail="origin-unreachable")
-            return self._from_entry(head, entry, age, status)
+            # RFC 5861 4 / RFC 9111 4.2.4: stale instead of the error, unless told not to.
+            detail = serve_stale_on_error(entry.headers, req, -ttl, unreachable=True)
+            if detail is None:
+                return self._error(exc, "stale")
+            return self._stale_answer(head, entry, ttl, detail)
+        if resp.head.status in ERROR_STATUSES and background:
+            return Answer(resp.head.status, [], b"")  # the stale object stays; its next request decides
+        if resp.head.status in ERROR_STATUSES:
+            detail = serve_stale_on_error(entry.headers, req, -ttl, unreachable=False)
+            if detail is not None:
+                return self._stale_answer(head, entry, ttl, detail, fwd_status=resp.head.status)
         if resp.head.status == 304:
             merged = merge_304(entry.headers, resp.head.headers)
             if merged is not None:
@@ -238,7 +296,6 @@ class Engine:
             self.store.remove(key)
             return await self._miss(head, primary, "stale")
         self.store.remove(key)
-        req = head.fields()
         stored = self._maybe_store(primary, req, resp, t_req, t_resp)
         if stored is not None:
             age = current_age(stored.headers, t_req, t_resp, self.clock())

@@ -5,7 +5,10 @@
 
 Parameters: cc (Cache-Control), cookie=1 (Set-Cookie), vary (Vary, the body then names the
 request's value of that field), etag (ETag; a matching If-None-Match gets 304), delay (seconds
-before answering), size (body bytes). GET /_count?path=/obj/x gives {"requests": n, "not_modified": n}.
+before answering), size (body bytes), age (an Age field, so an object arrives already old), skey
+(Surrogate-Key), tag (Cache-Tag). GET /_count?path=/obj/x gives {"requests": n, "not_modified": n}.
+POST /_fail?status=503 makes every /obj/ request (still counted) answer that status until
+POST /_fail?status=0.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from aiohttp import web
 def make_app() -> web.Application:
     requests: Counter[str] = Counter()
     not_modified: Counter[str] = Counter()
+    failing = {"status": 0}
 
     async def obj(request: web.Request) -> web.StreamResponse:
         path = request.path
@@ -27,9 +31,14 @@ def make_app() -> web.Application:
         q = request.query
         if "delay" in q:
             await asyncio.sleep(float(q["delay"]))
+        if failing["status"]:
+            return web.Response(status=failing["status"], text="origin failing\n")
         headers = {}
         if "cc" in q:
             headers["Cache-Control"] = q["cc"]
+        for param, field in (("age", "Age"), ("skey", "Surrogate-Key"), ("tag", "Cache-Tag")):
+            if param in q:
+                headers[field] = q[param]
         if q.get("cookie") == "1":
             headers["Set-Cookie"] = "session=abc"
         etag = q.get("etag")
@@ -50,8 +59,13 @@ def make_app() -> web.Application:
         p = request.query["path"]
         return web.json_response({"requests": requests[p], "not_modified": not_modified[p]})
 
+    async def fail(request: web.Request) -> web.Response:
+        failing["status"] = int(request.query["status"])
+        return web.json_response(failing)
+
     app = web.Application()
     app.router.add_get("/_count", count)
+    app.router.add_post("/_fail", fail)
     app.router.add_route("*", "/obj/{name}", obj)
     return app
 
