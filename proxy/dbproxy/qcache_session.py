@@ -8,8 +8,8 @@ runs when the cache is off:
   classifier sends to the primary except transaction control, primary-state reads and locks)
   drops the entries of its tables (qcache_policy.written_tables; unknown tables drop everything)
   and marks them dirty in the session. A batch that is one simple Query with a valid
-  `/* tierproxy:cache ttl=N */` hint and a cacheable statement (qcache_policy.cacheable), with no
-  other statement in flight on any of the session's servers, is looked up: a hit is answered
+  `/* tierproxy:cache ttl=N */` hint and a cacheable statement (qcache_policy.cacheable), outside
+  any transaction, with no other statement in flight on any of the session's servers, is looked up: a hit is answered
   here (the stored RowDescription..CommandComplete bytes, then ReadyForQuery with the session's
   status) and never reaches a server; a miss is sent to the *primary* (a replica may lag
   behind a write this process has already invalidated for) and its answer captured.
@@ -191,12 +191,14 @@ def on_batch(session: ClientSession, batch: list[tuple[Message, Any]]) -> bool:
     if ttl is None:
         return False
     router = session.router
+    if router.in_transaction:
+        # Not even a read-only one: a hit would answer rows (and status T) where the server
+        # would answer 25P02 in a failed transaction, or a snapshot other than the transaction's
+        # own under REPEATABLE READ; and a fill would run on the transaction's replica.
+        return False
     shape = statement_shape(sql)
-    # A transaction on a replica is read-only (the router sends only those there); one on the
-    # primary is taken to be read-write.
-    on_replica = router.transaction_backend not in (None, PRIMARY)
-    if not cacheable(aux[1], shape, in_transaction=router.in_transaction,
-                     read_only_transaction=on_replica, pinned=router.pinned):  # fmt: skip
+    if not cacheable(aux[1], shape, in_transaction=False, read_only_transaction=False,
+                     pinned=router.pinned):  # fmt: skip
         return False
     if any(conn.busy for conn in session.servers.values()):
         return False  # an answer still due must come first

@@ -80,6 +80,15 @@ def test_unsafe_statements_and_an_open_write_transaction_are_not_cached(cluster,
         _bypass(cluster, 13)
         assert _value(conn) == 13  # inside a read-write transaction: never from the cache
         conn.execute("ROLLBACK")
+        assert _value(conn) == 13  # stored now, outside the transaction
+        conn.execute("BEGIN READ ONLY")
+        _bypass(cluster, 14)
+        assert _value(conn) == 14  # nor inside a read-only one
+        with pytest.raises(psycopg.errors.DivisionByZero):
+            conn.execute("SELECT 1/0")
+        with pytest.raises(psycopg.errors.InFailedSqlTransaction):
+            conn.execute(READ)  # the server's answer in a failed transaction, not a cached one
+        conn.execute("ROLLBACK")
 
 
 def test_cache_off_by_default(cluster, dbproxy_factory):
