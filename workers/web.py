@@ -402,6 +402,12 @@ def _sessions_arg(value: str) -> str:
     raise argparse.ArgumentTypeError(f"expected 'memory' or a redis:// URL, got {value!r}")
 
 
+def _redis_url_arg(value: str) -> str:
+    if value.startswith(("redis://", "rediss://", "unix://")):
+        return value
+    raise argparse.ArgumentTypeError(f"expected a redis:// URL, got {value!r}")
+
+
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m workers.web", description=__doc__.split("\n")[0])
     parser.add_argument("--host", default="127.0.0.1")
@@ -412,7 +418,7 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--static", type=Path, default=None, help="serve DIR under /static/")
     parser.add_argument("--database-url", default=None,
                         help="PostgreSQL URL (e.g. tierproxy dbproxy) for /notes and /db")
-    parser.add_argument("--queue-redis", type=_sessions_arg, default=None,
+    parser.add_argument("--queue-redis", type=_redis_url_arg, default=None,
                         help="redis:// URL of the job queue: POST /notes enqueues a summary job")
     parser.add_argument("--shutdown-timeout", type=float, default=5.0,
                         help="SIGTERM: seconds to let in-flight requests finish")
