@@ -1,5 +1,5 @@
 """`tierproxy cdn`: the caching edge daemon. Wires the engine (engine.py), the client listener
-(server.py) and the admin server (/metrics, /status, POST /purge) together, and implements the
+(server.py) and the admin server (/metrics, /status, POST /purge by URL or surrogate key) together, and implements the
 runtime's start / reload (SIGHUP) / drain (SIGTERM).
 """
 
@@ -99,15 +99,24 @@ class CdnDaemon:
         return web.json_response(self.status())
 
     async def _purge(self, request: web.Request) -> web.Response:
-        """POST /purge?url=http://host/path[&soft=1]: drop (or mark stale) every variant of a URL."""
+        """POST /purge?url=http://host/path[&soft=1]: drop (or mark stale) every variant of a URL.
+        POST /purge?key=K[&key=K2...][&soft=1]: the same for every object with one of these
+        surrogate keys (Surrogate-Key / Cache-Tag); a key value may also list keys separated by
+        spaces."""
+        soft = request.query.get("soft") in ("1", "true")
+        keys = [k for value in request.query.getall("key", []) for k in value.split()]
+        if keys:
+            n = sum(self.engine.store.purge_tag(k.encode(), soft=soft) for k in keys)
+            self.purges += 1
+            return web.json_response({"purged": n, "keys": keys, "soft": soft})
         url = request.query.get("url", "")
         from urllib.parse import urlsplit
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.netloc:
-            return web.json_response({"error": "url=http://host/path is required"}, status=400)
+            return web.json_response({"error": "url=http://host/path or key=SURROGATE-KEY is required"}, status=400)
         target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         primary = parts.netloc.lower().encode() + b" " + target.encode()
-        n = self.engine.store.purge(primary, soft=request.query.get("soft") in ("1", "true"))
+        n = self.engine.store.purge(primary, soft=soft)
         self.purges += 1
         return web.json_response({"purged": n, "url": url})
 

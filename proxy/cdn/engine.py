@@ -36,6 +36,7 @@ from proxy.cdn.rfc9111 import (
     vary_key,
 )
 from proxy.cdn.store import Entry, Store
+from proxy.cdn.surrogate import SURROGATE_FIELDS
 from proxy.core.metrics import Histogram
 from proxy.http1 import RequestHead, get_header, strip_hop_by_hop
 
@@ -46,6 +47,8 @@ log = logging.getLogger("tierproxy.cdn")
 # Client validators and ranges are evaluated here, against the full object; never forwarded.
 _NOT_FORWARDED = frozenset({b"if-none-match", b"if-modified-since", b"if-match", b"if-unmodified-since",
                             b"if-range", b"range", b"content-length", b"host"})
+# Recomputed by _finish; surrogate keys are kept in the store but not sent on.
+_NOT_TO_CLIENT = frozenset({b"content-length", b"transfer-encoding", *SURROGATE_FIELDS})
 
 
 @dataclass(slots=True)
@@ -164,7 +167,7 @@ class Engine:
             resp, _, _ = await self._origin(head.method, head, [], body)
         except OriginError as exc:
             return self._error(exc, fwd)
-        headers = strip_hop_by_hop(resp.head.headers)
+        headers = [(n, v) for n, v in strip_hop_by_hop(resp.head.headers) if n not in SURROGATE_FIELDS]
         status = cache_status(self.cfg.cache.name, fwd=fwd, fwd_status=resp.head.status, detail=reason)
         return Answer(resp.head.status, headers + [(b"cache-status", status)], resp.body)
 
@@ -336,7 +339,8 @@ class Engine:
         return self._finish(head, entry.status, headers, entry.body)
 
     def _finish(self, head: RequestHead, status: int, headers: list, body: bytes) -> Answer:
-        headers = [(n, v) for n, v in headers if n not in (b"content-length", b"transfer-encoding")]
+        # Surrogate keys are for this cache (purge groups), not for clients.
+        headers = [(n, v) for n, v in headers if n not in _NOT_TO_CLIENT]
         headers.append((b"content-length", b"%d" % len(body)))
         # HEAD is answered from the GET: same fields, no body (RFC 9110 9.3.2).
         return Answer(status, headers, b"" if head.method == b"HEAD" else body)

@@ -3,6 +3,7 @@
 Sans-IO: no clock, no sockets. Keys are (primary key, Vary secondary key); an object's cost is
 its body plus its header bytes plus a fixed overhead, so many tiny objects cannot exceed the
 bound either. Objects larger than `max_object_bytes` are refused (the caller passes them through).
+Objects are also indexed by their surrogate keys (Surrogate-Key / Cache-Tag) for group purges.
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ from __future__ import annotations
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
+
+from proxy.cdn.surrogate import surrogate_keys
 
 __all__ = ["OBJECT_OVERHEAD", "POLICIES", "Entry", "Store"]
 
@@ -33,6 +36,7 @@ class Entry:
     lifetime: float
     vary: tuple = ()
     stale: bool = False  # soft-purged: must revalidate before it is used
+    tags: frozenset = frozenset()  # surrogate keys, set by Store.put from the headers
     size: int = field(default=0, compare=False)
 
     def cost(self) -> int:
@@ -58,6 +62,8 @@ class Store:
         self._min_freq = 0
         # primary key -> its variants' secondary keys (Vary), for lookups and purges by URL.
         self._variants: dict[bytes, set[Any]] = {}
+        # surrogate key -> the stored keys it names.
+        self._tags: dict[bytes, set[Key]] = {}
 
     def __len__(self) -> int:
         return len(self._order)
@@ -98,6 +104,9 @@ class Store:
         self._order[key] = entry
         self.bytes += entry.size
         self._variants.setdefault(key[0], set()).add(key[1])
+        entry.tags = surrogate_keys(entry.headers)
+        for tag in entry.tags:
+            self._tags.setdefault(tag, set()).add(key)
         if self.policy == "lfu":
             self._freq[key] = 1
             self._buckets.setdefault(1, OrderedDict())[key] = None
@@ -114,6 +123,12 @@ class Store:
             variants.discard(key[1])
             if not variants:
                 del self._variants[key[0]]
+        for tag in entry.tags:
+            keys = self._tags.get(tag)
+            if keys is not None:
+                keys.discard(key)
+                if not keys:
+                    del self._tags[tag]
         if self.policy == "lfu":
             f = self._freq.pop(key)
             bucket = self._buckets[f]
@@ -125,6 +140,19 @@ class Store:
     def purge(self, primary: bytes, soft: bool = False) -> int:
         """Drop (or with `soft`, mark stale) every variant stored under `primary`; how many."""
         keys = [(primary, v) for v in self.variants(primary)]
+        for key in keys:
+            if soft:
+                self._order[key].stale = True
+            else:
+                self.remove(key)
+        return len(keys)
+
+    def tagged(self, tag: bytes) -> list[Key]:
+        return list(self._tags.get(tag, ()))
+
+    def purge_tag(self, tag: bytes, soft: bool = False) -> int:
+        """Drop (or with `soft`, mark stale) every object whose surrogate keys include `tag`."""
+        keys = self.tagged(tag)
         for key in keys:
             if soft:
                 self._order[key].stale = True
