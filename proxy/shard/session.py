@@ -77,6 +77,7 @@ class TxnTracker:
         self.state = TxnState()
         self.shard: str | None = None  # the shard whose answer is being relayed
         self.done: asyncio.Future[None] | None = None  # resolved at the relayed ReadyForQuery
+        self.answered = False  # a ReadyForQuery was relayed (the session's fast path looks)
 
     @property
     def in_transaction(self) -> bool:
@@ -92,6 +93,7 @@ class TxnTracker:
                     self.state = TxnState()
             elif not self.state.open or self.state.shard != shard:
                 self.state = TxnState(open=True, shard=shard)
+        self.answered = True
         if self.done is not None and not self.done.done():
             self.done.set_result(None)
 
@@ -116,6 +118,7 @@ class ShardSession(FrontendSession):
         self.fence_gen = 0  # fence.py: the reshard generation this session's current work began in
         self._query_timer: asyncio.TimerHandle | None = None  # timeouts.query
         self.copy_in: copy_route.CopyIn | None = None  # a COPY FROM STDIN the router splits
+        self._fast: ServerConn | None = None  # the connection running a fast-path Query (`_fast_query`)
 
     # -- timeouts.query ---------------------------------------------------------------------------
 
@@ -174,8 +177,11 @@ class ShardSession(FrontendSession):
             extended.add_message(self, msg)
             return
         if t == b"Q":
-            (sql,), _ = cstrings(bytes(msg.raw), 5, 1)
-            self._start_async(self._query(sql.decode("utf-8", "replace")))
+            raw = bytes(msg.raw)
+            (sql,), _ = cstrings(raw, 5, 1)
+            pre = self._fast_query(raw, sql)
+            if pre is not None:
+                self._start_async(self._query(sql.decode("utf-8", "replace"), pre))
         elif t in (b"d", b"c", b"f"):
             return  # CopyData/CopyDone/CopyFail outside COPY: ignored, as PostgreSQL does
         else:
@@ -197,7 +203,83 @@ class ShardSession(FrontendSession):
 
     # -- one Query ------------------------------------------------------------------------------
 
-    async def _query(self, sql: str) -> None:
+    # -- the fast path: one statement for one shard on its attached connection ------------------
+
+    def _fast_query(self, raw: bytes, sqlb: bytes) -> tuple[Any, Any, int] | None:
+        """A Query whose plan is one statement on one shard whose connection is attached and idle,
+        with no reshard fence and nothing else in flight: the client's message is written to that
+        shard as it came and the relay forwards the answer; the session waits (no Task, no Future)
+        until the relayed ReadyForQuery (`relay_from_server`) or the connection's loss. Returns
+        None when done so, else what `_query` may reuse: (plan, router, reshard generation), or
+        an empty tuple when nothing was planned."""
+        d = self.d
+        reshard = d.reshard
+        if reshard.fence is not None or self.ext_open is not None or self.collecting:
+            return ()
+        try:
+            sql = sqlb.decode("utf-8")  # not valid UTF-8: the slow path's replacement characters
+        except UnicodeDecodeError:
+            return ()
+        head = sql.lstrip()[:1]
+        if not head or head in "cC/;":  # empty, COPY, a leading comment (hints): the slow path
+            return ()
+        router = d.router
+        plan = router.plan_query(sql, session_key=self.shard_key)
+        tracker = self.router
+        state, decision = step(tracker.state, plan, router.shards)
+        if decision.__class__ is not Forward or decision.tag is not None or len(decision.parts) != 1:
+            return (plan, router, reshard.gen)
+        shard, stmts = decision.parts[0]
+        conn = self.servers.get(shard)
+        if len(stmts) != 1 or conn is None or conn.closed or conn._internal or conn.busy:
+            return (plan, router, reshard.gen)
+        if not tracker.state.open:
+            self.fence_gen = reshard.gen  # as fence.py's gate for an idle session
+        self.statements_run += 1
+        tracker.state = state
+        d.count_plan(plan, sql)
+        self.last_shard = shard
+        tracker.shard = shard
+        tracker.answered = False
+        group = SyncGroup()
+        group.by_query = True
+        conn.groups.append(group)
+        self.current = conn
+        d.started(conn)
+        self._fast = conn
+        self.waiting = True  # as `_start_async`: later messages wait, the client is not read
+        if self.transport is not None:
+            self.transport.pause_reading()
+        q = d.cfg.timeouts.query
+        if q > 0:
+            self._query_timer = asyncio.get_running_loop().call_later(q, self._query_timed_out)
+        # The client's bytes as received, unless the plan sends another text (a rewritten statement).
+        conn.write(raw if stmts[0] == sql else encode.query(stmts[0]))
+        return None
+
+    def relay_from_server(self, conn: ServerConn, data: bytes) -> int:
+        used = super().relay_from_server(conn, data)
+        if self._fast is conn and self.router.answered:
+            self._fast_done()
+        return used
+
+    def _fast_done(self) -> None:
+        """The fast-path Query was answered (or its connection lost): as `_async_done`."""
+        self._fast = None
+        self.router.shard = None
+        if self._query_timer is not None:
+            self._query_timer.cancel()
+            self._query_timer = None
+        self.waiting = False
+        if self.phase == "closed":
+            return
+        if self.transport is not None and not self.server_paused:
+            self.transport.resume_reading()
+        self._pump()
+
+    # -- one Query (the general path) ------------------------------------------------------------
+
+    async def _query(self, sql: str, pre: tuple[Any, ...] = ()) -> None:
         if not sql.strip().strip(";").strip():
             self.forward_raw(encode.empty_query_response() + encode.ready_for_query(self._status()))
             return
@@ -211,7 +293,10 @@ class ShardSession(FrontendSession):
             self.statements_run += 1
             await copy_route.start_copy_in(self, sql, target[0], target[1], list(router.shards))
             return
-        plan = router.plan_query(sql, session_key=self.shard_key)
+        if pre and pre[1] is router and pre[2] == self.d.reshard.gen and self.d.reshard.fence is None:
+            plan = pre[0]  # planned by `_fast_query` just now, with this router and no fence since
+        else:
+            plan = router.plan_query(sql, session_key=self.shard_key)
         self.statements_run += 1
         tracker = self.router
         tracker.state, decision = step(tracker.state, plan, router.shards)
@@ -421,6 +506,13 @@ class ShardSession(FrontendSession):
     # -- a server lost ----------------------------------------------------------------------------
 
     def on_server_lost(self, conn: ServerConn) -> None:
+        try:
+            self._server_lost(conn)
+        finally:
+            if self._fast is conn:  # its error (or FATAL) is out: the session goes on or is closed
+                self._fast_done()
+
+    def _server_lost(self, conn: ServerConn) -> None:
         shard = conn.backend
         if self.servers.get(shard) is conn:
             del self.servers[shard]
