@@ -12,7 +12,11 @@ A Query's plan comes from the daemon's `ShardRouter` (keys.py), then `txn.step` 
 transaction on one shard. The decision is carried out here:
 
 * one shard, one statement: written to that shard's connection (attached to the session on first
-  use) and its answer relayed as it comes (`relay_from_server`), ReadyForQuery included;
+  use, kept for the session) and its answer relayed as it comes (`relay_from_server`),
+  ReadyForQuery included. When that connection is attached and idle, no reshard fence is up and
+  nothing else is in flight, this runs synchronously as the message arrives (`_fast_query`: the
+  client's Query bytes as received, no Task or Future; the relayed ReadyForQuery ends the wait);
+  otherwise in a Task (`_query`, `_relay`), which can wait at the fence and attach;
 * held statements first (BEGIN, SAVEPOINTs held until the transaction's shard is known): run on
   the shard and their answers dropped, as the client already had them;
 * several shards: the statement (or each shard's part of a split INSERT) runs on every shard
