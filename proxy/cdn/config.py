@@ -7,14 +7,18 @@
     max_bytes = 67108864             # the store's bound: bodies + headers + per-object overhead
     policy = "lru"                   # lru | lfu | fifo
     max_object_bytes = 8388608       # larger responses are passed through, not stored
+    versioned_pattern = '[.][0-9a-f]{8,}[.](css|js|png|svg|woff2)$'   # content-hash paths
+    versioned_ttl = 31536000         # ... get this max-age and `immutable`
 """
 
 from __future__ import annotations
 
+import re
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
+from proxy.cdn.versioned import compile_pattern
 from proxy.core.adminguard import read_token
 from proxy.core.config import Address, StrictModel, parse_hostport
 
@@ -40,6 +44,22 @@ class CacheConfig(StrictModel):
     heuristic_fraction: float = Field(0.1, ge=0, le=1)
     heuristic_max: float = Field(86400.0, ge=0)
     name: str = Field("tierproxy", pattern=r"^[A-Za-z][A-Za-z0-9._-]*$")  # Cache-Status cache name
+    # Paths matching this regular expression (searched in the path, not the query) carry a content
+    # hash: their 200 responses are stored for versioned_ttl seconds and sent `immutable`.
+    versioned_pattern: str | None = None
+    versioned_ttl: int = Field(31536000, ge=1, le=2147483648)
+
+    @field_validator("versioned_pattern")
+    @classmethod
+    def _regex(cls, value: str | None) -> str | None:
+        if value is not None:
+            if not value:
+                raise ValueError("an empty pattern would match every path")
+            try:
+                compile_pattern(value)
+            except re.error as exc:
+                raise ValueError(f"not a valid regular expression: {exc}") from None
+        return value
 
 
 class CdnConfig(StrictModel):

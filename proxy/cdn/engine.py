@@ -25,6 +25,7 @@ from proxy.cdn.rfc5861 import (
     serve_while_revalidate,
 )
 from proxy.cdn.rfc9111 import (
+    Decision,
     conditional_headers,
     current_age,
     freshness_lifetime,
@@ -37,6 +38,7 @@ from proxy.cdn.rfc9111 import (
 )
 from proxy.cdn.store import Entry, Store
 from proxy.cdn.surrogate import SURROGATE_FIELDS
+from proxy.cdn.versioned import compile_pattern, immutable_headers, is_versioned
 from proxy.core.metrics import Histogram
 from proxy.http1 import RequestHead, get_header, strip_hop_by_hop
 
@@ -81,6 +83,7 @@ class Engine:
                          "stale_if_error": 0, "background_revalidations": 0, "revalidated": 0, "coalesced": 0,
                          "origin_requests": 0, "origin_errors": 0, "not_stored": 0, "passes": 0}
         self.origin_latency = Histogram()
+        self._versioned = compile_pattern(cfg.cache.versioned_pattern)
 
     def apply(self, cfg: CdnConfig) -> None:
         """A reloaded config: new origins and limits; the store is rebuilt only if its policy changed."""
@@ -91,6 +94,7 @@ class Engine:
             self.store.max_bytes = c.max_bytes
             self.store.max_object_bytes = min(c.max_object_bytes, c.max_bytes)
             self.store.shrink()
+        self._versioned = compile_pattern(c.versioned_pattern)
         self.cfg = cfg
 
     # -- origin ------------------------------------------------------------------------------
@@ -205,7 +209,7 @@ class Engine:
         if follower:
             # The leader's response serves this request only if it may be shared and its Vary
             # selects this request too; otherwise this request goes to the origin itself.
-            ok = storable(b"GET", req, resp.head.status, resp.head.headers)
+            ok = self._decide(primary, req, resp.head.status, resp.head.headers)[0]
             if not ok.store or vary_key(resp.head.headers, req) is None:
                 return await self._pass(head, b"", "uncacheable-" + ok.reason, fwd=fwd)
             self.counters["coalesced"] += 1
@@ -213,7 +217,7 @@ class Engine:
         if stored is not None:
             entry, reason = stored, "stored"
         else:
-            entry, reason = None, storable(b"GET", req, resp.head.status, resp.head.headers).reason
+            entry, reason = None, self._decide(primary, req, resp.head.status, resp.head.headers)[0].reason
         if entry is not None:
             age = current_age(entry.headers, t_req, t_resp, self.clock())
             status = cache_status(self.cfg.cache.name, fwd=fwd, fwd_status=resp.head.status,
@@ -224,19 +228,29 @@ class Engine:
         headers = strip_hop_by_hop(resp.head.headers) + [(b"cache-status", status)]
         return self._finish(head, resp.head.status, headers, resp.body)
 
+    def _decide(self, primary: bytes, req: list, status: int, headers: list) -> tuple[Decision, list]:
+        """RFC 9111's storable decision, and the fields to store. A 200 for a versioned path
+        (cache.versioned_pattern) is stored even without explicit freshness, with Cache-Control
+        `public, max-age=versioned_ttl, immutable`; every other reason not to store still holds."""
+        decision = storable(b"GET", req, status, headers)
+        if status == 200 and (decision.store or decision.reason == "no-freshness") and is_versioned(
+                primary.partition(b" ")[2], self._versioned):
+            return Decision(True, "stored"), immutable_headers(headers, self.cfg.cache.versioned_ttl)
+        return decision, headers
+
     def _maybe_store(self, primary: bytes, req: list, resp: OriginResponse, t_req: float, t_resp: float) -> Entry | None:
-        decision = storable(b"GET", req, resp.head.status, resp.head.headers)
+        decision, headers = self._decide(primary, req, resp.head.status, resp.head.headers)
         if not decision.store:
             return None
-        secondary = vary_key(resp.head.headers, req)
+        secondary = vary_key(headers, req)
         key = (primary, secondary)
         existing = self.store.peek(key)
         if existing is not None and existing.response_time > t_resp:
             return existing
         c = self.cfg.cache
-        lifetime = freshness_lifetime(resp.head.headers, resp.head.status,
+        lifetime = freshness_lifetime(headers, resp.head.status,
                                       heuristic_fraction=c.heuristic_fraction, heuristic_max=c.heuristic_max)
-        entry = Entry(resp.head.status, stored_headers(resp.head.headers), resp.body, t_req, t_resp, lifetime,
+        entry = Entry(resp.head.status, stored_headers(headers), resp.body, t_req, t_resp, lifetime,
                       vary=secondary)
         self.store.put(key, entry)
         return entry  # when too large for the store it is served this once and not kept
@@ -286,6 +300,8 @@ class Engine:
                 return self._stale_answer(head, entry, ttl, detail, fwd_status=resp.head.status)
         if resp.head.status == 304:
             merged = merge_304(entry.headers, resp.head.headers)
+            if merged is not None and entry.status == 200 and is_versioned(primary.partition(b" ")[2], self._versioned):
+                merged = immutable_headers(merged, self.cfg.cache.versioned_ttl)
             if merged is not None:
                 self.counters["revalidated"] += 1
                 c = self.cfg.cache
@@ -305,7 +321,7 @@ class Engine:
             status = cache_status(self.cfg.cache.name, fwd="stale", fwd_status=resp.head.status,
                                   ttl=stored.lifetime - age, stored=True)
             return self._from_entry(head, stored, age, status)
-        reason = storable(b"GET", req, resp.head.status, resp.head.headers).reason
+        reason = self._decide(primary, req, resp.head.status, resp.head.headers)[0].reason
         status = cache_status(self.cfg.cache.name, fwd="stale", fwd_status=resp.head.status, detail=reason)
         return self._finish(head, resp.head.status, strip_hop_by_hop(resp.head.headers) + [(b"cache-status", status)],
                             resp.body)
