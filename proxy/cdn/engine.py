@@ -152,7 +152,10 @@ class Engine:
             running = self._refreshing.get(key)
             if running is not None and not running.done():
                 # A revalidation of this object is under way: wait for it, then look again.
-                await asyncio.shield(running)
+                try:
+                    await asyncio.shield(running)
+                except Exception:
+                    pass  # logged by its done callback; this request revalidates for itself
                 return await self.handle(head, body)
             return await self._revalidate(head, primary, key, entry, ttl)
         fwd = "vary-miss" if self.store.variants(primary) else "uri-miss"
