@@ -7,7 +7,8 @@
 - When a test fails, the tail of the log of every process owned by the fixtures it used is added
   to its report: any fixture value with a `managed_processes()` method takes part, so fixtures in
   other conftest files get the dump by providing that method.
-- Tests under tests/integration are marked `integration` automatically.
+- Tests under tests/integration are marked `integration` automatically; tests marked `slow` are
+  skipped unless the marker expression names them (`-m slow`).
 """
 
 from __future__ import annotations
@@ -29,9 +30,15 @@ LOG_TAIL_LINES = 60
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    # Soaks marked `slow` (minutes to hours) run only when asked for by a marker expression that
+    # names them (`-m slow`): the README's test command and CI stay within their time budget.
+    run_slow = "slow" in (config.getoption("markexpr") or "")
+    skip_slow = pytest.mark.skip(reason="a slow soak: run it with -m slow")
     for item in items:
         if item.path.is_relative_to(_INTEGRATION_DIR):
             item.add_marker(pytest.mark.integration)
+        if not run_slow and item.get_closest_marker("slow") is not None:
+            item.add_marker(skip_slow)
 
 
 def _processes_of(item: pytest.Item) -> list[Any]:
