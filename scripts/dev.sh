@@ -102,6 +102,9 @@ if [[ ! -x .venv/bin/python || ! -f $stamp || $(cat "$stamp") != "$want" ]]; the
   [[ -x .venv/bin/python ]] || "$PY" -m venv .venv
   .venv/bin/python -m pip install -q --upgrade pip >/dev/null
   .venv/bin/python -m pip install -q -e '.[test,bench]'
+  # arq (a peer of `python -m bench queue`) pins redis<6, Celery's kombu needs >=6.1: arq goes in
+  # without its pins (its other needs, click and typing-extensions, come with Celery and pydantic).
+  .venv/bin/python -m pip install -q --no-deps 'arq>=0.26'
   echo "$want" > "$stamp"
 fi
 
