@@ -5,7 +5,7 @@
     admin = { address = "127.0.0.1:9088" }   # token_file = "...", allowed_hosts = [...]
     [cache]
     max_bytes = 67108864             # the store's bound: bodies + headers + per-object overhead
-    policy = "lru"                   # lru | lfu | fifo
+    policy = "lru"                   # lru | lfu | fifo | wtinylfu
     max_object_bytes = 8388608       # larger responses are passed through, not stored
     versioned_pattern = '[.][0-9a-f]{8,}[.](css|js|png|svg|woff2)$'   # content-hash paths
     versioned_ttl = 31536000         # ... get this max-age and `immutable`
@@ -38,7 +38,7 @@ class AdminConfig(StrictModel):
 
 class CacheConfig(StrictModel):
     max_bytes: int = Field(64 * 1024 * 1024, ge=4096)
-    policy: Literal["lru", "lfu", "fifo"] = "lru"
+    policy: Literal["lru", "lfu", "fifo", "wtinylfu"] = "lru"
     max_object_bytes: int = Field(8 * 1024 * 1024, ge=1)
     # RFC 9111 4.2.2 heuristic freshness: this fraction of (Date - Last-Modified), at most this long.
     heuristic_fraction: float = Field(0.1, ge=0, le=1)

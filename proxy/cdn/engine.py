@@ -91,9 +91,7 @@ class Engine:
         if c.policy != self.store.policy:
             self.store = Store(c.max_bytes, c.policy, c.max_object_bytes)
         else:
-            self.store.max_bytes = c.max_bytes
-            self.store.max_object_bytes = min(c.max_object_bytes, c.max_bytes)
-            self.store.shrink()
+            self.store.resize(c.max_bytes, c.max_object_bytes)
         self._versioned = compile_pattern(c.versioned_pattern)
         self.cfg = cfg
 

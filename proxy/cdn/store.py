@@ -1,4 +1,5 @@
-"""The cache's memory: objects bounded by a total byte size, evicted by a policy (LRU, LFU, FIFO).
+"""The cache's memory: objects bounded by a total byte size, evicted by a policy (LRU, LFU, FIFO,
+W-TinyLFU: proxy/cdn/policies.py).
 
 Sans-IO: no clock, no sockets. Keys are (primary key, Vary secondary key); an object's cost is
 its body plus its header bytes plus a fixed overhead, so many tiny objects cannot exceed the
@@ -8,17 +9,16 @@ Objects are also indexed by their surrogate keys (Surrogate-Key / Cache-Tag) for
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
+from proxy.cdn.policies import POLICIES, make_policy
 from proxy.cdn.surrogate import surrogate_keys
 
 __all__ = ["OBJECT_OVERHEAD", "POLICIES", "Entry", "Store"]
 
 # Bytes charged per object besides body and headers: the entry, its keys and dict slots.
 OBJECT_OVERHEAD = 256
-POLICIES = ("lru", "lfu", "fifo")
 
 Key = tuple[bytes, Any]
 
@@ -44,79 +44,70 @@ class Entry:
 
 
 class Store:
-    """Byte-bounded object store. `get` counts as a use for LRU/LFU; FIFO ignores uses."""
+    """Byte-bounded object store. `get` counts as a use (a hit) for the policy; `peek` does not.
+    The policy (proxy/cdn/policies.py) orders keys; the store holds the objects and the bytes."""
 
     def __init__(self, max_bytes: int, policy: str = "lru", max_object_bytes: int | None = None) -> None:
-        if policy not in POLICIES:
-            raise ValueError(f"unknown eviction policy {policy!r}; one of {', '.join(POLICIES)}")
+        self._policy = make_policy(policy, max_bytes)
         self.max_bytes = max_bytes
         self.policy = policy
         self.max_object_bytes = max_bytes if max_object_bytes is None else min(max_object_bytes, max_bytes)
         self.bytes = 0
         self.evictions = 0
-        # LRU/FIFO: one ordered dict, oldest first. LFU: frequency buckets, each ordered (ties
-        # go to the least recently used), plus the lowest non-empty frequency: O(1) per step.
-        self._order: OrderedDict[Key, Entry] = OrderedDict()
-        self._freq: dict[Key, int] = {}
-        self._buckets: dict[int, OrderedDict[Key, None]] = {}
-        self._min_freq = 0
+        self._entries: dict[Key, Entry] = {}
         # primary key -> its variants' secondary keys (Vary), for lookups and purges by URL.
         self._variants: dict[bytes, set[Any]] = {}
         # surrogate key -> the stored keys it names.
         self._tags: dict[bytes, set[Key]] = {}
 
     def __len__(self) -> int:
-        return len(self._order)
+        return len(self._entries)
 
     def __contains__(self, key: Key) -> bool:
-        return key in self._order
+        return key in self._entries
+
+    def keys(self) -> list[Key]:
+        return list(self._entries)
+
+    def entries(self) -> list[tuple[Key, Entry]]:
+        return list(self._entries.items())
 
     def variants(self, primary: bytes) -> list[Any]:
         return list(self._variants.get(primary, ()))
 
     def peek(self, key: Key) -> Entry | None:
-        return self._order.get(key)
+        return self._entries.get(key)
 
     def get(self, key: Key) -> Entry | None:
-        entry = self._order.get(key)
-        if entry is None:
-            return None
-        if self.policy == "lru":
-            self._order.move_to_end(key)
-        elif self.policy == "lfu":
-            self._bump(key)
+        entry = self._entries.get(key)
+        if entry is not None:
+            self._policy.access(key)
         return entry
 
-    def put(self, key: Key, entry: Entry) -> list[Key]:
-        """Store `entry`, evicting others until it fits; returns the evicted keys. An object
-        over `max_object_bytes` is not stored (and nothing is evicted for it)."""
-        entry.size = entry.cost()
+    def put(self, key: Key, entry: Entry, cost: int | None = None) -> list[Key]:
+        """Store `entry`, then evict until the store is within its bound; returns the evicted
+        keys, which under W-TinyLFU may include `key` itself (not admitted). An object over
+        `max_object_bytes` is not stored (and nothing is evicted for it). `cost` overrides the
+        entry's computed size (trace replays store no bodies)."""
+        entry.size = entry.cost() if cost is None else cost
         if entry.size > self.max_object_bytes:
             return []
-        if key in self._order:
+        if key in self._entries:
             self.remove(key)
-        evicted: list[Key] = []
-        while self.bytes + entry.size > self.max_bytes and self._order:
-            victim = self._victim()
-            self.remove(victim)
-            self.evictions += 1
-            evicted.append(victim)
-        self._order[key] = entry
+        self._entries[key] = entry
         self.bytes += entry.size
         self._variants.setdefault(key[0], set()).add(key[1])
         entry.tags = surrogate_keys(entry.headers)
         for tag in entry.tags:
             self._tags.setdefault(tag, set()).add(key)
-        if self.policy == "lfu":
-            self._freq[key] = 1
-            self._buckets.setdefault(1, OrderedDict())[key] = None
-            self._min_freq = 1
-        return evicted
+        self._policy.insert(key, entry.size)
+        return self._evict(key)
 
     def remove(self, key: Key) -> Entry | None:
-        entry = self._order.pop(key, None)
+        entry = self._entries.pop(key, None)
         if entry is None:
             return None
+        self._policy.remove(key)
         self.bytes -= entry.size
         variants = self._variants.get(key[0])
         if variants is not None:
@@ -129,12 +120,6 @@ class Store:
                 keys.discard(key)
                 if not keys:
                     del self._tags[tag]
-        if self.policy == "lfu":
-            f = self._freq.pop(key)
-            bucket = self._buckets[f]
-            del bucket[key]
-            if not bucket:
-                del self._buckets[f]
         return entry
 
     def purge(self, primary: bytes, soft: bool = False) -> int:
@@ -142,7 +127,7 @@ class Store:
         keys = [(primary, v) for v in self.variants(primary)]
         for key in keys:
             if soft:
-                self._order[key].stale = True
+                self._entries[key].stale = True
             else:
                 self.remove(key)
         return len(keys)
@@ -155,39 +140,31 @@ class Store:
         keys = self.tagged(tag)
         for key in keys:
             if soft:
-                self._order[key].stale = True
+                self._entries[key].stale = True
             else:
                 self.remove(key)
         return len(keys)
 
+    def resize(self, max_bytes: int, max_object_bytes: int) -> list[Key]:
+        """A new bound (reload): evict until within it."""
+        self.max_bytes = max_bytes
+        self.max_object_bytes = min(max_object_bytes, max_bytes)
+        self._policy.resize(max_bytes)
+        return self._evict(None)
+
     def shrink(self) -> list[Key]:
-        """Evict until within `max_bytes` (after the bound was lowered by a reload)."""
-        evicted = []
-        while self.bytes > self.max_bytes and self._order:
-            victim = self._victim()
+        """Evict until within `max_bytes`."""
+        return self._evict(None)
+
+    def _evict(self, incoming: Key | None) -> list[Key]:
+        evicted: list[Key] = []
+        while self.bytes > self.max_bytes and self._entries:
+            victim = self._policy.victim(incoming)
             self.remove(victim)
             self.evictions += 1
             evicted.append(victim)
         return evicted
 
-    def _bump(self, key: Key) -> None:
-        f = self._freq[key]
-        bucket = self._buckets[f]
-        del bucket[key]
-        if not bucket:
-            del self._buckets[f]
-            if self._min_freq == f:
-                self._min_freq = f + 1
-        self._freq[key] = f + 1
-        self._buckets.setdefault(f + 1, OrderedDict())[key] = None
-
-    def _victim(self) -> Key:
-        if self.policy != "lfu":
-            return next(iter(self._order))
-        if self._min_freq not in self._buckets:
-            self._min_freq = min(self._buckets)
-        return next(iter(self._buckets[self._min_freq]))
-
     def status(self) -> dict[str, Any]:
-        return {"policy": self.policy, "objects": len(self._order), "bytes": self.bytes,
+        return {"policy": self.policy, "objects": len(self._entries), "bytes": self.bytes,
                 "max_bytes": self.max_bytes, "evictions": self.evictions}

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from proxy.cdn.store import OBJECT_OVERHEAD, Entry, Store
+from proxy.cdn.store import OBJECT_OVERHEAD, POLICIES, Entry, Store
 
 
 def entry(size: int) -> Entry:
@@ -70,7 +70,7 @@ def test_unknown_policy():
         Store(100, "random")
 
 
-@given(st.sampled_from(["lru", "lfu", "fifo"]),
+@given(st.sampled_from(POLICIES),
        st.lists(st.tuples(st.sampled_from(["put", "get", "remove"]), st.integers(0, 30), st.integers(0, 3000)),
                 max_size=200))
 def test_bound_and_accounting_hold(policy, ops):
