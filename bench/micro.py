@@ -85,7 +85,7 @@ async def _lb(what: str, n: int) -> int:
     from proxy.lb.config import LbConfig
     from proxy.lb.frontend import Frontend
     from proxy.lb.pool import Pool
-    from proxy.lb.upstream import UpstreamConn
+    from proxy.upstream.conn import UpstreamConn
 
     cfg = LbConfig.model_validate(tomllib.loads(LB_TOML))
     pools = {name: Pool(name, pcfg, lambda b: None, lambda b: None) for name, pcfg in cfg.pools.items()}

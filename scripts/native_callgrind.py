@@ -195,7 +195,7 @@ def exchange() -> Callable[[], object]:
     from proxy.lb.config import LbConfig
     from proxy.lb.frontend import Frontend
     from proxy.lb.pool import Pool
-    from proxy.lb.upstream import UpstreamConn
+    from proxy.upstream.conn import UpstreamConn
 
     cfg = LbConfig.model_validate({"pools": {"p": {"backends": [{"name": "b", "address": "127.0.0.1:1"}]}}})
     requests = [BROWSER_REQUEST.replace(b"page=3", b"page=%d" % i) for i in range(97)]

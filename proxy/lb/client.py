@@ -46,7 +46,7 @@ from proxy.lb.markdown import MarkedDownMixin
 from proxy.lb.outlier import Outcome
 from proxy.lb.reject import RejectMixin
 from proxy.lb.simple import SimpleResponseMixin
-from proxy.lb.upstream import UpstreamConn
+from proxy.upstream.conn import UpstreamConn
 
 if TYPE_CHECKING:
     from proxy.lb.frontend import Frontend

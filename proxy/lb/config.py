@@ -14,6 +14,7 @@ from proxy.core.adminguard import is_loopback_host
 from proxy.core.config import Address, AdminTokenConfig, StrictModel, parse_hostport
 from proxy.lb.frontconfig import AdminTlsConfig, BackendTlsConfig, ListenerConfig, RouteConfig
 from proxy.lb.netpolicy import Network, host_refusal, parse_networks
+from proxy.upstream.config import BackendConfig, HealthConfig
 
 __all__ = [
     "Address",
@@ -35,40 +36,6 @@ ALGORITHMS = ("round_robin", "weighted_round_robin", "least_conn", "random_two",
 
 
 _NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"
-
-
-class BackendConfig(StrictModel):
-    name: str = Field(pattern=_NAME, description="unique in its pool; used in metrics, cookies, logs")
-    address: Address
-    weight: int = Field(default=1, ge=1, le=1000)
-    backup: bool = False  # used only when no non-backup backend is eligible
-
-
-class HealthConfig(StrictModel):
-    type: Literal["http", "tcp", "none"] = "http"
-    path: str = Field(default="/healthz", pattern=r"^/")
-    host: str | None = None  # Host header for HTTP checks; defaults to the backend address
-    interval: float = Field(default=2.0, gt=0, le=3600)  # seconds between checks
-    timeout: float = Field(default=1.0, gt=0, le=600)  # a check slower than this fails
-    rise: int = Field(default=2, ge=1, le=100)  # consecutive passes to come back
-    fall: int = Field(default=3, ge=1, le=100)  # consecutive failures to go down
-    expect_status: list[int] = Field(default_factory=lambda: [200])
-
-    @field_validator("expect_status")
-    @classmethod
-    def _statuses(cls, v: list[int]) -> list[int]:
-        for code in v:
-            if not 100 <= code <= 599:
-                raise ValueError(f"status {code} is not an HTTP status")
-        if not v:
-            raise ValueError("at least one expected status")
-        return v
-
-    @model_validator(mode="after")
-    def _timeout_below_interval(self) -> HealthConfig:
-        if self.timeout > self.interval:
-            raise ValueError(f"timeout {self.timeout} must not exceed interval {self.interval}")
-        return self
 
 
 class OutlierConfig(StrictModel):

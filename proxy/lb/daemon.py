@@ -26,7 +26,7 @@ from prometheus_client.core import Metric
 
 from proxy.core.admin import AdminServer, make_admin_app
 from proxy.core.adminguard import AdminGuard, is_loopback_host
-from proxy.core.checks import CheckLoop, CheckResult, HttpChecker, tcp_check
+from proxy.core.checks import CheckLoop, CheckResult, HttpChecker
 from proxy.core.config import load_config, parse_hostport
 from proxy.core.health import HealthState
 from proxy.core.tls import intermediate_context
@@ -37,6 +37,7 @@ from proxy.lb.listeners import Listeners
 from proxy.lb.pool import STATUS_CLASSES, Backend, Pool
 from proxy.lb.stats import collect, merge, snapshot
 from proxy.core.workers import ControlChannel, WorkerSet, process_role, start_worker_channel
+from proxy.upstream.checks import backend_check
 
 __all__ = ["LbDaemon"]
 
@@ -315,21 +316,7 @@ class LbDaemon:
                                for b in pool.backends.values() if not b.health.checked))
 
     def _check_fn(self, pool: Pool, backend: Backend) -> Callable[[], Awaitable[CheckResult]]:
-        hc = pool.cfg.health
-        if hc.type == "tcp":
-
-            async def check() -> CheckResult:
-                return await tcp_check(backend.host, backend.port, hc.timeout)
-        else:
-
-            async def check() -> CheckResult:
-                ssl_ctx, server_name = pool.dialer.ssl_for(backend) if pool.dialer else (None, None)
-                return await self.checker.check(
-                    backend.host, backend.port, hc.path, hc.timeout, hc.expect_status, hc.host,
-                    ssl_ctx, server_name,
-                )
-
-        return check
+        return backend_check(pool.cfg.health, backend, self.checker, pool.dialer.ssl_for if pool.dialer else None)
 
     def _on_check_result(self, backend: Backend, state: HealthState, result: CheckResult,
                          changed: bool, first: bool) -> None:  # fmt: skip

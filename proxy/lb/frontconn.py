@@ -26,7 +26,7 @@ from proxy.lb.frontend import Frontend
 
 if TYPE_CHECKING:
     from proxy.lb.frontconfig import ListenerConfig
-    from proxy.lb.upstream import UpstreamConn
+    from proxy.upstream.conn import UpstreamConn
 
 __all__ = ["ForwardingFrontend", "HstsConn", "ProxiedConn", "RedirectConn", "TlsConn", "conn_class",
            "connection_addresses", "forwarded_node"]  # fmt: skip

@@ -1,6 +1,6 @@
 """Upstream pools: backends, their state, eligibility, and the pick that the data path calls.
 
-State lives on the `Backend` object: health (active checks), ejection (passive outlier
+State lives on the `Backend` object (proxy/upstream/backend.py, shared with the cdn): health (active checks), ejection (passive outlier
 detection), draining, in-flight count, idle keep-alive connections and counters. A backend is
 *eligible* when it is up, not ejected, not draining and not removed. The pool caches the tuple of
 eligible backends and rebuilds it only when something changes (a health flip, an ejection, a
@@ -11,79 +11,18 @@ Backups are used only when no non-backup backend is eligible (HAProxy's `backup`
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from proxy.core.config import parse_hostport
 from proxy.core.health import HealthState
-from proxy.core.metrics import Histogram
 from proxy.lb.balancer import Balancer, make_balancer
 from proxy.lb.config import BackendConfig, PoolConfig
 from proxy.lb.dial import make_dialer
 from proxy.lb.outlier import OutlierDetector, Outcome
 from proxy.lb.sticky import StickyCodec
+from proxy.upstream.backend import STATUS_CLASSES, Backend
 
-__all__ = ["Backend", "Pool"]
-
-# Status classes counted per backend; fixed so label values never come from the wire.
-STATUS_CLASSES = ("1xx", "2xx", "3xx", "4xx", "5xx")
-
-
-class Backend:
-    """One upstream server of a pool and everything the balancer knows about it."""
-
-    __slots__ = (
-        "pool_name",
-        "name",
-        "address",
-        "host",
-        "port",
-        "weight",
-        "backup",
-        "health",
-        "draining",
-        "removed",
-        "inflight",
-        "idle",
-        "open_connections",
-        "requests",
-        "responses",
-        "failures",
-        "fail_streak",
-        "latency",
-        "health_checks_ok",
-        "health_checks_failed",
-        "ejections",
-        "check_loop",
-    )
-
-    def __init__(self, pool_name: str, cfg: BackendConfig, health: HealthState) -> None:
-        self.pool_name = pool_name
-        self.name = cfg.name
-        self.address = cfg.address
-        self.host, self.port = parse_hostport(cfg.address)
-        self.weight = cfg.weight
-        self.backup = cfg.backup
-        self.health = health
-        self.draining = False
-        self.removed = False
-        self.inflight = 0
-        self.idle: deque[Any] = deque()  # idle keep-alive UpstreamConn objects, newest last
-        self.open_connections = 0
-        self.requests = 0
-        self.responses = [0, 0, 0, 0, 0]  # by STATUS_CLASSES
-        self.failures: dict[str, int] = {}  # by outcome name
-        self.fail_streak = 0
-        self.latency = Histogram()
-        self.health_checks_ok = 0
-        self.health_checks_failed = 0
-        self.ejections = 0
-        self.check_loop: Any = None
-
-    def close_idle(self) -> None:
-        while self.idle:
-            self.idle.pop().close()
+__all__ = ["STATUS_CLASSES", "Backend", "Pool"]
 
 
 class Pool:

@@ -17,7 +17,7 @@ from proxy.lb.outlier import Outcome
 
 if TYPE_CHECKING:
     from proxy.lb.client import ClientConn
-    from proxy.lb.upstream import UpstreamConn
+    from proxy.upstream.conn import UpstreamConn
 
 __all__ = ["SimpleResponseMixin"]
 

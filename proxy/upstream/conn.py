@@ -1,7 +1,10 @@
-"""Backend-side connections of the load balancer: one asyncio Protocol per TCP connection.
+"""Backend-side HTTP/1.1 connections: one asyncio Protocol per TCP connection, shared by the load
+balancer (its client connections, proxy/lb/client.py) and the cdn (its origin fetches,
+proxy/cdn/origin.py).
 
-An `UpstreamConn` is either *attached* to the client connection whose request it carries
-(`client` set) or *idle* on its backend's keep-alive list (`client` None). It parses responses with
+An `UpstreamConn` is either *attached* to the exchange whose request it carries (`client` set:
+an lb client connection or a cdn origin fetch) or *idle* on its backend's keep-alive list
+(`client` None). It parses responses with
 the sans-IO `ResponseParser` and hands the events to the client connection; it never decides
 anything itself. Bytes arriving on an idle connection, or an idle connection closed by the backend,
 simply retire it.
@@ -15,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from proxy.http1 import ProtocolError, ResponseParser
 
 if TYPE_CHECKING:
-    from proxy.lb.pool import Backend
+    from proxy.upstream.backend import Backend
 
 __all__ = ["UpstreamConn"]
 
@@ -42,7 +45,10 @@ class UpstreamConn(asyncio.Protocol):
         self.backend = backend
         self.transport: asyncio.Transport | None = None
         self.parser = ResponseParser(max_header_bytes=max_header_bytes)
-        self.client: Any = None  # the ClientConn this connection serves now, if any
+        # The exchange this connection serves now, if any: it implements takes_simple_response,
+        # on_simple_response, on_upstream_events, upstream_protocol_error, upstream_closed_early,
+        # upstream_lost, pause_reading_for_upstream and resume_reading_for_upstream.
+        self.client: Any = None
         self.reused = False  # served an earlier request: a failure may be a stale keep-alive
         self.got_bytes = False  # any response byte for the current request
         self.closed = False
