@@ -128,6 +128,10 @@ class LimitsConfig(StrictModel):
     min_rate_grace: float = Field(default=10.0, gt=0)  # seconds before the rate is judged
     # HTTP/2 streams open at once per client connection (SETTINGS_MAX_CONCURRENT_STREAMS).
     h2_max_concurrent_streams: int = Field(default=100, ge=1, le=1000)
+    # HTTP/2 receive window per stream (SETTINGS_INITIAL_WINDOW_SIZE): request body bytes a client
+    # may send ahead of our WINDOW_UPDATEs. Larger speeds uploads over long round trips; smaller
+    # bounds what one stream can make us buffer. Above 65,535 the connection window grows too.
+    h2_initial_window_size: int = Field(default=65535, ge=1024, le=(1 << 31) - 1)
 
 
 class AdminConfig(AdminTokenConfig):

@@ -253,6 +253,13 @@ class H2Conn(asyncio.Protocol):
         if self.proxied is not None and self.proxied[0] is not None:
             self.client_ip = self.proxied[0][0].encode()
         self.h2.initiate_connection()
+        window = fe.cfg.limits.h2_initial_window_size
+        if window != 65535:
+            # A second SETTINGS, pending until the client ACKs it (RFC 9113 6.9.2: until then it
+            # may send 65,535 per stream); h2 then moves the open streams' windows by the delta.
+            self.h2.update_settings({SettingCodes.INITIAL_WINDOW_SIZE: window})
+            if window > 65535:  # the connection's window is not a setting: WINDOW_UPDATE on 0
+                self.h2.increment_flow_control_window(window - 65535)
         if not self.counted:
             fe.accepted_total += 1
         if not self.counted and (len(fe.conns) + len(fe.h2_conns) >= fe.cfg.limits.max_client_connections

@@ -27,11 +27,27 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture
 def h2lb(web_worker_factory, lb_factory, tmp_path):
+    yield from _h2lb(web_worker_factory, lb_factory, tmp_path)
+
+
+@pytest.fixture
+def h2lb_small_window(web_worker_factory, lb_factory, tmp_path):
+    """h2lb with a 16 KiB stream window (limits.h2_initial_window_size)."""
+    yield from _h2lb(web_worker_factory, lb_factory, tmp_path, "h2_initial_window_size = 16384\n")
+
+
+@pytest.fixture
+def h2lb_big_window(web_worker_factory, lb_factory, tmp_path):
+    """h2lb with a 1 MiB stream window."""
+    yield from _h2lb(web_worker_factory, lb_factory, tmp_path, "h2_initial_window_size = 1048576\n")
+
+
+def _h2lb(web_worker_factory, lb_factory, tmp_path, limits: str = ""):
     ca = make_ca(tmp_path / "pki")
     site = ca.issue("site", ["site.test"])
     w = web_worker_factory("w")
     lock = allocate_port()
-    body = (f'[limits]\nmax_header_bytes = 16384\nh2_max_concurrent_streams = 50\n'
+    body = (f'[limits]\nmax_header_bytes = 16384\nh2_max_concurrent_streams = 50\n{limits}'
             f'[[listeners]]\nname = "s"\naddress = "127.0.0.1:{lock.port}"\nprotocol = "https"\nhttp2 = true\n'
             f'hsts_max_age = 600\n'
             f'[listeners.tls]\ncertificates = [{{ cert_file = "{site.cert}", key_file = "{site.key}" }}]\n'
