@@ -36,6 +36,8 @@ from proxy.core.config import Address, AdminTokenConfig, StrictModel, parse_host
 from proxy.pgfront.config import AuthConfig, BackendAuthConfig, TlsConfig, UserConfig
 
 from .classify_functions import DEFAULT_WRITE_FUNCTIONS
+from .qcache_policy import MAX_HINT_TTL, statement_shape
+from .qcache_rules import Rule, fold_table_name, statement_fingerprint
 
 __all__ = [
     "Address",
@@ -43,6 +45,7 @@ __all__ = [
     "AuthConfig",
     "BackendAuthConfig",
     "CacheConfig",
+    "CacheRuleConfig",
     "DbProxyConfig",
     "MonitorConfig",
     "PoolConfig",
@@ -206,9 +209,63 @@ class AdminConfig(AdminTokenConfig):
     address: Address = "127.0.0.1:9187"  # restart; /status, /metrics
 
 
+class CacheRuleConfig(StrictModel):
+    """`[[cache.rules]]`: statements cached without a hint (qcache_rules.py says how they match).
+    At least one of `tables`, `fingerprint`, `statement`; `fingerprint` and `statement` exclude
+    each other."""
+
+    ttl: int = Field(ge=1, le=MAX_HINT_TTL)  # seconds
+    # the statement reads only these tables (names folded as PostgreSQL does, schema dropped)
+    tables: list[str] | None = Field(default=None, min_length=1)
+    fingerprint: str | None = None  # 16 hex digits: PostgreSQL's query fingerprint (pglast)
+    statement: str | None = None  # an example statement: its fingerprint is used
+
+    @field_validator("tables")
+    @classmethod
+    def _fold(cls, v: list[str] | None) -> list[str] | None:
+        if v is None:
+            return None
+        out = []
+        for i, name in enumerate(v):
+            folded = fold_table_name(name)
+            if folded is None:
+                raise ValueError(f"[{i}] {name!r} is not a table name (name or schema.name)")
+            out.append(folded)
+        return out
+
+    @field_validator("fingerprint")
+    @classmethod
+    def _hex(cls, v: str | None) -> str | None:
+        if v is not None and not re.fullmatch(r"[0-9a-fA-F]{16}", v):
+            raise ValueError(f"{v!r} is not a fingerprint (16 hex digits)")
+        return v.lower() if v is not None else None
+
+    @field_validator("statement")
+    @classmethod
+    def _parses(cls, v: str | None) -> str | None:
+        if v is not None:
+            shape = statement_shape(v)
+            if shape is None or shape.kinds != ("SelectStmt",):
+                raise ValueError("not one SELECT statement PostgreSQL can parse")
+        return v
+
+    @model_validator(mode="after")
+    def _some_condition(self) -> CacheRuleConfig:
+        if self.tables is None and self.fingerprint is None and self.statement is None:
+            raise ValueError("a rule needs tables, fingerprint or statement")
+        if self.fingerprint is not None and self.statement is not None:
+            raise ValueError("fingerprint and statement exclude each other (a statement stands for its fingerprint)")
+        return self
+
+    def rule(self) -> Rule:
+        fp = self.fingerprint if self.statement is None else statement_fingerprint(self.statement)
+        return Rule(self.ttl, frozenset(self.tables) if self.tables is not None else None, fp)
+
+
 class CacheConfig(StrictModel):
     """The read-through query cache (issue 20, qcache_*.py). Off by default; restart to change.
-    Only statements with a leading `/* tierproxy:cache ttl=N */` hint are cached."""
+    Statements with a leading `/* tierproxy:cache ttl=N */` hint are cached, and those that match
+    a `[[cache.rules]]` entry."""
 
     enabled: bool = False
     max_bytes: int = Field(default=64 * 1024 * 1024, ge=1024, le=1 << 40)  # the in-process bound
@@ -218,6 +275,7 @@ class CacheConfig(StrictModel):
     jitter: float = Field(default=0.1, ge=0.0, le=1.0)
     # bytes; a larger answer is passed through and not stored
     max_entry_bytes: int = Field(default=1024 * 1024, ge=64, le=1 << 30)
+    rules: list[CacheRuleConfig] = Field(default_factory=list)  # first match wins; a hint comes first
 
 
 class DbProxyConfig(StrictModel):

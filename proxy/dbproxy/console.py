@@ -18,6 +18,7 @@ from proxy.pgfront import console as framework
 from proxy.pgfront.console import Command, Rows
 
 from .cluster_view import CLUSTER_COLUMNS, cluster_rows
+from .qcache_ops import show_cache
 
 __all__ = ["COMMANDS", "run_console"]
 
@@ -95,6 +96,7 @@ COMMANDS: dict[str, Command] = {
     "CLIENTS": _clients,
     "BACKENDS": _backends,
     "CLUSTER": _cluster,
+    "CACHE": show_cache,  # the query cache (qcache_ops.py)
     "STATS": _stats,
     "VERSION": _version,
     "HELP": _help,

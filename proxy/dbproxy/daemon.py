@@ -46,6 +46,7 @@ from .faults import query_timed_out, replica_marked_down, restart_query_timer
 from .monitor import BackendStatus, ReplicaMonitor, usable_for_reads
 from .patroni_admin import add_patroni_routes
 from .router import PRIMARY, ReplicaView, RouteReason
+from .qcache_ops import add_cache_routes, cache_snapshot, purge_local
 from .qcache_session import CachingSession, QueryCache
 from .session import ClientSession
 from .stats import collect, merge, merge_console, snapshot
@@ -238,6 +239,7 @@ class DbProxyDaemon:
         app = make_admin_app(self.registry, before_scrape=self._refresh_stats, guard=self.admin_guard)
         app.router.add_get("/status", self._status_handler)
         add_patroni_routes(app, self)  # POST /switchover
+        add_cache_routes(app, self)  # POST /cache/purge (qcache_ops.py)
         self.admin = AdminServer(app, self.cfg.admin.address)
         try:
             await self.admin.start()
@@ -616,7 +618,7 @@ class DbProxyDaemon:
             })  # fmt: skip
         return {"pools": pools, "servers": servers, "clients": clients, "backends": self._backends(),
                 "routes": self.metrics.route_rows(), "cluster": self.cluster_status(),
-                "version": VERSION}  # fmt: skip
+                "version": VERSION, "qcache": cache_snapshot(self.qcache)}  # fmt: skip
 
     def cluster_status(self) -> dict[str, Any] | None:
         """/status's `topology` (SHOW CLUSTER, the failover metrics); None with a static topology."""
@@ -669,6 +671,10 @@ class DbProxyDaemon:
             return {"id": msg["id"], "snapshot": snapshot(self)}
         if op == "console":
             return {"id": msg["id"], "console": self.console_snapshot()}
+        if op == "cache-purge":
+            tables = msg.get("tables")
+            return {"id": msg["id"], "enabled": self.qcache is not None,
+                    "dropped": purge_local(self, None if tables is None else frozenset(tables))}
         if op == "cancel":
             self.cancel(int(msg["pid"]), int(msg["secret"]), forward=False)
         elif op == "reload":

@@ -8,7 +8,8 @@ runs when the cache is off:
   classifier sends to the primary except transaction control, primary-state reads and locks)
   drops the entries of its tables (qcache_policy.written_tables; unknown tables drop everything)
   and marks them dirty in the session. A batch that is one simple Query with a valid
-  `/* tierproxy:cache ttl=N */` hint and a cacheable statement (qcache_policy.cacheable), outside
+  `/* tierproxy:cache ttl=N */` hint or matching a `[[cache.rules]]` entry (qcache_rules.py) and a
+  cacheable statement (qcache_policy.cacheable), outside
   any transaction, with no other statement in flight on any of the session's servers, is looked up: a hit is answered
   here (the stored RowDescription..CommandComplete bytes, then ReadyForQuery with the session's
   status) and never reaches a server; a miss is sent to the *primary* (a replica may lag
@@ -38,7 +39,9 @@ from proxy.pgwire.framing import Message
 
 from .classify import classify
 from .classify_types import Decision, Reason, Target
-from .qcache_policy import cache_hint, cache_key, cacheable, normalise, statement_shape, written_tables
+from .qcache_ops import TableCounters
+from .qcache_policy import cache_key, cacheable, normalise, written_tables
+from .qcache_rules import CachePlanner
 from .qcache_store import QueryCacheStore, expires_at
 from .router import PRIMARY
 from .session import ClientSession
@@ -95,11 +98,14 @@ class QueryCache:
         self.epoch = 0  # bumped when everything is dropped
         self.versions: dict[str, int] = {}
         self.stored = self.not_stored = 0
+        self.planner = CachePlanner([rule.rule() for rule in cfg.rules])  # hint, then [[cache.rules]]
+        self.table_counters = TableCounters()  # qcache_ops.py: hits and misses per table
+        self.purges = self.cleared = 0  # POST /cache/purge requests; entries dropped by "all"
 
     def invalidate(self, tables: frozenset[str] | None) -> None:
         if tables is None:
             self.epoch += 1
-            self.store.clear()
+            self.cleared += self.store.clear()
             return
         for table in tables:
             self.versions[table] = self.versions.get(table, 0) + 1
@@ -187,7 +193,9 @@ def on_batch(session: ClientSession, batch: list[tuple[Message, Any]]) -> bool:
     if msg.type != b"Q" or aux is None or aux[0] != "query" or session.qpending is not None:
         return False
     sql = _sql(msg.raw)
-    ttl = cache_hint(sql) if sql is not None else None
+    if sql is None or aux[1].reason is not Reason.READ:
+        return False
+    ttl, shape = cache.planner.plan(sql)  # qcache_rules.py: the hint, then the config's rules
     if ttl is None:
         return False
     router = session.router
@@ -196,7 +204,6 @@ def on_batch(session: ClientSession, batch: list[tuple[Message, Any]]) -> bool:
         # would answer 25P02 in a failed transaction, or a snapshot other than the transaction's
         # own under REPEATABLE READ; and a fill would run on the transaction's replica.
         return False
-    shape = statement_shape(sql)
     if not cacheable(aux[1], shape, in_transaction=False, read_only_transaction=False,
                      pinned=router.pinned):  # fmt: skip
         return False
@@ -207,6 +214,7 @@ def on_batch(session: ClientSession, batch: list[tuple[Message, Any]]) -> bool:
         return False
     key = cache_key(text, database=session.database, user=session.user, settings=dict(session.options))
     answer = cache.store.get(key, time.monotonic())
+    cache.table_counters.count(shape.tables, answer is not None)
     if answer is not None:
         session.transport.write(answer + b"Z\x00\x00\x00\x05" + session._status())
         return True

@@ -17,6 +17,7 @@ from proxy.core.metrics import Histogram
 from proxy.pgfront.pool import add_pool_rows
 
 from .cluster_view import add_worker_counters, worker_counters
+from .qcache_ops import cache_metrics, cache_snapshot, merge_cache
 from .router import PRIMARY
 
 if TYPE_CHECKING:
@@ -41,7 +42,7 @@ COUNTERS = (
 def empty() -> dict[str, Any]:
     return {"routes": [], "latency": {}, "counters": {name: 0 for name, _ in COUNTERS},
             "cache": {"hits": 0, "misses": 0, "size": 0}, "clients": 0, "pools": [],
-            "outstanding": {}, "backends": [], "failover": {}}  # fmt: skip
+            "outstanding": {}, "backends": [], "failover": {}, "qcache": None}  # fmt: skip
 
 
 def snapshot(d: DbProxyDaemon) -> dict[str, Any]:
@@ -60,6 +61,7 @@ def snapshot(d: DbProxyDaemon) -> dict[str, Any]:
         "outstanding": dict(d.outstanding),
         "backends": list(d.pools.addresses),
         "failover": worker_counters(d.cluster_status()),  # the hold's counters, following Patroni
+        "qcache": cache_snapshot(d.qcache),  # the query cache's counters (qcache_ops.py)
     }  # fmt: skip
 
 
@@ -90,6 +92,7 @@ def merge(snaps: Sequence[dict[str, Any]]) -> dict[str, Any]:
     out["routes"] = [[b, r, n] for (b, r), n in sorted(routes.items())]
     out["pools"] = [pools[k] for k in sorted(pools)]
     out["backends"] = list(backends)
+    out["qcache"] = merge_cache([s.get("qcache") for s in snaps])
     return out
 
 
@@ -114,7 +117,7 @@ def merge_console(snaps: Sequence[dict[str, Any]], backends: list[dict[str, Any]
     version = snaps[0]["version"] if snaps else ""
     return {"pools": [pools[k] for k in sorted(pools)], "servers": servers, "clients": clients,
             "backends": rows, "routes": [[b, r, n] for (b, r), n in sorted(routes.items())],
-            "version": version}  # fmt: skip
+            "version": version, "qcache": merge_cache([s.get("qcache") for s in snaps])}  # fmt: skip
 
 
 def _histogram(h: dict[str, Any]) -> Histogram:
@@ -168,3 +171,4 @@ def collect(snap: dict[str, Any], backends: Iterable[dict[str, Any]]) -> Iterabl
         hh = _histogram(h)
         hist.add_metric([role], hh.buckets(), hh.sum)
     yield hist
+    yield from cache_metrics(snap.get("qcache"))
