@@ -5,6 +5,7 @@
     tierproxy geodns --config geodns.toml
     tierproxy shard --config shard.toml
     tierproxy cdn --config cdn.toml       # the caching edge (docs/cdn.md)
+    tierproxy cdn whatif --trace FILE --size 64MiB   # replay a key trace under each eviction policy
     tierproxy shard reshard --from OLD.toml --to NEW.toml [--dry-run]   # move rows to a new map
     tierproxy check-config lb.toml        # any daemon's config; exit 2 with located errors
     tierproxy demo                        # the whole architecture on this machine
@@ -144,13 +145,23 @@ def _reshard_arguments(p: argparse.ArgumentParser) -> None:
                    help="seconds to wait for statements and transactions begun before the fence")  # fmt: skip
 
 
+def _whatif_arguments(p: argparse.ArgumentParser) -> None:
+    """`tierproxy cdn whatif`'s options (proxy/cdn/whatif.py runs it)."""
+    p.add_argument("--trace", required=True, metavar="FILE", help="a key trace recorded by tierproxy cdn")
+    p.add_argument("--size", required=True, help="the cache's max_bytes, e.g. 64MiB")
+    p.add_argument("--max-object", default="8MiB", help="cache.max_object_bytes (larger objects are never stored)")
+    p.add_argument("--policies", default=None, help="comma-separated (default: all: lru,lfu,fifo,wtinylfu)")
+    p.add_argument("--warmup", type=int, default=0, help="lookups that only fill the cache (not counted)")
+    p.add_argument("--json", action="store_true", help="one JSON object instead of the table")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="tierproxy", description=__doc__.split("\n")[0])
     parser.add_argument("--version", action=_VersionAction)
     sub = parser.add_subparsers(dest="command", required=True)
     for name in DAEMONS:
         p = sub.add_parser(name, help=f"run tierproxy {name}")
-        p.add_argument("--config", "-c", required=name != "shard", help="TOML config file")
+        p.add_argument("--config", "-c", required=name not in ("shard", "cdn"), help="TOML config file")
         p.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
         p.add_argument("--json-logs", action=argparse.BooleanOptionalAction, default=None,
                        help="JSON log lines (default: when stderr is not a terminal)")
@@ -160,6 +171,9 @@ def main(argv: list[str] | None = None) -> int:
             tools = p.add_subparsers(dest="shard_command")
             _reshard_arguments(tools.add_parser(
                 "reshard", help="move rows to the shards a new config names, the router serving (docs/shard.md)"))
+        if name == "cdn":
+            _whatif_arguments(p.add_subparsers(dest="cdn_command").add_parser(
+                "whatif", help="replay a recorded key trace under each eviction policy (docs/cdn.md)"))
     cc = sub.add_parser("check-config", help="validate a config file and exit (2 on errors)")
     cc.add_argument("file")
     cc.add_argument("--daemon", choices=sorted(DAEMONS))
@@ -186,6 +200,12 @@ def main(argv: list[str] | None = None) -> int:
         return reshard_main(args)
     if args.command == "shard" and args.config is None:
         parser.error("tierproxy shard: --config is required")
+    if args.command == "cdn" and args.cdn_command == "whatif":
+        from proxy.cdn.whatif import main as whatif_main
+
+        return whatif_main(args)
+    if args.command == "cdn" and args.config is None:
+        parser.error("tierproxy cdn: --config is required")
     if args.command == "queue":
         from workers.queue.cli import main as queue_main
 

@@ -9,6 +9,7 @@
     max_object_bytes = 8388608       # larger responses are passed through, not stored
     versioned_pattern = '[.][0-9a-f]{8,}[.](css|js|png|svg|woff2)$'   # content-hash paths
     versioned_ttl = 31536000         # ... get this max-age and `immutable`
+    trace_file = "cdn.trace"         # record a key trace for `tierproxy cdn whatif` (optional)
 """
 
 from __future__ import annotations
@@ -48,6 +49,9 @@ class CacheConfig(StrictModel):
     # hash: their 200 responses are stored for versioned_ttl seconds and sent `immutable`.
     versioned_pattern: str | None = None
     versioned_ttl: int = Field(31536000, ge=1, le=2147483648)
+    # Record every lookup's key and size to this file (appended) for `tierproxy cdn whatif`;
+    # the admin API can also start and stop a recording (POST /trace).
+    trace_file: str | None = None
 
     @field_validator("versioned_pattern")
     @classmethod

@@ -1,10 +1,12 @@
 """`tierproxy cdn`: the caching edge daemon. Wires the engine (engine.py), the client listener
-(server.py) and the admin server (/metrics, /status, POST /purge by URL or surrogate key) together, and implements the
+(server.py) and the admin server (/metrics, /status, POST /purge by URL or surrogate key, POST /trace
+to record a key trace) together, and implements the
 runtime's start / reload (SIGHUP) / drain (SIGTERM).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Iterable
 from pathlib import Path
@@ -21,6 +23,7 @@ from prometheus_client.metrics_core import Metric
 from proxy.cdn.config import CdnConfig
 from proxy.cdn.engine import Answer, Engine
 from proxy.cdn.server import CdnServer
+from proxy.cdn.trace import TraceRecorder
 from proxy.core.admin import AdminServer, make_admin_app
 from proxy.core.adminguard import AdminGuard
 from proxy.core.config import load_config, parse_hostport
@@ -41,6 +44,7 @@ class CdnDaemon:
         self.admin: AdminServer | None = None
         self.reloads = 0
         self.purges = 0
+        self._trace_flusher: asyncio.Task[None] | None = None
         self.registry = new_registry()
         self.registry.register(FuncCollector(self._collect))
 
@@ -58,12 +62,15 @@ class CdnDaemon:
         app = make_admin_app(self.registry, guard=self.guard)
         app.router.add_get("/status", self._status)
         app.router.add_post("/purge", self._purge)
+        app.router.add_post("/trace", self._trace)
         self.admin = AdminServer(app, self.cfg.admin.address)
         try:
             await self.admin.start()
         except OSError:
             await self.server.drain(0)
             raise
+        if self.cfg.cache.trace_file:
+            self._start_trace(self.cfg.cache.trace_file, create=False)
         log.info("listening", extra={"listen": self.cfg.listen, "admin": self.cfg.admin.address,
                                      "origins": self.cfg.origins})  # fmt: skip
 
@@ -74,7 +81,13 @@ class CdnDaemon:
         if (new.listen, new.admin.address) != (self.cfg.listen, self.cfg.admin.address):
             raise ValueError("listen and admin.address cannot change on reload; restart instead")
         self.guard.update(new.admin.token, new.admin.allowed_hosts)
+        trace = self.engine.trace
         self.engine.apply(new)
+        if new.cache.trace_file != self.cfg.cache.trace_file:
+            if trace is not None and trace.path == self.cfg.cache.trace_file:
+                self._stop_trace()
+            if new.cache.trace_file:
+                self._start_trace(new.cache.trace_file, create=False)
         self.cfg = new
         self.reloads += 1
         log.info("reloaded", extra={"origins": new.origins, "policy": new.cache.policy})
@@ -82,6 +95,7 @@ class CdnDaemon:
     async def drain(self) -> None:
         if self.server is not None:
             await self.server.drain(self.cfg.drain_timeout)
+        self._stop_trace()
         if self.admin is not None:
             await self.admin.stop()
 
@@ -93,6 +107,7 @@ class CdnDaemon:
         snap["hit_ratio"] = round(snap["hits"] / lookups, 4) if lookups else 0.0
         snap["purges"] = self.purges
         snap["reloads"] = self.reloads
+        snap["trace"] = self.engine.trace.status() if self.engine.trace is not None else None
         return snap
 
     async def _status(self, _request: web.Request) -> web.Response:
@@ -119,6 +134,50 @@ class CdnDaemon:
         n = self.engine.store.purge(primary, soft=soft)
         self.purges += 1
         return web.json_response({"purged": n, "url": url})
+
+    def _start_trace(self, path: str, create: bool) -> None:
+        self._stop_trace()
+        self.engine.trace = TraceRecorder(path, create=create)
+        loop = asyncio.get_running_loop()
+        self._trace_flusher = loop.create_task(self._flush_trace())
+        log.info("trace recording", extra={"file": path})
+
+    def _stop_trace(self) -> dict[str, Any] | None:
+        trace, self.engine.trace = self.engine.trace, None
+        if self._trace_flusher is not None:
+            self._trace_flusher.cancel()
+            self._trace_flusher = None
+        if trace is None:
+            return None
+        trace.close()
+        log.info("trace stopped", extra=trace.status())
+        return trace.status()
+
+    async def _flush_trace(self) -> None:
+        # Once a second the buffered records reach the file, so a recording can be replayed
+        # (and `tail`ed) while it runs without a partial last line more than a second old.
+        while True:
+            await asyncio.sleep(1.0)
+            if self.engine.trace is not None:
+                self.engine.trace.flush()
+
+    async def _trace(self, request: web.Request) -> web.Response:
+        """POST /trace?action=start&file=PATH: record a key trace to a new file (an existing
+        one is not overwritten: 409); POST /trace?action=stop: stop and close it."""
+        action = request.query.get("action")
+        if action == "stop":
+            done = self._stop_trace()
+            return web.json_response({"stopped": done is not None, **(done or {})})
+        if action != "start" or not request.query.get("file"):
+            return web.json_response({"error": "action=start&file=PATH or action=stop"}, status=400)
+        path = request.query["file"]
+        try:
+            self._start_trace(path, create=True)
+        except FileExistsError:
+            return web.json_response({"error": f"{path} exists; name a new file"}, status=409)
+        except OSError as exc:
+            return web.json_response({"error": f"{path}: {exc.strerror or exc}"}, status=400)
+        return web.json_response({"recording": path})
 
     # -- metrics -----------------------------------------------------------------------------
 

@@ -38,6 +38,7 @@ from proxy.cdn.rfc9111 import (
 )
 from proxy.cdn.store import Entry, Store
 from proxy.cdn.surrogate import SURROGATE_FIELDS
+from proxy.cdn.trace import TraceRecorder
 from proxy.cdn.versioned import compile_pattern, immutable_headers, is_versioned
 from proxy.core.metrics import Histogram
 from proxy.http1 import RequestHead, get_header, strip_hop_by_hop
@@ -84,6 +85,8 @@ class Engine:
                          "origin_requests": 0, "origin_errors": 0, "not_stored": 0, "passes": 0}
         self.origin_latency = Histogram()
         self._versioned = compile_pattern(cfg.cache.versioned_pattern)
+        # A key trace for `tierproxy cdn whatif` (proxy/cdn/trace.py), when one is being recorded.
+        self.trace: TraceRecorder | None = None
 
     def apply(self, cfg: CdnConfig) -> None:
         """A reloaded config: new origins and limits; the store is rebuilt only if its policy changed."""
@@ -129,6 +132,8 @@ class Engine:
         found = self._lookup(primary, req)
         if found is not None:
             key, entry = found
+            if self.trace is not None:
+                self.trace.record(key, entry.size)
             now = self.clock()
             age = current_age(entry.headers, entry.request_time, entry.response_time, now)
             ttl = entry.lifetime - age
@@ -215,6 +220,8 @@ class Engine:
                 return await self._pass(head, b"", "uncacheable-" + ok.reason, fwd=fwd)
             self.counters["coalesced"] += 1
         stored = self._maybe_store(primary, req, resp, t_req, t_resp)
+        if stored is not None and self.trace is not None and fwd != "stale":
+            self.trace.record((primary, stored.vary), stored.size)
         if stored is not None:
             entry, reason = stored, "stored"
         else:

@@ -1,0 +1,84 @@
+"""`tierproxy cdn` operations end to end: recording a key trace (config and admin API) and
+replaying it with `tierproxy cdn whatif`. A real origin process (cdnorigin.py), the daemon as
+a real process, real curl; one origin and one cdn for the module."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from tests.integration.lbproc import http_json, wait_for
+from tests.integration.test_cdn import REPO, Cdn, Origin, curl
+
+
+@pytest.fixture(scope="module")
+def origin(tmp_path_factory):
+    o = Origin(tmp_path_factory.mktemp("origin")).start()
+    yield o
+    o.stop()
+    o.lock.release()
+
+
+@pytest.fixture(scope="module")
+def cdn(tmp_path_factory, origin):
+    tmp = tmp_path_factory.mktemp("cdn")
+    c = Cdn(tmp, origin, cache=f'policy = "wtinylfu"\ntrace_file = "{tmp / "boot.trace"}"')
+    c.tmp = tmp
+    yield c
+    assert c.stop() == 0
+    c.lock.release()
+    c.admin_lock.release()
+
+
+def trace_lines(path) -> list[str]:
+    return [line for line in path.read_text(encoding="latin-1").splitlines() if not line.startswith("#")]
+
+
+def test_recorded_trace_replays_in_whatif(cdn, origin):
+    boot = cdn.tmp / "boot.trace"
+    assert cdn.status()["trace"] == {"file": str(boot), "records": 0}
+    # miss, hit, hit on one object; a miss on another; an uncacheable answer is not recorded.
+    for path in ("/obj/t1?cc=max-age=300", "/obj/t1?cc=max-age=300", "/obj/t1?cc=max-age=300",
+                 "/obj/t2?cc=max-age=300&size=5000", "/obj/t3?cc=no-store"):
+        assert curl(cdn, path)[0] == 200
+    assert cdn.status()["trace"]["records"] == 4
+    # The recorder flushes once a second: poll the file, no fixed sleep.
+    lines = wait_for(lambda: ls if len(ls := trace_lines(boot)) == 4 else None, 10, "the trace on disk")
+    keys = [line.split("\t")[1] for line in lines]
+    assert keys == [f"127.0.0.1:{cdn.port} /obj/t1?cc=max-age=300"] * 3 + [f"127.0.0.1:{cdn.port} /obj/t2?cc=max-age=300&size=5000"]
+    sizes = [int(line.split("\t")[0]) for line in lines]
+    assert sizes[0] == sizes[1] == sizes[2] and sizes[3] > 5000
+    out = subprocess.run([sys.executable, "-m", "proxy.cli", "cdn", "whatif", "--trace", str(boot), "--size", "1MiB"],
+                         check=False, capture_output=True, text=True, timeout=60, cwd=REPO)
+    assert out.returncode == 0, out.stderr
+    rows = {line.split()[0]: line.split()[1:] for line in out.stdout.splitlines()[2:6]}
+    # 4 lookups, the 2nd and 3rd hits whatever the policy: 0.5; byte hit ratio 2 x t1 / all.
+    byte_ratio = 2 * sizes[0] / sum(sizes)
+    for policy in ("lru", "lfu", "fifo", "wtinylfu"):
+        assert rows[policy][0] == "0.5000" and rows[policy][1] == f"{byte_ratio:.4f}", out.stdout
+
+
+def test_admin_starts_and_stops_a_recording(cdn, origin):
+    admin = f"http://127.0.0.1:{cdn.admin_port}"
+    path = cdn.tmp / "admin.trace"
+    code, body = http_json(f"{admin}/trace?action=start&file={path}", "POST")
+    assert code == 200 and body == {"recording": str(path)}
+    curl(cdn, "/obj/a1?cc=max-age=300")
+    curl(cdn, "/obj/a1?cc=max-age=300")
+    code, body = http_json(f"{admin}/trace?action=stop", "POST")
+    assert code == 200 and body["stopped"] is True and body["records"] == 2
+    assert len(trace_lines(path)) == 2  # closed: everything is on disk
+    assert cdn.status()["trace"] is None
+    curl(cdn, "/obj/a1?cc=max-age=300")
+    assert len(trace_lines(path)) == 2
+    # An existing file is not overwritten; bad requests get 400; a browser page cannot start one.
+    assert http_json(f"{admin}/trace?action=start&file={path}", "POST")[0] == 409
+    assert http_json(f"{admin}/trace?action=start", "POST")[0] == 400
+    assert http_json(f"{admin}/trace?action=start&file={cdn.tmp}/no/such/dir/x", "POST")[0] == 400
+    out = subprocess.run(["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}", "-X", "POST",
+                          "-H", "Origin: http://evil.example", "-H", "Content-Type: application/json",
+                          f"{admin}/trace?action=start&file={cdn.tmp}/evil.trace"],
+                         check=False, capture_output=True, text=True, timeout=30)
+    assert out.stdout == "403" and not (cdn.tmp / "evil.trace").exists()
