@@ -8,7 +8,10 @@ split: every answer says which server ran the statement (`inet_server_port()`,
                      connection (read-your-writes: a replica that has replayed it, or the primary)
                      -> 201 {"id", "written_on", "read_back", "read_on", "job"}; with a queue
                      (`--queue-redis`) it also enqueues a `notes` job (workers/note_jobs.py) whose
-                     worker writes the note's summary; "job" is its id (null without a queue)
+                     worker writes the note's summary; "job" is its id (null without a queue).
+                     The job is enqueued before the note's COMMIT: when the queue refuses it the
+                     note is not saved and the answer is 429 (queue at its length limit) or 503
+                     (Redis unreachable), with Retry-After and {"error", "saved": false}
   GET  /notes/{id}   -> {"note": {...}, "summary": {...} | null, "read_on": {...}} or 404
   GET  /notes        the 10 newest notes -> {"notes": [...], "read_on": {...}}
   GET  /db           a bare read -> {"read_on": {"port", "replica"}}
@@ -27,7 +30,10 @@ import asyncpg
 import redis.asyncio as aioredis
 from aiohttp import web
 
-from workers.queue.client import QueueClient
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from workers.queue.client import QueueClient, QueueFull
 
 __all__ = ["NOTES_QUEUE", "SCHEMA", "add_note_routes"]
 
@@ -43,6 +49,12 @@ MAX_NOTE_BYTES = 4096
 POOL = web.AppKey("notes_pool", asyncpg.Pool)
 WORKER = web.AppKey("notes_worker", str)
 QUEUE = web.AppKey("notes_queue", QueueClient)
+# Redis unreachable or too slow: the producer's errors that mean "try again later" (503).
+QUEUE_DOWN = (RedisConnectionError, RedisTimeoutError, OSError)
+QUEUE_FULL_RETRY_AFTER = 5  # seconds: workers need a while to make room
+QUEUE_DOWN_RETRY_AFTER = 10  # seconds: a restarting Redis
+# A Redis that does not answer must not hold the request (and its database transaction) for long.
+QUEUE_TIMEOUT = 5.0
 _WHERE = "inet_server_port() AS port, pg_is_in_recovery() AS replica"
 
 
@@ -61,24 +73,49 @@ async def create_note(request: web.Request) -> web.Response:
     text = body.decode("utf-8", "replace").strip()
     if not text:
         raise web.HTTPBadRequest(text="a note needs a body\n")
+    job = None
     async with request.app[POOL].acquire() as conn:
-        written = await conn.fetchrow(
-            f"INSERT INTO notes (body, worker) VALUES ($1, $2) RETURNING id, {_WHERE}",
-            text, request.app[WORKER],
-        )  # fmt: skip
+        # The job is enqueued inside the note's transaction, before COMMIT: if the queue refuses it
+        # (full, Redis down) the note is rolled back and the client is told to retry (429/503),
+        # so a retried POST does not leave a note without its summary job. A worker that picks
+        # the job up before the COMMIT is visible fails on the foreign key and retries after its
+        # backoff. The idempotency key makes a producer retry after a Redis error run once.
+        try:
+            async with conn.transaction():
+                written = await conn.fetchrow(
+                    f"INSERT INTO notes (body, worker) VALUES ($1, $2) RETURNING id, {_WHERE}",
+                    text, request.app[WORKER],
+                )  # fmt: skip
+                if QUEUE in request.app:
+                    job = await _enqueue(request.app[QUEUE], written["id"], text)
+        except _Refused as refused:  # raised inside the transaction: the note was rolled back
+            return refused.response
         back = await conn.fetchrow(f"SELECT id, body, worker, created, {_WHERE} FROM notes WHERE id = $1",
                                    written["id"])  # fmt: skip
-    job = None
-    if QUEUE in request.app:
-        # After the commit: the worker must find the note. The key makes a retried POST's job (or
-        # a producer retry after a Redis error) run once.
-        job = await request.app[QUEUE].enqueue(NOTES_QUEUE, {"note": written["id"], "body": text},
-                                               key=f"note:{written['id']}")  # fmt: skip
     return web.json_response(
         {"id": written["id"], "written_on": _server(written),
          "read_back": back is not None, "read_on": _server(back) if back else None, "job": job},
         status=201,
     )  # fmt: skip
+
+
+class _Refused(Exception):
+    """The queue refused the note's job; `response` is the client's answer."""
+
+    def __init__(self, status: int, error: str, retry_after: int) -> None:
+        super().__init__(error)
+        self.response = web.json_response({"error": error, "saved": False}, status=status,
+                                          headers={"Retry-After": str(retry_after)})
+
+
+async def _enqueue(queue: QueueClient, note_id: int, text: str) -> str:
+    try:
+        return await queue.enqueue(NOTES_QUEUE, {"note": note_id, "body": text}, key=f"note:{note_id}")
+    except QueueFull as exc:
+        raise _Refused(429, f"{exc}; the note was not saved", QUEUE_FULL_RETRY_AFTER) from None
+    except QUEUE_DOWN as exc:
+        raise _Refused(503, f"job queue unavailable ({type(exc).__name__}: {exc}); the note was not saved",
+                       QUEUE_DOWN_RETRY_AFTER) from None
 
 
 async def get_note(request: web.Request) -> web.Response:
@@ -112,7 +149,8 @@ def add_note_routes(app: web.Application, dsn: str, worker: str, queue_redis: st
     app[WORKER] = worker
     if queue_redis is not None:
         async def queue_ctx(app: web.Application) -> AsyncIterator[None]:
-            client = aioredis.from_url(queue_redis)
+            client = aioredis.from_url(queue_redis, socket_timeout=QUEUE_TIMEOUT,
+                                       socket_connect_timeout=QUEUE_TIMEOUT)
             app[QUEUE] = QueueClient(client)
             yield
             await client.aclose()

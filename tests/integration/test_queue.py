@@ -283,3 +283,37 @@ async def test_redis_killed_under_load_loses_nothing_acknowledged(tmp_path, r) -
         w.close()
         await client.aclose()
         await server.close_async()
+
+
+async def test_stats_show_handler_duration_per_queue_and_worker(tmp_path, server, r) -> None:
+    """Two worker processes (one job at a time each) run one 0.3 s job each, then a poison job runs
+    3 times: `stats` counts 5 handler runs with their time, queue-wide and per worker."""
+    w = Workers(tmp_path / "logs", write_config(tmp_path / "d.toml", server.url, concurrency=1), r)
+    try:
+        q = QueueClient(r)
+        await w.start("a")
+        await w.start("b")
+        for _ in range(2):
+            await q.enqueue("jobs", {"sleep": 0.3, "hold": "d"})
+        starts = await _until_len(r, "t:starts", 2, "both jobs started")
+        assert sorted(s.split()[1] for s in starts) == ["a", "b"]  # one each: each runs one at a time
+        await r.set("t:release:d", 1)
+        await q.enqueue("jobs", {"poison": True})
+        await wait_until_async(lambda: _stats_when(q, done=2, dead=1, in_flight=0), WAIT, "all settled")
+        out = cli(server, "stats", "--json", "--redis", server.url)
+        assert out.returncode == 0, out.stderr
+        doc = json.loads(out.stdout)["queues"]["jobs"]
+        assert doc["handler_duration_count"] == 5  # 2 jobs + 3 runs of the poison job
+        by = doc["handler_duration_by_worker"]
+        assert set(by) == {"a", "b"}
+        assert by["a"]["count"] + by["b"]["count"] == 5
+        assert by["a"]["sum"] >= 0.3 and by["b"]["sum"] >= 0.3
+        assert doc["handler_duration_sum"] == pytest.approx(by["a"]["sum"] + by["b"]["sum"])
+        assert doc["handler_duration_avg"] == pytest.approx(doc["handler_duration_sum"] / 5)
+        text = cli(server, "stats", "--redis", server.url)
+        assert text.returncode == 0, text.stderr
+        rows = {tuple(line.split()[:2]): line.split() for line in text.stdout.splitlines() if line.strip()}
+        assert rows[("jobs", "a")][2] == str(by["a"]["count"]) and rows[("jobs", "b")][2] == str(by["b"]["count"])
+        assert text.stdout.splitlines()[0].split()[-2:] == ["runs", "avg_ms"]
+    finally:
+        w.close()

@@ -7,13 +7,17 @@ reads the real execution order: per key, n+1 never starts before n ended, and no
 
 from __future__ import annotations
 
+import asyncio
 import random
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 
 import pytest
 import redis.asyncio as aioredis
 
 from proxy.devstack.poll import wait_until_async
+from proxy.devstack.process import python_child_env
 from proxy.devstack.redis import RedisServer, start_redis_async
 from tests.integration.queueproc import Workers, write_config
 from workers.queue import QueueClient
@@ -115,3 +119,51 @@ async def test_dead_job_frees_its_line_and_replay_goes_to_the_back(tmp_path, ser
         await wait_until_async(lambda: _stats_when(q, done=2, in_flight=0, parked=0), WAIT, "acked")
     finally:
         w.close()
+
+
+async def test_order_release_frees_a_line_whose_head_job_was_lost(tmp_path, server, r) -> None:
+    """Key K's first job is lost (its stream entry deleted, as an XTRIM, an eviction or a partial
+    restore would): K's later jobs park behind it for ever. `tierproxy queue order release` pops the
+    lost head and they run, in order; key L, whose head is running, is left alone."""
+    q = QueueClient(r)
+    k_ids = [await q.enqueue("jobs", {"seq": n}, order_key="K") for n in range(3)]
+    await q.enqueue("jobs", {"seq": 0, "hold": "L"}, order_key="L")
+    await q.enqueue("jobs", {"seq": 1}, order_key="L")
+    [lost] = [eid for eid, f in await r.xrange("tq:{jobs}:stream") if f'"id":"{k_ids[0]}"' in f["job"]]
+    assert await r.xdel("tq:{jobs}:stream", lost) == 1
+    w = Workers(tmp_path / "logs", write_config(tmp_path / "q.toml", server.url, concurrency=4), r)
+    try:
+        await w.start("a")
+
+        async def parked() -> bool:
+            return (await q.stats("jobs")).parked == 3 and "start L 0" in await r.lrange("t:order", 0, -1)
+        await wait_until_async(parked, WAIT, "K 1, K 2 and L 1 parked, L 0 running")
+        assert await r.lrange("t:order", 0, -1) == ["start L 0"]
+        out = await asyncio.to_thread(cli, server, "order", "release", "jobs")
+        assert out.returncode == 0, out.stderr
+        assert f"jobs K: released 1 lost head(s) {k_ids[0]}; head now: unparked" in out.stdout
+        assert "2 line(s)" in out.stdout and "jobs L:" not in out.stdout
+
+        async def k_done() -> list[str] | None:
+            events = [e for e in await r.lrange("t:order", 0, -1) if " K " in e]
+            return events if len(events) == 4 else None
+        events = await wait_until_async(k_done, WAIT, "K 1 and K 2 run")
+        assert events == ["start K 1", "end K 1", "start K 2", "end K 2"]
+        assert await r.llen("tq:{jobs}:order:K") == 0
+        assert (await q.stats("jobs")).parked == 1  # L 1 still waits for the running L 0
+        again = await asyncio.to_thread(cli, server, "order", "release", "jobs", "L")
+        assert again.returncode == 0 and again.stdout.strip() == "0 lost head(s) released in 1 line(s) of jobs"
+        await r.set("t:release:L", 1)
+
+        async def l_done() -> list[str] | None:
+            events = [e for e in await r.lrange("t:order", 0, -1) if " L " in e]
+            return events if len(events) == 4 else None
+        assert await wait_until_async(l_done, WAIT, "L 0 and L 1 run") == [
+            "start L 0", "end L 0", "start L 1", "end L 1"]
+    finally:
+        w.close()
+
+
+def cli(server: RedisServer, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "proxy.cli", "queue", *args, "--redis", server.url],
+                          env=python_child_env(), capture_output=True, text=True, timeout=60)

@@ -6,6 +6,7 @@
     tierproxy queue dlq show QUEUE ENTRY_ID
     tierproxy queue dlq replay QUEUE ENTRY_ID|--all
     tierproxy queue dlq drop QUEUE ENTRY_ID|--all
+    tierproxy queue order release QUEUE [ORDER_KEY ...]   # lines whose head job was lost
 
 Exit codes: 0 ok, 1 no such entry, 2 bad config or arguments.
 """
@@ -39,7 +40,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         sp.add_argument("--redis", default=os.environ.get("TIERPROXY_QUEUE_REDIS", "redis://127.0.0.1:6379/0"))
         sp.add_argument("--prefix", default="tq")
 
-    s = sub.add_parser("stats", help="per queue: depth, delayed, in flight, done, retries, dead, oldest age")
+    s = sub.add_parser("stats", help="per queue: depth, delayed, in flight, done, retries, dead, oldest age, handler runs and time "
+                                           "(also per worker)")
     common(s)
     s.add_argument("--json", action="store_true")
     s.add_argument("queues", nargs="*")
@@ -57,6 +59,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         else:
             sp.add_argument("entry", nargs="?")
             sp.add_argument("--all", action="store_true")
+    o = sub.add_parser("order", help="per-key ordering lines: release a line whose head job was lost")
+    osub = o.add_subparsers(dest="order_command", required=True)
+    rel = osub.add_parser("release", help="pop lost heads (jobs that are nowhere any more) so later jobs run")
+    common(rel)
+    rel.add_argument("queue")
+    rel.add_argument("order_keys", nargs="*", help="default: every order key of the queue")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -75,6 +83,8 @@ async def _admin(args: argparse.Namespace) -> int:
         client = QueueClient(r, prefix=args.prefix)
         if args.queue_command == "stats":
             return await _stats(client, args)
+        if args.queue_command == "order":
+            return await _order_release(client, args)
         return await _dlq(client, args)
     finally:
         await r.aclose()
@@ -86,11 +96,31 @@ async def _stats(client: Any, args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({"queues": {s.queue: s.as_dict() for s in stats}}, indent=2))
         return 0
-    print(f"{'queue':<20}" + "".join(f"{f:>12}" for f in STATS_FIELDS))
+    print(f"{'queue':<20}" + "".join(f"{f:>12}" for f in STATS_FIELDS) + f"{'runs':>10}{'avg_ms':>10}")
     for s in stats:
         cells = "".join(f"{getattr(s, f):>12.1f}" if f == "oldest_age" else f"{getattr(s, f):>12}"
                         for f in STATS_FIELDS)
-        print(f"{s.queue:<20}{cells}")
+        print(f"{s.queue:<20}{cells}{s.handler_duration_count:>10}{s.handler_duration_avg * 1000:>10.1f}")
+    if any(s.handler_duration_by_worker for s in stats):
+        print()
+        print(f"{'queue':<20}{'worker':<32}{'runs':>10}{'seconds':>12}{'avg_ms':>10}")
+        for s in stats:
+            for consumer, d in s.handler_duration_by_worker.items():
+                avg = d["sum"] / d["count"] * 1000 if d["count"] else 0.0
+                print(f"{s.queue:<20}{consumer:<32}{d['count']:>10}{d['sum']:>12.3f}{avg:>10.1f}")
+    return 0
+
+
+async def _order_release(client: Any, args: argparse.Namespace) -> int:
+    keys = args.order_keys or await client.order_keys(args.queue)
+    total = 0
+    for key in keys:
+        released, head = await client.release_lost_heads(args.queue, key)
+        total += len(released)
+        if released or head == "unparked":
+            print(f"{args.queue} {key}: released {len(released)} lost head(s) {' '.join(released)}; "
+                  f"head now: {head}")
+    print(f"{total} lost head(s) released in {len(keys)} line(s) of {args.queue}")
     return 0
 
 

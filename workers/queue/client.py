@@ -13,13 +13,13 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import redis.asyncio as aioredis
 
 from workers.queue.job import Job, JobDecodeError, decode_job, encode_job, valid_queue_name
-from workers.queue.scripts import ENQUEUE, GROUP, REPLAY, QueueKeys, limits_key, registry_key
+from workers.queue.scripts import ENQUEUE, GROUP, RELEASE_LOST_HEADS, REPLAY, QueueKeys, limits_key, registry_key
 
 __all__ = ["DeadEntry", "QueueClient", "QueueFull", "QueueStats"]
 
@@ -45,9 +45,20 @@ class QueueStats:
     skipped: int  # duplicates of a done idempotency key, acknowledged without a run
     parked: int  # delivered before their order key's earlier jobs finished, waiting their turn
     oldest_age: float  # seconds since the oldest unfinished entry entered the stream (0 if none)
+    # Handler run time (every run that was settled: succeeded, retried or dead-lettered), as the
+    # workers' settling scripts add it up: queue-wide, and per worker process (consumer name).
+    handler_duration_count: int = 0
+    handler_duration_sum: float = 0.0
+    handler_duration_by_worker: dict[str, dict[str, float]] = field(default_factory=dict)
+
+    @property
+    def handler_duration_avg(self) -> float:
+        return self.handler_duration_sum / self.handler_duration_count if self.handler_duration_count else 0.0
 
     def as_dict(self) -> dict[str, Any]:
-        return {f: getattr(self, f) for f in self.__slots__}
+        doc = {f: getattr(self, f) for f in self.__slots__}
+        doc["handler_duration_avg"] = self.handler_duration_avg
+        return doc
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +73,17 @@ def _s(v: bytes | str) -> str:
     return v.decode() if isinstance(v, bytes) else v
 
 
+def _durations(h: dict[str, str]) -> dict[str, Any]:
+    """The durations hash (count, sum, count:C, sum:C) -> QueueStats' handler_duration_* fields."""
+    by: dict[str, dict[str, float]] = {}
+    for name, value in h.items():
+        kind, _, consumer = name.partition(":")
+        if consumer and kind in ("count", "sum"):
+            by.setdefault(consumer, {"count": 0, "sum": 0.0})[kind] = int(value) if kind == "count" else float(value)
+    return {"handler_duration_count": int(h.get("count", 0)), "handler_duration_sum": float(h.get("sum", 0.0)),
+            "handler_duration_by_worker": dict(sorted(by.items()))}
+
+
 class QueueClient:
     def __init__(self, redis: aioredis.Redis, *, prefix: str = "tq", max_length: int = -1) -> None:
         self.redis = redis
@@ -70,6 +92,7 @@ class QueueClient:
         self.max_length = max_length
         self._enqueue = redis.register_script(ENQUEUE)
         self._replay = redis.register_script(REPLAY)
+        self._release = redis.register_script(RELEASE_LOST_HEADS)
 
     def keys(self, queue: str) -> QueueKeys:
         if not valid_queue_name(queue):
@@ -119,8 +142,8 @@ class QueueClient:
         k = self.keys(queue)
         async with self.redis.pipeline(transaction=True) as p:
             p.xlen(k.stream).zcard(k.delayed).xlen(k.dead).hgetall(k.counts)
-            p.xrange(k.stream, count=1).time().hlen(k.parked)
-            length, delayed, dead_now, counts, first, now, parked = await p.execute()
+            p.xrange(k.stream, count=1).time().hlen(k.parked).hgetall(k.durations)
+            length, delayed, dead_now, counts, first, now, parked, durations = await p.execute()
         try:
             in_flight = int((await self.redis.xpending(k.stream, GROUP))["pending"])
         except aioredis.ResponseError:  # no group yet: no worker has read this queue
@@ -134,6 +157,7 @@ class QueueClient:
             queue=queue, depth=max(0, length - in_flight), delayed=delayed, in_flight=in_flight,
             done=counts.get("done", 0), retries=counts.get("retries", 0), dead=counts.get("dead", 0),
             dead_now=dead_now, skipped=counts.get("skipped", 0), parked=parked, oldest_age=oldest,
+            **_durations({_s(a): _s(b) for a, b in durations.items()}),
         )
 
     # -- the dead-letter stream ------------------------------------------------------------
@@ -170,3 +194,21 @@ class QueueClient:
 
     async def drop(self, queue: str, entry_id: str) -> bool:
         return bool(await self.redis.xdel(self.keys(queue).dead, entry_id))
+
+    # -- per-key ordering lines ------------------------------------------------------------
+
+    async def order_keys(self, queue: str) -> list[str]:
+        """The order keys that have unfinished jobs in `queue` (their lines exist)."""
+        k = self.keys(queue)
+        prefix = k.order("x")[:-1]
+        found = [_s(name)[len(prefix):] async for name in self.redis.scan_iter(match=prefix + "*", count=1000)]
+        return sorted(found)
+
+    async def release_lost_heads(self, queue: str, order_key: str) -> tuple[list[str], str]:
+        """Pop the ids heading `order_key`'s line whose jobs were lost (in no stream, delayed set or
+        parked hash: nothing would ever settle them) until a live job heads it; a parked head is
+        put back into the stream. Returns (the released ids, the head's state now: "stream",
+        "delayed", "unparked" or "empty")."""
+        k = self.keys(queue)
+        reply = [_s(v) for v in await self._release(keys=[k.order(order_key), k.stream, k.delayed, k.parked])]
+        return reply[:-2], reply[-1]

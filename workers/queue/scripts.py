@@ -10,6 +10,8 @@ Per queue `q` (with the configured prefix, default `tq`):
     tq:limits        queue -> max_length, published by workers from their config
     tq:{q}:order:K   per-key ordering: the ids of order key K's unfinished jobs, in enqueue order
     tq:{q}:parked    job id -> job bytes: jobs delivered while their order key's head was unfinished
+    tq:{q}:durations handler run time: count, sum (seconds) for the queue, and count:C, sum:C per
+                     consumer C (worker process); added by the script that settles the run
 
 Per-key ordering: a job enqueued with `order_key=K` appends its id to K's list. A worker runs it
 only when it is the list's head (GATE); otherwise the job is parked (taken out of the stream, not
@@ -27,7 +29,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 __all__ = ["GROUP", "QueueKeys", "ENQUEUE", "FINISH", "RETRY", "DEAD", "PROMOTE", "HEARTBEAT", "SKIP", "GATE",
-           "REPLAY"]
+           "REPLAY", "RELEASE_LOST_HEADS"]
 
 GROUP = "workers"
 
@@ -66,8 +68,12 @@ class QueueKeys:
         return f"{self.prefix}:{{{self.queue}}}:order:{order_key}" if order_key else ""
 
     @property
+    def durations(self) -> str:
+        return f"{self.prefix}:{{{self.queue}}}:durations"
+
+    @property
     def all(self) -> list[str]:
-        return [self.stream, self.delayed, self.dead, self.ledger, self.counts, self.parked]
+        return [self.stream, self.delayed, self.dead, self.ledger, self.counts, self.parked, self.durations]
 
 
 def registry_key(prefix: str) -> str:
@@ -128,13 +134,28 @@ end
 """
 
 
-# KEYS: stream counts ledger order parked; ARGV: group consumer msg-id key job-id -> 1 done, 0 not ours
+# A handler run of ARGV[a] seconds ("": the handler did not run) by consumer ARGV[2], into the
+# durations hash KEYS[k]: queue-wide and per consumer, in the script that settles the run, so
+# `tierproxy queue stats` shows what every worker's /metrics histogram shows without a round trip.
+def _duration(k: int, a: int) -> str:
+    return f"""
+if ARGV[{a}] ~= '' then
+  redis.call('HINCRBY', KEYS[{k}], 'count', 1)
+  redis.call('HINCRBYFLOAT', KEYS[{k}], 'sum', ARGV[{a}])
+  redis.call('HINCRBY', KEYS[{k}], 'count:' .. ARGV[2], 1)
+  redis.call('HINCRBYFLOAT', KEYS[{k}], 'sum:' .. ARGV[2], ARGV[{a}])
+end
+"""
+
+
+# KEYS: stream counts ledger order parked durations; ARGV: group consumer msg-id key job-id seconds
+# -> 1 done, 0 not ours
 FINISH = _OWNED + """
 redis.call('XACK', KEYS[1], ARGV[1], ARGV[3])
 redis.call('XDEL', KEYS[1], ARGV[3])
 redis.call('HINCRBY', KEYS[2], 'done', 1)
 if ARGV[4] ~= '' then redis.call('HSET', KEYS[3], ARGV[4], 'done:' .. ARGV[5]) end
-""" + _advance(4, 5, 5) + """
+""" + _duration(6, 6) + _advance(4, 5, 5) + """
 return 1
 """
 
@@ -173,23 +194,24 @@ redis.call('XADD', KEYS[1], '*', 'job', ARGV[2])
 return 1
 """
 
-# KEYS: stream counts delayed; ARGV: group consumer msg-id job-bytes due-ms
+# KEYS: stream counts delayed durations; ARGV: group consumer msg-id job-bytes due-ms seconds
 RETRY = _OWNED + """
 redis.call('XACK', KEYS[1], ARGV[1], ARGV[3])
 redis.call('XDEL', KEYS[1], ARGV[3])
 redis.call('ZADD', KEYS[3], ARGV[5], ARGV[4])
 redis.call('HINCRBY', KEYS[2], 'retries', 1)
-return 1
+""" + _duration(4, 6) + """return 1
 """
 
 # A dead job leaves its order key's line (its successors run; replay puts it at the back).
-# KEYS: stream counts dead order parked; ARGV: group consumer msg-id job-bytes reason job-id
+# KEYS: stream counts dead order parked durations; ARGV: group consumer msg-id job-bytes reason job-id
+# seconds ("" when the handler did not run: undecodable, or its workers kept dying)
 DEAD = _OWNED + """
 redis.call('XACK', KEYS[1], ARGV[1], ARGV[3])
 redis.call('XDEL', KEYS[1], ARGV[3])
 redis.call('XADD', KEYS[3], '*', 'job', ARGV[4], 'reason', ARGV[5], 'from', ARGV[3])
 redis.call('HINCRBY', KEYS[2], 'dead', 1)
-""" + _advance(4, 5, 6) + """
+""" + _duration(6, 7) + _advance(4, 5, 6) + """
 return 1
 """
 
@@ -210,4 +232,64 @@ return #due
 HEARTBEAT = _OWNED + """
 redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[3], 'JUSTID')
 return 1
+"""
+
+# An operator releases an order key's line whose head was lost (`tierproxy queue order release`):
+# the head's job is nowhere a live job can be (the stream, ready or running; the delayed set; the
+# parked hash), so nothing will ever settle it and the key's later jobs stay parked. Pop lost heads
+# until a live one heads the line, and put that one back into the stream if it is parked (a parked
+# head waits for nobody, and no other script would move it). One
+# script, so no job moves between the places looked at while it looks; it reads the whole stream
+# and delayed set (an operator's command, not a hot path).
+# KEYS: order stream delayed parked -> {released head ids..., "" , state of the new head}
+RELEASE_LOST_HEADS = """
+local function id_of(raw)
+  local ok, doc = pcall(cjson.decode, raw)
+  if ok and type(doc) == 'table' then return doc['id'] end
+  return nil
+end
+local live = {}
+local last = '-'
+while true do
+  local batch = redis.call('XRANGE', KEYS[2], last, '+', 'COUNT', 1000)
+  if #batch == 0 then break end
+  for _, e in ipairs(batch) do
+    local f = e[2]
+    for i = 1, #f, 2 do
+      if f[i] == 'job' then
+        local id = id_of(f[i + 1])
+        if id then live[id] = 'stream' end
+      end
+    end
+    last = '(' .. e[1]
+  end
+end
+for _, raw in ipairs(redis.call('ZRANGE', KEYS[3], 0, -1)) do
+  local id = id_of(raw)
+  if id then live[id] = 'delayed' end
+end
+local released = {}
+while true do
+  local head = redis.call('LINDEX', KEYS[1], 0)
+  if not head then
+    table.insert(released, '')
+    table.insert(released, 'empty')
+    return released
+  end
+  local parked = redis.call('HGET', KEYS[4], head)
+  if parked then  -- it heads the line now, so it may run: nothing else would wake it
+    redis.call('XADD', KEYS[2], '*', 'job', parked)
+    redis.call('HDEL', KEYS[4], head)
+    table.insert(released, '')
+    table.insert(released, 'unparked')
+    return released
+  end
+  if live[head] then
+    table.insert(released, '')
+    table.insert(released, live[head])
+    return released
+  end
+  redis.call('LPOP', KEYS[1])
+  table.insert(released, head)
+end
 """

@@ -298,16 +298,17 @@ class Worker:
             job = decode_job(raw)
         except JobDecodeError as exc:
             log.error("%s %s: undecodable, dead-lettered: %s", queue, mid, exc)
-            await self._settle(self._s_dead, [k.stream, k.counts, k.dead, "", k.parked],
-                               [GROUP, self.consumer, mid, raw, f"undecodable: {exc}", ""])
+            await self._settle(self._s_dead, [k.stream, k.counts, k.dead, "", k.parked, k.durations],
+                               [GROUP, self.consumer, mid, raw, f"undecodable: {exc}", "", ""])
             return
         if reclaimed and await self._crash_looping(k, mid, qcfg):
             log.error("%s %s: its workers died %d+ times running it: dead-lettered", queue, mid,
                       qcfg.max_attempts)
             failed = job.failed("worker died while running it")
-            await self._settle(self._s_dead, [k.stream, k.counts, k.dead, k.order(job.order_key), k.parked], [
-                GROUP, self.consumer, mid, encode_job(failed), f"{qcfg.max_attempts} workers died running it",
-                job.id])
+            await self._settle(
+                self._s_dead, [k.stream, k.counts, k.dead, k.order(job.order_key), k.parked, k.durations], [
+                    GROUP, self.consumer, mid, encode_job(failed), f"{qcfg.max_attempts} workers died running it",
+                    job.id, ""])
             return
         if job.key is not None:
             state = await self.redis.hget(k.ledger, job.key)
@@ -328,13 +329,16 @@ class Worker:
         except asyncio.CancelledError:
             raise  # shutdown past drain_timeout or a lost claim: not acknowledged, rerun elsewhere
         except Exception as exc:
+            took = time.monotonic() - started
             self.counters[queue].failed += 1
-            self.counters[queue].duration.observe(time.monotonic() - started)
-            await self._failed(k, qcfg, mid, job, exc)
+            self.counters[queue].duration.observe(took)
+            await self._failed(k, qcfg, mid, job, exc, took)
             return
-        self.counters[queue].duration.observe(time.monotonic() - started)
-        ok = await self._settle(self._s_finish, [k.stream, k.counts, k.ledger, k.order(job.order_key), k.parked],
-                                [GROUP, self.consumer, mid, job.key or "", job.id])
+        took = time.monotonic() - started
+        self.counters[queue].duration.observe(took)
+        ok = await self._settle(
+            self._s_finish, [k.stream, k.counts, k.ledger, k.order(job.order_key), k.parked, k.durations],
+            [GROUP, self.consumer, mid, job.key or "", job.id, f"{took:.6f}"])
         if ok:
             self.counters[queue].done += 1
 
@@ -343,19 +347,21 @@ class Worker:
         # Each delivery that ended in a reclaim was a worker dying (or freezing) with this job.
         return bool(info) and int(info[0]["times_delivered"]) > qcfg.max_attempts
 
-    async def _failed(self, k: QueueKeys, qcfg: QueueConfig, mid: str, job: Job, exc: Exception) -> None:
+    async def _failed(self, k: QueueKeys, qcfg: QueueConfig, mid: str, job: Job, exc: Exception,
+                      took: float) -> None:
         failed = job.failed(f"{type(exc).__name__}: {exc}")
         decision = after_failure(failed.attempt, qcfg.retry, random.random())
         if isinstance(decision, DeadLetter):
             log.warning("%s %s: %s (%s): dead-lettered", k.queue, job.id, failed.error, decision.reason)
-            await self._settle(self._s_dead, [k.stream, k.counts, k.dead, k.order(job.order_key), k.parked],
-                               [GROUP, self.consumer, mid, encode_job(failed), decision.reason, job.id])
+            await self._settle(self._s_dead, [k.stream, k.counts, k.dead, k.order(job.order_key), k.parked,
+                                              k.durations],
+                               [GROUP, self.consumer, mid, encode_job(failed), decision.reason, job.id, f"{took:.6f}"])
         else:
             log.info("%s %s: %s: retry %d in %.2fs", k.queue, job.id, failed.error, failed.attempt + 1,
                      decision.delay)
             due = int((time.time() + decision.delay) * 1000)
-            await self._settle(self._s_retry, [k.stream, k.counts, k.delayed],
-                               [GROUP, self.consumer, mid, encode_job(failed), due])
+            await self._settle(self._s_retry, [k.stream, k.counts, k.delayed, k.durations],
+                               [GROUP, self.consumer, mid, encode_job(failed), due, f"{took:.6f}"])
 
     async def _settle(self, script: Any, keys: list[str], args: list[Any]) -> bool:
         """Run a settling script, retrying while Redis is unreachable; False if not ours any more."""
