@@ -42,6 +42,10 @@ class CertificateConfig(StrictModel):
     # SNI names this pair answers ("*.example.com" matches one label); default: the
     # certificate's own DNS names (subjectAltName).
     server_names: list[str] | None = None
+    # DER OCSP response for this certificate, stapled when a client asks (status_request); read
+    # with the pair (start, reload, file change). One that is expired, for another certificate
+    # or unparsable is logged and not stapled: it never fails the config (lb/ocspstaple.py).
+    ocsp_response_file: str | None = None
 
     @model_validator(mode="after")
     def _loads(self) -> CertificateConfig:

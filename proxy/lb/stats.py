@@ -52,6 +52,7 @@ def snapshot(front: Listeners | None, pools: Mapping[str, Pool]) -> dict[str, An
                 "tls_versions": dict(fe.tls_versions), "handshake_failures": dict(fe.handshake_failures),
                 "proxy_refused": fe.proxy_refused, "proxy_bad": fe.proxy_bad,
                 "tls_reloads_failed": term.reloads_failed if term is not None else 0,
+                "ocsp_stapled": term.ocsp.stapled if term is not None else 0,
                 "h2_requests": fe.h2_requests, "h2_conns": len(fe.h2_conns), "h2_abuse": dict(fe.h2_abuse),
             }
         snap["client_errors"] = client_errors
@@ -175,7 +176,8 @@ def collect(snap: dict[str, Any], views: Mapping[str, Mapping[str, tuple[bool, b
 
 def _listener_families(p: str, listeners: Mapping[str, Any]) -> list[Metric]:
     """Per listener (names come from the config): connections, requests, TLS versions,
-    handshake failures by reason, PROXY headers refused or malformed, failed TLS reloads."""
+    handshake failures by reason, PROXY headers refused or malformed, failed TLS reloads,
+    handshakes with a stapled OCSP response."""
     lb = ["listener"]
     l_conns = GaugeMetricFamily(p + "listener_client_connections", "Open client connections per listener.", labels=lb)
     l_acc = CounterMetricFamily(p + "listener_connections_accepted", "Connections accepted per listener.", labels=lb)
@@ -186,6 +188,8 @@ def _listener_families(p: str, listeners: Mapping[str, Any]) -> list[Metric]:
                                "Connections closed: PROXY header from an untrusted network (untrusted) or malformed (malformed).",
                                labels=lb + ["why"])  # fmt: skip
     l_rel = CounterMetricFamily(p + "listener_tls_reloads_failed", "Certificate reloads that kept the old pair.", labels=lb)
+    l_ocsp = CounterMetricFamily(p + "listener_tls_ocsp_stapled", "TLS handshakes that carried a stapled OCSP response.",
+                                 labels=lb)  # fmt: skip
     l_h2c = GaugeMetricFamily(p + "listener_http2_connections", "Open HTTP/2 client connections.", labels=lb)
     l_abuse = CounterMetricFamily(p + "listener_http2_connections_cut",
                                   "HTTP/2 connections closed for abuse: continuation (CONTINUATION flood), "
@@ -207,4 +211,5 @@ def _listener_families(p: str, listeners: Mapping[str, Any]) -> list[Metric]:
         l_pp.add_metric([name, "untrusted"], x["proxy_refused"])
         l_pp.add_metric([name, "malformed"], x["proxy_bad"])
         l_rel.add_metric([name], x["tls_reloads_failed"])
-    return [l_conns, l_acc, l_req, l_tls, l_fail, l_pp, l_rel, l_h2c, l_abuse]
+        l_ocsp.add_metric([name], x.get("ocsp_stapled", 0))
+    return [l_conns, l_acc, l_req, l_tls, l_fail, l_pp, l_rel, l_ocsp, l_h2c, l_abuse]

@@ -13,6 +13,10 @@ module cannot set session-ticket keys, and OpenSSL makes a fresh random key for 
 context, so a rebuilt context is how keys are renewed (tickets issued under the old key then
 take a full handshake). A pair that does not load leaves the current generation serving; the
 failure is logged and counted.
+
+A certificate with an `ocsp_response_file` gets that response stapled (lb/ocspstaple.py) when it
+is fresh and for that certificate; the file is re-read with the pair, and a change to it is a
+file change like the pair's.
 """
 
 from __future__ import annotations
@@ -25,6 +29,8 @@ from dataclasses import dataclass, field
 
 from proxy.core.tls import TlsError, intermediate_context
 from proxy.lb.frontconfig import ListenerTlsConfig
+from proxy.lb.ocsp import Staple
+from proxy.lb.ocspstaple import OcspStapling
 
 __all__ = ["CertSet", "TlsTerminator", "build_cert_set", "match_name"]
 
@@ -52,6 +58,7 @@ class CertSet:
     names: dict[str, int]
     built_at: float
     stamps: dict[str, tuple[int, int, int]] = field(default_factory=dict)
+    staples: list[Staple | None] = field(default_factory=list)  # per certificate
 
     @property
     def default(self) -> ssl.SSLContext:
@@ -70,11 +77,14 @@ def _stamp(path: str) -> tuple[int, int, int]:
     return (st.st_mtime_ns, st.st_size, st.st_ino)
 
 
-def build_cert_set(cfg: ListenerTlsConfig, alpn: list[str] | None = None) -> CertSet:
-    """Load every pair of `cfg` (TlsError names the one that fails)."""
+def build_cert_set(cfg: ListenerTlsConfig, alpn: list[str] | None = None,
+                   stapling: OcspStapling | None = None) -> CertSet:  # fmt: skip
+    """Load every pair of `cfg` (TlsError names the one that fails), and with `stapling` their
+    OCSP responses (one that does not serve is logged and left out)."""
     contexts = []
     names: dict[str, int] = {}
     stamps = {}
+    staples: list[Staple | None] = []
     for i, cert in enumerate(cfg.certificates):
         ctx = intermediate_context(cert.cert_file, cert.key_file, min_version=cfg.min_version,
                                    ciphers=cfg.ciphers, session_tickets=cfg.session_tickets,
@@ -84,7 +94,13 @@ def build_cert_set(cfg: ListenerTlsConfig, alpn: list[str] | None = None) -> Cer
             names.setdefault(name, i)  # the first certificate naming it wins
         stamps[cert.cert_file] = _stamp(cert.cert_file)
         stamps[cert.key_file] = _stamp(cert.key_file)
-    certs = CertSet(contexts, names, time.monotonic(), stamps)
+        staple = None
+        if cert.ocsp_response_file is not None:
+            stamps[cert.ocsp_response_file] = _stamp(cert.ocsp_response_file)
+            if stapling is not None:
+                staple = stapling.attach(ctx, cert.cert_file, cert.ocsp_response_file)
+        staples.append(staple)
+    certs = CertSet(contexts, names, time.monotonic(), stamps, staples)
 
     def sni(sslobj: ssl.SSLObject, server_name: str | None, _ctx: ssl.SSLContext) -> None:
         chosen = certs.for_name(server_name)
@@ -103,7 +119,8 @@ class TlsTerminator:
         self.listener = listener
         self.cfg = cfg
         self.alpn = alpn  # ["h2", "http/1.1"] on an http2 listener
-        self.certs = build_cert_set(cfg, alpn)
+        self.ocsp = OcspStapling(listener)
+        self.certs = build_cert_set(cfg, alpn, self.ocsp)
         self.reloads_ok = 0
         self.reloads_failed = 0
         self._checked = time.monotonic()
@@ -117,7 +134,7 @@ class TlsTerminator:
         On failure the current one stays and the error is logged."""
         cfg = cfg or self.cfg
         try:
-            certs = build_cert_set(cfg, self.alpn)
+            certs = build_cert_set(cfg, self.alpn, self.ocsp)
         except (TlsError, ssl.SSLError, OSError) as exc:
             self.reloads_failed += 1
             log.error("tls certificates not reloaded: keeping the ones in use",
