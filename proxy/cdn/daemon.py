@@ -1,5 +1,5 @@
 """`tierproxy cdn`: the caching edge daemon. Wires the engine (engine.py), the client listener
-(server.py) and the admin server (/metrics, /status, POST /purge by URL or surrogate key, POST /trace
+(server.py) and the admin server (/ HTML page, /metrics, /status, POST /purge by URL or surrogate key, POST /trace
 to record a key trace) together, and implements the
 runtime's start / reload (SIGHUP) / drain (SIGTERM).
 """
@@ -23,6 +23,7 @@ from prometheus_client.metrics_core import Metric
 from proxy.cdn.config import CdnConfig
 from proxy.cdn.engine import Answer, Engine
 from proxy.cdn.server import CdnServer
+from proxy.cdn.statuspage import render_status_page
 from proxy.cdn.trace import TraceRecorder
 from proxy.core.admin import AdminServer, make_admin_app
 from proxy.core.adminguard import AdminGuard
@@ -33,6 +34,7 @@ from proxy.http1 import RequestHead
 __all__ = ["CdnDaemon"]
 
 log = logging.getLogger("tierproxy.cdn")
+TOP_URLS = 10  # objects listed by /status and the admin page, most answered first
 
 
 class CdnDaemon:
@@ -60,6 +62,7 @@ class CdnDaemon:
         self.guard = AdminGuard(parse_hostport(self.cfg.admin.address)[0], self.cfg.admin.token,
                                 self.cfg.admin.allowed_hosts)
         app = make_admin_app(self.registry, guard=self.guard)
+        app.router.add_get("/", self._page)
         app.router.add_get("/status", self._status)
         app.router.add_post("/purge", self._purge)
         app.router.add_post("/trace", self._trace)
@@ -108,10 +111,20 @@ class CdnDaemon:
         snap["purges"] = self.purges
         snap["reloads"] = self.reloads
         snap["trace"] = self.engine.trace.status() if self.engine.trace is not None else None
+        snap["top_urls"] = [{"url": self._url(key[0]), "hits": entry.hits, "bytes": entry.size}
+                            for key, entry in self.engine.store.top(TOP_URLS) if entry.hits]
         return snap
 
     async def _status(self, _request: web.Request) -> web.Response:
         return web.json_response(self.status())
+
+    async def _page(self, _request: web.Request) -> web.Response:
+        return web.Response(text=render_status_page(self.status()), content_type="text/html")
+
+    @staticmethod
+    def _url(primary: bytes) -> str:
+        host, _, target = primary.partition(b" ")
+        return "http://" + host.decode("latin-1") + target.decode("latin-1")
 
     async def _purge(self, request: web.Request) -> web.Response:
         """POST /purge?url=http://host/path[&soft=1]: drop (or mark stale) every variant of a URL.
@@ -199,7 +212,8 @@ class CdnDaemon:
                          ("passes", "requests passed to the origin without the cache")):  # fmt: skip
             out.append(CounterMetricFamily(p + key, doc, value=snap[key]))
         ev = CounterMetricFamily(p + "evictions", "objects evicted to stay under max_bytes", labels=["policy"])
-        ev.add_metric([snap["policy"]], snap["evictions"])
+        for policy, n in sorted(snap["evictions_by_policy"].items()):
+            ev.add_metric([policy], n)
         out.append(ev)
         out.append(GaugeMetricFamily(p + "bytes", "bytes held by the store", value=snap["bytes"]))
         out.append(GaugeMetricFamily(p + "max_bytes", "the store's bound", value=snap["max_bytes"]))

@@ -87,11 +87,15 @@ class Engine:
         self._versioned = compile_pattern(cfg.cache.versioned_pattern)
         # A key trace for `tierproxy cdn whatif` (proxy/cdn/trace.py), when one is being recorded.
         self.trace: TraceRecorder | None = None
+        self.evictions_before: dict[str, int] = {}  # by policy, of stores replaced on reload
 
     def apply(self, cfg: CdnConfig) -> None:
         """A reloaded config: new origins and limits; the store is rebuilt only if its policy changed."""
         c = cfg.cache
         if c.policy != self.store.policy:
+            # The old store's evictions stay counted under its policy (/metrics by policy).
+            old = self.store.status()
+            self.evictions_before[old["policy"]] = self.evictions_before.get(old["policy"], 0) + old["evictions"]
             self.store = Store(c.max_bytes, c.policy, c.max_object_bytes)
         else:
             self.store.resize(c.max_bytes, c.max_object_bytes)
@@ -141,6 +145,7 @@ class Engine:
             must_check = entry.stale or b"no-cache" in resp_cc or b"no-cache" in req_cc
             if ttl > 0 and not must_check:
                 self.counters["hits"] += 1
+                entry.hits += 1
                 self.store.get(key)
                 return self._from_entry(head, entry, age, cache_status(self.cfg.cache.name, hit=True, ttl=ttl))
             if not must_check and serve_while_revalidate(entry.headers, req, -ttl):
@@ -315,7 +320,8 @@ class Engine:
                 c = self.cfg.cache
                 lifetime = freshness_lifetime(merged, entry.status, heuristic_fraction=c.heuristic_fraction,
                                               heuristic_max=c.heuristic_max)
-                fresh = Entry(entry.status, merged, entry.body, t_req, t_resp, lifetime, vary=entry.vary)
+                fresh = Entry(entry.status, merged, entry.body, t_req, t_resp, lifetime, vary=entry.vary,
+                              hits=entry.hits)
                 self.store.put(key, fresh)
                 age = current_age(merged, t_req, t_resp, self.clock())
                 status = cache_status(self.cfg.cache.name, fwd="stale", fwd_status=304, ttl=lifetime - age)
@@ -370,4 +376,8 @@ class Engine:
         return Answer(status, headers, b"" if head.method == b"HEAD" else body)
 
     def snapshot(self) -> dict[str, Any]:
-        return {**self.counters, **self.store.status()}
+        snap = {**self.counters, **self.store.status()}
+        by_policy = dict(self.evictions_before)
+        by_policy[snap["policy"]] = by_policy.get(snap["policy"], 0) + snap["evictions"]
+        snap["evictions_by_policy"] = by_policy
+        return snap

@@ -9,6 +9,7 @@ Objects are also indexed by their surrogate keys (Surrogate-Key / Cache-Tag) for
 
 from __future__ import annotations
 
+import heapq
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,6 +39,7 @@ class Entry:
     stale: bool = False  # soft-purged: must revalidate before it is used
     tags: frozenset = frozenset()  # surrogate keys, set by Store.put from the headers
     size: int = field(default=0, compare=False)
+    hits: int = field(default=0, compare=False)  # answers from this object (the admin's top URLs)
 
     def cost(self) -> int:
         return len(self.body) + sum(len(n) + len(v) + 4 for n, v in self.headers) + OBJECT_OVERHEAD
@@ -164,6 +166,10 @@ class Store:
             self.evictions += 1
             evicted.append(victim)
         return evicted
+
+    def top(self, n: int) -> list[tuple[Key, Entry]]:
+        """The `n` objects answered most often (O(objects): for the admin page, not the hot path)."""
+        return heapq.nlargest(n, self._entries.items(), key=lambda kv: kv[1].hits)
 
     def status(self) -> dict[str, Any]:
         return {"policy": self.policy, "objects": len(self._entries), "bytes": self.bytes,

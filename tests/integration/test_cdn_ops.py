@@ -1,9 +1,14 @@
 """`tierproxy cdn` operations end to end: recording a key trace (config and admin API) and
-replaying it with `tierproxy cdn whatif`. A real origin process (cdnorigin.py), the daemon as
+replaying it with `tierproxy cdn whatif`; the admin HTML page as headless Chromium renders it;
+evictions counted by policy across reloads. A real origin process (cdnorigin.py), the daemon as
 a real process, real curl; one origin and one cdn for the module."""
 
 from __future__ import annotations
 
+import html
+import re
+import shutil
+import signal
 import subprocess
 import sys
 
@@ -82,3 +87,67 @@ def test_admin_starts_and_stops_a_recording(cdn, origin):
                           f"{admin}/trace?action=start&file={cdn.tmp}/evil.trace"],
                          check=False, capture_output=True, text=True, timeout=30)
     assert out.stdout == "403" and not (cdn.tmp / "evil.trace").exists()
+
+
+def chromium_dom(url: str, tmp_path, *extra: str) -> str:
+    """The DOM headless Chromium builds for `url` (after its subresources load)."""
+    chromium = shutil.which("chromium") or "/usr/bin/chromium"
+    run = subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+                          "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                          f"--user-data-dir={tmp_path / 'chromium'}", *extra, "--dump-dom", url],
+                         check=False, capture_output=True, text=True, timeout=120)
+    assert "</html>" in run.stdout, run.stderr[-2000:]
+    return run.stdout
+
+
+def figure(dom: str, ident: str) -> str:
+    m = re.search(rf'id="{ident}"[^>]*>([^<]*)<', dom)
+    assert m is not None, (ident, dom[:2000])
+    return m.group(1)
+
+
+def metric(text: str, name: str) -> float:
+    for line in text.splitlines():
+        if line.startswith(name + " ") or line.startswith(name + "{"):
+            return float(line.rsplit(" ", 1)[1])
+    raise AssertionError(name)
+
+
+def test_admin_page_in_headless_chromium_shows_the_figures(cdn, origin, tmp_path):
+    for _ in range(8):  # 1 miss + 7 hits: the most answered object of this module
+        curl(cdn, "/obj/popular?cc=max-age=300&size=2000")
+    code, status = http_json(f"http://127.0.0.1:{cdn.admin_port}/status")
+    top = status["top_urls"][0]
+    assert top["url"] == f"http://127.0.0.1:{cdn.port}/obj/popular?cc=max-age=300&size=2000" and top["hits"] == 7
+    code, metrics = http_json(f"http://127.0.0.1:{cdn.admin_port}/metrics")
+    hits, misses = metric(metrics, "tierproxy_cdn_hits_total"), metric(metrics, "tierproxy_cdn_misses_total")
+    objects, size = metric(metrics, "tierproxy_cdn_objects"), metric(metrics, "tierproxy_cdn_bytes")
+    assert "tierproxy_cdn_evictions_total{policy=\"wtinylfu\"}" in metrics
+    assert metric(metrics, "tierproxy_cdn_origin_latency_seconds_count") >= misses
+
+    dom = chromium_dom(f"http://127.0.0.1:{cdn.admin_port}/", tmp_path)
+    assert figure(dom, "hit-ratio") == f"{hits / (hits + misses):.4f}"
+    assert int(figure(dom, "objects")) == objects and int(figure(dom, "bytes")) == size
+    assert figure(dom, "policy") == "wtinylfu"
+    rows = re.findall(r"<tr><td><code>([^<]*)</code></td><td class=\"n\">(\d+)</td>", dom)
+    assert rows[0] == (html.escape(top["url"]), "7")
+    assert "<script" not in dom and "http://" not in dom.split("<body>")[0]  # no external assets
+
+
+def test_evictions_stay_counted_by_policy_across_a_policy_reload(cdn, origin):
+    # A small store under W-TinyLFU: 30 objects of 5 KB into 64 KiB evict.
+    cdn.config.write_text(cdn.config.read_text().replace('policy = "wtinylfu"', 'policy = "wtinylfu"\nmax_bytes = 65536'))
+    cdn.proc.send_signal(signal.SIGHUP)
+    wait_for(lambda: cdn.status()["max_bytes"] == 65536, 10, "the reload")
+    for i in range(30):
+        curl(cdn, f"/obj/ev{i}?cc=max-age=300&size=5000")
+    before = cdn.status()["evictions_by_policy"]["wtinylfu"]
+    assert before > 0 and cdn.status()["bytes"] <= 65536
+    cdn.config.write_text(cdn.config.read_text().replace('policy = "wtinylfu"', 'policy = "lfu"'))
+    cdn.proc.send_signal(signal.SIGHUP)
+    wait_for(lambda: cdn.status()["policy"] == "lfu", 10, "the policy reload")
+    for i in range(30):
+        curl(cdn, f"/obj/ev{i}?cc=max-age=300&size=5000")
+    metrics = http_json(f"http://127.0.0.1:{cdn.admin_port}/metrics")[1]
+    assert metric(metrics, 'tierproxy_cdn_evictions_total{policy="wtinylfu"}') == before
+    assert metric(metrics, 'tierproxy_cdn_evictions_total{policy="lfu"}') > 0
