@@ -10,7 +10,8 @@ runs when the cache is off:
   and marks them dirty in the session. A batch that is one simple Query with a valid
   `/* tierproxy:cache ttl=N */` hint or matching a `[[cache.rules]]` entry (qcache_rules.py) and a
   cacheable statement (qcache_policy.cacheable), outside
-  any transaction, with no other statement in flight on any of the session's servers, is looked up: a hit is answered
+  any transaction, with no other statement in flight on any of the session's servers, is looked up
+  (and so is one extended-protocol execution, qcache_extended.py, `_extended`): a hit is answered
   here (the stored RowDescription..CommandComplete bytes, then ReadyForQuery with the session's
   status) and never reaches a server; a miss is sent to the *primary* (a replica may lag
   behind a write this process has already invalidated for) and its answer captured.
@@ -32,6 +33,7 @@ from __future__ import annotations
 import random
 import struct
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -39,6 +41,7 @@ from proxy.pgwire.framing import Message
 
 from .classify import classify
 from .classify_types import Decision, Reason, Target
+from .qcache_extended import extended_answer, extended_lookup, prepared_on_primary, ready_offset
 from .qcache_ops import TableCounters
 from .qcache_policy import cache_key, cacheable, normalise, written_tables
 from .qcache_rules import CachePlanner
@@ -86,6 +89,7 @@ class _Pending:
     versions: tuple[int, tuple[int, ...]]
     buf: bytearray = field(default_factory=bytearray)
     conn: Any = None
+    check: Callable[[bytearray], tuple[bool, bytes | None]] = answer_complete  # extended_answer for a Bind
 
 
 class QueryCache:
@@ -187,10 +191,12 @@ def on_batch(session: ClientSession, batch: list[tuple[Message, Any]]) -> bool:
             session.qdirty |= tables
         session.qwrote = True
         return False
-    if len(batch) != 1:
+    if session.qpending is not None:
         return False
+    if len(batch) != 1:
+        return _extended(session, cache, batch)
     msg, aux = batch[0]
-    if msg.type != b"Q" or aux is None or aux[0] != "query" or session.qpending is not None:
+    if msg.type != b"Q" or aux is None or aux[0] != "query":
         return False
     sql = _sql(msg.raw)
     if sql is None or aux[1].reason is not Reason.READ:
@@ -213,13 +219,68 @@ def on_batch(session: ClientSession, batch: list[tuple[Message, Any]]) -> bool:
     if text is None or shape is None:
         return False
     key = cache_key(text, database=session.database, user=session.user, settings=dict(session.options))
-    answer = cache.store.get(key, time.monotonic())
-    cache.table_counters.count(shape.tables, answer is not None)
-    if answer is not None:
-        session.transport.write(answer + b"Z\x00\x00\x00\x05" + session._status())
+    if _serve(session, cache, key, shape.tables, b""):
         return True
     session.qpending = _Pending(key, shape.tables, ttl, cache.snapshot(shape.tables))
     batch[0] = (msg, ("query", _FILL))
+    return False
+
+
+def _lookup(cache: QueryCache, key: bytes, tables: frozenset[str]) -> bytes | None:
+    answer = cache.store.get(key, time.monotonic())
+    cache.table_counters.count(tables, answer is not None)
+    return answer
+
+
+def _serve(session: ClientSession, cache: QueryCache, key: bytes, tables: frozenset[str], prefix: bytes) -> bool:
+    """Answer from the cache if `key` is there: `prefix` (ParseComplete for a batch with a
+    Parse), the stored bytes, ReadyForQuery."""
+    answer = _lookup(cache, key, tables)
+    if answer is None:
+        return False
+    session.transport.write(prefix + answer + b"Z\x00\x00\x00\x05" + session._status())
+    return True
+
+
+def _extended(session: ClientSession, cache: QueryCache, batch: list[tuple[Message, Any]]) -> bool:
+    """[Parse] Bind [Describe] Execute Sync of a cacheable statement (qcache_extended.py)."""
+    router = session.router
+    if batch[-1][0].type != b"S":
+        if batch[-1][0].type == b"H":
+            for i in prepared_on_primary(batch, planner=cache.planner, in_transaction=router.in_transaction,
+                                         pinned=router.pinned):  # fmt: skip
+                msg, aux = batch[i]
+                batch[i] = (msg, aux[:3] + (_FILL,) + aux[4:])
+        return False
+    found = extended_lookup(batch, planner=cache.planner, in_transaction=router.in_transaction,
+                            pinned=router.pinned, database=session.database, user=session.user,
+                            settings=dict(session.options))  # fmt: skip
+    if found is None:
+        return False
+    look, _shape = found
+    busy = [conn for conn in session.servers.values() if conn.busy]
+    if busy:
+        # asyncpg prepares with Parse/Describe/Flush and executes with Bind/Execute/Sync: one
+        # Sync group on the server, still open. A hit sends that server only the Sync and puts
+        # the stored answer before its ReadyForQuery (CachingSession.relay_from_server), after
+        # the answers to the group's earlier messages; a miss runs there and is not stored.
+        conn = busy[0]
+        if len(busy) > 1 or conn is not session.current or conn.groups or conn.open_group is None or conn.copy:
+            return False
+        answer = _lookup(cache, look.key, look.tables)
+        if answer is not None:
+            session.qinject = (conn, look.prefix + answer)
+            batch[:] = batch[-1:]
+        elif conn.backend == PRIMARY:  # prepared there (prepared_on_primary): stored if all is well
+            session.qpending = _Pending(look.key, look.tables, look.ttl, cache.snapshot(look.tables),
+                                        conn=conn, check=extended_answer)  # fmt: skip
+        return False
+    if _serve(session, cache, look.key, look.tables, look.prefix):
+        return True
+    session.qpending = _Pending(look.key, look.tables, look.ttl, cache.snapshot(look.tables), check=extended_answer)
+    for i in look.fill:  # a miss runs on the primary, as a simple Query's does
+        msg, aux = batch[i]
+        batch[i] = (msg, aux[:3] + (_FILL,) + aux[4:])
     return False
 
 
@@ -237,7 +298,7 @@ def on_relay(session: ClientSession, conn: Any, data: bytes) -> None:
             if conn._skip or len(p.buf) > cache.cfg.max_entry_bytes + 6:
                 session.qpending = None  # too large (or forwarded unframed): not stored
             else:
-                done, answer = answer_complete(p.buf)
+                done, answer = p.check(p.buf)
                 if done:
                     session.qpending = None
                     if answer is not None:
@@ -249,6 +310,7 @@ def on_relay(session: ClientSession, conn: Any, data: bytes) -> None:
 
 def on_lost(session: ClientSession) -> None:
     session.qpending = None
+    session.qinject = None
     if session.qwrote:
         session.d.qcache.invalidate(session.qdirty)
         session.qdirty, session.qwrote = set(), False
@@ -263,6 +325,7 @@ class CachingSession(ClientSession):
         self.qpending: _Pending | None = None
         self.qdirty: set[str] | None = set()  # tables written since the last invalidation; None: all
         self.qwrote = False
+        self.qinject: tuple[Any, bytes] | None = None  # (server, stored answer) due before its ReadyForQuery
 
     def _dispatch(self) -> None:
         if self.aborted is None and on_batch(self, self.batch):
@@ -271,6 +334,18 @@ class CachingSession(ClientSession):
         super()._dispatch()
 
     def relay_from_server(self, conn: Any, data: bytes) -> int:
+        inject = self.qinject
+        if inject is not None and inject[0] is conn and not conn._skip:
+            at = ready_offset(data)
+            if at >= 0:
+                used = super().relay_from_server(conn, data[:at]) if at else 0
+                on_relay(self, conn, data[:used])
+                self.qinject = None
+                if not conn.errored:  # an error in the group: the server skipped the rest, as it would have
+                    self.forward_raw(inject[1])
+                rest = super().relay_from_server(conn, data[at:])
+                on_relay(self, conn, data[at : at + rest])
+                return used + rest
         used = super().relay_from_server(conn, data)
         on_relay(self, conn, data[:used])
         return used
