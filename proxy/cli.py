@@ -62,7 +62,7 @@ def _guess_daemon(path: Path) -> str | None:
         return "geodns"
     if "shards" in data:
         return "shard"
-    if "origins" in data:
+    if "origins" in data or "origin" in data:
         return "cdn"
     return None
 

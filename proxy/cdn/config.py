@@ -1,7 +1,13 @@
 """`tierproxy cdn` configuration (TOML, validated by pydantic with located errors).
 
     listen = "127.0.0.1:8088"
-    origins = ["127.0.0.1:8080"]     # tried in order, the next one on a connect failure
+    origins = ["127.0.0.1:8080"]     # shorthand for [[origin.servers]] named o1, o2, ...
+    [origin]                         # the origin pool (proxy/cdn/originpool.py)
+    health = { type = "tcp", interval = 2.0, timeout = 1.0, rise = 2, fall = 3 }   # as the lb's
+    max_idle = 64                    # idle keep-alive connections kept per origin server
+    [[origin.servers]]               # instead of `origins`
+    name = "a"
+    address = "127.0.0.1:8080"
     admin = { address = "127.0.0.1:9088" }   # token_file = "...", allowed_hosts = [...]
     [cache]
     max_bytes = 67108864             # the store's bound: bodies + headers + per-object overhead
@@ -22,8 +28,9 @@ from pydantic import Field, field_validator, model_validator
 from proxy.cdn.versioned import compile_pattern
 from proxy.core.adminguard import read_token
 from proxy.core.config import Address, StrictModel, parse_hostport
+from proxy.upstream.config import BackendConfig, HealthConfig
 
-__all__ = ["AdminConfig", "CacheConfig", "CdnConfig"]
+__all__ = ["AdminConfig", "CacheConfig", "CdnConfig", "OriginConfig"]
 
 
 class AdminConfig(StrictModel):
@@ -66,9 +73,36 @@ class CacheConfig(StrictModel):
         return value
 
 
+def _default_origin_health() -> HealthConfig:
+    # A TCP connect by default: any origin answers it, while an HTTP check needs a path it serves.
+    return HealthConfig(type="tcp")
+
+
+class OriginConfig(StrictModel):
+    """The origin pool: servers (the lb's BackendConfig: name, address, weight, backup) with the
+    lb's active health checks (proxy/upstream/)."""
+
+    servers: list[BackendConfig] = Field(default_factory=list)
+    health: HealthConfig = Field(default_factory=_default_origin_health)
+    max_idle: int = Field(64, ge=0)  # idle keep-alive connections kept per origin server
+    idle_timeout: float = Field(30.0, gt=0)  # an idle keep-alive connection is closed after this
+
+    @model_validator(mode="after")
+    def _unique(self) -> OriginConfig:
+        names = [s.name for s in self.servers]
+        addrs = [s.address for s in self.servers]
+        for what, values in (("names", names), ("addresses", addrs)):
+            dupes = sorted({v for v in values if values.count(v) > 1})
+            if dupes:
+                raise ValueError(f"duplicate server {what}: {', '.join(dupes)}")
+        return self
+
+
 class CdnConfig(StrictModel):
     listen: Address = "127.0.0.1:8088"  # restart
-    origins: list[Address] = Field(min_length=1)
+    # Shorthand for [[origin.servers]] named o1, o2, ... (give one or the other).
+    origins: list[Address] = Field(default_factory=list)
+    origin: OriginConfig = Field(default_factory=OriginConfig)
     admin: AdminConfig = Field(default_factory=AdminConfig)
     cache: CacheConfig = Field(default_factory=CacheConfig)
     origin_connect_timeout: float = Field(2.0, gt=0)
@@ -81,4 +115,13 @@ class CdnConfig(StrictModel):
     def _distinct(self) -> CdnConfig:
         if parse_hostport(self.listen) == parse_hostport(self.admin.address):
             raise ValueError("listen and admin.address must differ")
+        if bool(self.origins) == bool(self.origin.servers):
+            raise ValueError("origins: give either origins or [[origin.servers]] (one of them, not both)")
         return self
+
+    @property
+    def origin_servers(self) -> list[BackendConfig]:
+        """The origin pool's servers, from [[origin.servers]] or the `origins` shorthand."""
+        if self.origin.servers:
+            return self.origin.servers
+        return [BackendConfig(name=f"o{i + 1}", address=a) for i, a in enumerate(self.origins)]

@@ -47,6 +47,7 @@ class CdnDaemon:
         self.reloads = 0
         self.purges = 0
         self._trace_flusher: asyncio.Task[None] | None = None
+        self._sweeper: asyncio.Task[None] | None = None
         self.registry = new_registry()
         self.registry.register(FuncCollector(self._collect))
 
@@ -57,8 +58,14 @@ class CdnDaemon:
         return await self.engine.handle(head, body)
 
     async def start(self) -> None:
+        # Origin servers start down until their first check, which runs before we serve (as in the lb).
+        await self.engine.origins.first_checks()
         self.server = CdnServer(self.cfg.listen, self._handle, self.cfg.client_idle_timeout)
-        await self.server.start()
+        try:
+            await self.server.start()
+        except OSError:
+            await self.engine.origins.stop()
+            raise
         self.guard = AdminGuard(parse_hostport(self.cfg.admin.address)[0], self.cfg.admin.token,
                                 self.cfg.admin.allowed_hosts)
         app = make_admin_app(self.registry, guard=self.guard)
@@ -71,11 +78,21 @@ class CdnDaemon:
             await self.admin.start()
         except OSError:
             await self.server.drain(0)
+            await self.engine.origins.stop()
             raise
         if self.cfg.cache.trace_file:
             self._start_trace(self.cfg.cache.trace_file, create=False)
+        self.engine.origins.start()
+        self._sweeper = asyncio.get_running_loop().create_task(self._sweep())
         log.info("listening", extra={"listen": self.cfg.listen, "admin": self.cfg.admin.address,
-                                     "origins": self.cfg.origins})  # fmt: skip
+                                     "origins": [s.address for s in self.cfg.origin_servers]})  # fmt: skip
+
+    async def _sweep(self) -> None:
+        """Close origin connections idle longer than origin.idle_timeout."""
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(1.0)
+            self.engine.origins.expire_idle(loop.time() - self.cfg.origin.idle_timeout)
 
     async def reload(self) -> None:
         if self.config_path is None:
@@ -93,12 +110,15 @@ class CdnDaemon:
                 self._start_trace(new.cache.trace_file, create=False)
         self.cfg = new
         self.reloads += 1
-        log.info("reloaded", extra={"origins": new.origins, "policy": new.cache.policy})
+        log.info("reloaded", extra={"origins": [s.address for s in new.origin_servers], "policy": new.cache.policy})
 
     async def drain(self) -> None:
         if self.server is not None:
             await self.server.drain(self.cfg.drain_timeout)
         self._stop_trace()
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+        await self.engine.origins.stop()
         if self.admin is not None:
             await self.admin.stop()
 
@@ -113,6 +133,7 @@ class CdnDaemon:
         snap["trace"] = self.engine.trace.status() if self.engine.trace is not None else None
         snap["top_urls"] = [{"url": self._url(key[0]), "hits": entry.hits, "bytes": entry.size}
                             for key, entry in self.engine.store.top(TOP_URLS) if entry.hits]
+        snap["origins"] = self.engine.origins.status()
         return snap
 
     async def _status(self, _request: web.Request) -> web.Response:
@@ -218,6 +239,10 @@ class CdnDaemon:
         out.append(GaugeMetricFamily(p + "bytes", "bytes held by the store", value=snap["bytes"]))
         out.append(GaugeMetricFamily(p + "max_bytes", "the store's bound", value=snap["max_bytes"]))
         out.append(GaugeMetricFamily(p + "objects", "objects held by the store", value=snap["objects"]))
+        up = GaugeMetricFamily(p + "origin_up", "1 when the origin server passes its health checks", labels=["origin"])
+        for b in self.engine.origins.backends.values():
+            up.add_metric([b.name], 1 if b.health.up else 0)
+        out.append(up)
         h = self.engine.origin_latency
         hist = HistogramMetricFamily(p + "origin_latency_seconds", "origin response time")
         hist.add_metric([], h.buckets(), h.sum)

@@ -17,7 +17,8 @@ from typing import Any
 
 from proxy.cdn.cachestatus import cache_status
 from proxy.cdn.config import CdnConfig
-from proxy.cdn.origin import OriginError, OriginResponse, fetch
+from proxy.cdn.origin import OriginError, fetch
+from proxy.cdn.originpool import OriginPool
 from proxy.cdn.ranges import UNSATISFIABLE, byte_range, if_range_ok
 from proxy.cdn.rfc5861 import (
     ERROR_STATUSES,
@@ -41,7 +42,7 @@ from proxy.cdn.surrogate import SURROGATE_FIELDS
 from proxy.cdn.trace import TraceRecorder
 from proxy.cdn.versioned import compile_pattern, immutable_headers, is_versioned
 from proxy.core.metrics import Histogram
-from proxy.http1 import RequestHead, get_header, strip_hop_by_hop
+from proxy.http1 import RequestHead, ResponseHead, get_header, strip_hop_by_hop
 
 __all__ = ["Answer", "Engine"]
 
@@ -52,6 +53,12 @@ _NOT_FORWARDED = frozenset({b"if-none-match", b"if-modified-since", b"if-match",
                             b"if-range", b"range", b"content-length", b"host"})
 # Recomputed by _finish; surrogate keys are kept in the store but not sent on.
 _NOT_TO_CLIENT = frozenset({b"content-length", b"transfer-encoding", *SURROGATE_FIELDS})
+
+
+@dataclass(slots=True)
+class OriginResponse:
+    head: ResponseHead
+    body: bytes
 
 
 @dataclass(slots=True)
@@ -75,6 +82,7 @@ class Engine:
     def __init__(self, cfg: CdnConfig, clock: Callable[[], float] = time.time) -> None:
         self.cfg = cfg
         self.clock = clock
+        self.origins = OriginPool(cfg.origin_servers, cfg.origin.health, cfg.origin.max_idle)
         self.store = Store(cfg.cache.max_bytes, cfg.cache.policy, cfg.cache.max_object_bytes)
         self._inflight: dict[bytes, asyncio.Future[tuple[OriginResponse, float, float]]] = {}
         # Revalidations in progress, one per stored key: a stale-while-revalidate answer starts
@@ -100,6 +108,7 @@ class Engine:
         else:
             self.store.resize(c.max_bytes, c.max_object_bytes)
         self._versioned = compile_pattern(c.versioned_pattern)
+        self.origins.apply(cfg.origin_servers, cfg.origin.health, cfg.origin.max_idle)
         self.cfg = cfg
 
     # -- origin ------------------------------------------------------------------------------
@@ -113,8 +122,9 @@ class Engine:
         request_time = self.clock()
         t0 = time.monotonic()
         try:
-            resp = await fetch(self.cfg.origins, method, head.target, headers, self.cfg.origin_connect_timeout,
-                               self.cfg.origin_timeout, body)
+            streamed = await fetch(self.origins, method, head.target, headers, self.cfg.origin_connect_timeout,
+                                   self.cfg.origin_timeout, body)
+            resp = OriginResponse(streamed.head, await streamed.read_all())
         except OriginError:
             self.counters["origin_errors"] += 1
             raise
@@ -304,6 +314,8 @@ class Engine:
             detail = serve_stale_on_error(entry.headers, req, -ttl, unreachable=True)
             if detail is None:
                 return self._error(exc, "stale")
+            if detail == "origin-unreachable" and exc.down:
+                detail = "origin-down"  # the health checks marked every origin server down
             return self._stale_answer(head, entry, ttl, detail)
         if resp.head.status in ERROR_STATUSES and background:
             return Answer(resp.head.status, [], b"")  # the stale object stays; its next request decides

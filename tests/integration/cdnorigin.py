@@ -8,7 +8,8 @@ request's value of that field), etag (ETag; a matching If-None-Match gets 304), 
 before answering), size (body bytes), age (an Age field, so an object arrives already old), skey
 (Surrogate-Key), tag (Cache-Tag). GET /_count?path=/obj/x gives {"requests": n, "not_modified": n}.
 POST /_fail?status=503 makes every /obj/ request (still counted) answer that status until
-POST /_fail?status=0.
+POST /_fail?status=0. /_count also says how many distinct client connections (peer ports) /obj/
+requests came on, in total ("connections"): the cdn's keep-alive reuse.
 """
 
 from __future__ import annotations
@@ -24,10 +25,13 @@ def make_app() -> web.Application:
     requests: Counter[str] = Counter()
     not_modified: Counter[str] = Counter()
     failing = {"status": 0}
+    peers: set[object] = set()
 
     async def obj(request: web.Request) -> web.StreamResponse:
         path = request.path
         requests[path] += 1
+        peer = request.transport.get_extra_info("peername") if request.transport else None
+        peers.add(peer)
         q = request.query
         if "delay" in q:
             await asyncio.sleep(float(q["delay"]))
@@ -57,7 +61,8 @@ def make_app() -> web.Application:
 
     async def count(request: web.Request) -> web.Response:
         p = request.query["path"]
-        return web.json_response({"requests": requests[p], "not_modified": not_modified[p]})
+        return web.json_response({"requests": requests[p], "not_modified": not_modified[p],
+                                  "connections": len(peers)})
 
     async def fail(request: web.Request) -> web.Response:
         failing["status"] = int(request.query["status"])
