@@ -8,8 +8,8 @@ request's value of that field), etag (ETag; a matching If-None-Match gets 304), 
 before answering), size (body bytes), age (an Age field, so an object arrives already old), skey
 (Surrogate-Key), tag (Cache-Tag). GET /_count?path=/obj/x gives {"requests": n, "not_modified": n}.
 POST /_fail?status=503 makes every /obj/ request (still counted) answer that status until
-POST /_fail?status=0. /_count also says how many distinct client connections (peer ports) /obj/
-requests came on, in total ("connections"): the cdn's keep-alive reuse.
+POST /_fail?status=0. GET /_conns gives {"connections": n}: how many distinct client connections
+(peers) /obj/ requests came on in total (the cdn's keep-alive reuse).
 """
 
 from __future__ import annotations
@@ -61,8 +61,10 @@ def make_app() -> web.Application:
 
     async def count(request: web.Request) -> web.Response:
         p = request.query["path"]
-        return web.json_response({"requests": requests[p], "not_modified": not_modified[p],
-                                  "connections": len(peers)})
+        return web.json_response({"requests": requests[p], "not_modified": not_modified[p]})
+
+    async def conns(request: web.Request) -> web.Response:
+        return web.json_response({"connections": len(peers)})
 
     async def fail(request: web.Request) -> web.Response:
         failing["status"] = int(request.query["status"])
@@ -70,6 +72,7 @@ def make_app() -> web.Application:
 
     app = web.Application()
     app.router.add_get("/_count", count)
+    app.router.add_get("/_conns", conns)
     app.router.add_post("/_fail", fail)
     app.router.add_route("*", "/obj/{name}", obj)
     return app

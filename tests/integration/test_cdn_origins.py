@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from tests.integration.lbproc import wait_for
+from tests.integration.lbproc import http_json, wait_for
 from tests.integration.test_cdn import Cdn, Origin, curl
 
 # Fast checks so that a kill is noticed within a second: rise/fall 1, a TCP connect every 0.2 s.
@@ -61,7 +61,7 @@ def test_fetches_spread_over_the_pool_on_keep_alive_connections(cdn, origins):
     # Both servers took misses, each over one reused connection (sequential misses: one at a time).
     served = [sum(o.count(f"/obj/ka{i}")["requests"] for i in range(20)) for o in origins]
     assert served == [10, 10]
-    assert [o.count("/")["connections"] for o in origins] == [1, 1]
+    assert [http_json(f"http://127.0.0.1:{o.port}/_conns")[1]["connections"] for o in origins] == [1, 1]
     st = {o["name"]: o for o in cdn.status()["origins"]}
     assert st["a"]["requests"] == 10 and st["b"]["requests"] == 10
 
