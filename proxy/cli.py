@@ -26,7 +26,7 @@ from typing import Any
 
 from proxy.core.config import ConfigError, load_config
 
-__all__ = ["main"]
+__all__ = ["build_parser", "main"]
 
 # daemon name -> (config model, daemon class), as "module:attr" so nothing loads until used.
 DAEMONS: dict[str, tuple[str, str]] = {
@@ -155,7 +155,8 @@ def _whatif_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="one JSON object instead of the table")
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The whole command line (deploy/systemd's test parses the units' ExecStart lines with it)."""
     parser = argparse.ArgumentParser(prog="tierproxy", description=__doc__.split("\n")[0])
     parser.add_argument("--version", action=_VersionAction)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -191,6 +192,11 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--dns-admin-port", type=int, default=9053, help="tierproxy geodns admin port")
     demo.add_argument("--shard-port", type=int, default=6433, help="tierproxy shard port")
     demo.add_argument("--shard-admin-port", type=int, default=9188, help="tierproxy shard admin port")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
     if args.command == "check-config":
         return check_config(args.file, args.daemon)

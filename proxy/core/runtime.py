@@ -3,7 +3,9 @@
 A daemon is a class with three coroutines: `start()` binds and begins serving, `reload()` applies a
 new config read from disk, `drain(deadline)` stops accepting and waits for in-flight work. `run()`
 installs uvloop, maps SIGHUP to reload and SIGTERM/SIGINT to drain-then-exit, and returns an exit
-code. Nothing here is global: the logger and the loop are made per run.
+code. Nothing here is global: the logger and the loop are made per run. Under systemd (Type=notify,
+`$NOTIFY_SOCKET` set) it tells systemd READY=1 once `start()` returned, RELOADING=1 / READY=1
+around each reload and STOPPING=1 when the drain begins (proxy/core/sdnotify.py).
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ import signal
 import sys
 import time
 from typing import Any, Protocol
+
+from proxy.core.sdnotify import Notifier
 
 __all__ = ["Daemon", "JsonFormatter", "run", "setup_logging"]
 
@@ -88,7 +92,7 @@ def new_event_loop() -> asyncio.AbstractEventLoop:
     return uvloop.new_event_loop()
 
 
-async def _serve(daemon: Daemon, log: logging.Logger) -> int:
+async def _serve(daemon: Daemon, log: logging.Logger, notifier: Notifier) -> int:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     reloads: asyncio.Queue[None] = asyncio.Queue()
@@ -96,19 +100,24 @@ async def _serve(daemon: Daemon, log: logging.Logger) -> int:
     loop.add_signal_handler(signal.SIGINT, stop.set)
     loop.add_signal_handler(signal.SIGHUP, reloads.put_nowait, None)
     await daemon.start()
+    notifier.ready()
 
     async def reloader() -> None:
         while True:
             await reloads.get()
+            notifier.reloading()
             try:
                 await daemon.reload()
+                notifier.ready("serving (reloaded)")
             except Exception:
                 # A bad reload keeps the running config: the daemon must survive an operator typo.
                 log.exception("reload failed; keeping the running config")
+                notifier.ready("serving (reload failed: running config kept)")
 
     task = asyncio.create_task(reloader())
     await stop.wait()
     log.info("stopping: draining in-flight work")
+    notifier.stopping()
     task.cancel()
     await daemon.drain()
     log.info("stopped")
@@ -121,10 +130,11 @@ def run(daemon: Daemon, name: str) -> int:
     from proxy import _native
 
     log.info("%s", _native.summary())  # which twin of the hot modules runs (proxy/_native.py)
+    notifier = Notifier.from_environ()  # before any worker process is spawned: they must not inherit it
     loop = new_event_loop()
     asyncio.set_event_loop(loop)
     try:
-        return loop.run_until_complete(_serve(daemon, log))
+        return loop.run_until_complete(_serve(daemon, log, notifier))
     except OSError as exc:
         log.error("cannot start: %s", exc)
         return 1

@@ -180,10 +180,12 @@ def run_worker(args: argparse.Namespace) -> int:
         return 2
     setup_logging(args.log_level or cfg.log_level, args.json_logs)
     consumer = args.name or f"{socket.gethostname()}-{os.getpid()}"
-    return asyncio.run(_serve(cfg, consumer))
+    from proxy.core.sdnotify import Notifier
+
+    return asyncio.run(_serve(cfg, consumer, Notifier.from_environ()))
 
 
-async def _serve(cfg: Any, consumer: str) -> int:
+async def _serve(cfg: Any, consumer: str, notifier: Any) -> int:
     import redis.asyncio as aioredis
 
     from workers.queue.client import QueueClient
@@ -196,9 +198,15 @@ async def _serve(cfg: Any, consumer: str) -> int:
         cfg.redis, max_connections=cfg.concurrency + 16, timeout=None, health_check_interval=10)
     r = aioredis.Redis(connection_pool=pool)
     worker = Worker(cfg, consumer, r)
+    # systemd Type=notify: READY=1 once Redis answered and the consumer groups exist.
+    worker.on_ready = lambda: notifier.ready(f"consumer {consumer}: reading {', '.join(cfg.queues)}")
+
+    def stop() -> None:
+        notifier.stopping()
+        worker.stop()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, worker.stop)
+        loop.add_signal_handler(sig, stop)
     metrics = None
     if cfg.metrics:
         metrics = MetricsServer(worker, QueueClient(r, prefix=cfg.prefix), cfg.metrics)

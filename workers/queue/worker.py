@@ -116,6 +116,7 @@ class Worker:
         self._s_gate = redis.register_script(GATE)
         self._last_reclaim = 0.0
         self.paused: str | None = None  # why reading is paused (backpressure), None while running
+        self.on_ready: Callable[[], object] | None = None  # called once, when Redis first answered
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -171,6 +172,9 @@ class Worker:
                         name: q.max_length for name, q in self.cfg.queues.items()})
                     groups_ok = True
                     log.info("ready: consumer %s, queues %s", self.consumer, ", ".join(self.keys))
+                    if self.on_ready is not None:
+                        self.on_ready()
+                        self.on_ready = None
                 await self._read_once()
                 pause = 0.05
             except REDIS_ERRORS as exc:
