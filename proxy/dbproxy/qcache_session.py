@@ -41,6 +41,7 @@ from proxy.pgwire.framing import Message
 
 from .classify import classify
 from .classify_types import Decision, Reason, Target
+from .qcache_coalesce import Inflight, to_primary, wait_for_leader
 from .qcache_extended import extended_answer, extended_lookup, prepared_on_primary, ready_offset
 from .qcache_ops import TableCounters
 from .qcache_policy import cache_key, cacheable, normalise, written_tables
@@ -105,6 +106,8 @@ class QueryCache:
         self.planner = CachePlanner([rule.rule() for rule in cfg.rules])  # hint, then [[cache.rules]]
         self.table_counters = TableCounters()  # qcache_ops.py: hits and misses per table
         self.purges = self.cleared = 0  # POST /cache/purge requests; entries dropped by "all"
+        self.inflight = Inflight()  # qcache_coalesce.py: keys being filled, and who waits for them
+        self.coalesced = 0
 
     def invalidate(self, tables: frozenset[str] | None) -> None:
         if tables is None:
@@ -118,14 +121,17 @@ class QueryCache:
     def snapshot(self, tables: frozenset[str]) -> tuple[int, tuple[int, ...]]:
         return self.epoch, tuple(self.versions.get(t, 0) for t in sorted(tables))
 
-    def fill(self, p: _Pending, answer: bytes) -> None:
+    def fill(self, p: _Pending, answer: bytes) -> bool:
+        """Store a fill's answer; False if it may not be (a write ended while it ran, too big)."""
         now = time.monotonic()
         if self.snapshot(p.tables) != p.versions:
             self.not_stored += 1  # a write to its tables ended while it ran
-            return
+            return False
         expires = expires_at(now, p.ttl, self.cfg.jitter, self.rng.random())
         if self.store.put(p.key, answer, p.tables, expires, now):
             self.stored += 1
+            return True
+        return False
 
 
 def _sql(raw: bytes) -> str | None:
@@ -221,9 +227,45 @@ def on_batch(session: ClientSession, batch: list[tuple[Message, Any]]) -> bool:
     key = cache_key(text, database=session.database, user=session.user, settings=dict(session.options))
     if _serve(session, cache, key, shape.tables, b""):
         return True
-    session.qpending = _Pending(key, shape.tables, ttl, cache.snapshot(shape.tables))
-    batch[0] = (msg, ("query", _FILL))
+    return _miss(session, cache, batch, _Pending(key, shape.tables, ttl, cache.snapshot(shape.tables)), b"", [0])
+
+
+def _miss(session: ClientSession, cache: QueryCache, batch: list[tuple[Message, Any]], p: _Pending,
+          prefix: bytes, fill: list[int]) -> bool:  # fmt: skip
+    """A miss: join the key's leader (True: the batch is taken care of), or lead and run it on
+    the primary (False: the session sends the batch)."""
+    fut = cache.inflight.join(p.key)
+    if fut is not None:
+        session._start_async(_join(session, cache, fut, batch, p, prefix, fill))
+        return True
+    cache.inflight.lead(p.key, p)
+    session.qpending = p
+    to_primary(batch, fill, _FILL)  # a replica may lag behind a write already invalidated
     return False
+
+
+async def _join(session: ClientSession, cache: QueryCache, fut: Any, batch: list[tuple[Message, Any]],
+                p: _Pending, prefix: bytes, fill: list[int]) -> None:  # fmt: skip
+    """qcache_coalesce.py: the leader's stored answer, or this session's own fill."""
+    answer = await wait_for_leader(fut)
+    if session.phase == "closed":
+        return
+    if answer is not None and cache.snapshot(p.tables) == p.versions:
+        cache.coalesced += 1
+        session.forward_raw(prefix + answer + b"Z\x00\x00\x00\x05" + session._status())
+        return
+    p.versions = cache.snapshot(p.tables)
+    cache.inflight.lead(p.key, p)
+    session.qpending = p
+    to_primary(batch, fill, _FILL)
+    await session._route_async(batch, _FILL, None)
+
+
+def _settle(session: ClientSession, cache: QueryCache, p: _Pending, answer: bytes | None) -> None:
+    """The session's fill `p` is over: stored (`answer`) or not (None); joiners are told."""
+    if session.qpending is p:
+        session.qpending = None
+    cache.inflight.settle(p.key, p, answer)
 
 
 def _lookup(cache: QueryCache, key: bytes, tables: frozenset[str]) -> bytes | None:
@@ -277,11 +319,8 @@ def _extended(session: ClientSession, cache: QueryCache, batch: list[tuple[Messa
         return False
     if _serve(session, cache, look.key, look.tables, look.prefix):
         return True
-    session.qpending = _Pending(look.key, look.tables, look.ttl, cache.snapshot(look.tables), check=extended_answer)
-    for i in look.fill:  # a miss runs on the primary, as a simple Query's does
-        msg, aux = batch[i]
-        batch[i] = (msg, aux[:3] + (_FILL,) + aux[4:])
-    return False
+    p = _Pending(look.key, look.tables, look.ttl, cache.snapshot(look.tables), check=extended_answer)
+    return _miss(session, cache, batch, p, look.prefix, look.fill)
 
 
 def on_relay(session: ClientSession, conn: Any, data: bytes) -> None:
@@ -292,24 +331,24 @@ def on_relay(session: ClientSession, conn: Any, data: bytes) -> None:
         if p.conn is None:
             p.conn = conn
         if p.conn is conn and conn.backend != PRIMARY:
-            session.qpending = None  # a replica's answer may predate a write already invalidated
+            _settle(session, cache, p, None)  # a replica's answer may predate a write already invalidated
         elif p.conn is conn:
             p.buf += data
             if conn._skip or len(p.buf) > cache.cfg.max_entry_bytes + 6:
-                session.qpending = None  # too large (or forwarded unframed): not stored
+                _settle(session, cache, p, None)  # too large (or forwarded unframed): not stored
             else:
                 done, answer = p.check(p.buf)
                 if done:
-                    session.qpending = None
-                    if answer is not None:
-                        cache.fill(p, answer)
+                    stored = answer is not None and cache.fill(p, answer)
+                    _settle(session, cache, p, answer if stored else None)
     if session.qwrote and conn.backend == PRIMARY and not conn.busy and not session.router.in_transaction:
         cache.invalidate(session.qdirty)
         session.qdirty, session.qwrote = set(), False
 
 
 def on_lost(session: ClientSession) -> None:
-    session.qpending = None
+    if session.qpending is not None:
+        _settle(session, session.d.qcache, session.qpending, None)
     session.qinject = None
     if session.qwrote:
         session.d.qcache.invalidate(session.qdirty)
@@ -353,3 +392,8 @@ class CachingSession(ClientSession):
     def on_server_lost(self, conn: Any) -> None:
         on_lost(self)
         super().on_server_lost(conn)
+
+    def _end(self) -> None:
+        if self.qpending is not None:  # the client went away: its fill's joiners run their own
+            _settle(self, self.d.qcache, self.qpending, None)
+        super()._end()
