@@ -192,6 +192,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--dns-admin-port", type=int, default=9053, help="tierproxy geodns admin port")
     demo.add_argument("--shard-port", type=int, default=6433, help="tierproxy shard port")
     demo.add_argument("--shard-admin-port", type=int, default=9188, help="tierproxy shard admin port")
+    demo.add_argument("--cdn-port", type=int, default=8088, help="tierproxy cdn port (the web workers' /static/)")
+    demo.add_argument("--cdn-admin-port", type=int, default=9088, help="tierproxy cdn admin port")
     return parser
 
 

@@ -12,6 +12,8 @@ PostgreSQL servers are shards behind `tierproxy shard` with a `users` table keye
 (proxy/devstack/demo_shards.py: their initdbs run while the rest starts). Posting a note
 enqueues a job on the `notes` queue (Redis Streams, workers/queue) that a `tierproxy queue worker`
 process runs: it writes the note's summary through the dbproxy (workers/note_jobs.py). The east
+balancer's web workers also serve a static site (/static/: a page and content-hash assets) that
+`tierproxy cdn` caches in front of them (proxy/devstack/demo_cdn.py). The east
 balancer runs in this process under the normal runtime (SIGTERM drains, SIGHUP reloads the
 generated config); everything else is a child process, stopped when the demo ends.
 """
@@ -29,6 +31,7 @@ from pathlib import Path
 from proxy.core.config import load_config
 from proxy.core.runtime import run, setup_logging
 from proxy.devstack.daemons import DaemonProcess, start_daemon
+from proxy.devstack.demo_cdn import DemoCdn, start_demo_cdn, write_demo_static
 from proxy.devstack.demo_patroni import DemoDatabase, start_demo_database
 from proxy.devstack.demo_shards import DemoShards
 from proxy.devstack.ports import PortLock
@@ -156,6 +159,7 @@ def run_demo(args: argparse.Namespace) -> int:
     port_locks: list[PortLock] = []
     shards: DemoShards | None = None
     queue_worker: ManagedProcess | None = None
+    cdn: DemoCdn | None = None
     try:
         # Every fixed port first, before PostgreSQL and the rest take seconds to start: a port that
         # something listens on stops the demo now, naming the holder (ports in TIME_WAIT from a
@@ -163,10 +167,10 @@ def run_demo(args: argparse.Namespace) -> int:
         # until it binds them; dbproxy's are claimed again by start_dbproxy.
         port_locks = [PortLock(args.port), PortLock(args.admin_port), PortLock(args.https_port)]
         for db_port in (args.db_port, args.db_admin_port, args.dns_port, args.dns_admin_port,
-                        args.shard_port, args.shard_admin_port):
+                        args.shard_port, args.shard_admin_port, args.cdn_port, args.cdn_admin_port):
             PortLock(db_port).release()
         print("starting redis-server, etcd and Patroni (PostgreSQL: a primary and 2 replicas), tierproxy dbproxy, "
-              "web workers, the west balancer, tierproxy geodns, and 4 PostgreSQL shards behind "
+              "web workers, the west balancer, tierproxy geodns, tierproxy cdn, and 4 PostgreSQL shards behind "
               "tierproxy shard ...", flush=True)
         shards = DemoShards(workdir, port=args.shard_port, admin_port=args.shard_admin_port)
         shards.begin()
@@ -176,8 +180,9 @@ def run_demo(args: argparse.Namespace) -> int:
         dbproxy = database.dbproxy
         db_url = dbproxy.dsn("app", "postgres")
         web_args = ["--database-url", db_url, "--queue-redis", redis.url]
+        site = write_demo_static(workdir)
         for i in range(args.workers):
-            workers.start(f"web{i + 1}", sessions=redis.url, extra_args=web_args)
+            workers.start(f"web{i + 1}", sessions=redis.url, static=site.directory, extra_args=web_args)
             west_workers.start(f"west{i + 1}", sessions=redis.url, extra_args=web_args)
         queue_worker = start_queue_worker(workdir, "jobs1", redis.url, {NOTES_QUEUE: "workers.note_jobs:summarize"},
                                           env={DATABASE_URL_ENV: db_url})  # fmt: skip
@@ -188,6 +193,8 @@ def run_demo(args: argparse.Namespace) -> int:
         children.append(start_daemon(
             "geodns", demo_geodns_config(args.dns_port, args.dns_admin_port, args.admin_port),
             admin_port=args.dns_admin_port, log_dir=workdir, name="geodns"))  # fmt: skip
+        cdn = start_demo_cdn(workdir, site, port=args.cdn_port, admin_port=args.cdn_admin_port,
+                             origins=[(w.name, w.address, w.process.pid) for w in workers])
         shards.finish()
         dns_admin = f"http://127.0.0.1:{args.dns_admin_port}"
         dig = f"dig @127.0.0.1 -p {args.dns_port} www.demo.test +short"
@@ -245,6 +252,8 @@ def run_demo(args: argparse.Namespace) -> int:
                 "",
                 *shards.banner(),
                 "",
+                *cdn.banner(),
+                "",
                 *database.failover_lines(),
                 "",
                 f"config: {config_path} (edit it and send SIGHUP to reload); Ctrl-C stops everything",
@@ -259,6 +268,8 @@ def run_demo(args: argparse.Namespace) -> int:
             lock.release()
         for child in children:
             child.close()
+        if cdn is not None:
+            cdn.close()
         if shards is not None:
             shards.close()
         west_workers.close()

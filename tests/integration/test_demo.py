@@ -30,10 +30,12 @@ def test_demo_serves_sessions_through_the_balancer_and_stops_cleanly(tmp_path):
     dns_port, dns_admin = allocate_dns_port(), allocate_port()
     shard_port, shard_admin = allocate_port(), allocate_port()
     https_port = allocate_port()
+    cdn_port, cdn_admin = allocate_port(), allocate_port()
     for lock in (port, admin, db_port, db_admin):
         # As a demo stopped a moment ago leaves them: no listener, connections in TIME_WAIT.
         leave_time_wait(lock.port)
-    for lock in (port, admin, db_port, db_admin, dns_port, dns_admin, shard_port, shard_admin, https_port):
+    for lock in (port, admin, db_port, db_admin, dns_port, dns_admin, shard_port, shard_admin, https_port,
+                 cdn_port, cdn_admin):
         lock.release()  # the demo claims its ports itself (it takes them from the command line)
     log = open(tmp_path / "demo.log", "w+b")
     proc = subprocess.Popen(
@@ -41,7 +43,8 @@ def test_demo_serves_sessions_through_the_balancer_and_stops_cleanly(tmp_path):
          "--db-port", str(db_port.port), "--db-admin-port", str(db_admin.port),
          "--dns-port", str(dns_port.port), "--dns-admin-port", str(dns_admin.port),
          "--shard-port", str(shard_port.port), "--shard-admin-port", str(shard_admin.port),
-         "--https-port", str(https_port.port)],
+         "--https-port", str(https_port.port), "--cdn-port", str(cdn_port.port),
+         "--cdn-admin-port", str(cdn_admin.port)],
         stdout=log, stderr=subprocess.STDOUT, cwd=REPO, env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
     try:
@@ -161,6 +164,33 @@ def test_demo_serves_sessions_through_the_balancer_and_stops_cleanly(tmp_path):
         out = subprocess.run(write, shell=True, capture_output=True, text=True, timeout=90, stdin=subprocess.DEVNULL)
         assert out.returncode == 0, out.stderr  # held while no leader, then run on the new one
         assert out.stdout.strip().splitlines()[0].split("|")[1] != leader_port, out.stdout
+        # The CDN in front of the workers' /static/ files: the printed commands, run as printed,
+        # show a miss, a hit, a purge (then a miss again), the page revalidated, and a stale
+        # answer while the workers are stopped (then resumed).
+        cdn_lines = [line.split("#")[0].strip() for line in text.splitlines()
+                     if f":{cdn_port.port}/static/" in line and line.strip().startswith(("curl", "kill"))]
+        kills = [line.split("#")[0].strip() for line in text.splitlines() if line.strip().startswith("kill -")]
+        assert len(cdn_lines) == 6 and len(kills) >= 2, cdn_lines
+
+        def sh(cmd: str) -> str:
+            return subprocess.run(cmd, shell=True, capture_output=True, text=True, timeout=30).stdout
+
+        miss, hit, purge, again, page, stale = cdn_lines
+        first = sh(miss)
+        assert "fwd=uri-miss" in first and "stored" in first, first
+        assert "tierproxy; hit" in sh(hit)
+        assert json.loads(sh(purge))["purged"] == 1
+        assert "fwd=uri-miss" in sh(again)
+        sh(page)
+        assert "fwd=stale; fwd-status=304" in sh(page)
+        stop = next(k for k in kills if k.startswith("kill -STOP"))
+        resume = next(k for k in kills if k.startswith("kill -CONT"))
+        subprocess.run(stop, shell=True, check=True, timeout=10)
+        try:
+            answer = sh(stale)
+            assert "fwd=stale" in answer and 'detail="origin-unreachable"' in answer, answer
+        finally:
+            subprocess.run(resume, shell=True, check=True, timeout=10)
         proc.send_signal(signal.SIGINT)
         assert proc.wait(30) == 0
     finally:
