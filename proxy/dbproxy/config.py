@@ -45,6 +45,7 @@ __all__ = [
     "AuthConfig",
     "BackendAuthConfig",
     "CacheConfig",
+    "CacheListenConfig",
     "CacheRuleConfig",
     "DbProxyConfig",
     "MonitorConfig",
@@ -262,6 +263,13 @@ class CacheRuleConfig(StrictModel):
         return Rule(self.ttl, frozenset(self.tables) if self.tables is not None else None, fp)
 
 
+class CacheListenConfig(StrictModel):
+    """`[cache.listen]`: LISTEN for NOTIFYs of writes that bypass the proxy (qcache_notify.py)."""
+
+    channel: str = Field(default="tierproxy_cache", pattern=r"^[a-z_][a-z0-9_$]{0,62}$")  # the NOTIFY channel
+    databases: list[Annotated[str, Field(min_length=1, max_length=63)]] = Field(min_length=1)  # one LISTEN each
+
+
 class CacheConfig(StrictModel):
     """The read-through query cache (issue 20, qcache_*.py). Off by default; restart to change.
     Statements with a leading `/* tierproxy:cache ttl=N */` hint are cached, and those that match
@@ -276,6 +284,7 @@ class CacheConfig(StrictModel):
     # bytes; a larger answer is passed through and not stored
     max_entry_bytes: int = Field(default=1024 * 1024, ge=64, le=1 << 30)
     rules: list[CacheRuleConfig] = Field(default_factory=list)  # first match wins; a hint comes first
+    listen: CacheListenConfig | None = None  # no [cache.listen]: writes that bypass the proxy wait for the TTL
 
 
 class DbProxyConfig(StrictModel):

@@ -46,6 +46,7 @@ from .faults import query_timed_out, replica_marked_down, restart_query_timer
 from .monitor import BackendStatus, ReplicaMonitor, usable_for_reads
 from .patroni_admin import add_patroni_routes
 from .router import PRIMARY, ReplicaView, RouteReason
+from .qcache_notify import NotifyListener, start_notify_listener
 from .qcache_ops import add_cache_routes, cache_snapshot, purge_local
 from .qcache_session import CachingSession, QueryCache
 from .session import ClientSession
@@ -96,6 +97,7 @@ class DbProxyDaemon:
         self.tls_context = tls_context(cfg.tls)
         self.cache = ClassifierCache(write_functions=cfg.routing.all_write_functions)
         self.qcache = QueryCache(cfg.cache) if cfg.cache.enabled else None  # qcache_session.py
+        self.qnotify: NotifyListener | None = None
         self.parse_cache: dict[bytes, tuple[str, Decision]] = {}
         self.metrics = DbMetrics()
         self.sessions: set[ClientSession] = set()
@@ -221,6 +223,7 @@ class DbProxyDaemon:
                 log.warning("commit counts not shared with the other workers", extra={"error": str(exc)})
         if self.role != "supervisor":
             session_class = CachingSession if self.qcache is not None else ClientSession
+            self.qnotify = start_notify_listener(self)  # [cache.listen] (qcache_notify.py)
             self.server = await start_listener(lambda: session_class(self), self.cfg.listen,
                                                worker=self.role == "worker")  # fmt: skip
             self._sweeper = loop.create_task(self._sweep_loop())
@@ -372,6 +375,8 @@ class DbProxyDaemon:
         for conn in self.pools.servers():
             conn.close()
         self.clock.close()
+        if self.qnotify is not None:
+            await self.qnotify.stop()
         if self.follower is not None:
             await self.follower.stop()
         await self.monitor.stop()

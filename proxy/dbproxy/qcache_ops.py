@@ -39,7 +39,8 @@ __all__ = ["TableCounters", "add_cache_routes", "cache_metrics", "cache_snapshot
 
 P = "tierproxy_dbproxy_query_cache_"
 _TOTALS = ("entries", "bytes", "max_bytes", "hits", "misses", "stored", "not_stored", "evictions",
-           "expirations", "invalidations", "coalesced", "purges")  # fmt: skip
+           "expirations", "invalidations", "coalesced", "purges", "notifications", "listen_connects",
+           "listening")  # fmt: skip
 
 
 class TableCounters:
@@ -84,7 +85,8 @@ def cache_snapshot(cache: QueryCache | None) -> dict[str, Any] | None:
         "misses": store.misses, "stored": cache.stored, "not_stored": cache.not_stored,
         "evictions": store.evictions, "expirations": store.expirations,
         "invalidations": sum(store.invalidations.values()) + cache.cleared,
-        "coalesced": getattr(cache, "coalesced", 0), "purges": cache.purges,
+        "coalesced": cache.coalesced, "purges": cache.purges, "notifications": cache.notifications,
+        "listen_connects": cache.listen_connects, "listening": cache.listening,
     }  # fmt: skip
     return {"totals": totals, "tables": per_table}
 
@@ -136,11 +138,14 @@ def cache_metrics(snap: Mapping[str, Any] | None) -> Iterable[Metric]:
                       ("evictions", "Entries evicted to stay within cache.max_bytes"),
                       ("expirations", "Entries dropped at the end of their TTL"),
                       ("coalesced", "Misses that waited for another client's identical query instead of running it"),
-                      ("purges", "POST /cache/purge requests")):  # fmt: skip
+                      ("purges", "POST /cache/purge requests"),
+                      ("notifications", "NOTIFYs received on [cache.listen]'s channel (writes that bypassed the proxy)"),
+                      ("listen_connects", "[cache.listen] connections made (each one drops the whole cache)")):  # fmt: skip
         key = "stored" if name == "stores" else name
         yield CounterMetricFamily(P + name, doc, value=t.get(key, 0))
     yield GaugeMetricFamily(P + "bytes", "Bytes held by the query cache's in-process level", value=t["bytes"])
     yield GaugeMetricFamily(P + "max_bytes", "The in-process level's bound (cache.max_bytes)", value=t["max_bytes"])
+    yield GaugeMetricFamily(P + "listening", "[cache.listen] databases listened to now", value=t.get("listening", 0))
     yield GaugeMetricFamily(P + "entries", "Entries in the query cache's in-process level", value=t["entries"])
     inval = CounterMetricFamily(P + "invalidations", "Entries dropped because a write (or a purge, or a "
                                 "NOTIFY) named their table; table=\"*\": everything dropped at once", labels=["table"])  # fmt: skip

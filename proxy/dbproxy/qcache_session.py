@@ -108,6 +108,7 @@ class QueryCache:
         self.purges = self.cleared = 0  # POST /cache/purge requests; entries dropped by "all"
         self.inflight = Inflight()  # qcache_coalesce.py: keys being filled, and who waits for them
         self.coalesced = 0
+        self.notifications = self.listen_connects = self.listening = 0  # qcache_notify.py ([cache.listen])
 
     def invalidate(self, tables: frozenset[str] | None) -> None:
         if tables is None:
