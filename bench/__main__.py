@@ -1,11 +1,11 @@
-"""`python -m bench lb|dbproxy|geodns|shard|failover|queue [options]`: the command line of the benchmark harness."""
+"""`python -m bench lb|dbproxy|geodns|shard|failover|queue|cdn [options]`: the command line of the benchmark harness."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 
-from bench import dbproxy, failover, geodns, jobqueue, lb, shard
+from bench import cdn, dbproxy, failover, geodns, jobqueue, lb, shard
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -17,6 +17,7 @@ def main(argv: list[str] | None = None) -> int:
     shard.add_arguments(sub.add_parser("shard", help=shard.__doc__.split("\n")[0]))
     failover.add_arguments(sub.add_parser("failover", help=failover.__doc__.split("\n")[0]))
     jobqueue.add_arguments(sub.add_parser("queue", help=jobqueue.__doc__.split("\n")[0]))
+    cdn.add_arguments(sub.add_parser("cdn", help=cdn.__doc__.split("\n")[0]))
     args = parser.parse_args(argv)
     if args.scenario == "lb":
         return lb.run(args, argv if argv is not None else sys.argv[1:])
@@ -30,6 +31,8 @@ def main(argv: list[str] | None = None) -> int:
         return failover.run(args, argv if argv is not None else sys.argv[1:])
     if args.scenario == "queue":
         return jobqueue.run(args, argv if argv is not None else sys.argv[1:])
+    if args.scenario == "cdn":
+        return cdn.run(args, argv if argv is not None else sys.argv[1:])
     parser.error(f"unknown scenario {args.scenario!r}")
     return 2
 

@@ -21,15 +21,16 @@ cd "$(dirname "$0")/.."
 # valgrind: scripts/native_callgrind.py's instruction counts. nghttp2-client (h2load), chromium
 # and libnss3-tools (certutil, to trust the test CA): real HTTP/2 clients of the balancer's tests.
 # systemd (systemd-analyze verify/security: deploy/systemd/'s units; nothing is started with it).
+# varnish: the peer `python -m bench cdn` compares tierproxy cdn's hits with (beside nginx proxy_cache).
 APT_PACKAGES=(redis-server postgresql prometheus curl wrk nginx haproxy pgbouncer pgpool2 openssl
               bind9-dnsutils dnsperf dnsmasq-base pdns-server pdns-backend-geoip
               patroni etcd-server etcd-client gcc valgrind nghttp2-client chromium libnss3-tools
-              systemd)
+              systemd varnish)
 # command that proves each package is present (same order)
 APT_PROBES=(redis-server /usr/lib/postgresql promtool curl wrk nginx haproxy pgbouncer pgpool openssl
             dig dnsperf /usr/sbin/dnsmasq /usr/sbin/pdns_server /usr/share/doc/pdns-backend-geoip/copyright
             patroni etcd etcdctl gcc valgrind h2load chromium certutil
-            systemd-analyze)
+            systemd-analyze /usr/sbin/varnishd)
 
 log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 
@@ -54,6 +55,13 @@ if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet pdns 2>/d
   log "stopping the system pdns service (the bench starts its own PowerDNS)"
   SUDO=""; [[ $(id -u) == 0 ]] || SUDO="sudo"
   $SUDO systemctl disable --now pdns >/dev/null 2>&1 || true
+fi
+# varnish ships a system service too (port 6081 where systemd started it); the bench runs its own
+# varnishd on a free loopback port.
+if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet varnish 2>/dev/null; then
+  log "stopping the system varnish service (the bench starts its own varnishd)"
+  SUDO=""; [[ $(id -u) == 0 ]] || SUDO="sudo"
+  $SUDO systemctl disable --now varnish varnishncsa >/dev/null 2>&1 || true
 fi
 # etcd-server's system service (enabled on install where systemd runs) holds 127.0.0.1:2379/2380
 # and the patroni package ships one too; the tests start their own etcd and Patroni nodes on free
