@@ -148,6 +148,7 @@ class WTinyLfuPolicy:
         self._segments: tuple[OrderedDict[Key, int], ...] = (OrderedDict(), OrderedDict(), OrderedDict())
         self._bytes = [0, 0, 0]
         self._where: dict[Key, int] = {}
+        self._ix: dict[Key, tuple[int, int, int, int]] = {}  # sketch counters of resident keys
         self._candidates: list[Key] = []  # pushed out of the window by the latest insert
         self.resize(max_bytes)
         width = min(1 << 22, max(1024, max_bytes // self.BYTES_PER_COUNTER))
@@ -176,7 +177,8 @@ class WTinyLfuPolicy:
 
     def insert(self, key: Key, size: int) -> None:
         self.sketch.sample_size = self.SAMPLE_PER_OBJECT * max(64, len(self._where) + 1)
-        self.sketch.increment(key)
+        ix = self._ix[key] = self.sketch.indexes(key)
+        self.sketch.increment_at(ix)
         self._segments[WINDOW][key] = size
         self._bytes[WINDOW] += size
         self._where[key] = WINDOW
@@ -189,7 +191,7 @@ class WTinyLfuPolicy:
             self._candidates.append(old)
 
     def access(self, key: Key) -> None:
-        self.sketch.increment(key)
+        self.sketch.increment_at(self._ix[key])
         seg = self._where[key]
         if seg == PROBATION:
             # Used again while on probation: protected. Protected's overflow goes back to
@@ -203,6 +205,7 @@ class WTinyLfuPolicy:
 
     def remove(self, key: Key) -> None:
         seg = self._where.pop(key)
+        del self._ix[key]
         self._bytes[seg] -= self._segments[seg].pop(key)
         if key in self._candidates:
             self._candidates.remove(key)
@@ -221,7 +224,8 @@ class WTinyLfuPolicy:
                 victim = self._first(PROTECTED, [])
             if victim is None:
                 return candidate  # nothing in main to compare with: the candidate goes
-            if self.sketch.frequency(candidate) > self.sketch.frequency(victim):
+            freq = self.sketch.frequency_at
+            if freq(self._ix[candidate]) > freq(self._ix[victim]):
                 self._candidates.pop(0)  # admitted: it stays on probation
                 return victim
             return candidate

@@ -44,17 +44,28 @@ class FrequencySketch:
         self.resets = 0
         self._rows = [bytearray(w) for _ in range(DEPTH)]
 
-    def _indexes(self, h: int) -> list[int]:
-        return [((h * seed) & _MASK64) >> self._shift for seed in _SEEDS]
+    def indexes(self, key: Any) -> tuple[int, int, int, int]:
+        """The key's counter in each row; a policy keeps them for resident keys (hashing is the
+        expensive part of a sketch operation)."""
+        h = key_hash(key)
+        shift = self._shift
+        s0, s1, s2, s3 = _SEEDS
+        return (((h * s0) & _MASK64) >> shift, ((h * s1) & _MASK64) >> shift,
+                ((h * s2) & _MASK64) >> shift, ((h * s3) & _MASK64) >> shift)
 
     def frequency(self, key: Any) -> int:
-        h = key_hash(key)
-        return min(row[i] for row, i in zip(self._rows, self._indexes(h), strict=True))
+        return self.frequency_at(self.indexes(key))
 
     def increment(self, key: Any) -> None:
-        h = key_hash(key)
+        self.increment_at(self.indexes(key))
+
+    def frequency_at(self, ix: tuple[int, int, int, int]) -> int:
+        r0, r1, r2, r3 = self._rows
+        return min(r0[ix[0]], r1[ix[1]], r2[ix[2]], r3[ix[3]])
+
+    def increment_at(self, ix: tuple[int, int, int, int]) -> None:
         added = False
-        for row, i in zip(self._rows, self._indexes(h), strict=True):
+        for row, i in zip(self._rows, ix, strict=True):
             if row[i] < MAX_COUNT:
                 row[i] += 1
                 added = True
