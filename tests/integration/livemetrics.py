@@ -1,10 +1,10 @@
 """Every tierproxy daemon started once, light, and its /metrics scraped: what deploy/prometheus's
-rules and deploy/grafana's dashboards may name (tests/integration/test_deploy_prometheus.py).
+rules and deploy/grafana's dashboards may name (tests/integration/test_deploy_monitoring.py).
 
 Started: lb, geodns and cdn (their backends, health targets and origins are dead loopback ports:
 the daemons still serve and export every family), a queue worker with its `metrics` address on a
-real redis-server, a dbproxy with the query cache on and a shard router over two shards (the primary and a replica: it only has to start), on
-the shared `pg_cluster`. A few requests first so that labelled families have samples (their label
+real redis-server, a dbproxy with the query cache on and a shard router (keyed reads of a table of
+its own) over two shards (the primary and a replica), on the shared `pg_cluster`. A few requests first so that labelled families have samples (their label
 names can then be checked too).
 
 The dbproxy's failover family (`failovers_total`, `writes_held`, ...) is exported only while it
@@ -174,10 +174,19 @@ def _dbproxy(tmp: Path, _dead: int, pg: Any, cleanup: list[Any]) -> str:
 
 
 def _shard(tmp: Path, _dead: int, pg: Any, cleanup: list[Any]) -> str:
+    import psycopg
+
+    # A table of our own on the shared cluster (replicated to the replica that is shard s1): keyed
+    # reads through the router make the hot-key families (skew, hottest key share) appear.
+    pg.primary.psql("CREATE TABLE IF NOT EXISTS livemetrics_users (user_id bigint PRIMARY KEY, name text)")
+    pg.replicas[0].wait_replayed(pg.primary.current_lsn())
+    groups = '[groups.users]\ntables = ["livemetrics_users"]\nkey = "user_id"\nmap = "modulo"\n'
     shard = start_shard_router({"s0": pg.primary, "s1": pg.replicas[0]}, log_dir=tmp / "shard", backend_user=pg.user,
-                               backend_password=pg.password,
-                               groups='[groups.users]\ntables = ["users"]\nkey = "user_id"\nmap = "modulo"\n')
+                               backend_password=pg.password, groups=groups)
     cleanup.append(shard.close)
+    with psycopg.connect(shard.dsn(), autocommit=True) as conn:
+        for key in (1, 2, 7, 7, 7):
+            conn.execute("SELECT * FROM livemetrics_users WHERE user_id = %s", (key,)).fetchall()
     return scrape(shard.admin_port)
 
 

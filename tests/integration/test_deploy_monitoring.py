@@ -1,12 +1,16 @@
-"""deploy/prometheus/: promtool checks the scrape config and the alert rules and runs their unit
-tests, and every metric the rules name is one the daemons really export (a live /metrics of each:
-tests/integration/livemetrics.py)."""
+"""deploy/prometheus/ and deploy/grafana/: promtool checks the scrape config and the alert rules and
+runs their unit tests; the dashboards are what scripts/grafana_dashboards.py writes and their
+expressions parse (promtool); and every metric a rule or a dashboard names is one the daemons
+really export (a live /metrics of each: tests/integration/livemetrics.py), with the labels its
+matchers and `by (...)` use."""
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,9 +24,12 @@ REPO = Path(__file__).resolve().parents[2]
 PROM = REPO / "deploy" / "prometheus"
 RULES = PROM / "rules" / "tierproxy.yml"
 RULE_TESTS = PROM / "tests" / "tierproxy_test.yml"
+DASHBOARDS = sorted((REPO / "deploy" / "grafana" / "dashboards").glob("*.json"))
+DAEMONS = ("lb", "dbproxy", "shard", "geodns", "cdn", "queue")
 # name{matchers}: the labels a selector names (matchers may hold commas inside quotes: none of ours do)
 _SELECTOR = re.compile(r"\b(tierproxy_[a-z0-9_]+)(?:\{([^}]*)\})?")
 _MATCHER = re.compile(r"([a-zA-Z_][a-zA-Z0-9_]*)\s*(?:=~|!~|!=|=)")
+_BY = re.compile(r"\b(?:by|without)\s*\(([^)]*)\)")
 
 
 def _promtool(*args: str) -> subprocess.CompletedProcess[str]:
@@ -85,15 +92,54 @@ def unknown_names(exprs: list[str], exported: Exported) -> list[str]:
                 continue
             seen = exported.names[name]
             for label in _MATCHER.findall(matchers or ""):
-                if seen and label not in seen:  # labels are known only from samples
+                if seen and label not in seen and label != "instance":  # labels are known only from samples
                     bad.append(f"{name}{{{label}}}")
+        labels = set().union(*(exported.names.get(n, set()) for n, _ in _SELECTOR.findall(expr)))
+        for group in _BY.findall(expr):
+            for label in (g.strip() for g in group.split(",") if g.strip()):
+                if labels and label not in labels | {"le", "job", "instance"}:
+                    bad.append(f"by ({label})")
     return bad
 
 
 def test_every_metric_in_the_rules_is_exported_by_a_live_daemon(exported: Exported) -> None:
-    for daemon in ("lb", "dbproxy", "shard", "geodns", "cdn", "queue"):
+    for daemon in DAEMONS:
         assert len(exported.by_daemon[daemon]) >= 5, (daemon, exported.by_daemon.get(daemon))
     assert unknown_names([a["expr"] for a in _alerts()], exported) == []
     # and the check itself catches a name no daemon has
     assert unknown_names(["rate(tierproxy_lb_request_total[5m])", 'tierproxy_lb_backend_up{zone="x"}'],
                          exported) == ["tierproxy_lb_request_total", "tierproxy_lb_backend_up{zone}"]
+
+
+def _dashboard_exprs() -> list[str]:
+    return [t["expr"] for path in DASHBOARDS for p in json.loads(path.read_text())["panels"] for t in p["targets"]]
+
+
+def test_dashboards_one_per_daemon_plus_overview_as_generated() -> None:
+    assert {p.name for p in DASHBOARDS} == {f"tierproxy-{d}.json" for d in (*DAEMONS, "overview")}
+    run = subprocess.run([sys.executable, str(REPO / "scripts" / "grafana_dashboards.py"), "--check"],
+                         capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    docs = [json.loads(p.read_text()) for p in DASHBOARDS]
+    assert len({d["uid"] for d in docs}) == len(docs)
+    for d in docs:
+        assert d["panels"] and all(p["targets"] and p["datasource"] for p in d["panels"]), d["uid"]
+
+
+def test_dashboard_expressions_parse_as_promql(tmp_path: Path) -> None:
+    # Grafana's variables are not PromQL: give them values, then let promtool parse each one.
+    rules = {"groups": [{"name": "dashboards", "rules": [
+        {"record": f"dashboard:expr{i}", "expr": e.replace("$__rate_interval", "5m").replace("$instance", ".*")}
+        for i, e in enumerate(_dashboard_exprs())]}]}
+    path = tmp_path / "dashboards.yml"
+    path.write_text(yaml.safe_dump(rules))
+    run = _promtool("check", "rules", str(path))
+    assert run.returncode == 0, run.stdout + run.stderr
+
+
+def test_every_metric_in_the_dashboards_is_exported_by_a_live_daemon(exported: Exported) -> None:
+    exprs = _dashboard_exprs()
+    assert len(exprs) > 50
+    assert unknown_names(exprs, exported) == []
+    assert unknown_names(["sum by (shard) (rate(tierproxy_lb_requests_total[5m]))"], exported) == []  # no samples:
+    assert unknown_names(["sum by (zone) (tierproxy_lb_backend_up)"], exported) == ["by (zone)"]  # labels known
