@@ -151,3 +151,29 @@ def test_evictions_stay_counted_by_policy_across_a_policy_reload(cdn, origin):
     metrics = http_json(f"http://127.0.0.1:{cdn.admin_port}/metrics")[1]
     assert metric(metrics, 'tierproxy_cdn_evictions_total{policy="wtinylfu"}') == before
     assert metric(metrics, 'tierproxy_cdn_evictions_total{policy="lfu"}') > 0
+
+
+def test_admin_token_guards_purge_and_trace_and_reloads(cdn, origin):
+    """admin.token_file (added by a SIGHUP reload): purges and trace recordings need the bearer
+    token (401 without it, 401 with a wrong one); reads stay open."""
+    token = cdn.tmp / "admin.token"
+    token.write_text("s3cret-token\n")
+    text = cdn.config.read_text()
+    cdn.config.write_text(text.replace("admin = { address", f'admin = {{ token_file = "{token}", address'))
+    cdn.proc.send_signal(signal.SIGHUP)
+    admin = f"http://127.0.0.1:{cdn.admin_port}"
+
+    def post(path: str, *auth: str) -> str:
+        out = subprocess.run(["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}", "-X", "POST",
+                              "-H", "Content-Type: application/json", *auth, admin + path],
+                             check=False, capture_output=True, text=True, timeout=30)
+        return out.stdout
+
+    wait_for(lambda: post("/purge?key=none") == "401", 10, "the reload to require the token")
+    assert post("/trace?action=stop", "-H", "Authorization: Bearer wrong") == "401"
+    assert post("/purge?key=none", "-H", "Authorization: Bearer s3cret-token") == "200"
+    assert post("/trace?action=stop", "-H", "Authorization: Bearer s3cret-token") == "200"
+    assert http_json(f"{admin}/status")[0] == 200  # reads need no token
+    cdn.config.write_text(text)  # back to no token for whatever runs next
+    cdn.proc.send_signal(signal.SIGHUP)
+    wait_for(lambda: post("/purge?key=none") == "200", 10, "the reload without the token")
