@@ -256,6 +256,8 @@ def run_demo(args: argparse.Namespace) -> int:
                 "",
                 *database.failover_lines(),
                 "",
+                *database.cache_lines(lb_url),
+                "",
                 f"config: {config_path} (edit it and send SIGHUP to reload); Ctrl-C stops everything",
             ]
         )

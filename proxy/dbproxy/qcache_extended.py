@@ -37,7 +37,7 @@ from proxy.pgwire.framing import Message
 from proxy.pgwire.messages import Bind, Execute, Parse, decode_frontend
 
 from .classify_types import Reason
-from .qcache_policy import cache_key, cacheable, normalise
+from .qcache_policy import cache_key, cacheable
 
 if TYPE_CHECKING:
     from .qcache_policy import Shape
@@ -125,7 +125,7 @@ def extended_lookup(batch: list[tuple[Any, Any]], *, planner: Any, in_transactio
         return None
     if not cacheable(decision, shape, in_transaction=False, read_only_transaction=False, pinned=False):
         return None
-    text = normalise(parse.query)
+    text = planner.normalise(parse.query)
     if text is None:
         return None
     flow = b"\x00extended\x00" + (b"D" if described else b"-") + ",".join(map(str, parse.param_types)).encode()

@@ -16,8 +16,8 @@ Pure (issue 20). A statement is cached with the TTL of the first of:
 and only then if `qcache_policy.cacheable` says it is safe: a rule never makes an unsafe statement
 cacheable (a volatile function, FOR UPDATE, a write, a transaction that wrote...).
 
-`CachePlanner.plan(sql)` memoises (ttl, shape) per statement text, so a statement seen before
-costs one dict lookup (the parse and the fingerprint are the expensive parts); the memo is
+`CachePlanner.plan(sql)` memoises (ttl, shape) per statement text, and `normalise(sql)` the key's
+normalised text, so a statement seen before costs dict lookups (the parse and the fingerprint are the expensive parts); the memo is
 bounded (`MEMO_SIZE` texts, oldest dropped first).
 
 Table names in the config (and in `POST /cache/purge`) are folded as PostgreSQL folds them:
@@ -32,7 +32,7 @@ from dataclasses import dataclass
 
 from pglast.parser import ParseError, fingerprint
 
-from .qcache_policy import Shape, cache_hint, statement_shape
+from .qcache_policy import Shape, cache_hint, normalise, statement_shape
 
 __all__ = ["MEMO_SIZE", "CachePlanner", "Rule", "fold_table_name", "statement_fingerprint"]
 
@@ -85,6 +85,7 @@ class CachePlanner:
         self.rules = tuple(rules)
         self._need_fp = any(r.fingerprint is not None for r in self.rules)
         self._memo: dict[str, tuple[int | None, Shape | None]] = {}
+        self._texts: dict[str, bytes | None] = {}
 
     def plan(self, sql: str) -> tuple[int | None, Shape | None]:
         """(ttl, shape): the hint's or the first matching rule's TTL; the shape is None when the
@@ -98,6 +99,17 @@ class CachePlanner:
             del memo[next(iter(memo))]
         memo[sql] = found
         return found
+
+    def normalise(self, sql: str) -> bytes | None:
+        """qcache_policy.normalise, memoised like `plan` (a scan per lookup would cost every hit)."""
+        texts = self._texts
+        if sql in texts:
+            return texts[sql]
+        text = normalise(sql)
+        if len(texts) >= MEMO_SIZE:
+            del texts[next(iter(texts))]
+        texts[sql] = text
+        return text
 
     def _plan(self, sql: str) -> tuple[int | None, Shape | None]:
         ttl = cache_hint(sql)

@@ -222,7 +222,7 @@ def on_batch(session: ClientSession, batch: list[tuple[Message, Any]]) -> bool:
         return False
     if any(conn.busy for conn in session.servers.values()):
         return False  # an answer still due must come first
-    text = normalise(sql)
+    text = cache.planner.normalise(sql)
     if text is None or shape is None:
         return False
     key = cache_key(text, database=session.database, user=session.user, settings=dict(session.options))

@@ -4,8 +4,12 @@
 member and `1 + replicas` Patroni nodes of PostgreSQL (proxy/devstack/patroni.py), creates the
 notes schema on the leader, writes a patronictl config, and starts `tierproxy dbproxy` on the
 demo's fixed ports with `[topology] source = "patroni"` (it reads the cluster from etcd, watched).
-`banner_lines()` and `failover_lines()` are what the demo prints: where everything runs, and
-commands a user can paste to kill the primary and watch writes go on through the same address.
+`banner_lines()`, `failover_lines()` and `cache_lines()` are what the demo prints: where everything
+runs, commands a user can paste to kill the primary and watch writes go on through the same
+address, and psql commands that show a query cache hit and an invalidation. The dbproxy runs with
+the query cache on (`CACHE_CONFIG`: the web workers' listing page carries the cache hint) and
+LISTENs for the `CACHE_TRIGGER` installed on `notes`, so a write made directly on the primary
+(bypassing the proxy) invalidates too.
 `close()` stops the proxy, Patroni, PostgreSQL and etcd.
 """
 
@@ -15,11 +19,21 @@ from pathlib import Path
 
 from proxy.devstack.patroni import PatroniCluster, PatroniNode, start_patroni_cluster
 from proxy.devstack.patroni_dbproxy import PatroniDbProxy, start_patroni_dbproxy, write_patronictl_config
+from workers.notes import LISTING
 
 __all__ = ["DemoDatabase", "start_demo_database"]
 
 START_TIMEOUT = 150.0  # seconds: initdb and two base backups on a loaded 2-core machine
 PASSWORD = "app-secret"
+CACHE_CONFIG = '[cache]\nenabled = true\n[cache.listen]\ndatabases = ["postgres"]\n'
+# docs/dbproxy.md's trigger: a NOTIFY on every write to notes, from any client.
+CACHE_TRIGGER = (
+    "CREATE OR REPLACE FUNCTION tierproxy_cache_notify() RETURNS trigger LANGUAGE plpgsql AS $$ "
+    "BEGIN PERFORM pg_notify('tierproxy_cache', TG_TABLE_NAME); RETURN NULL; END $$; "
+    "DROP TRIGGER IF EXISTS notes_cache_notify ON notes; "
+    "CREATE TRIGGER notes_cache_notify AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON notes "
+    "FOR EACH STATEMENT EXECUTE FUNCTION tierproxy_cache_notify()"
+)
 
 
 class DemoDatabase:
@@ -76,6 +90,27 @@ class DemoDatabase:
         ]  # fmt: skip
         return lines
 
+    def cache_lines(self, lb_url: str) -> list[str]:
+        """psql commands that show a query cache hit and an invalidation (through the proxy, and
+        made directly on the primary, bypassing it)."""
+        leader = self._leader()
+        direct = (f"PGPASSWORD={self.cluster.password} psql -h 127.0.0.1 -p {leader.port} -U {self.cluster.superuser} "
+                  "postgres" if leader is not None else "psql (on the primary)")  # fmt: skip
+        show = f"{self._psql('tierproxy')} -c 'SHOW CACHE'"
+        return [
+            "query cache (the dbproxy answers repeated reads itself; writes invalidate):",
+            f"  curl -s {lb_url}/notes   # the listing page: its statement carries /* tierproxy:cache ttl=30 */",
+            f"  {self._psql()} -c '{LISTING}'   # run it twice: a miss, then a hit",
+            f"  {show}   # hits, misses, entries and invalidations, per table (row *: totals)",
+            f"  curl -s -d 'new note' {lb_url}/notes; {show}   # a write through the proxy: notes invalidated",
+            f"  {direct} -c \"INSERT INTO notes (body, worker) VALUES ('direct', 'psql')\"; {show}"
+            "   # bypassing the proxy: a trigger NOTIFYs, the proxy invalidates",
+            f"  curl -s {self.dbproxy_admin()}/metrics | grep query_cache",
+        ]
+
+    def dbproxy_admin(self) -> str:
+        return f"http://{self.dbproxy.host}:{self.dbproxy.admin_port}"
+
     def close(self) -> None:
         try:
             self.dbproxy.close()
@@ -89,9 +124,11 @@ def start_demo_database(workdir: Path, *, db_port: int, db_admin_port: int, sche
     cluster = start_patroni_cluster(1 + replicas, log_dir=workdir / "patroni", scope="demo", timeout=START_TIMEOUT)
     try:
         cluster.leader().psql(schema)
+        cluster.leader().psql(CACHE_TRIGGER)
         config = write_patronictl_config(cluster, workdir / "patronictl.yml")
         dbproxy = start_patroni_dbproxy(cluster, log_dir=workdir, users={"app": PASSWORD}, source="etcd",
-                                        port=db_port, admin_port=db_admin_port, hold_timeout=30.0)  # fmt: skip
+                                        port=db_port, admin_port=db_admin_port, hold_timeout=30.0,
+                                        extra=CACHE_CONFIG)  # fmt: skip
     except BaseException:
         cluster.close()
         raise

@@ -90,7 +90,8 @@ class PatroniDbProxy(DbProxyServer):
 
     def __init__(self, cluster: PatroniCluster, *, log_dir: Path, port_lock: PortLock, admin_lock: PortLock,
                  users: Mapping[str, str], source: str = "etcd", name: str = "dbproxy",
-                 token_file: str | None = None, hold_timeout: float = 60.0, workers: int = 1) -> None:  # fmt: skip
+                 token_file: str | None = None, hold_timeout: float = 60.0, workers: int = 1,
+                 extra: str = "") -> None:  # fmt: skip
         self.host = HOST
         self.port_lock = port_lock
         self.admin_lock = admin_lock
@@ -99,7 +100,7 @@ class PatroniDbProxy(DbProxyServer):
         self.config_path = Path(log_dir) / f"{name}.toml"
         self.config_path.write_text(patroni_dbproxy_config(
             cluster, port=self.port, admin_port=self.admin_port, users=users, source=source,
-            hold_timeout=hold_timeout, token_file=token_file, workers=workers))  # fmt: skip
+            hold_timeout=hold_timeout, token_file=token_file, workers=workers, extra=extra))  # fmt: skip
         argv = [sys.executable, "-m", "proxy.cli", "dbproxy", "--config", str(self.config_path), "--json-logs"]
         self.process = ManagedProcess(argv, name=name, log_dir=log_dir, env=python_child_env())
 
@@ -120,12 +121,13 @@ def start_patroni_dbproxy(
     cluster: PatroniCluster, *, log_dir: Path, users: Mapping[str, str] | None = None, source: str = "etcd",
     port: int | None = None, admin_port: int | None = None, name: str = "dbproxy",
     token_file: str | None = None, hold_timeout: float = 60.0, timeout: float = READY_TIMEOUT, workers: int = 1,
+    extra: str = "",
 ) -> PatroniDbProxy:  # fmt: skip
     port_lock = allocate_port(HOST) if port is None else PortLock(port, HOST)
     admin_lock = allocate_port(HOST) if admin_port is None else PortLock(admin_port, HOST)
     server = PatroniDbProxy(cluster, log_dir=log_dir, port_lock=port_lock, admin_lock=admin_lock,
                             users=users or {"app": "app-secret"}, source=source, name=name,
-                            token_file=token_file, hold_timeout=hold_timeout, workers=workers)  # fmt: skip
+                            token_file=token_file, hold_timeout=hold_timeout, workers=workers, extra=extra)  # fmt: skip
     try:
         server.wait_ready(timeout)
     except BaseException:

@@ -91,6 +91,33 @@ def test_demo_serves_sessions_through_the_balancer_and_stops_cleanly(tmp_path):
             capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL,
         )
         assert out.stdout.strip() == "hello from the demo test", out.stderr
+        # The query cache: the listing page reads through it. The printed commands, run as printed:
+        # the listing statement twice through psql (a miss, then a hit), SHOW CACHE; a write made
+        # directly on the primary (the printed command bypasses the proxy) reaches the listing
+        # through the trigger's NOTIFY, well before the entries' 30 s TTL.
+        cache_lines = [ln.strip() for ln in text[text.index("query cache (the dbproxy"):].splitlines()[1:7]]
+        listing = next(ln for ln in cache_lines if "tierproxy:cache ttl=30" in ln and ln.startswith("PGPASSWORD="))
+        show = next(ln.split("#")[0].strip() for ln in cache_lines if ln.endswith("(row *: totals)"))
+        direct = next(ln.split("#")[0].strip() for ln in cache_lines if "'direct', 'psql'" in ln)
+
+        def sh(cmd: str) -> str:
+            out = subprocess.run(cmd, shell=True, capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL)
+            assert out.returncode == 0, (cmd, out.stderr)
+            return out.stdout
+
+        for _ in range(2):
+            assert "hello from the demo test" in sh(listing.split("   #")[0])
+        notes_row = next(ln for ln in sh(show).splitlines() if ln.split("|")[0].strip() == "notes")
+        assert int(notes_row.split("|")[3]) >= 1, notes_row  # hits
+        with urllib.request.urlopen(url + "/notes", timeout=10) as resp:
+            assert json.loads(resp.read())["notes"][0]["body"] == "hello from the demo test"
+        sh(direct.split("; PGPASSWORD=")[0])
+
+        def direct_listed() -> bool:
+            with urllib.request.urlopen(url + "/notes", timeout=10) as resp:
+                return json.loads(resp.read())["notes"][0]["body"] == "direct"
+
+        wait_for(direct_listed, 15, "the direct write in the listing (NOTIFY -> invalidation)")
         # The queue: the POST enqueued a job; the demo's queue worker process wrote the note's
         # summary through the dbproxy (words and excerpt counted here, not by the handler), and
         # the printed `tierproxy queue stats` command reports it done.
