@@ -17,7 +17,9 @@ from typing import Any
 
 from proxy.cdn.cachestatus import cache_status
 from proxy.cdn.config import CdnConfig
+from proxy.cdn.fill import Fill
 from proxy.cdn.origin import OriginError, fetch
+from proxy.cdn.origin import OriginResponse as StreamedResponse
 from proxy.cdn.originpool import OriginPool
 from proxy.cdn.ranges import UNSATISFIABLE, byte_range, if_range_ok
 from proxy.cdn.rfc5861 import (
@@ -42,7 +44,7 @@ from proxy.cdn.surrogate import SURROGATE_FIELDS
 from proxy.cdn.trace import TraceRecorder
 from proxy.cdn.versioned import compile_pattern, immutable_headers, is_versioned
 from proxy.core.metrics import Histogram
-from proxy.http1 import RequestHead, ResponseHead, get_header, strip_hop_by_hop
+from proxy.http1 import RequestHead, get_header, strip_hop_by_hop
 
 __all__ = ["Answer", "Engine"]
 
@@ -53,19 +55,37 @@ _NOT_FORWARDED = frozenset({b"if-none-match", b"if-modified-since", b"if-match",
                             b"if-range", b"range", b"content-length", b"host"})
 # Recomputed by _finish; surrogate keys are kept in the store but not sent on.
 _NOT_TO_CLIENT = frozenset({b"content-length", b"transfer-encoding", *SURROGATE_FIELDS})
-
-
-@dataclass(slots=True)
-class OriginResponse:
-    head: ResponseHead
-    body: bytes
+# Requests answered from a whole object (validators, ranges), not from a fill as it arrives.
+_SPECIAL = frozenset({b"if-none-match", b"if-modified-since", b"range", b"if-range"})
 
 
 @dataclass(slots=True)
 class Answer:
+    """An answer for the client: `body`, or with `stream` set, a body sent as it comes (an object
+    with `async next_chunk() -> bytes`, b"" at the end, and `close()`), `length` bytes long when
+    known (else chunked)."""
+
     status: int
     headers: list[tuple[bytes, bytes]]
     body: bytes
+    stream: Any = None
+    length: int | None = None
+
+
+@dataclass(slots=True)
+class Filling:
+    """A storable origin response being filled: the fill and what its stored entry will hold."""
+
+    fill: Fill
+    status: int
+    headers: list[tuple[bytes, bytes]]
+    t_req: float
+    t_resp: float
+    lifetime: float
+    secondary: Any
+    length: int | None
+    entry: Entry | None = None  # set when the fill ended within the limit
+    task: asyncio.Task[None] | None = None
 
 
 def _etag_match(client: bytes, etag: bytes | None) -> bool:
@@ -84,7 +104,8 @@ class Engine:
         self.clock = clock
         self.origins = OriginPool(cfg.origin_servers, cfg.origin.health, cfg.origin.max_idle)
         self.store = Store(cfg.cache.max_bytes, cfg.cache.policy, cfg.cache.max_object_bytes)
-        self._inflight: dict[bytes, asyncio.Future[tuple[OriginResponse, float, float]]] = {}
+        # Misses being fetched, by primary key: the leader's response head and fill (None: not shared).
+        self._inflight: dict[bytes, asyncio.Future[tuple[Any, Filling | None]]] = {}
         # Revalidations in progress, one per stored key: a stale-while-revalidate answer starts
         # one in the background only when none runs; synchronous revalidations join it.
         self._refreshing: dict[Any, asyncio.Task[Answer]] = {}
@@ -114,7 +135,9 @@ class Engine:
     # -- origin ------------------------------------------------------------------------------
 
     async def _origin(self, method: bytes, head: RequestHead, extra: list[tuple[bytes, bytes]],
-                      body: bytes = b"") -> tuple[OriginResponse, float, float]:
+                      body: bytes = b"") -> tuple[StreamedResponse, float, float]:
+        """Send the request to the origin pool; the response once its head is in (its body is
+        read as it arrives: `next_chunk`)."""
         headers = [(n, v) for n, v in strip_hop_by_hop(head.fields()) if n not in _NOT_FORWARDED]
         headers.insert(0, (b"host", head.host or get_header(head.fields(), b"host") or b"localhost"))
         headers += extra
@@ -122,14 +145,20 @@ class Engine:
         request_time = self.clock()
         t0 = time.monotonic()
         try:
-            streamed = await fetch(self.origins, method, head.target, headers, self.cfg.origin_connect_timeout,
-                                   self.cfg.origin_timeout, body)
-            resp = OriginResponse(streamed.head, await streamed.read_all())
+            resp = await fetch(self.origins, method, head.target, headers, self.cfg.origin_connect_timeout,
+                               self.cfg.origin_timeout, body)
         except OriginError:
             self.counters["origin_errors"] += 1
             raise
         self.origin_latency.observe(time.monotonic() - t0)
         return resp, request_time, self.clock()
+
+    async def _read_all(self, resp: StreamedResponse) -> bytes:
+        try:
+            return await resp.read_all()
+        except OriginError:
+            self.counters["origin_errors"] += 1
+            raise
 
     # -- entry points ------------------------------------------------------------------------
 
@@ -192,64 +221,141 @@ class Engine:
             resp, _, _ = await self._origin(head.method, head, [], body)
         except OriginError as exc:
             return self._error(exc, fwd)
-        headers = [(n, v) for n, v in strip_hop_by_hop(resp.head.headers) if n not in SURROGATE_FIELDS]
         status = cache_status(self.cfg.cache.name, fwd=fwd, fwd_status=resp.head.status, detail=reason)
-        return Answer(resp.head.status, headers + [(b"cache-status", status)], resp.body)
+        return self._passthrough(resp, status)
+
+    def _passthrough(self, resp: StreamedResponse, status: bytes) -> Answer:
+        """The origin's response streamed to the client as it arrives, not stored."""
+        headers = [(n, v) for n, v in strip_hop_by_hop(resp.head.headers) if n not in _NOT_TO_CLIENT]
+        headers.append((b"cache-status", status))
+        return Answer(resp.head.status, headers, b"", stream=resp, length=resp.head.content_length)
 
     def _error(self, exc: OriginError, fwd: str) -> Answer:
         status = cache_status(self.cfg.cache.name, fwd=fwd, detail=exc.reason)
         body = b"origin unavailable\n" if exc.status == 502 else b"origin timed out\n"
         return Answer(exc.status, [(b"content-type", b"text/plain"), (b"cache-status", status)], body)
 
-    async def _fetch_coalesced(self, head: RequestHead, primary: bytes) -> tuple[tuple[OriginResponse, float, float], bool]:
-        """One origin GET per primary key at a time: later callers await the leader's result.
-        Returns the result and whether this caller was a follower."""
+    async def _miss(self, head: RequestHead, primary: bytes, fwd: str) -> Answer:
+        """One origin GET per primary key at a time: a later miss joins the leader's fill and
+        reads its body as it arrives (if the response may be shared with it)."""
+        self.counters["misses"] += 1
+        req = head.fields()
         fut = self._inflight.get(primary)
         if fut is not None:
-            return await asyncio.shield(fut), True
+            try:
+                rhead, filling = await asyncio.shield(fut)
+            except OriginError as exc:
+                return self._error(exc, fwd)
+            # The leader's response serves this request only if it may be shared and its Vary
+            # selects this request too; otherwise this request goes to the origin itself.
+            ok = self._decide(primary, req, rhead.status, rhead.headers)[0]
+            if filling is None or not ok.store or vary_key(rhead.headers, req) != filling.secondary:
+                reason = ok.reason if not ok.store else "too-large" if filling is None else "vary"
+                return await self._pass(head, b"", "uncacheable-" + reason, fwd=fwd)
+            self.counters["coalesced"] += 1
+            return await self._answer_filling(head, filling, fwd, collapsed=True)
         fut = asyncio.get_running_loop().create_future()
         self._inflight[primary] = fut
         try:
-            result = await self._origin(b"GET", head, [])
+            resp, t_req, t_resp = await self._origin(b"GET", head, [])
         except BaseException as exc:
+            self._inflight.pop(primary, None)
             fut.set_exception(exc)
             fut.exception()  # retrieved: followers may be none
+            if isinstance(exc, OriginError):
+                return self._error(exc, fwd)
             raise
-        finally:
+        filling = self._start_fill(primary, req, resp, t_req, t_resp, fwd, fut)
+        fut.set_result((resp.head, filling))
+        if filling is None:
             self._inflight.pop(primary, None)
-        fut.set_result(result)
-        return result, False
+            return self._not_stored(primary, req, resp, fwd)
+        return await self._answer_filling(head, filling, fwd)
 
-    async def _miss(self, head: RequestHead, primary: bytes, fwd: str) -> Answer:
-        self.counters["misses"] += 1
-        try:
-            (resp, t_req, t_resp), follower = await self._fetch_coalesced(head, primary)
-        except OriginError as exc:
-            return self._error(exc, fwd)
-        req = head.fields()
-        if follower:
-            # The leader's response serves this request only if it may be shared and its Vary
-            # selects this request too; otherwise this request goes to the origin itself.
-            ok = self._decide(primary, req, resp.head.status, resp.head.headers)[0]
-            if not ok.store or vary_key(resp.head.headers, req) is None:
-                return await self._pass(head, b"", "uncacheable-" + ok.reason, fwd=fwd)
-            self.counters["coalesced"] += 1
-        stored = self._maybe_store(primary, req, resp, t_req, t_resp)
-        if stored is not None and self.trace is not None and fwd != "stale":
-            self.trace.record((primary, stored.vary), stored.size)
-        if stored is not None:
-            entry, reason = stored, "stored"
-        else:
-            entry, reason = None, self._decide(primary, req, resp.head.status, resp.head.headers)[0].reason
-        if entry is not None:
-            age = current_age(entry.headers, t_req, t_resp, self.clock())
-            status = cache_status(self.cfg.cache.name, fwd=fwd, fwd_status=resp.head.status,
-                                  ttl=entry.lifetime - age, stored=not follower, collapsed=follower)
-            return self._from_entry(head, entry, age, status)
+    def _not_stored(self, primary: bytes, req: list, resp: StreamedResponse, fwd: str) -> Answer:
+        decision = self._decide(primary, req, resp.head.status, resp.head.headers)[0]
+        reason = decision.reason if not decision.store else "too-large"
         self.counters["not_stored"] += 1
         status = cache_status(self.cfg.cache.name, fwd=fwd, fwd_status=resp.head.status, detail=reason)
-        headers = strip_hop_by_hop(resp.head.headers) + [(b"cache-status", status)]
-        return self._finish(head, resp.head.status, headers, resp.body)
+        return self._passthrough(resp, status)
+
+    def _start_fill(self, primary: bytes, req: list, resp: StreamedResponse, t_req: float, t_resp: float,
+                    fwd: str, fut: asyncio.Future | None = None) -> Filling | None:
+        """A storable response within the per-object limit starts a fill (pumped by a task of its
+        own, stored at its end); None: it is passed through (not storable, or its Content-Length
+        is over cache.max_object_bytes)."""
+        decision, headers = self._decide(primary, req, resp.head.status, resp.head.headers)
+        length = resp.head.content_length
+        if not decision.store or (length is not None and length > self.store.max_object_bytes):
+            return None
+        c = self.cfg.cache
+        lifetime = freshness_lifetime(headers, resp.head.status,
+                                      heuristic_fraction=c.heuristic_fraction, heuristic_max=c.heuristic_max)
+        filling = Filling(Fill(self.store.max_object_bytes), resp.head.status, stored_headers(headers),
+                          t_req, t_resp, lifetime, vary_key(headers, req), length)
+        filling.task = asyncio.get_running_loop().create_task(self._pump(resp, filling, primary, fwd, fut))
+        return filling
+
+    async def _pump(self, resp: StreamedResponse, filling: Filling, primary: bytes, fwd: str,
+                    fut: asyncio.Future | None) -> None:
+        """Move the origin's body into the fill; store it at the end if it stayed within the limit."""
+        fill = filling.fill
+        try:
+            while chunk := await resp.next_chunk():
+                fill.feed(chunk)
+                if not fill.keep:
+                    if fut is not None and self._inflight.get(primary) is fut:
+                        del self._inflight[primary]  # too large to share with later requests
+                    if not fill.readers:
+                        resp.abort()  # nobody reads it and it will not be stored
+                        fill.fail(OriginError(502, "too-large"))
+                        return
+                    await fill.room()
+        except BaseException as exc:
+            if isinstance(exc, OriginError):
+                self.counters["origin_errors"] += 1
+            fill.fail(exc)
+            if not isinstance(exc, (OriginError, asyncio.CancelledError)):
+                raise
+            return
+        finally:
+            if fut is not None and self._inflight.get(primary) is fut:
+                del self._inflight[primary]
+        fill.finish()
+        if not fill.keep:
+            self.counters["not_stored"] += 1
+            return
+        key = (primary, filling.secondary)
+        entry = Entry(filling.status, filling.headers, fill.body(), filling.t_req, filling.t_resp,
+                      filling.lifetime, vary=filling.secondary)
+        filling.entry = entry
+        existing = self.store.peek(key)
+        if existing is not None and existing.response_time > filling.t_resp:
+            return
+        self.store.put(key, entry)  # when too large for the store it is served this once and not kept
+        if self.trace is not None and fwd != "stale" and key in self.store:
+            self.trace.record(key, entry.size)
+
+    async def _answer_filling(self, head: RequestHead, filling: Filling, fwd: str, collapsed: bool = False) -> Answer:
+        """A plain GET reads the fill as it arrives; HEAD, Range and conditional requests wait
+        for the whole object and are answered from it like a hit."""
+        fill = filling.fill
+        age = current_age(filling.headers, filling.t_req, filling.t_resp, self.clock())
+        status = cache_status(self.cfg.cache.name, fwd=fwd, fwd_status=filling.status, ttl=filling.lifetime - age,
+                              stored=not collapsed, collapsed=collapsed)
+        req = head.fields()
+        if head.method == b"GET" and not any(n in _SPECIAL for n, _ in req):
+            if fill.can_join():
+                headers = [(n, v) for n, v in filling.headers if n not in _NOT_TO_CLIENT and n != b"age"]
+                headers += [(b"age", b"%d" % int(age)), (b"cache-status", status)]
+                return Answer(filling.status, headers, b"", stream=fill.reader(), length=filling.length)
+        try:
+            await fill.finished()
+        except OriginError as exc:
+            return self._error(exc, fwd)
+        if filling.entry is None:  # it grew past the per-object limit: not kept
+            return await self._pass(head, b"", "too-large", fwd=fwd)
+        return self._from_entry(head, filling.entry, age, status)
 
     def _decide(self, primary: bytes, req: list, status: int, headers: list) -> tuple[Decision, list]:
         """RFC 9111's storable decision, and the fields to store. A 200 for a versioned path
@@ -260,23 +366,6 @@ class Engine:
                 primary.partition(b" ")[2], self._versioned):
             return Decision(True, "stored"), immutable_headers(headers, self.cfg.cache.versioned_ttl)
         return decision, headers
-
-    def _maybe_store(self, primary: bytes, req: list, resp: OriginResponse, t_req: float, t_resp: float) -> Entry | None:
-        decision, headers = self._decide(primary, req, resp.head.status, resp.head.headers)
-        if not decision.store:
-            return None
-        secondary = vary_key(headers, req)
-        key = (primary, secondary)
-        existing = self.store.peek(key)
-        if existing is not None and existing.response_time > t_resp:
-            return existing
-        c = self.cfg.cache
-        lifetime = freshness_lifetime(headers, resp.head.status,
-                                      heuristic_fraction=c.heuristic_fraction, heuristic_max=c.heuristic_max)
-        entry = Entry(resp.head.status, stored_headers(headers), resp.body, t_req, t_resp, lifetime,
-                      vary=secondary)
-        self.store.put(key, entry)
-        return entry  # when too large for the store it is served this once and not kept
 
     def _start_refresh(self, head: RequestHead, primary: bytes, key: Any, entry: Entry, ttl: float) -> None:
         task = asyncio.get_running_loop().create_task(self._revalidate(head, primary, key, entry, ttl, background=True))
@@ -307,6 +396,9 @@ class Engine:
         req = head.fields()
         try:
             resp, t_req, t_resp = await self._origin(b"GET", head, conditional_headers(entry.headers))
+            body = None
+            if resp.head.status == 304 or resp.head.status in ERROR_STATUSES:
+                body = await self._read_all(resp)  # small; the connection goes back to the pool
         except OriginError as exc:
             if background:
                 return self._error(exc, "stale")
@@ -341,16 +433,19 @@ class Engine:
             self.store.remove(key)
             return await self._miss(head, primary, "stale")
         self.store.remove(key)
-        stored = self._maybe_store(primary, req, resp, t_req, t_resp)
-        if stored is not None:
-            age = current_age(stored.headers, t_req, t_resp, self.clock())
-            status = cache_status(self.cfg.cache.name, fwd="stale", fwd_status=resp.head.status,
-                                  ttl=stored.lifetime - age, stored=True)
-            return self._from_entry(head, stored, age, status)
-        reason = self._decide(primary, req, resp.head.status, resp.head.headers)[0].reason
-        status = cache_status(self.cfg.cache.name, fwd="stale", fwd_status=resp.head.status, detail=reason)
-        return self._finish(head, resp.head.status, strip_hop_by_hop(resp.head.headers) + [(b"cache-status", status)],
-                            resp.body)
+        if body is not None:  # an origin error passed on (not stored)
+            reason = self._decide(primary, req, resp.head.status, resp.head.headers)[0].reason
+            status = cache_status(self.cfg.cache.name, fwd="stale", fwd_status=resp.head.status, detail=reason)
+            headers = strip_hop_by_hop(resp.head.headers) + [(b"cache-status", status)]
+            return self._finish(head, resp.head.status, headers, body)
+        filling = self._start_fill(primary, req, resp, t_req, t_resp, "stale")
+        if background:
+            if filling is None:
+                resp.abort()
+            return Answer(resp.head.status, [], b"")
+        if filling is None:
+            return self._not_stored(primary, req, resp, "stale")
+        return await self._answer_filling(head, filling, "stale")
 
     # -- answers -----------------------------------------------------------------------------
 

@@ -167,6 +167,10 @@ class OriginResponse:
         if not self._head_fut.done():
             self._head_fut.cancel()
 
+    def close(self) -> None:
+        """The reader is done (or gone): an unfinished body is abandoned."""
+        self.abort()
+
     # -- internals ---------------------------------------------------------------------------
 
     def _notify(self) -> None:

@@ -10,14 +10,17 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from proxy.core.config import parse_hostport
 from proxy.http1 import (
+    LAST_CHUNK,
     Body,
     EndOfMessage,
     ProtocolError,
     RequestHead,
     RequestParser,
+    encode_chunk,
     simple_response,
     write_response_head,
 )
@@ -85,14 +88,17 @@ class CdnServer:
                         finally:
                             self.busy.discard(task)
                         close = not head.keep_alive or self.closing
-                        headers = list(answer.headers)  # type: ignore[attr-defined]
-                        if answer.status not in (204, 304) and not any(  # type: ignore[attr-defined]
-                                n == b"content-length" for n, _ in headers):
-                            headers.append((b"content-length", b"%d" % len(answer.body)))  # type: ignore[attr-defined]
-                        if close:
-                            headers.append((b"connection", b"close"))
-                        writer.write(write_response_head(answer.status, headers) + answer.body)  # type: ignore[attr-defined]
-                        await writer.drain()
+                        if answer.stream is not None:  # type: ignore[attr-defined]
+                            close = await self._write_stream(writer, head, answer, close)
+                        else:
+                            headers = list(answer.headers)  # type: ignore[attr-defined]
+                            if answer.status not in (204, 304) and not any(  # type: ignore[attr-defined]
+                                    n == b"content-length" for n, _ in headers):
+                                headers.append((b"content-length", b"%d" % len(answer.body)))  # type: ignore[attr-defined]
+                            if close:
+                                headers.append((b"connection", b"close"))
+                            writer.write(write_response_head(answer.status, headers) + answer.body)  # type: ignore[attr-defined]
+                            await writer.drain()
                         if close:
                             return
                         head = None
@@ -103,6 +109,59 @@ class CdnServer:
         finally:
             self.conns.discard(writer)
             writer.close()
+
+    async def _write_stream(self, writer: asyncio.StreamWriter, head: RequestHead, answer: Any, close: bool) -> bool:
+        """Send a streamed answer: the head at once, then each chunk as the stream gives it
+        (Content-Length when known, else chunked to an HTTP/1.1 client, else until close), each
+        write drained before the next chunk is asked for (backpressure reaches the origin).
+        Returns whether the connection must close. A stream that fails midway aborts the
+        connection: the client sees a truncated message, never a wrong one."""
+        stream = answer.stream
+        task = asyncio.current_task()
+        self.busy.add(task)  # type: ignore[arg-type]
+        try:
+            headers = [(n, v) for n, v in answer.headers if n not in (b"content-length", b"transfer-encoding")]
+            bodyless = head.method == b"HEAD" or answer.status in (204, 304) or answer.status < 200
+            chunked = False
+            if answer.length is not None:
+                if answer.status not in (204, 304):
+                    headers.append((b"content-length", b"%d" % answer.length))
+            elif not bodyless:
+                if head.version == b"1.1":
+                    chunked = True
+                    headers.append((b"transfer-encoding", b"chunked"))
+                else:
+                    close = True  # HTTP/1.0: the body ends with the connection
+            if close:
+                headers.append((b"connection", b"close"))
+            writer.write(write_response_head(answer.status, headers))
+            if bodyless:
+                await writer.drain()
+                return close
+            sent = 0
+            while True:
+                try:
+                    chunk = await stream.next_chunk()
+                except Exception as exc:
+                    log.warning("origin body failed midway; aborting the client connection",
+                                extra={"target": head.target.decode("latin-1"), "error": str(exc)})
+                    writer.transport.abort()
+                    return True
+                if not chunk:
+                    break
+                sent += len(chunk)
+                writer.write(encode_chunk(chunk) if chunked else chunk)
+                await writer.drain()
+            if chunked:
+                writer.write(LAST_CHUNK)
+            await writer.drain()
+            if answer.length is not None and sent != answer.length:
+                writer.transport.abort()  # the origin's body did not match its Content-Length
+                return True
+            return close
+        finally:
+            stream.close()
+            self.busy.discard(task)  # type: ignore[arg-type]
 
     async def drain(self, timeout: float) -> None:
         """Stop accepting; requests being answered finish (up to `timeout`), idle connections close."""

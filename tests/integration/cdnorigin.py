@@ -8,7 +8,10 @@ request's value of that field), etag (ETag; a matching If-None-Match gets 304), 
 before answering), size (body bytes), age (an Age field, so an object arrives already old), skey
 (Surrogate-Key), tag (Cache-Tag). GET /_count?path=/obj/x gives {"requests": n, "not_modified": n}.
 POST /_fail?status=503 makes every /obj/ request (still counted) answer that status until
-POST /_fail?status=0. GET /_conns gives {"connections": n}: how many distinct client connections
+POST /_fail?status=0. GET /big/NAME?size=N&chunk=C&delay=D[&cl=0][&cc=...] streams N bytes (the
+256-byte block 00..ff repeated) in pieces of C bytes, D seconds apart, with a Content-Length (or
+chunked with cl=0); /_count's "completed" counts the responses sent to their end.
+GET /_conns gives {"connections": n}: how many distinct client connections
 (peers) /obj/ requests came on in total (the cdn's keep-alive reuse).
 """
 
@@ -26,6 +29,29 @@ def make_app() -> web.Application:
     not_modified: Counter[str] = Counter()
     failing = {"status": 0}
     peers: set[object] = set()
+    completed: Counter[str] = Counter()
+
+    async def big(request: web.Request) -> web.StreamResponse:
+        path = request.path
+        requests[path] += 1
+        q = request.query
+        size, piece, delay = int(q["size"]), int(q.get("chunk", 65536)), float(q.get("delay", 0))
+        headers = {"Cache-Control": q.get("cc", "max-age=300")}
+        resp = web.StreamResponse(headers=headers)
+        if q.get("cl", "1") == "1":
+            resp.content_length = size
+        await resp.prepare(request)
+        block = bytes(range(256)) * (piece // 256)
+        sent = 0
+        while sent < size:
+            if delay and sent:
+                await asyncio.sleep(delay)
+            part = block if size - sent >= len(block) else block[:size - sent]
+            await resp.write(part)
+            sent += len(part)
+        await resp.write_eof()
+        completed[path] += 1
+        return resp
 
     async def obj(request: web.Request) -> web.StreamResponse:
         path = request.path
@@ -61,7 +87,10 @@ def make_app() -> web.Application:
 
     async def count(request: web.Request) -> web.Response:
         p = request.query["path"]
-        return web.json_response({"requests": requests[p], "not_modified": not_modified[p]})
+        out = {"requests": requests[p], "not_modified": not_modified[p]}
+        if p.startswith("/big/"):
+            out["completed"] = completed[p]
+        return web.json_response(out)
 
     async def conns(request: web.Request) -> web.Response:
         return web.json_response({"connections": len(peers)})
@@ -75,6 +104,7 @@ def make_app() -> web.Application:
     app.router.add_get("/_conns", conns)
     app.router.add_post("/_fail", fail)
     app.router.add_route("*", "/obj/{name}", obj)
+    app.router.add_get("/big/{name}", big)
     return app
 
 
