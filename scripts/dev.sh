@@ -20,17 +20,18 @@ cd "$(dirname "$0")/.."
 # layer (setup.py compiles the hot modules with Cython during pip install; headers: below);
 # valgrind: scripts/native_callgrind.py's instruction counts. nghttp2-client (h2load), chromium
 # and libnss3-tools (certutil, to trust the test CA): real HTTP/2 clients of the balancer's tests.
-# systemd (systemd-analyze verify/security: deploy/systemd/'s units; nothing is started with it).
+# systemd (systemd-analyze verify/security: deploy/systemd/'s units; nothing is started with it);
+# docker-compose (`docker-compose config` validates deploy/compose/ without a Docker engine).
 # varnish: the peer `python -m bench cdn` compares tierproxy cdn's hits with (beside nginx proxy_cache).
 APT_PACKAGES=(redis-server postgresql prometheus curl wrk nginx haproxy pgbouncer pgpool2 openssl
               bind9-dnsutils dnsperf dnsmasq-base pdns-server pdns-backend-geoip
               patroni etcd-server etcd-client gcc valgrind nghttp2-client chromium libnss3-tools
-              systemd varnish)
+              systemd varnish docker-compose)
 # command that proves each package is present (same order)
 APT_PROBES=(redis-server /usr/lib/postgresql promtool curl wrk nginx haproxy pgbouncer pgpool openssl
             dig dnsperf /usr/sbin/dnsmasq /usr/sbin/pdns_server /usr/share/doc/pdns-backend-geoip/copyright
             patroni etcd etcdctl gcc valgrind h2load chromium certutil
-            systemd-analyze /usr/sbin/varnishd)
+            systemd-analyze /usr/sbin/varnishd docker-compose)
 
 log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 
