@@ -69,10 +69,9 @@ def cache_snapshot(cache: QueryCache | None) -> dict[str, Any] | None:
     def row(table: str) -> dict[str, int]:
         return per_table.setdefault(table, {"entries": 0, "bytes": 0, "hits": 0, "misses": 0, "invalidations": 0})
 
-    for table, keys in store._by_table.items():
+    for table, (entries, size) in store.table_sizes().items():
         r = row(table)
-        r["entries"] = len(keys)
-        r["bytes"] = sum(store._entries[k].size for k in keys)
+        r["entries"], r["bytes"] = entries, size
     counters: TableCounters = cache.table_counters
     for table, n in counters.hits.items():
         row(table)["hits"] = n

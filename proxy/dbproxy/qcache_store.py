@@ -158,6 +158,11 @@ class QueryCacheStore:
         """Table -> number of entries that read it."""
         return {table: len(keys) for table, keys in self._by_table.items()}
 
+    def table_sizes(self) -> dict[str, tuple[int, int]]:
+        """Table -> (entries that read it, their bytes): SHOW CACHE's rows."""
+        entries = self._entries
+        return {table: (len(keys), sum(entries[k].size for k in keys)) for table, keys in self._by_table.items()}
+
     def _victim(self) -> bytes:
         if self.policy == "lfu":
             bucket = self._by_hits[min(self._by_hits)]

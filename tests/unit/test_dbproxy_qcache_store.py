@@ -219,3 +219,15 @@ def test_store_matches_model_and_stays_bounded(policy, max_bytes, ops):
         assert store.bytes <= max_bytes
         assert store.bytes == sum(e[2] for e in model.entries)
         assert {key for key in map(k, range(8)) if key in store} == {e[0] for e in model.entries}
+
+
+def test_table_sizes():
+    from proxy.dbproxy.qcache_store import ENTRY_OVERHEAD, QueryCacheStore
+
+    store = QueryCacheStore(10_000)
+    store.put(b"k1", b"x" * 10, ["a", "b"], 100.0, 0.0)
+    store.put(b"k2", b"y" * 20, ["a"], 100.0, 0.0)
+    one, two = 2 + 10 + ENTRY_OVERHEAD, 2 + 20 + ENTRY_OVERHEAD
+    assert store.table_sizes() == {"a": (2, one + two), "b": (1, one)}
+    store.invalidate_tables(["b"])
+    assert store.table_sizes() == {"a": (1, two)}
