@@ -35,7 +35,7 @@ __all__ = ["main"]
 # Inputs are generated for this many items whatever N is (then cut to N), so their making cancels
 # out of the difference between two runs like the imports do.
 GENERATED = 3000
-WHATS = ("lb-realistic", "lb-bare", "parse-realistic", "classify-orm", "classify-pgbench")
+WHATS = ("lb-realistic", "lb-bare", "lb-h2", "parse-realistic", "classify-orm", "classify-pgbench")
 LB_TOML = """
 listen = "127.0.0.1:1"
 [admin]
@@ -96,11 +96,14 @@ async def _lb(what: str, n: int) -> int:
     else:
         reqs = realistic.requests(m)
     resps = _responses([r.split(b" ", 2)[1] for r in reqs])
+    every_req = reqs
     reqs, resps = reqs[:n], resps[:n]
     backend = next(iter(pools["p"].backends.values()))
     up = UpstreamConn(backend, cfg.limits.max_header_bytes)
     up.connection_made(_Sink())  # type: ignore[arg-type]
     backend.idle.append(up)
+    if what == "lb-h2":
+        return await _h2(fe, up, every_req, resps)
     conn = ClientConn(fe)
     conn.connection_made(_Sink())  # type: ignore[arg-type]
     for req, resp in zip(reqs, resps):
@@ -108,6 +111,44 @@ async def _lb(what: str, n: int) -> int:
         up.data_received(resp)
     assert not conn.closed and fe.requests_total == n and list(backend.idle) == [up], "exchange failed"
     return n
+
+
+async def _h2(fe: Any, up: Any, reqs: list[bytes], resps: list[bytes]) -> int:
+    """`reqs`: all GENERATED requests (their encoding cancels out); `resps`: the first N answers."""
+    from h2.config import H2Configuration
+    from h2.connection import H2Connection
+
+    from proxy.lb.client import ClientConn
+    from proxy.lb.h2front import H2Conn
+
+    from h2.settings import SettingCodes, Settings
+
+    # The client's bytes for all `m` requests, encoded in order as h2load would send them, with
+    # h2load's windows (-w 30 -W 30: 2^30 - 1), so no WINDOW_UPDATE is needed on the way.
+    client = H2Connection(H2Configuration(client_side=True, header_encoding=None))
+    client.local_settings = Settings(client=True, initial_values={SettingCodes.INITIAL_WINDOW_SIZE: 2**30 - 1})
+    client.initiate_connection()
+    client.increment_flow_control_window(2**30 - 1 - 65535)
+    preface = client.data_to_send()
+    frames = []
+    for i, req in enumerate(reqs):
+        target = req.split(b" ", 2)[1]
+        client.send_headers(1 + 2 * i, [(b":method", b"GET"), (b":scheme", b"https"), (b":path", target),
+                                        (b":authority", b"127.0.0.1:8080"), (b"user-agent", b"h2load nghttp2/1.52.0")],
+                            end_stream=True)  # fmt: skip
+        frames.append(client.data_to_send())
+    sink = _Sink()
+    conn = H2Conn(fe, ClientConn)
+    conn.connection_made(sink)
+    conn.data_received(preface)
+    for frame, resp in zip(frames, resps):
+        conn.data_received(frame)
+        up.data_received(resp)
+        await asyncio.sleep(0)  # h2's frames leave once per loop turn (H2Conn.send)
+    await asyncio.sleep(0)
+    done = (conn.closed, len(conn.streams), fe.requests_total, fe.h2_requests, len(resps))
+    assert done[:2] == (False, 0) and done[2] == done[3] == done[4], f"exchange failed: {done}"
+    return len(resps)
 
 
 def _parse(n: int) -> int:

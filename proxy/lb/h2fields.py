@@ -14,6 +14,10 @@ front end turns the library's check off and calls `request_fields_error` instead
 * :authority or Host present, equal when both are, Host at most once.
 
 Each returns None, or why the list is malformed (the caller answers PROTOCOL_ERROR).
+
+`simple_response_fields` goes the other way: the header list of a response whose HTTP/1.1 head
+`ResponseParser.feed_simple` already took (nothing hop-by-hop in it but the Connection line it
+cut), without parsing it again.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
-__all__ = ["request_fields_error", "trailer_fields_error"]
+__all__ = ["request_fields_error", "simple_response_fields", "trailer_fields_error"]
 
 # 0x21-0x7e without ':' (0x3a) and upper case (0x41-0x5a)
 _NAME = re.compile(rb"[\x21-\x39\x3b-\x40\x5b-\x7e]+")
@@ -99,3 +103,14 @@ def trailer_fields_error(fields: Iterable[tuple[bytes, bytes]]) -> str | None:
         if value and _BAD_VALUE.search(value) is not None:
             return f"invalid value of field {name[:64]!r}"
     return None
+
+
+def simple_response_fields(head: bytes, status: int) -> list[tuple[bytes, bytes]]:
+    """The HTTP/2 header list of a simple response head (status line, field lines, empty line;
+    its "Connection: keep-alive" line already cut): what `ResponseParser.feed` and
+    `strip_hop_by_hop` would give, names lowercased and values without surrounding SP/HTAB."""
+    fields = [(b":status", b"%d" % status)]
+    for line in head.split(b"\r\n")[1:-2]:
+        name, _, value = line.partition(b":")
+        fields.append((name.lower(), value.strip(b" \t")))
+    return fields

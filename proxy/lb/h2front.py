@@ -48,8 +48,9 @@ from proxy.http1 import (
     strip_hop_by_hop,
 )
 from proxy.lb.client import ClientConn
-from proxy.lb.h2fields import request_fields_error, trailer_fields_error
+from proxy.lb.h2fields import request_fields_error, simple_response_fields, trailer_fields_error
 from proxy.lb.h2guard import PREFACE, FrameScanner, ResetBudget
+from proxy.lb.hpackenc import StaticEncoder
 
 if TYPE_CHECKING:
     from proxy.lb.frontend import Frontend
@@ -112,6 +113,11 @@ class StreamTransport:
     def write(self, data: bytes) -> None:
         if self.ended or self.closing:
             return
+        if not self.headers_sent:
+            simple = self.parser.feed_simple(data)
+            if simple is not None:
+                self._simple(data, simple)
+                return
         try:
             events = self.parser.feed(data)
         except ProtocolError:
@@ -143,6 +149,33 @@ class StreamTransport:
             elif cls is EndOfMessage:
                 self.end_pending = True
         self.owner.flush_stream(self)
+
+    def _simple(self, data: bytes, result: tuple[int, int, int, int, int]) -> None:
+        """A whole Content-Length response that the simple recogniser took (what
+        `SimpleResponseMixin.on_simple_response` writes): its header list without a second parse."""
+        status, head_len, body_len, cut_start, cut_end = result
+        owner = self.owner
+        head = data[:head_len] if cut_start == cut_end else data[:cut_start] + data[cut_end:head_len]
+        if head == owner.last_head:  # a backend's heads repeat: the same list again
+            fields = owner.last_fields
+        else:
+            fields = simple_response_fields(head, status)
+            if head_len <= 4096:
+                owner.last_head, owner.last_fields = head, fields
+        try:
+            owner.h2.send_headers(self.sid, fields, end_stream=body_len == 0)
+        except (H2Error, ValueError):
+            owner.reset(self, ErrorCodes.INTERNAL_ERROR)
+            return
+        self.headers_sent = True
+        if body_len == 0:
+            self._finished()
+            owner.send()
+            return
+        self.out.append(data[head_len:])
+        self.out_size += body_len
+        self.end_pending = True
+        owner.flush_stream(self)
 
     def _finished(self) -> None:
         self.ended = True
@@ -222,6 +255,8 @@ class H2Conn(asyncio.Protocol):
                                                normalize_outbound_headers=False,
                                                validate_inbound_headers=False,
                                                normalize_inbound_headers=False))
+        # Response header blocks without the dynamic table, each field's bytes cached (lb/hpackenc.py).
+        self.h2.encoder = StaticEncoder()  # type: ignore[assignment]
         # Our SETTINGS, sent by initiate_connection (h2's documented way to set them first).
         self.h2.local_settings = Settings(client=False, initial_values={
             SettingCodes.MAX_CONCURRENT_STREAMS: limits.h2_max_concurrent_streams,
@@ -241,6 +276,9 @@ class H2Conn(asyncio.Protocol):
         self.counted = counted  # accepted (and admitted) already, as an HTTP/1.1 connection (h2c)
         self.idle_since = self.loop.time()  # no stream open since (timeouts.client_idle applies)
         self.draining = False  # GOAWAY sent: no new stream; close when the open ones are done
+        # The last simple response head relayed and its header list (StreamTransport._simple).
+        self.last_head = b""
+        self.last_fields: list[tuple[bytes, bytes]] = []
 
     # -- asyncio callbacks ----------------------------------------------------------------
 

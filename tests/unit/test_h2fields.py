@@ -100,3 +100,59 @@ _values = st.sampled_from([b"GET", b"CONNECT", b"https", b"/", b"", b"site.test"
 def test_same_verdict_as_h2_on_generated_lists(fields):
     ours = request_fields_error(fields)
     assert (ours is not None) == h2_says_bad(fields), (fields, ours)
+
+
+# -- simple_response_fields: the same list as the full parser and strip_hop_by_hop --------------
+
+from bench import realistic  # noqa: E402
+from proxy.http1 import ResponseHead, ResponseParser, strip_hop_by_hop  # noqa: E402
+from proxy.http1._simple import cut_connection  # noqa: E402
+from proxy.lb.h2fields import simple_response_fields  # noqa: E402
+
+_RESP_NAMES = [b"Server", b"content-type", b"X-Thing", b"Set-Cookie", b"Date", b"ETag", b"Vary", b"cache-control"]
+_RESP_VALUES = [b"nginx", b"text/html; charset=utf-8", b"", b"  padded\t", b"a=1; Path=/", b"\"abc\"", b"\xe9t\xe9"]
+
+
+def _full_fields(data: bytes) -> list[tuple[bytes, bytes]]:
+    """What the HTTP/2 path made of a response before: the full parser, hop-by-hop fields gone."""
+    parser = ResponseParser()
+    parser.expect(b"GET")
+    head = next(ev for ev in parser.feed(data) if type(ev) is ResponseHead)
+    return [(b":status", b"%d" % head.status), *strip_hop_by_hop(head.headers)]
+
+
+def _simple_fields(data: bytes) -> list[tuple[bytes, bytes]] | None:
+    parser = ResponseParser()
+    parser.expect(b"GET")
+    got = parser.feed_simple(data)
+    if got is None:
+        return None
+    status, head_len, _, cut_start, cut_end = got
+    return simple_response_fields(cut_connection(data[:head_len], cut_start, cut_end) if cut_start != cut_end
+                                  else data[:head_len], status)  # fmt: skip
+
+
+def test_simple_response_fields_of_realistic_responses():
+    taken = 0
+    for path in [r.split(b" ", 2)[1] for r in realistic.requests(300)]:
+        data = realistic.response_for(path)
+        fields = _simple_fields(data)
+        if fields is not None:
+            taken += 1
+            assert fields == _full_fields(data)
+    assert taken > 100  # most of them take the simple path
+
+
+@given(st.lists(st.tuples(st.sampled_from(_RESP_NAMES), st.sampled_from([b": ", b":", b":\t", b":  "]),
+                          st.sampled_from(_RESP_VALUES)), max_size=6),
+       st.sampled_from([b"200 OK", b"404 Not Found", b"503", b"201 "]), st.integers(0, 3),
+       st.sampled_from([None, b"Connection: keep-alive", b"connection:KEEP-ALIVE "]), st.integers(0, 6))  # fmt: skip
+def test_simple_response_fields_match_the_full_parser(lines, status, length, connection, where):
+    head = [n + sep + v for n, sep, v in lines]
+    head.insert(min(where, len(head)), b"Content-Length: %d" % length)
+    if connection is not None:
+        head.insert(min(where + 1, len(head)), connection)
+    data = b"HTTP/1.1 " + status + b"\r\n" + b"".join(h + b"\r\n" for h in head) + b"\r\n" + b"x" * length
+    fields = _simple_fields(data)
+    if fields is not None:
+        assert fields == _full_fields(data)
