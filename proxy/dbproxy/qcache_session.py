@@ -394,6 +394,14 @@ class CachingSession(ClientSession):
         on_lost(self)
         super().on_server_lost(conn)
 
+    def _fail_batch(self, batch: list[tuple[Message, Any]], exc: Any) -> None:
+        p = self.qpending
+        if p is not None and p.conn is None:
+            # The fill never reached a server: its answer will not come, and the next relayed
+            # answer (another statement's) must not be taken for it.
+            _settle(self, self.d.qcache, p, None)
+        super()._fail_batch(batch, exc)
+
     def _end(self) -> None:
         if self.qpending is not None:  # the client went away: its fill's joiners run their own
             _settle(self, self.d.qcache, self.qpending, None)
