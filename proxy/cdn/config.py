@@ -109,12 +109,17 @@ class CdnConfig(StrictModel):
     origin_timeout: float = Field(30.0, gt=0)
     client_idle_timeout: float = Field(60.0, gt=0)
     drain_timeout: float = Field(10.0, ge=0)
+    # Processes serving `listen` (SO_REUSEPORT), each with its own store, under one supervisor
+    # that serves the admin port; restart to change.
+    workers: int = Field(1, ge=1, le=64)
     log_level: str = "info"
 
     @model_validator(mode="after")
     def _distinct(self) -> CdnConfig:
         if parse_hostport(self.listen) == parse_hostport(self.admin.address):
             raise ValueError("listen and admin.address must differ")
+        if self.workers > 1 and self.cache.trace_file:
+            raise ValueError("cache.trace_file: trace recording needs workers = 1 (one process sees every request)")
         if bool(self.origins) == bool(self.origin.servers):
             raise ValueError("origins: give either origins or [[origin.servers]] (one of them, not both)")
         return self

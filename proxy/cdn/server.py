@@ -43,9 +43,10 @@ class CdnServer:
         self.conns: set[asyncio.StreamWriter] = set()
         self.closing = False
 
-    async def start(self) -> None:
+    async def start(self, reuse_port: bool = False) -> None:
+        """`reuse_port`: a worker of `workers = N`, sharing the port with the others (SO_REUSEPORT)."""
         host, port = parse_hostport(self.listen)
-        self.server = await asyncio.start_server(self._conn, host, port, reuse_address=True)
+        self.server = await asyncio.start_server(self._conn, host, port, reuse_address=True, reuse_port=reuse_port)
 
     @property
     def port(self) -> int:

@@ -47,16 +47,17 @@ class Origin:
 
 
 class Cdn:
-    def __init__(self, tmp_path: Path, origin: Origin | None, cache: str = "", origin_toml: str = "") -> None:
+    def __init__(self, tmp_path: Path, origin: Origin | None, cache: str = "", origin_toml: str = "",
+                 top: str = "") -> None:
         """`origin_toml`: the origin pool's tables ([origin], [[origin.servers]]) instead of
-        `origins = [origin]`; given last in the file, after [cache]."""
+        `origins = [origin]`; given last in the file, after [cache]. `top`: more top-level keys."""
         self.lock, self.admin_lock = allocate_port(), allocate_port()
         self.port, self.admin_port = self.lock.port, self.admin_lock.port
         self.config = tmp_path / "cdn.toml"
         origins = f'origins = ["127.0.0.1:{origin.port}"]\n' if origin is not None else ""
         self.config.write_text(f'listen = "127.0.0.1:{self.port}"\n{origins}'
                                f'admin = {{ address = "127.0.0.1:{self.admin_port}" }}\n'
-                               f"origin_connect_timeout = 1.0\n[cache]\n{cache}\n{origin_toml}\n")
+                               f"origin_connect_timeout = 1.0\n{top}\n[cache]\n{cache}\n{origin_toml}\n")
         self.log_path = tmp_path / "cdn.log"
         self.log = open(self.log_path, "ab")
         self.proc = subprocess.Popen([sys.executable, "-m", "proxy.cli", "cdn", "--config", str(self.config),
