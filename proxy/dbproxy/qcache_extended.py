@@ -38,6 +38,7 @@ from proxy.pgwire.messages import Bind, Execute, Parse, decode_frontend
 
 from .classify_types import Reason
 from .qcache_policy import cache_key, cacheable
+from .qcache_rules import MEMO_SIZE
 
 if TYPE_CHECKING:
     from .qcache_policy import Shape
@@ -110,18 +111,20 @@ def extended_lookup(batch: list[tuple[Any, Any]], *, planner: Any, in_transactio
     decision = bind_aux[3]
     if decision.reason is not Reason.READ:
         return None
+    parse = _parse_of(planner, bind_aux[2])
+    if parse is None:
+        return None
+    ttl, shape = planner.plan(parse.query)  # memoised: a statement no hint or rule names stops here
+    if ttl is None or shape is None:
+        return None
     try:
-        parse = decode_frontend(_message(bind_aux[2]))
         bind = decode_frontend(batch[bind_i][0])
         execute = decode_frontend(batch[-2][0])
     except (PgProtocolError, ValueError, UnicodeDecodeError):
         return None
-    if not isinstance(parse, Parse) or not isinstance(bind, Bind) or not isinstance(execute, Execute):
+    if not isinstance(bind, Bind) or not isinstance(execute, Execute):
         return None
     if bind.portal or execute.portal or execute.max_rows != 0:
-        return None
-    ttl, shape = planner.plan(parse.query)
-    if ttl is None or shape is None:
         return None
     if not cacheable(decision, shape, in_transaction=False, read_only_transaction=False, pinned=False):
         return None
@@ -149,15 +152,32 @@ def prepared_on_primary(batch: list[tuple[Any, Any]], *, planner: Any, in_transa
             return []
         if msg.type != b"P" or aux is None or aux[0] != "parse" or aux[3].reason is not Reason.READ:
             continue
-        try:
-            parse = decode_frontend(msg)
-        except (PgProtocolError, ValueError, UnicodeDecodeError):
+        parse = _parse_of(planner, aux[2])
+        if parse is None:
             continue
         ttl, shape = planner.plan(parse.query)
         if ttl is not None and cacheable(aux[3], shape, in_transaction=False, read_only_transaction=False,
                                          pinned=False):  # fmt: skip
             out.append(i)
     return out
+
+
+def _parse_of(planner: Any, raw: Any) -> Parse | None:
+    """The Parse message `raw` decoded, memoised by its bytes on the planner (the session keeps
+    one bytes object per statement, so a Bind of a known statement costs a dict lookup)."""
+    memo = planner.parses
+    if raw in memo:
+        return memo[raw]
+    try:
+        parse = decode_frontend(_message(bytes(raw)))
+    except (PgProtocolError, ValueError, UnicodeDecodeError):
+        parse = None
+    if not isinstance(parse, Parse):
+        parse = None
+    if len(memo) >= MEMO_SIZE:
+        del memo[next(iter(memo))]
+    memo[raw] = parse
+    return parse
 
 
 def _message(raw: bytes) -> Message:

@@ -29,6 +29,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from pglast.parser import ParseError, fingerprint
 
@@ -86,6 +87,7 @@ class CachePlanner:
         self._need_fp = any(r.fingerprint is not None for r in self.rules)
         self._memo: dict[str, tuple[int | None, Shape | None]] = {}
         self._texts: dict[str, bytes | None] = {}
+        self.parses: dict[bytes, Any] = {}  # Parse message bytes -> decoded (qcache_extended.py)
 
     def plan(self, sql: str) -> tuple[int | None, Shape | None]:
         """(ttl, shape): the hint's or the first matching rule's TTL; the shape is None when the
