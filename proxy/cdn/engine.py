@@ -438,7 +438,15 @@ class Engine:
             status = cache_status(self.cfg.cache.name, fwd="stale", fwd_status=resp.head.status, detail=reason)
             headers = strip_hop_by_hop(resp.head.headers) + [(b"cache-status", status)]
             return self._finish(head, resp.head.status, headers, body)
-        filling = self._start_fill(primary, req, resp, t_req, t_resp, "stale")
+        # Misses for this URL arriving while the new object fills join it (as a miss's followers do).
+        fut = None if primary in self._inflight else asyncio.get_running_loop().create_future()
+        if fut is not None:
+            self._inflight[primary] = fut
+        filling = self._start_fill(primary, req, resp, t_req, t_resp, "stale", fut)
+        if fut is not None:
+            fut.set_result((resp.head, filling))
+            if filling is None:
+                self._inflight.pop(primary, None)
         if background:
             if filling is None:
                 resp.abort()
