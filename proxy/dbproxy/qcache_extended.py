@@ -90,9 +90,10 @@ def _shape_of(batch: list[tuple[Any, Any]]) -> tuple[int | None, int, bool] | No
 
 
 def extended_lookup(batch: list[tuple[Any, Any]], *, planner: Any, in_transaction: bool, pinned: bool,
-                    database: str, user: str, settings: dict[str, str]) -> tuple[ExtendedLookup, Shape] | None:  # fmt: skip
+                    context: bytes) -> tuple[ExtendedLookup, Shape] | None:  # fmt: skip
     """The lookup for `batch` (the session's messages with their aux tuples), or None when it is
-    not one cacheable execution (see the module docstring). Pure: no I/O, no session."""
+    not one cacheable execution (see the module docstring); `context` is the session's
+    qcache_policy.key_context. Pure: no I/O, no session."""
     if in_transaction or pinned:
         return None
     shape_of = _shape_of(batch)
@@ -132,8 +133,7 @@ def extended_lookup(batch: list[tuple[Any, Any]], *, planner: Any, in_transactio
     if text is None:
         return None
     flow = b"\x00extended\x00" + (b"D" if described else b"-") + ",".join(map(str, parse.param_types)).encode()
-    key = cache_key(flow + b"\x00" + text, database=database, user=user, settings=settings,
-                    params=bind.params, param_formats=bind.param_formats,
+    key = cache_key(flow + b"\x00" + text, context=context, params=bind.params, param_formats=bind.param_formats,
                     result_formats=bind.result_formats)  # fmt: skip
     prefix = PARSE_COMPLETE if parse_i is not None else b""
     return ExtendedLookup(key, shape.tables, ttl, prefix, fill), shape

@@ -62,6 +62,7 @@ __all__ = [
     "cache_hint",
     "cache_key",
     "cacheable",
+    "key_context",
     "normalise",
     "statement_shape",
     "written_tables",
@@ -249,21 +250,11 @@ def _field(out: list[bytes], value: bytes | None) -> None:
         out.append(value)
 
 
-def cache_key(
-    normalised: bytes,
-    *,
-    database: str,
-    user: str,
-    settings: Mapping[str, str],
-    params: Sequence[bytes | None] = (),
-    param_formats: Iterable[int] = (),
-    result_formats: Iterable[int] = (),
-) -> bytes:
-    """The store's key: a BLAKE2b-256 digest of everything that decides the answer's bytes.
-
-    `settings` may hold any names (case-insensitive): only RESULT_SETTINGS count."""
-    out: list[bytes] = [b"tierproxy-qcache-1"]
-    _field(out, normalised)
+def key_context(*, database: str, user: str, settings: Mapping[str, str]) -> bytes:
+    """The part of a key that a session fixes at login (database, user, the RESULT_SETTINGS of
+    its startup parameters), encoded once: a session passes it to every `cache_key` (a session
+    that SETs anything is pinned and never looks up)."""
+    out: list[bytes] = [b"tierproxy-qcache-2"]
     _field(out, database.encode())
     _field(out, user.encode())
     picked = sorted((k.lower(), v) for k, v in settings.items() if k.lower() in RESULT_SETTINGS)
@@ -271,9 +262,32 @@ def cache_key(
     for name, value in picked:
         _field(out, name.encode())
         _field(out, value.encode("utf-8", "surrogatepass"))
-    _field(out, str(len(params)).encode())
-    for param in params:
-        _field(out, param)
-    _field(out, ",".join(map(str, param_formats)).encode())
-    _field(out, ",".join(map(str, result_formats)).encode())
+    return b"".join(out)
+
+
+def cache_key(
+    normalised: bytes,
+    *,
+    database: str = "",
+    user: str = "",
+    settings: Mapping[str, str] | None = None,
+    params: Sequence[bytes | None] = (),
+    param_formats: Iterable[int] = (),
+    result_formats: Iterable[int] = (),
+    context: bytes | None = None,
+) -> bytes:
+    """The store's key: a BLAKE2b-256 digest of everything that decides the answer's bytes.
+
+    `settings` may hold any names (case-insensitive): only RESULT_SETTINGS count. `context` is
+    `key_context(database, user, settings)` computed beforehand (then those three are not read)."""
+    if context is None:
+        context = key_context(database=database, user=user, settings=settings or {})
+    out: list[bytes] = [context]
+    _field(out, normalised)
+    if params or param_formats or result_formats:
+        _field(out, str(len(params)).encode())
+        for param in params:
+            _field(out, param)
+        _field(out, ",".join(map(str, param_formats)).encode())
+        _field(out, ",".join(map(str, result_formats)).encode())
     return hashlib.blake2b(b"".join(out), digest_size=32).digest()

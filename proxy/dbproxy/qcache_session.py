@@ -44,7 +44,7 @@ from .classify_types import Decision, Reason, Target
 from .qcache_coalesce import Inflight, to_primary, wait_for_leader
 from .qcache_extended import extended_answer, extended_lookup, prepared_on_primary, ready_offset
 from .qcache_ops import TableCounters
-from .qcache_policy import cache_key, cacheable, normalise, written_tables
+from .qcache_policy import cache_key, cacheable, key_context, normalise, written_tables
 from .qcache_rules import CachePlanner
 from .qcache_store import QueryCacheStore, expires_at
 from .router import PRIMARY
@@ -225,7 +225,7 @@ def on_batch(session: ClientSession, batch: list[tuple[Message, Any]]) -> bool:
     text = cache.planner.normalise(sql)
     if text is None or shape is None:
         return False
-    key = cache_key(text, database=session.database, user=session.user, settings=dict(session.options))
+    key = cache_key(text, context=_context(session))
     if _serve(session, cache, key, shape.tables, b""):
         return True
     return _miss(session, cache, batch, _Pending(key, shape.tables, ttl, cache.snapshot(shape.tables)), b"", [0])
@@ -269,6 +269,15 @@ def _settle(session: ClientSession, cache: QueryCache, p: _Pending, answer: byte
     cache.inflight.settle(p.key, p, answer)
 
 
+def _context(session: ClientSession) -> bytes:
+    """The session's part of every key, encoded once (qcache_policy.key_context)."""
+    ctx = session.qcontext
+    if ctx is None:
+        ctx = session.qcontext = key_context(database=session.database, user=session.user,
+                                             settings=dict(session.options))  # fmt: skip
+    return ctx
+
+
 def _lookup(cache: QueryCache, key: bytes, tables: frozenset[str]) -> bytes | None:
     answer = cache.store.get(key, time.monotonic())
     cache.table_counters.count(tables, answer is not None)
@@ -296,8 +305,7 @@ def _extended(session: ClientSession, cache: QueryCache, batch: list[tuple[Messa
                 batch[i] = (msg, aux[:3] + (_FILL,) + aux[4:])
         return False
     found = extended_lookup(batch, planner=cache.planner, in_transaction=router.in_transaction,
-                            pinned=router.pinned, database=session.database, user=session.user,
-                            settings=dict(session.options))  # fmt: skip
+                            pinned=router.pinned, context=_context(session))  # fmt: skip
     if found is None:
         return False
     look, _shape = found
@@ -365,6 +373,7 @@ class CachingSession(ClientSession):
         self.qpending: _Pending | None = None
         self.qdirty: set[str] | None = set()  # tables written since the last invalidation; None: all
         self.qwrote = False
+        self.qcontext: bytes | None = None  # qcache_policy.key_context, once per session
         self.qinject: tuple[Any, bytes] | None = None  # (server, stored answer) due before its ReadyForQuery
 
     def _dispatch(self) -> None:

@@ -10,6 +10,7 @@ from proxy.dbproxy.qcache_extended import (
     prepared_on_primary,
     ready_offset,
 )
+from proxy.dbproxy.qcache_policy import key_context
 from proxy.dbproxy.qcache_rules import CachePlanner
 from proxy.pgwire import encode
 from proxy.pgwire.framing import Message
@@ -71,8 +72,9 @@ def _batch(*msgs):
     return out
 
 
-def _look(batch, **kw):
-    args = dict(planner=CachePlanner(), in_transaction=False, pinned=False, database="d", user="u", settings={})
+def _look(batch, user="u", **kw):
+    args = dict(planner=CachePlanner(), in_transaction=False, pinned=False,
+                context=key_context(database="d", user=user, settings={}))
     return extended_lookup(batch, **(args | kw))
 
 

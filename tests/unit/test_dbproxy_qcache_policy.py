@@ -254,3 +254,17 @@ def test_unsafe_never_cacheable(generated, txn, pinned):
         assert not ok
     else:
         assert ok  # the property is not vacuous: every safe statement is cached
+
+
+def test_cache_key_with_a_precomputed_context():
+    from proxy.dbproxy.qcache_policy import key_context
+
+    settings = {"TimeZone": "UTC", "application_name": "a"}
+    ctx = key_context(database="d", user="u", settings=settings)
+    assert cache_key(b"SELECT 1", context=ctx) == cache_key(b"SELECT 1", database="d", user="u", settings=settings)
+    assert cache_key(b"SELECT 1", context=ctx) != cache_key(b"SELECT 1", context=key_context(
+        database="d", user="u", settings={"TimeZone": "Europe/Paris"}))  # fmt: skip
+    # No parameters is not the same key as one empty parameter, nor as a NULL one.
+    keys = {cache_key(b"x", context=ctx), cache_key(b"x", context=ctx, params=[b""]),
+            cache_key(b"x", context=ctx, params=[None]), cache_key(b"x", context=ctx, result_formats=[1])}  # fmt: skip
+    assert len(keys) == 4
