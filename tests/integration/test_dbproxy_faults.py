@@ -24,6 +24,7 @@ import psycopg
 import pytest
 
 from proxy.devstack.poll import wait_until_async
+from proxy.devstack.postgres import start_pg_cluster
 from proxy.pgwire import encode
 from proxy.pgwire.auth import ScramClient
 from proxy.pgwire.framing import BackendFramer
@@ -44,12 +45,25 @@ PSYCOPG_CLIENTS = 2
 SQL = "SELECT inet_server_port() FROM faults_t WHERE id = {}"
 
 
+@pytest.fixture(scope="module")
+def faults_cluster(tmp_path_factory):
+    # One primary and two replicas for the module: its tests only freeze servers (resumed in a
+    # `finally`), never kill, promote or reconfigure one, and each runs its own dbproxy.
+    c = start_pg_cluster(2, log_dir=tmp_path_factory.mktemp("faults"), name="faults")
+    try:
+        c.primary.psql("CREATE TABLE faults_t (id int PRIMARY KEY); INSERT INTO faults_t SELECT generate_series(1, 100)")
+        c.wait_for_replicas_caught_up()
+        yield c
+    finally:
+        c.close()
+
+
 @pytest.fixture
-def cluster(pg_cluster_factory):
-    c = pg_cluster_factory(replicas=2)
-    c.primary.psql("CREATE TABLE faults_t (id int PRIMARY KEY); INSERT INTO faults_t SELECT generate_series(1, 100)")
-    c.wait_for_replicas_caught_up()
-    return c
+def cluster(faults_cluster):
+    # A server an earlier test froze is running again: every replica has replayed what the
+    # primary wrote, so each test starts from the same healthy cluster.
+    faults_cluster.wait_for_replicas_caught_up(timeout=30)
+    return faults_cluster
 
 
 class Readers:
