@@ -7,18 +7,24 @@ import asyncpg
 import pytest
 
 from proxy.devstack.poll import PollTimeout, wait_until_async
+from proxy.devstack.postgres import start_pg_cluster
 
 DELAY_MS = 300
 
 
-@pytest.fixture
-def delayed(pg_cluster_factory):
-    cluster = pg_cluster_factory(replicas=2)
-    cluster.primary.psql("CREATE TABLE ryw (id int PRIMARY KEY, v int NOT NULL); INSERT INTO ryw VALUES (1, 0)")
-    cluster.wait_for_replicas_caught_up()
-    for replica in cluster.replicas:
-        replica.set_apply_delay(DELAY_MS)
-    return cluster
+@pytest.fixture(scope="module")
+def delayed(tmp_path_factory):
+    # One cluster for the module: each test runs its own dbproxy over it and only reads and
+    # updates the one row (every check compares a read with the value its own loop just wrote).
+    cluster = start_pg_cluster(2, log_dir=tmp_path_factory.mktemp("ryw"), name="ryw")
+    try:
+        cluster.primary.psql("CREATE TABLE ryw (id int PRIMARY KEY, v int NOT NULL); INSERT INTO ryw VALUES (1, 0)")
+        cluster.wait_for_replicas_caught_up()
+        for replica in cluster.replicas:
+            replica.set_apply_delay(DELAY_MS)
+        yield cluster
+    finally:
+        cluster.close()
 
 
 async def _write_then_read(dsn: str, rounds: int) -> tuple[int, int]:
