@@ -237,3 +237,50 @@ async def test_leader_node_killed_writes_held_then_resume(patroni: PatroniCluste
     old, new = await under_writes(ledger, patroni.kill_leader_node)
     await check_ledger(patroni, proxy, ledger, old, new, synchronous=False)
     await asyncio.to_thread(patroni.restart_node, old, DEADLINE)  # back as a replica
+
+
+class _AnyPort:
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, int)
+
+
+ANY_PORT = _AnyPort()
+
+
+@pytest.mark.parametrize("proxy", ["etcd"], indirect=True)
+async def test_psycopg_sessions_across_a_kill(patroni: PatroniCluster, proxy: PatroniDbProxy) -> None:
+    """The promises of test_dbproxy_patroni_faults.py with psycopg 3 (the other driver family): an
+    idle connection with a server-side prepared statement (prepare=True) and a SET works at once
+    on the new primary after kill -9 of the leader's postmaster; a transaction left open gets
+    psycopg's SerializationFailure (40001) once, then the connection goes on (autocommit off:
+    psycopg's own BEGIN starts the next transaction). On this module's cluster: it needs no
+    particular history, only a healthy cluster to start from."""
+    import psycopg
+
+    # An earlier test's old leader may still be rejoining (pg_rewind): all three must stream.
+    await asyncio.to_thread(patroni.wait_healthy, DEADLINE, len(patroni.nodes))
+    dsn = proxy.dsn()
+    idle = await psycopg.AsyncConnection.connect(dsn, autocommit=True)
+    txn = await psycopg.AsyncConnection.connect(dsn)
+    query = "SELECT %s::int + 1, inet_server_port(), current_setting('application_name')"
+    try:
+        await idle.execute("SET application_name = 'psycopg-idle'")
+        assert await (await idle.execute(query, (1,), prepare=True)).fetchone() == (2, ANY_PORT, "psycopg-idle")
+        await txn.execute("DROP TABLE IF EXISTS marks; CREATE TABLE marks (i int)")
+        await txn.commit()
+        await txn.execute("INSERT INTO marks VALUES (1)")  # a transaction open on the old primary
+        old, new = await asyncio.to_thread(patroni.kill_leader_postmaster)
+        port = patroni.node(new).port
+        assert await (await idle.execute(query, (1,), prepare=True)).fetchone() == (2, port, "psycopg-idle")
+        with pytest.raises(psycopg.errors.SerializationFailure):
+            await txn.execute("INSERT INTO marks VALUES (2)")
+        await txn.rollback()
+        await txn.execute("INSERT INTO marks VALUES (3)")
+        await txn.commit()
+        assert [r[0] for r in await (await idle.execute("SELECT i FROM marks ORDER BY i")).fetchall()] == [3]
+        topology = proxy.status()["topology"]
+        print(f"\npsycopg, kill -9 {old} -> {new}: proxy failovers {topology['failovers']}, "
+              f"session losses {topology.get('session_losses')}")  # noqa: T201 - the figures the issue asks to see
+    finally:
+        await idle.close()
+        await txn.close()

@@ -2,7 +2,9 @@
 
 Each test starts its own etcd and three Patroni nodes of PostgreSQL 15 (proxy/devstack/patroni.py)
 and the dbproxy as a subprocess (`[topology] source = "patroni"`, the etcd watch), so no test
-inherits another's failovers. Clients are asyncpg through the proxy's one address:
+inherits another's failovers. (The `workers = 2` switchover and the psycopg kill -9, which need no
+history of their own, run on the shared clusters of test_dbproxy_patroni_ops.py and
+test_dbproxy_patroni.py.) Clients are asyncpg through the proxy's one address:
 
 - writers (several at once) keep a ledger: an id is *sent* before its INSERT and *acknowledged*
   when the INSERT (or its transaction's COMMIT) returned; each write returns the port of the
@@ -507,6 +509,7 @@ async def test_etcd_stopped_without_failsafe_the_demoted_leader_gets_no_write(cl
         proxy.close()
 
 
+@pytest.mark.slow
 async def test_asynchronous_failover_reports_the_loss_window(cluster: PatroniCluster, tmp_path: Path) -> None:
     """Asynchronous mode, a real loss: the leader's walsenders are frozen (the replicas get no more
     WAL, commits are still acknowledged), then its postmaster is killed (and the walsenders with
@@ -562,94 +565,3 @@ async def test_asynchronous_failover_reports_the_loss_window(cluster: PatroniClu
                f"{figures['missing']}", proxy, writers, figures)  # fmt: skip
     finally:
         proxy.close()
-
-
-def clients_per_process(parent: int, port: int) -> dict[int, int]:
-    """The client connections to `port` each child process of `parent` holds (its workers)."""
-    inodes = set()
-    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
-        fields = line.split()
-        if int(fields[1].split(":")[1], 16) == port and fields[3] == "01":  # ESTABLISHED, local port
-            inodes.add(f"socket:[{fields[9]}]")
-    out = {}
-    for child in map(int, Path(f"/proc/{parent}/task/{parent}/children").read_text().split()):
-        try:
-            links = [os.readlink(f"/proc/{child}/fd/{fd}") for fd in os.listdir(f"/proc/{child}/fd")]
-        except OSError:
-            continue
-        out[child] = sum(1 for link in links if link in inodes)
-    return out
-
-
-async def test_idle_sessions_move_with_two_workers(cluster: PatroniCluster, tmp_path: Path) -> None:
-    """`workers = 2`: each worker follows Patroni on its own; idle sessions on both workers move
-    to the new primary across a switchover, with their setting and prepared statement."""
-    proxy = start_patroni_dbproxy(cluster, log_dir=tmp_path, users={"app": PASSWORD}, workers=2)
-    idle: list[Idle] = []
-    try:
-        # SO_REUSEPORT spreads connections by hash: open them until both workers hold two.
-        while len(idle) < 40:
-            c = Idle(len(idle))
-            await c.open(proxy.dsn())
-            idle.append(c)
-            per_worker = clients_per_process(proxy.process.pid, proxy.port)
-            if len(per_worker) == 2 and min(per_worker.values()) >= 2:
-                break
-        assert len(per_worker) == 2 and min(per_worker.values()) >= 2, per_worker
-        old = await asyncio.to_thread(cluster.wait_leader)
-        new = await asyncio.to_thread(cluster.switchover)
-        assert new != old
-        for c in idle:
-            await c.check(cluster.node(new).port)
-        assert proxy.process.running
-        # The supervisor's /status sums its workers' counts (each worker's follower counts its own).
-        assert proxy.status()["topology"]["session_losses"].get("move", 0) >= len(idle)
-        report(f"workers = 2, switchover {old} -> {new}", proxy, [], {"idle per worker": per_worker})
-    finally:
-        for c in idle:
-            await c.conn.close()
-        proxy.close()
-
-
-async def test_psycopg_sessions_across_a_kill(cluster: PatroniCluster, tmp_path: Path) -> None:
-    """The same promises with psycopg 3 (the other driver family): an idle connection with a
-    server-side prepared statement (prepare=True) and a SET works at once on the new primary; a
-    transaction left open gets psycopg's SerializationFailure (40001) once, then the connection
-    goes on (autocommit off: psycopg's own BEGIN starts the next transaction)."""
-    import psycopg
-
-    proxy = start_proxy(cluster, tmp_path)
-    try:
-        dsn = proxy.dsn()
-        idle = await psycopg.AsyncConnection.connect(dsn, autocommit=True)
-        txn = await psycopg.AsyncConnection.connect(dsn)
-        query = "SELECT %s::int + 1, inet_server_port(), current_setting('application_name')"
-        try:
-            await idle.execute("SET application_name = 'psycopg-idle'")
-            assert await (await idle.execute(query, (1,), prepare=True)).fetchone() == (2, ANY_PORT, "psycopg-idle")
-            await txn.execute("CREATE TABLE IF NOT EXISTS marks (i int)")
-            await txn.commit()
-            await txn.execute("INSERT INTO marks VALUES (1)")  # a transaction open on the old primary
-            old, new = await asyncio.to_thread(cluster.kill_leader_postmaster)
-            port = cluster.node(new).port
-            assert await (await idle.execute(query, (1,), prepare=True)).fetchone() == (2, port, "psycopg-idle")
-            with pytest.raises(psycopg.errors.SerializationFailure):
-                await txn.execute("INSERT INTO marks VALUES (2)")
-            await txn.rollback()
-            await txn.execute("INSERT INTO marks VALUES (3)")
-            await txn.commit()
-            assert [r[0] for r in await (await idle.execute("SELECT i FROM marks ORDER BY i")).fetchall()] == [3]
-            report(f"psycopg, kill -9 {old} -> {new}", proxy, [], {})
-        finally:
-            await idle.close()
-            await txn.close()
-    finally:
-        proxy.close()
-
-
-class _AnyPort:
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, int)
-
-
-ANY_PORT = _AnyPort()

@@ -22,6 +22,7 @@ import asyncio
 import importlib.util
 import json
 import logging
+import os
 import re
 import subprocess
 import time
@@ -44,6 +45,8 @@ from proxy.devstack.patroni_dbproxy import (
     write_patronictl_config,
 )
 from proxy.devstack.poll import wait_until, wait_until_async
+
+from .test_dbproxy_patroni_faults import Idle, report
 
 pytestmark = [
     pytest.mark.skipif(etcd_binary() is None or patroni_binary() is None or patronictl_binary() is None,
@@ -349,6 +352,12 @@ async def test_patronictl_switchover_under_load(healthy: PatroniCluster, proxy: 
     assert proxy.status()["topology"]["planned_quiesces"] == quiesces + 1
 
 
+# Slow (`-m slow`): a third switchover under load, the longest of the module (it waits for its
+# time). The default run shows each of its parts: patronictl's switchover pausing writes under
+# load (test_patronictl_switchover_under_load), a scheduled switchover passed to Patroni
+# (test_post_switchover_scheduled_is_left_to_patroni) and the pause held until its time
+# (tests/unit/test_dbproxy_pending_switchover.py, test_switchover_wait).
+@pytest.mark.slow
 async def test_patronictl_scheduled_switchover_under_load(healthy: PatroniCluster, proxy: PatroniDbProxy,
                                                           tmp_path: Path) -> None:  # fmt: skip
     """Scheduled a few seconds ahead: the proxy sees the key at once but pauses writes only at its
@@ -425,3 +434,52 @@ async def test_workers_sum_the_hold_counters_in_status_and_metrics(healthy: Patr
         log.info("workers = 2, switchover %s -> %s: held %s, errors %s", old, new, topology["held_total"], errors[:5])
     finally:
         server.close()
+
+
+def clients_per_process(parent: int, port: int) -> dict[int, int]:
+    """The client connections to `port` each child process of `parent` holds (its workers)."""
+    inodes = set()
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if int(fields[1].split(":")[1], 16) == port and fields[3] == "01":  # ESTABLISHED, local port
+            inodes.add(f"socket:[{fields[9]}]")
+    out = {}
+    for child in map(int, Path(f"/proc/{parent}/task/{parent}/children").read_text().split()):
+        try:
+            links = [os.readlink(f"/proc/{child}/fd/{fd}") for fd in os.listdir(f"/proc/{child}/fd")]
+        except OSError:
+            continue
+        out[child] = sum(1 for link in links if link in inodes)
+    return out
+
+
+async def test_idle_sessions_move_with_two_workers(healthy: PatroniCluster, tmp_path: Path) -> None:
+    """`workers = 2`: each worker follows Patroni on its own; idle sessions on both workers move
+    to the new primary across a switchover, with their setting and prepared statement (the idle
+    clients of test_dbproxy_patroni_faults.py; a switchover needs no cluster of its own)."""
+    cluster = healthy
+    proxy = start_patroni_dbproxy(cluster, log_dir=tmp_path, workers=2)
+    idle: list[Idle] = []
+    try:
+        # SO_REUSEPORT spreads connections by hash: open them until both workers hold two.
+        while len(idle) < 40:
+            c = Idle(len(idle))
+            await c.open(proxy.dsn())
+            idle.append(c)
+            per_worker = clients_per_process(proxy.process.pid, proxy.port)
+            if len(per_worker) == 2 and min(per_worker.values()) >= 2:
+                break
+        assert len(per_worker) == 2 and min(per_worker.values()) >= 2, per_worker
+        old = await asyncio.to_thread(cluster.wait_leader)
+        new = await asyncio.to_thread(cluster.switchover)
+        assert new != old
+        for c in idle:
+            await c.check(cluster.node(new).port)
+        assert proxy.process.running
+        # The supervisor's /status sums its workers' counts (each worker's follower counts its own).
+        assert proxy.status()["topology"]["session_losses"].get("move", 0) >= len(idle)
+        report(f"workers = 2, switchover {old} -> {new}", proxy, [], {"idle per worker": per_worker})
+    finally:
+        for c in idle:
+            await c.conn.close()
+        proxy.close()
