@@ -11,6 +11,7 @@ POST /_fail?status=503 makes every /obj/ request (still counted) answer that sta
 POST /_fail?status=0. GET /big/NAME?size=N&chunk=C&delay=D[&cl=0][&cc=...] streams N bytes (the
 256-byte block 00..ff repeated) in pieces of C bytes, D seconds apart, with a Content-Length (or
 chunked with cl=0); /_count's "completed" counts the responses sent to their end.
+GET /healthz answers 200, or the status set by POST /_health?status=N (0: back to 200).
 GET /_conns gives {"connections": n}: how many distinct client connections
 (peers) /obj/ requests came on in total (the cdn's keep-alive reuse).
 """
@@ -30,6 +31,14 @@ def make_app() -> web.Application:
     failing = {"status": 0}
     peers: set[object] = set()
     completed: Counter[str] = Counter()
+    health = {"status": 0}
+
+    async def healthz(request: web.Request) -> web.Response:
+        return web.Response(status=health["status"] or 200, text="health\n")
+
+    async def set_health(request: web.Request) -> web.Response:
+        health["status"] = int(request.query["status"])
+        return web.json_response(health)
 
     async def big(request: web.Request) -> web.StreamResponse:
         path = request.path
@@ -102,6 +111,8 @@ def make_app() -> web.Application:
     app = web.Application()
     app.router.add_get("/_count", count)
     app.router.add_get("/_conns", conns)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_post("/_health", set_health)
     app.router.add_post("/_fail", fail)
     app.router.add_route("*", "/obj/{name}", obj)
     app.router.add_get("/big/{name}", big)

@@ -118,3 +118,28 @@ def test_origins_killed_stale_served_uncached_502_fast_then_recovery(cdn, origin
     status, headers, body = curl(cdn, stale)
     assert status == 200 and "fwd=stale; fwd-status=200" in headers["cache-status"]
     assert total(origins, "/obj/k1") == 1  # the restarted origins' own count
+
+
+def test_an_http_check_failing_marks_a_live_origin_down(tmp_path, origins):
+    a = origins[0]
+    http_pool = ('[origin]\nhealth = { type = "http", path = "/healthz", interval = 0.2, timeout = 0.2, '
+                 f'rise = 1, fall = 1 }}\n[[origin.servers]]\nname = "a"\naddress = "127.0.0.1:{a.port}"\n')
+    (tmp_path / "h").mkdir()
+    c = Cdn(tmp_path / "h", None, origin_toml=http_pool)
+    try:
+        stale = "/obj/h1?cc=max-age=1&age=5"
+        assert curl(c, stale)[0] == 200
+        assert http_json(f"http://127.0.0.1:{a.port}/_health?status=503", "POST")[0] == 200
+        wait_for(lambda: states(c) == {"a": "down"}, 15, "origin a marked down by its HTTP check")
+        assert c.status()["origins"][0]["reason"] == "http status 503"
+        status, headers, body = curl(c, stale)
+        assert status == 200 and body == "/obj/h1 #1" and 'detail="origin-down"' in headers["cache-status"]
+        assert a.count("/obj/h1")["requests"] == 1  # the origin answers, but the check says down
+        assert http_json(f"http://127.0.0.1:{a.port}/_health?status=0", "POST")[0] == 200
+        wait_for(lambda: states(c) == {"a": "up"}, 15, "origin a back up")
+        status, headers, body = curl(c, stale)
+        assert body == "/obj/h1 #2" and "fwd=stale; fwd-status=200" in headers["cache-status"]
+    finally:
+        assert c.stop() == 0
+        c.lock.release()
+        c.admin_lock.release()
