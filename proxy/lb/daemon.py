@@ -316,7 +316,11 @@ class LbDaemon:
                                for b in pool.backends.values() if not b.health.checked))
 
     def _check_fn(self, pool: Pool, backend: Backend) -> Callable[[], Awaitable[CheckResult]]:
-        return backend_check(pool.cfg.health, backend, self.checker, pool.dialer.ssl_for if pool.dialer else None)
+        def tls_for(b: Backend) -> tuple[Any, str | None]:
+            # Read at each check: a reload may change the pool's TLS (its dialer) without a restart of checks.
+            return pool.dialer.ssl_for(b) if pool.dialer else (None, None)
+
+        return backend_check(pool.cfg.health, backend, self.checker, tls_for)
 
     def _on_check_result(self, backend: Backend, state: HealthState, result: CheckResult,
                          changed: bool, first: bool) -> None:  # fmt: skip
