@@ -1,6 +1,10 @@
 """The cdn's request path: look up, serve fresh hits, revalidate stale objects, coalesce misses,
-fetch from the origin, store what RFC 9111 allows, serve stale while revalidating in the background
-or when the origin fails (RFC 5861, RFC 9111 4.2.4).
+fetch from the origin pool, store what RFC 9111 allows, serve stale while revalidating in the
+background or when the origin fails or is down (RFC 5861, RFC 9111 4.2.4).
+
+Origin bodies are streamed: a storable response within cache.max_object_bytes becomes a fill
+(fill.py) that its client and coalesced clients read as it grows and that is stored at its end;
+anything else is passed through to its one client as it arrives (`_passthrough`).
 
 Decisions come from rfc9111.py, rfc5861.py and cachestatus.py; bytes move in origin.py and server.py. One
 engine per daemon process, owned by its event loop.
