@@ -7,6 +7,7 @@ distinct objects, and one object far larger than the store, go through. Real ori
 
 from __future__ import annotations
 
+import signal
 import socket
 import subprocess
 from pathlib import Path
@@ -157,3 +158,12 @@ def test_peak_memory_bounded_under_10x_the_store_and_a_huge_pass_through(cdn, or
     # The store's 16 MiB, one 4 MiB fill and buffers: far below the 416 MiB that went through.
     assert growth < 64 * MiB, growth / MiB
     wait_for(lambda: cdn.status()["objects"] >= 1, 5, "status")
+
+
+def test_sigterm_lets_an_answer_being_streamed_finish(cdn, origin):
+    # Last in this module: it stops the cdn (the fixture then finds it exited with 0).
+    client = RawClient(cdn.port, "/big/term?size=1310720&chunk=65536&delay=0.15")
+    assert client.status == 200 and client.some_body()
+    cdn.proc.send_signal(signal.SIGTERM)
+    assert client.rest() == body_of(1310720)
+    assert cdn.proc.wait(30) == 0
