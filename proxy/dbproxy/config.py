@@ -285,6 +285,14 @@ class CacheConfig(StrictModel):
     max_entry_bytes: int = Field(default=1024 * 1024, ge=64, le=1 << 30)
     rules: list[CacheRuleConfig] = Field(default_factory=list)  # first match wins; a hint comes first
     listen: CacheListenConfig | None = None  # no [cache.listen]: writes that bypass the proxy wait for the TTL
+    # the shared level (qcache_redis.py): a redis:// (rediss://, unix://) URL; every process and
+    # instance naming the same Redis and prefix shares one cache and its invalidations
+    redis: str | None = Field(default=None, pattern=r"^(redis|rediss|unix)://")
+    redis_prefix: str = Field(default="tierproxy:qc", pattern=r"^[A-Za-z0-9_.:-]{1,64}$")
+    # seconds; a Redis call slower than this counts as Redis down (the cache is bypassed)
+    redis_timeout: float = Field(default=0.5, gt=0.0, le=30.0)
+    # seconds; a write's marks live this long unless renewed (every lease / 3 while it runs)
+    write_lease: float = Field(default=10.0, ge=1.0, le=3600.0)
 
 
 class DbProxyConfig(StrictModel):
@@ -337,10 +345,10 @@ class DbProxyConfig(StrictModel):
                     f"replicas[{i}].address: {r.address} is also replica {seen[addr]!r}"
                 )
             seen[addr] = r.name
-        if self.cache.enabled and self.workers > 1:
+        if self.cache.enabled and self.workers > 1 and self.cache.redis is None:
             # Each worker would hold its own store, and a write through one would not reach the
-            # others' until the shared level (Redis) exists.
-            raise ValueError("cache.enabled: the query cache needs workers = 1 (no shared level yet)")
+            # others': that takes the shared level.
+            raise ValueError("cache.enabled: the query cache needs workers = 1 or cache.redis (the shared level)")
         listen = parse_hostport(self.listen)
         if listen == parse_hostport(self.admin.address):
             raise ValueError("listen: listen and admin.address must differ")

@@ -222,6 +222,8 @@ class DbProxyDaemon:
             except (OSError, ValueError) as exc:
                 log.warning("commit counts not shared with the other workers", extra={"error": str(exc)})
         if self.role != "supervisor":
+            if self.qcache is not None:
+                self.qcache.start()  # the shared level, if [cache] redis (qcache_bus.py)
             session_class = CachingSession if self.qcache is not None else ClientSession
             self.qnotify = start_notify_listener(self)  # [cache.listen] (qcache_notify.py)
             self.server = await start_listener(lambda: session_class(self), self.cfg.listen,
@@ -377,6 +379,8 @@ class DbProxyDaemon:
         self.clock.close()
         if self.qnotify is not None:
             await self.qnotify.stop()
+        if self.qcache is not None:
+            await self.qcache.close()
         if self.follower is not None:
             await self.follower.stop()
         await self.monitor.stop()

@@ -77,12 +77,12 @@ class NotifyListener:
         cache = self.d.qcache
         if cache is not None:
             cache.notifications += 1
-            cache.invalidate(notify_tables(payload))
+            cache.invalidate_external(notify_tables(payload))
 
     def _connected(self, database: str, up: bool) -> None:
         cache = self.d.qcache
         if up and cache is not None:
-            cache.invalidate(None)
+            cache.invalidate_external(None)
             cache.listen_connects += 1
         self.connected[database] = up
         if cache is not None:

@@ -206,4 +206,6 @@ def purge_local(daemon: Any, tables: frozenset[str] | None) -> int:
     before = len(cache.store)
     cache.invalidate(tables)
     cache.purges += 1
+    if cache.shared is not None:
+        cache.shared.spawn(cache.shared.purge(tables))  # Redis's entries too, for every instance
     return before - len(cache.store)

@@ -25,7 +25,9 @@ runs when the cache is off:
 - `on_lost(session)`: a server connection lost with writes in flight: their tables are
   invalidated (they may have committed).
 
-One process only: the config refuses `enabled` with workers > 1 until the shared level exists.
+With `[cache] redis` set, the shared level (qcache_shared.py, qcache_bus.py, qcache_redis.py)
+takes over the lookups, fills and write marks, and `workers > 1` and several instances share one
+cache; without it, one process only (the config refuses `enabled` with workers > 1).
 """
 
 from __future__ import annotations
@@ -41,11 +43,13 @@ from proxy.pgwire.framing import Message
 
 from .classify import classify
 from .classify_types import Decision, Reason, Target
+from .qcache_bus import SharedLevel
 from .qcache_coalesce import Inflight, to_primary, wait_for_leader
 from .qcache_extended import extended_answer, extended_lookup, prepared_on_primary, ready_offset
 from .qcache_ops import TableCounters
 from .qcache_policy import cache_key, cacheable, key_context, normalise, written_tables
 from .qcache_rules import CachePlanner
+from .qcache_shared import WriteMarks, shared_end, shared_fill, shared_read, shared_release, shared_write
 from .qcache_store import QueryCacheStore, expires_at
 from .router import PRIMARY
 from .session import ClientSession
@@ -91,6 +95,7 @@ class _Pending:
     buf: bytearray = field(default_factory=bytearray)
     conn: Any = None
     check: Callable[[bytearray], tuple[bool, bytes | None]] = answer_complete  # extended_answer for a Bind
+    shared_versions: bytes | None = None  # the Redis versions string its lookup saw (qcache_shared.py)
 
 
 class QueryCache:
@@ -108,7 +113,35 @@ class QueryCache:
         self.purges = self.cleared = 0  # POST /cache/purge requests; entries dropped by "all"
         self.inflight = Inflight()  # qcache_coalesce.py: keys being filled, and who waits for them
         self.coalesced = 0
+        self.l2_hits = self.bypassed = 0  # hits from Redis; reads run without it (Redis away)
+        self.shared: SharedLevel | None = None
         self.notifications = self.listen_connects = self.listening = 0  # qcache_notify.py ([cache.listen])
+
+    def start(self) -> None:
+        """In a process that serves clients: connect the shared level, if configured."""
+        if self.cfg.redis is not None and self.shared is None:
+            self.shared = SharedLevel(self.cfg.redis, prefix=self.cfg.redis_prefix, timeout=self.cfg.redis_timeout,
+                                      lease=self.cfg.write_lease, on_invalidate=self._remote,
+                                      on_reset=self.store.clear, rng=self.rng)  # fmt: skip
+            self.shared.start()
+
+    async def close(self) -> None:
+        if self.shared is not None:
+            await self.shared.close()
+
+    def _remote(self, _db: str, tables: frozenset[str] | None) -> None:
+        # A mark published by any process (this one too): its in-process copies are dead.
+        if tables is None:
+            self.store.clear()
+        else:
+            self.store.invalidate_tables(tables)
+
+    def invalidate_external(self, tables: frozenset[str] | None) -> None:
+        """A change no session routed (a notification): dropped here and, with the shared level,
+        in Redis, so every process and instance drops it."""
+        self.invalidate(tables)
+        if self.shared is not None:
+            self.shared.spawn(self.shared.purge(tables))
 
     def invalidate(self, tables: frozenset[str] | None) -> None:
         if tables is None:
@@ -197,7 +230,7 @@ def on_batch(session: ClientSession, batch: list[tuple[Message, Any]]) -> bool:
         else:
             session.qdirty |= tables
         session.qwrote = True
-        return False
+        return cache.shared is not None and shared_write(session, batch, tables)
     if session.qpending is not None:
         return False
     if len(batch) != 1:
@@ -226,9 +259,12 @@ def on_batch(session: ClientSession, batch: list[tuple[Message, Any]]) -> bool:
     if text is None or shape is None:
         return False
     key = cache_key(text, context=_context(session))
+    p = _Pending(key, shape.tables, ttl, cache.snapshot(shape.tables))
+    if cache.shared is not None:
+        return shared_read(session, batch, p, b"", [0])
     if _serve(session, cache, key, shape.tables, b""):
         return True
-    return _miss(session, cache, batch, _Pending(key, shape.tables, ttl, cache.snapshot(shape.tables)), b"", [0])
+    return _miss(session, cache, batch, p, b"", [0])
 
 
 def _miss(session: ClientSession, cache: QueryCache, batch: list[tuple[Message, Any]], p: _Pending,
@@ -318,6 +354,10 @@ def _extended(session: ClientSession, cache: QueryCache, batch: list[tuple[Messa
         conn = busy[0]
         if len(busy) > 1 or conn is not session.current or conn.groups or conn.open_group is None or conn.copy:
             return False
+        if cache.shared is not None:
+            return shared_read(session, batch, _Pending(look.key, look.tables, look.ttl, cache.snapshot(look.tables),
+                                                        conn=conn, check=extended_answer), look.prefix, [],
+                               inject=conn)  # fmt: skip
         answer = _lookup(cache, look.key, look.tables)
         if answer is not None:
             session.qinject = (conn, look.prefix + answer)
@@ -326,9 +366,11 @@ def _extended(session: ClientSession, cache: QueryCache, batch: list[tuple[Messa
             session.qpending = _Pending(look.key, look.tables, look.ttl, cache.snapshot(look.tables),
                                         conn=conn, check=extended_answer)  # fmt: skip
         return False
+    p = _Pending(look.key, look.tables, look.ttl, cache.snapshot(look.tables), check=extended_answer)
+    if cache.shared is not None:
+        return shared_read(session, batch, p, look.prefix, look.fill)
     if _serve(session, cache, look.key, look.tables, look.prefix):
         return True
-    p = _Pending(look.key, look.tables, look.ttl, cache.snapshot(look.tables), check=extended_answer)
     return _miss(session, cache, batch, p, look.prefix, look.fill)
 
 
@@ -347,12 +389,16 @@ def on_relay(session: ClientSession, conn: Any, data: bytes) -> None:
                 _settle(session, cache, p, None)  # too large (or forwarded unframed): not stored
             else:
                 done, answer = p.check(p.buf)
-                if done:
+                if done and cache.shared is not None:
+                    shared_fill(session, cache, p, answer)  # settled when Redis has answered
+                elif done:
                     stored = answer is not None and cache.fill(p, answer)
                     _settle(session, cache, p, answer if stored else None)
     if session.qwrote and conn.backend == PRIMARY and not conn.busy and not session.router.in_transaction:
         cache.invalidate(session.qdirty)
         session.qdirty, session.qwrote = set(), False
+        if cache.shared is not None:
+            shared_release(session)
 
 
 def on_lost(session: ClientSession) -> None:
@@ -362,6 +408,8 @@ def on_lost(session: ClientSession) -> None:
     if session.qwrote:
         session.d.qcache.invalidate(session.qdirty)
         session.qdirty, session.qwrote = set(), False
+        if session.d.qcache.shared is not None:
+            shared_release(session)
 
 
 class CachingSession(ClientSession):
@@ -375,6 +423,7 @@ class CachingSession(ClientSession):
         self.qwrote = False
         self.qcontext: bytes | None = None  # qcache_policy.key_context, once per session
         self.qinject: tuple[Any, bytes] | None = None  # (server, stored answer) due before its ReadyForQuery
+        self.qmarks: WriteMarks | None = None  # the current write's marks in Redis (qcache_shared.py)
 
     def _dispatch(self) -> None:
         if self.aborted is None and on_batch(self, self.batch):
@@ -414,4 +463,6 @@ class CachingSession(ClientSession):
     def _end(self) -> None:
         if self.qpending is not None:  # the client went away: its fill's joiners run their own
             _settle(self, self.d.qcache, self.qpending, None)
+        if self.phase != "closed" and self.d.qcache.shared is not None:
+            shared_end(self)
         super()._end()

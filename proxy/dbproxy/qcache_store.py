@@ -102,6 +102,12 @@ class QueryCacheStore:
             entry.hits += 1
         return entry.value
 
+    def peek(self, key: bytes, now: float) -> bytes | None:
+        """The answer stored under `key` if present and not expired, counting nothing and
+        changing no order (the shared level checks it in Redis before it is a hit)."""
+        entry = self._entries.get(key)
+        return entry.value if entry is not None and entry.expires > now else None
+
     def put(self, key: bytes, value: bytes, tables: Iterable[str], expires: float, now: float) -> bool:
         """Store `value` until `expires`; False if it cannot fit even in an empty store."""
         if key in self._entries:
