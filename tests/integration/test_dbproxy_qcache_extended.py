@@ -8,6 +8,8 @@ a write made directly on the primary (bypassing the proxy) changes the database,
 
 from __future__ import annotations
 
+import urllib.request
+
 import asyncpg
 import psycopg
 import pytest
@@ -20,6 +22,29 @@ QUERIES = [
     (HINT + "SELECT count(*), sum(n) FROM qx WHERE id = ANY($1::int[])", ([1, 2, 3],)),
     (HINT + "SELECT id FROM qx WHERE id > 100", ()),  # no rows
 ]
+
+
+@pytest.fixture(scope="module")
+def shared_proxy(pg_cluster, tmp_path_factory):
+    """One dbproxy with the cache for the module's tests (each empties its cache first)."""
+    from proxy.devstack.dbproxy import start_dbproxy
+
+    proxy = start_dbproxy(pg_cluster, log_dir=tmp_path_factory.mktemp("qx"), users={"app": "app-secret"},
+                          extra="[cache]\nenabled = true\n")  # fmt: skip
+    try:
+        yield proxy
+    finally:
+        proxy.close()
+
+
+@pytest.fixture
+def proxy(shared_proxy, cluster):
+    # The tables were re-created directly, bypassing the proxy: no entry of an earlier test may stay.
+    request = urllib.request.Request(f"http://127.0.0.1:{shared_proxy.admin_port}/cache/purge?all=1", method="POST",
+                                     headers={"Content-Type": "application/json"})  # fmt: skip
+    with urllib.request.urlopen(request, timeout=10) as resp:
+        assert resp.status == 200
+    return shared_proxy
 
 
 @pytest.fixture
@@ -73,8 +98,7 @@ def _psycopg_answers(dsn, prepare):
         return out
 
 
-async def test_asyncpg_direct_and_through_the_cache_see_the_same(cluster, dbproxy_factory):
-    proxy = dbproxy_factory(cluster, extra="[cache]\nenabled = true\n")
+async def test_asyncpg_direct_and_through_the_cache_see_the_same(cluster, proxy):
     direct = await _asyncpg_answers(cluster.primary.dsn)
     assert direct[0][0][0][0] == ("id", 1) and len(direct) == 2 * len(QUERIES)
     assert await _asyncpg_answers(proxy.dsn()) == direct  # misses, then hits
@@ -98,8 +122,7 @@ async def test_asyncpg_direct_and_through_the_cache_see_the_same(cluster, dbprox
 
 
 @pytest.mark.parametrize("prepare", [None, 0])
-def test_psycopg_direct_and_through_the_cache_see_the_same(cluster, dbproxy_factory, prepare):
-    proxy = dbproxy_factory(cluster, extra="[cache]\nenabled = true\n")
+def test_psycopg_direct_and_through_the_cache_see_the_same(cluster, proxy, prepare):
     direct = _psycopg_answers(cluster.primary.dsn, prepare)
     assert _psycopg_answers(proxy.dsn(), prepare) == direct
     _bypass(cluster, 9)
