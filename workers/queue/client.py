@@ -74,13 +74,15 @@ def _s(v: bytes | str) -> str:
 
 
 def _durations(h: dict[str, str]) -> dict[str, Any]:
-    """The durations hash (count, sum, count:C, sum:C) -> QueueStats' handler_duration_* fields."""
+    """The durations hash (count:C, sum:C per consumer C) -> QueueStats' handler_duration_* fields
+    (the queue's count and sum are the consumers' added up)."""
     by: dict[str, dict[str, float]] = {}
     for name, value in h.items():
         kind, _, consumer = name.partition(":")
         if consumer and kind in ("count", "sum"):
             by.setdefault(consumer, {"count": 0, "sum": 0.0})[kind] = int(value) if kind == "count" else float(value)
-    return {"handler_duration_count": int(h.get("count", 0)), "handler_duration_sum": float(h.get("sum", 0.0)),
+    return {"handler_duration_count": int(sum(d["count"] for d in by.values())),
+            "handler_duration_sum": sum(d["sum"] for d in by.values()),
             "handler_duration_by_worker": dict(sorted(by.items()))}
 
 

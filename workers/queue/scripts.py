@@ -10,8 +10,8 @@ Per queue `q` (with the configured prefix, default `tq`):
     tq:limits        queue -> max_length, published by workers from their config
     tq:{q}:order:K   per-key ordering: the ids of order key K's unfinished jobs, in enqueue order
     tq:{q}:parked    job id -> job bytes: jobs delivered while their order key's head was unfinished
-    tq:{q}:durations handler run time: count, sum (seconds) for the queue, and count:C, sum:C per
-                     consumer C (worker process); added by the script that settles the run
+    tq:{q}:durations handler run time: count:C, sum:C (seconds) per consumer C (worker process),
+                     added by the script that settles the run (the queue's totals are their sums)
 
 Per-key ordering: a job enqueued with `order_key=K` appends its id to K's list. A worker runs it
 only when it is the list's head (GATE); otherwise the job is parked (taken out of the stream, not
@@ -135,13 +135,12 @@ end
 
 
 # A handler run of ARGV[a] seconds ("": the handler did not run) by consumer ARGV[2], into the
-# durations hash KEYS[k]: queue-wide and per consumer, in the script that settles the run, so
-# `tierproxy queue stats` shows what every worker's /metrics histogram shows without a round trip.
+# durations hash KEYS[k], per consumer (the queue's totals are their sums: two commands per job, not
+# four, on the hot path), in the script that settles the run, so `tierproxy queue stats` shows what
+# every worker's /metrics histogram shows, without a round trip of its own.
 def _duration(k: int, a: int) -> str:
     return f"""
 if ARGV[{a}] ~= '' then
-  redis.call('HINCRBY', KEYS[{k}], 'count', 1)
-  redis.call('HINCRBYFLOAT', KEYS[{k}], 'sum', ARGV[{a}])
   redis.call('HINCRBY', KEYS[{k}], 'count:' .. ARGV[2], 1)
   redis.call('HINCRBYFLOAT', KEYS[{k}], 'sum:' .. ARGV[2], ARGV[{a}])
 end
