@@ -24,21 +24,20 @@ address = "127.0.0.1:{b}"
 """
 
 
-@pytest.fixture
-def origins(tmp_path):
-    (tmp_path / "a").mkdir()
-    (tmp_path / "b").mkdir()
-    pair = [Origin(tmp_path / "a").start(), Origin(tmp_path / "b").start()]
+# One pair of origins and one cdn for the module: each test leaves both origins running and up.
+@pytest.fixture(scope="module")
+def origins(tmp_path_factory):
+    pair = [Origin(tmp_path_factory.mktemp("a")).start(), Origin(tmp_path_factory.mktemp("b")).start()]
     yield pair
     for o in pair:
         o.stop()
         o.lock.release()
 
 
-@pytest.fixture
-def cdn(tmp_path, origins):
+@pytest.fixture(scope="module")
+def cdn(tmp_path_factory, origins):
     a, b = origins
-    c = Cdn(tmp_path, None, origin_toml=POOL.format(a=a.port, b=b.port))
+    c = Cdn(tmp_path_factory.mktemp("cdn"), None, origin_toml=POOL.format(a=a.port, b=b.port))
     yield c
     assert c.stop() == 0
     c.lock.release()
@@ -54,6 +53,7 @@ def total(origins: list[Origin], path: str) -> int:
 
 
 def test_fetches_spread_over_the_pool_on_keep_alive_connections(cdn, origins):
+    # First in the module: the origins have seen no request yet.
     assert states(cdn) == {"a": "up", "b": "up"}
     for i in range(20):
         status, headers, body = curl(cdn, f"/obj/ka{i}?cc=max-age=300")
@@ -124,8 +124,7 @@ def test_an_http_check_failing_marks_a_live_origin_down(tmp_path, origins):
     a = origins[0]
     http_pool = ('[origin]\nhealth = { type = "http", path = "/healthz", interval = 0.2, timeout = 0.2, '
                  f'rise = 1, fall = 1 }}\n[[origin.servers]]\nname = "a"\naddress = "127.0.0.1:{a.port}"\n')
-    (tmp_path / "h").mkdir()
-    c = Cdn(tmp_path / "h", None, origin_toml=http_pool)
+    c = Cdn(tmp_path, None, origin_toml=http_pool)
     try:
         stale = "/obj/h1?cc=max-age=1&age=5"
         assert curl(c, stale)[0] == 200
