@@ -219,7 +219,7 @@ def test_demo_serves_sessions_through_the_balancer_and_stops_cleanly(tmp_path):
         finally:
             subprocess.run(resume, shell=True, check=True, timeout=10)
         proc.send_signal(signal.SIGINT)
-        assert proc.wait(30) == 0
+        assert proc.wait(120) == 0  # every tier drains (Patroni, etcd, PostgreSQL too): slow on a loaded machine
     finally:
         if proc.poll() is None:
             proc.kill()
