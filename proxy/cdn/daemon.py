@@ -31,13 +31,14 @@ from prometheus_client.metrics_core import Metric
 from proxy.cdn.config import CdnConfig
 from proxy.cdn.engine import Answer, Engine
 from proxy.cdn.server import CdnServer
-from proxy.cdn.statuspage import render_status_page
+from proxy.cdn.statuspage import SERIES, render_picture
 from proxy.cdn.trace import TraceRecorder
 from proxy.cdn.workerstats import merge_status
 from proxy.core.admin import AdminServer, make_admin_app
 from proxy.core.adminguard import AdminGuard
 from proxy.core.config import load_config, parse_hostport
 from proxy.core.metrics import FuncCollector, new_registry
+from proxy.core.statuspage import status_page
 from proxy.core.workers import ControlChannel, WorkerSet, process_role, start_worker_channel
 from proxy.http1 import RequestHead
 
@@ -71,6 +72,7 @@ class CdnDaemon:
         if head.method == b"PURGE":
             # Purging is an admin operation: only on the admin address (POST /purge).
             return Answer(403, [(b"content-type", b"text/plain")], b"purge only through the admin address\n")
+        self.engine.counters["requests"] += 1  # every answer below: hit, miss, pass, revalidation, stale
         return await self.engine.handle(head, body)
 
     async def start(self) -> None:
@@ -117,7 +119,7 @@ class CdnDaemon:
     async def _start_admin(self) -> None:
         self.guard = AdminGuard(parse_hostport(self.cfg.admin.address)[0], self.cfg.admin.token,
                                 self.cfg.admin.allowed_hosts)
-        app = make_admin_app(self.registry, guard=self.guard, before_scrape=self._refresh)
+        app = make_admin_app(self.registry, guard=self.guard, before_scrape=self._refresh, series=SERIES)
         app.router.add_get("/", self._page)
         app.router.add_get("/status", self._status)
         app.router.add_post("/purge", self._purge)
@@ -226,7 +228,7 @@ class CdnDaemon:
 
     async def _page(self, _request: web.Request) -> web.Response:
         await self._refresh()
-        return web.Response(text=render_status_page(self.current_status()), content_type="text/html")
+        return status_page(_request, "cdn", *render_picture(self.current_status()))
 
     @staticmethod
     def _url(primary: bytes) -> str:
@@ -322,7 +324,8 @@ class CdnDaemon:
         snap = self.current_status() if self.workers is not None else self.engine.snapshot()
         p = "tierproxy_cdn_"
         out: list[Metric] = []
-        for key, doc in (("hits", "requests answered from a fresh stored object"),
+        for key, doc in (("requests", "client requests received"),
+                         ("hits", "requests answered from a fresh stored object"),
                          ("misses", "requests with no usable stored object"),
                          ("stale_served", "stale objects served instead of an origin error (RFC 5861 stale-if-error, RFC 9111 4.2.4)"),
                          ("stale_if_error", "of those, served under a stale-if-error window"),

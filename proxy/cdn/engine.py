@@ -113,7 +113,7 @@ class Engine:
         # Revalidations in progress, one per stored key: a stale-while-revalidate answer starts
         # one in the background only when none runs; synchronous revalidations join it.
         self._refreshing: dict[Any, asyncio.Task[Answer]] = {}
-        self.counters = {"hits": 0, "misses": 0, "stale_served": 0, "stale_while_revalidate": 0,
+        self.counters = {"requests": 0, "hits": 0, "misses": 0, "stale_served": 0, "stale_while_revalidate": 0,
                          "stale_if_error": 0, "background_revalidations": 0, "revalidated": 0, "coalesced": 0,
                          "origin_requests": 0, "origin_errors": 0, "not_stored": 0, "passes": 0}
         self.origin_latency = Histogram()

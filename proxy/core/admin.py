@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import ssl
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry
@@ -17,8 +17,11 @@ from prometheus_client import CollectorRegistry
 from proxy.core.adminguard import AdminGuard
 from proxy.core.config import parse_hostport
 from proxy.core.metrics import CONTENT_TYPE_LATEST, render
+from proxy.core.series import Series, SeriesRecorder, install
 
-__all__ = ["AdminServer", "make_admin_app"]
+__all__ = ["RECORDER", "AdminServer", "make_admin_app"]
+
+RECORDER = web.AppKey("series_recorder", SeriesRecorder)
 
 
 def _guard_middleware(guard: AdminGuard) -> Callable[..., Awaitable[web.StreamResponse]]:
@@ -41,13 +44,15 @@ def _guard_middleware(guard: AdminGuard) -> Callable[..., Awaitable[web.StreamRe
 
 def make_admin_app(
     registry: CollectorRegistry, before_scrape: Callable[[], Awaitable[None]] | None = None,
-    guard: AdminGuard | None = None,
+    guard: AdminGuard | None = None, series: Sequence[Series] = (),
 ) -> web.Application:
     """An aiohttp app with /metrics and /healthz; daemons add their routes to it.
 
     `before_scrape` runs before each /metrics render: a daemon with worker processes gathers
     their counters there, since collectors themselves cannot await. `guard`: who may use the API
-    from where (proxy/core/adminguard.py)."""
+    from where (proxy/core/adminguard.py). `series`: the status page's graphs, recorded from the
+    registry while the app runs and served at /status/series (proxy/core/series.py); the
+    recorder is `app[RECORDER]`."""
     middlewares = [_guard_middleware(guard)] if guard is not None else []
     app = web.Application(client_max_size=1 << 20, middlewares=middlewares)
 
@@ -64,6 +69,10 @@ def make_admin_app(
 
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/healthz", healthz)
+    if series:
+        recorder = SeriesRecorder(registry, series, before_scrape)
+        app[RECORDER] = recorder
+        install(app, recorder)
     return app
 
 

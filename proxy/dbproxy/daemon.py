@@ -25,6 +25,7 @@ from proxy.core.admin import AdminServer, make_admin_app
 from proxy.core.adminguard import AdminGuard
 from proxy.core.config import load_config, parse_hostport
 from proxy.core.metrics import FuncCollector, Histogram, new_registry
+from proxy.core.statuspage import status_page
 from proxy.core.workers import ControlChannel, WorkerSet, process_role, start_worker_channel
 from proxy.pgfront.cancel import CancelKeys, route_worker_message
 from proxy.pgfront.clientauth import Credentials
@@ -51,6 +52,7 @@ from .qcache_ops import add_cache_routes, cache_snapshot, purge_local
 from .qcache_session import CachingSession, QueryCache
 from .session import ClientSession
 from .stats import collect, merge, merge_console, snapshot
+from .statuspage import SERIES, render_picture
 
 __all__ = ["DbProxyDaemon"]
 
@@ -241,8 +243,10 @@ class DbProxyDaemon:
             await self.workers.start()
         self.admin_guard = AdminGuard(parse_hostport(self.cfg.admin.address)[0], self.cfg.admin.token,
                                       self.cfg.admin.allowed_hosts)  # fmt: skip
-        app = make_admin_app(self.registry, before_scrape=self._refresh_stats, guard=self.admin_guard)
+        app = make_admin_app(self.registry, before_scrape=self._refresh_stats, guard=self.admin_guard,
+                             series=SERIES)  # fmt: skip
         app.router.add_get("/status", self._status_handler)
+        app.router.add_get("/", self._page_handler)
         add_patroni_routes(app, self)  # POST /switchover
         add_cache_routes(app, self)  # POST /cache/purge (qcache_ops.py)
         self.admin = AdminServer(app, self.cfg.admin.address)
@@ -639,6 +643,12 @@ class DbProxyDaemon:
         return status
 
     async def _status_handler(self, _request: web.Request) -> web.Response:
+        return web.json_response(await self.status_body())
+
+    async def _page_handler(self, request: web.Request) -> web.Response:
+        return status_page(request, "dbproxy", *render_picture(await self.status_body()))
+
+    async def status_body(self) -> dict[str, Any]:
         await self._refresh_stats()
         snap = self._merged if self.role == "supervisor" and self._merged is not None else snapshot(self)
         body = {"version": VERSION, "uptime": round(time.time() - self.started_at, 3),
@@ -647,7 +657,7 @@ class DbProxyDaemon:
                 "classifier_cache": snap["cache"], "native": _native.status()}  # fmt: skip
         if self.follower is not None:
             body["topology"] = self.cluster_status()
-        return web.json_response(body)
+        return body
 
     def _collect(self) -> Iterable[Metric]:
         snap = self._merged if self.role == "supervisor" and self._merged is not None else snapshot(self)

@@ -1,7 +1,8 @@
 """The geo-DNS admin API and status page (on the shared admin app from proxy.core.admin).
 
     GET  /status                         JSON: data centers (health, targets, drained), names, counters
-    GET  /                               HTML status page, refreshes itself
+    GET  /                               HTML status page: data centers, live graphs
+    GET  /status/series                  the graphs' points (proxy/core/series.py)
     GET  /explain?client=203.0.113.7     which answer that client network gets for each name, and why
     POST /datacenters/{dc}/drain         leave the data center out of answers (lower TTLs meanwhile)
     POST /datacenters/{dc}/undrain       take it back
@@ -19,10 +20,13 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from proxy.core.series import Series
+from proxy.core.statuspage import badge, status_page, table
+
 if TYPE_CHECKING:
     from proxy.geodns.daemon import GeoDnsDaemon
 
-__all__ = ["add_admin_routes", "render_status_page"]
+__all__ = ["SERIES", "add_admin_routes", "render_picture"]
 
 
 def _json(data: Any, status: int = 200) -> web.Response:
@@ -34,7 +38,7 @@ def add_admin_routes(app: web.Application, daemon: GeoDnsDaemon) -> None:
         return _json(await daemon.status_async())
 
     async def page(_request: web.Request) -> web.Response:
-        return web.Response(text=render_status_page(await daemon.status_async()), content_type="text/html")
+        return status_page(_request, "geodns", *render_picture(await daemon.status_async()))
 
     async def explain(request: web.Request) -> web.Response:
         client = request.query.get("client")
@@ -72,29 +76,41 @@ def add_admin_routes(app: web.Application, daemon: GeoDnsDaemon) -> None:
     app.router.add_post("/reload", reload)
 
 
-def render_status_page(st: dict[str, Any]) -> str:
+SERIES = (
+    Series("queries", "queries", "rate", ("tierproxy_geodns_queries_total",)),
+    Series("servfail", "SERVFAIL + dropped", "rate", ("tierproxy_geodns_responses_total", "tierproxy_geodns_dropped_total"),
+           where=(("rcode", ("SERVFAIL", None)),)),  # dropped_total has no rcode label
+    Series("cache_hit_ratio", "answer cache hit ratio", "ratio", ("tierproxy_geodns_cache_hits_total",), unit="",
+           denominator=("tierproxy_geodns_cache_misses_total",)),
+)  # fmt: skip
+
+
+def render_picture(st: dict[str, Any]) -> tuple[str, str]:
+    """The page's summary and picture: data centers (state and why), names and their policies."""
     e = html.escape
-    rows = []
+    c = st["counters"]
+    rows, classes = [], []
     for name, dc in st["datacenters"].items():
         state = "drained" if dc["drained"] else "up" if dc["healthy"] else "down"
-        colour = {"up": "#c9f0c9", "down": "#f5b7b1", "drained": "#d6e4f5"}[state]
+        failing = [t for t in dc["targets"] if not t["up"]]
+        why = ("drained by an operator" if dc["drained"] else
+               "; ".join(f"{t['type']} {t['target']}: {t['reason'] or t['last']}" for t in failing))  # fmt: skip
         targets = "<br>".join(f"{e(t['type'])} {e(str(t['target']))}: {'up' if t['up'] else 'down'} "
-                              f"{e(t['reason'] or t['last'])}" for t in dc["targets"]) or "none"  # fmt: skip
-        answered = st["counters"]["datacenters"].get(name, 0)
-        rows.append(f"<tr style='background:{colour}'><td>{e(name)}</td><td>{state}</td>"
-                    f"<td>{e(', '.join(dc['addresses']))}</td><td>{targets}</td><td>{answered}</td></tr>")  # fmt: skip
+                              f"{e(str(t['reason'] or t['last'] or ''))}" for t in dc["targets"]) or "none"  # fmt: skip
+        answered = c["datacenters"].get(name, 0)
+        rows.append([e(name), badge(state), f"<span class='why'>{e(why)}</span>", e(", ".join(dc["addresses"])),
+                     targets, str(answered)])  # fmt: skip
+        classes.append("s-down" if state == "down" else "")
     names = []
     for name, pol in st["names"].items():
         detail = json.dumps({k: v for k, v in pol.items() if v and k not in ("policy",)})
-        names.append(f"<tr><td>{e(name)}</td><td>{e(pol['policy'])}</td><td><code>{e(detail)}</code></td></tr>")
-    c = st["counters"]
-    return f"""<!doctype html><html><head><meta charset="utf-8"><meta http-equiv="refresh" content="2">
-<title>tierproxy geodns</title><style>body{{font-family:sans-serif}}td,th{{padding:4px 8px;border:1px solid #ccc}}
-table{{border-collapse:collapse;margin-bottom:1em}}</style></head><body>
-<h1>tierproxy geodns</h1><p>listen {e(st['listen'])} &middot; zones {e(', '.join(st['zones']))} &middot;
-fail_open {st['fail_open']} &middot; queries {sum(c['queries'].values())} &middot; cache hits {c['cache_hits']}</p>
-<h2>Data centers</h2><table><tr><th>name</th><th>state</th><th>addresses</th><th>health targets</th>
-<th>answers</th></tr>{''.join(rows)}</table>
-<h2>Names</h2><table><tr><th>name</th><th>policy</th><th>rules</th></tr>{''.join(names)}</table>
-<p>Try <code>/explain?client=203.0.113.7</code>.</p></body></html>
-"""
+        names.append([e(name), e(pol["policy"]), f"<code>{e(detail)}</code>"])
+    summary = (f"listen {e(st['listen'])} &middot; zones {e(', '.join(st['zones']))} &middot; "
+               f"fail_open {st['fail_open']} &middot; queries {sum(c['queries'].values())} &middot; "
+               f"cache hits {c['cache_hits']}")  # fmt: skip
+    picture = ("<h2>data centers</h2>"
+               + table(["name", "state", "why", "addresses", "health targets", "answers"], rows,
+                       ident="datacenters", row_classes=classes)
+               + "<h2>names</h2>" + table(["name", "policy", "rules"], names, ident="names")
+               + "<p>Which answer a client gets, and why: <code>/explain?client=203.0.113.7</code>.</p>")  # fmt: skip
+    return summary, picture

@@ -29,7 +29,7 @@ from proxy.core.adminguard import AdminGuard
 from proxy.core.config import load_config, parse_hostport
 from proxy.core.metrics import FuncCollector, new_registry
 from proxy.core.workers import ControlChannel, WorkerSet, process_role, start_worker_channel
-from proxy.geodns.admin import add_admin_routes
+from proxy.geodns.admin import SERIES, add_admin_routes
 from proxy.geodns.config import GeoDnsConfig
 from proxy.geodns.handler import Engine
 from proxy.geodns.health import DcHealth
@@ -98,7 +98,7 @@ class GeoDnsDaemon:
         self.admin_guard = AdminGuard(admin_host, self.cfg.admin.token, self.cfg.admin.allowed_hosts)
         for warning in self.cfg.warnings():
             log.warning(warning)
-        app = make_admin_app(self.registry, before_scrape=self._refresh_stats, guard=self.admin_guard)
+        app = make_admin_app(self.registry, before_scrape=self._refresh_stats, guard=self.admin_guard, series=SERIES)
         add_admin_routes(app, self)
         self.admin = AdminServer(app, self.cfg.admin.address)
         try:

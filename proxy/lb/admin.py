@@ -1,7 +1,8 @@
 """The load balancer's admin API and status page (on the shared admin app from proxy.core.admin).
 
     GET    /status                                  JSON: pools, backends, health and why out
-    GET    /                                        HTML status page, refreshes itself
+    GET    /                                        HTML status page: pools, backends, live graphs
+    GET    /status/series                           the graphs' points (proxy/core/series.py)
     POST   /pools/{pool}/backends                   add: {"name", "address", "weight", "backup"}
     POST   /pools/{pool}/backends/{name}/drain      no new requests; in-flight ones finish
     POST   /pools/{pool}/backends/{name}/enable     undo drain
@@ -28,15 +29,15 @@ from pydantic import ValidationError
 
 from proxy import _native
 from proxy.core.config import format_loc, parse_hostport
+from proxy.core.series import Series
+from proxy.core.statuspage import badge, status_page, table
 from proxy.lb.config import BackendConfig
 from proxy.lb.netpolicy import address_refusal, resolved_refusal
 
 if TYPE_CHECKING:
     from proxy.lb.daemon import LbDaemon
 
-__all__ = ["add_admin_routes", "render_status_page"]
-
-_STATE_COLOURS = {"up": "#c9f0c9", "down": "#f5b7b1", "ejected": "#f9d9a6", "draining": "#d6e4f5"}
+__all__ = ["SERIES", "add_admin_routes", "render_picture"]
 
 
 def _json(data: Any, status: int = 200) -> web.Response:
@@ -74,7 +75,7 @@ def add_admin_routes(app: web.Application, daemon: LbDaemon) -> None:
         return _json({**await daemon.status_async(), "native": _native.status()})
 
     async def page(_request: web.Request) -> web.Response:
-        return web.Response(text=render_status_page(await daemon.status_async()), content_type="text/html")
+        return status_page(_request, "lb", *render_picture(await daemon.status_async()))
 
     def _pool(request: web.Request) -> Any:
         name = request.match_info["pool"]
@@ -148,46 +149,45 @@ def add_admin_routes(app: web.Application, daemon: LbDaemon) -> None:
     app.router.add_post("/reload", reload)
 
 
-def render_status_page(status: dict[str, Any], refresh_s: int = 2) -> str:
-    """An HTML page in the spirit of HAProxy's stats page: one table per pool."""
+# The page's graphs (proxy/core/series.py), read from the lb's own /metrics families.
+SERIES = (
+    Series("requests", "requests", "rate", ("tierproxy_lb_requests_total",)),
+    Series("errors", "errors", "rate",  # the balancer's own 502/503/504 and 4xx refusals
+           ("tierproxy_lb_proxy_errors_total", "tierproxy_lb_client_errors_total")),
+    Series("backend_5xx", "backend 5xx", "rate", ("tierproxy_lb_backend_responses_total",),
+           where=(("class", ("5xx",)),)),
+    Series("latency_p95", "backend latency p95", "quantile", ("tierproxy_lb_backend_response_seconds",),
+           unit="ms", scale=1000.0),
+)  # fmt: skip
+
+
+def render_picture(status: dict[str, Any]) -> tuple[str, str]:
+    """The page's summary line and picture: one table per pool, a backend's state and why."""
     e = html.escape
-    parts = [
-        "<!doctype html><html><head><meta charset='utf-8'>",
-        f"<meta http-equiv='refresh' content='{refresh_s}'>",
-        "<title>tierproxy lb status</title><style>",
-        "body{font:13px sans-serif;margin:1em}table{border-collapse:collapse;margin-bottom:1.5em}",
-        "th,td{border:1px solid #999;padding:3px 7px;text-align:right}th{background:#ddd}",
-        "td.l{text-align:left}h2{margin:.6em 0 .2em}",
-        "</style></head><body>",
-        "<h1>tierproxy lb</h1>",
-        f"<p>listen {e(status['listen'])} &middot; uptime {status['uptime_s']:.0f}s &middot; "
-        f"client connections {status['client_connections']} &middot; "
-        f"requests {status['requests']}{' &middot; <b>DRAINING</b>' if status['draining'] else ''}</p>",
-    ]
+    summary = (f"listen {e(str(status['listen']))} &middot; uptime {status['uptime_s']:.0f}s &middot; "
+               f"client connections {status['client_connections']} &middot; requests {status['requests']}"
+               f"{' &middot; <b>DRAINING</b>' if status['draining'] else ''}")  # fmt: skip
+    parts = []
     for pname, pool in status["pools"].items():
+        backends = pool["backends"]
+        eligible = sum(1 for b in backends if b["state"] == "up")
         parts.append(
-            f"<h2>pool {e(pname)}</h2><p>{e(pool['algorithm'])}, {e(pool['mode'])}, "
-            f"health check {e(pool['health_check'])}, retries {pool['retries']}, "
-            f"no-backend answers {pool['no_backend']}</p>"
+            f"<h2>pool {e(pname)} <small>{eligible} of {len(backends)} up</small></h2>"
+            f"<p>{e(pool['algorithm'])}, {e(pool['mode'])}, health check {e(pool['health_check'])}, "
+            f"retries {pool['retries']}, no-backend answers {pool['no_backend']}</p>"
         )
-        parts.append(
-            "<table><tr><th>backend</th><th>address</th><th>weight</th><th>state</th>"
-            "<th>why</th><th>in flight</th><th>requests</th><th>2xx</th><th>4xx</th><th>5xx</th>"
-            "<th>failures</th><th>ejections</th><th>conns open/idle</th></tr>"
-        )
-        for b in pool["backends"]:
-            colour = _STATE_COLOURS.get(b["state"], "#fff")
+        rows, classes = [], []
+        for b in backends:
             failures = ", ".join(f"{k} {v}" for k, v in sorted(b["failures"].items())) or "0"
-            name = e(b["name"]) + (" (backup)" if b["backup"] else "")
-            parts.append(
-                f"<tr style='background:{colour}'><td class='l'>{name}</td>"
-                f"<td class='l'>{e(b['address'])}</td><td>{b['weight']}</td>"
-                f"<td class='l'>{e(b['state'])}</td><td class='l'>{e(b['reason'])}</td>"
-                f"<td>{b['inflight']}</td><td>{b['requests']}</td><td>{b['responses']['2xx']}</td>"
-                f"<td>{b['responses']['4xx']}</td><td>{b['responses']['5xx']}</td>"
-                f"<td class='l'>{e(failures)}</td><td>{b['ejections']}</td>"
-                f"<td>{b['open_connections']}/{b['idle_connections']}</td></tr>"
-            )
-        parts.append("</table>")
-    parts.append("</body></html>")
-    return "".join(parts)
+            rows.append([
+                e(b["name"]) + (" (backup)" if b["backup"] else ""), e(b["address"]), str(b["weight"]),
+                badge(b["state"]), f"<span class='why'>{e(b['reason'] or '')}</span>", str(b["inflight"]),
+                str(b["requests"]), str(b["responses"]["2xx"]), str(b["responses"]["4xx"]),
+                str(b["responses"]["5xx"]), e(failures), str(b["ejections"]),
+                f"{b['open_connections']}/{b['idle_connections']}",
+            ])  # fmt: skip
+            classes.append(f"s-{b['state']}" if b["state"] in ("down", "ejected") else "")
+        parts.append(table(["backend", "address", "weight", "state", "why", "in flight", "requests", "2xx",
+                            "4xx", "5xx", "failures", "ejections", "conns open/idle"], rows,
+                           ident=f"pool-{pname}", row_classes=classes))  # fmt: skip
+    return summary, "".join(parts)

@@ -31,7 +31,7 @@ from proxy.core.config import load_config, parse_hostport
 from proxy.core.health import HealthState
 from proxy.core.tls import intermediate_context
 from proxy.core.metrics import FuncCollector, new_registry
-from proxy.lb.admin import add_admin_routes
+from proxy.lb.admin import SERIES, add_admin_routes
 from proxy.lb.config import BackendConfig, LbConfig
 from proxy.lb.listeners import Listeners
 from proxy.lb.pool import STATUS_CLASSES, Backend, Pool
@@ -116,7 +116,7 @@ class LbDaemon:
             admin_ssl = intermediate_context(atls.cert_file, atls.key_file, client_ca_file=atls.client_ca_file)
         for warning in self.cfg.warnings():
             log.warning(warning)
-        app = make_admin_app(self.registry, before_scrape=self._refresh_stats, guard=self.admin_guard)
+        app = make_admin_app(self.registry, before_scrape=self._refresh_stats, guard=self.admin_guard, series=SERIES)
         add_admin_routes(app, self)
         self.admin = AdminServer(app, self.cfg.admin.address, admin_ssl)
         try:

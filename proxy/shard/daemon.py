@@ -34,6 +34,7 @@ from proxy.core.admin import AdminServer, make_admin_app
 from proxy.core.adminguard import AdminGuard
 from proxy.core.config import load_config, parse_hostport
 from proxy.core.metrics import FuncCollector, new_registry
+from proxy.core.statuspage import status_page
 from proxy.core.workers import (
     ControlChannel,
     WorkerSet,
@@ -67,6 +68,7 @@ from .keys import All, One, Param, Plan, Refuse, Some
 from .router import ShardRouter
 from .session import ShardSession
 from .stats import collect, hot_keys, merge, rows_routed, snapshot
+from .statuspage import SERIES, render_picture
 
 __all__ = ["ShardDaemon"]
 
@@ -158,8 +160,10 @@ class ShardDaemon:
                                      daemon="shard", on_message=self._worker_message)  # fmt: skip
             await self.workers.start()
         admin_host = parse_hostport(self.cfg.admin.address)[0]
-        app = make_admin_app(self.registry, before_scrape=self._refresh_stats, guard=AdminGuard(admin_host))
+        app = make_admin_app(self.registry, before_scrape=self._refresh_stats, guard=AdminGuard(admin_host),
+                             series=SERIES)  # fmt: skip
         app.router.add_get("/status", self._status_handler)
+        app.router.add_get("/", self._page_handler)
         self.reshard.add_routes(app)
         self.admin = AdminServer(app, self.cfg.admin.address)
         try:
@@ -415,6 +419,10 @@ class ShardDaemon:
     async def _status_handler(self, _request: web.Request) -> web.Response:
         await self._refresh_stats()
         return web.json_response(self.status(), dumps=_dumps)
+
+    async def _page_handler(self, request: web.Request) -> web.Response:
+        await self._refresh_stats()
+        return status_page(request, "shard", *render_picture(self.status()))
 
     def _collect(self) -> Iterable[Metric]:
         snap = self._snapshot()

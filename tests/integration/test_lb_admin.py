@@ -132,7 +132,7 @@ def test_status_page_and_metrics(web_worker_factory, lb_factory):
     with urllib.request.urlopen(lb.admin("/"), timeout=5) as resp:
         page = resp.read().decode()
         assert resp.headers["Content-Type"].startswith("text/html")
-    assert "http-equiv='refresh'" in page and "<td class='l'>a</td>" in page
+    assert 'http-equiv="refresh"' in page and "<tr><td>a</td>" in page and "id='graph-requests'" in page
     with urllib.request.urlopen(lb.admin("/metrics"), timeout=5) as resp:
         metrics = resp.read().decode()
     assert 'tierproxy_lb_backend_responses_total{backend="a",class="5xx",pool="web"} 1.0' in metrics
