@@ -1,4 +1,5 @@
-"""Fixtures for load-balancer integration tests: `lb_factory` runs real `tierproxy lb` processes.
+"""Fixtures for load-balancer integration tests: `lb_factory` runs real `tierproxy lb` processes
+(`module_lb_factory` and `module_web_workers`: the same, shared by a module's tests).
 
 The factory exposes `managed_processes()`, so tests/conftest.py adds the balancer's log tail to the
 report of a failing test, as it does for web workers and Redis.
@@ -13,6 +14,7 @@ from typing import Any
 import pytest
 
 from proxy.devstack.ports import allocate_port
+from proxy.devstack.web import WebWorkers
 from tests.integration.lbproc import LbProcess
 
 
@@ -57,6 +59,30 @@ def lb_factory(tmp_path: Path) -> Iterator[LbFactory]:
         yield factory
     finally:
         factory.close()
+
+
+# Module-scoped twins of `lb_factory` and `web_worker_factory` (memory sessions), for a module's
+# balancer that several tests share because each only sends requests on connections of its own
+# (malformed input, conformance cases): one start per module instead of one per test. Tests that
+# change or exhaust a balancer (limits, timeouts, reloads, floods) keep their own.
+
+
+@pytest.fixture(scope="module")
+def module_lb_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LbFactory]:
+    factory = LbFactory(tmp_path_factory.mktemp("lb"))
+    try:
+        yield factory
+    finally:
+        factory.close()
+
+
+@pytest.fixture(scope="module")
+def module_web_workers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebWorkers]:
+    workers = WebWorkers(tmp_path_factory.mktemp("web"))
+    try:
+        yield workers
+    finally:
+        workers.close()
 
 
 def backends_toml(pool: str, workers: list[Any], weights: dict[str, int] | None = None) -> str:

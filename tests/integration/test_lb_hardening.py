@@ -310,11 +310,13 @@ def test_connection_flood_is_refused_fast_and_recovers(web_worker_factory, lb_fa
 # -- misbehaving backends -----------------------------------------------------------------------
 
 
-@pytest.fixture
-def bad_lb(lb_factory) -> Iterator[tuple[LbProcess, MisbehavingBackend]]:
+@pytest.fixture(scope="module")
+def bad_lb(module_lb_factory) -> Iterator[tuple[LbProcess, MisbehavingBackend]]:
+    # Shared by the module's misbehaving-backend tests: each checks its own requests' answers
+    # (tagged, so crosstalk shows) on connections of its own, whatever the pool kept before.
     bad = MisbehavingBackend()
     try:
-        lb = lb_factory(
+        lb = module_lb_factory(
             "[timeouts]\nbackend_response = 1.5\n[pools.web]\nretries = 0\n" + NO_HEALTH_NO_OUTLIER
             + f'[[pools.web.backends]]\nname = "bad"\naddress = "{bad.address}"\n'
         )
