@@ -35,28 +35,39 @@ from hyperframe.frame import (
 
 from tests.integration.h2client import H2Client
 from tests.integration.rss import RssSampler
-from tests.integration.test_lb_http2 import h2lb, h2lb_big_window, h2lb_small_window  # noqa: F401  (fixtures)
+from tests.integration.test_lb_http2 import _h2lb, h2lb  # noqa: F401  (a fixture)
 
 pytestmark = pytest.mark.integration
 
 
 
-@pytest.fixture
-def tls_lb(request):
-    """test_lb_http2's balancer: an https listener with http2 = true, 50 streams, 16 KiB heads."""
-    return request.getfixturevalue("h2lb")
+@pytest.fixture(scope="module")
+def tls_lb(module_web_workers, module_lb_factory, tmp_path_factory):
+    """test_lb_http2's balancer, an https listener with http2 = true, 50 streams, 16 KiB heads,
+    started once for the module: every case here uses connections of its own, and after each
+    connection error the balancer must serve a new client anyway (`_served`), so the cases share
+    it. The floods, which sample the balancer's memory, get a fresh one each (`fresh_lb`)."""
+    yield from _h2lb(module_web_workers, module_lb_factory, tmp_path_factory.mktemp("h2"))
 
 
-@pytest.fixture
-def small_window_lb(request):
+@pytest.fixture(scope="module")
+def small_window_lb(module_web_workers, module_lb_factory, tmp_path_factory):
     """The same balancer with limits.h2_initial_window_size = 16384."""
-    return request.getfixturevalue("h2lb_small_window")
+    yield from _h2lb(module_web_workers, module_lb_factory, tmp_path_factory.mktemp("h2"),
+                     "h2_initial_window_size = 16384\n")  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def big_window_lb(module_web_workers, module_lb_factory, tmp_path_factory):
+    """The same balancer with limits.h2_initial_window_size = 1 MiB."""
+    yield from _h2lb(module_web_workers, module_lb_factory, tmp_path_factory.mktemp("h2"),
+                     "h2_initial_window_size = 1048576\n")  # fmt: skip
 
 
 @pytest.fixture
-def big_window_lb(request):
-    """The same balancer with limits.h2_initial_window_size = 1 MiB."""
-    return request.getfixturevalue("h2lb_big_window")
+def fresh_lb(request):
+    """test_lb_http2's balancer, started for one test."""
+    return request.getfixturevalue("h2lb")
 
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
@@ -446,23 +457,23 @@ def _flood(lb, build, rounds: int = 4) -> list[tuple[str, int]]:
     return codes
 
 
-def test_rapid_reset_flood_memory_bounded_others_served(tls_lb):
+def test_rapid_reset_flood_memory_bounded_others_served(fresh_lb):
     def resets(c: Raw):
         for i in range(3000):
             rst = RstStreamFrame(1 + 2 * i)
             rst.error_code = ErrorCodes.CANCEL
             yield c.headers(1 + 2 * i, request(b"/slow?ms=5000")) + rst.serialize()
 
-    by = Bystander(tls_lb)
+    by = Bystander(fresh_lb)
     codes: list = []
-    with RssSampler(tls_lb.pid) as rss:
-        during = by.served_during(lambda: codes.extend(_flood(tls_lb, resets)))
+    with RssSampler(fresh_lb.pid) as rss:
+        during = by.served_during(lambda: codes.extend(_flood(fresh_lb, resets)))
     assert codes == [("goaway", ErrorCodes.ENHANCE_YOUR_CALM)] * 4, codes
     assert rss.growth < 64 * 1024, rss.growth  # KiB, over 4 flooding connections
     assert during >= 1, "no answer to the other client while the flood ran"
 
 
-def test_continuation_flood_memory_bounded_others_served(tls_lb):
+def test_continuation_flood_memory_bounded_others_served(fresh_lb):
     def continuations(c: Raw):
         first = HeadersFrame(1)
         first.data = b"\x00" * 16384
@@ -472,10 +483,10 @@ def test_continuation_flood_memory_bounded_others_served(tls_lb):
             cont.data = b"\x00" * 16384
             yield cont.serialize()
 
-    by = Bystander(tls_lb)
+    by = Bystander(fresh_lb)
     codes: list = []
-    with RssSampler(tls_lb.pid) as rss:
-        during = by.served_during(lambda: codes.extend(_flood(tls_lb, continuations)))
+    with RssSampler(fresh_lb.pid) as rss:
+        during = by.served_during(lambda: codes.extend(_flood(fresh_lb, continuations)))
     assert codes == [("goaway", ErrorCodes.ENHANCE_YOUR_CALM)] * 4, codes
     assert rss.growth < 32 * 1024, rss.growth
     assert during >= 1, "no answer to the other client while the flood ran"
