@@ -8,6 +8,7 @@ report of a failing test, as it does for web workers and Redis.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -54,11 +55,8 @@ def free_port() -> Iterator[Callable[[], int]]:
 
 @pytest.fixture
 def lb_factory(tmp_path: Path) -> Iterator[LbFactory]:
-    factory = LbFactory(tmp_path)
-    try:
+    with closing(LbFactory(tmp_path)) as factory:
         yield factory
-    finally:
-        factory.close()
 
 
 # Module-scoped twins of `lb_factory` and `web_worker_factory` (memory sessions), for a module's
@@ -69,20 +67,14 @@ def lb_factory(tmp_path: Path) -> Iterator[LbFactory]:
 
 @pytest.fixture(scope="module")
 def module_lb_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LbFactory]:
-    factory = LbFactory(tmp_path_factory.mktemp("lb"))
-    try:
+    with closing(LbFactory(tmp_path_factory.mktemp("lb"))) as factory:
         yield factory
-    finally:
-        factory.close()
 
 
 @pytest.fixture(scope="module")
 def module_web_workers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebWorkers]:
-    workers = WebWorkers(tmp_path_factory.mktemp("web"))
-    try:
+    with closing(WebWorkers(tmp_path_factory.mktemp("web"))) as workers:
         yield workers
-    finally:
-        workers.close()
 
 
 def backends_toml(pool: str, workers: list[Any], weights: dict[str, int] | None = None) -> str:

@@ -37,13 +37,23 @@ def statuses(raw: bytes) -> list[int]:
     return [int(line.split()[1]) for line in raw.split(b"\r\n") if line.startswith(b"HTTP/1.")]
 
 
+LB_CONFIG = ("[timeouts]\nclient_header = 1.0\n[limits]\nmax_header_bytes = 8192\nmax_body_bytes = 1000000\n"
+             "max_client_connections = 40\n" + NO_HEALTH)
+
+
 @pytest.fixture
 def lb(web_worker_factory, lb_factory) -> LbProcess:
+    """A balancer of the test's own, for tests that hold connections open (timeouts, limits)."""
     w = web_worker_factory("w")
-    return lb_factory(
-        "[timeouts]\nclient_header = 1.0\n[limits]\nmax_header_bytes = 8192\nmax_body_bytes = 1000000\n"
-        "max_client_connections = 40\n" + NO_HEALTH + backends_toml("web", [w])
-    )
+    return lb_factory(LB_CONFIG + backends_toml("web", [w]))
+
+
+@pytest.fixture(scope="module")
+def shared_lb(module_web_workers, module_lb_factory) -> LbProcess:
+    """The same balancer, shared by the tests that only exchange requests on connections of their
+    own, each closed by the end of its exchange (and after each, the balancer must still serve)."""
+    w = module_web_workers("w")
+    return module_lb_factory(LB_CONFIG + backends_toml("web", [w]))
 
 
 @pytest.mark.parametrize(
@@ -64,23 +74,23 @@ def lb(web_worker_factory, lb_factory) -> LbProcess:
     ids=["cl+te", "two-cl", "obs-fold", "space-colon", "bad-name", "bare-lf", "bad-chunk",
          "http10-chunked", "no-host", "tls-hello", "bad-version"],
 )
-def test_malformed_requests_get_4xx_5xx_and_close(lb, request_bytes):
-    out = raw_exchange(lb.port, request_bytes)
+def test_malformed_requests_get_4xx_5xx_and_close(shared_lb, request_bytes):
+    out = raw_exchange(shared_lb.port, request_bytes)
     codes = statuses(out)
     assert len(codes) == 1 and 400 <= codes[0] <= 505, out
     assert b"connection: close" in out.lower()
     # and the balancer still serves everyone else
-    assert statuses(raw_exchange(lb.port, b"GET /whoami HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")) == [200]
+    assert statuses(raw_exchange(shared_lb.port, b"GET /whoami HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")) == [200]
 
 
-def test_oversized_head_gets_431_and_oversized_body_413(lb):
+def test_oversized_head_gets_431_and_oversized_body_413(shared_lb):
     big = b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 9000 + b"\r\n\r\n"
-    assert statuses(raw_exchange(lb.port, big)) == [431]
+    assert statuses(raw_exchange(shared_lb.port, big)) == [431]
     body = b"POST /sink HTTP/1.1\r\nHost: x\r\nContent-Length: 2000000\r\n\r\n" + b"x" * 1000
-    assert statuses(raw_exchange(lb.port, body)) == [413]
+    assert statuses(raw_exchange(shared_lb.port, body)) == [413]
 
 
-def test_request_split_at_every_byte_is_parsed_identically(lb):
+def test_request_split_at_every_byte_is_parsed_identically(shared_lb):
     req = (
         b"POST /echo HTTP/1.1\r\nHost: example\r\nX-Test: split\r\nTransfer-Encoding: chunked\r\n\r\n"
         b"5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n"
@@ -88,7 +98,7 @@ def test_request_split_at_every_byte_is_parsed_identically(lb):
     )
     for i in range(0, len(req)):
         pieces = [req[:i], req[i:]] if i else [req]
-        out = raw_exchange(lb.port, pieces)
+        out = raw_exchange(shared_lb.port, pieces)
         (s1, body1), (s2, body2) = responses(out, ["POST", "GET"])
         assert (s1, body1, s2) == (200, b"hello world", 200), (i, out[:300])
         seen = json.loads(body2)
@@ -100,19 +110,19 @@ def test_request_split_at_every_byte_is_parsed_identically(lb):
 @given(st.binary(min_size=1, max_size=300) | st.builds(
     lambda junk, pos: b"GET /whoami HTTP/1.1\r\nHost: x\r\n\r\n"[:pos] + junk,
     st.binary(max_size=40), st.integers(0, 30)))
-def test_garbage_gets_an_http_answer_or_close_never_a_hang(lb, data):
-    out = raw_exchange(lb.port, data, timeout=10)
+def test_garbage_gets_an_http_answer_or_close_never_a_hang(shared_lb, data):
+    out = raw_exchange(shared_lb.port, data, timeout=10)
     for code in statuses(out):
         assert code in (200, 400, 404, 405, 408, 413, 414, 431, 501, 505), out[:300]
     # the daemon is alive and serving
-    assert statuses(raw_exchange(lb.port, b"GET /whoami HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")) == [200]
+    assert statuses(raw_exchange(shared_lb.port, b"GET /whoami HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")) == [200]
 
 
-def test_headers_rewritten(lb):
+def test_headers_rewritten(shared_lb):
     req = (b"GET /headers HTTP/1.1\r\nHost: shop.example\r\nX-Forwarded-For: 10.1.1.1\r\n"
            b"X-Forwarded-Proto: https\r\nConnection: close, X-Secret\r\nX-Secret: s3\r\n"
            b"Keep-Alive: timeout=5\r\nTE: trailers\r\n\r\n")
-    out = raw_exchange(lb.port, req)
+    out = raw_exchange(shared_lb.port, req)
     seen = json.loads(out[out.index(b"\r\n\r\n") + 4:])
     h = seen["headers"]
     assert h["X-Forwarded-For"] == "10.1.1.1, 127.0.0.1"
@@ -122,7 +132,7 @@ def test_headers_rewritten(lb):
     for hop in ("X-Secret", "Keep-Alive", "TE"):
         assert hop not in h
     rid = b"GET /headers HTTP/1.1\r\nHost: x\r\nX-Request-ID: abc-123\r\nConnection: close\r\n\r\n"
-    out = raw_exchange(lb.port, rid)
+    out = raw_exchange(shared_lb.port, rid)
     assert json.loads(out[out.index(b"\r\n\r\n") + 4:])["headers"]["X-Request-ID"] == "abc-123"
 
 
@@ -211,8 +221,8 @@ async def test_websocket_is_tunnelled(web_worker_factory, lb_factory):
             assert msg.data == b"\x00\x01" * 5000
 
 
-def test_head_and_http10_and_pipelining(lb):
-    out = raw_exchange(lb.port, b"HEAD /bytes?n=1000 HTTP/1.1\r\nHost: x\r\n\r\n"
+def test_head_and_http10_and_pipelining(shared_lb):
+    out = raw_exchange(shared_lb.port, b"HEAD /bytes?n=1000 HTTP/1.1\r\nHost: x\r\n\r\n"
                        b"GET /whoami HTTP/1.1\r\nHost: x\r\n\r\n"
                        b"GET /bytes?n=10&chunked=1 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
     (s1, b1), (s2, b2), (s3, b3) = responses(out, ["HEAD", "GET", "GET"])
@@ -220,7 +230,7 @@ def test_head_and_http10_and_pipelining(lb):
     assert json.loads(b2)["instance"] == "w"
     assert b"content-length: 1000" in out.lower()
     assert out.endswith(b"\r\n0\r\n\r\n")  # re-chunked for the HTTP/1.1 client
-    out10 = raw_exchange(lb.port, b"GET /bytes?n=5&chunked=1 HTTP/1.0\r\nHost: x\r\n\r\n")
+    out10 = raw_exchange(shared_lb.port, b"GET /bytes?n=5&chunked=1 HTTP/1.0\r\nHost: x\r\n\r\n")
     # an HTTP/1.0 client cannot take chunked: the body is delimited by closing the connection
     assert statuses(out10) == [200] and out10.endswith(b"\r\n\r\n" + bytes(range(5)))
     assert b"transfer-encoding" not in out10.lower()
