@@ -137,6 +137,23 @@ def geodns(tmp_path: Path, targets):
     assert rc == 0, proc.log_tail()
 
 
+@pytest.fixture(scope="module")
+def shared_geodns(tmp_path_factory):
+    """The same server over two healthy targets, shared by the tests that only ask it questions
+    (answers, rcodes, EDNS, garbage it must survive); tests that kill targets, reload or drain
+    get their own `geodns`."""
+    east, west = Target(), Target()
+    try:
+        proc = GeoDnsProcess(tmp_path_factory.mktemp("geodns"), body(east.port, west.port))
+        proc.start()
+        yield proc
+        rc = proc.stop()
+        assert rc == 0, proc.log_tail()
+    finally:
+        east.close()
+        west.close()
+
+
 def dig_status(out: str) -> str:
     m = re.search(r"status: (\w+)", out)
     assert m, out
@@ -147,25 +164,25 @@ def dig_answers(out: str) -> list[str]:
     return sorted(re.findall(r"^\S+\s+\d+\s+IN\s+A\s+(\S+)$", out, re.M))
 
 
-def test_two_regions_get_their_own_dc(geodns):
-    assert dig_answers(geodns.dig("app.example.test", source="127.0.0.2")) == [EAST]
-    assert dig_answers(geodns.dig("app.example.test", source="127.0.0.3")) == [WEST]
-    assert addresses(geodns.query("app.example.test", source="127.0.0.2")) == [EAST]
-    assert addresses(geodns.query("www.example.test", source="127.0.0.3")) == [WEST]
+def test_two_regions_get_their_own_dc(shared_geodns):
+    assert dig_answers(shared_geodns.dig("app.example.test", source="127.0.0.2")) == [EAST]
+    assert dig_answers(shared_geodns.dig("app.example.test", source="127.0.0.3")) == [WEST]
+    assert addresses(shared_geodns.query("app.example.test", source="127.0.0.2")) == [EAST]
+    assert addresses(shared_geodns.query("www.example.test", source="127.0.0.3")) == [WEST]
 
 
-def test_ecs_honoured_and_echoed_with_scope(geodns):
-    out = geodns.dig("app.example.test", "+subnet=10.2.5.0/24", source="127.0.0.2")
+def test_ecs_honoured_and_echoed_with_scope(shared_geodns):
+    out = shared_geodns.dig("app.example.test", "+subnet=10.2.5.0/24", source="127.0.0.2")
     assert dig_answers(out) == [WEST]
     assert "CLIENT-SUBNET: 10.2.5.0/24/16" in out  # the /16 region entry decided
-    r = geodns.query("app.example.test", source="127.0.0.3", use_edns=0,
+    r = shared_geodns.query("app.example.test", source="127.0.0.3", use_edns=0,
                      options=[dns.edns.ECSOption("10.1.9.0", 24)])  # fmt: skip
     assert addresses(r) == [EAST]
     (ecs,) = r.options
     assert (ecs.address, ecs.srclen, ecs.scopelen) == ("10.1.9.0", 24, 16)
 
 
-def test_weighted_split_over_10000_client_subnets(geodns):
+def test_weighted_split_over_10000_client_subnets(shared_geodns):
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sock.bind(("127.0.0.2", 0))
     counts = {EAST: 0, WEST: 0}
@@ -174,12 +191,12 @@ def test_weighted_split_over_10000_client_subnets(geodns):
             subnet = f"10.{100 + (i >> 8) % 100}.{i & 255}.0"
             q = dns.message.make_query("split.example.test", "A", use_edns=0,
                                        options=[dns.edns.ECSOption(subnet, 24)])  # fmt: skip
-            r = dns.query.udp(q, "127.0.0.1", port=geodns.port, sock=sock, timeout=3)
+            r = dns.query.udp(q, "127.0.0.1", port=shared_geodns.port, sock=sock, timeout=3)
             (addr,) = addresses(r)
             counts[addr] += 1
         assert abs(counts[EAST] / 100 - 70) <= 2, counts
         # one client subnet: the same answer every time, whatever the source address
-        seen = {addresses(geodns.query("split.example.test", source=src, use_edns=0,
+        seen = {addresses(shared_geodns.query("split.example.test", source=src, use_edns=0,
                                        options=[dns.edns.ECSOption("10.150.7.0", 24)]))[0]
                 for src in ("127.0.0.2", "127.0.0.3", "127.0.0.1") for _ in range(5)}  # fmt: skip
         assert len(seen) == 1
@@ -207,53 +224,53 @@ def test_health_target_killed_then_recovered(geodns, targets):
              "east back after recovery")  # fmt: skip
 
 
-def test_rcodes_with_dig(geodns):
-    out = geodns.dig("nope.example.test")
+def test_rcodes_with_dig(shared_geodns):
+    out = shared_geodns.dig("nope.example.test")
     assert dig_status(out) == "NXDOMAIN" and re.search(r"AUTHORITY SECTION:\nexample.test.\s+60\s+IN\s+SOA", out)
-    out = geodns.dig("deep.example.test", "A")  # an empty non-terminal: NODATA
+    out = shared_geodns.dig("deep.example.test", "A")  # an empty non-terminal: NODATA
     assert dig_status(out) == "NOERROR" and "ANSWER: 0" in out and "IN\tSOA" in out
-    out = geodns.dig("ns1.example.test", "AAAA")
+    out = shared_geodns.dig("ns1.example.test", "AAAA")
     assert dig_status(out) == "NOERROR" and "ANSWER: 0" in out and "IN\tSOA" in out
-    assert dig_status(geodns.dig("example.org")) == "REFUSED"
-    assert dig_status(geodns.dig("+opcode=status", "app.example.test")) == "NOTIMP"
-    assert dig_status(geodns.dig("+edns=1", "+noednsnegotiation", "app.example.test")) == "BADVERS"
-    out = geodns.dig("aPp.ExAmple.test")
+    assert dig_status(shared_geodns.dig("example.org")) == "REFUSED"
+    assert dig_status(shared_geodns.dig("+opcode=status", "app.example.test")) == "NOTIMP"
+    assert dig_status(shared_geodns.dig("+edns=1", "+noednsnegotiation", "app.example.test")) == "BADVERS"
+    out = shared_geodns.dig("aPp.ExAmple.test")
     assert ";aPp.ExAmple.test.\t\tIN\tA" in out  # the question's case kept
 
 
-def test_truncation_then_tcp(geodns):
-    out = geodns.dig("+noedns", "+ignore", "big.example.test", "TXT")
+def test_truncation_then_tcp(shared_geodns):
+    out = shared_geodns.dig("+noedns", "+ignore", "big.example.test", "TXT")
     assert re.search(r"flags: qr aa( rd)? tc", out) or "flags: qr tc aa" in out, out
-    out = geodns.dig("+noedns", "big.example.test", "TXT")  # dig retries over TCP on TC
+    out = shared_geodns.dig("+noedns", "big.example.test", "TXT")  # dig retries over TCP on TC
     assert "Truncated, retrying in TCP mode" in out and "ANSWER: 3" in out
-    r = geodns.query("big.example.test", "TXT")
+    r = shared_geodns.query("big.example.test", "TXT")
     assert r.flags & dns.flags.TC and not r.answer
-    r = geodns.query("big.example.test", "TXT", tcp=True)
+    r = shared_geodns.query("big.example.test", "TXT", tcp=True)
     assert not r.flags & dns.flags.TC and len(r.answer[0]) == 3
 
 
-def test_formerr_and_garbage_do_not_stop_the_server(geodns):
+def test_formerr_and_garbage_do_not_stop_the_server(shared_geodns):
     rng = random.Random(1234)
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sock.settimeout(2)
     try:
         q = dns.message.make_query("app.example.test", "A")
         q.question.append(q.question[0])  # two questions: FORMERR
-        sock.sendto(q.to_wire(), ("127.0.0.1", geodns.port))
+        sock.sendto(q.to_wire(), ("127.0.0.1", shared_geodns.port))
         assert dns.message.from_wire(sock.recv(4096)).rcode() == dns.rcode.FORMERR
         loop = b"\xab\xcd\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00\xc0\x0c\x00\x01\x00\x01"
-        sock.sendto(loop, ("127.0.0.1", geodns.port))
+        sock.sendto(loop, ("127.0.0.1", shared_geodns.port))
         reply = sock.recv(4096)
         assert reply[:2] == b"\xab\xcd" and reply[3] & 0x0F == dns.rcode.FORMERR
         for _ in range(300):
-            sock.sendto(rng.randbytes(rng.randrange(0, 200)), ("127.0.0.1", geodns.port))
+            sock.sendto(rng.randbytes(rng.randrange(0, 200)), ("127.0.0.1", shared_geodns.port))
     finally:
         sock.close()
-    assert addresses(geodns.query("app.example.test", source="127.0.0.2")) == [EAST]
+    assert addresses(shared_geodns.query("app.example.test", source="127.0.0.2")) == [EAST]
     # TCP: several queries on one connection (RFC 7766), garbage among them answered FORMERR
     good = [dns.message.make_query(n, "A") for n in ("app.example.test", "www.example.test", "nx.example.test")]
     garbage = b"\x00\x07\x01\x00\x00\x01\x00\x00"
-    with socket.create_connection(("127.0.0.1", geodns.port), timeout=3) as c:
+    with socket.create_connection(("127.0.0.1", shared_geodns.port), timeout=3) as c:
         payload = b"".join(len(w).to_bytes(2, "big") + w for w in [good[0].to_wire(), garbage[:2] + b"\x01\x00"
                                                                   + b"\x00\x01" + b"\x00" * 6 + b"\xc0\x0c\x00\x01\x00\x01",
                                                                   good[1].to_wire(), good[2].to_wire()])  # fmt: skip
@@ -271,7 +288,7 @@ def test_formerr_and_garbage_do_not_stop_the_server(geodns):
     assert [a.rcode() for a in answers] == [dns.rcode.NOERROR, dns.rcode.FORMERR, dns.rcode.NOERROR,
                                             dns.rcode.NXDOMAIN]  # fmt: skip
     assert answers[0].id == good[0].id and answers[3].id == good[2].id
-    assert geodns.proc.poll() is None
+    assert shared_geodns.proc.poll() is None
 
 
 def test_sighup_reload_changes_an_answer(geodns, targets):
@@ -388,7 +405,7 @@ def test_idle_tcp_connection_closed_and_sigterm_exits_cleanly(tmp_path: Path, ta
         assert proc.stop() == 0, proc.log_tail()
 
 
-def test_edns_compliance_checks_with_dig(geodns):
+def test_edns_compliance_checks_with_dig(shared_geodns):
     """The queries of ISC's EDNS compliance tester (ednscomp), asked with dig."""
     cases = {
         "plain": (["+noedns"], "NOERROR"),
@@ -402,7 +419,7 @@ def test_edns_compliance_checks_with_dig(geodns):
         "zflag": (["+edns=0", "+zflag"], "NOERROR"),
     }
     for name, (args, status) in cases.items():
-        out = geodns.dig("+norec", *args, "app.example.test", source="127.0.0.2")
+        out = shared_geodns.dig("+norec", *args, "app.example.test", source="127.0.0.2")
         assert dig_status(out) == status, (name, out)
         if status == "NOERROR":
             assert dig_answers(out) == [EAST], (name, out)
