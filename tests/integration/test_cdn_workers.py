@@ -5,6 +5,7 @@ being streamed. Real origin process, real curl, raw sockets."""
 
 from __future__ import annotations
 
+import os
 import signal
 
 import pytest
@@ -80,6 +81,22 @@ def test_sighup_reload_reaches_every_worker(cdn, origin):
     st = cdn.status()
     assert st["max_bytes"] == 2 * 2097152 and st["reloads"] == 1
     assert curl(cdn, "/obj/w2?cc=max-age=300")[0] == 200
+
+
+def test_a_purge_that_misses_a_worker_is_refused(tmp_path, origin):
+    c = Cdn(tmp_path, origin, top="workers = 2")
+    try:
+        fetch_until(c, origin, "/obj/w3?cc=max-age=300", 2)
+        pids = [w["pid"] for w in c.status()["workers"]]
+        os.kill(pids[1], signal.SIGKILL)
+        # One worker cannot purge: the object may still be served by it, so the purge fails loudly.
+        status, _ = purge(c, "key=nothing")
+        assert status == 503
+        assert [w["pid"] for w in c.status()["workers"]] == pids[:1]
+    finally:
+        c.stop()
+        c.lock.release()
+        c.admin_lock.release()
 
 
 def test_sigterm_drains_an_answer_being_streamed(cdn, origin):
