@@ -40,7 +40,7 @@ __all__ = ["TableCounters", "add_cache_routes", "cache_metrics", "cache_snapshot
 P = "tierproxy_dbproxy_query_cache_"
 _TOTALS = ("entries", "bytes", "max_bytes", "hits", "misses", "stored", "not_stored", "evictions",
            "expirations", "invalidations", "coalesced", "purges", "notifications", "listen_connects",
-           "listening")  # fmt: skip
+           "listening", "redis_hits", "bypassed", "redis_up", "redis_outages")  # fmt: skip
 
 
 class TableCounters:
@@ -86,6 +86,10 @@ def cache_snapshot(cache: QueryCache | None) -> dict[str, Any] | None:
         "invalidations": sum(store.invalidations.values()) + cache.cleared,
         "coalesced": cache.coalesced, "purges": cache.purges, "notifications": cache.notifications,
         "listen_connects": cache.listen_connects, "listening": cache.listening,
+        # the shared level ([cache] redis, qcache_bus.py); redis_up summed over workers: how many reach it
+        "redis_hits": cache.l2_hits, "bypassed": cache.bypassed,
+        "redis_up": int(cache.shared is not None and cache.shared.up),
+        "redis_outages": cache.shared.outages if cache.shared is not None else 0,
     }  # fmt: skip
     return {"totals": totals, "tables": per_table}
 
@@ -139,11 +143,16 @@ def cache_metrics(snap: Mapping[str, Any] | None) -> Iterable[Metric]:
                       ("coalesced", "Misses that waited for another client's identical query instead of running it"),
                       ("purges", "POST /cache/purge requests"),
                       ("notifications", "NOTIFYs received on [cache.listen]'s channel (writes that bypassed the proxy)"),
-                      ("listen_connects", "[cache.listen] connections made (each one drops the whole cache)")):  # fmt: skip
+                      ("listen_connects", "[cache.listen] connections made (each one drops the whole cache)"),
+                      ("redis_hits", "Hits whose answer came from Redis (the shared level), counted in hits too"),
+                      ("bypassed", "Cacheable statements run without the cache because Redis was unavailable"),
+                      ("redis_outages", "Times the shared level found Redis unavailable (then bypassed it)")):  # fmt: skip
         key = "stored" if name == "stores" else name
         yield CounterMetricFamily(P + name, doc, value=t.get(key, 0))
     yield GaugeMetricFamily(P + "bytes", "Bytes held by the query cache's in-process level", value=t["bytes"])
     yield GaugeMetricFamily(P + "max_bytes", "The in-process level's bound (cache.max_bytes)", value=t["max_bytes"])
+    yield GaugeMetricFamily(P + "redis_up", "Processes whose shared level reaches Redis now ([cache] redis)",
+                            value=t.get("redis_up", 0))
     yield GaugeMetricFamily(P + "listening", "[cache.listen] databases listened to now", value=t.get("listening", 0))
     yield GaugeMetricFamily(P + "entries", "Entries in the query cache's in-process level", value=t["entries"])
     inval = CounterMetricFamily(P + "invalidations", "Entries dropped because a write (or a purge, or a "

@@ -183,9 +183,11 @@ def _looked_up(session: CachingSession, batch: list[tuple[Message, Any]], p: _Pe
     if answer is not None:
         cache.store.get(p.key, now)  # counts the hit, and for LRU/LFU it is a use
     else:
-        cache.store.misses += 1
         answer = found.answer
-        if answer is not None:
+        if answer is None:
+            cache.store.misses += 1
+        else:  # a hit from Redis: counted with the in-process ones, and apart (redis_hits)
+            cache.store.hits += 1
             cache.l2_hits += 1
             cache.store.put(p.key, encode_entry(found.versions, answer), p.tables,
                             now + max(found.ttl_ms, 1) / 1000, now)  # fmt: skip

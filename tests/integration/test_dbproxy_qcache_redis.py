@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -90,6 +91,15 @@ def pair(pg_cluster: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
         redis.close()
 
 
+def _metrics(proxy: DbProxyServer) -> dict[str, float]:
+    """The `tierproxy_dbproxy_query_cache_*` samples of the instance's /metrics."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{proxy.admin_port}/metrics", timeout=10) as resp:
+        text = resp.read().decode()
+    prefix = "tierproxy_dbproxy_query_cache_"
+    return {name[len(prefix) :]: float(value) for name, _, value in
+            (line.rpartition(" ") for line in text.splitlines() if line.startswith(prefix))}  # fmt: skip
+
+
 def _connect(proxy: DbProxyServer) -> psycopg.Connection[Any]:
     return psycopg.connect(proxy.dsn(), autocommit=True, cursor_factory=psycopg.ClientCursor)
 
@@ -147,6 +157,9 @@ def test_a_write_through_one_instance_is_read_through_the_other_every_time(pg_cl
             assert _read(reader, table, key) == new, (n, table, key)
             if n % 250 == 0:  # the cache is in use all along
                 assert _served_from_cache(pg_cluster, reader, table, key)
+    for proxy in (pair.a, pair.b):
+        m = _metrics(proxy)
+        assert m["redis_up"] == 1 and m["redis_hits_total"] > 0 and m["hits_total"] >= m["redis_hits_total"], m
 
 
 async def test_redis_killed_and_restarted_under_load(pg_cluster, pair) -> None:
@@ -210,8 +223,12 @@ async def test_redis_killed_and_restarted_under_load(pg_cluster, pair) -> None:
     errors = [d for d in done if isinstance(d, BaseException)]
     assert not errors, errors
     assert counts["writes"] > 0 and counts["reads"] > 0
-    with _connect(pair.b) as b:
+    with _connect(pair.b) as b, _connect(pair.a) as a:
         _wait_for_hits(pg_cluster, b, TABLES[2], 1)
+        _wait_for_hits(pg_cluster, a, TABLES[2], 2)
+    for proxy in (pair.a, pair.b):  # both saw Redis go, ran reads without it, and reach it again
+        m = _metrics(proxy)
+        assert m["redis_outages_total"] >= 1 and m["bypassed_total"] > 0 and m["redis_up"] == 1, m
 
 
 async def test_extended_protocol_reads_are_shared_and_invalidated_across_instances(pg_cluster, pair) -> None:
@@ -251,3 +268,38 @@ async def test_extended_protocol_reads_are_shared_and_invalidated_across_instanc
     finally:
         await a_async.close()
         await b_async.close()
+
+
+def test_workers_of_one_instance_share_the_cache(pg_cluster, pair) -> None:
+    """workers = 2 (each process its own in-process level and Redis connection, clients spread by
+    SO_REUSEPORT): a write through any connection is read through every other one, and what one
+    stored is served to the others."""
+    log_dir = pair.a.config_path.parent.parent / "w2"
+    log_dir.mkdir()
+    extra = f'[cache]\nenabled = true\nredis = "{pair.redis.url}"\n'
+    proxy = start_dbproxy(pg_cluster, log_dir=log_dir, users=DBPROXY_USERS, extra=extra, workers=2)
+    table, key = TABLES[1], 7
+    conns = [_connect(proxy) for _ in range(6)]  # on both workers but with probability 1/32
+    try:
+        for n in range(15):
+            writer = conns[n % len(conns)]
+            for c in conns:
+                _read(c, table, key)  # stored (or served) through every worker
+            writer.execute(f"UPDATE {table} SET v = {10_000 + n} WHERE id = {key}")
+            for c in conns:
+                assert _read(c, table, key) == 10_000 + n, (n, conns.index(c))
+        # what one worker stores, every connection gets (whatever its worker): polled, since a
+        # read right after a write may find the write's mark not yet released (and not store)
+        deadline = time.monotonic() + DEADLINE
+        while True:
+            before = [_read(c, table, key) for c in conns]
+            _bypass(pg_cluster, table, key, before[0] + 1_000_000)
+            after = [_read(c, table, key) for c in conns]
+            conns[0].execute(f"UPDATE {table} SET v = {before[0]} WHERE id = {key}")
+            if after == before:
+                break
+            assert time.monotonic() < deadline, (before, after)
+    finally:
+        for c in conns:
+            c.close()
+        proxy.close()
