@@ -303,3 +303,25 @@ def test_workers_of_one_instance_share_the_cache(pg_cluster, pair) -> None:
         for c in conns:
             c.close()
         proxy.close()
+
+
+def test_copy_from_truncate_and_ddl_through_one_instance_are_read_through_the_other(pg_cluster, pair) -> None:
+    table = TABLES[0]
+    count = f"{HINT}SELECT count(*) FROM {table}"
+    with _connect(pair.a) as a, _connect(pair.b) as b:
+        n = b.execute(count).fetchone()[0]
+        with a.cursor().copy(f"COPY {table} (id, v) FROM STDIN") as copy:
+            for i in range(1000, 1010):
+                copy.write_row((i, i))
+        assert b.execute(count).fetchone()[0] == n + 10
+        a.execute(f"DELETE FROM {table} WHERE id >= 1000")
+        assert b.execute(count).fetchone()[0] == n
+        assert b.execute(f"{HINT}SELECT count(*) FROM {TABLES[3]}").fetchone()[0] == KEYS
+        a.execute("CREATE TABLE IF NOT EXISTS qr_scratch (a int); TRUNCATE qr_scratch")  # unknown tables: everything
+        b.execute(f"{HINT}SELECT count(*) FROM {TABLES[3]}")
+        a.execute(f"CREATE TEMP TABLE qr_tmp AS SELECT 1; INSERT INTO {TABLES[3]} VALUES (999, 0)")
+        try:
+            assert b.execute(f"{HINT}SELECT count(*) FROM {TABLES[3]}").fetchone()[0] == KEYS + 1
+        finally:
+            a.execute(f"DELETE FROM {TABLES[3]} WHERE id = 999")
+        assert b.execute(f"{HINT}SELECT count(*) FROM {TABLES[3]}").fetchone()[0] == KEYS
