@@ -64,7 +64,10 @@ def _terminated_by_another_client(dsn: str) -> tuple[type, str | None, str]:
     try:
         victim.execute("SELECT 1")
         with psycopg.connect(dsn, autocommit=True) as killer:
-            assert killer.execute("SELECT pg_terminate_backend(%s)", (victim.info.backend_pid,)).fetchone() == (True,)
+            # With a timeout the call returns once the backend has exited (PostgreSQL 14+), so its
+            # FATAL is already sent when the victim speaks: without it, the victim's next query
+            # could race the signal and the two runs see different ends.
+            assert killer.execute("SELECT pg_terminate_backend(%s, 10000)", (victim.info.backend_pid,)).fetchone() == (True,)
         caught: list[psycopg.Error] = []
 
         def ended() -> bool:
