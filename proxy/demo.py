@@ -32,10 +32,12 @@ from proxy.core.config import load_config
 from proxy.core.runtime import run, setup_logging
 from proxy.devstack.daemons import DaemonProcess, start_daemon
 from proxy.devstack.demo_cdn import DemoCdn, start_demo_cdn, write_demo_static
+from proxy.devstack.demo_map import Tier, port_map
 from proxy.devstack.demo_patroni import DemoDatabase, start_demo_database
-from proxy.devstack.demo_shards import DemoShards
+from proxy.devstack.demo_shards import APP_PASSWORD, APP_USER, DemoShards
+from proxy.devstack.demo_traffic import Targets, traffic_argv
 from proxy.devstack.ports import PortLock
-from proxy.devstack.process import ManagedProcess
+from proxy.devstack.process import ManagedProcess, python_child_env
 from proxy.devstack.queue_worker import start_queue_worker
 from proxy.devstack.redis import start_redis
 from proxy.devstack.web import WebWorkers
@@ -160,6 +162,7 @@ def run_demo(args: argparse.Namespace) -> int:
     shards: DemoShards | None = None
     queue_worker: ManagedProcess | None = None
     cdn: DemoCdn | None = None
+    traffic: ManagedProcess | None = None
     try:
         # Every fixed port first, before PostgreSQL and the rest take seconds to start: a port that
         # something listens on stops the demo now, naming the holder (ports in TIME_WAIT from a
@@ -207,8 +210,48 @@ def run_demo(args: argparse.Namespace) -> int:
         cfg = load_config(config_path, LbConfig)
         lb_url = f"http://127.0.0.1:{args.port}"
         admin_url = f"http://127.0.0.1:{args.admin_port}"
+        assert shards.router is not None
+        tiers = [
+            Tier("DNS", "geodns", f"127.0.0.1:{args.dns_port}", f"{dns_admin}/",
+                 f"www.demo.test -> east 127.0.0.1 or west {WEST_HOST}"),
+            Tier("HTTP", "lb east", f"127.0.0.1:{args.port}, https {args.https_port}", f"{admin_url}/",
+                 ", ".join(f"{w.name} {w.address}" for w in workers)),
+            Tier("HTTP", "lb west", f"{WEST_HOST}:{args.port}", f"http://{WEST_HOST}:{args.admin_port}/",
+                 ", ".join(f"{w.name} {w.address}" for w in west_workers)),
+            Tier("HTTP", "cdn", f"127.0.0.1:{args.cdn_port}", f"http://127.0.0.1:{args.cdn_admin_port}/",
+                 "the east workers' static files"),
+            Tier("SQL", "dbproxy", f"{dbproxy.host}:{dbproxy.port}", f"http://{dbproxy.host}:{dbproxy.admin_port}/",
+                 "Patroni: " + ", ".join(f"{n.name} 127.0.0.1:{n.port}" for n in database.cluster.nodes)),
+            Tier("SQL", "shard", f"127.0.0.1:{args.shard_port}", f"http://127.0.0.1:{args.shard_admin_port}/",
+                 ", ".join(f"{n} {c.primary.address}" for n, c in shards.clusters.items() if c.primary is not None)),
+            Tier("Redis", "redis", redis.url.removeprefix("redis://"), "",
+                 "sessions; the notes queue, run by queue worker jobs1"),
+        ]  # fmt: skip
+        traffic_lines = [
+            "traffic: `tierproxy demo --traffic` drives a steady mixed load (HTTP through the east balancer and",
+            "  the cdn, SQL through the dbproxy and the shard router, DNS queries, queue jobs) so the status pages move.",
+        ]
+        if args.traffic:
+            targets = Targets(lb=lb_url, notes=True, cdn=f"http://127.0.0.1:{args.cdn_port}",
+                              cdn_paths=tuple(f"/static/{a}" for a in ["index.html", *site.assets]),
+                              dns=("127.0.0.1", args.dns_port), dbproxy=db_url,
+                              shard=f"postgresql://{APP_USER}:{APP_PASSWORD}@127.0.0.1:{args.shard_port}/postgres")
+            traffic = ManagedProcess(traffic_argv(targets), name="traffic", log_dir=workdir, env=python_child_env())
+            victim = workers.workers[-1]
+            replica = next((n for n in database.cluster.nodes if n.name != (database.cluster.leader_name() or "")), None)
+            traffic_lines = [
+                f"traffic is running (tallies every 10 s: tail -f {traffic.log_path}); watch the status pages",
+                f"  ({admin_url}/, http://{dbproxy.host}:{dbproxy.admin_port}/, ...) while you kill a part:",
+                f"  kill -9 {victim.process.pid}   # web worker {victim.name}: the balancer marks it down, says why, "
+                "and routes around it",
+                *([f"  kill -9 $(head -1 {replica.data_dir}/postmaster.pid)   # replica {replica.name}'s postmaster: "
+                   "reads move to the other one"] if replica is not None else []),
+                "  and the primary: the `kill -9` lines under \"database failover\" below",
+            ]
         banner = "\n".join(
             [
+                "",
+                *port_map(tiers),
                 "",
                 "tierproxy demo is running:",
                 f"  load balancer   {lb_url}/  in front of "
@@ -221,7 +264,7 @@ def run_demo(args: argparse.Namespace) -> int:
                 f"  curl -s --http2 --cacert {cert} https://localhost:{args.https_port}/whoami   # HTTPS + HTTP/2 "
                 "(a self-signed certificate made for this run)",
                 f"  curl -s -c /tmp/jar -b /tmp/jar {lb_url}/session   # a counter that any worker continues",
-                f"  open {admin_url}/                         # status page (refreshes itself)",
+                f"  open {admin_url}/                         # status page: backends, live graphs",
                 f"  curl -s {admin_url}/status                   # the same as JSON",
                 f"  curl -s {admin_url}/metrics                  # Prometheus metrics",
                 f"  curl -s -X POST -H 'Content-Type: application/json' {admin_url}/pools/web/backends/web1/drain",
@@ -258,6 +301,8 @@ def run_demo(args: argparse.Namespace) -> int:
                 "",
                 *database.cache_lines(lb_url),
                 "",
+                *traffic_lines,
+                "",
                 f"config: {config_path} (edit it and send SIGHUP to reload); Ctrl-C stops everything",
             ]
         )
@@ -268,6 +313,8 @@ def run_demo(args: argparse.Namespace) -> int:
     finally:
         for lock in port_locks:
             lock.release()
+        if traffic is not None:
+            traffic.terminate(5)
         for child in children:
             child.close()
         if cdn is not None:

@@ -53,6 +53,16 @@ def test_demo_serves_sessions_through_the_balancer_and_stops_cleanly(tmp_path):
             return b"tierproxy demo is running" in (tmp_path / "demo.log").read_bytes()
 
         wait_for(banner, 90, "the demo banner")
+        # The map of ports comes first: every tier with its address and its status page.
+        log_text = (tmp_path / "demo.log").read_text()
+        demo_map = log_text[log_text.index("map of the demo"):log_text.index("tierproxy demo is running")]
+        for tier, listen, page in (("geodns", dns_port, dns_admin), ("lb east", port, admin), ("cdn", cdn_port, cdn_admin),
+                                   ("dbproxy", db_port, db_admin), ("shard", shard_port, shard_admin)):
+            row = next(ln for ln in demo_map.splitlines()
+                       if ln.split()[:1] in (["DNS"], ["HTTP"], ["SQL"]) and f" {tier} " in ln)  # fmt: skip
+            assert f"127.0.0.1:{listen.port}" in row and f"http://127.0.0.1:{page.port}/" in row, row
+        with urllib.request.urlopen(f"http://127.0.0.1:{admin.port}/", timeout=5) as resp:
+            assert "id='graph-requests'" in resp.read().decode()  # the status page the map points at
         url = f"http://127.0.0.1:{port.port}"
         seen, counts = set(), []
         cookie = None
