@@ -67,6 +67,9 @@ class SharedLevel:
         self._renew = self.redis.register_script(RENEW)
         self.up = True
         self.owed = False  # a write was routed while its tables could not be marked
+        # token -> (database, tables) of writes routed unmarked and not ended yet: marked as soon
+        # as Redis answers again, so their end (release) is still what lets fills resume
+        self.unmarked: dict[str, tuple[str, frozenset[str] | None]] = {}
         self.live: dict[str, list[str]] = {}  # token -> mark keys of writes still running
         self.tasks: set[asyncio.Task[Any]] = set()
         self._loops: list[asyncio.Task[None]] = []
@@ -143,16 +146,24 @@ class SharedLevel:
                 "1" if tables is None else "0"]  # fmt: skip
         return keys, args
 
+    def note_unmarked(self, db: str, tables: frozenset[str] | None, token: str) -> None:
+        """A write goes to the server without its mark (Redis away): owed, and marked on return."""
+        self.owed = True
+        if token in self.unmarked:
+            _, before = self.unmarked[token]
+            tables = None if before is None or tables is None else before | tables
+        self.unmarked[token] = (db, tables)
+
     async def mark(self, db: str, tables: frozenset[str] | None, token: str) -> bool:
         """Mark a write about to be sent; False (and `owed`) if Redis did not take it."""
         if not self.up:
-            self.owed = True
+            self.note_unmarked(db, tables, token)
             return False
         keys, args = self._write_args(db, tables, token)
         try:
             await self._mark(keys=keys, args=args)
         except _FAILURES as exc:
-            self.owed = True
+            self.note_unmarked(db, tables, token)
             self._down(exc)
             return False
         self.live.setdefault(token, []).extend(keys[len(keys) // 2 :])
@@ -161,6 +172,7 @@ class SharedLevel:
     async def release(self, db: str, tables: frozenset[str] | None, token: str) -> None:
         """The write of `token` has ended: its marks go, its tables' versions grow once more."""
         self.live.pop(token, None)
+        self.unmarked.pop(token, None)  # ended while Redis was away: the owed epoch covers it
         if not self.up:
             return  # its marks expire within a lease
         keys, args = self._write_args(db, tables, token)
@@ -199,6 +211,14 @@ class SharedLevel:
                     keys, args = self._write_args("", None, "owed")
                     await self._mark(keys=keys, args=args)
                     await self._release(keys=keys, args=args)
+                for token, (db, tables) in list(self.unmarked.items()):
+                    # Still running: marked now, released when it ends (as if marked at its start).
+                    keys, args = self._write_args(db, tables, token)
+                    await self._mark(keys=keys, args=args)
+                    if self.unmarked.pop(token, None) is not None:
+                        self.live.setdefault(token, []).extend(keys[len(keys) // 2 :])
+                    else:  # it ended meanwhile
+                        await self._release(keys=keys, args=args)
             except _FAILURES:
                 continue
             self.owed = False

@@ -111,7 +111,7 @@ def shared_write(session: CachingSession, batch: list[tuple[Message, Any]], tabl
         return False
     marks.add(need)  # a failed mark is owed by the level: the session need not try again
     if not shared.up:
-        shared.owed = True
+        shared.note_unmarked(session.database, need, marks.token)
         return False
     _run_then(session, shared.mark(session.database, need, marks.token), lambda _ok: _route(session, batch))
     return True

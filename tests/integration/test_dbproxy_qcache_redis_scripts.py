@@ -126,3 +126,27 @@ async def test_redis_unreachable_is_not_an_error(redis_server) -> None:
         await lvl.release("db", TABLES, "w")
     finally:
         await lvl.close()
+
+
+async def test_a_write_routed_while_redis_was_away_is_marked_when_it_returns(level) -> None:
+    """Writes sent while the level was down: the one that ended is paid for by moving the epoch,
+    the one still running is marked when Redis answers again and keeps fills off its tables
+    until it ends."""
+    vers = await _stored(level, b"k7", b"old")
+    level.up = False  # as after a failed call (without the failure's own PING loop)
+    assert not await level.mark("db", frozenset({"t"}), "running")
+    assert not await level.mark("db", frozenset({"z"}), "ended")
+    await level.release("db", frozenset({"z"}), "ended")
+    assert level.owed and set(level.unmarked) == {"running"}
+    assert await level.lookup(b"k7", "db", TABLES, b"") is None  # bypassed while down
+    level._probe = asyncio.get_running_loop().create_task(level._probe_loop())
+    await asyncio.wait_for(level._probe, 10)
+    assert level.up and not level.owed and not level.unmarked
+    found = await level.lookup(b"k7", "db", TABLES, b"")
+    assert found is not None and found.answer is None and found.busy  # epoch moved; "t" marked
+    assert found.versions.split(b",")[0] != vers.split(b",")[0]
+    assert not await level.fill(b"k7", "db", TABLES, found.versions, encode_entry(found.versions, b"x"), 60_000)
+    await level.release("db", frozenset({"t"}), "running")
+    found = await level.lookup(b"k7", "db", TABLES, b"")
+    assert found is not None and not found.busy
+    assert await level.fill(b"k7", "db", TABLES, found.versions, encode_entry(found.versions, b"new"), 60_000)
