@@ -27,6 +27,7 @@ from proxy.devstack.postgres import (
     find_pg_bindir,
     format_lsn,
     parse_lsn,
+    start_pg_cluster,
     wal_end_of,
 )
 
@@ -128,12 +129,33 @@ async def test_scram_refuses_a_wrong_password(pg_cluster: PgCluster) -> None:
         await conn.close()
 
 
+# -- a primary and one replica shared by the tests that leave them as they found them ---------
+
+
+@pytest.fixture(scope="module")
+def shared_pair(tmp_path_factory: pytest.TempPathFactory):
+    cluster = start_pg_cluster(1, log_dir=tmp_path_factory.mktemp("pair"), name="pair")
+    try:
+        yield cluster
+    finally:
+        cluster.close()
+
+
+@pytest.fixture
+def pair(shared_pair: PgCluster) -> PgCluster:
+    # The apply-delay, fast-stop and pause tests each restore what they changed (no delay, the
+    # primary running, nothing frozen): before each, the replica streams and has replayed all.
+    wait_until(lambda: _streaming_names(shared_pair) == {"replica1"}, 15, "the replica streams")
+    shared_pair.wait_for_replicas_caught_up()
+    return shared_pair
+
+
 # -- clusters owned by one test -------------------------------------------------------------
 
 
-async def test_a_replica_with_an_apply_delay_lags_then_catches_up(pg_cluster_factory) -> None:
+async def test_a_replica_with_an_apply_delay_lags_then_catches_up(pair: PgCluster) -> None:
     delay_ms = 2000  # a whole number of seconds: SHOW would print it as '2s'
-    cluster = pg_cluster_factory(replicas=1)
+    cluster = pair
     primary, replica = cluster.primary, cluster.replicas[0]
     table = _table()
     primary.psql(f"create table {table} (x int)")
@@ -189,8 +211,8 @@ async def test_killing_a_replica_leaves_the_primary_and_the_other_replica_workin
     assert _streaming_names(cluster) == {"replica1", "replica2"}
 
 
-async def test_a_fast_stopped_primary_restarts_and_replicas_reconnect(pg_cluster_factory) -> None:
-    cluster = pg_cluster_factory(replicas=1)
+async def test_a_fast_stopped_primary_restarts_and_replicas_reconnect(pair: PgCluster) -> None:
+    cluster = pair
     primary, replica = cluster.primary, cluster.replicas[0]
     table = _table()
     primary.psql(f"create table {table} (x int); insert into {table} values (1)")
@@ -225,8 +247,8 @@ async def test_promote_turns_a_replica_into_a_writable_primary(pg_cluster_factor
         replica.set_apply_delay(10)
 
 
-async def test_pause_freezes_open_sessions_until_resume(pg_cluster_factory) -> None:
-    cluster = pg_cluster_factory(replicas=0)
+async def test_pause_freezes_open_sessions_until_resume(pair: PgCluster) -> None:
+    cluster = pair
     conn = await asyncpg.connect(cluster.primary.dsn)
     try:
         cluster.primary.pause()
