@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from proxy.devstack.postgres import start_pg_cluster
 from proxy.shard.maps import (
     HASH_PARTITION_SEED,
     INT8_MAX,
@@ -53,11 +54,16 @@ def _rows(out: str) -> list[list[str]]:
     return [line.split("|") for line in out.splitlines() if line]
 
 
-@pytest.fixture
-def pg(pg_cluster_factory: Any) -> Any:
-    cluster = pg_cluster_factory(replicas=0, name="shardhash")
-    assert cluster.primary.psql("show server_encoding") == "UTF8"
-    return cluster.primary
+@pytest.fixture(scope="module")
+def pg(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    # One server for the module: the tests only ask it for hashes and placements (the partition
+    # test drops and recreates its own tables first).
+    cluster = start_pg_cluster(0, log_dir=tmp_path_factory.mktemp("shardhash"), name="shardhash")
+    try:
+        assert cluster.primary.psql("show server_encoding") == "UTF8"
+        yield cluster.primary
+    finally:
+        cluster.close()
 
 
 def test_hashint8extended_matches_the_server(pg: Any) -> None:
