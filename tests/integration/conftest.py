@@ -138,3 +138,23 @@ def dbproxy_factory(tmp_path: Path) -> Iterator[DbProxyFactory]:
         yield factory
     finally:
         factory.close()
+
+
+# -- four standalone PostgreSQL servers (proxy.devstack.postgres) -------------------------------
+# `shard_servers` (session): s0..s3, started once for the `tierproxy shard` modules that reuse
+# test_shard_daemon.py's `shards` fixture (catalog, copy, extended_scatter, one_shard_parity,
+# protocol); that fixture gives each module an empty public schema with `users`.
+
+from proxy.devstack.postgres import PgCluster, start_pg_cluster  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def shard_servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[PgCluster]]:
+    clusters: list[PgCluster] = []
+    try:
+        for name in ("s0", "s1", "s2", "s3"):
+            clusters.append(start_pg_cluster(0, log_dir=tmp_path_factory.mktemp(f"shard_{name}"), name=name))
+        yield clusters
+    finally:
+        for c in clusters:
+            c.close()

@@ -19,7 +19,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from proxy.devstack.postgres import PgCluster, start_pg_cluster
+from proxy.devstack.postgres import PgCluster
 from proxy.devstack.shard import ShardRouterServer, start_shard_router
 
 SHARDS = ("s0", "s1", "s2", "s3")
@@ -58,22 +58,32 @@ class Shards:
         for c in self.conns.values():
             c.execute("truncate users")
 
+    def reset(self) -> None:
+        """What a fresh server holds, plus `users`: no prepared transaction, an empty public schema."""
+        for c in self.conns.values():
+            for (gid,) in c.execute("select gid from pg_prepared_xacts").fetchall():
+                c.execute(f"rollback prepared '{gid}'")
+            c.execute("drop schema public cascade")
+            c.execute("create schema public")
+            c.execute("create table users (user_id bigint primary key, name text)")
+
+    def close(self) -> None:
+        for c in self.conns.values():
+            c.close()
+
 
 @pytest.fixture(scope="module")
-def shards(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Shards]:
-    clusters: list[PgCluster] = []
+def shards(shard_servers: list[PgCluster]) -> Iterator[Shards]:
+    # The session's four servers (tests/integration/conftest.py), shared with the modules that
+    # reuse these fixtures; each module starts from an empty schema with `users` and runs its
+    # own router over them.
+    assert len(shard_servers) == len(SHARDS)
+    s = Shards(shard_servers)
     try:
-        for name in SHARDS:
-            clusters.append(start_pg_cluster(0, log_dir=tmp_path_factory.mktemp(f"shard_{name}"), name=name))
-        s = Shards(clusters)
-        for c in s.conns.values():
-            c.execute("create table users (user_id bigint primary key, name text)")
+        s.reset()
         yield s
-        for c in s.conns.values():
-            c.close()
     finally:
-        for c in clusters:
-            c.close()
+        s.close()
 
 
 @pytest.fixture(scope="module")
