@@ -322,7 +322,11 @@ def _insert(dsn: str, key: int, name: str, *, retry: bool) -> str:
                     return f"40001: {exc}"
 
 
-@pytest.mark.parametrize(("kind", "workers"), [("modulo", 1), ("consistent", 1), ("modulo", 2)])
+# ("modulo", 1) is marked slow (`-m slow`): the longest run (most rows move), and its two halves
+# run by default: the modulo map under a client's writes in ("modulo", 2), a one-worker router's
+# fence, hold and switch in ("consistent", 1).
+@pytest.mark.parametrize(("kind", "workers"), [pytest.param("modulo", 1, marks=pytest.mark.slow), ("consistent", 1),
+                                               ("modulo", 2)])  # fmt: skip
 def test_reshard_moves_every_row_while_a_client_writes(shards: Shards, tmp_path: Path, kind: str,
                                                        workers: int) -> None:  # fmt: skip
     """With `workers = 2` the supervisor relays the fence and the switch to both workers."""
