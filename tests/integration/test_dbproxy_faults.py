@@ -49,13 +49,10 @@ SQL = "SELECT inet_server_port() FROM faults_t WHERE id = {}"
 def faults_cluster(tmp_path_factory):
     # One primary and two replicas for the module: its tests only freeze servers (resumed in a
     # `finally`), never kill, promote or reconfigure one, and each runs its own dbproxy.
-    c = start_pg_cluster(2, log_dir=tmp_path_factory.mktemp("faults"), name="faults")
-    try:
+    with start_pg_cluster(2, log_dir=tmp_path_factory.mktemp("faults"), name="faults") as c:
         c.primary.psql("CREATE TABLE faults_t (id int PRIMARY KEY); INSERT INTO faults_t SELECT generate_series(1, 100)")
         c.wait_for_replicas_caught_up()
         yield c
-    finally:
-        c.close()
 
 
 @pytest.fixture

@@ -16,15 +16,12 @@ DELAY_MS = 300
 def delayed(tmp_path_factory):
     # One cluster for the module: each test runs its own dbproxy over it and only reads and
     # updates the one row (every check compares a read with the value its own loop just wrote).
-    cluster = start_pg_cluster(2, log_dir=tmp_path_factory.mktemp("ryw"), name="ryw")
-    try:
+    with start_pg_cluster(2, log_dir=tmp_path_factory.mktemp("ryw"), name="ryw") as cluster:
         cluster.primary.psql("CREATE TABLE ryw (id int PRIMARY KEY, v int NOT NULL); INSERT INTO ryw VALUES (1, 0)")
         cluster.wait_for_replicas_caught_up()
         for replica in cluster.replicas:
             replica.set_apply_delay(DELAY_MS)
         yield cluster
-    finally:
-        cluster.close()
 
 
 async def _write_then_read(dsn: str, rounds: int) -> tuple[int, int]:

@@ -134,11 +134,8 @@ async def test_scram_refuses_a_wrong_password(pg_cluster: PgCluster) -> None:
 
 @pytest.fixture(scope="module")
 def shared_pair(tmp_path_factory: pytest.TempPathFactory):
-    cluster = start_pg_cluster(1, log_dir=tmp_path_factory.mktemp("pair"), name="pair")
-    try:
+    with start_pg_cluster(1, log_dir=tmp_path_factory.mktemp("pair"), name="pair") as cluster:
         yield cluster
-    finally:
-        cluster.close()
 
 
 @pytest.fixture

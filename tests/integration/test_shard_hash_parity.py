@@ -58,12 +58,9 @@ def _rows(out: str) -> list[list[str]]:
 def pg(tmp_path_factory: pytest.TempPathFactory) -> Any:
     # One server for the module: the tests only ask it for hashes and placements (the partition
     # test drops and recreates its own tables first).
-    cluster = start_pg_cluster(0, log_dir=tmp_path_factory.mktemp("shardhash"), name="shardhash")
-    try:
+    with start_pg_cluster(0, log_dir=tmp_path_factory.mktemp("shardhash"), name="shardhash") as cluster:
         assert cluster.primary.psql("show server_encoding") == "UTF8"
         yield cluster.primary
-    finally:
-        cluster.close()
 
 
 def test_hashint8extended_matches_the_server(pg: Any) -> None:
