@@ -22,6 +22,7 @@ from typing import Any
 from proxy.cdn.cachestatus import cache_status
 from proxy.cdn.config import CdnConfig
 from proxy.cdn.fill import Fill
+from proxy.cdn.hit import HitInfo, hit_info, hit_wire, plain_request
 from proxy.cdn.origin import OriginError, fetch
 from proxy.cdn.origin import OriginResponse as StreamedResponse
 from proxy.cdn.originpool import OriginPool
@@ -42,6 +43,7 @@ from proxy.cdn.rfc9111 import (
     storable,
     stored_headers,
     vary_key,
+    vary_key_for,
 )
 from proxy.cdn.store import Entry, Store
 from proxy.cdn.surrogate import SURROGATE_FIELDS
@@ -67,13 +69,15 @@ _SPECIAL = frozenset({b"if-none-match", b"if-modified-since", b"range", b"if-ran
 class Answer:
     """An answer for the client: `body`, or with `stream` set, a body sent as it comes (an object
     with `async next_chunk() -> bytes`, b"" at the end, and `close()`), `length` bytes long when
-    known (else chunked)."""
+    known (else chunked). A plain hit comes with its head already serialised in `wire` (all
+    but the final empty line; `headers` then unused)."""
 
     status: int
     headers: list[tuple[bytes, bytes]]
     body: bytes
     stream: Any = None
     length: int | None = None
+    wire: bytes | None = None
 
 
 @dataclass(slots=True)
@@ -118,6 +122,7 @@ class Engine:
                          "origin_requests": 0, "origin_errors": 0, "not_stored": 0, "passes": 0}
         self.origin_latency = Histogram()
         self._versioned = compile_pattern(cfg.cache.versioned_pattern)
+        self._hit_status = cache_status(cfg.cache.name, hit=True).replace(b"%", b"%%") + b"; ttl=%d"
         # A key trace for `tierproxy cdn whatif` (proxy/cdn/trace.py), when one is being recorded.
         self.trace: TraceRecorder | None = None
         self.evictions_before: dict[str, int] = {}  # by policy, of stores replaced on reload
@@ -133,6 +138,7 @@ class Engine:
         else:
             self.store.resize(c.max_bytes, c.max_object_bytes)
         self._versioned = compile_pattern(c.versioned_pattern)
+        self._hit_status = cache_status(c.name, hit=True).replace(b"%", b"%%") + b"; ttl=%d"
         self.origins.apply(cfg.origin_servers, cfg.origin.health, cfg.origin.max_idle)
         self.cfg = cfg
 
@@ -172,6 +178,10 @@ class Engine:
             return await self._pass(head, body, "method")
         host = (head.host or get_header(head.fields(), b"host") or b"").lower()
         primary = host + b" " + head.target
+        if plain_request(head.raw_fields, head.headers):
+            answer = self._plain_hit(head, primary)
+            if answer is not None:
+                return answer
         req = head.fields()
         req_cc = parse_cache_control(req)
         if b"no-store" in req_cc:
@@ -211,6 +221,45 @@ class Engine:
             return await self._revalidate(head, primary, key, entry, ttl)
         fwd = "vary-miss" if self.store.variants(primary) else "uri-miss"
         return await self._miss(head, primary, fwd)
+
+    def _plain_hit(self, head: RequestHead, primary: bytes) -> Answer | None:
+        """A fresh hit for a request with no Cache-Control, validators or ranges (`plain_request`),
+        answered from what was computed when the object was stored; None: `handle` decides.
+        The same answer, byte for byte, as `handle`'s general path would give."""
+        store = self.store
+        for secondary in store.variant_set(primary):
+            key = (primary, secondary)
+            entry = store.peek(key)
+            if entry is None:
+                continue
+            hot = entry.hot or self._hot(entry)
+            names = hot.vary
+            if names:
+                if vary_key_for(names, head.fields()) != secondary:
+                    continue
+            elif secondary != (() if names is not None else None):
+                continue
+            if entry.stale or hot.no_cache:
+                return None
+            age = hot.initial_age + max(0.0, self.clock() - entry.response_time)
+            ttl = entry.lifetime - age
+            if ttl <= 0:
+                return None
+            if self.trace is not None:
+                self.trace.record(key, entry.size)
+            self.counters["hits"] += 1
+            entry.hits += 1
+            store.get(key)
+            # ttl > 0: "%d" truncates, the floor cache_status gives.
+            wire = hit_wire(hot, age, self._hit_status % ttl)
+            return Answer(entry.status, [], b"" if head.method == b"HEAD" else entry.body, wire=wire)
+        return None
+
+    @staticmethod
+    def _hot(entry: Entry) -> HitInfo:
+        hot = entry.hot = hit_info(entry.status, entry.headers, len(entry.body), entry.request_time,
+                                   entry.response_time, _NOT_TO_CLIENT)
+        return hot
 
     def _lookup(self, primary: bytes, req: list[tuple[bytes, bytes]]) -> tuple[Any, Entry] | None:
         for secondary in self.store.variants(primary):
@@ -332,6 +381,7 @@ class Engine:
         key = (primary, filling.secondary)
         entry = Entry(filling.status, filling.headers, fill.body(), filling.t_req, filling.t_resp,
                       filling.lifetime, vary=filling.secondary)
+        self._hot(entry)  # what its hits need, computed once now
         filling.entry = entry
         existing = self.store.peek(key)
         if existing is not None and existing.response_time > filling.t_resp:
@@ -430,6 +480,7 @@ class Engine:
                                               heuristic_max=c.heuristic_max)
                 fresh = Entry(entry.status, merged, entry.body, t_req, t_resp, lifetime, vary=entry.vary,
                               hits=entry.hits)
+                self._hot(fresh)
                 self.store.put(key, fresh)
                 age = current_age(merged, t_req, t_resp, self.clock())
                 status = cache_status(self.cfg.cache.name, fwd="stale", fwd_status=304, ttl=lifetime - age)

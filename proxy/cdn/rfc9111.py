@@ -24,7 +24,10 @@ __all__ = [
     "storable",
     "stored_headers",
     "freshness_lifetime",
+    "initial_age",
     "current_age",
+    "vary_names",
+    "vary_key_for",
     "vary_key",
     "conditional_headers",
     "merge_304",
@@ -209,34 +212,53 @@ def freshness_lifetime(response_headers: Headers, status: int, *, heuristic_frac
     return min(heuristic_max, (date - last_modified) * heuristic_fraction)
 
 
-def current_age(response_headers: Headers, request_time: float, response_time: float, now: float) -> float:
-    """RFC 9111 4.2.3: corrected initial age plus the time resident in this cache."""
+def initial_age(response_headers: Headers, request_time: float, response_time: float) -> float:
+    """RFC 9111 4.2.3's corrected_initial_age: how old the response was when it arrived (from
+    its Date and Age fields and the request's round trip). Fixed once stored: a hit adds only the
+    time resident in this cache (`current_age`)."""
     date = parse_http_date(get_header(response_headers, b"date"))
     age_value = delta_seconds(get_header(response_headers, b"age")) or 0
     apparent_age = max(0.0, response_time - date) if date is not None else 0.0
     response_delay = max(0.0, response_time - request_time)
     corrected_age_value = age_value + response_delay
-    corrected_initial_age = max(apparent_age, corrected_age_value)
-    resident_time = max(0.0, now - response_time)
-    return corrected_initial_age + resident_time
+    return max(apparent_age, corrected_age_value)
+
+
+def current_age(response_headers: Headers, request_time: float, response_time: float, now: float) -> float:
+    """RFC 9111 4.2.3: corrected initial age plus the time resident in this cache."""
+    return initial_age(response_headers, request_time, response_time) + max(0.0, now - response_time)
 
 
 def _normalise(value: bytes) -> bytes:
     return b" ".join(value.split())
 
 
+def vary_names(response_headers: Headers) -> tuple[bytes, ...] | None:
+    """The field names a response's Vary lists (sorted, each once; lowercase as the codec gives
+    them), None for `Vary: *`: what `vary_key_for` needs, fixed once the response is stored."""
+    names = split_tokens(_all_values(response_headers, b"vary"))
+    if b"*" in names:
+        return None
+    return tuple(sorted(set(names)))
+
+
+def vary_key_for(names: tuple[bytes, ...] | None,
+                 request_headers: Headers) -> tuple[tuple[bytes, bytes | None], ...] | None:
+    """`vary_key` from a response's `vary_names`."""
+    if names is None:
+        return None
+    out = []
+    for name in names:
+        present = [v for n, v in request_headers if n == name]
+        out.append((name, _normalise(b", ".join(present)) if present else None))
+    return tuple(out)
+
+
 def vary_key(response_headers: Headers, request_headers: Headers) -> tuple[tuple[bytes, bytes | None], ...] | None:
     """The secondary key (RFC 9111 4.1): each field Vary names with the request's value
     (all lines joined, whitespace normalised; None when absent). None for `Vary: *`, which
     matches no later request."""
-    names = split_tokens(_all_values(response_headers, b"vary"))
-    if b"*" in names:
-        return None
-    out = []
-    for name in sorted(set(names)):
-        present = [v for n, v in request_headers if n == name]
-        out.append((name, _normalise(b", ".join(present)) if present else None))
-    return tuple(out)
+    return vary_key_for(vary_names(response_headers), request_headers)
 
 
 def conditional_headers(stored: Headers) -> Headers:

@@ -64,6 +64,12 @@ class CdnServer:
                     data = await asyncio.wait_for(reader.read(65536), self.idle_timeout)
                 except asyncio.TimeoutError:
                     return
+                simple = parser.feed_simple(data) if data else None
+                if simple is not None:
+                    # The commonest request, whole in one read (one regex match, no llhttp).
+                    if await self._respond(writer, simple, b""):
+                        return
+                    continue
                 try:
                     events = parser.feed(data) if data else parser.feed_eof()
                 except ProtocolError as exc:
@@ -76,31 +82,7 @@ class CdnServer:
                     elif isinstance(ev, Body):
                         body += ev.data
                     elif isinstance(ev, EndOfMessage) and head is not None:
-                        task = asyncio.current_task()
-                        assert task is not None
-                        self.busy.add(task)
-                        try:
-                            answer = await self.handler(head, bytes(body))
-                        except Exception:
-                            log.exception("request failed", extra={"target": head.target.decode("latin-1")})
-                            writer.write(simple_response(500, b"internal error\n", close=True))
-                            await writer.drain()
-                            return
-                        finally:
-                            self.busy.discard(task)
-                        close = not head.keep_alive or self.closing
-                        if answer.stream is not None:  # type: ignore[attr-defined]
-                            close = await self._write_stream(writer, head, answer, close)
-                        else:
-                            headers = list(answer.headers)  # type: ignore[attr-defined]
-                            if answer.status not in (204, 304) and not any(  # type: ignore[attr-defined]
-                                    n == b"content-length" for n, _ in headers):
-                                headers.append((b"content-length", b"%d" % len(answer.body)))  # type: ignore[attr-defined]
-                            if close:
-                                headers.append((b"connection", b"close"))
-                            writer.write(write_response_head(answer.status, headers) + answer.body)  # type: ignore[attr-defined]
-                            await writer.drain()
-                        if close:
+                        if await self._respond(writer, head, bytes(body)):
                             return
                         head = None
                 if not data:
@@ -110,6 +92,36 @@ class CdnServer:
         finally:
             self.conns.discard(writer)
             writer.close()
+
+    async def _respond(self, writer: asyncio.StreamWriter, head: RequestHead, body: bytes) -> bool:
+        """Answer one complete request; True when the connection must close."""
+        task = asyncio.current_task()
+        assert task is not None
+        self.busy.add(task)
+        try:
+            answer: Any = await self.handler(head, body)
+        except Exception:
+            log.exception("request failed", extra={"target": head.target.decode("latin-1")})
+            writer.write(simple_response(500, b"internal error\n", close=True))
+            await writer.drain()
+            return True
+        finally:
+            self.busy.discard(task)
+        close = not head.keep_alive or self.closing
+        if answer.wire is not None:  # a plain hit: its head is ready but for the end
+            writer.write(answer.wire + (b"connection: close\r\n\r\n" if close else b"\r\n") + answer.body)
+            await writer.drain()
+        elif answer.stream is not None:
+            close = await self._write_stream(writer, head, answer, close)
+        else:
+            headers = list(answer.headers)
+            if answer.status not in (204, 304) and not any(n == b"content-length" for n, _ in headers):
+                headers.append((b"content-length", b"%d" % len(answer.body)))
+            if close:
+                headers.append((b"connection", b"close"))
+            writer.write(write_response_head(answer.status, headers) + answer.body)
+            await writer.drain()
+        return close
 
     async def _write_stream(self, writer: asyncio.StreamWriter, head: RequestHead, answer: Any, close: bool) -> bool:
         """Send a streamed answer: the head at once, then each chunk as the stream gives it

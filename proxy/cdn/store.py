@@ -40,6 +40,7 @@ class Entry:
     tags: frozenset = frozenset()  # surrogate keys, set by Store.put from the headers
     size: int = field(default=0, compare=False)
     hits: int = field(default=0, compare=False)  # answers from this object (the admin's top URLs)
+    hot: Any = field(default=None, compare=False)  # what a hit needs (proxy/cdn/hit.py), made once
 
     def cost(self) -> int:
         return len(self.body) + sum(len(n) + len(v) + 4 for n, v in self.headers) + OBJECT_OVERHEAD
@@ -76,6 +77,10 @@ class Store:
 
     def variants(self, primary: bytes) -> list[Any]:
         return list(self._variants.get(primary, ()))
+
+    def variant_set(self, primary: bytes) -> set[Any] | tuple[()]:
+        """`variants` without a copy, for the hit path: not to be kept or changed."""
+        return self._variants.get(primary, ())
 
     def peek(self, key: Key) -> Entry | None:
         return self._entries.get(key)
