@@ -38,7 +38,7 @@ def http_probe(port: int, path: str = "/healthz", period: int = 10, failures: in
 
 
 def exec_probe(url: str, period: int = 10, failures: int = 3) -> dict:
-    # The lb's admin port beyond loopback is TLS with a token even for reads: an httpGet probe cannot
+    # The lb's and the shard router's admin ports beyond loopback are TLS with a token even for reads: an httpGet probe cannot
     # send the token, so the image's health check (proxy/core/healthcheck.py) reads it from the Secret.
     return {"exec": {"command": ["python", "-m", "proxy.core.healthcheck", url]}, "periodSeconds": period,
             "timeoutSeconds": 3, "failureThreshold": failures}
@@ -63,6 +63,8 @@ WORKLOADS: dict[str, dict] = {
                 "service": {"ports": [("postgres", 6432, 6432, "TCP"), ("admin", 9187, 9187, "TCP")]}},
     "shard": {"args": ["shard", "--config", "/etc/tierproxy/shard.toml"], "replicas": 2, "admin": 9188,
               "ports": [("postgres", 6433, "TCP")], "cpu": "500m", "memory": "256Mi",
+              "probe": exec_probe("https://127.0.0.1:9188/healthz"), "secret": True,
+              "env": {"TIERPROXY_HEALTH_TOKEN_FILE": "/secrets/admin.token"},
               "service": {"ports": [("postgres", 6433, 6433, "TCP")]}},
     "queue-worker": {"args": ["queue", "worker", "--config", "/etc/tierproxy/queue.toml"], "replicas": 2,
                      "admin": 9400, "ports": [], "cpu": "500m", "memory": "256Mi",
@@ -107,7 +109,7 @@ def workload(name: str, spec: dict) -> list[dict]:
                                         "fsGroup": 10001, "seccompProfile": {"type": "RuntimeDefault"}},
                     "automountServiceAccountToken": False, "terminationGracePeriodSeconds": 45,
                     "containers": [_container(name, spec)], "volumes": volumes}}
-    if name == "lb":
+    if name in ("lb", "shard"):  # their admin ports beyond loopback are TLS
         pod["metadata"]["annotations"]["prometheus.io/scheme"] = "https"
     docs = [{"apiVersion": "apps/v1", "kind": "Deployment", "metadata": meta(name),
              "spec": {"replicas": spec["replicas"], "selector": {"matchLabels": {LABEL: name}},

@@ -13,9 +13,10 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from proxy.core.adminguard import read_token
+from proxy.core.adminguard import is_loopback_host, read_token
+from proxy.core.tls import intermediate_context
 
 __all__ = [
     "ConfigError",
@@ -25,7 +26,9 @@ __all__ = [
     "format_loc",
     "parse_hostport",
     "Address",
+    "AdminTlsConfig",
     "AdminTokenConfig",
+    "admin_exposure_error",
 ]
 
 
@@ -160,3 +163,29 @@ class AdminTokenConfig(StrictModel):
     @property
     def token(self) -> str | None:
         return read_token(self.token_file) if self.token_file else None
+
+
+class AdminTlsConfig(StrictModel):
+    """`[admin.tls]`: the admin port over TLS; with `client_ca_file` clients need a certificate
+    signed by that CA."""
+
+    cert_file: str
+    key_file: str
+    client_ca_file: str | None = None
+
+    @model_validator(mode="after")
+    def _loads(self) -> AdminTlsConfig:
+        intermediate_context(self.cert_file, self.key_file, client_ca_file=self.client_ca_file)
+        return self
+
+
+def admin_exposure_error(address: str, tls: AdminTlsConfig | None, token_file: str | None) -> str | None:
+    """Why an admin API on `address` is too exposed, or None. Beyond loopback anyone on the network
+    can reach it, so it needs TLS plus client certificates or a bearer token (which the daemon then
+    asks of reads too: /status and /metrics show the topology)."""
+    if is_loopback_host(parse_hostport(address)[0]):
+        return None
+    if tls is None or (tls.client_ca_file is None and token_file is None):
+        return (f"admin.address: {address} is not loopback: it needs [admin.tls] and "
+                "either admin.tls.client_ca_file (client certificates) or admin.token_file")
+    return None

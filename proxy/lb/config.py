@@ -10,8 +10,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from proxy.core.adminguard import is_loopback_host
-from proxy.core.config import Address, AdminTokenConfig, StrictModel, parse_hostport
+from proxy.core.config import Address, AdminTokenConfig, StrictModel, admin_exposure_error, parse_hostport
 from proxy.lb.frontconfig import AdminTlsConfig, BackendTlsConfig, ListenerConfig, RouteConfig
 from proxy.lb.netpolicy import Network, host_refusal, parse_networks
 from proxy.upstream.config import BackendConfig, HealthConfig
@@ -222,13 +221,9 @@ class LbConfig(StrictModel):
                     raise ValueError(f"{where}.routes[{j}].pool: no pool named {route.pool!r}")
             if lst.default_pool is not None and lst.default_pool not in self.pools:
                 raise ValueError(f"{where}.default_pool: no pool named {lst.default_pool!r}")
-        admin_host = admin_at[0]
-        if not is_loopback_host(admin_host):
-            admin = self.admin
-            if admin.tls is None or (admin.tls.client_ca_file is None and admin.token_file is None):
-                raise ValueError(
-                    f"admin.address: {self.admin.address} is not loopback: it needs [admin.tls] and "
-                    "either admin.tls.client_ca_file (client certificates) or admin.token_file")
+        exposed = admin_exposure_error(self.admin.address, self.admin.tls, self.admin.token_file)
+        if exposed is not None:
+            raise ValueError(exposed)
         allowed = self.backend_networks
         for pname, pool in self.pools.items():
             for i, b in enumerate(pool.backends):

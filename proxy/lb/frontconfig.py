@@ -12,7 +12,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from proxy.core.config import Address, StrictModel
+from proxy.core.config import Address, AdminTlsConfig, StrictModel
 from proxy.core.tls import INTERMEDIATE_CIPHERS, certificate_names, client_context, intermediate_context
 from proxy.lb.netpolicy import parse_networks
 
@@ -144,18 +144,4 @@ class BackendTlsConfig(StrictModel):
         if (self.cert_file is None) != (self.key_file is None):
             raise ValueError("cert_file: a client certificate needs both cert_file and key_file")
         client_context(self.ca_file, self.cert_file, self.key_file, self.verify)
-        return self
-
-
-class AdminTlsConfig(StrictModel):
-    """`[admin.tls]`: the admin port over TLS; with `client_ca_file` clients need a certificate
-    signed by that CA."""
-
-    cert_file: str
-    key_file: str
-    client_ca_file: str | None = None
-
-    @model_validator(mode="after")
-    def _loads(self) -> AdminTlsConfig:
-        intermediate_context(self.cert_file, self.key_file, client_ca_file=self.client_ca_file)
         return self

@@ -19,7 +19,9 @@ Shape (deploy/config/shard.toml is a full example, loaded by a test):
   end's model (proxy/pgfront/config.py); the router authenticates clients itself and logs in to
   every shard as `backend_auth.user` (mode "service" only, so its own narrower model here).
 - `[tls]`: TLS for clients, the dbproxy's model and code (proxy/pgfront/config.py).
-- `workers` (processes serving `listen` with SO_REUSEPORT, as the dbproxy's), `[admin]`,
+- `[admin]`: `address`, `token_file`, `allowed_hosts` and `[admin.tls]` as the lb's: beyond
+  loopback it needs TLS plus client certificates or a token (proxy/core/config.py).
+- `workers` (processes serving `listen` with SO_REUSEPORT, as the dbproxy's),
   `[timeouts]`, `[hot_keys]` as the other daemons.
 
 Fields marked `restart` cannot change on reload.
@@ -32,7 +34,14 @@ from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 
-from proxy.core.config import Address, StrictModel, parse_hostport
+from proxy.core.config import (
+    Address,
+    AdminTlsConfig,
+    AdminTokenConfig,
+    StrictModel,
+    admin_exposure_error,
+    parse_hostport,
+)
 from proxy.pgfront.config import AuthConfig, TlsConfig, UserConfig
 
 from .keys import GroupSpec
@@ -184,8 +193,14 @@ class BackendAuthConfig(StrictModel):
     password: SecretStr | None = None  # None when the shards trust the router
 
 
-class AdminConfig(StrictModel):
+class AdminConfig(AdminTokenConfig):
+    """The admin API (/status, /metrics, the reshard endpoints); proxy/core/adminguard.py says what
+    it refuses and why. token_file and allowed_hosts come from AdminTokenConfig."""
+
     address: Address = "127.0.0.1:9188"  # restart; /status, /metrics
+    # TLS on the admin port (restart to change); needed, with client certificates or a token,
+    # for an address beyond loopback (the token is then asked of reads too).
+    tls: AdminTlsConfig | None = None
 
 
 class TimeoutsConfig(StrictModel):
@@ -239,6 +254,9 @@ class ShardConfig(StrictModel):
         listen = parse_hostport(self.listen)
         if listen == parse_hostport(self.admin.address):
             raise ValueError("listen: listen and admin.address must differ")
+        exposed = admin_exposure_error(self.admin.address, self.admin.tls, self.admin.token_file)
+        if exposed is not None:
+            raise ValueError(exposed)
         if listen in seen_addr:
             raise ValueError(f"listen: the router cannot listen on shard {seen_addr[listen]!r}'s address")
         owner: dict[str, str] = {}

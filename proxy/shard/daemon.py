@@ -31,10 +31,11 @@ from prometheus_client.core import Metric
 
 from proxy import _native
 from proxy.core.admin import AdminServer, make_admin_app
-from proxy.core.adminguard import AdminGuard
+from proxy.core.adminguard import AdminGuard, is_loopback_host
 from proxy.core.config import load_config, parse_hostport
 from proxy.core.metrics import FuncCollector, new_registry
 from proxy.core.statuspage import status_page
+from proxy.core.tls import intermediate_context
 from proxy.core.workers import (
     ControlChannel,
     WorkerSet,
@@ -129,6 +130,7 @@ class ShardDaemon:
         self.registry.register(FuncCollector(self.reshard.collect))
         self.server: asyncio.base_events.Server | None = None
         self.admin: AdminServer | None = None
+        self.admin_guard: AdminGuard | None = None
         self._sweeper: asyncio.Task[None] | None = None
         self.started_at = time.time()
 
@@ -160,12 +162,21 @@ class ShardDaemon:
                                      daemon="shard", on_message=self._worker_message)  # fmt: skip
             await self.workers.start()
         admin_host = parse_hostport(self.cfg.admin.address)[0]
-        app = make_admin_app(self.registry, before_scrape=self._refresh_stats, guard=AdminGuard(admin_host),
+        atls = self.cfg.admin.tls
+        # Beyond loopback (config.py insists on TLS plus client certificates or a token there),
+        # a token guards reads too: /status and /metrics show the shards and their addresses.
+        self.admin_guard = AdminGuard(admin_host, self.cfg.admin.token, self.cfg.admin.allowed_hosts,
+                                      scheme="https" if atls else "http",
+                                      token_for_reads=not is_loopback_host(admin_host))  # fmt: skip
+        admin_ssl = None
+        if atls is not None:
+            admin_ssl = intermediate_context(atls.cert_file, atls.key_file, client_ca_file=atls.client_ca_file)
+        app = make_admin_app(self.registry, before_scrape=self._refresh_stats, guard=self.admin_guard,
                              series=SERIES)  # fmt: skip
         app.router.add_get("/status", self._status_handler)
         app.router.add_get("/", self._page_handler)
         self.reshard.add_routes(app)
-        self.admin = AdminServer(app, self.cfg.admin.address)
+        self.admin = AdminServer(app, self.cfg.admin.address, admin_ssl)
         try:
             await self.admin.start()
         except OSError:
@@ -183,8 +194,11 @@ class ShardDaemon:
         if self.config_path is None:
             raise RuntimeError("no config file to reload from")
         new = load_config(self.config_path, ShardConfig)
-        if (new.listen, new.admin.address, new.workers) != (self.cfg.listen, self.cfg.admin.address, self.cfg.workers):
-            raise ValueError("listen, admin.address and workers cannot change on reload; restart instead")
+        if (new.listen, new.admin.address, new.admin.tls, new.workers) != (
+            self.cfg.listen, self.cfg.admin.address, self.cfg.admin.tls, self.cfg.workers
+        ):
+            raise ValueError("listen, admin.address, admin.tls and workers cannot change on reload; restart instead")
+        token = new.admin.token  # read before anything changes: a vanished file fails the reload
         router = ShardRouter(new)
         creds = Credentials(new.auth)
         tls = tls_context(new.tls)  # a renewed certificate applies to new clients
@@ -198,6 +212,8 @@ class ShardDaemon:
             self.hot = HotKeys(new.shards, new.hot_keys.capacity)
         self.cfg, self.router, self.creds, self.tls_context = new, router, creds, tls
         self.login_limiter.limit = new.auth.max_failed_logins_per_minute
+        if self.admin_guard is not None:
+            self.admin_guard.update(token, new.admin.allowed_hosts)  # a token rotates with a reload
         if self.workers is not None:
             self.workers.broadcast({"op": "reload"})
         log.info("reloaded", extra={"shards": list(new.shards), "groups": list(new.groups)})

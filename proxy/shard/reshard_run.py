@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+import ssl
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -41,7 +42,7 @@ from typing import Any
 import aiohttp
 import asyncpg
 
-from proxy.core.config import ConfigError, load_config
+from proxy.core.config import AdminTlsConfig, ConfigError, load_config
 
 from . import reshard_io as io
 from .config import ShardConfig
@@ -101,7 +102,7 @@ async def _main(args: argparse.Namespace, old: ShardConfig, new: ShardConfig, ne
         if args.dry_run:
             await _dry_run(shards, old, new, out)
             return 0
-        router = RouterAdmin(args.router or old.admin.address)
+        router = RouterAdmin(args.router or old.admin.address, old.admin.token, old.admin.tls)
         try:
             return await Reshard(shards, router, old, new, new_text, args, out).run()
         finally:
@@ -164,8 +165,18 @@ async def _dry_run(shards: Shards, old: ShardConfig, new: ShardConfig, out: Out)
 class RouterAdmin:
     """The running router's /reshard endpoints (fence.py)."""
 
-    def __init__(self, address: str) -> None:
-        self.base = f"http://{address}"
+    def __init__(self, address: str, token: str | None = None, tls: AdminTlsConfig | None = None) -> None:
+        # OLD's [admin] says how to reach it: its token_file's token, and over TLS the router's own
+        # certificate (cert_file) as the one trusted, so a self-signed one works and no other does.
+        self.base = f"{'https' if tls else 'http'}://{address}"
+        self.headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self.ssl: ssl.SSLContext | bool = True
+        if tls is not None:
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+            ctx.load_verify_locations(tls.cert_file)
+            ctx.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN  # the leaf itself is the trust anchor
+            ctx.check_hostname = False  # pinned: the address (0.0.0.0, an IP) need not be a name in it
+            self.ssl = ctx
         self.http: aiohttp.ClientSession | None = None
 
     async def call(self, method: str, path: str, body: Mapping[str, Any] | None = None,
@@ -173,7 +184,7 @@ class RouterAdmin:
         if self.http is None:
             self.http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout))
         try:
-            async with self.http.request(method, self.base + path, json=body,
+            async with self.http.request(method, self.base + path, json=body, headers=self.headers, ssl=self.ssl,
                                          timeout=aiohttp.ClientTimeout(total=timeout)) as resp:  # fmt: skip
                 try:
                     data = await resp.json(content_type=None)
