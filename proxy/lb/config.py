@@ -6,6 +6,7 @@ reload (the listener and admin sockets are bound once); the reload refuses a con
 
 from __future__ import annotations
 
+import time
 from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
@@ -13,6 +14,7 @@ from pydantic import Field, field_validator, model_validator
 from proxy.core.config import Address, AdminTokenConfig, StrictModel, admin_exposure_error, parse_hostport
 from proxy.lb.frontconfig import AdminTlsConfig, BackendTlsConfig, ListenerConfig, RouteConfig
 from proxy.lb.netpolicy import Network, host_refusal, parse_networks
+from proxy.lb.ocspcheck import ocsp_warnings
 from proxy.upstream.config import BackendConfig, HealthConfig
 
 __all__ = [
@@ -180,8 +182,9 @@ class LbConfig(StrictModel):
         return [ListenerConfig(name="default", address=self.listen)]
 
     def warnings(self) -> list[str]:
-        """Things that are allowed but probably unwise (`tierproxy check-config` prints them)."""
-        return []
+        """Things that are allowed but probably unwise (`tierproxy check-config` prints them): an
+        `ocsp_response_file` that cannot be stapled (the certificate is served without)."""
+        return ocsp_warnings(self.listeners, time.time())
 
     @field_validator("pools")
     @classmethod

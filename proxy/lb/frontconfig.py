@@ -43,8 +43,9 @@ class CertificateConfig(StrictModel):
     # certificate's own DNS names (subjectAltName).
     server_names: list[str] | None = None
     # DER OCSP response for this certificate, stapled when a client asks (status_request); read
-    # with the pair (start, reload, file change). One that is expired, for another certificate
-    # or unparsable is logged and not stapled: it never fails the config (lb/ocspstaple.py).
+    # with the pair (start, reload, file change). One that is missing, expired, for another
+    # certificate or unparsable is logged and not stapled: it never fails the config
+    # (lb/ocspstaple.py); check-config warns of it (lb/ocspcheck.py).
     ocsp_response_file: str | None = None
 
     @model_validator(mode="after")
