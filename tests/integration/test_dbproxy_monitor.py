@@ -4,10 +4,27 @@ loops, never timed sleeps."""
 
 from __future__ import annotations
 
+import pytest
+
 from proxy.dbproxy.monitor import ReplicaMonitor, usable_for_reads
 from proxy.devstack.poll import PollTimeout, wait_until_async
+from proxy.devstack.postgres import start_pg_cluster
 
 POLL_TIMEOUT = 60.0  # seconds for any condition (a poll takes at most the monitor's timeout)
+
+
+@pytest.fixture(scope="module")
+def shared_cluster(tmp_path_factory):
+    with start_pg_cluster(2, log_dir=tmp_path_factory.mktemp("monitor"), name="monitor") as cluster:
+        yield cluster
+
+
+@pytest.fixture
+def healthy(shared_cluster):
+    # The lag and the kill/freeze tests each put back what they changed (no apply delay, the
+    # killed replica restarted, the frozen one resumed): both replicas have replayed everything.
+    shared_cluster.wait_for_replicas_caught_up(timeout=30)
+    return shared_cluster
 
 
 def make_monitor(cluster, changes=None):
@@ -33,8 +50,8 @@ def view(monitor, name):
     return next(v for v in monitor.views({}) if v.name == name)
 
 
-async def test_healthy_cluster_then_apply_delay_lag(pg_cluster_factory):
-    cluster = pg_cluster_factory(replicas=2)
+async def test_healthy_cluster_then_apply_delay_lag(healthy):
+    cluster = healthy
     changes = []
     mon = make_monitor(cluster, changes)
     assert not mon.ready
@@ -80,8 +97,8 @@ async def test_healthy_cluster_then_apply_delay_lag(pg_cluster_factory):
         await mon.stop()
 
 
-async def test_killed_restarted_and_frozen_replica(pg_cluster_factory):
-    cluster = pg_cluster_factory(replicas=2)
+async def test_killed_restarted_and_frozen_replica(healthy):
+    cluster = healthy
     changes = []
     mon = make_monitor(cluster, changes)
     await mon.start()
