@@ -194,6 +194,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--shard-admin-port", type=int, default=9188, help="tierproxy shard admin port")
     demo.add_argument("--cdn-port", type=int, default=8088, help="tierproxy cdn port (the web workers' /static/)")
     demo.add_argument("--cdn-admin-port", type=int, default=9088, help="tierproxy cdn admin port")
+    demo.add_argument("--queue-admin-port", type=int, default=9400,
+                      help="the queue worker's /metrics and status page")
     demo.add_argument("--traffic", action="store_true",
                       help="drive a steady mixed load over every tier (status pages and dashboards move)")
     return parser

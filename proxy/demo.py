@@ -170,7 +170,8 @@ def run_demo(args: argparse.Namespace) -> int:
         # until it binds them; dbproxy's are claimed again by start_dbproxy.
         port_locks = [PortLock(args.port), PortLock(args.admin_port), PortLock(args.https_port)]
         for db_port in (args.db_port, args.db_admin_port, args.dns_port, args.dns_admin_port,
-                        args.shard_port, args.shard_admin_port, args.cdn_port, args.cdn_admin_port):
+                        args.shard_port, args.shard_admin_port, args.cdn_port, args.cdn_admin_port,
+                        args.queue_admin_port):
             PortLock(db_port).release()
         print("starting redis-server, etcd and Patroni (PostgreSQL: a primary and 2 replicas), tierproxy dbproxy, "
               "web workers, the west balancer, tierproxy geodns, tierproxy cdn, and 4 PostgreSQL shards behind "
@@ -188,7 +189,8 @@ def run_demo(args: argparse.Namespace) -> int:
             workers.start(f"web{i + 1}", sessions=redis.url, static=site.directory, extra_args=web_args)
             west_workers.start(f"west{i + 1}", sessions=redis.url, extra_args=web_args)
         queue_worker = start_queue_worker(workdir, "jobs1", redis.url, {NOTES_QUEUE: "workers.note_jobs:summarize"},
-                                          env={DATABASE_URL_ENV: db_url})  # fmt: skip
+                                          env={DATABASE_URL_ENV: db_url},
+                                          metrics=f"127.0.0.1:{args.queue_admin_port}")  # fmt: skip
         # West first: geodns checks both balancers (east, in this process, answers once it runs).
         children.append(start_daemon(
             "lb", demo_lb_config(args.port, args.admin_port, [(w.name, w.address) for w in west_workers], WEST_HOST),
@@ -226,6 +228,8 @@ def run_demo(args: argparse.Namespace) -> int:
                  ", ".join(f"{n} {c.primary.address}" for n, c in shards.clusters.items() if c.primary is not None)),
             Tier("Redis", "redis", redis.url.removeprefix("redis://"), "",
                  "sessions; the notes queue, run by queue worker jobs1"),
+            Tier("Jobs", "queue", "-", f"http://127.0.0.1:{args.queue_admin_port}/",
+                 "queue worker jobs1: the notes queue on that Redis"),
         ]  # fmt: skip
         traffic_lines = [
             "traffic: `tierproxy demo --traffic` drives a steady mixed load (HTTP through the east balancer and",

@@ -174,10 +174,12 @@ def _json_for_script(data: Any) -> str:
     return json.dumps(data).replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
 
 
-def render_page(daemon: str, summary: str, picture: str, series: dict[str, Any], title: str = "") -> str:
+def render_page(daemon: str, summary: str, picture: str, series: dict[str, Any], title: str = "",
+                status_json: bool = True) -> str:  # fmt: skip
     """The whole page. `summary` and `picture` are HTML the daemon built (names escaped);
-    `series` is the recorder's `as_json()`."""
+    `series` is the recorder's `as_json()`; `status_json`: the daemon serves /status."""
     e = html.escape
+    status_link = 'JSON: <a href="/status">/status</a> &middot; ' if status_json else ""
     graphs = "".join(_graph(s, series["window_s"]) for s in series["series"])
     return f"""<!doctype html><html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width,initial-scale=1">
@@ -187,8 +189,7 @@ def render_page(daemon: str, summary: str, picture: str, series: dict[str, Any],
 <p class="summary" id="summary">{summary}</p>
 <section class="graphs" id="graphs">{graphs}</section>
 <section id="picture">{picture}</section>
-<footer><span id="updated"></span> &middot; JSON: <a href="/status">/status</a> &middot;
-<a href="/status/series">/status/series</a> &middot; Prometheus: <a href="/metrics">/metrics</a></footer>
+<footer><span id="updated"></span> &middot; {status_link}<a href="/status/series">/status/series</a> &middot; Prometheus: <a href="/metrics">/metrics</a></footer>
 <script type="application/json" id="series-data">{_json_for_script(series)}</script>
 <script>{SCRIPT}</script>
 </body></html>

@@ -31,11 +31,12 @@ def test_demo_serves_sessions_through_the_balancer_and_stops_cleanly(tmp_path):
     shard_port, shard_admin = allocate_port(), allocate_port()
     https_port = allocate_port()
     cdn_port, cdn_admin = allocate_port(), allocate_port()
+    queue_admin = allocate_port()
     for lock in (port, admin, db_port, db_admin):
         # As a demo stopped a moment ago leaves them: no listener, connections in TIME_WAIT.
         leave_time_wait(lock.port)
     for lock in (port, admin, db_port, db_admin, dns_port, dns_admin, shard_port, shard_admin, https_port,
-                 cdn_port, cdn_admin):
+                 cdn_port, cdn_admin, queue_admin):
         lock.release()  # the demo claims its ports itself (it takes them from the command line)
     log = open(tmp_path / "demo.log", "w+b")
     proc = subprocess.Popen(
@@ -44,7 +45,7 @@ def test_demo_serves_sessions_through_the_balancer_and_stops_cleanly(tmp_path):
          "--dns-port", str(dns_port.port), "--dns-admin-port", str(dns_admin.port),
          "--shard-port", str(shard_port.port), "--shard-admin-port", str(shard_admin.port),
          "--https-port", str(https_port.port), "--cdn-port", str(cdn_port.port),
-         "--cdn-admin-port", str(cdn_admin.port)],
+         "--cdn-admin-port", str(cdn_admin.port), "--queue-admin-port", str(queue_admin.port)],
         stdout=log, stderr=subprocess.STDOUT, cwd=REPO, env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
     try:
@@ -57,12 +58,16 @@ def test_demo_serves_sessions_through_the_balancer_and_stops_cleanly(tmp_path):
         log_text = (tmp_path / "demo.log").read_text()
         demo_map = log_text[log_text.index("map of the demo"):log_text.index("tierproxy demo is running")]
         for tier, listen, page in (("geodns", dns_port, dns_admin), ("lb east", port, admin), ("cdn", cdn_port, cdn_admin),
-                                   ("dbproxy", db_port, db_admin), ("shard", shard_port, shard_admin)):
+                                   ("dbproxy", db_port, db_admin), ("shard", shard_port, shard_admin),
+                                   ("queue", None, queue_admin)):
             row = next(ln for ln in demo_map.splitlines()
-                       if ln.split()[:1] in (["DNS"], ["HTTP"], ["SQL"]) and f" {tier} " in ln)  # fmt: skip
-            assert f"127.0.0.1:{listen.port}" in row and f"http://127.0.0.1:{page.port}/" in row, row
+                       if ln.split()[:1] in (["DNS"], ["HTTP"], ["SQL"], ["Jobs"]) and f" {tier} " in ln)  # fmt: skip
+            assert listen is None or f"127.0.0.1:{listen.port}" in row, row
+            assert f"http://127.0.0.1:{page.port}/" in row, row
         with urllib.request.urlopen(f"http://127.0.0.1:{admin.port}/", timeout=5) as resp:
             assert "id='graph-requests'" in resp.read().decode()  # the status page the map points at
+        with urllib.request.urlopen(f"http://127.0.0.1:{queue_admin.port}/", timeout=5) as resp:
+            assert "id='graph-done'" in resp.read().decode()  # the queue worker's
         url = f"http://127.0.0.1:{port.port}"
         seen, counts = set(), []
         cookie = None

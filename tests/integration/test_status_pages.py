@@ -6,7 +6,8 @@ worker killed behind the balancer is shown down with the reason its health check
 Started once for the module (in threads): lb over two web workers (notes through the dbproxy,
 jobs on a Redis queue, as in the demo), cdn over one of them,
 geodns (deploy/config/geodns.toml, its health targets dead ports: data centers down, with why),
-dbproxy over the shared PostgreSQL cluster, and the shard router over two of its servers.
+dbproxy over the shared PostgreSQL cluster, the shard router over two of its servers, and a queue
+worker (the demo's notes handler; its status page is on its `metrics` address).
 
 The load is the demo's own (`tierproxy demo --traffic`: proxy/devstack/demo_traffic.py), and a
 test checks that it reaches every tier.
@@ -34,6 +35,7 @@ from proxy.devstack.dbproxy import start_dbproxy
 from proxy.devstack.ports import allocate_port
 from proxy.devstack.demo_traffic import Targets, traffic_argv
 from proxy.devstack.process import ManagedProcess, python_child_env
+from proxy.devstack.queue_worker import start_queue_worker
 from proxy.devstack.redis import start_redis
 from proxy.devstack.shard import start_shard_router
 from proxy.devstack.static_site import VERSIONED_PATTERN, write_static_site
@@ -41,12 +43,13 @@ from proxy.devstack.web import start_web_worker
 from tests.integration.geodnsproc import allocate_dns_port
 from tests.integration.lbproc import REPO, wait_for
 from tests.integration.test_cdn_ops import chromium_dom
+from workers.note_jobs import DATABASE_URL_ENV
 from workers.notes import NOTES_QUEUE, SCHEMA
 
-GRAPHS = {"lb": 4, "dbproxy": 4, "shard": 4, "geodns": 3, "cdn": 4}
+GRAPHS = {"lb": 4, "dbproxy": 4, "shard": 4, "geodns": 3, "cdn": 4, "queue": 4}
 COUNTERS = {"lb": "tierproxy_lb_requests_total", "cdn": "tierproxy_cdn_requests_total",
             "geodns": "tierproxy_geodns_queries_total", "dbproxy": "tierproxy_dbproxy_statements_total",
-            "shard": "tierproxy_shard_routed_statements_total"}
+            "shard": "tierproxy_shard_routed_statements_total", "queue": "tierproxy_queue_done_total"}
 
 
 def _json(url: str) -> dict:
@@ -115,6 +118,15 @@ def stack(tmp_path_factory, pg_cluster):
         cleanup.append(d.close)
         return {"geodns": {"admin": admin.port, "dns": ("127.0.0.1", port.port)}}
 
+    def queue():
+        metrics = allocate_port()
+        metrics.release()
+        worker = start_queue_worker(tmp, "jobs1", redis.url, {NOTES_QUEUE: "workers.note_jobs:summarize"},
+                                    env={DATABASE_URL_ENV: db.dsn()}, metrics=f"127.0.0.1:{metrics.port}")  # fmt: skip
+        cleanup.append(lambda: worker.terminate(10))
+        wait_for(lambda: _metric(metrics.port, "tierproxy_queue_done_total") >= 0, 30, "the queue worker's /metrics")
+        return {"queue": {"admin": metrics.port}}
+
     def shard():
         (tmp / "shard").mkdir()
         groups = '[groups.users]\ntables = ["statuspage_users"]\nkey = "user_id"\nmap = "modulo"\n'
@@ -125,8 +137,8 @@ def stack(tmp_path_factory, pg_cluster):
 
     try:
         daemons = {"dbproxy": {"admin": db.admin_port}}
-        with ThreadPoolExecutor(3) as pool:
-            for f in [pool.submit(fn) for fn in (lb, geodns, shard)]:
+        with ThreadPoolExecutor(4) as pool:
+            for f in [pool.submit(fn) for fn in (lb, geodns, shard, queue)]:
                 daemons.update(f.result())
         before = {name: _metric(daemons[name]["admin"], metric) for name, metric in COUNTERS.items()}
         # The demo's load generator (`tierproxy demo --traffic`), as the demo starts it.
@@ -223,8 +235,8 @@ def test_pages_fetch_nothing_from_outside(stack):
 
 
 def test_demo_traffic_reaches_every_tier(stack):
-    """`tierproxy demo --traffic`'s load generator: each daemon's own counter rises, and notes
-    posted through the balancer put jobs on the queue (no queue worker runs here: they wait)."""
+    """`tierproxy demo --traffic`'s load generator: each daemon's own counter rises (the queue
+    worker's jobs done too: notes posted through the balancer enqueue them)."""
     daemons, extra = stack
     for name, metric in COUNTERS.items():
         start = _metric(daemons[name]["admin"], metric)
@@ -233,7 +245,7 @@ def test_demo_traffic_reaches_every_tier(stack):
     run = subprocess.run([sys.executable, "-m", "proxy.cli", "queue", "stats", "--redis", extra["redis"].url, "--json"],
                          capture_output=True, text=True, timeout=30)  # fmt: skip
     notes = json.loads(run.stdout)["queues"][NOTES_QUEUE]
-    assert notes["depth"] >= 1, run.stdout + run.stderr
+    assert notes["done"] >= 1 and notes["dead"] == 0, run.stdout + run.stderr  # run by the queue worker
     wait_for(lambda: "lb POST /notes" in extra["traffic"].log_path.read_text(), 20, "the traffic's tallies")
     tallies = extra["traffic"].log_path.read_text()
     ok = {m.group(1).strip(): int(m.group(2)) for m in re.finditer(r"^  (.{14}) +(\d+) ok", tallies, re.M)}

@@ -145,3 +145,17 @@ def test_dbproxy_backend_state_says_why():
                                 "lag_seconds": 42.0, "lag_bytes": 1 << 20})
     assert state == "lagging" and "42.0 s" in why
     assert backend_state({"role": "primary", "up": True, "role_ok": True}) == ("up", "")
+
+
+def test_queue_worker_picture_escapes_and_says_why():
+    from workers.queue.client import QueueStats
+    from workers.queue.statuspage import render_picture as queue_picture
+
+    stats = {EVIL: QueueStats(queue=EVIL, depth=3, delayed=0, in_flight=1, done=5, retries=0, dead=0, dead_now=0,
+                              skipped=0, parked=0, oldest_age=120.0)}
+    summary, picture = queue_picture(EVIL, "redis memory above the limit", stats)
+    page = render_page("queue worker", summary, picture, {"interval_s": 2.0, "window_s": 300.0, "series": []},
+                       status_json=False)
+    assert "<img" not in page and "&lt;img src=x onerror=alert(1)&gt;" in page
+    assert "s-paused" in summary and "redis memory above the limit" in summary
+    assert "oldest job waiting 120 s" in picture and 'href="/status"' not in page

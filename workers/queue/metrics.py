@@ -1,6 +1,7 @@
 """/metrics of a queue worker process: per queue depth, oldest age, in flight, done, retries,
 dead-lettered (queue-wide, read from Redis at most every `refresh` seconds) and this process's
-handler durations.
+handler durations; its status page at / (workers/queue/statuspage.py) with the graphs' points at
+/status/series.
 """
 
 from __future__ import annotations
@@ -13,7 +14,10 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 
 from proxy.core.config import parse_hostport
 from proxy.core.metrics import CONTENT_TYPE_LATEST, FuncCollector, new_registry, render
+from proxy.core.series import SeriesRecorder, install
+from proxy.core.statuspage import page_response, render_page
 from workers.queue.client import QueueClient, QueueStats
+from workers.queue.statuspage import SERIES, render_picture
 from workers.queue.worker import Worker
 
 __all__ = ["MetricsServer"]
@@ -26,13 +30,19 @@ class MetricsServer:
         self.worker, self.client, self.address, self.refresh = worker, client, address, refresh
         self.stats: dict[str, QueueStats] = {}
         self._fetched = 0.0
+        self._stats_started = 0.0
         self.registry = new_registry()
         self.registry.register(FuncCollector(self._collect))
         self._runner: web.AppRunner | None = None
+        # The graphs read Redis on their own schedule, leaving /metrics's cache alone: a scrape right
+        # after a job finished must not get a reading the recorder took just before.
+        self.recorder = SeriesRecorder(self.registry, SERIES, self._fetch)
 
     async def start(self) -> None:
         app = web.Application()
         app.router.add_get("/metrics", self._metrics)
+        app.router.add_get("/", self._page)
+        install(app, self.recorder)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         host, port = parse_hostport(self.address)
@@ -42,10 +52,25 @@ class MetricsServer:
         if self._runner is not None:
             await self._runner.cleanup()
 
-    async def _metrics(self, request: web.Request) -> web.Response:
+    async def _fetch(self) -> None:
+        started = time.monotonic()
+        stats = {q: await self.client.stats(q) for q in self.worker.keys}
+        if started >= self._stats_started:  # a slower, older reading never replaces a newer one
+            self.stats, self._stats_started = stats, started
+
+    async def _refresh(self) -> None:
         if time.monotonic() - self._fetched >= self.refresh:
-            self.stats = {q: await self.client.stats(q) for q in self.worker.keys}
+            await self._fetch()
             self._fetched = time.monotonic()
+
+    async def _page(self, _request: web.Request) -> web.Response:
+        await self._refresh()
+        summary, picture = render_picture(str(self.worker.consumer), self.worker.paused, self.stats)
+        return page_response(render_page("queue worker", summary, picture, self.recorder.as_json(),
+                                         status_json=False))  # fmt: skip
+
+    async def _metrics(self, request: web.Request) -> web.Response:
+        await self._refresh()
         body = render(self.registry)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
