@@ -38,7 +38,7 @@ def http_probe(port: int, path: str = "/healthz", period: int = 10, failures: in
 
 
 def exec_probe(url: str, period: int = 10, failures: int = 3) -> dict:
-    # The lb's and the shard router's admin ports beyond loopback are TLS with a token even for reads: an httpGet probe cannot
+    # Admin ports beyond loopback are TLS with a token even for reads: an httpGet probe cannot
     # send the token, so the image's health check (proxy/core/healthcheck.py) reads it from the Secret.
     return {"exec": {"command": ["python", "-m", "proxy.core.healthcheck", url]}, "periodSeconds": period,
             "timeoutSeconds": 3, "failureThreshold": failures}
@@ -53,13 +53,18 @@ WORKLOADS: dict[str, dict] = {
            "service": {"type": "LoadBalancer", "ports": [("http", 80, 8080, "TCP")]}},
     "cdn": {"args": ["cdn", "--config", "/etc/tierproxy/cdn.toml"], "replicas": 2, "admin": 9088,
             "ports": [("http", 8088, "TCP")], "cpu": "500m", "memory": "512Mi",
+            "probe": exec_probe("https://127.0.0.1:9088/healthz"), "secret": True,
+            "env": {"TIERPROXY_HEALTH_TOKEN_FILE": "/secrets/admin.token"},
             "service": {"ports": [("http", 80, 8088, "TCP")]}},
     "geodns": {"args": ["geodns", "--config", "/etc/tierproxy/geodns.toml"], "replicas": 2, "admin": 9053,
                "ports": [("dns-udp", 5353, "UDP"), ("dns-tcp", 5353, "TCP")], "cpu": "250m", "memory": "128Mi",
-               "secret": True,
+               "probe": exec_probe("https://127.0.0.1:9053/healthz"), "secret": True,
+               "env": {"TIERPROXY_HEALTH_TOKEN_FILE": "/secrets/admin.token"},
                "service": {"type": "LoadBalancer", "ports": [("dns-udp", 53, 5353, "UDP"), ("dns-tcp", 53, 5353, "TCP")]}},
     "dbproxy": {"args": ["dbproxy", "--config", "/etc/tierproxy/dbproxy.toml"], "replicas": 2, "admin": 9187,
                 "ports": [("postgres", 6432, "TCP")], "cpu": "500m", "memory": "256Mi",
+                "probe": exec_probe("https://127.0.0.1:9187/healthz"), "secret": True,
+                "env": {"TIERPROXY_HEALTH_TOKEN_FILE": "/secrets/admin.token"},
                 "service": {"ports": [("postgres", 6432, 6432, "TCP"), ("admin", 9187, 9187, "TCP")]}},
     "shard": {"args": ["shard", "--config", "/etc/tierproxy/shard.toml"], "replicas": 2, "admin": 9188,
               "ports": [("postgres", 6433, "TCP")], "cpu": "500m", "memory": "256Mi",
@@ -68,7 +73,7 @@ WORKLOADS: dict[str, dict] = {
               "service": {"ports": [("postgres", 6433, 6433, "TCP")]}},
     "queue-worker": {"args": ["queue", "worker", "--config", "/etc/tierproxy/queue.toml"], "replicas": 2,
                      "admin": 9400, "ports": [], "cpu": "500m", "memory": "256Mi",
-                     "probe": http_probe(9400, "/metrics"),
+                     "probe": http_probe(9400, "/metrics"), "secret": True,  # the dbproxy's admin token and cert
                      "env_from_secret": {"TIERPROXY_NOTES_DATABASE_URL": ("tierproxy-app", "notes-database-url")}},
 }
 
@@ -109,7 +114,7 @@ def workload(name: str, spec: dict) -> list[dict]:
                                         "fsGroup": 10001, "seccompProfile": {"type": "RuntimeDefault"}},
                     "automountServiceAccountToken": False, "terminationGracePeriodSeconds": 45,
                     "containers": [_container(name, spec)], "volumes": volumes}}
-    if name in ("lb", "shard"):  # their admin ports beyond loopback are TLS
+    if spec.get("probe", {}).get("exec"):  # an admin port beyond loopback is TLS (the exec probe's https)
         pod["metadata"]["annotations"]["prometheus.io/scheme"] = "https"
     docs = [{"apiVersion": "apps/v1", "kind": "Deployment", "metadata": meta(name),
              "spec": {"replicas": spec["replicas"], "selector": {"matchLabels": {LABEL: name}},

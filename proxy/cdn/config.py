@@ -8,7 +8,7 @@
     [[origin.servers]]               # instead of `origins`
     name = "a"
     address = "127.0.0.1:8080"
-    admin = { address = "127.0.0.1:9088" }   # token_file = "...", allowed_hosts = [...]
+    admin = { address = "127.0.0.1:9088" }   # token_file = "...", allowed_hosts = [...], tls = {...}
     [cache]
     max_bytes = 67108864             # the store's bound: bodies + headers + per-object overhead
     policy = "lru"                   # lru | lfu | fifo | wtinylfu
@@ -26,22 +26,20 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from proxy.cdn.versioned import compile_pattern
-from proxy.core.adminguard import read_token
-from proxy.core.config import Address, StrictModel, parse_hostport
+from proxy.core.config import Address, AdminTlsConfig, AdminTokenConfig, StrictModel, admin_exposure_error, parse_hostport
 from proxy.upstream.config import BackendConfig, HealthConfig
 
 __all__ = ["AdminConfig", "CacheConfig", "CdnConfig", "OriginConfig"]
 
 
-class AdminConfig(StrictModel):
-    address: Address = "127.0.0.1:9088"  # restart
-    # Purges need this bearer token when set (proxy/core/adminguard.py; Host/Origin checks always).
-    token_file: str | None = None
-    allowed_hosts: list[str] = Field(default_factory=list)
+class AdminConfig(AdminTokenConfig):
+    """The admin API (/status, /metrics, POST /purge, POST /trace); token_file (purges need its bearer
+    token when set) and allowed_hosts come from AdminTokenConfig (proxy/core/adminguard.py)."""
 
-    @property
-    def token(self) -> str | None:
-        return read_token(self.token_file) if self.token_file else None
+    address: Address = "127.0.0.1:9088"  # restart
+    # TLS on the admin port (restart to change); needed, with client certificates or a token, for an
+    # address beyond loopback (the token is then asked of reads too), as the lb's.
+    tls: AdminTlsConfig | None = None
 
 
 class CacheConfig(StrictModel):
@@ -118,6 +116,9 @@ class CdnConfig(StrictModel):
     def _distinct(self) -> CdnConfig:
         if parse_hostport(self.listen) == parse_hostport(self.admin.address):
             raise ValueError("listen and admin.address must differ")
+        exposed = admin_exposure_error(self.admin.address, self.admin.tls, self.admin.token_file)
+        if exposed is not None:
+            raise ValueError(exposed)
         if self.workers > 1 and self.cache.trace_file:
             raise ValueError("cache.trace_file: trace recording needs workers = 1 (one process sees every request)")
         if bool(self.origins) == bool(self.origin.servers):

@@ -35,10 +35,11 @@ from proxy.cdn.statuspage import SERIES, render_picture
 from proxy.cdn.trace import TraceRecorder
 from proxy.cdn.workerstats import merge_status
 from proxy.core.admin import AdminServer, make_admin_app
-from proxy.core.adminguard import AdminGuard
+from proxy.core.adminguard import AdminGuard, is_loopback_host
 from proxy.core.config import load_config, parse_hostport
 from proxy.core.metrics import FuncCollector, new_registry
 from proxy.core.statuspage import status_page
+from proxy.core.tls import intermediate_context
 from proxy.core.workers import ControlChannel, WorkerSet, process_role, start_worker_channel
 from proxy.http1 import RequestHead
 
@@ -117,14 +118,19 @@ class CdnDaemon:
         self._sweeper = asyncio.get_running_loop().create_task(self._sweep())
 
     async def _start_admin(self) -> None:
-        self.guard = AdminGuard(parse_hostport(self.cfg.admin.address)[0], self.cfg.admin.token,
-                                self.cfg.admin.allowed_hosts)
+        admin_host, atls = parse_hostport(self.cfg.admin.address)[0], self.cfg.admin.tls
+        # Beyond loopback (config.py insists on TLS plus client certificates or a token there), a
+        # token guards reads too: /status shows the origins and the most requested URLs.
+        self.guard = AdminGuard(admin_host, self.cfg.admin.token, self.cfg.admin.allowed_hosts,
+                                scheme="https" if atls else "http", token_for_reads=not is_loopback_host(admin_host))
         app = make_admin_app(self.registry, guard=self.guard, before_scrape=self._refresh, series=SERIES)
         app.router.add_get("/", self._page)
         app.router.add_get("/status", self._status)
         app.router.add_post("/purge", self._purge)
         app.router.add_post("/trace", self._trace)
-        self.admin = AdminServer(app, self.cfg.admin.address)
+        admin_ssl = None if atls is None else intermediate_context(atls.cert_file, atls.key_file,
+                                                                   client_ca_file=atls.client_ca_file)  # fmt: skip
+        self.admin = AdminServer(app, self.cfg.admin.address, admin_ssl)
         try:
             await self.admin.start()
         except OSError:
@@ -144,8 +150,10 @@ class CdnDaemon:
         if self.config_path is None:
             raise RuntimeError("no config file to reload from")
         new = load_config(self.config_path, CdnConfig)
-        if (new.listen, new.admin.address, new.workers) != (self.cfg.listen, self.cfg.admin.address, self.cfg.workers):
-            raise ValueError("listen, admin.address and workers cannot change on reload; restart instead")
+        if (new.listen, new.admin.address, new.admin.tls, new.workers) != (
+            self.cfg.listen, self.cfg.admin.address, self.cfg.admin.tls, self.cfg.workers
+        ):
+            raise ValueError("listen, admin.address, admin.tls and workers cannot change on reload; restart instead")
         if self.guard is not None:
             self.guard.update(new.admin.token, new.admin.allowed_hosts)
         if self.workers is not None:

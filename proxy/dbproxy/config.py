@@ -32,7 +32,7 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, Field, field_validator, model_validator
 
-from proxy.core.config import Address, AdminTokenConfig, StrictModel, parse_hostport
+from proxy.core.config import Address, AdminTlsConfig, AdminTokenConfig, StrictModel, admin_exposure_error, parse_hostport
 from proxy.pgfront.config import AuthConfig, BackendAuthConfig, TlsConfig, UserConfig
 
 from .classify_functions import DEFAULT_WRITE_FUNCTIONS
@@ -208,6 +208,9 @@ class AdminConfig(AdminTokenConfig):
     AdminTokenConfig."""
 
     address: Address = "127.0.0.1:9187"  # restart; /status, /metrics
+    # TLS on the admin port (restart to change); needed, with client certificates or a token, for an
+    # address beyond loopback (the token is then asked of reads too), as the lb's and the shard's.
+    tls: AdminTlsConfig | None = None
 
 
 class CacheRuleConfig(StrictModel):
@@ -352,6 +355,9 @@ class DbProxyConfig(StrictModel):
         listen = parse_hostport(self.listen)
         if listen == parse_hostport(self.admin.address):
             raise ValueError("listen: listen and admin.address must differ")
+        exposed = admin_exposure_error(self.admin.address, self.admin.tls, self.admin.token_file)
+        if exposed is not None:
+            raise ValueError(exposed)
         if listen == primary or listen in seen:
             raise ValueError("listen: the proxy cannot listen on a server's address")
         if self.backend_auth.mode == "passthrough":

@@ -36,8 +36,7 @@ import dns.rdataclass
 import dns.rdatatype
 from pydantic import AfterValidator, Field, field_validator, model_validator
 
-from proxy.core.adminguard import is_loopback_host
-from proxy.core.config import Address, AdminTokenConfig, StrictModel, parse_hostport
+from proxy.core.config import Address, AdminTlsConfig, AdminTokenConfig, StrictModel, admin_exposure_error, parse_hostport
 
 __all__ = [
     "AdminConfig", "DataCenterConfig", "GeoDnsConfig", "HealthConfig", "HealthTarget",
@@ -64,6 +63,9 @@ DomainName = Annotated[str, AfterValidator(_abs_name)]
 class AdminConfig(AdminTokenConfig):
     # token_file: bearer token for POST (drain/undrain/reload); re-read on reload
     address: Address = "127.0.0.1:9053"  # restart
+    # TLS on the admin port (restart to change); needed, with client certificates or a token, for an
+    # address beyond loopback (the token is then asked of reads too), as the lb's.
+    tls: AdminTlsConfig | None = None
 
 
 class HealthTarget(StrictModel):
@@ -261,6 +263,9 @@ class GeoDnsConfig(StrictModel):
     def _refs(self) -> GeoDnsConfig:
         if parse_hostport(self.listen) == parse_hostport(self.admin.address):
             raise ValueError("listen and admin.address must differ")
+        exposed = admin_exposure_error(self.admin.address, self.admin.tls, self.admin.token_file)
+        if exposed is not None:
+            raise ValueError(exposed)  # anyone who reaches it could drain data centers
         origins = [z.origin.lower() for z in self.zones]
         for o in origins:
             if origins.count(o) > 1:
@@ -283,10 +288,3 @@ class GeoDnsConfig(StrictModel):
                     if dc not in self.datacenters:
                         raise ValueError(f"{where}: no data center named {dc!r}")
         return self
-
-    def warnings(self) -> list[str]:
-        out = []
-        if not is_loopback_host(parse_hostport(self.admin.address)[0]) and self.admin.token_file is None:
-            out.append(f"admin.address: {self.admin.address} is not loopback and no admin.token_file is set: "
-                       "anyone who reaches it can drain data centers")  # fmt: skip
-        return out

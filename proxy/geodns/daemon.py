@@ -25,9 +25,10 @@ from typing import Any
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from proxy.core.admin import AdminServer, make_admin_app
-from proxy.core.adminguard import AdminGuard
+from proxy.core.adminguard import AdminGuard, is_loopback_host
 from proxy.core.config import load_config, parse_hostport
 from proxy.core.metrics import FuncCollector, new_registry
+from proxy.core.tls import intermediate_context
 from proxy.core.workers import ControlChannel, WorkerSet, process_role, start_worker_channel
 from proxy.geodns.admin import SERIES, add_admin_routes
 from proxy.geodns.config import GeoDnsConfig
@@ -94,13 +95,17 @@ class GeoDnsDaemon:
             assert self.config_path is not None
             self.workers = WorkerSet(self.config_path, self.cfg.workers, self._worker_ready, daemon="geodns")
             await self.workers.start()
-        admin_host = parse_hostport(self.cfg.admin.address)[0]
-        self.admin_guard = AdminGuard(admin_host, self.cfg.admin.token, self.cfg.admin.allowed_hosts)
-        for warning in self.cfg.warnings():
-            log.warning(warning)
+        admin_host, atls = parse_hostport(self.cfg.admin.address)[0], self.cfg.admin.tls
+        # Beyond loopback (config.py insists on TLS plus client certificates or a token there), a
+        # token guards reads too: /status shows the data centers and their health.
+        self.admin_guard = AdminGuard(admin_host, self.cfg.admin.token, self.cfg.admin.allowed_hosts,
+                                      scheme="https" if atls else "http",
+                                      token_for_reads=not is_loopback_host(admin_host))  # fmt: skip
         app = make_admin_app(self.registry, before_scrape=self._refresh_stats, guard=self.admin_guard, series=SERIES)
         add_admin_routes(app, self)
-        self.admin = AdminServer(app, self.cfg.admin.address)
+        admin_ssl = None if atls is None else intermediate_context(atls.cert_file, atls.key_file,
+                                                                   client_ca_file=atls.client_ca_file)  # fmt: skip
+        self.admin = AdminServer(app, self.cfg.admin.address, admin_ssl)
         try:
             await self.admin.start()
         except OSError:
@@ -116,9 +121,10 @@ class GeoDnsDaemon:
         if self.config_path is None:
             raise RuntimeError("no config file to reload from")
         new = load_config(self.config_path, GeoDnsConfig)
-        if (new.listen, new.admin.address, new.workers) != (self.cfg.listen, self.cfg.admin.address,
-                                                             self.cfg.workers):  # fmt: skip
-            raise ValueError("listen, admin.address and workers cannot change on reload; restart instead")
+        if (new.listen, new.admin.address, new.admin.tls, new.workers) != (
+            self.cfg.listen, self.cfg.admin.address, self.cfg.admin.tls, self.cfg.workers
+        ):
+            raise ValueError("listen, admin.address, admin.tls and workers cannot change on reload; restart instead")
         token = new.admin.token
         engine = Engine(new)
         if self.role != "worker":

@@ -20,6 +20,7 @@ import logging
 import os
 import signal
 import socket
+import ssl
 import sys
 from typing import Any
 
@@ -230,14 +231,22 @@ async def _watch_health(bp: Any, worker: Any) -> None:
     """Poll the health signal (a dbproxy's /status) and pause or resume the worker (pressure.py)."""
     import aiohttp
 
+    from proxy.core.adminguard import read_token
     from workers.queue.pressure import pause_reason
 
     timeout = aiohttp.ClientTimeout(total=max(bp.interval, 1.0))
-    async with aiohttp.ClientSession(timeout=timeout) as http:
+    headers = {"Authorization": f"Bearer {read_token(bp.token_file)}"} if bp.token_file else {}
+    tls: ssl.SSLContext | bool = True
+    if bp.cert_file:
+        tls = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        tls.load_verify_locations(bp.cert_file)
+        tls.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN  # the leaf itself is the trust anchor
+        tls.check_hostname = False  # pinned: the service name need not be one of its names
+    async with aiohttp.ClientSession(timeout=timeout, headers=headers) as http:
         while True:
             doc = None
             try:
-                async with http.get(bp.status_url) as resp:
+                async with http.get(bp.status_url, ssl=tls) as resp:
                     if resp.status == 200:
                         doc = await resp.json(content_type=None)
             except (aiohttp.ClientError, asyncio.TimeoutError, ValueError):

@@ -15,6 +15,8 @@
     max_replica_lag_seconds = 30.0
     pause_on_primary_down = true
     pause_when_unreachable = false
+    token_file = "/certs/admin.token"     # optional: the dbproxy's admin token (reads need it beyond loopback)
+    cert_file = "/certs/admin.crt"        # optional: with https, the dbproxy's admin certificate, the one trusted
 
     [queues.thumbnail]
     handler = "workers.jobs:thumbnail"   # "module:function" (or "module.function"), async def f(job, ctx)
@@ -28,6 +30,7 @@ from __future__ import annotations
 
 from pydantic import Field, field_validator, model_validator
 
+from proxy.core.adminguard import read_token
 from proxy.core.config import Address, StrictModel
 from workers.queue.job import QUEUE_NAME, valid_queue_name
 from workers.queue.policy import RetryPolicy
@@ -42,6 +45,18 @@ class BackpressureConfig(StrictModel):
     max_replica_lag_seconds: float | None = Field(30.0, ge=0.0)
     pause_on_primary_down: bool = True
     pause_when_unreachable: bool = False
+    # A dbproxy whose admin address is beyond loopback serves it over TLS and asks its token of reads
+    # too: token_file holds that bearer token, cert_file (https) the admin certificate trusted (pinned:
+    # a self-signed one works, its names are not compared).
+    token_file: str | None = None
+    cert_file: str | None = None
+
+    @field_validator("token_file")
+    @classmethod
+    def _token(cls, v: str | None) -> str | None:
+        if v is not None:
+            read_token(v)  # ValueError says why
+        return v
 
     @field_validator("status_url")
     @classmethod
