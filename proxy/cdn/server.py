@@ -33,6 +33,46 @@ MAX_REQUEST_BODY = 8 * 1024 * 1024
 Handler = Callable[[RequestHead, bytes], Awaitable["object"]]
 
 
+class _IdleTimer:
+    """Closes a connection that waits longer than `timeout` for its next bytes. One timer per
+    connection, moved on only when it fires: `asyncio.wait_for` around each read would cost a
+    task, a timer and their cancellation per request. Time spent answering is not idle time."""
+
+    __slots__ = ("_handle", "_loop", "_timeout", "_writer", "deadline", "expired")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, timeout: float, writer: asyncio.StreamWriter) -> None:
+        self._loop = loop
+        self._timeout = timeout
+        self._writer = writer
+        self._handle: asyncio.TimerHandle | None = None
+        self.deadline: float | None = None  # while a read is waiting: when it times out
+        self.expired = False
+
+    def reading(self) -> None:
+        self.deadline = self._loop.time() + self._timeout
+        if self._handle is None:
+            self._handle = self._loop.call_at(self.deadline, self._fire)
+
+    def done(self) -> None:
+        self.deadline = None
+
+    def cancel(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+
+    def _fire(self) -> None:
+        self._handle = None
+        if self.deadline is None:
+            return  # answering a request; the next read sets a new deadline
+        if self._loop.time() < self.deadline:
+            self._handle = self._loop.call_at(self.deadline, self._fire)
+            return
+        # The pending read then ends with b"" (end of stream); the loop sees `expired` and returns.
+        self.expired = True
+        self._writer.close()
+
+
 class CdnServer:
     def __init__(self, listen: str, handler: Handler, idle_timeout: float) -> None:
         self.listen = listen
@@ -58,11 +98,13 @@ class CdnServer:
         parser = RequestParser(max_body_bytes=MAX_REQUEST_BODY)
         head: RequestHead | None = None
         body = bytearray()
+        idle = _IdleTimer(asyncio.get_running_loop(), self.idle_timeout, writer)
         try:
             while not self.closing:
-                try:
-                    data = await asyncio.wait_for(reader.read(65536), self.idle_timeout)
-                except asyncio.TimeoutError:
+                idle.reading()
+                data = await reader.read(65536)
+                idle.done()
+                if idle.expired:
                     return
                 simple = parser.feed_simple(data) if data else None
                 if simple is not None:
@@ -90,6 +132,7 @@ class CdnServer:
         except (ConnectionError, OSError):
             pass
         finally:
+            idle.cancel()
             self.conns.discard(writer)
             writer.close()
 
