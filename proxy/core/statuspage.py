@@ -80,9 +80,13 @@ SCRIPT = r"""
     var u = document.getElementById("updated");
     if (u) u.textContent = ok ? "updated " + new Date().toLocaleTimeString() : "not updated: admin unreachable";
   }
+  var refreshes = 0;
   function refresh() {
     fetch("/status/series", {cache: "no-store"}).then(function (r) { return r.json(); })
-      .then(function (data) { drawAll(data); stamp(true); }, function () { stamp(false); });
+      .then(function (data) {
+        drawAll(data); stamp(true);
+        document.body.setAttribute("data-refreshes", String(++refreshes));
+      }, function () { stamp(false); });
     fetch(window.location.pathname, {cache: "no-store"}).then(function (r) { return r.text(); })
       .then(function (text) {
         var doc = new DOMParser().parseFromString(text, "text/html");

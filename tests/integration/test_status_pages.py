@@ -208,13 +208,18 @@ def test_status_page_draws_its_graphs_in_headless_chromium(stack, daemon, tmp_pa
                      "--window-size=1200,900")
 
 
-def test_lb_page_shows_the_killed_worker_down_with_its_reason(stack, tmp_path):
+def test_lb_page_refreshes_in_place_and_shows_the_killed_worker_down_with_its_reason(stack, tmp_path):
     daemons, _ = stack
     admin = daemons["lb"]["admin"]
     web2 = next(b for b in _json(f"http://127.0.0.1:{admin}/status")["pools"]["web"]["backends"]
                 if b["name"] == "web2")  # fmt: skip
     assert web2["state"] == "down" and web2["reason"]
-    dom = chromium_dom(f"http://127.0.0.1:{admin}/", tmp_path)
+    # Seven seconds of the page's (virtual) time: it refreshes itself in place (graphs from
+    # /status/series, the picture swapped from a fresh copy of the page) every 2 s.
+    dom = chromium_dom(f"http://127.0.0.1:{admin}/", tmp_path, "--virtual-time-budget=7000")
+    refreshes = re.search(r'<body data-refreshes="(\d+)"', dom)
+    assert refreshes is not None and int(refreshes.group(1)) >= 1, dom[:500]
+    assert all(drawn >= 2 for _, drawn, _ in _graphs(dom))
     row = re.search(r'<tr class="s-down"><td>web2</td>(.*?)</tr>', dom, re.S)
     assert row is not None, dom[:4000]
     assert '<span class="badge s-down">down</span>' in row.group(1)
