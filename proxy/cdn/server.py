@@ -99,6 +99,8 @@ class CdnServer:
         head: RequestHead | None = None
         body = bytearray()
         idle = _IdleTimer(asyncio.get_running_loop(), self.idle_timeout, writer)
+        task = asyncio.current_task()
+        assert task is not None
         try:
             while not self.closing:
                 idle.reading()
@@ -109,7 +111,7 @@ class CdnServer:
                 simple = parser.feed_simple(data) if data else None
                 if simple is not None:
                     # The commonest request, whole in one read (one regex match, no llhttp).
-                    if await self._respond(writer, simple, b""):
+                    if await self._respond(writer, simple, b"", task):
                         return
                     continue
                 try:
@@ -124,7 +126,7 @@ class CdnServer:
                     elif isinstance(ev, Body):
                         body += ev.data
                     elif isinstance(ev, EndOfMessage) and head is not None:
-                        if await self._respond(writer, head, bytes(body)):
+                        if await self._respond(writer, head, bytes(body), task):
                             return
                         head = None
                 if not data:
@@ -136,10 +138,9 @@ class CdnServer:
             self.conns.discard(writer)
             writer.close()
 
-    async def _respond(self, writer: asyncio.StreamWriter, head: RequestHead, body: bytes) -> bool:
-        """Answer one complete request; True when the connection must close."""
-        task = asyncio.current_task()
-        assert task is not None
+    async def _respond(self, writer: asyncio.StreamWriter, head: RequestHead, body: bytes,
+                       task: asyncio.Task) -> bool:
+        """Answer one complete request (`task`: the connection's); True when the connection must close."""
         self.busy.add(task)
         try:
             answer: Any = await self.handler(head, body)
@@ -153,7 +154,8 @@ class CdnServer:
         close = not head.keep_alive or self.closing
         if answer.wire is not None:  # a plain hit: its head is ready but for the end
             writer.write(answer.wire + (b"connection: close\r\n\r\n" if close else b"\r\n") + answer.body)
-            await writer.drain()
+            if writer.transport.get_write_buffer_size():  # all sent at once (the usual): nothing to wait for
+                await writer.drain()
         elif answer.stream is not None:
             close = await self._write_stream(writer, head, answer, close)
         else:
