@@ -9,19 +9,30 @@
   other conftest files get the dump by providing that method.
 - Tests under tests/integration are marked `integration` automatically; tests marked `slow` are
   skipped unless the marker expression names them (`-m slow`).
+- Hypothesis, for the whole suite: no per-example deadline and no "too slow" health check (both
+  are wall-clock limits, which fail on a loaded 2-core machine without any bug: seen for
+  test_queue_job's codec round trip); locally examples are random (new ones every run, which is
+  how properties find bugs); under CI (`CI` set, as `.ci/run` runs) they are derandomized, the
+  same every run, so a run cannot fail on a draw the previous one never made.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from proxy.devstack.process import ManagedProcess
 from proxy.devstack.redis import RedisServer, start_redis
 from proxy.devstack.web import READY_TIMEOUT, WebWorker, WebWorkers
+
+settings.register_profile("tierproxy", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile("ci", parent=settings.get_profile("tierproxy"), derandomize=True, print_blob=True)
+settings.load_profile("ci" if os.environ.get("CI") else "tierproxy")
 
 _INTEGRATION_DIR = Path(__file__).parent / "integration"
 # Report of each phase, stored on the item so fixtures can ask "did the test fail?" at teardown.
