@@ -24,17 +24,23 @@ Theory of operation
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import os
 import subprocess
 import sys
-import tempfile
 import urllib.request
 from pathlib import Path
 from typing import Any
 
-from bench.common import Binary, find_binary, machine_info, median
-from bench.pgbench import Target, choose, run_pgbench, summarise, tear_down, write_report
+from bench.common import Binary, find_binary, median
+from bench.pgbench import (
+    Target,
+    choose,
+    run_pgbench,
+    set_up,
+    summarise,
+    tear_down,
+    write_report,
+)
 from bench.pgbench import log as _log
 from bench.pgpeers import start_pgbouncer
 from proxy.devstack.dbproxy import DbProxyServer, start_dbproxy
@@ -181,27 +187,16 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
     if chosen is None:
         return 2
     wanted, workloads = chosen
-    bins = {"pgbench": find_binary("pgbench", "postgresql-client"), "pgbouncer": find_binary("pgbouncer", "pgbouncer")}
-    if bins["pgbench"].path is None:
-        print(f"cannot benchmark: {bins['pgbench'].missing_message}", file=sys.stderr)
+    setup = set_up("cache", {"pgbouncer": find_binary("pgbouncer", "pgbouncer")}, wanted, args.out, REPO)
+    if setup is None:
         return 2
-    missing = [b.missing_message for k, b in bins.items() if b.path is None and k in wanted]
-    for message in missing:
-        _log(f"skipping peer: {message}")
-    out = (args.out or REPO / "bench" / "results" / f"cache-{dt.datetime.now():%Y%m%d-%H%M%S}").resolve()
-    out.mkdir(parents=True, exist_ok=True)
-    workdir = Path(tempfile.mkdtemp(prefix="tierproxy-bench-cache-"))
-    machine = machine_info(bins.values(), REPO)
-    started = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+    bins, pgbench, out, workdir, machine, started, missing = setup
     problems: list[str] = []
     runs: list[dict[str, Any]] = []
     closers: list[Any] = []
     cluster: PgCluster | None = None
-    pgbench = bins["pgbench"].path
-    assert pgbench is not None
     text = script(args.hot, args.read_share, args.write_table)
     (workdir / "cache.sql").write_text(text)
-    _log(f"results -> {out}; {machine['note']}")
     try:
         for name in ("cache-on", "cache-off"):
             (workdir / name).mkdir()

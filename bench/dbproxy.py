@@ -30,17 +30,23 @@ bench/pgbench.py's, shared with the shard router's benchmark.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import os
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from bench import ormsql
-from bench.common import Binary, find_binary, machine_info
-from bench.pgbench import Target, choose, run_rounds, summarise, tear_down, write_report
+from bench.common import Binary, find_binary
+from bench.pgbench import (
+    Target,
+    choose,
+    run_rounds,
+    set_up,
+    summarise,
+    tear_down,
+    write_report,
+)
 from bench.pgbench import log as _log
 from bench.pgpeers import Peer, start_pgbouncer, start_pgpool
 from proxy.devstack.dbproxy import DbProxyServer, start_dbproxy
@@ -150,26 +156,14 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
     if chosen is None:
         return 2
     wanted, workloads = chosen
-    bins = {"pgbench": find_binary("pgbench", "postgresql-client"), "pgbouncer": find_binary("pgbouncer", "pgbouncer"),
-            "pgpool": find_binary("pgpool", "pgpool2")}  # fmt: skip
-    if bins["pgbench"].path is None:
-        print(f"cannot benchmark: {bins['pgbench'].missing_message}", file=sys.stderr)
+    setup = set_up("dbproxy", {"pgbouncer": find_binary("pgbouncer", "pgbouncer"), "pgpool": find_binary("pgpool", "pgpool2")}, wanted, args.out, REPO)
+    if setup is None:
         return 2
-    missing = [b.missing_message for k, b in bins.items() if b.path is None and k in wanted]
-    for message in missing:
-        _log(f"skipping peer: {message}")
-    out = (args.out or REPO / "bench" / "results" / f"dbproxy-{dt.datetime.now():%Y%m%d-%H%M%S}").resolve()
-    out.mkdir(parents=True, exist_ok=True)
-    workdir = Path(tempfile.mkdtemp(prefix="tierproxy-bench-db-"))
-    machine = machine_info(bins.values(), REPO)
-    started = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+    bins, pgbench, out, workdir, machine, started, missing = setup
     problems: list[str] = []
     runs: list[dict[str, Any]] = []
     closers: list[Any] = []
     cluster: PgCluster | None = None
-    pgbench = bins["pgbench"].path
-    assert pgbench is not None
-    _log(f"results -> {out}; {machine['note']}")
     try:
         cluster = start_pg_cluster(2, log_dir=workdir / "pg", name="bench")
         assert cluster.primary is not None

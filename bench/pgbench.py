@@ -9,28 +9,39 @@ alike. `summarise` gives per (workload, target) the medians over rounds, failed 
 (never hidden), ratios to peers per round (common.py's `round_ratio`) and, against a baseline,
 the latency a target adds per round (the median of its latency minus the baseline's in the same
 round). `write_report` prints the table and writes table.txt, results.json and the PNG.
-`choose` and `tear_down` are the two ends of such a benchmark's run: the --targets/--workloads it
-asked for, and the processes, cluster and work directory it leaves (logs kept beside the results).
+`choose`, `set_up` and `tear_down` are the ends of such a benchmark's run: the --targets/--workloads
+it asked for; pgbench and the peers found, the results and work directories, the machine described;
+and the processes, cluster and work directory it leaves (logs kept beside the results).
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from bench import plot
-from bench.common import format_table, median, round_ratio, tree_cpu_seconds
+from bench.common import (
+    Binary,
+    find_binary,
+    format_table,
+    machine_info,
+    median,
+    round_ratio,
+    tree_cpu_seconds,
+)
 
-__all__ = ["Target", "choose", "log", "parse_pgbench", "round_difference", "run_pgbench", "run_rounds", "summarise",
-           "tear_down", "write_report"]
+__all__ = ["Target", "choose", "log", "parse_pgbench", "round_difference", "run_pgbench", "run_rounds", "set_up",
+           "summarise", "tear_down", "write_report"]
 
 
 def log(message: str) -> None:
@@ -179,6 +190,36 @@ def choose(targets: str, workloads: str, known_targets: Iterable[str], known_wor
         print(f"choose targets from {', '.join(known_t)} and workloads from {', '.join(known_w)}", file=sys.stderr)
         return None
     return wanted, chosen
+
+
+class RunSetup(NamedTuple):
+    bins: dict[str, Binary]  # pgbench and the peers, found or not
+    pgbench: str
+    out: Path  # results
+    workdir: Path  # configs, sockets and logs of this run
+    machine: dict[str, Any]
+    started: str
+    missing: list[str]  # why wanted peers are skipped
+
+
+def set_up(name: str, peers: Mapping[str, Binary], wanted: Iterable[str], out: Path | None, repo: Path) -> RunSetup | None:
+    """Start of a run: None (having said why) without pgbench; peers that are wanted but missing
+    are logged and skipped; `out` defaults to bench/results/<name>-<timestamp>/."""
+    bins = {"pgbench": find_binary("pgbench", "postgresql-client"), **peers}
+    pgbench = bins["pgbench"].path
+    if pgbench is None:
+        print(f"cannot benchmark: {bins['pgbench'].missing_message}", file=sys.stderr)
+        return None
+    wanted = set(wanted)
+    missing = [b.missing_message for key, b in bins.items() if b.path is None and key in wanted]
+    for message in missing:
+        log(f"skipping peer: {message}")
+    out = (out or repo / "bench" / "results" / f"{name}-{dt.datetime.now():%Y%m%d-%H%M%S}").resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    workdir = Path(tempfile.mkdtemp(prefix=f"tierproxy-bench-{name}-"))
+    machine = machine_info(bins.values(), repo)
+    log(f"results -> {out}; {machine['note']}")
+    return RunSetup(bins, pgbench, out, workdir, machine, dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), missing)
 
 
 def tear_down(closers: Sequence[Any], cluster: Any, workdir: Path, out: Path) -> None:

@@ -28,14 +28,21 @@ with failed transactions or a pgbench error, makes the exit status 1 after the r
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
-from bench.common import find_binary, machine_info
-from bench.pgbench import Target, choose, log, run_rounds, summarise, tear_down, write_report
+from bench.common import find_binary
+from bench.pgbench import (
+    Target,
+    choose,
+    log,
+    run_rounds,
+    set_up,
+    summarise,
+    tear_down,
+    write_report,
+)
 from bench.pgpeers import start_pgbouncer
 from proxy.devstack.postgres import PgCluster, start_pg_cluster
 from proxy.devstack.process import DevstackError
@@ -134,25 +141,14 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
     if chosen is None:
         return 2
     wanted, workloads = chosen
-    bins = {"pgbench": find_binary("pgbench", "postgresql-client"), "pgbouncer": find_binary("pgbouncer", "pgbouncer")}
-    if bins["pgbench"].path is None:
-        print(f"cannot benchmark: {bins['pgbench'].missing_message}", file=sys.stderr)
+    setup = set_up("shard", {"pgbouncer": find_binary("pgbouncer", "pgbouncer")}, wanted, args.out, REPO)
+    if setup is None:
         return 2
-    missing = [b.missing_message for k, b in bins.items() if b.path is None and k in wanted]
-    for message in missing:
-        log(f"skipping peer: {message}")
-    out = (args.out or REPO / "bench" / "results" / f"shard-{dt.datetime.now():%Y%m%d-%H%M%S}").resolve()
-    out.mkdir(parents=True, exist_ok=True)
-    workdir = Path(tempfile.mkdtemp(prefix="tierproxy-bench-shard-"))
-    machine = machine_info(bins.values(), REPO)
-    started = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+    bins, pgbench, out, workdir, machine, started, missing = setup
     problems: list[str] = []
     runs: list[dict[str, Any]] = []
     closers: list[Any] = []
     cluster: PgCluster | None = None
-    pgbench = bins["pgbench"].path
-    assert pgbench is not None
-    log(f"results -> {out}; {machine['note']}")
     try:
         cluster = start_pg_cluster(0, log_dir=workdir / "pg", name="bench-shard")
         assert cluster.primary is not None
