@@ -9,10 +9,11 @@ once, whether a client joined the leader's fill or came after it and hit the ent
 from __future__ import annotations
 
 import asyncio
-import urllib.request
 
 import psycopg
 import pytest
+
+from tests.integration.qcacheproc import cache_dbproxy, purge_all
 
 N = 8
 
@@ -20,23 +21,13 @@ N = 8
 @pytest.fixture(scope="module")
 def shared_proxy(pg_cluster, tmp_path_factory):
     """One dbproxy with the cache for the module's tests (each empties its cache first)."""
-    from proxy.devstack.dbproxy import start_dbproxy
-
-    proxy = start_dbproxy(pg_cluster, log_dir=tmp_path_factory.mktemp("qcc"), users={"app": "app-secret"},
-                          extra="[cache]\nenabled = true\n")  # fmt: skip
-    try:
+    with cache_dbproxy(pg_cluster, tmp_path_factory.mktemp("qcc")) as proxy:
         yield proxy
-    finally:
-        proxy.close()
 
 
 @pytest.fixture
 def proxy(shared_proxy, cluster):
-    # The tables were re-created directly, bypassing the proxy: no entry of an earlier test may stay.
-    request = urllib.request.Request(f"http://127.0.0.1:{shared_proxy.admin_port}/cache/purge?all=1", method="POST",
-                                     headers={"Content-Type": "application/json"})  # fmt: skip
-    with urllib.request.urlopen(request, timeout=10) as resp:
-        assert resp.status == 200
+    purge_all(shared_proxy)  # the tables were re-created directly, bypassing the proxy
     return shared_proxy
 
 

@@ -11,7 +11,6 @@ unsafe statement and the cache."""
 from __future__ import annotations
 
 import itertools
-import urllib.request
 
 import psycopg
 import pytest
@@ -20,6 +19,7 @@ from hypothesis import strategies as st
 
 from proxy.dbproxy.classify import classify
 from proxy.dbproxy.classify_types import Reason, Target
+from tests.integration.qcacheproc import purge_all
 
 CONFIG = '[cache]\nenabled = true\n[[cache.rules]]\ntables = ["qh"]\nttl = 60\n'
 SAFE_ITEMS = ["v + 0", "lower(w)", "coalesce(v, 0)", "'x'", "length(w)"]
@@ -87,10 +87,7 @@ def test_an_unsafe_statement_is_never_served_from_the_cache(setup, generated, ex
         return value
 
     # A statement drawn again would find its entry from an earlier example: start empty.
-    request = urllib.request.Request(f"http://127.0.0.1:{proxy.admin_port}/cache/purge?all=1", method="POST",
-                                     headers={"Content-Type": "application/json"})  # fmt: skip
-    with urllib.request.urlopen(request, timeout=10) as resp:
-        assert resp.status == 200
+    purge_all(proxy)
 
     cursor = None if extended else psycopg.ClientCursor
     with psycopg.connect(proxy.dsn(), autocommit=True, cursor_factory=cursor, prepare_threshold=None) as conn:
