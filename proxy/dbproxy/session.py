@@ -345,22 +345,25 @@ class ClientSession(FrontendSession):
             answer_aborted(self, batch)  # its transaction died with the old primary
             return
         conn = self.current
-        if conn is not None and not conn.closed and conn.busy:
+        # conn.busy inlined, here and in _send: a property call costs about as much as the rest
+        # of this test (callgrind: docs/perf.md).
+        if conn is not None and not conn.closed and (conn.groups or conn.open_group is not None or conn.copy):
             self.inflight = None
             self._send(conn, batch)
             return
         decision = self._decision(batch)
-        self.inflight = decision
         if self.d.follower is not None:
+            # Following Patroni (failover_session.py, quiesce.py); nothing of it runs otherwise.
+            self.inflight = decision
             if decision is not None and (decision.pins_session or
                                          (decision.detail == "session-reset" and self.sets.statements)):  # fmt: skip
                 self.sets.note(batch, self.router.in_transaction)
             self._resend = batch if lone_begin(batch, decision) else None
-        if decision is not None and self.d.follower is not None and holds(self, decision):
-            # Writes are paused (a planned switchover) or held (a failover): wait at the gate
-            # even on the primary connection the session has (quiesce.py).
-            self._start_async(through_gate(self, batch, decision))
-            return
+            if decision is not None and holds(self, decision):
+                # Writes are paused (a planned switchover) or held (a failover): wait at the gate
+                # even on the primary connection the session has.
+                self._start_async(through_gate(self, batch, decision))
+                return
         if decision is None:
             # Sync/Close/Execute alone: where the session's last statement ran.
             target = self.router.transaction_backend or (
@@ -447,7 +450,7 @@ class ClientSession(FrontendSession):
     def _send(self, conn: ServerConn, batch: list[tuple[Message, Any]]) -> None:
         out: list[bytes | memoryview] = []
         group = conn.open_group  # None: the next message starts a new group
-        was_busy = conn.busy
+        was_busy = conn.groups or group is not None or conn.copy  # conn.busy (see _dispatch)
         prepared = conn.prepared
         for msg, aux in batch:
             if group is None:

@@ -29,7 +29,7 @@ import time
 from collections import deque
 from typing import Any, Protocol
 
-from proxy.pgwire import encode
+from proxy.pgwire import encode, scan
 from proxy.pgwire.errors import (
     CONNECTION_FAILURE,
     FEATURE_NOT_SUPPORTED,
@@ -41,7 +41,6 @@ from proxy.pgwire.errors import (
 )
 from proxy.pgwire.framing import DEFAULT_MAX_MESSAGE_LENGTH as MAX_MESSAGE_LENGTH
 from proxy.pgwire.framing import FrontendFramer, Message
-from proxy.pgwire.scan import skip_plain
 from proxy.pgwire.messages import (
     CancelRequest,
     GSSENCRequest,
@@ -66,9 +65,15 @@ ENDING_SECONDS = 3.0  # a half-forwarded message that does not end by then: clos
 # Startup parameters a proxy cannot honour: physical/logical replication streams.
 _REFUSED_PARAMS = ("replication",)
 _INT32 = struct.Struct("!i")
+_UNPACK_INT32 = _INT32.unpack_from
 # Server message types the relay looks at: ParseComplete '1', CloseComplete '3', ReadyForQuery
 # 'Z', ErrorResponse 'E', CopyInResponse 'G', ParameterStatus 'S'. Everything else passes through.
 _SPECIAL = bytes(1 if i in b"13ZEGS" else 0 for i in range(256))
+# Runs of messages the relay passes on untouched (DataRow above all) are stepped over by the
+# compiled scanner (proxy/pgwire/scan.py), which creates nothing per message. Interpreted, a call
+# to its pure twin costs more than the relay's own loop over the 3-5 messages of a typical answer
+# (callgrind per pgbench transaction: docs/perf.md), so the pure build keeps the loop below alone.
+_SKIP_PLAIN = scan.skip_plain if scan.COMPILED else None
 
 
 class LoginCounters(Protocol):
@@ -575,14 +580,18 @@ class FrontendSession(asyncio.Protocol):
         pos = start = 0
         pieces: list[bytes] = []
         special = _SPECIAL
+        skip = _SKIP_PLAIN
+        unpack = _UNPACK_INT32
         while n - pos >= 5:
-            # Whole messages passed on untouched (DataRow above all) are stepped over in one call
-            # that creates nothing (compiled: proxy/pgwire/scan.py) and forwarded below in one write.
-            pos = skip_plain(data, pos, n, special)
-            if n - pos < 5:
-                break
             t = data[pos]
-            length = _INT32.unpack_from(data, pos + 1)[0]
+            if skip is not None and not special[t]:
+                # A run of whole messages passed on untouched, stepped over in one call (see
+                # _SKIP_PLAIN) and forwarded below in one write.
+                pos = skip(data, pos, n, special)
+                if n - pos < 5:
+                    break
+                t = data[pos]
+            length = unpack(data, pos + 1)[0]
             if length < 4 or length > MAX_MESSAGE_LENGTH:
                 raise PgProtocolError(f"invalid message length {length} from server")
             end = pos + 1 + length
@@ -601,7 +610,7 @@ class FrontendSession(asyncio.Protocol):
                 if conn.groups:
                     conn.groups.popleft()
                 conn.copy = False
-                if not conn.busy:
+                if not conn.groups and conn.open_group is None:  # not conn.busy (inlined: see _send)
                     self.d.finished(conn)
                 elif conn.timer is not None:
                     self.d.restart_query_timer(conn)  # a statement timeout is per statement
