@@ -268,6 +268,13 @@ async def test_psycopg_sessions_across_a_kill(patroni: PatroniCluster, proxy: Pa
         assert await (await idle.execute(query, (1,), prepare=True)).fetchone() == (2, ANY_PORT, "psycopg-idle")
         await txn.execute("DROP TABLE IF EXISTS marks; CREATE TABLE marks (i int)")
         await txn.commit()
+        # This module's cluster replicates asynchronously: a new leader that had not replayed the
+        # table yet would lose it with the old one (as it may). Every replica has it before the kill.
+        for node in patroni.replicas():
+            async def replayed(node=node) -> bool:  # type: ignore[no-untyped-def]
+                return await asyncio.to_thread(node.psql, "SELECT to_regclass('marks') IS NOT NULL") == "t"
+
+            await wait_until_async(replayed, DEADLINE, f"the marks table replayed on {node.name}")
         await txn.execute("INSERT INTO marks VALUES (1)")  # a transaction open on the old primary
         old, new = await asyncio.to_thread(patroni.kill_leader_postmaster)
         port = patroni.node(new).port
