@@ -8,8 +8,8 @@ Theory of operation
    proxy_cache, each with a 64 MiB memory store; "direct" is wrk straight at the origin.
 2. Every cache is filled first (each object requested once), then one request per cache must
    say it was a hit (`Cache-Status`, `X-Varnish`, `X-Cache-Status`): what is measured are hits.
-3. As in `bench lb` (and with its helpers): a warm-up run per target, then `--rounds` rounds in
-   which each target gets one wrk run cycling over the same objects; the CPU time of each cache's
+3. As in `bench lb` (bench/wrkrounds.py serves both): a warm-up run per target, then `--rounds`
+   rounds in which each target gets one wrk run cycling over the same objects; the CPU time of each cache's
    process tree from /proc around each run gives requests per CPU-second, and each round's ratio
    to Varnish and to nginx (median over rounds) cancels the machine's drift.
 4. Eviction: a Zipf(`--alpha`) trace over `--trace-objects` objects (sizes drawn once from a
@@ -26,30 +26,20 @@ answer hits is reported and the exit status is 1, after the report of what did r
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import random
 import shutil
 import sys
-import tempfile
 import time
 import urllib.request
 from pathlib import Path
 from typing import Any
 
+from bench import wrkrounds
 from bench.cdnpeers import CdnStack, fetch_headers, is_hit, object_path, wrk_objects_lua
-from bench.common import (
-    find_binary,
-    format_table,
-    machine_info,
-    median,
-    round_ratio,
-    run_wrk,
-    tree_cpu_seconds,
-    write_wrk_script,
-)
-from bench.lb import _keep_artifacts, _log
-from bench.servers import REPO, Target
+from bench.common import find_binary, format_table, run_wrk, write_wrk_script
+from bench.servers import Target
+from bench.wrkrounds import log as _log
 from proxy.cdn.policies import POLICIES
 from proxy.cdn.whatif import replay
 from proxy.devstack.process import DevstackError
@@ -61,13 +51,7 @@ SMOKE = {"duration": 1, "warmup": 0, "rounds": 1, "trace_requests": 20_000}
 WRK_TIMEOUT_S = 5.0
 
 COLUMNS = (
-    ("target", "target", "s"),
-    ("requests_per_s", "req/s", ",.0f"),
-    ("p50_ms", "p50 ms", ".2f"),
-    ("p99_ms", "p99 ms", ".2f"),
-    ("errors", "errors", "d"),
-    ("proxy_cpu_s", "cache CPU s", ".2f"),
-    ("req_per_cpu_s", "req/CPU-s", ",.0f"),
+    *wrkrounds.load_columns("cache CPU s"),
     ("rps_vs_varnish", "req/s vs Varnish", ".2f"),
     ("cpu_eff_vs_varnish", "req/CPU-s vs Varnish", ".2f"),
     ("rps_vs_nginx", "req/s vs nginx", ".2f"),
@@ -81,11 +65,7 @@ POLICY_COLUMNS = (
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--duration", type=int, default=10, help="seconds per measured run (10)")
-    parser.add_argument("--warmup", type=int, default=3, help="seconds of warm-up per target (3)")
-    parser.add_argument("--connections", type=int, default=64, help="wrk connections (64)")
-    parser.add_argument("--threads", type=int, default=1, help="wrk threads (1)")
-    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds (3)")
+    wrkrounds.add_load_arguments(parser)
     parser.add_argument("--objects", type=int, default=100, help="distinct objects requested (100)")
     parser.add_argument("--size", type=int, default=4096, help="bytes per object (4096)")
     parser.add_argument("--targets", default=None, help=f"comma-separated subset of {','.join(TARGETS)} (all)")
@@ -125,33 +105,15 @@ def eviction_table(args: argparse.Namespace, requests: int) -> tuple[list[dict[s
 
 
 def _measure(target: Target, wrk: str, settings: dict[str, Any], script: Path, duration: int) -> dict[str, Any]:
-    cpu0 = tree_cpu_seconds(target.proxy_pids)
-    result = run_wrk(wrk, target.url, duration=duration, connections=settings["connections"],
-                     threads=settings["threads"], script=script, timeout_s=WRK_TIMEOUT_S)
-    cpu = tree_cpu_seconds(target.proxy_pids) - cpu0 if target.proxy_pids else None
-    return {"target": target.name, **result.to_json(), "proxy_cpu_s": cpu,
-            "req_per_cpu_s": result.requests / cpu if cpu else None, "proxy_alive_after": target.alive()}
+    return wrkrounds.measure(target, lambda: run_wrk(wrk, target.url, duration=duration,
+                                                     connections=settings["connections"], threads=settings["threads"],
+                                                     script=script, timeout_s=WRK_TIMEOUT_S))
 
 
-def _summarise(targets: list[Target], runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    rows = []
-    for t in targets:
-        mine = [r for r in runs if r["target"] == t.name]
-        if not mine:
-            continue
-        rows.append({
-            "target": t.name, "description": t.description, "runs": len(mine),
-            "requests_per_s": median(r["requests_per_s"] for r in mine),
-            "p50_ms": median(r["p50_ms"] for r in mine), "p99_ms": median(r["p99_ms"] for r in mine),
-            "errors": sum(r["errors"] for r in mine),
-            "proxy_cpu_s": median(r["proxy_cpu_s"] for r in mine),
-            "req_per_cpu_s": median(r["req_per_cpu_s"] for r in mine),
-        })  # fmt: skip
-    for row in rows:
-        row["rps_vs_varnish"] = round_ratio(runs, row["target"], "varnish", "requests_per_s")
-        row["cpu_eff_vs_varnish"] = round_ratio(runs, row["target"], "varnish", "req_per_cpu_s")
-        row["rps_vs_nginx"] = round_ratio(runs, row["target"], "nginx", "requests_per_s")
-    return rows
+# The summary's columns, in order, and its ratios to Varnish and nginx (per round).
+SUMMARY_KEYS = ("requests_per_s", "p50_ms", "p99_ms", "errors", "proxy_cpu_s", "req_per_cpu_s")
+RATIOS = (("rps_vs_varnish", "varnish", "requests_per_s"), ("cpu_eff_vs_varnish", "varnish", "req_per_cpu_s"),
+          ("rps_vs_nginx", "nginx", "requests_per_s"))
 
 
 def _fill_and_check(target: Target, objects: int) -> bool:
@@ -169,11 +131,8 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
     if args.smoke:
         settings.update({"duration_s": SMOKE["duration"], "warmup_s": SMOKE["warmup"], "rounds": SMOKE["rounds"],
                          "trace_requests": SMOKE["trace_requests"]})
-    wanted = [t.strip() for t in (args.targets or ",".join(TARGETS)).split(",") if t.strip()]
-    unknown = sorted(set(wanted) - set(TARGETS))
-    if unknown or not wanted:
-        print(f"unknown target(s): {', '.join(unknown) or '(none given)'}; choose from {', '.join(TARGETS)}",
-              file=sys.stderr)
+    wanted = wrkrounds.choose_targets(args.targets, TARGETS)
+    if wanted is None:
         return 2
     bins = {"wrk": find_binary("wrk", "wrk"), "nginx": find_binary("nginx", "nginx"),
             "varnish": find_binary("varnishd", "varnish")}
@@ -182,22 +141,15 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
             print(f"cannot benchmark: {bins[needed].missing_message}" + (" (nginx is also the origin)"
                   if needed == "nginx" else ""), file=sys.stderr)
             return 2
-    missing = [b.missing_message for b in bins.values() if b.path is None]
-    for message in missing:
-        _log(f"skipping peer: {message}")
+    missing = wrkrounds.missing_peers(bins)
 
-    out = (args.out or REPO / "bench" / "results" / dt.datetime.now().strftime("cdn-%Y%m%d-%H%M%S")).resolve()
-    out.mkdir(parents=True, exist_ok=True)
-    workdir = Path(tempfile.mkdtemp(prefix="tierproxy-bench-cdn-"))
+    out, workdir, started, machine = wrkrounds.open_run(args.out, "cdn-%Y%m%d-%H%M%S", "tierproxy-bench-cdn-", bins)
     wrk = bins["wrk"].path
     assert wrk is not None
     problems: list[str] = []
     broken: list[str] = []
     runs: list[dict[str, Any]] = []
     hits_checked: dict[str, bool] = {}
-    started = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-    machine = machine_info(bins.values(), REPO)
-    _log(f"results -> {out}; {machine['note']}")
     cdn_status: Any = None
     try:
         with CdnStack(workdir, bins["nginx"].path, None) as stack:
@@ -227,31 +179,16 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
                     problems.append(f"{t.name}: a request for a stored object was not answered as a hit")
                     broken.append(t.name)
             script = write_wrk_script(workdir, request_lua=wrk_objects_lua(args.objects))
-            if settings["warmup_s"] > 0:
-                for t in targets:
-                    _log(f"warm-up {t.name} {settings['warmup_s']}s")
-                    _measure(t, wrk, settings, script, settings["warmup_s"])
-            for rnd in range(1, settings["rounds"] + 1):
-                for t in targets:
-                    if not t.alive():
-                        continue
-                    run_ = {"round": rnd, "started": time.time(),
-                            **_measure(t, wrk, settings, script, settings["duration_s"])}
-                    runs.append(run_)
-                    _log(f"round {rnd} {t.name}: {run_['requests_per_s']:,.0f} req/s, errors {run_['errors']}")
-                    if run_["errors"]:
-                        problems.append(f"{t.name} round {rnd}: {run_['errors']} errors")
-                    if not t.alive():
-                        broken.append(t.name)
-                        problems.append(f"{t.name} died during round {rnd}")
+            wrkrounds.run_rounds(targets, settings, lambda t, seconds: _measure(t, wrk, settings, script, seconds),
+                                 runs, problems, broken)
             tp = next((t for t in targets if t.name == "tierproxy"), None)
             if tp is not None and tp.admin_port is not None:
                 cdn_status = json.loads(fetch_body(f"http://127.0.0.1:{tp.admin_port}/status"))
     finally:
-        _keep_artifacts(workdir, out)
+        wrkrounds.keep_artifacts(workdir, out)
         shutil.rmtree(workdir, ignore_errors=True)
 
-    rows = _summarise(targets, runs)
+    rows = wrkrounds.summarise(targets, runs, SUMMARY_KEYS, RATIOS)
     table = format_table(rows, COLUMNS)
     _log(f"eviction: replaying a {settings['trace_requests']}-request Zipf trace under {', '.join(POLICIES)}")
     policy_rows, trace_info = eviction_table(args, settings["trace_requests"])
@@ -264,12 +201,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
                     f"{trace_info['cache_bytes']:,} bytes ({args.cache_share:.0%}), first "
                     f"{trace_info['warmup_requests']} requests not counted")
     text = f"{header}\n{table}\n\n{evict_header}\n{policy_table}\n"
-    print(text, end="")
-    for problem in problems:
-        print(f"NOTE: {problem}")
-    for message in missing:
-        print(f"SKIPPED: {message}")
-    (out / "table.txt").write_text(text)
+    wrkrounds.report(out, text, problems, missing)
     results = {
         "benchmark": "cdn", "command": ["python", "-m", "bench", *argv], "started": started,
         "settings": settings, "machine": machine, "note": machine["note"],

@@ -29,29 +29,17 @@ exit status is 1, after the report of what did run.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import shutil
 import sys
-import tempfile
-import time
 import urllib.request
 from pathlib import Path
 from typing import Any
 
-from bench import plot, realistic, tlspeers
-from bench.common import (
-    Binary,
-    find_binary,
-    format_table,
-    machine_info,
-    median,
-    round_ratio,
-    run_wrk,
-    tree_cpu_seconds,
-    write_wrk_script,
-)
-from bench.servers import REPO, Stack, Target
+from bench import plot, realistic, tlspeers, wrkrounds
+from bench.common import Binary, find_binary, format_table, run_wrk, write_wrk_script
+from bench.servers import Stack, Target
+from bench.wrkrounds import log as _log
 from proxy.devstack.process import DevstackError
 
 __all__ = ["add_arguments", "run"]
@@ -63,24 +51,14 @@ SMOKE = {"duration": 1, "warmup": 0, "rounds": 1}
 WRK_TIMEOUT_S = 5.0
 
 COLUMNS = (
-    ("target", "target", "s"),
-    ("requests_per_s", "req/s", ",.0f"),
-    ("p50_ms", "p50 ms", ".2f"),
-    ("p99_ms", "p99 ms", ".2f"),
-    ("errors", "errors", "d"),
-    ("proxy_cpu_s", "proxy CPU s", ".2f"),
-    ("req_per_cpu_s", "req/CPU-s", ",.0f"),
+    *wrkrounds.load_columns("proxy CPU s"),
     ("rps_vs_nginx", "req/s vs nginx", ".2f"),
     ("cpu_eff_vs_nginx", "req/CPU-s vs nginx", ".2f"),
 )
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--duration", type=int, default=10, help="seconds per measured run (10)")
-    parser.add_argument("--warmup", type=int, default=3, help="seconds of warm-up per target (3)")
-    parser.add_argument("--connections", type=int, default=64, help="wrk connections (64)")
-    parser.add_argument("--threads", type=int, default=1, help="wrk threads (1)")
-    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds (3)")
+    wrkrounds.add_load_arguments(parser)
     parser.add_argument("--targets", default=None,
                         help=f"comma-separated subset of {','.join(TARGETS)} (all; with --tls/--h2: "
                              f"{','.join(TLS_TARGETS)})")
@@ -101,10 +79,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--streams", type=int, default=10,
                         help="--h2: concurrent streams per connection (h2load -m, 10)")
     parser.add_argument("--out", type=Path, help="output dir (bench/results/<timestamp>/)")
-
-
-def _log(message: str) -> None:
-    print(f"[bench] {message}", file=sys.stderr, flush=True)
 
 
 def _settings(args: argparse.Namespace) -> dict[str, Any]:
@@ -156,57 +130,21 @@ def _start_targets(stack: Stack, wanted: list[str], bins: dict[str, Binary],
 
 def _measure(target: Target, client: str, settings: dict[str, Any], script: Path,
              backend_pids: list[int], duration: int) -> dict[str, Any]:
-    proxy0 = tree_cpu_seconds(target.proxy_pids)
-    backend0 = tree_cpu_seconds(backend_pids)
-    result: Any
-    if settings["protocol"] == "h2":
-        result = tlspeers.run_h2load(client, target.url, duration=duration, connections=settings["connections"],
-                                     streams=settings["streams"], threads=settings["threads"],
-                                     timeout_s=WRK_TIMEOUT_S)  # fmt: skip
-    else:
-        result = run_wrk(client, target.url, duration=duration, connections=settings["connections"],
-                         threads=settings["threads"], script=script, timeout_s=WRK_TIMEOUT_S)
-    proxy_cpu = tree_cpu_seconds(target.proxy_pids) - proxy0 if target.proxy_pids else None
-    backend_cpu = tree_cpu_seconds(backend_pids) - backend0
-    return {
-        "target": target.name,
-        **result.to_json(),
-        "proxy_cpu_s": proxy_cpu,
-        "backend_cpu_s": backend_cpu,
-        "req_per_cpu_s": result.requests / proxy_cpu if proxy_cpu else None,
-        "proxy_alive_after": target.alive(),
-    }
+    def load() -> Any:
+        if settings["protocol"] == "h2":
+            return tlspeers.run_h2load(client, target.url, duration=duration, connections=settings["connections"],
+                                       streams=settings["streams"], threads=settings["threads"],
+                                       timeout_s=WRK_TIMEOUT_S)  # fmt: skip
+        return run_wrk(client, target.url, duration=duration, connections=settings["connections"],
+                       threads=settings["threads"], script=script, timeout_s=WRK_TIMEOUT_S)
+
+    return wrkrounds.measure(target, load, backend_pids)
 
 
-def _summarise(targets: list[Target], runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    rows = []
-    for t in targets:
-        mine = [r for r in runs if r["target"] == t.name]
-        if not mine:
-            continue
-        rps = [r["requests_per_s"] for r in mine]
-        rows.append({
-            "target": t.name,
-            "description": t.description,
-            "runs": len(mine),
-            "requests_per_s": median(rps),
-            "requests_per_s_min": min(rps),
-            "requests_per_s_max": max(rps),
-            "p50_ms": median(r["p50_ms"] for r in mine),
-            "p95_ms": median(r["p95_ms"] for r in mine),
-            "p99_ms": median(r["p99_ms"] for r in mine),
-            "errors": sum(r["errors"] for r in mine),
-            "non_2xx_3xx": sum(r["non_2xx_3xx"] for r in mine),
-            "socket_errors": sum(sum(r["socket_errors"].values()) for r in mine),
-            "proxy_cpu_s": median(r["proxy_cpu_s"] for r in mine),
-            "req_per_cpu_s": median(r["req_per_cpu_s"] for r in mine),
-            "client_cpu_s": median(r["client_cpu_s"] for r in mine),
-            "backend_cpu_s": median(r["backend_cpu_s"] for r in mine),
-        })
-    for row in rows:
-        row["rps_vs_nginx"] = round_ratio(runs, row["target"], "nginx", "requests_per_s")
-        row["cpu_eff_vs_nginx"] = round_ratio(runs, row["target"], "nginx", "req_per_cpu_s")
-    return rows
+# The summary's columns, in order, and its ratios to nginx (per round).
+SUMMARY_KEYS = ("requests_per_s", "requests_per_s_min", "requests_per_s_max", "p50_ms", "p95_ms", "p99_ms", "errors",
+                "non_2xx_3xx", "socket_errors", "proxy_cpu_s", "req_per_cpu_s", "client_cpu_s", "backend_cpu_s")
+RATIOS = (("rps_vs_nginx", "nginx", "requests_per_s"), ("cpu_eff_vs_nginx", "nginx", "req_per_cpu_s"))
 
 
 def _tierproxy_status(target: Target) -> Any:
@@ -229,30 +167,14 @@ def _log_findings(path: Path) -> list[str]:
     return [ln for ln in lines if ln.strip()]
 
 
-def _keep_artifacts(workdir: Path, out: Path) -> None:
-    """Copy generated configs and server logs next to the results (the temp dir is removed)."""
-    for pattern, dest in (("*.toml", "configs"), ("*.cfg", "configs"), ("*/nginx.conf", "configs"),
-                          ("logs/*.log", "logs"), ("*/error.log", "logs")):
-        for src in workdir.glob(pattern):
-            target_dir = out / dest
-            target_dir.mkdir(parents=True, exist_ok=True)
-            name = src.name if src.parent == workdir or src.parent.name == "logs" \
-                else f"{src.parent.name}-{src.name}"
-            shutil.copy2(src, target_dir / name)
-
-
 def run(args: argparse.Namespace, argv: list[str]) -> int:
     settings = _settings(args)
     secure = settings["protocol"] != "http"
     if args.h2 and settings["vary"]:
         print("--vary/--realistic are wrk Lua scripts: not with --h2 (h2load)", file=sys.stderr)
         return 2
-    choices = TLS_TARGETS if secure else TARGETS
-    wanted = [t.strip() for t in (args.targets or ",".join(choices)).split(",") if t.strip()]
-    unknown = sorted(set(wanted) - set(choices))
-    if unknown or not wanted:
-        print(f"unknown target(s): {', '.join(unknown) or '(none given)'}; "
-              f"choose from {', '.join(choices)}", file=sys.stderr)
+    wanted = wrkrounds.choose_targets(args.targets, TLS_TARGETS if secure else TARGETS)
+    if wanted is None:
         return 2
     client_bin = find_binary("h2load", "nghttp2-client") if settings["client"] == "h2load" \
         else find_binary("wrk", "wrk")  # fmt: skip
@@ -261,25 +183,17 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
     if bins["client"].path is None:
         print(f"cannot benchmark: {bins['client'].missing_message}", file=sys.stderr)
         return 2
-    missing = [b.missing_message for b in bins.values() if b.path is None]
-    for message in missing:
-        _log(f"skipping peer: {message}")
+    missing = wrkrounds.missing_peers(bins)
     if bins["nginx"].path is None:
         _log("backends fall back to bench.backend (Python), which shares the cores: "
              "results understate every proxy")
 
-    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    out = (args.out or REPO / "bench" / "results" / stamp).resolve()
-    out.mkdir(parents=True, exist_ok=True)
-    workdir = Path(tempfile.mkdtemp(prefix="tierproxy-bench-"))
+    out, workdir, started, machine = wrkrounds.open_run(args.out, "%Y%m%d-%H%M%S", "tierproxy-bench-", bins)
     wrk = bins["client"].path
     assert wrk is not None
     problems: list[str] = []
     broken: list[str] = []  # proxies that failed to start or died: the exit status becomes 1
     runs: list[dict[str, Any]] = []
-    started = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-    machine = machine_info(bins.values(), REPO)
-    _log(f"results -> {out}; {machine['note']}")
 
     try:
         with Stack(workdir, bins["nginx"].path, bins["haproxy"].path) as stack:
@@ -294,46 +208,20 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
             backend_pids = sorted({p.pid for b in backends for p in b.processes})
             script = write_wrk_script(workdir, vary=settings["vary"],
                                       request_lua=realistic.wrk_lua() if settings["realistic"] else None)
-            if settings["warmup_s"] > 0:
-                for t in targets:
-                    _log(f"warm-up {t.name} {settings['warmup_s']}s")
-                    warm = _measure(t, wrk, settings, script, backend_pids, settings["warmup_s"])
-                    if warm["errors"]:
-                        problems.append(f"{t.name}: {warm['errors']} errors during warm-up")
-            for rnd in range(1, settings["rounds"] + 1):
-                for t in targets:
-                    if not t.alive():
-                        continue  # reported when it was found dead
-                    run_ = {"round": rnd, "started": time.time(),
-                            **_measure(t, wrk, settings, script, backend_pids,
-                                       settings["duration_s"])}
-                    runs.append(run_)
-                    cpu = run_["proxy_cpu_s"]
-                    p99 = run_["p99_ms"]
-                    _log(f"round {rnd} {t.name}: {run_['requests_per_s']:,.0f} req/s, "
-                         f"p99 {'-' if p99 is None else f'{p99:.2f}'} ms, errors {run_['errors']}, proxy CPU "
-                         + (f"{cpu:.2f} s" if cpu is not None else "-"))
-                    if run_["errors"]:
-                        problems.append(f"{t.name} round {rnd}: {run_['errors']} errors "
-                                        f"(non-2xx/3xx {run_['non_2xx_3xx']}, "
-                                        f"socket {run_['socket_errors']})")
-                    if not t.alive():
-                        codes = [p.returncode for p in t.processes]
-                        broken.append(t.name)
-                        problems.append(f"{t.name} died during round {rnd} (exit {codes}); "
-                                        f"log tail:\n{t.processes[0].log_tail(20)}")
-                        _log(problems[-1])
+            wrkrounds.run_rounds(targets, settings,
+                                 lambda t, seconds: _measure(t, wrk, settings, script, backend_pids, seconds),
+                                 runs, problems, broken, details=True)  # fmt: skip
             statuses = {t.name: _tierproxy_status(t) for t in targets if t.admin_port}
             log_lines = {t.name: _log_findings(t.processes[0].log_path)
                          for t in targets if t.name.startswith("tierproxy")}
     finally:
-        _keep_artifacts(workdir, out)
+        wrkrounds.keep_artifacts(workdir, out)
         shutil.rmtree(workdir, ignore_errors=True)
 
     for name, lines in log_lines.items():
         if lines:
             problems.append(f"{name} logged {len(lines)} warning/error line(s), e.g. {lines[0][:300]}")
-    rows = _summarise(targets, runs)
+    rows = wrkrounds.summarise(targets, runs, SUMMARY_KEYS, RATIOS)
     table = format_table(rows, COLUMNS)
     load = (f"h2load -t{settings['threads']} -c{settings['connections']} -m{settings['streams']} "
             f"-D{settings['duration_s']} over h2 (TLS, ALPN)" if settings["protocol"] == "h2" else
@@ -342,13 +230,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
     header = (f"tierproxy lb benchmark: {load}, {settings['rounds']} round(s), medians; "
               f"{'realistic client requests (bench/realistic.py), every one distinct; ' if settings['realistic'] else 'every request distinct (/?r=N); ' if settings['vary'] else ''}"
               f"backends: {stack.backend_kind}\n{machine['note']}")
-    print(header)
-    print(table)
-    for problem in problems:
-        print(f"NOTE: {problem}")
-    for message in missing:
-        print(f"SKIPPED: {message}")
-    (out / "table.txt").write_text(header + "\n" + table + "\n")
+    wrkrounds.report(out, header + "\n" + table + "\n", problems, missing)
 
     png = out / "lb.png"
     plotted = plot.bar_chart(rows, png, title=f"tierproxy lb vs peers ({machine['nproc']} shared cores)")
