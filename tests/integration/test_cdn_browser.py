@@ -15,7 +15,8 @@ import pytest
 
 from proxy.devstack.static_site import VERSIONED_PATTERN, write_static_site
 from proxy.devstack.web import start_web_worker
-from tests.integration.test_cdn import Cdn, curl
+from tests.integration import cdnproc
+from tests.integration.test_cdn import curl
 from tests.integration.test_cdn_ops import chromium_dom
 
 
@@ -24,12 +25,11 @@ def site(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("site")
     static = write_static_site(tmp / "static")
     worker = start_web_worker("static1", static=static.directory, log_dir=tmp)
-    cdn = Cdn(tmp, worker, cache=f"versioned_pattern = '{VERSIONED_PATTERN}'")
-    yield static, worker, cdn
-    assert cdn.stop() == 0
-    cdn.lock.release()
-    cdn.admin_lock.release()
-    worker.close()
+    try:
+        with cdnproc.running_cdn(tmp, worker, cache=f"versioned_pattern = '{VERSIONED_PATTERN}'") as cdn:
+            yield static, worker, cdn
+    finally:
+        worker.close()
 
 
 def served(worker) -> int:

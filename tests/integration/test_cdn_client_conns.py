@@ -9,7 +9,8 @@ import time
 
 import pytest
 
-from tests.integration.test_cdn import Cdn, Origin
+from tests.integration import cdnproc
+from tests.integration.test_cdn import Cdn
 
 IDLE = 1.0
 
@@ -17,13 +18,9 @@ IDLE = 1.0
 @pytest.fixture(scope="module")
 def cdn(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("cdn-conns")
-    origin = Origin(tmp).start()
-    c = Cdn(tmp, origin, top=f"client_idle_timeout = {IDLE}")
-    yield c
-    assert c.stop() == 0
-    origin.stop()
-    for lock in (c.lock, c.admin_lock, origin.lock):
-        lock.release()
+    with cdnproc.running_origin(tmp) as origin, \
+            cdnproc.running_cdn(tmp, origin, top=f"client_idle_timeout = {IDLE}") as c:
+        yield c
 
 
 def connect(cdn: Cdn) -> socket.socket:

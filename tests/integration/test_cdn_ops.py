@@ -14,27 +14,19 @@ import sys
 
 import pytest
 
+from tests.integration import cdnproc
 from tests.integration.lbproc import http_json, wait_for
-from tests.integration.test_cdn import REPO, Cdn, Origin, curl
+from tests.integration.test_cdn import REPO, curl
 
-
-@pytest.fixture(scope="module")
-def origin(tmp_path_factory):
-    o = Origin(tmp_path_factory.mktemp("origin")).start()
-    yield o
-    o.stop()
-    o.lock.release()
+origin = cdnproc.origin
 
 
 @pytest.fixture(scope="module")
 def cdn(tmp_path_factory, origin):
     tmp = tmp_path_factory.mktemp("cdn")
-    c = Cdn(tmp, origin, cache=f'policy = "wtinylfu"\ntrace_file = "{tmp / "boot.trace"}"')
-    c.tmp = tmp
-    yield c
-    assert c.stop() == 0
-    c.lock.release()
-    c.admin_lock.release()
+    with cdnproc.running_cdn(tmp, origin, cache=f'policy = "wtinylfu"\ntrace_file = "{tmp / "boot.trace"}"') as c:
+        c.tmp = tmp
+        yield c
 
 
 def trace_lines(path) -> list[str]:

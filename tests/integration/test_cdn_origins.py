@@ -9,6 +9,7 @@ import time
 
 import pytest
 
+from tests.integration import cdnproc
 from tests.integration.lbproc import http_json, wait_for
 from tests.integration.test_cdn import Cdn, Origin, curl
 
@@ -27,21 +28,16 @@ address = "127.0.0.1:{b}"
 # One pair of origins and one cdn for the module: each test leaves both origins running and up.
 @pytest.fixture(scope="module")
 def origins(tmp_path_factory):
-    pair = [Origin(tmp_path_factory.mktemp("a")).start(), Origin(tmp_path_factory.mktemp("b")).start()]
-    yield pair
-    for o in pair:
-        o.stop()
-        o.lock.release()
+    with cdnproc.running_origin(tmp_path_factory.mktemp("a")) as a, \
+            cdnproc.running_origin(tmp_path_factory.mktemp("b")) as b:
+        yield [a, b]
 
 
 @pytest.fixture(scope="module")
 def cdn(tmp_path_factory, origins):
     a, b = origins
-    c = Cdn(tmp_path_factory.mktemp("cdn"), None, origin_toml=POOL.format(a=a.port, b=b.port))
-    yield c
-    assert c.stop() == 0
-    c.lock.release()
-    c.admin_lock.release()
+    with cdnproc.running_cdn(tmp_path_factory.mktemp("cdn"), None, origin_toml=POOL.format(a=a.port, b=b.port)) as c:
+        yield c
 
 
 def states(cdn: Cdn) -> dict[str, str]:
@@ -124,8 +120,7 @@ def test_an_http_check_failing_marks_a_live_origin_down(tmp_path, origins):
     a = origins[0]
     http_pool = ('[origin]\nhealth = { type = "http", path = "/healthz", interval = 0.2, timeout = 0.2, '
                  f'rise = 1, fall = 1 }}\n[[origin.servers]]\nname = "a"\naddress = "127.0.0.1:{a.port}"\n')
-    c = Cdn(tmp_path, None, origin_toml=http_pool)
-    try:
+    with cdnproc.running_cdn(tmp_path, None, origin_toml=http_pool) as c:
         stale = "/obj/h1?cc=max-age=1&age=5"
         assert curl(c, stale)[0] == 200
         assert http_json(f"http://127.0.0.1:{a.port}/_health?status=503", "POST")[0] == 200
@@ -138,7 +133,3 @@ def test_an_http_check_failing_marks_a_live_origin_down(tmp_path, origins):
         wait_for(lambda: states(c) == {"a": "up"}, 15, "origin a back up")
         status, headers, body = curl(c, stale)
         assert body == "/obj/h1 #2" and "fwd=stale; fwd-status=200" in headers["cache-status"]
-    finally:
-        assert c.stop() == 0
-        c.lock.release()
-        c.admin_lock.release()

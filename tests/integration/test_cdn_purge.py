@@ -7,16 +7,12 @@ from __future__ import annotations
 import subprocess
 
 from tests.integration import test_cdn
-from tests.integration.lbproc import http_json
+from tests.integration.cdnproc import purge
 from tests.integration.test_cdn import curl
 
 # The real origin and cdn processes of test_cdn.py, as this module's fixtures.
 origin = test_cdn.origin
 cdn = test_cdn.cdn
-
-
-def purge(cdn, query: str) -> tuple[int, dict]:
-    return http_json(f"http://127.0.0.1:{cdn.admin_port}/purge?{query}", "POST")
 
 
 def test_purge_a_group_by_surrogate_key_and_cache_tag(cdn, origin):

@@ -14,8 +14,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.integration import cdnproc
 from tests.integration.lbproc import wait_for
-from tests.integration.test_cdn import Cdn, Origin
+from tests.integration.test_cdn import Cdn
 
 BLOCK = bytes(range(256))
 MiB = 1024 * 1024
@@ -25,21 +26,8 @@ def body_of(size: int) -> bytes:
     return (BLOCK * (size // 256 + 1))[:size]
 
 
-@pytest.fixture(scope="module")
-def origin(tmp_path_factory):
-    o = Origin(tmp_path_factory.mktemp("origin")).start()
-    yield o
-    o.stop()
-    o.lock.release()
-
-
-@pytest.fixture(scope="module")
-def cdn(tmp_path_factory, origin):
-    c = Cdn(tmp_path_factory.mktemp("cdn"), origin, cache=f"max_bytes = {16 * MiB}\nmax_object_bytes = {4 * MiB}")
-    yield c
-    assert c.stop() == 0
-    c.lock.release()
-    c.admin_lock.release()
+origin = cdnproc.origin
+cdn = cdnproc.cdn_fixture(cache=f"max_bytes = {16 * MiB}\nmax_object_bytes = {4 * MiB}")
 
 
 class RawClient:

@@ -7,8 +7,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from tests.integration import test_cdn
-from tests.integration.test_cdn import ENV, REPO, Cdn, curl
+from tests.integration import cdnproc, test_cdn
+from tests.integration.test_cdn import ENV, REPO, curl
 
 origin = test_cdn.origin
 
@@ -16,8 +16,7 @@ PATTERN = r"\.[0-9a-f]{8,}\.(css|js)$"
 
 
 def test_versioned_paths_get_a_long_ttl_and_immutable(tmp_path, origin):
-    cdn = Cdn(tmp_path, origin, cache=f"versioned_pattern = '{PATTERN}'\nversioned_ttl = 31536000")
-    try:
+    with cdnproc.running_cdn(tmp_path, origin, cache=f"versioned_pattern = '{PATTERN}'\nversioned_ttl = 31536000") as cdn:
         # No Cache-Control at all from the origin: normally not storable (no freshness).
         status, headers, body = curl(cdn, "/obj/app.0123abcd.css")
         assert status == 200 and body == "/obj/app.0123abcd.css #1"
@@ -40,8 +39,6 @@ def test_versioned_paths_get_a_long_ttl_and_immutable(tmp_path, origin):
         assert 'detail="set-cookie"' in headers["cache-status"] and "immutable" not in headers.get("cache-control", "")
         assert origin.count("/obj/app.0123abcd.css")["requests"] == 1
         assert origin.count("/obj/app.css")["requests"] == 2
-    finally:
-        assert cdn.stop() == 0
 
 
 def test_check_config_refuses_a_bad_pattern(tmp_path):

@@ -8,32 +8,14 @@ from __future__ import annotations
 import os
 import signal
 
-import pytest
-
-from tests.integration.lbproc import http_json, wait_for
+from tests.integration import cdnproc
+from tests.integration.cdnproc import purge
+from tests.integration.lbproc import wait_for
 from tests.integration.test_cdn import Cdn, Origin, curl
 from tests.integration.test_cdn_streaming import RawClient, body_of
 
-
-@pytest.fixture(scope="module")
-def origin(tmp_path_factory):
-    o = Origin(tmp_path_factory.mktemp("origin")).start()
-    yield o
-    o.stop()
-    o.lock.release()
-
-
-@pytest.fixture(scope="module")
-def cdn(tmp_path_factory, origin):
-    c = Cdn(tmp_path_factory.mktemp("cdn"), origin, top="workers = 2", cache="max_bytes = 1048576")
-    yield c
-    assert c.stop() == 0
-    c.lock.release()
-    c.admin_lock.release()
-
-
-def purge(cdn: Cdn, query: str) -> tuple[int, dict]:
-    return http_json(f"http://127.0.0.1:{cdn.admin_port}/purge?{query}", "POST")
+origin = cdnproc.origin
+cdn = cdnproc.cdn_fixture(top="workers = 2", cache="max_bytes = 1048576")
 
 
 def fetch_until(cdn: Cdn, origin: Origin, path: str, count: int) -> list[str]:
