@@ -172,13 +172,23 @@ class Engine:
 
     # -- entry points ------------------------------------------------------------------------
 
-    async def handle(self, head: RequestHead, body: bytes = b"") -> Answer:
+    def quick(self, head: RequestHead) -> Answer | None:
+        """The answer to a GET or HEAD that is a fresh plain hit, without waiting for anything
+        (the client side calls this first, synchronously); None: `handle` answers it."""
+        method = head.method
+        if (method != b"GET" and method != b"HEAD") or not plain_request(head.raw_fields, head.headers):
+            return None
+        host = (head.host or get_header(head.fields(), b"host") or b"").lower()
+        return self._plain_hit(head, host + b" " + head.target)
+
+    async def handle(self, head: RequestHead, body: bytes = b"", quick_tried: bool = False) -> Answer:
+        """Any request. `quick_tried`: `quick` already found it no plain hit (not tried again)."""
         method = head.method
         if method not in (b"GET", b"HEAD"):
             return await self._pass(head, body, "method")
         host = (head.host or get_header(head.fields(), b"host") or b"").lower()
         primary = host + b" " + head.target
-        if plain_request(head.raw_fields, head.headers):
+        if not quick_tried and plain_request(head.raw_fields, head.headers):
             answer = self._plain_hit(head, primary)
             if answer is not None:
                 return answer
