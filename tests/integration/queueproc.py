@@ -1,16 +1,46 @@
-"""Queue worker processes (`python -m proxy.cli queue worker`) for the queue tests."""
+"""The queue tests' shared pieces: a redis-server of its own for each test (the `server` fixture)
+and a client of it (`r`), the queue command line against it (`cli`), the queue worker's config, and
+queue worker processes (`python -m proxy.cli queue worker`)."""
 
 from __future__ import annotations
 
+import subprocess
 import sys
+from collections.abc import AsyncIterator
 from pathlib import Path
 
+import pytest
 import redis.asyncio as aioredis
 
 from proxy.devstack.poll import wait_until_async
 from proxy.devstack.process import ManagedProcess, python_child_env
+from proxy.devstack.redis import RedisServer, start_redis_async
 
 HANDLER = "tests.integration.queue_handlers:run"
+
+
+@pytest.fixture
+async def server(tmp_path) -> AsyncIterator[RedisServer]:
+    s = await start_redis_async(log_dir=tmp_path / "redis")
+    try:
+        yield s
+    finally:
+        await s.close_async()
+
+
+@pytest.fixture
+async def r(server) -> AsyncIterator[aioredis.Redis]:
+    client = aioredis.from_url(server.url, decode_responses=True)
+    try:
+        yield client
+    finally:
+        await client.aclose()
+
+
+def cli(server: RedisServer, *args: str) -> subprocess.CompletedProcess[str]:
+    """`tierproxy queue ARGS --redis <server>` as a subprocess."""
+    return subprocess.run([sys.executable, "-m", "proxy.cli", "queue", *args, "--redis", server.url],
+                          env=python_child_env(), capture_output=True, text=True, timeout=60)
 
 
 def write_config(path: Path, redis_url: str, tables: str = "", **over: object) -> Path:

@@ -5,8 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-import subprocess
-import sys
 from collections.abc import AsyncIterator
 
 import aiohttp
@@ -17,30 +15,15 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from proxy.devstack.poll import wait_until_async
 from proxy.devstack.ports import allocate_port
-from proxy.devstack.process import ManagedProcess, python_child_env
-from proxy.devstack.redis import RedisServer, start_redis_async
-from tests.integration.queueproc import Workers, write_config
+from proxy.devstack.process import ManagedProcess
+from proxy.devstack.redis import RedisServer
+from tests.integration import queueproc
+from tests.integration.queueproc import Workers, cli, write_config
 from workers.queue import QueueClient, QueueFull
 
 WAIT = 60.0
 
-
-@pytest.fixture
-async def server(tmp_path) -> AsyncIterator[RedisServer]:
-    s = await start_redis_async(log_dir=tmp_path / "redis")
-    try:
-        yield s
-    finally:
-        await s.close_async()
-
-
-@pytest.fixture
-async def r(server) -> AsyncIterator[aioredis.Redis]:
-    client = aioredis.from_url(server.url, decode_responses=True)
-    try:
-        yield client
-    finally:
-        await client.aclose()
+server, r = queueproc.server, queueproc.r
 
 
 @pytest.fixture
@@ -61,11 +44,6 @@ async def _until_len(r: aioredis.Redis, key: str, n: int, what: str) -> list[str
         items = await _list(r, key)
         return items if len(items) >= n else None
     return await wait_until_async(check, WAIT, what)
-
-
-def cli(server: RedisServer, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "proxy.cli", "queue", *args], env=python_child_env(),
-                          capture_output=True, text=True, timeout=60)
 
 
 async def test_sigkill_mid_job_runs_again_on_another_worker_once(workers, r) -> None:
@@ -111,24 +89,24 @@ async def test_poison_message_is_dead_lettered_then_replayed(workers, r, server)
     stats = await wait_until_async(lambda: _stats_when(q, dead=1), WAIT, "dead-lettered")
     assert (stats.retries, stats.in_flight, stats.depth, stats.delayed, stats.done) == (2, 0, 0, 0, 0)
     assert len(await _list(r, "t:starts")) == 3  # max_attempts = 3
-    listed = cli(server, "dlq", "list", "jobs", "--json", "--redis", server.url)
+    listed = cli(server, "dlq", "list", "jobs", "--json")
     assert listed.returncode == 0, listed.stderr
     entries = json.loads(listed.stdout)
     assert [e["job"]["id"] for e in entries] == [job_id]
     assert entries[0]["job"]["attempt"] == 3 and "poison message" in entries[0]["job"]["error"]
-    shown = cli(server, "dlq", "show", "jobs", entries[0]["entry"], "--redis", server.url)
+    shown = cli(server, "dlq", "show", "jobs", entries[0]["entry"])
     assert json.loads(shown.stdout)["job"]["id"] == job_id
     await r.set("t:cured", 1)
-    replay = cli(server, "dlq", "replay", "jobs", entries[0]["entry"], "--redis", server.url)
+    replay = cli(server, "dlq", "replay", "jobs", entries[0]["entry"])
     assert replay.returncode == 0, replay.stderr
     effects = await _until_len(r, "t:effects", 1, "replayed job done")
     assert effects[0].split()[0] == job_id
-    s = cli(server, "stats", "--json", "--redis", server.url)
+    s = cli(server, "stats", "--json")
     doc = json.loads(s.stdout)["queues"]["jobs"]
     assert {k: doc[k] for k in ("depth", "in_flight", "done", "retries", "dead")} == {
         "depth": 0, "in_flight": 0, "done": 1, "retries": 2, "dead": 1}
     assert doc["dead_now"] == 0
-    missing = cli(server, "dlq", "drop", "jobs", entries[0]["entry"], "--redis", server.url)
+    missing = cli(server, "dlq", "drop", "jobs", entries[0]["entry"])
     assert missing.returncode == 1
 
 
@@ -302,7 +280,7 @@ async def test_stats_show_handler_duration_per_queue_and_worker(tmp_path, server
         await r.set("t:release:d", 1)
         await q.enqueue("jobs", {"poison": True})
         await wait_until_async(lambda: _stats_when(q, done=2, dead=1, in_flight=0), WAIT, "all settled")
-        out = cli(server, "stats", "--json", "--redis", server.url)
+        out = cli(server, "stats", "--json")
         assert out.returncode == 0, out.stderr
         doc = json.loads(out.stdout)["queues"]["jobs"]
         assert doc["handler_duration_count"] == 5  # 2 jobs + 3 runs of the poison job
@@ -312,7 +290,7 @@ async def test_stats_show_handler_duration_per_queue_and_worker(tmp_path, server
         assert by["a"]["sum"] >= 0.3 and by["b"]["sum"] >= 0.3
         assert doc["handler_duration_sum"] == pytest.approx(by["a"]["sum"] + by["b"]["sum"])
         assert doc["handler_duration_avg"] == pytest.approx(doc["handler_duration_sum"] / 5)
-        text = cli(server, "stats", "--redis", server.url)
+        text = cli(server, "stats")
         assert text.returncode == 0, text.stderr
         rows = {tuple(line.split()[:2]): line.split() for line in text.stdout.splitlines() if line.strip()}
         assert rows[("jobs", "a")][2] == str(by["a"]["count"]) and rows[("jobs", "b")][2] == str(by["b"]["count"])

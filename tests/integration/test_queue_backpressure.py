@@ -8,9 +8,7 @@ import json
 import ssl
 import sys
 import urllib.request
-from collections.abc import AsyncIterator
 
-import pytest
 import redis.asyncio as aioredis
 
 from proxy.devstack.dbproxy import dbproxy_config
@@ -18,21 +16,14 @@ from proxy.devstack.poll import wait_until_async
 from proxy.devstack.ports import allocate_port
 from proxy.devstack.postgres import HOST
 from proxy.devstack.process import ManagedProcess, python_child_env
-from proxy.devstack.redis import RedisServer, start_redis_async
+from tests.integration import queueproc
 from tests.integration.queueproc import Workers, write_config
 from tests.integration.tlsutil import make_ca
 from workers.queue import QueueClient
 
 WAIT = 60.0
 
-
-@pytest.fixture
-async def server(tmp_path) -> AsyncIterator[RedisServer]:
-    s = await start_redis_async(log_dir=tmp_path / "redis")
-    try:
-        yield s
-    finally:
-        await s.close_async()
+server = queueproc.server
 
 
 async def test_worker_pauses_while_the_primary_is_down(tmp_path, server, pg_cluster_factory, dbproxy_factory) -> None:

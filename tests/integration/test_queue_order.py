@@ -9,40 +9,18 @@ from __future__ import annotations
 
 import asyncio
 import random
-import subprocess
-import sys
-from collections.abc import AsyncIterator
 
-import pytest
-import redis.asyncio as aioredis
 
 from proxy.devstack.poll import wait_until_async
-from proxy.devstack.process import python_child_env
-from proxy.devstack.redis import RedisServer, start_redis_async
-from tests.integration.queueproc import Workers, write_config
+from tests.integration import queueproc
+from tests.integration.queueproc import Workers, cli, write_config
 from workers.queue import QueueClient
 
 WAIT = 90.0
 KEYS = ("user:1", "user:2", "user:3")
 PER_KEY = 12
 
-
-@pytest.fixture
-async def server(tmp_path) -> AsyncIterator[RedisServer]:
-    s = await start_redis_async(log_dir=tmp_path / "redis")
-    try:
-        yield s
-    finally:
-        await s.close_async()
-
-
-@pytest.fixture
-async def r(server) -> AsyncIterator[aioredis.Redis]:
-    client = aioredis.from_url(server.url, decode_responses=True)
-    try:
-        yield client
-    finally:
-        await client.aclose()
+server, r = queueproc.server, queueproc.r
 
 
 def expected_events(key: str, fails: set[int]) -> list[str]:
@@ -162,8 +140,3 @@ async def test_order_release_frees_a_line_whose_head_job_was_lost(tmp_path, serv
             "start L 0", "end L 0", "start L 1", "end L 1"]
     finally:
         w.close()
-
-
-def cli(server: RedisServer, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "proxy.cli", "queue", *args, "--redis", server.url],
-                          env=python_child_env(), capture_output=True, text=True, timeout=60)
