@@ -52,14 +52,19 @@ __all__ = [
     "encode_message",
 ]
 
+# Lua, the start of every script: `now`, in ms on Redis's own clock (deadlines and the epoch's
+# birth are all on it, whichever process runs the script).
+_NOW = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+"""
+
 # Lua: KEYS = entry, epoch, global marks, n version keys, n mark keys; ARGV = n, epoch seed,
 # grace ms, ... A missing epoch is created (Redis lost its data, or never had it) with the time
 # of its creation beside it; for `grace` ms after that every table counts as marked: a write
 # routed while Redis was away, by a process that has not reached it again yet, is paid for by
 # that process (qcache_bus.py) within the grace.
-_STATE = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+_STATE = _NOW + """
 local n = tonumber(ARGV[1])
 local epoch = redis.call('GET', KEYS[2])
 if not epoch then
@@ -104,17 +109,20 @@ return 1
 """
 )
 
-# KEYS = n version keys, n mark keys; ARGV = n, token, lease ms, channel, message, epoch seed,
-# '1' when the keys are the epoch's (a missing epoch is seeded before it grows).
-MARK = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+# MARK's and RELEASE's start. KEYS = n version keys, n mark keys; ARGV = n, token, lease ms,
+# channel, message, epoch seed, '1' when the keys are the epoch's (a missing epoch is seeded
+# before it grows).
+_WRITE = _NOW + """
 local n = tonumber(ARGV[1])
-local lease = tonumber(ARGV[3])
 if ARGV[7] == '1' and redis.call('EXISTS', KEYS[1]) == 0 then
   redis.call('SET', KEYS[1], ARGV[6])
   redis.call('SET', KEYS[1] .. ':born', now)
 end
+"""
+
+# A write's mark: its tables' versions grow, the mark's deadline is a lease from now.
+MARK = _WRITE + """
+local lease = tonumber(ARGV[3])
 for i = 1, n do
   redis.call('INCR', KEYS[i])
   redis.call('ZREMRANGEBYSCORE', KEYS[n + i], '-inf', now - 1)
@@ -126,14 +134,7 @@ return 1
 """
 
 # Same KEYS and ARGV as MARK: the mark goes, the versions grow once more.
-RELEASE = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local n = tonumber(ARGV[1])
-if ARGV[7] == '1' and redis.call('EXISTS', KEYS[1]) == 0 then
-  redis.call('SET', KEYS[1], ARGV[6])
-  redis.call('SET', KEYS[1] .. ':born', now)
-end
+RELEASE = _WRITE + """
 for i = 1, n do
   redis.call('INCR', KEYS[i])
   redis.call('ZREM', KEYS[n + i], ARGV[2])
@@ -143,9 +144,7 @@ return 1
 """
 
 # KEYS = mark keys; ARGV = token, lease ms: a running write's marks get a new deadline.
-RENEW = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+RENEW = _NOW + """
 for i = 1, #KEYS do
   redis.call('ZADD', KEYS[i], 'XX', now + tonumber(ARGV[2]), ARGV[1])
   redis.call('PEXPIRE', KEYS[i], 2 * tonumber(ARGV[2]))
