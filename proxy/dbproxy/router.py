@@ -241,6 +241,25 @@ def _name(r: ReplicaView) -> str:
 
 # -- the session router ------------------------------------------------------------------------
 
+# Enum members as module globals: `Target.PRIMARY` is an attribute lookup through EnumType's
+# __getattr__ hook (~0.7k instructions each, several per statement: docs/perf.md); a global is one load.
+_R_HINT = Reason.HINT
+_R_PRIMARY_STATE = Reason.PRIMARY_STATE
+_R_TRANSACTION_CONTROL = Reason.TRANSACTION_CONTROL
+_RR_FALLBACK = RouteReason.FALLBACK
+_RR_HINT = RouteReason.HINT
+_RR_PINNED = RouteReason.PINNED
+_RR_READ = RouteReason.READ
+_RR_READ_YOUR_WRITES = RouteReason.READ_YOUR_WRITES
+_RR_TRANSACTION = RouteReason.TRANSACTION
+_RR_WRITE = RouteReason.WRITE
+_T_PRIMARY = Target.PRIMARY
+_T_REPLICA = Target.REPLICA
+
+# Route(target, reason) without NamedTuple's __new__ (a Python function): `_new_route(Route, (target,
+# reason))` makes the same tuple for half the cost; one is made per statement.
+_new_route = tuple.__new__
+
 _ROLLBACK_DETAILS = frozenset({"rollback", "rollback-and-chain"})
 _STATUSES = (b"I", b"T", b"E")
 
@@ -249,12 +268,12 @@ def _is_write(d: Decision) -> bool:
     # Conservative: whatever the classifier sends to the primary may have written, except
     # transaction control (BEGIN, COMMIT, SAVEPOINT, ...), which writes nothing itself, and reads
     # of the primary's own state. COMMIT PREPARED is transaction control that commits, though.
-    if d.target is not Target.PRIMARY:
+    if d.target is not _T_PRIMARY:
         return False
     reason = d.reason
-    if reason is Reason.TRANSACTION_CONTROL:
+    if reason is _R_TRANSACTION_CONTROL:
         return d.detail == "finish-prepared"
-    return reason is not Reason.PRIMARY_STATE
+    return reason is not _R_PRIMARY_STATE
 
 
 def _with_lag(replicas: Sequence[ReplicaView], primary_lsn: int) -> Sequence[ReplicaView]:
@@ -281,9 +300,10 @@ class SessionRouter:
         "_max_lag_seconds",
         "_mode",
         "_on_commit",
-        "_pinned",
+        "needs_commit_lsn",
+        "pinned",
         "_rotation",
-        "_txn_backend",
+        "transaction_backend",
         "_txn_failed",
         "_uncommitted_ddl",
         "_uncommitted_write",
@@ -309,9 +329,13 @@ class SessionRouter:
         self._max_lag_bytes = max_lag_bytes
         self._max_lag_seconds = max_lag_seconds
         self._rotation = rotation_seed
-        self._txn_backend: str | None = None  # set from BEGIN (or b"T"/b"E") until b"I"
+        # Plain attributes, not properties, where the daemon reads them per statement (a property
+        # call costs several attribute loads). Read only, outside this class.
+        # The backend of the open transaction (PRIMARY or a replica name), or None; set from BEGIN
+        # (or b"T"/b"E") until b"I".
+        self.transaction_backend: str | None = None
         self._txn_failed = False  # b"E" seen: the open transaction will commit nothing
-        self._pinned = False
+        self.pinned = False  # a statement with pins_session was seen: the primary from then on
         self._last_target: str | None = None
         # Read-your-writes state. A write routed but not yet ended by b"I" is uncommitted; after
         # the b"I" its commit is pending until the LSN (mode lsn) or the next route
@@ -321,6 +345,11 @@ class SessionRouter:
         self._on_commit = on_commit
         self._commit_epoch = 0
         self._commit_pending = False
+        # Mode lsn: a write has committed and the daemon owes `on_commit_lsn` (until then the
+        # session's reads go to the primary). Ask the primary connection for
+        # pg_current_wal_insert_lsn() and pass it through `commit_lsn_from_insert`. Always
+        # `_mode == "lsn" and _commit_pending`.
+        self.needs_commit_lsn = False
         self._last_commit_lsn: int | None = None
         self._last_write_at: float | None = None
         # The replicas within the lag limits, for the last views tuple seen: the daemon shares one
@@ -344,16 +373,7 @@ class SessionRouter:
 
     @property
     def in_transaction(self) -> bool:
-        return self._txn_backend is not None
-
-    @property
-    def transaction_backend(self) -> str | None:
-        """The backend of the open transaction (PRIMARY or a replica name), or None."""
-        return self._txn_backend
-
-    @property
-    def pinned(self) -> bool:
-        return self._pinned
+        return self.transaction_backend is not None
 
     @property
     def last_commit_lsn(self) -> int | None:
@@ -363,13 +383,6 @@ class SessionRouter:
     def commit_epoch(self) -> int:
         """`on_commit`'s answer for the session's last write commit (0: none, or no `on_commit`)."""
         return self._commit_epoch
-
-    @property
-    def needs_commit_lsn(self) -> bool:
-        """Mode lsn: a write has committed and the daemon owes `on_commit_lsn` (until then the
-        session's reads go to the primary). Ask the primary connection for
-        pg_current_wal_insert_lsn() and pass it through `commit_lsn_from_insert`."""
-        return self._mode == "lsn" and self._commit_pending
 
     # -- events -------------------------------------------------------------------------------
 
@@ -388,12 +401,13 @@ class SessionRouter:
                     self._commit_epoch = self._on_commit(self._uncommitted_ddl)
                 if self._mode == "lsn" or self._mode == "primary-window":
                     self._commit_pending = True
+                    self.needs_commit_lsn = self._mode == "lsn"
             self._uncommitted_write = self._uncommitted_ddl = False
             self._txn_failed = False
-            self._txn_backend = None
+            self.transaction_backend = None
             return
-        if self._txn_backend is None:
-            self._txn_backend = self._last_target or PRIMARY
+        if self.transaction_backend is None:
+            self.transaction_backend = self._last_target or PRIMARY
         # b"T" after b"E" is a ROLLBACK TO SAVEPOINT: earlier writes may still commit.
         self._txn_failed = status == b"E"
 
@@ -404,7 +418,7 @@ class SessionRouter:
         if self._last_commit_lsn is None or lsn > self._last_commit_lsn:
             self._last_commit_lsn = lsn
         if self._mode == "lsn":
-            self._commit_pending = False
+            self._commit_pending = self.needs_commit_lsn = False
             self._uncommitted_write = False
 
     # -- the decision -------------------------------------------------------------------------
@@ -437,50 +451,50 @@ class SessionRouter:
         self, d: Decision, now: float, replicas: Sequence[ReplicaView], outstanding: Mapping[str, int] | None,
         floor: int | None,
     ) -> Route:
-        if self._txn_backend is not None:
+        if self.transaction_backend is not None:
             if d.pins_session:
-                self._pinned = True
-            if self._txn_backend == PRIMARY and _is_write(d):
+                self.pinned = True
+            if self.transaction_backend == PRIMARY and _is_write(d):
                 self._note_write(now, d)
             if d.ends_transaction and d.detail in _ROLLBACK_DETAILS:
                 self._uncommitted_write = self._uncommitted_ddl = False
-            return Route(self._txn_backend, RouteReason.TRANSACTION)
+            return _new_route(Route, (self.transaction_backend, _RR_TRANSACTION))
 
-        if self._pinned or d.pins_session:
-            self._pinned = True
+        if self.pinned or d.pins_session:
+            self.pinned = True
             if d.begins_transaction:
-                self._txn_backend = PRIMARY
+                self.transaction_backend = PRIMARY
             if _is_write(d):
                 self._note_write(now, d)
-            return Route(PRIMARY, RouteReason.PINNED)
+            return _new_route(Route, (PRIMARY, _RR_PINNED))
 
-        hinted = d.reason is Reason.HINT
+        hinted = d.reason is _R_HINT
         if d.begins_transaction:
-            route = Route(PRIMARY, RouteReason.HINT if hinted else RouteReason.TRANSACTION)
-            if d.target is Target.REPLICA and d.read_only_transaction:
+            route = _new_route(Route, (PRIMARY, _RR_HINT if hinted else _RR_TRANSACTION))
+            if d.target is _T_REPLICA and d.read_only_transaction:
                 replica, why = self._pick_read(now, replicas, outstanding, floor)
                 if replica is not None:
-                    route = Route(replica.name, route.reason)
+                    route = _new_route(Route, (replica.name, route.reason))
                 else:
-                    route = Route(PRIMARY, why)
+                    route = _new_route(Route, (PRIMARY, why))
             elif _is_write(d):
                 self._note_write(now, d)  # "BEGIN; INSERT ..." in one string
-            self._txn_backend = route.target
+            self.transaction_backend = route.target
             return route
 
-        if d.target is Target.PRIMARY:
+        if d.target is _T_PRIMARY:
             if _is_write(d):
                 self._note_write(now, d)
             if hinted:
-                return Route(PRIMARY, RouteReason.HINT)
-            if d.reason is Reason.TRANSACTION_CONTROL:
-                return Route(PRIMARY, RouteReason.TRANSACTION)
-            return Route(PRIMARY, RouteReason.WRITE)
+                return _new_route(Route, (PRIMARY, _RR_HINT))
+            if d.reason is _R_TRANSACTION_CONTROL:
+                return _new_route(Route, (PRIMARY, _RR_TRANSACTION))
+            return _new_route(Route, (PRIMARY, _RR_WRITE))
 
         replica, why = self._pick_read(now, replicas, outstanding, floor)
         if replica is None:
-            return Route(PRIMARY, why)
-        return Route(replica.name, RouteReason.HINT if hinted else RouteReason.READ)
+            return _new_route(Route, (PRIMARY, why))
+        return _new_route(Route, (replica.name, _RR_HINT if hinted else _RR_READ))
 
     def _note_write(self, now: float, d: Decision) -> None:
         self._uncommitted_write = True
@@ -496,16 +510,16 @@ class SessionRouter:
         min_lsn = None
         if self._mode == "lsn":
             if self._uncommitted_write or self._commit_pending:
-                return None, RouteReason.READ_YOUR_WRITES
+                return None, _RR_READ_YOUR_WRITES
             min_lsn = self._last_commit_lsn
         elif self._mode == "global":
             if self._uncommitted_write:
-                return None, RouteReason.READ_YOUR_WRITES
+                return None, _RR_READ_YOUR_WRITES
         elif self._mode == "primary-window":
             if self._uncommitted_write or (
                 self._last_write_at is not None and now - self._last_write_at < self._window
             ):
-                return None, RouteReason.READ_YOUR_WRITES
+                return None, _RR_READ_YOUR_WRITES
         if floor is not None and (min_lsn is None or floor > min_lsn):
             min_lsn = floor
         max_b, max_s = self._max_lag_bytes, self._max_lag_seconds
@@ -521,7 +535,7 @@ class SessionRouter:
                                     rotation=self._rotation, outstanding=outstanding)  # fmt: skip
         if choice is not None:
             self._rotation += 1
-            return choice, RouteReason.READ
+            return choice, _RR_READ
         if min_lsn is not None and choose_replica(replicas, max_lag_bytes=max_b, max_lag_seconds=max_s) is not None:
-            return None, RouteReason.READ_YOUR_WRITES
-        return None, RouteReason.FALLBACK
+            return None, _RR_READ_YOUR_WRITES
+        return None, _RR_FALLBACK

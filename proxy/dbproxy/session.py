@@ -85,6 +85,12 @@ MAX_BATCH_BYTES = 1 << 20
 _CALL = ("query", Decision(Target.PRIMARY, Reason.WRITE, detail="call"))
 _CONTROL = frozenset((b"d", b"c", b"f", b"X"))  # CopyData/CopyDone/CopyFail, Terminate
 _INT32 = struct.Struct("!i")
+_UNPACK_INT32 = _INT32.unpack_from
+# Enum members as module globals (an attribute of an Enum class goes through EnumType's
+# __getattr__ hook, ~0.7k instructions: docs/perf.md).
+_T_PRIMARY = Target.PRIMARY
+_T_REPLICA = Target.REPLICA
+_UNDECIDED: Any = object()  # _dispatch's default: the batch's decision is worked out there
 
 
 def _parse_on(prepared: dict[str, Any], name: str, raw: bytes, group: SyncGroup, out: list[Any],
@@ -124,14 +130,21 @@ class ClientSession(FrontendSession):
         self.replay_pending = False
         self.moved = 0
         self._resend: list[tuple[Message, Any]] | None = None  # a lone BEGIN: may be sent again
+        # The whole-packet paths of data_received skip the batch machinery (the decision and the
+        # bytes go straight to _dispatch and _send): only where nothing overrides _dispatch (the
+        # query cache's session looks at each batch there).
+        self._plain = type(self)._dispatch is ClientSession._dispatch
 
     # -- asyncio.Protocol (client side) ---------------------------------------------------------
 
     def data_received(self, data: bytes) -> None:
-        # The commonest case on its own path: one whole simple Query with nothing else pending
-        # (what psql and pgbench -M simple send), without the framer and message queue.
+        # The commonest cases on their own paths, without the framer and message queue: one whole
+        # simple Query with nothing else pending (what psql and pgbench -M simple send), and one
+        # whole Parse/Bind/Describe/Execute/Sync of the unnamed statement (pgbench -M extended,
+        # psycopg, JDBC). Anything else, or anything these paths do not recognise, is framed.
+        c = data[0]
         if (
-            data[0] == 0x51
+            (c == 0x51 or c == 0x50)
             and self.phase == "ready"
             and not self.batch
             and not self.inbox
@@ -141,13 +154,62 @@ class ClientSession(FrontendSession):
             and not self.framer.buffered
         ):
             n = len(data)
-            if n > 6 and _INT32.unpack_from(data, 1)[0] == n - 1 and data.find(b"\0", 5) == n - 1:
-                if n - 1 <= self.framer.max_message_length:
-                    self._query(bytes(data))
+            if n - 1 <= self.framer.max_message_length:
+                if c == 0x51:
+                    if n > 6 and _UNPACK_INT32(data, 1)[0] == n - 1 and data.find(b"\0", 5) == n - 1:
+                        self._query(bytes(data))
+                        return
+                elif self._plain and n <= MAX_BATCH_BYTES and self._unnamed_packet(bytes(data), n):
                     return
         if self.phase == "closed":
             return
         self._feed(data)
+
+    def _unnamed_packet(self, data: bytes, n: int) -> bool:
+        """`data` (n bytes, no message over the framer's limit) is exactly Parse of the unnamed
+        statement, Bind of it to the unnamed portal, optionally Describe of that portal, Execute,
+        Sync, with a Parse the daemon has already classified (`parse_cache`): run it as the
+        framer and `_ready_message` would, with `data` written to the server as it came. False
+        (nothing done) for anything else: the caller frames it."""
+        unpack = _UNPACK_INT32
+        end_p = 1 + unpack(data, 1)[0]
+        # The Bind: its portal and statement names empty (two NULs after its header).
+        if end_p < 5 or end_p + 7 > n or data[end_p] != 0x42 or data[end_p + 5] or data[end_p + 6]:
+            return False
+        pos = end_p + 1 + unpack(data, end_p + 1)[0]
+        if pos < end_p + 7 or pos + 5 > n:
+            return False
+        end_b = pos
+        if data[pos] == 0x44:  # Describe: of the unnamed portal only ('P', NUL)
+            if unpack(data, pos + 1)[0] != 6 or pos + 7 > n or data[pos + 5] != 0x50 or data[pos + 6]:
+                return False
+            pos += 7
+        end_d = pos
+        if pos + 5 > n or data[pos] != 0x45:  # Execute
+            return False
+        pos += 1 + unpack(data, pos + 1)[0]
+        # The Sync, last and whole.
+        if pos < end_d + 5 or pos != n - 5 or data[pos] != 0x53 or unpack(data, pos + 1)[0] != 4:
+            return False
+        raw_p = data[:end_p]
+        parsed = self.d.parse_cache.get(raw_p)
+        if parsed is None or parsed[0]:  # not seen yet (classified by _ready_message), or named
+            return False
+        decision = parsed[1]
+        self.statements[""] = (raw_p, decision)
+        batch = [(Message(b"P", raw_p, 5), ("parse", "", raw_p, decision)),
+                 (Message(b"B", data[end_p:end_b], 5), ("use", "", raw_p, decision))]  # fmt: skip
+        if end_d != end_b:
+            batch.append((Message(b"D", data[end_b:end_d], 5), None))
+        batch.append((Message(b"E", data[end_d:pos], 5), None))
+        batch.append((Message(b"S", data[pos:], 5), None))
+        try:
+            self._dispatch(batch, decision, data)
+        except PgProtocolError as exc:
+            self.fatal(exc.sqlstate, exc.message)
+        except Exception:
+            self._internal_error()
+        return True
 
     def _refuse_message(self, exc: PgProtocolError) -> bool:
         if exc.sqlstate == PROGRAM_LIMIT_EXCEEDED and self.phase == "ready":
@@ -173,14 +235,18 @@ class ClientSession(FrontendSession):
         if self.skip_until_sync or self.admin:
             return False
         d = self._decision(self.batch)
-        return d is not None and d.target is Target.PRIMARY
+        return d is not None and d.target is _T_PRIMARY
 
     def _query(self, raw: bytes) -> None:
         """A whole Query message `raw` (checked: one NUL-terminated string) in the ready phase,
         with nothing batched: dispatched without the framer and the message queue."""
         try:
-            self.batch.append((Message(b"Q", raw, 5), ("query", self.d.classify_query(raw[5:-1]))))
-            self._dispatch()
+            aux = ("query", self.d.classify_query(raw[5:-1]))
+            if self._plain:
+                self._dispatch([(Message(b"Q", raw, 5), aux)], aux[1], raw)
+            else:
+                self.batch.append((Message(b"Q", raw, 5), aux))
+                self._dispatch()
         except PgProtocolError as exc:
             self.fatal(exc.sqlstate, exc.message)
         except Exception:
@@ -333,14 +399,18 @@ class ClientSession(FrontendSession):
                 d = aux[3]
             else:  # "close"
                 continue
-            if d.target is Target.PRIMARY:
+            if d.target is _T_PRIMARY:
                 return d
             if first is None:
                 first = d
         return first
 
-    def _dispatch(self) -> None:
-        batch, self.batch, self.batch_bytes = self.batch, [], 0
+    def _dispatch(self, batch: list[tuple[Message, Any]] | None = None, decision: Any = _UNDECIDED,
+                  whole: bytes | None = None) -> None:  # fmt: skip
+        """Route and send the batch (`self.batch`, or `batch` from data_received's whole-packet
+        paths, with its `decision` and `whole`: its messages' bytes as they came, see `_send`)."""
+        if batch is None:
+            batch, self.batch, self.batch_bytes = self.batch, [], 0
         if self.aborted is not None:
             answer_aborted(self, batch)  # its transaction died with the old primary
             return
@@ -349,9 +419,10 @@ class ClientSession(FrontendSession):
         # of this test (callgrind: docs/perf.md).
         if conn is not None and not conn.closed and (conn.groups or conn.open_group is not None or conn.copy):
             self.inflight = None
-            self._send(conn, batch)
+            self._send(conn, batch, whole)
             return
-        decision = self._decision(batch)
+        if decision is _UNDECIDED:
+            decision = self._decision(batch)
         if self.d.follower is not None:
             # Following Patroni (failover_session.py, quiesce.py); nothing of it runs otherwise.
             self.inflight = decision
@@ -371,11 +442,11 @@ class ClientSession(FrontendSession):
             )
             conn = self.servers.get(target)
             if conn is not None and not conn.closed:
-                self._send(conn, batch)
+                self._send(conn, batch, whole)
                 return
             self._start_async(self._route_async(batch, None, target))
             return
-        if decision.target is Target.REPLICA:
+        if decision.target is _T_REPLICA:
             # A WAL position may be owed first (causal.py: fetched on the proxy's own connection).
             # The clock is asked only when a bound can apply: a plain read in the default mode
             # with nothing owed (the common case) skips the call.
@@ -390,7 +461,7 @@ class ClientSession(FrontendSession):
         route = self._route(decision)
         conn = self.servers.get(route.target)
         if conn is not None and not conn.closed:
-            self._send(conn, batch)
+            self._send(conn, batch, whole)
         else:
             self._start_async(self._route_async(batch, decision, route.target))
 
@@ -400,7 +471,7 @@ class ClientSession(FrontendSession):
         # The router looks at the replicas only for a read outside a transaction and a pin; the
         # views are built only then. The monitor fills in each replica's lag.
         floor = None
-        if decision.target is Target.REPLICA and not router.in_transaction and not router.pinned:
+        if decision.target is _T_REPLICA and router.transaction_backend is None and not router.pinned:
             views = d.replica_views(self._avoid)
             clock = d.clock
             if clock.global_mode or decision.reads_catalog:  # `floor` is None otherwise
@@ -447,52 +518,73 @@ class ClientSession(FrontendSession):
 
     # -- sending to a server --------------------------------------------------------------------
 
-    def _send(self, conn: ServerConn, batch: list[tuple[Message, Any]]) -> None:
-        out: list[bytes | memoryview] = []
+    def _send(self, conn: ServerConn, batch: list[tuple[Message, Any]], whole: bytes | None = None) -> None:
+        """Send `batch` to `conn`, re-creating there the statements it uses. `whole`: the batch
+        is one of data_received's whole packets (a Query, or the unnamed statement's Parse, Bind,
+        [Describe,] Execute, Sync) and these are its bytes: nothing is ever injected into such a
+        packet (its Bind uses the statement its own Parse makes), so it is written as it came,
+        with the loop's bookkeeping for those messages."""
         group = conn.open_group  # None: the next message starts a new group
         was_busy = conn.groups or group is not None or conn.copy  # conn.busy (see _dispatch)
         prepared = conn.prepared
-        for msg, aux in batch:
+        out: list[bytes | memoryview] = []
+        if whole is not None:
             if group is None:
                 group = SyncGroup()
-            t = msg.type
-            if t == b"P":
-                if aux[0] == "dup":
-                    # The server must have the client's statement to answer 42P05 as direct. Its
-                    # flag: what the statement becomes if the Parse succeeds after all (an earlier
-                    # Parse of it in the client's pipeline failed).
-                    if prepared.get(aux[1]) != aux[2]:
-                        _parse_on(prepared, aux[1], aux[2], group, out, injected=True)
-                    group.flags.append((aux[1], aux[4], aux[5]))
-                    out.append(msg.raw)
-                    continue
-                _parse_on(prepared, aux[1], aux[2], group, out, injected=False)
-                continue
-            if aux is not None and aux[0] == "use":
-                have = prepared.get(aux[1])
-                if have is not aux[2] and have != aux[2]:  # `is`: a large one compares slowly
-                    _parse_on(prepared, aux[1], aux[2], group, out, injected=True)
-            elif t == b"C":
-                if aux is not None:
-                    prepared.pop(aux[1], None)
+            aux = batch[0][1]
+            if aux[0] == "query":
+                group.by_query = True
+                prepared.pop("", None)  # a simple query destroys the unnamed statement
+            else:  # _parse_on of the client's unnamed statement
+                prepared[""] = aux[2]
+                group.names.append("")
                 group.flags.append(False)
-            out.append(msg.raw)
-            if t == b"S" or t == b"Q" or t == b"F":
-                if t != b"S":
-                    group.by_query = True
-                    prepared.pop("", None)  # a simple query destroys the unnamed statement
-                conn.groups.append(group)
-                group = None
-        conn.open_group = group
+            conn.groups.append(group)
+            conn.open_group = None
+        else:
+            for msg, aux in batch:
+                if group is None:
+                    group = SyncGroup()
+                t = msg.type
+                if t == b"P":
+                    if aux[0] == "dup":
+                        # The server must have the client's statement to answer 42P05 as direct. Its
+                        # flag: what the statement becomes if the Parse succeeds after all (an earlier
+                        # Parse of it in the client's pipeline failed).
+                        if prepared.get(aux[1]) != aux[2]:
+                            _parse_on(prepared, aux[1], aux[2], group, out, injected=True)
+                        group.flags.append((aux[1], aux[4], aux[5]))
+                        out.append(msg.raw)
+                        continue
+                    _parse_on(prepared, aux[1], aux[2], group, out, injected=False)
+                    continue
+                if aux is not None and aux[0] == "use":
+                    have = prepared.get(aux[1])
+                    if have is not aux[2] and have != aux[2]:  # `is`: a large one compares slowly
+                        _parse_on(prepared, aux[1], aux[2], group, out, injected=True)
+                elif t == b"C":
+                    if aux is not None:
+                        prepared.pop(aux[1], None)
+                    group.flags.append(False)
+                out.append(msg.raw)
+                if t == b"S" or t == b"Q" or t == b"F":
+                    if t != b"S":
+                        group.by_query = True
+                        prepared.pop("", None)  # a simple query destroys the unnamed statement
+                    conn.groups.append(group)
+                    group = None
+            conn.open_group = group
         self.current = conn
         conn.replay = None
-        if not was_busy and conn.backend != PRIMARY and not self.router.in_transaction:
+        if not was_busy and conn.backend != PRIMARY and self.router.transaction_backend is None:
             conn.replay = batch
         elif batch is self._resend and not was_busy:
             conn.replay = batch  # failover_session.py: a lone BEGIN, sent again if its primary dies
         if not was_busy:
             self.d.started(conn)
-        if len(out) == 1:
+        if whole is not None:
+            conn.write(whole)
+        elif len(out) == 1:
             conn.write(out[0])
         elif sum(map(len, out)) > LARGE_SQL_BYTES:
             for piece in out:  # a large Parse: not copied into one buffer
