@@ -156,6 +156,10 @@ class ShardSession(FrontendSession):
     def data_received(self, data: bytes) -> None:
         if self.phase == "closed":
             return
+        if self._fast is not None and self.transport is not None:
+            # More from the client while a fast-path Query runs (pipelining): read no further
+            # until it is answered (`_fast_done` resumes), as `_start_async` does from the start.
+            self.transport.pause_reading()
         self._feed(data)
 
     def _ready_message(self, msg: Message) -> None:
@@ -251,9 +255,12 @@ class ShardSession(FrontendSession):
         self.current = conn
         d.started(conn)
         self._fast = conn
-        self.waiting = True  # as `_start_async`: later messages wait, the client is not read
-        if self.transport is not None:
-            self.transport.pause_reading()
+        # Later messages wait (`waiting`) as in `_start_async`, but the client's reading is paused
+        # only if it sends more before the answer (`data_received`): pausing and resuming cost a
+        # system call each per statement (epoll_ctl; io_uring_enter under uvloop's libuv), and a
+        # client that waits for its answer, as most do, sends nothing meanwhile. (Resuming a
+        # transport that is reading is a no-op without a system call, in asyncio and uvloop.)
+        self.waiting = True
         q = d.cfg.timeouts.query
         if q > 0:
             self._query_timer = asyncio.get_running_loop().call_later(q, self._query_timed_out)

@@ -1,12 +1,14 @@
 """Protocol behaviour through `tierproxy shard` on four real PostgreSQL shards: client pipelines
 (psycopg's pipeline mode, several Syncs in flight; asyncpg's executemany), and `timeouts.query`
 (a statement running longer is canceled on its shard(s) and the client gets 57014, as with the
-server's own statement_timeout; the session goes on)."""
+server's own statement_timeout; the session goes on), and when the router reads a client whose
+statement is running (it keeps reading until more arrives, then pauses)."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import asyncpg
@@ -14,8 +16,11 @@ import psycopg
 import pytest
 
 from proxy.devstack.shard import ShardRouterServer, start_shard_router
+from proxy.pgwire import encode
+from proxy.pgwire.messages import ReadyForQuery
 
 from . import test_shard_daemon as base
+from .pgraw import RawPg, shape
 from .test_shard_daemon import GROUPS, SHARDS, Shards, expected_shard
 
 shards = base.shards  # the module's fixtures: four shards and the router over them
@@ -125,3 +130,65 @@ def test_timeouts_are_counted_on_metrics(timeout_router: ShardRouterServer, tmp_
     text = timeout_router.admin_get("/metrics").decode()
     line = next(x for x in text.splitlines() if x.startswith("tierproxy_shard_query_timeouts_total"))
     assert float(line.split()[-1]) >= 1
+
+
+def _queues(local_port: int, remote_port: int) -> tuple[int, int]:
+    """The kernel's send and receive queues of the loopback socket local_port -> remote_port
+    (/proc/net/tcp): bytes written but not yet acknowledged by the peer, and bytes received but
+    not yet read by the socket's owner."""
+    with open("/proc/net/tcp") as f:
+        for line in f.readlines()[1:]:
+            fields = line.split()
+            local, remote = fields[1].split(":"), fields[2].split(":")
+            if int(local[1], 16) == local_port and int(remote[1], 16) == remote_port:
+                tx, rx = fields[4].split(":")
+                return int(tx, 16), int(rx, 16)
+    raise AssertionError(f"no socket {local_port} -> {remote_port}")
+
+
+def _poll(check: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, f"not within {timeout}s: {what}"
+        time.sleep(0.01)
+
+
+def test_the_client_is_read_while_a_statement_runs_and_paused_once_it_sends_more(
+        router: ShardRouterServer, shards: Shards) -> None:  # fmt: skip
+    # A one-shard Query on an attached connection (the fast path) used to pause the client's
+    # reading at every statement and resume it at every answer: two system calls per statement
+    # (epoll_ctl; io_uring_enter under uvloop) for clients that send nothing meanwhile. Now the
+    # router keeps reading, and pauses only when more arrives before the answer (pipelining),
+    # so a client still cannot make it buffer without bound.
+    key = 5
+    assert expected_shard(key) == "s1"
+    shards.conns["s1"].execute("insert into users values (%s, 'locked') on conflict do nothing", (key,))
+    holder = psycopg.connect(shards.clusters[1].primary.dsn, autocommit=True)
+    client = RawPg("127.0.0.1", router.port, "app", "app-secret")
+    try:
+        client.send(encode.query(f"SELECT name FROM users WHERE user_id = {key}"))  # attaches s1
+        assert ("DataRow", b"locked") in shape(client.until(ReadyForQuery))
+        holder.execute("select pg_advisory_lock(4711)")
+        client.send(encode.query(f"SELECT pg_advisory_lock(4711)::text FROM users WHERE user_id = {key}"))
+        _poll(lambda: holder.execute("select count(*) from pg_locks where locktype = 'advisory' and not granted")
+              .fetchone()[0] == 1, "the statement waits for the lock on s1")  # fmt: skip
+        port = client.sock.getsockname()[1]
+        in_router = (lambda: _queues(port, router.port)[0] == 0), "the router's socket has it (acknowledged)"
+        second = encode.query(f"SELECT name || '-2' FROM users WHERE user_id = {key}")
+        client.send(second)
+        _poll(*in_router)
+        _poll(lambda: _queues(router.port, port)[1] == 0, "the router reads the next Query while the first runs")
+        third = encode.query(f"SELECT name || '-3' FROM users WHERE user_id = {key}")
+        client.send(third)
+        _poll(*in_router)
+        router.status()  # its loop has run since `third` was in its socket: had it been reading, it read it
+        assert _queues(router.port, port)[1] == len(third)  # paused: it waits in the kernel
+        holder.execute("select pg_advisory_unlock(4711)")
+        assert shape(client.until(ReadyForQuery))[:3] == [("RowDescription",), ("DataRow", b""),
+                                                          ("CommandComplete", "SELECT 1")]  # fmt: skip
+        assert ("DataRow", b"locked-2") in shape(client.until(ReadyForQuery))
+        assert ("DataRow", b"locked-3") in shape(client.until(ReadyForQuery))
+        assert _queues(router.port, port)[1] == 0
+    finally:
+        client.close()
+        holder.close()
