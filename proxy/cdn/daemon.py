@@ -74,15 +74,8 @@ class CdnDaemon:
             # Purging is an admin operation: only on the admin address (POST /purge).
             return Answer(403, [(b"content-type", b"text/plain")], b"purge only through the admin address\n")
         self.engine.counters["requests"] += 1  # every answer below: hit, miss, pass, revalidation, stale
-        # The client side offered every request to `_quick` first.
+        # The client side offered every request to `engine.quick` first (fresh plain hits, counted there).
         return await self.engine.handle(head, body, quick_tried=True)
-
-    def _quick(self, head: RequestHead) -> Answer | None:
-        """A fresh plain hit, answered synchronously by the client side; None: `_handle`."""
-        answer = self.engine.quick(head)
-        if answer is not None:
-            self.engine.counters["requests"] += 1
-        return answer
 
     async def start(self) -> None:
         if self.role == "supervisor":
@@ -90,7 +83,7 @@ class CdnDaemon:
             return
         # Origin servers start down until their first check, which runs before we serve (as in the lb).
         await self.engine.origins.first_checks()
-        self.server = CdnServer(self.cfg.listen, self._handle, self._quick, self.cfg.client_idle_timeout)
+        self.server = CdnServer(self.cfg.listen, self._handle, self.engine.quick, self.cfg.client_idle_timeout)
         try:
             await self.server.start(reuse_port=self.role == "worker")
         except OSError:

@@ -174,12 +174,16 @@ class Engine:
 
     def quick(self, head: RequestHead) -> Answer | None:
         """The answer to a GET or HEAD that is a fresh plain hit, without waiting for anything
-        (the client side calls this first, synchronously); None: `handle` answers it."""
+        (the client side calls this first, synchronously, for every request, and `handle` for
+        those it returns None for); counted in `requests` when answered here."""
         method = head.method
         if (method != b"GET" and method != b"HEAD") or not plain_request(head.raw_fields, head.headers):
             return None
         host = (head.host or get_header(head.fields(), b"host") or b"").lower()
-        return self._plain_hit(head, host + b" " + head.target)
+        answer = self._plain_hit(head, host + b" " + head.target)
+        if answer is not None:
+            self.counters["requests"] += 1
+        return answer
 
     async def handle(self, head: RequestHead, body: bytes = b"", quick_tried: bool = False) -> Answer:
         """Any request. `quick_tried`: `quick` already found it no plain hit (not tried again)."""
