@@ -7,37 +7,19 @@ import sys
 
 from bench import cache, cdn, dbproxy, failover, geodns, jobqueue, lb, shard
 
+# Each scenario's module: its docstring's first line is the help, add_arguments its options, run
+# (args, argv) the benchmark.
+SCENARIOS = {"lb": lb, "dbproxy": dbproxy, "cache": cache, "geodns": geodns, "shard": shard, "failover": failover,
+             "queue": jobqueue, "cdn": cdn}
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description="tierproxy benchmarks")
     sub = parser.add_subparsers(dest="scenario", required=True)
-    lb.add_arguments(sub.add_parser("lb", help=lb.__doc__.split("\n")[0]))
-    dbproxy.add_arguments(sub.add_parser("dbproxy", help=dbproxy.__doc__.split("\n")[0]))
-    cache.add_arguments(sub.add_parser("cache", help=cache.__doc__.split("\n")[0]))
-    geodns.add_arguments(sub.add_parser("geodns", help=geodns.__doc__.split("\n")[0]))
-    shard.add_arguments(sub.add_parser("shard", help=shard.__doc__.split("\n")[0]))
-    failover.add_arguments(sub.add_parser("failover", help=failover.__doc__.split("\n")[0]))
-    jobqueue.add_arguments(sub.add_parser("queue", help=jobqueue.__doc__.split("\n")[0]))
-    cdn.add_arguments(sub.add_parser("cdn", help=cdn.__doc__.split("\n")[0]))
+    for name, module in SCENARIOS.items():
+        module.add_arguments(sub.add_parser(name, help=module.__doc__.split("\n")[0]))
     args = parser.parse_args(argv)
-    if args.scenario == "lb":
-        return lb.run(args, argv if argv is not None else sys.argv[1:])
-    if args.scenario == "dbproxy":
-        return dbproxy.run(args, argv if argv is not None else sys.argv[1:])
-    if args.scenario == "cache":
-        return cache.run(args, argv if argv is not None else sys.argv[1:])
-    if args.scenario == "geodns":
-        return geodns.run(args, argv if argv is not None else sys.argv[1:])
-    if args.scenario == "shard":
-        return shard.run(args, argv if argv is not None else sys.argv[1:])
-    if args.scenario == "failover":
-        return failover.run(args, argv if argv is not None else sys.argv[1:])
-    if args.scenario == "queue":
-        return jobqueue.run(args, argv if argv is not None else sys.argv[1:])
-    if args.scenario == "cdn":
-        return cdn.run(args, argv if argv is not None else sys.argv[1:])
-    parser.error(f"unknown scenario {args.scenario!r}")
-    return 2
+    return SCENARIOS[args.scenario].run(args, argv if argv is not None else sys.argv[1:])
 
 
 if __name__ == "__main__":
