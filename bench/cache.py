@@ -24,8 +24,6 @@ Theory of operation
 from __future__ import annotations
 
 import argparse
-import os
-import subprocess
 import sys
 import urllib.request
 from pathlib import Path
@@ -34,7 +32,7 @@ from typing import Any
 from bench.common import Binary, find_binary, median
 from bench.pgbench import (
     Target,
-    choose,
+    initialise,
     run_pgbench,
     set_up,
     summarise,
@@ -183,14 +181,10 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
     if not 0.0 <= args.read_share <= 1.0 or not 1 <= args.hot <= settings["scale"] * 100_000:
         print("--read-share must lie in [0, 1] and --hot in [1, scale * 100000]", file=sys.stderr)
         return 2
-    chosen = choose(args.targets, args.workloads, TARGETS, WORKLOADS)
-    if chosen is None:
-        return 2
-    wanted, workloads = chosen
-    setup = set_up("cache", {"pgbouncer": find_binary("pgbouncer", "pgbouncer")}, wanted, args.out, REPO)
+    setup = set_up("cache", {"pgbouncer": find_binary("pgbouncer", "pgbouncer")}, args, TARGETS, WORKLOADS, REPO)
     if setup is None:
         return 2
-    bins, pgbench, out, workdir, machine, started, missing = setup
+    bins, pgbench, out, workdir, machine, started, missing, wanted, workloads = setup
     problems: list[str] = []
     runs: list[dict[str, Any]] = []
     closers: list[Any] = []
@@ -202,13 +196,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
             (workdir / name).mkdir()
         cluster = start_pg_cluster(2, log_dir=workdir / "pg", name="bench")
         assert cluster.primary is not None
-        init = subprocess.run([pgbench, "-i", "-q", "-s", str(settings["scale"]), "-h", "127.0.0.1", "-p",
-                               str(cluster.primary.port), "-U", cluster.user, "postgres"], check=False,
-                              env={**os.environ, **cluster.client_env()}, capture_output=True, text=True,
-                              timeout=600)  # fmt: skip
-        if init.returncode != 0:
-            print(f"cannot benchmark: pgbench -i failed:\n{init.stderr}", file=sys.stderr)
-            return 1
+        initialise(pgbench, cluster, settings["scale"])
         cluster.wait_for_replicas_caught_up(timeout=120)
         targets, cached = _start(wanted, cluster, workdir, bins, settings["clients"], closers, problems)
         flags = {w: [*WORKLOADS[w], "-f", str(workdir / "cache.sql")] for w in workloads}
@@ -219,8 +207,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
     finally:
         tear_down(closers, cluster, workdir, out)
 
-    names = [t for t in wanted if any(r["target"] == t for r in runs)]
-    rows = summarise(runs, names, workloads, ratios_to=("cache-off", "pgbouncer"))
+    rows = summarise(runs, wanted, workloads, ratios_to=("cache-off", "pgbouncer"))
     for row in rows:
         row["hit_ratio"] = median(r["hit_ratio"] for r in runs if r["workload"] == row["workload"]
                                   and r["target"] == row["target"] and r.get("hit_ratio") is not None)  # fmt: skip

@@ -40,7 +40,7 @@ from bench import ormsql
 from bench.common import Binary, find_binary
 from bench.pgbench import (
     Target,
-    choose,
+    initialise,
     run_rounds,
     set_up,
     summarise,
@@ -152,14 +152,11 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
     if args.smoke:
         settings.update(duration_s=SMOKE["duration"], warmup_s=SMOKE["warmup"], rounds=SMOKE["rounds"],
                         scale=SMOKE["scale"], clients=SMOKE["clients"])  # fmt: skip
-    chosen = choose(args.targets, args.workloads, TARGETS, WORKLOADS)
-    if chosen is None:
-        return 2
-    wanted, workloads = chosen
-    setup = set_up("dbproxy", {"pgbouncer": find_binary("pgbouncer", "pgbouncer"), "pgpool": find_binary("pgpool", "pgpool2")}, wanted, args.out, REPO)
+    peers = {"pgbouncer": find_binary("pgbouncer", "pgbouncer"), "pgpool": find_binary("pgpool", "pgpool2")}
+    setup = set_up("dbproxy", peers, args, TARGETS, WORKLOADS, REPO)
     if setup is None:
         return 2
-    bins, pgbench, out, workdir, machine, started, missing = setup
+    bins, pgbench, out, workdir, machine, started, missing, wanted, workloads = setup
     problems: list[str] = []
     runs: list[dict[str, Any]] = []
     closers: list[Any] = []
@@ -167,13 +164,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
     try:
         cluster = start_pg_cluster(2, log_dir=workdir / "pg", name="bench")
         assert cluster.primary is not None
-        init = subprocess.run(check=False, args=[pgbench, "-i", "-q", "-s", str(settings["scale"]), "-h", "127.0.0.1", "-p",
-                               str(cluster.primary.port), "-U", cluster.user, "postgres"],
-                              env={**os.environ, **cluster.client_env()}, capture_output=True, text=True,
-                              timeout=600)  # fmt: skip
-        if init.returncode != 0:
-            print(f"cannot benchmark: pgbench -i failed:\n{init.stderr}", file=sys.stderr)
-            return 1
+        initialise(pgbench, cluster, settings["scale"])
         if "orm" in workloads:
             _setup_orm(pgbench, cluster, workdir)
         cluster.wait_for_replicas_caught_up(timeout=120)
@@ -186,8 +177,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
     finally:
         tear_down(closers, cluster, workdir, out)
 
-    names = [t for t in wanted if any(r["target"] == t for r in runs)]
-    rows = summarise(runs, names, workloads, ratios_to=("pgbouncer", "pgpool"), cpu_ratio_to="pgbouncer")
+    rows = summarise(runs, wanted, workloads, ratios_to=("pgbouncer", "pgpool"), cpu_ratio_to="pgbouncer")
     header = (f"tierproxy dbproxy benchmark: pgbench -c{settings['clients']} -j2 -T{settings['duration_s']}, "
               f"scale {settings['scale']}, {settings['rounds']} round(s), medians, tierproxy workers = "
               f"{settings['workers']}\n{machine['note']}")  # fmt: skip

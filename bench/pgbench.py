@@ -9,9 +9,10 @@ alike. `summarise` gives per (workload, target) the medians over rounds, failed 
 (never hidden), ratios to peers per round (common.py's `round_ratio`) and, against a baseline,
 the latency a target adds per round (the median of its latency minus the baseline's in the same
 round). `write_report` prints the table and writes table.txt, results.json and the PNG.
-`choose`, `set_up` and `tear_down` are the ends of such a benchmark's run: the --targets/--workloads
-it asked for; pgbench and the peers found, the results and work directories, the machine described;
-and the processes, cluster and work directory it leaves (logs kept beside the results).
+`choose`, `set_up`, `initialise` and `tear_down` are the ends of such a benchmark's run: the
+--targets/--workloads it asked for; pgbench and the peers found, the results and work directories,
+the machine described; `pgbench -i` on the cluster; and the processes, cluster and work directory
+it leaves (logs kept beside the results).
 """
 
 from __future__ import annotations
@@ -39,9 +40,10 @@ from bench.common import (
     round_ratio,
     tree_cpu_seconds,
 )
+from proxy.devstack.process import DevstackError
 
-__all__ = ["Target", "choose", "log", "parse_pgbench", "round_difference", "run_pgbench", "run_rounds", "set_up",
-           "summarise", "tear_down", "write_report"]
+__all__ = ["Target", "choose", "initialise", "log", "parse_pgbench", "round_difference", "run_pgbench", "run_rounds",
+           "set_up", "summarise", "tear_down", "write_report"]
 
 
 def log(message: str) -> None:
@@ -200,26 +202,44 @@ class RunSetup(NamedTuple):
     machine: dict[str, Any]
     started: str
     missing: list[str]  # why wanted peers are skipped
+    wanted: list[str]  # the targets asked for (--targets)
+    workloads: list[str]  # the workloads asked for (--workloads)
 
 
-def set_up(name: str, peers: Mapping[str, Binary], wanted: Iterable[str], out: Path | None, repo: Path) -> RunSetup | None:
-    """Start of a run: None (having said why) without pgbench; peers that are wanted but missing
-    are logged and skipped; `out` defaults to bench/results/<name>-<timestamp>/."""
+def set_up(name: str, peers: Mapping[str, Binary], args: Any, known_targets: Iterable[str],
+           known_workloads: Iterable[str], repo: Path) -> RunSetup | None:  # fmt: skip
+    """Start of a run: the --targets and --workloads of `args` chosen (`choose`); None (having said
+    why) when they are not known or pgbench is missing; peers that are wanted but missing are
+    logged and skipped; `args.out` defaults to bench/results/<name>-<timestamp>/."""
+    chosen = choose(args.targets, args.workloads, known_targets, known_workloads)
+    if chosen is None:
+        return None
+    wanted, workloads = chosen
     bins = {"pgbench": find_binary("pgbench", "postgresql-client"), **peers}
     pgbench = bins["pgbench"].path
     if pgbench is None:
         print(f"cannot benchmark: {bins['pgbench'].missing_message}", file=sys.stderr)
         return None
-    wanted = set(wanted)
     missing = [b.missing_message for key, b in bins.items() if b.path is None and key in wanted]
     for message in missing:
         log(f"skipping peer: {message}")
-    out = (out or repo / "bench" / "results" / f"{name}-{dt.datetime.now():%Y%m%d-%H%M%S}").resolve()
+    out = (args.out or repo / "bench" / "results" / f"{name}-{dt.datetime.now():%Y%m%d-%H%M%S}").resolve()
     out.mkdir(parents=True, exist_ok=True)
     workdir = Path(tempfile.mkdtemp(prefix=f"tierproxy-bench-{name}-"))
     machine = machine_info(bins.values(), repo)
     log(f"results -> {out}; {machine['note']}")
-    return RunSetup(bins, pgbench, out, workdir, machine, dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), missing)
+    return RunSetup(bins, pgbench, out, workdir, machine, dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), missing,
+                    wanted, workloads)  # fmt: skip
+
+
+def initialise(pgbench: str, cluster: Any, scale: int) -> None:
+    """`pgbench -i -s scale` on the cluster's primary (database postgres); DevstackError, with
+    pgbench's stderr, when it fails."""
+    init = subprocess.run([pgbench, "-i", "-q", "-s", str(scale), "-h", "127.0.0.1", "-p", str(cluster.primary.port),
+                           "-U", cluster.user, "postgres"], check=False, env={**os.environ, **cluster.client_env()},
+                          capture_output=True, text=True, timeout=600)  # fmt: skip
+    if init.returncode != 0:
+        raise DevstackError(f"pgbench -i failed:\n{init.stderr}")
 
 
 def tear_down(closers: Sequence[Any], cluster: Any, workdir: Path, out: Path) -> None:

@@ -35,7 +35,6 @@ from typing import Any
 from bench.common import find_binary
 from bench.pgbench import (
     Target,
-    choose,
     log,
     run_rounds,
     set_up,
@@ -137,14 +136,10 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
     if args.smoke:
         settings.update(duration_s=SMOKE["duration"], warmup_s=SMOKE["warmup"], rounds=SMOKE["rounds"],
                         users=SMOKE["users"], clients=SMOKE["clients"])  # fmt: skip
-    chosen = choose(args.targets, args.workloads, TARGETS, WORKLOADS)
-    if chosen is None:
-        return 2
-    wanted, workloads = chosen
-    setup = set_up("shard", {"pgbouncer": find_binary("pgbouncer", "pgbouncer")}, wanted, args.out, REPO)
+    setup = set_up("shard", {"pgbouncer": find_binary("pgbouncer", "pgbouncer")}, args, TARGETS, WORKLOADS, REPO)
     if setup is None:
         return 2
-    bins, pgbench, out, workdir, machine, started, missing = setup
+    bins, pgbench, out, workdir, machine, started, missing, wanted, workloads = setup
     problems: list[str] = []
     runs: list[dict[str, Any]] = []
     closers: list[Any] = []
@@ -166,8 +161,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
     finally:
         tear_down(closers, cluster, workdir, out)
 
-    names = [t for t in wanted if any(r["target"] == t for r in runs)]
-    rows = summarise(runs, names, workloads, ratios_to=("direct", "pgbouncer"), cpu_ratio_to="pgbouncer",
+    rows = summarise(runs, wanted, workloads, ratios_to=("direct", "pgbouncer"), cpu_ratio_to="pgbouncer",
                      added_over="direct")  # fmt: skip
     header = (f"tierproxy shard benchmark: pgbench -c{settings['clients']} -j2 -T{settings['duration_s']}, "
               f"custom scripts keyed by a random user id over {settings['users']:,} users, one shard, "
