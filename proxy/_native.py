@@ -37,12 +37,15 @@ NATIVE_MODULES: tuple[str, ...] = (
     "proxy.http1._simple",  # the HTTP/1.1 simple recognisers
     "proxy.pgwire.framing",  # PostgreSQL message framing
     "proxy.pgwire.scan",  # the session relay loop's step over forwarded messages
+    "proxy.dbproxy.classify_key",  # the classifier cache's key (a typed scanner when compiled)
 )
 # Measured and left out, for now (docs/perf.md, "The native layer"): compiled as they are, the lb
 # exchange (lb/client.py, upstream.py, simple.py, frontend.py, pool.py), http1/parser.py and
 # _response.py, and the classifier's cache (dbproxy/classify.py) execute MORE instructions than
 # interpreted: their cost is attribute access on plain classes, which CPython 3.11 specialises
-# in its bytecode and a compiled module does through the generic C API.
+# in its bytecode and a compiled module does through the generic C API. The cache's key
+# (classify_key.py) is compiled because its compiled twin is another loop: a typed byte scanner
+# instead of the regexes.
 
 # Written by setup.py's build_ext beside this file: "<module> <sha256 of .py + .pxd>" per line,
 # and "cython <version>".

@@ -65,7 +65,8 @@ def _cases() -> dict[str, Callable[[], Callable[[], object]]]:
             "relay_select": lambda: relay(1, False), "relay_rows": lambda: relay(200, False),
             "relay_select_before": lambda: relay(1, True), "relay_rows_before": lambda: relay(200, True),
             "frame_rows": frame_rows, "frame_extended": frame_extended,
-            "classify_pgbench": lambda: classify_hit(PGBENCH_SQL), "classify_orm": lambda: classify_hit(ORM_SQL)}
+            "classify_pgbench": lambda: classify_hit(PGBENCH_SQL), "classify_orm": lambda: classify_hit(ORM_SQL),
+            "classify_ormmix": classify_ormmix, "key_pgbench": lambda: key(PGBENCH_SQL), "key_orm": lambda: key(ORM_SQL)}
 
 
 def _msg(t: bytes, body: bytes) -> bytes:
@@ -145,12 +146,15 @@ ORM_SQL = (b"/* app:shop,controller:items */ SELECT items.id, items.name FROM it
 
 def classify_hit(sql: bytes) -> Callable[[], object]:
     """A hit in the classifier's cache (`ClassifierCache.get_bytes`), the statement seen before with
-    other literals (numbers: keyed by `literal_key_bytes`)."""
+    other literals (keyed by `literal_key_bytes`): pgbench's number, or the ORM statement's strings,
+    comment tag and LIMIT, so no variant is a hit on its exact text."""
     from proxy.dbproxy.classify import ClassifierCache
 
     cache = ClassifierCache()
     cache.get_bytes(sql)
-    variants = [sql.replace(b"4711", b"%d" % i) for i in range(100)]
+    variants = [sql.replace(b"4711", b"%d" % i).replace(b"alice", b"user%d" % i).replace(b"items */", b"r%d */" % i)
+                .replace(b"LIMIT 20", b"LIMIT %d" % (i + 1)) for i in range(100)]  # fmt: skip
+    assert len(set(variants)) == 100 and sql not in variants[1:]
     state = [0]
 
     def one() -> object:
@@ -158,6 +162,34 @@ def classify_hit(sql: bytes) -> Callable[[], object]:
         return cache.get_bytes(variants[state[0] % 100])
 
     return one
+
+
+def classify_ormmix() -> Callable[[], object]:
+    """Cache hits over bench/ormsql.py's statement mix (`bench dbproxy --workloads orm`): six shapes,
+    each text new (string literals, IN lists, tagging comments), all keyed to a seen shape."""
+    from bench.ormsql import statements
+    from proxy.dbproxy.classify import ClassifierCache
+
+    cache = ClassifierCache()
+    texts = statements(600)
+    for sql in texts[:100]:
+        cache.get_bytes(sql)
+    misses, texts, state = cache.misses, texts[100:], [0]
+
+    def one() -> object:
+        state[0] += 1
+        return cache.get_bytes(texts[state[0] % 500])
+
+    one()
+    assert cache.misses == misses, "the mix missed the cache"
+    return one
+
+
+def key(sql: bytes) -> Callable[[], object]:
+    """`literal_key_bytes` alone (the cache key of a statement)."""
+    from proxy.dbproxy.classify import literal_key_bytes
+
+    return lambda: literal_key_bytes(sql)
 
 
 class _Sink:

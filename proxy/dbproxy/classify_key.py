@@ -29,6 +29,12 @@ followed by more than whitespace and comments) is its own key, as before.
 
 Two versions: over str (`literal_key`) and over the raw bytes of a Query message
 (`literal_key_bytes`, so a cache hit needs no decoding); on ASCII text they give the same key.
+
+This file is compiled (proxy/_native.py; classify_key.pxd types the scanner) and is also its own
+pure-Python twin, like proxy/pgwire/scan.py: interpreted, `literal_key_bytes` is the regexes
+below (the cheapest form there); compiled, it is `_key_typed`, one typed scan over the bytes that
+gives the regexes' key for every input (tests/unit/test_native_classify_key.py), at a tenth of
+their cost (docs/perf.md). `literal_key` is the regexes in both.
 """
 
 from __future__ import annotations
@@ -132,9 +138,412 @@ _STR = _Keyer(lambda s: s)
 _BYTES = _Keyer(lambda s: s.encode("ascii"))
 
 
+# -- the compiled twin's scanner ----------------------------------------------------------------
+#
+# `_key_typed` gives `_BYTES.key`'s answer in one pass over the bytes, without the regex engine:
+# compiled (classify_key.pxd types it: pointers into the text and into the output, C integers),
+# that is a few instructions per byte where the regexes take ~100. It reads the text as _KEYABLE
+# does (each piece there is decided by its first character and the one before, so the regex is a
+# deterministic scan), writes each piece's replacement (_LITERALS, _LITERALS_HINTED) and replaces
+# numbers as it goes (_NUMBER: every replacement begins and ends with the character its piece
+# began and ended with, or ends before a newline, so a number's look-behind and look-ahead see
+# the same character in the text and in the replaced text), then runs _IN_LIST over what it wrote.
+# Interpreted, the regexes are cheaper: the pure twin keeps them, and the scanner runs there only
+# in tests (tests/unit/test_dbproxy_classify_keyscan.py holds it to the regexes' answers).
+# Characters are compared as numbers: 9-13 and 32 whitespace, 34 ", 36 $, 39 ', 40 (, 41 ),
+# 42 *, 43 +, 44 ",", 45 -, 46 ., 47 /, 48-57 digits, 59 ;, 69/101 E/e, 73/105 I/i, 78/110 N/n.
+
+
+def _space(c: int) -> bool:
+    return c == 32 or 9 <= c <= 13
+
+
+def _word(c: int) -> bool:  # [A-Za-z0-9_]
+    return 97 <= (c | 32) <= 122 or 48 <= c <= 57 or c == 95
+
+
+def _wordish(c: int) -> bool:  # [A-Za-z0-9_$]: what a string, a dollar quote or a parameter may not follow
+    return _word(c) or c == 36
+
+
+def _line_end(p: bytes, i: int, n: int) -> int:
+    while i < n and p[i] != 10 and p[i] != 13:
+        i += 1
+    return i
+
+
+def _block_end(p: bytes, i: int, n: int) -> int:
+    """The end of a block comment whose body starts at `i`, or -1 (unterminated, or nested)."""
+    while i < n:
+        c = p[i]
+        if c == 42:
+            if i + 1 < n and p[i + 1] == 47:
+                return i + 2
+        elif c == 47 and i + 1 < n and p[i + 1] == 42:
+            return -1
+        i += 1
+    return -1
+
+
+def _string_end(p: bytes, i: int, n: int) -> int:
+    """The end of a standard string whose body starts at `i` ('' inside), or -1."""
+    while i < n:
+        if p[i] == 39:
+            if i + 1 < n and p[i + 1] == 39:
+                i += 2
+                continue
+            return i + 1
+        i += 1
+    return -1
+
+
+def _dollar_end(p: bytes, i: int, n: int) -> int:
+    """The end of the $tag$...$tag$ string at `i` (its `$`, not after a word), or -1."""
+    t = i + 1
+    if t < n and (97 <= (p[t] | 32) <= 122 or p[t] == 95):
+        t += 1
+        while t < n and _word(p[t]):
+            t += 1
+    if t >= n or p[t] != 36:
+        return -1
+    size = t + 1 - i  # of the delimiter, $tag$
+    j = t + 1
+    while j + size <= n:
+        if p[j] == 36:
+            k = 1
+            while k < size and p[j + k] == p[i + k]:
+                k += 1
+            if k == size:
+                return j + size
+        j += 1
+    return -1
+
+
+def _number_end(p: bytes, i: int, n: int) -> int:
+    """The end of the number whose first digit is at `i` (not after [A-Za-z0-9_$.]), or -1."""
+    j = i + 1
+    while j < n and 48 <= p[j] <= 57:
+        j += 1
+    if j < n and p[j] == 46:
+        j += 1
+        while j < n and 48 <= p[j] <= 57:
+            j += 1
+    if j < n and (p[j] | 32) == 101:
+        k = j + 1
+        if k < n and (p[k] == 45 or p[k] == 43):
+            k += 1
+        if k < n and 48 <= p[k] <= 57:
+            while k < n and 48 <= p[k] <= 57:
+                k += 1
+            j = k
+    if j < n and (_word(p[j]) or p[j] == 46):
+        return -1
+    return j
+
+
+def _copy(p: bytes, i: int, e: int, n: int, q: bytearray, w: int) -> int:
+    """p[i:e] written at q[w:] with each number replaced by 0; the new end of q."""
+    while i < e:
+        c = p[i]
+        if 48 <= c <= 57 and not (_wordish(p[i - 1]) or p[i - 1] == 46):  # i > 0: never at the start
+            j = _number_end(p, i, n)
+            if j >= 0:
+                q[w] = 48
+                w += 1
+                i = j
+                continue
+        q[w] = c
+        w += 1
+        i += 1
+    return w
+
+
+def _hinted(p: bytes, i: int, e: int) -> bool:
+    """Whether p[i:e] holds "tierproxy", in any case."""
+    word = b"tierproxy"
+    while i + 9 <= e:
+        k = 0
+        while k < 9 and (p[i + k] | 32) == word[k]:
+            k += 1
+        if k == 9:
+            return True
+        i += 1
+    return False
+
+
+def _comment(p: bytes, i: int, e: int, n: int, q: bytearray, w: int) -> int:
+    """The comment p[i:e] written at q[w:]: kept (numbers replaced) if it mentions tierproxy, else
+    emptied to -- or /**/."""
+    block = p[i] == 47
+    if _hinted(p, i + 2, e - 2 if block else e):
+        return _copy(p, i, e, n, q, w)
+    q[w] = p[i]
+    q[w + 1] = p[i + 1]
+    if block:
+        q[w + 2] = 42
+        q[w + 3] = 47
+        return w + 4
+    return w + 2
+
+
+def _keyword(p: bytes, i: int, n: int) -> int:
+    """The length of the DML keyword at `i` (any case), or 0."""
+    if i + 4 > n:
+        return 0
+    c = p[i] | 32
+    if c == 115:
+        word = b"select"
+    elif c == 105:
+        word = b"insert"
+    elif c == 117:
+        word = b"update"
+    elif c == 100:
+        word = b"delete"
+    elif c == 118:
+        word = b"values"
+    elif c == 119:
+        word = b"with"
+    elif c == 116:
+        word = b"table"
+    else:
+        return 0
+    size = len(word)
+    if i + size > n:
+        return 0
+    k = 1
+    while k < size and (p[i + k] | 32) == word[k]:
+        k += 1
+    return size if k == size else 0
+
+
+def _in_list_end(q: bytearray, j: int, w: int) -> int:
+    """The end of `SPACE* ( SPACE* c (SPACE* , SPACE* c)+ SPACE* )` from `j` in q[:w], each c a 0
+    or '', or -1 (_IN_LIST after its IN)."""
+    while j < w and _space(q[j]):
+        j += 1
+    if j >= w or q[j] != 40:
+        return -1
+    j += 1
+    count = 0
+    while True:
+        while j < w and _space(q[j]):
+            j += 1
+        if j < w and q[j] == 48:
+            j += 1
+        elif j + 1 < w and q[j] == 39 and q[j + 1] == 39:
+            j += 2
+        else:
+            return -1
+        count += 1
+        k = j
+        while k < w and _space(q[k]):
+            k += 1
+        if k < w and q[k] == 44:
+            k += 1
+            while k < w and _space(q[k]):
+                k += 1
+            if k < w and (q[k] == 48 or (k + 1 < w and q[k] == 39 and q[k + 1] == 39)):
+                j = k
+                continue
+        break
+    if count < 2:
+        return -1
+    while j < w and _space(q[j]):
+        j += 1
+    return j + 1 if j < w and q[j] == 41 else -1
+
+
+def _in_lists(q: bytearray, w: int) -> int:
+    """_IN_LIST over q[:w], in place (a list is at least as long as IN (0)); the new end."""
+    r = o = 0
+    while r < w:
+        c = q[r]
+        if (c | 32) == 105 and r > 0 and r + 1 < w and (q[r + 1] | 32) == 110 and (_space(q[r - 1]) or q[r - 1] == 41):
+            e = _in_list_end(q, r + 2, w)
+            if e >= 0:  # q[r - 1] is never overwritten before it is read: o <= r - 1 after a list
+                q[o] = 73  # IN (0)
+                q[o + 1] = 78
+                q[o + 2] = 32
+                q[o + 3] = 40
+                q[o + 4] = 48
+                q[o + 5] = 41
+                o += 6
+                r = e
+                continue
+        q[o] = c
+        o += 1
+        r += 1
+    return o
+
+
+# By character: 1 if the scanner looks at it in a statement's pieces ("'$-/;&( and the digits).
+_PIECE = bytes(1 if chr(c) in "\"$'-/;&(0123456789" else 0 for c in range(256))
+_ZERO = bytearray(1)
+
+
+def _key_typed(sql: bytes) -> bytes:
+    """`_BYTES.key(sql)` by one scan (see above); anything but bytes goes to the regexes, for
+    their answers and errors."""
+    if type(sql) is not bytes:
+        return _BYTES.key(sql)
+    p = sql
+    n = len(sql)
+    c = 0
+    for i in range(n):
+        c |= p[i]
+    if c >= 128:
+        return sql
+    t = _PIECE
+    buf = _ZERO * n  # the key is never longer than the text; cheaper than bytearray(n)
+    q = buf
+    w = 0
+    marked = False  # a piece that needs more than its numbers replaced: _KEYABLE's groups
+    i = 0
+    # whitespace and comments, then the keyword
+    while True:
+        while i < n and _space(p[i]):
+            q[w] = p[i]
+            w += 1
+            i += 1
+        if i + 1 < n and p[i] == 45 and p[i + 1] == 45:
+            e = _line_end(p, i + 2, n)
+        elif i + 1 < n and p[i] == 47 and p[i + 1] == 42:
+            e = _block_end(p, i + 2, n)
+            if e < 0:
+                return sql
+        else:
+            break
+        w = _comment(p, i, e, n, q, w)
+        marked = True
+        i = e
+    e = i + _keyword(p, i, n)
+    if e == i or (e < n and _wordish(p[e])):
+        return sql
+    while i < e:
+        q[w] = p[i]
+        w += 1
+        i += 1
+    # the statement's pieces, up to a ";"
+    while i < n:
+        c = p[i]
+        if t[c] == 0:  # most characters: copied
+            q[w] = c
+            w += 1
+            i += 1
+            continue
+        if c == 59:
+            break
+        if c == 39:
+            if _wordish(p[i - 1]):
+                return sql  # E'', B'', X'', N'', U&'' (U& below), a typed 'x'
+            e = _string_end(p, i + 1, n)
+            if e < 0:
+                return sql
+            q[w] = 39
+            q[w + 1] = 39
+            w += 2
+            marked = True
+            i = e
+        elif c == 36:
+            if _wordish(p[i - 1]):
+                if p[i - 1] >= 48 and p[i - 1] <= 57:
+                    return sql
+                q[w] = 36  # a $ inside a word
+                w += 1
+                i += 1
+                continue
+            e = _dollar_end(p, i, n)
+            if e >= 0:
+                q[w] = q[w + 1] = q[w + 2] = q[w + 3] = 36
+                w += 4
+                marked = True
+                i = e
+                continue
+            e = i + 1
+            while e < n and 48 <= p[e] <= 57:
+                e += 1
+            if e == i + 1:
+                return sql
+            while i < e:  # a parameter, $1
+                q[w] = p[i]
+                w += 1
+                i += 1
+        elif c == 34:
+            e = i + 1
+            if e < n and (97 <= (p[e] | 32) <= 122 or p[e] == 95):
+                e += 1
+                while e < n and _word(p[e]):
+                    e += 1
+            if e == i + 1 or e >= n or p[e] != 34:
+                return sql
+            e += 1
+            while i < e:
+                q[w] = p[i]
+                w += 1
+                i += 1
+        elif (c == 45 or c == 47) and i + 1 < n and p[i + 1] == (45 if c == 45 else 42):
+            e = _line_end(p, i + 2, n) if c == 45 else _block_end(p, i + 2, n)
+            if e < 0:
+                return sql
+            w = _comment(p, i, e, n, q, w)
+            marked = True
+            i = e
+        elif c == 38 and i + 1 < n and (p[i + 1] == 34 or p[i + 1] == 39):
+            return sql
+        else:
+            if c == 40 and (
+                (i >= 3 and (p[i - 2] | 32) == 105 and (p[i - 1] | 32) == 110 and (_space(p[i - 3]) or p[i - 3] == 41))
+                or (i >= 4 and _space(p[i - 1]) and (p[i - 3] | 32) == 105 and (p[i - 2] | 32) == 110
+                    and (_space(p[i - 4]) or p[i - 4] == 41))
+            ):  # fmt: skip
+                marked = True  # the "(" of an IN list
+            elif 48 <= c <= 57 and not (_wordish(p[i - 1]) or p[i - 1] == 46):
+                e = _number_end(p, i, n)
+                if e >= 0:
+                    q[w] = 48
+                    w += 1
+                    i = e
+                    continue
+            q[w] = c
+            w += 1
+            i += 1
+    # then only ";", whitespace and comments
+    while i < n:
+        c = p[i]
+        if c == 59 or _space(c):
+            q[w] = c
+            w += 1
+            i += 1
+            continue
+        if i + 1 < n and c == 45 and p[i + 1] == 45:
+            e = _line_end(p, i + 2, n)
+        elif i + 1 < n and c == 47 and p[i + 1] == 42:
+            e = _block_end(p, i + 2, n)
+            if e < 0:
+                return sql
+        else:
+            return sql
+        w = _comment(p, i, e, n, q, w)
+        marked = True
+        i = e
+    if marked:
+        w = _in_lists(q, w)
+    key = q[:w]  # compiled: bytes made from the buffer; interpreted (tests): a bytearray
+    if key == sql:
+        return sql
+    return key if type(key) is bytes else bytes(key)
+
+
+def _probe() -> None:
+    pass
+
+
+# A compiled module's functions are Cython's, not Python's.
+COMPILED = type(_probe).__name__ != "function"
+
 # The entry points are the bound methods themselves: one Python call per key, not two (this runs
 # for every statement whose exact text missed the cache).
 literal_key: Callable[[str], str] = _STR.key
 """The cache key of `sql` (see the module docstring): itself, or its shape."""
-literal_key_bytes: Callable[[bytes], bytes] = _BYTES.key
+literal_key_bytes: Callable[[bytes], bytes] = _key_typed if COMPILED else _BYTES.key
 """`literal_key` over the bytes of ASCII text; non-ASCII text is its own key."""
