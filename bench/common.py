@@ -38,6 +38,7 @@ __all__ = [
     "median",
     "parse_wrk",
     "round_ratio",
+    "run_timed",
     "run_wrk",
     "tree_cpu_seconds",
     "write_wrk_script",
@@ -307,6 +308,20 @@ def parse_wrk(text: str, url: str = "", client_cpu_s: float = 0.0, wall_s: float
     return result
 
 
+def run_timed(argv: Sequence[str], timeout: float) -> tuple[subprocess.CompletedProcess[str], float, float]:
+    """A load generator run in a subprocess: (the finished process, its wall seconds, its own CPU
+    seconds, from the reaped child)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    start = time.perf_counter()
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
+    wall = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    # RUSAGE_CHILDREN only grows when a child is reaped; the load generator is the only one
+    # reaped in between.
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return proc, wall, cpu
+
+
 def run_wrk(wrk: str, url: str, *, duration: float, connections: int, threads: int = 1,
             script: Path | None = None, timeout_s: float = 5.0) -> WrkResult:
     """One wrk run in a subprocess; also returns wrk's own CPU time (from the reaped child)."""
@@ -315,13 +330,7 @@ def run_wrk(wrk: str, url: str, *, duration: float, connections: int, threads: i
     if script is not None:
         argv += ["-s", str(script)]
     argv.append(url)
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    start = time.perf_counter()
-    proc = subprocess.run(argv, capture_output=True, text=True, timeout=duration + 60)
-    wall = time.perf_counter() - start
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    # RUSAGE_CHILDREN only grows when a child is reaped; wrk is the only one reaped in between.
-    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    proc, wall, cpu = run_timed(argv, duration + 60)
     return parse_wrk(proc.stdout + proc.stderr, url, cpu, wall, proc.returncode)
 
 

@@ -17,15 +17,13 @@ its mean is kept in the JSON; its counts map onto the same result record as wrk'
 from __future__ import annotations
 
 import re
-import resource
 import ssl
 import subprocess
-import time
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.common import WrkResult, _ms
+from bench.common import WrkResult, _ms, run_timed
 
 __all__ = ["H2loadResult", "TlsFiles", "haproxy_bind", "https_probe", "make_cert", "nginx_http2_on",
            "nginx_listen", "parse_h2load", "run_h2load", "tierproxy_listener"]  # fmt: skip
@@ -112,12 +110,7 @@ def run_h2load(h2load: str, url: str, *, duration: float, connections: int, stre
     """One timed h2load run over h2 (ALPN), with h2load's own CPU time like run_wrk."""
     argv = [h2load, f"-t{threads}", f"-c{connections}", f"-m{streams}", f"-D{duration:g}",
             f"-T{timeout_s:g}", "--npn-list=h2", url]  # 1.52 names the ALPN list --npn-list
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    start = time.perf_counter()
-    proc = subprocess.run(argv, capture_output=True, text=True, timeout=duration + 60)
-    wall = time.perf_counter() - start
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    proc, wall, cpu = run_timed(argv, duration + 60)
     return parse_h2load(proc.stdout + proc.stderr, url, cpu, wall, proc.returncode, streams)
 
 
