@@ -160,19 +160,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
                 return 1
             starters = {"tierproxy": stack.start_tierproxy_cdn, "nginx": stack.start_nginx_cache,
                         "varnish": lambda: stack.start_varnish(bins["varnish"].path or "varnishd")}
-            targets: list[Target] = []
-            for name in wanted:
-                if name == "direct":
-                    targets.append(origin)
-                    continue
-                if name == "varnish" and bins["varnish"].path is None:
-                    continue
-                try:
-                    targets.append(starters[name]())
-                except DevstackError as exc:
-                    problems.append(f"{name} failed to start: {exc}")
-                    broken.append(name)
-                    _log(problems[-1])
+            targets = wrkrounds.start_targets(wanted, starters, origin, bins, problems, broken)
             for t in targets:
                 hits_checked[t.name] = _fill_and_check(t, args.objects)
                 if not hits_checked[t.name]:

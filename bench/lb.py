@@ -110,22 +110,9 @@ def _start_targets(stack: Stack, wanted: list[str], bins: dict[str, Binary],
         "nginx": stack.start_nginx_proxy,
         "haproxy": stack.start_haproxy,
     }
-    targets = []
-    for name in wanted:
-        if name == "direct":
-            b = backends[0]
-            targets.append(Target("direct", f"wrk straight at backend1 ({b.description})",
-                                  b.port, [], b.processes))
-            continue
-        if name in bins and bins[name].path is None:
-            continue  # reported once, with the apt package, by run()
-        try:
-            targets.append(starters[name]())
-        except DevstackError as exc:
-            problems.append(f"{name} failed to start: {exc}")
-            broken.append(name)
-            _log(problems[-1])
-    return backends, targets
+    b = backends[0]
+    direct = Target("direct", f"wrk straight at backend1 ({b.description})", b.port, [], b.processes)
+    return backends, wrkrounds.start_targets(wanted, starters, direct, bins, problems, broken)
 
 
 def _measure(target: Target, client: str, settings: dict[str, Any], script: Path,

@@ -2,7 +2,7 @@
 
 Both load a set of `Target`s (bench/servers.py) the same way: the targets asked for with
 --targets (`choose_targets`); the load generator and peers found, the missing ones logged
-(`missing_peers`); a results directory, a temporary work directory and the machine described
+(`missing_peers`); the targets started, a failed start reported (`start_targets`); a results directory, a temporary work directory and the machine described
 (`open_run`); a warm-up run per target, then `rounds` rounds in which every target gets one run in
 a fixed order, so slow drift of the machine hits all of them alike (`run_rounds`); around each run
 the CPU time of the target's process tree from /proc (`measure`, common.py's
@@ -26,9 +26,10 @@ from typing import Any, NamedTuple
 
 from bench.common import Binary, machine_info, median, round_ratio, tree_cpu_seconds
 from bench.servers import REPO, Target
+from proxy.devstack.process import DevstackError
 
 __all__ = ["RunDirs", "add_load_arguments", "choose_targets", "keep_artifacts", "load_columns", "log", "measure",
-           "missing_peers", "open_run", "report", "run_rounds", "summarise"]
+           "missing_peers", "open_run", "report", "run_rounds", "start_targets", "summarise"]
 
 
 def log(message: str) -> None:
@@ -75,6 +76,27 @@ def missing_peers(bins: Mapping[str, Binary]) -> list[str]:
     for message in missing:
         log(f"skipping peer: {message}")
     return missing
+
+
+def start_targets(wanted: Iterable[str], starters: Mapping[str, Callable[[], Target]], direct: Target,
+                  bins: Mapping[str, Binary], problems: list[str], broken: list[str]) -> list[Target]:  # fmt: skip
+    """Each wanted target, in order: "direct" is `direct` (already running), a peer whose binary is
+    missing is left out (`missing_peers` said so), any other is started by its starter; one that
+    fails to start is a problem, and broken."""
+    targets = []
+    for name in wanted:
+        if name == "direct":
+            targets.append(direct)
+            continue
+        if name in bins and bins[name].path is None:
+            continue
+        try:
+            targets.append(starters[name]())
+        except DevstackError as exc:
+            problems.append(f"{name} failed to start: {exc}")
+            broken.append(name)
+            log(problems[-1])
+    return targets
 
 
 class RunDirs(NamedTuple):
