@@ -51,7 +51,7 @@ from .txn import Forward, Reply, step
 if TYPE_CHECKING:
     from .session import ShardSession
 
-__all__ = ["add_message", "dispatch", "end_skipped"]
+__all__ = ["add_message", "dispatch", "end_skipped", "fast_sync"]
 
 _I16 = struct.Struct("!h")
 _I32 = struct.Struct("!i")
@@ -125,8 +125,11 @@ def add_message(s: ShardSession, msg: Message) -> None:
         s.forward_raw(encode.ready_for_query(s._status()))
         return
     s.ext_batch.append((raw, aux))
-    if t == b"S" or t == b"H":
-        s._start_async(dispatch(s, sync=t == b"S"))
+    if t == b"S":
+        if not fast_sync(s):
+            s._start_async(dispatch(s, sync=True))
+    elif t == b"H":
+        s._start_async(dispatch(s, sync=False))
 
 
 def _refuse_batch(s: ShardSession, sqlstate: str, message: str) -> None:
@@ -155,6 +158,57 @@ def _plan_bind(s: ShardSession, fmts: list[int], values: list[bytes | None],
             except KeyTypeError as exc:
                 return Refuse("22P02", str(exc))
     return sql, router.plan(sql, params=params, session_key=s.shard_key), params
+
+
+def fast_sync(s: ShardSession) -> bool:
+    """A Sync's batch whose Binds all plan to one statement each on one shard, whose connection
+    is attached and idle, with no reshard fence, no group open and nothing held to send first
+    (pgbench -M extended, a driver's execute): sent synchronously as the Sync arrives, as
+    `ShardSession._fast_query` sends a Query; no Task, gate coroutine or Future per batch (each
+    cost a loop iteration, and `_start_async` a pause and resume of the client: system calls).
+    The relayed ReadyForQuery ends the wait. False (nothing changed): `dispatch` takes the batch."""
+    d = s.d
+    if d.reshard.fence is not None or s.ext_open is not None or s.collecting:
+        return False
+    router = d.router
+    state = s.router.state
+    shard: str | None = None
+    counted: list[tuple[Any, str, Any]] = []
+    for _raw, aux in s.ext_batch:
+        if aux is None or aux[0] != "bind":
+            continue
+        planned = _plan_bind(s, aux[2], aux[3], aux[4])
+        if planned is None or planned.__class__ is Refuse:
+            return False
+        sql, plan, params = planned
+        if plan.__class__ is not One:
+            return False  # several shards, SET tierproxy.shard_key, BEGIN/COMMIT...: dispatch's cases
+        state, decision = step(state, plan, router.shards)
+        if decision.__class__ is not Forward or decision.tag is not None or len(decision.parts) != 1:
+            return False
+        target, stmts = decision.parts[0]
+        if len(stmts) != 1 or stmts[0] != sql or shard is not None and target != shard:
+            return False
+        shard = target
+        counted.append((plan, sql, params))
+    if shard is None:
+        return False  # no Bind (a driver's prepare): dispatch chooses the shard
+    conn = s.servers.get(shard)
+    if conn is None or conn.closed or conn._internal or conn.busy or conn.open_group is not None:
+        return False
+    tracker = s.router
+    if not tracker.state.open:
+        s.fence_gen = d.reshard.gen  # as fence.py's gate for an idle session
+    tracker.state = state
+    for plan, sql, params in counted:
+        d.count_plan(plan, sql, params)
+    batch, s.ext_batch = s.ext_batch, []
+    _send(s, conn, batch, True)
+    s.last_shard = shard
+    tracker.shard = shard
+    tracker.answered = False
+    s.fast_wait(conn)
+    return True
 
 
 async def dispatch(s: ShardSession, *, sync: bool) -> None:

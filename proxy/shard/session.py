@@ -254,6 +254,14 @@ class ShardSession(FrontendSession):
         conn.groups.append(group)
         self.current = conn
         d.started(conn)
+        self.fast_wait(conn)
+        # The client's bytes as received, unless the plan sends another text (a rewritten statement).
+        conn.write(raw if stmts[0] == sql else encode.query(stmts[0]))
+        return None
+
+    def fast_wait(self, conn: ServerConn) -> None:
+        """A fast-path Query (`_fast_query`) or Sync batch (extended.py `fast_sync`) was sent on
+        `conn`: wait for its answer without a Task; `relay_from_server` ends the wait."""
         self._fast = conn
         # Later messages wait (`waiting`) as in `_start_async`, but the client's reading is paused
         # only if it sends more before the answer (`data_received`): pausing and resuming cost a
@@ -261,12 +269,9 @@ class ShardSession(FrontendSession):
         # client that waits for its answer, as most do, sends nothing meanwhile. (Resuming a
         # transport that is reading is a no-op without a system call, in asyncio and uvloop.)
         self.waiting = True
-        q = d.cfg.timeouts.query
+        q = self.d.cfg.timeouts.query
         if q > 0:
             self._query_timer = asyncio.get_running_loop().call_later(q, self._query_timed_out)
-        # The client's bytes as received, unless the plan sends another text (a rewritten statement).
-        conn.write(raw if stmts[0] == sql else encode.query(stmts[0]))
-        return None
 
     def relay_from_server(self, conn: ServerConn, data: bytes) -> int:
         used = super().relay_from_server(conn, data)
