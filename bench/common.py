@@ -34,6 +34,7 @@ __all__ = [
     "WrkResult",
     "find_binary",
     "format_table",
+    "log",
     "machine_info",
     "median",
     "parse_wrk",
@@ -68,6 +69,10 @@ done = function(summary, latency, requests)
     latency:percentile(50), latency:percentile(95), latency:percentile(99), latency.max))
 end
 """
+
+
+def log(message: str) -> None:
+    print(f"[bench] {message}", file=sys.stderr, flush=True)
 
 
 @dataclass(frozen=True)

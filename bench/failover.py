@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import Binary, find_binary, format_table, machine_info, median
+from bench.common import log as _log
 from proxy.devstack.patroni import HOST, PatroniCluster, etcd_binary, patroni_binary, start_patroni_cluster
 from proxy.devstack.patroni_dbproxy import start_patroni_dbproxy
 from proxy.devstack.ports import allocate_port
@@ -76,10 +77,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--haproxy-rise", type=int, default=2, help="passed checks before up (2)")
     parser.add_argument("--smoke", action="store_true", help="1 round, 2 clients: checks the harness, not the speed")
     parser.add_argument("--out", type=Path, help="output dir (bench/results/failover-<timestamp>/)")
-
-
-def _log(message: str) -> None:
-    print(f"[bench] {message}", file=sys.stderr, flush=True)
 
 
 def measure(kill_at: float, new_port: int, acks: Sequence[tuple[float, int]], errors: Sequence[float],

@@ -35,6 +35,7 @@ from bench.common import (
     Binary,
     find_binary,
     format_table,
+    log,
     machine_info,
     median,
     round_ratio,
@@ -44,10 +45,6 @@ from proxy.devstack.process import DevstackError
 
 __all__ = ["Target", "choose", "initialise", "log", "parse_pgbench", "round_difference", "run_pgbench", "run_rounds",
            "set_up", "summarise", "tear_down", "write_report"]
-
-
-def log(message: str) -> None:
-    print(f"[bench] {message}", file=sys.stderr, flush=True)
 
 
 class Target:

@@ -24,16 +24,19 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from bench.common import Binary, machine_info, median, round_ratio, tree_cpu_seconds
+from bench.common import (
+    Binary,
+    log,
+    machine_info,
+    median,
+    round_ratio,
+    tree_cpu_seconds,
+)
 from bench.servers import REPO, Target
 from proxy.devstack.process import DevstackError
 
 __all__ = ["RunDirs", "add_load_arguments", "choose_targets", "keep_artifacts", "load_columns", "log", "measure",
            "missing_peers", "open_run", "report", "run_rounds", "start_targets", "summarise"]
-
-
-def log(message: str) -> None:
-    print(f"[bench] {message}", file=sys.stderr, flush=True)
 
 
 def load_columns(cpu_heading: str) -> tuple[tuple[str, str, str], ...]:
