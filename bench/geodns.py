@@ -38,7 +38,6 @@ import argparse
 import datetime as dt
 import json
 import re
-import resource
 import shutil
 import subprocess
 import sys
@@ -57,8 +56,10 @@ from bench.common import (
     machine_info,
     median,
     round_ratio,
+    run_timed,
     tree_cpu_seconds,
 )
+from bench.common import log as _log
 from bench.dnspeers import (
     EAST,
     ECS_NET,
@@ -110,10 +111,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workloads", default=",".join(WORKLOADS), help=f"subset of {','.join(WORKLOADS)}")
     parser.add_argument("--smoke", action="store_true", help="1 s runs, 1 round, 100 names: checks the harness only")
     parser.add_argument("--out", type=Path, help="output dir (bench/results/geodns-<timestamp>/)")
-
-
-def _log(message: str) -> None:
-    print(f"[bench] {message}", file=sys.stderr, flush=True)
 
 
 _NUM = r"([0-9.]+)"
@@ -173,16 +170,14 @@ def _dnsperf(dnsperf: str, server: DnsServer, query_file: Path, flags: list[str]
     argv = [dnsperf, "-s", "127.0.0.1", "-p", str(server.port), "-d", str(query_file), "-c", str(CLIENTS),
             "-q", str(OUTSTANDING), "-l", f"{seconds:g}", "-t", "5", *flags]  # fmt: skip
     cpu0 = tree_cpu_seconds(server.pids)
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    done = subprocess.run(argv, check=False, capture_output=True, text=True, timeout=seconds + 60)
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    done, _, client_cpu = run_timed(argv, seconds + 60)
     server_cpu = tree_cpu_seconds(server.pids) - cpu0
     text = done.stdout + done.stderr
     result = parse_dnsperf(text)
     completed = result["completed"] or 0
     result.update({
         "exit": done.returncode, "argv": argv, "server_cpu_s": round(server_cpu, 3),
-        "client_cpu_s": round((after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime), 3),
+        "client_cpu_s": round(client_cpu, 3),
         "qps_per_cpu_s": completed / server_cpu if server_cpu > 0 else None,
         "other_rcodes": sum(n for code, n in result["rcodes"].items() if code != "NOERROR"),
         "text": text[-3000:],
