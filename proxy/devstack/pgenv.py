@@ -5,6 +5,7 @@
   command runs as an unprivileged user through `setpriv` (switch uid/gid, then exec).
 - `parse_lsn` / `format_lsn` / `wal_end_of`: LSNs as ints, and the insert-LSN page-header quirk.
 - `conf_value` / `conninfo_value`: quoting for postgresql.conf and libpq connection strings.
+- `discard_dir()`: a throwaway cluster's directory gone at once, its files unlinked in the background.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import pwd
 import re
 import shutil
 import subprocess
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -25,6 +27,7 @@ __all__ = [
     "chown_to",
     "conf_value",
     "conninfo_value",
+    "discard_dir",
     "find_pg_bindir",
     "format_lsn",
     "parse_lsn",
@@ -170,3 +173,27 @@ def wal_end_of(insert_lsn: int) -> int:
     if insert_lsn % WAL_PAGE == WAL_SHORT_PAGE_HEADER:
         return insert_lsn - WAL_SHORT_PAGE_HEADER
     return insert_lsn
+
+
+def discard_dir(path: Path) -> None:
+    """Remove a throwaway cluster's directory without waiting for the disk: renamed at once (so
+    `path` no longer exists when this returns), then deleted by a detached `rm -rf`, reaped by a
+    daemon thread. Unlinking the files PostgreSQL has just written waits for the kernel's
+    writeback of their pages: seconds per Patroni cluster (180 MB) on a busy disk, measured at
+    close, which nothing after close needs. If the rename or the spawn fails, it is removed here."""
+    path = Path(path)
+    trash = path.with_name(f"{path.name}.discarded")
+    try:
+        os.rename(path, trash)
+    except FileNotFoundError:
+        return
+    except OSError:
+        shutil.rmtree(path, ignore_errors=True)
+        return
+    try:
+        rm = subprocess.Popen(["rm", "-rf", "--", str(trash)], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
+    except OSError:
+        shutil.rmtree(trash, ignore_errors=True)
+        return
+    threading.Thread(target=rm.wait, name=f"rm {trash.name}", daemon=True).start()

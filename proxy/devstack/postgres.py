@@ -34,7 +34,6 @@ from __future__ import annotations
 import asyncio
 import os
 import re
-import shutil
 import signal
 import subprocess
 import tempfile
@@ -51,6 +50,7 @@ from proxy.devstack.pgenv import (
     chown_to,
     conf_value,
     conninfo_value,
+    discard_dir,
     find_pg_bindir,
     format_lsn,
     parse_lsn,
@@ -647,7 +647,7 @@ class PgCluster:
         finally:
             for server in self.servers:
                 server.port_lock.release()
-            shutil.rmtree(self.base_dir, ignore_errors=True)
+            discard_dir(self.base_dir)  # at once; its files are unlinked in the background
 
     def __enter__(self) -> Self:
         return self
