@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import sys
 import urllib.request
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,7 @@ from bench.pgbench import (
     Target,
     initialise,
     run_pgbench,
+    run_rounds,
     set_up,
     summarise,
     tear_down,
@@ -146,29 +148,16 @@ def _start(wanted: list[str], cluster: PgCluster, workdir: Path, bins: dict[str,
     return targets, cached
 
 
-def _rounds(pgbench: str, targets: list[Target], cached: DbProxyServer | None, flags: dict[str, list[str]],
-            settings: dict[str, Any], runs: list[dict[str, Any]], problems: list[str]) -> None:  # fmt: skip
-    """bench/pgbench.py's run_rounds, with the cache's counters read around each cache-on run."""
-    for t in targets:
-        if settings["warmup_s"] > 0:
-            run_pgbench(pgbench, t, next(iter(flags.values())), settings["clients"], settings["warmup_s"])
-    for rnd in range(1, settings["rounds"] + 1):
-        for w, f in flags.items():
-            for t in targets:
-                if not t.alive():
-                    continue
-                before = _counters(cached) if cached is not None and t.name == "cache-on" else None
-                r = {"round": rnd, "workload": w, "target": t.name,
-                     **run_pgbench(pgbench, t, f, settings["clients"], settings["duration_s"])}  # fmt: skip
-                r["hit_ratio"] = hit_ratio(before, _counters(cached)) if before is not None and cached else None
-                runs.append(r)
-                _log(f"round {rnd} {w} {t.name}: {r['tps'] or 0:,.0f} TPS, failed {r['failed']}, "
-                     f"hit ratio {r['hit_ratio']}")  # fmt: skip
-                if r["exit"] != 0 or r["failed"] or r["tps"] is None:
-                    problems.append(f"{t.name} {w} round {rnd}: pgbench exit {r['exit']}, failed "
-                                    f"{r['failed']}:\n{r['output_tail'][-600:]}")  # fmt: skip
-                if not t.alive():
-                    problems.append(f"{t.name} died during round {rnd}")
+def _run_one(pgbench: str, cached: DbProxyServer | None, clients: int) -> Any:
+    """pgbench.run_rounds' measured run for this bench: run_pgbench with the cache's hit ratio
+    over the run (its counters read around each cache-on run), None for the other targets."""
+    def one(t: Target, flags: Sequence[str], seconds: int) -> dict[str, Any]:
+        before = _counters(cached) if cached is not None and t.name == "cache-on" else None
+        r = run_pgbench(pgbench, t, flags, clients, seconds)
+        r["hit_ratio"] = hit_ratio(before, _counters(cached)) if before is not None and cached else None
+        return r
+
+    return one
 
 
 def run(args: argparse.Namespace, argv: list[str]) -> int:
@@ -200,7 +189,9 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
         cluster.wait_for_replicas_caught_up(timeout=120)
         targets, cached = _start(wanted, cluster, workdir, bins, settings["clients"], closers, problems)
         flags = {w: [*WORKLOADS[w], "-f", str(workdir / "cache.sql")] for w in workloads}
-        _rounds(pgbench, targets, cached, flags, settings, runs, problems)
+        run_rounds(pgbench, targets, flags, settings, next(iter(flags.values())), runs, problems,
+                   run_one=_run_one(pgbench, cached, settings["clients"]),
+                   describe=lambda r: f"hit ratio {r['hit_ratio']}")  # fmt: skip
     except DevstackError as exc:
         print(f"cannot benchmark: {exc}", file=sys.stderr)
         return 1

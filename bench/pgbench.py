@@ -91,10 +91,16 @@ def run_pgbench(pgbench: str, target: Target, flags: Sequence[str], clients: int
 
 def run_rounds(pgbench: str, targets: Sequence[Target], workloads: Mapping[str, Sequence[str]],
                settings: Mapping[str, Any], warmup_flags: Sequence[str], runs: list[dict[str, Any]],
-               problems: list[str]) -> None:  # fmt: skip
+               problems: list[str], *, run_one: Callable[[Target, Sequence[str], int], dict[str, Any]] | None = None,
+               describe: Callable[[dict[str, Any]], str] = lambda r: f"proxy CPU {r['proxy_cpu_s']}") -> None:  # fmt: skip
     """Warm-up per target (`warmup_flags`, `settings["warmup_s"]`), then the rounds; every run is
     appended to `runs`, every failure (pgbench exit, failed transactions, a dead target) to
-    `problems`."""
+    `problems`. A measured run is `run_one(target, flags, seconds)` (by default `run_pgbench`
+    with the time it started); `describe` ends its log line."""
+    def stamped(t: Target, flags: Sequence[str], seconds: int) -> dict[str, Any]:
+        return {"started": time.time(), **run_pgbench(pgbench, t, flags, settings["clients"], seconds)}
+
+    one = run_one or stamped
     for t in targets:
         if settings["warmup_s"] > 0:
             run_pgbench(pgbench, t, warmup_flags, settings["clients"], settings["warmup_s"])
@@ -103,11 +109,9 @@ def run_rounds(pgbench: str, targets: Sequence[Target], workloads: Mapping[str, 
             for t in targets:
                 if not t.alive():
                     continue
-                r = {"round": rnd, "workload": w, "target": t.name, "started": time.time(),
-                     **run_pgbench(pgbench, t, flags, settings["clients"], settings["duration_s"])}  # fmt: skip
+                r = {"round": rnd, "workload": w, "target": t.name, **one(t, flags, settings["duration_s"])}
                 runs.append(r)
-                log(f"round {rnd} {w} {t.name}: {r['tps'] or 0:,.0f} TPS, failed {r['failed']}, "
-                    f"proxy CPU {r['proxy_cpu_s']}")  # fmt: skip
+                log(f"round {rnd} {w} {t.name}: {r['tps'] or 0:,.0f} TPS, failed {r['failed']}, {describe(r)}")
                 if r["exit"] != 0 or r["failed"] or r["tps"] is None:
                     problems.append(f"{t.name} {w} round {rnd}: pgbench exit {r['exit']}, failed "
                                     f"{r['failed']}:\n{r['output_tail'][-600:]}")  # fmt: skip
