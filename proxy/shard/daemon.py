@@ -340,13 +340,16 @@ class ShardDaemon:
         keys = a.keys if a.kind == "keyed" else a.row_keys if a.kind == "insert" else ()
         m = self.router.maps[a.group]
         recorded = False
+        # One key planned to One shard (keys.py `_plan_keys`): that is the key's shard, already
+        # mapped for the plan; the map is asked again only for several keys or rows.
+        one = plan.shard if a.kind == "keyed" and len(keys) == 1 and plan.__class__ is One else None
         for k in keys:
             if isinstance(k, Param):
                 k = params[k.number - 1] if params is not None and 1 <= k.number <= len(params) else None
             if k is None:
                 continue
             try:
-                self.hot.record(a.group, k, m.shard_for(k))
+                self.hot.record(a.group, k, one or m.shard_for(k))
                 recorded = True
             except ValueError:
                 continue
