@@ -38,6 +38,7 @@ __all__ = [
     "machine_info",
     "median",
     "parse_wrk",
+    "report",
     "round_ratio",
     "run_timed",
     "run_wrk",
@@ -354,6 +355,17 @@ def round_ratio(runs: list[dict[str, Any]], target: str, peer: str, key: str) ->
     value = {(r.get("round"), r["target"]): r.get(key) for r in runs}
     return median(v / value[(rnd, peer)] for (rnd, name), v in value.items()
                   if name == target and v is not None and value.get((rnd, peer)))  # fmt: skip
+
+
+def report(out: Path, text: str, problems: Iterable[str], missing: Iterable[str]) -> None:
+    """Print the report `text` with a NOTE line per problem and a SKIPPED line per missing peer;
+    keep `text` in table.txt."""
+    print(text, end="")
+    for problem in problems:
+        print(f"NOTE: {problem}")
+    for message in missing:
+        print(f"SKIPPED: {message}")
+    (out / "table.txt").write_text(text)
 
 
 def _cell(value: Any, fmt: str) -> str:

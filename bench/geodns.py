@@ -55,6 +55,7 @@ from bench.common import (
     format_table,
     machine_info,
     median,
+    report,
     round_ratio,
     run_timed,
     tree_cpu_seconds,
@@ -325,13 +326,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
               f"{settings['rounds']} round(s), medians; 'N names' = {settings['names']} names; ECS {ECS_NET}; "
               f"tierproxy workers = {settings['workers']}, regions from {settings['regions']}\n"
               f"{machine['note']}")  # fmt: skip
-    print(header)
-    print(table)
-    for p in problems:
-        print(f"NOTE: {p}")
-    for m in skipped:
-        print(f"SKIPPED: {m}")
-    (out / "table.txt").write_text(header + "\n" + table + "\n")
+    report(out, header + "\n" + table + "\n", problems, skipped)
     png = out / "geodns.png"
     plotted = plot.grouped_bar_chart(
         rows, png, group="workload", series="target",

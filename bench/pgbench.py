@@ -38,6 +38,7 @@ from bench.common import (
     log,
     machine_info,
     median,
+    report,
     round_ratio,
     tree_cpu_seconds,
 )
@@ -167,13 +168,7 @@ def write_report(out: Path, *, benchmark: str, header: str, rows: list[dict[str,
     """Print the table (and NOTE/SKIPPED lines), write table.txt, `<benchmark>.png` (when
     matplotlib is there) and results.json (`results` plus summary, table and png)."""
     table = format_table(rows, columns)
-    print(header)
-    print(table)
-    for p in problems:
-        print(f"NOTE: {p}")
-    for m in missing:
-        print(f"SKIPPED: {m}")
-    (out / "table.txt").write_text(header + "\n" + table + "\n")
+    report(out, header + "\n" + table + "\n", problems, missing)
     png = out / f"{benchmark}.png"
     plotted = plot.grouped_bar_chart(rows, png, group="workload", series="target", panels=panels, title=title)
     body = {"benchmark": benchmark, **results, "skipped": list(missing), "problems": list(problems),

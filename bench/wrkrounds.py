@@ -2,14 +2,14 @@
 
 Both load a set of `Target`s (bench/servers.py) the same way: the targets asked for with
 --targets (`choose_targets`); the load generator and peers found, the missing ones logged
-(`missing_peers`); the targets started, a failed start reported (`start_targets`); a results directory, a temporary work directory and the machine described
-(`open_run`); a warm-up run per target, then `rounds` rounds in which every target gets one run in
-a fixed order, so slow drift of the machine hits all of them alike (`run_rounds`); around each run
-the CPU time of the target's process tree from /proc (`measure`, common.py's
-`tree_cpu_seconds`), which gives requests per proxy CPU-second; per target the medians over rounds,
-errors summed, and ratios to peers per round (`summarise`, common.py's `round_ratio`); the table
-printed and kept (`report`), and the generated configs and logs kept beside the results
-(`keep_artifacts`).
+(`missing_peers`); the targets started, a failed start reported (`start_targets`); a results
+directory, a temporary work directory and the machine described (`open_run`); a warm-up run per
+target, then `rounds` rounds in which every target gets one run in a fixed order, so slow drift of
+the machine hits all of them alike (`run_rounds`); around each run the CPU time of the target's
+process tree from /proc (`measure`, common.py's `tree_cpu_seconds`), which gives requests per
+proxy CPU-second; per target the medians over rounds, errors summed, and ratios to peers per round
+(`summarise`, common.py's `round_ratio`); the table printed and kept (common.py's `report`), and
+the generated configs and logs kept beside the results (`keep_artifacts`).
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from bench.common import (
     log,
     machine_info,
     median,
+    report,
     round_ratio,
     tree_cpu_seconds,
 )
@@ -204,17 +205,6 @@ def summarise(targets: Iterable[Target], runs: list[dict[str, Any]], keys: Seque
         for column, peer, key in ratios:
             row[column] = round_ratio(runs, row["target"], peer, key)
     return rows
-
-
-def report(out: Path, text: str, problems: Iterable[str], missing: Iterable[str]) -> None:
-    """Print the report `text` with a NOTE line per problem and a SKIPPED line per missing peer;
-    keep `text` in table.txt."""
-    print(text, end="")
-    for problem in problems:
-        print(f"NOTE: {problem}")
-    for message in missing:
-        print(f"SKIPPED: {message}")
-    (out / "table.txt").write_text(text)
 
 
 def keep_artifacts(workdir: Path, out: Path) -> None:
