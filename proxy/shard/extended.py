@@ -22,8 +22,9 @@ message; before a Bind or Describe of it runs on a shard whose connection does n
 preceded by an injected Close. Transactions stay on one shard (txn.py: BEGIN held until the
 first statement names the shard, which is then sent there ahead of the batch).
 
-After a batch is sent with its Sync, the session reads nothing more from the client until the
-shard's ReadyForQuery (so answers never interleave). After a Flush the rest of the group goes
+After a batch is sent with its Sync, the session runs nothing more of the client's until the
+shard's ReadyForQuery (so answers never interleave); it stops reading the client when more
+arrives meanwhile (`fast_sync`) or at once (`dispatch`'s Task). After a Flush the rest of the group goes
 to the same shard, except after a group of only Parse/Describe when no transaction runs on a shard yet (asyncpg's
 prepare: Parse, Describe, Flush; then Bind, Execute, Sync): that group is ended on its shard
 (`end_open_group`) and the Bind goes to its key's shard, the Parse injected there. Otherwise a
