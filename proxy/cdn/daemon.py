@@ -34,12 +34,11 @@ from proxy.cdn.server import CdnServer
 from proxy.cdn.statuspage import SERIES, render_picture
 from proxy.cdn.trace import TraceRecorder
 from proxy.cdn.workerstats import merge_status
-from proxy.core.admin import AdminServer, make_admin_app
-from proxy.core.adminguard import AdminGuard, is_loopback_host
-from proxy.core.config import load_config, parse_hostport
+from proxy.core.admin import AdminServer, admin_guard, admin_server, make_admin_app
+from proxy.core.adminguard import AdminGuard
+from proxy.core.config import load_config
 from proxy.core.metrics import FuncCollector, new_registry
 from proxy.core.statuspage import status_page
-from proxy.core.tls import intermediate_context
 from proxy.core.workers import ControlChannel, WorkerSet, process_role, start_worker_channel
 from proxy.http1 import RequestHead
 
@@ -119,19 +118,13 @@ class CdnDaemon:
         self._sweeper = asyncio.get_running_loop().create_task(self._sweep())
 
     async def _start_admin(self) -> None:
-        admin_host, atls = parse_hostport(self.cfg.admin.address)[0], self.cfg.admin.tls
-        # Beyond loopback (config.py insists on TLS plus client certificates or a token there), a
-        # token guards reads too: /status shows the origins and the most requested URLs.
-        self.guard = AdminGuard(admin_host, self.cfg.admin.token, self.cfg.admin.allowed_hosts,
-                                scheme="https" if atls else "http", token_for_reads=not is_loopback_host(admin_host))
+        self.guard = admin_guard(self.cfg.admin)
         app = make_admin_app(self.registry, guard=self.guard, before_scrape=self._refresh, series=SERIES)
         app.router.add_get("/", self._page)
         app.router.add_get("/status", self._status)
         app.router.add_post("/purge", self._purge)
         app.router.add_post("/trace", self._trace)
-        admin_ssl = None if atls is None else intermediate_context(atls.cert_file, atls.key_file,
-                                                                   client_ca_file=atls.client_ca_file)  # fmt: skip
-        self.admin = AdminServer(app, self.cfg.admin.address, admin_ssl)
+        self.admin = admin_server(app, self.cfg.admin)
         try:
             await self.admin.start()
         except OSError:

@@ -10,16 +10,18 @@ from __future__ import annotations
 import json
 import ssl
 from collections.abc import Awaitable, Callable, Sequence
+from typing import Protocol
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from proxy.core.adminguard import AdminGuard
-from proxy.core.config import parse_hostport
+from proxy.core.adminguard import AdminGuard, is_loopback_host
+from proxy.core.config import AdminTlsConfig, parse_hostport
 from proxy.core.metrics import CONTENT_TYPE_LATEST, render
 from proxy.core.series import Series, SeriesRecorder, install
+from proxy.core.tls import intermediate_context
 
-__all__ = ["RECORDER", "AdminServer", "make_admin_app"]
+__all__ = ["RECORDER", "AdminServer", "admin_guard", "admin_server", "make_admin_app"]
 
 RECORDER = web.AppKey("series_recorder", SeriesRecorder)
 
@@ -40,6 +42,34 @@ def _guard_middleware(guard: AdminGuard) -> Callable[..., Awaitable[web.StreamRe
         return resp
 
     return guarded
+
+
+class AdminSettings(Protocol):
+    """A daemon's [admin] table (an `AdminTokenConfig` with its `address` and `tls`)."""
+
+    address: str
+    tls: AdminTlsConfig | None
+    allowed_hosts: list[str]
+
+    @property
+    def token(self) -> str | None: ...
+
+
+def admin_guard(admin: AdminSettings) -> AdminGuard:
+    """The guard for a daemon's [admin] table. Beyond loopback (config.py insists on TLS plus
+    client certificates or a token there) a token guards reads too: /status and /metrics show the
+    daemon's servers and their addresses."""
+    host = parse_hostport(admin.address)[0]
+    return AdminGuard(host, admin.token, admin.allowed_hosts, scheme="https" if admin.tls else "http",
+                      token_for_reads=not is_loopback_host(host))  # fmt: skip
+
+
+def admin_server(app: web.Application, admin: AdminSettings) -> AdminServer:
+    """`app` served on [admin] address, over TLS when [admin.tls] is set."""
+    tls = admin.tls
+    ssl_context = None if tls is None else intermediate_context(tls.cert_file, tls.key_file,
+                                                                client_ca_file=tls.client_ca_file)  # fmt: skip
+    return AdminServer(app, admin.address, ssl_context)
 
 
 def make_admin_app(

@@ -21,12 +21,11 @@ from aiohttp import web
 from prometheus_client.core import Metric
 
 from proxy import _native
-from proxy.core.admin import AdminServer, make_admin_app
-from proxy.core.adminguard import AdminGuard, is_loopback_host
+from proxy.core.admin import AdminServer, admin_guard, admin_server, make_admin_app
+from proxy.core.adminguard import AdminGuard
 from proxy.core.config import load_config, parse_hostport
 from proxy.core.metrics import FuncCollector, Histogram, new_registry
 from proxy.core.statuspage import status_page
-from proxy.core.tls import intermediate_context
 from proxy.core.workers import ControlChannel, WorkerSet, process_role, start_worker_channel
 from proxy.pgfront.cancel import CancelKeys, route_worker_message
 from proxy.pgfront.clientauth import Credentials
@@ -242,21 +241,14 @@ class DbProxyDaemon:
             self.workers = WorkerSet(Path(self.config_path), self.cfg.workers, lambda _i: None,
                                      daemon="dbproxy", on_message=self._worker_message)  # fmt: skip
             await self.workers.start()
-        admin_host, atls = parse_hostport(self.cfg.admin.address)[0], self.cfg.admin.tls
-        # Beyond loopback (config.py insists on TLS plus client certificates or a token there), a
-        # token guards reads too: /status and /metrics show the servers and their addresses.
-        self.admin_guard = AdminGuard(admin_host, self.cfg.admin.token, self.cfg.admin.allowed_hosts,
-                                      scheme="https" if atls else "http",
-                                      token_for_reads=not is_loopback_host(admin_host))  # fmt: skip
+        self.admin_guard = admin_guard(self.cfg.admin)
         app = make_admin_app(self.registry, before_scrape=self._refresh_stats, guard=self.admin_guard,
                              series=SERIES)  # fmt: skip
         app.router.add_get("/status", self._status_handler)
         app.router.add_get("/", self._page_handler)
         add_patroni_routes(app, self)  # POST /switchover
         add_cache_routes(app, self)  # POST /cache/purge (qcache_ops.py)
-        admin_ssl = None if atls is None else intermediate_context(atls.cert_file, atls.key_file,
-                                                                   client_ca_file=atls.client_ca_file)  # fmt: skip
-        self.admin = AdminServer(app, self.cfg.admin.address, admin_ssl)
+        self.admin = admin_server(app, self.cfg.admin)
         try:
             await self.admin.start()
         except OSError:

@@ -24,12 +24,11 @@ from typing import Any
 
 from prometheus_client.core import Metric
 
-from proxy.core.admin import AdminServer, make_admin_app
-from proxy.core.adminguard import AdminGuard, is_loopback_host
+from proxy.core.admin import AdminServer, admin_guard, admin_server, make_admin_app
+from proxy.core.adminguard import AdminGuard
 from proxy.core.checks import CheckLoop, CheckResult, HttpChecker
 from proxy.core.config import load_config, parse_hostport
 from proxy.core.health import HealthState
-from proxy.core.tls import intermediate_context
 from proxy.core.metrics import FuncCollector, new_registry
 from proxy.lb.admin import SERIES, add_admin_routes
 from proxy.lb.config import BackendConfig, LbConfig
@@ -104,21 +103,12 @@ class LbDaemon:
             assert self.config_path is not None
             self.workers = WorkerSet(self.config_path, self.cfg.workers, self._worker_ready)
             await self.workers.start()
-        admin_host = parse_hostport(self.cfg.admin.address)[0]
-        atls = self.cfg.admin.tls
-        # Beyond loopback (config.py insists on TLS plus client certificates or a token there),
-        # a token guards reads too: /status and /metrics show the topology.
-        self.admin_guard = AdminGuard(admin_host, self.cfg.admin.token, self.cfg.admin.allowed_hosts,
-                                      scheme="https" if atls else "http",
-                                      token_for_reads=not is_loopback_host(admin_host))  # fmt: skip
-        admin_ssl = None
-        if atls is not None:
-            admin_ssl = intermediate_context(atls.cert_file, atls.key_file, client_ca_file=atls.client_ca_file)
+        self.admin_guard = admin_guard(self.cfg.admin)
         for warning in self.cfg.warnings():
             log.warning(warning)
         app = make_admin_app(self.registry, before_scrape=self._refresh_stats, guard=self.admin_guard, series=SERIES)
         add_admin_routes(app, self)
-        self.admin = AdminServer(app, self.cfg.admin.address, admin_ssl)
+        self.admin = admin_server(app, self.cfg.admin)
         try:
             await self.admin.start()
         except OSError:
