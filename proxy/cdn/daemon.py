@@ -36,7 +36,7 @@ from proxy.cdn.trace import TraceRecorder
 from proxy.cdn.workerstats import merge_status
 from proxy.core.admin import AdminServer, admin_guard, admin_server, make_admin_app
 from proxy.core.adminguard import AdminGuard
-from proxy.core.config import load_config
+from proxy.core.config import reload_config
 from proxy.core.metrics import FuncCollector, new_registry
 from proxy.core.statuspage import status_page
 from proxy.core.workers import ControlChannel, WorkerSet, process_role, start_worker_channel
@@ -141,13 +141,7 @@ class CdnDaemon:
             self.engine.origins.expire_idle(loop.time() - self.cfg.origin.idle_timeout)
 
     async def reload(self) -> None:
-        if self.config_path is None:
-            raise RuntimeError("no config file to reload from")
-        new = load_config(self.config_path, CdnConfig)
-        if (new.listen, new.admin.address, new.admin.tls, new.workers) != (
-            self.cfg.listen, self.cfg.admin.address, self.cfg.admin.tls, self.cfg.workers
-        ):
-            raise ValueError("listen, admin.address, admin.tls and workers cannot change on reload; restart instead")
+        new = reload_config(self.config_path, CdnConfig, self.cfg)
         if self.guard is not None:
             self.guard.update(new.admin.token, new.admin.allowed_hosts)
         if self.workers is not None:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import re
 import tomllib
+from collections.abc import Callable
+from operator import attrgetter
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -22,6 +24,8 @@ __all__ = [
     "ConfigError",
     "StrictModel",
     "load_config",
+    "reload_config",
+    "RESTART_ONLY",
     "parse_config",
     "format_loc",
     "parse_hostport",
@@ -106,6 +110,26 @@ def load_config(path: str | Path, model: type[M]) -> M:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(source, [f"{source}: invalid TOML: {exc}"]) from None
     return parse_config(data, model, source)
+
+
+# What a reload cannot change (bound sockets, the admin port, the worker processes): a label for
+# the refusal and how to read it from a config.
+RESTART_ONLY: tuple[tuple[str, Callable[[Any], object]], ...] = tuple(
+    (name, attrgetter(name)) for name in ("listen", "admin.address", "admin.tls", "workers")
+)
+
+
+def reload_config(path: str | Path | None, model: type[M], running: M,
+                  restart_only: tuple[tuple[str, Callable[[Any], object]], ...] = RESTART_ONLY) -> M:  # fmt: skip
+    """`path` read again for a reload (SIGHUP or the admin API): ConfigError as `load_config`,
+    ValueError when a `restart_only` setting differs from the `running` config's."""
+    if path is None:
+        raise RuntimeError("no config file to reload from")
+    new = load_config(path, model)
+    if any(get(new) != get(running) for _, get in restart_only):
+        labels = [label for label, _ in restart_only]
+        raise ValueError(f"{', '.join(labels[:-1])} and {labels[-1]} cannot change on reload; restart instead")
+    return new
 
 
 def parse_hostport(value: str, *, default_host: str = "127.0.0.1") -> tuple[str, int]:

@@ -12,6 +12,7 @@ import asyncio
 import logging
 import os
 import time
+from operator import attrgetter
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,7 @@ from prometheus_client.core import Metric
 from proxy import _native
 from proxy.core.admin import AdminServer, admin_guard, admin_server, make_admin_app
 from proxy.core.adminguard import AdminGuard
-from proxy.core.config import load_config, parse_hostport
+from proxy.core.config import RESTART_ONLY, parse_hostport, reload_config
 from proxy.core.metrics import FuncCollector, Histogram, new_registry
 from proxy.core.statuspage import status_page
 from proxy.core.workers import ControlChannel, WorkerSet, process_role, start_worker_channel
@@ -265,15 +266,8 @@ class DbProxyDaemon:
                                      "replicas": [name for name, _, _ in self.replica_specs]})  # fmt: skip
 
     async def reload(self) -> None:
-        if self.config_path is None:
-            raise RuntimeError("no config file to reload from")
-        new = load_config(self.config_path, DbProxyConfig)
-        if (new.listen, new.admin.address, new.admin.tls, new.workers, new.topology, new.cache) != (
-            self.cfg.listen, self.cfg.admin.address, self.cfg.admin.tls, self.cfg.workers, self.cfg.topology,
-            self.cfg.cache
-        ):
-            raise ValueError("listen, admin.address, admin.tls, workers, [topology] and [cache] cannot change on reload; "
-                             "restart instead")
+        new = reload_config(self.config_path, DbProxyConfig, self.cfg,
+                            (*RESTART_ONLY, ("[topology]", attrgetter("topology")), ("[cache]", attrgetter("cache"))))
         token = new.admin.token  # read before anything changes: a vanished file fails the reload
         creds = Credentials(new.auth)
         tls = tls_context(new.tls)  # a renewed certificate applies to new clients

@@ -26,7 +26,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 
 from proxy.core.admin import AdminServer, admin_guard, admin_server, make_admin_app
 from proxy.core.adminguard import AdminGuard
-from proxy.core.config import load_config, parse_hostport
+from proxy.core.config import parse_hostport, reload_config
 from proxy.core.metrics import FuncCollector, new_registry
 from proxy.core.workers import ControlChannel, WorkerSet, process_role, start_worker_channel
 from proxy.geodns.admin import SERIES, add_admin_routes
@@ -110,13 +110,7 @@ class GeoDnsDaemon:
                                      "zones": [z.origin for z in self.cfg.zones]})  # fmt: skip
 
     async def reload(self) -> None:
-        if self.config_path is None:
-            raise RuntimeError("no config file to reload from")
-        new = load_config(self.config_path, GeoDnsConfig)
-        if (new.listen, new.admin.address, new.admin.tls, new.workers) != (
-            self.cfg.listen, self.cfg.admin.address, self.cfg.admin.tls, self.cfg.workers
-        ):
-            raise ValueError("listen, admin.address, admin.tls and workers cannot change on reload; restart instead")
+        new = reload_config(self.config_path, GeoDnsConfig, self.cfg)
         token = new.admin.token
         engine = Engine(new)
         if self.role != "worker":

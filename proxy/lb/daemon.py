@@ -27,7 +27,7 @@ from prometheus_client.core import Metric
 from proxy.core.admin import AdminServer, admin_guard, admin_server, make_admin_app
 from proxy.core.adminguard import AdminGuard
 from proxy.core.checks import CheckLoop, CheckResult, HttpChecker
-from proxy.core.config import load_config, parse_hostport
+from proxy.core.config import RESTART_ONLY, parse_hostport, reload_config
 from proxy.core.health import HealthState
 from proxy.core.metrics import FuncCollector, new_registry
 from proxy.lb.admin import SERIES, add_admin_routes
@@ -129,14 +129,8 @@ class LbDaemon:
         )
 
     async def reload(self) -> None:
-        if self.config_path is None:
-            raise RuntimeError("no config file to reload from")
-        new = load_config(self.config_path, LbConfig)
-        if (_bound(new), new.admin.address, new.admin.tls, new.workers) != (
-            _bound(self.cfg), self.cfg.admin.address, self.cfg.admin.tls, self.cfg.workers
-        ):
-            raise ValueError("listeners (names, addresses, protocols, PROXY protocol), admin.address, "
-                             "admin.tls and workers cannot change on reload; restart instead")
+        new = reload_config(self.config_path, LbConfig, self.cfg,
+                            (("listeners (names, addresses, protocols, PROXY protocol)", _bound), *RESTART_ONLY[1:]))
         token = new.admin.token  # read before anything changes: a vanished file fails the reload
         self.apply_config(new)
         if self.admin_guard is not None:

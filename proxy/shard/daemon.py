@@ -32,7 +32,7 @@ from prometheus_client.core import Metric
 from proxy import _native
 from proxy.core.admin import AdminServer, admin_guard, admin_server, make_admin_app
 from proxy.core.adminguard import AdminGuard
-from proxy.core.config import load_config, parse_hostport
+from proxy.core.config import parse_hostport, reload_config
 from proxy.core.metrics import FuncCollector, new_registry
 from proxy.core.statuspage import status_page
 from proxy.core.workers import (
@@ -181,13 +181,7 @@ class ShardDaemon:
     async def reload(self) -> None:
         """A new config: new maps and groups for the next statements; shards whose address
         changed lose their idle connections (sessions keep theirs until they end)."""
-        if self.config_path is None:
-            raise RuntimeError("no config file to reload from")
-        new = load_config(self.config_path, ShardConfig)
-        if (new.listen, new.admin.address, new.admin.tls, new.workers) != (
-            self.cfg.listen, self.cfg.admin.address, self.cfg.admin.tls, self.cfg.workers
-        ):
-            raise ValueError("listen, admin.address, admin.tls and workers cannot change on reload; restart instead")
+        new = reload_config(self.config_path, ShardConfig, self.cfg)
         token = new.admin.token  # read before anything changes: a vanished file fails the reload
         router = ShardRouter(new)
         creds = Credentials(new.auth)
