@@ -40,8 +40,7 @@ import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from types import TracebackType
-from typing import Literal, Self
+from typing import Literal
 from urllib.parse import quote
 
 from proxy.devstack.pgenv import (
@@ -59,7 +58,7 @@ from proxy.devstack.pgenv import (
 )
 from proxy.devstack.poll import PollTimeout, wait_until
 from proxy.devstack.ports import PortLock, allocate_port
-from proxy.devstack.process import DevstackError, ManagedProcess, NotReady
+from proxy.devstack.process import Closing, DevstackError, ManagedProcess, NotReady
 
 __all__ = [
     "PgCluster",
@@ -394,7 +393,7 @@ class PgServer:
 # -- the cluster ----------------------------------------------------------------------------
 
 
-class PgCluster:
+class PgCluster(Closing):
     """A primary plus `replicas` streaming hot standbys in one temp dir; build with start_pg_cluster()."""
 
     def __init__(
@@ -648,17 +647,6 @@ class PgCluster:
             for server in self.servers:
                 server.port_lock.release()
             discard_dir(self.base_dir)  # at once; its files are unlinked in the background
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         return f"PgCluster({self.name}, primary={self.primary!r}, replicas={self.replicas!r})"

@@ -22,7 +22,7 @@ import subprocess
 import sys
 import tempfile
 import threading
-from typing import Any
+from typing import Any, Self
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
@@ -30,7 +30,7 @@ from types import TracebackType
 from proxy.devstack.poll import PollTimeout, wait_until, wait_until_async
 from proxy.devstack.probes import AsyncProbe, SyncProbe
 
-__all__ = ["DevstackError", "ManagedProcess", "NotReady", "ProcessExited", "PortProcess", "python_child_env"]
+__all__ = ["Closing", "DevstackError", "ManagedProcess", "NotReady", "ProcessExited", "PortProcess", "python_child_env"]
 
 LOG_TAIL_LINES = 40
 # Bytes read from the end of a log for log_tail: enough for LOG_TAIL_LINES of long JSON lines.
@@ -256,12 +256,40 @@ def _async_const(check: Callable[[], bool]) -> AsyncProbe:
     return probe
 
 
-class PortProcess:
+class Closing:
+    """`with server:` closes it on the way out, however the block ends."""
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+class PortProcess(Closing):
     """Shared lifecycle of a dev-stack server that is one process on one locked port (Redis, a
-    web worker): logs for the test harness, and shutdown that always releases the port."""
+    web worker, a dbproxy): its address, logs for the test harness, and shutdown that always
+    releases the port."""
 
     process: ManagedProcess
     port_lock: Any  # a proxy.devstack.ports.PortLock
+    host: str
+
+    @property
+    def port(self) -> int:
+        return self.port_lock.port
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
 
     def managed_processes(self) -> list[ManagedProcess]:
         """For the test harness's log dump on failure."""

@@ -11,7 +11,6 @@ import shutil
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
-from types import TracebackType
 
 from proxy.devstack.ports import PortLock, allocate_port
 from proxy.devstack.probes import redis_ping_probe, redis_ping_probe_async
@@ -76,14 +75,6 @@ class RedisServer(PortProcess):
         return cls(port_lock, process, workdir)
 
     @property
-    def port(self) -> int:
-        return self.port_lock.port
-
-    @property
-    def address(self) -> str:
-        return f"{self.host}:{self.port}"
-
-    @property
     def url(self) -> str:
         return self.url_for(0)
 
@@ -97,17 +88,6 @@ class RedisServer(PortProcess):
     async def wait_ready_async(self, timeout: float = READY_TIMEOUT) -> RedisServer:
         await self.process.wait_ready_async(redis_ping_probe_async(self.host, self.port), timeout)
         return self
-
-    def __enter__(self) -> RedisServer:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         return f"RedisServer({self.url}, {self.process!r})"

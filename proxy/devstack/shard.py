@@ -55,10 +55,6 @@ class ShardRouterServer(PortProcess):
         self.process = ManagedProcess(argv, name=name, log_dir=log_dir, env=python_child_env())
 
     @property
-    def port(self) -> int:
-        return self.port_lock.port
-
-    @property
     def admin_port(self) -> int:
         return self.admin_lock.port
 

@@ -15,11 +15,10 @@ import sys
 import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from types import TracebackType
 
 from proxy.devstack.ports import PortLock, allocate_port
 from proxy.devstack.probes import http_probe, http_probe_async
-from proxy.devstack.process import ManagedProcess, PortProcess, python_child_env
+from proxy.devstack.process import Closing, ManagedProcess, PortProcess, python_child_env
 
 __all__ = ["WebWorker", "WebWorkers", "spawn_web_worker", "start_web_worker", "start_web_worker_async"]
 
@@ -49,14 +48,6 @@ class WebWorker(PortProcess):
 
     def _spawn(self) -> ManagedProcess:
         return ManagedProcess(self.argv, name=self.name, log_dir=self.log_dir, env=python_child_env())
-
-    @property
-    def port(self) -> int:
-        return self.port_lock.port
-
-    @property
-    def address(self) -> str:
-        return f"{self.host}:{self.port}"
 
     @property
     def url(self) -> str:
@@ -157,7 +148,7 @@ async def start_web_worker_async(
         raise
 
 
-class WebWorkers:
+class WebWorkers(Closing):
     """Owns the workers it starts; `close()` terminates every one of them, stopped or not.
 
     Calling the object is `start()`, so a fixture can hand it out as the factory itself.
@@ -235,14 +226,3 @@ class WebWorkers:
         self.workers.clear()
         if errors:
             raise errors[0]
-
-    def __enter__(self) -> WebWorkers:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
