@@ -8,13 +8,18 @@ code is never imported here: the dev stack only starts processes.
 
 from __future__ import annotations
 
+import json
 import sys
+import urllib.request
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
+from proxy.devstack.ports import PortLock
 from proxy.devstack.probes import http_probe
-from proxy.devstack.process import ManagedProcess, python_child_env
+from proxy.devstack.process import ManagedProcess, PortProcess, python_child_env
 
-__all__ = ["DaemonProcess", "start_daemon"]
+__all__ = ["DaemonProcess", "PgDaemon", "start_daemon"]
 
 READY_TIMEOUT = 30.0
 
@@ -42,3 +47,40 @@ def start_daemon(kind: str, config: str, *, admin_port: int, log_dir: Path, name
         proc.close()
         raise
     return proc
+
+
+class PgDaemon(PortProcess):
+    """A `dbproxy` or `shard` child serving PostgreSQL clients on `port_lock`, its admin API on
+    `admin_lock`: `.port`, `.admin_port`, `.config_path`, `.dsn(...)`, `.status()`. Closing it
+    releases both ports."""
+
+    def __init__(self, kind: str, config: str, *, log_dir: Path, users: Mapping[str, str], port_lock: PortLock,
+                 admin_lock: PortLock, name: str) -> None:  # fmt: skip
+        self.host = port_lock.host
+        self.port_lock = port_lock
+        self.admin_lock = admin_lock
+        self.users = dict(users)
+        self.config_path = Path(log_dir) / f"{name}.toml"
+        self.config_path.write_text(config)
+        argv = [sys.executable, "-m", "proxy.cli", kind, "--config", str(self.config_path), "--json-logs"]
+        self.process = ManagedProcess(argv, name=name, log_dir=log_dir, env=python_child_env())
+
+    @property
+    def admin_port(self) -> int:
+        return self.admin_lock.port
+
+    def dsn(self, user: str = "app", database: str = "postgres") -> str:
+        return f"postgresql://{user}:{self.users[user]}@{self.host}:{self.port}/{database}"
+
+    def admin_get(self, path: str, timeout: float = 2.0) -> bytes:
+        with urllib.request.urlopen(f"http://{self.host}:{self.admin_port}{path}", timeout=timeout) as resp:
+            return resp.read()
+
+    def status(self, timeout: float = 2.0) -> dict[str, Any]:
+        return json.loads(self.admin_get("/status", timeout))
+
+    def close(self, timeout: float = 10.0) -> None:
+        try:
+            super().close(timeout)
+        finally:
+            self.admin_lock.release()

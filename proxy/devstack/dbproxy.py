@@ -9,14 +9,12 @@ has been polled by the replica monitor.
 from __future__ import annotations
 
 import json
-import sys
-import urllib.request
 from collections.abc import Mapping
 from pathlib import Path
 
+from proxy.devstack.daemons import PgDaemon
 from proxy.devstack.ports import PortLock, allocate_port
 from proxy.devstack.postgres import HOST, PgCluster
-from proxy.devstack.process import ManagedProcess, PortProcess, python_child_env
 
 __all__ = ["DbProxyServer", "dbproxy_config", "start_dbproxy"]
 
@@ -56,36 +54,13 @@ def dbproxy_config(
     return "\n".join(lines) + "\n" + extra
 
 
-class DbProxyServer(PortProcess):
+class DbProxyServer(PgDaemon):
     """A running dbproxy: `.port`, `.admin_port`, `.config_path`, `.dsn(...)`, `.status()`."""
 
-    def __init__(self, cluster: PgCluster, *, log_dir: Path, users: Mapping[str, str],
-                 port_lock: PortLock, admin_lock: PortLock, extra: str = "", name: str = "dbproxy",
-                 auth_method: str = "scram-sha-256", workers: int = 1, head: str = "",
-                 auth_extra: str = "") -> None:
-        self.host = HOST
-        self.port_lock = port_lock
-        self.admin_lock = admin_lock
-        self.users = dict(users)
-        self.config_path = Path(log_dir) / f"{name}.toml"
-        self.config_path.write_text(
-            dbproxy_config(cluster, port=self.port, admin_port=self.admin_port, users=users, extra=extra,
-                           auth_method=auth_method, workers=workers, head=head, auth_extra=auth_extra)
-        )
-        argv = [sys.executable, "-m", "proxy.cli", "dbproxy", "--config", str(self.config_path), "--json-logs"]
-        self.process = ManagedProcess(argv, name=name, log_dir=log_dir, env=python_child_env())
-
-    @property
-    def admin_port(self) -> int:
-        return self.admin_lock.port
-
-    def dsn(self, user: str = "app", database: str = "postgres") -> str:
-        return f"postgresql://{user}:{self.users[user]}@{self.host}:{self.port}/{database}"
-
-    def status(self, timeout: float = 2.0) -> dict:
-        url = f"http://{self.host}:{self.admin_port}/status"
-        with urllib.request.urlopen(url, timeout=timeout) as resp:
-            return json.loads(resp.read())
+    def __init__(self, config: str, *, log_dir: Path, users: Mapping[str, str], port_lock: PortLock,
+                 admin_lock: PortLock, name: str = "dbproxy") -> None:  # fmt: skip
+        super().__init__("dbproxy", config, log_dir=log_dir, users=users, port_lock=port_lock,
+                         admin_lock=admin_lock, name=name)  # fmt: skip
 
     def wait_ready(self, timeout: float = READY_TIMEOUT) -> DbProxyServer:
         def probe() -> bool:
@@ -93,12 +68,6 @@ class DbProxyServer(PortProcess):
 
         self.process.wait_ready(probe, timeout)
         return self
-
-    def close(self, timeout: float = 10.0) -> None:
-        try:
-            super().close(timeout)
-        finally:
-            self.admin_lock.release()
 
 
 def start_dbproxy(
@@ -110,10 +79,10 @@ def start_dbproxy(
     """Start a dbproxy for `cluster` (ports: given, or free ones) and wait until it is ready."""
     port_lock = allocate_port(HOST) if port is None else PortLock(port, HOST)
     admin_lock = allocate_port(HOST) if admin_port is None else PortLock(admin_port, HOST)
-    server = DbProxyServer(cluster, log_dir=log_dir, users=users or {"app": "app-secret"},
-                           port_lock=port_lock, admin_lock=admin_lock, extra=extra,
-                           auth_method=auth_method, workers=workers, head=head,
-                           auth_extra=auth_extra)  # fmt: skip
+    users = users or {"app": "app-secret"}
+    config = dbproxy_config(cluster, port=port_lock.port, admin_port=admin_lock.port, users=users, extra=extra,
+                            auth_method=auth_method, workers=workers, head=head, auth_extra=auth_extra)  # fmt: skip
+    server = DbProxyServer(config, log_dir=log_dir, users=users, port_lock=port_lock, admin_lock=admin_lock)
     try:
         return server.wait_ready(timeout)
     except BaseException:

@@ -22,7 +22,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import urllib.error
 import urllib.request
 from collections.abc import Mapping
@@ -32,7 +31,7 @@ from typing import Any
 from proxy.devstack.dbproxy import DbProxyServer
 from proxy.devstack.patroni import HOST, PatroniCluster
 from proxy.devstack.ports import PortLock, allocate_port
-from proxy.devstack.process import DevstackError, ManagedProcess, python_child_env
+from proxy.devstack.process import DevstackError
 
 __all__ = [
     "PatroniDbProxy",
@@ -92,17 +91,11 @@ class PatroniDbProxy(DbProxyServer):
                  users: Mapping[str, str], source: str = "etcd", name: str = "dbproxy",
                  token_file: str | None = None, hold_timeout: float = 60.0, workers: int = 1,
                  extra: str = "") -> None:  # fmt: skip
-        self.host = HOST
-        self.port_lock = port_lock
-        self.admin_lock = admin_lock
-        self.users = dict(users)
         self.token = Path(token_file).read_text().strip() if token_file else None
-        self.config_path = Path(log_dir) / f"{name}.toml"
-        self.config_path.write_text(patroni_dbproxy_config(
-            cluster, port=self.port, admin_port=self.admin_port, users=users, source=source,
-            hold_timeout=hold_timeout, token_file=token_file, workers=workers, extra=extra))  # fmt: skip
-        argv = [sys.executable, "-m", "proxy.cli", "dbproxy", "--config", str(self.config_path), "--json-logs"]
-        self.process = ManagedProcess(argv, name=name, log_dir=log_dir, env=python_child_env())
+        config = patroni_dbproxy_config(cluster, port=port_lock.port, admin_port=admin_lock.port, users=users,
+                                        source=source, hold_timeout=hold_timeout, token_file=token_file,
+                                        workers=workers, extra=extra)  # fmt: skip
+        super().__init__(config, log_dir=log_dir, users=users, port_lock=port_lock, admin_lock=admin_lock, name=name)
 
     def admin_post(self, path: str, body: Any, *, token: str | None = None, timeout: float = 90.0,
                    content_type: str = "application/json") -> tuple[int, Any]:  # fmt: skip

@@ -8,14 +8,12 @@ free loopback ports, and returns when /status answers.
 from __future__ import annotations
 
 import json
-import sys
-import urllib.request
 from collections.abc import Mapping
 from pathlib import Path
 
+from proxy.devstack.daemons import PgDaemon
 from proxy.devstack.ports import PortLock, allocate_port
 from proxy.devstack.postgres import HOST, PgServer
-from proxy.devstack.process import ManagedProcess, PortProcess, python_child_env
 
 __all__ = ["ShardRouterServer", "shard_config", "start_shard_router"]
 
@@ -40,43 +38,17 @@ def shard_config(shards: Mapping[str, PgServer], *, port: int, admin_port: int, 
     return "\n".join(lines) + "\n"
 
 
-class ShardRouterServer(PortProcess):
+class ShardRouterServer(PgDaemon):
     """A running router: `.port`, `.admin_port`, `.config_path`, `.dsn(...)`, `.status()`."""
 
     def __init__(self, config: str, *, log_dir: Path, users: Mapping[str, str], port_lock: PortLock,
                  admin_lock: PortLock, name: str = "shard") -> None:  # fmt: skip
-        self.host = HOST
-        self.port_lock = port_lock
-        self.admin_lock = admin_lock
-        self.users = dict(users)
-        self.config_path = Path(log_dir) / f"{name}.toml"
-        self.config_path.write_text(config)
-        argv = [sys.executable, "-m", "proxy.cli", "shard", "--config", str(self.config_path), "--json-logs"]
-        self.process = ManagedProcess(argv, name=name, log_dir=log_dir, env=python_child_env())
-
-    @property
-    def admin_port(self) -> int:
-        return self.admin_lock.port
-
-    def dsn(self, user: str = "app", database: str = "postgres") -> str:
-        return f"postgresql://{user}:{self.users[user]}@{self.host}:{self.port}/{database}"
-
-    def admin_get(self, path: str, timeout: float = 2.0) -> bytes:
-        with urllib.request.urlopen(f"http://{self.host}:{self.admin_port}{path}", timeout=timeout) as resp:
-            return resp.read()
-
-    def status(self, timeout: float = 2.0) -> dict:
-        return json.loads(self.admin_get("/status", timeout))
+        super().__init__("shard", config, log_dir=log_dir, users=users, port_lock=port_lock, admin_lock=admin_lock,
+                         name=name)  # fmt: skip
 
     def wait_ready(self, timeout: float = READY_TIMEOUT) -> ShardRouterServer:
         self.process.wait_ready(lambda: bool(self.status().get("shards")), timeout)
         return self
-
-    def close(self, timeout: float = 10.0) -> None:
-        try:
-            super().close(timeout)
-        finally:
-            self.admin_lock.release()
 
 
 def start_shard_router(shards: Mapping[str, PgServer], *, log_dir: Path, backend_user: str,
