@@ -61,7 +61,8 @@ SLICE = 256 * 1024  # a stored body larger than this is written in pieces as the
 PIPELINE_LIMIT = 64  # complete requests waiting behind the current answer before reading pauses
 
 Handler = Callable[[RequestHead, bytes], Awaitable[Any]]  # the coroutine path: any request
-Quick = Callable[[RequestHead], Any]  # the synchronous path: an Answer for a fresh plain hit, or None
+# The synchronous path: (status, whole head, body) for a fresh plain hit, or None.
+Quick = Callable[[RequestHead], "tuple[int, bytes, bytes] | None"]
 
 
 class CdnConn(asyncio.Protocol):
@@ -207,30 +208,33 @@ class CdnConn(asyncio.Protocol):
 
     def _answer(self, head: RequestHead, body: bytes) -> None:
         try:
-            answer = self.quick(head)
+            hit = self.quick(head)
         except Exception:
             log.exception("request failed", extra={"target": head.target.decode("latin-1")})
             self._fail()
             return
-        if answer is None:
+        if hit is None:
             self.deadline = None  # waiting for the origin is not idle time
             self.task = self.loop.create_task(self._respond(head, body))
             return
-        self._write_hit(head, answer)
-
-    def _write_hit(self, head: RequestHead, answer: Any) -> None:
-        """A plain hit: its head is ready but for its end; head and body in one write."""
-        close = not head.keep_alive or self.server.closing
-        end = b"connection: close\r\n\r\n" if close else b"\r\n"
-        body = answer.body
-        if len(body) <= SLICE:
-            self.transport.write(answer.wire + end + body)
+        _, wire, body = hit
+        if len(body) <= SLICE and head.keep_alive and not self.server.closing:
+            self.transport.write(wire + body)  # the commonest answer: one join, one write
         else:
-            self.transport.write(answer.wire + end)
+            self._write_hit(head, wire, body)
+
+    def _write_hit(self, head: RequestHead, wire: bytes, body: bytes) -> None:
+        """A plain hit's whole head (`wire`) and body; "connection: close" put in when closing."""
+        close = not head.keep_alive or self.server.closing
+        if close:
+            wire = wire[:-2] + b"connection: close\r\n\r\n"
+            self.close_after = True
+        if len(body) <= SLICE:
+            self.transport.write(wire + body)
+        else:
+            self.transport.write(wire)
             self.out = memoryview(body)
             self._send_out()
-        if close:
-            self.close_after = True
 
     def _write_whole(self, data: bytes) -> None:
         if len(data) <= SLICE:
@@ -263,7 +267,7 @@ class CdnConn(asyncio.Protocol):
                 return
             close = not head.keep_alive or self.server.closing
             if answer.wire is not None:
-                self._write_hit(head, answer)
+                self._write_hit(head, answer.wire, answer.body)
                 close = self.close_after
             elif answer.stream is not None:
                 close = await self._write_stream(head, answer, close)

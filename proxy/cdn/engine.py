@@ -22,7 +22,7 @@ from typing import Any
 from proxy.cdn.cachestatus import cache_status
 from proxy.cdn.config import CdnConfig
 from proxy.cdn.fill import Fill
-from proxy.cdn.hit import HitInfo, hit_info, hit_wire, plain_request
+from proxy.cdn.hit import HitInfo, hit_format, hit_info, hit_wire, plain_request
 from proxy.cdn.origin import OriginError, fetch
 from proxy.cdn.origin import OriginResponse as StreamedResponse
 from proxy.cdn.originpool import OriginPool
@@ -69,8 +69,8 @@ _SPECIAL = frozenset({b"if-none-match", b"if-modified-since", b"range", b"if-ran
 class Answer:
     """An answer for the client: `body`, or with `stream` set, a body sent as it comes (an object
     with `async next_chunk() -> bytes`, b"" at the end, and `close()`), `length` bytes long when
-    known (else chunked). A plain hit comes with its head already serialised in `wire` (all
-    but the final empty line; `headers` then unused)."""
+    known (else chunked). A plain hit comes with its whole head already serialised in `wire`
+    (`headers` then unused)."""
 
     status: int
     headers: list[tuple[bytes, bytes]]
@@ -122,7 +122,7 @@ class Engine:
                          "origin_requests": 0, "origin_errors": 0, "not_stored": 0, "passes": 0}
         self.origin_latency = Histogram()
         self._versioned = compile_pattern(cfg.cache.versioned_pattern)
-        self._hit_status = cache_status(cfg.cache.name, hit=True).replace(b"%", b"%%") + b"; ttl=%d"
+        self._hit_format = hit_format(cache_status(cfg.cache.name, hit=True))
         # A key trace for `tierproxy cdn whatif` (proxy/cdn/trace.py), when one is being recorded.
         self.trace: TraceRecorder | None = None
         self.evictions_before: dict[str, int] = {}  # by policy, of stores replaced on reload
@@ -138,7 +138,7 @@ class Engine:
         else:
             self.store.resize(c.max_bytes, c.max_object_bytes)
         self._versioned = compile_pattern(c.versioned_pattern)
-        self._hit_status = cache_status(c.name, hit=True).replace(b"%", b"%%") + b"; ttl=%d"
+        self._hit_format = hit_format(cache_status(c.name, hit=True))
         self.origins.apply(cfg.origin_servers, cfg.origin.health, cfg.origin.max_idle)
         self.cfg = cfg
 
@@ -172,10 +172,10 @@ class Engine:
 
     # -- entry points ------------------------------------------------------------------------
 
-    def quick(self, head: RequestHead) -> Answer | None:
+    def quick(self, head: RequestHead) -> tuple[int, bytes, bytes] | None:
         """The answer to a GET or HEAD that is a fresh plain hit, without waiting for anything
         (the client side calls this first, synchronously, for every request, and `handle` for
-        those it returns None for); counted in `requests` when answered here."""
+        those it returns None for): (status, whole head, body); counted in `requests`."""
         method = head.method
         if (method != b"GET" and method != b"HEAD") or not plain_request(head.raw_fields, head.headers):
             return None
@@ -193,9 +193,9 @@ class Engine:
         host = (head.host or get_header(head.fields(), b"host") or b"").lower()
         primary = host + b" " + head.target
         if not quick_tried and plain_request(head.raw_fields, head.headers):
-            answer = self._plain_hit(head, primary)
-            if answer is not None:
-                return answer
+            hit = self._plain_hit(head, primary)
+            if hit is not None:
+                return Answer(hit[0], [], hit[2], wire=hit[1])
         req = head.fields()
         req_cc = parse_cache_control(req)
         if b"no-store" in req_cc:
@@ -236,10 +236,10 @@ class Engine:
         fwd = "vary-miss" if self.store.variants(primary) else "uri-miss"
         return await self._miss(head, primary, fwd)
 
-    def _plain_hit(self, head: RequestHead, primary: bytes) -> Answer | None:
+    def _plain_hit(self, head: RequestHead, primary: bytes) -> tuple[int, bytes, bytes] | None:
         """A fresh hit for a request with no Cache-Control, validators or ranges (`plain_request`),
-        answered from what was computed when the object was stored; None: `handle` decides.
-        The same answer, byte for byte, as `handle`'s general path would give."""
+        answered from what was computed when the object was stored: (status, whole head, body);
+        None: `handle` decides. The same answer, byte for byte, as `handle`'s general path gives."""
         store = self.store
         for secondary in store.variant_set(primary):
             key = (primary, secondary)
@@ -255,7 +255,8 @@ class Engine:
                 continue
             if entry.stale or hot.no_cache:
                 return None
-            age = hot.initial_age + max(0.0, self.clock() - entry.response_time)
+            resident = self.clock() - entry.response_time
+            age = hot.initial_age + resident if resident > 0 else hot.initial_age  # max(0, ...) without the call
             ttl = entry.lifetime - age
             if ttl <= 0:
                 return None
@@ -263,10 +264,8 @@ class Engine:
                 self.trace.record(key, entry.size)
             self.counters["hits"] += 1
             entry.hits += 1
-            store.get(key)
-            # ttl > 0: "%d" truncates, the floor cache_status gives.
-            wire = hit_wire(hot, age, self._hit_status % ttl)
-            return Answer(entry.status, [], b"" if head.method == b"HEAD" else entry.body, wire=wire)
+            store.touch(key)
+            return entry.status, hit_wire(hot, age, ttl, self._hit_format), b"" if head.method == b"HEAD" else entry.body
         return None
 
     @staticmethod

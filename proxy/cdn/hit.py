@@ -3,7 +3,7 @@ every hit: the corrected initial age (RFC 9111 4.2.3), whether its Cache-Control
 the field names its Vary lists, and its response head serialised up to where Age and
 Cache-Status go.
 
-A hit then costs a key lookup, a freshness check on numbers and one bytes concatenation
+A hit then costs a key lookup, a freshness check on numbers and one bytes formatting
 (`hit_wire`). Pure functions, no IO and no clock; an object's stored fields and body never
 change once it is stored (a revalidation stores a new object), so neither does its `HitInfo`.
 """
@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from proxy.cdn.rfc9111 import initial_age, parse_cache_control, vary_names
 from proxy.http1 import write_response_head
 
-__all__ = ["HitInfo", "hit_info", "hit_wire", "plain_request"]
+__all__ = ["HitInfo", "hit_format", "hit_info", "hit_wire", "plain_request"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,7 +25,7 @@ class HitInfo:
     no_cache: bool  # the stored Cache-Control has no-cache: every use is revalidated
     vary: tuple[bytes, ...] | None  # `vary_names` (None: Vary: *)
     prefix: bytes  # status line and the fields sent to clients, less Age, without the empty line
-    length: bytes  # the Content-Length line, which follows Age and Cache-Status
+    length: bytes  # the Content-Length line, which follows Age and Cache-Status, and the empty line
 
 
 def hit_info(status: int, headers: list[tuple[bytes, bytes]], body_length: int, request_time: float,
@@ -35,14 +35,20 @@ def hit_info(status: int, headers: list[tuple[bytes, bytes]], body_length: int, 
     sent = [(n, v) for n, v in headers if n not in drop]
     head = write_response_head(status, sent)  # validates every field: no CR or LF inside
     return HitInfo(initial_age(headers, request_time, response_time), b"no-cache" in parse_cache_control(headers),
-                   vary_names(headers), head[:-2], b"content-length: %d\r\n" % body_length)
+                   vary_names(headers), head[:-2], b"content-length: %d\r\n\r\n" % body_length)
 
 
-def hit_wire(info: HitInfo, age: float, cache_status: bytes) -> bytes:
-    """The response head for a hit without its final empty line (the server adds that, after a
-    "connection: close" line if it closes): the same bytes as the stored fields less Age, then
-    Age, Cache-Status and Content-Length."""
-    return info.prefix + b"age: %d\r\ncache-status: %s\r\n%s" % (int(age), cache_status, info.length)
+def hit_format(hit_status: bytes) -> bytes:
+    """`hit_wire`'s format for a cache whose Cache-Status for a hit is `hit_status` ("<name>; hit")."""
+    return b"%sage: %d\r\ncache-status: " + hit_status.replace(b"%", b"%%") + b"; ttl=%d\r\n%s"
+
+
+def hit_wire(info: HitInfo, age: float, ttl: float, fmt: bytes) -> bytes:
+    """The whole response head for a hit (`fmt`: `hit_format`'s), with its final empty line (a
+    client side closing the connection puts its "connection: close" line before that): the same
+    bytes as the stored fields less Age, then Age, Cache-Status (ttl > 0: "%d" truncates, the
+    floor `cache_status` gives) and Content-Length, in one formatting."""
+    return fmt % (info.prefix, age, ttl, info.length)
 
 
 # Request fields that make a hit more than a plain hit: its own Cache-Control (no-store,

@@ -85,6 +85,10 @@ class Store:
     def peek(self, key: Key) -> Entry | None:
         return self._entries.get(key)
 
+    def touch(self, key: Key) -> None:
+        """A use of the stored `key` (found with `peek`), for the eviction policy."""
+        self._policy.access(key)
+
     def get(self, key: Key) -> Entry | None:
         entry = self._entries.get(key)
         if entry is not None:

@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from proxy.cdn.cachestatus import cache_status
 from proxy.cdn.config import CdnConfig
 from proxy.cdn.engine import _NOT_TO_CLIENT, Engine
-from proxy.cdn.hit import hit_info, hit_wire, plain_request
+from proxy.cdn.hit import hit_format, hit_info, hit_wire, plain_request
 from proxy.cdn.rfc9111 import current_age, initial_age, vary_key, vary_key_for, vary_names
 from proxy.cdn.store import Entry
 from proxy.http1 import RequestParser, write_response_head
@@ -79,9 +79,11 @@ def test_hit_wire_is_the_rfc_9211_head():
               (b"content-length", b"5"), (b"surrogate-key", b"a b"), (b"etag", b'"v1"')]
     info = hit_info(200, stored, 5, T0, T0, _NOT_TO_CLIENT)
     assert info.initial_age == 7 and not info.no_cache and info.vary == ()
-    wire = hit_wire(info, 12.9, b"tierproxy; hit; ttl=47")
+    wire = hit_wire(info, 12.9, 47.8, hit_format(b"tierproxy; hit"))
     assert wire == (b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncache-control: max-age=60\r\n"
-                    b'etag: "v1"\r\nage: 12\r\ncache-status: tierproxy; hit; ttl=47\r\ncontent-length: 5\r\n')
+                    b'etag: "v1"\r\nage: 12\r\ncache-status: tierproxy; hit; ttl=47\r\ncontent-length: 5\r\n\r\n')
+    # A "%" in the cache's name is no format directive.
+    assert b"cache-status: 100%; hit; ttl=3\r\n" in hit_wire(info, 0, 3, hit_format(b"100%; hit"))
     assert hit_info(200, [(b"cache-control", b"no-cache, max-age=9")], 0, T0, T0, ()).no_cache
 
 
@@ -133,8 +135,8 @@ def test_plain_hit_equals_the_general_path(method, extra, simple, age, delay, re
     if not fresh:
         assert answer is None  # the general path decides (revalidation)
         return
-    assert answer is not None and answer.wire is not None
-    assert answer.wire + b"\r\n" + answer.body == _general(engine, head, entry, now)
+    assert answer is not None and answer[0] == status
+    assert answer[1] + answer[2] == _general(engine, head, entry, now)
     assert engine.counters["hits"] == 1 and entry.hits == 1
     # Another request's Vary fields select no stored variant: not a hit.
     if vary:
@@ -160,5 +162,5 @@ def test_handle_answers_a_plain_hit_without_the_origin():
     head = _head(b"GET /x HTTP/1.1\r\nHost: A\r\n\r\n", True)
     answer = asyncio.run(engine.handle(head))
     assert answer.wire == (b"HTTP/1.1 200 OK\r\ncache-control: max-age=100\r\nage: 1\r\n"
-                           b"cache-status: tierproxy; hit; ttl=99\r\ncontent-length: 4\r\n")
+                           b"cache-status: tierproxy; hit; ttl=99\r\ncontent-length: 4\r\n\r\n")
     assert answer.body == b"body" and engine.counters["origin_requests"] == 0
