@@ -529,7 +529,8 @@ class SessionRouter:
             if replicas is not self._usable_for:
                 self._usable_views = sorted((r for r in replicas if _usable(r, max_b, max_s)), key=_name)
                 self._usable_for = replicas
-            choice = _least_loaded(self._usable_views, min_lsn, self._rotation, outstanding)
+            usable = self._usable_views
+            choice = _least_loaded(usable, min_lsn, self._rotation, outstanding) if usable else None
         else:
             choice = choose_replica(replicas, max_lag_bytes=max_b, max_lag_seconds=max_s, min_lsn=min_lsn,
                                     rotation=self._rotation, outstanding=outstanding)  # fmt: skip

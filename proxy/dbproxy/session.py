@@ -241,7 +241,7 @@ class ClientSession(FrontendSession):
         """A whole Query message `raw` (checked: one NUL-terminated string) in the ready phase,
         with nothing batched: dispatched without the framer and the message queue."""
         try:
-            aux = ("query", self.d.classify_query(raw[5:-1]))
+            aux = ("query", self.d.cache.get_bytes(raw[5:-1]))  # d.classify_query, one call less
             if self._plain:
                 self._dispatch([(Message(b"Q", raw, 5), aux)], aux[1], raw)
             else:
@@ -472,7 +472,7 @@ class ClientSession(FrontendSession):
         # views are built only then. The monitor fills in each replica's lag.
         floor = None
         if decision.target is _T_REPLICA and router.transaction_backend is None and not router.pinned:
-            views = d.replica_views(self._avoid)
+            views = d.replica_views(self._avoid) if self._avoid else d.monitor.views()
             clock = d.clock
             if clock.global_mode or decision.reads_catalog:  # `floor` is None otherwise
                 floor = clock.floor(decision)
@@ -538,7 +538,9 @@ class ClientSession(FrontendSession):
             else:  # _parse_on of the client's unnamed statement
                 prepared[""] = aux[2]
                 group.names.append("")
-                group.flags.append(False)
+                # Its flag would be False (the client's own: forwarded), and it would be the
+                # group's last: the relay forwards a ParseComplete that finds no flag just the
+                # same, so none is kept.
             conn.groups.append(group)
             conn.open_group = None
         else:
@@ -583,7 +585,8 @@ class ClientSession(FrontendSession):
         if not was_busy:
             self.d.started(conn)
         if whole is not None:
-            conn.write(whole)
+            if conn.transport is not None:  # conn.write, inlined (not closed: see the callers)
+                conn.transport.write(whole)
         elif len(out) == 1:
             conn.write(out[0])
         elif sum(map(len, out)) > LARGE_SQL_BYTES:
