@@ -117,6 +117,8 @@ class ClientSession(FrontendSession):
         self.router = SessionRouter.from_config(daemon.cfg.routing, rotation_seed=secrets.randbelow(1 << 16),
                                                 on_commit=daemon.clock.acknowledged)  # fmt: skip
         self.statements: dict[str, tuple[bytes, Decision]] = {}
+        # (message, what _ready_message made of it); one entry may be a run of messages ending
+        # with a Sync, typed Sync (_unnamed_packet: Bind to Sync, its aux the Bind's).
         self.batch: list[tuple[Message, Any]] = []
         self.batch_bytes = 0
         self.last_route: Route | None = None
@@ -179,7 +181,6 @@ class ClientSession(FrontendSession):
         pos = end_p + 1 + unpack(data, end_p + 1)[0]
         if pos < end_p + 7 or pos + 5 > n:
             return False
-        end_b = pos
         if data[pos] == 0x44:  # Describe: of the unnamed portal only ('P', NUL)
             if unpack(data, pos + 1)[0] != 6 or pos + 7 > n or data[pos + 5] != 0x50 or data[pos + 6]:
                 return False
@@ -197,12 +198,11 @@ class ClientSession(FrontendSession):
             return False
         decision = parsed[1]
         self.statements[""] = (raw_p, decision)
+        # The batch _ready_message would make, with Bind to Sync as one entry: what it does to a
+        # batch (route, send with the statement re-created where missing, count its Syncs for a
+        # failed send, replay it) is the Bind's, then the Sync's, and these are its bytes.
         batch = [(Message(b"P", raw_p, 5), ("parse", "", raw_p, decision)),
-                 (Message(b"B", data[end_p:end_b], 5), ("use", "", raw_p, decision))]  # fmt: skip
-        if end_d != end_b:
-            batch.append((Message(b"D", data[end_b:end_d], 5), None))
-        batch.append((Message(b"E", data[end_d:pos], 5), None))
-        batch.append((Message(b"S", data[pos:], 5), None))
+                 (Message(b"S", data[end_p:], 5), ("use", "", raw_p, decision))]  # fmt: skip
         try:
             self._dispatch(batch, decision, data)
         except PgProtocolError as exc:
