@@ -11,10 +11,10 @@ import sys
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from proxy.devstack.poll import PollTimeout, wait_until
-from proxy.devstack.ports import allocate_port
+from proxy.devstack.ports import PortLock, allocate_port
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -60,77 +60,49 @@ def wait_for(predicate: Any, timeout: float = 15.0, what: str = "condition") -> 
         raise TimeoutError(f"timed out waiting for {what}") from None
 
 
-class LbProcess:
-    """A `tierproxy lb` subprocess. `body` is the TOML after the listen/admin lines."""
+class DaemonProcess:
+    """A `tierproxy <kind>` subprocess on a listen port and an admin port (held by PortLocks while
+    it runs), its config and log in `tmp_path`. Subclasses say when it answers (`_answers`)."""
 
-    def __init__(self, tmp_path: Path, body: str, name: str = "lb", admin_extra: str = "",
-                 listen: bool = True) -> None:  # fmt: skip
-        self._port_lock = allocate_port()
+    kind = ""
+
+    def __init__(self, tmp_path: Path, name: str, port_lock: PortLock | None = None) -> None:
+        self._port_lock = port_lock or allocate_port()
         self._admin_lock = allocate_port()
         self.port = self._port_lock.port
         self.admin_port = self._admin_lock.port
         self.dir = tmp_path
         self.config_path = tmp_path / f"{name}.toml"
         self.log_path = tmp_path / f"{name}.log"
-        self.admin_extra = admin_extra  # more keys of the admin table, e.g. 'token_file = "..."'
-        self.listen = listen  # False: the body has its own [[listeners]] (self.port stays unused)
-        self.write_config(body)
         self.proc: subprocess.Popen[bytes] | None = None
 
-    def write_config(self, body: str) -> None:
-        # admin as an inline table, so the body may start with more top-level keys
-        extra = f", {self.admin_extra}" if self.admin_extra else ""
-        listen = f'listen = "127.0.0.1:{self.port}"\n' if self.listen else ""
-        head = f'{listen}admin = {{ address = "127.0.0.1:{self.admin_port}"{extra} }}\n'
-        self.config_path.write_text(head + body)
-
-    def start(self) -> LbProcess:
+    def start(self) -> Self:
         # The PortLocks are file locks, not sockets: we keep them while the daemon runs so that
         # no parallel test allocates the same ports.
         self._log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "proxy.cli", "lb", "--config", str(self.config_path), "--json-logs"],
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            cwd=REPO,
+            [sys.executable, "-m", "proxy.cli", self.kind, "--config", str(self.config_path), "--json-logs"],
+            stdout=self._log, stderr=subprocess.STDOUT, cwd=REPO,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )
-        wait_for(self._ready, 20, "tierproxy lb to answer on its admin port")
+        )  # fmt: skip
+        wait_for(self._ready, 20, f"tierproxy {self.kind} to answer")
         return self
 
     def _ready(self) -> bool:
         if self.proc is not None and self.proc.poll() is not None:
-            raise RuntimeError(f"tierproxy lb exited with {self.proc.returncode}:\n{self.log_tail()}")
+            raise RuntimeError(f"tierproxy {self.kind} exited with {self.proc.returncode}:\n{self.log_tail()}")
+        return self._answers()
+
+    def _answers(self) -> bool:
+        """The admin API answers /healthz (the daemon has made its first checks and bound)."""
         try:
             status, _ = http_json(self.admin("/healthz"), timeout=1)
         except OSError:
             return False
         return status == 200
 
-    @property
-    def name(self) -> str:
-        return self.config_path.stem
-
-    @property
-    def pid(self) -> int | None:
-        return self.proc.pid if self.proc is not None else None
-
-    def url(self, path: str = "/") -> str:
-        return f"http://127.0.0.1:{self.port}{path}"
-
     def admin(self, path: str) -> str:
         return f"http://127.0.0.1:{self.admin_port}{path}"
-
-    def status(self) -> dict[str, Any]:
-        code, data = http_json(self.admin("/status"))
-        assert code == 200, data
-        return data
-
-    def backend(self, pool: str, name: str) -> dict[str, Any] | None:
-        for b in self.status()["pools"][pool]["backends"]:
-            if b["name"] == name:
-                return b
-        return None
 
     def signal(self, sig: int) -> None:
         assert self.proc is not None
@@ -156,3 +128,45 @@ class LbProcess:
         self._port_lock.release()
         self._admin_lock.release()
         return self.proc.returncode
+
+
+class LbProcess(DaemonProcess):
+    """A `tierproxy lb` subprocess. `body` is the TOML after the listen/admin lines."""
+
+    kind = "lb"
+
+    def __init__(self, tmp_path: Path, body: str, name: str = "lb", admin_extra: str = "",
+                 listen: bool = True) -> None:  # fmt: skip
+        super().__init__(tmp_path, name)
+        self.admin_extra = admin_extra  # more keys of the admin table, e.g. 'token_file = "..."'
+        self.listen = listen  # False: the body has its own [[listeners]] (self.port stays unused)
+        self.write_config(body)
+
+    def write_config(self, body: str) -> None:
+        # admin as an inline table, so the body may start with more top-level keys
+        extra = f", {self.admin_extra}" if self.admin_extra else ""
+        listen = f'listen = "127.0.0.1:{self.port}"\n' if self.listen else ""
+        head = f'{listen}admin = {{ address = "127.0.0.1:{self.admin_port}"{extra} }}\n'
+        self.config_path.write_text(head + body)
+
+    @property
+    def name(self) -> str:
+        return self.config_path.stem
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc is not None else None
+
+    def url(self, path: str = "/") -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def status(self) -> dict[str, Any]:
+        code, data = http_json(self.admin("/status"))
+        assert code == 200, data
+        return data
+
+    def backend(self, pool: str, name: str) -> dict[str, Any] | None:
+        for b in self.status()["pools"][pool]["backends"]:
+            if b["name"] == name:
+                return b
+        return None
