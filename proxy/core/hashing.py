@@ -34,7 +34,7 @@ import math
 from bisect import bisect_right
 from collections.abc import Iterator, Sequence
 
-__all__ = ["hash64", "mod_n", "HashRing", "rendezvous", "DEFAULT_VNODES_PER_WEIGHT"]
+__all__ = ["hash64", "mod_n", "HashRing", "rendezvous", "check_members", "DEFAULT_VNODES_PER_WEIGHT"]
 
 # ketama (libmemcached) uses 160 points per server: 40 MD5 digests x 4 points each. With 160 the
 # standard deviation of a member's share is about 1/sqrt(160) ~ 8% of its fair share.
@@ -56,7 +56,8 @@ def mod_n(key: bytes, n: int) -> int:
     return hash64(key) % n
 
 
-def _check_members(members: Sequence[tuple[str, int]]) -> None:
+def check_members(members: Sequence[tuple[str, int]]) -> None:
+    """ValueError unless every (name, weight) has its own name and a weight of at least 1."""
     seen: set[str] = set()
     for name, weight in members:
         if name in seen:
@@ -78,7 +79,7 @@ class HashRing:
     ) -> None:
         if vnodes_per_weight < 1:
             raise ValueError(f"vnodes_per_weight must be >= 1, got {vnodes_per_weight}")
-        _check_members(members)
+        check_members(members)
         pairs: list[tuple[int, str]] = []
         for name, weight in members:
             prefix = name.encode("utf-8") + b"-"

@@ -40,7 +40,7 @@ from itertools import accumulate
 from math import ceil
 from typing import Any, Protocol, TypeVar
 
-from proxy.core.hashing import DEFAULT_VNODES_PER_WEIGHT, HashRing, hash64
+from proxy.core.hashing import DEFAULT_VNODES_PER_WEIGHT, HashRing, check_members, hash64
 
 __all__ = [
     "Candidate",
@@ -80,13 +80,7 @@ class Balancer:
         if options:
             # Keep misspelt options from being silently ignored.
             raise TypeError(f"{self.name or type(self).__name__}: unknown option(s) {sorted(options)}")
-        seen: set[str] = set()
-        for name, weight in members:
-            if name in seen:
-                raise ValueError(f"duplicate member {name!r}")
-            seen.add(name)
-            if weight < 1:
-                raise ValueError(f"member {name!r}: weight must be >= 1, got {weight}")
+        check_members(members)
         self.members: tuple[tuple[str, int], ...] = tuple((n, w) for n, w in members)
         self._last: Sequence[Any] = _EMPTY
 
