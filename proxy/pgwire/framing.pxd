@@ -5,6 +5,8 @@
 # Python (`public`), as the pure twin's slots are.
 cimport cython
 
+cdef bint _COMPILED
+
 cdef class Message:
     cdef public object type
     cdef public object raw
@@ -19,9 +21,16 @@ cdef class _Framer:
     cdef public bytes _known
     cdef public Py_ssize_t max_message_length
 
+    cpdef Py_ssize_t _scan_typed(self, bytes buf, object view, Py_ssize_t pos, list out) except -1
+
     @cython.locals(end=Py_ssize_t, avail=Py_ssize_t, code=Py_ssize_t, length=Py_ssize_t, total=Py_ssize_t,
                    limit=Py_ssize_t, known=bytes)
-    cpdef Py_ssize_t _scan_typed(self, bytes buf, object view, Py_ssize_t pos, list out) except -1
+    cdef Py_ssize_t _scan_interpreted(self, bytes buf, object view, Py_ssize_t pos, list out) except -1
+
+    # p: the bytes of buf (read below end = len(buf) only); msg: made by Message.__new__, its fields set in C.
+    @cython.locals(end=Py_ssize_t, avail=Py_ssize_t, code=Py_ssize_t, length=Py_ssize_t, total=Py_ssize_t,
+                   limit=Py_ssize_t, known=bytes, p="const unsigned char *", msg=Message)
+    cdef Py_ssize_t _scan_compiled(self, bytes buf, object view, Py_ssize_t pos, list out) except -1
 
 cdef class FrontendFramer(_Framer):
     cdef public int _phase

@@ -124,6 +124,21 @@ def test_backend_framer_compiled_is_pure(parts, cuts, limit, answer):
     assert _framed(framers[0], chunks) == _framed(framers[1], chunks)
 
 
+@pytest.mark.parametrize("word", [0, 3, 4, 5, 0x7FFFFFFF, 0x80000000, 0x80000004, 0xFFFFFFFF, 0x40000000, 0x40000001])
+@pytest.mark.parametrize("limit", [1 << 30, 64])
+def test_framer_length_words_compiled_are_pure(word, limit):
+    # The compiled framer assembles the length word from its bytes (signed, as the protocol's
+    # Int32); every edge of that arithmetic gives the pure twin's messages and errors.
+    compiled, pure = _twins("proxy.pgwire.framing")
+    data = b"S\0\0\0\x04Q" + word.to_bytes(4, "big") + b"SELECT 1\0"
+    for cut in ([], [7], [5, 9]):
+        chunks = _split(data, cut)
+        got = _framed(compiled.FrontendFramer(startup=False, max_message_length=limit), chunks)
+        assert got == _framed(pure.FrontendFramer(startup=False, max_message_length=limit), chunks)
+        got = _framed(compiled.BackendFramer(max_message_length=limit), chunks)
+        assert got == _framed(pure.BackendFramer(max_message_length=limit), chunks)
+
+
 def test_framer_arguments_are_checked_alike():
     compiled, pure = _twins("proxy.pgwire.framing")
     for limit in (3, -1):
