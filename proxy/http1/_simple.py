@@ -8,6 +8,14 @@ that on every input where the simple path answers, the full parser answers the s
 smuggling defences stay with the full parsers: nothing unusual ever takes this path.
 
 Shared by `RequestParser.feed_simple` and `ResponseParser.feed_simple`; private to the package.
+
+This file is compiled (proxy/_native.py; _simple.pxd types the scanners) and is also its own
+pure-Python twin, and the two want different code for the same recognition: interpreted, one regex
+match is cheapest (each Python step costs more than the engine's ~75 instructions a byte); compiled,
+one pass over the bytes through a pointer, with a table lookup per byte, is ~10x cheaper than the
+engine. So both are here, `simple_request` / `simple_response` are whichever suits how this module
+runs, and the scanners (`_scan_request`, `_scan_response`) accept exactly what the regexes accept
+with the same results (tests/unit/test_native_scanner.py holds them to it, interpreted and compiled).
 """
 
 from __future__ import annotations
@@ -78,7 +86,7 @@ _RESPONSE = re.compile(
 )
 
 
-def simple_request(data: bytes, max_head: int) -> RequestHead | None:
+def _match_request(data: bytes, max_head: int) -> RequestHead | None:
     """`data` as one whole simple request (see the module docstring), or None. Its field lines
     stay unparsed in `raw_fields` (`RequestHead.fields()` parses them when asked), and those to
     forward (all but a "Connection: keep-alive" line) in `forward`."""
@@ -100,7 +108,7 @@ def simple_request(data: bytes, max_head: int) -> RequestHead | None:
     return RequestHead(method, target, b"1.1", None, True, Framing.NONE, None, False, False, host, block, forward)
 
 
-def simple_response(data: bytes, max_head: int) -> tuple[int, int, int, int, int] | None:
+def _match_response(data: bytes, max_head: int) -> tuple[int, int, int, int, int] | None:
     """`data` as one whole HTTP/1.1 response with a Content-Length body, all of it in `data`
     and nothing after it: (status, head length including the empty line, body length, start and
     end of a "Connection: keep-alive" line to cut, equal when there is none), or None. 1xx, 204
@@ -128,3 +136,274 @@ def simple_response(data: bytes, max_head: int) -> tuple[int, int, int, int, int
 def cut_connection(data: bytes, start: int, end: int) -> bytes:
     """`data` without bytes [start, end): the Connection line `simple_response` found."""
     return data[:start] + data[end:]
+
+
+# -- the compiled module's scanners -----------------------------------------------------------
+# The same grammar as _REQUEST and _RESPONSE, walked byte by byte: each field line is a token
+# name, ":", and a value of the line's class up to CRLF; the names the regexes' look-aheads refuse
+# are refused here by `_listed`, the Host, Content-Length and "Connection: keep-alive" lines are
+# read by their own rules (the regexes' groups). _simple.pxd types `p` and the tables as pointers;
+# every read is below `n` (checked), so the same code also runs interpreted, as it does in the
+# tests of the pure pass.
+
+
+def _class(chars: bytes) -> bytes:
+    """A 256-byte table: 1 for each byte in `chars`, else 0."""
+    return bytes(1 if i in chars else 0 for i in range(256))
+
+
+_ALPHANUM = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
+_TCHAR = _class(_ALPHANUM + b"!#$%&'*+-.^_`|~")  # TOKEN
+_TARGET = _class(_ALPHANUM + b"-._~!$&'()*+,;=:@/?%")  # _REQUEST's target, after its "/"
+_REQUEST_VALUE = _class(b"\t" + bytes(range(0x20, 0x7F)))  # _REQUEST_OTHER's [\t -~]
+_VALUE = _class(b"\t" + bytes(range(0x20, 0x7F)) + bytes(range(0x80, 0x100)))  # FIELD_VALUE
+_REG_NAME = _class(_ALPHANUM + b"-._~!$&'()*+,;=%")  # HOST_RE's reg-name
+_IP_LITERAL = _class(b"0123456789ABCDEFabcdef:.vV-_~!$&'()*+,;=")  # HOST_RE's IP-literal, inside [ ]
+
+
+def _names(names: list[bytes]) -> bytes:
+    """`names` (lowercase) as one string for `_listed`: each preceded by its length."""
+    return b"".join(bytes([len(name)]) + name for name in names)
+
+
+_REQUEST_NAMES = _names(_REQUEST_SPECIAL.split(b"|"))
+_RESPONSE_NAMES = _names(_RESPONSE_SPECIAL)
+
+
+def _at(p: bytes, n: int, i: int, s: bytes, k: int) -> bool:
+    """`p[i:i+k] == s[:k]`, within the first `n` bytes."""
+    if n - i < k:
+        return False
+    j = 0
+    while j < k:
+        if p[i + j] != s[j]:
+            return False
+        j += 1
+    return True
+
+
+def _ieq(p: bytes, n: int, i: int, s: bytes, o: int, k: int) -> bool:
+    """`p[i:i+k]` equals `s[o:o+k]` (lowercase) in ASCII case-insensitively (as `(?i:...)` of a
+    bytes pattern), within the first `n` bytes."""
+    if n - i < k:
+        return False
+    j = 0
+    while j < k:
+        c = p[i + j]
+        if 65 <= c <= 90:  # A-Z
+            c += 32
+        if c != s[o + j]:
+            return False
+        j += 1
+    return True
+
+
+def _listed(p: bytes, i: int, k: int, names: bytes, size: int) -> bool:
+    """`p[i:i+k]` (a token) is one of `names` (`_names`), in any case."""
+    j = 0
+    while j < size:
+        m = names[j]
+        if m == k and _ieq(p, i + k, i, names, j + 1, k):
+            return True
+        j += 1 + m
+    return False
+
+
+def _scan_request(data: bytes, max_head: int) -> RequestHead | None:
+    """`simple_request` for the compiled module: `_match_request`'s answer, by one pass over the bytes."""
+    if type(data) is not bytes:  # bytearray, memoryview, wrong types: the regex's answers and errors
+        return _match_request(data, max_head)
+    n = len(data)
+    if n > max_head:
+        return None
+    p = data
+    tchar = _TCHAR
+    value = _REQUEST_VALUE
+    if _at(p, n, 0, b"GET /", 5):
+        method = b"GET"
+        i = 5
+    elif _at(p, n, 0, b"HEAD /", 6):
+        method = b"HEAD"
+        i = 6
+    else:
+        return None
+    target_start = i - 1
+    table = _TARGET
+    while i < n and table[p[i]]:
+        i += 1
+    target_end = i
+    if not _at(p, n, i, b" HTTP/1.1\r\n", 11):
+        return None
+    i += 11
+    block = i
+    host_start = host_end = conn_start = conn_end = -1
+    names = _REQUEST_NAMES
+    size = len(names)
+    while True:
+        if i < n and p[i] == 13:  # CR: the empty line, which must end `data`
+            if i + 2 == n and p[i + 1] == 10:
+                break
+            return None
+        line = i
+        while i < n and tchar[p[i]]:
+            i += 1
+        k = i - line
+        if k == 0 or i >= n or p[i] != 58:  # ":"
+            return None
+        i += 1
+        is_conn = False
+        if k == 4 and _ieq(p, n, line, b"host", 0, 4):
+            if host_start >= 0:
+                return None
+            while i < n and (p[i] == 32 or p[i] == 9):
+                i += 1
+            host_start = i
+            if i < n and p[i] == 91:  # "[": an IP-literal, 1* of its characters then "]"
+                i += 1
+                table = _IP_LITERAL
+                while i < n and table[p[i]]:
+                    i += 1
+                if i == host_start + 1 or i >= n or p[i] != 93:
+                    return None
+                i += 1
+            else:
+                table = _REG_NAME
+                while i < n and table[p[i]]:
+                    i += 1
+            if i < n and p[i] == 58:  # ":" port
+                i += 1
+                while i < n and 48 <= p[i] <= 57:
+                    i += 1
+            host_end = i
+            while i < n and (p[i] == 32 or p[i] == 9):
+                i += 1
+        elif k == 10 and _ieq(p, n, line, b"connection", 0, 10):
+            if conn_start >= 0:
+                return None
+            while i < n and (p[i] == 32 or p[i] == 9):
+                i += 1
+            if not _ieq(p, n, i, b"keep-alive", 0, 10):
+                return None
+            i += 10
+            while i < n and (p[i] == 32 or p[i] == 9):
+                i += 1
+            is_conn = True
+        elif _listed(p, line, k, names, size):
+            return None
+        else:
+            while i < n and value[p[i]]:
+                i += 1
+        if i + 1 >= n or p[i] != 13 or p[i + 1] != 10:
+            return None
+        i += 2
+        if is_conn:
+            conn_start = line
+            conn_end = i
+    if host_start < 0:
+        return None
+    fields = data[block : n - 2]
+    forward = fields if conn_start < 0 else data[block:conn_start] + data[conn_end : n - 2]
+    return RequestHead(method, data[target_start:target_end], b"1.1", None, True, Framing.NONE, None, False, False,
+                       data[host_start:host_end], fields, forward)  # fmt: skip
+
+
+def _scan_response(data: bytes, max_head: int) -> tuple[int, int, int, int, int] | None:
+    """`simple_response` for the compiled module: `_match_response`'s answer, by one pass over the bytes."""
+    if type(data) is not bytes:  # bytearray, memoryview, wrong types: the regex's answers and errors
+        return _match_response(data, max_head)
+    n = len(data)
+    p = data
+    if not _at(p, n, 0, b"HTTP/1.1 ", 9) or n < 12:
+        return None
+    status = p[9] - 48
+    d1 = p[10] - 48
+    d2 = p[11] - 48
+    if status < 2 or status > 5 or d1 < 0 or d1 > 9 or d2 < 0 or d2 > 9:
+        return None
+    status = status * 100 + d1 * 10 + d2
+    tchar = _TCHAR
+    value = _VALUE
+    i = 12
+    if i < n and p[i] == 32:  # the reason phrase
+        i += 1
+        while i < n and value[p[i]]:
+            i += 1
+    if i + 1 >= n or p[i] != 13 or p[i + 1] != 10:
+        return None
+    i += 2
+    length = conn_start = conn_end = -1
+    names = _RESPONSE_NAMES
+    size = len(names)
+    while True:
+        if i < n and p[i] == 13:  # CR: the empty line
+            if i + 1 < n and p[i + 1] == 10:
+                i += 2
+                break
+            return None
+        line = i
+        while i < n and tchar[p[i]]:
+            i += 1
+        k = i - line
+        if k == 0 or i >= n or p[i] != 58:  # ":"
+            return None
+        i += 1
+        is_conn = False
+        if k == 14 and _ieq(p, n, line, b"content-length", 0, 14):
+            if length >= 0:
+                return None
+            while i < n and (p[i] == 32 or p[i] == 9):
+                i += 1
+            digits = i
+            length = 0
+            while i < n and 48 <= p[i] <= 57:
+                if i - digits < 15:  # 1 to 15 digits: more fail below
+                    length = length * 10 + (p[i] - 48)
+                i += 1
+            if i == digits or i - digits > 15:
+                return None
+            while i < n and (p[i] == 32 or p[i] == 9):
+                i += 1
+        elif k == 10 and _ieq(p, n, line, b"connection", 0, 10):
+            if conn_start >= 0:
+                return None
+            while i < n and (p[i] == 32 or p[i] == 9):
+                i += 1
+            if not _ieq(p, n, i, b"keep-alive", 0, 10):
+                return None
+            i += 10
+            while i < n and (p[i] == 32 or p[i] == 9):
+                i += 1
+            is_conn = True
+        elif _listed(p, line, k, names, size):
+            return None
+        else:
+            while i < n and value[p[i]]:
+                i += 1
+        if i + 1 >= n or p[i] != 13 or p[i + 1] != 10:
+            return None
+        i += 2
+        if is_conn:
+            conn_start = line
+            conn_end = i
+    if length < 0:
+        return None
+    if n != i + length or i > max_head + 4:  # `_match_response`'s order: its errors too
+        return None
+    if status == 204 or status == 304:
+        return None
+    if conn_start < 0:
+        return status, i, length, 0, 0
+    return status, i, length, conn_start - 2, conn_end - 2
+
+
+def _probe() -> None:
+    pass
+
+
+# A compiled module's functions are Cython's, not Python's.
+COMPILED = type(_probe).__name__ != "function"
+
+# simple_request(data, max_head) and simple_response(data, max_head): see _match_request and
+# _match_response (the pure twin's, which the compiled twin's scanners equal).
+simple_request = _scan_request if COMPILED else _match_request
+simple_response = _scan_response if COMPILED else _match_response

@@ -1,0 +1,29 @@
+# Cython declarations for _simple.py (pure-Python mode: _simple.py stays the one source;
+# proxy/_native.py). The scanners read the bytes and the character tables through pointers; every
+# index they read is checked below n (the length of `data`, or of the name compared) first.
+cimport cython
+
+cdef bytes _TCHAR, _TARGET, _REQUEST_VALUE, _VALUE, _REG_NAME, _IP_LITERAL, _REQUEST_NAMES, _RESPONSE_NAMES
+
+@cython.locals(j=Py_ssize_t)
+cdef bint _at(const unsigned char *p, Py_ssize_t n, Py_ssize_t i, const char *s, Py_ssize_t k) noexcept
+
+@cython.locals(j=Py_ssize_t, c=Py_ssize_t)
+cdef bint _ieq(const unsigned char *p, Py_ssize_t n, Py_ssize_t i, const char *s, Py_ssize_t o,
+               Py_ssize_t k) noexcept
+
+@cython.locals(j=Py_ssize_t, m=Py_ssize_t)
+cdef bint _listed(const unsigned char *p, Py_ssize_t i, Py_ssize_t k, const char *names, Py_ssize_t size) noexcept
+
+@cython.locals(p="const unsigned char *", tchar="const unsigned char *", value="const unsigned char *",
+               table="const unsigned char *", names="const char *", n=Py_ssize_t, i=Py_ssize_t,
+               target_start=Py_ssize_t, target_end=Py_ssize_t, block=Py_ssize_t, host_start=Py_ssize_t,
+               host_end=Py_ssize_t, conn_start=Py_ssize_t, conn_end=Py_ssize_t, line=Py_ssize_t, k=Py_ssize_t,
+               size=Py_ssize_t, is_conn=bint)
+cpdef _scan_request(object data, object max_head)
+
+@cython.locals(p="const unsigned char *", tchar="const unsigned char *", value="const unsigned char *",
+               names="const char *", n=Py_ssize_t, i=Py_ssize_t, status=Py_ssize_t, d1=Py_ssize_t,
+               d2=Py_ssize_t, length=cython.longlong, digits=Py_ssize_t, conn_start=Py_ssize_t,
+               conn_end=Py_ssize_t, line=Py_ssize_t, k=Py_ssize_t, size=Py_ssize_t, is_conn=bint)
+cpdef _scan_response(object data, object max_head)
