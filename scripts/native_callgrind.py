@@ -66,7 +66,9 @@ def _cases() -> dict[str, Callable[[], Callable[[], object]]]:
             "relay_select_before": lambda: relay(1, True), "relay_rows_before": lambda: relay(200, True),
             "frame_rows": frame_rows, "frame_extended": frame_extended,
             "classify_pgbench": lambda: classify_hit(PGBENCH_SQL), "classify_orm": lambda: classify_hit(ORM_SQL),
-            "classify_ormmix": classify_ormmix, "key_pgbench": lambda: key(PGBENCH_SQL), "key_orm": lambda: key(ORM_SQL)}
+            "classify_ormmix": classify_ormmix, "key_pgbench": lambda: key(PGBENCH_SQL), "key_orm": lambda: key(ORM_SQL),
+            "hint_none": lambda: hint(PGBENCH_SQL), "hint_comment": lambda: hint(ORM_SQL),
+            "hint_cache": lambda: hint(b"/* app:shop */ -- tierproxy:cache ttl=30\n" + PGBENCH_SQL, cache=True)}
 
 
 def _msg(t: bytes, body: bytes) -> bytes:
@@ -190,6 +192,16 @@ def key(sql: bytes) -> Callable[[], object]:
     from proxy.dbproxy.classify import literal_key_bytes
 
     return lambda: literal_key_bytes(sql)
+
+
+def hint(sql: bytes, cache: bool = False) -> Callable[[], object]:
+    """The walk over a statement's leading comments: the classifier's routing hint (run by every
+    `classify`, that is every cache miss), or the query cache's TTL hint (`cache`)."""
+    from proxy.dbproxy import classify, qcache_policy
+
+    text = sql.decode()
+    fn = qcache_policy.cache_hint if cache else classify._leading_hint
+    return lambda: fn(text)
 
 
 class _Sink:

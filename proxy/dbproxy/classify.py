@@ -78,6 +78,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterator
 from typing import Any
 
 from pglast.parser import ParseError, parse_sql_json
@@ -97,6 +98,7 @@ __all__ = [
     "Reason",
     "Target",
     "classify",
+    "leading_comments",
     "literal_key",
     "literal_key_bytes",
 ]
@@ -147,8 +149,21 @@ _HINT_BODY = re.compile(r"\s*tierproxy\s*:\s*(primary|replica)\s*", re.IGNORECAS
 _SPACE = " \t\n\r\f\v"
 
 
-def _leading_hint(sql: str) -> str | None:
-    """The first `tierproxy:<target>` among the comments before the first token, lower-case."""
+def leading_comments(sql: str) -> Iterator[str]:
+    """The text of each comment before the first token, in order (without its `--` or `/* */`):
+    where the routing hint (`tierproxy:primary`) and the query cache's (`tierproxy:cache ttl=N`,
+    qcache_policy.cache_hint) are read. An unterminated block comment ends the walk."""
+    if sql[:1] not in _LEADING:
+        # Nothing but a comment or whitespace can come before one: most statements, and every
+        # `classify` asks, so no generator is made for them.
+        return iter(())
+    return _leading_comments(sql)
+
+
+_LEADING = "-/" + _SPACE
+
+
+def _leading_comments(sql: str) -> Iterator[str]:
     i, n = 0, len(sql)
     while True:
         while i < n and sql[i] in _SPACE:
@@ -156,25 +171,33 @@ def _leading_hint(sql: str) -> str | None:
         if sql.startswith("--", i):
             end = sql.find("\n", i)
             end = n if end < 0 else end
-            body, i = sql[i + 2 : end], end
+            yield sql[i + 2 : end]
+            i = end
         elif sql.startswith("/*", i):
             # PostgreSQL block comments nest: /* a /* b */ c */ is one comment.
             depth, j = 1, i + 2
             while depth:
                 close = sql.find("*/", j)
                 if close < 0:
-                    return None
+                    return
                 opening = sql.find("/*", j, close)
                 if opening >= 0:
                     depth, j = depth + 1, opening + 2
                 else:
                     depth, j = depth - 1, close + 2
-            body, i = sql[i + 2 : j - 2], j
+            yield sql[i + 2 : j - 2]
+            i = j
         else:
-            return None
+            return
+
+
+def _leading_hint(sql: str) -> str | None:
+    """The first `tierproxy:<target>` among the comments before the first token, lower-case."""
+    for body in leading_comments(sql):
         match = _HINT_BODY.fullmatch(body)
         if match:
             return match.group(1).lower()
+    return None
 
 
 def _apply_hint(hint: str, decision: Decision) -> Decision:

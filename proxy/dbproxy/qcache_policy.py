@@ -52,6 +52,7 @@ from typing import Any
 
 from pglast.parser import ParseError, parse_sql_json, scan
 
+from .classify import leading_comments
 from .classify_types import Decision, Reason
 
 __all__ = [
@@ -105,37 +106,17 @@ RESULT_SETTINGS: frozenset[str] = frozenset(
 )  # fmt: skip
 
 _HINT_BODY = re.compile(r"\s*tierproxy\s*:\s*cache\s+ttl\s*=\s*([0-9]{1,9})\s*", re.IGNORECASE)
-_SPACE = " \t\n\r\f\v"
 
 
 def cache_hint(sql: str) -> int | None:
-    """The ttl of the first `tierproxy:cache ttl=N` among the comments before the first token."""
-    i, n = 0, len(sql)
-    while True:
-        while i < n and sql[i] in _SPACE:
-            i += 1
-        if sql.startswith("--", i):
-            end = sql.find("\n", i)
-            end = n if end < 0 else end
-            body, i = sql[i + 2 : end], end
-        elif sql.startswith("/*", i):
-            depth, j = 1, i + 2  # PostgreSQL block comments nest
-            while depth:
-                close = sql.find("*/", j)
-                if close < 0:
-                    return None
-                opening = sql.find("/*", j, close)
-                if opening >= 0:
-                    depth, j = depth + 1, opening + 2
-                else:
-                    depth, j = depth - 1, close + 2
-            body, i = sql[i + 2 : j - 2], j
-        else:
-            return None
+    """The ttl of the first `tierproxy:cache ttl=N` among the comments before the first token
+    (classify.leading_comments: the walker the routing hint reads too)."""
+    for body in leading_comments(sql):
         match = _HINT_BODY.fullmatch(body)
         if match:
             ttl = int(match.group(1))
             return ttl if 0 < ttl <= MAX_HINT_TTL else None
+    return None
 
 
 @dataclass(frozen=True, slots=True)
