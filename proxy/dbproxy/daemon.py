@@ -31,7 +31,8 @@ from proxy.core.workers import ControlChannel, WorkerSet, process_role, start_wo
 from proxy.pgfront.cancel import CancelKeys, route_worker_message
 from proxy.pgfront.clientauth import Credentials
 from proxy.pgfront.config import tls_context
-from proxy.pgfront.drain import CLOSE_FLUSH_SECONDS, drain_sessions
+from proxy.pgfront.drain import CLOSE_FLUSH_SECONDS
+from proxy.pgfront.frontdaemon import FrontDaemon
 from proxy.pgfront.listen import start_listener
 from proxy.pgfront.login_limits import LoginLimiter
 from proxy.pgfront.server import ServerConn, error_fields, send_cancel
@@ -59,7 +60,6 @@ __all__ = ["DbProxyDaemon"]
 
 log = logging.getLogger("tierproxy.dbproxy")
 VERSION = "0.1"
-SWEEP_INTERVAL = 5.0  # seconds between idle-pool sweeps
 PARSE_CACHE_SIZE = 4096  # Parse messages remembered by their bytes
 PARSE_CACHE_MAX_BYTES = 4096
 
@@ -84,7 +84,7 @@ class DbMetrics:
         return [[b, r, n] for (b, r), n in sorted(named.items())]
 
 
-class DbProxyDaemon:
+class DbProxyDaemon(FrontDaemon):
     def __init__(self, cfg: DbProxyConfig, config_path: str | Path | None = None,
                  worker_fd: int | None = None) -> None:  # fmt: skip
         self.cfg = cfg
@@ -362,18 +362,7 @@ class DbProxyDaemon:
         if self.workers is not None:
             await self.workers.stop(self.cfg.timeouts.drain + CLOSE_FLUSH_SECONDS + 5.0)
             slots_path(os.getpid()).unlink(missing_ok=True)
-        if self.control is not None:
-            self.control.close()
-        if self.server is not None:
-            self.server.close()
-        await drain_sessions(self.sessions, self.closing, self.cfg.timeouts.drain)
-        if self._sweeper is not None:
-            self._sweeper.cancel()
-        if self.tasks:
-            await asyncio.wait(list(self.tasks), timeout=2.0)
-        self.pools.close_all()
-        for conn in self.pools.servers():
-            conn.close()
+        await self._drain_front()
         self.clock.close()
         if self.qnotify is not None:
             await self.qnotify.stop()
@@ -384,11 +373,6 @@ class DbProxyDaemon:
         await self.monitor.stop()
         if self.admin is not None:
             await self.admin.stop()
-
-    async def _sweep_loop(self) -> None:
-        while True:
-            await asyncio.sleep(SWEEP_INTERVAL)
-            self.pools.sweep(time.monotonic())
 
     # -- for sessions ---------------------------------------------------------------------------
 
@@ -436,18 +420,6 @@ class DbProxyDaemon:
 
     # -- what a session needs (proxy.pgfront.session.FrontendServices) ---------------------------
 
-    @property
-    def client_login_timeout(self) -> float:
-        return self.cfg.timeouts.client_login
-
-    @property
-    def tls_required(self) -> bool:
-        return self.cfg.tls is not None and self.cfg.tls.mode == "require"
-
-    @property
-    def failed_login_delay(self) -> float:
-        return self.cfg.auth.failed_login_delay_ms / 1000.0
-
     def console_params(self, user: str) -> dict[str, str]:
         return {
             "server_version": f"15.0 (tierproxy dbproxy {VERSION})", "server_encoding": "UTF8",
@@ -455,12 +427,6 @@ class DbProxyDaemon:
             "standard_conforming_strings": "on", "TimeZone": "UTC", "IntervalStyle": "postgres",
             "is_superuser": "off", "session_authorization": user, "application_name": "",
         }  # fmt: skip
-
-    def register_cancel_key(self, session: ClientSession, key: tuple[int, int] | None = None) -> tuple[int, int]:
-        """The session's BackendKeyData: `key` (its server's own) if given and free, else one of
-        ours. A CancelRequest with it cancels whatever that session's servers are running."""
-        self.metrics.clients_total += 1
-        return self._cancel_keys.register(session, key)
 
     def cancel(self, pid: int, secret: int, *, forward: bool = True) -> None:
         session = self._cancel_keys.get(pid, secret)
@@ -472,10 +438,6 @@ class DbProxyDaemon:
         self.metrics.cancels += 1
         for conn in session.cancel_targets():
             self.cancel_conn(conn)
-
-    def session_ended(self, session: ClientSession) -> None:
-        self.sessions.discard(session)
-        self._cancel_keys.forget(session, session.key)
 
     def started(self, conn: ServerConn) -> None:
         """A server went from idle to busy: count it and start the query clock."""
@@ -504,11 +466,6 @@ class DbProxyDaemon:
         """A ReadyForQuery with more in flight on `conn` (timer running): the next statement
         gets the whole of timeouts.query (faults.py)."""
         restart_query_timer(self, conn)
-
-    def _spawn(self, coro: Any) -> None:
-        task = asyncio.get_running_loop().create_task(coro)
-        self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
 
     def cancel_conn(self, conn: ServerConn) -> None:
         """Ask the server to cancel what `conn` runs (a CancelRequest on a new connection)."""

@@ -45,7 +45,8 @@ from proxy.pgfront import console as framework
 from proxy.pgfront.cancel import CancelKeys, route_worker_message
 from proxy.pgfront.clientauth import Credentials
 from proxy.pgfront.config import tls_context
-from proxy.pgfront.drain import CLOSE_FLUSH_SECONDS, drain_sessions
+from proxy.pgfront.drain import CLOSE_FLUSH_SECONDS
+from proxy.pgfront.frontdaemon import FrontDaemon
 from proxy.pgfront.listen import start_listener
 from proxy.pgfront.login_limits import LoginLimiter
 from proxy.pgfront.pool import ServerPools
@@ -74,7 +75,6 @@ __all__ = ["ShardDaemon"]
 
 log = logging.getLogger("tierproxy.shard")
 VERSION = "0.1"
-SWEEP_INTERVAL = 5.0  # seconds between idle-pool sweeps
 MAX_SERVER_CONNECTIONS = 1000  # per shard
 IDLE_TIMEOUT = 60.0  # seconds an idle pooled shard connection is kept
 
@@ -96,7 +96,7 @@ class ShardMetrics:
         self.query_timeouts = 0  # statements past timeouts.query (canceled on their shards)
 
 
-class ShardDaemon:
+class ShardDaemon(FrontDaemon):
     def __init__(self, cfg: ShardConfig, config_path: str | Path | None = None, *,
                  worker_fd: int | None = None) -> None:  # fmt: skip
         self.cfg = cfg
@@ -205,39 +205,11 @@ class ShardDaemon:
     async def drain(self) -> None:
         if self.workers is not None:
             await self.workers.stop(self.cfg.timeouts.drain + CLOSE_FLUSH_SECONDS + 5.0)
-        if self.control is not None:
-            self.control.close()
-        if self.server is not None:
-            self.server.close()
-        await drain_sessions(self.sessions, self.closing, self.cfg.timeouts.drain)
-        if self._sweeper is not None:
-            self._sweeper.cancel()
-        if self.tasks:
-            await asyncio.wait(list(self.tasks), timeout=2.0)
-        self.pools.close_all()
-        for conn in self.pools.servers():
-            conn.close()
+        await self._drain_front()
         if self.admin is not None:
             await self.admin.stop()
 
-    async def _sweep_loop(self) -> None:
-        while True:
-            await asyncio.sleep(SWEEP_INTERVAL)
-            self.pools.sweep(time.monotonic())
-
     # -- for sessions (proxy.pgfront.session.FrontendServices) ------------------------------------
-
-    @property
-    def client_login_timeout(self) -> float:
-        return self.cfg.timeouts.client_login
-
-    @property
-    def tls_required(self) -> bool:
-        return self.cfg.tls is not None and self.cfg.tls.mode == "require"
-
-    @property
-    def failed_login_delay(self) -> float:
-        return self.cfg.auth.failed_login_delay_ms / 1000.0
 
     @property
     def console_is_local(self) -> bool:
@@ -256,10 +228,6 @@ class ShardDaemon:
             "is_superuser": "off", "session_authorization": user, "application_name": "",
         }  # fmt: skip
 
-    def register_cancel_key(self, session: ShardSession, key: tuple[int, int] | None = None) -> tuple[int, int]:
-        self.metrics.clients_total += 1
-        return self._cancel_keys.register(session, key)
-
     def cancel(self, pid: int, secret: int, *, forward: bool = True) -> None:
         session = self._cancel_keys.get(pid, secret)
         if session is None:
@@ -272,10 +240,6 @@ class ShardDaemon:
         for conn in session.cancel_targets():
             self._spawn(send_cancel(conn.address, conn.pid, conn.secret))
 
-    def session_ended(self, session: ShardSession) -> None:
-        self.sessions.discard(session)
-        self._cancel_keys.forget(session, session.key)
-
     def started(self, conn: ServerConn) -> None:
         conn.sent_at = time.monotonic()
 
@@ -284,11 +248,6 @@ class ShardDaemon:
 
     def restart_query_timer(self, conn: ServerConn) -> None:
         pass
-
-    def _spawn(self, coro: Any) -> None:
-        task = asyncio.get_running_loop().create_task(coro)
-        self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
 
     def server_lost(self, conn: ServerConn) -> None:
         self.metrics.server_lost += 1
