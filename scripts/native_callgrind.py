@@ -67,6 +67,7 @@ def _cases() -> dict[str, Callable[[], Callable[[], object]]]:
             "frame_rows": frame_rows, "frame_extended": frame_extended,
             "classify_pgbench": lambda: classify_hit(PGBENCH_SQL), "classify_orm": lambda: classify_hit(ORM_SQL),
             "classify_ormmix": classify_ormmix, "key_pgbench": lambda: key(PGBENCH_SQL), "key_orm": lambda: key(ORM_SQL),
+            "key_orm_str": lambda: key(ORM_SQL, text=True),
             "hint_none": lambda: hint(PGBENCH_SQL), "hint_comment": lambda: hint(ORM_SQL),
             "hint_cache": lambda: hint(b"/* app:shop */ -- tierproxy:cache ttl=30\n" + PGBENCH_SQL, cache=True)}
 
@@ -187,10 +188,13 @@ def classify_ormmix() -> Callable[[], object]:
     return one
 
 
-def key(sql: bytes) -> Callable[[], object]:
-    """`literal_key_bytes` alone (the cache key of a statement)."""
-    from proxy.dbproxy.classify import literal_key_bytes
+def key(sql: bytes, text: bool = False) -> Callable[[], object]:
+    """`literal_key_bytes` alone (the cache key of a statement), or `literal_key` of its text."""
+    from proxy.dbproxy.classify import literal_key, literal_key_bytes
 
+    if text:
+        decoded = sql.decode()
+        return lambda: literal_key(decoded)
     return lambda: literal_key_bytes(sql)
 
 

@@ -43,3 +43,6 @@ cdef Py_ssize_t _in_lists(unsigned char *q, Py_ssize_t w) noexcept
 @cython.locals(p="const unsigned char *", q="unsigned char *", t="const unsigned char *", buf=bytearray, n=Py_ssize_t, i=Py_ssize_t,
                e=Py_ssize_t, w=Py_ssize_t, c=Py_ssize_t, marked=bint)
 cpdef object _key_typed(object sql)
+
+@cython.locals(raw=bytes)
+cpdef object _key_str_typed(object sql)

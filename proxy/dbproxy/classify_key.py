@@ -34,7 +34,7 @@ This file is compiled (proxy/_native.py; classify_key.pxd types the scanner) and
 pure-Python twin, like proxy/pgwire/scan.py: interpreted, `literal_key_bytes` is the regexes
 below (the cheapest form there); compiled, it is `_key_typed`, one typed scan over the bytes that
 gives the regexes' key for every input (tests/unit/test_native_classify_key.py), at a tenth of
-their cost (docs/perf.md). `literal_key` is the regexes in both.
+their cost (docs/perf.md); `literal_key` likewise (compiled: the scan over ASCII text's bytes).
 """
 
 from __future__ import annotations
@@ -534,6 +534,16 @@ def _key_typed(sql: bytes) -> bytes:
     return key if type(key) is bytes else bytes(key)
 
 
+def _key_str_typed(sql: str) -> str:
+    """`_STR.key(sql)` by the scanner: ASCII text through its bytes (the regexes give the same key
+    on both); anything else goes to the regexes."""
+    if type(sql) is not str or not sql.isascii():
+        return _STR.key(sql)
+    raw = sql.encode("ascii")
+    key = _key_typed(raw)
+    return sql if key is raw else key.decode("ascii")
+
+
 def _probe() -> None:
     pass
 
@@ -543,7 +553,7 @@ COMPILED = type(_probe).__name__ != "function"
 
 # The entry points are the bound methods themselves: one Python call per key, not two (this runs
 # for every statement whose exact text missed the cache).
-literal_key: Callable[[str], str] = _STR.key
+literal_key: Callable[[str], str] = _key_str_typed if COMPILED else _STR.key
 """The cache key of `sql` (see the module docstring): itself, or its shape."""
 literal_key_bytes: Callable[[bytes], bytes] = _key_typed if COMPILED else _BYTES.key
 """`literal_key` over the bytes of ASCII text; non-ASCII text is its own key."""

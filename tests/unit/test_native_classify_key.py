@@ -104,17 +104,29 @@ def test_literal_key_bytes_compiled_is_pure(sql):
     assert _outcome(compiled.literal_key_bytes, sql) == _outcome(pure.literal_key_bytes, sql), sql
 
 
+@settings(max_examples=400, deadline=None)
+@given(INPUTS.map(lambda b: b.decode("utf-8", "surrogateescape")))
+def test_literal_key_over_str_compiled_is_pure(sql):
+    """`literal_key` (str: Parse messages' text) goes through the scanner too when compiled."""
+    compiled, pure = _twins("proxy.dbproxy.classify_key")
+    assert compiled.literal_key is compiled._key_str_typed and pure.literal_key == pure._STR.key
+    assert _outcome(compiled.literal_key, sql) == _outcome(pure.literal_key, sql), sql
+    assert _outcome(classify_key._key_str_typed, sql) == _outcome(pure.literal_key, sql), sql
+
+
 def test_orm_statements_keyed_alike():
     compiled, pure = _twins("proxy.dbproxy.classify_key")
     for sql in statements(300):
         assert _outcome(compiled.literal_key_bytes, sql) == _outcome(pure.literal_key_bytes, sql), sql
+        assert _outcome(compiled.literal_key, sql.decode()) == _outcome(pure.literal_key, sql.decode()), sql
 
 
 def test_anything_but_bytes_gets_the_pure_answer_or_error():
     compiled, pure = _twins("proxy.dbproxy.classify_key")
     for arg in (None, "SELECT 1", bytearray(b"SELECT 1"), bytearray(b"SELECT 'x'"), memoryview(b"SELECT 1"), 17,
-                type("B", (bytes,), {})(b"SELECT 'a', 2")):  # fmt: skip
+                type("B", (bytes,), {})(b"SELECT 'a', 2"), type("S", (str,), {})("SELECT 'a', 2"), "SELECT 'é'"):  # fmt: skip
         same(compiled.literal_key_bytes, pure.literal_key_bytes, arg)
+        same(compiled.literal_key, pure.literal_key, arg)
 
 
 @pytest.mark.skipif(_native.pure_requested(), reason="the pure pass")
