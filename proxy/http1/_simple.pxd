@@ -3,6 +3,7 @@
 # index they read is checked below n (the length of `data`, or of the name compared) first.
 cimport cython
 
+cdef object _NO_BODY
 cdef bytes _TCHAR, _TARGET, _REQUEST_VALUE, _VALUE, _REG_NAME, _IP_LITERAL, _REQUEST_NAMES, _RESPONSE_NAMES
 
 @cython.locals(j=Py_ssize_t)
