@@ -123,7 +123,7 @@ fi
 
 # The pure pass of `test` (fast unit tests only: the whole suite must stay under 15 minutes).
 PURE_TESTS=(tests/unit/test_native.py tests/unit/test_pgwire_scan.py tests/unit/test_http1_simple.py
-            tests/unit/test_http1_parser.py
+            tests/unit/test_http1_parser.py tests/unit/test_native_scanner.py
             tests/unit/test_http1_remember.py tests/unit/test_http1_smuggling.py
             tests/unit/test_http1_fuzz.py tests/unit/test_pgwire_framing.py
             tests/unit/test_pgwire_framing_large.py tests/unit/test_pgwire_messages.py
