@@ -16,6 +16,8 @@ cdef bint _ieq(const unsigned char *p, Py_ssize_t n, Py_ssize_t i, const char *s
 @cython.locals(j=Py_ssize_t, m=Py_ssize_t)
 cdef bint _listed(const unsigned char *p, Py_ssize_t i, Py_ssize_t k, const char *names, Py_ssize_t size) noexcept
 
+cdef inline Py_ssize_t _keep_alive(const unsigned char *p, Py_ssize_t n, Py_ssize_t i) noexcept
+
 @cython.locals(p="const unsigned char *", tchar="const unsigned char *", value="const unsigned char *",
                table="const unsigned char *", names="const char *", n=Py_ssize_t, i=Py_ssize_t,
                target_start=Py_ssize_t, target_end=Py_ssize_t, block=Py_ssize_t, host_start=Py_ssize_t,

@@ -212,6 +212,20 @@ def _listed(p: bytes, i: int, k: int, names: bytes, size: int) -> bool:
     return False
 
 
+def _keep_alive(p: bytes, n: int, i: int) -> int:
+    """A Connection value from `i` (just after its colon) that is exactly `keep-alive` in any case,
+    between optional spaces and tabs (what both scanners take): the index after it and its
+    trailing whitespace, or -1."""
+    while i < n and (p[i] == 32 or p[i] == 9):
+        i += 1
+    if not _ieq(p, n, i, b"keep-alive", 0, 10):
+        return -1
+    i += 10
+    while i < n and (p[i] == 32 or p[i] == 9):
+        i += 1
+    return i
+
+
 def _scan_request(data: bytes, max_head: int) -> RequestHead | None:
     """`simple_request` for the compiled module: `_match_request`'s answer, by one pass over the bytes."""
     if type(data) is not bytes:  # bytearray, memoryview, wrong types: the regex's answers and errors
@@ -283,13 +297,9 @@ def _scan_request(data: bytes, max_head: int) -> RequestHead | None:
         elif k == 10 and _ieq(p, n, line, b"connection", 0, 10):
             if conn_start >= 0:
                 return None
-            while i < n and (p[i] == 32 or p[i] == 9):
-                i += 1
-            if not _ieq(p, n, i, b"keep-alive", 0, 10):
+            i = _keep_alive(p, n, i)
+            if i < 0:
                 return None
-            i += 10
-            while i < n and (p[i] == 32 or p[i] == 9):
-                i += 1
             is_conn = True
         elif _listed(p, line, k, names, size):
             return None
@@ -371,13 +381,9 @@ def _scan_response(data: bytes, max_head: int) -> tuple[int, int, int, int, int]
         elif k == 10 and _ieq(p, n, line, b"connection", 0, 10):
             if conn_start >= 0:
                 return None
-            while i < n and (p[i] == 32 or p[i] == 9):
-                i += 1
-            if not _ieq(p, n, i, b"keep-alive", 0, 10):
+            i = _keep_alive(p, n, i)
+            if i < 0:
                 return None
-            i += 10
-            while i < n and (p[i] == 32 or p[i] == 9):
-                i += 1
             is_conn = True
         elif _listed(p, line, k, names, size):
             return None

@@ -264,20 +264,8 @@ class _Framer:
             if not known[code]:
                 raise self._unknown(code)
             length = _INT32.unpack_from(buf, pos + 1)[0]
-            if length < 4:
-                raise PgProtocolError(
-                    f"invalid length {length} for message type {_BYTE1[code]!r}", PROTOCOL_VIOLATION
-                )
-            if length > limit:
-                # Over the protocol's own 1 GiB: a broken stream (08P01). Under it but over a
-                # lower configured limit: a valid message we refuse to take (54000); `unread`
-                # says how many of its bytes are still to come (a caller may drain them).
-                exc = PgProtocolError(
-                    f"message type {_BYTE1[code]!r} of {length} bytes exceeds the limit of {limit}",
-                    PROGRAM_LIMIT_EXCEEDED if length <= DEFAULT_MAX_MESSAGE_LENGTH else PROTOCOL_VIOLATION,
-                )
-                exc.unread = length + 1 - avail  # type: ignore[attr-defined]
-                raise exc
+            if length < 4 or length > limit:
+                raise self._bad_length(code, length, avail)
             total = length + 1
             if avail < total:
                 self._need = total
@@ -310,20 +298,8 @@ class _Framer:
             length = (length << 24) | (p[pos + 2] << 16) | (p[pos + 3] << 8) | p[pos + 4]
             if length >= 0x80000000:
                 length -= 0x100000000
-            if length < 4:
-                raise PgProtocolError(
-                    f"invalid length {length} for message type {_BYTE1[code]!r}", PROTOCOL_VIOLATION
-                )
-            if length > limit:
-                # Over the protocol's own 1 GiB: a broken stream (08P01). Under it but over a
-                # lower configured limit: a valid message we refuse to take (54000); `unread`
-                # says how many of its bytes are still to come (a caller may drain them).
-                exc = PgProtocolError(
-                    f"message type {_BYTE1[code]!r} of {length} bytes exceeds the limit of {limit}",
-                    PROGRAM_LIMIT_EXCEEDED if length <= DEFAULT_MAX_MESSAGE_LENGTH else PROTOCOL_VIOLATION,
-                )
-                exc.unread = length + 1 - avail  # type: ignore[attr-defined]
-                raise exc
+            if length < 4 or length > limit:
+                raise self._bad_length(code, length, avail)
             total = length + 1
             if avail < total:
                 self._need = total
@@ -339,6 +315,22 @@ class _Framer:
 
     def _unknown(self, code: int) -> PgProtocolError:
         return PgProtocolError(f"unknown message type {_BYTE1[code]!r}", PROTOCOL_VIOLATION)
+
+    def _bad_length(self, code: int, length: int, avail: int) -> PgProtocolError:
+        """The error for a typed message's length word under 4 or over `max_message_length`
+        (both scans raise it; off the hot path)."""
+        if length < 4:
+            return PgProtocolError(f"invalid length {length} for message type {_BYTE1[code]!r}", PROTOCOL_VIOLATION)
+        # Over the protocol's own 1 GiB: a broken stream (08P01). Under it but over a lower
+        # configured limit: a valid message we refuse to take (54000); `unread` says how many of
+        # its bytes are still to come (a caller may drain them).
+        limit = self.max_message_length
+        exc = PgProtocolError(
+            f"message type {_BYTE1[code]!r} of {length} bytes exceeds the limit of {limit}",
+            PROGRAM_LIMIT_EXCEEDED if length <= DEFAULT_MAX_MESSAGE_LENGTH else PROTOCOL_VIOLATION,
+        )
+        exc.unread = length + 1 - avail  # type: ignore[attr-defined]
+        return exc
 
 
 _STARTUP, _TYPED, _CANCELLED = 0, 1, 2
