@@ -7,7 +7,6 @@ statement is running (it keeps reading until more arrives, then pauses)."""
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -15,6 +14,7 @@ import asyncpg
 import psycopg
 import pytest
 
+from proxy.devstack.poll import wait_until
 from proxy.devstack.shard import ShardRouterServer, start_shard_router
 from proxy.pgwire import encode
 from proxy.pgwire.messages import ReadyForQuery
@@ -147,10 +147,7 @@ def _queues(local_port: int, remote_port: int) -> tuple[int, int]:
 
 
 def _poll(check: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, f"not within {timeout}s: {what}"
-        time.sleep(0.01)
+    wait_until(check, timeout, what)  # the dev stack's poll (PollTimeout names `what`)
 
 
 def _statement(protocol: str, sql: str, key: int) -> bytes:
