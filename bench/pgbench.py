@@ -27,6 +27,8 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from itertools import repeat
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -97,7 +99,9 @@ def run_rounds(pgbench: str, targets: Sequence[Target], workloads: Mapping[str, 
     """Warm-up per target (`warmup_flags`, `settings["warmup_s"]`), then the rounds; every run is
     appended to `runs`, every failure (pgbench exit, failed transactions, a dead target) to
     `problems`. A measured run is `run_one(target, flags, seconds)` (by default `run_pgbench`
-    with the time it started); `describe` ends its log line."""
+    with the time it started); `describe` ends its log line. With `settings["smoke"]` the targets
+    of one workload run at the same time (each still gets one pgbench at a time): a smoke checks
+    the harness, not the speed, and its 1 s runs one after the other were most of its time."""
     def stamped(t: Target, flags: Sequence[str], seconds: int) -> dict[str, Any]:
         return {"started": time.time(), **run_pgbench(pgbench, t, flags, settings["clients"], seconds)}
 
@@ -105,12 +109,19 @@ def run_rounds(pgbench: str, targets: Sequence[Target], workloads: Mapping[str, 
     for t in targets:
         if settings["warmup_s"] > 0:
             run_pgbench(pgbench, t, warmup_flags, settings["clients"], settings["warmup_s"])
+    seconds, smoke = settings["duration_s"], bool(settings.get("smoke"))
     for rnd in range(1, settings["rounds"] + 1):
         for w, flags in workloads.items():
+            at_once: dict[str, dict[str, Any]] = {}
+            if smoke:
+                alive = [t for t in targets if t.alive()]
+                with ThreadPoolExecutor(max_workers=len(alive) or 1) as pool:
+                    at_once = dict(zip([t.name for t in alive], pool.map(one, alive, repeat(flags), repeat(seconds))))
             for t in targets:
-                if not t.alive():
+                if smoke and t.name not in at_once or not smoke and not t.alive():
                     continue
-                r = {"round": rnd, "workload": w, "target": t.name, **one(t, flags, settings["duration_s"])}
+                got = at_once[t.name] if smoke else one(t, flags, seconds)
+                r = {"round": rnd, "workload": w, "target": t.name, **got}
                 runs.append(r)
                 log(f"round {rnd} {w} {t.name}: {r['tps'] or 0:,.0f} TPS, failed {r['failed']}, {describe(r)}")
                 if r["exit"] != 0 or r["failed"] or r["tps"] is None:
