@@ -38,12 +38,14 @@ NATIVE_MODULES: tuple[str, ...] = (
     "proxy.pgwire.framing",  # PostgreSQL message framing
     "proxy.pgwire.scan",  # the session relay loop's step over forwarded messages
     "proxy.dbproxy.classify_key",  # the classifier cache's key (a typed scanner when compiled)
+    "proxy.lb.clientcore",  # the lb client connection's state and simple exchange (an extension type)
 )
-# Measured and left out, for now (docs/perf.md, "The native layer"): compiled as they are, the lb
-# exchange (lb/client.py, upstream.py, simple.py, frontend.py, pool.py), http1/parser.py and
+# Measured and left out, for now (docs/perf.md, "The native layer"): compiled as they are, the rest
+# of the lb exchange (lb/client.py, upstream/conn.py, frontend.py, pool.py), http1/parser.py and
 # _response.py, and the classifier's cache (dbproxy/classify.py) execute MORE instructions than
 # interpreted: their cost is attribute access on plain classes, which CPython 3.11 specialises
-# in its bytecode and a compiled module does through the generic C API. The cache's key
+# in its bytecode and a compiled module does through the generic C API (lb/clientcore.py pays
+# because its state is an extension type's C fields). The cache's key
 # (classify_key.py) is compiled because its compiled twin is another loop: a typed byte scanner
 # instead of the regexes.
 

@@ -128,7 +128,7 @@ PURE_TESTS=(tests/unit/test_native.py tests/unit/test_pgwire_scan.py tests/unit/
             tests/unit/test_http1_fuzz.py tests/unit/test_pgwire_framing.py
             tests/unit/test_pgwire_framing_large.py tests/unit/test_pgwire_messages.py
             tests/unit/test_dbproxy_classify.py tests/unit/test_native_classify_key.py tests/unit/test_dbproxy_router.py
-            tests/unit/test_balancer.py)
+            tests/unit/test_balancer.py tests/unit/test_lb_clientcore.py)
 
 cmd=${1:-test}; shift || true
 case $cmd in

@@ -16,13 +16,17 @@ backend closed while idle ("stale") is retried once on a fresh connection whatev
 Flow control runs both ways: a full client write buffer pauses the upstream reader and vice versa.
 Timeouts are deadlines (`deadline`, `phase`) checked by the frontend's sweeper with a coarse clock,
 so the hot path does no timer bookkeeping.
+
+The connection's state and the commonest exchange (a simple request and a simple response, from
+`data_received` to `_finish_exchange`) are in its base, `ClientCore` (proxy/lb/clientcore.py,
+compiled as an extension type); here is the rest: the full parser's events, bodies, tunnels,
+failures and retries, replies of our own.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections import deque
 from typing import TYPE_CHECKING, Any
 
 from proxy.http1 import (
@@ -33,7 +37,6 @@ from proxy.http1 import (
     Framing,
     ProtocolError,
     RequestHead,
-    RequestParser,
     ResponseHead,
     Tunnel,
     encode_chunk,
@@ -41,18 +44,17 @@ from proxy.http1 import (
     strip_hop_by_hop,
     write_response_head,
 )
+from proxy.lb.clientcore import IDEMPOTENT, P_BACKLOG, P_PENDING, ClientCore, Phase
 from proxy.lb.dial import open_backend
 from proxy.lb.markdown import MarkedDownMixin
 from proxy.lb.outlier import Outcome
 from proxy.lb.reject import RejectMixin
-from proxy.lb.simple import SimpleResponseMixin
 from proxy.upstream.conn import UpstreamConn
 
 if TYPE_CHECKING:
-    from proxy.lb.frontend import Frontend
-    from proxy.lb.pool import Backend, Pool
+    from proxy.lb.pool import Backend
 
-__all__ = ["ClientConn", "Phase"]
+__all__ = ["IDEMPOTENT", "ClientConn", "Phase"]
 
 log = logging.getLogger("tierproxy.lb")
 
@@ -62,72 +64,11 @@ PENDING_BODY_LIMIT = 256 * 1024
 # Pipelined events held behind the current exchange before we stop reading the client.
 BACKLOG_LIMIT = 64
 
-IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"})
-
-# Reasons for pausing the client's reader (a bit each; reading resumes when none is left).
-_P_UPSTREAM = 1  # the backend connection's write buffer is full
-_P_PENDING = 2  # body buffered while connecting
-_P_BACKLOG = 4  # too many pipelined events
 
 
-class Phase:
-    """What the connection is waiting for; decides what a passed deadline means."""
-
-    IDLE = 0  # between requests (keep-alive idle timeout)
-    HEAD = 1  # part of a request head received (client header timeout -> 408)
-    BACKEND = 2  # request forwarded, waiting for / streaming the response
-    TUNNEL = 3  # upgraded (WebSocket): no deadline
-    CLOSING = 4
-
-
-class ClientConn(SimpleResponseMixin, MarkedDownMixin, RejectMixin, asyncio.Protocol):
-    def __init__(self, fe: Frontend) -> None:
-        self.fe = fe
-        self.transport: asyncio.Transport | None = None
-        self.client_ip = b""
-        self.parser = RequestParser(
-            max_header_bytes=fe.cfg.limits.max_header_bytes,
-            max_body_bytes=fe.cfg.limits.max_body_bytes,
-        )
-        self.phase = Phase.IDLE
-        self.deadline = 0.0
-        self.closed = False
-        self.paused = 0  # bit set of _P_* reasons
-        self.write_paused = False
-        self.backlog: deque[Any] = deque()
-        self.close_after = False  # finish the current response, then close (drain, errors)
-        self.client_eof = False  # the client half-closed: answer what it sent, then close
-        self._reset_exchange()
-
-    def _reset_exchange(self) -> None:
-        self.req: RequestHead | None = None
-        self.req_done = False
-        self.pool: Pool | None = None
-        self.backend: Backend | None = None
-        self.up: UpstreamConn | None = None
-        self.connecting: asyncio.Task[None] | None = None
-        self.up_head = b""
-        self.pending: list[bytes] = []  # framed body bytes not yet written upstream
-        self.pending_size = 0
-        self.retry_buf: list[bytes] | None = None  # framed body bytes, for a retry
-        self.retry_size = 0
-        self.attempts = 0
-        self.sent = False  # the request head went to some backend (POST is then not retried)
-        self.idempotent = False
-        self.exclude: tuple[Backend, ...] = ()
-        self.stale_retried = False
-        self.last_failure: Outcome | None = None
-        self.tunnel_size = 0
-        self.resp: ResponseHead | None = None
-        self.resp_chunked = False
-        self.client_ka = False
-        self.set_cookie: bytes | None = None
-        self.hash_key: bytes | None = None
-        self.t0 = 0.0
-        self.tunnel_buf: list[bytes] | None = None
-        self.xfer = 0  # client bytes moved in this exchange (request body in, response body out)
-        self.xfer_since = 0.0
-        self.continued = False  # an interim (100 Continue) response came for this request
+class ClientConn(ClientCore, MarkedDownMixin, RejectMixin, asyncio.Protocol):
+    # The state is ClientCore's (C fields when compiled): no instance dict here.
+    __slots__ = ()
 
     # -- asyncio callbacks -----------------------------------------------------------------
 
@@ -149,34 +90,6 @@ class ClientConn(SimpleResponseMixin, MarkedDownMixin, RejectMixin, asyncio.Prot
         # A new connection must start its request within client_header (a silent connection
         # holds a client slot as surely as a slowloris one); keep-alive idle applies after that.
         self.deadline = fe.now + min(fe.cfg.timeouts.client_header, fe.cfg.timeouts.client_idle)
-
-    def data_received(self, data: bytes) -> None:
-        if self.closed:
-            return
-        if self.phase == Phase.TUNNEL and self.up is not None:
-            self.up.write(data)
-            return
-        if self.phase == Phase.IDLE:
-            if self.req is None and not self.backlog:
-                # The commonest request (a whole bodiless GET, nothing unusual) without llhttp:
-                # the same RequestHead and EndOfMessage the full parser would give.
-                head = self.parser.feed_simple(data)
-                if head is not None:
-                    # Bodiless and whole: the request has ended before it is dispatched.
-                    self.req_done = True
-                    self._start_request(head)
-                    return
-            self.phase = Phase.HEAD
-            self.deadline = self.fe.now + self.fe.timeouts.client_header
-        try:
-            events = self.parser.feed(data)
-        except ProtocolError as exc:
-            self._bad_request(exc)
-            return
-        for ev in events:
-            if self.closed:
-                return
-            self._on_event(ev)
 
     def eof_received(self) -> bool:
         try:
@@ -211,25 +124,6 @@ class ClientConn(SimpleResponseMixin, MarkedDownMixin, RejectMixin, asyncio.Prot
         if self.up is not None:
             self.up.resume_reading()
 
-    # -- reading control -------------------------------------------------------------------
-
-    def _pause(self, reason: int) -> None:
-        if not self.paused and self.transport is not None:
-            self.transport.pause_reading()
-        self.paused |= reason
-
-    def _resume(self, reason: int) -> None:
-        if self.paused & reason:
-            self.paused &= ~reason
-            if not self.paused and self.transport is not None and not self.closed:
-                self.transport.resume_reading()
-
-    def pause_reading_for_upstream(self) -> None:
-        self._pause(_P_UPSTREAM)
-
-    def resume_reading_for_upstream(self) -> None:
-        self._resume(_P_UPSTREAM)
-
     # -- request side ----------------------------------------------------------------------
 
     def _on_event(self, ev: Any) -> None:
@@ -237,7 +131,7 @@ class ClientConn(SimpleResponseMixin, MarkedDownMixin, RejectMixin, asyncio.Prot
             # A pipelined request behind the current exchange: keep it for later.
             self.backlog.append(ev)
             if len(self.backlog) > BACKLOG_LIMIT:
-                self._pause(_P_BACKLOG)
+                self._pause(P_BACKLOG)
         else:
             self._handle_event(ev)
 
@@ -253,56 +147,6 @@ class ClientConn(SimpleResponseMixin, MarkedDownMixin, RejectMixin, asyncio.Prot
             self._request_end()
         else:  # the ProtocolError behind pipelined requests (lb/reject.py)
             self._protocol_error(ev)
-
-    def _start_request(self, head: RequestHead) -> None:
-        fe = self.fe
-        self.req = head
-        self.phase = Phase.BACKEND
-        now = self.xfer_since = fe.now
-        self.deadline = now + fe.first_byte_timeout
-        self.t0 = fe.loop.time()
-        fe.requests_total += 1
-        pool = self.pool = fe.route(head) if fe.routes else fe.pools[fe.fallback]
-        # Every request keeps a retry buffer (bounded): one that never reached a backend (connect
-        # refused or timed out) can be replayed whatever its method.
-        self.retry_buf = []
-        self.idempotent = head.method in IDEMPOTENT or pool.retry_non_idempotent
-        if pool.keyed:
-            self.hash_key = fe.hash_key(pool, head, self.client_ip)
-        self.up_head = fe.upstream_head(head, self.client_ip)
-        self._dispatch(sticky=pool.sticky is not None)
-
-    def _dispatch(self, sticky: bool = False) -> None:
-        """Choose a backend for this attempt and get a connection to it."""
-        fe = self.fe
-        pool = self.pool
-        assert pool is not None and self.req is not None
-        backend = None
-        now = fe.now
-        if sticky:
-            backend = fe.sticky_target(pool, self.req, now)
-        if backend is None:
-            backend = pool.pick(now, self.hash_key, self.exclude)
-            if backend is None:
-                if self.last_failure is not None:
-                    # A retry found no other backend: report the failure we actually had.
-                    self._answer_failure(self.last_failure)
-                    return
-                pool.no_backend_total += 1
-                self._error(503, b"no backend available\n", [(b"retry-after", b"1")])
-                return
-            if pool.sticky is not None:
-                self.set_cookie = fe.sticky_cookie(pool, backend)
-        self.backend = backend
-        backend.inflight += 1
-        backend.requests += 1
-        idle = backend.idle
-        while idle:
-            up = idle.pop()
-            if not up.closed:
-                self._attach(up, reused=True)
-                return
-        self.connecting = fe.loop.create_task(self._connect(backend))
 
     async def _connect(self, backend: Backend) -> None:
         fe = self.fe
@@ -324,28 +168,6 @@ class ClientConn(SimpleResponseMixin, MarkedDownMixin, RejectMixin, asyncio.Prot
             up.close()
             return
         self._attach(up, reused=False)
-
-    def _attach(self, up: UpstreamConn, reused: bool) -> None:
-        assert self.req is not None
-        self.up = up
-        up.client = self
-        up.reused = reused
-        up.got_bytes = False
-        up.parser.expect(self.req.method)
-        if self.write_paused:
-            up.pause_reading()
-        elif up.read_paused:
-            up.resume_reading()
-        # An attached connection is open: an idle one is taken only if not closed, a new one
-        # comes from connection_made.
-        up.transport.write(self.up_head)
-        self.sent = True
-        if self.pending:
-            up.write(b"".join(self.pending))
-            self.pending = []
-            self.pending_size = 0
-            self._resume(_P_PENDING)
-        self.deadline = self.fe.now + self.fe.timeouts.backend_response
 
     def _request_body(self, data: bytes) -> None:
         req = self.req
@@ -371,7 +193,7 @@ class ClientConn(SimpleResponseMixin, MarkedDownMixin, RejectMixin, asyncio.Prot
             self.pending.append(framed)
             self.pending_size += len(framed)
             if self.pending_size > PENDING_BODY_LIMIT:
-                self._pause(_P_PENDING)
+                self._pause(P_PENDING)
 
     def _request_end(self) -> None:
         req = self.req
@@ -493,62 +315,6 @@ class ClientConn(SimpleResponseMixin, MarkedDownMixin, RejectMixin, asyncio.Prot
             raise ProtocolError("CR or LF inside a response field", 502)
         return data
 
-    def _response_end(self, up: UpstreamConn) -> None:
-        fe = self.fe
-        backend = self.backend
-        assert backend is not None and self.transport is not None
-        self.up = None
-        up.client = None
-        backend.inflight -= 1
-        backend.latency.observe(fe.loop.time() - self.t0)
-        resp = self.resp
-        reusable = (
-            resp is not None
-            and resp.keep_alive
-            and self.req_done
-            and not backend.draining
-            and not backend.removed
-            and not up.closed
-            and not up.private
-            and len(backend.idle) < fe.limits.max_idle_per_backend
-        )
-        if reusable:
-            if up.read_paused:
-                up.resume_reading()
-            up.reused = True
-            up.idle_since = fe.now
-            backend.idle.append(up)
-        else:
-            up.close()
-        self.backend = None
-        if not self.req_done:
-            # The backend answered before the request body ended (an early 413, say): the rest
-            # of the body cannot be told apart from the next request safely, so close.
-            self.client_ka = False
-        if self.req_done:
-            self._finish_exchange()
-        else:
-            self._close()
-
-    def _finish_exchange(self) -> None:
-        if not self.client_ka or self.close_after:
-            self._close()
-            return
-        self._reset_exchange()
-        fe = self.fe
-        self.phase = Phase.IDLE
-        self.deadline = fe.now + fe.timeouts.client_idle
-        if self.paused:
-            self._resume(_P_BACKLOG)
-        # Replay pipelined events until one exchange is again waiting on its backend.
-        while self.backlog and not self.closed and (self.req is None or not self.req_done):
-            ev = self.backlog.popleft()
-            if self.req is None and type(ev) is RequestHead:
-                self.phase = Phase.HEAD
-            self._handle_event(ev)
-        if self.client_eof and self.req is None and not self.closed:
-            self._close()
-
     # -- tunnel (Upgrade / WebSocket) ------------------------------------------------------
 
     def _tunnel_from_client(self, data: bytes) -> None:
@@ -562,7 +328,7 @@ class ClientConn(SimpleResponseMixin, MarkedDownMixin, RejectMixin, asyncio.Prot
             self.tunnel_buf.append(data)
             self.tunnel_size += len(data)
             if self.tunnel_size > PENDING_BODY_LIMIT:
-                self._pause(_P_PENDING)  # resumed when the tunnel opens (or never: we close)
+                self._pause(P_PENDING)  # resumed when the tunnel opens (or never: we close)
 
     def _enter_tunnel(self) -> None:
         self.phase = Phase.TUNNEL
@@ -570,7 +336,7 @@ class ClientConn(SimpleResponseMixin, MarkedDownMixin, RejectMixin, asyncio.Prot
         if self.tunnel_buf and self.up is not None:
             self.up.write(b"".join(self.tunnel_buf))
         self.tunnel_buf = None
-        self._resume(_P_PENDING)
+        self._resume(P_PENDING)
 
     # -- failures --------------------------------------------------------------------------
 

@@ -37,6 +37,8 @@ FAILED = 2  # answered 502: not safe to send again
 
 
 class MarkedDownMixin:
+    __slots__ = ()  # ClientConn's state is ClientCore's (lb/clientcore.py)
+
     def on_backend_marked_down(self: ClientConn, backend: Backend) -> int:
         """`backend` went down: if this connection's exchange waits on it with no response byte
         yet, move it to another backend when safe, else answer 502. Returns what was done."""

@@ -71,6 +71,8 @@ class RejectLog:
 
 
 class RejectMixin:
+    __slots__ = ()  # ClientConn's state is ClientCore's (lb/clientcore.py)
+
     def _rejected(self: ClientConn, status: int, reason: str) -> None:
         """Count and log a refusal (the caller answers it)."""
         fe = self.fe

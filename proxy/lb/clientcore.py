@@ -1,0 +1,352 @@
+"""The load balancer's client connection, its hot half: the state of a connection and of its
+exchange, and the commonest exchange from end to end.
+
+`ClientCore` is the base of `ClientConn` (proxy/lb/client.py, which adds the full parser's path,
+bodies, tunnels, failures and replies of our own). Here is what every simple exchange runs:
+
+    data_received -> RequestParser.feed_simple -> _start_request -> _dispatch -> _attach
+        (the rewritten head written to an idle keep-alive backend connection)
+    UpstreamConn.data_received -> takes_simple_response, ResponseParser.feed_simple
+        -> on_simple_response (the response relayed as it came, less its Connection line)
+        -> _response_end -> _finish_exchange (the next request may come)
+
+This module is compiled (proxy/_native.py): clientcore.pxd makes `ClientCore` an extension type
+whose fields are typed C fields, so reading and setting the state costs no dictionary or
+descriptor lookup (compiled as a plain class it cost more than interpreted: docs/perf.md, "The
+native layer"); every field stays readable and writable from Python (`public`), so the Python
+half and the mixins use them as before. This `.py` is the one source and the pure-Python twin.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import TYPE_CHECKING, Any
+
+from proxy.http1 import Framing, ProtocolError, RequestHead, RequestParser, ResponseHead
+from proxy.http1._simple import cut_connection
+from proxy.lb.outlier import Outcome
+
+if TYPE_CHECKING:
+    import asyncio
+
+    from proxy.lb.frontend import Frontend
+    from proxy.lb.pool import Backend, Pool
+    from proxy.upstream.conn import UpstreamConn
+
+__all__ = ["IDEMPOTENT", "P_BACKLOG", "P_PENDING", "P_UPSTREAM", "ClientCore", "Phase"]
+
+IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"})
+
+
+class Phase:
+    """What the connection is waiting for; decides what a passed deadline means."""
+
+    IDLE = 0  # between requests (keep-alive idle timeout)
+    HEAD = 1  # part of a request head received (client header timeout -> 408)
+    BACKEND = 2  # request forwarded, waiting for / streaming the response
+    TUNNEL = 3  # upgraded (WebSocket): no deadline
+    CLOSING = 4
+
+
+# The same, read once at import: compiled, a module-level C int each (clientcore.pxd); an enum's
+# member looked up on its class costs ~1.3k instructions (docs/perf.md), and Phase.X a generic
+# attribute lookup.
+_IDLE = Phase.IDLE
+_HEAD = Phase.HEAD
+_BACKEND = Phase.BACKEND
+_TUNNEL = Phase.TUNNEL
+_LENGTH = Framing.LENGTH
+_HTTP_5XX = Outcome.HTTP_5XX
+_IDEMPOTENT = IDEMPOTENT
+
+# Reasons for pausing the client's reader (a bit each; reading resumes when none is left).
+P_UPSTREAM = 1  # the backend connection's write buffer is full
+P_PENDING = 2  # body buffered while connecting
+P_BACKLOG = 4  # too many pipelined events
+_P_UPSTREAM = P_UPSTREAM
+_P_PENDING = P_PENDING
+_P_BACKLOG = P_BACKLOG
+
+
+def _cut(data: bytes, start: int, end: int) -> bytes:
+    """`cut_connection` for exactly bytes (compiled: typed slices, no slice objects)."""
+    return data[:start] + data[end:]
+
+
+class ClientCore:
+    def __init__(self, fe: Frontend) -> None:
+        self.fe = fe
+        self.transport: asyncio.Transport | None = None
+        self.client_ip = b""
+        self.parser = RequestParser(
+            max_header_bytes=fe.cfg.limits.max_header_bytes,
+            max_body_bytes=fe.cfg.limits.max_body_bytes,
+        )
+        self.clock = fe.loop.time  # the loop's clock (latency), bound once
+        self.phase = _IDLE
+        self.deadline = 0.0
+        self.closed = False
+        self.paused = 0  # bit set of _P_* reasons
+        self.write_paused = False
+        self.backlog: deque[Any] = deque()
+        self.close_after = False  # finish the current response, then close (drain, errors)
+        self.client_eof = False  # the client half-closed: answer what it sent, then close
+        self.pending: list[bytes] = []
+        self._reset_exchange()
+
+    def _reset_exchange(self) -> None:
+        self.req: RequestHead | None = None
+        self.req_done = False
+        self.pool: Pool | None = None
+        self.backend: Backend | None = None
+        self.up: UpstreamConn | None = None
+        self.connecting: asyncio.Task[None] | None = None
+        self.up_head = b""
+        if self.pending:
+            self.pending = []  # framed body bytes not yet written upstream
+        self.pending_size = 0
+        self.retry_buf: list[bytes] | None = None  # framed body bytes, for a retry
+        self.retry_size = 0
+        self.attempts = 0
+        self.sent = False  # the request head went to some backend (POST is then not retried)
+        self.idempotent = False
+        self.exclude: tuple[Backend, ...] = ()
+        self.stale_retried = False
+        self.last_failure: Outcome | None = None
+        self.tunnel_size = 0
+        self.resp: ResponseHead | None = None
+        self.resp_chunked = False
+        self.client_ka = False
+        self.set_cookie: bytes | None = None
+        self.hash_key: bytes | None = None
+        self.t0 = 0.0
+        self.tunnel_buf: list[bytes] | None = None
+        self.xfer = 0  # client bytes moved in this exchange (request body in, response body out)
+        self.xfer_since = 0.0
+        self.continued = False  # an interim (100 Continue) response came for this request
+
+    # -- bytes from the client -------------------------------------------------------------
+
+    def data_received(self, data: bytes) -> None:
+        if self.closed:
+            return
+        phase = self.phase
+        if phase == _TUNNEL and self.up is not None:
+            self.up.write(data)
+            return
+        if phase == _IDLE:
+            if self.req is None and not self.backlog:
+                # The commonest request (a whole bodiless GET, nothing unusual) without llhttp:
+                # the same RequestHead and EndOfMessage the full parser would give.
+                head = self.parser.feed_simple(data)
+                if head is not None:
+                    # Bodiless and whole: the request has ended before it is dispatched.
+                    self.req_done = True
+                    self._start_request(head)
+                    return
+            self.phase = _HEAD
+            fe = self.fe
+            self.deadline = fe.now + fe.timeouts.client_header
+        try:
+            events = self.parser.feed(data)
+        except ProtocolError as exc:
+            self._bad_request(exc)  # type: ignore[attr-defined]  # lb/reject.py
+            return
+        for ev in events:
+            if self.closed:
+                return
+            self._on_event(ev)  # type: ignore[attr-defined]  # lb/client.py
+
+    # -- reading control -------------------------------------------------------------------
+
+    def _pause(self, reason: int) -> None:
+        if not self.paused and self.transport is not None:
+            self.transport.pause_reading()
+        self.paused |= reason
+
+    def _resume(self, reason: int) -> None:
+        if self.paused & reason:
+            self.paused &= ~reason
+            if not self.paused and self.transport is not None and not self.closed:
+                self.transport.resume_reading()
+
+    def pause_reading_for_upstream(self) -> None:
+        self._pause(_P_UPSTREAM)
+
+    def resume_reading_for_upstream(self) -> None:
+        self._resume(_P_UPSTREAM)
+
+    # -- request side ----------------------------------------------------------------------
+
+    def _start_request(self, head: RequestHead) -> None:
+        fe = self.fe
+        self.req = head
+        self.phase = _BACKEND
+        now = fe.now
+        self.xfer_since = now
+        self.deadline = now + fe.first_byte_timeout
+        self.t0 = self.clock()
+        fe.requests_total += 1
+        pool = self.pool = fe.route(head) if fe.routes else fe.pools[fe.fallback]
+        # Every request keeps a retry buffer (bounded): one that never reached a backend (connect
+        # refused or timed out) can be replayed whatever its method.
+        self.retry_buf = []
+        self.idempotent = head.method in _IDEMPOTENT or pool.retry_non_idempotent
+        if pool.keyed:
+            self.hash_key = fe.hash_key(pool, head, self.client_ip)
+        self.up_head = fe.upstream_head(head, self.client_ip)
+        self._dispatch(pool.sticky is not None)
+
+    def _dispatch(self, sticky: bool = False) -> None:
+        """Choose a backend for this attempt and get a connection to it."""
+        fe = self.fe
+        pool = self.pool
+        assert pool is not None and self.req is not None
+        backend = None
+        now = fe.now
+        if sticky:
+            backend = fe.sticky_target(pool, self.req, now)
+        if backend is None:
+            backend = pool.pick(now, self.hash_key, self.exclude)
+            if backend is None:
+                if self.last_failure is not None:
+                    # A retry found no other backend: report the failure we actually had.
+                    self._answer_failure(self.last_failure)  # type: ignore[attr-defined]
+                    return
+                pool.no_backend_total += 1
+                self._error(503, b"no backend available\n", [(b"retry-after", b"1")])  # type: ignore[attr-defined]
+                return
+            if pool.sticky is not None:
+                self.set_cookie = fe.sticky_cookie(pool, backend)
+        self.backend = backend
+        backend.inflight += 1
+        backend.requests += 1
+        idle = backend.idle
+        while idle:
+            up = idle.pop()
+            if not up.closed:
+                self._attach(up, True)
+                return
+        self.connecting = fe.loop.create_task(self._connect(backend))  # type: ignore[attr-defined]
+
+    def _attach(self, up: UpstreamConn, reused: bool) -> None:
+        req = self.req
+        assert req is not None
+        self.up = up
+        up.client = self
+        up.reused = reused
+        up.got_bytes = False
+        up.parser.expect(req.method)
+        if self.write_paused:
+            up.pause_reading()
+        elif up.read_paused:
+            up.resume_reading()
+        # An attached connection is open: an idle one is taken only if not closed, a new one
+        # comes from connection_made.
+        up.transport.write(self.up_head)
+        self.sent = True
+        if self.pending:
+            up.write(b"".join(self.pending))
+            self.pending = []
+            self.pending_size = 0
+            self._resume(_P_PENDING)
+        fe = self.fe
+        self.deadline = fe.now + fe.timeouts.backend_response
+
+    # -- the simple response (called by UpstreamConn) --------------------------------------
+
+    def takes_simple_response(self) -> bool:
+        """The response can go out as the backend sent it (less its Connection line): an
+        HTTP/1.1 keep-alive exchange whose request has ended and with nothing to add to the head
+        (no sticky cookie, no "connection: close")."""
+        req = self.req
+        return (
+            req is not None and self.req_done and self.resp is None and self.set_cookie is None
+            and req.keep_alive and req.version == b"1.1" and not req.upgrade and not self.close_after
+            and not self.fe.draining
+        )  # fmt: skip
+
+    def on_simple_response(self, up: UpstreamConn, data: bytes, result: tuple[int, int, int, int, int]) -> None:
+        """A whole response that `ResponseParser.feed_simple` took: what `_response_head` and
+        `on_upstream_events` do for it, in one step."""
+        status, _head_len, body_len, cut_start, cut_end = result
+        fe = self.fe
+        backend = self.backend
+        pool = self.pool
+        assert backend is not None and pool is not None and self.transport is not None
+        # What the rest of the exchange reads of the head (`keep_alive`); one per status, kept.
+        heads = fe.simple_heads
+        rh = heads.get(status)
+        if rh is None:
+            rh = heads[status] = ResponseHead(status, b"", b"1.1", [], True, _LENGTH)
+        self.resp = rh
+        backend.responses[status // 100 - 1] += 1  # 2xx-5xx: feed_simple takes nothing else
+        if status >= 500:
+            pool.report_failure(backend, _HTTP_5XX, fe.now)
+        elif backend.fail_streak:  # report_success has nothing to do otherwise
+            pool.report_success(backend, fe.now)
+        self.client_ka = True
+        self.xfer += body_len
+        if cut_start != cut_end:
+            data = _cut(data, cut_start, cut_end) if type(data) is bytes else cut_connection(data, cut_start, cut_end)
+        self.transport.write(data)
+        self._response_end(up)
+
+    # -- the exchange's end ----------------------------------------------------------------
+
+    def _response_end(self, up: UpstreamConn) -> None:
+        fe = self.fe
+        backend = self.backend
+        assert backend is not None and self.transport is not None
+        self.up = None
+        up.client = None
+        backend.inflight -= 1
+        backend.latency.observe(self.clock() - self.t0)
+        resp = self.resp
+        reusable = (
+            resp is not None
+            and resp.keep_alive
+            and self.req_done
+            and not backend.draining
+            and not backend.removed
+            and not up.closed
+            and not up.private
+            and len(backend.idle) < fe.limits.max_idle_per_backend
+        )
+        if reusable:
+            if up.read_paused:
+                up.resume_reading()
+            up.reused = True
+            up.idle_since = fe.now
+            backend.idle.append(up)
+        else:
+            up.close()
+        self.backend = None
+        if self.req_done:
+            self._finish_exchange()
+        else:
+            # The backend answered before the request body ended (an early 413, say): the rest
+            # of the body cannot be told apart from the next request safely, so close.
+            self.client_ka = False
+            self._close()  # type: ignore[attr-defined]
+
+    def _finish_exchange(self) -> None:
+        if not self.client_ka or self.close_after:
+            self._close()  # type: ignore[attr-defined]
+            return
+        self._reset_exchange()
+        fe = self.fe
+        self.phase = _IDLE
+        self.deadline = fe.now + fe.timeouts.client_idle
+        if self.paused:
+            self._resume(_P_BACKLOG)
+        # Replay pipelined events until one exchange is again waiting on its backend.
+        backlog = self.backlog
+        if backlog:
+            while backlog and not self.closed and (self.req is None or not self.req_done):
+                ev = backlog.popleft()
+                if self.req is None and type(ev) is RequestHead:
+                    self.phase = _HEAD
+                self._handle_event(ev)  # type: ignore[attr-defined]
+        if self.client_eof and self.req is None and not self.closed:
+            self._close()  # type: ignore[attr-defined]
