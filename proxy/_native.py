@@ -39,6 +39,7 @@ NATIVE_MODULES: tuple[str, ...] = (
     "proxy.pgwire.scan",  # the session relay loop's step over forwarded messages
     "proxy.dbproxy.classify_key",  # the classifier cache's key (a typed scanner when compiled)
     "proxy.lb.clientcore",  # the lb client connection's state and simple exchange (an extension type)
+    "proxy.pgfront.relay",  # the relay loop and its hot state (server connection, session) as extension types
 )
 # Measured and left out, for now (docs/perf.md, "The native layer"): compiled as they are, the rest
 # of the lb exchange (lb/client.py, upstream/conn.py, frontend.py, pool.py), http1/parser.py and

@@ -47,6 +47,8 @@ from proxy.pgwire.messages import (
     decode_backend,
 )
 
+from .relay import RelayServer, SyncGroup
+
 __all__ = ["QueryResult", "ServerConn", "ServerError", "ServerOwner", "SyncGroup", "collect_answer", "collect_query", "end_open_group", "error_fields", "open_server", "send_cancel"]
 
 log = logging.getLogger("tierproxy.pgfront")
@@ -70,20 +72,6 @@ class ServerError(Exception):
         return self.fields.get("C", CONNECTION_FAILURE)
 
 
-class SyncGroup:
-    """Messages sent up to one Sync (or one Query/FunctionCall) and not yet answered."""
-
-    __slots__ = ("by_query", "flags", "names")
-
-    def __init__(self) -> None:
-        # One per Parse/Close sent: True = injected by us; a name = the client's Parse creating
-        # that statement; (name, Parse, decision) = the client's Parse of a name it has (42P05
-        # expected); False = the client's own otherwise.
-        self.flags: deque[Any] = deque()
-        self.names: list[str] = []  # statements parsed in this group (unknown if it fails)
-        self.by_query = False  # ended by Query/FunctionCall (not Sync)
-
-
 class ServerOwner(Protocol):
     """What a server connection calls on the client session it is attached to."""
 
@@ -104,9 +92,10 @@ class ServerOwner(Protocol):
     def resume_client(self) -> None: ...
 
 
-class ServerConn(asyncio.Protocol):
+class ServerConn(RelayServer, asyncio.Protocol):
     """See the module docstring. `backend` names the server in its pool (the dbproxy's "primary"
-    or a replica's name)."""
+    or a replica's name). The fields the relay reads per answer, `data_received` and
+    `set_attached` are `RelayServer`'s (relay.py: compiled, an extension type)."""
 
     def __init__(self, backend: str, address: tuple[str, int], key: tuple[Any, ...]) -> None:
         self.backend = backend
@@ -137,6 +126,7 @@ class ServerConn(asyncio.Protocol):
         self._rest = b""  # an incomplete message, kept until the rest arrives
         self._skip = 0  # bytes of a large message still to pass through unframed
         self._internal = True
+        self._owner = None  # the session, when its relay is called directly (set_attached)
         self._inbox: deque[Message] = deque()
         self._waiter: asyncio.Future[None] | None = None
         self._lost_exc: Exception | None = None
@@ -149,39 +139,11 @@ class ServerConn(asyncio.Protocol):
         if sock is not None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
-    def data_received(self, data: bytes) -> None:
-        self.received += len(data)
-        if self._skip:
-            # The rest of a large message the session already started to forward: pass it on.
-            k = self._skip
-            if len(data) <= k:
-                self._skip = k - len(data)
-                self._pass(data)
-                return
-            self._pass(data[:k])
-            data = data[k:]
-            self._skip = 0
-        if self._rest:
-            data = self._rest + data
-            self._rest = b""
-        session = self.session
-        try:
-            if session is not None and not self._internal:
-                used = session.relay_from_server(self, data)
-            else:
-                used = self._frame(data)
-                self._wake()
-        except PgProtocolError as exc:
-            log.warning("server protocol error", extra={"backend": self.backend, "error": exc.message})
-            self._lost_exc = ServerError(f"server {self.backend} sent bad protocol: {exc.message}")
-            self.abort()
-            return
-        if used < len(data):
-            self._rest = data[used:]
-
-    def _pass(self, data: bytes) -> None:
-        if self.session is not None:
-            self.session.forward_raw(data)
+    def _bad_protocol(self, exc: PgProtocolError) -> None:
+        """The server broke the protocol (RelayServer.data_received): drop the connection."""
+        log.warning("server protocol error", extra={"backend": self.backend, "error": exc.message})
+        self._lost_exc = ServerError(f"server {self.backend} sent bad protocol: {exc.message}")
+        self.abort()
 
     def _frame(self, data: bytes) -> int:
         """Internal mode: whole messages into the inbox; returns the bytes used."""
@@ -242,10 +204,6 @@ class ServerConn(asyncio.Protocol):
     def busy(self) -> bool:
         """Work in flight: a group awaiting ReadyForQuery, messages after the last Sync, COPY."""
         return bool(self.groups) or self.open_group is not None or self.copy
-
-    def set_attached(self, session: ServerOwner | None) -> None:
-        self.session = session
-        self._internal = session is None
 
     async def _recv(self) -> Message:
         while not self._inbox:

@@ -16,7 +16,8 @@ once logged in), `on_server_lost`, and sets `router` (anything with `on_ready_fo
 `FrontendServices`. This module imports no daemon.
 
 `relay_from_server` is the proxy's hottest loop: it scans message headers in place and forwards
-whole chunks, acting only on the few message types that matter (`_SPECIAL`).
+whole chunks, acting only on the few message types that matter. It lives in relay.py with the
+fields it keeps (`RelaySession`, this class's base): compiled, that is an extension type.
 """
 
 from __future__ import annotations
@@ -24,12 +25,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
-import struct
 import time
 from collections import deque
 from typing import Any, Protocol
 
-from proxy.pgwire import encode, scan
+from proxy.pgwire import encode
 from proxy.pgwire.errors import (
     CONNECTION_FAILURE,
     FEATURE_NOT_SUPPORTED,
@@ -39,14 +39,12 @@ from proxy.pgwire.errors import (
     TOO_MANY_CONNECTIONS,
     PgProtocolError,
 )
-from proxy.pgwire.framing import DEFAULT_MAX_MESSAGE_LENGTH as MAX_MESSAGE_LENGTH
 from proxy.pgwire.framing import FrontendFramer, Message
 from proxy.pgwire.messages import (
     CancelRequest,
     GSSENCRequest,
     SSLRequest,
     StartupMessage,
-    decode_backend,
     decode_startup,
 )
 
@@ -54,6 +52,7 @@ from .clientauth import ClientAuth, Credentials
 from .console import ADMIN_DATABASE
 from .login_limits import LoginLimiter
 from .pool import ServerPools
+from .relay import RelaySession
 from .server import ServerConn, ServerError, error_fields
 
 __all__ = ["ADMIN_DATABASE", "FrontendServices", "FrontendSession", "TransactionState", "cstrings"]
@@ -64,18 +63,6 @@ LINGER_SECONDS = 5.0  # a client that does not close after our FATAL is cut off 
 ENDING_SECONDS = 3.0  # a half-forwarded message that does not end by then: close without our FATAL
 # Startup parameters a proxy cannot honour: physical/logical replication streams.
 _REFUSED_PARAMS = ("replication",)
-_INT32 = struct.Struct("!i")
-_UNPACK_INT32 = _INT32.unpack_from
-# Server message types the relay looks at: ParseComplete '1', CloseComplete '3', ReadyForQuery
-# 'Z', ErrorResponse 'E', CopyInResponse 'G', ParameterStatus 'S'. Everything else passes through.
-_SPECIAL = bytes(1 if i in b"13ZEGS" else 0 for i in range(256))
-# Runs of messages the relay passes on untouched (DataRow above all) are stepped over by the
-# compiled scanner (proxy/pgwire/scan.py), which creates nothing per message. Interpreted, a call
-# to its pure twin costs more than the relay's own loop over the 3-5 messages of a typical answer
-# (callgrind per pgbench transaction: docs/perf.md), so the pure build keeps the loop below alone.
-_SKIP_PLAIN = scan.skip_plain if scan.COMPILED else None
-
-
 class LoginCounters(Protocol):
     auth_failures: int
     login_failures: int  # wrong passwords (28P01)
@@ -136,8 +123,9 @@ def cstrings(raw: bytes, start: int, n: int) -> tuple[list[bytes], int]:
     return out, pos
 
 
-class FrontendSession(asyncio.Protocol):
-    """See the module docstring."""
+class FrontendSession(RelaySession, asyncio.Protocol):
+    """See the module docstring. `relay_from_server` and the fields it keeps per session
+    (`ending`, `terminating`, `_multi`) are `RelaySession`'s (relay.py: compiled, an extension type)."""
 
     product = "tierproxy"  # how errors name the proxy ("tierproxy dbproxy")
 
@@ -564,111 +552,6 @@ class FrontendSession(asyncio.Protocol):
             raise PgProtocolError(f"unexpected message type {t!r}")
 
     # -- from a server --------------------------------------------------------------------------
-
-    def relay_from_server(self, conn: ServerConn, data: bytes) -> int:
-        """Forward a server's bytes to the client, acting on the few message types that matter
-        (see `_SPECIAL`); returns how many bytes were used (the rest is an incomplete message).
-        A large message of any other type is forwarded as it arrives (`conn._skip`), so a big
-        row or COPY chunk is never held whole in memory."""
-        if self.ending is not None:
-            # The message our FATAL was waiting for has been forwarded whole: now the FATAL.
-            sqlstate, message = self.ending
-            self.ending = None
-            self.fatal(sqlstate, message)
-            return len(data)
-        n = len(data)
-        pos = start = 0
-        pieces: list[bytes] = []
-        special = _SPECIAL
-        skip = _SKIP_PLAIN
-        unpack = _UNPACK_INT32
-        while n - pos >= 5:
-            t = data[pos]
-            if skip is not None and not special[t]:
-                # A run of whole messages passed on untouched, stepped over in one call (see
-                # _SKIP_PLAIN) and forwarded below in one write.
-                pos = skip(data, pos, n, special)
-                if n - pos < 5:
-                    break
-                t = data[pos]
-            length = unpack(data, pos + 1)[0]
-            if length < 4 or length > MAX_MESSAGE_LENGTH:
-                raise PgProtocolError(f"invalid message length {length} from server")
-            end = pos + 1 + length
-            if not special[t]:
-                if end > n:
-                    conn._skip = end - n
-                    pos = n
-                    break
-                pos = end
-                continue
-            if end > n:
-                break
-            if t == 0x5A:  # ReadyForQuery
-                status = data[pos + 5 : pos + 6]
-                conn.status = status
-                if conn.groups:
-                    conn.groups.popleft()
-                conn.copy = False
-                if not conn.groups and conn.open_group is None:  # not conn.busy (inlined: see _send)
-                    self.d.finished(conn)
-                elif conn.timer is not None:
-                    self.d.restart_query_timer(conn)  # a statement timeout is per statement
-                failed, conn.errored = conn.errored and not self._multi, False
-                self.router.on_ready_for_query(status, failed=failed)
-            elif t == 0x31 or t == 0x33:  # ParseComplete, CloseComplete
-                g = conn.groups[0] if conn.groups else conn.open_group
-                if g is not None and g.flags:
-                    flag = g.flags.popleft()
-                    if flag is True:
-                        pieces.append(data[start:pos])  # injected by us: not for the client
-                        start = end
-                    elif flag.__class__ is tuple:  # a Parse expected to fail (42P05) succeeded
-                        name, raw, decision = flag  # type: ignore[misc]
-                        self.statements[name] = (raw, decision)
-                        conn.prepared[name] = raw  # type: ignore[assignment]
-            elif t == 0x45:  # ErrorResponse
-                err = decode_backend(Message(b"E", data[pos:end], 5))
-                if err.severity in ("FATAL", "PANIC"):
-                    conn.fatal = err.fields  # reported when the connection closes
-                    pieces.append(data[start:pos])
-                    start = end
-                else:
-                    conn.errored = True
-                    g = conn.groups[0] if conn.groups else conn.open_group
-                    if g is not None:
-                        for flag in g.flags:
-                            if flag.__class__ is str:  # the client's Parse of it never completed
-                                self.statements.pop(flag, None)  # type: ignore[arg-type]
-                        g.flags.clear()  # the server skips the rest of the group
-                        for name in g.names:
-                            if name in conn.prepared:
-                                conn.prepared[name] = None  # type: ignore[assignment]
-            elif t == 0x47:  # CopyInResponse
-                conn.copy = True
-                if conn.groups and not conn.groups[0].by_query:
-                    # Extended-protocol COPY: the server ignores Syncs during copy-in, so the
-                    # group stays open until the Sync after CopyDone.
-                    conn.open_group = conn.groups.popleft()
-                    conn.groups.clear()
-            elif t == 0x53:  # ParameterStatus
-                ps = decode_backend(Message(b"S", data[pos:end], 5))
-                conn.params[ps.name] = ps.value
-            pos = end
-        if start == 0 and pos == n:
-            chunk = data
-        else:
-            chunk = data[start:pos]
-        if pieces:
-            pieces.append(chunk)
-            chunk = b"".join(pieces)
-        if chunk:
-            conn.replay = None
-            if self.transport is not None and self.phase != "closed":
-                self.transport.write(chunk)
-        if self.terminating and not self.answers_due():
-            self.close()
-        return pos
 
     def end_after_message(self, sqlstate: str, message: str) -> None:
         """A FATAL of ours (drain deadline, bad client input) while a server's message is half

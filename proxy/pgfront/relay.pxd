@@ -1,0 +1,46 @@
+# Cython declarations for relay.py (pure-Python mode: relay.py stays the one source;
+# proxy/_native.py). Compiled, SyncGroup, RelaySession and RelayServer are extension types whose
+# fields (the names in each class's __slots__) are C fields, readable and writable from Python
+# (`public`) as the pure twin's slots are; `relay` reads the bytes through a pointer (`p`: every
+# index read is under n = len(data); data must be bytes or bytearray, as a transport gives).
+cimport cython
+
+cdef bint _COMPILED
+cdef Py_ssize_t _MAX_LENGTH
+cdef bytes _SPECIAL
+cdef tuple _BYTE1
+
+cdef class SyncGroup:
+    cdef public object flags
+    cdef public object names
+    cdef public bint by_query
+
+cdef class RelaySession:
+    cdef public object ending
+    cdef public bint terminating
+    cdef public bint _multi
+
+cdef class RelayServer:
+    cdef public object groups
+    cdef public object open_group
+    cdef public object status
+    cdef public bint copy
+    cdef public bint errored
+    cdef public object replay
+    cdef public object prepared
+    cdef public object params
+    cdef public object fatal
+    cdef public object session
+    cdef public RelaySession _owner
+    cdef public object _rest
+    cdef public Py_ssize_t _skip
+    cdef public Py_ssize_t received
+    cdef public bint _internal
+
+    @cython.locals(k=Py_ssize_t, used=Py_ssize_t)
+    cpdef data_received(self, object data)
+
+@cython.locals(n=Py_ssize_t, pos=Py_ssize_t, start=Py_ssize_t, end=Py_ssize_t, length=Py_ssize_t,
+               t=Py_ssize_t, p="const unsigned char *", special="const unsigned char *", g=SyncGroup,
+               failed=bint)
+cpdef Py_ssize_t relay(RelaySession s, RelayServer conn, object data) except -1
