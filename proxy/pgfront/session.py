@@ -163,6 +163,11 @@ class FrontendSession(RelaySession, asyncio.Protocol):
         """Frame the client's bytes and run the messages they complete. On a framing error what
         came before the bad message runs first, as on a server (not in startup: an SSLRequest
         followed by bad bytes must not be answered, CVE-2021-23214), then FATAL and close."""
+        if self.waiting and self.transport is not None:
+            # More from the client while its messages wait (`_start_async`): these bytes are
+            # queued, nothing more is read until the wait ends, so a pipelining client cannot
+            # make the session buffer without bound.
+            self.transport.pause_reading()
         try:
             msgs = self.framer.feed(data)
         except PgProtocolError as exc:
@@ -307,9 +312,12 @@ class FrontendSession(RelaySession, asyncio.Protocol):
         return any(c.groups and not c.copy and not c.closed for c in self.servers.values())
 
     def _start_async(self, coro: Any) -> None:
+        # Later messages wait (`waiting`); the client's reading is paused only if it sends more
+        # meanwhile (`_feed`): pausing and resuming cost a system call each (epoll_ctl; under
+        # uvloop's libuv an io_uring_enter) at every wait (a login's server, a commit LSN, a new
+        # backend), for clients that mostly send nothing until answered. (Resuming a transport
+        # that is reading is a no-op without a system call, in asyncio and uvloop.)
         self.waiting = True
-        if self.transport is not None:
-            self.transport.pause_reading()
         task = asyncio.get_running_loop().create_task(coro)
         self.d.tasks.add(task)
         task.add_done_callback(self._async_done)
@@ -392,6 +400,8 @@ class FrontendSession(RelaySession, asyncio.Protocol):
                 raise PgProtocolError("encryption request after the TLS handshake", PROTOCOL_VIOLATION)
             if isinstance(m, SSLRequest) and self.d.tls_context is not None:
                 self.forward_raw(b"S")
+                if self.transport is not None:
+                    self.transport.pause_reading()  # the handshake's bytes are not for the framer
                 self._start_async(self._start_tls(self.d.tls_context))
                 return
             self.forward_raw(b"N")
