@@ -22,7 +22,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import contextlib
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -34,6 +36,15 @@ from collections.abc import Callable
 from pathlib import Path
 
 ROW = re.compile(r"^\s*[\d.]+\s+[\d.]+\s+\d+\s+(\d+)\s+(\d+)?\s*(\w+)\s*$", re.MULTILINE)
+
+
+@contextlib.contextmanager
+def _removed(d: Path):  # noqa: ANN202
+    """Removes `d` (a run's temp dir) on the way out."""
+    try:
+        yield
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
 
 
 def _threads_and_children(pid: int) -> list[int]:
@@ -194,6 +205,7 @@ def db(args: argparse.Namespace) -> None:
         for c in closers:
             c.close()
         cluster.close()
+        shutil.rmtree(d, ignore_errors=True)
 
 
 # -- lb ------------------------------------------------------------------------------------------
@@ -232,7 +244,7 @@ def lb(args: argparse.Namespace) -> None:
     from bench.servers import Stack
 
     d = Path(tempfile.mkdtemp(prefix="sysc-lb-"))
-    with Stack(d, "/usr/sbin/nginx", None) as stack:
+    with Stack(d, "/usr/sbin/nginx", None) as stack, _removed(d):
         stack.realistic = True
         stack.start_backends()
         targets = {}
