@@ -48,7 +48,7 @@ from typing import TYPE_CHECKING, Any
 
 from proxy.pgfront.server import ServerConn, ServerError, SyncGroup, error_fields
 from proxy.pgfront.session import ADMIN_DATABASE, FrontendSession, cstrings
-from proxy.pgwire import encode
+from proxy.pgwire import encode, scan
 from proxy.pgwire.errors import (
     ADMIN_SHUTDOWN,
     CONNECTION_FAILURE,
@@ -91,6 +91,9 @@ _UNPACK_INT32 = _INT32.unpack_from
 _T_PRIMARY = Target.PRIMARY
 _T_REPLICA = Target.REPLICA
 _UNDECIDED: Any = object()  # _dispatch's default: the batch's decision is worked out there
+# The whole-packet test of data_received in C (scan.whole_packet), where it is compiled; the pure
+# build keeps its inline tests (a call costs more than they do, interpreted: docs/perf.md).
+_WHOLE = scan.whole_packet if scan.COMPILED else None
 
 
 def _parse_on(prepared: dict[str, Any], name: str, raw: bytes, group: SyncGroup, out: list[Any],
@@ -157,41 +160,52 @@ class ClientSession(FrontendSession):
         ):
             n = len(data)
             if n - 1 <= self.framer.max_message_length:
-                if c == 0x51:
+                if _WHOLE is not None:
+                    # Compiled: the headers checked in C (scan.whole_packet), the same tests as below.
+                    end_p = _WHOLE(data)
+                    if end_p == 1:
+                        self._query(bytes(data))
+                        return
+                    if end_p and self._plain and n <= MAX_BATCH_BYTES and self._unnamed_packet(bytes(data), n, end_p):
+                        return
+                elif c == 0x51:
                     if n > 6 and _UNPACK_INT32(data, 1)[0] == n - 1 and data.find(b"\0", 5) == n - 1:
                         self._query(bytes(data))
                         return
-                elif self._plain and n <= MAX_BATCH_BYTES and self._unnamed_packet(bytes(data), n):
+                elif self._plain and n <= MAX_BATCH_BYTES and n >= 5 and self._unnamed_packet(bytes(data), n):
                     return
         if self.phase == "closed":
             return
         self._feed(data)
 
-    def _unnamed_packet(self, data: bytes, n: int) -> bool:
-        """`data` (n bytes, no message over the framer's limit) is exactly Parse of the unnamed
+    def _unnamed_packet(self, data: bytes, n: int, end_p: int = 0) -> bool:
+        """`data` (n >= 5 bytes, no message over the framer's limit) is exactly Parse of the unnamed
         statement, Bind of it to the unnamed portal, optionally Describe of that portal, Execute,
         Sync, with a Parse the daemon has already classified (`parse_cache`): run it as the
         framer and `_ready_message` would, with `data` written to the server as it came. False
-        (nothing done) for anything else: the caller frames it."""
-        unpack = _UNPACK_INT32
-        end_p = 1 + unpack(data, 1)[0]
-        # The Bind: its portal and statement names empty (two NULs after its header).
-        if end_p < 5 or end_p + 7 > n or data[end_p] != 0x42 or data[end_p + 5] or data[end_p + 6]:
-            return False
-        pos = end_p + 1 + unpack(data, end_p + 1)[0]
-        if pos < end_p + 7 or pos + 5 > n:
-            return False
-        if data[pos] == 0x44:  # Describe: of the unnamed portal only ('P', NUL)
-            if unpack(data, pos + 1)[0] != 6 or pos + 7 > n or data[pos + 5] != 0x50 or data[pos + 6]:
+        (nothing done) for anything else: the caller frames it. `end_p`: the Parse's length, when
+        the compiled `scan.whole_packet` has checked the headers already (these tests are its
+        pure twin's)."""
+        if not end_p:
+            unpack = _UNPACK_INT32
+            end_p = 1 + unpack(data, 1)[0]
+            # The Bind: its portal and statement names empty (two NULs after its header).
+            if end_p < 5 or end_p + 7 > n or data[end_p] != 0x42 or data[end_p + 5] or data[end_p + 6]:
                 return False
-            pos += 7
-        end_d = pos
-        if pos + 5 > n or data[pos] != 0x45:  # Execute
-            return False
-        pos += 1 + unpack(data, pos + 1)[0]
-        # The Sync, last and whole.
-        if pos < end_d + 5 or pos != n - 5 or data[pos] != 0x53 or unpack(data, pos + 1)[0] != 4:
-            return False
+            pos = end_p + 1 + unpack(data, end_p + 1)[0]
+            if pos < end_p + 7 or pos + 5 > n:
+                return False
+            if data[pos] == 0x44:  # Describe: of the unnamed portal only ('P', NUL)
+                if unpack(data, pos + 1)[0] != 6 or pos + 7 > n or data[pos + 5] != 0x50 or data[pos + 6]:
+                    return False
+                pos += 7
+            end_d = pos
+            if pos + 5 > n or data[pos] != 0x45:  # Execute
+                return False
+            pos += 1 + unpack(data, pos + 1)[0]
+            # The Sync, last and whole.
+            if pos < end_d + 5 or pos != n - 5 or data[pos] != 0x53 or unpack(data, pos + 1)[0] != 4:
+                return False
         raw_p = data[:end_p]
         parsed = self.d.parse_cache.get(raw_p)
         if parsed is None or parsed[0]:  # not seen yet (classified by _ready_message), or named

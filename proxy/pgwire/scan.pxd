@@ -7,3 +7,10 @@ cpdef _check(object data, Py_ssize_t pos, Py_ssize_t n, object flagged)
 
 @cython.locals(length=Py_ssize_t, p="const unsigned char *", t="const unsigned char *")
 cpdef Py_ssize_t _skip_typed(object data, Py_ssize_t pos, Py_ssize_t n, object flagged) except -1
+
+@cython.locals(n=Py_ssize_t, c=Py_ssize_t, length=Py_ssize_t, end_p=Py_ssize_t, pos=Py_ssize_t, end_d=Py_ssize_t,
+               i=Py_ssize_t, p="const unsigned char *")
+cpdef Py_ssize_t _whole_typed(object data) except -1
+
+@cython.locals(v=Py_ssize_t)
+cdef inline Py_ssize_t _int32(const unsigned char *p, Py_ssize_t at) noexcept

@@ -1,4 +1,5 @@
-"""Stepping over PostgreSQL messages a relay forwards untouched, without a Python object per message.
+"""Stepping over PostgreSQL messages a relay forwards untouched, without a Python object per message;
+recognising the client packets a proxy runs without framing them.
 
 A proxy relaying a server's answer acts on a few message types only (ReadyForQuery, errors, ...);
 everything else, DataRow above all, goes to the client as it came, in one large write together
@@ -13,7 +14,13 @@ that arithmetic costs more than one `struct` call (callgrind: docs/perf.md). So 
 here and `skip_plain` is whichever suits how this module runs; the differential tests
 (tests/unit/test_native_differential.py) hold them to the same answers.
 
-It raises only on bad arguments (`n` past the end of `data`, a negative `pos`, a table of another
+`whole_packet` recognises, by their headers, the two client packets the dbproxy runs without its
+framer (`ClientSession.data_received`): one whole simple Query, and one whole Parse of the unnamed
+statement + Bind of it to the unnamed portal + [Describe of that portal] + Execute + Sync. The
+session calls it only when compiled: interpreted, the session's own inline tests cost less than a
+call (the same reason as `skip_plain`'s); the pure twin is what the compiled one is tested against.
+
+`skip_plain` raises only on bad arguments (`n` past the end of `data`, a negative `pos`, a table of another
 size; compiled, `data` must be bytes or bytearray); otherwise it stops at anything it does not
 step over (a message of a flagged type, an invalid length, an incomplete message) and leaves that
 to its caller, whose errors stay its own.
@@ -23,7 +30,7 @@ from __future__ import annotations
 
 import struct
 
-__all__ = ["skip_plain", "COMPILED"]
+__all__ = ["COMPILED", "skip_plain", "whole_packet"]
 
 # The largest length word a message may have: PostgreSQL's 1 GiB (framing.DEFAULT_MAX_MESSAGE_LENGTH).
 _MAX_LENGTH = 1 << 30
@@ -68,6 +75,82 @@ def _skip_interpreted(data: bytes, pos: int, n: int, flagged: bytes) -> int:
     return pos
 
 
+def _whole_typed(data: bytes) -> int:
+    """`whole_packet` for the compiled module (scan.pxd: `p` points to the bytes; every index
+    read is below n = len(data), checked before it)."""
+    n = len(data)
+    if n < 5:
+        return 0
+    p = data
+    c = p[0]
+    length = _int32(p, 1)
+    if c == 0x51:  # Query: one message, its string's first NUL its last byte
+        if n <= 6 or length != n - 1:
+            return 0
+        for i in range(5, n - 1):
+            if p[i] == 0:
+                return 0
+        return 1 if p[n - 1] == 0 else 0
+    if c != 0x50:
+        return 0
+    end_p = 1 + length
+    # The Bind: its portal and statement names empty (two NULs after its header).
+    if end_p < 5 or end_p + 7 > n or p[end_p] != 0x42 or p[end_p + 5] or p[end_p + 6]:
+        return 0
+    pos = end_p + 1 + _int32(p, end_p + 1)
+    if pos < end_p + 7 or pos + 5 > n:
+        return 0
+    if p[pos] == 0x44:  # Describe: of the unnamed portal only ('P', NUL)
+        if _int32(p, pos + 1) != 6 or pos + 7 > n or p[pos + 5] != 0x50 or p[pos + 6]:
+            return 0
+        pos += 7
+    end_d = pos
+    if pos + 5 > n or p[pos] != 0x45:  # Execute
+        return 0
+    pos += 1 + _int32(p, pos + 1)
+    # The Sync, last and whole.
+    if pos < end_d + 5 or pos != n - 5 or p[pos] != 0x53 or _int32(p, pos + 1) != 4:
+        return 0
+    return end_p
+
+
+def _int32(p: bytes, at: int) -> int:
+    """The protocol's Int32 at `at` (compiled: from its four bytes, signed as struct reads it)."""
+    v = p[at]
+    v = (v << 24) | (p[at + 1] << 16) | (p[at + 2] << 8) | p[at + 3]
+    return v - 0x100000000 if v >= 0x80000000 else v
+
+
+def _whole_interpreted(data: bytes) -> int:
+    """`whole_packet` for the pure-Python module."""
+    n = len(data)
+    if n < 5:
+        return 0
+    unpack = _UNPACK_INT32
+    c = data[0]
+    if c == 0x51:
+        return 1 if n > 6 and unpack(data, 1)[0] == n - 1 and data.find(b"\0", 5) == n - 1 else 0
+    if c != 0x50:
+        return 0
+    end_p = 1 + unpack(data, 1)[0]
+    if end_p < 5 or end_p + 7 > n or data[end_p] != 0x42 or data[end_p + 5] or data[end_p + 6]:
+        return 0
+    pos = end_p + 1 + unpack(data, end_p + 1)[0]
+    if pos < end_p + 7 or pos + 5 > n:
+        return 0
+    if data[pos] == 0x44:
+        if unpack(data, pos + 1)[0] != 6 or pos + 7 > n or data[pos + 5] != 0x50 or data[pos + 6]:
+            return 0
+        pos += 7
+    end_d = pos
+    if pos + 5 > n or data[pos] != 0x45:
+        return 0
+    pos += 1 + unpack(data, pos + 1)[0]
+    if pos < end_d + 5 or pos != n - 5 or data[pos] != 0x53 or unpack(data, pos + 1)[0] != 4:
+        return 0
+    return end_p
+
+
 def _probe() -> None:
     pass
 
@@ -81,3 +164,9 @@ COMPILED = type(_probe).__name__ != "function"
 # `flagged` is 0 (or of the first incomplete header, or `n`): every message before it is one the
 # caller forwards as it is.
 skip_plain = _skip_typed if COMPILED else _skip_interpreted
+
+# whole_packet(data) -> 1 when `data` (bytes) is exactly one whole simple Query (a NUL-terminated
+# string, no NUL before its end); the length of the Parse (>= 5) when it is exactly Parse, Bind of
+# the unnamed statement to the unnamed portal, [Describe of that portal,] Execute, Sync; else 0.
+# Only the headers are checked: the Parse's own content is the caller's.
+whole_packet = _whole_typed if COMPILED else _whole_interpreted

@@ -4,12 +4,15 @@ The dbproxy takes two packets on a path of their own, without its framer and mes
 whole simple Query, and one whole Parse of the unnamed statement + Bind of it to the unnamed portal
 + [Describe of that portal] + Execute + Sync (what pgbench -M extended, psycopg and JDBC send per
 statement). Each sequence below sends such packets, and packets just outside that shape (named
-statements and portals, a Describe of the statement, two groups in one write, a packet in pieces,
+statements and portals, a Describe of the statement, two groups in one write, a packet in pieces
+(its first piece shorter than a header too),
 errors at Parse and at Execute, pipelining, a transaction), each in one write, to the primary
 directly and through the proxy: the answers must be the same, message by message.
 """
 
 from __future__ import annotations
+
+import time
 
 import pytest
 
@@ -96,6 +99,13 @@ def _sequence(c: RawPg) -> list[tuple[object, ...]]:
     c.send(whole[:9])
     c.send(whole[9:])
     out += shape(c.until(ReadyForQuery))
+    # Its first read shorter than a message header: a pause between the writes so that the
+    # proxy reads the three bytes alone (not a readiness wait: the answers must match either way).
+    for packet in (whole, encode.query("SELECT 16")):
+        c.send(packet[:3])
+        time.sleep(0.1)
+        c.send(packet[3:])
+        out += shape(c.until(ReadyForQuery))
     return out
 
 

@@ -160,3 +160,31 @@ def test_skip_plain_compiled_is_pure(data, pos, n, flagged, kind):
     n = min(n, len(data) + 1)
     same(compiled.skip_plain, pure.skip_plain, _as(kind, data), pos, n, flagged)
 
+
+
+# -- the client's whole packets (scan.whole_packet) ----------------------------------------------
+
+
+def _packets():
+    """The packets data_received runs unframed, their near misses, and cuts of both."""
+    from proxy.pgwire import encode
+
+    sql = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\0"), max_size=30)
+    name = st.sampled_from(["", "", "s1"])
+    whole = st.builds(lambda s, st_name, portal, d, rows: encode.parse(st_name, s) + encode.bind(portal, st_name)
+                      + (encode.describe(d, "") if d else b"") + encode.execute("", rows) + encode.sync(),
+                      sql, name, name, st.sampled_from(["", "P", "S"]), st.sampled_from([0, 0, 5]))  # fmt: skip
+    # A Query's string with NULs anywhere (only one at its end is a whole Query).
+    query = st.one_of(sql.map(encode.query), st.binary(max_size=20).map(lambda b: b"Q" + len(b + b"1234").to_bytes(4, "big") + b))
+    base = st.one_of(whole, query, st.tuples(whole, query).map(b"".join))
+    cut = st.tuples(base, st.integers(0, 200)).map(lambda p: p[0][: p[1]])
+    flipped = st.tuples(base, st.integers(0, 200), st.integers(0, 255)).map(
+        lambda p: p[0][: p[1]] + bytes((p[2],)) + p[0][p[1] + 1 :] if p[0] else p[0])  # fmt: skip
+    return st.one_of(base, cut, flipped, GARBAGE)
+
+
+@settings(max_examples=600)
+@given(_packets())
+def test_whole_packet_compiled_is_pure(data):
+    compiled, pure = _twins("proxy.pgwire.scan")
+    same(compiled.whole_packet, pure.whole_packet, data)
