@@ -34,6 +34,7 @@ __all__ = ["NATIVE_MODULES", "BUILD_RECORD", "install", "status", "summary", "lo
 
 # The compiled hot paths (issue 17), by import name.
 NATIVE_MODULES: tuple[str, ...] = (
+    "proxy.http1._head",  # RequestHead (an extension type when compiled)
     "proxy.http1._simple",  # the HTTP/1.1 simple recognisers
     "proxy.pgwire.framing",  # PostgreSQL message framing
     "proxy.pgwire.scan",  # the session relay loop's step over forwarded messages

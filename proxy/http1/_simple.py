@@ -23,6 +23,7 @@ from __future__ import annotations
 import re
 
 from ._abnf import FIELD_VALUE, HOST_RE, TOKEN, field_names_re
+from ._head import simple_head
 from .events import Framing, RequestHead
 
 __all__: list[str] = []
@@ -318,8 +319,7 @@ def _scan_request(data: bytes, max_head: int) -> RequestHead | None:
     # `data[a:b]` would make a slice object and two ints first.
     fields = p[block : n - 2]
     forward = fields if conn_start < 0 else p[block:conn_start] + p[conn_end : n - 2]
-    return RequestHead(method, p[target_start:target_end], b"1.1", None, True, _NO_BODY, None, False, False,
-                       p[host_start:host_end], fields, forward)  # fmt: skip
+    return simple_head(method, p[target_start:target_end], p[host_start:host_end], fields, forward)
 
 
 def _scan_response(data: bytes, max_head: int) -> tuple[int, int, int, int, int] | None:

@@ -2,15 +2,15 @@
 
 They are slotted, mutable-by-convention-only dataclasses: `frozen=True` would route every field
 assignment in `__init__` through `object.__setattr__`, which costs real time at 40k req/s. Equality
-is by value so tests compare event lists directly.
+is by value so tests compare event lists directly. `RequestHead` and `Framing` are defined in
+_head.py (RequestHead is compiled as an extension type: proxy/_native.py) and exported here.
 """
 
 from __future__ import annotations
 
-import enum
 from dataclasses import dataclass, field
 
-from ._abnf import FIELD_LINE_CRLF_RE
+from ._head import Framing, RequestHead
 
 __all__ = [
     "Framing",
@@ -23,54 +23,6 @@ __all__ = [
 ]
 
 Headers = list[tuple[bytes, bytes]]
-
-
-class Framing(enum.IntEnum):
-    """How the body that follows a head is delimited (RFC 9112 6.3)."""
-
-    NONE = 0  # no body at all: request without CL/TE, HEAD/1xx/204/304 responses
-    LENGTH = 1  # Content-Length bytes (possibly 0)
-    CHUNKED = 2  # chunked transfer coding, decoded by the parser
-    UNTIL_CLOSE = 3  # response without CL or TE: body runs until the server closes (6.3 item 8)
-
-
-@dataclass(slots=True)
-class RequestHead:
-    """A parsed request line plus header section.
-
-    `headers` keeps the wire order and duplicates, names lowercased, values stripped of OWS. It is
-    None when the parser's simple path left the field lines unparsed in `raw_fields` (most
-    requests never need them one by one): `fields()` gives them either way.
-    `target` is always origin-form (or ``*`` for OPTIONS): absolute-form is rewritten and its
-    authority put in `host` and in the ``host`` header (RFC 9112 3.2.2).
-    `content_length` is the body length when `framing` is LENGTH, else None.
-    """
-
-    method: bytes
-    target: bytes
-    version: bytes
-    headers: Headers | None = field(default_factory=list)
-    keep_alive: bool = True
-    framing: Framing = Framing.NONE
-    content_length: int | None = None
-    upgrade: bool = False
-    expect_continue: bool = False
-    host: bytes | None = None
-    # The field lines exactly as received ("name: value\r\n" each), set only by the parser's
-    # simple path (`feed_simple`), which admits no field a proxy must drop or rewrite but one
-    # "Connection: keep-alive" line.
-    raw_fields: bytes | None = None
-    # Where raw_fields is set: those lines less that Connection line (hop-by-hop), ready to be
-    # forwarded as they came. Derived from raw_fields, so not compared.
-    forward: bytes | None = field(default=None, compare=False)
-
-    def fields(self) -> Headers:
-        """`headers`, parsed from `raw_fields` on first use where the simple path left them."""
-        headers = self.headers
-        if headers is None:
-            raw = self.raw_fields or b""
-            headers = self.headers = [(name.lower(), value) for name, value in FIELD_LINE_CRLF_RE.findall(raw)]
-        return headers
 
 
 @dataclass(slots=True)

@@ -4,7 +4,6 @@ path answers, the full parser must answer the same; everything unusual must be l
 from __future__ import annotations
 
 import pytest
-from dataclasses import replace
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -65,7 +64,7 @@ def test_a_simple_request_is_whatever_the_full_parser_makes_of_it(data):
         return
     assert head.raw_fields is not None and data.endswith(head.raw_fields + b"\r\n")
     assert head.headers is None  # parsed only when asked
-    assert RequestParser().feed(data) == [replace(head, headers=head.fields(), raw_fields=None), END_OF_MESSAGE]
+    assert RequestParser().feed(data) == [head.replace(headers=head.fields(), raw_fields=None), END_OF_MESSAGE]
 
 
 def test_ordinary_requests_take_the_simple_path_and_unusual_ones_do_not():
@@ -73,7 +72,7 @@ def test_ordinary_requests_take_the_simple_path_and_unusual_ones_do_not():
               b"HEAD /a?b=c HTTP/1.1\r\nhost: h\r\nAccept: */*\r\nUser-Agent: curl/7.88.1\r\n\r\n"]  # fmt: skip
     for data in simple:
         head = RequestParser().feed_simple(data)
-        assert replace(head, headers=head.fields(), raw_fields=None) == RequestParser().feed(data)[0]
+        assert head.replace(headers=head.fields(), raw_fields=None) == RequestParser().feed(data)[0]
     full = [
         b"GET / HTTP/1.1\r\n\r\n",  # no Host
         b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
@@ -217,7 +216,7 @@ def test_the_balancer_forwards_a_simple_request_as_it_would_the_parsed_one(data)
 
     async def both() -> tuple[bytes, bytes]:
         fe = Frontend(cfg, {})
-        return fe.upstream_head(head, b"10.0.0.1"), fe.upstream_head(replace(head, headers=head.fields(), raw_fields=None), b"10.0.0.1")
+        return fe.upstream_head(head, b"10.0.0.1"), fe.upstream_head(head.replace(headers=head.fields(), raw_fields=None), b"10.0.0.1")
 
     fast, slow = asyncio.run(both())
     heads = [RequestParser().feed(out)[0] for out in (fast, slow)]
@@ -226,3 +225,26 @@ def test_the_balancer_forwards_a_simple_request_as_it_would_the_parsed_one(data)
     assert heads[0] == heads[1]
     assert [n for n, _ in heads[0].headers][-4:] == [b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host",
                                                      b"x-request-id"]  # fmt: skip
+
+
+def test_request_head_as_a_dataclass_would_make_it():
+    """RequestHead is written out (proxy/http1/_head.py, an extension type when compiled): the
+    dataclass's constructor, defaults, equality (`forward` not compared), repr, no hash, and
+    `replace`; `simple_head` makes what the constructor makes."""
+    from proxy.http1._head import RequestHead, simple_head
+
+    head = RequestHead(b"GET", b"/a", b"1.1", None, True, Framing.NONE, None, False, False, b"h", b"x: 1\r\n", b"x: 1\r\n")
+    assert simple_head(b"GET", b"/a", b"h", b"x: 1\r\n", b"x: 1\r\n") == head
+    assert head.replace(forward=b"") == head and head.replace(forward=b"").forward == b""
+    assert head.replace(target=b"/b") != head and head.replace(target=b"/b").target == b"/b" and head.target == b"/a"
+    with pytest.raises(TypeError):
+        head.replace(nonsense=1)
+    with pytest.raises(TypeError):
+        hash(head)
+    default = RequestHead(b"GET", b"/", b"1.0")
+    assert default.headers == [] and default.headers is not RequestHead(b"GET", b"/", b"1.0").headers
+    assert (default.keep_alive, default.framing, default.content_length, default.upgrade, default.expect_continue,
+            default.host, default.raw_fields, default.forward) == (True, Framing.NONE, None, False, False, None, None, None)  # fmt: skip
+    assert repr(default).startswith("RequestHead(method=b'GET', target=b'/', version=b'1.0', headers=[], keep_alive=True,")
+    assert head.fields() == [(b"x", b"1")] and head.headers == [(b"x", b"1")]
+    assert (head == 1) is False and head != 1
