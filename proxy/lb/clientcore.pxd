@@ -9,7 +9,10 @@ cdef int _IDLE, _HEAD, _BACKEND, _TUNNEL, _P_UPSTREAM, _P_PENDING, _P_BACKLOG
 cdef object _LENGTH, _HTTP_5XX
 cdef frozenset _IDEMPOTENT
 
-cdef bytes _cut(bytes data, Py_ssize_t start, Py_ssize_t end)
+cdef object _cut_connection
+
+@cython.locals(p="const char *")
+cpdef _cut(data, Py_ssize_t start, Py_ssize_t end)
 
 cdef class ClientCore:
     cdef public object fe, transport, parser, clock, backlog
@@ -31,13 +34,15 @@ cdef class ClientCore:
     @cython.locals(now=double)
     cpdef _start_request(self, head)
 
-    @cython.locals(now=double)
     cpdef _dispatch(self, bint sticky=*)
-
+    cdef _dispatch_at(self, bint sticky, double now)
     cpdef _attach(self, up, bint reused)
+    cdef _attach_at(self, up, bint reused, double now)
 
     @cython.locals(status=Py_ssize_t, body_len=Py_ssize_t, cut_start=Py_ssize_t, cut_end=Py_ssize_t)
     cpdef on_simple_response(self, up, data, result)
 
+    @cython.locals(now=double)
     cpdef _response_end(self, up)
     cpdef _finish_exchange(self)
+    cdef _finish_at(self, double now)

@@ -69,8 +69,19 @@ _P_BACKLOG = P_BACKLOG
 
 
 def _cut(data: bytes, start: int, end: int) -> bytes:
-    """`cut_connection` for exactly bytes (compiled: typed slices, no slice objects)."""
-    return data[:start] + data[end:]
+    """`cut_connection`, compiled: slices of the bytes' pointer, no slice objects (~1k less)."""
+    if type(data) is not bytes:
+        return cut_connection(data, start, end)
+    p = data
+    return p[:start] + p[end : len(data)]
+
+
+def _probe() -> None:
+    pass
+
+
+# A compiled module's functions are Cython's, not Python's: interpreted, `cut_connection` itself.
+_cut_connection = _cut if type(_probe).__name__ != "function" else cut_connection
 
 
 class ClientCore:
@@ -195,15 +206,17 @@ class ClientCore:
         if pool.keyed:
             self.hash_key = fe.hash_key(pool, head, self.client_ip)
         self.up_head = fe.upstream_head(head, self.client_ip)
-        self._dispatch(pool.sticky is not None)
+        self._dispatch_at(pool.sticky is not None, now)
 
     def _dispatch(self, sticky: bool = False) -> None:
         """Choose a backend for this attempt and get a connection to it."""
+        self._dispatch_at(sticky, self.fe.now)
+
+    def _dispatch_at(self, sticky: bool, now: float) -> None:
         fe = self.fe
         pool = self.pool
         assert pool is not None and self.req is not None
         backend = None
-        now = fe.now
         if sticky:
             backend = fe.sticky_target(pool, self.req, now)
         if backend is None:
@@ -225,11 +238,14 @@ class ClientCore:
         while idle:
             up = idle.pop()
             if not up.closed:
-                self._attach(up, True)
+                self._attach_at(up, True, now)
                 return
         self.connecting = fe.loop.create_task(self._connect(backend))  # type: ignore[attr-defined]
 
     def _attach(self, up: UpstreamConn, reused: bool) -> None:
+        self._attach_at(up, reused, self.fe.now)
+
+    def _attach_at(self, up: UpstreamConn, reused: bool, now: float) -> None:
         req = self.req
         assert req is not None
         self.up = up
@@ -250,8 +266,7 @@ class ClientCore:
             self.pending = []
             self.pending_size = 0
             self._resume(_P_PENDING)
-        fe = self.fe
-        self.deadline = fe.now + fe.timeouts.backend_response
+        self.deadline = now + self.fe.timeouts.backend_response
 
     # -- the simple response (called by UpstreamConn) --------------------------------------
 
@@ -288,7 +303,7 @@ class ClientCore:
         self.client_ka = True
         self.xfer += body_len
         if cut_start != cut_end:
-            data = _cut(data, cut_start, cut_end) if type(data) is bytes else cut_connection(data, cut_start, cut_end)
+            data = _cut_connection(data, cut_start, cut_end)
         self.transport.write(data)
         self._response_end(up)
 
@@ -313,17 +328,18 @@ class ClientCore:
             and not up.private
             and len(backend.idle) < fe.limits.max_idle_per_backend
         )
+        now = fe.now
         if reusable:
             if up.read_paused:
                 up.resume_reading()
             up.reused = True
-            up.idle_since = fe.now
+            up.idle_since = now
             backend.idle.append(up)
         else:
             up.close()
         self.backend = None
         if self.req_done:
-            self._finish_exchange()
+            self._finish_at(now)
         else:
             # The backend answered before the request body ended (an early 413, say): the rest
             # of the body cannot be told apart from the next request safely, so close.
@@ -331,13 +347,15 @@ class ClientCore:
             self._close()  # type: ignore[attr-defined]
 
     def _finish_exchange(self) -> None:
+        self._finish_at(self.fe.now)
+
+    def _finish_at(self, now: float) -> None:
         if not self.client_ka or self.close_after:
             self._close()  # type: ignore[attr-defined]
             return
         self._reset_exchange()
-        fe = self.fe
         self.phase = _IDLE
-        self.deadline = fe.now + fe.timeouts.client_idle
+        self.deadline = now + self.fe.timeouts.client_idle
         if self.paused:
             self._resume(_P_BACKLOG)
         # Replay pipelined events until one exchange is again waiting on its backend.
