@@ -13,8 +13,9 @@ answer are C fields, the loop reads the bytes through a pointer, and a server co
 its session's relay by a C call. Everything else a server connection or session holds lives in
 their Python subclasses, `ServerConn` (server.py) and `FrontendSession` (session.py), which add
 `asyncio.Protocol`: a Python class may derive from one extension type plus slot-less classes.
-Interpreted code reads the C fields through descriptors, which CPython does not specialise, so
-only what the relay itself needs per answer is here (docs/perf.md, "The relay's hot state").
+The object fields are exposed to Python as member descriptors, as a class's `__slots__` are, so
+interpreted code reads and writes them as fast as an instance's own attributes (relay.pxd,
+`_as_members`; docs/perf.md, "The relay's hot state").
 
 Interpreted, `__slots__` stand for the C fields; the loop is the one the session had (a `struct`
 call for the length word, the cheapest interpreted: docs/perf.md), picked by `_COMPILED`.
@@ -182,11 +183,12 @@ def relay(s: Any, conn: Any, data: bytes) -> int:
 
 
 class RelaySession:
-    """The relay's fields of a client session (`FrontendSession` sets them; see there). The relay
-    also reads the session's `d` (finished, restart_query_timer), `router` (on_ready_for_query),
-    `transport`, `phase` and `statements`, and calls its `fatal`, `close` and `answers_due`."""
+    """The relay's fields of a client session (`FrontendSession` sets them; see there): `d` (its
+    daemon: finished, restart_query_timer), `router` (on_ready_for_query), the client's
+    `transport`, `phase`, `ending`, `terminating`, `_multi`. The relay also reads `statements`
+    and calls `fatal`, `close` and `answers_due`."""
 
-    __slots__ = ("_multi", "ending", "terminating")
+    __slots__ = ("_multi", "d", "ending", "phase", "router", "terminating", "transport")
 
     # relay_from_server(conn, data): `relay` as a method (no call in between, in either twin). A
     # subclass may override it; a server connection then calls the override (set_attached).
@@ -245,3 +247,12 @@ class RelayServer:
 
 # What `set_attached` compares a session's relay_from_server with (its class keeps this one).
 _RELAY_METHOD = RelaySession.relay_from_server
+
+# Compiled: the object fields as member descriptors, which CPython specialises as it does slots
+# (relay.pxd, `_as_members`): interpreted code reads and writes them as fast as the pure twin's.
+_MEMBER_NAMES: list[bytes] = []
+if _COMPILED:
+    _as_members(SyncGroup, ("by_query", "flags", "names"))  # noqa: F821
+    _as_members(RelaySession, ("_multi", "d", "ending", "phase", "router", "terminating", "transport"))  # noqa: F821
+    _as_members(RelayServer, ("copy", "errored", "fatal", "groups", "open_group", "params", "prepared",  # noqa: F821
+                              "replay", "session", "status", "_rest"))  # fmt: skip
