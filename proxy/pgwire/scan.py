@@ -87,10 +87,7 @@ def _whole_typed(data: bytes) -> int:
     if c == 0x51:  # Query: one message, its string's first NUL its last byte
         if n <= 6 or length != n - 1:
             return 0
-        for i in range(5, n - 1):
-            if p[i] == 0:
-                return 0
-        return 1 if p[n - 1] == 0 else 0
+        return 1 if _first_nul(p, 5, n) == n - 1 else 0  # noqa: F821  (scan.pxd: memchr)
     if c != 0x50:
         return 0
     end_p = 1 + length
