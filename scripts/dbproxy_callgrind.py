@@ -1,7 +1,7 @@
-"""Instructions (callgrind Ir) of the dbproxy process per pgbench select-only transaction.
+"""Instructions (callgrind Ir) of the dbproxy process per pgbench transaction.
 
 A throwaway primary (proxy.devstack), `pgbench -i -s 1` on it, a dbproxy under
-`valgrind --tool=callgrind`, then `pgbench -S -cC -t N` through it for N = A, A, B with a dump
+`valgrind --tool=callgrind`, then `pgbench -b SCRIPT -cC -t N` through it for N = A, A, B with a dump
 after each: (Ir(B) - Ir(A)) / (C * (B - A)) is the cost of one transaction, start-up and logins
 cancelled out. Instruction counts do not depend on what else the machine runs, unlike the bench's
 ratios, once the work that depends on the clock is kept out of the runs:
@@ -13,6 +13,14 @@ ratios, once the work that depends on the clock is kept out of the runs:
   out, say) cost ~28M instructions of key derivation, +50-70k per transaction of a
   600-transaction run;
 * `PYTHONHASHSEED=0` for the dbproxy (the same dict layouts each run).
+
+`--script` picks pgbench's built-in script: select-only (the default, `-S`) or tpcb-like
+(pgbench's default: BEGIN, three UPDATEs, a SELECT, an INSERT, END, all on the primary).
+
+Each figure is printed twice: the whole, and the whole less what the asyncio Tasks cost
+(`task_step`'s inclusive cost in the same dumps): the transactions run no Task, but the daemon's
+periodic work does (the status page's series every 2 s, the monitor), and how much of it lands in
+a run depends on how long the run takes, so on the machine's load (docs/perf.md).
 
 What is left varies by about +-1k per transaction between runs (more with -c4, where the clients'
 batching varies; `--clients 1` is the steadiest). Run from a checkout:
@@ -39,6 +47,8 @@ ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_cla
 ap.add_argument("--clients", type=int, default=4, help="pgbench -c (default 4, as the bench)")
 ap.add_argument("--transactions", default="200,600", help="A,B: transactions per client of the short and long runs")
 ap.add_argument("--protocols", default="simple,extended", help="pgbench -M values, comma-separated")
+ap.add_argument("--script", default="select-only", choices=("select-only", "tpcb-like"),
+                help="pgbench's built-in script (-b): select-only (default) or tpcb-like")
 ap.add_argument("--rounds", type=int, default=1, help="measure each protocol this many times (each figure printed)")
 ap.add_argument("--keep", action="store_true",
                 help="keep the dumps and print the A and B runs' files (compare two trees per function: callgrind_annotate)")
@@ -74,9 +84,9 @@ try:
             raise SystemExit(open(d / "d.log").read())
         time.sleep(0.5)
 
-    def dump() -> tuple[int, str]:
+    def dump() -> tuple[int, int, str]:
         """Dump (callgrind zeroes its counters) and read the new file's total once it is complete,
-        less what PBKDF2 (server logins) cost in it."""
+        less what PBKDF2 (server logins) cost in it, and what the asyncio Tasks cost in it."""
         before = set(glob.glob(f"{out}.{proc.pid}*"))
         subprocess.run(["callgrind_control", "-d", str(proc.pid)], capture_output=True)
         until = time.time() + 300
@@ -86,20 +96,23 @@ try:
                 if m:
                     annotated = subprocess.run(["callgrind_annotate", "--inclusive=yes", f], capture_output=True, text=True).stdout
                     kdf = re.search(r"^\s*([\d,]+) .*:PKCS5_PBKDF2_HMAC\b", annotated, re.M)
-                    return int(m.group(1)) - (int(kdf.group(1).replace(",", "")) if kdf else 0), f
+                    tasks = [int(x.replace(",", "")) for x in re.findall(r"^\s*([\d,]+) .*:task_step \[", annotated, re.M)]
+                    return int(m.group(1)) - (int(kdf.group(1).replace(",", "")) if kdf else 0), max(tasks, default=0), f
             time.sleep(0.2)
         raise SystemExit("callgrind wrote no dump")
 
     for _ in range(args.rounds):
         for proto in args.protocols.split(","):
-            irs, files = {}, {}
+            irs, tasks, files = {}, {}, {}
             for t in (A, A, B):
                 dump()
-                r = subprocess.run(["pgbench", "-n", "-S", f"-c{args.clients}", f"-j{min(args.clients, 2)}", f"-t{t}", "-M", proto,
+                r = subprocess.run(["pgbench", "-n", "-b", args.script, f"-c{args.clients}", f"-j{min(args.clients, 2)}", f"-t{t}", "-M", proto,
                                     "-h", "127.0.0.1", "-p", str(port), "-U", "app", "postgres"], env=env, capture_output=True, text=True)
                 assert r.returncode == 0 and ("number of failed transactions: 0" in r.stdout or "failed" not in r.stdout), r.stdout + r.stderr
-                irs[t], files[t] = dump()
-            print(f"select-only {proto}: {(irs[B] - irs[A]) / (args.clients * (B - A)) / 1e3:.1f} k Ir per transaction", flush=True)
+                irs[t], tasks[t], files[t] = dump()
+            per = args.clients * (B - A) * 1e3
+            print(f"{args.script} {proto}: {(irs[B] - irs[A]) / per:.1f} k Ir per transaction, "
+                  f"{(irs[B] - tasks[B] - irs[A] + tasks[A]) / per:.1f} k less the Tasks", flush=True)
             if args.keep:
                 print(f"  dumps: A {files[A]} B {files[B]}", flush=True)
 finally:

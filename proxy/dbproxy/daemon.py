@@ -12,6 +12,7 @@ import asyncio
 import logging
 import os
 import time
+from bisect import bisect_left
 from operator import attrgetter
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -62,6 +63,7 @@ log = logging.getLogger("tierproxy.dbproxy")
 VERSION = "0.1"
 PARSE_CACHE_SIZE = 4096  # Parse messages remembered by their bytes
 PARSE_CACHE_MAX_BYTES = 4096
+_monotonic = time.monotonic  # read per statement: a global, not an attribute of the module
 
 
 class DbMetrics:
@@ -103,6 +105,13 @@ class DbProxyDaemon(FrontDaemon):
         self.qnotify: NotifyListener | None = None
         self.parse_cache: dict[bytes, tuple[str, Decision]] = {}
         self.metrics = DbMetrics()
+        # backend -> the latency histogram of its role (metrics.latency's, made at its first
+        # observation as before): `finished` looks up one key per statement.
+        self._latency_of: dict[str, Histogram] = {}
+        # cfg.timeouts.query as a plain attribute, kept by `reload`: read per statement, and a
+        # pydantic model's attribute goes through its class's __getattr__ hook (~0.7k
+        # instructions each, two per read: docs/perf.md).
+        self.query_timeout = cfg.timeouts.query
         self.sessions: set[ClientSession] = set()
         self.closing: set[ClientSession] = set()  # ended, their FATAL still being delivered
         self.tasks: set[asyncio.Task[Any]] = set()
@@ -273,6 +282,7 @@ class DbProxyDaemon(FrontDaemon):
         tls = tls_context(new.tls)  # a renewed certificate applies to new clients
         old = self.cfg
         self.cfg = new
+        self.query_timeout = new.timeouts.query
         self.creds = creds
         if self.admin_guard is not None:
             self.admin_guard.update(token, new.admin.allowed_hosts)  # a token rotates with a reload
@@ -444,20 +454,28 @@ class DbProxyDaemon(FrontDaemon):
         if not conn.counted:
             conn.counted = True
             self.outstanding[conn.backend] = self.outstanding.get(conn.backend, 0) + 1
-        conn.sent_at = time.monotonic()
-        q = self.cfg.timeouts.query
+        conn.sent_at = _monotonic()
+        q = self.query_timeout
         if q > 0:
             conn.timer = asyncio.get_running_loop().call_later(q, query_timed_out, self, conn)
 
     def finished(self, conn: ServerConn) -> None:
         if conn.counted:
             conn.counted = False
-            self.outstanding[conn.backend] -= 1
-            role = "primary" if conn.backend == PRIMARY else "replica"
-            hist = self.metrics.latency.get(role)
+            backend = conn.backend
+            self.outstanding[backend] -= 1
+            hist = self._latency_of.get(backend)
             if hist is None:
-                hist = self.metrics.latency[role] = Histogram()
-            hist.observe(time.monotonic() - conn.sent_at)
+                role = "primary" if backend == PRIMARY else "replica"
+                hist = self.metrics.latency.get(role)
+                if hist is None:
+                    hist = self.metrics.latency[role] = Histogram()
+                self._latency_of[backend] = hist
+            # Histogram.observe, inlined (one call less per statement).
+            value = _monotonic() - conn.sent_at
+            hist.counts[bisect_left(hist.bounds, value)] += 1
+            hist.sum += value
+            hist.count += 1
         if conn.timer is not None:
             conn.timer.cancel()
             conn.timer = None

@@ -393,8 +393,6 @@ class SessionRouter:
         `failed`: the statement ended with an error. With b"I" that means its transaction
         (implicit, or the explicit one it tried to commit) rolled back: no write committed. The
         daemon must not say so for a multi-statement string, which may commit midway."""
-        if status not in _STATUSES:
-            raise ValueError(f"unknown ReadyForQuery status {status!r}")
         if status == b"I":
             if self._uncommitted_write and not self._txn_failed and not failed:
                 if self._on_commit is not None:
@@ -406,6 +404,8 @@ class SessionRouter:
             self._txn_failed = False
             self.transaction_backend = None
             return
+        if status not in _STATUSES:
+            raise ValueError(f"unknown ReadyForQuery status {status!r}")
         if self.transaction_backend is None:
             self.transaction_backend = self._last_target or PRIMARY
         # b"T" after b"E" is a ROLLBACK TO SAVEPOINT: earlier writes may still commit.
@@ -443,22 +443,28 @@ class SessionRouter:
             # The commit happened at or before now: starting the window here is on the safe side.
             self._commit_pending = False
             self._last_write_at = now
-        route = self._decide(decision, now, replicas, outstanding, floor_lsn)
-        self._last_target = route.target
-        return route
-
-    def _decide(
-        self, d: Decision, now: float, replicas: Sequence[ReplicaView], outstanding: Mapping[str, int] | None,
-        floor: int | None,
-    ) -> Route:
-        if self.transaction_backend is not None:
+        d = decision
+        # The rules in order (module docstring), in this one method: one call per statement.
+        # `_is_write` and `_note_write` are inlined where a statement inside a transaction or a
+        # write outside one passes (pgbench's tpcb-like script: every statement).
+        backend = self.transaction_backend
+        if backend is not None:
             if d.pins_session:
                 self.pinned = True
-            if self.transaction_backend == PRIMARY and _is_write(d):
-                self._note_write(now, d)
+            if backend == PRIMARY and d.target is _T_PRIMARY:
+                reason = d.reason
+                if reason is _R_TRANSACTION_CONTROL:
+                    if d.detail == "finish-prepared":  # _is_write: COMMIT PREPARED commits one
+                        self._note_write(now, d)
+                elif reason is not _R_PRIMARY_STATE:
+                    self._uncommitted_write = True  # _note_write
+                    if d.writes_catalog:
+                        self._uncommitted_ddl = True
+                    self._last_write_at = now
             if d.ends_transaction and d.detail in _ROLLBACK_DETAILS:
                 self._uncommitted_write = self._uncommitted_ddl = False
-            return _new_route(Route, (self.transaction_backend, _RR_TRANSACTION))
+            self._last_target = backend
+            return _new_route(Route, (backend, _RR_TRANSACTION))
 
         if self.pinned or d.pins_session:
             self.pinned = True
@@ -466,35 +472,43 @@ class SessionRouter:
                 self.transaction_backend = PRIMARY
             if _is_write(d):
                 self._note_write(now, d)
+            self._last_target = PRIMARY
             return _new_route(Route, (PRIMARY, _RR_PINNED))
 
         hinted = d.reason is _R_HINT
         if d.begins_transaction:
             route = _new_route(Route, (PRIMARY, _RR_HINT if hinted else _RR_TRANSACTION))
             if d.target is _T_REPLICA and d.read_only_transaction:
-                replica, why = self._pick_read(now, replicas, outstanding, floor)
+                replica, why = self._pick_read(now, replicas, outstanding, floor_lsn)
                 if replica is not None:
                     route = _new_route(Route, (replica.name, route.reason))
                 else:
                     route = _new_route(Route, (PRIMARY, why))
             elif _is_write(d):
                 self._note_write(now, d)  # "BEGIN; INSERT ..." in one string
-            self.transaction_backend = route.target
+            self.transaction_backend = self._last_target = route[0]
             return route
 
         if d.target is _T_PRIMARY:
-            if _is_write(d):
-                self._note_write(now, d)
-            if hinted:
-                return _new_route(Route, (PRIMARY, _RR_HINT))
-            if d.reason is _R_TRANSACTION_CONTROL:
+            self._last_target = PRIMARY
+            reason = d.reason
+            if reason is _R_TRANSACTION_CONTROL:
+                if d.detail == "finish-prepared":  # _is_write: COMMIT PREPARED commits one
+                    self._note_write(now, d)
                 return _new_route(Route, (PRIMARY, _RR_TRANSACTION))
-            return _new_route(Route, (PRIMARY, _RR_WRITE))
+            if reason is not _R_PRIMARY_STATE:  # _is_write, and _note_write inlined
+                self._uncommitted_write = True
+                if d.writes_catalog:
+                    self._uncommitted_ddl = True
+                self._last_write_at = now
+            return _new_route(Route, (PRIMARY, _RR_HINT if hinted else _RR_WRITE))
 
-        replica, why = self._pick_read(now, replicas, outstanding, floor)
+        replica, why = self._pick_read(now, replicas, outstanding, floor_lsn)
         if replica is None:
+            self._last_target = PRIMARY
             return _new_route(Route, (PRIMARY, why))
-        return _new_route(Route, (replica.name, _RR_HINT if hinted else _RR_READ))
+        self._last_target = name = replica.name
+        return _new_route(Route, (name, _RR_HINT if hinted else _RR_READ))
 
     def _note_write(self, now: float, d: Decision) -> None:
         self._uncommitted_write = True

@@ -90,6 +90,7 @@ _UNPACK_INT32 = _INT32.unpack_from
 # __getattr__ hook, ~0.7k instructions: docs/perf.md).
 _T_PRIMARY = Target.PRIMARY
 _T_REPLICA = Target.REPLICA
+_monotonic = time.monotonic  # per statement: a global, not an attribute of the module
 _UNDECIDED: Any = object()  # _dispatch's default: the batch's decision is worked out there
 # The whole-packet test of data_received in C (scan.whole_packet), where it is compiled; the pure
 # build keeps its inline tests (a call costs more than they do, interpreted: docs/perf.md).
@@ -117,8 +118,10 @@ class ClientSession(FrontendSession):
     def __init__(self, daemon: DbProxyDaemon) -> None:
         super().__init__(daemon)
         self.d: DbProxyDaemon = daemon
+        # on_commit: the clock's `acknowledged` is this call on its epochs (kept by reconfigure),
+        # one call less per committed write.
         self.router = SessionRouter.from_config(daemon.cfg.routing, rotation_seed=secrets.randbelow(1 << 16),
-                                                on_commit=daemon.clock.acknowledged)  # fmt: skip
+                                                on_commit=daemon.clock.epochs.acknowledged)  # fmt: skip
         self.statements: dict[str, tuple[bytes, Decision]] = {}
         # (message, what _ready_message made of it); one entry may be a run of messages ending
         # with a Sync, typed Sync (_unnamed_packet: Bind to Sync, its aux the Bind's).
@@ -463,10 +466,16 @@ class ClientSession(FrontendSession):
         if decision.target is _T_REPLICA:
             # A WAL position may be owed first (causal.py: fetched on the proxy's own connection).
             # The clock is asked only when a bound can apply: a plain read in the default mode
-            # with nothing owed (the common case) skips the call.
+            # with nothing owed (the common case) skips the call, and so does a read inside a
+            # transaction or a pinned session (`owed` says False for them: a tpcb-like script's
+            # SELECT, after the first commit has left a commit LSN owed).
             clock = self.d.clock
-            if (clock.global_mode or decision.reads_catalog or self.router.needs_commit_lsn) and clock.owed(
-                self.router, decision
+            router = self.router
+            if (
+                (clock.global_mode or decision.reads_catalog or router.needs_commit_lsn)
+                and router.transaction_backend is None
+                and not router.pinned
+                and clock.owed(router, decision)
             ):
                 self._start_async(self._route_async(batch, decision, None))
                 return
@@ -492,7 +501,7 @@ class ClientSession(FrontendSession):
                 floor = clock.floor(decision)
         else:
             views = ()
-        route = router.route(decision, time.monotonic(), views, outstanding=d.outstanding, floor_lsn=floor)
+        route = router.route(decision, _monotonic(), views, outstanding=d.outstanding, floor_lsn=floor)
         self.last_route = route
         self._multi = decision.detail == "multi-statement"
         routes = d.metrics.routes
