@@ -13,7 +13,6 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from proxy.http1 import events
 from proxy.http1 import (
     END_OF_MESSAGE,
     Body,
@@ -23,6 +22,7 @@ from proxy.http1 import (
     RequestParser,
     ResponseHead,
     ResponseParser,
+    events,
 )
 
 SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])

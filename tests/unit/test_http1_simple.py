@@ -4,7 +4,6 @@ path answers, the full parser must answer the same; everything unusual must be l
 from __future__ import annotations
 
 import pytest
-
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
