@@ -24,6 +24,7 @@ from proxy.pgwire.messages import (
 )
 
 from .pgraw import RawPg, shape
+from .sockq import rx_queue
 
 
 class AuthOnly(RawPg):
@@ -44,17 +45,6 @@ class AuthOnly(RawPg):
         scram.handle_server_final(m.data)
 
 
-def _rx_queue(local_port: int, remote_port: int) -> int:
-    """Bytes received but not yet read by its owner on the loopback socket local -> remote."""
-    with open("/proc/net/tcp") as f:
-        for line in f.readlines()[1:]:
-            fields = line.split()
-            local, remote = fields[1].split(":"), fields[2].split(":")
-            if int(local[1], 16) == local_port and int(remote[1], 16) == remote_port:
-                return int(fields[4].split(":")[1], 16)
-    raise AssertionError(f"no socket {local_port} -> {remote_port}")
-
-
 def test_a_waiting_session_reads_the_client_once_then_leaves_the_rest_in_the_kernel(
         pg_cluster: Any, dbproxy_factory: Any) -> None:  # fmt: skip
     proxy = dbproxy_factory(pg_cluster, extra="[pool]\nmax_server_connections_per_backend = 1\nwait_timeout = 60\n")
@@ -66,19 +56,19 @@ def test_a_waiting_session_reads_the_client_once_then_leaves_the_rest_in_the_ker
         port = b.sock.getsockname()[1]
         first = encode.query("SELECT 'one'")
         b.send(first)
-        wait_until(lambda: _rx_queue(proxy.port, port) == 0, 10.0, "the proxy reads the first statement while b waits")
+        wait_until(lambda: rx_queue(proxy.port, port) == 0, 10.0, "the proxy reads the first statement while b waits")
         second = encode.query("SELECT 'two'") * 64
         b.send(second)
-        wait_until(lambda: _rx_queue(proxy.port, port) > 0, 10.0, "the second write reaches the proxy's socket")
+        wait_until(lambda: rx_queue(proxy.port, port) > 0, 10.0, "the second write reaches the proxy's socket")
         proxy.status()  # its loop has run since: had it been reading, it would have read them
-        assert _rx_queue(proxy.port, port) == len(second)  # paused: they wait in the kernel
+        assert rx_queue(proxy.port, port) == len(second)  # paused: they wait in the kernel
         a.close()
         login = b.until(ReadyForQuery)
         assert any(isinstance(m, BackendKeyData) for m in login)
         assert ("DataRow", b"one") in shape(b.until(ReadyForQuery))
         for _ in range(64):
             assert ("DataRow", b"two") in shape(b.until(ReadyForQuery))
-        assert _rx_queue(proxy.port, port) == 0
+        assert rx_queue(proxy.port, port) == 0
     finally:
         a.close()
         b.close()

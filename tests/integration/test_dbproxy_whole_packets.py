@@ -12,13 +12,13 @@ directly and through the proxy: the answers must be the same, message by message
 
 from __future__ import annotations
 
-import time
-
 import pytest
 
+from proxy.devstack.poll import wait_until
 from proxy.pgwire import encode
 from proxy.pgwire.messages import ReadyForQuery
 from tests.integration.pgraw import RawPg, shape
+from tests.integration.sockq import rx_queue
 
 INT4 = 23
 
@@ -99,11 +99,12 @@ def _sequence(c: RawPg) -> list[tuple[object, ...]]:
     c.send(whole[:9])
     c.send(whole[9:])
     out += shape(c.until(ReadyForQuery))
-    # Its first read shorter than a message header: a pause between the writes so that the
-    # proxy reads the three bytes alone (not a readiness wait: the answers must match either way).
+    # Its first read shorter than a message header: the rest is sent once the server (the proxy,
+    # or PostgreSQL directly) has read the three bytes alone (its socket's receive queue empty).
+    server_port, client_port = c.sock.getpeername()[1], c.sock.getsockname()[1]
     for packet in (whole, encode.query("SELECT 16")):
         c.send(packet[:3])
-        time.sleep(0.1)
+        wait_until(lambda: rx_queue(server_port, client_port) == 0, 10.0, "the server reads the first 3 bytes")
         c.send(packet[3:])
         out += shape(c.until(ReadyForQuery))
     return out

@@ -21,6 +21,7 @@ from proxy.pgwire.messages import ReadyForQuery
 
 from . import test_shard_daemon as base
 from .pgraw import RawPg, shape
+from .sockq import queues
 from .test_shard_daemon import GROUPS, SHARDS, Shards, expected_shard
 
 shards = base.shards  # the module's fixtures: four shards and the router over them
@@ -132,20 +133,6 @@ def test_timeouts_are_counted_on_metrics(timeout_router: ShardRouterServer, tmp_
     assert float(line.split()[-1]) >= 1
 
 
-def _queues(local_port: int, remote_port: int) -> tuple[int, int]:
-    """The kernel's send and receive queues of the loopback socket local_port -> remote_port
-    (/proc/net/tcp): bytes written but not yet acknowledged by the peer, and bytes received but
-    not yet read by the socket's owner."""
-    with open("/proc/net/tcp") as f:
-        for line in f.readlines()[1:]:
-            fields = line.split()
-            local, remote = fields[1].split(":"), fields[2].split(":")
-            if int(local[1], 16) == local_port and int(remote[1], 16) == remote_port:
-                tx, rx = fields[4].split(":")
-                return int(tx, 16), int(rx, 16)
-    raise AssertionError(f"no socket {local_port} -> {remote_port}")
-
-
 def _poll(check: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
     wait_until(check, timeout, what)  # the dev stack's poll (PollTimeout names `what`)
 
@@ -181,20 +168,20 @@ def test_the_client_is_read_while_a_statement_runs_and_paused_once_it_sends_more
         _poll(lambda: holder.execute("select count(*) from pg_locks where locktype = 'advisory' and not granted")
               .fetchone()[0] == 1, "the statement waits for the lock on s1")  # fmt: skip
         port = client.sock.getsockname()[1]
-        in_router = (lambda: _queues(port, router.port)[0] == 0), "the router's socket has it (acknowledged)"
+        in_router = (lambda: queues(port, router.port)[0] == 0), "the router's socket has it (acknowledged)"
         client.send(_statement(protocol, "SELECT name || '-2' FROM users WHERE user_id = $1", key))
         _poll(*in_router)
-        _poll(lambda: _queues(router.port, port)[1] == 0, "the router reads the next statement while the first runs")
+        _poll(lambda: queues(router.port, port)[1] == 0, "the router reads the next statement while the first runs")
         third = _statement(protocol, "SELECT name || '-3' FROM users WHERE user_id = $1", key)
         client.send(third)
         _poll(*in_router)
         router.status()  # its loop has run since `third` was in its socket: had it been reading, it read it
-        assert _queues(router.port, port)[1] == len(third)  # paused: it waits in the kernel
+        assert queues(router.port, port)[1] == len(third)  # paused: it waits in the kernel
         holder.execute("select pg_advisory_unlock(4711)")
         assert ("DataRow", b"") in shape(client.until(ReadyForQuery))
         assert ("DataRow", b"locked-2") in shape(client.until(ReadyForQuery))
         assert ("DataRow", b"locked-3") in shape(client.until(ReadyForQuery))
-        assert _queues(router.port, port)[1] == 0
+        assert queues(router.port, port)[1] == 0
     finally:
         client.close()
         holder.close()
