@@ -14,7 +14,8 @@ ratios, once the work that depends on the clock is kept out of the runs:
   600-transaction run;
 * `PYTHONHASHSEED=0` for the dbproxy (the same dict layouts each run).
 
-`--script` picks pgbench's built-in script: select-only (the default, `-S`) or tpcb-like
+`--replicas N` puts N streaming replicas behind the dbproxy (the bench runs two): reads then go
+to them, through the router's replica choice. `--script` picks pgbench's built-in script: select-only (the default, `-S`) or tpcb-like
 (pgbench's default: BEGIN, three UPDATEs, a SELECT, an INSERT, END, all on the primary).
 
 Each figure is printed twice: the whole, and the whole less what the asyncio Tasks cost
@@ -35,6 +36,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 
 from proxy.devstack.dbproxy import dbproxy_config
@@ -47,6 +49,7 @@ ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_cla
 ap.add_argument("--clients", type=int, default=4, help="pgbench -c (default 4, as the bench)")
 ap.add_argument("--transactions", default="200,600", help="A,B: transactions per client of the short and long runs")
 ap.add_argument("--protocols", default="simple,extended", help="pgbench -M values, comma-separated")
+ap.add_argument("--replicas", type=int, default=0, help="streaming replicas behind the dbproxy (default 0: a primary alone)")
 ap.add_argument("--script", default="select-only", choices=("select-only", "tpcb-like"),
                 help="pgbench's built-in script (-b): select-only (default) or tpcb-like")
 ap.add_argument("--rounds", type=int, default=1, help="measure each protocol this many times (each figure printed)")
@@ -55,7 +58,7 @@ ap.add_argument("--keep", action="store_true",
 args = ap.parse_args()
 A, B = (int(x) for x in args.transactions.split(","))
 d = Path(tempfile.mkdtemp(prefix="dbcg-"))
-c = start_pg_cluster(0, log_dir=d, name="p")
+c = start_pg_cluster(args.replicas, log_dir=d, name="p")
 proc = None
 try:
     env0 = dict(os.environ, PGPASSWORD=c.password)
@@ -115,6 +118,11 @@ try:
                   f"{(irs[B] - tasks[B] - irs[A] + tasks[A]) / per:.1f} k less the Tasks", flush=True)
             if args.keep:
                 print(f"  dumps: A {files[A]} B {files[B]}", flush=True)
+    # Where the statements went (after the last dump: the scrape is in no figure).
+    metrics = urllib.request.urlopen(f"http://127.0.0.1:{al.port}/metrics", timeout=60).read().decode()
+    for line in metrics.splitlines():
+        if line.startswith("tierproxy_dbproxy_statements_total"):
+            print(" ", line, flush=True)
 finally:
     if proc is not None:
         proc.terminate()
