@@ -12,6 +12,8 @@ next to `_simple.py`). Python itself would always prefer the extension; `install
 * an extension built from other sources than those on disk (`.py` or `.pxd` edited since the
   build: the build records their SHA-256 in `_native_build.txt`): the `.py`, reported "stale", so
   an edit is never shadowed by an old build (`bash scripts/dev.sh setup` rebuilds);
+* a compiled module that cimports another (`CIMPORTS`) where that one is not compiled: the `.py`,
+  reported as that one is;
 * otherwise the extension.
 
 `status()` says what was chosen (for `tierproxy --version`, start-up logs and /status);
@@ -36,20 +38,27 @@ __all__ = ["NATIVE_MODULES", "BUILD_RECORD", "install", "status", "summary", "lo
 NATIVE_MODULES: tuple[str, ...] = (
     "proxy.http1._head",  # RequestHead (an extension type when compiled)
     "proxy.http1._simple",  # the HTTP/1.1 simple recognisers
+    "proxy.http1._response",  # the upstream response parser (an extension type when compiled)
     "proxy.pgwire.framing",  # PostgreSQL message framing
     "proxy.pgwire.scan",  # the session relay loop's step over forwarded messages
     "proxy.dbproxy.classify_key",  # the classifier cache's key (a typed scanner when compiled)
     "proxy.lb.clientcore",  # the lb client connection's state and simple exchange (an extension type)
     "proxy.pgfront.relay",  # the relay loop and its hot state (server connection, session) as extension types
 )
+# What a compiled module cimports from another (calls in C, types): it can only run compiled where
+# that one is compiled too, so it follows the other's choice (pure, stale, absent).
+CIMPORTS: dict[str, tuple[str, ...]] = {
+    "proxy.http1._response": ("proxy.http1._simple",),
+}
 # Measured and left out, for now (docs/perf.md, "The native layer"): compiled as they are, the rest
 # of the lb exchange (lb/client.py, upstream/conn.py, frontend.py, pool.py), http1/parser.py and
-# _response.py, and the classifier's cache (dbproxy/classify.py) execute MORE instructions than
+# (as a plain class) _response.py, and the classifier's cache (dbproxy/classify.py) execute MORE instructions than
 # interpreted: their cost is attribute access on plain classes, which CPython 3.11 specialises
 # in its bytecode and a compiled module does through the generic C API (lb/clientcore.py pays
 # because its state is an extension type's C fields). The cache's key
 # (classify_key.py) is compiled because its compiled twin is another loop: a typed byte scanner
-# instead of the regexes.
+# instead of the regexes; _response.py because _response.pxd makes its ResponseParser an extension
+# type (typed C fields, and `feed_simple` calls _simple's scanner in C).
 
 # Written by setup.py's build_ext beside this file: "<module> <sha256 of .py + .pxd>" per line,
 # and "cython <version>".
@@ -122,6 +131,12 @@ class _NativeFinder(importlib.abc.MetaPathFinder):
                         how, origin = "compiled", ext
                     else:
                         how = "stale"
+                    break
+        if how == "compiled":
+            for dep in CIMPORTS.get(fullname, ()):
+                importlib.import_module(dep)
+                if self.chosen.get(dep, "compiled") != "compiled":
+                    how, origin = self.chosen[dep], source
                     break
         self.chosen[fullname] = how
         self.origins[fullname] = origin

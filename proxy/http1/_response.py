@@ -6,6 +6,11 @@ whole response in one feed: one ``find`` for the end of the head, one regex per 
 body slices taken straight out of the fed bytes. Bytes that wait for a delimiter (a partial head
 or chunk-size line) sit in a bytearray that is only rescanned from where the last search ended.
 Public through `proxy.http1.parser`.
+
+This file is compiled (proxy/_native.py) and is also its own pure-Python twin: _response.pxd makes
+`ResponseParser` an extension type (its slots typed C fields, the helpers of `feed` C methods) and
+has `feed_simple` call _simple's compiled scanner in C; tests/unit/test_native_response.py holds the
+two twins to the same answers, errors included.
 """
 
 from __future__ import annotations

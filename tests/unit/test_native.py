@@ -118,3 +118,14 @@ def test_load_pure_gives_the_source_module_under_its_own_name():
     for name in _native.NATIVE_MODULES:
         pure = _native.load_pure(name)
         assert pure.__name__ == name + "__pure" and pure.__file__.endswith(name.rpartition(".")[2] + ".py")
+
+
+def test_a_module_that_cimports_another_follows_its_twin():
+    # The compiled _response calls _simple's compiled scanner in C (CIMPORTS): with _simple pure
+    # (here by TIERPROXY_PURE=<name>; a stale build is the same), _response must be its pure twin
+    # too, not fail to import.
+    code = ("import proxy.http1._response as r, proxy.http1._simple as s, proxy._native as n; "
+            "print(r.__file__.endswith('.py'), s.__file__.endswith('.py'), n._finder.chosen['proxy.http1._response'])")
+    environ = {**os.environ, "TIERPROXY_PURE": "proxy.http1._simple", "PYTHONPATH": str(ROOT)}
+    res = subprocess.run([sys.executable, "-c", code], env=environ, capture_output=True, text=True, timeout=60)
+    assert res.stdout.split() == ["True", "True", "pure"], res.stderr

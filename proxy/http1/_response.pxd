@@ -1,0 +1,35 @@
+# Cython declarations for _response.py (pure-Python mode: _response.py stays the one source;
+# proxy/_native.py). Compiled, ResponseParser is an extension type: its state (the names in its
+# __slots__) is C fields, so `feed_simple`, `expect` and the full parser's loop read and write it
+# without a descriptor lookup; every field stays readable and writable from Python (`public`), as
+# the pure twin's slots are. `_remaining` stays an object: a chunk-size may be up to 16 hex digits.
+cimport cython
+# simple_response is _simple's compiled scanner, called in C (the pure twin imports _match_response
+# under that name); proxy/_native.py then compiles this module only where _simple is compiled too.
+from proxy.http1._simple cimport _scan_response as simple_response
+
+cdef int _R_HEAD, _R_LENGTH, _R_CHUNK_SIZE, _R_CHUNK_DATA, _R_CHUNK_CRLF, _R_TRAILER, _R_UNTIL_CLOSE
+cdef int _R_TUNNEL, _R_CLOSED, _R_DEAD
+cdef dict _R_NEEDS
+cdef object _NO_BODY_STATUS
+
+cdef class ResponseParser:
+    cdef public Py_ssize_t _max_head
+    cdef public object _expected
+    cdef public int _state
+    cdef public bytearray _buf
+    cdef public object _remaining
+    cdef public bint _keep_alive
+    cdef public bint _interim
+    cdef public Py_ssize_t _trailer_bytes
+    cdef public bytes _last_head
+    cdef public Py_ssize_t _last_size
+    cdef public object _last_result
+
+    cdef _die(self)
+    cdef _check_buffer(self, Py_ssize_t size)
+    @cython.locals(pos=Py_ssize_t, n=Py_ssize_t, state=int, end=Py_ssize_t, nl=Py_ssize_t)
+    cdef Py_ssize_t _run(self, bytes data, list events) except -1
+    cdef _finish(self, list events)
+    @cython.locals(lines=list, headers=list, http11=bint, status=int)
+    cdef _head(self, bytes head, list events)

@@ -1,0 +1,83 @@
+"""Differential tests of the compiled upstream response parser (proxy/http1/_response.py, an
+extension type when compiled: _response.pxd): hypothesis drives the compiled `ResponseParser` and
+its pure-Python twin (`proxy._native.load_pure`) through the same calls (`expect`, `feed_simple`,
+`feed` in any pieces, `feed_eof`) and requires the same answers after every call, errors (message,
+status hint, the events before them) included: valid response streams, the same mutated, simple
+responses with a flaw, and any bytes. Skipped where the module is not compiled (the pure pass)."""
+
+from __future__ import annotations
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tests.unit.test_http1_fuzz import mutated, pieces, response_stream
+from tests.unit.test_http1_simple import near_simple_responses, responses
+from tests.unit.test_native_differential import _twins
+
+METHODS = st.lists(st.sampled_from([b"GET", b"GET", b"HEAD", b"POST"]), min_size=0, max_size=4)
+
+
+def trace(mod, methods: list[bytes], chunks: list[bytes], simple: bool, max_head: int) -> list:
+    """Every call's answer, as the lb's UpstreamConn makes them: one `expect` per request sent,
+    then per piece `feed_simple` first (when `simple`) and `feed` when it declines, then EOF."""
+    p = mod.ResponseParser(max_header_bytes=max_head)
+    out: list = []
+    for m in methods:
+        p.expect(m)
+    try:
+        for chunk in chunks:
+            if simple:
+                result = p.feed_simple(chunk)
+                out.append(("simple", result, p.in_message))
+                if result is not None:
+                    continue
+            out.append(("feed", p.feed(chunk), p.in_message))
+        out.append(("eof", p.feed_eof()))
+    except Exception as exc:  # noqa: BLE001 - the error itself is what is compared
+        out.append(("raised", type(exc).__name__, str(exc), getattr(exc, "status_hint", None),
+                    getattr(exc, "events", None)))  # fmt: skip
+    return out
+
+
+def same(methods, chunks, simple=True, max_head=8192) -> None:
+    compiled, pure = _twins("proxy.http1._response")
+    assert trace(compiled, methods, chunks, simple, max_head) == trace(pure, methods, chunks, simple, max_head)
+
+
+CUTS = st.lists(st.integers(0, 10_000), max_size=6)
+SIMPLE = st.booleans()
+MAX_HEADS = st.sampled_from([8192, 8192, 40, 0])
+
+
+@settings(max_examples=300, deadline=None)
+@given(response_stream(), CUTS, SIMPLE, MAX_HEADS)
+def test_response_streams_compiled_is_pure(stream, cuts, simple, max_head):
+    methods, wire, _ = stream
+    same(methods, pieces(wire, cuts), simple, max_head)
+    same(methods, [wire], simple, max_head)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.data(), CUTS, SIMPLE)
+def test_mutated_responses_compiled_is_pure(data, cuts, simple):
+    methods, wire, _ = data.draw(response_stream())
+    bad = data.draw(mutated(wire))
+    same(methods, pieces(bad, cuts), simple)
+    same(methods, [bad[i : i + 1] for i in range(min(len(bad), 300))], simple)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.one_of(responses().map(lambda c: c[0]), near_simple_responses().map(lambda c: c[0]),
+                          st.binary(max_size=120)), min_size=1, max_size=4),
+       METHODS, MAX_HEADS)  # fmt: skip
+def test_simple_responses_one_per_feed_compiled_is_pure(messages, methods, max_head):
+    # One response per feed, as a backend answers keep-alive requests: the remembered verdict too.
+    same(methods or [b"GET"] * len(messages), messages, True, max_head)
+    same([b"GET"] * (len(messages) * 2), messages + messages, True, max_head)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=300), CUTS, METHODS, SIMPLE)
+def test_any_bytes_compiled_is_pure(data, cuts, methods, simple):
+    same(methods, pieces(data, cuts), simple)
+    same(methods, [b"HTTP/1.1 200 OK\r\n" + data], simple)
