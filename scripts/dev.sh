@@ -136,7 +136,11 @@ case $cmd in
   demo) exec .venv/bin/tierproxy demo "$@" ;;
   test)
     if (($#)); then exec .venv/bin/python -m pytest -q "$@"; fi
-    .venv/bin/python -m pytest -q
+    # Two pytest workers (pytest-xdist), each taking whole files (--dist loadfile: a module's
+    # fixtures are built once, as in one process): most integration tests wait on servers and
+    # clients rather than compute, so two of them overlap on the 2-core standard machine. Every
+    # fixture takes its ports from proxy/devstack/ports.py's locks, which hold across processes.
+    .venv/bin/python -m pytest -q -n 2 --dist loadfile
     # The fallback is not neglected: the protocol and decision unit tests again on the pure twins.
     log "again with TIERPROXY_PURE=1: protocol and decision unit tests"
     TIERPROXY_PURE=1 exec .venv/bin/python -m pytest -q "${PURE_TESTS[@]}" ;;

@@ -14,6 +14,10 @@
   test_queue_job's codec round trip); locally examples are random (new ones every run, which is
   how properties find bugs); under CI (`CI` set, as `.ci/run` runs) they are derandomized, the
   same every run, so a run cannot fail on a draw the previous one never made.
+- `bash scripts/dev.sh test` runs the suite in two pytest-xdist workers, each taking whole files
+  (`--dist loadfile`): a session fixture (Redis, the shared clusters) is built once per worker, and
+  every server a fixture starts takes its ports from proxy/devstack/ports.py's locks, which hold
+  across processes.
 """
 
 from __future__ import annotations
