@@ -80,6 +80,19 @@ def test_sighup_reload_applies_a_new_config_and_keeps_sessions(pg_cluster, dbpro
         assert kept.execute("SELECT 'same session'").fetchone() == ("same session",)
 
 
+def test_sighup_reload_applies_a_new_query_timeout(pg_cluster, dbproxy_factory):
+    # The daemon reads timeouts.query per statement from a plain attribute that reload keeps.
+    proxy = dbproxy_factory(pg_cluster)
+    reloads = proxy.process.log_path.read_text().count('"reloaded"')
+    proxy.config_path.write_text(proxy.config_path.read_text() + "[timeouts]\nquery = 1.0\n")
+    os.kill(proxy.process.pid, signal.SIGHUP)
+    wait_until(lambda: proxy.process.log_path.read_text().count('"reloaded"') > reloads, 15, "the reload")
+    with psycopg.connect(proxy.dsn(), autocommit=True) as conn:
+        with pytest.raises(psycopg.errors.QueryCanceled):
+            conn.execute("SELECT pg_sleep(30)")
+        assert conn.execute("SELECT 'still serving'").fetchone() == ("still serving",)
+
+
 def test_sigterm_tells_idle_clients_and_exits_cleanly(pg_cluster, dbproxy_factory):
     proxy = dbproxy_factory(pg_cluster)
     conn = psycopg.connect(proxy.dsn(), autocommit=True)
