@@ -39,6 +39,7 @@ NATIVE_MODULES: tuple[str, ...] = (
     "proxy.http1._head",  # RequestHead (an extension type when compiled)
     "proxy.http1._simple",  # the HTTP/1.1 simple recognisers
     "proxy.http1._response",  # the upstream response parser (an extension type when compiled)
+    "proxy.upstream.conn",  # the backend connection's state (an extension type when compiled)
     "proxy.pgwire.framing",  # PostgreSQL message framing
     "proxy.pgwire.scan",  # the session relay loop's step over forwarded messages
     "proxy.dbproxy.classify_key",  # the classifier cache's key (a typed scanner when compiled)
@@ -49,16 +50,19 @@ NATIVE_MODULES: tuple[str, ...] = (
 # that one is compiled too, so it follows the other's choice (pure, stale, absent).
 CIMPORTS: dict[str, tuple[str, ...]] = {
     "proxy.http1._response": ("proxy.http1._simple",),
+    "proxy.upstream.conn": ("proxy.http1._response",),
+    "proxy.lb.clientcore": ("proxy.upstream.conn",),
 }
 # Measured and left out, for now (docs/perf.md, "The native layer"): compiled as they are, the rest
-# of the lb exchange (lb/client.py, upstream/conn.py, frontend.py, pool.py), http1/parser.py and
+# of the lb exchange (lb/client.py, frontend.py, pool.py), http1/parser.py and
 # (as a plain class) _response.py, and the classifier's cache (dbproxy/classify.py) execute MORE instructions than
 # interpreted: their cost is attribute access on plain classes, which CPython 3.11 specialises
 # in its bytecode and a compiled module does through the generic C API (lb/clientcore.py pays
 # because its state is an extension type's C fields). The cache's key
 # (classify_key.py) is compiled because its compiled twin is another loop: a typed byte scanner
 # instead of the regexes; _response.py because _response.pxd makes its ResponseParser an extension
-# type (typed C fields, and `feed_simple` calls _simple's scanner in C).
+# type (typed C fields, and `feed_simple` calls _simple's scanner in C); upstream/conn.py because
+# conn.pxd makes UpstreamCore one, which lb/clientcore.py types its backend connection as.
 
 # Written by setup.py's build_ext beside this file: "<module> <sha256 of .py + .pxd>" per line,
 # and "cython <version>".

@@ -26,6 +26,8 @@ cdef class ResponseParser:
     cdef public Py_ssize_t _last_size
     cdef public object _last_result
 
+    cpdef expect(self, method)
+    cpdef feed_simple(self, data)
     cdef _die(self)
     cdef _check_buffer(self, Py_ssize_t size)
     @cython.locals(pos=Py_ssize_t, n=Py_ssize_t, state=int, end=Py_ssize_t, nl=Py_ssize_t)

@@ -4,6 +4,7 @@
 # and the hot methods are called in C. The cpdef ones are also called from Python or overridden
 # by subclasses (lb/frontconn.py: RedirectConn._start_request), which Cython's dispatch honours.
 cimport cython
+from proxy.upstream.conn cimport UpstreamCore
 
 cdef int _IDLE, _HEAD, _BACKEND, _TUNNEL, _P_UPSTREAM, _P_PENDING, _P_BACKLOG
 cdef object _LENGTH, _HTTP_5XX
@@ -35,14 +36,15 @@ cdef class ClientCore:
     cpdef _start_request(self, head)
 
     cpdef _dispatch(self, bint sticky=*)
+    @cython.locals(up=UpstreamCore)
     cdef _dispatch_at(self, bint sticky, double now)
     cpdef _attach(self, up, bint reused)
-    cdef _attach_at(self, up, bint reused, double now)
+    cdef _attach_at(self, UpstreamCore up, bint reused, double now)
 
     @cython.locals(status=Py_ssize_t, body_len=Py_ssize_t, cut_start=Py_ssize_t, cut_end=Py_ssize_t)
     cpdef on_simple_response(self, up, data, result)
 
     @cython.locals(now=double)
-    cpdef _response_end(self, up)
+    cpdef _response_end(self, UpstreamCore up)
     cpdef _finish_exchange(self)
     cdef _finish_at(self, double now)

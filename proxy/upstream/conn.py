@@ -8,6 +8,11 @@ an lb client connection or a cdn origin fetch) or *idle* on its backend's keep-a
 the sans-IO `ResponseParser` and hands the events to the client connection; it never decides
 anything itself. Bytes arriving on an idle connection, or an idle connection closed by the backend,
 simply retire it.
+
+This file is compiled (proxy/_native.py) and is also its own pure-Python twin: conn.pxd makes
+`UpstreamCore`, the connection's state and its asyncio callbacks, an extension type (typed C fields,
+and the response parser's `feed_simple` called in C); `UpstreamConn` adds `asyncio.Protocol` as a
+base (an extension type cannot have a Python class as its first base) and nothing else.
 """
 
 from __future__ import annotations
@@ -15,18 +20,21 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING, Any
 
-from proxy.http1 import ProtocolError, ResponseParser
+from proxy.http1 import ProtocolError
+from proxy.http1._response import ResponseParser
 
 if TYPE_CHECKING:
     from proxy.upstream.backend import Backend
 
-__all__ = ["UpstreamConn"]
+__all__ = ["UpstreamConn", "UpstreamCore"]
 
 # Per-connection write buffer above which we pause the client that feeds it (request bodies).
 WRITE_HIGH_WATER = 256 * 1024
 
 
-class UpstreamConn(asyncio.Protocol):
+class UpstreamCore:
+    """What an `UpstreamConn` is and does (see the module docstring)."""
+
     __slots__ = (
         "backend",
         "transport",
@@ -145,3 +153,9 @@ class UpstreamConn(asyncio.Protocol):
         self.client = None
         if self.transport is not None and not self.closed:
             self.transport.abort()
+
+
+class UpstreamConn(UpstreamCore, asyncio.Protocol):
+    """One backend connection: `UpstreamCore` as an asyncio Protocol."""
+
+    __slots__ = ()

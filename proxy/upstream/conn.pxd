@@ -1,0 +1,12 @@
+# Cython declarations for conn.py (pure-Python mode: conn.py stays the one source; proxy/_native.py).
+# Compiled, UpstreamCore is an extension type: its state is C fields (all public: the lb's client
+# connection and the cdn's origin fetch read and set them), and data_received calls the response
+# parser's feed_simple in C.
+from proxy.http1._response cimport ResponseParser
+
+cdef class UpstreamCore:
+    cdef public object backend, transport, client
+    cdef public ResponseParser parser
+    cdef public bint reused, got_bytes, closed, read_paused, private
+    cdef public double idle_since
+    cdef public object max_header_bytes
