@@ -12,7 +12,6 @@ import signal
 import ssl
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -21,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from proxy.core.config import AdminTlsConfig
+from proxy.devstack.poll import wait_until
 from proxy.devstack.ports import allocate_port
 from proxy.devstack.postgres import HOST, PgCluster, start_pg_cluster
 from proxy.devstack.shard import ShardRouterServer, shard_config
@@ -95,10 +95,8 @@ def test_allowed_hosts_and_token_on_a_loopback_admin(pg: PgCluster, tmp_path: Pa
         # a reload (SIGHUP) re-reads the token file: the new token is taken, the old one refused
         (tmp_path / "token").write_text("rotated-token-0000\n")
         os.kill(router.process.pid, signal.SIGHUP)
-        deadline = time.monotonic() + 20
-        while _request(port, "POST", "/reshard/abort", "shard.internal", token="rotated-token-0000")[0] != 409:
-            assert time.monotonic() < deadline, "the reload did not take the new token"
-            time.sleep(0.05)
+        wait_until(lambda: _request(port, "POST", "/reshard/abort", "shard.internal", token="rotated-token-0000")[0]
+                   == 409, 20, "the reload did not take the new token")  # fmt: skip
         assert _request(port, "POST", "/reshard/abort", "shard.internal", token=TOKEN)[0] == 401
     finally:
         router.close()

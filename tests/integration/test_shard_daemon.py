@@ -19,6 +19,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from proxy.devstack.poll import wait_until
 from proxy.devstack.postgres import PgCluster
 from proxy.devstack.shard import ShardRouterServer, start_shard_router
 
@@ -259,28 +260,20 @@ def test_check_config_recognises_a_shard_config(router: ShardRouterServer, tmp_p
 def test_sighup_reload_applies_a_new_dedicated_entry(db: psycopg.Connection, router: ShardRouterServer,
                                                      shards: Shards) -> None:
     import signal
-    import time
 
     original = router.config_path.read_text()
     try:
         router.config_path.write_text(original.replace(f'"{DEDICATED}" = "s0"', f'"{DEDICATED}" = "s0", "7" = "s1"'))
         os.kill(router.process.pid, signal.SIGHUP)
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            if _psql(router, "SHOW SHARD FOR 7", database="tierproxy").stdout.strip() == "users|7|s1|dedicated":
-                break
-            time.sleep(0.1)  # polling the router's own answer, with a deadline
-        else:
-            pytest.fail("the reload did not apply")
+        wait_until(lambda: _psql(router, "SHOW SHARD FOR 7", database="tierproxy").stdout.strip()
+                   == "users|7|s1|dedicated", 20, "the reload did not apply")  # fmt: skip
         db.execute("INSERT INTO users (user_id, name) VALUES (7, 'moved')")
         assert shards.where(7) == ["s1"]
     finally:
         router.config_path.write_text(original)
         os.kill(router.process.pid, signal.SIGHUP)
-        deadline = time.monotonic() + 20
-        while _psql(router, "SHOW SHARD FOR 7", database="tierproxy").stdout.strip() != "users|7|s3|modulo":
-            assert time.monotonic() < deadline
-            time.sleep(0.1)
+        wait_until(lambda: _psql(router, "SHOW SHARD FOR 7", database="tierproxy").stdout.strip()
+                   == "users|7|s3|modulo", 20, "the reload back did not apply")  # fmt: skip
 
 
 def test_sigterm_drains_and_exits(shards: Shards, tmp_path: Path) -> None:
@@ -464,7 +457,6 @@ def test_a_shard_that_is_down_is_named_and_the_others_keep_serving(shards: Shard
 
 def test_show_hot_keys_finds_the_celebrity_under_skewed_load(router: ShardRouterServer, shards: Shards) -> None:
     import signal
-    import time
 
     shards.truncate()
     rng = random.Random(5)
@@ -491,11 +483,8 @@ def test_show_hot_keys_finds_the_celebrity_under_skewed_load(router: ShardRouter
     try:
         router.config_path.write_text(original.replace(f'"{DEDICATED}" = "s0"', f'"{DEDICATED}" = "s0", "{celebrity}" = "s3"'))
         os.kill(router.process.pid, signal.SIGHUP)
-        deadline = time.monotonic() + 20
-        while _psql(router, f"SHOW SHARD FOR {celebrity}", database="tierproxy").stdout.strip() != \
-                f"users|{celebrity}|s3|dedicated":
-            assert time.monotonic() < deadline, "the reload did not apply"
-            time.sleep(0.1)
+        wait_until(lambda: _psql(router, f"SHOW SHARD FOR {celebrity}", database="tierproxy").stdout.strip()
+                   == f"users|{celebrity}|s3|dedicated", 20, "the reload did not apply")  # fmt: skip
         shards.conns["s1"].execute(f"delete from users where user_id = {celebrity}")
         with psycopg.connect(router.dsn(), autocommit=True) as conn:
             conn.execute("INSERT INTO users (user_id, name) VALUES (%s, %s)", (celebrity, "moved"))
@@ -504,8 +493,5 @@ def test_show_hot_keys_finds_the_celebrity_under_skewed_load(router: ShardRouter
     finally:
         router.config_path.write_text(original)
         os.kill(router.process.pid, signal.SIGHUP)
-        deadline = time.monotonic() + 20
-        while _psql(router, f"SHOW SHARD FOR {celebrity}", database="tierproxy").stdout.strip() != \
-                f"users|{celebrity}|s1|modulo":
-            assert time.monotonic() < deadline
-            time.sleep(0.1)
+        wait_until(lambda: _psql(router, f"SHOW SHARD FOR {celebrity}", database="tierproxy").stdout.strip()
+                   == f"users|{celebrity}|s1|modulo", 20, "the reload back did not apply")  # fmt: skip
