@@ -534,8 +534,14 @@ class ClientSession(FrontendSession):
                 except ServerError as exc:
                     self.fatal(ADMIN_SHUTDOWN, f"could not restore the session's settings on the new primary: {exc}")
                     return
-            if self.phase != "closed":
-                self._send(conn, batch)
+            if self.phase == "closed":
+                return
+            if conn.closed:
+                # Lost while the settings were replayed (on_server_lost saw it idle): nothing
+                # would answer a statement written to it.
+                self._fail_batch(batch, conn._lost_exc or ServerError(f"server {target} closed the connection"))
+                return
+            self._send(conn, batch)
             return
         self._fail_batch(batch, ServerError("no server is available"))
 

@@ -344,6 +344,12 @@ class FrontendSession(RelaySession, asyncio.Protocol):
         if self.phase == "closed":
             await self.d.pools.release(conn)
             raise ServerError("client went away")
+        if conn.closed:
+            # Lost after its login but before this task's turn (a server killed while clients
+            # connect): no session was attached to hear it, so a statement written to it would
+            # never be answered. The caller's ServerError path decides again or fails the batch.
+            await self.d.pools.release(conn)
+            raise conn._lost_exc or ServerError(f"server {backend} closed the connection")
         conn.set_attached(self)
         self.servers[backend] = conn
         if self.writing_paused and conn.transport is not None:

@@ -19,13 +19,14 @@ from typing import Any
 import asyncpg
 import pytest
 
+from proxy.devstack.poll import wait_until_async
 from proxy.pgfront.cancel import CancelKeys
 from proxy.pgfront.clientauth import Credentials
 from proxy.pgfront.config import AuthConfig, UserConfig
 from proxy.pgfront.console import run_console
 from proxy.pgfront.login_limits import LoginLimiter
 from proxy.pgfront.pool import ServerPools
-from proxy.pgfront.server import ServerConn, SyncGroup, send_cancel
+from proxy.pgfront.server import ServerConn, ServerError, SyncGroup, send_cancel
 from proxy.pgfront.session import FrontendSession
 from proxy.pgwire.errors import PgProtocolError
 
@@ -218,3 +219,44 @@ async def test_the_console_framework_answers_on_the_virtual_database(front):
     out, err = await asyncio.wait_for(proc.communicate(), 60)
     assert out.decode().split() == ["1"], err
     assert "unknown admin command: SHOW NOTHING" in err.decode() and "SHOW SESSIONS" in err.decode()
+
+
+async def test_a_server_lost_before_its_session_takes_it_is_not_used(pg_cluster):
+    """A server connection can die after its login and before the session's task resumes with
+    it (a replica killed while clients connect: the loss is handled while no session is attached,
+    so none hears of it). `_attach` must not hand such a connection on: a statement written to it
+    is never answered, and the client waits for ever (seen in CI: pgbench hung in
+    test_dbproxy_failover). The window is made here by the real server ending the connection
+    (pg_terminate_backend) between the pool's login and the session's turn."""
+    services = _Services(pg_cluster)
+    login = services.pools.acquire
+
+    async def acquire_then_lose(key: Any) -> ServerConn:
+        conn = await login(key)
+        killer = await asyncpg.connect(pg_cluster.primary.dsn, ssl=False)
+        try:
+            assert await killer.fetchval("SELECT pg_terminate_backend($1)", conn.pid)
+        finally:
+            await killer.close()
+
+        async def lost() -> bool:
+            return conn.closed
+
+        await wait_until_async(lost, 10, "the terminated server connection's loss")
+        return conn
+
+    services.pools.acquire = acquire_then_lose  # type: ignore[method-assign]
+    session = PassThrough(services)
+    session.user, session.database, session.options = "app", "postgres", ()
+    try:
+        with pytest.raises(ServerError):
+            await session._attach(SERVER)
+        assert SERVER not in session.servers
+        assert services.pools.count(SERVER) == 0  # released: the pool does not count it any more
+        # The next attach opens a live connection that answers.
+        services.pools.acquire = login  # type: ignore[method-assign]
+        conn = await session._attach(SERVER)
+        assert not conn.closed and session.servers[SERVER] is conn
+    finally:
+        session.close()
+        services.pools.close_all()
