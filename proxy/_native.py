@@ -45,6 +45,7 @@ NATIVE_MODULES: tuple[str, ...] = (
     "proxy.dbproxy.classify_key",  # the classifier cache's key (a typed scanner when compiled)
     "proxy.lb.clientcore",  # the lb client connection's state and simple exchange (an extension type)
     "proxy.pgfront.relay",  # the relay loop and its hot state (server connection, session) as extension types
+    "proxy.dbproxy.sessioncore",  # the dbproxy session's client side: a statement to the server's write
 )
 # What a compiled module cimports from another (calls in C, types): it can only run compiled where
 # that one is compiled too, so it follows the other's choice (pure, stale, absent).
@@ -52,6 +53,7 @@ CIMPORTS: dict[str, tuple[str, ...]] = {
     "proxy.http1._response": ("proxy.http1._simple",),
     "proxy.upstream.conn": ("proxy.http1._response",),
     "proxy.lb.clientcore": ("proxy.upstream.conn",),
+    "proxy.dbproxy.sessioncore": ("proxy.pgfront.relay", "proxy.pgwire.framing", "proxy.pgwire.scan"),
 }
 # Measured and left out, for now (docs/perf.md, "The native layer"): compiled as they are, the rest
 # of the lb exchange (lb/client.py, frontend.py, pool.py), http1/parser.py and

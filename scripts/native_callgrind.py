@@ -62,8 +62,6 @@ def _cases() -> dict[str, Callable[[], Callable[[], object]]]:
         return lambda: simple_response(RESPONSE, 8192)
 
     return {"request": request, "request_keep_alive": request_keep_alive, "wrk_request": wrk_request, "response": response, "exchange": exchange,
-            "relay_select": lambda: relay(1, False), "relay_rows": lambda: relay(200, False),
-            "relay_select_before": lambda: relay(1, True), "relay_rows_before": lambda: relay(200, True),
             "frame_rows": frame_rows, "frame_extended": frame_extended,
             "classify_pgbench": lambda: classify_hit(PGBENCH_SQL), "classify_orm": lambda: classify_hit(ORM_SQL),
             "classify_ormmix": classify_ormmix, "key_pgbench": lambda: key(PGBENCH_SQL), "key_orm": lambda: key(ORM_SQL),
@@ -84,42 +82,6 @@ def _answer(rows: int) -> bytes:
 
 
 _SPECIAL = bytes(1 if i in b"13ZEGS" else 0 for i in range(256))
-
-
-def relay(rows: int, before: bool) -> Callable[[], object]:
-    """The scan of `FrontendSession.relay_from_server` over one answer, to its ReadyForQuery: with
-    `skip_plain` (now), or the loop it replaced (`before`: one Python iteration per message)."""
-    import struct
-
-    from proxy.pgwire.scan import skip_plain
-
-    data = _answer(rows)
-    n = len(data)
-    unpack = struct.Struct("!i").unpack_from
-
-    def now() -> int:
-        pos = skip_plain(data, 0, n, _SPECIAL)
-        assert data[pos] == 0x5A
-        return pos
-
-    def old() -> int:
-        pos = 0
-        while n - pos >= 5:
-            t = data[pos]
-            length = unpack(data, pos + 1)[0]
-            if length < 4 or length > 1 << 30:
-                raise ValueError
-            end = pos + 1 + length
-            if not _SPECIAL[t]:
-                if end > n:
-                    break
-                pos = end
-                continue
-            break
-        assert data[pos] == 0x5A
-        return pos
-
-    return old if before else now
 
 
 def frame_rows() -> Callable[[], object]:

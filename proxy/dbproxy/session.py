@@ -42,13 +42,12 @@ from __future__ import annotations
 
 import logging
 import secrets
-import struct
 import time
 from typing import TYPE_CHECKING, Any
 
-from proxy.pgfront.server import ServerConn, ServerError, SyncGroup, error_fields
+from proxy.pgfront.server import ServerConn, ServerError, error_fields
 from proxy.pgfront.session import ADMIN_DATABASE, FrontendSession, cstrings
-from proxy.pgwire import encode, scan
+from proxy.pgwire import encode
 from proxy.pgwire.errors import (
     ADMIN_SHUTDOWN,
     CONNECTION_FAILURE,
@@ -59,19 +58,22 @@ from proxy.pgwire.errors import (
 from proxy.pgwire.framing import Message
 
 from .classify_types import Decision, Reason, Target
-from .dbadmin import DB_ADMIN_DETAILS, start_if_database_admin
 from .failover_session import (
     LossAction,
     SessionSets,
-    answer_aborted,
-    lone_begin,
     move_primary,
     primary_lost,
     replay_sets,
 )
-from .large import LARGE_DECISION, LARGE_SQL_BYTES, large_parse_name, large_query_aux, refuse_large_message
-from .quiesce import holds, through_gate
+from .large import (
+    LARGE_DECISION,
+    LARGE_SQL_BYTES,
+    large_parse_name,
+    large_query_aux,
+    refuse_large_message,
+)
 from .router import PRIMARY, Route, SessionRouter
+from .sessioncore import MAX_BATCH_BYTES, SessionCore
 
 if TYPE_CHECKING:
     from .daemon import DbProxyDaemon
@@ -80,39 +82,20 @@ __all__ = ["ADMIN_DATABASE", "ClientSession"]
 
 log = logging.getLogger("tierproxy.dbproxy")
 
-MAX_BATCH_BYTES = 1 << 20
 # FunctionCall (the fast-path interface): it can call anything, so the primary.
 _CALL = ("query", Decision(Target.PRIMARY, Reason.WRITE, detail="call"))
 _CONTROL = frozenset((b"d", b"c", b"f", b"X"))  # CopyData/CopyDone/CopyFail, Terminate
-_INT32 = struct.Struct("!i")
-_UNPACK_INT32 = _INT32.unpack_from
 # Enum members as module globals (an attribute of an Enum class goes through EnumType's
 # __getattr__ hook, ~0.7k instructions: docs/perf.md).
 _T_PRIMARY = Target.PRIMARY
-_T_REPLICA = Target.REPLICA
-_monotonic = time.monotonic  # per statement: a global, not an attribute of the module
-_UNDECIDED: Any = object()  # _dispatch's default: the batch's decision is worked out there
-# The whole-packet test of data_received in C (scan.whole_packet), where it is compiled; the pure
-# build keeps its inline tests (a call costs more than they do, interpreted: docs/perf.md).
-_WHOLE = scan.whole_packet if scan.COMPILED else None
 
 
-def _parse_on(prepared: dict[str, Any], name: str, raw: bytes, group: SyncGroup, out: list[Any],
-              *, injected: bool) -> None:  # fmt: skip
-    """Send a Parse to a server: the client's own, or one `injected` to re-create a statement
-    there. A named statement the server still has and the client does not (it closed it on
-    another server, or this is a re-preparation with other text) is closed first, by us. The
-    flag of a client's named Parse is its name: if it fails, the client does not have it."""
-    if name and name in prepared:
-        out.append(encode.close(b"S", name))
-        group.flags.append(True)
-    prepared[name] = raw
-    group.names.append(name)
-    group.flags.append(True if injected else (name or False))
-    out.append(raw)
+class ClientSession(SessionCore, FrontendSession):
+    """See the module docstring. The hot half, from the client's bytes of a statement to the
+    server's write (data_received's whole packets, `_dispatch`, `_route`, `_send`), is
+    `SessionCore`'s (sessioncore.py: compiled, an extension type); this class adds the framed path,
+    the slow paths and what a lost server means."""
 
-
-class ClientSession(FrontendSession):
     product = "tierproxy dbproxy"
 
     def __init__(self, daemon: DbProxyDaemon) -> None:
@@ -139,94 +122,9 @@ class ClientSession(FrontendSession):
         self.moved = 0
         self._resend: list[tuple[Message, Any]] | None = None  # a lone BEGIN: may be sent again
         # The whole-packet paths of data_received skip the batch machinery (the decision and the
-        # bytes go straight to _dispatch and _send): only where nothing overrides _dispatch (the
-        # query cache's session looks at each batch there).
-        self._plain = type(self)._dispatch is ClientSession._dispatch
-
-    # -- asyncio.Protocol (client side) ---------------------------------------------------------
-
-    def data_received(self, data: bytes) -> None:
-        # The commonest cases on their own paths, without the framer and message queue: one whole
-        # simple Query with nothing else pending (what psql and pgbench -M simple send), and one
-        # whole Parse/Bind/Describe/Execute/Sync of the unnamed statement (pgbench -M extended,
-        # psycopg, JDBC). Anything else, or anything these paths do not recognise, is framed.
-        c = data[0]
-        if (
-            (c == 0x51 or c == 0x50)
-            and self.phase == "ready"
-            and not self.batch
-            and not self.inbox
-            and not self.waiting
-            and not self.skip_until_sync
-            and not self.admin
-            and not self.framer.buffered
-        ):
-            n = len(data)
-            if n - 1 <= self.framer.max_message_length:
-                if _WHOLE is not None:
-                    # Compiled: the headers checked in C (scan.whole_packet), the same tests as below.
-                    end_p = _WHOLE(data)
-                    if end_p == 1:
-                        self._query(bytes(data))
-                        return
-                    if end_p and self._plain and n <= MAX_BATCH_BYTES and self._unnamed_packet(bytes(data), n, end_p):
-                        return
-                elif c == 0x51:
-                    if n > 6 and _UNPACK_INT32(data, 1)[0] == n - 1 and data.find(b"\0", 5) == n - 1:
-                        self._query(bytes(data))
-                        return
-                elif self._plain and n <= MAX_BATCH_BYTES and n >= 5 and self._unnamed_packet(bytes(data), n):
-                    return
-        if self.phase == "closed":
-            return
-        self._feed(data)
-
-    def _unnamed_packet(self, data: bytes, n: int, end_p: int = 0) -> bool:
-        """`data` (n >= 5 bytes, no message over the framer's limit) is exactly Parse of the unnamed
-        statement, Bind of it to the unnamed portal, optionally Describe of that portal, Execute,
-        Sync, with a Parse the daemon has already classified (`parse_cache`): run it as the
-        framer and `_ready_message` would, with `data` written to the server as it came. False
-        (nothing done) for anything else: the caller frames it. `end_p`: the Parse's length, when
-        the compiled `scan.whole_packet` has checked the headers already (these tests are its
-        pure twin's)."""
-        if not end_p:
-            unpack = _UNPACK_INT32
-            end_p = 1 + unpack(data, 1)[0]
-            # The Bind: its portal and statement names empty (two NULs after its header).
-            if end_p < 5 or end_p + 7 > n or data[end_p] != 0x42 or data[end_p + 5] or data[end_p + 6]:
-                return False
-            pos = end_p + 1 + unpack(data, end_p + 1)[0]
-            if pos < end_p + 7 or pos + 5 > n:
-                return False
-            if data[pos] == 0x44:  # Describe: of the unnamed portal only ('P', NUL)
-                if unpack(data, pos + 1)[0] != 6 or pos + 7 > n or data[pos + 5] != 0x50 or data[pos + 6]:
-                    return False
-                pos += 7
-            end_d = pos
-            if pos + 5 > n or data[pos] != 0x45:  # Execute
-                return False
-            pos += 1 + unpack(data, pos + 1)[0]
-            # The Sync, last and whole.
-            if pos < end_d + 5 or pos != n - 5 or data[pos] != 0x53 or unpack(data, pos + 1)[0] != 4:
-                return False
-        raw_p = data[:end_p]
-        parsed = self.d.parse_cache.get(raw_p)
-        if parsed is None or parsed[0]:  # not seen yet (classified by _ready_message), or named
-            return False
-        decision = parsed[1]
-        self.statements[""] = (raw_p, decision)
-        # The batch _ready_message would make, with Bind to Sync as one entry: what it does to a
-        # batch (route, send with the statement re-created where missing, count its Syncs for a
-        # failed send, replay it) is the Bind's, then the Sync's, and these are its bytes.
-        batch = [(Message(b"P", raw_p, 5), ("parse", "", raw_p, decision)),
-                 (Message(b"S", data[end_p:], 5), ("use", "", raw_p, decision))]  # fmt: skip
-        try:
-            self._dispatch(batch, decision, data)
-        except PgProtocolError as exc:
-            self.fatal(exc.sqlstate, exc.message)
-        except Exception:
-            self._internal_error()
-        return True
+        # bytes go straight to _dispatch_at and _send): only where nothing overrides _dispatch
+        # (the query cache's session looks at each batch there).
+        self._plain = type(self)._dispatch is SessionCore._dispatch
 
     def _refuse_message(self, exc: PgProtocolError) -> bool:
         if exc.sqlstate == PROGRAM_LIMIT_EXCEEDED and self.phase == "ready":
@@ -253,21 +151,6 @@ class ClientSession(FrontendSession):
             return False
         d = self._decision(self.batch)
         return d is not None and d.target is _T_PRIMARY
-
-    def _query(self, raw: bytes) -> None:
-        """A whole Query message `raw` (checked: one NUL-terminated string) in the ready phase,
-        with nothing batched: dispatched without the framer and the message queue."""
-        try:
-            aux = ("query", self.d.cache.get_bytes(raw[5:-1]))  # d.classify_query, one call less
-            if self._plain:
-                self._dispatch([(Message(b"Q", raw, 5), aux)], aux[1], raw)
-            else:
-                self.batch.append((Message(b"Q", raw, 5), aux))
-                self._dispatch()
-        except PgProtocolError as exc:
-            self.fatal(exc.sqlstate, exc.message)
-        except Exception:
-            self._internal_error()
 
     def _ready_message(self, msg: Message) -> None:
         t = msg.type
@@ -402,112 +285,6 @@ class ClientSession(FrontendSession):
         self.batch.append((msg, aux))
         self.batch_bytes += len(msg.raw)
 
-    # -- routing --------------------------------------------------------------------------------
-
-    def _decision(self, batch: list[tuple[Message, Any]]) -> Decision | None:
-        first: Decision | None = None
-        for _, aux in batch:
-            if aux is None:
-                continue
-            kind = aux[0]
-            if kind == "query":
-                d = aux[1]
-            elif kind == "use" or kind == "parse" or kind == "dup":
-                d = aux[3]
-            else:  # "close"
-                continue
-            if d.target is _T_PRIMARY:
-                return d
-            if first is None:
-                first = d
-        return first
-
-    def _dispatch(self, batch: list[tuple[Message, Any]] | None = None, decision: Any = _UNDECIDED,
-                  whole: bytes | None = None) -> None:  # fmt: skip
-        """Route and send the batch (`self.batch`, or `batch` from data_received's whole-packet
-        paths, with its `decision` and `whole`: its messages' bytes as they came, see `_send`)."""
-        if batch is None:
-            batch, self.batch, self.batch_bytes = self.batch, [], 0
-        if self.aborted is not None:
-            answer_aborted(self, batch)  # its transaction died with the old primary
-            return
-        conn = self.current
-        # conn.busy inlined, here and in _send: a property call costs about as much as the rest
-        # of this test (callgrind: docs/perf.md).
-        if conn is not None and not conn.closed and (conn.groups or conn.open_group is not None or conn.copy):
-            self.inflight = None
-            self._send(conn, batch, whole)
-            return
-        if decision is _UNDECIDED:
-            decision = self._decision(batch)
-        if self.d.follower is not None:
-            # Following Patroni (failover_session.py, quiesce.py); nothing of it runs otherwise.
-            self.inflight = decision
-            if decision is not None and (decision.pins_session or
-                                         (decision.detail == "session-reset" and self.sets.statements)):  # fmt: skip
-                self.sets.note(batch, self.router.in_transaction)
-            self._resend = batch if lone_begin(batch, decision) else None
-            if decision is not None and holds(self, decision):
-                # Writes are paused (a planned switchover) or held (a failover): wait at the gate
-                # even on the primary connection the session has.
-                self._start_async(through_gate(self, batch, decision))
-                return
-        if decision is None:
-            # Sync/Close/Execute alone: where the session's last statement ran.
-            target = self.router.transaction_backend or (
-                self.last_route.target if self.last_route is not None else PRIMARY
-            )
-            conn = self.servers.get(target)
-            if conn is not None and not conn.closed:
-                self._send(conn, batch, whole)
-                return
-            self._start_async(self._route_async(batch, None, target))
-            return
-        if decision.target is _T_REPLICA:
-            # A WAL position may be owed first (causal.py: fetched on the proxy's own connection).
-            # The clock is asked only when a bound can apply: a plain read in the default mode
-            # with nothing owed (the common case) skips the call, and so does a read inside a
-            # transaction or a pinned session (`owed` says False for them: a tpcb-like script's
-            # SELECT, after the first commit has left a commit LSN owed).
-            clock = self.d.clock
-            router = self.router
-            if (
-                (clock.global_mode or decision.reads_catalog or router.needs_commit_lsn)
-                and router.transaction_backend is None
-                and not router.pinned
-                and clock.owed(router, decision)
-            ):
-                self._start_async(self._route_async(batch, decision, None))
-                return
-        if decision.detail in DB_ADMIN_DETAILS and start_if_database_admin(self, batch, decision):
-            return  # DROP/ALTER DATABASE: the proxy's idle connections to it go first (dbadmin.py)
-        route = self._route(decision)
-        conn = self.servers.get(route.target)
-        if conn is not None and not conn.closed:
-            self._send(conn, batch, whole)
-        else:
-            self._start_async(self._route_async(batch, decision, route.target))
-
-    def _route(self, decision: Decision) -> Route:
-        d = self.d
-        router = self.router
-        # The router looks at the replicas only for a read outside a transaction and a pin; the
-        # views are built only then. The monitor fills in each replica's lag.
-        floor = None
-        if decision.target is _T_REPLICA and router.transaction_backend is None and not router.pinned:
-            views = d.replica_views(self._avoid) if self._avoid else d.monitor.views()
-            clock = d.clock
-            if clock.global_mode or decision.reads_catalog:  # `floor` is None otherwise
-                floor = clock.floor(decision)
-        else:
-            views = ()
-        route = router.route(decision, _monotonic(), views, outstanding=d.outstanding, floor_lsn=floor)
-        self.last_route = route
-        self._multi = decision.detail == "multi-statement"
-        routes = d.metrics.routes
-        routes[route] = routes.get(route, 0) + 1  # keyed (target, reason): Route is that tuple
-        return route
-
     async def _route_async(
         self, batch: list[tuple[Message, Any]], decision: Decision | None, target: str | None
     ) -> None:
@@ -544,86 +321,6 @@ class ClientSession(FrontendSession):
             self._send(conn, batch)
             return
         self._fail_batch(batch, ServerError("no server is available"))
-
-    # -- sending to a server --------------------------------------------------------------------
-
-    def _send(self, conn: ServerConn, batch: list[tuple[Message, Any]], whole: bytes | None = None) -> None:
-        """Send `batch` to `conn`, re-creating there the statements it uses. `whole`: the batch
-        is one of data_received's whole packets (a Query, or the unnamed statement's Parse, Bind,
-        [Describe,] Execute, Sync) and these are its bytes: nothing is ever injected into such a
-        packet (its Bind uses the statement its own Parse makes), so it is written as it came,
-        with the loop's bookkeeping for those messages."""
-        group = conn.open_group  # None: the next message starts a new group
-        was_busy = conn.groups or group is not None or conn.copy  # conn.busy (see _dispatch)
-        prepared = conn.prepared
-        out: list[bytes | memoryview] = []
-        if whole is not None:
-            if group is None:
-                group = SyncGroup()
-            aux = batch[0][1]
-            if aux[0] == "query":
-                group.by_query = True
-                prepared.pop("", None)  # a simple query destroys the unnamed statement
-            else:  # _parse_on of the client's unnamed statement
-                prepared[""] = aux[2]
-                group.names.append("")
-                # Its flag would be False (the client's own: forwarded), and it would be the
-                # group's last: the relay forwards a ParseComplete that finds no flag just the
-                # same, so none is kept.
-            conn.groups.append(group)
-            conn.open_group = None
-        else:
-            for msg, aux in batch:
-                if group is None:
-                    group = SyncGroup()
-                t = msg.type
-                if t == b"P":
-                    if aux[0] == "dup":
-                        # The server must have the client's statement to answer 42P05 as direct. Its
-                        # flag: what the statement becomes if the Parse succeeds after all (an earlier
-                        # Parse of it in the client's pipeline failed).
-                        if prepared.get(aux[1]) != aux[2]:
-                            _parse_on(prepared, aux[1], aux[2], group, out, injected=True)
-                        group.flags.append((aux[1], aux[4], aux[5]))
-                        out.append(msg.raw)
-                        continue
-                    _parse_on(prepared, aux[1], aux[2], group, out, injected=False)
-                    continue
-                if aux is not None and aux[0] == "use":
-                    have = prepared.get(aux[1])
-                    if have is not aux[2] and have != aux[2]:  # `is`: a large one compares slowly
-                        _parse_on(prepared, aux[1], aux[2], group, out, injected=True)
-                elif t == b"C":
-                    if aux is not None:
-                        prepared.pop(aux[1], None)
-                    group.flags.append(False)
-                out.append(msg.raw)
-                if t == b"S" or t == b"Q" or t == b"F":
-                    if t != b"S":
-                        group.by_query = True
-                        prepared.pop("", None)  # a simple query destroys the unnamed statement
-                    conn.groups.append(group)
-                    group = None
-            conn.open_group = group
-        self.current = conn
-        conn.replay = None
-        if not was_busy and conn.backend != PRIMARY and self.router.transaction_backend is None:
-            conn.replay = batch
-        elif batch is self._resend and not was_busy:
-            conn.replay = batch  # failover_session.py: a lone BEGIN, sent again if its primary dies
-        if not was_busy:
-            self.d.started(conn)
-        if whole is not None:
-            if conn.transport is not None:  # conn.write, inlined (not closed: see the callers)
-                conn.transport.write(whole)
-        elif len(out) == 1:
-            conn.write(out[0])
-        elif sum(map(len, out)) > LARGE_SQL_BYTES:
-            for piece in out:  # a large Parse: not copied into one buffer
-                conn.write(piece)
-        else:
-            conn.write(b"".join(out))
-        self.statements_run += 1
 
     # -- a server lost ---------------------------------------------------------------------------
 

@@ -37,6 +37,9 @@ cdef class RelayServer:
     cdef public object params
     cdef public object fatal
     cdef public object session
+    cdef public object backend
+    cdef public object closed
+    cdef public object transport
     cdef public RelaySession _owner
     cdef public object _rest
     cdef public Py_ssize_t _skip

@@ -31,7 +31,7 @@ from proxy.pgwire.errors import PgProtocolError
 from proxy.pgwire.framing import DEFAULT_MAX_MESSAGE_LENGTH, Message
 from proxy.pgwire.messages import decode_backend
 
-__all__ = ["COMPILED", "RelayServer", "RelaySession", "SyncGroup", "relay"]
+__all__ = ["COMPILED", "RelayServer", "RelaySession", "SyncGroup", "as_members", "relay"]
 
 _MAX_LENGTH = DEFAULT_MAX_MESSAGE_LENGTH
 _UNPACK_INT32 = struct.Struct("!i").unpack_from
@@ -197,11 +197,12 @@ class RelaySession:
 
 class RelayServer:
     """The relay's fields of a server connection (`ServerConn` sets them; see there) and its
-    `data_received`. `ServerConn` supplies `_frame`, `_wake` and `_bad_protocol` (internal mode
+    `data_received`; `backend`, `closed` and `transport` are here for the dbproxy session's
+    `_send` (proxy/dbproxy/sessioncore.py), which reads them per statement in C. `ServerConn` supplies `_frame`, `_wake` and `_bad_protocol` (internal mode
     and a server's bad protocol)."""
 
-    __slots__ = ("_internal", "_owner", "_rest", "_skip", "copy", "errored", "fatal", "groups", "open_group",
-                 "params", "prepared", "received", "replay", "session", "status")  # fmt: skip
+    __slots__ = ("_internal", "_owner", "_rest", "_skip", "backend", "closed", "copy", "errored", "fatal", "groups",
+                 "open_group", "params", "prepared", "received", "replay", "session", "status", "transport")  # fmt: skip
 
     def set_attached(self, session: Any) -> None:
         """Attach to a client session (None: back to internal mode). A session whose class keeps
@@ -251,8 +252,18 @@ _RELAY_METHOD = RelaySession.relay_from_server
 # Compiled: the object fields as member descriptors, which CPython specialises as it does slots
 # (relay.pxd, `_as_members`): interpreted code reads and writes them as fast as the pure twin's.
 _MEMBER_NAMES: list[bytes] = []
+
+
+def as_members(cls: type, names: tuple[str, ...]) -> None:
+    """Compiled: the object fields `names` of the extension type `cls` (deriving from one of
+    these) as member descriptors (relay.pxd, `_as_members`). Interpreted: nothing (a class's
+    `__slots__` are member descriptors already)."""
+    if _COMPILED:
+        _as_members(cls, names)  # noqa: F821
+
+
 if _COMPILED:
     _as_members(SyncGroup, ("by_query", "flags", "names"))  # noqa: F821
     _as_members(RelaySession, ("_multi", "d", "ending", "phase", "router", "terminating", "transport"))  # noqa: F821
-    _as_members(RelayServer, ("copy", "errored", "fatal", "groups", "open_group", "params", "prepared",  # noqa: F821
-                              "replay", "session", "status", "_rest"))  # fmt: skip
+    _as_members(RelayServer, ("backend", "closed", "copy", "errored", "fatal", "groups", "open_group",  # noqa: F821
+                              "params", "prepared", "replay", "session", "status", "transport", "_rest"))  # fmt: skip

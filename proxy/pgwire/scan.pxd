@@ -1,13 +1,8 @@
 # Cython declarations for scan.py (pure-Python mode: scan.py stays the one source; proxy/_native.py).
-# _skip_typed reads the bytes through pointers (p, t): it checks n <= len(data), pos >= 0 and the
-# table's size first (_check), then reads below n only.
+# _whole_typed reads the bytes through a pointer (p): every index read is below n = len(data),
+# checked before it.
 cimport cython
 from libc.string cimport memchr
-
-cpdef _check(object data, Py_ssize_t pos, Py_ssize_t n, object flagged)
-
-@cython.locals(length=Py_ssize_t, p="const unsigned char *", t="const unsigned char *")
-cpdef Py_ssize_t _skip_typed(object data, Py_ssize_t pos, Py_ssize_t n, object flagged) except -1
 
 @cython.locals(n=Py_ssize_t, c=Py_ssize_t, length=Py_ssize_t, end_p=Py_ssize_t, pos=Py_ssize_t, end_d=Py_ssize_t,
                p="const unsigned char *")

@@ -146,22 +146,6 @@ def test_framer_arguments_are_checked_alike():
     same(lambda: compiled.BackendFramer().feed(None), lambda: pure.BackendFramer().feed(None))
 
 
-# -- the relay's scanner ------------------------------------------------------------------------
-
-FLAGS = [bytes(1 if i in b"13ZEGS" else 0 for i in range(256)), bytes(256), b"\x01" * 256, bytes(255)]
-
-
-@settings(max_examples=400)
-@given(st.one_of(backend_stream.map(b"".join), GARBAGE), st.integers(-2, 300), st.integers(-2, 400),
-       st.sampled_from(FLAGS), st.sampled_from(["bytes", "bytearray"]))  # fmt: skip
-def test_skip_plain_compiled_is_pure(data, pos, n, flagged, kind):
-    compiled, pure = _twins("proxy.pgwire.scan")
-    assert compiled.COMPILED and not pure.COMPILED
-    n = min(n, len(data) + 1)
-    same(compiled.skip_plain, pure.skip_plain, _as(kind, data), pos, n, flagged)
-
-
-
 # -- the client's whole packets (scan.whole_packet) ----------------------------------------------
 
 

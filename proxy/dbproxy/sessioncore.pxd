@@ -1,0 +1,41 @@
+# Cython declarations for sessioncore.py (pure-Python mode: sessioncore.py stays the one source;
+# proxy/_native.py). Compiled, SessionCore is an extension type deriving from the relay's
+# RelaySession: its fields (the names in _FIELDS) are C fields, exposed to Python as member
+# descriptors (relay.py's as_members); a server connection is typed RelayServer and a sync group
+# SyncGroup, so their relay fields are read and written in C; the framer is typed (its `_have`
+# and limit read in C) and the whole-packet recogniser is scan.py's, called in C. proxy/_native.py
+# compiles this module only where relay, framing and scan are compiled too (CIMPORTS).
+cimport cython
+from proxy.pgfront.relay cimport RelaySession, RelayServer, SyncGroup
+from proxy.pgwire.framing cimport Message, _Framer
+from proxy.pgwire.scan cimport _whole_typed
+
+cdef bint _COMPILED
+cdef Py_ssize_t _MAX_BATCH
+cdef object _T_PRIMARY, _T_REPLICA, _PRIMARY, _monotonic, _UNDECIDED, _UNPACK_INT32
+cdef tuple _FIELDS
+
+cdef _parse_on(dict prepared, name, raw, SyncGroup group, list out, bint injected)
+
+cdef class SessionCore(RelaySession):
+    cdef public object _avoid, _plain, _resend, aborted, admin, batch, batch_bytes, current, framer, inbox
+    cdef public object inflight, last_route, servers, skip_until_sync, statements, statements_run, waiting
+
+    @cython.locals(c=Py_ssize_t, n=Py_ssize_t, end_p=Py_ssize_t, framer=_Framer, raw=bytes)
+    cpdef data_received(self, data)
+
+    @cython.locals(pos=Py_ssize_t, end_d=Py_ssize_t, m_p=Message, m_s=Message)
+    cdef bint _unnamed_packet(self, bytes data, Py_ssize_t n, Py_ssize_t end_p) except -1
+
+    @cython.locals(m=Message)
+    cdef _query(self, bytes raw)
+
+    cpdef _decision(self, batch)
+
+    @cython.locals(conn=RelayServer)
+    cdef _dispatch_at(self, batch=*, decision=*, whole=*)
+
+    cpdef _route(self, decision)
+
+    @cython.locals(group=SyncGroup, msg=Message, was_busy=bint)
+    cpdef _send(self, RelayServer conn, batch, whole=*)

@@ -1,0 +1,414 @@
+"""The dbproxy session's client side, its hot half: a statement from the client's bytes to the
+server's write.
+
+`SessionCore` is the first base of `ClientSession` (proxy/dbproxy/session.py, which adds the
+framed path, the slow paths and what happens when a server goes away). Here is what every
+statement of the commonest shapes runs:
+
+    data_received (one whole simple Query, or the unnamed statement's Parse/Bind/[Describe]/
+        Execute/Sync: recognised by their headers) -> _query / _unnamed_packet
+        -> _dispatch_at (the batch's server: the one in flight, or a decision) -> _route
+        (the session router) -> _send (the sync-group bookkeeping, the client's bytes written)
+
+and the framed path (`ClientSession._ready_message`) ends in the same `_dispatch_at`, `_route`
+and `_send`.
+
+This module is compiled (proxy/_native.py); sessioncore.pxd makes `SessionCore` an extension type
+deriving from the relay's `RelaySession` (proxy/pgfront/relay.py): the fields these methods read
+and write per statement are C fields, the server connection's relay fields (`RelayServer`) and a
+sync group's are read in C, and the methods call each other in C. The object fields are exposed to
+Python as member descriptors (relay.py's `as_members`), so the interpreted rest of the session
+reads and writes them as fast as an instance's own attributes. `ClientSession(SessionCore,
+FrontendSession)`: a Python class may derive from an extension type and a class whose own layout
+is that type's base (FrontendSession adds only an instance dict to `RelaySession`).
+
+Interpreted (the pure-Python twin, this same source), `__slots__` stand for the C fields and the
+whole-packet tests are inline (a call to scan.py's pure recogniser costs more than they do);
+`_COMPILED` picks. `_dispatch` is the Python-visible entry of `_dispatch_at` (a subclass may
+override it: the query cache's session); interpreted it is `_dispatch_at` itself, no call between.
+"""
+
+from __future__ import annotations
+
+import struct
+import time
+from typing import Any
+
+from proxy.pgfront.relay import RelaySession, SyncGroup, as_members
+from proxy.pgwire import encode
+from proxy.pgwire.errors import PgProtocolError
+from proxy.pgwire.framing import Message
+from proxy.pgwire.scan import _whole_typed
+
+from .classify_types import Target
+from .dbadmin import DB_ADMIN_DETAILS, start_if_database_admin
+from .failover_session import answer_aborted, lone_begin
+from .large import LARGE_SQL_BYTES
+from .quiesce import holds, through_gate
+from .router import PRIMARY
+
+__all__ = ["MAX_BATCH_BYTES", "SessionCore"]
+
+MAX_BATCH_BYTES = 1 << 20
+_MAX_BATCH = MAX_BATCH_BYTES  # compiled: a C global (sessioncore.pxd)
+_UNPACK_INT32 = struct.Struct("!i").unpack_from
+# Enum members as module globals (an attribute of an Enum class goes through EnumType's
+# __getattr__ hook, ~0.7k instructions: docs/perf.md).
+_T_PRIMARY = Target.PRIMARY
+_T_REPLICA = Target.REPLICA
+_PRIMARY = PRIMARY
+_monotonic = time.monotonic  # per statement: a global, not an attribute of the module
+_UNDECIDED: Any = object()  # _dispatch's default: the batch's decision is worked out there
+
+
+def _probe() -> None:
+    pass
+
+
+# A compiled module's functions are Cython's, not Python's.
+_COMPILED = type(_probe).__name__ != "function"
+COMPILED = _COMPILED
+
+
+def _parse_on(prepared: dict[str, Any], name: str, raw: bytes, group: SyncGroup, out: list[Any],
+              injected: bool) -> None:  # fmt: skip
+    """Send a Parse to a server: the client's own, or one `injected` to re-create a statement
+    there. A named statement the server still has and the client does not (it closed it on
+    another server, or this is a re-preparation with other text) is closed first, by us. The
+    flag of a client's named Parse is its name: if it fails, the client does not have it."""
+    if name and name in prepared:
+        out.append(encode.close(b"S", name))
+        group.flags.append(True)
+    prepared[name] = raw
+    group.names.append(name)
+    group.flags.append(True if injected else (name or False))
+    out.append(raw)
+
+
+_FIELDS = ("_avoid", "_plain", "_resend", "aborted", "admin", "batch", "batch_bytes", "current", "framer", "inbox",
+           "inflight", "last_route", "servers", "skip_until_sync", "statements", "statements_run", "waiting")  # fmt: skip
+
+
+class SessionCore(RelaySession):
+    """See the module docstring. The fields: `framer`, `inbox`, `waiting`, `skip_until_sync`,
+    `admin`, `servers`, `current`, `statements`, `statements_run` (FrontendSession's: it sets
+    them), and `batch`, `batch_bytes`, `last_route`, `_avoid`, `aborted`, `inflight`, `_resend`,
+    `_plain` (ClientSession's)."""
+
+    __slots__ = _FIELDS
+
+    # -- asyncio.Protocol (client side) ---------------------------------------------------------
+
+    def data_received(self, data: bytes) -> None:
+        # The commonest cases on their own paths, without the framer and message queue: one whole
+        # simple Query with nothing else pending (what psql and pgbench -M simple send), and one
+        # whole Parse/Bind/Describe/Execute/Sync of the unnamed statement (pgbench -M extended,
+        # psycopg, JDBC). Anything else, or anything these paths do not recognise, is framed.
+        c = data[0]
+        if (
+            (c == 0x51 or c == 0x50)
+            and self.phase == "ready"
+            and not self.batch
+            and not self.inbox
+            and not self.waiting
+            and not self.skip_until_sync
+            and not self.admin
+        ):
+            framer = self.framer
+            n = len(data)
+            if not framer._have and n - 1 <= framer.max_message_length:
+                if _COMPILED:
+                    # The headers checked in C (scan.py's recogniser), the same tests as below.
+                    raw = data if type(data) is bytes else bytes(data)
+                    end_p = _whole_typed(raw)
+                    if end_p == 1:
+                        self._query(raw)
+                        return
+                    if end_p and self._plain and n <= _MAX_BATCH and self._unnamed_packet(raw, n, end_p):
+                        return
+                elif c == 0x51:
+                    if n > 6 and _UNPACK_INT32(data, 1)[0] == n - 1 and data.find(b"\0", 5) == n - 1:
+                        self._query(bytes(data))
+                        return
+                elif self._plain and n <= _MAX_BATCH and n >= 5 and self._unnamed_packet(bytes(data), n, 0):
+                    return
+        if self.phase == "closed":
+            return
+        self._feed(data)  # FrontendSession's
+
+    def _unnamed_packet(self, data: bytes, n: int, end_p: int) -> bool:
+        """`data` (n >= 5 bytes, no message over the framer's limit) is exactly Parse of the unnamed
+        statement, Bind of it to the unnamed portal, optionally Describe of that portal, Execute,
+        Sync, with a Parse the daemon has already classified (`parse_cache`): run it as the
+        framer and `_ready_message` would, with `data` written to the server as it came. False
+        (nothing done) for anything else: the caller frames it. `end_p`: the Parse's length, when
+        the compiled recogniser has checked the headers already (these tests are its pure twin's)."""
+        if not end_p:
+            unpack = _UNPACK_INT32
+            end_p = 1 + unpack(data, 1)[0]
+            # The Bind: its portal and statement names empty (two NULs after its header).
+            if end_p < 5 or end_p + 7 > n or data[end_p] != 0x42 or data[end_p + 5] or data[end_p + 6]:
+                return False
+            pos = end_p + 1 + unpack(data, end_p + 1)[0]
+            if pos < end_p + 7 or pos + 5 > n:
+                return False
+            if data[pos] == 0x44:  # Describe: of the unnamed portal only ('P', NUL)
+                if unpack(data, pos + 1)[0] != 6 or pos + 7 > n or data[pos + 5] != 0x50 or data[pos + 6]:
+                    return False
+                pos += 7
+            end_d = pos
+            if pos + 5 > n or data[pos] != 0x45:  # Execute
+                return False
+            pos += 1 + unpack(data, pos + 1)[0]
+            # The Sync, last and whole.
+            if pos < end_d + 5 or pos != n - 5 or data[pos] != 0x53 or unpack(data, pos + 1)[0] != 4:
+                return False
+        raw_p = data[:end_p]
+        parsed = self.d.parse_cache.get(raw_p)
+        if parsed is None or parsed[0]:  # not seen yet (classified by _ready_message), or named
+            return False
+        decision = parsed[1]
+        self.statements[""] = (raw_p, decision)
+        # The batch _ready_message would make, with Bind to Sync as one entry: what it does to a
+        # batch (route, send with the statement re-created where missing, count its Syncs for a
+        # failed send, replay it) is the Bind's, then the Sync's, and these are its bytes.
+        if _COMPILED:
+            m_p = Message.__new__(Message)
+            m_p.type, m_p.raw, m_p._header = b"P", raw_p, 5
+            m_s = Message.__new__(Message)
+            m_s.type, m_s.raw, m_s._header = b"S", data[end_p:], 5
+        else:
+            m_p = Message(b"P", raw_p, 5)
+            m_s = Message(b"S", data[end_p:], 5)
+        batch = [(m_p, ("parse", "", raw_p, decision)), (m_s, ("use", "", raw_p, decision))]
+        try:
+            self._dispatch_at(batch, decision, data)
+        except PgProtocolError as exc:
+            self.fatal(exc.sqlstate, exc.message)
+        except Exception:
+            self._internal_error()
+        return True
+
+    def _query(self, raw: bytes) -> None:
+        """A whole Query message `raw` (checked: one NUL-terminated string) in the ready phase,
+        with nothing batched: dispatched without the framer and the message queue."""
+        try:
+            aux = ("query", self.d.cache.get_bytes(raw[5:-1]))  # d.classify_query, one call less
+            if _COMPILED:
+                m = Message.__new__(Message)
+                m.type, m.raw, m._header = b"Q", raw, 5
+            else:
+                m = Message(b"Q", raw, 5)
+            if self._plain:
+                self._dispatch_at([(m, aux)], aux[1], raw)
+            else:
+                self.batch.append((m, aux))
+                self._dispatch()
+        except PgProtocolError as exc:
+            self.fatal(exc.sqlstate, exc.message)
+        except Exception:
+            self._internal_error()
+
+    # -- routing --------------------------------------------------------------------------------
+
+    def _decision(self, batch: list[tuple[Message, Any]]) -> Any:
+        """The batch's decision: the first that needs the primary, else the first (None: no
+        message of it was classified, e.g. a lone Sync)."""
+        first = None
+        for _, aux in batch:
+            if aux is None:
+                continue
+            kind = aux[0]
+            if kind == "query":
+                d = aux[1]
+            elif kind == "use" or kind == "parse" or kind == "dup":
+                d = aux[3]
+            else:  # "close"
+                continue
+            if d.target is _T_PRIMARY:
+                return d
+            if first is None:
+                first = d
+        return first
+
+    def _dispatch(self, batch: list[tuple[Message, Any]] | None = None, decision: Any = _UNDECIDED,
+                  whole: bytes | None = None) -> None:  # fmt: skip
+        """Route and send the batch: see `_dispatch_at` (the pure twin's `_dispatch` is it)."""
+        self._dispatch_at(batch, decision, whole)
+
+    def _dispatch_at(self, batch: list[tuple[Message, Any]] | None = None, decision: Any = _UNDECIDED,
+                     whole: bytes | None = None) -> None:  # fmt: skip
+        """Route and send the batch (`self.batch`, or `batch` from data_received's whole-packet
+        paths, with its `decision` and `whole`: its messages' bytes as they came, see `_send`)."""
+        if batch is None:
+            batch, self.batch, self.batch_bytes = self.batch, [], 0
+        if self.aborted is not None:
+            answer_aborted(self, batch)  # its transaction died with the old primary
+            return
+        conn = self.current
+        # conn.busy inlined, here and in _send: a property call costs about as much as the rest
+        # of this test (callgrind: docs/perf.md).
+        if conn is not None and not conn.closed and (conn.groups or conn.open_group is not None or conn.copy):
+            self.inflight = None
+            SessionCore._send(self, conn, batch, whole)
+            return
+        if decision is _UNDECIDED:
+            decision = SessionCore._decision(self, batch)
+        d = self.d
+        if d.follower is not None:
+            # Following Patroni (failover_session.py, quiesce.py); nothing of it runs otherwise.
+            self.inflight = decision
+            if decision is not None and (decision.pins_session or
+                                         (decision.detail == "session-reset" and self.sets.statements)):  # fmt: skip
+                self.sets.note(batch, self.router.in_transaction)
+            self._resend = batch if lone_begin(batch, decision) else None
+            if decision is not None and holds(self, decision):
+                # Writes are paused (a planned switchover) or held (a failover): wait at the gate
+                # even on the primary connection the session has.
+                self._start_async(through_gate(self, batch, decision))
+                return
+        if decision is None:
+            # Sync/Close/Execute alone: where the session's last statement ran.
+            target = self.router.transaction_backend
+            if not target:
+                target = self.last_route[0] if self.last_route is not None else _PRIMARY
+            conn = self.servers.get(target)
+            if conn is not None and not conn.closed:
+                SessionCore._send(self, conn, batch, whole)
+                return
+            self._start_async(self._route_async(batch, None, target))
+            return
+        if decision.target is _T_REPLICA:
+            # A WAL position may be owed first (causal.py: fetched on the proxy's own connection).
+            # The clock is asked only when a bound can apply: a plain read in the default mode
+            # with nothing owed (the common case) skips the call, and so does a read inside a
+            # transaction or a pinned session (`owed` says False for them: a tpcb-like script's
+            # SELECT, after the first commit has left a commit LSN owed).
+            clock = d.clock
+            router = self.router
+            if (
+                (clock.global_mode or decision.reads_catalog or router.needs_commit_lsn)
+                and router.transaction_backend is None
+                and not router.pinned
+                and clock.owed(router, decision)
+            ):
+                self._start_async(self._route_async(batch, decision, None))
+                return
+        if decision.detail in DB_ADMIN_DETAILS and start_if_database_admin(self, batch, decision):
+            return  # DROP/ALTER DATABASE: the proxy's idle connections to it go first (dbadmin.py)
+        target = SessionCore._route(self, decision)[0]
+        conn = self.servers.get(target)
+        if conn is not None and not conn.closed:
+            SessionCore._send(self, conn, batch, whole)
+        else:
+            self._start_async(self._route_async(batch, decision, target))
+
+    def _route(self, decision: Any) -> Any:
+        d = self.d
+        router = self.router
+        # The router looks at the replicas only for a read outside a transaction and a pin; the
+        # views are built only then. The monitor fills in each replica's lag.
+        floor = None
+        if decision.target is _T_REPLICA and router.transaction_backend is None and not router.pinned:
+            views = d.replica_views(self._avoid) if self._avoid else d.monitor.views()
+            clock = d.clock
+            if clock.global_mode or decision.reads_catalog:  # `floor` is None otherwise
+                floor = clock.floor(decision)
+        else:
+            views = ()
+        route = router.route(decision, _monotonic(), views, outstanding=d.outstanding, floor_lsn=floor)
+        self.last_route = route
+        self._multi = decision.detail == "multi-statement"
+        routes = d.metrics.routes
+        routes[route] = routes.get(route, 0) + 1  # keyed (target, reason): Route is that tuple
+        return route
+
+    # -- sending to a server --------------------------------------------------------------------
+
+    def _send(self, conn: Any, batch: list[tuple[Message, Any]], whole: bytes | None = None) -> None:
+        """Send `batch` to `conn`, re-creating there the statements it uses. `whole`: the batch
+        is one of data_received's whole packets (a Query, or the unnamed statement's Parse, Bind,
+        [Describe,] Execute, Sync) and these are its bytes: nothing is ever injected into such a
+        packet (its Bind uses the statement its own Parse makes), so it is written as it came,
+        with the loop's bookkeeping for those messages."""
+        group = conn.open_group  # None: the next message starts a new group
+        was_busy = conn.groups or group is not None or conn.copy  # conn.busy (see _dispatch)
+        prepared = conn.prepared
+        if whole is not None:
+            if group is None:
+                group = SyncGroup()
+            aux = batch[0][1]
+            if aux[0] == "query":
+                group.by_query = True
+                prepared.pop("", None)  # a simple query destroys the unnamed statement
+            else:  # _parse_on of the client's unnamed statement
+                prepared[""] = aux[2]
+                group.names.append("")
+                # Its flag would be False (the client's own: forwarded), and it would be the
+                # group's last: the relay forwards a ParseComplete that finds no flag just the
+                # same, so none is kept.
+            conn.groups.append(group)
+            conn.open_group = None
+            out = None
+        else:
+            out = []
+            for msg, aux in batch:
+                if group is None:
+                    group = SyncGroup()
+                t = msg.type
+                if t == b"P":
+                    if aux[0] == "dup":
+                        # The server must have the client's statement to answer 42P05 as direct. Its
+                        # flag: what the statement becomes if the Parse succeeds after all (an earlier
+                        # Parse of it in the client's pipeline failed).
+                        if prepared.get(aux[1]) != aux[2]:
+                            _parse_on(prepared, aux[1], aux[2], group, out, True)
+                        group.flags.append((aux[1], aux[4], aux[5]))
+                        out.append(msg.raw)
+                        continue
+                    _parse_on(prepared, aux[1], aux[2], group, out, False)
+                    continue
+                if aux is not None and aux[0] == "use":
+                    have = prepared.get(aux[1])
+                    if have is not aux[2] and have != aux[2]:  # `is`: a large one compares slowly
+                        _parse_on(prepared, aux[1], aux[2], group, out, True)
+                elif t == b"C":
+                    if aux is not None:
+                        prepared.pop(aux[1], None)
+                    group.flags.append(False)
+                out.append(msg.raw)
+                if t == b"S" or t == b"Q" or t == b"F":
+                    if t != b"S":
+                        group.by_query = True
+                        prepared.pop("", None)  # a simple query destroys the unnamed statement
+                    conn.groups.append(group)
+                    group = None
+            conn.open_group = group
+        self.current = conn
+        conn.replay = None
+        if not was_busy and conn.backend != _PRIMARY and self.router.transaction_backend is None:
+            conn.replay = batch
+        elif batch is self._resend and not was_busy:
+            conn.replay = batch  # failover_session.py: a lone BEGIN, sent again if its primary dies
+        if not was_busy:
+            self.d.started(conn)
+        if out is None:
+            transport = conn.transport
+            if transport is not None:  # conn.write, inlined (not closed: see the callers)
+                transport.write(whole)
+        elif len(out) == 1:
+            conn.write(out[0])
+        elif sum(map(len, out)) > LARGE_SQL_BYTES:
+            for piece in out:  # a large Parse: not copied into one buffer
+                conn.write(piece)
+        else:
+            conn.write(b"".join(out))
+        self.statements_run += 1
+
+
+# Interpreted, `_dispatch` is the implementation itself (no call in between); compiled, it is the
+# Python-visible entry of the C method.
+if not _COMPILED:
+    setattr(SessionCore, "_dispatch", getattr(SessionCore, "_dispatch_at"))  # noqa: B010 (compiled: a C method)
+else:
+    as_members(SessionCore, _FIELDS)
