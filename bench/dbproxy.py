@@ -6,7 +6,9 @@ Theory of operation
    `pgbench -i -s <scale>`; the replicas catch up before anything is measured.
 2. Targets on that cluster: "tierproxy" (read/write split over all three servers, read-your-writes
    on), "pgbouncer" (transaction pooling, primary only), "pgpool" (streaming-replication mode, load
-   balancing on) and "direct" (pgbench straight at the primary: no proxy at all).
+   balancing on) and "direct" (pgbench straight at the primary: no proxy at all). On request
+   (`--targets ...,tierproxy-session`), tierproxy with `[routing] balance = "session"` (a session
+   keeps the replica of its first read: one replica connection per session, not one per replica).
 3. Workloads: select-only with the simple and the extended protocol, and tpcb-like (writes, in
    transactions) with the simple protocol; `pgbench -c <clients> -j 2 -T <duration>`. On request
    (`--workloads orm`), an ORM's statement mix from bench/ormsql.py (string literals, IN lists,
@@ -56,7 +58,8 @@ from proxy.devstack.process import DevstackError
 __all__ = ["add_arguments", "run"]
 
 REPO = Path(__file__).resolve().parents[1]
-TARGETS = ("tierproxy", "pgbouncer", "pgpool", "direct")
+TARGETS = ("tierproxy", "tierproxy-session", "pgbouncer", "pgpool", "direct")
+DEFAULT_TARGETS = ("tierproxy", "pgbouncer", "pgpool", "direct")  # tierproxy-session on request
 WORKLOADS = {
     "select-only simple": ["-S", "-M", "simple"],
     "select-only extended": ["-S", "-M", "extended"],
@@ -89,7 +92,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--scale", type=int, default=10, help="pgbench scale factor (10)")
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds (3)")
     parser.add_argument("--workers", type=int, default=1, help="tierproxy dbproxy processes (workers = N, 1)")
-    parser.add_argument("--targets", default=",".join(TARGETS), help=f"subset of {','.join(TARGETS)}")
+    parser.add_argument("--targets", default=",".join(DEFAULT_TARGETS), help=f"subset of {','.join(TARGETS)}")
     parser.add_argument("--workloads", default=",".join(DEFAULT_WORKLOADS),
                         help=f"subset of {','.join(WORKLOADS)} (default: all but orm)")
     parser.add_argument("--smoke", action="store_true", help="1 s runs, 1 round: checks the harness, not the speed")
@@ -102,12 +105,20 @@ def _start(wanted: list[str], cluster: PgCluster, workdir: Path, bins: dict[str,
     targets = []
     for name in wanted:
         try:
-            if name == "tierproxy":
-                proxy: DbProxyServer = start_dbproxy(cluster, log_dir=workdir, users={"app": "app-secret"},
-                                                     workers=settings["workers"])  # fmt: skip
+            if name in ("tierproxy", "tierproxy-session"):
+                # tierproxy-session: the same with `[routing] balance = "session"` (each session
+                # keeps the replica of its first read: one replica connection per session).
+                session = name == "tierproxy-session"
+                log_dir = workdir / name
+                log_dir.mkdir(exist_ok=True)
+                proxy: DbProxyServer = start_dbproxy(
+                    cluster, log_dir=log_dir, users={"app": "app-secret"}, workers=settings["workers"],
+                    extra='[routing]\nbalance = "session"\n' if session else "",
+                )  # fmt: skip
                 closers.append(proxy)
                 targets.append(Target(name, f"tierproxy dbproxy ({settings['workers']} worker(s)): read/write split "
-                                      "over primary + 2 replicas", proxy.port, "app", "app-secret",
+                                      "over primary + 2 replicas" + (", per-session replica choice" if session else ""),
+                                      proxy.port, "app", "app-secret",
                                       [proxy.process.pid], lambda p=proxy: p.process.running))  # fmt: skip
             elif name == "pgbouncer":
                 if bins["pgbouncer"].path is None:

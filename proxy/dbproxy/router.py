@@ -303,6 +303,7 @@ class SessionRouter:
         "needs_commit_lsn",
         "pinned",
         "_rotation",
+        "_sticky",
         "transaction_backend",
         "_txn_failed",
         "_uncommitted_ddl",
@@ -321,14 +322,21 @@ class SessionRouter:
         max_lag_seconds: float | None = None,
         rotation_seed: int = 0,
         on_commit: Callable[[bool], int] | None = None,
+        balance: str = "statement",
     ) -> None:
         if read_your_writes not in ("lsn", "primary-window", "global", "off"):
             raise ValueError(f"unknown read_your_writes mode {read_your_writes!r}")
+        if balance not in ("statement", "session"):
+            raise ValueError(f"unknown balance {balance!r}")
         self._mode = read_your_writes
         self._window = primary_window  # seconds
         self._max_lag_bytes = max_lag_bytes
         self._max_lag_seconds = max_lag_seconds
         self._rotation = rotation_seed
+        # balance = "session": the replica this session reads from while it qualifies (its name;
+        # "" until the first read), so it holds one replica connection instead of one per replica.
+        # None: balance = "statement", every read chooses.
+        self._sticky: str | None = "" if balance == "session" else None
         # Plain attributes, not properties, where the daemon reads them per statement (a property
         # call costs several attribute loads). Read only, outside this class.
         # The backend of the open transaction (PRIMARY or a replica name), or None; set from BEGIN
@@ -367,6 +375,7 @@ class SessionRouter:
             max_lag_bytes=routing.max_lag_bytes,
             max_lag_seconds=routing.max_lag_seconds,
             rotation_seed=rotation_seed,
+            balance=routing.balance,
         )
 
     # -- state, for SHOW CLIENTS and the daemon -----------------------------------------------
@@ -537,6 +546,15 @@ class SessionRouter:
         if floor is not None and (min_lsn is None or floor > min_lsn):
             min_lsn = floor
         max_b, max_s = self._max_lag_bytes, self._max_lag_seconds
+        sticky = self._sticky
+        if sticky:
+            # balance = "session": the session's replica while it is usable and recent enough.
+            for r in replicas:
+                if r.name == sticky:
+                    if _usable(r, max_b, max_s) and (min_lsn is None or (r.replay_lsn is not None
+                                                                          and r.replay_lsn >= min_lsn)):  # fmt: skip
+                        return r, _RR_READ
+                    break
         if type(replicas) is tuple:
             # Immutable views (the daemon shares one tuple between monitor polls): the usable
             # ones, in name order, are worked out once per tuple instead of per statement.
@@ -550,6 +568,8 @@ class SessionRouter:
                                     rotation=self._rotation, outstanding=outstanding)  # fmt: skip
         if choice is not None:
             self._rotation += 1
+            if sticky is not None:
+                self._sticky = choice.name
             return choice, _RR_READ
         if min_lsn is not None and choose_replica(replicas, max_lag_bytes=max_b, max_lag_seconds=max_s) is not None:
             return None, _RR_READ_YOUR_WRITES
