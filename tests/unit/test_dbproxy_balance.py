@@ -14,7 +14,14 @@ from hypothesis import strategies as st
 
 from proxy.dbproxy.classify_types import Decision, Reason, Target
 from proxy.dbproxy.config import RoutingConfig
-from proxy.dbproxy.router import PRIMARY, ReplicaView, Route, RouteReason, SessionRouter, parse_lsn
+from proxy.dbproxy.router import (
+    PRIMARY,
+    ReplicaView,
+    Route,
+    RouteReason,
+    SessionRouter,
+    parse_lsn,
+)
 
 READ = Decision(Target.REPLICA, Reason.READ, detail="select")
 WRITE = Decision(Target.PRIMARY, Reason.WRITE, detail="insert")
