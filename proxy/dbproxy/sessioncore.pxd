@@ -9,6 +9,7 @@ cimport cython
 from proxy.pgfront.relay cimport RelaySession, RelayServer, SyncGroup
 from proxy.pgwire.framing cimport Message, _Framer
 from proxy.pgwire.scan cimport _whole_typed
+from cpython.time cimport monotonic as _c_monotonic
 
 cdef bint _COMPILED
 cdef Py_ssize_t _MAX_BATCH
@@ -24,7 +25,7 @@ cdef class SessionCore(RelaySession):
     @cython.locals(c=Py_ssize_t, n=Py_ssize_t, end_p=Py_ssize_t, framer=_Framer, raw=bytes)
     cpdef data_received(self, data)
 
-    @cython.locals(pos=Py_ssize_t, end_d=Py_ssize_t, m_p=Message, m_s=Message)
+    @cython.locals(pos=Py_ssize_t, end_d=Py_ssize_t, m_p=Message, m_s=Message, parse_cache=dict, statements=dict)
     cdef bint _unnamed_packet(self, bytes data, Py_ssize_t n, Py_ssize_t end_p) except -1
 
     @cython.locals(m=Message)
@@ -32,10 +33,12 @@ cdef class SessionCore(RelaySession):
 
     cpdef _decision(self, batch)
 
-    @cython.locals(conn=RelayServer)
+    @cython.locals(conn=RelayServer, servers=dict, replica=bint)
     cdef _dispatch_at(self, batch=*, decision=*, whole=*)
 
     cpdef _route(self, decision)
+    @cython.locals(routes=dict, now=double)
+    cdef _route_at(self, decision, bint replica, catalog, detail)
 
-    @cython.locals(group=SyncGroup, msg=Message, was_busy=bint)
+    @cython.locals(group=SyncGroup, msg=Message, was_busy=bint, prepared=dict)
     cpdef _send(self, RelayServer conn, batch, whole=*)

@@ -164,11 +164,13 @@ class SessionCore(RelaySession):
             if pos < end_d + 5 or pos != n - 5 or data[pos] != 0x53 or unpack(data, pos + 1)[0] != 4:
                 return False
         raw_p = data[:end_p]
-        parsed = self.d.parse_cache.get(raw_p)
+        parse_cache = self.d.parse_cache
+        parsed = parse_cache.get(raw_p)
         if parsed is None or parsed[0]:  # not seen yet (classified by _ready_message), or named
             return False
         decision = parsed[1]
-        self.statements[""] = (raw_p, decision)
+        statements = self.statements
+        statements[""] = (raw_p, decision)
         # The batch _ready_message would make, with Bind to Sync as one entry: what it does to a
         # batch (route, send with the statement re-created where missing, count its Syncs for a
         # failed send, replay it) is the Bind's, then the Sync's, and these are its bytes.
@@ -272,13 +274,18 @@ class SessionCore(RelaySession):
             target = self.router.transaction_backend
             if not target:
                 target = self.last_route[0] if self.last_route is not None else _PRIMARY
-            conn = self.servers.get(target)
+            servers = self.servers
+            conn = servers.get(target)
             if conn is not None and not conn.closed:
                 SessionCore._send(self, conn, batch, whole)
                 return
             self._start_async(self._route_async(batch, None, target))
             return
-        if decision.target is _T_REPLICA:
+        # The decision's fields, the clock and the router are read once here for _route_at too
+        # (compiled, each is a generic attribute lookup, ~150 instructions).
+        replica = decision.target is _T_REPLICA
+        catalog = False
+        if replica:
             # A WAL position may be owed first (causal.py: fetched on the proxy's own connection).
             # The clock is asked only when a bound can apply: a plain read in the default mode
             # with nothing owed (the common case) skips the call, and so does a read inside a
@@ -286,39 +293,54 @@ class SessionCore(RelaySession):
             # SELECT, after the first commit has left a commit LSN owed).
             clock = d.clock
             router = self.router
+            catalog = clock.global_mode or decision.reads_catalog
             if (
-                (clock.global_mode or decision.reads_catalog or router.needs_commit_lsn)
+                (catalog or router.needs_commit_lsn)
                 and router.transaction_backend is None
                 and not router.pinned
                 and clock.owed(router, decision)
             ):
                 self._start_async(self._route_async(batch, decision, None))
                 return
-        if decision.detail in DB_ADMIN_DETAILS and start_if_database_admin(self, batch, decision):
+        detail = decision.detail
+        if detail in DB_ADMIN_DETAILS and start_if_database_admin(self, batch, decision):
             return  # DROP/ALTER DATABASE: the proxy's idle connections to it go first (dbadmin.py)
-        target = SessionCore._route(self, decision)[0]
-        conn = self.servers.get(target)
+        target = SessionCore._route_at(self, decision, replica, catalog, detail)[0]
+        servers = self.servers
+        conn = servers.get(target)
         if conn is not None and not conn.closed:
             SessionCore._send(self, conn, batch, whole)
         else:
             self._start_async(self._route_async(batch, decision, target))
 
     def _route(self, decision: Any) -> Any:
+        """The route of `decision` (the session router's), counted and remembered."""
+        replica = decision.target is _T_REPLICA
+        catalog = replica and (self.d.clock.global_mode or decision.reads_catalog)
+        return SessionCore._route_at(self, decision, replica, catalog, decision.detail)
+
+    def _route_at(self, decision: Any, replica: bool, catalog: Any, detail: str) -> Any:
+        """`_route` with what the caller has read of the decision already: `replica` (its target
+        is a replica), `catalog` (for a replica: the clock's global mode or a catalog read, which
+        bound the read by a WAL position), `detail`."""
         d = self.d
         router = self.router
         # The router looks at the replicas only for a read outside a transaction and a pin; the
         # views are built only then. The monitor fills in each replica's lag.
         floor = None
-        if decision.target is _T_REPLICA and router.transaction_backend is None and not router.pinned:
+        if replica and router.transaction_backend is None and not router.pinned:
             views = d.replica_views(self._avoid) if self._avoid else d.monitor.views()
-            clock = d.clock
-            if clock.global_mode or decision.reads_catalog:  # `floor` is None otherwise
-                floor = clock.floor(decision)
+            if catalog:  # `floor` is None otherwise
+                floor = d.clock.floor(decision)
         else:
             views = ()
-        route = router.route(decision, _monotonic(), views, outstanding=d.outstanding, floor_lsn=floor)
+        if _COMPILED:
+            now = _c_monotonic()  # noqa: F821 (sessioncore.pxd: cpython.time's, the same clock)
+        else:
+            now = _monotonic()
+        route = router.route(decision, now, views, outstanding=d.outstanding, floor_lsn=floor)
         self.last_route = route
-        self._multi = decision.detail == "multi-statement"
+        self._multi = detail == "multi-statement"
         routes = d.metrics.routes
         routes[route] = routes.get(route, 0) + 1  # keyed (target, reason): Route is that tuple
         return route

@@ -29,6 +29,7 @@ from proxy.pgwire.framing import FrontendFramer, Message
 from tests.unit.test_native_differential import _twins
 
 READ = Decision(Target.REPLICA, Reason.READ, detail="select")
+CATALOG = Decision(Target.REPLICA, Reason.READ, detail="show", reads_catalog=True)
 WRITE = Decision(Target.PRIMARY, Reason.WRITE, detail="update")
 MULTI = Decision(Target.PRIMARY, Reason.WRITE, detail="multi-statement")
 
@@ -54,7 +55,7 @@ def packet(sql: bytes, describe: bool, portal: bytes = b"", stmt: bytes = b"") -
 
 def _decide(sql: bytes) -> Decision:
     if sql.startswith(b"SELECT"):
-        return READ
+        return CATALOG if b"pg_class" in sql else READ
     return MULTI if b";" in sql else WRITE
 
 
@@ -83,7 +84,17 @@ class _Monitor:
 
 
 class _Clock:
-    global_mode = False
+    def __init__(self, calls: list) -> None:
+        self.calls = calls
+        self.global_mode = False
+
+    def owed(self, router, decision) -> bool:
+        self.calls.append(("owed", decision.detail))
+        return decision.detail == "select" and router.needs_commit_lsn
+
+    def floor(self, decision) -> int:
+        self.calls.append(("floor", decision.detail))
+        return 42
 
 
 class _Metrics:
@@ -100,7 +111,7 @@ class _Daemon:
             self.parse_cache[parse(sql)] = ("", _decide(sql))
         self.parse_cache[parse(b"SELECT 2", b"named")] = ("named", READ)
         self.follower = None
-        self.clock = _Clock()
+        self.clock = _Clock(self.calls)
         self.monitor = _Monitor()
         self.outstanding: dict = {}
         self.metrics = _Metrics()
@@ -175,6 +186,9 @@ def _session_class(mod):
             self.ending = None
             self.terminating = False
             self.router.transaction_backend = state["txn"]
+            self.router.pinned = state["pinned"]
+            self.router.needs_commit_lsn = state["lsn"]
+            self.d.clock.global_mode = state["global"]
 
         def _feed(self, data) -> None:
             self.log.append(("feed", bytes(data)))
@@ -206,7 +220,8 @@ def _state(s) -> tuple:
             s.batch_bytes, s.inflight)  # fmt: skip
 
 
-SQL = st.sampled_from([b"SELECT 1", b"UPDATE t SET a = 1", b"SELECT 9", b"BAD", b"SELECT 1; UPDATE t SET a = 2"])
+SQL = st.sampled_from([b"SELECT 1", b"UPDATE t SET a = 1", b"SELECT 9", b"BAD", b"SELECT 1; UPDATE t SET a = 2",
+                       b"SELECT relname FROM pg_class"])
 
 
 def _mutate(data: bytes, at: int, byte: int) -> bytes:
@@ -236,6 +251,9 @@ STATES = st.fixed_dictionaries({
     "lost": st.sampled_from([False, False, True]),
     "avoid": st.booleans(),
     "txn": st.sampled_from([None, None, PRIMARY]),
+    "pinned": st.sampled_from([False, False, True]),
+    "lsn": st.booleans(),
+    "global": st.booleans(),
 })  # fmt: skip
 
 
@@ -285,7 +303,7 @@ def test_send_compiled_is_pure(sends):
     """The framed path's `_send` (and `_decision`): statements re-created, Closes, duplicates, large Parses."""
     compiled, pure = _twins("proxy.dbproxy.sessioncore")
     state = {"phase": "ready", "buffered": 0, "waiting": False, "pending": False, "lost": False, "avoid": False,
-             "txn": None}  # fmt: skip
+             "txn": None, "pinned": False, "lsn": False, "global": False}  # fmt: skip
 
     def run(mod):
         s = _session_class(mod)(state)
@@ -315,7 +333,7 @@ def test_dispatch_override_is_honoured():
                 super()._dispatch()
 
         state = {"phase": "ready", "buffered": 0, "waiting": False, "pending": False, "lost": False, "avoid": False,
-                 "txn": None}  # fmt: skip
+                 "txn": None, "pinned": False, "lsn": False, "global": False}  # fmt: skip
         s = Overriding(state)
         s._plain = type(s)._dispatch is mod.SessionCore._dispatch
         assert not s._plain
