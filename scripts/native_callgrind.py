@@ -62,6 +62,7 @@ def _cases() -> dict[str, Callable[[], Callable[[], object]]]:
         return lambda: simple_response(RESPONSE, 8192)
 
     return {"request": request, "request_keep_alive": request_keep_alive, "wrk_request": wrk_request, "response": response, "exchange": exchange,
+            "exchange_vary": exchange_vary,
             "frame_rows": frame_rows, "frame_extended": frame_extended,
             "classify_pgbench": lambda: classify_hit(PGBENCH_SQL), "classify_orm": lambda: classify_hit(ORM_SQL),
             "classify_ormmix": classify_ormmix, "key_pgbench": lambda: key(PGBENCH_SQL), "key_orm": lambda: key(ORM_SQL),
@@ -237,6 +238,60 @@ def exchange() -> Callable[[], object]:
     return one
 
 
+# `bench lb --vary`'s shape: wrk's bare GET with a query string counting up, nginx's `return 200
+# "ok\n"` answer (its Date changing), round robin over two backends as bench/servers.py configures.
+VARY_RESPONSE = (
+    b"HTTP/1.1 200 OK\r\nServer: nginx/1.22.1\r\nDate: Sat, 05 Dec 2026 07:00:00 GMT\r\n"
+    b"Content-Type: text/plain\r\nContent-Length: 3\r\nConnection: keep-alive\r\n\r\nok\n"
+)
+
+
+def exchange_vary() -> Callable[[], object]:
+    """One whole lb exchange of `bench lb --vary`'s shape (as `exchange`, otherwise): wrk's bare
+    `GET /?r=N` (every one distinct), nginx's 3-byte answer, round robin over two backends, each
+    with an idle keep-alive connection."""
+    import asyncio
+
+    from proxy.lb.client import ClientConn
+    from proxy.lb.config import LbConfig
+    from proxy.lb.frontend import Frontend
+    from proxy.lb.pool import Pool
+    from proxy.upstream.conn import UpstreamConn
+
+    cfg = LbConfig.model_validate({"pools": {"p": {"algorithm": "round_robin", "backends": [
+        {"name": "b1", "address": "127.0.0.1:1"}, {"name": "b2", "address": "127.0.0.1:2"}]}}})
+    requests = [b"GET /?r=%d HTTP/1.1\r\nHost: 127.0.0.1:8080\r\n\r\n" % i for i in range(1000, 1097)]
+    responses = [VARY_RESPONSE.replace(b"07:00:00", b"07:%02d:%02d" % (i // 60, i % 60)) for i in range(89)]
+
+    async def build() -> tuple[ClientConn, list[UpstreamConn]]:
+        pool = Pool("p", cfg.pools["p"], lambda b: None, lambda b: None)
+        fe = Frontend(cfg, {"p": pool})
+        client = ClientConn(fe)
+        client.connection_made(_Sink())  # type: ignore[arg-type]
+        ups = []
+        for backend in pool.backends.values():
+            up = UpstreamConn(backend, cfg.limits.max_header_bytes)
+            up.connection_made(_Sink())  # type: ignore[arg-type]
+            backend.idle.append(up)
+            ups.append(up)
+        return client, ups
+
+    loop = asyncio.new_event_loop()
+    client, ups = loop.run_until_complete(build())
+    state = [0]
+
+    def one() -> None:
+        i = state[0] = state[0] + 1
+        client.data_received(requests[i % 97])
+        ups[(i - 1) % 2].data_received(responses[i % 89])  # round robin: b1, b2, b1, ...
+
+    for _ in range(2):
+        one()
+        assert client.req is None and client.backend is None, "the exchange did not end"
+    assert all(len(u.backend.idle) == 1 and u.backend.requests == 1 for u in ups), "not round robin"
+    return one
+
+
 CASES = _cases()
 
 
@@ -246,9 +301,9 @@ def run(case: str, n: int) -> None:
         fn()
 
 
-def _instructions(case: str, n: int, env: dict[str, str]) -> int:
+def _instructions(case: str, n: int, env: dict[str, str], keep: str | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
-        out = os.path.join(tmp, "cg.out")
+        out = os.path.join(keep or tmp, f"cg.{case}.{'pure' if env.get('TIERPROXY_PURE') else 'compiled'}.{n}.out")
         subprocess.run(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", sys.executable,
                         os.path.abspath(__file__), "--run", case, str(n)],
                        env=env, check=True, capture_output=True)  # fmt: skip
@@ -258,12 +313,12 @@ def _instructions(case: str, n: int, env: dict[str, str]) -> int:
         return int(m.group(1))
 
 
-def per_call(case: str, pure: bool) -> float:
+def per_call(case: str, pure: bool, keep: str | None = None) -> float:
     env = dict(os.environ)
     env.pop("TIERPROXY_PURE", None)
     if pure:
         env["TIERPROXY_PURE"] = "1"
-    return (_instructions(case, 3000, env) - _instructions(case, 1000, env)) / 2000
+    return (_instructions(case, 3000, env, keep) - _instructions(case, 1000, env, keep)) / 2000
 
 
 def main() -> int:
@@ -272,6 +327,8 @@ def main() -> int:
     ap.add_argument("--run", nargs=2, metavar=("CASE", "N"), help=argparse.SUPPRESS)
     ap.add_argument("--timeit", action="store_true", help="microseconds per call (best of 5) instead")
     ap.add_argument("--pure", action="store_true", help="only the pure twin")
+    ap.add_argument("--keep", metavar="DIR", help="keep callgrind's output files there "
+                    "(cg.CASE.pure|compiled.N.out: callgrind_annotate, or a diff of the 3,000 and 1,000 runs)")
     args = ap.parse_args()
     if args.run:
         run(args.run[0], int(args.run[1]))
@@ -285,10 +342,10 @@ def main() -> int:
             best = min(timeit.repeat(fn, number=20000, repeat=5)) / 20000 * 1e6
             print(f"{case:14} {best:8.3f} us/call")
             continue
-        pure = per_call(case, True)
+        pure = per_call(case, True, args.keep)
         line = f"{case:14} pure {pure:9.0f} instr/call"
         if not args.pure:
-            native = per_call(case, False)
+            native = per_call(case, False, args.keep)
             line += f"   compiled {native:9.0f}   ({native / pure:.2f}x)"
         print(line, flush=True)
     return 0

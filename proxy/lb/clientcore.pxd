@@ -4,7 +4,12 @@
 # and the hot methods are called in C. The cpdef ones are also called from Python or overridden
 # by subclasses (lb/frontconn.py: RedirectConn._start_request), which Cython's dispatch honours.
 cimport cython
+from libc.string cimport memcpy
+from proxy.http1._head cimport RequestHead as CRequestHead
 from proxy.upstream.conn cimport UpstreamCore
+from proxy._members cimport as_members
+
+cdef bint _COMPILED
 
 cdef int _IDLE, _HEAD, _BACKEND, _TUNNEL, _P_UPSTREAM, _P_PENDING, _P_BACKLOG
 cdef object _LENGTH, _HTTP_5XX
@@ -15,7 +20,14 @@ cdef object _cut_connection
 @cython.locals(p="const char *")
 cpdef _cut(data, Py_ssize_t start, Py_ssize_t end)
 
+cdef class SimpleHeads:
+    cdef public bytes scheme, rid_prefix
+    cdef public unsigned long long rid
+
+    cpdef simple(self, head, bytes client_ip)
+
 cdef class ClientCore:
+    cdef public SimpleHeads heads
     cdef public object fe, transport, parser, clock, backlog
     cdef public object req, pool, backend, up, connecting, retry_buf, exclude, last_failure
     cdef public object resp, set_cookie, hash_key, tunnel_buf
@@ -32,7 +44,7 @@ cdef class ClientCore:
     cpdef _pause(self, int reason)
     cpdef _resume(self, int reason)
 
-    @cython.locals(now=double)
+    @cython.locals(now=double, heads=SimpleHeads)
     cpdef _start_request(self, head)
 
     cpdef _dispatch(self, bint sticky=*)
@@ -48,3 +60,66 @@ cdef class ClientCore:
     cpdef _response_end(self, UpstreamCore up)
     cpdef _finish_exchange(self)
     cdef _finish_at(self, double now)
+
+
+# SimpleHeads.simple, compiled: the head written into a new bytes of its exact size (the parts are
+# the simple path's, all bytes; anything else gives None and the caller formats as the pure twin).
+cdef extern from "Python.h":
+    bytes PyBytes_FromStringAndSize(const char *, Py_ssize_t)
+    char *PyBytes_AS_STRING(object)
+    Py_ssize_t PyBytes_GET_SIZE(object)
+
+cdef inline char *_put(char *q, object b) noexcept:
+    cdef Py_ssize_t n = PyBytes_GET_SIZE(b)
+    memcpy(q, PyBytes_AS_STRING(b), n)
+    return q + n
+
+cdef inline char *_lit(char *q, const char *s, Py_ssize_t n) noexcept:
+    memcpy(q, s, n)
+    return q + n
+
+@cython.locals(h=CRequestHead, n=Py_ssize_t, digits=Py_ssize_t, v="unsigned long long", q="char *", i=Py_ssize_t,
+               hexdigits="const char *")
+cdef inline object _write_simple(SimpleHeads heads, object head, bytes client_ip):
+    if type(head) is not CRequestHead:
+        return None
+    h = <CRequestHead>head
+    method, target, forward, host = h.method, h.target, h.forward, h.host
+    scheme, prefix = heads.scheme, heads.rid_prefix
+    if (type(method) is not bytes or type(target) is not bytes or type(forward) is not bytes
+            or type(host) is not bytes or client_ip is None or scheme is None or prefix is None):
+        return None
+    v = heads.rid
+    digits = 1
+    while v >= 16:
+        v >>= 4
+        digits += 1
+    # "M T HTTP/1.1\r\n" F "x-forwarded-for: " IP "\r\nx-forwarded-proto: " S
+    # "\r\nx-forwarded-host: " H "\r\nx-request-id: " P "-" RID "\r\n\r\n"
+    n = (PyBytes_GET_SIZE(method) + 1 + PyBytes_GET_SIZE(target) + 11 + PyBytes_GET_SIZE(forward) + 17
+         + PyBytes_GET_SIZE(client_ip) + 21 + PyBytes_GET_SIZE(scheme) + 20 + PyBytes_GET_SIZE(host) + 16
+         + PyBytes_GET_SIZE(prefix) + 1 + digits + 4)
+    out = PyBytes_FromStringAndSize(NULL, n)
+    q = PyBytes_AS_STRING(out)
+    q = _put(q, method)
+    q = _lit(q, " ", 1)
+    q = _put(q, target)
+    q = _lit(q, " HTTP/1.1\r\n", 11)
+    q = _put(q, forward)
+    q = _lit(q, "x-forwarded-for: ", 17)
+    q = _put(q, client_ip)
+    q = _lit(q, "\r\nx-forwarded-proto: ", 21)
+    q = _put(q, scheme)
+    q = _lit(q, "\r\nx-forwarded-host: ", 20)
+    q = _put(q, host)
+    q = _lit(q, "\r\nx-request-id: ", 16)
+    q = _put(q, prefix)
+    q = _lit(q, "-", 1)
+    v = heads.rid
+    hexdigits = b"0123456789abcdef"
+    for i in range(digits - 1, -1, -1):
+        q[i] = hexdigits[v & 15]
+        v >>= 4
+    q += digits
+    _lit(q, "\r\n\r\n", 4)
+    return out

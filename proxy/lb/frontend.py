@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from proxy.core.accept import Acceptor
 from proxy.http1 import HOP_BY_HOP, Framing, RequestHead, ResponseHead, strip_hop_by_hop
 from proxy.lb.client import ClientConn
+from proxy.lb.clientcore import SimpleHeads
 from proxy.lb.config import LbConfig, RouteConfig
 from proxy.lb.markdown import FAILED, REDISPATCHED
 from proxy.lb.reject import RejectLog
@@ -52,14 +53,17 @@ class Frontend:
         self.cfg = cfg
         self.pools = pools
         self.routes: list[tuple[RouteConfig, bytes | None, bytes]] = []
+        # The simple path's backend heads and the request-ID counter (X-Request-ID) of every head.
+        self.heads = SimpleHeads(b"http", os.urandom(4).hex().encode())
+        # What a client connection makes its heads with itself: none where a subclass's
+        # upstream_head adds to Frontend's (lb/frontconn.py's ForwardingFrontend).
+        self.core_heads = self.heads if type(self).upstream_head is Frontend.upstream_head else None
         self.set_config(cfg)
         self.loop = asyncio.get_running_loop()
         self.now = self.loop.time()
         self.conns: set[ClientConn] = set()
         self.draining = False
         self.acceptors: list[Acceptor] = []
-        self._rid_prefix = os.urandom(4).hex().encode()
-        self._rid = 0
         # Response heads of simple responses, one per status (lb/simple.py): shared, never changed.
         self.simple_heads: dict[int, ResponseHead] = {}
         # counters for /metrics
@@ -91,7 +95,7 @@ class Frontend:
         self.fallback = lst.default_pool or cfg.fallback_pool
         self.listen_authority = lst.address.encode()
         # X-Forwarded-Proto: a listener's attribute, not a per-request decision.
-        self.scheme = b"https" if lst.protocol == "https" else b"http"
+        self.scheme = self.heads.scheme = b"https" if lst.protocol == "https" else b"http"
         # Read per request: one attribute load instead of a chain.
         self.timeouts = cfg.timeouts
         self.limits = cfg.limits
@@ -199,10 +203,11 @@ class Frontend:
         if head.raw_fields is not None:
             # The parser's simple path: no X-Forwarded-* or X-Request-ID field, no hop-by-hop
             # field but a "Connection: keep-alive" already left out of `forward`, a valid Host,
-            # every line checked; forward the lines as they came and add ours.
-            self._rid += 1
-            return b"%s %s HTTP/1.1\r\n%sx-forwarded-for: %s\r\nx-forwarded-proto: %s\r\nx-forwarded-host: %s\r\nx-request-id: %s-%x\r\n\r\n" % (
-                head.method, head.target, head.forward, client_ip, self.scheme, head.host, self._rid_prefix, self._rid)  # fmt: skip
+            # every line checked; forward the lines as they came and add ours (SimpleHeads; a
+            # ClientConn calls it itself where this method is not overridden).
+            data = self.heads.simple(head, client_ip)
+            assert data is not None
+            return data
         headers = head.fields()
         for k, _ in headers:
             if k in HOP_BY_HOP:
@@ -232,8 +237,9 @@ class Frontend:
             out += (b"host: ", self.listen_authority, b"\r\n")
             lines += 1
         if not has_rid:
-            self._rid += 1
-            out.append(b"x-request-id: %s-%x\r\n" % (self._rid_prefix, self._rid))
+            heads = self.heads
+            heads.rid += 1
+            out.append(b"x-request-id: %s-%x\r\n" % (heads.rid_prefix, heads.rid))
             lines += 1
         if head.upgrade:
             out.append(b"connection: upgrade\r\n")

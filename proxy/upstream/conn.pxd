@@ -3,6 +3,7 @@
 # connection and the cdn's origin fetch read and set them), and data_received calls the response
 # parser's feed_simple in C.
 from proxy.http1._response cimport ResponseParser
+from proxy._members cimport as_members
 
 cdef class UpstreamCore:
     cdef public object backend, transport, client

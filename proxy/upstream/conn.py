@@ -159,3 +159,14 @@ class UpstreamConn(UpstreamCore, asyncio.Protocol):
     """One backend connection: `UpstreamCore` as an asyncio Protocol."""
 
     __slots__ = ()
+
+
+def _probe() -> None:
+    pass
+
+
+# Compiled, the object fields are member descriptors, not Cython's getsets (proxy/_members.pxd):
+# the lb's interpreted client code and the cdn's origin fetches read and set them as fast as the
+# pure twin's slots. (The typed fields keep their getsets.)
+if type(_probe).__name__ != "function":
+    as_members(UpstreamCore, ("backend", "client", "max_header_bytes", "transport"))  # noqa: F821
