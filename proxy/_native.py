@@ -40,6 +40,7 @@ NATIVE_MODULES: tuple[str, ...] = (
     "proxy.http1._simple",  # the HTTP/1.1 simple recognisers
     "proxy.http1._response",  # the upstream response parser (an extension type when compiled)
     "proxy.upstream.conn",  # the backend connection's state (an extension type when compiled)
+    "proxy.upstream.backend",  # a backend's state and latency histogram (extension types when compiled)
     "proxy.pgwire.framing",  # PostgreSQL message framing
     "proxy.pgwire.scan",  # the session relay loop's step over forwarded messages
     "proxy.dbproxy.classify_key",  # the classifier cache's key (a typed scanner when compiled)
@@ -52,7 +53,7 @@ NATIVE_MODULES: tuple[str, ...] = (
 CIMPORTS: dict[str, tuple[str, ...]] = {
     "proxy.http1._response": ("proxy.http1._simple",),
     "proxy.upstream.conn": ("proxy.http1._response",),
-    "proxy.lb.clientcore": ("proxy.upstream.conn", "proxy.http1._head"),
+    "proxy.lb.clientcore": ("proxy.upstream.conn", "proxy.upstream.backend", "proxy.http1._head"),
     "proxy.dbproxy.sessioncore": ("proxy.pgfront.relay", "proxy.pgwire.framing", "proxy.pgwire.scan"),
 }
 # Measured and left out, for now (docs/perf.md, "The native layer"): compiled as they are, the rest

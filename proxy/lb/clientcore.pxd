@@ -7,6 +7,7 @@ cimport cython
 from libc.string cimport memcpy
 from proxy.http1._head cimport RequestHead as CRequestHead
 from proxy.upstream.conn cimport UpstreamCore
+from proxy.upstream.backend cimport Backend as CBackend
 from proxy._members cimport as_members
 
 cdef bint _COMPILED
@@ -48,15 +49,19 @@ cdef class ClientCore:
     cpdef _start_request(self, head)
 
     cpdef _dispatch(self, bint sticky=*)
-    @cython.locals(up=UpstreamCore)
+    @cython.locals(up=UpstreamCore, backend=CBackend)
     cdef _dispatch_at(self, bint sticky, double now)
     cpdef _attach(self, up, bint reused)
     cdef _attach_at(self, UpstreamCore up, bint reused, double now)
 
-    @cython.locals(status=Py_ssize_t, body_len=Py_ssize_t, cut_start=Py_ssize_t, cut_end=Py_ssize_t)
+    @cython.locals(req=CRequestHead)
+    cpdef bint takes_simple_response(self) except -1
+
+    @cython.locals(status=Py_ssize_t, body_len=Py_ssize_t, cut_start=Py_ssize_t, cut_end=Py_ssize_t,
+                   backend=CBackend)
     cpdef on_simple_response(self, up, data, result)
 
-    @cython.locals(now=double)
+    @cython.locals(now=double, backend=CBackend)
     cpdef _response_end(self, UpstreamCore up)
     cpdef _finish_exchange(self)
     cdef _finish_at(self, double now)

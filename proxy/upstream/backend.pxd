@@ -1,0 +1,18 @@
+# Cython declarations for backend.py (pure-Python mode: backend.py stays the one source;
+# proxy/_native.py). Compiled, Backend and LatencyHistogram are extension types: C fields, all
+# public; Backend's object fields are made member descriptors at import (proxy/_members.pxd).
+from proxy._members cimport as_members
+
+cdef class LatencyHistogram:
+    cdef public tuple bounds
+    cdef public list counts
+    cdef public double sum
+    cdef public object count
+
+    cpdef observe(self, double value)
+
+cdef class Backend:
+    cdef public object pool_name, name, address, host, port, weight, backup, health, draining, removed
+    cdef public object inflight, idle, open_connections, requests, responses, failures, fail_streak
+    cdef public LatencyHistogram latency
+    cdef public object health_checks_ok, health_checks_failed, ejections, check_loop
