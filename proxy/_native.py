@@ -48,6 +48,7 @@ NATIVE_MODULES: tuple[str, ...] = (
     "proxy.pgfront.relay",  # the relay loop and its hot state (server connection, session) as extension types
     "proxy.dbproxy.sessioncore",  # the dbproxy session's client side: a statement to the server's write
     "proxy.dbproxy.session_router",  # the dbproxy's SessionRouter (an extension type) and replica choice
+    "proxy.dbproxy.books",  # the dbproxy's per-statement books (an extension type, DbProxyDaemon's base)
 )
 # What a compiled module cimports from another (calls in C, types): it can only run compiled where
 # that one is compiled too, so it follows the other's choice (pure, stale, absent).

@@ -12,7 +12,6 @@ import asyncio
 import logging
 import os
 import time
-from bisect import bisect_left
 from operator import attrgetter
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -38,6 +37,7 @@ from proxy.pgfront.listen import start_listener
 from proxy.pgfront.login_limits import LoginLimiter
 from proxy.pgfront.server import ServerConn, error_fields, send_cancel
 
+from .books import Books
 from .causal import CommitClock, WalPosition, claim_slot, create_slots, slots_path
 from .classify import ClassifierCache
 from .classify_types import Decision
@@ -46,7 +46,7 @@ from .config import DbProxyConfig
 from .console import run_console
 from .failover import FENCED_SQLSTATE, FencedPools, PatroniFollower
 from .losswindow import Positions, loss_window_metrics
-from .faults import query_timed_out, replica_marked_down, restart_query_timer
+from .faults import replica_marked_down, restart_query_timer
 from .monitor import BackendStatus, ReplicaMonitor, usable_for_reads
 from .patroni_admin import add_patroni_routes
 from .router import PRIMARY, ReplicaView, RouteReason
@@ -63,7 +63,6 @@ log = logging.getLogger("tierproxy.dbproxy")
 VERSION = "0.1"
 PARSE_CACHE_SIZE = 4096  # Parse messages remembered by their bytes
 PARSE_CACHE_MAX_BYTES = 4096
-_monotonic = time.monotonic  # read per statement: a global, not an attribute of the module
 
 
 class DbMetrics:
@@ -86,7 +85,10 @@ class DbMetrics:
         return [[b, r, n] for (b, r), n in sorted(named.items())]
 
 
-class DbProxyDaemon(FrontDaemon):
+class DbProxyDaemon(Books, FrontDaemon):
+    """The dbproxy: one per worker process. Its per-statement books (`started`, `finished`: the
+    outstanding counts, latency histograms, query timer) are `Books`'s (books.py, compiled)."""
+
     def __init__(self, cfg: DbProxyConfig, config_path: str | Path | None = None,
                  worker_fd: int | None = None) -> None:  # fmt: skip
         self.cfg = cfg
@@ -448,37 +450,6 @@ class DbProxyDaemon(FrontDaemon):
         self.metrics.cancels += 1
         for conn in session.cancel_targets():
             self.cancel_conn(conn)
-
-    def started(self, conn: ServerConn) -> None:
-        """A server went from idle to busy: count it and start the query clock."""
-        if not conn.counted:
-            conn.counted = True
-            self.outstanding[conn.backend] = self.outstanding.get(conn.backend, 0) + 1
-        conn.sent_at = _monotonic()
-        q = self.query_timeout
-        if q > 0:
-            conn.timer = asyncio.get_running_loop().call_later(q, query_timed_out, self, conn)
-
-    def finished(self, conn: ServerConn) -> None:
-        if conn.counted:
-            conn.counted = False
-            backend = conn.backend
-            self.outstanding[backend] -= 1
-            hist = self._latency_of.get(backend)
-            if hist is None:
-                role = "primary" if backend == PRIMARY else "replica"
-                hist = self.metrics.latency.get(role)
-                if hist is None:
-                    hist = self.metrics.latency[role] = Histogram()
-                self._latency_of[backend] = hist
-            # Histogram.observe, inlined (one call less per statement).
-            value = _monotonic() - conn.sent_at
-            hist.counts[bisect_left(hist.bounds, value)] += 1
-            hist.sum += value
-            hist.count += 1
-        if conn.timer is not None:
-            conn.timer.cancel()
-            conn.timer = None
 
     def restart_query_timer(self, conn: ServerConn) -> None:
         """A ReadyForQuery with more in flight on `conn` (timer running): the next statement

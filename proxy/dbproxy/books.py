@@ -1,0 +1,102 @@
+"""The dbproxy's books per statement: the outstanding queries per backend, the query latency
+histograms and the query timer, kept by `started` (a server goes from idle to busy: the
+session's `_send`) and `finished` (it is idle again: the relay, at ReadyForQuery).
+
+`Books` is the base class of `DbProxyDaemon` (daemon.py), which sets its fields in `__init__`
+(and `query_timeout` again in `reload`); the relay and the session call `d.started(conn)` and
+`d.finished(conn)` as the daemon's methods.
+
+This module is compiled (proxy/_native.py) and is also its own pure-Python twin. Compiled,
+`Books` is an extension type (books.pxd): `started` and `finished` are C methods, so the relay's
+call of `finished` per answer no longer enters the interpreter (such a call from compiled code
+cost ~3k instructions: docs/perf.md, "The router and books, compiled"). Its object fields are
+member descriptors, as a class's `__slots__` are (`_as_members`, the relay's device), so the
+daemon's interpreted code (the session's read of `d.outstanding` per statement, /metrics)
+reads them as fast as the pure twin's slots.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from bisect import bisect_left
+from typing import Any
+
+from proxy.core.metrics import Histogram
+
+from .faults import query_timed_out
+from .route_types import PRIMARY
+
+__all__ = ["COMPILED", "Books"]
+
+
+def _probe() -> None:
+    pass
+
+
+# A compiled module's functions are Cython's, not Python's.
+COMPILED = type(_probe).__name__ != "function"
+
+_monotonic = time.monotonic
+_bisect_left = bisect_left
+_get_running_loop = asyncio.get_running_loop
+_query_timed_out = query_timed_out
+
+
+class Books:
+    """The per-statement books; the daemon sets `outstanding` ({}), `query_timeout` (the
+    config's `timeouts.query`, a plain attribute: a pydantic model's costs ~0.7k instructions a
+    read) and `_latency_of` ({}) before any session runs."""
+
+    __slots__ = ("_latency_of", "outstanding", "query_timeout")
+
+    def started(self, conn: Any) -> None:
+        """A server went from idle to busy: count it and start the query clock."""
+        if not conn.counted:
+            conn.counted = True
+            backend = conn.backend
+            outstanding = self.outstanding
+            outstanding[backend] = outstanding.get(backend, 0) + 1
+        conn.sent_at = _monotonic()
+        q = self.query_timeout
+        if q > 0:
+            conn.timer = _get_running_loop().call_later(q, _query_timed_out, self, conn)
+
+    def finished(self, conn: Any) -> None:
+        """A server went idle (its last ReadyForQuery): uncount it, observe the query's latency
+        in its role's histogram, stop the query timer."""
+        if conn.counted:
+            conn.counted = False
+            backend = conn.backend
+            self.outstanding[backend] -= 1
+            latency_of = self._latency_of
+            hist = latency_of.get(backend)
+            if hist is None:
+                hist = self._latency_for(backend)
+            # Histogram.observe, inlined (one call less per statement).
+            value = _monotonic() - conn.sent_at
+            hist.counts[_bisect_left(hist.bounds, value)] += 1
+            hist.sum += value
+            hist.count += 1
+        timer = conn.timer
+        if timer is not None:
+            timer.cancel()
+            conn.timer = None
+
+    def _latency_for(self, backend: str) -> Histogram:
+        """The latency histogram of `backend`'s role, made at its first observation (so /metrics
+        shows a role's series once it has one), remembered per backend."""
+        role = "primary" if backend == PRIMARY else "replica"
+        latency = self.metrics.latency  # type: ignore[attr-defined]  # the daemon's DbMetrics
+        hist = latency.get(role)
+        if hist is None:
+            hist = latency[role] = Histogram()
+        self._latency_of[backend] = hist
+        return hist
+
+
+# Compiled: the object fields as member descriptors, which CPython specialises as it does slots
+# (books.pxd, `_as_members`): interpreted code reads and writes them as fast as the pure twin's.
+_MEMBER_NAMES: list[bytes] = []
+if COMPILED:
+    _as_members(Books, ("_latency_of", "outstanding", "query_timeout"))  # noqa: F821
