@@ -10,7 +10,7 @@ This module is compiled (proxy/_native.py) and is also its own pure-Python twin.
 `Books` is an extension type (books.pxd): `started` and `finished` are C methods, so the relay's
 call of `finished` per answer no longer enters the interpreter (such a call from compiled code
 cost ~3k instructions: docs/perf.md, "The router and books, compiled"). Its object fields are
-member descriptors, as a class's `__slots__` are (`_as_members`, the relay's device), so the
+member descriptors, as a class's `__slots__` are (proxy/_members.pxd), so the
 daemon's interpreted code (the session's read of `d.outstanding` per statement, /metrics)
 reads them as fast as the pure twin's slots.
 """
@@ -96,7 +96,6 @@ class Books:
 
 
 # Compiled: the object fields as member descriptors, which CPython specialises as it does slots
-# (books.pxd, `_as_members`): interpreted code reads and writes them as fast as the pure twin's.
-_MEMBER_NAMES: list[bytes] = []
+# (proxy/_members.pxd): interpreted code reads and writes them as fast as the pure twin's.
 if COMPILED:
-    _as_members(Books, ("_latency_of", "outstanding", "query_timeout"))  # noqa: F821
+    as_members(Books, ("_latency_of", "outstanding", "query_timeout"))  # noqa: F821

@@ -6,9 +6,9 @@ This module is compiled (proxy/_native.py) and is also its own pure-Python twin.
 the rules with the replica choice and the write bookkeeping as C calls, and the relay's
 `on_ready_for_query(status, failed=...)` per answer is a C method (a call into the interpreter
 from compiled code cost ~3k instructions: docs/perf.md, "The router and books, compiled"). The
-object fields are member descriptors, as a class's `__slots__` are (`_as_members`, the relay's
-device: relay.pxd), so the session's interpreted reads of `transaction_backend`, `pinned` and
-`needs_commit_lsn` cost what the pure twin's slots do.
+object fields are member descriptors, as a class's `__slots__` are (proxy/_members.pxd), so
+interpreted reads of `transaction_backend`, `pinned` and `needs_commit_lsn` cost what the pure
+twin's slots do.
 """
 
 from __future__ import annotations
@@ -502,11 +502,9 @@ def _usable_sorted(replicas: Sequence[ReplicaView], max_b: int | None, max_s: fl
 
 
 # Compiled: the object fields as member descriptors, which CPython specialises as it does slots
-# (session_router.pxd, `_as_members`): interpreted code reads and writes them as fast as the pure
-# twin's.
-_MEMBER_NAMES: list[bytes] = []
+# (proxy/_members.pxd): interpreted code reads and writes them as fast as the pure twin's.
 if COMPILED:
-    _as_members(SessionRouter, (  # noqa: F821
+    as_members(SessionRouter, (  # noqa: F821
         "_commit_epoch",
         "_commit_pending",
         "_last_commit_lsn",
