@@ -27,6 +27,10 @@ cdef class SimpleHeads:
 
     cpdef simple(self, head, bytes client_ip)
 
+cdef class FrontendCore:
+    cdef public object backend_response_timeout, client_idle_timeout, draining, fallback, first_byte_timeout
+    cdef public object limits, max_idle_per_backend, now, pools, requests_total, routes, simple_heads, timeouts
+
 cdef class ClientCore:
     cdef public SimpleHeads heads
     cdef public object fe, transport, parser, clock, backlog
@@ -45,25 +49,27 @@ cdef class ClientCore:
     cpdef _pause(self, int reason)
     cpdef _resume(self, int reason)
 
-    @cython.locals(now=double, heads=SimpleHeads)
+    @cython.locals(now=double, heads=SimpleHeads, fe=FrontendCore)
     cpdef _start_request(self, head)
 
     cpdef _dispatch(self, bint sticky=*)
-    @cython.locals(up=UpstreamCore, backend=CBackend)
+    @cython.locals(up=UpstreamCore, backend=CBackend, fe=FrontendCore)
     cdef _dispatch_at(self, bint sticky, double now)
     cpdef _attach(self, up, bint reused)
+    @cython.locals(fe=FrontendCore)
     cdef _attach_at(self, UpstreamCore up, bint reused, double now)
 
-    @cython.locals(req=CRequestHead)
+    @cython.locals(req=CRequestHead, fe=FrontendCore)
     cpdef bint takes_simple_response(self) except -1
 
     @cython.locals(status=Py_ssize_t, body_len=Py_ssize_t, cut_start=Py_ssize_t, cut_end=Py_ssize_t,
-                   backend=CBackend)
+                   backend=CBackend, fe=FrontendCore)
     cpdef on_simple_response(self, up, data, result)
 
-    @cython.locals(now=double, backend=CBackend)
+    @cython.locals(now=double, backend=CBackend, fe=FrontendCore)
     cpdef _response_end(self, UpstreamCore up)
     cpdef _finish_exchange(self)
+    @cython.locals(fe=FrontendCore)
     cdef _finish_at(self, double now)
 
 

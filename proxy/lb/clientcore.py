@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from proxy.lb.pool import Backend, Pool
     from proxy.upstream.conn import UpstreamConn
 
-__all__ = ["IDEMPOTENT", "P_BACKLOG", "P_PENDING", "P_UPSTREAM", "ClientCore", "Phase", "SimpleHeads"]
+__all__ = ["IDEMPOTENT", "P_BACKLOG", "P_PENDING", "P_UPSTREAM", "ClientCore", "FrontendCore", "Phase", "SimpleHeads"]
 
 IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"})
 
@@ -111,6 +111,19 @@ class SimpleHeads:
                 return data
         return b"%s %s HTTP/1.1\r\n%sx-forwarded-for: %s\r\nx-forwarded-proto: %s\r\nx-forwarded-host: %s\r\nx-request-id: %s-%x\r\n\r\n" % (
             head.method, head.target, head.forward, client_ip, self.scheme, head.host, self.rid_prefix, self.rid)  # fmt: skip
+
+
+class FrontendCore:
+    """What the exchange reads of its listener per request: the base of lb/frontend.py's
+    `Frontend`, which sets every field (the coarse clock `now`, the routes and pools, the request
+    counter, the timeouts and limits and the values read of them per request). Compiled, an
+    extension type: the compiled exchange reads these as C fields (each a generic attribute lookup
+    of the Frontend's dict before, ~170 instructions); its object fields are member descriptors,
+    so interpreted code reads them as it read the instance dict."""
+
+    __slots__ = ("backend_response_timeout", "client_idle_timeout", "draining", "fallback", "first_byte_timeout",
+                 "limits", "max_idle_per_backend", "now", "pools", "requests_total", "routes", "simple_heads",
+                 "timeouts")  # fmt: skip
 
 
 class ClientCore:
@@ -300,7 +313,8 @@ class ClientCore:
             self.pending = []
             self.pending_size = 0
             self._resume(_P_PENDING)
-        self.deadline = now + self.fe.timeouts.backend_response
+        fe = self.fe
+        self.deadline = now + fe.backend_response_timeout
 
     # -- the simple response (called by UpstreamConn) --------------------------------------
 
@@ -309,10 +323,11 @@ class ClientCore:
         HTTP/1.1 keep-alive exchange whose request has ended and with nothing to add to the head
         (no sticky cookie, no "connection: close")."""
         req = self.req
+        fe = self.fe
         return (
             req is not None and self.req_done and self.resp is None and self.set_cookie is None
             and req.keep_alive and req.version == b"1.1" and not req.upgrade and not self.close_after
-            and not self.fe.draining
+            and not fe.draining
         )  # fmt: skip
 
     def on_simple_response(self, up: UpstreamConn, data: bytes, result: tuple[int, int, int, int, int]) -> None:
@@ -360,7 +375,7 @@ class ClientCore:
             and not backend.removed
             and not up.closed
             and not up.private
-            and len(backend.idle) < fe.limits.max_idle_per_backend
+            and len(backend.idle) < fe.max_idle_per_backend
         )
         now = fe.now
         if reusable:
@@ -389,7 +404,8 @@ class ClientCore:
             return
         self._reset_exchange()
         self.phase = _IDLE
-        self.deadline = now + self.fe.timeouts.client_idle
+        fe = self.fe
+        self.deadline = now + fe.client_idle_timeout
         if self.paused:
             self._resume(_P_BACKLOG)
         # Replay pipelined events until one exchange is again waiting on its backend.
@@ -408,6 +424,7 @@ class ClientCore:
 # ClientConn's interpreted half (bodies, failures, the full parser's events) and the frontend read
 # and set them as fast as a slot of a Python class. (The typed fields keep their getsets.)
 if _COMPILED:
+    as_members(FrontendCore, FrontendCore.__slots__)  # noqa: F821
     as_members(ClientCore, ("backend", "backlog", "clock", "connecting", "exclude", "fe", "hash_key",  # noqa: F821
                             "last_failure", "parser", "pool", "req", "resp", "retry_buf", "set_cookie",
                             "transport", "tunnel_buf", "up"))

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from proxy.core.accept import Acceptor
 from proxy.http1 import HOP_BY_HOP, Framing, RequestHead, ResponseHead, strip_hop_by_hop
 from proxy.lb.client import ClientConn
-from proxy.lb.clientcore import SimpleHeads
+from proxy.lb.clientcore import FrontendCore, SimpleHeads
 from proxy.lb.config import LbConfig, RouteConfig
 from proxy.lb.markdown import FAILED, REDISPATCHED
 from proxy.lb.reject import RejectLog
@@ -42,10 +42,11 @@ def cookie_value(headers: list[tuple[bytes, bytes]], name: bytes) -> bytes | Non
     return None
 
 
-class Frontend:
+class Frontend(FrontendCore):
     """One listener's state. The listeners of a process share the pools, the reject log and
     one sweeper (`proxy/lb/listeners.py`, which also binds the sockets and hands connections
-    over)."""
+    over). What the exchange reads per request is in FrontendCore's fields (lb/clientcore.py:
+    C fields when compiled); everything else is in the instance dict."""
 
     def __init__(self, cfg: LbConfig, pools: dict[str, Pool], name: str = "default",
                  reject_log: RejectLog | None = None) -> None:  # fmt: skip
@@ -100,6 +101,9 @@ class Frontend:
         self.timeouts = cfg.timeouts
         self.limits = cfg.limits
         self.first_byte_timeout = cfg.timeouts.connect + cfg.timeouts.backend_response
+        self.backend_response_timeout = cfg.timeouts.backend_response
+        self.client_idle_timeout = cfg.timeouts.client_idle
+        self.max_idle_per_backend = cfg.limits.max_idle_per_backend
 
     @property
     def port(self) -> int:

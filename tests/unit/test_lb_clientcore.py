@@ -131,3 +131,35 @@ def test_compiled_the_state_is_an_extension_types_and_no_instance_dict(setup):
     assert not hasattr(client, "__dict__")
     with pytest.raises(AttributeError):
         client.no_such_field = 1  # type: ignore[attr-defined]
+
+
+def test_a_reloads_timeouts_and_limits_reach_the_exchange(setup):
+    """The exchange reads the frontend's per-request values (FrontendCore), which set_config renews."""
+    client, client_sink, backend, up, up_sink = setup()
+    fe = client.fe
+    fe.set_config(LbConfig.model_validate({
+        "pools": {"p": {"backends": [{"name": "b", "address": "127.0.0.1:1"}]}},
+        "timeouts": {"backend_response": 5.5, "client_idle": 7.25}, "limits": {"max_idle_per_backend": 0}}))
+    client.data_received(REQUEST % 1)
+    assert client.deadline == fe.now + 5.5
+    up.data_received(RESPONSE % 1)
+    assert client.req is None and client.deadline == fe.now + 7.25
+    # No idle connection may be kept now: the backend connection was closed, not pooled.
+    assert list(backend.idle) == [] and up_sink.closed
+
+
+@pytest.mark.skipif(_native.pure_requested(), reason="the pure pass")
+def test_compiled_the_frontends_hot_fields_are_slots_for_python(setup):
+    if _native.status()["modules"]["proxy.lb.clientcore"] != "compiled":
+        pytest.skip("no native build of proxy.lb.clientcore here")
+    from proxy.lb.clientcore import ClientCore, FrontendCore
+
+    client, *_ = setup()
+    assert isinstance(client.fe, FrontendCore)
+    # Interpreted readers keep CPython's specialised slot loads (proxy/_members.pxd).
+    for cls, names in ((FrontendCore, ("now", "pools", "requests_total", "timeouts")),
+                       (ClientCore, ("fe", "req", "backend", "up"))):
+        assert all(type(cls.__dict__[n]).__name__ == "member_descriptor" for n in names)
+    client.fe.requests_total = 41
+    client.fe.requests_total += 1
+    assert client.fe.requests_total == 42
