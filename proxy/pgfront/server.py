@@ -17,7 +17,7 @@ any object with the `ServerOwner` methods. It also holds the relay state the ses
 this server: which prepared statements exist
 here (`prepared`, name -> SQL text, or None when a failed batch left it unknown), and the sync
 groups in flight (`groups`): one entry per Sync or Query sent and not yet answered by
-ReadyForQuery, each a deque of flags, one per Parse/Close sent in that group, True when the proxy
+ReadyForQuery, each a list of flags, one per Parse/Close sent in that group, True when the proxy
 injected it (its ParseComplete/CloseComplete is then not forwarded to the client).
 """
 
