@@ -2,7 +2,11 @@
 # proxy/_native.py). Compiled, Books is an extension type whose fields (the names in its
 # __slots__) are C fields, readable and writable from Python as the pure twin's slots are.
 cimport cython
+from cpython.time cimport monotonic as _c_monotonic
 from proxy._members cimport as_members
+from proxy.upstream.backend cimport LatencyHistogram
+
+cdef bint _COMPILED
 
 cdef object _monotonic
 cdef object _bisect_left
@@ -16,5 +20,5 @@ cdef class Books:
 
     @cython.locals(outstanding=dict)
     cpdef started(self, object conn)
-    @cython.locals(latency_of=dict)
+    @cython.locals(latency_of=dict, hist=LatencyHistogram)
     cpdef finished(self, object conn)

@@ -25,7 +25,7 @@ from proxy import _native
 from proxy.core.admin import AdminServer, admin_guard, admin_server, make_admin_app
 from proxy.core.adminguard import AdminGuard
 from proxy.core.config import RESTART_ONLY, parse_hostport, reload_config
-from proxy.core.metrics import FuncCollector, Histogram, new_registry
+from proxy.core.metrics import FuncCollector, new_registry
 from proxy.core.statuspage import status_page
 from proxy.core.workers import ControlChannel, WorkerSet, process_role, start_worker_channel
 from proxy.pgfront.cancel import CancelKeys, route_worker_message
@@ -36,6 +36,7 @@ from proxy.pgfront.frontdaemon import FrontDaemon
 from proxy.pgfront.listen import start_listener
 from proxy.pgfront.login_limits import LoginLimiter
 from proxy.pgfront.server import ServerConn, error_fields, send_cancel
+from proxy.upstream.backend import LatencyHistogram
 
 from .books import Books
 from .causal import CommitClock, WalPosition, claim_slot, create_slots, slots_path
@@ -70,7 +71,7 @@ class DbMetrics:
 
     def __init__(self) -> None:
         self.routes: dict[tuple[str, RouteReason], int] = {}  # (backend, reason) -> statements
-        self.latency: dict[str, Histogram] = {}  # role -> query latency
+        self.latency: dict[str, LatencyHistogram] = {}  # role -> query latency (books.py makes them)
         self.auth_failures = 0
         self.login_failures = 0  # wrong passwords (28P01)
         self.logins_throttled = 0  # logins refused at once: their address failed too often
@@ -109,7 +110,7 @@ class DbProxyDaemon(Books, FrontDaemon):
         self.metrics = DbMetrics()
         # backend -> the latency histogram of its role (metrics.latency's, made at its first
         # observation as before): `finished` looks up one key per statement.
-        self._latency_of: dict[str, Histogram] = {}
+        self._latency_of: dict[str, LatencyHistogram] = {}
         # cfg.timeouts.query as a plain attribute, kept by `reload`: read per statement, and a
         # pydantic model's attribute goes through its class's __getattr__ hook (~0.7k
         # instructions each, two per read: docs/perf.md).
