@@ -31,6 +31,12 @@ cdef class FrontendCore:
     cdef public object backend_response_timeout, client_idle_timeout, draining, fallback, first_byte_timeout
     cdef public object limits, max_idle_per_backend, now, pools, requests_total, routes, simple_heads, timeouts
 
+cdef class PoolCore:
+    cdef public object _backup_balancer, _balancer, _eligible, _eligible_backup, keyed, no_backend_total
+    cdef public object retry_non_idempotent, sticky
+
+    cpdef pick(self, double now, key=*, exclude=*)
+
 cdef class ClientCore:
     cdef public SimpleHeads heads
     cdef public object fe, transport, parser, clock, backlog
@@ -49,11 +55,11 @@ cdef class ClientCore:
     cpdef _pause(self, int reason)
     cpdef _resume(self, int reason)
 
-    @cython.locals(now=double, heads=SimpleHeads, fe=FrontendCore)
+    @cython.locals(now=double, heads=SimpleHeads, fe=FrontendCore, pool=PoolCore)
     cpdef _start_request(self, head)
 
     cpdef _dispatch(self, bint sticky=*)
-    @cython.locals(up=UpstreamCore, backend=CBackend, fe=FrontendCore)
+    @cython.locals(up=UpstreamCore, backend=CBackend, fe=FrontendCore, pool=PoolCore)
     cdef _dispatch_at(self, bint sticky, double now)
     cpdef _attach(self, up, bint reused)
     @cython.locals(fe=FrontendCore)

@@ -16,6 +16,7 @@ from typing import Any
 
 from proxy.core.health import HealthState
 from proxy.lb.balancer import Balancer, make_balancer
+from proxy.lb.clientcore import PoolCore
 from proxy.lb.config import BackendConfig, PoolConfig
 from proxy.lb.dial import make_dialer
 from proxy.lb.outlier import OutlierDetector, Outcome
@@ -25,8 +26,10 @@ from proxy.upstream.backend import STATUS_CLASSES, Backend
 __all__ = ["STATUS_CLASSES", "Backend", "Pool"]
 
 
-class Pool:
-    """A named set of backends with one balancing algorithm and one mode (stateless/sticky)."""
+class Pool(PoolCore):
+    """A named set of backends with one balancing algorithm and one mode (stateless/sticky). What
+    the exchange reads per request, and `pick`, are PoolCore's (lb/clientcore.py: C fields and a
+    C method when compiled)."""
 
     def __init__(self, name: str, cfg: PoolConfig, on_backend_added: Callable[[Backend], None],
                  on_backend_removed: Callable[[Backend], None],
@@ -180,20 +183,6 @@ class Pool:
             self._eligible = cands
             self._eligible_backup = backup
         return self._eligible
-
-    def pick(self, now: float, key: bytes | None = None,
-             exclude: tuple[Backend, ...] = ()) -> Backend | None:
-        """Choose a backend for one request attempt (None: nothing eligible -> 503)."""
-        if exclude:
-            cands, backup = self._compute(now, exclude)
-        else:
-            cands = self._eligible
-            if cands is None:
-                cands = self.eligible(now)
-            backup = self._eligible_backup
-        if not cands:
-            return None
-        return (self._backup_balancer if backup else self._balancer).pick(cands, key)
 
     def tick(self, now: float) -> list[str]:
         """Periodic upkeep: end expired ejections; returns the names that came back."""
