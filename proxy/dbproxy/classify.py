@@ -169,8 +169,13 @@ def _leading_comments(sql: str) -> Iterator[str]:
         while i < n and sql[i] in _SPACE:
             i += 1
         if sql.startswith("--", i):
+            # PostgreSQL's scanner ends a `--` comment at a newline or a carriage return
+            # (`--[^\n\r]*`): text after a lone \r is SQL, not part of the comment.
             end = sql.find("\n", i)
             end = n if end < 0 else end
+            cr = sql.find("\r", i, end)
+            if cr >= 0:
+                end = cr
             yield sql[i + 2 : end]
             i = end
         elif sql.startswith("/*", i):

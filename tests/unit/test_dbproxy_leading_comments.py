@@ -13,7 +13,10 @@ CASES = [
     ("", []),
     ("  \t\n SELECT 1 /* not leading */", []),
     ("/* a */SELECT 1", [" a "]),
-    ("-- one\n  /* two */ -- three\r\nSELECT 1", [" one", " two ", " three\r"]),
+    ("-- one\n  /* two */ -- three\r\nSELECT 1", [" one", " two ", " three"]),
+    # PostgreSQL ends a `--` comment at \r as at \n (its scanner: --[^\n\r]*).
+    ("-- x\r/* y */ SELECT 1", [" x", " y "]),
+    ("--a\rtierproxy:primary\nSELECT 1", ["a"]),
     ("/* a /* nested */ b */ /**/ SELECT", [" a /* nested */ b ", ""]),
     ("\x0b\x0c/* x */", [" x "]),
     ("-- no newline at all", [" no newline at all"]),
@@ -36,3 +39,14 @@ def test_both_hints_are_found_wherever_the_walker_finds_a_comment():
     unterminated = "/* tierproxy:cache ttl=5 */ /* open SELECT 1"
     assert cache_hint(unterminated) == 5
     assert cache_hint("/* open /* tierproxy:cache ttl=5 */ SELECT 1") is None
+
+
+def test_a_carriage_return_ends_a_line_comment_as_postgresql_scans_it():
+    # After "--a\r" the text is SQL (a syntax error here), not a hint in the comment; a hint on
+    # a line of its own ending in \r\n (Windows line ends) is still a hint.
+    assert classify("--a\rtierproxy:primary\nSELECT 1").reason is not Reason.HINT
+    assert classify("--\rtierproxy:primary\nSELECT 1").reason is not Reason.HINT
+    replica = classify("-- tierproxy:replica\r\nSELECT 1")
+    assert replica.reason is Reason.HINT and replica.target is Target.REPLICA
+    assert cache_hint("-- x\rtierproxy:cache ttl=5\nSELECT 1") is None
+    assert cache_hint("-- tierproxy:cache ttl=5\r\nSELECT 1") == 5
