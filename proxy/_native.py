@@ -57,7 +57,8 @@ CIMPORTS: dict[str, tuple[str, ...]] = {
     "proxy.upstream.conn": ("proxy.http1._response",),
     "proxy.lb.clientcore": ("proxy.upstream.conn", "proxy.upstream.backend", "proxy.http1._head"),
     "proxy.dbproxy.books": ("proxy.upstream.backend",),
-    "proxy.dbproxy.sessioncore": ("proxy.pgfront.relay", "proxy.pgwire.framing", "proxy.pgwire.scan"),
+    "proxy.dbproxy.sessioncore": ("proxy.pgfront.relay", "proxy.pgwire.framing", "proxy.pgwire.scan",
+                                  "proxy.dbproxy.books", "proxy.dbproxy.session_router"),
 }
 # Measured and left out, for now (docs/perf.md, "The native layer"): compiled as they are, the rest
 # of the lb exchange (lb/client.py, frontend.py, pool.py), http1/parser.py and

@@ -3,13 +3,17 @@
 # RelaySession: its fields (the names in _FIELDS) are C fields, exposed to Python as member
 # descriptors (relay.py's as_members); a server connection is typed RelayServer and a sync group
 # SyncGroup, so their relay fields are read and written in C; the framer is typed (its `_have`
-# and limit read in C) and the whole-packet recogniser is scan.py's, called in C. proxy/_native.py
-# compiles this module only where relay, framing and scan are compiled too (CIMPORTS).
+# and limit read in C) and the whole-packet recogniser is scan.py's, called in C; the daemon is
+# typed Books (its `outstanding` a C field, `started` a C call) and the router SessionRouter (its
+# `transaction_backend`, `pinned`, `needs_commit_lsn` C fields). proxy/_native.py compiles this
+# module only where relay, framing, scan, books and session_router are compiled too (CIMPORTS).
 cimport cython
 from proxy.pgfront.relay cimport RelaySession, RelayServer, SyncGroup
 from proxy.pgwire.framing cimport Message, _Framer
 from proxy.pgwire.scan cimport _whole_typed
 from cpython.time cimport monotonic as _c_monotonic
+from proxy.dbproxy.books cimport Books
+from proxy.dbproxy.session_router cimport SessionRouter
 
 cdef bint _COMPILED
 cdef Py_ssize_t _MAX_BATCH
@@ -33,12 +37,12 @@ cdef class SessionCore(RelaySession):
 
     cpdef _decision(self, batch)
 
-    @cython.locals(conn=RelayServer, servers=dict, replica=bint)
+    @cython.locals(conn=RelayServer, servers=dict, replica=bint, d=Books, router=SessionRouter)
     cdef _dispatch_at(self, batch=*, decision=*, whole=*)
 
     cpdef _route(self, decision)
-    @cython.locals(routes=dict, now=double)
+    @cython.locals(routes=dict, now=double, d=Books, router=SessionRouter)
     cdef _route_at(self, decision, bint replica, catalog, detail)
 
-    @cython.locals(group=SyncGroup, msg=Message, was_busy=bint, prepared=dict)
+    @cython.locals(group=SyncGroup, msg=Message, was_busy=bint, prepared=dict, d=Books, router=SessionRouter)
     cpdef _send(self, RelayServer conn, batch, whole=*)

@@ -257,12 +257,13 @@ class SessionCore(RelaySession):
         if decision is _UNDECIDED:
             decision = SessionCore._decision(self, batch)
         d = self.d
+        router = self.router
         if d.follower is not None:
             # Following Patroni (failover_session.py, quiesce.py); nothing of it runs otherwise.
             self.inflight = decision
             if decision is not None and (decision.pins_session or
                                          (decision.detail == "session-reset" and self.sets.statements)):  # fmt: skip
-                self.sets.note(batch, self.router.in_transaction)
+                self.sets.note(batch, router.in_transaction)
             self._resend = batch if lone_begin(batch, decision) else None
             if decision is not None and holds(self, decision):
                 # Writes are paused (a planned switchover) or held (a failover): wait at the gate
@@ -271,7 +272,7 @@ class SessionCore(RelaySession):
                 return
         if decision is None:
             # Sync/Close/Execute alone: where the session's last statement ran.
-            target = self.router.transaction_backend
+            target = router.transaction_backend
             if not target:
                 target = self.last_route[0] if self.last_route is not None else _PRIMARY
             servers = self.servers
@@ -292,7 +293,6 @@ class SessionCore(RelaySession):
             # transaction or a pinned session (`owed` says False for them: a tpcb-like script's
             # SELECT, after the first commit has left a commit LSN owed).
             clock = d.clock
-            router = self.router
             catalog = clock.global_mode or decision.reads_catalog
             if (
                 (catalog or router.needs_commit_lsn)
@@ -408,12 +408,14 @@ class SessionCore(RelaySession):
             conn.open_group = group
         self.current = conn
         conn.replay = None
-        if not was_busy and conn.backend != _PRIMARY and self.router.transaction_backend is None:
+        router = self.router
+        if not was_busy and conn.backend != _PRIMARY and router.transaction_backend is None:
             conn.replay = batch
         elif batch is self._resend and not was_busy:
             conn.replay = batch  # failover_session.py: a lone BEGIN, sent again if its primary dies
         if not was_busy:
-            self.d.started(conn)
+            d = self.d
+            d.started(conn)
         if out is None:
             transport = conn.transport
             if transport is not None:  # conn.write, inlined (not closed: see the callers)

@@ -21,8 +21,10 @@ from collections import deque
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from proxy.dbproxy.books import Books
 from proxy.dbproxy.classify_types import Decision, Reason, Target
 from proxy.dbproxy.router import PRIMARY, Route, RouteReason
+from proxy.dbproxy.session_router import SessionRouter
 from proxy.pgfront import relay
 from proxy.pgwire.errors import PgProtocolError
 from proxy.pgwire.framing import FrontendFramer, Message
@@ -102,8 +104,13 @@ class _Metrics:
         self.routes: dict = {}
 
 
-class _Daemon:
+class _Daemon(Books):
+    """The daemon's books (compiled, the session types its daemon so) with a recording `started`."""
+
     def __init__(self) -> None:
+        self.outstanding = {}
+        self._latency_of = {}
+        self.query_timeout = None
         self.calls: list = []
         self.cache = _Cache(self.calls)
         self.parse_cache: dict = {}
@@ -124,13 +131,15 @@ class _Daemon:
         return ()
 
 
-class _Router:
+class _Router(SessionRouter):
+    """The session router (compiled, the session types its router so) with a recording `route`."""
+
     def __init__(self, calls: list) -> None:
+        super().__init__()
         self.calls = calls
         self.transaction_backend = None
         self.pinned = False
         self.needs_commit_lsn = False
-        self.in_transaction = False
 
     def route(self, decision, now, views, *, outstanding, floor_lsn) -> Route:
         self.calls.append(("route", decision.detail, views, floor_lsn))
