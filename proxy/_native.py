@@ -28,6 +28,7 @@ import importlib.abc
 import importlib.machinery
 import importlib.util
 import os
+import re
 import sys
 from types import ModuleType
 from typing import Any
@@ -91,15 +92,51 @@ def _pure_list() -> frozenset[str]:
 
 
 def source_digest(py_path: str) -> str:
-    """SHA-256 over the module's `.py` and (if present) its `.pxd`: what its extension was built from."""
+    """SHA-256 over the module's `.py`, (if present) its `.pxd`, and every `.pxd` that one
+    cimports, transitively (`proxy/_members.pxd`, another module's declarations): what its
+    extension was built from, so an edit of a shared declaration marks its users stale too."""
     h = hashlib.sha256()
-    for path in (py_path, py_path[:-3] + ".pxd"):
+    pxd = py_path[:-3] + ".pxd"
+    for path in (py_path, pxd, *_cimported(pxd)):
         try:
             with open(path, "rb") as f:
                 h.update(f.read())
         except FileNotFoundError:
             h.update(b"-")
     return h.hexdigest()
+
+
+_CIMPORT = re.compile(rb"^\s*(?:from\s+([\w.]+)\s+cimport\b|cimport\s+([\w.]+))", re.MULTILINE)
+
+
+def _cimported(pxd: str) -> list[str]:
+    """The `.pxd` files `pxd` cimports, and theirs, in a stable order: a dotted name is looked
+    up from each directory above `pxd` (`proxy._members` from the one holding `proxy/`);
+    cimports of Cython's own (libc, cpython) match no file and are left out."""
+    out: list[str] = []
+    todo = [pxd]
+    while todo:
+        path = todo.pop(0)
+        try:
+            with open(path, "rb") as f:
+                text = f.read()
+        except FileNotFoundError:
+            continue
+        for m in _CIMPORT.finditer(text):
+            parts = (m.group(1) or m.group(2)).decode().split(".")
+            d = os.path.dirname(os.path.abspath(path))
+            while True:
+                candidate = os.path.join(d, *parts) + ".pxd"
+                if os.path.isfile(candidate):
+                    if candidate not in out and candidate != os.path.abspath(pxd):
+                        out.append(candidate)
+                        todo.append(candidate)
+                    break
+                parent = os.path.dirname(d)
+                if parent == d:
+                    break
+                d = parent
+    return out
 
 
 def _read_record(directory: str) -> dict[str, str]:

@@ -95,6 +95,20 @@ def test_the_extension_is_chosen_only_when_built_from_the_sources_on_disk(tmp_pa
     assert finder.find_spec("pkg.mod", [str(pkg)]).origin == str(src)
 
 
+def test_an_edit_of_a_declaration_file_it_cimports_makes_the_build_stale(tmp_path):
+    # proxy/_members.pxd is cimported by several compiled modules' .pxd but is no module itself:
+    # a build made before an edit of it must not be chosen.
+    pkg, src = _package(tmp_path, None)
+    (pkg / "mod.pxd").write_text("from pkg.shared cimport helper\nfrom libc.string cimport memchr\n")
+    shared = pkg / "shared.pxd"
+    shared.write_text("cdef inline int helper(): return 1\n")
+    (tmp_path / _native.BUILD_RECORD).write_text(f"pkg.mod {_native.source_digest(str(src))}\n")
+    finder = _native._NativeFinder(("pkg.mod",), pure=False, record_dir=str(tmp_path))
+    assert finder.find_spec("pkg.mod", [str(pkg)]).origin != str(src) and finder.chosen["pkg.mod"] == "compiled"
+    shared.write_text("cdef inline int helper(): return 2\n")
+    assert finder.find_spec("pkg.mod", [str(pkg)]).origin == str(src) and finder.chosen["pkg.mod"] == "stale"
+
+
 def test_pure_mode_and_a_missing_build_import_the_source(tmp_path):
     pkg, src = _package(tmp_path, None)
     (tmp_path / _native.BUILD_RECORD).write_text(f"pkg.mod {_native.source_digest(str(src))}\n")
