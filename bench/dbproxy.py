@@ -109,7 +109,7 @@ def _start(wanted: list[str], cluster: PgCluster, workdir: Path, bins: dict[str,
                 # tierproxy-session: the same with `[routing] balance = "session"` (each session
                 # keeps the replica of its first read: one replica connection per session).
                 session = name == "tierproxy-session"
-                log_dir = workdir / name
+                log_dir = workdir / name if session else workdir  # its dbproxy.log kept under its name
                 log_dir.mkdir(exist_ok=True)
                 proxy: DbProxyServer = start_dbproxy(
                     cluster, log_dir=log_dir, users={"app": "app-secret"}, workers=settings["workers"],
