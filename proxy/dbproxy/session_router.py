@@ -504,28 +504,4 @@ def _usable_sorted(replicas: Sequence[ReplicaView], max_b: int | None, max_s: fl
 # Compiled: the object fields as member descriptors, which CPython specialises as it does slots
 # (proxy/_members.pxd): interpreted code reads and writes them as fast as the pure twin's.
 if COMPILED:
-    as_members(SessionRouter, (  # noqa: F821
-        "_commit_epoch",
-        "_commit_pending",
-        "_last_commit_lsn",
-        "_last_target",
-        "_last_write_at",
-        "_max_lag_bytes",
-        "_max_lag_seconds",
-        "_mode",
-        "_on_commit",
-        "_read_routes",
-        "needs_commit_lsn",
-        "pinned",
-        "_rotation",
-        "_sticky",
-        "transaction_backend",
-        "_txn_failed",
-        "_uncommitted_ddl",
-        "_uncommitted_write",
-        "_usable_for",
-        "_usable_names",
-        "_usable_views",
-        "_usable_weights",
-        "_window",
-    ))
+    as_members(SessionRouter, SessionRouter.__slots__)  # noqa: F821

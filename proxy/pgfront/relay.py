@@ -14,8 +14,8 @@ its session's relay by a C call. Everything else a server connection or session 
 their Python subclasses, `ServerConn` (server.py) and `FrontendSession` (session.py), which add
 `asyncio.Protocol`: a Python class may derive from one extension type plus slot-less classes.
 The object fields are exposed to Python as member descriptors, as a class's `__slots__` are, so
-interpreted code reads and writes them as fast as an instance's own attributes (relay.pxd,
-`_as_members`; docs/perf.md, "The relay's hot state").
+interpreted code reads and writes them as fast as an instance's own attributes (proxy/_members.pxd,
+`as_members`; docs/perf.md, "The relay's hot state").
 
 Interpreted, `__slots__` stand for the C fields; the loop is the one the session had (a `struct`
 call for the length word, the cheapest interpreted: docs/perf.md), picked by `_COMPILED`.
@@ -251,13 +251,12 @@ class RelayServer:
 _RELAY_METHOD = RelaySession.relay_from_server
 
 # Compiled: the object fields as member descriptors, which CPython specialises as it does slots
-# (relay.pxd, `_as_members`): interpreted code reads and writes them as fast as the pure twin's.
-_MEMBER_NAMES: list[bytes] = []
+# (proxy/_members.pxd): interpreted code reads and writes them as fast as the pure twin's.
 
 
 def as_members(cls: type, names: tuple[str, ...]) -> None:
     """Compiled: the object fields `names` of the extension type `cls` (deriving from one of
-    these) as member descriptors (relay.pxd, `_as_members`). Interpreted: nothing (a class's
+    these) as member descriptors (proxy/_members.pxd). Interpreted: nothing (a class's
     `__slots__` are member descriptors already)."""
     if _COMPILED:
         _as_members(cls, names)  # noqa: F821
