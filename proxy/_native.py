@@ -45,6 +45,7 @@ NATIVE_MODULES: tuple[str, ...] = (
     "proxy.pgwire.framing",  # PostgreSQL message framing
     "proxy.pgwire.scan",  # the session relay loop's step over forwarded messages
     "proxy.dbproxy.classify_key",  # the classifier cache's key (a typed scanner when compiled)
+    "proxy.dbproxy.classify_cache",  # the classifier's cache (an extension type when compiled)
     "proxy.lb.clientcore",  # the lb client connection's state and simple exchange (an extension type)
     "proxy.pgfront.relay",  # the relay loop and its hot state (server connection, session) as extension types
     "proxy.dbproxy.sessioncore",  # the dbproxy session's client side: a statement to the server's write
@@ -58,12 +59,14 @@ CIMPORTS: dict[str, tuple[str, ...]] = {
     "proxy.upstream.conn": ("proxy.http1._response",),
     "proxy.lb.clientcore": ("proxy.upstream.conn", "proxy.upstream.backend", "proxy.http1._head"),
     "proxy.dbproxy.books": ("proxy.upstream.backend",),
+    "proxy.dbproxy.classify_cache": ("proxy.dbproxy.classify_key",),
     "proxy.dbproxy.sessioncore": ("proxy.pgfront.relay", "proxy.pgwire.framing", "proxy.pgwire.scan",
-                                  "proxy.dbproxy.books", "proxy.dbproxy.session_router"),
+                                  "proxy.dbproxy.books", "proxy.dbproxy.session_router",
+                                  "proxy.dbproxy.classify_cache"),
 }
 # Measured and left out, for now (docs/perf.md, "The native layer"): compiled as they are, the rest
 # of the lb exchange (lb/client.py, frontend.py, pool.py), http1/parser.py and
-# (as a plain class) _response.py, and the classifier's cache (dbproxy/classify.py) execute MORE instructions than
+# (as a plain class) _response.py, and (as a plain class) the classifier's cache execute MORE instructions than
 # interpreted: their cost is attribute access on plain classes, which CPython 3.11 specialises
 # in its bytecode and a compiled module does through the generic C API (lb/clientcore.py pays
 # because its state is an extension type's C fields). The cache's key

@@ -15,6 +15,7 @@ cdef object _query_timed_out
 
 cdef class Books:
     cdef public object _latency_of
+    cdef public object cache
     cdef public object outstanding
     cdef public object query_timeout
 

@@ -79,10 +79,10 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterator
-from typing import Any
 
 from pglast.parser import ParseError, parse_sql_json
 
+from .classify_cache import DEFAULT_CACHE_SIZE, MAX_CACHED_SQL_LENGTH, ClassifierCache
 from .classify_functions import DEFAULT_WRITE_FUNCTIONS
 from .classify_key import literal_key, literal_key_bytes
 from .classify_rules import Part, classify_statement
@@ -261,79 +261,5 @@ def _replace_ro(d: Decision) -> Decision:
 
 # -- cache -------------------------------------------------------------------------------------
 
-DEFAULT_CACHE_SIZE = 10_000
-# Longer texts are classified but not kept: they are mostly one-off (inlined IN-lists, bulk
-# VALUES), and 10,000 of them would pin hundreds of megabytes of keys.
-MAX_CACHED_SQL_LENGTH = 16_384
-
-
-# Statements that differ only in their literals and comments share one entry: see classify_key.py.
-
-
-class ClassifierCache:
-    """`classify` memoised by SQL text, or by its shape (`literal_key`), for one `write_functions` set.
-
-    Bounded, evicting the oldest entry first (FIFO over the dict's insertion order): a hit is one
-    dict lookup and a counter increment, with no reordering; a hot statement evicted by a burst of
-    one-off texts costs one `classify` to come back. `hits` and `misses` are for metrics.
-    """
-
-    __slots__ = ("_by_bytes", "_entries", "_maxsize", "_write_functions", "hits", "misses")
-
-    def __init__(
-        self,
-        maxsize: int = DEFAULT_CACHE_SIZE,
-        *,
-        write_functions: frozenset[str] = DEFAULT_WRITE_FUNCTIONS,
-    ) -> None:
-        if maxsize < 1:
-            raise ValueError(f"maxsize must be at least 1, got {maxsize}")
-        self._entries: dict[str, Decision] = {}
-        self._by_bytes: dict[bytes, Decision] = {}  # `get_bytes`'s entries
-        self._maxsize = maxsize
-        self._write_functions = write_functions
-        self.hits = 0
-        self.misses = 0
-
-    def get(self, sql: str) -> Decision:
-        decision = self._entries.get(sql)
-        if decision is not None:
-            self.hits += 1
-            return decision
-        key = literal_key(sql)
-        if key is not sql:
-            decision = self._entries.get(key)
-            if decision is not None:
-                self.hits += 1
-                return decision
-        self.misses += 1
-        decision = classify(sql, write_functions=self._write_functions)
-        self._remember(self._entries, key, decision)
-        return decision
-
-    def _remember(self, entries: dict[Any, Decision], key: str | bytes, decision: Decision) -> None:
-        if len(key) <= MAX_CACHED_SQL_LENGTH:
-            if len(entries) >= self._maxsize:
-                del entries[next(iter(entries))]  # the oldest (see the class docstring)
-            entries[key] = decision
-
-    def get_bytes(self, sql: bytes) -> Decision:
-        """`get` for SQL as the client sent it (UTF-8), keyed by those bytes (`literal_key_bytes`),
-        so a hit costs no decoding; a miss decodes it and goes through `get`."""
-        entries = self._by_bytes
-        decision = entries.get(sql)
-        if decision is not None:
-            self.hits += 1
-            return decision
-        key = literal_key_bytes(sql)
-        if key is not sql:
-            decision = entries.get(key)
-            if decision is not None:
-                self.hits += 1
-                return decision
-        decision = self.get(sql.decode("utf-8", "replace"))
-        self._remember(entries, key, decision)
-        return decision
-
-    def __len__(self) -> int:
-        return len(self._entries)
+# ClassifierCache, DEFAULT_CACHE_SIZE and MAX_CACHED_SQL_LENGTH live in classify_cache.py (compiled:
+# proxy/_native.py), imported above and re-exported from here.

@@ -22,6 +22,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from proxy.dbproxy.books import Books
+from proxy.dbproxy.classify_cache import ClassifierCache
 from proxy.dbproxy.classify_types import Decision, Reason, Target
 from proxy.dbproxy.router import PRIMARY, Route, RouteReason
 from proxy.dbproxy.session_router import SessionRouter
@@ -69,8 +70,11 @@ class _Transport:
         self.log.append(bytes(data))
 
 
-class _Cache:
+class _Cache(ClassifierCache):
+    """The classifier's cache (compiled, the session types it so) with a recording `get_bytes`."""
+
     def __init__(self, calls: list) -> None:
+        super().__init__()
         self.calls = calls
 
     def get_bytes(self, sql: bytes) -> Decision:

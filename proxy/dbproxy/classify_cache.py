@@ -1,0 +1,120 @@
+"""The classifier's cache (`ClassifierCache`, classify.py re-exports it): `classify` memoised by
+SQL text, or by its shape (classify_key.py's `literal_key`), for one `write_functions` set.
+
+Every simple Query's route starts here (`get_bytes`, from the dbproxy session's `_query`): an
+exact-bytes lookup, the key, a lookup by the key. This module is compiled (proxy/_native.py) and
+is also its own pure-Python twin. Compiled, `ClassifierCache` is an extension type
+(classify_cache.pxd): its dicts are typed (a lookup is a C call, not a method call), the hit
+counters are C integers, the key is classify_key.py's scanner called in C (`_key_typed`), and
+the session calls `get_bytes` as a C method (interpreted, this method cost the compiled session
+~4k instructions a statement, most of it entering the interpreter: docs/perf.md, "The
+per-statement path, fourth pass"). A miss decodes the text and classifies it (classify.py),
+as before.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from .classify_functions import DEFAULT_WRITE_FUNCTIONS
+from .classify_key import _key_typed, literal_key, literal_key_bytes
+from .classify_types import Decision
+
+__all__ = ["COMPILED", "DEFAULT_CACHE_SIZE", "MAX_CACHED_SQL_LENGTH", "ClassifierCache"]
+
+DEFAULT_CACHE_SIZE = 10_000
+# Longer texts are classified but not kept: they are mostly one-off (inlined IN-lists, bulk
+# VALUES), and 10,000 of them would pin hundreds of megabytes of keys.
+MAX_CACHED_SQL_LENGTH = 16_384
+_MAX_CACHED = MAX_CACHED_SQL_LENGTH  # compiled: a C global (classify_cache.pxd)
+
+
+def _probe() -> None:
+    pass
+
+
+# A compiled module's functions are Cython's, not Python's.
+_COMPILED = type(_probe).__name__ != "function"
+COMPILED = _COMPILED
+
+
+# Statements that differ only in their literals and comments share one entry: see classify_key.py.
+
+
+class ClassifierCache:
+    """`classify` memoised by SQL text, or by its shape (`literal_key`), for one `write_functions` set.
+
+    Bounded, evicting the oldest entry first (FIFO over the dict's insertion order): a hit is one
+    dict lookup and a counter increment, with no reordering; a hot statement evicted by a burst of
+    one-off texts costs one `classify` to come back. `hits` and `misses` are for metrics.
+    """
+
+    __slots__ = ("_by_bytes", "_classify", "_entries", "_maxsize", "_write_functions", "hits", "misses")
+
+    def __init__(
+        self,
+        maxsize: int = DEFAULT_CACHE_SIZE,
+        *,
+        write_functions: frozenset[str] = DEFAULT_WRITE_FUNCTIONS,
+    ) -> None:
+        # classify.py imports this module (to re-export the cache), so its `classify` is
+        # imported here, when a cache is made, not when this module is.
+        from .classify import classify
+
+        if maxsize < 1:
+            raise ValueError(f"maxsize must be at least 1, got {maxsize}")
+        self._entries: dict[str, Decision] = {}
+        self._by_bytes: dict[bytes, Decision] = {}  # `get_bytes`'s entries
+        self._maxsize = maxsize
+        self._write_functions = write_functions
+        self._classify: Callable[..., Decision] = classify
+        self.hits = 0
+        self.misses = 0
+
+    def get(self, sql: str) -> Decision:
+        entries = self._entries
+        decision = entries.get(sql)
+        if decision is not None:
+            self.hits += 1
+            return decision
+        key = literal_key(sql)
+        if key is not sql:
+            decision = entries.get(key)
+            if decision is not None:
+                self.hits += 1
+                return decision
+        self.misses += 1
+        decision = self._classify(sql, write_functions=self._write_functions)
+        self._remember(entries, key, decision)
+        return decision
+
+    def _remember(self, entries: dict[Any, Decision], key: Any, decision: Decision) -> None:
+        if len(key) <= _MAX_CACHED:
+            if len(entries) >= self._maxsize:
+                del entries[next(iter(entries))]  # the oldest (see the class docstring)
+            entries[key] = decision
+
+    def get_bytes(self, sql: bytes) -> Decision:
+        """`get` for SQL as the client sent it (UTF-8), keyed by those bytes (`literal_key_bytes`),
+        so a hit costs no decoding; a miss decodes it and goes through `get`."""
+        entries = self._by_bytes
+        decision = entries.get(sql)
+        if decision is not None:
+            self.hits += 1
+            return decision
+        if _COMPILED:
+            key = _key_typed(sql)  # literal_key_bytes, called in C (classify_key.pxd)
+        else:
+            key = literal_key_bytes(sql)
+        if key is not sql:
+            decision = entries.get(key)
+            if decision is not None:
+                self.hits += 1
+                return decision
+        decision = self.get(sql.decode("utf-8", "replace"))
+        self._remember(entries, key, decision)
+        return decision
+
+    def __len__(self) -> int:
+        return len(self._entries)
