@@ -5,10 +5,12 @@ Theory of operation
 1. One devstack cluster (a primary and two streaming replicas, durability off) initialised with
    `pgbench -i -s <scale>`; the replicas catch up before anything is measured.
 2. Targets on that cluster: "tierproxy" (read/write split over all three servers, read-your-writes
-   on), "pgbouncer" (transaction pooling, primary only), "pgpool" (streaming-replication mode, load
-   balancing on) and "direct" (pgbench straight at the primary: no proxy at all). On request
-   (`--targets ...,tierproxy-session`), tierproxy with `[routing] balance = "session"` (a session
-   keeps the replica of its first read: one replica connection per session, not one per replica).
+   on, its default per-session replica choice: each session binds to one replica, one replica
+   connection per session), "pgbouncer" (transaction pooling, primary only), "pgpool"
+   (streaming-replication mode, load balancing on) and "direct" (pgbench straight at the primary:
+   no proxy at all). On request (`--targets ...,tierproxy-statement`), tierproxy with `[routing]
+   balance = "statement"` (each read chooses a replica: a session comes to hold a connection on
+   every replica).
 3. Workloads: select-only with the simple and the extended protocol, and tpcb-like (writes, in
    transactions) with the simple protocol; `pgbench -c <clients> -j 2 -T <duration>`. On request
    (`--workloads orm`), an ORM's statement mix from bench/ormsql.py (string literals, IN lists,
@@ -58,8 +60,8 @@ from proxy.devstack.process import DevstackError
 __all__ = ["add_arguments", "run"]
 
 REPO = Path(__file__).resolve().parents[1]
-TARGETS = ("tierproxy", "tierproxy-session", "pgbouncer", "pgpool", "direct")
-DEFAULT_TARGETS = ("tierproxy", "pgbouncer", "pgpool", "direct")  # tierproxy-session on request
+TARGETS = ("tierproxy", "tierproxy-statement", "pgbouncer", "pgpool", "direct")
+DEFAULT_TARGETS = ("tierproxy", "pgbouncer", "pgpool", "direct")  # tierproxy-statement on request
 WORKLOADS = {
     "select-only simple": ["-S", "-M", "simple"],
     "select-only extended": ["-S", "-M", "extended"],
@@ -105,19 +107,20 @@ def _start(wanted: list[str], cluster: PgCluster, workdir: Path, bins: dict[str,
     targets = []
     for name in wanted:
         try:
-            if name in ("tierproxy", "tierproxy-session"):
-                # tierproxy-session: the same with `[routing] balance = "session"` (each session
-                # keeps the replica of its first read: one replica connection per session).
-                session = name == "tierproxy-session"
-                log_dir = workdir / name if session else workdir  # its dbproxy.log kept under its name
+            if name in ("tierproxy", "tierproxy-statement"):
+                # tierproxy-statement: the same with `[routing] balance = "statement"` (each read
+                # chooses a replica: a session holds a connection on each replica).
+                statement = name == "tierproxy-statement"
+                log_dir = workdir / name if statement else workdir  # its dbproxy.log kept under its name
                 log_dir.mkdir(exist_ok=True)
                 proxy: DbProxyServer = start_dbproxy(
                     cluster, log_dir=log_dir, users={"app": "app-secret"}, workers=settings["workers"],
-                    extra='[routing]\nbalance = "session"\n' if session else "",
+                    extra='[routing]\nbalance = "statement"\n' if statement else "",
                 )  # fmt: skip
                 closers.append(proxy)
                 targets.append(Target(name, f"tierproxy dbproxy ({settings['workers']} worker(s)): read/write split "
-                                      "over primary + 2 replicas" + (", per-session replica choice" if session else ""),
+                                      "over primary + 2 replicas"
+                                      + (", per-statement replica choice" if statement else ""),
                                       proxy.port, "app", "app-secret",
                                       [proxy.process.pid], lambda p=proxy: p.process.running))  # fmt: skip
             elif name == "pgbouncer":

@@ -258,7 +258,7 @@ def tear_down(closers: Sequence[Any], cluster: Any, workdir: Path, out: Path) ->
         cluster.close()
     for path in workdir.glob("*.log"):
         shutil.copy(path, out / path.name)
-    for path in workdir.glob("*/*.log"):  # a target's own directory (bench dbproxy's tierproxy-session)
+    for path in workdir.glob("*/*.log"):  # a target's own directory (bench dbproxy's tierproxy-statement)
         if path.parent.name != "pg":
             shutil.copy(path, out / f"{path.parent.name}-{path.name}")
     shutil.rmtree(workdir, ignore_errors=True)

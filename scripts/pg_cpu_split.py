@@ -3,8 +3,8 @@
     PYTHONPATH=$PWD python scripts/pg_cpu_split.py [--seconds 4] [--rounds 2] [--mode -S]
 
 One devstack cluster (a primary, two streaming replicas, pgbench scale 10). Targets: the dbproxy
-with its defaults (reads over both replicas, chosen per statement); the same with `[routing]
-balance = "session"`; the dbproxy over one replica; over the primary alone; PgBouncer (transaction
+with its defaults (reads over both replicas, each session bound to one); the same with `[routing]
+balance = "statement"` (each read chooses a replica); the dbproxy over one replica; over the primary alone; PgBouncer (transaction
 pooling, primary only). For each, `pgbench <mode> -c16 -j2 -T<seconds>` runs alone, and the CPU
 seconds (utime + stime from /proc, live process trees) of the proxy, of every PostgreSQL process
 of the cluster and of pgbench (RUSAGE_CHILDREN) are divided by the transactions. Absolute figures
@@ -64,7 +64,7 @@ def main() -> int:
         targets = []
         for name, replicas, extra in (
             ("tierproxy", cluster.replicas, ""),
-            ("tierproxy balance=session", cluster.replicas, '[routing]\nbalance = "session"\n'),
+            ("tierproxy balance=statement", cluster.replicas, '[routing]\nbalance = "statement"\n'),
             ("tierproxy, 1 replica", cluster.replicas[:1], ""),
             ("tierproxy, primary only", [], ""),
         ):

@@ -96,12 +96,13 @@ class RoutingConfig(StrictModel):
     # DEFAULT_WRITE_FUNCTIONS (nextval, setval, pg_advisory_lock, pg_notify, ...).
     write_functions: list[str] = Field(default_factory=list)
     session_pinning: Literal["pin"] = "pin"  # see the module docstring: we pin, never replay
-    # How reads are spread over the replicas. "statement": each read goes to the usable replica
-    # with the fewest outstanding queries per weight (ties rotate), so a session comes to hold a
-    # server connection on every replica. "session": a session's first read chooses so, and its
-    # later reads stay on that replica while it is usable (and recent enough for read-your-writes),
-    # so each session holds one replica connection (pgpool-II's default, per-session balancing).
-    balance: Literal["statement", "session"] = "statement"
+    # How reads are spread over the replicas. "session" (pgpool-II's default, per-session
+    # balancing): a session's first read binds it to the usable replica with the fewest sessions
+    # bound per weight (ties rotate), and its later reads stay there while it is usable (and
+    # recent enough for read-your-writes), else it binds again; each session holds one replica
+    # connection. "statement": each read goes to the usable replica with the fewest outstanding
+    # queries per weight (ties rotate), so a session comes to hold a connection on every replica.
+    balance: Literal["statement", "session"] = "session"
 
     @field_validator("write_functions")
     @classmethod

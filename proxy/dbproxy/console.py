@@ -50,11 +50,11 @@ def _servers(s: Mapping[str, Any]) -> Rows:
 def _clients(s: Mapping[str, Any]) -> Rows:
     cols = ("user", "database", "state", "addr", "port", "connect_time", "statements",
             "in_transaction", "transaction_backend", "pinned", "last_backend", "last_reason",
-            "servers", "tls")  # fmt: skip
+            "servers", "tls", "replica")  # fmt: skip
     rows = [
         (c["user"], c["database"], c["state"], c["addr"], c["port"], c["connect_time"],
          c["statements"], c["in_transaction"], c["transaction_backend"], c["pinned"],
-         c["last_backend"], c["last_reason"], ",".join(c["servers"]), c.get("tls", False))
+         c["last_backend"], c["last_reason"], ",".join(c["servers"]), c.get("tls", False), c.get("replica"))
         for c in s["clients"]
     ]  # fmt: skip
     return cols, rows
@@ -62,10 +62,10 @@ def _clients(s: Mapping[str, Any]) -> Rows:
 
 def _backends(s: Mapping[str, Any]) -> Rows:
     cols = ("name", "role", "address", "up", "usable", "lag_bytes", "lag_seconds", "replay_lsn",
-            "outstanding", "weight")  # fmt: skip
+            "outstanding", "weight", "sessions")  # fmt: skip
     rows = [
         (b["name"], b["role"], b["address"], b["up"], b["usable"], b.get("lag_bytes"),
-         b.get("lag_seconds"), b.get("replay_lsn"), b.get("outstanding", 0), b.get("weight"))
+         b.get("lag_seconds"), b.get("replay_lsn"), b.get("outstanding", 0), b.get("weight"), b.get("sessions"))
         for b in s["backends"]
     ]  # fmt: skip
     return cols, rows

@@ -55,6 +55,7 @@ from .qcache_notify import NotifyListener, start_notify_listener
 from .qcache_ops import add_cache_routes, cache_snapshot, purge_local
 from .qcache_session import CachingSession, QueryCache
 from .session import ClientSession
+from .session_router import ReplicaSessions
 from .stats import collect, merge, merge_console, snapshot
 from .statuspage import SERIES, render_picture
 
@@ -119,6 +120,9 @@ class DbProxyDaemon(Books, FrontDaemon):
         self.closing: set[ClientSession] = set()  # ended, their FATAL still being delivered
         self.tasks: set[asyncio.Task[Any]] = set()
         self.outstanding: dict[str, int] = {}
+        # balance = "session": the sessions bound to each replica, kept by their routers (one
+        # count per worker process: each balances its own sessions).
+        self.replica_sessions = ReplicaSessions()
         self._cancel_keys = CancelKeys()
         # Where the primary and replicas are: the config's, or (topology.source "patroni") what
         # the follower last confirmed; "host:port" and (name, "host:port", weight).
@@ -471,6 +475,10 @@ class DbProxyDaemon(Books, FrontDaemon):
             conn.timer = None
         self.pools.discard(conn)
 
+    def session_ended(self, session: Any) -> None:
+        super().session_ended(session)
+        session.router.release()  # its replica's count of sessions
+
     def server_lost(self, conn: ServerConn) -> None:
         self.metrics.server_lost += 1
         self._forget(conn)
@@ -515,9 +523,13 @@ class DbProxyDaemon(Books, FrontDaemon):
             snap = self.console_snapshot()
         return run_console(sql, snap)
 
-    def _backends(self, outstanding: dict[str, int] | None = None) -> list[dict[str, Any]]:
+    def _backends(self, outstanding: dict[str, int] | None = None,
+                  sessions: dict[str, int] | None = None) -> list[dict[str, Any]]:  # fmt: skip
+        """The monitor's rows with the outstanding queries and (replicas) the sessions bound:
+        this process's, or the workers' sums when given."""
         r = self.cfg.routing
         outstanding = self.outstanding if outstanding is None else outstanding
+        sessions = self.replica_sessions.counts if sessions is None else sessions
         out = []
         for st in self.monitor.statuses():
             row = st.to_json()
@@ -527,6 +539,7 @@ class DbProxyDaemon(Books, FrontDaemon):
             else:
                 row["weight"] = st.weight
                 row["usable"] = usable_for_reads(st, r.max_lag_bytes, r.max_lag_seconds)
+                row["sessions"] = sessions.get(st.name, 0)
             out.append(row)
         return out
 
@@ -552,6 +565,7 @@ class DbProxyDaemon(Books, FrontDaemon):
                 "connect_time": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(s.connected_at)),
                 "statements": s.statements_run, "in_transaction": s.router.in_transaction,
                 "transaction_backend": s.router.transaction_backend, "pinned": s.router.pinned,
+                "replica": s.router.replica,
                 "last_backend": s.last_route.target if s.last_route else None,
                 "last_reason": s.last_route.reason.value if s.last_route else None,
                 "servers": sorted(s.servers), "tls": s.tls,
@@ -593,7 +607,7 @@ class DbProxyDaemon(Books, FrontDaemon):
         await self._refresh_stats()
         snap = self._merged if self.role == "supervisor" and self._merged is not None else snapshot(self)
         body = {"version": VERSION, "uptime": round(time.time() - self.started_at, 3),
-                "workers": self.cfg.workers, "backends": self._backends(snap["outstanding"]),
+                "workers": self.cfg.workers, "backends": self._backends(snap["outstanding"], snap["replica_sessions"]),
                 "clients": snap["clients"], "pools": snap["pools"], "ready": self.monitor.ready,
                 "classifier_cache": snap["cache"], "native": _native.status()}  # fmt: skip
         if self.follower is not None:
@@ -602,7 +616,7 @@ class DbProxyDaemon(Books, FrontDaemon):
 
     def _collect(self) -> Iterable[Metric]:
         snap = self._merged if self.role == "supervisor" and self._merged is not None else snapshot(self)
-        return collect(snap, self._backends(snap["outstanding"]))
+        return collect(snap, self._backends(snap["outstanding"], snap["replica_sessions"]))
 
     # -- workers ----------------------------------------------------------------------------------
 
@@ -621,7 +635,7 @@ class DbProxyDaemon(Books, FrontDaemon):
     async def _answer_console(self, index: int, rid: int) -> None:
         assert self.workers is not None
         snaps = [reply["console"] for reply in await self.workers.ask("console")]
-        merged = merge_console(snaps, self._backends({})) | {"cluster": self.cluster_status()}
+        merged = merge_console(snaps, self._backends({}, {})) | {"cluster": self.cluster_status()}
         self.workers.send_to(index, {"rid": rid, "console": merged})
 
     async def _on_control(self, msg: dict[str, Any]) -> dict[str, Any] | None:

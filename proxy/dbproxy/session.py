@@ -28,6 +28,9 @@ Parse of a name it still has goes to a server holding that statement, which answ
 direct; a client's Parse that fails is forgotten. Session pooling ends with DISCARD ALL, so a
 server connection starts each session with no statements.
 
+A session reading from one replica (`balance = "session"`) that the router moves to another gives
+its connection to the old one back to the pool (`_left_replica`).
+
 Failures: a replica that cannot be connected is skipped for this batch and the batch re-routed;
 the client's primary connection lost ends the session with the server's FATAL (as direct); a
 replica lost with nothing in flight is forgotten (the next statement goes elsewhere); lost with
@@ -103,8 +106,11 @@ class ClientSession(SessionCore, FrontendSession):
         self.d: DbProxyDaemon = daemon
         # on_commit: the clock's `acknowledged` is this call on its epochs (kept by reconfigure),
         # one call less per committed write.
+        # sessions, on_move: with balance = "session" the router binds the session to a replica by
+        # the daemon's count of sessions per replica, and says when it leaves one (_left_replica).
         self.router = SessionRouter.from_config(daemon.cfg.routing, rotation_seed=secrets.randbelow(1 << 16),
-                                                on_commit=daemon.clock.epochs.acknowledged)  # fmt: skip
+                                                on_commit=daemon.clock.epochs.acknowledged,
+                                                sessions=daemon.replica_sessions, on_move=self._left_replica)  # fmt: skip
         self.statements: dict[str, tuple[bytes, Decision]] = {}
         # (message, what _ready_message made of it); one entry may be a run of messages ending
         # with a Sync, typed Sync (_unnamed_packet: Bind to Sync, its aux the Bind's).
@@ -321,6 +327,19 @@ class ClientSession(SessionCore, FrontendSession):
             self._send(conn, batch)
             return
         self._fail_batch(batch, ServerError("no server is available"))
+
+    def _left_replica(self, name: str) -> None:
+        """The router moved the session's reads off replica `name` (balance = "session": it went
+        down, fell behind the session's read-your-writes position, or the session was pinned):
+        its connection there goes back to the pool (closed if broken), so the session holds one
+        replica connection. A connection still busy (a pipeline) stays until the session ends."""
+        conn = self.servers.get(name)
+        if conn is None or conn.busy:
+            return
+        del self.servers[name]
+        if self.current is conn:
+            self.current = None
+        self.d.release_server(conn)
 
     # -- a server lost ---------------------------------------------------------------------------
 

@@ -44,10 +44,12 @@ cdef class SessionRouter:
     cdef public object _max_lag_seconds
     cdef public object _mode
     cdef public object _on_commit
+    cdef public object _on_move
     cdef public object _read_routes
     cdef public object needs_commit_lsn
     cdef public object pinned
     cdef public object _rotation
+    cdef public object _sessions
     cdef public object _sticky
     cdef public object transaction_backend
     cdef public object _txn_failed
@@ -60,6 +62,7 @@ cdef class SessionRouter:
     cdef public object _window
 
     cdef int _note_write(self, object now, object d) except -1
+    cdef int _leave(self, object new) except -1
     cdef tuple _pick_read(self, object now, object replicas, object outstanding, object floor=*)
     @cython.locals(views=list, names=list, weights=list, counts=dict, n=Py_ssize_t, i=Py_ssize_t,
                    ties=Py_ssize_t, k=Py_ssize_t, rot=Py_ssize_t, tied="Py_ssize_t[16]",

@@ -1,6 +1,18 @@
 """The session router (router.py's `SessionRouter`) and the replica choice (`choose_replica`):
 the rules are router.py's docstring; this module is their code.
 
+Per-session balancing (`balance = "session"`, the default): a session reads from one replica, the
+one it is bound to, while that replica is usable and recent enough for the session's
+read-your-writes constraint. Its first read, and any read that finds its replica no longer
+qualifying, binds it with `choose_session_replica`: among the qualifying replicas the fewest
+sessions bound per unit of weight, ties rotating by the count of bindings the daemon has made, so
+sessions that start together split evenly (the outstanding queries of `choose_replica` are all 0
+then, and would send them all to one replica). The counts are the daemon's `ReplicaSessions`,
+shared by its sessions' routers: a router moves its own session's count when it binds, and gives
+it back when the session is pinned (it reads from the primary from then on) or ends (`release`).
+A router that leaves a replica tells the session (`on_move`), which gives back its connection to
+it, so a session holds at most one replica connection.
+
 This module is compiled (proxy/_native.py) and is also its own pure-Python twin. Compiled,
 `SessionRouter` is an extension type (session_router.pxd): its state is C fields, `route` runs
 the rules with the replica choice and the write bookkeeping as C calls, and the relay's
@@ -23,7 +35,7 @@ from .route_types import MAX_LSN, PRIMARY, ReadYourWrites, ReplicaView, Route, R
 if TYPE_CHECKING:
     from .config import RoutingConfig
 
-__all__ = ["COMPILED", "SessionRouter", "choose_replica"]
+__all__ = ["COMPILED", "ReplicaSessions", "SessionRouter", "choose_replica", "choose_session_replica"]
 
 
 def _probe() -> None:
@@ -89,6 +101,49 @@ def _least_loaded(
 
 def _name(r: ReplicaView) -> str:
     return r.name
+
+
+def choose_session_replica(
+    replicas: Sequence[ReplicaView],
+    sessions: Mapping[str, int],
+    *,
+    max_lag_bytes: int | None = None,
+    max_lag_seconds: float | None = None,
+    min_lsn: int | None = None,
+    rotation: int = 0,
+) -> ReplicaView | None:
+    """The replica a session binds to (balance = "session"), or None: go to the primary. Among the
+    usable replicas that have replayed `min_lsn`, the fewest `sessions` bound (replica name ->
+    count; absent: 0) per unit of weight; ties go by `rotation` over the tied replicas in name
+    order (the daemon passes its count of bindings made: successive sessions take turns)."""
+    return choose_replica(replicas, max_lag_bytes=max_lag_bytes, max_lag_seconds=max_lag_seconds,
+                          min_lsn=min_lsn, rotation=rotation, outstanding=sessions)  # fmt: skip
+
+
+class ReplicaSessions:
+    """The sessions bound to each replica under balance = "session": one per daemon (a worker
+    process), shared by its sessions' routers, which move their own session's count with `move`.
+    `counts`: replica name -> sessions bound (no entry: none); `bindings`: bindings made so far,
+    the tie-break of the next one. Plain data, no I/O: the event loop runs one router at a time."""
+
+    __slots__ = ("bindings", "counts")
+
+    def __init__(self) -> None:
+        self.counts: dict[str, int] = {}
+        self.bindings = 0
+
+    def move(self, old: str, new: str) -> None:
+        """A session leaves replica `old` and binds to `new` ("": none)."""
+        counts = self.counts
+        if old:
+            n = counts.get(old, 0) - 1
+            if n > 0:
+                counts[old] = n
+            else:
+                counts.pop(old, None)
+        if new:
+            counts[new] = counts.get(new, 0) + 1
+            self.bindings += 1
 
 
 # -- the session router ------------------------------------------------------------------------
@@ -159,10 +214,12 @@ class SessionRouter:
         "_max_lag_seconds",
         "_mode",
         "_on_commit",
+        "_on_move",
         "_read_routes",
         "needs_commit_lsn",
         "pinned",
         "_rotation",
+        "_sessions",
         "_sticky",
         "transaction_backend",
         "_txn_failed",
@@ -184,7 +241,9 @@ class SessionRouter:
         max_lag_seconds: float | None = None,
         rotation_seed: int = 0,
         on_commit: Callable[[bool], int] | None = None,
-        balance: str = "statement",
+        balance: str = "session",
+        sessions: ReplicaSessions | None = None,
+        on_move: Callable[[str], None] | None = None,
     ) -> None:
         if read_your_writes not in ("lsn", "primary-window", "global", "off"):
             raise ValueError(f"unknown read_your_writes mode {read_your_writes!r}")
@@ -195,10 +254,14 @@ class SessionRouter:
         self._max_lag_bytes = max_lag_bytes
         self._max_lag_seconds = max_lag_seconds
         self._rotation = rotation_seed
-        # balance = "session": the replica this session reads from while it qualifies (its name;
-        # "" until the first read), so it holds one replica connection instead of one per replica.
-        # None: balance = "statement", every read chooses.
+        # balance = "session": the replica this session is bound to, reads from while it qualifies
+        # (its name; "" until the first read, and once pinned), so it holds one replica connection
+        # instead of one per replica. None: balance = "statement", every read chooses.
         self._sticky: str | None = "" if balance == "session" else None
+        # The daemon's count of sessions per replica (a private one when not given: the session
+        # then balances against itself only), and who hears that the session left a replica.
+        self._sessions = (sessions if sessions is not None else ReplicaSessions()) if balance == "session" else None
+        self._on_move = on_move
         # Plain attributes, not properties, where the daemon reads them per statement (a property
         # call costs several attribute loads). Read only, outside this class.
         # The backend of the open transaction (PRIMARY or a replica name), or None; set from BEGIN
@@ -232,9 +295,12 @@ class SessionRouter:
 
     @classmethod
     def from_config(cls, routing: RoutingConfig, *, rotation_seed: int = 0,
-                    on_commit: Callable[[bool], int] | None = None) -> SessionRouter:  # fmt: skip
+                    on_commit: Callable[[bool], int] | None = None, sessions: ReplicaSessions | None = None,
+                    on_move: Callable[[str], None] | None = None) -> SessionRouter:  # fmt: skip
         return cls(
             on_commit=on_commit,
+            sessions=sessions,
+            on_move=on_move,
             read_your_writes=routing.read_your_writes,
             primary_window=routing.primary_window,
             max_lag_bytes=routing.max_lag_bytes,
@@ -254,11 +320,26 @@ class SessionRouter:
         return self._last_commit_lsn
 
     @property
+    def replica(self) -> str | None:
+        """balance = "session": the replica the session is bound to (None: none yet, pinned, or
+        balance = "statement")."""
+        return self._sticky or None
+
+    @property
     def commit_epoch(self) -> int:
         """`on_commit`'s answer for the session's last write commit (0: none, or no `on_commit`)."""
         return self._commit_epoch
 
     # -- events -------------------------------------------------------------------------------
+
+    def release(self) -> None:
+        """The session ended: its replica's count goes back (`on_move` is not called: the session
+        gives back all its connections itself). A read routed after this (a task of the session
+        still running) binds nothing: it is balanced per statement, uncounted."""
+        sticky = self._sticky
+        if sticky:
+            self._sessions.move(sticky, "")
+        self._sticky = None
 
     def on_ready_for_query(self, status: bytes, *, failed: bool = False) -> None:
         """The server's transaction status after a statement: b"I" idle, b"T" in a transaction,
@@ -344,6 +425,8 @@ class SessionRouter:
 
         if self.pinned or d.pins_session:
             self.pinned = True
+            if self._sticky:
+                self._leave("")  # no replica reads from now on: its count and connection go back
             if d.begins_transaction:
                 self.transaction_backend = _PRIMARY
             if _is_write(d):
@@ -397,6 +480,15 @@ class SessionRouter:
             self._uncommitted_ddl = True
         self._last_write_at = now
 
+    def _leave(self, new: str) -> None:
+        """Bind the session to replica `new` ("": none) instead of its own, which the session
+        hears through `on_move` (balance = "session" only)."""
+        old = self._sticky
+        self._sessions.move(old, new)
+        self._sticky = new
+        if old and self._on_move is not None:
+            self._on_move(old)
+
     def _pick_read(
         self, now: float, replicas: Sequence[ReplicaView], outstanding: Mapping[str, int] | None,
         floor: int | None = None,
@@ -420,15 +512,23 @@ class SessionRouter:
             min_lsn = floor
         max_b, max_s = self._max_lag_bytes, self._max_lag_seconds
         sticky = self._sticky
-        if sticky:
+        if sticky is not None:
             # balance = "session": the session's replica while it is usable and recent enough.
-            for r in replicas:
-                if r.name == sticky:
-                    if _usable(r, max_b, max_s) and (min_lsn is None or (r.replay_lsn is not None
-                                                                          and r.replay_lsn >= min_lsn)):  # fmt: skip
-                        return r, None
-                    break
-        if type(replicas) is tuple:
+            if sticky:
+                for r in replicas:
+                    if r.name == sticky:
+                        if _usable(r, max_b, max_s) and (min_lsn is None or (r.replay_lsn is not None
+                                                                              and r.replay_lsn >= min_lsn)):  # fmt: skip
+                            return r, None
+                        break
+            # Else bind it: the replica with the fewest sessions (see the module docstring).
+            sessions = self._sessions
+            choice = choose_session_replica(replicas, sessions.counts, max_lag_bytes=max_b, max_lag_seconds=max_s,
+                                            min_lsn=min_lsn, rotation=sessions.bindings)  # fmt: skip
+            if choice is not None:
+                self._leave(choice.name)
+                return choice, None
+        elif type(replicas) is tuple:
             # Immutable views (the daemon shares one tuple between monitor polls): the usable
             # ones, in name order, are worked out once per tuple instead of per statement.
             if replicas is not self._usable_for:
@@ -443,14 +543,15 @@ class SessionRouter:
                 choice = self._least_loaded_here(min_lsn, outstanding)
             else:
                 choice = _least_loaded(usable, min_lsn, self._rotation, outstanding)
+            if choice is not None:
+                self._rotation += 1
+                return choice, None
         else:
             choice = choose_replica(replicas, max_lag_bytes=max_b, max_lag_seconds=max_s, min_lsn=min_lsn,
                                     rotation=self._rotation, outstanding=outstanding)  # fmt: skip
-        if choice is not None:
-            self._rotation += 1
-            if sticky is not None:
-                self._sticky = choice.name
-            return choice, None
+            if choice is not None:
+                self._rotation += 1
+                return choice, None
         if min_lsn is not None and choose_replica(replicas, max_lag_bytes=max_b, max_lag_seconds=max_s) is not None:
             return None, _P_READ_YOUR_WRITES
         return None, _P_FALLBACK

@@ -42,7 +42,7 @@ COUNTERS = (
 def empty() -> dict[str, Any]:
     return {"routes": [], "latency": {}, "counters": {name: 0 for name, _ in COUNTERS},
             "cache": {"hits": 0, "misses": 0, "size": 0}, "clients": 0, "pools": [],
-            "outstanding": {}, "backends": [], "failover": {}, "qcache": None}  # fmt: skip
+            "outstanding": {}, "replica_sessions": {}, "backends": [], "failover": {}, "qcache": None}  # fmt: skip
 
 
 def snapshot(d: DbProxyDaemon) -> dict[str, Any]:
@@ -59,6 +59,7 @@ def snapshot(d: DbProxyDaemon) -> dict[str, Any]:
         "clients": len(d.sessions),
         "pools": d.pool_rows(),
         "outstanding": dict(d.outstanding),
+        "replica_sessions": dict(d.replica_sessions.counts),  # balance = "session": sessions bound
         "backends": list(d.pools.addresses),
         "failover": worker_counters(d.cluster_status()),  # the hold's counters, following Patroni
         "qcache": cache_snapshot(d.qcache),  # the query cache's counters (qcache_ops.py)
@@ -87,6 +88,8 @@ def merge(snaps: Sequence[dict[str, Any]]) -> dict[str, Any]:
         add_pool_rows(pools, s["pools"])
         for name, n in s["outstanding"].items():
             out["outstanding"][name] = out["outstanding"].get(name, 0) + n
+        for name, n in s.get("replica_sessions", {}).items():
+            out["replica_sessions"][name] = out["replica_sessions"].get(name, 0) + n
         backends.update(dict.fromkeys(s["backends"]))
         add_worker_counters(out["failover"], s.get("failover", {}))
     out["routes"] = [[b, r, n] for (b, r), n in sorted(routes.items())]
@@ -99,10 +102,12 @@ def merge(snaps: Sequence[dict[str, Any]]) -> dict[str, Any]:
 def merge_console(snaps: Sequence[dict[str, Any]], backends: list[dict[str, Any]]) -> dict[str, Any]:
     """The workers' `console_snapshot`s as one (what SHOW answers with `workers = N`): pools
     added up, servers and clients listed together, route counts summed. `backends` are the
-    supervisor's monitor rows; their outstanding counts become the workers' sums."""
+    supervisor's monitor rows; their outstanding counts and (replicas) sessions bound become the
+    workers' sums."""
     pools: dict[tuple[Any, ...], dict[str, Any]] = {}
     routes: dict[tuple[str, str], int] = {}
     outstanding: dict[str, int] = {}
+    sessions: dict[str, int] = {}
     servers: list[dict[str, Any]] = []
     clients: list[dict[str, Any]] = []
     for s in snaps:
@@ -113,7 +118,11 @@ def merge_console(snaps: Sequence[dict[str, Any]], backends: list[dict[str, Any]
             routes[(backend, reason)] = routes.get((backend, reason), 0) + n
         for b in s["backends"]:
             outstanding[b["name"]] = outstanding.get(b["name"], 0) + b.get("outstanding", 0)
+            sessions[b["name"]] = sessions.get(b["name"], 0) + b.get("sessions", 0)
     rows = [dict(b, outstanding=outstanding.get(b["name"], 0)) for b in backends]
+    for row in rows:
+        if "sessions" in row:  # replicas'
+            row["sessions"] = sessions.get(row["name"], 0)
     version = snaps[0]["version"] if snaps else ""
     return {"pools": [pools[k] for k in sorted(pools)], "servers": servers, "clients": clients,
             "backends": rows, "routes": [[b, r, n] for (b, r), n in sorted(routes.items())],
@@ -142,16 +151,19 @@ def collect(snap: dict[str, Any], backends: Iterable[dict[str, Any]]) -> Iterabl
     lag_b = GaugeMetricFamily(P + "replica_lag_bytes", "WAL bytes not yet replayed", labels=["backend"])
     lag_s = GaugeMetricFamily(P + "replica_lag_seconds", "Replay delay", labels=["backend"])
     outstanding = GaugeMetricFamily(P + "outstanding_queries", "Queries in flight", labels=["backend"])
+    bound = GaugeMetricFamily(P + "replica_sessions", 'Client sessions bound to the replica (balance = "session")',
+                              labels=["backend"])  # fmt: skip
     for b in backends:
         up.add_metric([b["name"]], 1.0 if b.get("up") else 0.0)
         usable.add_metric([b["name"]], 1.0 if b.get("usable") else 0.0)
         outstanding.add_metric([b["name"]], snap["outstanding"].get(b["name"], 0))
         if b["name"] != PRIMARY:
+            bound.add_metric([b["name"]], snap.get("replica_sessions", {}).get(b["name"], 0))
             if b.get("lag_bytes") is not None:
                 lag_b.add_metric([b["name"]], b["lag_bytes"])
             if b.get("lag_seconds") is not None:
                 lag_s.add_metric([b["name"]], b["lag_seconds"])
-    yield from (up, usable, lag_b, lag_s, outstanding)
+    yield from (up, usable, lag_b, lag_s, outstanding, bound)
     conns = GaugeMetricFamily(P + "server_connections", "Server connections by state", labels=["backend", "state"])
     per: dict[tuple[str, str], int] = {}
     for name in snap["backends"]:

@@ -62,10 +62,10 @@ def render_picture(st: dict[str, Any]) -> tuple[str, str]:
         state, why = backend_state(b)
         rows.append([e(str(b["name"])), e(str(b.get("role", ""))), e(str(b.get("address", ""))), badge(state),
                      f"<span class='why'>{e(why)}</span>", e(_lag(b)), str(b.get("outstanding", 0)),
-                     str(b.get("failures", 0))])  # fmt: skip
+                     str(b.get("sessions", "")), str(b.get("failures", 0))])  # fmt: skip
         classes.append("s-down" if state == "down" else "")
     parts = ["<h2>servers</h2>",
-             table(["server", "role", "address", "state", "why", "lag", "in flight", "monitor failures"], rows,
+             table(["server", "role", "address", "state", "why", "lag", "in flight", "sessions", "monitor failures"], rows,
                    ident="servers", row_classes=classes)]  # fmt: skip
     topo = st.get("topology")
     if topo:

@@ -90,6 +90,8 @@ def backends_toml(pool: str, workers: list[Any], weights: dict[str, int] | None 
 # -- tierproxy dbproxy (proxy.devstack.dbproxy) ------------------------------------------------
 # `dbproxy` (session): one proxy in front of the shared `pg_cluster`, users app/app-secret and
 # md5user/md5-secret; for tests that only route and read and write their own tables.
+# `dbproxy_statement` (session): the same with `[routing] balance = "statement"` (reads spread
+# over the replicas statement by statement), for tests of what that spreading exercises.
 # `dbproxy_factory` (function): `dbproxy_factory(cluster, extra="", users=None)` starts a proxy owned
 # by the test (for its own cluster from pg_cluster_factory, or a different config).
 
@@ -101,6 +103,16 @@ DBPROXY_USERS = {"app": "app-secret"}
 @pytest.fixture(scope="session")
 def dbproxy(pg_cluster: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[DbProxyServer]:
     server = start_dbproxy(pg_cluster, log_dir=tmp_path_factory.mktemp("dbproxy"), users=DBPROXY_USERS)
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+@pytest.fixture(scope="session")
+def dbproxy_statement(pg_cluster: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[DbProxyServer]:
+    server = start_dbproxy(pg_cluster, log_dir=tmp_path_factory.mktemp("dbproxy_statement"), users=DBPROXY_USERS,
+                           extra='[routing]\nbalance = "statement"\n')  # fmt: skip
     try:
         yield server
     finally:

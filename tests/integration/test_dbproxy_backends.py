@@ -33,7 +33,8 @@ def test_replicas_further_behind_than_max_lag_get_no_reads(pg_cluster_factory, d
     cluster = pg_cluster_factory(replicas=2)
     cluster.primary.psql("CREATE TABLE lagging (a int)")
     cluster.wait_for_replicas_caught_up()
-    proxy = dbproxy_factory(cluster, extra="[routing]\nmax_lag_seconds = 0.5\nread_your_writes = \"off\"\n")
+    proxy = dbproxy_factory(cluster, extra='[routing]\nmax_lag_seconds = 0.5\nread_your_writes = "off"\n'
+                                          'balance = "statement"\n')  # the reads spread over both replicas
     _wait(lambda: _usable(proxy) == {"primary": True, "replica1": True, "replica2": True}, "all usable")
     for replica in cluster.replicas:
         replica.set_apply_delay(4000)

@@ -76,8 +76,9 @@ def test_wrong_password_and_unknown_user_are_refused_and_others_keep_working(dbp
         assert conn.execute("SELECT 42").fetchone() == (42,)
 
 
-async def test_asyncpg_parameters_prepared_statements_transactions_and_errors(dbproxy, table):
-    conn = await asyncpg.connect(dbproxy.dsn())
+async def test_asyncpg_parameters_prepared_statements_transactions_and_errors(dbproxy_statement, table):
+    # balance = "statement": the session's reads spread over both replicas.
+    conn = await asyncpg.connect(dbproxy_statement.dsn())
     try:
         assert await conn.fetchval("SELECT $1::int * 2", 21) == 42
         stmt = await conn.prepare("SELECT $1::text || '!'")
@@ -133,8 +134,9 @@ def test_listen_notify_between_two_clients(dbproxy):
         assert got == [("tierproxy_chan", "hello"), ("tierproxy_chan", "again")]
 
 
-def test_psycopg_prepared_statements_copy_and_server_side_cursor(dbproxy, table):
-    with psycopg.connect(dbproxy.dsn(), autocommit=True, prepare_threshold=0) as conn:
+def test_psycopg_prepared_statements_copy_and_server_side_cursor(dbproxy, dbproxy_statement, table):
+    # balance = "statement": the prepared statement runs on both replicas, prepared on each.
+    with psycopg.connect(dbproxy_statement.dsn(), autocommit=True, prepare_threshold=0) as conn:
         for i in range(10):
             assert conn.execute("SELECT %s::int + 1", (i,)).fetchone() == (i + 1,)
         with conn.cursor() as cur:

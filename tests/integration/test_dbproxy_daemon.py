@@ -66,7 +66,7 @@ def _reads(proxy, n: int = 6) -> set[int]:
 
 
 def test_sighup_reload_applies_a_new_config_and_keeps_sessions(pg_cluster, dbproxy_factory):
-    proxy = dbproxy_factory(pg_cluster)
+    proxy = dbproxy_factory(pg_cluster, extra='[routing]\nbalance = "statement"\n')  # reads on both replicas
     assert _reads(proxy) == {r.port for r in pg_cluster.replicas}
     with psycopg.connect(proxy.dsn(), autocommit=True) as kept:
         # Take the replicas out of the config: reads fall back to the primary.

@@ -127,7 +127,7 @@ async def test_a_killed_replica_moves_its_reads_and_both_killed_fall_back_to_the
 
 
 async def test_a_frozen_replica_is_marked_down_and_new_reads_avoid_it(cluster, dbproxy_factory):
-    proxy = dbproxy_factory(cluster)
+    proxy = dbproxy_factory(cluster, extra='[routing]\nbalance = "statement"\n')  # a session reads from both
     r1, r2 = cluster.replicas
     conn = await asyncpg.connect(proxy.dsn())
     try:

@@ -50,7 +50,8 @@ WRITE_TIMEOUT = 20.0  # seconds one INSERT may take before the writer gives up o
 class PatroniDbProxy(DbProxyServer):
     """A dbproxy subprocess whose primary and replicas come from Patroni (`topology` TOML lines)."""
 
-    def __init__(self, cluster: PatroniCluster, *, log_dir: Path, topology: list[str], name: str) -> None:
+    def __init__(self, cluster: PatroniCluster, *, log_dir: Path, topology: list[str], name: str,
+                 extra: str = "") -> None:  # fmt: skip
         self.host = HOST
         self.port_lock = allocate_port(HOST)
         self.admin_lock = allocate_port(HOST)
@@ -64,7 +65,7 @@ class PatroniDbProxy(DbProxyServer):
             f"password = {json.dumps(cluster.password)}",
             "[monitor]", "interval = 0.5", "timeout = 0.5",
         ]  # fmt: skip
-        self.config_path.write_text("\n".join(lines) + "\n")
+        self.config_path.write_text("\n".join(lines) + "\n" + extra)  # extra: more tables
         argv = [sys.executable, "-m", "proxy.cli", "dbproxy", "--config", str(self.config_path), "--json-logs"]
         self.process = ManagedProcess(argv, name=name, log_dir=log_dir, env=python_child_env())
 

@@ -73,10 +73,10 @@ def cluster(tmp_path: Path) -> Iterator[PatroniCluster]:
         c.close()
 
 
-def start_proxy(cluster: PatroniCluster, log_dir: Path) -> PatroniDbProxy:
+def start_proxy(cluster: PatroniCluster, log_dir: Path, extra: str = "") -> PatroniDbProxy:
     assert cluster.etcd is not None
     topology = [f'etcd_urls = ["http://{HOST}:{cluster.etcd.port}"]', f'scope = "{cluster.scope}"']
-    proxy = PatroniDbProxy(cluster, log_dir=log_dir, topology=topology, name="dbproxy-faults")
+    proxy = PatroniDbProxy(cluster, log_dir=log_dir, topology=topology, name="dbproxy-faults", extra=extra)
     try:
         proxy.wait_ready(DEADLINE)
     except BaseException:
@@ -302,8 +302,9 @@ async def test_a_frozen_primary_woken_up_gets_no_write_then_rejoins_and_serves_r
     out of recovery on the old timeline, that its frozen Patroni has not demoted. Writes go on
     through the proxy and none reaches it (no id sent after the proxy fenced it is in its table,
     no client connection to it since it woke). Then its Patroni comes back (restarted, see
-    below): the node rejoins as a replica through pg_rewind and the proxy sends it reads again."""
-    proxy = start_proxy(cluster, tmp_path)
+    below): the node rejoins as a replica through pg_rewind and the proxy sends it reads again
+    (balance = "statement": one session's reads go to every usable replica, the rejoined one too)."""
+    proxy = start_proxy(cluster, tmp_path, extra='[routing]\nbalance = "statement"\n')
     try:
         await fetchval(proxy.dsn(), "CREATE TABLE ledger (id bigint NOT NULL, writer int NOT NULL)")
         idle = Idle(0)

@@ -146,8 +146,9 @@ def test_session_changing_statements_pin_the_session_to_the_primary(dbproxy, por
                 assert _where(ports, conn.execute("SELECT inet_server_port()").fetchone()[0]) == "primary", pin
 
 
-def test_a_transaction_stays_on_one_backend_and_reads_spread_afterwards(dbproxy, ports):
-    with _connect(dbproxy) as conn:
+def test_a_transaction_stays_on_one_backend_and_reads_spread_afterwards(dbproxy_statement, ports):
+    # balance = "statement": reads spread over the replicas statement by statement.
+    with _connect(dbproxy_statement) as conn:
         conn.execute("BEGIN READ ONLY")
         seen = {conn.execute("SELECT inet_server_port()").fetchone()[0] for _ in range(6)}
         conn.execute("COMMIT")

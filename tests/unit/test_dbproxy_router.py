@@ -83,7 +83,7 @@ def test_choose_replica(replicas: list[ReplicaView], kw: dict, want: str | None)
 
 
 def test_rotation_spreads_idle_reads() -> None:
-    router = SessionRouter(read_your_writes="off")
+    router = SessionRouter(balance="statement", read_your_writes="off")
     replicas = [rv("a"), rv("b"), rv("c")]
     assert [router.route(READ, 0.0, replicas).target for _ in range(6)] == list("abcabc")
 
@@ -94,7 +94,7 @@ REPLICAS = [rv("r1", replay_lsn=500), rv("r2", replay_lsn=500)]
 
 
 def test_plain_read_and_write() -> None:
-    router = SessionRouter(read_your_writes="off")
+    router = SessionRouter(balance="statement", read_your_writes="off")
     assert router.route(READ, 0.0, REPLICAS) == Route("r1", RouteReason.READ)
     assert router.route(WRITE, 0.0, REPLICAS) == Route(PRIMARY, RouteReason.WRITE)
     assert router.route(NEXTVAL, 0.0, REPLICAS) == Route(PRIMARY, RouteReason.WRITE)
@@ -120,7 +120,7 @@ def test_transaction_stays_on_the_primary() -> None:
 
 
 def test_read_only_transaction_goes_to_a_replica_and_stays() -> None:
-    router = SessionRouter()
+    router = SessionRouter(balance="statement")
     first = router.route(BEGIN_RO, 0.0, REPLICAS)
     assert first == Route("r1", RouteReason.TRANSACTION)
     router.on_ready_for_query(b"T")
@@ -214,7 +214,7 @@ def test_ryw_primary_window_with_injected_clock() -> None:
 
 
 def test_ryw_off_reads_right_after_a_write() -> None:
-    router = SessionRouter(read_your_writes="off")
+    router = SessionRouter(balance="statement", read_your_writes="off")
     router.route(WRITE, 0.0, REPLICAS)
     assert router.route(READ, 0.0, REPLICAS) == Route("r1", RouteReason.READ)
     router.on_ready_for_query(b"I")
@@ -439,5 +439,5 @@ def test_outstanding_mapping_overrides_the_views_counts():
     # The views say both idle; the live counts say "a" is busier per unit of weight.
     assert choose_replica(views, outstanding={"a": 2, "b": 3}).name == "b"
     assert choose_replica(views, outstanding={"a": 1, "b": 4}).name == "a"
-    r = SessionRouter(read_your_writes="off")
+    r = SessionRouter(balance="statement", read_your_writes="off")
     assert r.route(READ, 0.0, views, outstanding={"a": 5}).target == "b"
