@@ -157,3 +157,20 @@ def test_a_session_moved_by_read_your_writes_holds_one_replica_connection(pg_clu
             late.set_apply_delay(0)
         pg_cluster.wait_for_replicas_caught_up()
         assert _ports(conn, 4) == {other}  # stays where it moved
+
+
+def test_a_pinned_session_gives_its_replica_back(pg_cluster, proxy):
+    """A SET pins the session to the primary for good: its replica connection goes back to the
+    pool and its replica's count of sessions falls, while another session keeps its own."""
+    replicas = {r.port for r in pg_cluster.replicas}
+    with psycopg.connect(proxy.dsn(), autocommit=True) as conn, \
+            psycopg.connect(proxy.dsn(), autocommit=True) as other:  # fmt: skip
+        assert _ports(conn, 3) <= replicas and _ports(other, 3) <= replicas
+        me = next(r["client_port"] for r in _servers(proxy) if r["remote_pid"] == str(conn.info.backend_pid))
+        assert [r["client_port"] for r in _replica_rows(proxy)].count(me) == 1
+        conn.execute("SET application_name = 'pinned'")
+        assert _ports(conn, 3) == {pg_cluster.primary.port}
+        rows = _replica_rows(proxy)
+        assert me not in [r["client_port"] for r in rows] and len(rows) == 1, rows
+        bound = [b["sessions"] for b in proxy.status()["backends"] if b["role"] == "replica"]
+        assert sorted(bound) == [0, 1], bound

@@ -99,3 +99,31 @@ def test_merge_console_adds_up_workers_and_takes_the_supervisors_backends():
     assert [[v.decode() for v in m.values] for m in msgs if isinstance(m, DataRow)] == [
         ["primary", "write", "4"], ["replica1", "read", "15"]]
     assert merge_console([], supervisor_rows)["backends"] == [dict(supervisor_rows[0], outstanding=0)]
+
+
+def test_sessions_bound_per_replica_are_shown_and_summed_over_workers():
+    """balance = "session": SHOW BACKENDS' `sessions`, SHOW CLIENTS' `replica`, the workers' sums
+    (SHOW through the supervisor, /status and /metrics' merged snapshot) and the gauge."""
+    from proxy.dbproxy.stats import collect, empty, merge
+
+    one = dict(SNAPSHOT, backends=[dict(SNAPSHOT["backends"][0], sessions=3)],
+               clients=[dict(SNAPSHOT["clients"][0], replica="replica1")])  # fmt: skip
+
+    def first_row(sql: str) -> dict[str, str]:
+        msgs = [decode_backend(m) for m in BackendFramer().feed(run_console(sql, one))]
+        desc = next(m for m in msgs if isinstance(m, RowDescription))
+        row = next(m for m in msgs if isinstance(m, DataRow))
+        return dict(zip([f.name for f in desc.fields], [v.decode() for v in row.values]))
+
+    assert first_row("SHOW BACKENDS")["sessions"] == "3"
+    assert first_row("SHOW CLIENTS")["replica"] == "replica1"
+    other = dict(one, backends=[dict(SNAPSHOT["backends"][0], sessions=2)])
+    supervisor_rows = [dict(SNAPSHOT["backends"][0], sessions=0)]
+    assert merge_console([one, other], supervisor_rows)["backends"][0]["sessions"] == 5
+    snaps = [dict(empty(), replica_sessions={"replica1": 3, "replica2": 1}),
+             dict(empty(), replica_sessions={"replica1": 2})]  # fmt: skip
+    merged = merge(snaps)
+    assert merged["replica_sessions"] == {"replica1": 5, "replica2": 1}
+    rows = [{"name": "primary", "up": True}, {"name": "replica1", "up": True}, {"name": "replica2", "up": True}]
+    (gauge,) = [m for m in collect(merged, rows) if m.name == "tierproxy_dbproxy_replica_sessions"]
+    assert {s.labels["backend"]: s.value for s in gauge.samples} == {"replica1": 5, "replica2": 1}
