@@ -49,12 +49,12 @@ def _servers(s: Mapping[str, Any]) -> Rows:
 
 def _clients(s: Mapping[str, Any]) -> Rows:
     cols = ("user", "database", "state", "addr", "port", "connect_time", "statements",
-            "in_transaction", "transaction_backend", "pinned", "last_backend", "last_reason",
-            "servers", "tls", "replica")  # fmt: skip
+            "in_transaction", "transaction_backend", "pinned", "replica", "last_backend", "last_reason",
+            "servers", "tls")  # fmt: skip
     rows = [
         (c["user"], c["database"], c["state"], c["addr"], c["port"], c["connect_time"],
-         c["statements"], c["in_transaction"], c["transaction_backend"], c["pinned"],
-         c["last_backend"], c["last_reason"], ",".join(c["servers"]), c.get("tls", False), c.get("replica"))
+         c["statements"], c["in_transaction"], c["transaction_backend"], c["pinned"], c.get("replica"),
+         c["last_backend"], c["last_reason"], ",".join(c["servers"]), c.get("tls", False))
         for c in s["clients"]
     ]  # fmt: skip
     return cols, rows
