@@ -40,6 +40,9 @@ cdef class RelayServer:
     cdef public object backend
     cdef public object closed
     cdef public object transport
+    cdef public object counted
+    cdef public double sent_at
+    cdef public object timer
     cdef public RelaySession _owner
     cdef public object _rest
     cdef public Py_ssize_t _skip

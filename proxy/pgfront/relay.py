@@ -199,11 +199,13 @@ class RelaySession:
 class RelayServer:
     """The relay's fields of a server connection (`ServerConn` sets them; see there) and its
     `data_received`; `backend`, `closed` and `transport` are here for the dbproxy session's
-    `_send` (proxy/dbproxy/sessioncore.py), which reads them per statement in C. `ServerConn` supplies `_frame`, `_wake` and `_bad_protocol` (internal mode
+    `_send` (proxy/dbproxy/sessioncore.py), which reads them per statement in C, and `counted`,
+    `sent_at` and `timer` for the dbproxy's books (proxy/dbproxy/books.py: `started`/`finished`). `ServerConn` supplies `_frame`, `_wake` and `_bad_protocol` (internal mode
     and a server's bad protocol)."""
 
-    __slots__ = ("_internal", "_owner", "_rest", "_skip", "backend", "closed", "copy", "errored", "fatal", "groups",
-                 "open_group", "params", "prepared", "received", "replay", "session", "status", "transport")  # fmt: skip
+    __slots__ = ("_internal", "_owner", "_rest", "_skip", "backend", "closed", "copy", "counted", "errored", "fatal",
+                 "groups", "open_group", "params", "prepared", "received", "replay", "sent_at", "session", "status",
+                 "timer", "transport")  # fmt: skip
 
     def set_attached(self, session: Any) -> None:
         """Attach to a client session (None: back to internal mode). A session whose class keeps
@@ -265,5 +267,5 @@ def as_members(cls: type, names: tuple[str, ...]) -> None:
 if _COMPILED:
     _as_members(SyncGroup, ("by_query", "flags", "names"))  # noqa: F821
     _as_members(RelaySession, ("_multi", "d", "ending", "phase", "router", "terminating", "transport"))  # noqa: F821
-    _as_members(RelayServer, ("backend", "closed", "copy", "errored", "fatal", "groups", "open_group",  # noqa: F821
-                              "params", "prepared", "replay", "session", "status", "transport", "_rest"))  # fmt: skip
+    _as_members(RelayServer, ("backend", "closed", "copy", "counted", "errored", "fatal", "groups", "open_group",  # noqa: F821
+                              "params", "prepared", "replay", "session", "status", "timer", "transport", "_rest"))  # fmt: skip

@@ -3,11 +3,12 @@ twin: the same `started`/`finished` calls on the same server connections, in the
 must leave the same outstanding counts, histograms, connection flags and timers, and raise the
 same errors (a connection counted against a backend the books do not know).
 
-The connections are plain objects with the fields the books read and write (`counted`,
-`backend`, `sent_at`, `timer`), as the relay's differential test records its session's calls;
-the timers are the running loop's own. What latency a statement took depends on the clock, so
-the histograms are compared by their counts, not their sums. Skipped where the module is not
-compiled (the pure pass)."""
+The connections are the relay's `RelayServer` (compiled, the books type them so: their
+`counted`, `backend`, `sent_at` and `timer` are C fields) with nothing else set, as the relay's
+differential test records its session's calls; the timers are the running loop's own. What
+latency a statement took depends on the clock, so the histograms are compared by their counts,
+not their sums; a connection sent long ago or in the future lands in the last or the first bucket
+in both twins. Skipped where the module is not compiled (the pure pass)."""
 
 from __future__ import annotations
 
@@ -17,10 +18,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from proxy.core.metrics import Histogram
+from proxy.pgfront.relay import RelayServer
 from tests.unit.test_native_differential import _twins
 
 
-class _Conn:
+class _Conn(RelayServer):
     def __init__(self, backend: str) -> None:
         self.backend = backend
         self.counted = False
@@ -52,7 +54,8 @@ def _outcome(fn, *args):
 
 
 def _state(d, conns) -> tuple:
-    hists = {role: (h.count, sum(h.counts), len(h.counts)) for role, h in d.metrics.latency.items()}
+    # The +Inf bucket holds exactly the connections sent "long ago" (no statement here takes 30 s).
+    hists = {role: (h.count, sum(h.counts), len(h.counts), h.counts[-1]) for role, h in d.metrics.latency.items()}
     return (dict(d.outstanding), hists, sorted(d._latency_of),
             [(c.counted, c.timer is None, c.sent_at > 0) for c in conns])  # fmt: skip
 
@@ -62,7 +65,8 @@ _BACKENDS = ["primary", "replica1", "replica2"]
 
 @settings(max_examples=200, deadline=None)
 @given(st.sampled_from([0.0, 0.0, 0.5, 30.0]), st.lists(st.sampled_from(_BACKENDS), min_size=1, max_size=3),
-       st.lists(st.tuples(st.sampled_from(["started", "finished"]), st.integers(0, 3)), max_size=30))  # fmt: skip
+       st.lists(st.tuples(st.sampled_from(["started", "finished", "sent long ago", "sent ahead"]), st.integers(0, 3)),
+                max_size=30))  # fmt: skip
 def test_books_twins_agree(query_timeout, known, calls):
     compiled, pure = _twins("proxy.dbproxy.books")
 
@@ -70,6 +74,11 @@ def test_books_twins_agree(query_timeout, known, calls):
         books = [_books(mod, query_timeout, known) for mod in (compiled, pure)]
         conns = [[_Conn(b) for b in ("primary", "replica1", "replica2", "elsewhere")] for _ in books]
         for name, i in calls:
+            if name.startswith("sent"):
+                # The clock's far past or future: the slowest bucket (+Inf), or the first.
+                for cs in conns:
+                    cs[i].sent_at = -1e9 if name == "sent long ago" else 1e9
+                continue
             got = [_outcome(getattr(d, name), cs[i]) for d, cs in zip(books, conns)]
             assert got[0] == got[1], (name, i)
             assert _state(books[0], conns[0]) == _state(books[1], conns[1]), (name, i)
