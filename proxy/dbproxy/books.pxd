@@ -18,6 +18,10 @@ cdef object _query_timed_out
 cdef class Books:
     cdef public object _latency_of
     cdef public object cache
+    cdef public object clock
+    cdef public object follower
+    cdef public object metrics
+    cdef public object monitor
     cdef public object outstanding
     cdef public object query_timeout
 
