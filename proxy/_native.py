@@ -39,6 +39,7 @@ __all__ = ["NATIVE_MODULES", "BUILD_RECORD", "install", "status", "summary", "lo
 NATIVE_MODULES: tuple[str, ...] = (
     "proxy.http1._head",  # RequestHead (an extension type when compiled)
     "proxy.http1._simple",  # the HTTP/1.1 simple recognisers
+    "proxy.http1._request",  # the request parser's state and simple entry (RequestCore, an extension type)
     "proxy.http1._response",  # the upstream response parser (an extension type when compiled)
     "proxy.upstream.conn",  # the backend connection's state (an extension type when compiled)
     "proxy.upstream.backend",  # a backend's state and latency histogram (extension types when compiled)
@@ -46,6 +47,7 @@ NATIVE_MODULES: tuple[str, ...] = (
     "proxy.pgwire.scan",  # the session relay loop's step over forwarded messages
     "proxy.dbproxy.classify_key",  # the classifier cache's key (a typed scanner when compiled)
     "proxy.dbproxy.classify_cache",  # the classifier's cache (an extension type when compiled)
+    "proxy.lb.rotation",  # the balancers' base, round robin and weighted round robin (extension types)
     "proxy.lb.clientcore",  # the lb client connection's state and simple exchange (an extension type)
     "proxy.pgfront.relay",  # the relay loop and its hot state (server connection, session) as extension types
     "proxy.dbproxy.sessioncore",  # the dbproxy session's client side: a statement to the server's write
@@ -56,8 +58,10 @@ NATIVE_MODULES: tuple[str, ...] = (
 # that one is compiled too, so it follows the other's choice (pure, stale, absent).
 CIMPORTS: dict[str, tuple[str, ...]] = {
     "proxy.http1._response": ("proxy.http1._simple",),
+    "proxy.http1._request": ("proxy.http1._simple",),
     "proxy.upstream.conn": ("proxy.http1._response",),
-    "proxy.lb.clientcore": ("proxy.upstream.conn", "proxy.upstream.backend", "proxy.http1._head"),
+    "proxy.lb.clientcore": ("proxy.upstream.conn", "proxy.upstream.backend", "proxy.http1._head",
+                            "proxy.http1._request", "proxy.lb.rotation"),
     "proxy.dbproxy.books": ("proxy.upstream.backend", "proxy.pgfront.relay"),
     "proxy.dbproxy.classify_cache": ("proxy.dbproxy.classify_key",),
     "proxy.dbproxy.sessioncore": ("proxy.pgfront.relay", "proxy.pgwire.framing", "proxy.pgwire.scan",

@@ -8,6 +8,22 @@ cimport cython
 # under that name); proxy/_native.py then compiles this module only where _simple is compiled too.
 from proxy.http1._simple cimport _scan_response as simple_response
 
+from libc.string cimport memcmp
+
+cdef bint _COMPILED
+
+cdef extern from "Python.h":
+    char *PyBytes_AS_STRING(object)
+    Py_ssize_t PyBytes_GET_SIZE(object)
+
+# data.startswith(head), by memcmp when both are bytes (ResponseParser.feed_simple's memo check).
+cdef inline bint _same_start(object data, bytes head) except -1:
+    cdef Py_ssize_t n
+    if type(data) is not bytes or head is None:
+        return data.startswith(head)
+    n = PyBytes_GET_SIZE(head)
+    return PyBytes_GET_SIZE(data) >= n and memcmp(PyBytes_AS_STRING(data), PyBytes_AS_STRING(head), n) == 0
+
 cdef int _R_HEAD, _R_LENGTH, _R_CHUNK_SIZE, _R_CHUNK_DATA, _R_CHUNK_CRLF, _R_TRAILER, _R_UNTIL_CLOSE
 cdef int _R_TUNNEL, _R_CLOSED, _R_DEAD
 cdef dict _R_NEEDS

@@ -59,6 +59,15 @@ _R_NEEDS: dict[int, bytes | None] = {
 _NO_BODY_STATUS = frozenset({204, 304})
 
 
+def _probe() -> None:
+    pass
+
+
+# A compiled module's functions are Cython's, not Python's. Compiled, `_same_start` (_response.pxd)
+# is `startswith` by memcmp (through Python, the method call cost ~0.4k instructions a response).
+_COMPILED = type(_probe).__name__ != "function"
+
+
 class ResponseParser:
     """Client-side (upstream) response parser. Call `expect(method)` once per request sent.
 
@@ -155,7 +164,9 @@ class ResponseParser:
             return None
         if self._expected[0] == b"HEAD":
             return None
-        if len(data) == self._last_size and data.startswith(self._last_head):
+        if len(data) == self._last_size and (
+            _same_start(data, self._last_head) if _COMPILED else data.startswith(self._last_head)  # noqa: F821
+        ):
             # The same head and the same size as the last simple response: the same verdict
             # (it depends on the head's bytes and on the size alone, never on the body's bytes).
             result = self._last_result

@@ -36,16 +36,17 @@ from ._framing import (
     TE,
     parse_content_length,
 )
+from ._request import OPEN, RequestCore
 from ._response import ResponseParser
-from ._simple import REMEMBER_MAX, simple_request
 from .errors import ProtocolError
 from .events import END_OF_MESSAGE, Body, Framing, RequestHead, Tunnel
 from .headers import split_tokens
 
 __all__ = ["RequestParser", "ResponseParser", "DEFAULT_MAX_HEADER_BYTES"]
 
-# RequestParser states.
+# RequestParser states (_request.py's feed_simple takes OPEN, 0, as the only false one).
 _OPEN, _TUNNEL, _CLOSED, _DEAD = range(4)
+assert _OPEN == OPEN
 
 
 class _Closed(Exception):
@@ -73,24 +74,23 @@ class _Callbacks:
     )
 
 
-class RequestParser:
+class RequestParser(RequestCore):
     """Server-side request parser: `feed(bytes) -> [events]`, pipelining and upgrades included.
 
     Events per request: RequestHead, Body*, EndOfMessage. After a request with upgrade=True
     (websocket etc.) every further byte comes back as Tunnel. After a request that does not keep
     the connection alive, later bytes are discarded (RFC 9112 9.6: the server MUST NOT process
     further requests). CONNECT is refused with 501: this is a reverse proxy.
+
+    `feed_simple` and the fields it reads are `RequestCore`'s (_request.py, compiled: the lb's
+    client connection calls it in C).
     """
 
     __slots__ = (
         "_p",
-        "_max_head",
         "_max_body",
-        "_state",
         "_dead_hint",
         "_events",
-        "_pending",
-        "_in_msg",
         "_head_done",
         "_url",
         "_headers",
@@ -102,8 +102,6 @@ class RequestParser:
         "_body_seen",
         "_stall",
         "_cb_error",
-        "_last_simple",
-        "_last_head",
         "_cb",
         "_raw",
         "_raw_skip",
@@ -186,20 +184,6 @@ class RequestParser:
             exc.events = events
             raise
         return events
-
-    def feed_simple(self, data: bytes) -> RequestHead | None:
-        """`feed` for the commonest input, all of `data` one bodiless GET/HEAD with nothing
-        unusual (see `_simple.py`): its RequestHead (the EndOfMessage is implied), or None
-        when `data` needs `feed`. Only between messages; llhttp is not involved."""
-        if self._state != _OPEN or self._in_msg or self._pending:
-            return None
-        if data == self._last_simple:
-            return self._last_head
-        head = simple_request(data, self._max_head)
-        if head is not None and len(data) <= REMEMBER_MAX:
-            self._last_simple = data
-            self._last_head = head
-        return head
 
     def feed_eof(self) -> list:
         """The peer closed. Returns [] at a message boundary; raises ProtocolError mid-request."""

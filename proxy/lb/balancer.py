@@ -25,6 +25,9 @@ raises for a well-formed candidate. Mutable state (rotation counters, smooth-WRR
 weights) lives on the balancer instance; there is no module-level state. Comparisons of
 ``inflight / weight`` are done by cross-multiplication, exact integers and no division.
 
+`Balancer`, `RoundRobin` and `WeightedRoundRobin` are proxy/lb/rotation.py's (compiled: the
+pool's pick calls theirs in C), re-exported here; the other algorithms derive from that Balancer.
+
 Costs per pick (n = len(candidates)): round_robin O(1); weighted_round_robin O(n) (as nginx);
 least_conn O(n) (inflight changes every request, so there is nothing to precompute);
 random_two O(log n); consistent_hash O(n) for the total-inflight sum plus one BLAKE2b hash,
@@ -40,7 +43,8 @@ from itertools import accumulate
 from math import ceil
 from typing import Any, Protocol, TypeVar
 
-from proxy.core.hashing import DEFAULT_VNODES_PER_WEIGHT, HashRing, check_members, hash64
+from proxy.core.hashing import DEFAULT_VNODES_PER_WEIGHT, HashRing, hash64
+from proxy.lb.rotation import Balancer, RoundRobin, WeightedRoundRobin
 
 __all__ = [
     "Candidate",
@@ -67,104 +71,6 @@ class Candidate(Protocol):
 
 
 C = TypeVar("C", bound=Candidate)
-
-_EMPTY: tuple[Any, ...] = ()
-
-
-class Balancer:
-    """Base class: holds the configured membership and the identity cache of candidates."""
-
-    name = ""
-
-    def __init__(self, members: Sequence[tuple[str, int]], **options: Any) -> None:
-        if options:
-            # Keep misspelt options from being silently ignored.
-            raise TypeError(f"{self.name or type(self).__name__}: unknown option(s) {sorted(options)}")
-        check_members(members)
-        self.members: tuple[tuple[str, int], ...] = tuple((n, w) for n, w in members)
-        self._last: Sequence[Any] = _EMPTY
-
-    def pick(self, candidates: Sequence[C], key: bytes | None = None) -> C | None:
-        raise NotImplementedError
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}({len(self.members)} members)"
-
-
-class RoundRobin(Balancer):
-    """Plain rotation over the candidates; weights are ignored."""
-
-    name = "round_robin"
-
-    def __init__(self, members: Sequence[tuple[str, int]], **options: Any) -> None:
-        super().__init__(members, **options)
-        self._next = 0
-
-    def pick(self, candidates: Sequence[C], key: bytes | None = None) -> C | None:
-        n = len(candidates)
-        if not n:
-            return None
-        i = self._next
-        if i >= n:
-            # The set shrank (a host went down or a retry excluded one): restart the cycle
-            # rather than skewing with a modulo of an unrelated counter.
-            i = 0
-        self._next = i + 1
-        return candidates[i]
-
-
-class WeightedRoundRobin(Balancer):
-    """nginx's smooth weighted round robin (ngx_http_upstream_get_peer), exactly.
-
-    Each pick adds every candidate's weight to its ``current``, picks the largest ``current``
-    (first in config order on ties) and subtracts the total weight from the winner. For
-    {a:5, b:1, c:1} this yields ``a a b a c a a`` and repeats, interleaving rather than
-    bursting. ``current`` values persist per name across eligibility changes: a host that
-    drops out and comes back resumes where it was, as in nginx where peers keep their state.
-    """
-
-    name = "weighted_round_robin"
-
-    def __init__(self, members: Sequence[tuple[str, int]], **options: Any) -> None:
-        super().__init__(members, **options)
-        self._saved: dict[str, int] = {}
-        # Aligned with self._last: current weights kept in a list while the tuple is stable.
-        self._names: list[str] = []
-        self._weights: list[int] = []
-        self._current: list[int] = []
-        self._total = 0
-
-    def _rebind(self, candidates: Sequence[C]) -> None:
-        saved = self._saved
-        for name, cur in zip(self._names, self._current):
-            saved[name] = cur
-        self._names = [c.name for c in candidates]
-        self._weights = [c.weight for c in candidates]
-        self._current = [saved.get(name, 0) for name in self._names]
-        self._total = sum(self._weights)
-        self._last = candidates
-
-    def current_weights(self) -> dict[str, int]:
-        """Current weight of every name seen so far (for tests and the status page)."""
-        out = dict(self._saved)
-        out.update(zip(self._names, self._current))
-        return out
-
-    def pick(self, candidates: Sequence[C], key: bytes | None = None) -> C | None:
-        if not candidates:
-            return None
-        if candidates is not self._last:
-            self._rebind(candidates)
-        cur = self._current
-        weights = self._weights
-        best = 0
-        best_v = cur[0] = cur[0] + weights[0]
-        for i in range(1, len(weights)):
-            v = cur[i] = cur[i] + weights[i]
-            if v > best_v:  # strict: the first in config order wins ties, as in nginx
-                best, best_v = i, v
-        cur[best] = best_v - self._total
-        return candidates[best]
 
 
 class LeastConn(Balancer):

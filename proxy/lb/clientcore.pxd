@@ -6,8 +6,10 @@
 cimport cython
 from libc.string cimport memcpy
 from proxy.http1._head cimport RequestHead as CRequestHead
-from proxy.upstream.conn cimport UpstreamCore
+from proxy.http1._request cimport RequestCore
+from proxy.upstream.conn cimport UpstreamCore, UpstreamClient
 from proxy.upstream.backend cimport Backend as CBackend
+from proxy.lb.rotation cimport Balancer
 from proxy._members cimport as_members
 
 cdef bint _COMPILED
@@ -16,9 +18,6 @@ cdef int _IDLE, _HEAD, _BACKEND, _TUNNEL, _P_UPSTREAM, _P_PENDING, _P_BACKLOG
 cdef object _LENGTH, _HTTP_5XX
 cdef frozenset _IDEMPOTENT
 
-cdef object _cut_connection
-
-@cython.locals(p="const char *")
 cpdef _cut(data, Py_ssize_t start, Py_ssize_t end)
 
 cdef class SimpleHeads:
@@ -32,14 +31,16 @@ cdef class FrontendCore:
     cdef public object limits, max_idle_per_backend, now, pools, requests_total, routes, simple_heads, timeouts
 
 cdef class PoolCore:
-    cdef public object _backup_balancer, _balancer, _eligible, _eligible_backup, keyed, no_backend_total
-    cdef public object retry_non_idempotent, sticky
+    # The balancers typed: `pick` calls theirs in C (Pool sets them, once per membership change).
+    cdef public Balancer _backup_balancer, _balancer
+    cdef public object _eligible, _eligible_backup, keyed, no_backend_total, retry_non_idempotent, sticky
 
     cpdef pick(self, double now, key=*, exclude=*)
 
-cdef class ClientCore:
+cdef class ClientCore(UpstreamClient):
     cdef public SimpleHeads heads
-    cdef public object fe, transport, parser, clock, backlog
+    cdef public object fe, transport, clock, backlog
+    cdef public RequestCore parser  # feed_simple called in C
     cdef public object req, pool, backend, up, connecting, retry_buf, exclude, last_failure
     cdef public object resp, set_cookie, hash_key, tunnel_buf
     cdef public list pending
@@ -85,6 +86,16 @@ cdef extern from "Python.h":
     bytes PyBytes_FromStringAndSize(const char *, Py_ssize_t)
     char *PyBytes_AS_STRING(object)
     Py_ssize_t PyBytes_GET_SIZE(object)
+
+# _cut, compiled: `data` (bytes) less [start, end), checked 0 <= start <= end <= len(data) by _cut.
+cdef inline bytes _cut_bytes(bytes data, Py_ssize_t start, Py_ssize_t end):
+    cdef Py_ssize_t n = PyBytes_GET_SIZE(data)
+    cdef bytes out = PyBytes_FromStringAndSize(NULL, n - (end - start))
+    cdef char *q = PyBytes_AS_STRING(out)
+    cdef const char *p = PyBytes_AS_STRING(data)
+    memcpy(q, p, start)
+    memcpy(q + start, p + end, n - end)
+    return out
 
 cdef inline char *_put(char *q, object b) noexcept:
     cdef Py_ssize_t n = PyBytes_GET_SIZE(b)

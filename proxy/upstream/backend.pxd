@@ -1,7 +1,13 @@
 # Cython declarations for backend.py (pure-Python mode: backend.py stays the one source;
 # proxy/_native.py). Compiled, Backend and LatencyHistogram are extension types: C fields, all
 # public; Backend's object fields are made member descriptors at import (proxy/_members.pxd).
+cimport cython
 from proxy._members cimport as_members
+
+cdef bint _COMPILED
+
+@cython.locals(lo=Py_ssize_t, hi=Py_ssize_t, mid=Py_ssize_t, less=bint)
+cdef Py_ssize_t _bucket(tuple bounds, double value) except -1
 
 cdef class LatencyHistogram:
     cdef public tuple bounds

@@ -26,10 +26,34 @@ from proxy.http1._response import ResponseParser
 if TYPE_CHECKING:
     from proxy.upstream.backend import Backend
 
-__all__ = ["UpstreamConn", "UpstreamCore"]
+__all__ = ["UpstreamClient", "UpstreamConn", "UpstreamCore"]
 
 # Per-connection write buffer above which we pause the client that feeds it (request bodies).
 WRITE_HIGH_WATER = 256 * 1024
+
+
+def _probe() -> None:
+    pass
+
+
+# A compiled module's functions are Cython's, not Python's.
+_COMPILED = type(_probe).__name__ != "function"
+
+
+class UpstreamClient:
+    """The simple-response half of an exchange an `UpstreamConn` serves: the base of the lb's
+    client connection (proxy/lb/clientcore.py's `ClientCore`). Compiled, an extension type whose
+    two methods `data_received` calls through their C entries (by name, each was a generic
+    attribute lookup and a Python call per response). Other clients (the cdn's origin fetch)
+    need not derive from it: they are called by name, as before."""
+
+    __slots__ = ()
+
+    def takes_simple_response(self) -> bool:
+        return False
+
+    def on_simple_response(self, up: UpstreamCore, data: bytes, result: tuple[int, int, int, int, int]) -> None:
+        raise NotImplementedError
 
 
 class UpstreamCore:
@@ -79,7 +103,15 @@ class UpstreamCore:
             self.close()
             return
         self.got_bytes = True
-        if client.takes_simple_response():
+        if _COMPILED and isinstance(client, UpstreamClient):
+            # `core` is typed (conn.pxd): both calls go through the extension type's C entries.
+            core = client
+            if core.takes_simple_response():
+                result = self.parser.feed_simple(data)
+                if result is not None:
+                    core.on_simple_response(self, data, result)
+                    return
+        elif client.takes_simple_response():
             result = self.parser.feed_simple(data)
             if result is not None:
                 client.on_simple_response(self, data, result)
@@ -161,12 +193,8 @@ class UpstreamConn(UpstreamCore, asyncio.Protocol):
     __slots__ = ()
 
 
-def _probe() -> None:
-    pass
-
-
 # Compiled, the object fields are member descriptors, not Cython's getsets (proxy/_members.pxd):
 # the lb's interpreted client code and the cdn's origin fetches read and set them as fast as the
 # pure twin's slots. (The typed fields keep their getsets.)
-if type(_probe).__name__ != "function":
+if _COMPILED:
     as_members(UpstreamCore, ("backend", "client", "max_header_bytes", "transport"))  # noqa: F821
