@@ -227,6 +227,15 @@ def _keep_alive(p: bytes, n: int, i: int) -> int:
     return i
 
 
+def _span(p: bytes, i: int, n: int, table: bytes) -> int:
+    """The first index from `i` (at most `n`) whose byte is not in `table`: a run of one class.
+    Compiled, the scanners call `_span_nul` (_simple.pxd) instead, the same answer without a bounds
+    test per byte: `data` is then a bytes, whose byte at `n` is always NUL, which no table holds."""
+    while i < n and table[p[i]]:
+        i += 1
+    return i
+
+
 def _scan_request(data: bytes, max_head: int) -> RequestHead | None:
     """`simple_request` for the compiled module: `_match_request`'s answer, by one pass over the bytes."""
     if type(data) is not bytes:  # bytearray, memoryview, wrong types: the regex's answers and errors
@@ -247,8 +256,7 @@ def _scan_request(data: bytes, max_head: int) -> RequestHead | None:
         return None
     target_start = i - 1
     table = _TARGET
-    while i < n and table[p[i]]:
-        i += 1
+    i = _span_nul(p, i, table) if _COMPILED else _span(p, i, n, table)  # noqa: F821
     target_end = i
     if not _at(p, n, i, b" HTTP/1.1\r\n", 11):
         return None
@@ -263,8 +271,7 @@ def _scan_request(data: bytes, max_head: int) -> RequestHead | None:
                 break
             return None
         line = i
-        while i < n and tchar[p[i]]:
-            i += 1
+        i = _span_nul(p, i, tchar) if _COMPILED else _span(p, i, n, tchar)  # noqa: F821
         k = i - line
         if k == 0 or i >= n or p[i] != 58:  # ":"
             return None
@@ -279,15 +286,13 @@ def _scan_request(data: bytes, max_head: int) -> RequestHead | None:
             if i < n and p[i] == 91:  # "[": an IP-literal, 1* of its characters then "]"
                 i += 1
                 table = _IP_LITERAL
-                while i < n and table[p[i]]:
-                    i += 1
+                i = _span_nul(p, i, table) if _COMPILED else _span(p, i, n, table)  # noqa: F821
                 if i == host_start + 1 or i >= n or p[i] != 93:
                     return None
                 i += 1
             else:
                 table = _REG_NAME
-                while i < n and table[p[i]]:
-                    i += 1
+                i = _span_nul(p, i, table) if _COMPILED else _span(p, i, n, table)  # noqa: F821
             if i < n and p[i] == 58:  # ":" port
                 i += 1
                 while i < n and 48 <= p[i] <= 57:
@@ -305,8 +310,7 @@ def _scan_request(data: bytes, max_head: int) -> RequestHead | None:
         elif _listed(p, line, k, names, size):
             return None
         else:
-            while i < n and value[p[i]]:
-                i += 1
+            i = _span_nul(p, i, value) if _COMPILED else _span(p, i, n, value)  # noqa: F821
         if i + 1 >= n or p[i] != 13 or p[i + 1] != 10:
             return None
         i += 2
@@ -340,9 +344,7 @@ def _scan_response(data: bytes, max_head: int) -> tuple[int, int, int, int, int]
     value = _VALUE
     i = 12
     if i < n and p[i] == 32:  # the reason phrase
-        i += 1
-        while i < n and value[p[i]]:
-            i += 1
+        i = _span_nul(p, i + 1, value) if _COMPILED else _span(p, i + 1, n, value)  # noqa: F821
     if i + 1 >= n or p[i] != 13 or p[i + 1] != 10:
         return None
     i += 2
@@ -356,8 +358,7 @@ def _scan_response(data: bytes, max_head: int) -> tuple[int, int, int, int, int]
                 break
             return None
         line = i
-        while i < n and tchar[p[i]]:
-            i += 1
+        i = _span_nul(p, i, tchar) if _COMPILED else _span(p, i, n, tchar)  # noqa: F821
         k = i - line
         if k == 0 or i >= n or p[i] != 58:  # ":"
             return None
@@ -388,8 +389,7 @@ def _scan_response(data: bytes, max_head: int) -> tuple[int, int, int, int, int]
         elif _listed(p, line, k, names, size):
             return None
         else:
-            while i < n and value[p[i]]:
-                i += 1
+            i = _span_nul(p, i, value) if _COMPILED else _span(p, i, n, value)  # noqa: F821
         if i + 1 >= n or p[i] != 13 or p[i + 1] != 10:
             return None
         i += 2
@@ -413,6 +413,9 @@ def _probe() -> None:
 
 # A compiled module's functions are Cython's, not Python's.
 COMPILED = type(_probe).__name__ != "function"
+_COMPILED = COMPILED  # the scanners' test (_simple.pxd: a C int)
+# `_span_nul` stops at the NUL after a bytes' last byte: no table may hold NUL.
+assert not any(t[0] for t in (_TCHAR, _TARGET, _REQUEST_VALUE, _VALUE, _REG_NAME, _IP_LITERAL))
 
 # simple_request(data, max_head) and simple_response(data, max_head): see _match_request and
 # _match_response (the pure twin's, which the compiled twin's scanners equal).
