@@ -20,6 +20,7 @@ from proxy import _native
 from proxy.http1 import parser as compiled_parser
 from tests.unit.test_http1_fuzz import GARBAGE, mutated, pieces, request_stream
 from tests.unit.test_http1_simple import near_simple_requests, requests
+from tests.unit.test_native_response import feed_trace
 
 _PURE: list = []
 
@@ -46,19 +47,7 @@ def _twins():
 
 def trace(mod, chunks: list[bytes], simple: bool, max_head: int) -> list:
     p = mod.RequestParser(max_header_bytes=max_head)
-    out: list = []
-    try:
-        for chunk in chunks:
-            if simple:
-                head = p.feed_simple(chunk)
-                out.append(("simple", head, p.in_message))
-                if head is not None:
-                    continue
-            out.append(("feed", p.feed(chunk), p.in_message))
-        out.append(("eof", p.feed_eof()))
-    except Exception as exc:  # noqa: BLE001 - the error itself is what is compared
-        out.append(("raised", type(exc).__name__, str(exc), getattr(exc, "status_hint", None),
-                    getattr(exc, "events", None)))  # fmt: skip
+    out = feed_trace(p, chunks, simple)
     # What feed_simple keeps between calls, as the full path left it.
     out.append((p._state, p._in_msg, bytes(p._pending), p._last_simple, p._last_head))
     return out

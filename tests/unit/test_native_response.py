@@ -17,13 +17,11 @@ from tests.unit.test_native_differential import _twins
 METHODS = st.lists(st.sampled_from([b"GET", b"GET", b"HEAD", b"POST"]), min_size=0, max_size=4)
 
 
-def trace(mod, methods: list[bytes], chunks: list[bytes], simple: bool, max_head: int) -> list:
-    """Every call's answer, as the lb's UpstreamConn makes them: one `expect` per request sent,
-    then per piece `feed_simple` first (when `simple`) and `feed` when it declines, then EOF."""
-    p = mod.ResponseParser(max_header_bytes=max_head)
+def feed_trace(p, chunks: list[bytes], simple: bool) -> list:
+    """Every call's answer from an HTTP/1.1 parser (the lb's request or response one), fed as the
+    lb feeds it: per piece `feed_simple` first (when `simple`) and `feed` when it declines, then
+    EOF; an error ends the list with its type, message, status hint and the events before it."""
     out: list = []
-    for m in methods:
-        p.expect(m)
     try:
         for chunk in chunks:
             if simple:
@@ -37,6 +35,14 @@ def trace(mod, methods: list[bytes], chunks: list[bytes], simple: bool, max_head
         out.append(("raised", type(exc).__name__, str(exc), getattr(exc, "status_hint", None),
                     getattr(exc, "events", None)))  # fmt: skip
     return out
+
+
+def trace(mod, methods: list[bytes], chunks: list[bytes], simple: bool, max_head: int) -> list:
+    """As the lb's UpstreamConn drives its parser: one `expect` per request sent, then the pieces."""
+    p = mod.ResponseParser(max_header_bytes=max_head)
+    for m in methods:
+        p.expect(m)
+    return feed_trace(p, chunks, simple)
 
 
 def same(methods, chunks, simple=True, max_head=8192) -> None:
