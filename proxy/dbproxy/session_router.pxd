@@ -30,7 +30,7 @@ cdef bint _usable(object r, object max_lag_bytes, object max_lag_seconds) except
 @cython.locals(best=list)
 cdef object _least_loaded(object replicas, object min_lsn, object rotation, object outstanding)
 
-cdef bint _is_write(object d) except -1
+cdef bint _is_write(object d, object detail) except -1
 
 cdef object _with_lag(object replicas, object primary_lsn)
 
@@ -61,6 +61,10 @@ cdef class SessionRouter:
     cdef public object _usable_weights
     cdef public object _window
 
+    # The session's per-statement entry (`route` calls it too): positional, a C call from the
+    # compiled session, which has read the decision's target and detail already.
+    cpdef object route_at(self, object decision, bint replica, object detail, object now, object replicas,
+                          object outstanding, object floor_lsn)
     cdef int _note_write(self, object now, object d) except -1
     cdef int _leave(self, object new) except -1
     cdef tuple _pick_read(self, object now, object replicas, object outstanding, object floor=*)

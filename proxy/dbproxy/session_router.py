@@ -15,7 +15,9 @@ it, so a session holds at most one replica connection.
 
 This module is compiled (proxy/_native.py) and is also its own pure-Python twin. Compiled,
 `SessionRouter` is an extension type (session_router.pxd): its state is C fields, `route` runs
-the rules with the replica choice and the write bookkeeping as C calls, and the relay's
+the rules with the replica choice and the write bookkeeping as C calls (in `route_at`, a cpdef
+method the compiled session calls in C, positionally, with the decision's target and detail it
+has read already; `route` is its keyword entry for everyone else), and the relay's
 `on_ready_for_query(status, failed=...)` per answer is a C method (a call into the interpreter
 from compiled code cost ~3k instructions: docs/perf.md, "The router and books, compiled"). The
 object fields are member descriptors, as a class's `__slots__` are (proxy/_members.pxd), so
@@ -178,15 +180,14 @@ _STATUSES = (b"I", b"T", b"E")
 _MAX_TIES = 16  # `_least_loaded_here`'s array of tied replicas
 
 
-def _is_write(d: Decision) -> bool:
-    # Conservative: whatever the classifier sends to the primary may have written, except
-    # transaction control (BEGIN, COMMIT, SAVEPOINT, ...), which writes nothing itself, and reads
-    # of the primary's own state. COMMIT PREPARED is transaction control that commits, though.
-    if d.target is not _T_PRIMARY:
-        return False
+def _is_write(d: Decision, detail: str) -> bool:
+    # For a statement the classifier sends to the primary (the caller checks; `detail` is its
+    # detail): conservative, whatever goes there may have written, except transaction control
+    # (BEGIN, COMMIT, SAVEPOINT, ...), which writes nothing itself, and reads of the primary's own
+    # state. COMMIT PREPARED is transaction control that commits, though.
     reason = d.reason
     if reason is _R_TRANSACTION_CONTROL:
-        return d.detail == "finish-prepared"
+        return detail == "finish-prepared"
     return reason is not _R_PRIMARY_STATE
 
 
@@ -394,6 +395,23 @@ class SessionRouter:
         only to a replica that has replayed `floor_lsn` (see the module docstring)."""
         if primary_lsn is not None:
             replicas = _with_lag(replicas, primary_lsn)
+        return self.route_at(decision, decision.target is _T_REPLICA, decision.detail, now, replicas,
+                             outstanding, floor_lsn)  # fmt: skip
+
+    def route_at(
+        self,
+        decision: Decision,
+        replica: bool,
+        detail: str,
+        now: float,
+        replicas: Sequence[ReplicaView],
+        outstanding: Mapping[str, int] | None,
+        floor_lsn: int | None,
+    ) -> Route:
+        """`route` with positional arguments and what the caller has read of `decision` already:
+        `replica` (its target is Target.REPLICA) and its `detail`. The compiled session calls it
+        in C (a cpdef method: session_router.pxd): a Python-level call with keywords, and generic
+        reads of the frozen `Decision`'s fields, cost ~0.6k instructions each way (docs/perf.md)."""
         if self._commit_pending and self._mode == "primary-window":
             # The commit happened at or before now: starting the window here is on the safe side.
             self._commit_pending = False
@@ -401,22 +419,23 @@ class SessionRouter:
         d = decision
         # The rules in order (module docstring), in this one method: one call per statement.
         # `_is_write` and `_note_write` are inlined where a statement inside a transaction or a
-        # write outside one passes (pgbench's tpcb-like script: every statement).
+        # write outside one passes (pgbench's tpcb-like script: every statement). Target has two
+        # members: not `replica` is Target.PRIMARY.
         backend = self.transaction_backend
         if backend is not None:
             if d.pins_session:
                 self.pinned = True
-            if backend == _PRIMARY and d.target is _T_PRIMARY:
+            if not replica and backend == _PRIMARY:
                 reason = d.reason
                 if reason is _R_TRANSACTION_CONTROL:
-                    if d.detail == "finish-prepared":  # _is_write: COMMIT PREPARED commits one
+                    if detail == "finish-prepared":  # _is_write: COMMIT PREPARED commits one
                         self._note_write(now, d)
                 elif reason is not _R_PRIMARY_STATE:
                     self._uncommitted_write = True  # _note_write
                     if d.writes_catalog:
                         self._uncommitted_ddl = True
                     self._last_write_at = now
-            if d.ends_transaction and d.detail in _ROLLBACK_DETAILS:
+            if detail in _ROLLBACK_DETAILS and d.ends_transaction:
                 self._uncommitted_write = self._uncommitted_ddl = False
             self._last_target = backend
             if backend == _PRIMARY:
@@ -429,7 +448,7 @@ class SessionRouter:
                 self._leave("")  # no replica reads from now on: its count and connection go back
             if d.begins_transaction:
                 self.transaction_backend = _PRIMARY
-            if _is_write(d):
+            if not replica and _is_write(d, detail):
                 self._note_write(now, d)
             self._last_target = _PRIMARY
             return _P_PINNED
@@ -437,22 +456,22 @@ class SessionRouter:
         hinted = d.reason is _R_HINT
         if d.begins_transaction:
             route = _P_HINT if hinted else _P_TRANSACTION
-            if d.target is _T_REPLICA and d.read_only_transaction:
-                replica, fallback = self._pick_read(now, replicas, outstanding, floor_lsn)
-                if replica is not None:
-                    route = _new_route(Route, (replica.name, route[1]))
+            if replica and d.read_only_transaction:
+                picked, fallback = self._pick_read(now, replicas, outstanding, floor_lsn)
+                if picked is not None:
+                    route = _new_route(Route, (picked.name, route[1]))
                 else:
                     route = fallback
-            elif _is_write(d):
+            elif not replica and _is_write(d, detail):
                 self._note_write(now, d)  # "BEGIN; INSERT ..." in one string
             self.transaction_backend = self._last_target = route[0]
             return route
 
-        if d.target is _T_PRIMARY:
+        if not replica:
             self._last_target = _PRIMARY
             reason = d.reason
             if reason is _R_TRANSACTION_CONTROL:
-                if d.detail == "finish-prepared":  # _is_write: COMMIT PREPARED commits one
+                if detail == "finish-prepared":  # _is_write: COMMIT PREPARED commits one
                     self._note_write(now, d)
                 return _P_TRANSACTION
             if reason is not _R_PRIMARY_STATE:  # _is_write, and _note_write inlined
@@ -462,11 +481,11 @@ class SessionRouter:
                 self._last_write_at = now
             return _P_HINT if hinted else _P_WRITE
 
-        replica, fallback = self._pick_read(now, replicas, outstanding, floor_lsn)
-        if replica is None:
+        picked, fallback = self._pick_read(now, replicas, outstanding, floor_lsn)
+        if picked is None:
             self._last_target = _PRIMARY
             return fallback
-        self._last_target = name = replica.name
+        self._last_target = name = picked.name
         if hinted:
             return _new_route(Route, (name, _RR_HINT))
         route = self._read_routes.get(name)
