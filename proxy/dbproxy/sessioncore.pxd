@@ -36,7 +36,7 @@ cdef inline object _route_target(object route):
 
 cdef bint _COMPILED
 cdef Py_ssize_t _MAX_BATCH
-cdef object _T_PRIMARY, _T_REPLICA, _PRIMARY, _monotonic, _UNDECIDED, _UNPACK_INT32, _ROUTER_TYPE
+cdef object _T_PRIMARY, _T_REPLICA, _PRIMARY, _monotonic, _UNDECIDED, _UNPACK_INT32
 cdef tuple _FIELDS
 
 cdef _parse_on(dict prepared, name, raw, SyncGroup group, list out, bint injected)

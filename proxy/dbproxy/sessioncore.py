@@ -46,7 +46,6 @@ from .failover_session import answer_aborted, lone_begin
 from .large import LARGE_SQL_BYTES
 from .quiesce import holds, through_gate
 from .router import PRIMARY
-from .session_router import SessionRouter as _SessionRouter
 
 __all__ = ["MAX_BATCH_BYTES", "SessionCore"]
 
@@ -60,9 +59,6 @@ _T_REPLICA = Target.REPLICA
 _PRIMARY = PRIMARY
 _monotonic = time.monotonic  # per statement: a global, not an attribute of the module
 _UNDECIDED: Any = object()  # _dispatch's default: the batch's decision is worked out there
-# The router type whose `route_at` the session calls (a subclass may override `route`: it gets
-# the keyword call, as any other router does).
-_ROUTER_TYPE: Any = _SessionRouter
 
 
 def _probe() -> None:
@@ -353,12 +349,9 @@ class SessionCore(RelaySession):
             now = _c_monotonic()  # noqa: F821 (sessioncore.pxd: cpython.time's, the same clock)
         else:
             now = _monotonic()
-        if type(router) is _ROUTER_TYPE:
-            # Positional, with the decision's fields read here already: compiled, a C call of the
-            # cpdef method (session_router.pxd) instead of a keyword call through Python.
-            route = router.route_at(decision, replica, detail, now, views, d.outstanding, floor)
-        else:
-            route = router.route(decision, now, views, outstanding=d.outstanding, floor_lsn=floor)
+        # Positional, with the decision's fields read here already: compiled, a C call of the
+        # cpdef method (session_router.pxd) instead of a keyword call of `route` through Python.
+        route = router.route_at(decision, replica, detail, now, views, d.outstanding, floor)
         self.last_route = route
         self._multi = detail == "multi-statement"
         routes = d.metrics.routes

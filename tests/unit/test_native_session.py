@@ -136,7 +136,8 @@ class _Daemon(Books):
 
 
 class _Router(SessionRouter):
-    """The session router (compiled, the session types its router so) with a recording `route`."""
+    """The session router (compiled, the session types its router so) with a recording `route_at`
+    (what the session calls)."""
 
     def __init__(self, calls: list) -> None:
         super().__init__()
@@ -145,7 +146,7 @@ class _Router(SessionRouter):
         self.pinned = False
         self.needs_commit_lsn = False
 
-    def route(self, decision, now, views, *, outstanding, floor_lsn) -> Route:
+    def route_at(self, decision, replica, detail, now, views, outstanding, floor_lsn) -> Route:
         self.calls.append(("route", decision.detail, views, floor_lsn))
         if decision.target is Target.REPLICA and self.transaction_backend is None:
             return Route("r1", RouteReason.READ)
