@@ -589,7 +589,16 @@ class PgCluster(Closing):
             server.spawn()
         for server in new:
             server.wait_ready(timeout)
+        # A replica's WAL receiver reports "streaming" before the primary's walsender leaves
+        # "catchup": wait for the primary's view too, so a ready cluster streams on both ends.
+        names = {server.data_dir.name for server in new}  # their application_name
+        wait_until(lambda: names <= self._streaming_on_primary(), timeout, "the primary to list its replicas as streaming")
         return new
+
+    def _streaming_on_primary(self) -> set[str]:
+        assert self.primary is not None
+        out = self.primary.psql("select application_name from pg_stat_replication where state = 'streaming'", timeout=5)
+        return set(out.split()) if out else set()
 
     # -- waiting ----------------------------------------------------------------------------
 
