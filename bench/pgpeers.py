@@ -76,9 +76,12 @@ def _write(cluster: PgCluster, path: Path, text: str) -> None:
 
 
 def start_pgbouncer(cluster: PgCluster, workdir: Path, binary: str, *, pool_size: int,
-                    user: str = "app", password: str = "app-secret") -> Peer:  # fmt: skip
+                    user: str = "app", password: str = "app-secret", pool_mode: str = "transaction") -> Peer:  # fmt: skip
+    """PgBouncer in front of the primary: `pool_mode` transaction (the benches' peer: what PgBouncer
+    is deployed for) or session (scripts/pg_cpu_split.py compares both)."""
     assert cluster.primary is not None
-    d = _owned_dir(cluster, workdir, "pgbouncer")
+    assert pool_mode in ("transaction", "session"), pool_mode
+    d = _owned_dir(cluster, workdir, "pgbouncer" if pool_mode == "transaction" else f"pgbouncer-{pool_mode}")
     lock = allocate_port(HOST)
     _write(cluster, d / "userlist.txt", f'"{user}" "{password}"\n')
     _write(cluster, d / "pgbouncer.ini", "\n".join([
@@ -88,7 +91,7 @@ def start_pgbouncer(cluster: PgCluster, workdir: Path, binary: str, *, pool_size
         "[pgbouncer]",
         f"listen_addr = {HOST}", f"listen_port = {lock.port}", f"unix_socket_dir = {d}",
         "auth_type = md5", f"auth_file = {d / 'userlist.txt'}",
-        "pool_mode = transaction", f"default_pool_size = {pool_size}", "max_client_conn = 1000",
+        f"pool_mode = {pool_mode}", f"default_pool_size = {pool_size}", "max_client_conn = 1000",
         "server_tls_sslmode = disable", f"pidfile = {d / 'pgbouncer.pid'}",
         "log_connections = 0", "log_disconnections = 0",
     ]) + "\n")  # fmt: skip

@@ -1,12 +1,14 @@
 """Where a pgbench transaction's CPU goes: the proxy, PostgreSQL, pgbench (analysis, not a bench).
 
     PYTHONPATH=$PWD python scripts/pg_cpu_split.py [--seconds 4] [--rounds 2] [--mode -S]
+        [--shared-buffers 256MB] [--pgbouncer-modes transaction,session]
 
 One devstack cluster (a primary, two streaming replicas, pgbench scale 10). Targets: the dbproxy
 with its defaults (reads over both replicas, each session bound to one); the same with `[routing]
-balance = "statement"` (each read chooses a replica); the dbproxy over one replica; over the primary alone; PgBouncer (transaction
-pooling, primary only). For each, `pgbench <mode> -c16 -j2 -T<seconds>` runs alone, and the CPU
-seconds (utime + stime from /proc, live process trees) of the proxy, of every PostgreSQL process
+balance = "statement"` (each read chooses a replica); the dbproxy over one replica; over the
+primary alone; PgBouncer (transaction pooling, primary only; `--pgbouncer-modes
+transaction,session` adds it in session pooling). For each, `pgbench <mode> -c16 -j2
+-T<seconds>` runs alone, and the CPU seconds (utime + stime from /proc, live process trees) of the proxy, of every PostgreSQL process
 of the cluster and of pgbench (RUSAGE_CHILDREN) are divided by the transactions. Absolute figures
 drift with the machine's load; compare targets within one round. docs/perf.md, "Where a
 transaction's CPU goes", has what it showed.
@@ -50,11 +52,16 @@ def main() -> int:
     parser.add_argument("--seconds", type=int, default=4)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--mode", default="-S", help="pgbench's workload flag (-S: select-only)")
+    parser.add_argument("--shared-buffers", default=None,
+                        help="PostgreSQL's shared_buffers for the cluster (default: the dev stack's, 32MB)")
+    parser.add_argument("--pgbouncer-modes", default="transaction",
+                        help="PgBouncer pool modes to run, comma-separated: transaction (the bench's), session")
     args = parser.parse_args()
     pgbench, pgbouncer = shutil.which("pgbench"), shutil.which("pgbouncer") or "/usr/sbin/pgbouncer"
     assert pgbench is not None, "pgbench is not installed"
     workdir = Path(tempfile.mkdtemp(prefix="tierproxy-cpusplit-"))
-    cluster = start_pg_cluster(2, log_dir=workdir / "pg", name="cpusplit")
+    settings = {"shared_buffers": args.shared_buffers} if args.shared_buffers else None
+    cluster = start_pg_cluster(2, log_dir=workdir / "pg", name="cpusplit", settings=settings)
     closers: list[Any] = []
     try:
         env = {**os.environ, **cluster.client_env()}
@@ -71,9 +78,11 @@ def main() -> int:
             proxy = _dbproxy(cluster, replicas, workdir, f"dbproxy{len(closers)}", extra)
             closers.append(proxy)
             targets.append((name, proxy.port, "app", "app-secret", [proxy.process.pid]))
-        bouncer = start_pgbouncer(cluster, workdir, pgbouncer, pool_size=16)
-        closers.append(bouncer)
-        targets.append(("pgbouncer", bouncer.port, bouncer.user, bouncer.password, [bouncer.process.pid]))
+        for mode in args.pgbouncer_modes.split(","):
+            bouncer = start_pgbouncer(cluster, workdir, pgbouncer, pool_size=16, pool_mode=mode)
+            closers.append(bouncer)
+            name = "pgbouncer" if mode == "transaction" else f"pgbouncer {mode}"
+            targets.append((name, bouncer.port, bouncer.user, bouncer.password, [bouncer.process.pid]))
         servers = [s.process.pid for s in (cluster.primary, *cluster.replicas)]
 
         def run(name: str, port: int, user: str, password: str, pids: list[int], seconds: int, show: bool) -> None:
