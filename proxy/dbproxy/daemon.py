@@ -297,6 +297,8 @@ class DbProxyDaemon(Books, FrontDaemon):
         self.max_message_length = new.max_message_bytes
         self.tls_context = tls
         if new.routing.all_write_functions != old.routing.all_write_functions:
+            # Together: a session's memo of its last unnamed Parse (sessioncore.py's
+            # `_unnamed_packet`) holds while `cache` is the classifier it was classified by.
             self.cache = ClassifierCache(write_functions=new.routing.all_write_functions)
             self.parse_cache = {}
         if self.follower is None:

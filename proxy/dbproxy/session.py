@@ -131,6 +131,7 @@ class ClientSession(SessionCore, FrontendSession):
         # bytes go straight to _dispatch_at and _send): only where nothing overrides _dispatch
         # (the query cache's session looks at each batch there).
         self._plain = type(self)._dispatch is SessionCore._dispatch
+        self._unnamed: tuple[Any, ...] | None = None  # _unnamed_packet's memo of the last unnamed Parse
 
     def _refuse_message(self, exc: PgProtocolError) -> bool:
         if exc.sqlstate == PROGRAM_LIMIT_EXCEEDED and self.phase == "ready":

@@ -18,6 +18,7 @@ from proxy.dbproxy.classify_cache cimport ClassifierCache
 from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_AS_STRING
 from cpython.tuple cimport PyTuple_GET_ITEM
 from cpython.ref cimport PyObject
+from libc.string cimport memcmp
 
 # A whole Query's text (raw[5:-1], raw at least 6 bytes: the recogniser checked it) copied out
 # directly; Cython slices bytes through PySequence_GetSlice and a slice object (~0.55k instructions).
@@ -34,6 +35,16 @@ cdef inline object _route_target(object route):
         return <object>PyTuple_GET_ITEM(route, 0)
     return route[0]
 
+# _unnamed_packet: `data` starts with all of `prefix`, which is n bytes long (the session's last
+# unnamed Parse against this packet's, compared in place: no slice of data).
+cdef inline bint _same_prefix(bytes data, bytes prefix, Py_ssize_t n):
+    return (len(prefix) == n and len(data) >= n
+            and memcmp(PyBytes_AS_STRING(data), PyBytes_AS_STRING(prefix), n) == 0)
+
+# data[start:] (start <= len(data)) copied out directly, without a slice object (see _query_text).
+cdef inline bytes _tail(bytes data, Py_ssize_t start):
+    return PyBytes_FromStringAndSize(PyBytes_AS_STRING(data) + start, len(data) - start)
+
 cdef bint _COMPILED
 cdef Py_ssize_t _MAX_BATCH
 cdef object _T_PRIMARY, _T_REPLICA, _PRIMARY, _monotonic, _UNDECIDED, _UNPACK_INT32
@@ -42,13 +53,14 @@ cdef tuple _FIELDS
 cdef _parse_on(dict prepared, name, raw, SyncGroup group, list out, bint injected)
 
 cdef class SessionCore(RelaySession):
-    cdef public object _avoid, _plain, _resend, aborted, admin, batch, batch_bytes, current, framer, inbox
+    cdef public object _avoid, _plain, _resend, _unnamed, aborted, admin, batch, batch_bytes, current, framer, inbox
     cdef public object inflight, last_route, servers, skip_until_sync, statements, statements_run, waiting
 
     @cython.locals(c=Py_ssize_t, n=Py_ssize_t, end_p=Py_ssize_t, framer=_Framer, raw=bytes)
     cpdef data_received(self, data)
 
-    @cython.locals(pos=Py_ssize_t, end_d=Py_ssize_t, m_p=Message, m_s=Message, parse_cache=dict, statements=dict)
+    @cython.locals(pos=Py_ssize_t, end_d=Py_ssize_t, m_p=Message, m_s=Message, memo=tuple, d=Books, same=bint,
+                   statements=dict)
     cdef bint _unnamed_packet(self, bytes data, Py_ssize_t n, Py_ssize_t end_p) except -1
 
     @cython.locals(m=Message, d=Books, cache=ClassifierCache)

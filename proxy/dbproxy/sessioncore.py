@@ -85,8 +85,9 @@ def _parse_on(prepared: dict[str, Any], name: str, raw: bytes, group: SyncGroup,
     out.append(raw)
 
 
-_FIELDS = ("_avoid", "_plain", "_resend", "aborted", "admin", "batch", "batch_bytes", "current", "framer", "inbox",
-           "inflight", "last_route", "servers", "skip_until_sync", "statements", "statements_run", "waiting")  # fmt: skip
+_FIELDS = ("_avoid", "_plain", "_resend", "_unnamed", "aborted", "admin", "batch", "batch_bytes", "current", "framer",
+           "inbox", "inflight", "last_route", "servers", "skip_until_sync", "statements", "statements_run",
+           "waiting")  # fmt: skip
 
 
 class SessionCore(RelaySession):
@@ -104,7 +105,13 @@ class SessionCore(RelaySession):
         # simple Query with nothing else pending (what psql and pgbench -M simple send), and one
         # whole Parse/Bind/Describe/Execute/Sync of the unnamed statement (pgbench -M extended,
         # psycopg, JDBC). Anything else, or anything these paths do not recognise, is framed.
-        c = data[0]
+        if _COMPILED:
+            # A transport's bytes (anything else copied), read in C from here on: the first byte
+            # of an untyped object is an item lookup and a Python int.
+            raw = data if type(data) is bytes else bytes(data)
+            c = raw[0]
+        else:
+            c = data[0]
         if (
             (c == 0x51 or c == 0x50)
             and self.phase == "ready"
@@ -119,7 +126,6 @@ class SessionCore(RelaySession):
             if not framer._have and n - 1 <= framer.max_message_length:
                 if _COMPILED:
                     # The headers checked in C (scan.py's recogniser), the same tests as below.
-                    raw = data if type(data) is bytes else bytes(data)
                     end_p = _whole_typed(raw)
                     if end_p == 1:
                         self._query(raw)
@@ -163,26 +169,44 @@ class SessionCore(RelaySession):
             # The Sync, last and whole.
             if pos < end_d + 5 or pos != n - 5 or data[pos] != 0x53 or unpack(data, pos + 1)[0] != 4:
                 return False
-        raw_p = data[:end_p]
-        parse_cache = self.d.parse_cache
-        parsed = parse_cache.get(raw_p)
-        if parsed is None or parsed[0]:  # not seen yet (classified by _ready_message), or named
-            return False
-        decision = parsed[1]
+        # The session's last unnamed Parse, kept with what is made of it (`_unnamed`): clients
+        # send the same one again and again (pgbench, a driver's repeated query), and a match
+        # (compared in place, no slice, no hash of fresh bytes) reuses its bytes, its Message,
+        # its batch entry and its statement, leaving one Message (Bind to Sync) per packet. It
+        # holds while the daemon's classifier is the one it was classified by (reload replaces
+        # the classifier and the parse cache together: daemon.py).
+        memo = self._unnamed
+        d = self.d
+        if memo is not None and memo[0] is d.cache:
+            raw_p = memo[1]
+            if _COMPILED:
+                same = _same_prefix(data, raw_p, end_p)  # noqa: F821 (sessioncore.pxd: memcmp)
+            else:
+                same = len(raw_p) == end_p and data.startswith(raw_p)
+        else:
+            same = False
+        if not same:
+            raw_p = data[:end_p]
+            parsed = self.d.parse_cache.get(raw_p)
+            if parsed is None or parsed[0]:  # not seen yet (classified by _ready_message), or named
+                return False
+            decision = parsed[1]
+            m_p = Message(b"P", raw_p, 5)
+            memo = (d.cache, raw_p, (m_p, ("parse", "", raw_p, decision)), ("use", "", raw_p, decision),
+                    (raw_p, decision), decision)  # fmt: skip
+            self._unnamed = memo
+        decision = memo[5]
         statements = self.statements
-        statements[""] = (raw_p, decision)
+        statements[""] = memo[4]
         # The batch _ready_message would make, with Bind to Sync as one entry: what it does to a
         # batch (route, send with the statement re-created where missing, count its Syncs for a
         # failed send, replay it) is the Bind's, then the Sync's, and these are its bytes.
         if _COMPILED:
-            m_p = Message.__new__(Message)
-            m_p.type, m_p.raw, m_p._header = b"P", raw_p, 5
             m_s = Message.__new__(Message)
-            m_s.type, m_s.raw, m_s._header = b"S", data[end_p:], 5
+            m_s.type, m_s.raw, m_s._header = b"S", _tail(data, end_p), 5  # noqa: F821 (sessioncore.pxd)
         else:
-            m_p = Message(b"P", raw_p, 5)
             m_s = Message(b"S", data[end_p:], 5)
-        batch = [(m_p, ("parse", "", raw_p, decision)), (m_s, ("use", "", raw_p, decision))]
+        batch = [memo[2], (m_s, memo[3])]
         try:
             self._dispatch_at(batch, decision, data)
         except PgProtocolError as exc:

@@ -8,7 +8,7 @@ from libc.string cimport memchr
                p="const unsigned char *")
 cpdef Py_ssize_t _whole_typed(object data) except -1
 
-@cython.locals(v=Py_ssize_t)
+@cython.locals(hi=Py_ssize_t)
 cdef inline Py_ssize_t _int32(const unsigned char *p, Py_ssize_t at) noexcept
 
 # The index of the first NUL in p[start:n], or -1 (compiled only: _whole_typed's Query test; the

@@ -196,6 +196,7 @@ def _session_class(mod):
             self.inflight = None
             self._resend = None
             self._plain = True
+            self._unnamed = None
             self._multi = False
             self.ending = None
             self.terminating = False
@@ -357,3 +358,33 @@ def test_dispatch_override_is_honoured():
         s.servers["r1"].groups.clear()
         s.data_received(packet(b"SELECT 1", True))  # not plain: framed
         assert s.log[-1] == ("feed", packet(b"SELECT 1", True))
+
+
+def test_unnamed_parse_follows_the_classifier():
+    """The unnamed statement's packets of one session: each routed by its own Parse's decision, the same Parse
+    again as before, and after a reload that replaced the classifier (and with it the parse cache) by the new
+    one's decision, in both twins (`_unnamed_packet` keeps the session's last Parse)."""
+    compiled, pure = _twins("proxy.dbproxy.sessioncore")
+    state = {"phase": "ready", "buffered": 0, "waiting": False, "pending": False, "lost": False, "avoid": False,
+             "txn": None, "pinned": False, "lsn": False, "global": False}  # fmt: skip
+    for mod in (compiled, pure):
+        s = _session_class(mod)(state)
+
+        def run(data: bytes) -> str:
+            s.data_received(data)
+            assert s.log[-1] == data  # written whole, not framed
+            for c in s.servers.values():
+                c.groups.clear()
+            return s.current.backend
+
+        assert run(packet(b"SELECT 1", True)) == "r1"
+        assert run(packet(b"SELECT 1", False)) == "r1"
+        assert run(packet(b"UPDATE t SET a = 1", True)) == PRIMARY
+        assert run(packet(b"SELECT 1", True)) == "r1"
+        assert s.statements[""] == (parse(b"SELECT 1"), READ)
+        # A reload with other write functions: a new classifier, a new parse cache (daemon.py).
+        s.d.cache = _Cache(s.d.calls)
+        s.d.parse_cache = {parse(b"SELECT 1"): ("", WRITE)}
+        assert run(packet(b"SELECT 1", True)) == PRIMARY
+        assert s.statements[""] == (parse(b"SELECT 1"), WRITE)
+        assert s.servers[PRIMARY].prepared[""] == parse(b"SELECT 1")
