@@ -134,9 +134,11 @@ class SessionCore(RelaySession):
                         return
                 elif c == 0x51:
                     if n > 6 and _UNPACK_INT32(data, 1)[0] == n - 1 and data.find(b"\0", 5) == n - 1:
-                        self._query(bytes(data))
+                        # A transport's bytes as they are: bytes(data) is a generic call of the type.
+                        self._query(data if type(data) is bytes else bytes(data))
                         return
-                elif self._plain and n <= _MAX_BATCH and n >= 5 and self._unnamed_packet(bytes(data), n, 0):
+                elif (self._plain and n <= _MAX_BATCH and n >= 5
+                      and self._unnamed_packet(data if type(data) is bytes else bytes(data), n, 0)):  # fmt: skip
                     return
         if self.phase == "closed":
             return
