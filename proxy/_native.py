@@ -47,6 +47,7 @@ NATIVE_MODULES: tuple[str, ...] = (
     "proxy.pgwire.scan",  # the session relay loop's step over forwarded messages
     "proxy.dbproxy.classify_key",  # the classifier cache's key (a typed scanner when compiled)
     "proxy.dbproxy.classify_cache",  # the classifier's cache (an extension type when compiled)
+    "proxy.dbproxy.classify_types",  # the classifier's Decision (an extension type when compiled)
     "proxy.lb.rotation",  # the balancers' base, round robin and weighted round robin (extension types)
     "proxy.lb.clientcore",  # the lb client connection's state and simple exchange (an extension type)
     "proxy.pgfront.relay",  # the relay loop and its hot state (server connection, session) as extension types
@@ -66,7 +67,8 @@ CIMPORTS: dict[str, tuple[str, ...]] = {
     "proxy.dbproxy.classify_cache": ("proxy.dbproxy.classify_key",),
     "proxy.dbproxy.sessioncore": ("proxy.pgfront.relay", "proxy.pgwire.framing", "proxy.pgwire.scan",
                                   "proxy.dbproxy.books", "proxy.dbproxy.session_router",
-                                  "proxy.dbproxy.classify_cache"),
+                                  "proxy.dbproxy.classify_cache", "proxy.dbproxy.classify_types"),
+    "proxy.dbproxy.session_router": ("proxy.dbproxy.classify_types",),
 }
 # Measured and left out, for now (docs/perf.md, "The native layer"): compiled as they are, the rest
 # of the lb exchange (lb/client.py, frontend.py, pool.py), http1/parser.py and

@@ -1,4 +1,13 @@
-"""The classifier's vocabulary: Target, Reason, Decision, and the fixed set of `detail` labels."""
+"""The classifier's vocabulary: Target, Reason, Decision, and the fixed set of `detail` labels.
+
+This module is compiled (proxy/_native.py) and is also its own pure-Python twin. Compiled,
+`Decision` is an extension type (classify_types.pxd: Cython's dataclass, its fields read-only C
+fields), so the session and its router, which cimport it, read a decision's fields in C (a
+generic attribute read of the frozen dataclass cost ~0.15k instructions each, several per
+statement: docs/perf.md); Python sees the same class: keyword constructor with defaults,
+equality, hash, repr, `dataclasses.fields` and `replace`, and no field can be set (an
+AttributeError: the pure twin's FrozenInstanceError is one). Pure, it is the frozen dataclass.
+"""
 
 from __future__ import annotations
 
@@ -29,7 +38,9 @@ class Reason(enum.Enum):
     PRIMARY_STATE = "primary_state"
 
 
-@dataclass(frozen=True, slots=True)
+# Not slots=True: Cython's dataclass (the compiled twin) takes no `slots`; an extension type has
+# no __dict__ anyway, and the pure twin's fields are read as fast from its instance dict.
+@dataclass(frozen=True)
 class Decision:
     """Where a SQL string may run. A COMMIT/ROLLBACK ... AND CHAIN both ends and begins.
 

@@ -4,6 +4,7 @@
 # helpers of `route` are C functions and methods.
 cimport cython
 from proxy._members cimport as_members
+from proxy.dbproxy.classify_types cimport Decision
 
 cdef object _PRIMARY
 cdef object _R_HINT
@@ -30,7 +31,7 @@ cdef bint _usable(object r, object max_lag_bytes, object max_lag_seconds) except
 @cython.locals(best=list)
 cdef object _least_loaded(object replicas, object min_lsn, object rotation, object outstanding)
 
-cdef bint _is_write(object d, object detail) except -1
+cdef bint _is_write(Decision d, object detail) except -1
 
 cdef object _with_lag(object replicas, object primary_lsn)
 
@@ -62,10 +63,12 @@ cdef class SessionRouter:
     cdef public object _window
 
     # The session's per-statement entry (`route` calls it too): positional, a C call from the
-    # compiled session, which has read the decision's target and detail already.
-    cpdef object route_at(self, object decision, bint replica, object detail, object now, object replicas,
+    # compiled session, which has read the decision's target and detail already; the decision's
+    # other fields are read in C (classify_types.pxd).
+    @cython.locals(d=Decision)
+    cpdef object route_at(self, Decision decision, bint replica, object detail, object now, object replicas,
                           object outstanding, object floor_lsn)
-    cdef int _note_write(self, object now, object d) except -1
+    cdef int _note_write(self, object now, Decision d) except -1
     cdef int _leave(self, object new) except -1
     cdef tuple _pick_read(self, object now, object replicas, object outstanding, object floor=*)
     @cython.locals(views=list, names=list, weights=list, counts=dict, n=Py_ssize_t, i=Py_ssize_t,

@@ -5,8 +5,9 @@
 # SyncGroup, so their relay fields are read and written in C; the framer is typed (its `_have`
 # and limit read in C) and the whole-packet recogniser is scan.py's, called in C; the daemon is
 # typed Books (its `outstanding` a C field, `started` a C call) and the router SessionRouter (its
-# `transaction_backend`, `pinned`, `needs_commit_lsn` C fields). proxy/_native.py compiles this
-# module only where relay, framing, scan, books and session_router are compiled too (CIMPORTS).
+# `transaction_backend`, `pinned`, `needs_commit_lsn` C fields), the classifier's decision Decision
+# (its fields read in C). proxy/_native.py compiles this module only where relay, framing, scan,
+# books, session_router, classify_cache and classify_types are compiled too (CIMPORTS).
 cimport cython
 from proxy.pgfront.relay cimport RelaySession, RelayServer, SyncGroup
 from proxy.pgwire.framing cimport Message, _Framer
@@ -15,6 +16,7 @@ from cpython.time cimport monotonic as _c_monotonic
 from proxy.dbproxy.books cimport Books
 from proxy.dbproxy.session_router cimport SessionRouter
 from proxy.dbproxy.classify_cache cimport ClassifierCache
+from proxy.dbproxy.classify_types cimport Decision
 from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_AS_STRING
 from cpython.tuple cimport PyTuple_GET_ITEM
 from cpython.ref cimport PyObject
@@ -68,12 +70,12 @@ cdef class SessionCore(RelaySession):
 
     cpdef _decision(self, batch)
 
-    @cython.locals(conn=RelayServer, servers=dict, replica=bint, d=Books, router=SessionRouter)
+    @cython.locals(conn=RelayServer, servers=dict, replica=bint, d=Books, router=SessionRouter, dec=Decision)
     cdef _dispatch_at(self, batch=*, decision=*, whole=*)
 
     cpdef _route(self, decision)
     @cython.locals(routes=dict, now=double, d=Books, router=SessionRouter)
-    cdef _route_at(self, decision, bint replica, catalog, detail)
+    cdef _route_at(self, Decision decision, bint replica, catalog, detail)
 
     @cython.locals(group=SyncGroup, msg=Message, was_busy=bint, prepared=dict, d=Books, router=SessionRouter)
     cpdef _send(self, RelayServer conn, batch, whole=*)

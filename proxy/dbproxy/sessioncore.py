@@ -315,8 +315,10 @@ class SessionCore(RelaySession):
             self._start_async(self._route_async(batch, None, target))
             return
         # The decision's fields, the clock and the router are read once here for _route_at too
-        # (compiled, each is a generic attribute lookup, ~150 instructions).
-        replica = decision.target is _T_REPLICA
+        # (compiled, the clock's is a generic attribute lookup, ~150 instructions; `dec` is typed
+        # Decision, sessioncore.pxd, so its fields are read in C).
+        dec = decision
+        replica = dec.target is _T_REPLICA
         catalog = False
         if replica:
             # A WAL position may be owed first (causal.py: fetched on the proxy's own connection).
@@ -325,7 +327,7 @@ class SessionCore(RelaySession):
             # transaction or a pinned session (`owed` says False for them: a tpcb-like script's
             # SELECT, after the first commit has left a commit LSN owed).
             clock = d.clock
-            catalog = clock.global_mode or decision.reads_catalog
+            catalog = clock.global_mode or dec.reads_catalog
             if (
                 (catalog or router.needs_commit_lsn)
                 and router.transaction_backend is None
@@ -334,15 +336,15 @@ class SessionCore(RelaySession):
             ):
                 self._start_async(self._route_async(batch, decision, None))
                 return
-        detail = decision.detail
+        detail = dec.detail
         if detail in DB_ADMIN_DETAILS and start_if_database_admin(self, batch, decision):
             return  # DROP/ALTER DATABASE: the proxy's idle connections to it go first (dbadmin.py)
         if _COMPILED:
             # A Route is a tuple subclass, whose [0] goes through Python's __getitem__ (~0.8k
             # instructions): sessioncore.pxd's _route_target reads the item in C.
-            target = _route_target(SessionCore._route_at(self, decision, replica, catalog, detail))  # noqa: F821
+            target = _route_target(SessionCore._route_at(self, dec, replica, catalog, detail))  # noqa: F821
         else:
-            target = SessionCore._route_at(self, decision, replica, catalog, detail)[0]
+            target = SessionCore._route_at(self, dec, replica, catalog, detail)[0]
         servers = self.servers
         conn = servers.get(target)
         if conn is not None and not conn.closed:
