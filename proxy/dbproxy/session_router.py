@@ -411,7 +411,8 @@ class SessionRouter:
         """`route` with positional arguments and what the caller has read of `decision` already:
         `replica` (its target is Target.REPLICA) and its `detail`. The compiled session calls it
         in C (a cpdef method: session_router.pxd): a Python-level call with keywords, and generic
-        reads of the frozen `Decision`'s fields, cost ~0.6k instructions each way (docs/perf.md)."""
+        reads of the frozen `Decision`'s fields, cost ~0.6k instructions each way (docs/perf.md).
+        Compiled, `decision` is typed (classify_types.pxd's Decision): its fields are read in C."""
         if self._commit_pending and self._mode == "primary-window":
             # The commit happened at or before now: starting the window here is on the safe side.
             self._commit_pending = False
@@ -457,11 +458,8 @@ class SessionRouter:
         if d.begins_transaction:
             route = _P_HINT if hinted else _P_TRANSACTION
             if replica and d.read_only_transaction:
-                picked, fallback = self._pick_read(now, replicas, outstanding, floor_lsn)
-                if picked is not None:
-                    route = _new_route(Route, (picked.name, route[1]))
-                else:
-                    route = fallback
+                picked = self._pick_read(now, replicas, outstanding, floor_lsn)
+                route = _new_route(Route, (picked, route[1])) if type(picked) is str else picked
             elif not replica and _is_write(d, detail):
                 self._note_write(now, d)  # "BEGIN; INSERT ..." in one string
             self.transaction_backend = self._last_target = route[0]
@@ -481,16 +479,17 @@ class SessionRouter:
                 self._last_write_at = now
             return _P_HINT if hinted else _P_WRITE
 
-        picked, fallback = self._pick_read(now, replicas, outstanding, floor_lsn)
-        if picked is None:
+        name = self._pick_read(now, replicas, outstanding, floor_lsn)
+        if type(name) is not str:  # the route to the primary
             self._last_target = _PRIMARY
-            return fallback
-        self._last_target = name = picked.name
+            return name
+        self._last_target = name
         if hinted:
             return _new_route(Route, (name, _RR_HINT))
-        route = self._read_routes.get(name)
+        routes = self._read_routes  # a dict (session_router.pxd): its get in C, not a method call
+        route = routes.get(name)
         if route is None:
-            route = self._read_routes[name] = _new_route(Route, (name, _RR_READ))
+            route = routes[name] = _new_route(Route, (name, _RR_READ))
         return route
 
     def _note_write(self, now: float, d: Decision) -> None:
@@ -511,22 +510,23 @@ class SessionRouter:
     def _pick_read(
         self, now: float, replicas: Sequence[ReplicaView], outstanding: Mapping[str, int] | None,
         floor: int | None = None,
-    ) -> tuple[ReplicaView | None, Route | None]:
-        """A replica for a read and None, or None and the route to the primary (its reason: why
-        the primary must take it)."""
+    ) -> str | Route:
+        """The name of a replica for a read, or the route to the primary (its reason: why the
+        primary must take it). One object, not a pair: the caller tells them apart by type (a
+        name is a str, a Route a tuple), and compiled no tuple is made per read."""
         min_lsn = None
         if self._mode == "lsn":
             if self._uncommitted_write or self._commit_pending:
-                return None, _P_READ_YOUR_WRITES
+                return _P_READ_YOUR_WRITES
             min_lsn = self._last_commit_lsn
         elif self._mode == "global":
             if self._uncommitted_write:
-                return None, _P_READ_YOUR_WRITES
+                return _P_READ_YOUR_WRITES
         elif self._mode == "primary-window":
             if self._uncommitted_write or (
                 self._last_write_at is not None and now - self._last_write_at < self._window
             ):
-                return None, _P_READ_YOUR_WRITES
+                return _P_READ_YOUR_WRITES
         if floor is not None and (min_lsn is None or floor > min_lsn):
             min_lsn = floor
         max_b, max_s = self._max_lag_bytes, self._max_lag_seconds
@@ -534,49 +534,70 @@ class SessionRouter:
         if sticky is not None:
             # balance = "session": the session's replica while it is usable and recent enough.
             if sticky:
-                for r in replicas:
-                    if r.name == sticky:
-                        if _usable(r, max_b, max_s) and (min_lsn is None or (r.replay_lsn is not None
-                                                                              and r.replay_lsn >= min_lsn)):  # fmt: skip
-                            return r, None
-                        break
+                if type(replicas) is tuple:
+                    # The daemon's shared views (see below): the bound replica is looked up among
+                    # the usable ones worked out once per tuple, by name, instead of reading each
+                    # view's name and the bound one's lag fields per read (compiled, generic
+                    # attribute reads of a frozen dataclass: ~1k instructions, docs/perf.md).
+                    if replicas is not self._usable_for:
+                        self._usable_from(replicas, max_b, max_s)
+                    names = self._usable_names
+                    if sticky in names:
+                        if min_lsn is None:
+                            return sticky
+                        lsn = self._usable_views[names.index(sticky)].replay_lsn
+                        if lsn is not None and lsn >= min_lsn:
+                            return sticky
+                else:
+                    for r in replicas:
+                        if r.name == sticky:
+                            if _usable(r, max_b, max_s) and (min_lsn is None or (r.replay_lsn is not None
+                                                                                  and r.replay_lsn >= min_lsn)):  # fmt: skip
+                                return sticky
+                            break
             # Else bind it: the replica with the fewest sessions (see the module docstring).
             sessions = self._sessions
             choice = choose_session_replica(replicas, sessions.counts, max_lag_bytes=max_b, max_lag_seconds=max_s,
                                             min_lsn=min_lsn, rotation=sessions.bindings)  # fmt: skip
             if choice is not None:
                 self._leave(choice.name)
-                return choice, None
+                return choice.name
         elif type(replicas) is tuple:
             # Immutable views (the daemon shares one tuple between monitor polls): the usable
             # ones, in name order, are worked out once per tuple instead of per statement.
             if replicas is not self._usable_for:
-                self._usable_views = _usable_sorted(replicas, max_b, max_s)
-                self._usable_names = [r.name for r in self._usable_views]
-                self._usable_weights = [float(r.weight) for r in self._usable_views]
-                self._usable_for = replicas
+                self._usable_from(replicas, max_b, max_s)
             usable = self._usable_views
             if not usable:
-                choice = None
+                name = None
             elif COMPILED and len(usable) <= _MAX_TIES:
-                choice = self._least_loaded_here(min_lsn, outstanding)
+                name = self._least_loaded_here(min_lsn, outstanding)
             else:
                 choice = _least_loaded(usable, min_lsn, self._rotation, outstanding)
-            if choice is not None:
+                name = choice.name if choice is not None else None
+            if name is not None:
                 self._rotation += 1
-                return choice, None
+                return name
         else:
             choice = choose_replica(replicas, max_lag_bytes=max_b, max_lag_seconds=max_s, min_lsn=min_lsn,
                                     rotation=self._rotation, outstanding=outstanding)  # fmt: skip
             if choice is not None:
                 self._rotation += 1
-                return choice, None
+                return choice.name
         if min_lsn is not None and choose_replica(replicas, max_lag_bytes=max_b, max_lag_seconds=max_s) is not None:
-            return None, _P_READ_YOUR_WRITES
-        return None, _P_FALLBACK
+            return _P_READ_YOUR_WRITES
+        return _P_FALLBACK
 
-    def _least_loaded_here(self, min_lsn: int | None, outstanding: Mapping[str, int] | None) -> ReplicaView | None:
-        """`_least_loaded` over `_usable_views`, compiled only (`_pick_read`): the names and
+    def _usable_from(self, replicas: tuple[ReplicaView, ...], max_b: int | None, max_s: float | None) -> None:
+        """Work out the usable views of `replicas` (a tuple the daemon shares between monitor
+        polls), in name order, with their names and weights beside them."""
+        self._usable_views = _usable_sorted(replicas, max_b, max_s)
+        self._usable_names = [r.name for r in self._usable_views]
+        self._usable_weights = [float(r.weight) for r in self._usable_views]
+        self._usable_for = replicas
+
+    def _least_loaded_here(self, min_lsn: int | None, outstanding: Mapping[str, int] | None) -> str | None:
+        """`_least_loaded` over `_usable_views` (the chosen one's name), compiled only (`_pick_read`): the names and
         weights kept beside the views, the loads divided as C doubles (the same correctly
         rounded quotient as Python's int / int for counts under 2**53), the tied replicas'
         indices in a C array (at most `_MAX_TIES` views) instead of a list per read."""
@@ -612,7 +633,7 @@ class SessionRouter:
             return None
         rot = self._rotation
         k = rot % ties
-        return views[tied[k]]  # noqa: F821
+        return names[tied[k]]  # noqa: F821
 
 
 def _usable_sorted(replicas: Sequence[ReplicaView], max_b: int | None, max_s: float | None) -> list[ReplicaView]:
