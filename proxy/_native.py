@@ -58,6 +58,7 @@ NATIVE_MODULES: tuple[str, ...] = (
 # What a compiled module cimports from another (calls in C, types): it can only run compiled where
 # that one is compiled too, so it follows the other's choice (pure, stale, absent).
 CIMPORTS: dict[str, tuple[str, ...]] = {
+    "proxy.http1._simple": ("proxy.http1._head",),
     "proxy.http1._response": ("proxy.http1._simple",),
     "proxy.http1._request": ("proxy.http1._simple",),
     "proxy.upstream.conn": ("proxy.http1._response",),

@@ -27,7 +27,7 @@ cdef inline bint _same_start(object data, bytes head) except -1:
 cdef int _R_HEAD, _R_LENGTH, _R_CHUNK_SIZE, _R_CHUNK_DATA, _R_CHUNK_CRLF, _R_TRAILER, _R_UNTIL_CLOSE
 cdef int _R_TUNNEL, _R_CLOSED, _R_DEAD
 cdef dict _R_NEEDS
-cdef object _NO_BODY_STATUS
+cdef object _NO_BODY_STATUS, _append, _popleft
 
 cdef class ResponseParser:
     cdef public Py_ssize_t _max_head

@@ -58,6 +58,12 @@ _R_NEEDS: dict[int, bytes | None] = {
 
 _NO_BODY_STATUS = frozenset({204, 304})
 
+# deque's methods, unbound, for the queue of expected methods: compiled (_response.pxd), calling one
+# is a C call of the method descriptor, where `self._expected.append(m)` looks `append` up by name
+# first (~0.2k instructions); interpreted, the same number of steps either way.
+_append = deque.append
+_popleft = deque.popleft
+
 
 def _probe() -> None:
     pass
@@ -108,7 +114,7 @@ class ResponseParser:
 
     def expect(self, method: bytes) -> None:
         """Queue the method of a request just sent; responses are matched in order."""
-        self._expected.append(method)
+        _append(self._expected, method)
 
     @property
     def in_message(self) -> bool:
@@ -178,7 +184,7 @@ class ResponseParser:
                 self._last_head = data[: result[1]]
                 self._last_size = len(data)
                 self._last_result = result
-        self._expected.popleft()
+        _popleft(self._expected)
         self._keep_alive = True
         return result
 

@@ -2,6 +2,10 @@
 # proxy/_native.py). The scanners read the bytes and the character tables through pointers; every
 # index they read is checked below n (the length of `data`, or of the name compared) first.
 cimport cython
+# simple_head is _head's, called in C (the pure twin imports it by that name; a Python call of the
+# cpdef function's wrapper, ~0.2k instructions, before); proxy/_native.py then compiles this module
+# only where _head is compiled too.
+from proxy.http1._head cimport _simple_head as simple_head
 
 cdef object _NO_BODY
 cdef bytes _TCHAR, _TARGET, _REQUEST_VALUE, _VALUE, _REG_NAME, _IP_LITERAL, _REQUEST_NAMES, _RESPONSE_NAMES

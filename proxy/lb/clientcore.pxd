@@ -15,7 +15,7 @@ from proxy._members cimport as_members
 cdef bint _COMPILED
 
 cdef int _IDLE, _HEAD, _BACKEND, _TUNNEL, _P_UPSTREAM, _P_PENDING, _P_BACKLOG
-cdef object _LENGTH, _HTTP_5XX
+cdef object _LENGTH, _HTTP_5XX, _idle_pop, _idle_append
 cdef frozenset _IDEMPOTENT
 
 cpdef _cut(data, Py_ssize_t start, Py_ssize_t end)
@@ -24,11 +24,16 @@ cdef class SimpleHeads:
     cdef public bytes scheme, rid_prefix
     cdef public unsigned long long rid
 
-    cpdef simple(self, head, bytes client_ip)
+    # `head` typed: its fields read in C (a generic attribute lookup each, untyped).
+    cpdef simple(self, CRequestHead head, bytes client_ip)
 
 cdef class FrontendCore:
-    cdef public object backend_response_timeout, client_idle_timeout, draining, fallback, first_byte_timeout
-    cdef public object limits, max_idle_per_backend, now, pools, requests_total, routes, simple_heads, timeouts
+    cdef public object draining, fallback, limits, now, pools, routes, simple_heads, timeouts
+    # Typed: the exchange adds them to a double and compares a length with it in C (as objects, a
+    # float made of the double and a Python addition each).
+    cdef public double backend_response_timeout, client_idle_timeout, first_byte_timeout
+    cdef public Py_ssize_t max_idle_per_backend
+    cdef public unsigned long long requests_total
 
 cdef class PoolCore:
     # The balancers typed: `pick` calls theirs in C (Pool sets them, once per membership change).
@@ -57,13 +62,13 @@ cdef class ClientCore(UpstreamClient):
     cpdef _resume(self, int reason)
 
     @cython.locals(now=double, heads=SimpleHeads, fe=FrontendCore, pool=PoolCore)
-    cpdef _start_request(self, head)
+    cpdef _start_request(self, CRequestHead head)
 
     cpdef _dispatch(self, bint sticky=*)
     @cython.locals(up=UpstreamCore, backend=CBackend, fe=FrontendCore, pool=PoolCore)
     cdef _dispatch_at(self, bint sticky, double now)
     cpdef _attach(self, up, bint reused)
-    @cython.locals(fe=FrontendCore)
+    @cython.locals(fe=FrontendCore, req=CRequestHead)
     cdef _attach_at(self, UpstreamCore up, bint reused, double now)
 
     @cython.locals(req=CRequestHead, fe=FrontendCore)
@@ -73,7 +78,7 @@ cdef class ClientCore(UpstreamClient):
                    backend=CBackend, fe=FrontendCore)
     cpdef on_simple_response(self, up, data, result)
 
-    @cython.locals(now=double, backend=CBackend, fe=FrontendCore)
+    @cython.locals(now=double, backend=CBackend, fe=FrontendCore, t=double)
     cpdef _response_end(self, UpstreamCore up)
     cpdef _finish_exchange(self)
     @cython.locals(fe=FrontendCore)
