@@ -2,6 +2,8 @@
 # proxy/_native.py). The scanners read the bytes and the character tables through pointers; every
 # index they read is checked below n (the length of `data`, or of the name compared) first.
 cimport cython
+from libc.stdint cimport uint64_t
+from libc.string cimport memcpy
 # simple_head is _head's, called in C (the pure twin imports it by that name; a Python call of the
 # cpdef function's wrapper, ~0.2k instructions, before); proxy/_native.py then compiles this module
 # only where _head is compiled too.
@@ -9,6 +11,7 @@ from proxy.http1._head cimport _simple_head as simple_head
 
 cdef object _NO_BODY
 cdef bytes _TCHAR, _TARGET, _REQUEST_VALUE, _VALUE, _REG_NAME, _IP_LITERAL, _REQUEST_NAMES, _RESPONSE_NAMES
+cdef bytes _REQUEST_LEADS, _RESPONSE_LEADS
 
 @cython.locals(j=Py_ssize_t)
 cdef bint _at(const unsigned char *p, Py_ssize_t n, Py_ssize_t i, const char *s, Py_ssize_t k) noexcept
@@ -37,15 +40,30 @@ cdef inline Py_ssize_t _span_nul(const unsigned char *p, Py_ssize_t i, const uns
         i += 1
     return i
 
+# A field value's run (or a reason phrase's): `table` holds every byte from 0x20 to 0x7E (asserted
+# at import), so eight bytes that are all of those are all in it, tested at once (a byte below 0x20:
+# x - 0x20.. borrows into its top bit where x's is clear; above 0x7E: x + 0x01.. or x sets it; both
+# exact as a yes/no); the first eight that are not, and the rest, go byte by byte (_span_nul). Only
+# where eight bytes are left before `n`, so nothing past the bytes is read.
+cdef inline Py_ssize_t _span_text(const unsigned char *p, Py_ssize_t i, Py_ssize_t n,
+                                  const unsigned char *table) noexcept:
+    cdef uint64_t x
+    while i + 8 <= n:
+        memcpy(&x, p + i, 8)
+        if (((x - 0x2020202020202020ULL) & ~x) | (x + 0x0101010101010101ULL) | x) & 0x8080808080808080ULL:
+            break
+        i += 8
+    return _span_nul(p, i, table)
+
 @cython.locals(p="const unsigned char *", tchar="const unsigned char *", value="const unsigned char *",
-               table="const unsigned char *", names="const char *", n=Py_ssize_t, i=Py_ssize_t,
+               table="const unsigned char *", names="const char *", leads="const unsigned char *", n=Py_ssize_t, i=Py_ssize_t,
                target_start=Py_ssize_t, target_end=Py_ssize_t, block=Py_ssize_t, host_start=Py_ssize_t,
                host_end=Py_ssize_t, conn_start=Py_ssize_t, conn_end=Py_ssize_t, line=Py_ssize_t, k=Py_ssize_t,
                size=Py_ssize_t, is_conn=bint)
 cpdef _scan_request(object data, object max_head)
 
 @cython.locals(p="const unsigned char *", tchar="const unsigned char *", value="const unsigned char *",
-               names="const char *", n=Py_ssize_t, i=Py_ssize_t, status=Py_ssize_t, d1=Py_ssize_t,
+               names="const char *", leads="const unsigned char *", n=Py_ssize_t, i=Py_ssize_t, status=Py_ssize_t, d1=Py_ssize_t,
                d2=Py_ssize_t, length=cython.longlong, digits=Py_ssize_t, conn_start=Py_ssize_t,
                conn_end=Py_ssize_t, line=Py_ssize_t, k=Py_ssize_t, size=Py_ssize_t, is_conn=bint)
 cpdef _scan_response(object data, object max_head)

@@ -174,6 +174,23 @@ _REQUEST_NAMES = _names(_REQUEST_SPECIAL.split(b"|"))
 _RESPONSE_NAMES = _names(_RESPONSE_SPECIAL)
 
 
+def _leads(names: list[bytes]) -> bytes:
+    """A 1,024-byte filter for `_listed`: at `(k << 5) | (c & 31)` a 1 where some name of `names`
+    has length k (< 32) and a first letter c (either case: a letter's low five bits are its case's).
+    A name of another length and first byte is none of `names`, so the scanners skip the
+    comparisons (a browser's names, User-Agent or Accept-Language, all fail here at once); a 1 only
+    says "compare"."""
+    table = bytearray(1024)
+    for name in names:
+        assert len(name) < 32 and name[:1].isalpha()
+        table[(len(name) << 5) | (name[0] & 31)] = 1
+    return bytes(table)
+
+
+_REQUEST_LEADS = _leads(_REQUEST_SPECIAL.split(b"|"))
+_RESPONSE_LEADS = _leads(_RESPONSE_SPECIAL)
+
+
 def _at(p: bytes, n: int, i: int, s: bytes, k: int) -> bool:
     """`p[i:i+k] == s[:k]`, within the first `n` bytes."""
     if n - i < k:
@@ -265,6 +282,7 @@ def _scan_request(data: bytes, max_head: int) -> RequestHead | None:
     host_start = host_end = conn_start = conn_end = -1
     names = _REQUEST_NAMES
     size = len(names)
+    leads = _REQUEST_LEADS
     while True:
         if i < n and p[i] == 13:  # CR: the empty line, which must end `data`
             if i + 2 == n and p[i + 1] == 10:
@@ -277,7 +295,9 @@ def _scan_request(data: bytes, max_head: int) -> RequestHead | None:
             return None
         i += 1
         is_conn = False
-        if k == 4 and _ieq(p, n, line, b"host", 0, 4):
+        if k >= 32 or not leads[(k << 5) | (p[line] & 31)]:  # no special name: the commonest
+            i = _span_text(p, i, n, value) if _COMPILED else _span(p, i, n, value)  # noqa: F821
+        elif k == 4 and _ieq(p, n, line, b"host", 0, 4):
             if host_start >= 0:
                 return None
             while i < n and (p[i] == 32 or p[i] == 9):
@@ -310,7 +330,7 @@ def _scan_request(data: bytes, max_head: int) -> RequestHead | None:
         elif _listed(p, line, k, names, size):
             return None
         else:
-            i = _span_nul(p, i, value) if _COMPILED else _span(p, i, n, value)  # noqa: F821
+            i = _span_text(p, i, n, value) if _COMPILED else _span(p, i, n, value)  # noqa: F821
         if i + 1 >= n or p[i] != 13 or p[i + 1] != 10:
             return None
         i += 2
@@ -344,13 +364,14 @@ def _scan_response(data: bytes, max_head: int) -> tuple[int, int, int, int, int]
     value = _VALUE
     i = 12
     if i < n and p[i] == 32:  # the reason phrase
-        i = _span_nul(p, i + 1, value) if _COMPILED else _span(p, i + 1, n, value)  # noqa: F821
+        i = _span_text(p, i + 1, n, value) if _COMPILED else _span(p, i + 1, n, value)  # noqa: F821
     if i + 1 >= n or p[i] != 13 or p[i + 1] != 10:
         return None
     i += 2
     length = conn_start = conn_end = -1
     names = _RESPONSE_NAMES
     size = len(names)
+    leads = _RESPONSE_LEADS
     while True:
         if i < n and p[i] == 13:  # CR: the empty line
             if i + 1 < n and p[i + 1] == 10:
@@ -364,7 +385,9 @@ def _scan_response(data: bytes, max_head: int) -> tuple[int, int, int, int, int]
             return None
         i += 1
         is_conn = False
-        if k == 14 and _ieq(p, n, line, b"content-length", 0, 14):
+        if k >= 32 or not leads[(k << 5) | (p[line] & 31)]:  # no special name: the commonest
+            i = _span_text(p, i, n, value) if _COMPILED else _span(p, i, n, value)  # noqa: F821
+        elif k == 14 and _ieq(p, n, line, b"content-length", 0, 14):
             if length >= 0:
                 return None
             while i < n and (p[i] == 32 or p[i] == 9):
@@ -389,7 +412,7 @@ def _scan_response(data: bytes, max_head: int) -> tuple[int, int, int, int, int]
         elif _listed(p, line, k, names, size):
             return None
         else:
-            i = _span_nul(p, i, value) if _COMPILED else _span(p, i, n, value)  # noqa: F821
+            i = _span_text(p, i, n, value) if _COMPILED else _span(p, i, n, value)  # noqa: F821
         if i + 1 >= n or p[i] != 13 or p[i + 1] != 10:
             return None
         i += 2
@@ -416,6 +439,8 @@ COMPILED = type(_probe).__name__ != "function"
 _COMPILED = COMPILED  # the scanners' test (_simple.pxd: a C int)
 # `_span_nul` stops at the NUL after a bytes' last byte: no table may hold NUL.
 assert not any(t[0] for t in (_TCHAR, _TARGET, _REQUEST_VALUE, _VALUE, _REG_NAME, _IP_LITERAL))
+# `_span_text` skips eight bytes at a time where all are printable ASCII: its tables hold them all.
+assert all(t[c] for t in (_REQUEST_VALUE, _VALUE) for c in range(0x20, 0x7F))
 
 # simple_request(data, max_head) and simple_response(data, max_head): see _match_request and
 # _match_response (the pure twin's, which the compiled twin's scanners equal).
