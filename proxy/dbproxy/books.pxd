@@ -6,7 +6,7 @@ cimport cython
 from cpython.time cimport monotonic as _c_monotonic
 from proxy._members cimport as_members
 from proxy.upstream.backend cimport LatencyHistogram
-from proxy.pgfront.relay cimport RelayServer
+from proxy.pgfront.relay cimport RelayServer, RelayBooks
 
 cdef bint _COMPILED
 
@@ -15,7 +15,7 @@ cdef object _bisect_left
 cdef object _get_running_loop
 cdef object _query_timed_out
 
-cdef class Books:
+cdef class Books(RelayBooks):
     cdef public object _latency_of
     cdef public object cache
     cdef public object clock

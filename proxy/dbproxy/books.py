@@ -11,7 +11,10 @@ and results; compiled, an extension type whose `observe` is a C method here).
 This module is compiled (proxy/_native.py) and is also its own pure-Python twin. Compiled,
 `Books` is an extension type (books.pxd): `started` and `finished` are C methods, so the relay's
 call of `finished` per answer no longer enters the interpreter (such a call from compiled code
-cost ~3k instructions: docs/perf.md, "The router and books, compiled"). Its object fields are
+cost ~3k instructions: docs/perf.md, "The router and books, compiled"). Its base is the relay's
+`RelayBooks` (proxy/pgfront/relay.py), whose `finished` and `restart_query_timer` are cpdef
+methods: the relay calls `finished` through the type's table, not by a method lookup (docs/perf.md,
+"The relay's calls in C"). Its object fields are
 member descriptors, as a class's `__slots__` are (proxy/_members.pxd), so the
 daemon's interpreted code (the session's read of `d.outstanding` per statement, /metrics)
 reads them as fast as the pure twin's slots. The connection is typed the relay's `RelayServer`
@@ -25,6 +28,7 @@ import time
 from bisect import bisect_left
 from typing import Any
 
+from proxy.pgfront.relay import RelayBooks
 from proxy.upstream.backend import LatencyHistogram
 
 from .faults import query_timed_out
@@ -47,7 +51,7 @@ _get_running_loop = asyncio.get_running_loop
 _query_timed_out = query_timed_out
 
 
-class Books:
+class Books(RelayBooks):
     """The per-statement books; the daemon sets `outstanding` ({}), `query_timeout` (the
     config's `timeouts.query`, a plain attribute: a pydantic model's costs ~0.7k instructions a
     read) and `_latency_of` ({}) before any session runs. `cache` (the classifier's cache,

@@ -5,6 +5,7 @@
 cimport cython
 from proxy._members cimport as_members
 from proxy.dbproxy.classify_types cimport Decision
+from proxy.pgfront.relay cimport RelayRouter
 
 cdef object _PRIMARY
 cdef object _R_HINT
@@ -35,7 +36,7 @@ cdef bint _is_write(Decision d, object detail) except -1
 
 cdef object _with_lag(object replicas, object primary_lsn)
 
-cdef class SessionRouter:
+cdef class SessionRouter(RelayRouter):
     cdef public object _commit_epoch
     cdef public object _commit_pending
     cdef public object _last_commit_lsn
@@ -68,6 +69,8 @@ cdef class SessionRouter:
     @cython.locals(d=Decision, routes=dict)
     cpdef object route_at(self, Decision decision, bint replica, object detail, object now, object replicas,
                           object outstanding, object floor_lsn)
+    # The relay's hook per ReadyForQuery (relay.pxd's RelayRouter): a C call from the relay.
+    cpdef on_ready_for_query(self, object status, bint failed=*)
     cdef int _note_write(self, object now, Decision d) except -1
     cdef int _leave(self, object new) except -1
     @cython.locals(names=list)

@@ -19,7 +19,9 @@ the rules with the replica choice and the write bookkeeping as C calls (in `rout
 method the compiled session calls in C, positionally, with the decision's target and detail it
 has read already; `route` is its keyword entry for everyone else), and the relay's
 `on_ready_for_query(status, failed=...)` per answer is a C method (a call into the interpreter
-from compiled code cost ~3k instructions: docs/perf.md, "The router and books, compiled"). The
+from compiled code cost ~3k instructions: docs/perf.md, "The router and books, compiled"): the
+cpdef hook of its base, the relay's `RelayRouter`, so the relay calls it through the type's table
+(docs/perf.md, "The relay's calls in C"). The
 object fields are member descriptors, as a class's `__slots__` are (proxy/_members.pxd), so
 interpreted reads of `transaction_backend`, `pinned` and `needs_commit_lsn` cost what the pure
 twin's slots do.
@@ -30,6 +32,8 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING
+
+from proxy.pgfront.relay import RelayRouter
 
 from .classify_types import Decision, Reason, Target
 from .route_types import MAX_LSN, PRIMARY, ReadYourWrites, ReplicaView, Route, RouteReason, lag_bytes
@@ -202,7 +206,7 @@ def _with_lag(replicas: Sequence[ReplicaView], primary_lsn: int) -> Sequence[Rep
     ]
 
 
-class SessionRouter:
+class SessionRouter(RelayRouter):
     """Routes one client session's statements; see the module docstring for the rules."""
 
     __slots__ = (
@@ -342,9 +346,11 @@ class SessionRouter:
             self._sessions.move(sticky, "")
         self._sticky = None
 
-    def on_ready_for_query(self, status: bytes, *, failed: bool = False) -> None:
+    def on_ready_for_query(self, status: bytes, failed: bool = False) -> None:
         """The server's transaction status after a statement: b"I" idle, b"T" in a transaction,
-        b"E" in a failed transaction. ValueError for anything else (a codec bug).
+        b"E" in a failed transaction. ValueError for anything else (a codec bug). The relay's
+        `RelayRouter` hook (compiled: a cpdef method the relay calls in C; `failed` positional
+        or keyword).
 
         `failed`: the statement ended with an error. With b"I" that means its transaction
         (implicit, or the explicit one it tried to commit) rolled back: no write committed. The

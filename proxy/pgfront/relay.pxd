@@ -11,6 +11,7 @@ cdef bint _COMPILED
 cdef Py_ssize_t _MAX_LENGTH
 cdef bytes _SPECIAL
 cdef tuple _BYTE1
+cdef object _popleft
 
 cdef class SyncGroup:
     cdef public object flags
@@ -52,7 +53,19 @@ cdef class RelayServer:
     @cython.locals(k=Py_ssize_t, used=Py_ssize_t)
     cpdef data_received(self, object data)
 
-@cython.locals(n=Py_ssize_t, pos=Py_ssize_t, start=Py_ssize_t, end=Py_ssize_t, length=Py_ssize_t,
+# The hooks the relay calls at a ReadyForQuery, as bases a daemon's books and router derive from
+# (books.py's Books, session_router.py's SessionRouter): cpdef, so they are C calls (_answered).
+cdef class RelayBooks:
+    cpdef finished(self, RelayServer conn)
+    cpdef restart_query_timer(self, RelayServer conn)
+
+cdef class RelayRouter:
+    cpdef on_ready_for_query(self, object status, bint failed=*)
+
+@cython.locals(books=RelayBooks, router=RelayRouter, failed=bint)
+cdef int _answered(RelaySession s, RelayServer conn, object status) except -1
+
+@cython.locals(phase=str, n=Py_ssize_t, pos=Py_ssize_t, start=Py_ssize_t, end=Py_ssize_t, length=Py_ssize_t,
                t=Py_ssize_t, p="const unsigned char *", special="const unsigned char *", g=SyncGroup)
 cpdef Py_ssize_t relay(RelaySession s, RelayServer conn, object data) except -1
 

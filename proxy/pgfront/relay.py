@@ -24,13 +24,14 @@ call for the length word, the cheapest interpreted: docs/perf.md), picked by `_C
 from __future__ import annotations
 
 import struct
+from collections import deque
 from typing import Any
 
 from proxy.pgwire.errors import PgProtocolError
 from proxy.pgwire.framing import DEFAULT_MAX_MESSAGE_LENGTH, Message
 from proxy.pgwire.messages import decode_backend
 
-__all__ = ["COMPILED", "RelayServer", "RelaySession", "SyncGroup", "as_members", "relay"]
+__all__ = ["COMPILED", "RelayBooks", "RelayRouter", "RelayServer", "RelaySession", "SyncGroup", "as_members", "relay"]
 
 _MAX_LENGTH = DEFAULT_MAX_MESSAGE_LENGTH
 _UNPACK_INT32 = struct.Struct("!i").unpack_from
@@ -38,6 +39,7 @@ _BYTE1 = tuple(bytes((i,)) for i in range(256))
 # Server message types the relay looks at: ParseComplete '1', CloseComplete '3', ReadyForQuery
 # 'Z', ErrorResponse 'E', CopyInResponse 'G', ParameterStatus 'S'. Everything else passes through.
 _SPECIAL = bytes(1 if i in b"13ZEGS" else 0 for i in range(256))
+_popleft = deque.popleft  # a server connection's `groups` is a deque (server.py)
 
 
 def _probe() -> None:
@@ -90,7 +92,7 @@ def relay(s: Any, conn: Any, data: bytes) -> int:
             # over 2**31 is the protocol's negative Int32, as struct reads it.
             length = p[pos + 1]
             length = (length << 24) | (p[pos + 2] << 16) | (p[pos + 3] << 8) | p[pos + 4]
-            if length >= 0x80000000:
+            if length > 0x7FFFFFFF:  # (a literal over 2**31 would be compared as Python ints)
                 length -= 0x100000000
         else:
             length = unpack(data, pos + 1)[0]
@@ -109,17 +111,21 @@ def relay(s: Any, conn: Any, data: bytes) -> int:
         if t == 0x5A:  # ReadyForQuery
             status = _BYTE1[p[pos + 5]] if length > 4 else b""
             conn.status = status
-            groups = conn.groups
-            if groups:
-                groups.popleft()
-            conn.copy = False
-            if not groups and conn.open_group is None:  # not conn.busy (inlined: see _send)
-                s.d.finished(conn)
-            elif conn.timer is not None:
-                s.d.restart_query_timer(conn)  # a statement timeout is per statement
-            failed = conn.errored and not s._multi
-            conn.errored = False
-            s.router.on_ready_for_query(status, failed=failed)
+            if _COMPILED:
+                # The same, with the hooks as C calls where they are the relay's bases' (_answered).
+                _answered(s, conn, status)
+            else:
+                groups = conn.groups
+                if groups:
+                    groups.popleft()
+                conn.copy = False
+                if not groups and conn.open_group is None:  # not conn.busy (inlined: see _send)
+                    s.d.finished(conn)
+                elif conn.timer is not None:
+                    s.d.restart_query_timer(conn)  # a statement timeout is per statement
+                failed = conn.errored and not s._multi
+                conn.errored = False
+                s.router.on_ready_for_query(status, failed=failed)
         elif t == 0x31 or t == 0x33:  # ParseComplete, CloseComplete
             g = conn.groups[0] if conn.groups else conn.open_group
             if g is not None and g.flags:
@@ -175,17 +181,81 @@ def relay(s: Any, conn: Any, data: bytes) -> int:
     if chunk:
         conn.replay = None
         transport = s.transport
-        if transport is not None and s.phase != "closed":
+        phase = s.phase  # compiled: a str (its compare in C)
+        if transport is not None and phase != "closed":
             transport.write(chunk)
     if s.terminating and not s.answers_due():
         s.close()
     return pos
 
 
+def _answered(s: Any, conn: Any, status: bytes) -> None:
+    """Compiled only: what `relay` does at a ReadyForQuery after noting its status, as its pure
+    twin does inline. The group it answers done; the daemon's `finished` (the server has nothing
+    more in flight) or `restart_query_timer`, then the router's `on_ready_for_query`: C calls
+    (cpdef methods, through the type's table) where the daemon is a `RelayBooks` and the router a
+    `RelayRouter` (the dbproxy's Books and SessionRouter); a method call through Python for
+    anything else (the shard's, a test's). A Python override of a hook is called either way (a
+    cpdef method looks for one)."""
+    groups = conn.groups
+    if groups:
+        _popleft(groups)  # deque.popleft, without looking the method up
+    conn.copy = False
+    d = s.d
+    if not groups and conn.open_group is None:  # not conn.busy
+        if isinstance(d, RelayBooks):
+            books = d
+            books.finished(conn)
+        else:
+            d.finished(conn)
+    elif conn.timer is not None:
+        if isinstance(d, RelayBooks):
+            books = d
+            books.restart_query_timer(conn)
+        else:
+            d.restart_query_timer(conn)
+    failed = conn.errored and not s._multi
+    conn.errored = False
+    r = s.router
+    if isinstance(r, RelayRouter):
+        router = r
+        router.on_ready_for_query(status, failed=failed)
+    else:
+        r.on_ready_for_query(status, failed=failed)
+
+
+class RelayBooks:
+    """What the relay calls on a session's daemon (`s.d`) at a ReadyForQuery, as a base class
+    (the dbproxy's `Books`, books.py): compiled, an extension type whose hooks are cpdef methods,
+    so the relay calls a subclass's in C (the lb's `UpstreamClient` pattern: the shared layer
+    declares the base, the daemon derives). A daemon need not derive from it (the relay then calls
+    its methods through Python); a Python subclass's override of a hook is honoured."""
+
+    __slots__ = ()
+
+    def finished(self, conn: Any) -> None:
+        """A server went idle (its last ReadyForQuery): nothing, here."""
+
+    def restart_query_timer(self, conn: Any) -> None:
+        """A ReadyForQuery with more in flight on `conn` (its query timer running): nothing, here."""
+
+
+class RelayRouter:
+    """What the relay tells a session's router (`s.router`, pgfront/session.py's
+    `TransactionState`) at each ReadyForQuery, as a base class (the dbproxy's `SessionRouter`):
+    compiled, an extension type whose `on_ready_for_query` is a cpdef method (see `RelayBooks`).
+    An override must take `failed` positionally too: compiled, the relay passes it so."""
+
+    __slots__ = ()
+
+    def on_ready_for_query(self, status: bytes, failed: bool = False) -> None:
+        """The server's transaction status after a statement (`failed`: it ended with an error)."""
+
 
 class RelaySession:
     """The relay's fields of a client session (`FrontendSession` sets them; see there): `d` (its
-    daemon: finished, restart_query_timer), `router` (on_ready_for_query), the client's
+    daemon: finished, restart_query_timer; called in C where it is a `RelayBooks`), `router`
+    (on_ready_for_query; in C where it is a `RelayRouter`), the client's
     `transport`, `phase`, `ending`, `terminating`, `_multi`. The relay also reads `statements`
     and calls `fatal`, `close` and `answers_due`."""
 

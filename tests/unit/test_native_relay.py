@@ -6,8 +6,10 @@ ParseComplete/CloseComplete with the sync groups' flags, ErrorResponse of both s
 CopyInResponse, ParameterStatus) and ones it passes on (RowDescription, DataRow, CommandComplete,
 NoticeResponse, large rows cut across reads), and headers with any length word (the protocol's
 errors must match); each twin's `RelayServer.data_received` gets the same reads. What is compared:
-what the client was sent, the session's calls to its router and daemon, the server connection's
-relay fields and the protocol errors. Skipped where the module is not compiled (the pure pass)."""
+what the client was sent, the session's calls to its router and daemon (plain objects, or
+deriving from the relay's `RelayBooks`/`RelayRouter`, whose hooks the compiled relay calls in C:
+their Python overrides must be called just the same), the server connection's relay fields and
+the protocol errors. Skipped where the module is not compiled (the pure pass)."""
 
 from __future__ import annotations
 
@@ -27,7 +29,7 @@ class _Router:
     def __init__(self) -> None:
         self.calls: list[tuple[bytes, bool]] = []
 
-    def on_ready_for_query(self, status: bytes, *, failed: bool = False) -> None:
+    def on_ready_for_query(self, status: bytes, failed: bool = False) -> None:
         self.calls.append((status, failed))
 
 
@@ -52,14 +54,21 @@ class _Client:
         self.sent.append(bytes(data))
 
 
-def _classes(mod):
+def _classes(mod, based: bool = False):
+    # based: the daemon and router derive from the relay's bases (compiled: the relay calls their
+    # hooks in C, which finds these Python overrides); else plain objects (called through Python).
+    daemon_cls, router_cls = _Daemon, _Router
+    if based:
+        daemon_cls = type("BasedDaemon", (_Daemon, mod.RelayBooks), {})
+        router_cls = type("BasedRouter", (_Router, mod.RelayRouter), {})
+
     class Session(mod.RelaySession):
         def __init__(self) -> None:
             self.ending = None
             self.terminating = False
             self._multi = False
-            self.d = _Daemon()
-            self.router = _Router()
+            self.d = daemon_cls()
+            self.router = router_cls()
             self.transport = _Client()
             self.phase = "ready"
             self.statements: dict = {"old": (b"P-old", "d-old"), "gone": (b"P-gone", "d")}
@@ -122,17 +131,19 @@ FLAGS = st.lists(st.sampled_from([True, False, "new", "gone", ("old", b"P-old2",
 
 @settings(max_examples=300, deadline=None)
 @given(st.lists(MESSAGES, max_size=12), st.lists(st.integers(0, 4000), max_size=5),
-       st.lists(st.tuples(FLAGS, st.booleans()), max_size=3), st.booleans(), st.booleans())  # fmt: skip
-def test_relay_compiled_is_pure(messages, cuts, groups, open_group, multi):
+       st.lists(st.tuples(FLAGS, st.booleans()), max_size=3), st.booleans(), st.booleans(), st.booleans(),
+       st.booleans())  # fmt: skip
+def test_relay_compiled_is_pure(messages, cuts, groups, open_group, multi, based, timer):
     compiled, pure = _twins("proxy.pgfront.relay")
     stream = b"".join(messages)
     bounds = sorted({min(c, len(stream)) for c in cuts} | {0, len(stream)})
     reads = [stream[a:b] for a, b in zip(bounds, bounds[1:], strict=False) if b > a]
 
     def run(mod):
-        session_cls, server_cls = _classes(mod)
+        session_cls, server_cls = _classes(mod, based)
         s, conn = session_cls(), server_cls()
         s._multi = multi
+        conn.timer = "a query timer" if timer else None  # restart_query_timer: with more in flight
         for flags, by_query in groups:
             g = mod.SyncGroup()
             g.flags.extend(flags)
