@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import struct
 import time
+from collections import deque
 from typing import Any
 
 from proxy.pgfront.relay import RelaySession, SyncGroup, as_members
@@ -59,6 +60,7 @@ _T_REPLICA = Target.REPLICA
 _PRIMARY = PRIMARY
 _monotonic = time.monotonic  # per statement: a global, not an attribute of the module
 _UNDECIDED: Any = object()  # _dispatch's default: the batch's decision is worked out there
+_deque_append = deque.append  # a server connection's `groups` is a deque (server.py)
 
 
 def _probe() -> None:
@@ -399,7 +401,8 @@ class SessionCore(RelaySession):
         prepared = conn.prepared
         if whole is not None:
             if group is None:
-                group = SyncGroup()
+                # Compiled: made in C (sessioncore.pxd), not by a generic call of the type.
+                group = _new_group() if _COMPILED else SyncGroup()  # noqa: F821
             aux = batch[0][1]
             if aux[0] == "query":
                 group.by_query = True
@@ -410,7 +413,10 @@ class SessionCore(RelaySession):
                 # Its flag would be False (the client's own: forwarded), and it would be the
                 # group's last: the relay forwards a ParseComplete that finds no flag just the
                 # same, so none is kept.
-            conn.groups.append(group)
+            if _COMPILED:
+                _deque_append(conn.groups, group)  # deque.append, without looking the method up
+            else:
+                conn.groups.append(group)
             conn.open_group = None
             out = None
         else:
@@ -450,7 +456,8 @@ class SessionCore(RelaySession):
         self.current = conn
         conn.replay = None
         router = self.router
-        if not was_busy and conn.backend != _PRIMARY and router.transaction_backend is None:
+        backend = conn.backend  # compiled: a str (compared in C)
+        if not was_busy and backend != _PRIMARY and router.transaction_backend is None:
             conn.replay = batch
         elif batch is self._resend and not was_busy:
             conn.replay = batch  # failover_session.py: a lone BEGIN, sent again if its primary dies
