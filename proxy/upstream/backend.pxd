@@ -13,7 +13,9 @@ cdef class LatencyHistogram:
     cdef public tuple bounds
     cdef public list counts
     cdef public double sum
-    cdef public object count
+    # A C counter: `count += 1` per response made a new int object past 256 (the counts' list
+    # items stay ints: the status pages read the list).
+    cdef public unsigned long long count
 
     cpdef observe(self, double value)
 
