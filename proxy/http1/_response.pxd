@@ -16,12 +16,16 @@ cdef extern from "Python.h":
     char *PyBytes_AS_STRING(object)
     Py_ssize_t PyBytes_GET_SIZE(object)
 
-# data.startswith(head), by memcmp when both are bytes (ResponseParser.feed_simple's memo check).
-cdef inline bint _same_start(object data, bytes head) except -1:
+# ResponseParser.feed_simple's memo check: `data` starts with the last simple response's head,
+# which is the first `result[1]` bytes of `head` (compiled, `head` is that whole response when it
+# was short: no copy of its head was made). By memcmp when both are bytes.
+cdef inline bint _same_start(object data, bytes head, object result) except -1:
     cdef Py_ssize_t n
-    if type(data) is not bytes or head is None:
+    if type(data) is not bytes or head is None or type(result) is not tuple:
         return data.startswith(head)
-    n = PyBytes_GET_SIZE(head)
+    n = result[1]
+    if n > PyBytes_GET_SIZE(head):
+        n = PyBytes_GET_SIZE(head)
     return PyBytes_GET_SIZE(data) >= n and memcmp(PyBytes_AS_STRING(data), PyBytes_AS_STRING(head), n) == 0
 
 cdef int _R_HEAD, _R_LENGTH, _R_CHUNK_SIZE, _R_CHUNK_DATA, _R_CHUNK_CRLF, _R_TRAILER, _R_UNTIL_CLOSE

@@ -171,7 +171,7 @@ class ResponseParser:
         if self._expected[0] == b"HEAD":
             return None
         if len(data) == self._last_size and (
-            _same_start(data, self._last_head) if _COMPILED else data.startswith(self._last_head)  # noqa: F821
+            _same_start(data, self._last_head, self._last_result) if _COMPILED else data.startswith(self._last_head)  # noqa: F821
         ):
             # The same head and the same size as the last simple response: the same verdict
             # (it depends on the head's bytes and on the size alone, never on the body's bytes).
@@ -181,7 +181,9 @@ class ResponseParser:
             if result is None:
                 return None
             if result[1] <= REMEMBER_MAX:
-                self._last_head = data[: result[1]]
+                # Compiled, a response no longer than that is kept whole, not copied (~0.45k
+                # instructions: a slice object and a bytes): `_same_start` compares its head only.
+                self._last_head = data if _COMPILED and len(data) <= REMEMBER_MAX else data[: result[1]]
                 self._last_size = len(data)
                 self._last_result = result
         _popleft(self._expected)

@@ -27,6 +27,22 @@ cdef inline Py_ssize_t _keep_alive(const unsigned char *p, Py_ssize_t n, Py_ssiz
 
 cdef bint _COMPILED
 
+cdef extern from "Python.h":
+    long long PyLong_AsLongLongAndOverflow(object, int *) except? -1
+
+# `n > limit + extra` (`n > limit` when extra is 0), in C where `limit` is an int that fits a long
+# long (the head limit always is); anything else as Python compares it, with its errors.
+cdef inline bint _beyond(Py_ssize_t n, object limit, Py_ssize_t extra) except -1:
+    cdef int overflow = 0
+    cdef long long v
+    if type(limit) is int:
+        v = PyLong_AsLongLongAndOverflow(limit, &overflow)
+        if overflow == 0:
+            return n - extra > v
+    if extra == 0:
+        return n > limit
+    return n > limit + extra
+
 cdef Py_ssize_t _span(const unsigned char *p, Py_ssize_t i, Py_ssize_t n, const unsigned char *table) noexcept
 
 # _span over a bytes' buffer (the scanners take only bytes): its byte at n is NUL, which no table

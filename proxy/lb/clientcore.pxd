@@ -4,7 +4,7 @@
 # and the hot methods are called in C. The cpdef ones are also called from Python or overridden
 # by subclasses (lb/frontconn.py: RedirectConn._start_request), which Cython's dispatch honours.
 cimport cython
-from libc.string cimport memcpy
+from libc.string cimport memcpy, memcmp
 from proxy.http1._head cimport RequestHead as CRequestHead
 from proxy.http1._request cimport RequestCore
 from proxy.upstream.conn cimport UpstreamCore, UpstreamClient
@@ -78,8 +78,9 @@ cdef class ClientCore(UpstreamClient):
                    backend=CBackend, fe=FrontendCore)
     cpdef on_simple_response(self, up, data, result)
 
-    @cython.locals(now=double, backend=CBackend, fe=FrontendCore, t=double)
     cpdef _response_end(self, UpstreamCore up)
+    @cython.locals(now=double, backend=CBackend, fe=FrontendCore, t=double)
+    cdef _response_end_at(self, UpstreamCore up, bint keep_alive)
     cpdef _finish_exchange(self)
     @cython.locals(fe=FrontendCore)
     cdef _finish_at(self, double now)
@@ -91,6 +92,27 @@ cdef extern from "Python.h":
     bytes PyBytes_FromStringAndSize(const char *, Py_ssize_t)
     char *PyBytes_AS_STRING(object)
     Py_ssize_t PyBytes_GET_SIZE(object)
+
+# `method in IDEMPOTENT` for a bytes, in C (anything else: the frozenset's answer); clientcore.py
+# asserts at import that it takes IDEMPOTENT's six and refuses others.
+cdef inline bint _idempotent(object m) except -1:
+    cdef Py_ssize_t n
+    cdef const char *s
+    if type(m) is not bytes:
+        return m in _IDEMPOTENT
+    n = PyBytes_GET_SIZE(m)
+    s = PyBytes_AS_STRING(m)
+    if n == 3:
+        return memcmp(s, b"GET", 3) == 0 or memcmp(s, b"PUT", 3) == 0
+    if n == 4:
+        return memcmp(s, b"HEAD", 4) == 0
+    if n == 5:
+        return memcmp(s, b"TRACE", 5) == 0
+    if n == 6:
+        return memcmp(s, b"DELETE", 6) == 0
+    if n == 7:
+        return memcmp(s, b"OPTIONS", 7) == 0
+    return False
 
 # _cut, compiled: `data` (bytes) less [start, end), checked 0 <= start <= end <= len(data) by _cut.
 cdef inline bytes _cut_bytes(bytes data, Py_ssize_t start, Py_ssize_t end):

@@ -87,3 +87,27 @@ def test_simple_responses_one_per_feed_compiled_is_pure(messages, methods, max_h
 def test_any_bytes_compiled_is_pure(data, cuts, methods, simple):
     same(methods, pieces(data, cuts), simple)
     same(methods, [b"HTTP/1.1 200 OK\r\n" + data], simple)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from([b"200 OK", b"404 Not Found", b"500 Oops", b"201 Made"]),
+                          st.sampled_from([b"", b"Connection: keep-alive\r\n", b"X-A: b\r\n", b"Date: x\r\n"]),
+                          st.binary(min_size=0, max_size=3)), min_size=2, max_size=6),
+       st.integers(0, 40))  # fmt: skip
+def test_the_memo_answers_by_the_head_alone(parts, pad):
+    # Responses of one size whose heads differ (status, a Connection line to cut, another field)
+    # and whose bodies differ or not, in a row: a remembered verdict is reused only for the same
+    # head (compiled, the whole last response is kept when short and only its head compared).
+    size = max(len(body) for _, _, body in parts) + pad
+    messages = []
+    for status, line, body in parts:
+        body = body.ljust(size, b"x")
+        messages.append(b"HTTP/1.1 " + status + b"\r\n" + line + b"Content-Length: %d\r\n\r\n" % size + body)
+    same([b"GET"] * len(messages), messages, True, 8192)
+    # Heads of one size too (the Connection line's place moves): a head compared by its bytes.
+    swapped = [m.replace(b"Content-Length: %d\r\nConnection" % size, b"Connection") for m in messages]
+    same([b"GET"] * (2 * len(messages)), messages + swapped, True, 8192)
+    # Longer than the memo keeps whole: the head is copied as before.
+    big = [m.replace(b"\r\n\r\n", b"\r\n\r\n" + b"y" * 5000).replace(b"Length: %d" % size, b"Length: %d" % (size + 5000))
+           for m in messages]  # fmt: skip
+    same([b"GET"] * len(big), big, True, 8192)

@@ -275,3 +275,18 @@ def test_other_argument_types_take_the_regex_path_alike():
                  "GET / HTTP/1.1\r\nHost: h\r\n\r\n", None, 5):  # fmt: skip
         same_request(data)
         same_response(data)
+
+
+def test_the_head_limit_at_its_bounds():
+    # The scanners compare the limit in C where it is an int: at, just below and just above the
+    # sizes each compares it with (the request's length, the response head's length less 4),
+    # and limits of other kinds (bool, huge, negative), against the regexes.
+    req = b"GET /a HTTP/1.1\r\nHost: h\r\nX: y\r\n\r\n"
+    resp = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX: y\r\n\r\nok"
+    head = len(resp) - 2
+    for max_head in (len(req) - 1, len(req), len(req) + 1, head - 5, head - 4, head - 3, True, False, -(1 << 70),
+                     (1 << 63) - 1, 1 << 63, -(1 << 63), -(1 << 63) - 1):  # fmt: skip
+        same_request(req, max_head)
+        same_response(resp, max_head)
+    assert simple._scan_request(req, len(req)) is not None and simple._scan_request(req, len(req) - 1) is None
+    assert simple._scan_response(resp, head - 4) is not None and simple._scan_response(resp, head - 5) is None
