@@ -100,6 +100,19 @@ def _cpu_ticks(pids: list[int]) -> tuple[int, int]:
     return u, s
 
 
+def _switches(pids: list[int]) -> tuple[int, int]:
+    """Voluntary (the task waited: epoll, a read) and involuntary (it was preempted, e.g. by the
+    task its write woke) context switches of `pids`, all threads; perf's context-switches is
+    their sum."""
+    v = i = 0
+    for p in pids:
+        for t in os.listdir(f"/proc/{p}/task"):
+            text = Path(f"/proc/{p}/task/{t}/status").read_text()
+            v += int(re.search(r"^voluntary_ctxt_switches:\s*(\d+)", text, re.MULTILINE).group(1))
+            i += int(re.search(r"^nonvoluntary_ctxt_switches:\s*(\d+)", text, re.MULTILINE).group(1))
+    return v, i
+
+
 def perf_counts(pids: list[int], work: Callable[[], int]) -> dict[str, float]:
     """PERF_EVENTS of `pids` while `work()` runs (the raw_syscalls tracepoint: no stops), and
     the CPU they used (user_s, sys_s: times, so they vary with the machine's load)."""
@@ -108,10 +121,12 @@ def perf_counts(pids: list[int], work: Callable[[], int]) -> dict[str, float]:
                                "-p", ",".join(map(str, pids))], stderr=subprocess.DEVNULL)
         time.sleep(1.0)  # perf stat has no "attached" signal: it counts from its start
         u0, s0 = _cpu_ticks(pids)
+        v0, i0 = _switches(pids)
         try:
             units = work()
         finally:
             u1, s1 = _cpu_ticks(pids)
+            v1, i1 = _switches(pids)
             st.send_signal(signal.SIGINT)
             st.wait(60)
         text = open(f.name).read()
@@ -121,6 +136,7 @@ def perf_counts(pids: list[int], work: Callable[[], int]) -> dict[str, float]:
             out[m.group(2)] += float(m.group(1))
     hz = os.sysconf("SC_CLK_TCK")
     out["user_us"], out["sys_us"] = (u1 - u0) / hz * 1e6, (s1 - s0) / hz * 1e6
+    out["voluntary cs"], out["involuntary cs"] = v1 - v0, i1 - i0
     out["units"] = units
     return out
 
