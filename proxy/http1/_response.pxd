@@ -35,6 +35,7 @@ cdef object _NO_BODY_STATUS, _append, _popleft
 
 cdef class ResponseParser:
     cdef public Py_ssize_t _max_head
+    cdef public object _head_limit
     cdef public object _expected
     cdef public int _state
     cdef public bytearray _buf

@@ -85,6 +85,7 @@ class ResponseParser:
 
     __slots__ = (
         "_max_head",
+        "_head_limit",
         "_expected",
         "_state",
         "_buf",
@@ -99,6 +100,9 @@ class ResponseParser:
 
     def __init__(self, max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES) -> None:
         self._max_head = max_header_bytes
+        # The same as an object, passed to the scanner (compiled, `_max_head` is a C integer: an
+        # int object made of it per response, ~0.1k instructions).
+        self._head_limit = max_header_bytes
         self._expected: deque[bytes] = deque()
         self._state = _R_HEAD
         self._buf = bytearray()  # bytes held back until a delimiter arrives
@@ -177,7 +181,7 @@ class ResponseParser:
             # (it depends on the head's bytes and on the size alone, never on the body's bytes).
             result = self._last_result
         else:
-            result = simple_response(data, self._max_head)
+            result = simple_response(data, self._head_limit)
             if result is None:
                 return None
             if result[1] <= REMEMBER_MAX:

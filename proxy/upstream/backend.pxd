@@ -17,6 +17,7 @@ cdef class LatencyHistogram:
     # items stay ints: the status pages read the list).
     cdef public unsigned long long count
 
+    @cython.locals(i=Py_ssize_t)
     cpdef observe(self, double value)
 
 cdef class Backend:
