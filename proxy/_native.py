@@ -64,7 +64,7 @@ CIMPORTS: dict[str, tuple[str, ...]] = {
     "proxy.upstream.conn": ("proxy.http1._response",),
     "proxy.lb.clientcore": ("proxy.upstream.conn", "proxy.upstream.backend", "proxy.http1._head",
                             "proxy.http1._request", "proxy.lb.rotation"),
-    "proxy.dbproxy.books": ("proxy.upstream.backend", "proxy.pgfront.relay"),
+    "proxy.dbproxy.books": ("proxy.pgfront.relay",),
     "proxy.dbproxy.classify_cache": ("proxy.dbproxy.classify_key",),
     "proxy.dbproxy.sessioncore": ("proxy.pgfront.relay", "proxy.pgwire.framing", "proxy.pgwire.scan",
                                   "proxy.dbproxy.books", "proxy.dbproxy.session_router",

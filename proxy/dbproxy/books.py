@@ -1,8 +1,10 @@
 """The dbproxy's books per statement: the outstanding queries per backend, the query latency
 histograms and the query timer, kept by `started` (a server goes from idle to busy: the
 session's `_send`) and `finished` (it is idle again: the relay, at ReadyForQuery). The histograms are
-proxy/upstream/backend.py's `LatencyHistogram` (core/metrics.py's `Histogram`'s fields, methods
-and results; compiled, an extension type whose `observe` is a C method here).
+`QueryHistogram`s (core/metrics.py's `Histogram`'s fields, methods and results; compiled, an
+extension type whose counts and bounds are C arrays). Also here, for the session's per-statement
+work: `RouteCounts` (the metrics' statements routed, counted by slot) and `MonitorViews` (the
+replica monitor's base: its shared views a C field).
 
 `Books` is the base class of `DbProxyDaemon` (daemon.py), which sets its fields in `__init__`
 (and `query_timeout` again in `reload`); the relay and the session call `d.started(conn)` and
@@ -29,12 +31,12 @@ from bisect import bisect_left
 from typing import Any
 
 from proxy.pgfront.relay import RelayBooks
-from proxy.upstream.backend import LatencyHistogram
+from proxy.core.metrics import DEFAULT_LATENCY_BUCKETS
 
 from .faults import query_timed_out
 from .route_types import PRIMARY
 
-__all__ = ["COMPILED", "Books"]
+__all__ = ["COMPILED", "Books", "MonitorViews", "QueryHistogram", "RouteCounts"]
 
 
 def _probe() -> None:
@@ -58,9 +60,11 @@ class Books(RelayBooks):
     classify_cache.py), `clock` (causal.py's CommitClock), `follower` (the Patroni follower or
     None), `metrics` (DbMetrics) and `monitor` (the replica monitor) are the daemon's, fields
     here so the compiled session reads them in C per statement (each a generic lookup in the
-    daemon's instance dict before, ~190 instructions)."""
+    daemon's instance dict before, ~190 instructions). `route_counts` is the metrics' `routes` (a
+    `RouteCounts`), which the session counts each statement's route in."""
 
-    __slots__ = ("_latency_of", "cache", "clock", "follower", "metrics", "monitor", "outstanding", "query_timeout")
+    __slots__ = ("_latency_of", "cache", "clock", "follower", "metrics", "monitor", "outstanding", "query_timeout",
+                 "route_counts")
 
     def started(self, conn: Any) -> None:
         """A server went from idle to busy: count it and start the query clock."""
@@ -94,9 +98,9 @@ class Books(RelayBooks):
                 # sent_at a C double (relay.pxd).
                 _observe(hist, _c_monotonic() - conn.sent_at)  # noqa: F821
             else:
-                # LatencyHistogram.observe, inlined (one call less per statement).
+                # QueryHistogram.observe, inlined (one call less per statement).
                 value = _monotonic() - conn.sent_at
-                hist.counts[_bisect_left(hist.bounds, value)] += 1
+                hist._counts[_bisect_left(hist.bounds, value)] += 1
                 hist.sum += value
                 hist.count += 1
         timer = conn.timer
@@ -104,34 +108,175 @@ class Books(RelayBooks):
             timer.cancel()
             conn.timer = None
 
-    def _latency_for(self, backend: str) -> LatencyHistogram:
+    def _latency_for(self, backend: str) -> QueryHistogram:
         """The latency histogram of `backend`'s role, made at its first observation (so /metrics
         shows a role's series once it has one), remembered per backend."""
         role = "primary" if backend == PRIMARY else "replica"
         latency = self.metrics.latency  # type: ignore[attr-defined]  # the daemon's DbMetrics
         hist = latency.get(role)
         if hist is None:
-            hist = latency[role] = LatencyHistogram()
+            hist = latency[role] = QueryHistogram()
         self._latency_of[backend] = hist
         return hist
 
 
-def _observe(hist: LatencyHistogram, value: float) -> None:
-    """`hist.observe(value)` (LatencyHistogram's: bisect_left over its bounds, then the counts),
-    compiled only (`finished`): the bounds searched as C doubles (the same order as Python's
-    comparison for the bounds' values), no call through the generic call path for bisect_left
-    (~1.4k instructions a statement with it). Interpreted, `finished` inlines observe itself."""
-    bounds = hist.bounds
+class MonitorViews:
+    """The replica monitor's views as the router sees them, shared until its next poll (None:
+    not built yet): the base of `ReplicaMonitor` (monitor.py), whose `views()` builds them.
+    Compiled, an extension type whose `_views` is a C field: the session reads it per read
+    instead of calling `views()` (a Python method call from compiled code, ~0.8k instructions)."""
+
+    __slots__ = ("_views",)
+
+
+class RouteCounts:
+    """The statements routed, per (backend, reason): the metrics' `routes` (DbMetrics), read as a
+    mapping (backend, RouteReason) -> statements (`items`, `get`, `[]`, `len`, iteration, `==`
+    with a dict), counted by the session per statement with `slot` and `add`. Each pair seen has a
+    slot, a small int, for good: the session remembers the slot of its last route (a Route object
+    the router reuses), so a statement's count is an increment of one item, not a Route hashed
+    twice in a dict and a new int (~0.9k instructions a statement). Compiled, the counts are a C
+    array of unsigned long long; interpreted, a list of ints."""
+
+    __slots__ = ("_counts", "_index", "_keys")
+
+    def __init__(self) -> None:
+        self._index: dict[tuple[str, Any], int] = {}  # (backend, reason) -> slot
+        self._keys: list[tuple[str, Any]] = []  # slot -> (backend, reason)
+        self._counts: list[int] = []  # interpreted: slot -> statements (compiled: the C array)
+
+    def __dealloc__(self) -> None:  # compiled only (the C array); a plain method interpreted
+        if _COMPILED:
+            _free_counts(self)  # noqa: F821 (books.pxd)
+
+    def slot(self, route: Any) -> int:
+        """The slot of `route`'s (target, reason), made at its first statement (counted 0)."""
+        key = (route[0], route[1])
+        i = self._index.get(key, -1)
+        if i < 0:
+            i = len(self._keys)
+            if _COMPILED:
+                _grow(self, i + 1)  # noqa: F821 (books.pxd)
+            else:
+                self._counts.append(0)
+            self._keys.append(key)
+            self._index[key] = i
+        return i
+
+    def add(self, slot: int, n: int = 1) -> None:
+        """Count `n` statements more in `slot` (one `slot` gave)."""
+        if _COMPILED:
+            if slot < 0 or slot >= len(self._keys):
+                raise IndexError(slot)
+            self._n[slot] += n  # books.pxd: the C array
+        else:
+            self._counts[slot] += n
+
+    def _count(self, slot: int) -> int:
+        if _COMPILED:
+            return self._n[slot]
+        return self._counts[slot]
+
+    def items(self) -> list[tuple[tuple[str, Any], int]]:
+        """((backend, reason), statements) for each pair counted, in the order first seen."""
+        return [(key, self._count(i)) for i, key in enumerate(self._keys) if self._count(i)]
+
+    def get(self, key: tuple[str, Any], default: Any = None) -> Any:
+        i = self._index.get((key[0], key[1]))
+        if i is None or not self._count(i):
+            return default
+        return self._count(i)
+
+    def __getitem__(self, key: tuple[str, Any]) -> int:
+        n = self.get(key)
+        if n is None:
+            raise KeyError(key)
+        return n
+
+    def __contains__(self, key: Any) -> bool:
+        return isinstance(key, tuple) and len(key) == 2 and self.get(key) is not None
+
+    def __iter__(self) -> Any:
+        return iter([key for key, _ in self.items()])
+
+    def __len__(self) -> int:
+        return len(self.items())
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, RouteCounts):
+            other = dict(other.items())
+        return isinstance(other, dict) and dict(self.items()) == other
+
+    def __ne__(self, other: object) -> bool:
+        return not self == other
+
+    __hash__ = None  # type: ignore[assignment]  # a mapping: compared by its counts
+
+    def __repr__(self) -> str:
+        return f"RouteCounts({dict(self.items())!r})"
+
+
+class QueryHistogram:
+    """A role's query latency (the metrics' `latency`): core/metrics.py's `Histogram`'s fields,
+    methods and results (`bounds`, `counts`, `sum`, `count`, `observe`, `buckets`), the bounds
+    floats. Compiled, an extension type whose counts are a C array of unsigned long long (`counts`
+    gives them as a new list) and its bounds a C array of doubles too: `finished` counts a
+    statement without a Python int made and freed (a list of ints past 256 makes one per count).
+    Interpreted, `counts` is the list itself (`_counts`)."""
+
+    __slots__ = ("_counts", "bounds", "count", "sum")
+
+    def __init__(self, bounds: Any = DEFAULT_LATENCY_BUCKETS) -> None:
+        self.bounds = tuple(bounds)
+        self.sum = 0.0
+        self.count = 0
+        self._counts: list[int] = [0] * (len(self.bounds) + 1)  # interpreted's (compiled: _n)
+        if _COMPILED:
+            _hist_arrays(self)  # noqa: F821 (books.pxd)
+
+    def __dealloc__(self) -> None:  # compiled only (the C arrays); a plain method interpreted
+        if _COMPILED:
+            _hist_free(self)  # noqa: F821 (books.pxd)
+
+    @property
+    def counts(self) -> list[int]:
+        if _COMPILED:
+            return [self._n[i] for i in range(len(self.bounds) + 1)]
+        return self._counts
+
+    def observe(self, value: float) -> None:
+        if _COMPILED:
+            _observe(self, value)
+        else:
+            self._counts[_bisect_left(self.bounds, value)] += 1
+            self.sum += value
+            self.count += 1
+
+    def buckets(self) -> list[tuple[str, float]]:
+        """Prometheus bucket pairs (`le`, cumulative count) ending with +Inf."""
+        counts = self.counts
+        out, acc = [], 0
+        for bound, n in zip(self.bounds, counts):
+            acc += n
+            out.append((repr(float(bound)), acc))
+        out.append(("+Inf", acc + counts[-1]))
+        return out
+
+
+def _observe(hist: QueryHistogram, value: float) -> None:
+    """`hist.observe(value)` compiled only (`finished`): bisect_left over the bounds as C doubles
+    (the same order as Python's comparison of floats), the count an item of the C array.
+    Interpreted, `finished` inlines observe itself."""
+    b = hist._b
     lo = 0
-    hi = len(bounds)
+    hi = hist._nb
     while lo < hi:
         mid = (lo + hi) >> 1
-        bound = bounds[mid]
-        if bound < value:
+        if b[mid] < value:
             lo = mid + 1
         else:
             hi = mid
-    hist.counts[lo] += 1
+    hist._n[lo] += 1
     hist.sum += value
     hist.count += 1
 
@@ -140,3 +285,6 @@ def _observe(hist: LatencyHistogram, value: float) -> None:
 # (proxy/_members.pxd): interpreted code reads and writes them as fast as the pure twin's.
 if COMPILED:
     as_members(Books, Books.__slots__)  # noqa: F821
+    as_members(RouteCounts, RouteCounts.__slots__)  # noqa: F821
+    as_members(QueryHistogram, ("_counts",))  # noqa: F821
+    as_members(MonitorViews, MonitorViews.__slots__)  # noqa: F821

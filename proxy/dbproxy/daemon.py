@@ -36,9 +36,8 @@ from proxy.pgfront.frontdaemon import FrontDaemon
 from proxy.pgfront.listen import start_listener
 from proxy.pgfront.login_limits import LoginLimiter
 from proxy.pgfront.server import ServerConn, error_fields, send_cancel
-from proxy.upstream.backend import LatencyHistogram
 
-from .books import Books
+from .books import Books, QueryHistogram, RouteCounts
 from .causal import CommitClock, WalPosition, claim_slot, create_slots, slots_path
 from .classify import ClassifierCache
 from .classify_types import Decision
@@ -50,7 +49,7 @@ from .losswindow import Positions, loss_window_metrics
 from .faults import replica_marked_down, restart_query_timer
 from .monitor import BackendStatus, ReplicaMonitor, usable_for_reads
 from .patroni_admin import add_patroni_routes
-from .router import PRIMARY, ReplicaView, RouteReason
+from .router import PRIMARY, ReplicaView
 from .qcache_notify import NotifyListener, start_notify_listener
 from .qcache_ops import add_cache_routes, cache_snapshot, purge_local
 from .qcache_session import CachingSession, QueryCache
@@ -71,8 +70,8 @@ class DbMetrics:
     """Plain counters, exported at scrape time (proxy.core.metrics explains why)."""
 
     def __init__(self) -> None:
-        self.routes: dict[tuple[str, RouteReason], int] = {}  # (backend, reason) -> statements
-        self.latency: dict[str, LatencyHistogram] = {}  # role -> query latency (books.py makes them)
+        self.routes = RouteCounts()  # (backend, RouteReason) -> statements (books.py)
+        self.latency: dict[str, QueryHistogram] = {}  # role -> query latency (books.py makes them)
         self.auth_failures = 0
         self.login_failures = 0  # wrong passwords (28P01)
         self.logins_throttled = 0  # logins refused at once: their address failed too often
@@ -109,9 +108,10 @@ class DbProxyDaemon(Books, FrontDaemon):
         self.qnotify: NotifyListener | None = None
         self.parse_cache: dict[bytes, tuple[str, Decision]] = {}
         self.metrics = DbMetrics()
+        self.route_counts = self.metrics.routes  # Books's: the session counts routes there
         # backend -> the latency histogram of its role (metrics.latency's, made at its first
         # observation as before): `finished` looks up one key per statement.
-        self._latency_of: dict[str, LatencyHistogram] = {}
+        self._latency_of: dict[str, QueryHistogram] = {}
         # cfg.timeouts.query as a plain attribute, kept by `reload`: read per statement, and a
         # pydantic model's attribute goes through its class's __getattr__ hook (~0.7k
         # instructions each, two per read: docs/perf.md).

@@ -29,6 +29,7 @@ import asyncpg
 
 from proxy.core.config import parse_hostport
 
+from .books import MonitorViews
 from .router import PRIMARY, ReplicaView, format_lsn, parse_lsn
 
 __all__ = ["BackendStatus", "ReplicaMonitor", "usable_for_reads"]
@@ -90,7 +91,11 @@ def usable_for_reads(status: BackendStatus, max_lag_bytes: int, max_lag_seconds:
     )  # fmt: skip
 
 
-class ReplicaMonitor:
+class ReplicaMonitor(MonitorViews):
+    """The polls and their results. `_views` (MonitorViews's, books.py) is the shared tuple
+    `views()` returns, None until it is built again after a poll or a reload: the compiled
+    session reads it in C per read and calls `views()` only when it is None."""
+
     def __init__(
         self,
         primary_address: str,

@@ -117,6 +117,8 @@ class ClientSession(SessionCore, FrontendSession):
         self.batch: list[tuple[Message, Any]] = []
         self.batch_bytes = 0
         self.last_route: Route | None = None
+        self._count_route = self._count_in = None  # _route_at's slot of its last route counted
+        self._count_slot = 0
         self._avoid: dict[str, float] = {}  # replica -> monotonic time until which to skip it
         # Following Patroni (failover_session.py): the session's plain SETs, the decision of the
         # batch last routed (None: unknown), the error owed for a transaction lost on the old

@@ -9,11 +9,12 @@
 # (its fields read in C). proxy/_native.py compiles this module only where relay, framing, scan,
 # books, session_router, classify_cache and classify_types are compiled too (CIMPORTS).
 cimport cython
-from proxy.pgfront.relay cimport RelaySession, RelayServer, SyncGroup
+from proxy.pgfront.relay cimport RelaySession, RelayServer, SyncGroup, _differs
 from proxy.pgwire.framing cimport Message, _Framer
 from proxy.pgwire.scan cimport _whole_typed
 from cpython.time cimport monotonic as _c_monotonic
-from proxy.dbproxy.books cimport Books
+from proxy.dbproxy.books cimport Books, MonitorViews, RouteCounts
+from cpython.unicode cimport PyUnicode_GET_LENGTH
 from proxy.dbproxy.session_router cimport SessionRouter
 from proxy.dbproxy.classify_cache cimport ClassifierCache
 from proxy.dbproxy.classify_types cimport Decision
@@ -57,8 +58,18 @@ cdef inline SyncGroup _new_group():
     return g
 
 cdef object _deque_append
+cdef str _MULTI_STATEMENT, _PRIMARY_NAME
 
-cdef bint _COMPILED
+# `a == b` for a str `b` (a literal): `a` the same object, or a str of b's length equal to it
+# (compared untyped, `a == b` went through PyUnicode_Compare, ~0.1k instructions).
+cdef inline bint _is_str(object a, str b) except -1:
+    if a is b:
+        return True
+    if type(a) is str:
+        return PyUnicode_GET_LENGTH(<str>a) == PyUnicode_GET_LENGTH(b) and <str>a == b
+    return a == b
+
+cdef bint _COMPILED, _BOOKS_COMPILED
 cdef Py_ssize_t _MAX_BATCH
 cdef object _T_PRIMARY, _T_REPLICA, _PRIMARY, _monotonic, _UNDECIDED, _UNPACK_INT32
 cdef tuple _FIELDS
@@ -66,8 +77,9 @@ cdef tuple _FIELDS
 cdef _parse_on(dict prepared, name, raw, SyncGroup group, list out, bint injected)
 
 cdef class SessionCore(RelaySession):
-    cdef public object _avoid, _plain, _resend, _unnamed, aborted, admin, batch, batch_bytes, current, framer, inbox
+    cdef public object _avoid, _count_in, _count_route, _plain, _resend, _unnamed, aborted, admin, batch, batch_bytes, current, framer, inbox
     cdef public object inflight, last_route, servers, skip_until_sync, statements, statements_run, waiting
+    cdef public Py_ssize_t _count_slot
 
     @cython.locals(c=Py_ssize_t, n=Py_ssize_t, end_p=Py_ssize_t, framer=_Framer, raw=bytes)
     cpdef data_received(self, data)
@@ -85,7 +97,7 @@ cdef class SessionCore(RelaySession):
     cdef _dispatch_at(self, batch=*, decision=*, whole=*)
 
     cpdef _route(self, decision)
-    @cython.locals(routes=dict, now=double, d=Books, router=SessionRouter)
+    @cython.locals(now=double, d=Books, router=SessionRouter, monitor=MonitorViews, counts=RouteCounts)
     cdef _route_at(self, Decision decision, bint replica, catalog, detail)
 
     @cython.locals(group=SyncGroup, msg=Message, was_busy=bint, prepared=dict, d=Books, router=SessionRouter,

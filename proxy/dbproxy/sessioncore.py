@@ -41,6 +41,7 @@ from proxy.pgwire.errors import PgProtocolError
 from proxy.pgwire.framing import Message
 from proxy.pgwire.scan import _whole_typed
 
+from .books import COMPILED as _BOOKS_COMPILED
 from .classify_types import Target
 from .dbadmin import DB_ADMIN_DETAILS, start_if_database_admin
 from .failover_session import answer_aborted, lone_begin
@@ -61,6 +62,8 @@ _PRIMARY = PRIMARY
 _monotonic = time.monotonic  # per statement: a global, not an attribute of the module
 _UNDECIDED: Any = object()  # _dispatch's default: the batch's decision is worked out there
 _deque_append = deque.append  # a server connection's `groups` is a deque (server.py)
+_MULTI_STATEMENT = "multi-statement"
+_PRIMARY_NAME = PRIMARY  # compiled: a str global (sessioncore.pxd), for relay.pxd's _differs
 
 
 def _probe() -> None:
@@ -87,7 +90,7 @@ def _parse_on(prepared: dict[str, Any], name: str, raw: bytes, group: SyncGroup,
     out.append(raw)
 
 
-_FIELDS = ("_avoid", "_plain", "_resend", "_unnamed", "aborted", "admin", "batch", "batch_bytes", "current", "framer",
+_FIELDS = ("_avoid", "_count_in", "_count_route", "_plain", "_resend", "_unnamed", "aborted", "admin", "batch", "batch_bytes", "current", "framer",
            "inbox", "inflight", "last_route", "servers", "skip_until_sync", "statements", "statements_run",
            "waiting")  # fmt: skip
 
@@ -96,9 +99,11 @@ class SessionCore(RelaySession):
     """See the module docstring. The fields: `framer`, `inbox`, `waiting`, `skip_until_sync`,
     `admin`, `servers`, `current`, `statements`, `statements_run` (FrontendSession's: it sets
     them), and `batch`, `batch_bytes`, `last_route`, `_avoid`, `aborted`, `inflight`, `_resend`,
-    `_plain` (ClientSession's)."""
+    `_plain` (ClientSession's); `_count_route`, `_count_in`, `_count_slot`: the last route
+    counted, the RouteCounts it was counted in and its slot there (`_route_at`; `_count_route`
+    None until a first route)."""
 
-    __slots__ = _FIELDS
+    __slots__ = (*_FIELDS, "_count_slot")  # compiled: a C Py_ssize_t (sessioncore.pxd)
 
     # -- asyncio.Protocol (client side) ---------------------------------------------------------
 
@@ -370,7 +375,15 @@ class SessionCore(RelaySession):
         # views are built only then. The monitor fills in each replica's lag.
         floor = None
         if replica and router.transaction_backend is None and not router.pinned:
-            views = d.replica_views(self._avoid) if self._avoid else d.monitor.views()
+            if self._avoid:
+                views = d.replica_views(self._avoid)
+            else:
+                # The monitor's shared views as they are (a C field compiled: `monitor` is typed
+                # MonitorViews, books.pxd), built by its `views()` only when a poll reset them.
+                monitor = d.monitor
+                views = monitor._views
+                if views is None:
+                    views = monitor.views()
             if catalog:  # `floor` is None otherwise
                 floor = d.clock.floor(decision)
         else:
@@ -383,9 +396,25 @@ class SessionCore(RelaySession):
         # cpdef method (session_router.pxd) instead of a keyword call of `route` through Python.
         route = router.route_at(decision, replica, detail, now, views, d.outstanding, floor)
         self.last_route = route
-        self._multi = detail == "multi-statement"
-        routes = d.metrics.routes
-        routes[route] = routes.get(route, 0) + 1  # keyed (target, reason): Route is that tuple
+        if _COMPILED:
+            # The classifier's details are its literals: the same object, or another length.
+            self._multi = _is_str(detail, _MULTI_STATEMENT)  # noqa: F821 (sessioncore.pxd)
+        else:
+            self._multi = detail == "multi-statement"
+        # Counted in the daemon's RouteCounts (books.py) by slot: the router gives the same Route
+        # object statement after statement, so the slot of the session's last one is reused
+        # (the identity tests: no Route hashed, no int made, compiled).
+        counts = d.route_counts
+        if route is not self._count_route or counts is not self._count_in:
+            self._count_slot = counts.slot(route)
+            self._count_route = route
+            self._count_in = counts
+        if _COMPILED:
+            counts._n[self._count_slot] += 1  # the C array (books.pxd); the slot is counts' own
+        elif _BOOKS_COMPILED:
+            counts.add(self._count_slot)  # this twin with the compiled books (a stale build)
+        else:
+            counts._counts[self._count_slot] += 1
         return route
 
     # -- sending to a server --------------------------------------------------------------------
@@ -456,8 +485,9 @@ class SessionCore(RelaySession):
         self.current = conn
         conn.replay = None
         router = self.router
-        backend = conn.backend  # compiled: a str (compared in C)
-        if not was_busy and backend != _PRIMARY and router.transaction_backend is None:
+        backend = conn.backend  # compiled: a str (compared in C, its length first: relay.pxd)
+        if (not was_busy and (_differs(backend, _PRIMARY_NAME) if _COMPILED else backend != _PRIMARY)  # noqa: F821
+                and router.transaction_backend is None):  # fmt: skip
             conn.replay = batch
         elif batch is self._resend and not was_busy:
             conn.replay = batch  # failover_session.py: a lone BEGIN, sent again if its primary dies

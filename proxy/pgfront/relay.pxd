@@ -13,6 +13,16 @@ cdef bytes _SPECIAL
 cdef tuple _BYTE1
 cdef object _popleft
 
+# a != b for two str (None: not a str), the lengths compared before the text: Cython's compare of two
+# str tests their identity, then calls PyUnicode_Compare (~0.1k instructions) even for another
+# length (a session's phase "ready" against "closed").
+cdef inline bint _differs(str a, str b):
+    if a is b:
+        return False
+    if a is None or b is None or len(a) != len(b):
+        return True
+    return a != b
+
 cdef class SyncGroup:
     cdef public object flags
     cdef public object names

@@ -181,8 +181,8 @@ def relay(s: Any, conn: Any, data: bytes) -> int:
     if chunk:
         conn.replay = None
         transport = s.transport
-        phase = s.phase  # compiled: a str (its compare in C)
-        if transport is not None and phase != "closed":
+        phase = s.phase  # compiled: a str, compared by relay.pxd's _differs (its length first)
+        if transport is not None and (_differs(phase, "closed") if _COMPILED else phase != "closed"):  # noqa: F821
             transport.write(chunk)
     if s.terminating and not s.answers_due():
         s.close()

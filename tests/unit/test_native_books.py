@@ -97,3 +97,29 @@ def test_the_daemon_keeps_the_compiled_books():
 
     assert issubclass(DbProxyDaemon, compiled.Books)
     assert compiled.COMPILED
+
+
+_VALUES = st.one_of(st.floats(0, 100, allow_nan=False), st.sampled_from([0.0005, 0.001, 30.0, 0.0, 1e9, -1.0]))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(_VALUES, max_size=40))
+def test_query_histogram_is_the_histogram(values):
+    """The books' histogram (QueryHistogram: compiled, its counts a C array) against core/metrics.py's
+    Histogram, which it stands for in /metrics and /status: the same values observed give the
+    same bounds, counts, sum, count and buckets, in both twins; its `counts` a list of ints."""
+    from proxy import _native
+    from proxy.dbproxy import books
+
+    mods = [books] + ([_native.load_pure("proxy.dbproxy.books")] if books.COMPILED else [])
+    want = Histogram()
+    for v in values:
+        want.observe(v)
+    for mod in mods:
+        got = mod.QueryHistogram()
+        for v in values:
+            got.observe(v)
+        assert got.bounds == tuple(want.bounds) and type(got.counts) is list
+        assert got.counts == want.counts and all(type(n) is int for n in got.counts)
+        assert got.count == want.count and got.sum == want.sum
+        assert got.buckets() == want.buckets()

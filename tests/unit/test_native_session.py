@@ -21,7 +21,7 @@ from collections import deque
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from proxy.dbproxy.books import Books
+from proxy.dbproxy.books import Books, MonitorViews, RouteCounts
 from proxy.dbproxy.classify_cache import ClassifierCache
 from proxy.dbproxy.classify_types import Decision, Reason, Target
 from proxy.dbproxy.router import PRIMARY, Route, RouteReason
@@ -84,9 +84,15 @@ class _Cache(ClassifierCache):
         return _decide(sql)
 
 
-class _Monitor:
+class _Monitor(MonitorViews):
+    """The monitor: its shared views built at the first `views()` and kept (as its polls do)."""
+
+    def __init__(self) -> None:
+        self._views = None
+
     def views(self) -> tuple:
-        return ("view-r1",)
+        self._views = ("view-r1",)
+        return self._views
 
 
 class _Clock:
@@ -105,7 +111,7 @@ class _Clock:
 
 class _Metrics:
     def __init__(self) -> None:
-        self.routes: dict = {}
+        self.routes = RouteCounts()
 
 
 class _Daemon(Books):
@@ -126,6 +132,7 @@ class _Daemon(Books):
         self.monitor = _Monitor()
         self.outstanding: dict = {}
         self.metrics = _Metrics()
+        self.route_counts = self.metrics.routes
 
     def started(self, conn) -> None:
         self.calls.append(("started", conn.backend))
@@ -191,6 +198,8 @@ def _session_class(mod):
             self.batch = [(Message(b"H", b"H\0\0\0\x04", 5), None)] if state["pending"] else []
             self.batch_bytes = 5 if state["pending"] else 0
             self.last_route = None
+            self._count_route = self._count_in = None
+            self._count_slot = 0
             self._avoid = {"r2": 1.0} if state["avoid"] else {}
             self.aborted = None
             self.inflight = None
