@@ -405,6 +405,8 @@ class SessionCore(RelaySession):
         # object statement after statement, so the slot of the session's last one is reused
         # (the identity tests: no Route hashed, no int made, compiled).
         counts = d.route_counts
+        if counts is None:  # a daemon that has not set it (DbProxyDaemon does): its metrics'
+            counts = d.route_counts = d.metrics.routes
         if route is not self._count_route or counts is not self._count_in:
             self._count_slot = counts.slot(route)
             self._count_route = route

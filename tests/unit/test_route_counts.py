@@ -121,3 +121,23 @@ def test_the_session_counts_each_route_where_it_is_told():
         assert first == {_R1: 4, _W: 2}, mod
         assert second == {("r2", RouteReason.READ): 7, _W: 2, _R1: 2}, mod
         assert s.last_route is _W
+
+
+def test_a_daemon_without_route_counts_counts_in_its_metrics():
+    """A daemon that never set `route_counts` (DbProxyDaemon does): the metrics' counts are used
+    (compiled, a None there would be a C call on None)."""
+    from proxy.dbproxy import sessioncore
+    from tests.unit.test_native_session import READ, _session_class
+
+    mods = [sessioncore]
+    if sessioncore.COMPILED:
+        mods.append(_native.load_pure("proxy.dbproxy.sessioncore"))
+    state = {"phase": "ready", "buffered": 0, "waiting": False, "lost": False, "pending": False, "avoid": False,
+             "txn": None, "pinned": False, "lsn": False, "global": False}  # fmt: skip
+    for mod in mods:
+        s = _session_class(mod)(state)
+        s.router.route_at = lambda *a: _R1  # noqa: ARG005
+        s.d.route_counts = None
+        s._route(READ)
+        s._route(READ)
+        assert s.d.metrics.routes == {_R1: 2}, mod
