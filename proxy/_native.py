@@ -54,6 +54,7 @@ NATIVE_MODULES: tuple[str, ...] = (
     "proxy.dbproxy.sessioncore",  # the dbproxy session's client side: a statement to the server's write
     "proxy.dbproxy.session_router",  # the dbproxy's SessionRouter (an extension type) and replica choice
     "proxy.dbproxy.books",  # the dbproxy's per-statement books (an extension type, DbProxyDaemon's base)
+    "proxy.core.sendnow",  # direct sends: send(2) on a plain TCP transport's socket where that is safe
 )
 # What a compiled module cimports from another (calls in C, types): it can only run compiled where
 # that one is compiled too, so it follows the other's choice (pure, stale, absent).
@@ -61,12 +62,13 @@ CIMPORTS: dict[str, tuple[str, ...]] = {
     "proxy.http1._simple": ("proxy.http1._head",),
     "proxy.http1._response": ("proxy.http1._simple",),
     "proxy.http1._request": ("proxy.http1._simple",),
-    "proxy.upstream.conn": ("proxy.http1._response",),
+    "proxy.upstream.conn": ("proxy.http1._response", "proxy.core.sendnow"),
     "proxy.lb.clientcore": ("proxy.upstream.conn", "proxy.upstream.backend", "proxy.http1._head",
-                            "proxy.http1._request", "proxy.lb.rotation"),
+                            "proxy.http1._request", "proxy.lb.rotation", "proxy.core.sendnow"),
     "proxy.dbproxy.books": ("proxy.pgfront.relay",),
     "proxy.dbproxy.classify_cache": ("proxy.dbproxy.classify_key",),
-    "proxy.dbproxy.sessioncore": ("proxy.pgfront.relay", "proxy.pgwire.framing", "proxy.pgwire.scan",
+    "proxy.pgfront.relay": ("proxy.core.sendnow",),
+    "proxy.dbproxy.sessioncore": ("proxy.pgfront.relay", "proxy.pgwire.framing", "proxy.pgwire.scan", "proxy.core.sendnow",
                                   "proxy.dbproxy.books", "proxy.dbproxy.session_router",
                                   "proxy.dbproxy.classify_cache", "proxy.dbproxy.classify_types"),
     "proxy.dbproxy.session_router": ("proxy.dbproxy.classify_types", "proxy.pgfront.relay"),

@@ -10,6 +10,7 @@
 # books, session_router, classify_cache and classify_types are compiled too (CIMPORTS).
 cimport cython
 from proxy.pgfront.relay cimport RelaySession, RelayServer, SyncGroup, _differs
+from proxy.core.sendnow cimport send
 from proxy.pgwire.framing cimport Message, _Framer
 from proxy.pgwire.scan cimport _whole_typed
 from cpython.time cimport monotonic as _c_monotonic

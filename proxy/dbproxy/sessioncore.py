@@ -35,6 +35,7 @@ import time
 from collections import deque
 from typing import Any
 
+from proxy.core.sendnow import send
 from proxy.pgfront.relay import RelaySession, SyncGroup, as_members
 from proxy.pgwire import encode
 from proxy.pgwire.errors import PgProtocolError
@@ -499,7 +500,10 @@ class SessionCore(RelaySession):
         if out is None:
             transport = conn.transport
             if transport is not None:  # conn.write, inlined (not closed: see the callers)
-                transport.write(whole)
+                if _COMPILED:
+                    send(transport, conn.direct, whole)  # send(2) where safe (proxy/core/sendnow.py), a C call
+                else:
+                    transport.write(whole)
         elif len(out) == 1:
             conn.write(out[0])
         elif sum(map(len, out)) > LARGE_SQL_BYTES:

@@ -29,6 +29,7 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING, Any
 
+from proxy.core.sendnow import direct_send
 from proxy.http1 import (
     HOP_BY_HOP,
     LAST_CHUNK,
@@ -74,6 +75,7 @@ class ClientConn(ClientCore, MarkedDownMixin, RejectMixin, asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]  # uvloop's is no subclass
+        self.direct = direct_send(transport)
         fe = self.fe
         peer = transport.get_extra_info("peername")
         self.client_ip = (peer[0] if peer else "").encode()

@@ -11,6 +11,7 @@ from proxy.upstream.conn cimport UpstreamCore, UpstreamClient
 from proxy.upstream.backend cimport Backend as CBackend
 from proxy.lb.rotation cimport Balancer
 from proxy._members cimport as_members
+from proxy.core.sendnow cimport send
 
 cdef bint _COMPILED
 
@@ -45,6 +46,7 @@ cdef class PoolCore:
 cdef class ClientCore(UpstreamClient):
     cdef public SimpleHeads heads
     cdef public object fe, transport, clock, backlog
+    cdef public object direct  # proxy/core/sendnow.py's DirectSend for `transport`, or None
     cdef public RequestCore parser  # feed_simple called in C
     cdef public object req, pool, backend, up, connecting, retry_buf, exclude, last_failure
     cdef public object resp, set_cookie, hash_key, tunnel_buf

@@ -22,6 +22,7 @@ from __future__ import annotations
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
+from proxy.core.sendnow import send
 from proxy.http1 import Framing, ProtocolError, RequestHead, RequestParser, ResponseHead
 from proxy.http1._simple import cut_connection
 from proxy.lb.outlier import Outcome
@@ -166,6 +167,7 @@ class ClientCore(UpstreamClient):
         # that adds to it): the simple path's head is then made here, without that call.
         self.heads = getattr(fe, "core_heads", None)
         self.transport: asyncio.Transport | None = None
+        self.direct: Any = None  # send(2) straight to its socket (proxy/core/sendnow.py's DirectSend)
         self.client_ip = b""
         self.parser = RequestParser(
             max_header_bytes=fe.cfg.limits.max_header_bytes,
@@ -342,7 +344,10 @@ class ClientCore(UpstreamClient):
             up.resume_reading()
         # An attached connection is open: an idle one is taken only if not closed, a new one
         # comes from connection_made.
-        up.transport.write(self.up_head)
+        if _COMPILED:
+            send(up.transport, up.direct, self.up_head)  # send(2) where safe (proxy/core/sendnow.py), a C call
+        else:
+            up.transport.write(self.up_head)
         self.sent = True
         if self.pending:
             up.write(b"".join(self.pending))
@@ -389,7 +394,10 @@ class ClientCore(UpstreamClient):
         if cut_start != cut_end:
             # Compiled, `_cut` is a C call (through a module global, a Python call of its wrapper).
             data = _cut(data, cut_start, cut_end) if _COMPILED else cut_connection(data, cut_start, cut_end)
-        self.transport.write(data)
+        if _COMPILED:
+            send(self.transport, self.direct, data)  # send(2) where safe (proxy/core/sendnow.py), a C call
+        else:
+            self.transport.write(data)
         self._response_end_at(up, True)  # `rh.keep_alive`, read by `_response_end`
 
     # -- the exchange's end ----------------------------------------------------------------
@@ -469,6 +477,6 @@ if _COMPILED:
     as_members(FrontendCore, ("draining", "fallback", "limits", "now", "pools", "routes", "simple_heads",  # noqa: F821
                               "timeouts"))
     as_members(PoolCore, tuple(n for n in PoolCore.__slots__ if not n.endswith("_balancer")))  # noqa: F821
-    as_members(ClientCore, ("backend", "backlog", "clock", "connecting", "exclude", "fe", "hash_key",  # noqa: F821
+    as_members(ClientCore, ("backend", "backlog", "clock", "connecting", "direct", "exclude", "fe", "hash_key",  # noqa: F821
                             "last_failure", "pool", "req", "resp", "retry_buf", "set_cookie", "transport",
                             "tunnel_buf", "up"))

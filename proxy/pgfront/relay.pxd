@@ -6,6 +6,7 @@
 cimport cython
 from cpython.object cimport PyObject, PyTypeObject
 from cpython.mem cimport PyMem_Malloc
+from proxy.core.sendnow cimport send
 
 cdef bint _COMPILED
 cdef Py_ssize_t _MAX_LENGTH
@@ -32,6 +33,7 @@ cdef class RelaySession:
     cdef public object d
     cdef public object router
     cdef public object transport
+    cdef public object direct  # proxy/core/sendnow.py's DirectSend for `transport`, or None
     cdef public object phase
     cdef public object ending
     cdef public object terminating
@@ -51,6 +53,7 @@ cdef class RelayServer:
     cdef public object backend
     cdef public object closed
     cdef public object transport
+    cdef public object direct  # proxy/core/sendnow.py's DirectSend for `transport`, or None
     cdef public object counted
     cdef public double sent_at
     cdef public object timer

@@ -27,6 +27,7 @@ import struct
 from collections import deque
 from typing import Any
 
+from proxy.core.sendnow import send
 from proxy.pgwire.errors import PgProtocolError
 from proxy.pgwire.framing import DEFAULT_MAX_MESSAGE_LENGTH, Message
 from proxy.pgwire.messages import decode_backend
@@ -183,7 +184,10 @@ def relay(s: Any, conn: Any, data: bytes) -> int:
         transport = s.transport
         phase = s.phase  # compiled: a str, compared by relay.pxd's _differs (its length first)
         if transport is not None and (_differs(phase, "closed") if _COMPILED else phase != "closed"):  # noqa: F821
-            transport.write(chunk)
+            if _COMPILED:
+                send(transport, s.direct, chunk)  # send(2) where safe (proxy/core/sendnow.py), a C call
+            else:
+                transport.write(chunk)
     if s.terminating and not s.answers_due():
         s.close()
     return pos
@@ -259,7 +263,7 @@ class RelaySession:
     `transport`, `phase`, `ending`, `terminating`, `_multi`. The relay also reads `statements`
     and calls `fatal`, `close` and `answers_due`."""
 
-    __slots__ = ("_multi", "d", "ending", "phase", "router", "terminating", "transport")
+    __slots__ = ("_multi", "d", "direct", "ending", "phase", "router", "terminating", "transport")
 
     # relay_from_server(conn, data): `relay` as a method (no call in between, in either twin). A
     # subclass may override it; a server connection then calls the override (set_attached).
@@ -273,9 +277,9 @@ class RelayServer:
     `sent_at` and `timer` for the dbproxy's books (proxy/dbproxy/books.py: `started`/`finished`). `ServerConn` supplies `_frame`, `_wake` and `_bad_protocol` (internal mode
     and a server's bad protocol)."""
 
-    __slots__ = ("_internal", "_owner", "_rest", "_skip", "backend", "closed", "copy", "counted", "errored", "fatal",
-                 "groups", "open_group", "params", "prepared", "received", "replay", "sent_at", "session", "status",
-                 "timer", "transport")  # fmt: skip
+    __slots__ = ("_internal", "_owner", "_rest", "_skip", "backend", "closed", "copy", "counted", "direct", "errored",
+                 "fatal", "groups", "open_group", "params", "prepared", "received", "replay", "sent_at", "session",
+                 "status", "timer", "transport")  # fmt: skip
 
     def set_attached(self, session: Any) -> None:
         """Attach to a client session (None: back to internal mode). A session whose class keeps
@@ -336,6 +340,7 @@ def as_members(cls: type, names: tuple[str, ...]) -> None:
 
 if _COMPILED:
     _as_members(SyncGroup, ("by_query", "flags", "names"))  # noqa: F821
-    _as_members(RelaySession, ("_multi", "d", "ending", "phase", "router", "terminating", "transport"))  # noqa: F821
-    _as_members(RelayServer, ("backend", "closed", "copy", "counted", "errored", "fatal", "groups", "open_group",  # noqa: F821
-                              "params", "prepared", "replay", "session", "status", "timer", "transport", "_rest"))  # fmt: skip
+    _as_members(RelaySession, ("_multi", "d", "direct", "ending", "phase", "router", "terminating", "transport"))  # noqa: F821
+    _as_members(RelayServer, ("backend", "closed", "copy", "counted", "direct", "errored", "fatal", "groups",  # noqa: F821
+                              "open_group", "params", "prepared", "replay", "session", "status", "timer", "transport",
+                              "_rest"))  # fmt: skip

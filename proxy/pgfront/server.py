@@ -32,6 +32,7 @@ from collections import deque
 from collections.abc import Mapping
 from typing import Any, Protocol
 
+from proxy.core.sendnow import DirectSend, direct_send
 from proxy.pgwire import encode
 from proxy.pgwire.auth import ScramClient, md5_password
 from proxy.pgwire.errors import CONNECTION_FAILURE, PgProtocolError
@@ -102,6 +103,7 @@ class ServerConn(RelayServer, asyncio.Protocol):
         self.address = address
         self.key = key  # the pool's key: (backend, user, database, startup options)
         self.transport: asyncio.Transport | None = None
+        self.direct: DirectSend | None = None  # send(2) straight to its socket (proxy/core/sendnow.py)
         self.params: dict[str, str] = {}
         self.pid = 0
         self.secret = 0
@@ -135,6 +137,7 @@ class ServerConn(RelayServer, asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+        self.direct = direct_send(transport)
         sock = transport.get_extra_info("socket")
         if sock is not None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)

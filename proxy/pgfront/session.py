@@ -29,6 +29,7 @@ import time
 from collections import deque
 from typing import Any, Protocol
 
+from proxy.core.sendnow import DirectSend, direct_send
 from proxy.pgwire import encode
 from proxy.pgwire.errors import (
     CONNECTION_FAILURE,
@@ -132,6 +133,7 @@ class FrontendSession(RelaySession, asyncio.Protocol):
     def __init__(self, services: FrontendServices) -> None:
         self.d = services
         self.transport: asyncio.Transport | None = None
+        self.direct: DirectSend | None = None  # send(2) straight to its socket (proxy/core/sendnow.py)
         self.peer: str | None = None
         self.phase = "startup"  # startup -> auth -> login -> ready -> closed
         self.framer = FrontendFramer(max_message_length=services.max_message_length)
@@ -218,6 +220,7 @@ class FrontendSession(RelaySession, asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+        self.direct = direct_send(transport)
         peer = transport.get_extra_info("peername")
         self.peer = peer[0] if peer else None
         self.d.sessions.add(self)
@@ -458,6 +461,7 @@ class FrontendSession(RelaySession, asyncio.Protocol):
             self.close()
             return
         self.transport = transport  # type: ignore[assignment]
+        self.direct = None  # TLS: every write through the TLS transport (sendnow.send checks it too)
         self.tls = True
 
     def _auth_message(self, msg: Message) -> None:

@@ -5,6 +5,7 @@
 cimport cython
 from proxy.http1._response cimport ResponseParser
 from proxy._members cimport as_members
+from proxy.core.sendnow cimport direct_send, send
 
 cdef bint _COMPILED
 
@@ -15,6 +16,7 @@ cdef class UpstreamClient:
 
 cdef class UpstreamCore:
     cdef public object backend, transport, client
+    cdef public object direct  # proxy/core/sendnow.py's DirectSend for `transport`, or None
     cdef public ResponseParser parser
     cdef public bint reused, got_bytes, closed, read_paused, private
     cdef public double idle_since

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING, Any
 
+from proxy.core.sendnow import direct_send, send
 from proxy.http1 import ProtocolError
 from proxy.http1._response import ResponseParser
 
@@ -62,6 +63,7 @@ class UpstreamCore:
     __slots__ = (
         "backend",
         "transport",
+        "direct",
         "parser",
         "client",
         "reused",
@@ -76,6 +78,7 @@ class UpstreamCore:
     def __init__(self, backend: Backend, max_header_bytes: int) -> None:
         self.backend = backend
         self.transport: asyncio.Transport | None = None
+        self.direct: Any = None  # send(2) straight to its socket (proxy/core/sendnow.py's DirectSend)
         self.parser = ResponseParser(max_header_bytes=max_header_bytes)
         # The exchange this connection serves now, if any: it implements takes_simple_response,
         # on_simple_response, on_upstream_events, upstream_protocol_error, upstream_closed_early,
@@ -93,6 +96,7 @@ class UpstreamCore:
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]  # uvloop's is no subclass
+        self.direct = direct_send(transport)
         transport.set_write_buffer_limits(high=WRITE_HIGH_WATER)
         self.backend.open_connections += 1
 
@@ -170,8 +174,12 @@ class UpstreamCore:
             self.transport.resume_reading()
 
     def write(self, data: bytes) -> None:
-        if self.transport is not None and not self.closed:
-            self.transport.write(data)
+        transport = self.transport
+        if transport is not None and not self.closed:
+            if _COMPILED:
+                send(transport, self.direct, data)  # send(2) where safe (proxy/core/sendnow.py), a C call
+            else:
+                transport.write(data)
 
     def detach(self) -> None:
         self.client = None
@@ -197,4 +205,4 @@ class UpstreamConn(UpstreamCore, asyncio.Protocol):
 # the lb's interpreted client code and the cdn's origin fetches read and set them as fast as the
 # pure twin's slots. (The typed fields keep their getsets.)
 if _COMPILED:
-    as_members(UpstreamCore, ("backend", "client", "max_header_bytes", "transport"))  # noqa: F821
+    as_members(UpstreamCore, ("backend", "client", "direct", "max_header_bytes", "transport"))  # noqa: F821

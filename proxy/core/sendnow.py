@@ -1,0 +1,89 @@
+"""Direct sends: a connection's bytes handed to its socket with send(2), where that is safe.
+
+The proxies' hot writes (the dbproxy's relay and statement sends, the lb's exchange) went through
+uvloop's `transport.write`: a method call into uvloop, which appends to its buffer list, tries
+write(2) at once (uvloop 0.23: `_initiate_write`, when nothing is queued in libuv for the stream
+and the protocol is not paused) and clears the list again, ~1.2k user-space instructions per call
+(docs/perf.md), and write(2) takes the kernel's VFS path that send(2) skips. Compiled, `send`
+calls send(2) itself, non-blocking and without SIGPIPE, when and only when that is the same as
+what uvloop would do:
+
+* the connection's transport is uvloop's plain TCP transport, checked once when the connection is
+  made (`direct_send`: its exact type, a TCP socket, its descriptor; never an SSL/TLS transport,
+  whose socket carries TLS records, nor a Unix socket, nor asyncio's own transports or a test's);
+* the transport `send` is given is that same one (a session upgraded to TLS by start_tls has a
+  new transport: its writes go through it);
+* the transport is not closing: uvloop closes the socket (and the descriptor number may then be
+  reused) only after its connection_lost, which follows close() or a fatal error, both of which
+  set it closing; and a write after close() is dropped by uvloop, so it must not go out here;
+* uvloop holds nothing for it (`get_write_buffer_size() == 0`): a write it could not finish
+  (EAGAIN, partial) waits in libuv's queue, and bytes sent now would overtake it.
+
+Otherwise, and for whatever send(2) did not take (the rest of a partial send, EAGAIN, any
+error), `transport.write` as before: uvloop queues the rest, meets the error and reports it as it
+always did. Interpreted (the pure twin), `direct_send` gives None and `send` is
+`transport.write`; the hot sites call `transport.write` themselves when not compiled (no call in
+between).
+"""
+
+from __future__ import annotations
+
+import socket
+from typing import Any
+
+__all__ = ["COMPILED", "DirectSend", "direct_send", "send"]
+
+try:  # the plain TCP transport's type (uvloop may be absent: then nothing is sent directly)
+    from uvloop.loop import TCPTransport as _TCP_TRANSPORT
+except ImportError:  # pragma: no cover - uvloop is a dependency
+    _TCP_TRANSPORT = None
+
+_INET = (socket.AF_INET, socket.AF_INET6)
+
+
+def _probe() -> None:
+    pass
+
+
+# A compiled module's functions are Cython's, not Python's.
+_COMPILED = type(_probe).__name__ != "function"
+COMPILED = _COMPILED
+
+
+class DirectSend:
+    """What `send` needs of a connection made on uvloop's plain TCP transport: that transport
+    (the one the descriptor belongs to) and the socket's descriptor."""
+
+    __slots__ = ("fd", "transport")
+
+    def __init__(self, transport: Any, fd: int) -> None:
+        self.transport = transport
+        self.fd = fd
+
+
+def direct_send(transport: Any) -> DirectSend | None:
+    """At connection_made: a `DirectSend` for `transport` if writes to it may go straight to its
+    socket (compiled, uvloop's TCPTransport exactly, on a TCP socket), else None."""
+    if not _COMPILED or _TCP_TRANSPORT is None or type(transport) is not _TCP_TRANSPORT:
+        return None
+    sock = transport.get_extra_info("socket")
+    if sock is None or sock.family not in _INET or sock.type != socket.SOCK_STREAM:
+        return None
+    fd = sock.fileno()
+    if fd < 0:
+        return None
+    return DirectSend(transport, fd)
+
+
+def send(transport: Any, direct: Any, data: Any) -> None:
+    """`transport.write(data)`; compiled, send(2) on the socket first where that is safe (see the
+    module docstring), the rest (if any) through `transport.write`."""
+    if _COMPILED and direct is not None and type(data) is bytes:
+        d = direct
+        if d.transport is transport and not transport.is_closing() and transport.get_write_buffer_size() == 0:
+            sent = _send_bytes(d.fd, data)  # noqa: F821  # sendnow.pxd
+            if sent == len(data):
+                return
+            if sent > 0:
+                data = data[sent:]
+    transport.write(data)
