@@ -56,17 +56,37 @@ cdef inline Py_ssize_t _span_nul(const unsigned char *p, Py_ssize_t i, const uns
         i += 1
     return i
 
+cdef extern from *:
+    """
+    /* The index of the lowest-addressed byte whose top bit is set in m (m != 0), where the bytes
+       were loaded little-endian; 0 (no skip) on other machines or compilers. */
+    static inline Py_ssize_t tierproxy_first_flag(uint64_t m) {
+    #if defined(__GNUC__) && defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+        return (Py_ssize_t)(__builtin_ctzll(m) >> 3);
+    #else
+        (void)m;
+        return 0;
+    #endif
+    }
+    """
+    Py_ssize_t _first_flag "tierproxy_first_flag"(uint64_t m) noexcept
+
 # A field value's run (or a reason phrase's): `table` holds every byte from 0x20 to 0x7E (asserted
 # at import), so eight bytes that are all of those are all in it, tested at once (a byte below 0x20:
 # x - 0x20.. borrows into its top bit where x's is clear; above 0x7E: x + 0x01.. or x sets it; both
 # exact as a yes/no); the first eight that are not, and the rest, go byte by byte (_span_nul). Only
 # where eight bytes are left before `n`, so nothing past the bytes is read.
+# The eight that are not: the lowest flagged byte is exact (a borrow or carry starts only at a
+# flagged byte and runs upward), so on a little-endian machine the scan goes on from that byte (the
+# CR that ends a value, most often), not from the first of the eight (_first_flag; 0 elsewhere).
 cdef inline Py_ssize_t _span_text(const unsigned char *p, Py_ssize_t i, Py_ssize_t n,
                                   const unsigned char *table) noexcept:
-    cdef uint64_t x
+    cdef uint64_t x, m
     while i + 8 <= n:
         memcpy(&x, p + i, 8)
-        if (((x - 0x2020202020202020ULL) & ~x) | (x + 0x0101010101010101ULL) | x) & 0x8080808080808080ULL:
+        m = (((x - 0x2020202020202020ULL) & ~x) | (x + 0x0101010101010101ULL) | x) & 0x8080808080808080ULL
+        if m:
+            i += _first_flag(m)
             break
         i += 8
     return _span_nul(p, i, table)

@@ -290,3 +290,20 @@ def test_the_head_limit_at_its_bounds():
         same_response(resp, max_head)
     assert simple._scan_request(req, len(req)) is not None and simple._scan_request(req, len(req) - 1) is None
     assert simple._scan_response(resp, head - 4) is not None and simple._scan_response(resp, head - 5) is None
+
+
+def test_one_odd_byte_anywhere_in_a_value():
+    # The value scan skips eight printable bytes at a time and, compiled on a little-endian
+    # machine, goes on from the first byte of the eight that is not printable: every such byte
+    # (controls, tab, DEL, obs-text, CR, LF) at every place of a value, both scanners, vs the regexes.
+    odd = [*range(0x00, 0x20), 0x7F, 0x80, 0xA0, 0xFE, 0xFF]
+    for c in odd:
+        for at in range(0, 20):
+            value = bytearray(b"abcdefghijklmnopqrstuvwx")
+            value[at] = c
+            value = bytes(value)
+            same_request(b"GET / HTTP/1.1\r\nHost: h\r\nUser-Agent: " + value + b"\r\nAccept: */*\r\n\r\n")
+            same_request(b"GET / HTTP/1.1\r\nUser-Agent: " + value[:at + 1] + b"\r\nHost: h\r\n\r\n")
+            same_response(b"HTTP/1.1 200 " + value + b"\r\nContent-Length: 2\r\n\r\nok")
+            same_response(b"HTTP/1.1 200 OK\r\nServer: " + value + b"\r\nContent-Length: 2\r\n\r\nok")
+            same_response(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nETag: " + value[:at + 1] + b"\r\n\r\nok")
