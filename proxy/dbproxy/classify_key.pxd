@@ -40,8 +40,18 @@ cdef Py_ssize_t _in_list_end(unsigned char *q, Py_ssize_t j, Py_ssize_t w) noexc
 @cython.locals(r=Py_ssize_t, o=Py_ssize_t, c=Py_ssize_t, e=Py_ssize_t)
 cdef Py_ssize_t _in_lists(unsigned char *q, Py_ssize_t w) noexcept
 
+from libc.string cimport memcmp
+
+cdef bint _COMPILED
+cdef Py_ssize_t _SMALL
+
+# The key (q[:n]) is the text (p[:n]), compared in place.
+cdef inline bint _same_bytes(const unsigned char *p, const unsigned char *q, Py_ssize_t n) noexcept:
+    return memcmp(p, q, n) == 0
+
+# `small`: the key's buffer for a text up to _SMALL bytes (a C array on the stack: no object made).
 @cython.locals(p="const unsigned char *", q="unsigned char *", t="const unsigned char *", buf=bytearray, n=Py_ssize_t, i=Py_ssize_t,
-               e=Py_ssize_t, w=Py_ssize_t, c=Py_ssize_t, marked=bint)
+               e=Py_ssize_t, w=Py_ssize_t, c=Py_ssize_t, marked=bint, small="unsigned char[512]")
 cpdef object _key_typed(object sql)
 
 @cython.locals(raw=bytes)

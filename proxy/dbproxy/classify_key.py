@@ -379,6 +379,18 @@ def _in_lists(q: bytearray, w: int) -> int:
 # By character: 1 if the scanner looks at it in a statement's pieces ("'$-/;&( and the digits).
 _PIECE = bytes(1 if chr(c) in "\"$'-/;&(0123456789" else 0 for c in range(256))
 _ZERO = bytearray(1)
+# Compiled, a text up to this long is keyed in a C array on the stack (classify_key.pxd's `small`)
+# instead of a bytearray made per key (`_ZERO * n`, a generic multiply: ~0.35k instructions).
+_SMALL = 512
+
+
+def _probe() -> None:
+    pass
+
+
+# A compiled module's functions are Cython's, not Python's.
+COMPILED = type(_probe).__name__ != "function"
+_COMPILED = COMPILED  # compiled: a C global (classify_key.pxd)
 
 
 def _key_typed(sql: bytes) -> bytes:
@@ -394,8 +406,12 @@ def _key_typed(sql: bytes) -> bytes:
     if c >= 128:
         return sql
     t = _PIECE
-    buf = _ZERO * n  # the key is never longer than the text; cheaper than bytearray(n)
-    q = buf
+    # The key is never longer than the text.
+    if _COMPILED and n <= _SMALL:
+        q = small  # noqa: F821 (classify_key.pxd: a C array)
+    else:
+        buf = _ZERO * n  # cheaper than bytearray(n)
+        q = buf
     w = 0
     marked = False  # a piece that needs more than its numbers replaced: _KEYABLE's groups
     i = 0
@@ -528,10 +544,15 @@ def _key_typed(sql: bytes) -> bytes:
         i = e
     if marked:
         w = _in_lists(q, w)
-    key = q[:w]  # compiled: bytes made from the buffer; interpreted (tests): a bytearray
+    if _COMPILED:
+        # The text itself when nothing changed, compared in place: no bytes made for it.
+        if w == n and _same_bytes(p, q, n):  # noqa: F821 (classify_key.pxd: memcmp)
+            return sql
+        return q[:w]  # bytes made from the buffer
+    key = q[:w]  # interpreted (tests): a bytearray
     if key == sql:
         return sql
-    return key if type(key) is bytes else bytes(key)
+    return bytes(key)
 
 
 def _key_str_typed(sql: str) -> str:
@@ -543,13 +564,6 @@ def _key_str_typed(sql: str) -> str:
     key = _key_typed(raw)
     return sql if key is raw else key.decode("ascii")
 
-
-def _probe() -> None:
-    pass
-
-
-# A compiled module's functions are Cython's, not Python's.
-COMPILED = type(_probe).__name__ != "function"
 
 # The entry points are the bound methods themselves: one Python call per key, not two (this runs
 # for every statement whose exact text missed the cache).

@@ -18,7 +18,6 @@ cdef object _T_PRIMARY
 cdef object _T_REPLICA
 cdef object _new_route
 cdef frozenset _ROLLBACK_DETAILS
-cdef tuple _STATUSES
 cdef Py_ssize_t _MAX_TIES
 cdef object _P_FALLBACK
 cdef object _P_HINT
@@ -62,11 +61,12 @@ cdef class SessionRouter(RelayRouter):
     cdef public object _usable_views
     cdef public object _usable_weights
     cdef public object _window
+    cdef public object _window_mode
 
     # The session's per-statement entry (`route` calls it too): positional, a C call from the
     # compiled session, which has read the decision's target and detail already; the decision's
     # other fields are read in C (classify_types.pxd).
-    @cython.locals(d=Decision, routes=dict)
+    @cython.locals(d=Decision, routes=dict, on_primary=bint)
     cpdef object route_at(self, Decision decision, bint replica, object detail, object now, object replicas,
                           object outstanding, object floor_lsn)
     # The relay's hook per ReadyForQuery (relay.pxd's RelayRouter): a C call from the relay.

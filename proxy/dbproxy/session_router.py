@@ -180,7 +180,6 @@ _P_TRANSACTION = Route(PRIMARY, RouteReason.TRANSACTION)
 _P_WRITE = Route(PRIMARY, RouteReason.WRITE)
 
 _ROLLBACK_DETAILS = frozenset({"rollback", "rollback-and-chain"})
-_STATUSES = (b"I", b"T", b"E")
 _MAX_TIES = 16  # `_least_loaded_here`'s array of tied replicas
 
 
@@ -235,6 +234,7 @@ class SessionRouter(RelayRouter):
         "_usable_views",
         "_usable_weights",
         "_window",
+        "_window_mode",
     )
 
     def __init__(
@@ -255,6 +255,9 @@ class SessionRouter(RelayRouter):
         if balance not in ("statement", "session"):
             raise ValueError(f"unknown balance {balance!r}")
         self._mode = read_your_writes
+        # Per statement while a commit is pending (mode lsn: until its LSN is learned, which a
+        # session that reads only inside transactions never asks for), a flag, not a string compare.
+        self._window_mode = read_your_writes == "primary-window"
         self._window = primary_window  # seconds
         self._max_lag_bytes = max_lag_bytes
         self._max_lag_seconds = max_lag_seconds
@@ -366,7 +369,9 @@ class SessionRouter(RelayRouter):
             self._txn_failed = False
             self.transaction_backend = None
             return
-        if status not in _STATUSES:
+        # Two compares, not `in _STATUSES` (compiled, a tuple's contains through the generic
+        # protocol, ~0.27k instructions per statement inside a transaction: docs/perf.md).
+        if status != b"T" and status != b"E":
             raise ValueError(f"unknown ReadyForQuery status {status!r}")
         if self.transaction_backend is None:
             self.transaction_backend = self._last_target or _PRIMARY
@@ -419,7 +424,7 @@ class SessionRouter(RelayRouter):
         in C (a cpdef method: session_router.pxd): a Python-level call with keywords, and generic
         reads of the frozen `Decision`'s fields, cost ~0.6k instructions each way (docs/perf.md).
         Compiled, `decision` is typed (classify_types.pxd's Decision): its fields are read in C."""
-        if self._commit_pending and self._mode == "primary-window":
+        if self._commit_pending and self._window_mode:
             # The commit happened at or before now: starting the window here is on the safe side.
             self._commit_pending = False
             self._last_write_at = now
@@ -432,7 +437,10 @@ class SessionRouter(RelayRouter):
         if backend is not None:
             if d.pins_session:
                 self.pinned = True
-            if not replica and backend == _PRIMARY:
+            # The primary's name is the one object (PRIMARY) wherever the router sets it: `is`
+            # first, the string compare (a call, compiled) only for another object.
+            on_primary = backend is _PRIMARY or backend == _PRIMARY
+            if not replica and on_primary:
                 reason = d.reason
                 if reason is _R_TRANSACTION_CONTROL:
                     if detail == "finish-prepared":  # _is_write: COMMIT PREPARED commits one
@@ -442,10 +450,10 @@ class SessionRouter(RelayRouter):
                     if d.writes_catalog:
                         self._uncommitted_ddl = True
                     self._last_write_at = now
-            if detail in _ROLLBACK_DETAILS and d.ends_transaction:
+            if d.ends_transaction and detail in _ROLLBACK_DETAILS:  # the flag (a C field) first
                 self._uncommitted_write = self._uncommitted_ddl = False
             self._last_target = backend
-            if backend == _PRIMARY:
+            if on_primary:
                 return _P_TRANSACTION
             return _new_route(Route, (backend, _RR_TRANSACTION))
 
@@ -463,12 +471,19 @@ class SessionRouter(RelayRouter):
         hinted = d.reason is _R_HINT
         if d.begins_transaction:
             route = _P_HINT if hinted else _P_TRANSACTION
+            # The route's target kept beside it: a Route is a tuple subclass, whose [0] compiled
+            # goes through the generic item protocol (~0.8k instructions per BEGIN).
+            target = _PRIMARY
             if replica and d.read_only_transaction:
                 picked = self._pick_read(now, replicas, outstanding, floor_lsn)
-                route = _new_route(Route, (picked, route[1])) if type(picked) is str else picked
+                if type(picked) is str:
+                    route = _new_route(Route, (picked, _RR_HINT if hinted else _RR_TRANSACTION))
+                    target = picked
+                else:
+                    route = picked  # a route to the primary
             elif not replica and _is_write(d, detail):
                 self._note_write(now, d)  # "BEGIN; INSERT ..." in one string
-            self.transaction_backend = self._last_target = route[0]
+            self.transaction_backend = self._last_target = target
             return route
 
         if not replica:

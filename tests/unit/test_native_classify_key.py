@@ -133,3 +133,27 @@ def test_anything_but_bytes_gets_the_pure_answer_or_error():
 def test_the_pure_twin_keeps_the_regexes():
     pure = _native.load_pure("proxy.dbproxy.classify_key")
     assert not pure.COMPILED and pure.literal_key_bytes == pure._BYTES.key
+
+
+@settings(max_examples=400, deadline=None)
+@given(INPUTS)
+def test_a_key_is_its_own_key(sql):
+    """The compiled cache looks a text up by its key alone (classify_cache.py): a kept key sent as
+    a statement of its own must be found under the same entry, so keying must be idempotent."""
+    compiled, pure = _twins("proxy.dbproxy.classify_key")
+    for mod in (compiled, pure):
+        key = mod.literal_key_bytes(sql)
+        again = mod.literal_key_bytes(key)
+        assert again == key, (mod.__name__, sql, key)
+        assert (again is key) == (type(key) is bytes), (mod.__name__, sql)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(490, 530), PLAIN_TEXTS, st.sampled_from([b" 1", b" 'x'", b" -- c\n", b"", b" IN (1, 2)"]))
+def test_texts_near_the_stack_buffer_keyed_alike(n, text, tail):
+    """Compiled, a text up to 512 bytes is keyed in a C array, a longer one in a bytearray: both
+    sides of the boundary, with and without anything to replace, against the regexes."""
+    compiled, pure = _twins("proxy.dbproxy.classify_key")
+    sql = text + b" " * max(0, n - len(text) - len(tail)) + tail
+    assert _outcome(compiled.literal_key_bytes, sql) == _outcome(pure.literal_key_bytes, sql), sql
+    assert _outcome(classify_key._key_typed, sql) == _outcome(_regex, sql), sql

@@ -24,7 +24,7 @@ _FIELDS = (
     "_commit_epoch", "_commit_pending", "_last_commit_lsn", "_last_target", "_last_write_at",
     "_max_lag_bytes", "_max_lag_seconds", "_mode", "needs_commit_lsn", "pinned", "_rotation",
     "transaction_backend", "_txn_failed", "_uncommitted_ddl", "_uncommitted_write", "_usable_for",
-    "_usable_views", "_usable_names", "_usable_weights", "_read_routes", "_sticky", "_window",
+    "_usable_views", "_usable_names", "_usable_weights", "_read_routes", "_sticky", "_window", "_window_mode",
 )  # fmt: skip
 
 _DETAILS = ["select", "insert", "begin", "begin-read-only", "commit", "rollback", "rollback-and-chain",
@@ -76,9 +76,14 @@ outstanding = st.none() | st.dictionaries(st.sampled_from(["r1", "r2", "r3", "r4
 
 _routes = st.tuples(st.just("route"), decisions, st.integers(0, 5) | st.floats(0, 5), st.integers(0, 3), st.booleans(),
                     st.none() | st.integers(0, 2000), outstanding, st.none() | st.none() | _LSNS)  # fmt: skip
-_ready = st.tuples(st.just("ready"), st.sampled_from([b"I", b"T", b"E", b"I", b"X", b""]), st.none() | st.booleans())
+_ready = st.tuples(st.just("ready"), st.sampled_from([b"I", b"T", b"E", b"I", b"X", b"", b"TE", "T", bytearray(b"T"),
+                                                      bytearray(b"E"), memoryview(b"T"), None, 84]),
+                   st.none() | st.booleans())  # fmt: skip
 _lsn = st.tuples(st.just("lsn"), st.integers(-1, 2500) | st.just(2**64))
-events = st.integers(0, 9).flatmap(lambda k: _routes if k < 6 else _ready if k < 9 else _lsn)
+# The open transaction's backend set from outside to a name equal to the primary's but another
+# object (the router compares it by identity first), or to a replica's.
+_backend = st.tuples(st.just("backend"), st.sampled_from(["pri", "r1"]))
+events = st.integers(0, 19).flatmap(lambda k: _routes if k < 12 else _ready if k < 18 else _lsn if k < 19 else _backend)
 settings_ = st.fixed_dictionaries({
     "read_your_writes": st.sampled_from(["lsn", "primary-window", "global", "off", "off", "global", "bogus"]),
     "primary_window": st.sampled_from([0.0, 1.0, 2.5]),
@@ -136,6 +141,10 @@ def test_session_router_twins_agree(kw, view_pool, evs, with_clock):
                 got = [_outcome(r.on_ready_for_query, status) for r in routers]
             else:
                 got = [_outcome(r.on_ready_for_query, status, failed=failed) for r in routers]
+        elif ev[0] == "backend":
+            for r in routers:
+                r.transaction_backend = "".join((ev[1], "mary")) if ev[1] == "pri" else ev[1]
+            got = [None, None]
         else:
             got = [_outcome(r.on_commit_lsn, ev[1]) for r in routers]
         assert got[0] == got[1], ev
@@ -159,3 +168,32 @@ def test_the_compiled_router_is_the_one_imported():
 
     assert router.SessionRouter is compiled.SessionRouter
     assert compiled.COMPILED
+
+
+def test_a_transaction_on_an_equal_primary_name_counts_its_writes():
+    """The open transaction's backend compared with the primary's name by value, not only by
+    identity (the router tests `is` first): a write in it is uncommitted, and its commit is
+    reported; a rollback's flag ends it without a commit."""
+    compiled, pure = _twins("proxy.dbproxy.session_router")
+    for mod in (compiled, pure):
+        clock = _Clock()
+        r = mod.SessionRouter(on_commit=clock)
+        r.transaction_backend = b"primary".decode()  # equal to PRIMARY, another object
+        route = r.route(Decision(P, Reason.WRITE, detail="insert"), 1.0, ())
+        assert (route[0], route[1].value) == ("primary", "transaction"), mod.__name__
+        assert r._uncommitted_write and r._last_write_at == 1.0, mod.__name__
+        r.on_ready_for_query(b"I")
+        assert clock.calls == [False] and r.needs_commit_lsn, mod.__name__
+        r.on_ready_for_query(bytearray(b"T"))
+        assert r.transaction_backend == "primary"
+        r.route(Decision(P, Reason.WRITE, detail="insert"), 2.0, ())
+        r.route(Decision(P, Reason.TRANSACTION_CONTROL, ends_transaction=True, detail="rollback"), 3.0, ())
+        r.on_ready_for_query(b"I")
+        assert clock.calls == [False], mod.__name__
+        for bad in (b"X", "T", None, b"TT"):
+            try:
+                r.on_ready_for_query(bad)
+            except ValueError as exc:
+                assert "unknown ReadyForQuery status" in str(exc)
+            else:
+                raise AssertionError((mod.__name__, bad))
