@@ -74,16 +74,24 @@ class ClassifierCache:
 
     def get(self, sql: str) -> Decision:
         entries = self._entries
-        decision = entries.get(sql)
-        if decision is not None:
-            self.hits += 1
-            return decision
-        key = literal_key(sql)
-        if key is not sql:
+        if type(sql) is str:
+            # By the key alone (see get_bytes).
+            key = literal_key(sql)
             decision = entries.get(key)
             if decision is not None:
                 self.hits += 1
                 return decision
+        else:  # the errors the exact lookup, then the key, raise
+            decision = entries.get(sql)
+            if decision is not None:
+                self.hits += 1
+                return decision
+            key = literal_key(sql)
+            if key is not sql:
+                decision = entries.get(key)
+                if decision is not None:
+                    self.hits += 1
+                    return decision
         self.misses += 1
         decision = self._classify(sql, write_functions=self._write_functions)
         self._remember(entries, key, decision)
@@ -99,19 +107,23 @@ class ClassifierCache:
         """`get` for SQL as the client sent it (UTF-8), keyed by those bytes (`literal_key_bytes`),
         so a hit costs no decoding; a miss decodes it and goes through `get`."""
         entries = self._by_bytes
-        if _COMPILED and type(sql) is bytes:  # (anything else: the errors the lookups raise)
-            # The key first, then one lookup: a text with literals (pgbench's, an ORM's) is never
-            # an entry by its exact bytes (only keys are kept, and a key is its own key), so the
-            # exact lookup first cost it a hash and a probe of fresh bytes for nothing (~0.5k
-            # instructions); a text that is its own key (BEGIN, a statement without literals)
-            # is found by the same lookup after its scan. Interpreted, the key is the regexes,
-            # which cost more than the lookup they would save: the exact bytes first there.
-            key = _key_typed(sql)  # literal_key_bytes, called in C (classify_key.pxd)
+        if type(sql) is bytes:
+            # By the key alone, one lookup. A text is never looked up by its exact bytes first:
+            # the entries are keys, and a key is not always its own key (`SELECT 1e+5.`, which
+            # PostgreSQL refuses, keys to `SELECT 1e+0`, a valid statement whose own key is
+            # `SELECT 0`), so the exact text of an earlier statement's key found that statement's
+            # decision (the primary, for the refused one) instead of its own. Keyed texts
+            # (pgbench's, an ORM's) also saved a hash and a probe of fresh bytes that never hit
+            # (~0.5k instructions compiled); a text that is its own key is found all the same.
+            if _COMPILED:
+                key = _key_typed(sql)  # literal_key_bytes, called in C (classify_key.pxd)
+            else:
+                key = literal_key_bytes(sql)
             decision = entries.get(key)
             if decision is not None:
                 self.hits += 1
                 return decision
-        else:
+        else:  # the errors the exact lookup, then the key, raise
             decision = entries.get(sql)
             if decision is not None:
                 self.hits += 1

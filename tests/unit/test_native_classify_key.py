@@ -135,19 +135,6 @@ def test_the_pure_twin_keeps_the_regexes():
     assert not pure.COMPILED and pure.literal_key_bytes == pure._BYTES.key
 
 
-@settings(max_examples=400, deadline=None)
-@given(INPUTS)
-def test_a_key_is_its_own_key(sql):
-    """The compiled cache looks a text up by its key alone (classify_cache.py): a kept key sent as
-    a statement of its own must be found under the same entry, so keying must be idempotent."""
-    compiled, pure = _twins("proxy.dbproxy.classify_key")
-    for mod in (compiled, pure):
-        key = mod.literal_key_bytes(sql)
-        again = mod.literal_key_bytes(key)
-        assert again == key, (mod.__name__, sql, key)
-        assert (again is key) == (type(key) is bytes), (mod.__name__, sql)
-
-
 @settings(max_examples=200, deadline=None)
 @given(st.integers(490, 530), PLAIN_TEXTS, st.sampled_from([b" 1", b" 'x'", b" -- c\n", b"", b" IN (1, 2)"]))
 def test_texts_near_the_stack_buffer_keyed_alike(n, text, tail):
