@@ -52,6 +52,7 @@ NATIVE_MODULES: tuple[str, ...] = (
     "proxy.lb.clientcore",  # the lb client connection's state and simple exchange (an extension type)
     "proxy.pgfront.relay",  # the relay loop and its hot state (server connection, session) as extension types
     "proxy.dbproxy.sessioncore",  # the dbproxy session's client side: a statement to the server's write
+    "proxy.dbproxy.outstanding",  # the dbproxy's outstanding queries per backend (an extension type)
     "proxy.dbproxy.session_router",  # the dbproxy's SessionRouter (an extension type) and replica choice
     "proxy.dbproxy.books",  # the dbproxy's per-statement books (an extension type, DbProxyDaemon's base)
     "proxy.core.sendnow",  # direct sends: send(2) on a plain TCP transport's socket where that is safe
@@ -65,13 +66,15 @@ CIMPORTS: dict[str, tuple[str, ...]] = {
     "proxy.upstream.conn": ("proxy.http1._response", "proxy.core.sendnow"),
     "proxy.lb.clientcore": ("proxy.upstream.conn", "proxy.upstream.backend", "proxy.http1._head",
                             "proxy.http1._request", "proxy.lb.rotation", "proxy.core.sendnow"),
-    "proxy.dbproxy.books": ("proxy.pgfront.relay",),
+    "proxy.dbproxy.books": ("proxy.pgfront.relay", "proxy.dbproxy.outstanding"),
     "proxy.dbproxy.classify_cache": ("proxy.dbproxy.classify_key",),
     "proxy.pgfront.relay": ("proxy.core.sendnow",),
     "proxy.dbproxy.sessioncore": ("proxy.pgfront.relay", "proxy.pgwire.framing", "proxy.pgwire.scan", "proxy.core.sendnow",
                                   "proxy.dbproxy.books", "proxy.dbproxy.session_router",
-                                  "proxy.dbproxy.classify_cache", "proxy.dbproxy.classify_types"),
-    "proxy.dbproxy.session_router": ("proxy.dbproxy.classify_types", "proxy.pgfront.relay"),
+                                  "proxy.dbproxy.classify_cache", "proxy.dbproxy.classify_types",
+                                  "proxy.dbproxy.outstanding"),
+    "proxy.dbproxy.session_router": ("proxy.dbproxy.classify_types", "proxy.pgfront.relay",
+                                     "proxy.dbproxy.outstanding"),
 }
 # Measured and left out, for now (docs/perf.md, "The native layer"): compiled as they are, the rest
 # of the lb exchange (lb/client.py, frontend.py, pool.py), http1/parser.py and

@@ -8,6 +8,7 @@ from cpython.mem cimport PyMem_Realloc, PyMem_Free
 from libc.string cimport memset
 from proxy._members cimport as_members
 from proxy.pgfront.relay cimport RelayServer, RelayBooks
+from proxy.dbproxy.outstanding cimport Outstanding
 
 cdef bint _COMPILED
 
@@ -37,9 +38,9 @@ cdef class Books(RelayBooks):
     cdef public object query_timeout
     cdef public object route_counts
 
-    @cython.locals(outstanding=dict)
+    @cython.locals(outstanding=dict, slots=Outstanding)
     cpdef started(self, RelayServer conn)
-    @cython.locals(outstanding=dict, latency_of=dict, hist=QueryHistogram)
+    @cython.locals(outstanding=dict, latency_of=dict, hist=QueryHistogram, slots=Outstanding, i=Py_ssize_t)
     cpdef finished(self, RelayServer conn)
 
 @cython.locals(b="double *", lo=Py_ssize_t, hi=Py_ssize_t, mid=Py_ssize_t)

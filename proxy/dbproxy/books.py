@@ -34,6 +34,7 @@ from proxy.pgfront.relay import RelayBooks
 from proxy.core.metrics import DEFAULT_LATENCY_BUCKETS
 
 from .faults import query_timed_out
+from .outstanding import Outstanding
 from .route_types import PRIMARY
 
 __all__ = ["COMPILED", "Books", "MonitorViews", "QueryHistogram", "RouteCounts"]
@@ -54,7 +55,9 @@ _query_timed_out = query_timed_out
 
 
 class Books(RelayBooks):
-    """The per-statement books; the daemon sets `outstanding` ({}), `query_timeout` (the
+    """The per-statement books; the daemon sets `outstanding` (an `Outstanding`, outstanding.py, where
+    this module is compiled: counted by slot in C; a dict otherwise, and any mapping is counted as
+    one), `query_timeout` (the
     config's `timeouts.query`, a plain attribute: a pydantic model's costs ~0.7k instructions a
     read) and `_latency_of` ({}) before any session runs. `cache` (the classifier's cache,
     classify_cache.py), `clock` (causal.py's CommitClock), `follower` (the Patroni follower or
@@ -71,8 +74,13 @@ class Books(RelayBooks):
         if not conn.counted:
             conn.counted = True
             backend = conn.backend
-            outstanding = self.outstanding
-            outstanding[backend] = outstanding.get(backend, 0) + 1
+            if _COMPILED and type(self.outstanding) is Outstanding:
+                # outstanding.py: the backend's slot, an increment of a C array's item.
+                slots = self.outstanding
+                slots._n[slots.slot(backend)] += 1
+            else:
+                outstanding = self.outstanding
+                outstanding[backend] = outstanding.get(backend, 0) + 1
         if _COMPILED:
             conn.sent_at = _c_monotonic()  # noqa: F821 (books.pxd: cpython.time's, the same clock)
         else:
@@ -87,12 +95,27 @@ class Books(RelayBooks):
         if conn.counted:
             conn.counted = False
             backend = conn.backend
-            outstanding = self.outstanding
-            outstanding[backend] -= 1
-            latency_of = self._latency_of
-            hist = latency_of.get(backend)
-            if hist is None:
-                hist = self._latency_for(backend)
+            if _COMPILED and type(self.outstanding) is Outstanding:
+                # outstanding.py: the backend's slot (KeyError for one never counted, as the
+                # dict's), its count and its histogram (found once per backend) by index.
+                slots = self.outstanding
+                i = slots.find(backend)
+                if i < 0:
+                    raise KeyError(backend)
+                slots._n[i] -= 1
+                hist = slots.hists[i]
+                if hist is None:
+                    hist = self._latency_of.get(backend)
+                    if hist is None:
+                        hist = self._latency_for(backend)
+                    slots.hists[i] = hist
+            else:
+                outstanding = self.outstanding
+                outstanding[backend] -= 1
+                latency_of = self._latency_of
+                hist = latency_of.get(backend)
+                if hist is None:
+                    hist = self._latency_for(backend)
             if _COMPILED:
                 # The histogram's observe in C (_observe), the C clock, the connection's
                 # sent_at a C double (relay.pxd).

@@ -37,7 +37,7 @@ from proxy.pgfront.listen import start_listener
 from proxy.pgfront.login_limits import LoginLimiter
 from proxy.pgfront.server import ServerConn, error_fields, send_cancel
 
-from .books import Books, QueryHistogram, RouteCounts
+from .books import COMPILED as BOOKS_COMPILED, Books, QueryHistogram, RouteCounts
 from .causal import CommitClock, WalPosition, claim_slot, create_slots, slots_path
 from .classify import ClassifierCache
 from .classify_types import Decision
@@ -48,6 +48,7 @@ from .failover import FENCED_SQLSTATE, FencedPools, PatroniFollower
 from .losswindow import Positions, loss_window_metrics
 from .faults import replica_marked_down, restart_query_timer
 from .monitor import BackendStatus, ReplicaMonitor, usable_for_reads
+from .outstanding import Outstanding
 from .patroni_admin import add_patroni_routes
 from .router import PRIMARY, ReplicaView
 from .qcache_notify import NotifyListener, start_notify_listener
@@ -119,7 +120,9 @@ class DbProxyDaemon(Books, FrontDaemon):
         self.sessions: set[ClientSession] = set()
         self.closing: set[ClientSession] = set()  # ended, their FATAL still being delivered
         self.tasks: set[asyncio.Task[Any]] = set()
-        self.outstanding: dict[str, int] = {}
+        # backend -> statements in flight (outstanding.py): compiled, slots whose counts the
+        # books and the router read in C; the pure twin's dict operations are its fastest.
+        self.outstanding: Outstanding | dict[str, int] = Outstanding() if BOOKS_COMPILED else {}
         # balance = "session": the sessions bound to each replica, kept by their routers (one
         # count per worker process: each balances its own sessions).
         self.replica_sessions = ReplicaSessions()

@@ -5,6 +5,7 @@
 cimport cython
 from proxy._members cimport as_members
 from proxy.dbproxy.classify_types cimport Decision
+from proxy.dbproxy.outstanding cimport Outstanding
 from proxy.pgfront.relay cimport RelayRouter
 
 cdef object _PRIMARY
@@ -76,7 +77,7 @@ cdef class SessionRouter(RelayRouter):
     @cython.locals(names=list)
     cdef object _pick_read(self, object now, object replicas, object outstanding, object floor=*)
     cdef int _usable_from(self, tuple replicas, object max_b, object max_s) except -1
-    @cython.locals(views=list, names=list, weights=list, counts=dict, n=Py_ssize_t, i=Py_ssize_t,
+    @cython.locals(views=list, names=list, weights=list, counts=dict, slots=Outstanding, n=Py_ssize_t, i=Py_ssize_t,
                    ties=Py_ssize_t, k=Py_ssize_t, rot=Py_ssize_t, tied="Py_ssize_t[16]",
                    best_key=double, key=double, lf=double, wf=double)
     cdef object _least_loaded_here(self, object min_lsn, object outstanding)

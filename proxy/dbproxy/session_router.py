@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING
 from proxy.pgfront.relay import RelayRouter
 
 from .classify_types import Decision, Reason, Target
+from .outstanding import Outstanding
 from .route_types import MAX_LSN, PRIMARY, ReadYourWrites, ReplicaView, Route, RouteReason, lag_bytes
 
 if TYPE_CHECKING:
@@ -629,18 +630,23 @@ class SessionRouter(RelayRouter):
         ties = 0
         best_key = 0.0
         counts = outstanding if type(outstanding) is dict else None
+        # The daemon's compiled books keep an Outstanding (outstanding.py): its counts read in C.
+        slots = outstanding if type(outstanding) is Outstanding else None
         for i in range(n):
             if min_lsn is not None:
                 lsn = views[i].replay_lsn
                 if lsn is None or lsn < min_lsn:
                     continue
-            if counts is not None:
-                load = counts.get(names[i], 0)
-            elif outstanding is None:
-                load = views[i].outstanding
+            if slots is not None:
+                lf = slots.count_of(names[i])
             else:
-                load = outstanding.get(names[i], 0)
-            lf = load
+                if counts is not None:
+                    load = counts.get(names[i], 0)
+                elif outstanding is None:
+                    load = views[i].outstanding
+                else:
+                    load = outstanding.get(names[i], 0)
+                lf = load
             wf = weights[i]
             key = lf / wf
             if ties == 0 or key < best_key:
