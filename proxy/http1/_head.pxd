@@ -7,9 +7,8 @@ cimport cython
 cdef object _NO_BODY, _NEW_LIST
 cdef tuple _FIELDS
 
-# A request's head lives for one exchange: a free list of them spares an allocation and a free per
-# request (the simple path makes one per request).
-@cython.freelist(16)
+# (No free list: Cython 3.3 ignores `@cython.freelist` in a .pxd, and the pure twin's .py must not
+# import Cython to carry it there; docs/perf.md.)
 cdef class RequestHead:
     cdef public object method, target, version, headers, keep_alive, framing, content_length, upgrade
     cdef public object expect_continue, host, raw_fields, forward
