@@ -599,9 +599,7 @@ class PatroniCluster:
 
     def set_synchronous_mode(self, on: bool, timeout: float = READY_TIMEOUT) -> None:
         """PATCH /config synchronous_mode; waits until /cluster shows a sync standby (on) or none (off)."""
-        status, answer = self._request("PATCH", "/config", {"synchronous_mode": on})
-        if status != 200:
-            raise DevstackError(f"PATCH /config synchronous_mode={on}: {status} {answer!r}")
+        self._patch_config({"synchronous_mode": on}, timeout)
 
         def applied() -> bool:
             roles = [m.get("role") for m in self.cluster().get("members", [])]
@@ -632,9 +630,25 @@ class PatroniCluster:
     def set_config(self, settings: Mapping[str, Any]) -> None:
         """PATCH /config: Patroni's dynamic settings (e.g. failsafe_mode), applied by every node
         at its next loop."""
-        status, answer = self._request("PATCH", "/config", dict(settings))
-        if status != 200:
-            raise DevstackError(f"PATCH /config {dict(settings)}: {status} {answer!r}")
+        self._patch_config(settings, READY_TIMEOUT)
+
+    def _patch_config(self, settings: Mapping[str, Any], timeout: float) -> None:
+        """PATCH /config until Patroni takes it. Patroni answers 409 when its compare-and-set of
+        the config key in the DCS fails (another writer, or etcd too slow to answer in time on a
+        loaded machine, seen in the suite): the change was not made, so it is sent again."""
+        body = dict(settings)
+        refused: list[tuple[int, Any]] = []
+
+        def taken() -> bool:
+            status, answer = self._request("PATCH", "/config", body)
+            if status == 200:
+                return True
+            if status != 409:
+                raise DevstackError(f"PATCH /config {body}: {status} {answer!r}")
+            refused.append((status, answer))
+            return False
+
+        self._wait(taken, timeout, f"PATCH /config {body} taken (409 answers: {len(refused)})")
 
     def _wait(self, probe: Any, timeout: float, what: str) -> Any:
         try:
