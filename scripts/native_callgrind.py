@@ -65,7 +65,8 @@ def _cases() -> dict[str, Callable[[], Callable[[], object]]]:
             "exchange_vary": exchange_vary,
             "frame_rows": frame_rows, "frame_extended": frame_extended,
             "classify_pgbench": lambda: classify_hit(PGBENCH_SQL), "classify_orm": lambda: classify_hit(ORM_SQL),
-            "classify_ormmix": classify_ormmix, "key_pgbench": lambda: key(PGBENCH_SQL), "key_orm": lambda: key(ORM_SQL),
+            "classify_ormmix": classify_ormmix,
+            "classify_begin": classify_same(b"BEGIN;"), "key_pgbench": lambda: key(PGBENCH_SQL), "key_orm": lambda: key(ORM_SQL),
             "key_orm_str": lambda: key(ORM_SQL, text=True),
             "hint_none": lambda: hint(PGBENCH_SQL), "hint_comment": lambda: hint(ORM_SQL),
             "hint_cache": lambda: hint(b"/* app:shop */ -- tierproxy:cache ttl=30\n" + PGBENCH_SQL, cache=True)}
@@ -128,6 +129,20 @@ def classify_hit(sql: bytes) -> Callable[[], object]:
         return cache.get_bytes(variants[state[0] % 100])
 
     return one
+
+
+def classify_same(sql: bytes) -> Callable[[], Callable[[], object]]:
+    """A hit in the classifier's cache on a text that is its own key (pgbench tpcb-like's BEGIN and
+    END: no literal to replace, found by the one lookup)."""
+
+    def case() -> Callable[[], object]:
+        from proxy.dbproxy.classify import ClassifierCache
+
+        cache = ClassifierCache()
+        cache.get_bytes(sql)
+        return lambda: cache.get_bytes(sql)
+
+    return case
 
 
 def classify_ormmix() -> Callable[[], object]:

@@ -376,8 +376,10 @@ def _in_lists(q: bytearray, w: int) -> int:
     return o
 
 
-# By character: 1 if the scanner looks at it in a statement's pieces ("'$-/;&( and the digits).
-_PIECE = bytes(1 if chr(c) in "\"$'-/;&(0123456789" else 0 for c in range(256))
+# By character: 1 if the scanner stops at it in a statement's pieces ("'$-/;&( and the digits, and
+# NUL: compiled, the scan runs to the NUL every bytes object ends with instead of testing the
+# length at every byte; a NUL inside the text is stepped over as a plain character).
+_PIECE = bytes(1 if c == 0 or chr(c) in "\"$'-/;&(0123456789" else 0 for c in range(256))
 _ZERO = bytearray(1)
 # Compiled, a text up to this long is keyed in a C array on the stack (classify_key.pxd's `small`)
 # instead of a bytearray made per key (`_ZERO * n`, a generic multiply: ~0.35k instructions).
@@ -393,85 +395,104 @@ COMPILED = type(_probe).__name__ != "function"
 _COMPILED = COMPILED  # compiled: a C global (classify_key.pxd)
 
 
-def _key_typed(sql: bytes) -> bytes:
-    """`_BYTES.key(sql)` by one scan (see above); anything but bytes goes to the regexes, for
-    their answers and errors."""
-    if type(sql) is not bytes:
-        return _BYTES.key(sql)
-    p = sql
-    n = len(sql)
-    c = 0
-    for i in range(n):
-        c |= p[i]
-    if c >= 128:
-        return sql
+def _put(q: bytearray, w: int, p: bytes, s: int, e: int) -> int:
+    """p[s:e] written at q[w:] as it is; the new end of q (compiled: memcpy, classify_key.pxd)."""
+    if _COMPILED:
+        return _put_c(q, w, p, s, e)  # noqa: F821 (classify_key.pxd)
+    while s < e:
+        q[w] = p[s]
+        w += 1
+        s += 1
+    return w
+
+
+def _scan(p: bytes, n: int, q: bytearray) -> int:
+    """The key of the ASCII text p[:n] written at q (`_BYTES.key`'s answer, see above): its
+    length, or -1 when the text is its own key (refused, or nothing in it replaced).
+
+    Runs of characters that stay as they are (names, spaces, operators, quoted identifiers,
+    parameters, and a literal that is its own replacement: 0, '', $$$$, --, /**/) are stepped over
+    and not written: q[:w] is the key of p[:s], and p[s:i] is written (`_put`) only when a
+    replacement follows or the key is needed whole (an IN list to fold). A text with nothing
+    replaced (BEGIN, `SELECT 0`, a `$1` statement) writes nothing. Compiled, p[n] must be 0 (a
+    bytes object's buffer always is): the stepping loop stops there without testing the length.
+    """
     t = _PIECE
-    # The key is never longer than the text.
-    if _COMPILED and n <= _SMALL:
-        q = small  # noqa: F821 (classify_key.pxd: a C array)
-    else:
-        buf = _ZERO * n  # cheaper than bytearray(n)
-        q = buf
     w = 0
+    s = 0  # p[s:i] is not yet written
     marked = False  # a piece that needs more than its numbers replaced: _KEYABLE's groups
+    changed = False  # something written that is not the text's own
     i = 0
     # whitespace and comments, then the keyword
     while True:
         while i < n and _space(p[i]):
-            q[w] = p[i]
-            w += 1
             i += 1
         if i + 1 < n and p[i] == 45 and p[i + 1] == 45:
             e = _line_end(p, i + 2, n)
+            same = e == i + 2
         elif i + 1 < n and p[i] == 47 and p[i + 1] == 42:
             e = _block_end(p, i + 2, n)
             if e < 0:
-                return sql
+                return -1
+            same = e == i + 4
         else:
             break
-        w = _comment(p, i, e, n, q, w)
+        if not same:
+            w = _put(q, w, p, s, i)
+            w = _comment(p, i, e, n, q, w)
+            s = e
+            changed = True
         marked = True
         i = e
     e = i + _keyword(p, i, n)
     if e == i or (e < n and _wordish(p[e])):
-        return sql
-    while i < e:
-        q[w] = p[i]
-        w += 1
-        i += 1
+        return -1
+    i = e
     # the statement's pieces, up to a ";"
-    while i < n:
+    while True:
+        if _COMPILED:
+            while t[p[i]] == 0:  # p[n] == 0 stops it
+                i += 1
+        else:
+            while i < n and t[p[i]] == 0:
+                i += 1
+        if i >= n:
+            break
         c = p[i]
-        if t[c] == 0:  # most characters: copied
-            q[w] = c
-            w += 1
+        if c == 0:  # a NUL inside the text: a plain character
             i += 1
             continue
         if c == 59:
             break
         if c == 39:
             if _wordish(p[i - 1]):
-                return sql  # E'', B'', X'', N'', U&'' (U& below), a typed 'x'
+                return -1  # E'', B'', X'', N'', U&'' (U& below), a typed 'x'
             e = _string_end(p, i + 1, n)
             if e < 0:
-                return sql
-            q[w] = 39
-            q[w + 1] = 39
-            w += 2
+                return -1
+            if e != i + 2:  # not '' already
+                w = _put(q, w, p, s, i)
+                q[w] = 39
+                q[w + 1] = 39
+                w += 2
+                s = e
+                changed = True
             marked = True
             i = e
         elif c == 36:
             if _wordish(p[i - 1]):
                 if p[i - 1] >= 48 and p[i - 1] <= 57:
-                    return sql
-                q[w] = 36  # a $ inside a word
-                w += 1
-                i += 1
+                    return -1
+                i += 1  # a $ inside a word
                 continue
             e = _dollar_end(p, i, n)
             if e >= 0:
-                q[w] = q[w + 1] = q[w + 2] = q[w + 3] = 36
-                w += 4
+                if e != i + 4:  # not $$$$ already
+                    w = _put(q, w, p, s, i)
+                    q[w] = q[w + 1] = q[w + 2] = q[w + 3] = 36
+                    w += 4
+                    s = e
+                    changed = True
                 marked = True
                 i = e
                 continue
@@ -479,11 +500,8 @@ def _key_typed(sql: bytes) -> bytes:
             while e < n and 48 <= p[e] <= 57:
                 e += 1
             if e == i + 1:
-                return sql
-            while i < e:  # a parameter, $1
-                q[w] = p[i]
-                w += 1
-                i += 1
+                return -1
+            i = e  # a parameter, $1
         elif c == 34:
             e = i + 1
             if e < n and (97 <= (p[e] | 32) <= 122 or p[e] == 95):
@@ -491,21 +509,21 @@ def _key_typed(sql: bytes) -> bytes:
                 while e < n and _word(p[e]):
                     e += 1
             if e == i + 1 or e >= n or p[e] != 34:
-                return sql
-            e += 1
-            while i < e:
-                q[w] = p[i]
-                w += 1
-                i += 1
+                return -1
+            i = e + 1
         elif (c == 45 or c == 47) and i + 1 < n and p[i + 1] == (45 if c == 45 else 42):
             e = _line_end(p, i + 2, n) if c == 45 else _block_end(p, i + 2, n)
             if e < 0:
-                return sql
-            w = _comment(p, i, e, n, q, w)
+                return -1
+            if e != i + (2 if c == 45 else 4):  # not -- or /**/ already
+                w = _put(q, w, p, s, i)
+                w = _comment(p, i, e, n, q, w)
+                s = e
+                changed = True
             marked = True
             i = e
         elif c == 38 and i + 1 < n and (p[i + 1] == 34 or p[i + 1] == 39):
-            return sql
+            return -1
         else:
             if c == 40 and (
                 (i >= 3 and (p[i - 2] | 32) == 105 and (p[i - 1] | 32) == 110 and (_space(p[i - 3]) or p[i - 3] == 41))
@@ -516,43 +534,86 @@ def _key_typed(sql: bytes) -> bytes:
             elif 48 <= c <= 57 and not (_wordish(p[i - 1]) or p[i - 1] == 46):
                 e = _number_end(p, i, n)
                 if e >= 0:
-                    q[w] = 48
-                    w += 1
+                    if e != i + 1 or c != 48:  # not 0 already
+                        w = _put(q, w, p, s, i)
+                        q[w] = 48
+                        w += 1
+                        s = e
+                        changed = True
                     i = e
                     continue
-            q[w] = c
-            w += 1
             i += 1
     # then only ";", whitespace and comments
     while i < n:
         c = p[i]
         if c == 59 or _space(c):
-            q[w] = c
-            w += 1
             i += 1
             continue
         if i + 1 < n and c == 45 and p[i + 1] == 45:
             e = _line_end(p, i + 2, n)
+            same = e == i + 2
         elif i + 1 < n and c == 47 and p[i + 1] == 42:
             e = _block_end(p, i + 2, n)
             if e < 0:
-                return sql
+                return -1
+            same = e == i + 4
         else:
-            return sql
-        w = _comment(p, i, e, n, q, w)
+            return -1
+        if not same:
+            w = _put(q, w, p, s, i)
+            w = _comment(p, i, e, n, q, w)
+            s = e
+            changed = True
         marked = True
         i = e
+    if not (changed or marked):
+        return -1
+    w = _put(q, w, p, s, n)
     if marked:
         w = _in_lists(q, w)
+    return w
+
+
+def _key_in(b: bytes, n: int, q: bytearray) -> int:
+    """The key of the text b (n bytes) written at q: its length, or -1 when the text is its own
+    key (not ASCII, refused, or the key the same bytes). Compiled, q is a C array (`_key_typed`'s,
+    or the classifier cache's for its memo: classify_cache.py)."""
+    p = b
     if _COMPILED:
-        # The text itself when nothing changed, compared in place: no bytes made for it.
-        if w == n and _same_bytes(p, q, n):  # noqa: F821 (classify_key.pxd: memcmp)
+        if not _ascii(p, n):  # noqa: F821 (classify_key.pxd: eight bytes at a time)
+            return -1
+    elif not b.isascii():
+        return -1
+    w = _scan(p, n, q)
+    if w == n:  # the text itself when nothing changed, compared in place: no bytes made for it
+        if _COMPILED:
+            if _same_bytes(p, q, n):  # noqa: F821 (classify_key.pxd: memcmp)
+                return -1
+        elif q[:n] == b:
+            return -1
+    return w
+
+
+def _key_typed(sql: bytes) -> bytes:
+    """`_BYTES.key(sql)` by one scan (`_scan`); anything but bytes goes to the regexes, for their
+    answers and errors."""
+    if type(sql) is not bytes:
+        return _BYTES.key(sql)
+    b = sql  # compiled: typed bytes, read without a call
+    n = len(b)
+    # The key is never longer than the text.
+    if _COMPILED and n <= _SMALL:
+        w = _key_in(b, n, small)  # noqa: F821 (classify_key.pxd: a C array)
+        if w < 0:
             return sql
-        return q[:w]  # bytes made from the buffer
-    key = q[:w]  # interpreted (tests): a bytearray
-    if key == sql:
+        return small[:w]  # noqa: F821 (bytes made from the buffer)
+    buf = _ZERO * n  # cheaper than bytearray(n)
+    q = buf
+    w = _key_in(b, n, q)
+    if w < 0:
         return sql
-    return bytes(key)
+    key = q[:w]  # compiled: bytes; interpreted (tests): a bytearray
+    return key if _COMPILED else bytes(key)
 
 
 def _key_str_typed(sql: str) -> str:

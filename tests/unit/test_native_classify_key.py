@@ -144,3 +144,92 @@ def test_texts_near_the_stack_buffer_keyed_alike(n, text, tail):
     sql = text + b" " * max(0, n - len(text) - len(tail)) + tail
     assert _outcome(compiled.literal_key_bytes, sql) == _outcome(pure.literal_key_bytes, sql), sql
     assert _outcome(classify_key._key_typed, sql) == _outcome(_regex, sql), sql
+
+
+# The second pass's paths (docs/perf.md, "The classifier's key scan, second pass"): compiled, the
+# ASCII test reads eight bytes at a time (a non-ASCII byte in any position of a word, or in the
+# tail after the last whole word); the scan steps over runs of plain characters and stops at the
+# NUL after the text (so a NUL inside it must be read as a plain character); a literal that is its
+# own replacement (0, '', $$$$, --, /**/) is stepped over (the text stays its own key if nothing
+# else changes). Texts put each piece at every offset against those words, around a name of 0-17
+# characters, in the statement, in a comment, in a string, in the tail.
+EDGE_PIECES = ["0", " 0", "''", " ''", " $$$$", "--\n", "/**/", " -- \n", " /* */", "\x00", " \x00 ", "\x00'", "'\x00'",
+               "/*\x00*/", "$\x00$", "1\x00", "é", "\x80", "\x7f", "\xff", " 12", " 0.0", " 00", "'0'", " $$$$$$",
+               " IN (0, 0)", " IN ('', '')", " in(0,'')", "x1", "_9", " 1e5", " ; ", "$1", "a$", "\"a\"", "'", "$$"]  # fmt: skip
+EDGE_TAILS = ["", ";", " ", "0", " 1", "''", " 'é'", "\x00", " -- 1\n", " /* \x80 */", "; -- é", "\xc3", "\x00;"]
+
+
+@st.composite
+def edge_texts(draw: st.DrawFn) -> bytes:
+    name = draw(st.sampled_from("ab_9Z")) * draw(st.integers(0, 17))
+    pieces = draw(st.lists(st.sampled_from(EDGE_PIECES), min_size=1, max_size=4))
+    text = (draw(st.sampled_from(["", " ", "/**/", "--\n", "\x00", "/* 1 */ "])) + draw(st.sampled_from(KEYWORDS))
+            + " " + name + "".join(pieces) + " " + name[: draw(st.integers(0, 9))] + draw(st.sampled_from(EDGE_TAILS)))  # fmt: skip
+    raw = text.encode("utf-8") if draw(st.booleans()) else text.encode("latin-1")
+    if draw(st.integers(0, 3)) == 0:  # one odd byte at any position: each lane of the ASCII words, and the tail
+        at = draw(st.integers(0, len(raw)))
+        raw = raw[:at] + bytes([draw(st.sampled_from([0, 0x7F, 0x80, 0xC3, 0xFF]))]) + raw[at:]
+    return raw
+
+
+@settings(max_examples=1500, deadline=None)
+@given(edge_texts())
+@example(b"SELECT 0")
+@example(b"SELECT '' , $$$$ -- \n/**/;")
+@example(b"SELECT a\x00 1")
+@example(b"SELECT 1\x00")
+@example(b"SELECT abcdefg\x80 1")
+@example(b"SELECT 0 -- \x80")
+@example(b"select x IN (0, 0)")
+def test_edge_texts_compiled_and_interpreted_give_the_regexes_key(sql):
+    compiled, pure = _twins("proxy.dbproxy.classify_key")
+    want = _outcome(pure.literal_key_bytes, sql)
+    assert _outcome(compiled.literal_key_bytes, sql) == want, sql
+    assert _outcome(classify_key._key_typed, sql) == want, sql
+    if len(sql) < 200:  # and as str: the scanner over ASCII text's bytes (compiled), or the regexes
+        text = sql.decode("utf-8", "surrogateescape")
+        assert _outcome(compiled.literal_key, text) == _outcome(pure.literal_key, text), sql
+
+
+@pytest.mark.parametrize("n", [10, 11, 15, 16, 17, 63, 64, 65, 255, 256, 257, 504, 505, 511, 512, 513, 520])
+def test_every_position_of_one_odd_byte(n):
+    """A text of n bytes that a replacement at its last byte keys (or its first after the keyword),
+    with one non-ASCII byte or NUL put at each position in turn: compiled and regexes agree (an ASCII
+    test that missed a lane of its words, or the tail, keys a non-ASCII text)."""
+    compiled, pure = _twins("proxy.dbproxy.classify_key")
+    for base in (b"SELECT " + b"a" * (n - 9) + b" 1", b"SELECT 1" + b" " * (n - 8), b"SELECT 'y" + b"x" * (n - 10) + b"'"):
+        assert len(base) == n and compiled.literal_key_bytes(base) != base
+        for at in range(len(base)):
+            for odd in (0x80, 0xFF, 0x00):
+                sql = base[:at] + bytes([odd]) + base[at + 1:]
+                assert _outcome(compiled.literal_key_bytes, sql) == _outcome(pure.literal_key_bytes, sql), (at, odd)
+
+
+def test_literals_that_are_their_own_replacement():
+    """Nothing to replace: the text is its own key, the same object, in both twins; one replacement
+    anywhere makes a new key."""
+    compiled, pure = _twins("proxy.dbproxy.classify_key")
+    for sql in (b"SELECT 0", b"SELECT '' FROM t WHERE a = $$$$ --\n", b"/**/ SELECT 0 /**/;", b"--\nSELECT a, 0, '';",
+                b"SELECT x IN (0)", b"SELECT \"a\" + $1 - a$b / 2.5e3"):  # fmt: skip
+        for twin in (compiled, pure):
+            key = twin.literal_key_bytes(sql)
+            assert key == pure.literal_key_bytes(sql), sql
+            if b"2.5e3" not in sql:
+                assert key is sql, sql
+    assert compiled.literal_key_bytes(b"SELECT x IN (0, 0)") == b"SELECT x IN (0)"
+    assert compiled.literal_key_bytes(b"SELECT '' FROM t WHERE a = 1") == b"SELECT '' FROM t WHERE a = 0"
+
+
+@settings(max_examples=800, deadline=None)
+@given(st.one_of(INPUTS, edge_texts(), st.sampled_from([b"", b"BEGIN;", b"END;", b"COMMIT", b"SET x = 1", b"\x0bSELECT 1",
+                                                           b"(SELECT 1)", b"EXPLAIN SELECT 1", b"\xefSELECT 1"])))  # fmt: skip
+def test_the_pure_caches_first_byte_test_skips_only_texts_that_are_their_own_key(sql):
+    """The pure cache calls the regexes only for a text whose first byte may start a keyed text
+    (classify_cache._MAY_KEY): any other text must be its own key (a set that missed a keyword's
+    letter or a whitespace character fails here)."""
+    from proxy.dbproxy import classify_cache
+
+    if sql[:1] not in classify_cache._MAY_KEY:
+        assert _regex(sql) is sql, sql
+    for first in b" \t\n\r\x0b\x0c-/SsIiUuDdVvWwTt":
+        assert bytes([first]) in classify_cache._MAY_KEY
