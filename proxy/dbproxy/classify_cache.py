@@ -9,7 +9,11 @@ counters are C integers, the key is classify_key.py's scanner called in C (`_key
 the session calls `get_bytes` as a C method (interpreted, this method cost the compiled session
 ~4k instructions a statement, most of it entering the interpreter: docs/perf.md, "The
 per-statement path, fourth pass"). A miss decodes the text and classifies it (classify.py),
-as before.
+as before. Compiled, `get_bytes` also keeps a memo in front of its dict: 64 slots, each the last
+key found there with its decision, looked up by the key's bytes as the scanner wrote them into a
+C array, so a hit on a statement seen before (pgbench's, every transaction) makes no bytes object
+and hashes nothing; a key evicted from the dict leaves the memo (`_forget`), so the memo only
+answers what the dict would, and the counts stay the pure twin's.
 """
 
 from __future__ import annotations
@@ -28,6 +32,10 @@ DEFAULT_CACHE_SIZE = 10_000
 # VALUES), and 10,000 of them would pin hundreds of megabytes of keys.
 MAX_CACHED_SQL_LENGTH = 16_384
 _MAX_CACHED = MAX_CACHED_SQL_LENGTH  # compiled: a C global (classify_cache.pxd)
+# Compiled, `get_bytes` remembers the last key found in each of 64 slots (the memo, below) for texts
+# up to this long (the size of its key buffer, classify_cache.pxd's `small`).
+_MEMO_TEXT = 512
+_NO_KEY = b"\0" * (_MEMO_TEXT + 1)  # an empty slot: no key is this long
 
 
 def _probe() -> None:
@@ -55,7 +63,8 @@ class ClassifierCache:
     one-off texts costs one `classify` to come back. `hits` and `misses` are for metrics.
     """
 
-    __slots__ = ("_by_bytes", "_classify", "_entries", "_maxsize", "_write_functions", "hits", "misses")
+    __slots__ = ("_by_bytes", "_classify", "_entries", "_maxsize", "_memo_decisions", "_memo_keys", "_write_functions",
+                 "hits", "misses")  # fmt: skip
 
     def __init__(
         self,
@@ -76,6 +85,9 @@ class ClassifierCache:
         self._classify: Callable[..., Decision] = classify
         self.hits = 0
         self.misses = 0
+        # Compiled only (the pure twin never reads them): the memo in front of `_by_bytes`.
+        self._memo_keys = [_NO_KEY] * 64
+        self._memo_decisions: list[Decision | None] = [None] * 64
 
     def get(self, sql: str) -> Decision:
         entries = self._entries
@@ -105,8 +117,18 @@ class ClassifierCache:
     def _remember(self, entries: dict[Any, Decision], key: Any, decision: Decision) -> None:
         if len(key) <= _MAX_CACHED:
             if len(entries) >= self._maxsize:
-                del entries[next(iter(entries))]  # the oldest (see the class docstring)
+                old = next(iter(entries))  # the oldest (see the class docstring)
+                del entries[old]
+                if _COMPILED and entries is self._by_bytes:
+                    self._forget(old)
             entries[key] = decision
+
+    def _forget(self, key: Any) -> None:
+        """Compiled: the memo's slot for `key` emptied, as `key` leaves `_by_bytes` (the memo holds
+        only keys `_by_bytes` holds, with its decisions, so a memo hit is the hit the pure twin's
+        lookup makes)."""
+        if isinstance(key, bytes) and len(key) <= _MEMO_TEXT:
+            self._memo_keys[_slot(key, len(key))] = _NO_KEY  # noqa: F821 (classify_cache.pxd)
 
     def get_bytes(self, sql: bytes) -> Decision:
         """`get` for SQL as the client sent it (UTF-8), keyed by those bytes (`literal_key_bytes`),
@@ -121,7 +143,36 @@ class ClassifierCache:
             # (pgbench's, an ORM's) also saved a hash and a probe of fresh bytes that never hit
             # (~0.5k instructions compiled); a text that is its own key is found all the same.
             if _COMPILED:
-                key = _key_typed(sql)  # literal_key_bytes, called in C (classify_key.pxd)
+                b = sql
+                n = len(b)
+                if n > _MEMO_TEXT:
+                    key = _key_typed(sql)  # literal_key_bytes, called in C (classify_key.pxd)
+                else:
+                    # The key made in a C array (`small`), looked for in the memo: the key last
+                    # found in its slot, by length and bytes. A memo hit makes no bytes object,
+                    # hashes nothing and probes no dict (~0.7k instructions for pgbench's
+                    # statement); a memo miss makes the key's bytes and looks in `_by_bytes`.
+                    w = _key_in(b, n, small)  # noqa: F821 (classify_cache.pxd: cimported; a C array)
+                    own = w < 0
+                    if own:  # the text is its own key
+                        k = b
+                        w = n
+                    else:
+                        k = small  # noqa: F821
+                    slot = _slot(k, w)  # noqa: F821 (classify_cache.pxd)
+                    if _memo_is(self._memo_keys[slot], k, w):  # noqa: F821 (classify_cache.pxd)
+                        self.hits += 1
+                        return self._memo_decisions[slot]
+                    key = sql if own else k[:w]
+                    decision = entries.get(key)
+                    if decision is not None:
+                        self.hits += 1
+                        self._memo_keys[slot] = key
+                        self._memo_decisions[slot] = decision
+                        return decision
+                    decision = self.get(sql.decode("utf-8", "replace"))
+                    self._remember(entries, key, decision)
+                    return decision
             elif sql[:1] in _MAY_KEY:
                 key = literal_key_bytes(sql)
             else:  # BEGIN, END, COMMIT, SET...: their own key, without calling the regexes

@@ -124,3 +124,37 @@ def test_cache_twins_agree_on_texts_and_their_keys(maxsize, pairs):
             assert got[0] == got[1] and got[0][1] == _classify(text), text
             states = [(c.hits, c.misses, len(c)) for c in caches]
             assert states[0] == states[1], raw
+
+
+# Compiled, `get_bytes` answers from a memo (64 slots, the last key found in each) before the dict:
+# a key evicted from the dict must leave the memo too, or the next text of its shape is counted a
+# hit where the pure twin counts a miss (and a decision outlives its entry). Texts that are their own
+# key and texts keyed to the same bytes share one memo entry; many shapes share slots.
+def _run_both(maxsize: int, texts: list[bytes]) -> None:
+    compiled, pure = _twins("proxy.dbproxy.classify_cache")
+    caches = [compiled.ClassifierCache(maxsize), pure.ClassifierCache(maxsize)]
+    for i, raw in enumerate(texts):
+        got = [_outcome(c.get_bytes, raw) for c in caches]
+        assert got[0] == got[1] and got[0][1] == _classify(raw.decode("utf-8", "replace")), (i, raw)
+        states = [(c.hits, c.misses, len(c)) for c in caches]
+        assert states[0] == states[1], (i, raw, states)
+
+
+def test_an_evicted_key_leaves_the_memo():
+    a = b"SELECT abalance FROM pgbench_accounts WHERE aid = %d;"
+    _run_both(1, [a % 1, a % 2, a % 3, b"BEGIN;", a % 4, a % 5, b"END;", b"BEGIN;", b"BEGIN;", a % 6])
+    _run_both(2, [a % 1, a % 2, b"BEGIN;", b"BEGIN;", b"END;", a % 3, b"BEGIN;", b"END;", b"SELECT 0", b"SELECT 7",
+                  b"SELECT 0", b"UPDATE t SET a = 1", b"SELECT 9"])  # fmt: skip
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(1, 40), st.lists(st.tuples(st.integers(0, 120), st.integers(0, 99), st.sampled_from([0, 1, 470])),
+                                    min_size=1, max_size=150))  # fmt: skip
+def test_the_memo_with_many_shapes(maxsize, draws):
+    """Shapes of many lengths (so many share a memo slot), each sent with varying literals, some
+    their own key (`... = 0`), some padded to the memo's 512-byte limit and past it."""
+    texts = []
+    for shape, n, pad in draws:
+        where = " " * pad + f"= {n}"
+        texts.append(f"SELECT c{shape}{'x' * (shape % 13)} FROM t WHERE a {where}".encode())
+    _run_both(maxsize, texts)
