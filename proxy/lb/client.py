@@ -183,12 +183,15 @@ class ClientConn(ClientCore, MarkedDownMixin, RejectMixin, asyncio.Protocol):
             return
         fe = self.fe
         self.deadline = fe.now + fe.cfg.timeouts.backend_response
-        if self.retry_buf is not None:
+        buf = self.retry_buf
+        if buf is not None:
             self.retry_size += len(framed)
             if self.retry_size > fe.cfg.limits.retry_buffer_bytes:
                 self.retry_buf = None  # too big to replay: this request can no longer be retried
+            elif type(buf) is tuple:  # the empty `()` every request starts with (lb/clientcore.py)
+                self.retry_buf = [framed]
             else:
-                self.retry_buf.append(framed)
+                buf.append(framed)
         if self.up is not None:
             self.up.write(framed)
         else:

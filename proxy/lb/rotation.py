@@ -117,6 +117,10 @@ class WeightedRoundRobin(Balancer):
             self._rebind(candidates)
         cur = self._current
         weights = self._weights
+        if len(weights) == 1 and type(weights[0]) is int and type(cur[0]) is int:
+            # One candidate wins, its current weight gaining its weight and losing the total,
+            # the same int: nothing changes (the loop and two additions cost ~0.25k compiled).
+            return candidates[0]
         best = 0
         best_v = cur[0] = cur[0] + weights[0]
         for i in range(1, len(weights)):

@@ -128,6 +128,34 @@ def test_wrr_new_tuple_with_new_weights_is_honoured():
     assert Counter(b.pick(second).name for _ in range(50)) == {"a": 40, "b": 10}
 
 
+def _smooth_wrr(state: dict, cands) -> object:
+    """nginx's smooth weighted round robin written out, no shortcut: the model for WRR's picks."""
+    best = None
+    for h in cands:
+        state[h.name] = state.get(h.name, 0) + h.weight
+        if best is None or state[h.name] > state[best.name]:
+            best = h
+    state[best.name] -= sum(h.weight for h in cands)
+    return best
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.sets(st.sampled_from("abc"), min_size=1), st.sampled_from([1, 2, 3, 0.1, 0.3])),
+                min_size=1, max_size=30))
+def test_wrr_equals_the_model_with_one_candidate_and_float_weights(steps):
+    # One candidate takes a shortcut (its current weight unchanged) only where the weights are
+    # ints; a float's `c + w - w` may differ from `c`, which the model (and nginx's ints) keep.
+    every = {n: Host(n, 1) for n in "abc"}
+    b = WeightedRoundRobin([(n, 1) for n in "abc"])
+    state: dict = {}
+    for names, weight in steps:
+        for n in names:
+            every[n].weight = weight
+        cands = tuple(every[n] for n in sorted(names))  # a new tuple: a rebind reads the weights
+        assert b.pick(cands) is _smooth_wrr(state, cands)
+        assert b.current_weights() == {n: v for n, v in state.items()}
+
+
 # -- least connections ------------------------------------------------------------------------
 
 
