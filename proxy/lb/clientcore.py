@@ -381,6 +381,7 @@ class ClientCore(UpstreamClient):
         backend = self.backend
         pool = self.pool
         # What the rest of the exchange reads of the head (`keep_alive`); one per status, kept.
+        # Compiled, a dict's `get` and store in C (clientcore.pxd types the field).
         heads = fe.simple_heads
         rh = heads.get(status)
         if rh is None:
@@ -476,8 +477,7 @@ class ClientCore(UpstreamClient):
 # ClientConn's interpreted half (bodies, failures, the full parser's events) and the frontend read
 # and set them as fast as a slot of a Python class. (The typed fields keep their getsets.)
 if _COMPILED:
-    as_members(FrontendCore, ("draining", "fallback", "limits", "now", "pools", "routes", "simple_heads",  # noqa: F821
-                              "timeouts"))
+    as_members(FrontendCore, ("draining", "fallback", "limits", "now", "pools", "routes", "timeouts"))  # noqa: F821
     as_members(PoolCore, tuple(n for n in PoolCore.__slots__ if not n.endswith("_balancer")))  # noqa: F821
     as_members(ClientCore, ("backend", "backlog", "clock", "connecting", "direct", "exclude", "fe", "hash_key",  # noqa: F821
                             "last_failure", "pool", "req", "resp", "retry_buf", "set_cookie", "transport",
