@@ -31,6 +31,8 @@ cdef inline bint _same_start(object data, bytes head, object result) except -1:
 cdef int _R_HEAD, _R_LENGTH, _R_CHUNK_SIZE, _R_CHUNK_DATA, _R_CHUNK_CRLF, _R_TRAILER, _R_UNTIL_CLOSE
 cdef int _R_TUNNEL, _R_CLOSED, _R_DEAD
 cdef dict _R_NEEDS
+# _simple's, imported: a C integer (as a module global, a dict lookup per use, two per response).
+cdef Py_ssize_t REMEMBER_MAX
 cdef object _NO_BODY_STATUS, _append, _popleft
 
 cdef class ResponseParser:
@@ -48,6 +50,7 @@ cdef class ResponseParser:
     cdef public object _last_result
 
     cpdef expect(self, method)
+    @cython.locals(n=Py_ssize_t, head_len=Py_ssize_t)
     cpdef feed_simple(self, data)
     cdef _die(self)
     cdef _check_buffer(self, Py_ssize_t size)

@@ -174,7 +174,8 @@ class ResponseParser:
             return None
         if self._expected[0] == b"HEAD":
             return None
-        if len(data) == self._last_size and (
+        n = len(data)  # compiled, a C integer (_response.pxd): the length taken once, not three times
+        if n == self._last_size and (
             _same_start(data, self._last_head, self._last_result) if _COMPILED else data.startswith(self._last_head)  # noqa: F821
         ):
             # The same head and the same size as the last simple response: the same verdict
@@ -184,11 +185,12 @@ class ResponseParser:
             result = simple_response(data, self._head_limit)
             if result is None:
                 return None
-            if result[1] <= REMEMBER_MAX:
+            head_len = result[1]  # compiled, both compared in C (_response.pxd)
+            if head_len <= REMEMBER_MAX:
                 # Compiled, a response no longer than that is kept whole, not copied (~0.45k
                 # instructions: a slice object and a bytes): `_same_start` compares its head only.
-                self._last_head = data if _COMPILED and len(data) <= REMEMBER_MAX else data[: result[1]]
-                self._last_size = len(data)
+                self._last_head = data if _COMPILED and n <= REMEMBER_MAX else data[:head_len]
+                self._last_size = n
                 self._last_result = result
         _popleft(self._expected)
         self._keep_alive = True
