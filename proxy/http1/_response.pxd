@@ -9,6 +9,7 @@ cimport cython
 from proxy.http1._simple cimport _scan_response as simple_response
 
 from libc.string cimport memcmp
+from proxy._deque cimport _call1, _call2
 
 cdef bint _COMPILED
 

@@ -12,6 +12,7 @@ from proxy.upstream.backend cimport Backend as CBackend
 from proxy.lb.rotation cimport Balancer
 from proxy._members cimport as_members
 from proxy.core.sendnow cimport send
+from proxy._deque cimport _call1, _call2
 
 cdef bint _COMPILED
 

@@ -111,3 +111,32 @@ def test_the_memo_answers_by_the_head_alone(parts, pad):
     big = [m.replace(b"\r\n\r\n", b"\r\n\r\n" + b"y" * 5000).replace(b"Length: %d" % size, b"Length: %d" % (size + 5000))
            for m in messages]  # fmt: skip
     same([b"GET"] * len(big), big, True, 8192)
+
+
+class _Queue(__import__("collections").deque):
+    """A deque's subclass: the compiled parser's direct call of deque's C functions (proxy/_deque.pxd)
+    takes only an exact deque, this goes the Python call's way."""
+
+
+def _queue_trace(mod, queue) -> list:
+    out: list = []
+    p = mod.ResponseParser()
+    p._expected = queue
+    for call in (lambda: p.expect(b"GET"), lambda: p.feed_simple(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"),
+                 lambda: p.expect(b"HEAD"), lambda: list(p._expected)):
+        try:
+            out.append(("ok", call()))
+        except Exception as exc:  # noqa: BLE001 - the error itself is what is compared
+            out.append(("raised", type(exc).__name__, str(exc)))
+    return out
+
+
+def test_the_queue_of_methods_of_any_type_compiled_is_pure():
+    # `_expected` is a public field: whatever it holds, the compiled `expect` and `feed_simple` call
+    # deque's append and popleft with the pure twin's answers and errors (a list: deque's descriptor
+    # refuses it; a subclass: the Python call; a tuple: no append).
+    compiled, pure = _twins("proxy.http1._response")
+    deque = __import__("collections").deque
+    for make in (deque, _Queue, list, tuple):
+        assert _queue_trace(compiled, make()) == _queue_trace(pure, make()), make
+    assert _queue_trace(compiled, deque())[-1] == ("ok", [b"HEAD"])
