@@ -134,6 +134,7 @@ class ClientSession(SessionCore, FrontendSession):
         # (the query cache's session looks at each batch there).
         self._plain = type(self)._dispatch is SessionCore._dispatch
         self._unnamed: tuple[Any, ...] | None = None  # _unnamed_packet's memo of the last unnamed Parse
+        self._query_decision = self._query_aux = None  # _query's last ("query", decision) (compiled only)
 
     def _refuse_message(self, exc: PgProtocolError) -> bool:
         if exc.sqlstate == PROGRAM_LIMIT_EXCEEDED and self.phase == "ready":

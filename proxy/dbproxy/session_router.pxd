@@ -7,6 +7,7 @@ from proxy._members cimport as_members
 from proxy.dbproxy.classify_types cimport Decision
 from proxy.dbproxy.outstanding cimport Outstanding
 from proxy.pgfront.relay cimport RelayRouter
+from cpython.list cimport PyList_GET_ITEM
 
 cdef object _PRIMARY
 cdef object _R_HINT
@@ -36,6 +37,15 @@ cdef bint _is_write(Decision d, object detail) except -1
 
 cdef object _with_lag(object replicas, object primary_lsn)
 
+# `name in names`, the items tested by identity first (`_pick_read`: the session's bound replica
+# among the usable names, the same str objects as a rule); the list's contains when none is it.
+cdef inline bint _has_name(list names, object name) except -1:
+    cdef Py_ssize_t i
+    for i in range(len(names)):
+        if <object>PyList_GET_ITEM(names, i) is name:
+            return True
+    return name in names
+
 cdef class SessionRouter(RelayRouter):
     cdef public object _commit_epoch
     cdef public object _commit_pending
@@ -47,6 +57,8 @@ cdef class SessionRouter(RelayRouter):
     cdef public object _mode
     cdef public object _on_commit
     cdef public object _on_move
+    cdef public object _read_name
+    cdef public object _read_route
     cdef public object _read_routes
     cdef public object needs_commit_lsn
     cdef public object pinned

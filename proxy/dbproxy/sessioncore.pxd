@@ -60,6 +60,7 @@ cdef inline SyncGroup _new_group():
 
 cdef object _deque_append
 cdef str _MULTI_STATEMENT, _PRIMARY_NAME
+cdef frozenset _DB_ADMIN_DETAILS
 
 # `a == b` for a str `b` (a literal): `a` the same object, or a str of b's length equal to it
 # (compared untyped, `a == b` went through PyUnicode_Compare, ~0.1k instructions).
@@ -78,7 +79,7 @@ cdef tuple _FIELDS
 cdef _parse_on(dict prepared, name, raw, SyncGroup group, list out, bint injected)
 
 cdef class SessionCore(RelaySession):
-    cdef public object _avoid, _count_in, _count_route, _plain, _resend, _unnamed, aborted, admin, batch, batch_bytes, current, framer, inbox
+    cdef public object _avoid, _count_in, _count_route, _plain, _query_aux, _query_decision, _resend, _unnamed, aborted, admin, batch, batch_bytes, current, framer, inbox
     cdef public object inflight, last_route, servers, skip_until_sync, statements, statements_run, waiting
     cdef public Py_ssize_t _count_slot
 
@@ -89,7 +90,7 @@ cdef class SessionCore(RelaySession):
                    statements=dict)
     cdef bint _unnamed_packet(self, bytes data, Py_ssize_t n, Py_ssize_t end_p) except -1
 
-    @cython.locals(m=Message, d=Books, cache=ClassifierCache)
+    @cython.locals(m=Message, d=Books, cache=ClassifierCache, aux=tuple)
     cdef _query(self, bytes raw)
 
     cpdef _decision(self, batch)

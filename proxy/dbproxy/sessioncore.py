@@ -65,6 +65,7 @@ _UNDECIDED: Any = object()  # _dispatch's default: the batch's decision is worke
 _deque_append = deque.append  # a server connection's `groups` is a deque (server.py)
 _MULTI_STATEMENT = "multi-statement"
 _PRIMARY_NAME = PRIMARY  # compiled: a str global (sessioncore.pxd), for relay.pxd's _differs
+_DB_ADMIN_DETAILS = DB_ADMIN_DETAILS  # compiled: a frozenset global (sessioncore.pxd)
 
 
 def _probe() -> None:
@@ -91,9 +92,9 @@ def _parse_on(prepared: dict[str, Any], name: str, raw: bytes, group: SyncGroup,
     out.append(raw)
 
 
-_FIELDS = ("_avoid", "_count_in", "_count_route", "_plain", "_resend", "_unnamed", "aborted", "admin", "batch", "batch_bytes", "current", "framer",
-           "inbox", "inflight", "last_route", "servers", "skip_until_sync", "statements", "statements_run",
-           "waiting")  # fmt: skip
+_FIELDS = ("_avoid", "_count_in", "_count_route", "_plain", "_query_aux", "_query_decision", "_resend", "_unnamed",
+           "aborted", "admin", "batch", "batch_bytes", "current", "framer", "inbox", "inflight", "last_route", "servers",
+           "skip_until_sync", "statements", "statements_run", "waiting")  # fmt: skip
 
 
 class SessionCore(RelaySession):
@@ -102,7 +103,9 @@ class SessionCore(RelaySession):
     them), and `batch`, `batch_bytes`, `last_route`, `_avoid`, `aborted`, `inflight`, `_resend`,
     `_plain` (ClientSession's); `_count_route`, `_count_in`, `_count_slot`: the last route
     counted, the RouteCounts it was counted in and its slot there (`_route_at`; `_count_route`
-    None until a first route)."""
+    None until a first route); `_query_decision`, `_query_aux`: the last whole Query's decision
+    and its batch entry's ("query", decision), shared while the decision is the same object
+    (`_query`, compiled only)."""
 
     __slots__ = (*_FIELDS, "_count_slot")  # compiled: a C Py_ssize_t (sessioncore.pxd)
 
@@ -207,7 +210,10 @@ class SessionCore(RelaySession):
             self._unnamed = memo
         decision = memo[5]
         statements = self.statements
-        statements[""] = memo[4]
+        # Compiled, a lookup costs less than setting the same value again (interpreted, the
+        # `get` call costs more than the store).
+        if not _COMPILED or statements.get("") is not memo[4]:
+            statements[""] = memo[4]
         # The batch _ready_message would make, with Bind to Sync as one entry: what it does to a
         # batch (route, send with the statement re-created where missing, count its Syncs for a
         # failed send, replay it) is the Bind's, then the Sync's, and these are its bytes.
@@ -235,14 +241,24 @@ class SessionCore(RelaySession):
             if _COMPILED:
                 d = self.d
                 cache = d.cache
-                aux = ("query", cache.get_bytes(_query_text(raw)))  # noqa: F821 (sessioncore.pxd)
+                decision = cache.get_bytes(_query_text(raw))  # noqa: F821 (sessioncore.pxd)
+                # The cache hands out one Decision per key: a session repeating a statement's
+                # shape (pgbench's SELECT) gets the same object, and its ("query", decision)
+                # pair, only ever read, is kept and shared instead of made and freed per statement.
+                if decision is self._query_decision:
+                    aux = self._query_aux
+                else:
+                    aux = ("query", decision)
+                    self._query_decision = decision
+                    self._query_aux = aux
                 m = Message.__new__(Message)
                 m.type, m.raw, m._header = b"Q", raw, 5
             else:
-                aux = ("query", self.d.cache.get_bytes(raw[5:-1]))
+                decision = self.d.cache.get_bytes(raw[5:-1])
+                aux = ("query", decision)
                 m = Message(b"Q", raw, 5)
             if self._plain:
-                self._dispatch_at([(m, aux)], aux[1], raw)
+                self._dispatch_at([(m, aux)], decision, raw)
             else:
                 self.batch.append((m, aux))
                 self._dispatch()
@@ -345,7 +361,8 @@ class SessionCore(RelaySession):
                 self._start_async(self._route_async(batch, decision, None))
                 return
         detail = dec.detail
-        if detail in DB_ADMIN_DETAILS and start_if_database_admin(self, batch, decision):
+        # Compiled, a frozenset global (sessioncore.pxd): its contains in C, not the generic protocol.
+        if detail in _DB_ADMIN_DETAILS and start_if_database_admin(self, batch, decision):
             return  # DROP/ALTER DATABASE: the proxy's idle connections to it go first (dbadmin.py)
         if _COMPILED:
             # A Route is a tuple subclass, whose [0] goes through Python's __getitem__ (~0.8k
@@ -436,11 +453,14 @@ class SessionCore(RelaySession):
                 # Compiled: made in C (sessioncore.pxd), not by a generic call of the type.
                 group = _new_group() if _COMPILED else SyncGroup()  # noqa: F821
             aux = batch[0][1]
-            if aux[0] == "query":
+            # Compiled, "use" against "query" by length first (a PyUnicode_Compare call otherwise).
+            if (_is_str(aux[0], "query") if _COMPILED else aux[0] == "query"):  # noqa: F821 (sessioncore.pxd)
                 group.by_query = True
                 prepared.pop("", None)  # a simple query destroys the unnamed statement
             else:  # _parse_on of the client's unnamed statement
-                prepared[""] = aux[2]
+                # Compiled, set only when not the same bytes already (_unnamed_packet's memo).
+                if not _COMPILED or prepared.get("") is not aux[2]:
+                    prepared[""] = aux[2]
                 group.names.append("")
                 # Its flag would be False (the client's own: forwarded), and it would be the
                 # group's last: the relay forwards a ParseComplete that finds no flag just the

@@ -197,3 +197,38 @@ def test_a_transaction_on_an_equal_primary_name_counts_its_writes():
                 assert "unknown ReadyForQuery status" in str(exc)
             else:
                 raise AssertionError((mod.__name__, bad))
+
+
+def test_the_bound_replica_is_found_among_equal_names():
+    """balance = "session": after a monitor poll whose views name the replicas with equal strs that are other
+    objects, the session stays on its replica (the compiled router compares the names by identity first, then by
+    value): no move, no other binding, in both twins."""
+    compiled, pure = _twins("proxy.dbproxy.session_router")
+    read = Decision(R, Reason.READ, detail="select")
+    for mod in (compiled, pure):
+        moves: list[str] = []
+        sessions = mod.ReplicaSessions()
+        r = mod.SessionRouter(balance="session", sessions=sessions, on_move=moves.append)
+        first = (ReplicaView(name="".join(("r", "1"))), ReplicaView(name="".join(("r", "2"))))
+        bound = r.route(read, 0.0, first)[0]
+        polled = tuple(ReplicaView(name="".join(tuple(v.name))) for v in first)
+        assert all(a.name == b.name and a.name is not b.name for a, b in zip(first, polled))
+        for now in (1.0, 2.0):
+            assert r.route(read, now, polled)[0] == bound, mod.__name__
+        assert moves == [] and sessions.counts == {bound: 1}, mod.__name__
+
+
+def test_each_read_gets_its_replicas_route():
+    """balance = "statement": reads alternating between two replicas each get the route of the replica chosen
+    (the router keeps the last read's route beside its name), the same Route object per replica, in both twins."""
+    compiled, pure = _twins("proxy.dbproxy.session_router")
+    read = Decision(R, Reason.READ, detail="select")
+    views = (ReplicaView(name="r1"), ReplicaView(name="r2"))
+    for mod in (compiled, pure):
+        r = mod.SessionRouter(balance="statement")
+        seen = {}
+        for now in range(6):
+            route = r.route(read, float(now), views, outstanding={})
+            assert route[0] == r._last_target and route[1].value == "read", mod.__name__
+            assert seen.setdefault(route[0], route) is route, mod.__name__
+        assert sorted(seen) == ["r1", "r2"], mod.__name__

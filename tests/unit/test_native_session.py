@@ -397,3 +397,36 @@ def test_unnamed_parse_follows_the_classifier():
         assert run(packet(b"SELECT 1", True)) == PRIMARY
         assert s.statements[""] == (parse(b"SELECT 1"), WRITE)
         assert s.servers[PRIMARY].prepared[""] == parse(b"SELECT 1")
+
+
+def test_each_query_carries_its_own_decision():
+    """Whole Queries of one session, some of the same decision object (the compiled `_query` then shares their
+    ("query", decision) entry), others not: the batch a `_dispatch` override sees and the one a replica keeps to
+    replay each carry their own statement's decision, and each goes where it must, in both twins."""
+    compiled, pure = _twins("proxy.dbproxy.sessioncore")
+    state = {"phase": "ready", "buffered": 0, "waiting": False, "pending": False, "lost": False, "avoid": False,
+             "txn": None, "pinned": False, "lsn": False, "global": False}  # fmt: skip
+    statements = [(b"SELECT 1", READ, "r1"), (b"SELECT 9", READ, "r1"), (b"UPDATE t SET a = 1", WRITE, PRIMARY),
+                  (b"SELECT 1", READ, "r1"), (b"SELECT relname FROM pg_class", CATALOG, "r1"),
+                  (b"UPDATE t SET a = 1", WRITE, PRIMARY)]  # fmt: skip
+    for mod in (compiled, pure):
+        base = _session_class(mod)
+        seen = []
+
+        class Overriding(base):
+            def _dispatch(self) -> None:
+                seen.append([a for _, a in self.batch])
+                super()._dispatch()
+
+        plain, framed = base(state), Overriding(state)
+        framed._plain = False
+        for sql, decision, backend in statements:
+            for s in (plain, framed):
+                s.data_received(query(sql))
+                assert s.current.backend == backend, (mod.__name__, sql)
+                replay = s.current.replay
+                if backend != PRIMARY:
+                    assert [(m.type, bytes(m.raw), a) for m, a in replay] == [(b"Q", query(sql), ("query", decision))]
+                for c in s.servers.values():
+                    c.groups.clear()
+            assert seen[-1] == [("query", decision)], (mod.__name__, sql)
