@@ -80,14 +80,14 @@ cdef class SessionRouter(RelayRouter):
     # compiled session, which has read the decision's target and detail already; the decision's
     # other fields are read in C (classify_types.pxd).
     @cython.locals(d=Decision, routes=dict, on_primary=bint)
-    cpdef object route_at(self, Decision decision, bint replica, object detail, object now, object replicas,
+    cpdef object route_at(self, Decision decision, bint replica, object detail, double now, object replicas,
                           object outstanding, object floor_lsn)
     # The relay's hook per ReadyForQuery (relay.pxd's RelayRouter): a C call from the relay.
     cpdef on_ready_for_query(self, object status, bint failed=*)
-    cdef int _note_write(self, object now, Decision d) except -1
+    cdef int _note_write(self, double now, Decision d) except -1
     cdef int _leave(self, object new) except -1
     @cython.locals(names=list)
-    cdef object _pick_read(self, object now, object replicas, object outstanding, object floor=*)
+    cdef object _pick_read(self, double now, object replicas, object outstanding, object floor=*)
     cdef int _usable_from(self, tuple replicas, object max_b, object max_s) except -1
     @cython.locals(views=list, names=list, weights=list, counts=dict, slots=Outstanding, n=Py_ssize_t, i=Py_ssize_t,
                    ties=Py_ssize_t, k=Py_ssize_t, rot=Py_ssize_t, tied="Py_ssize_t[16]",

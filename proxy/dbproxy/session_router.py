@@ -431,7 +431,9 @@ class SessionRouter(RelayRouter):
         `replica` (its target is Target.REPLICA) and its `detail`. The compiled session calls it
         in C (a cpdef method: session_router.pxd): a Python-level call with keywords, and generic
         reads of the frozen `Decision`'s fields, cost ~0.6k instructions each way (docs/perf.md).
-        Compiled, `decision` is typed (classify_types.pxd's Decision): its fields are read in C."""
+        Compiled, `decision` is typed (classify_types.pxd's Decision): its fields are read in C,
+        and `now` is a C double (the session's C clock: no float made per read; one is made only
+        where a write's time is kept, `_last_write_at`)."""
         if self._commit_pending and self._window_mode:
             # The commit happened at or before now: starting the window here is on the safe side.
             self._commit_pending = False

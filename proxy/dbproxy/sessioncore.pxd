@@ -80,8 +80,8 @@ cdef _parse_on(dict prepared, name, raw, SyncGroup group, list out, bint injecte
 
 cdef class SessionCore(RelaySession):
     cdef public object _avoid, _count_in, _count_route, _plain, _query_aux, _query_decision, _resend, _unnamed, aborted, admin, batch, batch_bytes, current, framer, inbox
-    cdef public object inflight, last_route, servers, skip_until_sync, statements, statements_run, waiting
-    cdef public Py_ssize_t _count_slot
+    cdef public object inflight, last_route, servers, skip_until_sync, statements, waiting
+    cdef public Py_ssize_t _count_slot, statements_run
 
     @cython.locals(c=Py_ssize_t, n=Py_ssize_t, end_p=Py_ssize_t, framer=_Framer, raw=bytes)
     cpdef data_received(self, data)

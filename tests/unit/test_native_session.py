@@ -430,3 +430,21 @@ def test_each_query_carries_its_own_decision():
                 for c in s.servers.values():
                     c.groups.clear()
             assert seen[-1] == [("query", decision)], (mod.__name__, sql)
+
+
+def test_statements_run_counts_as_an_int():
+    """`statements_run` (compiled a C field) counts each statement sent, past the small ints, and reads and
+    writes from Python as the pure twin's int does (the daemon's /status reads it, FrontendSession sets it)."""
+    compiled, pure = _twins("proxy.dbproxy.sessioncore")
+    state = {"phase": "ready", "buffered": 0, "waiting": False, "pending": False, "lost": False, "avoid": False,
+             "txn": None, "pinned": False, "lsn": False, "global": False}  # fmt: skip
+    for mod in (compiled, pure):
+        s = _session_class(mod)(state)
+        s.statements_run = 1000
+        for _ in range(3):
+            s.data_received(query(b"SELECT 1"))
+            for c in s.servers.values():
+                c.groups.clear()
+        assert s.statements_run == 1003 and type(s.statements_run) is int, mod.__name__
+        s.statements_run = 0
+        assert s.statements_run == 0, mod.__name__
