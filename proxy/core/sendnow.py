@@ -31,7 +31,7 @@ from __future__ import annotations
 import socket
 from typing import Any
 
-__all__ = ["COMPILED", "DirectSend", "direct_send", "send"]
+__all__ = ["COMPILED", "DirectSend", "bound", "direct_send", "send"]
 
 try:  # the plain TCP transport's type (uvloop may be absent: then nothing is sent directly)
     from uvloop.loop import TCPTransport as _TCP_TRANSPORT
@@ -75,12 +75,28 @@ def direct_send(transport: Any) -> DirectSend | None:
     return DirectSend(transport, fd)
 
 
+if _COMPILED:
+    _bind(_TCP_TRANSPORT)  # noqa: F821  # sendnow.pxd: uvloop's is_closing/get_write_buffer_size as C functions
+
+
+def bound() -> bool:
+    """Whether `send` calls uvloop's `is_closing` and `get_write_buffer_size` as C functions
+    (compiled, with uvloop's TCPTransport as expected) rather than by name."""
+    return _COMPILED and _bound()  # noqa: F821
+
+
 def send(transport: Any, direct: Any, data: Any) -> None:
     """`transport.write(data)`; compiled, send(2) on the socket first where that is safe (see the
     module docstring), the rest (if any) through `transport.write`."""
     if _COMPILED and direct is not None and type(data) is bytes:
         d = direct
-        if d.transport is transport and not transport.is_closing() and transport.get_write_buffer_size() == 0:
+        if d.transport is not transport:
+            transport.write(data)
+            return
+        idle = _idle(transport)  # noqa: F821  # sendnow.pxd: uvloop's two methods as C calls, -1 if not bound
+        if idle < 0:
+            idle = not transport.is_closing() and transport.get_write_buffer_size() == 0
+        if idle:
             sent = _send_bytes(d.fd, data)  # noqa: F821  # sendnow.pxd
             if sent == len(data):
                 return

@@ -144,6 +144,15 @@ def test_only_uvloops_plain_tcp_transport_is_sent_to_directly(tmp_path):
     _run(main)
 
 
+@needs_compiled
+def test_uvloops_checks_are_c_calls_of_its_own_methods():
+    """Compiled, `send` asks uvloop's TCPTransport whether it is closing and what it holds by
+    calling those methods' C functions (bound at import; the fallback, by name, is the same
+    answer dearer): with the installed uvloop they must be bound, or the direct path's tests
+    below test the fallback only. The answers themselves are what the order and close tests check."""
+    assert sendnow.bound()
+
+
 def test_asyncios_own_transport_is_not_sent_to_directly():
     async def main():
         loop = asyncio.get_running_loop()
