@@ -6,13 +6,40 @@
 cimport cython
 from cpython.object cimport PyObject, PyTypeObject
 from cpython.mem cimport PyMem_Malloc
-from proxy.core.sendnow cimport send
+from proxy.core.sendnow cimport send, _method_fn, _noargs_fn
+from cpython.object cimport Py_SIZE
 
 cdef bint _COMPILED
 cdef Py_ssize_t _MAX_LENGTH
 cdef bytes _SPECIAL
 cdef tuple _BYTE1
 cdef object _popleft
+cdef type _DEQUE
+cdef void *_popleft_fn
+
+# deque.popleft's C function (a METH_NOARGS method descriptor, found once at import: _bind_popleft)
+# and a deque's length as Py_SIZE (CPython's deque_len), checked on a deque of three first; NULL
+# (by name, as before) if either is not as expected.
+cdef inline int _bind_popleft(object dq) except -1:
+    global _popleft_fn
+    cdef bint fast = True
+    cdef void *fn = _method_fn(_DEQUE.popleft, "popleft", &fast)
+    _popleft_fn = NULL
+    if fn != NULL and not fast and type(dq) is _DEQUE and len(dq) == 3 and Py_SIZE(dq) == 3:
+        _popleft_fn = fn
+    return 0
+
+# At a ReadyForQuery: the answered group taken off a server connection's `groups` (if any), and how
+# many are left (0: none). For a deque (server.py's) C calls: popleft's C function and the length;
+# `_popleft(groups)` and truth tests otherwise (the twin's `groups.popleft()` and `if groups`).
+cdef inline Py_ssize_t _pop_answered(object groups) except -1:
+    if _popleft_fn != NULL and type(groups) is _DEQUE:
+        if Py_SIZE(groups) > 0:
+            (<_noargs_fn>_popleft_fn)(groups, NULL)
+        return Py_SIZE(groups)
+    if groups:
+        _popleft(groups)
+    return 1 if groups else 0
 
 # a != b for two str (None: not a str), the lengths compared before the text: Cython's compare of two
 # str tests their identity, then calls PyUnicode_Compare (~0.1k instructions) even for another
@@ -75,7 +102,15 @@ cdef class RelayBooks:
 cdef class RelayRouter:
     cpdef on_ready_for_query(self, object status, bint failed=*)
 
-@cython.locals(books=RelayBooks, router=RelayRouter, failed=bint)
+# The session's daemon and router as the bases, once `isinstance` has said they are (Cython's
+# assignment to a typed local tests the type again, ~25 instructions each).
+cdef inline RelayBooks _as_books(object d):
+    return <RelayBooks>d
+
+cdef inline RelayRouter _as_router(object r):
+    return <RelayRouter>r
+
+@cython.locals(failed=bint, left=Py_ssize_t)
 cdef int _answered(RelaySession s, RelayServer conn, object status) except -1
 
 @cython.locals(phase=str, n=Py_ssize_t, pos=Py_ssize_t, start=Py_ssize_t, end=Py_ssize_t, length=Py_ssize_t,

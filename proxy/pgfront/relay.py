@@ -41,6 +41,7 @@ _BYTE1 = tuple(bytes((i,)) for i in range(256))
 # 'Z', ErrorResponse 'E', CopyInResponse 'G', ParameterStatus 'S'. Everything else passes through.
 _SPECIAL = bytes(1 if i in b"13ZEGS" else 0 for i in range(256))
 _popleft = deque.popleft  # a server connection's `groups` is a deque (server.py)
+_DEQUE = deque
 
 
 def _probe() -> None:
@@ -201,29 +202,24 @@ def _answered(s: Any, conn: Any, status: bytes) -> None:
     `RelayRouter` (the dbproxy's Books and SessionRouter); a method call through Python for
     anything else (the shard's, a test's). A Python override of a hook is called either way (a
     cpdef method looks for one)."""
-    groups = conn.groups
-    if groups:
-        _popleft(groups)  # deque.popleft, without looking the method up
+    left = _pop_answered(conn.groups)  # noqa: F821  # relay.pxd: C calls for a deque (groups left after it)
     conn.copy = False
     d = s.d
-    if not groups and conn.open_group is None:  # not conn.busy
+    if left == 0 and conn.open_group is None:  # not conn.busy
         if isinstance(d, RelayBooks):
-            books = d
-            books.finished(conn)
+            _as_books(d).finished(conn)  # noqa: F821  # relay.pxd: a cast, not a second type test
         else:
             d.finished(conn)
     elif conn.timer is not None:
         if isinstance(d, RelayBooks):
-            books = d
-            books.restart_query_timer(conn)
+            _as_books(d).restart_query_timer(conn)  # noqa: F821
         else:
             d.restart_query_timer(conn)
     failed = conn.errored and not s._multi
     conn.errored = False
     r = s.router
     if isinstance(r, RelayRouter):
-        router = r
-        router.on_ready_for_query(status, failed=failed)
+        _as_router(r).on_ready_for_query(status, failed)  # noqa: F821
     else:
         r.on_ready_for_query(status, failed=failed)
 
@@ -339,6 +335,7 @@ def as_members(cls: type, names: tuple[str, ...]) -> None:
 
 
 if _COMPILED:
+    _bind_popleft(deque((1, 2, 3)))  # noqa: F821  # relay.pxd: deque.popleft as a C call
     _as_members(SyncGroup, ("by_query", "flags", "names"))  # noqa: F821
     _as_members(RelaySession, ("_multi", "d", "direct", "ending", "phase", "router", "terminating", "transport"))  # noqa: F821
     _as_members(RelayServer, ("backend", "closed", "copy", "counted", "direct", "errored", "fatal", "groups",  # noqa: F821
