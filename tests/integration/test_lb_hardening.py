@@ -223,8 +223,15 @@ def test_slow_readers_keep_memory_bounded_and_are_cut(web_worker_factory, lb_fac
             total, eof = _drain_to_eof(s, size, 60)
             assert eof and total < size // 2, (total, eof)
         assert rss_kib(lb.pid) - base < 48 * 1024
-        out = raw_exchange(lb.port, b"GET /whoami HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        assert [r.status for r in parse_stream(out)] == [200]
+
+        # and the balancer serves on; the one backend may still be winding down its six 200 MB
+        # bodies when the readers are cut (a 504 from backend_response then is the right answer,
+        # seen once in CI), so the check is that a plain request gets its 200 soon after
+        def served() -> bool:
+            out = raw_exchange(lb.port, b"GET /whoami HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            return [r.status for r in parse_stream(out)] == [200]
+
+        wait_for(served, 30, "a 200 for a plain request after the readers were cut")
     finally:
         for s in readers:
             s.close()
