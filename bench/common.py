@@ -43,6 +43,7 @@ __all__ = [
     "run_timed",
     "run_wrk",
     "tree_cpu_seconds",
+    "machine_counters",
     "write_wrk_script",
 ]
 
@@ -216,6 +217,23 @@ def tree_cpu_seconds(root_pids: Iterable[int]) -> float:
         total += int(fields[11]) + int(fields[12])  # utime, stime (stat fields 14, 15)
         stack.extend(children.get(pid, ()))
     return total / tick
+
+
+def machine_counters() -> dict[str, float]:
+    """The whole machine's context switches and idle CPU seconds so far (/proc/stat's `ctxt` and
+    the `cpu` line's idle + iowait), read before and after a run: on a machine whose cores the
+    load generator, the proxy and the backends share, a proxy's requests per second depend on how
+    often each of them sleeps and is woken, not only on its own CPU per request, and these two
+    show that."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out = {"ctxt": 0.0, "idle_s": 0.0}
+    for line in Path("/proc/stat").read_text().splitlines():
+        if line.startswith("cpu "):
+            fields = line.split()
+            out["idle_s"] = (int(fields[4]) + int(fields[5])) / tick  # idle, iowait
+        elif line.startswith("ctxt "):
+            out["ctxt"] = float(line.split()[1])
+    return out
 
 
 # -- wrk --------------------------------------------------------------------------------------

@@ -27,6 +27,7 @@ from typing import Any, NamedTuple
 from bench.common import (
     Binary,
     log,
+    machine_counters,
     machine_info,
     median,
     report,
@@ -127,12 +128,18 @@ def measure(target: Target, load: Callable[[], Any], backend_pids: list[int] | N
     tree (and of `backend_pids`' when given) around it."""
     proxy0 = tree_cpu_seconds(target.proxy_pids)
     backend0 = tree_cpu_seconds(backend_pids) if backend_pids is not None else 0.0
+    machine0 = machine_counters()
     result = load()
+    machine1 = machine_counters()
     proxy_cpu = tree_cpu_seconds(target.proxy_pids) - proxy0 if target.proxy_pids else None
     run = {"target": target.name, **result.to_json(), "proxy_cpu_s": proxy_cpu}
     if backend_pids is not None:
         run["backend_cpu_s"] = tree_cpu_seconds(backend_pids) - backend0
     run["req_per_cpu_s"] = result.requests / proxy_cpu if proxy_cpu else None
+    # The machine's context switches per request and idle CPU seconds over the run (all processes:
+    # the load generator, the proxy, the backends and anything else awake).
+    run["machine_ctxt_per_req"] = (machine1["ctxt"] - machine0["ctxt"]) / result.requests if result.requests else None
+    run["machine_idle_s"] = round(machine1["idle_s"] - machine0["idle_s"], 2)
     run["proxy_alive_after"] = target.alive()
     return run
 

@@ -8,11 +8,27 @@ cdef bint _COMPILED
 cdef class DirectSend:
     cdef readonly object transport
     cdef readonly int fd
+    cdef public object held  # bytes held to the loop round's end (SendBatch), or None
+
+cdef class SendBatch:
+    cdef public object loop
+    cdef public list held
+    cdef public bint armed
+
+    cpdef flush(self)
 
 cpdef direct_send(object transport)
 
 @cython.locals(d=DirectSend, sent=Py_ssize_t, idle=int)
 cpdef send(object transport, object direct, object data)
+
+@cython.locals(d=DirectSend)
+cpdef release(object direct)
+
+cpdef discard(object direct)
+
+@cython.locals(d=DirectSend, b=SendBatch)
+cpdef hold(object batch, object transport, object direct, object data)
 
 cdef extern from "sys/socket.h" nogil:
     ssize_t _c_send "send"(int fd, const void *buf, size_t n, int flags)

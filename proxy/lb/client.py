@@ -29,7 +29,7 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING, Any
 
-from proxy.core.sendnow import direct_send
+from proxy.core.sendnow import direct_send, release, send
 from proxy.http1 import (
     HOP_BY_HOP,
     LAST_CHUNK,
@@ -235,18 +235,18 @@ class ClientConn(ClientCore, MarkedDownMixin, RejectMixin, asyncio.Protocol):
                 if ev.status == 101 and (self.req is None or not self.req.upgrade):
                     # RFC 9110 7.8: switching protocols is only an answer to an Upgrade request.
                     if out:
-                        transport.write(b"".join(out))
+                        send(transport, self.direct, b"".join(out))
                     self.upstream_protocol_error(up, ProtocolError("101 without an Upgrade request", 502))
                     return
                 out.append(self._response_head(ev))
                 if ev.status == 101:
-                    transport.write(b"".join(out))
+                    send(transport, self.direct, b"".join(out))
                     out = []
                     self._enter_tunnel()
             elif cls is EndOfMessage:
                 if self.resp_chunked:
                     out.append(LAST_CHUNK)
-                transport.write(out[0] if len(out) == 1 else b"".join(out))
+                send(transport, self.direct, out[0] if len(out) == 1 else b"".join(out))
                 out = []
                 self._response_end(up)
             elif cls is Tunnel:
@@ -254,7 +254,7 @@ class ClientConn(ClientCore, MarkedDownMixin, RejectMixin, asyncio.Protocol):
             if self.closed:
                 return
         if out:
-            transport.write(out[0] if len(out) == 1 else b"".join(out))
+            send(transport, self.direct, out[0] if len(out) == 1 else b"".join(out))
 
     def _response_head(self, rh: ResponseHead) -> bytes:
         """Account for the response and return its head as the client will see it."""
@@ -523,7 +523,7 @@ class ClientConn(ClientCore, MarkedDownMixin, RejectMixin, asyncio.Protocol):
                 data = data[: data.index(b"\r\n\r\n") + 4]
             else:
                 data = simple_response(status, body, hdrs, close=not keep)
-            self.transport.write(data)
+            send(self.transport, self.direct, data)
         self.client_ka = keep
         if keep:
             self._finish_exchange()
@@ -532,7 +532,7 @@ class ClientConn(ClientCore, MarkedDownMixin, RejectMixin, asyncio.Protocol):
 
     def _reply_and_close(self, status: int, body: bytes) -> None:
         if self.transport is not None and not self.closed:
-            self.transport.write(simple_response(status, body, close=True))
+            send(self.transport, self.direct, simple_response(status, body, close=True))
         self._close()
 
     def _release_all(self) -> None:
@@ -555,6 +555,7 @@ class ClientConn(ClientCore, MarkedDownMixin, RejectMixin, asyncio.Protocol):
         self.closed = True
         self._release_all()
         if self.transport is not None:
+            release(self.direct)  # a response held to the loop round's end goes first
             self.transport.close()
 
     def drain(self) -> None:

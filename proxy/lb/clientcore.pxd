@@ -11,7 +11,7 @@ from proxy.upstream.conn cimport UpstreamCore, UpstreamClient
 from proxy.upstream.backend cimport Backend as CBackend
 from proxy.lb.rotation cimport Balancer
 from proxy._members cimport as_members
-from proxy.core.sendnow cimport send
+from proxy.core.sendnow cimport hold, send
 from proxy._deque cimport _call1, _call2
 
 cdef bint _COMPILED
@@ -31,6 +31,9 @@ cdef class SimpleHeads:
 
 cdef class FrontendCore:
     cdef public object draining, fallback, limits, now, pools, routes, timeouts
+    # The loop's held sends (proxy/core/sendnow.py's SendBatch): the simple response and the
+    # request head are held to the round's end.
+    cdef public object batch
     # A dict (Frontend's, its only setter): `get` and the store are C calls of the dict's (as an
     # object, `heads.get(status)` was a method lookup and call, ~0.33k instructions a response).
     cdef public dict simple_heads

@@ -22,7 +22,7 @@ from __future__ import annotations
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
-from proxy.core.sendnow import send
+from proxy.core.sendnow import hold, send
 from proxy.http1 import Framing, ProtocolError, RequestHead, RequestParser, ResponseHead
 from proxy.http1._simple import cut_connection
 from proxy.lb.outlier import Outcome
@@ -130,9 +130,9 @@ class FrontendCore:
     of the Frontend's dict before, ~170 instructions); its object fields are member descriptors,
     so interpreted code reads them as it read the instance dict."""
 
-    __slots__ = ("backend_response_timeout", "client_idle_timeout", "draining", "fallback", "first_byte_timeout",
-                 "limits", "max_idle_per_backend", "now", "pools", "requests_total", "routes", "simple_heads",
-                 "timeouts")  # fmt: skip
+    __slots__ = ("backend_response_timeout", "batch", "client_idle_timeout", "draining", "fallback",
+                 "first_byte_timeout", "limits", "max_idle_per_backend", "now", "pools", "requests_total", "routes",
+                 "simple_heads", "timeouts")  # fmt: skip
 
 
 class PoolCore:
@@ -348,7 +348,8 @@ class ClientCore(UpstreamClient):
         # An attached connection is open: an idle one is taken only if not closed, a new one
         # comes from connection_made.
         if _COMPILED:
-            send(up.transport, up.direct, self.up_head)  # send(2) where safe (proxy/core/sendnow.py), a C call
+            # Held to the loop round's end, then send(2) where safe (proxy/core/sendnow.py), a C call.
+            hold(self.fe.batch, up.transport, up.direct, self.up_head)
         else:
             up.transport.write(self.up_head)
         self.sent = True
@@ -399,7 +400,8 @@ class ClientCore(UpstreamClient):
             # Compiled, `_cut` is a C call (through a module global, a Python call of its wrapper).
             data = _cut(data, cut_start, cut_end) if _COMPILED else cut_connection(data, cut_start, cut_end)
         if _COMPILED:
-            send(self.transport, self.direct, data)  # send(2) where safe (proxy/core/sendnow.py), a C call
+            # Held to the loop round's end, then send(2) where safe (proxy/core/sendnow.py), a C call.
+            hold(fe.batch, self.transport, self.direct, data)
         else:
             self.transport.write(data)
         self._response_end_at(up, True)  # `rh.keep_alive`, read by `_response_end`

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING
 
+from proxy.core.sendnow import send
 from proxy.http1 import RequestHead, simple_response
 from proxy.http1._simple import cut_connection
 from proxy.lb.client import ClientConn, Phase
@@ -109,7 +110,7 @@ class RedirectConn(ClientConn):
         if head.method == b"HEAD":
             data = data[: data.index(b"\r\n\r\n") + 4]
         if self.transport is not None and not self.closed:
-            self.transport.write(data)
+            send(self.transport, self.direct, data)
         self.client_ka = keep
         if keep:
             self._finish_exchange()

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from proxy.core.accept import Acceptor
 from proxy.http1 import HOP_BY_HOP, Framing, RequestHead, ResponseHead, strip_hop_by_hop
 from proxy.lb.client import ClientConn
+from proxy.core.sendnow import SendBatch
 from proxy.lb.clientcore import FrontendCore, SimpleHeads
 from proxy.lb.config import LbConfig, RouteConfig
 from proxy.lb.markdown import FAILED, REDISPATCHED
@@ -61,6 +62,7 @@ class Frontend(FrontendCore):
         self.core_heads = self.heads if type(self).upstream_head is Frontend.upstream_head else None
         self.set_config(cfg)
         self.loop = asyncio.get_running_loop()
+        self.batch = SendBatch(self.loop)  # sends held to the loop round's end (proxy/core/sendnow.py)
         self.now = self.loop.time()
         self.conns: set[ClientConn] = set()
         self.draining = False

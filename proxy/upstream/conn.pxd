@@ -5,7 +5,7 @@
 cimport cython
 from proxy.http1._response cimport ResponseParser
 from proxy._members cimport as_members
-from proxy.core.sendnow cimport direct_send, send
+from proxy.core.sendnow cimport direct_send, discard, release, send
 
 cdef bint _COMPILED
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING, Any
 
-from proxy.core.sendnow import direct_send, send
+from proxy.core.sendnow import direct_send, discard, release, send
 from proxy.http1 import ProtocolError
 from proxy.http1._response import ResponseParser
 
@@ -187,11 +187,13 @@ class UpstreamCore:
     def close(self) -> None:
         self.client = None
         if self.transport is not None and not self.closed:
+            release(self.direct)  # a request head held to the loop round's end goes first
             self.transport.close()
 
     def abort(self) -> None:
         self.client = None
         if self.transport is not None and not self.closed:
+            discard(self.direct)
             self.transport.abort()
 
 
