@@ -11,7 +11,7 @@ from proxy.upstream.conn cimport UpstreamCore, UpstreamClient
 from proxy.upstream.backend cimport Backend as CBackend
 from proxy.lb.rotation cimport Balancer
 from proxy._members cimport as_members
-from proxy.core.sendnow cimport hold, send
+from proxy.core.sendnow cimport hold
 from proxy._deque cimport _call1, _call2
 
 cdef bint _COMPILED

@@ -22,7 +22,7 @@ from __future__ import annotations
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
-from proxy.core.sendnow import hold, send
+from proxy.core.sendnow import hold
 from proxy.http1 import Framing, ProtocolError, RequestHead, RequestParser, ResponseHead
 from proxy.http1._simple import cut_connection
 from proxy.lb.outlier import Outcome

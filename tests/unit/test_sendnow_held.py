@@ -14,7 +14,6 @@ uvloop's loop:
 
 from __future__ import annotations
 
-import asyncio
 
 import pytest
 
