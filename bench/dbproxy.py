@@ -10,7 +10,10 @@ Theory of operation
    (streaming-replication mode, load balancing on) and "direct" (pgbench straight at the primary:
    no proxy at all). On request (`--targets ...,tierproxy-statement`), tierproxy with `[routing]
    balance = "statement"` (each read chooses a replica: a session comes to hold a connection on
-   every replica).
+   every replica); and `tierproxy-1replica`, tierproxy over the primary and the first replica only:
+   its reads then keep one PostgreSQL server busy, as PgBouncer's do, where the default keeps two
+   busy on the same two cores, which costs PostgreSQL itself ~12-15 us more per select-only
+   transaction (docs/perf.md "PostgreSQL's share: two busy replicas on two cores").
 3. Workloads: select-only with the simple and the extended protocol, and tpcb-like (writes, in
    transactions) with the simple protocol; `pgbench -c <clients> -j 2 -T <duration>`. On request
    (`--workloads orm`), an ORM's statement mix from bench/ormsql.py (string literals, IN lists,
@@ -38,6 +41,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 from bench import ormsql
@@ -60,8 +64,8 @@ from proxy.devstack.process import DevstackError
 __all__ = ["add_arguments", "run"]
 
 REPO = Path(__file__).resolve().parents[1]
-TARGETS = ("tierproxy", "tierproxy-statement", "pgbouncer", "pgpool", "direct")
-DEFAULT_TARGETS = ("tierproxy", "pgbouncer", "pgpool", "direct")  # tierproxy-statement on request
+TARGETS = ("tierproxy", "tierproxy-statement", "tierproxy-1replica", "pgbouncer", "pgpool", "direct")
+DEFAULT_TARGETS = ("tierproxy", "pgbouncer", "pgpool", "direct")  # the other two on request
 WORKLOADS = {
     "select-only simple": ["-S", "-M", "simple"],
     "select-only extended": ["-S", "-M", "extended"],
@@ -84,6 +88,7 @@ COLUMNS = (
     ("vs_pgbouncer", "TPS vs PgBouncer", ".2f"),
     ("vs_pgpool", "TPS vs pgpool", ".2f"),
     ("cpu_vs_pgbouncer", "TPS/CPU vs PgBouncer", ".2f"),
+    ("postgres_us_per_txn", "PostgreSQL us/txn", ".1f"),
 )
 
 
@@ -107,19 +112,25 @@ def _start(wanted: list[str], cluster: PgCluster, workdir: Path, bins: dict[str,
     targets = []
     for name in wanted:
         try:
-            if name in ("tierproxy", "tierproxy-statement"):
+            if name in ("tierproxy", "tierproxy-statement", "tierproxy-1replica"):
                 # tierproxy-statement: the same with `[routing] balance = "statement"` (each read
-                # chooses a replica: a session holds a connection on each replica).
+                # chooses a replica: a session holds a connection on each replica);
+                # tierproxy-1replica: the primary and the first replica only (its view of the cluster).
                 statement = name == "tierproxy-statement"
-                log_dir = workdir / name if statement else workdir  # its dbproxy.log kept under its name
+                one = name == "tierproxy-1replica"
+                log_dir = workdir / name if name != "tierproxy" else workdir  # its dbproxy.log kept under its name
                 log_dir.mkdir(exist_ok=True)
+                view: Any = cluster
+                if one:
+                    view = SimpleNamespace(primary=cluster.primary, replicas=cluster.replicas[:1], user=cluster.user,
+                                           password=cluster.password)  # fmt: skip
                 proxy: DbProxyServer = start_dbproxy(
-                    cluster, log_dir=log_dir, users={"app": "app-secret"}, workers=settings["workers"],
+                    view, log_dir=log_dir, users={"app": "app-secret"}, workers=settings["workers"],
                     extra='[routing]\nbalance = "statement"\n' if statement else "",
                 )  # fmt: skip
                 closers.append(proxy)
                 targets.append(Target(name, f"tierproxy dbproxy ({settings['workers']} worker(s)): read/write split "
-                                      "over primary + 2 replicas"
+                                      + ("over primary + 1 replica" if one else "over primary + 2 replicas")
                                       + (", per-statement replica choice" if statement else ""),
                                       proxy.port, "app", "app-secret",
                                       [proxy.process.pid], lambda p=proxy: p.process.running))  # fmt: skip
@@ -184,7 +195,9 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
         cluster.wait_for_replicas_caught_up(timeout=120)
         targets = _start(wanted, cluster, workdir, bins, settings, closers, problems)
         flags = {w: [f.replace("{orm}", str(workdir / "orm.sql")) for f in WORKLOADS[w]] for w in workloads}
-        run_rounds(pgbench, targets, flags, settings, WORKLOADS["select-only extended"], runs, problems)
+        servers = [s.process.pid for s in (cluster.primary, *cluster.replicas)]  # PostgreSQL's CPU per run
+        run_rounds(pgbench, targets, flags, settings, WORKLOADS["select-only extended"], runs, problems,
+                   server_pids=servers)
     except DevstackError as exc:
         print(f"cannot benchmark: {exc}", file=sys.stderr)
         return 1

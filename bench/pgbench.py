@@ -38,6 +38,7 @@ from bench.common import (
     find_binary,
     format_table,
     log,
+    machine_counters,
     machine_info,
     median,
     report,
@@ -73,15 +74,31 @@ def parse_pgbench(text: str) -> dict[str, Any]:
             "failed": grab(_FAILED, int), "aborted": "aborted" in text or "error:" in text}  # fmt: skip
 
 
-def run_pgbench(pgbench: str, target: Target, flags: Sequence[str], clients: int, seconds: int) -> dict[str, Any]:
-    """One `pgbench FLAGS -c clients -j 2 -T seconds` at `target` (database postgres, no TLS)."""
+def run_pgbench(pgbench: str, target: Target, flags: Sequence[str], clients: int, seconds: int,
+                server_pids: Sequence[int] = ()) -> dict[str, Any]:  # fmt: skip
+    """One `pgbench FLAGS -c clients -j 2 -T seconds` at `target` (database postgres, no TLS).
+    With `server_pids` (the PostgreSQL servers' postmasters), also what their process trees spent
+    per transaction: behind a proxy that reads from replicas on the same cores, PostgreSQL's own
+    share moves with how many servers are busy, not only the proxy's."""
     env = {**os.environ, "PGPASSWORD": target.password, "PGSSLMODE": "disable"}
     argv = [pgbench, *flags, "-c", str(clients), "-j", "2", "-T", str(seconds), "-n",
             "-h", "127.0.0.1", "-p", str(target.port), "-U", target.user, "postgres"]  # fmt: skip
     cpu0 = tree_cpu_seconds(target.pids) if target.pids else None
+    servers0 = tree_cpu_seconds(server_pids) if server_pids else None
+    machine0 = machine_counters()
     done = subprocess.run(argv, check=False, env=env, capture_output=True, text=True, timeout=seconds + 120)
+    machine1 = machine_counters()
+    servers1 = tree_cpu_seconds(server_pids) if server_pids else None
     cpu1 = tree_cpu_seconds(target.pids) if target.pids else None
     result = parse_pgbench(done.stdout + done.stderr)
+    processed = result["processed"]
+    # PostgreSQL's CPU (live processes: the sessions' backends live through the run) and the whole
+    # machine's context switches per transaction and idle CPU seconds (common.py machine_counters).
+    if servers0 is not None and servers1 is not None:
+        result["postgres_cpu_s"] = round(servers1 - servers0, 3)
+        result["postgres_us_per_txn"] = (servers1 - servers0) * 1e6 / processed if processed else None
+    result["machine_ctxt_per_txn"] = (machine1["ctxt"] - machine0["ctxt"]) / processed if processed else None
+    result["machine_idle_s"] = round(machine1["idle_s"] - machine0["idle_s"], 2)
     result["exit"] = done.returncode
     result["proxy_cpu_s"] = round(cpu1 - cpu0, 3) if cpu0 is not None and cpu1 is not None else None
     if result["proxy_cpu_s"] and result["processed"]:
@@ -95,15 +112,17 @@ def run_pgbench(pgbench: str, target: Target, flags: Sequence[str], clients: int
 def run_rounds(pgbench: str, targets: Sequence[Target], workloads: Mapping[str, Sequence[str]],
                settings: Mapping[str, Any], warmup_flags: Sequence[str], runs: list[dict[str, Any]],
                problems: list[str], *, run_one: Callable[[Target, Sequence[str], int], dict[str, Any]] | None = None,
+               server_pids: Sequence[int] = (),
                describe: Callable[[dict[str, Any]], str] = lambda r: f"proxy CPU {r['proxy_cpu_s']}") -> None:  # fmt: skip
     """Warm-up per target (`warmup_flags`, `settings["warmup_s"]`), then the rounds; every run is
     appended to `runs`, every failure (pgbench exit, failed transactions, a dead target) to
     `problems`. A measured run is `run_one(target, flags, seconds)` (by default `run_pgbench`
     with the time it started); `describe` ends its log line. With `settings["smoke"]` the targets
     of one workload run at the same time (each still gets one pgbench at a time): a smoke checks
-    the harness, not the speed, and its 1 s runs one after the other were most of its time."""
+    the harness, not the speed, and its 1 s runs one after the other were most of its time.
+    `server_pids`: the PostgreSQL postmasters whose CPU each default run also reads (run_pgbench)."""
     def stamped(t: Target, flags: Sequence[str], seconds: int) -> dict[str, Any]:
-        return {"started": time.time(), **run_pgbench(pgbench, t, flags, settings["clients"], seconds)}
+        return {"started": time.time(), **run_pgbench(pgbench, t, flags, settings["clients"], seconds, server_pids)}
 
     one = run_one or stamped
     for t in targets:
@@ -159,6 +178,7 @@ def summarise(runs: list[dict[str, Any]], targets: Sequence[str], workloads: Seq
                 "failed": sum((r["failed"] or 0) for r in mine),
                 "proxy_cpu_s": median(r["proxy_cpu_s"] for r in mine),
                 "tps_per_cpu_s": median(r["tps_per_cpu_s"] for r in mine),
+                "postgres_us_per_txn": median(r.get("postgres_us_per_txn") for r in mine),
             }  # fmt: skip
         for row in by_target.values():
             for peer in ratios_to:

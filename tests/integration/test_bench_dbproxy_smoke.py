@@ -31,6 +31,8 @@ def test_bench_dbproxy_smoke_with_the_orm_workload(tmp_path: Path) -> None:
     assert seen == {(w, t) for w in (*DEFAULT_WORKLOADS, "orm") for t in TARGETS}, report
     for row in results["summary"]:
         assert row["failed"] == 0 and row["tps"] > 0, row
+        # PostgreSQL's own CPU per transaction is read for every target (its servers' process trees)
+        assert row["postgres_us_per_txn"] is not None and row["postgres_us_per_txn"] > 0, row
         if row["target"] != "direct":
             assert row["proxy_cpu_s"] is not None and row["proxy_cpu_s"] > 0, row
     assert "TPS vs PgBouncer" in (out / "table.txt").read_text()
