@@ -199,8 +199,10 @@ def _children_map() -> dict[int, list[int]]:
     return children
 
 
-def tree_cpu_seconds(root_pids: Iterable[int]) -> float:
-    """utime+stime of each root and all its live descendants, in seconds."""
+def tree_cpu_seconds(root_pids: Iterable[int], reaped: bool = False) -> float:
+    """utime+stime of each root and all its live descendants, in seconds; with `reaped`, also
+    their cutime+cstime: what their children that have exited and been reaped spent (a
+    PostgreSQL backend whose client went away during a run is counted through its postmaster)."""
     tick = os.sysconf("SC_CLK_TCK")
     children = _children_map()
     seen: set[int] = set()
@@ -215,6 +217,8 @@ def tree_cpu_seconds(root_pids: Iterable[int]) -> float:
         if fields is None:
             continue  # exited between the listing and the read
         total += int(fields[11]) + int(fields[12])  # utime, stime (stat fields 14, 15)
+        if reaped:
+            total += int(fields[13]) + int(fields[14])  # cutime, cstime (stat fields 16, 17)
         stack.extend(children.get(pid, ()))
     return total / tick
 

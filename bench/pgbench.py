@@ -84,15 +84,15 @@ def run_pgbench(pgbench: str, target: Target, flags: Sequence[str], clients: int
     argv = [pgbench, *flags, "-c", str(clients), "-j", "2", "-T", str(seconds), "-n",
             "-h", "127.0.0.1", "-p", str(target.port), "-U", target.user, "postgres"]  # fmt: skip
     cpu0 = tree_cpu_seconds(target.pids) if target.pids else None
-    servers0 = tree_cpu_seconds(server_pids) if server_pids else None
+    servers0 = tree_cpu_seconds(server_pids, reaped=True) if server_pids else None
     machine0 = machine_counters()
     done = subprocess.run(argv, check=False, env=env, capture_output=True, text=True, timeout=seconds + 120)
     machine1 = machine_counters()
-    servers1 = tree_cpu_seconds(server_pids) if server_pids else None
+    servers1 = tree_cpu_seconds(server_pids, reaped=True) if server_pids else None
     cpu1 = tree_cpu_seconds(target.pids) if target.pids else None
     result = parse_pgbench(done.stdout + done.stderr)
     processed = result["processed"]
-    # PostgreSQL's CPU (live processes: the sessions' backends live through the run) and the whole
+    # PostgreSQL's CPU (live processes and the backends that exited, through their postmaster) and the whole
     # machine's context switches per transaction and idle CPU seconds (common.py machine_counters).
     if servers0 is not None and servers1 is not None:
         result["postgres_cpu_s"] = round(servers1 - servers0, 3)
