@@ -173,6 +173,8 @@ async def test_redis_killed_and_restarted_under_load(pg_cluster, pair) -> None:
     stop = asyncio.Event()
     acked = {k: 0 for k in range(KEYS)}
     counts = {"reads": 0, "writes": 0}
+    progress = asyncio.Event()  # set by a reader once counts["reads"] reaches want[0]
+    want = [0]
 
     async def connect(proxy: DbProxyServer) -> psycopg.AsyncConnection[Any]:
         return await psycopg.AsyncConnection.connect(proxy.dsn(), autocommit=True,
@@ -203,6 +205,8 @@ async def test_redis_killed_and_restarted_under_load(pg_cluster, pair) -> None:
                 (v,) = await cur.fetchone()
                 assert v >= floor, (k, v, floor)
                 counts["reads"] += 1
+                if counts["reads"] >= want[0]:
+                    progress.set()
         finally:
             await conn.close()
 
@@ -212,14 +216,22 @@ async def test_redis_killed_and_restarted_under_load(pg_cluster, pair) -> None:
     half = KEYS // 2
     tasks = [asyncio.create_task(writer(pair.a, range(0, half))), asyncio.create_task(writer(pair.b, range(half, KEYS))),
              *(asyncio.create_task(reader(p, i)) for i, p in enumerate([pair.a, pair.b, pair.a, pair.b]))]  # fmt: skip
+    async def reads_go_on(by: int) -> None:
+        """Wait until `by` more reads have been answered and checked (the readers set `progress`),
+        60 s at most; a reader or writer that ended (a failed check) ends the wait."""
+        want[0] = counts["reads"] + by
+        progress.clear()
+        waiter = asyncio.ensure_future(progress.wait())
+        await asyncio.wait([waiter, *tasks], timeout=60, return_when=asyncio.FIRST_COMPLETED)
+        waiter.cancel()
+        assert progress.is_set(), (counts, [t for t in tasks if t.done()])
+
     try:
-        await asyncio.sleep(1.0)
+        await reads_go_on(300)
         pair.redis.kill()
-        reads = counts["reads"]
-        await asyncio.sleep(1.5)
-        assert counts["reads"] > reads  # reads went on without Redis
+        await reads_go_on(300)  # reads went on without Redis
         await asyncio.to_thread(pair.redis.start)
-        await asyncio.sleep(1.0)
+        await reads_go_on(300)
     finally:
         stop.set()
         done = await asyncio.gather(*tasks, return_exceptions=True)
