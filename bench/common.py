@@ -223,6 +223,33 @@ def tree_cpu_seconds(root_pids: Iterable[int], reaped: bool = False) -> float:
     return total / tick
 
 
+def pin_tree(root_pid: int, cpus: set[int]) -> int:
+    """Restrict `root_pid`, every thread of it and of its live descendants, to `cpus`; processes
+    they fork later inherit it (a postmaster's new backends). Returns how many threads were pinned.
+    A task that exits meanwhile is skipped."""
+    children = _children_map()
+    seen: set[int] = set()
+    stack = [root_pid]
+    pinned = 0
+    while stack:
+        pid = stack.pop()
+        if pid in seen:
+            continue
+        seen.add(pid)
+        try:
+            tasks = os.listdir(f"/proc/{pid}/task")
+        except OSError:
+            continue
+        for task in tasks:
+            try:
+                os.sched_setaffinity(int(task), cpus)
+                pinned += 1
+            except OSError:
+                pass  # exited between the listing and the call
+        stack.extend(children.get(pid, ()))
+    return pinned
+
+
 def machine_counters() -> dict[str, float]:
     """The whole machine's context switches and idle CPU seconds so far (/proc/stat's `ctxt` and
     the `cpu` line's idle + iowait), read before and after a run: on a machine whose cores the

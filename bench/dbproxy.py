@@ -11,9 +11,16 @@ Theory of operation
    no proxy at all). On request (`--targets ...,tierproxy-statement`), tierproxy with `[routing]
    balance = "statement"` (each read chooses a replica: a session comes to hold a connection on
    every replica); and `tierproxy-1replica`, tierproxy over the primary and the first replica only:
-   its reads then keep one PostgreSQL server busy, as PgBouncer's do, where the default keeps two
-   busy on the same two cores, which costs PostgreSQL itself ~12-15 us more per select-only
-   transaction (docs/perf.md "PostgreSQL's share: two busy replicas on two cores").
+   its reads then keep one PostgreSQL server busy, as PgBouncer's do.
+   Each replica's server runs on a CPU of its own (replica i on CPU i - 1, its postmaster, its
+   background processes and every backend it forks), as replicas run on hosts of their own in the
+   architecture this serves; the primary, the proxies and pgbench run on every CPU. Two servers
+   taking turns on the same cores cost PostgreSQL itself 10-13 us more per select-only
+   transaction, and pgbench straight at both replicas shows it without any proxy (docs/perf.md
+   "PostgreSQL's share: two servers taking turns on each core"); PgBouncer's runs use the primary
+   alone and are not touched by it. `--share-cores` leaves every server on every CPU (the bench
+   before this); the table's header and results.json (`settings.replica_cpus`) say which ran. On
+   one CPU nothing is pinned.
 3. Workloads: select-only with the simple and the extended protocol, and tpcb-like (writes, in
    transactions) with the simple protocol; `pgbench -c <clients> -j 2 -T <duration>`. On request
    (`--workloads orm`), an ORM's statement mix from bench/ormsql.py (string literals, IN lists,
@@ -45,7 +52,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from bench import ormsql
-from bench.common import Binary, find_binary
+from bench.common import Binary, find_binary, pin_tree
 from bench.pgbench import (
     Target,
     initialise,
@@ -102,6 +109,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--targets", default=",".join(DEFAULT_TARGETS), help=f"subset of {','.join(TARGETS)}")
     parser.add_argument("--workloads", default=",".join(DEFAULT_WORKLOADS),
                         help=f"subset of {','.join(WORKLOADS)} (default: all but orm)")
+    parser.add_argument("--share-cores", action="store_true",
+                        help="leave each replica's PostgreSQL server on every CPU (default: replica i on CPU i - 1)")
     parser.add_argument("--smoke", action="store_true", help="1 s runs, 1 round: checks the harness, not the speed")
     parser.add_argument("--out", type=Path, help="output dir (bench/results/dbproxy-<timestamp>/)")
 
@@ -157,6 +166,14 @@ def _start(wanted: list[str], cluster: PgCluster, workdir: Path, bins: dict[str,
     return targets
 
 
+def replica_cpus(nproc: int, replicas: int, share: bool) -> list[set[int]] | None:
+    """The CPUs each replica's server may use: one of its own per replica (replica i on CPU
+    (i - 1) mod nproc), or None (`--share-cores`, or one CPU: every server on every CPU)."""
+    if share or nproc < 2:
+        return None
+    return [{i % nproc} for i in range(replicas)]
+
+
 def _setup_orm(pgbench: str, cluster: PgCluster, workdir: Path) -> None:
     """The ORM workload's tables (bench/ormsql.py), created through pgbench on the primary, and
     its script in workdir/orm.sql."""
@@ -182,6 +199,8 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
     if setup is None:
         return 2
     bins, pgbench, out, workdir, machine, started, missing, wanted, workloads = setup
+    pinning = replica_cpus(machine["nproc"], 2, args.share_cores)
+    settings["replica_cpus"] = None if pinning is None else [sorted(c) for c in pinning]
     problems: list[str] = []
     runs: list[dict[str, Any]] = []
     closers: list[Any] = []
@@ -193,6 +212,9 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
         if "orm" in workloads:
             _setup_orm(pgbench, cluster, workdir)
         cluster.wait_for_replicas_caught_up(timeout=120)
+        # Before any target starts, so that every backend the replicas fork for them inherits it.
+        for replica, cpus in zip(cluster.replicas, pinning or (), strict=False):
+            pin_tree(replica.process.pid, cpus)
         targets = _start(wanted, cluster, workdir, bins, settings, closers, problems)
         flags = {w: [f.replace("{orm}", str(workdir / "orm.sql")) for f in WORKLOADS[w]] for w in workloads}
         servers = [s.process.pid for s in (cluster.primary, *cluster.replicas)]  # PostgreSQL's CPU per run
@@ -207,7 +229,9 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
     rows = summarise(runs, wanted, workloads, ratios_to=("pgbouncer", "pgpool"), cpu_ratio_to="pgbouncer")
     header = (f"tierproxy dbproxy benchmark: pgbench -c{settings['clients']} -j2 -T{settings['duration_s']}, "
               f"scale {settings['scale']}, {settings['rounds']} round(s), medians, tierproxy workers = "
-              f"{settings['workers']}\n{machine['note']}")  # fmt: skip
+              f"{settings['workers']}; replicas' servers "
+              f"{'on every CPU' if pinning is None else 'each on a CPU of its own (--share-cores: not)'}"
+              f"\n{machine['note']}")  # fmt: skip
     write_report(out, benchmark="dbproxy", header=header, rows=rows, columns=COLUMNS,
                  panels=(("tps", "TPS (median)"), ("tps_per_cpu_s", "transactions per proxy CPU-second")),
                  title=f"tierproxy dbproxy vs peers ({machine['nproc']} shared cores)",

@@ -2,13 +2,17 @@
 
     PYTHONPATH=$PWD python scripts/pg_cpu_split.py [--seconds 4 | --transactions N] [--rounds 2] [--mode -S]
         [--protocols simple,extended] [--targets tierproxy,primary,pgbouncer]
-        [--shared-buffers 256MB] [--pgbouncer-modes transaction,session]
+        [--shared-buffers 256MB] [--pgbouncer-modes transaction,session] [--pin-replicas]
 
 One devstack cluster (a primary, two streaming replicas, pgbench scale 10). Targets: the dbproxy
 with its defaults (reads over both replicas, each session bound to one); the same with `[routing]
 balance = "statement"` (each read chooses a replica); the dbproxy over one replica; over the
 primary alone; PgBouncer (transaction pooling, primary only; `--pgbouncer-modes
-transaction,session` adds it in session pooling); pgbench straight at the primary (`direct`).
+transaction,session` adds it in session pooling); pgbench straight at the primary (`direct`), at one
+replica (`direct-replica`), and at both replicas at once (`direct-2replicas`: two pgbench
+processes of 8 clients each, one per replica, their transactions summed): PostgreSQL's own cost
+per transaction with one server busy and with two busy on the same cores, no proxy in the way.
+`--pin-replicas` puts each replica's server on a CPU of its own (bench/dbproxy.py's default).
 For each, `pgbench <mode> -c16 -j2 -T<seconds>` (or `-t<transactions>`: a fixed amount of work)
 runs alone, once per protocol (`--protocols`: pgbench -M), and the CPU seconds (utime + stime from /proc, live process trees; a
 PostgreSQL backend that exited is counted through its postmaster's cutime/cstime) of the proxy, of
@@ -38,14 +42,15 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import tree_cpu_seconds
+from bench.common import pin_tree, tree_cpu_seconds
 from bench.pgpeers import start_pgbouncer
 from proxy.devstack.dbproxy import DbProxyServer, dbproxy_config
 from proxy.devstack.ports import allocate_port
 from proxy.devstack.postgres import start_pg_cluster
 
 USERS = {"app": "app-secret"}
-TARGETS = ("tierproxy", "statement", "replica", "primary", "pgbouncer", "direct")  # --targets: the rows below
+TARGETS = ("tierproxy", "statement", "replica", "primary", "pgbouncer", "direct", "direct-replica",
+           "direct-2replicas")  # --targets: the rows below
 _CS = re.compile(r"^(voluntary|nonvoluntary)_ctxt_switches:\s*(\d+)", re.MULTILINE)
 
 
@@ -98,6 +103,7 @@ def main() -> int:
                         help="pgbench -t per client (a fixed amount of work) instead of --seconds")
     parser.add_argument("--targets", default=",".join(TARGETS),
                         help=f"which rows, comma-separated: {','.join(TARGETS)} (pgbouncer: --pgbouncer-modes)")
+    parser.add_argument("--pin-replicas", action="store_true", help="each replica's server on a CPU of its own")
     args = parser.parse_args()
     wanted = set(args.targets.split(","))
     protocols = args.protocols.split(",")
@@ -112,6 +118,9 @@ def main() -> int:
         subprocess.run([pgbench, "-i", "-s", "10", "-q", "-h", "127.0.0.1", "-p", str(cluster.primary.port),
                         "-U", cluster.user, "postgres"], env=env, check=True, capture_output=True)  # fmt: skip
         cluster.wait_for_replicas_caught_up(timeout=120)
+        if args.pin_replicas:  # before the targets start: the backends forked for them inherit it
+            for i, replica in enumerate(cluster.replicas):
+                pin_tree(replica.process.pid, {i % (os.cpu_count() or 1)})
         targets = []
         for key, name, replicas, extra in (
             ("tierproxy", "tierproxy", cluster.replicas, ""),
@@ -123,19 +132,24 @@ def main() -> int:
                 continue
             proxy = _dbproxy(cluster, replicas, workdir, f"dbproxy{len(closers)}", extra)
             closers.append(proxy)
-            targets.append((name, proxy.port, "app", "app-secret", [proxy.process.pid]))
+            targets.append((name, [proxy.port], "app", "app-secret", [proxy.process.pid]))
         for mode in args.pgbouncer_modes.split(",") if "pgbouncer" in wanted else ():
             bouncer = start_pgbouncer(cluster, workdir, pgbouncer, pool_size=16, pool_mode=mode)
             closers.append(bouncer)
             name = "pgbouncer" if mode == "transaction" else f"pgbouncer {mode}"
-            targets.append((name, bouncer.port, bouncer.user, bouncer.password, [bouncer.process.pid]))
+            targets.append((name, [bouncer.port], bouncer.user, bouncer.password, [bouncer.process.pid]))
         if "direct" in wanted:  # pgbench straight at the primary: no proxy
-            targets.append(("direct (primary)", cluster.primary.port, cluster.user, cluster.password, []))
+            targets.append(("direct (primary)", [cluster.primary.port], cluster.user, cluster.password, []))
+        if "direct-replica" in wanted:
+            targets.append(("direct (1 replica)", [cluster.replicas[0].port], cluster.user, cluster.password, []))
+        if "direct-2replicas" in wanted:  # two pgbench processes, 8 clients each, one per replica
+            targets.append(("direct (2 replicas)", [r.port for r in cluster.replicas], cluster.user, cluster.password,
+                            []))  # fmt: skip
         servers = [s.process.pid for s in (cluster.primary, *cluster.replicas)]
 
         tick = os.sysconf("SC_CLK_TCK")
 
-        def run(name: str, port: int, user: str, password: str, pids: list[int], protocol: str, seconds: int,
+        def run(name: str, ports: list[int], user: str, password: str, pids: list[int], protocol: str, seconds: int,
                 show: bool) -> None:  # fmt: skip
             e = {**os.environ, "PGPASSWORD": password, "PGSSLMODE": "disable"}
             amount = ["-t", str(args.transactions)] if args.transactions and show else ["-T", str(seconds)]
@@ -143,19 +157,24 @@ def main() -> int:
             cs_proxy0, cs_pg0 = _switches(pids), _switches(servers)
             r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
             t0 = time.monotonic()
-            out = subprocess.run([pgbench, args.mode, "-M", protocol, "-c", "16", "-j", "2", *amount, "-n",
-                                  "-h", "127.0.0.1", "-p", str(port), "-U", user, "postgres"],
-                                 env=e, capture_output=True, text=True, check=False).stdout  # fmt: skip
+            # 16 clients in all, split evenly over the ports, one pgbench process per port, all at once
+            clients, threads = str(16 // len(ports)), str(max(1, 2 // len(ports)))
+            procs = [subprocess.Popen([pgbench, args.mode, "-M", protocol, "-c", clients, "-j", threads, *amount, "-n",
+                                       "-h", "127.0.0.1", "-p", str(port), "-U", user, "postgres"],
+                                      env=e, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+                     for port in ports]  # fmt: skip
+            outs = [p.communicate()[0] for p in procs]
             wall = time.monotonic() - t0
             r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
             proxy1, pg1 = tree_cpu_seconds(pids), tree_cpu_seconds(servers)
             cs_proxy1, cs_pg1 = _switches(pids), _switches(servers)
-            line = [ln for ln in out.splitlines() if "actually processed" in ln]
-            tps = [ln for ln in out.splitlines() if ln.startswith("tps = ")]
-            if not line or not tps:
-                print(f"{name}: pgbench failed:\n{out}", flush=True)
+            lines = [ln for out in outs for ln in out.splitlines() if "actually processed" in ln]
+            tps_lines = [ln for out in outs for ln in out.splitlines() if ln.startswith("tps = ")]
+            if len(lines) != len(ports) or len(tps_lines) != len(ports):
+                print(f"{name}: pgbench failed:\n{outs}", flush=True)
                 return
-            n = int(line[0].split(":")[1].split("/")[0])
+            n = sum(int(ln.split(":")[1].split("/")[0]) for ln in lines)
+            tps = sum(float(ln.split()[2]) for ln in tps_lines)
             bench = (r1.ru_utime + r1.ru_stime) - (r0.ru_utime + r0.ru_stime)
             reaped = (cs_pg1[2] - cs_pg0[2]) / tick  # backends that exited during the run
             parts = (proxy1 - proxy0, pg1 - pg0 + reaped, bench)
@@ -164,7 +183,7 @@ def main() -> int:
                 cs = (f"{(cs_proxy1[0] - cs_proxy0[0]) / n:.2f}/{(cs_proxy1[1] - cs_proxy0[1]) / n:.2f}",
                       f"{(cs_pg1[0] - cs_pg0[0]) / n:.2f}/{(cs_pg1[1] - cs_pg0[1]) / n:.2f}",
                       f"{(r1.ru_nvcsw - r0.ru_nvcsw) / n:.2f}/{(r1.ru_nivcsw - r0.ru_nivcsw) / n:.2f}")
-                print(f"{name:26s} {protocol:8s} tps {float(tps[0].split()[2]):8.0f}   us per transaction: "
+                print(f"{name:26s} {protocol:8s} tps {tps:8.0f}   us per transaction: "
                       f"proxy {us[0]}  postgres {us[1]}  pgbench {us[2]}  all {sum(parts) / n * 1e6:6.1f}  "
                       f"cores {sum(parts) / wall:4.2f}   context switches per transaction (voluntary/involuntary): "
                       f"proxy {cs[0]}  postgres {cs[1]}  pgbench {cs[2]}", flush=True)  # fmt: skip

@@ -35,6 +35,9 @@ def test_bench_dbproxy_smoke_with_the_orm_workload(tmp_path: Path) -> None:
         assert row["postgres_us_per_txn"] is not None and row["postgres_us_per_txn"] > 0, row
         if row["target"] != "direct":
             assert row["proxy_cpu_s"] is not None and row["proxy_cpu_s"] > 0, row
+    # the replicas' servers each on a CPU of its own (the default), recorded with the run
+    nproc = results["machine"]["nproc"]
+    assert results["settings"]["replica_cpus"] == ([[0], [1]] if nproc >= 2 else None), results["settings"]
     assert "TPS vs PgBouncer" in (out / "table.txt").read_text()
     if importlib.util.find_spec("matplotlib") is not None:
         assert (out / "dbproxy.png").stat().st_size > 0
