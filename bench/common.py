@@ -199,27 +199,35 @@ def _children_map() -> dict[int, list[int]]:
     return children
 
 
-def tree_cpu_seconds(root_pids: Iterable[int], reaped: bool = False) -> float:
-    """utime+stime of each root and all its live descendants, in seconds; with `reaped`, also
-    their cutime+cstime: what their children that have exited and been reaped spent (a
-    PostgreSQL backend whose client went away during a run is counted through its postmaster)."""
-    tick = os.sysconf("SC_CLK_TCK")
+def tree_pids(root_pids: Iterable[int]) -> list[int]:
+    """Each root and all its live descendants, once each (from one listing of /proc)."""
     children = _children_map()
     seen: set[int] = set()
+    out: list[int] = []
     stack = list(root_pids)
-    total = 0
     while stack:
         pid = stack.pop()
         if pid in seen:
             continue
         seen.add(pid)
+        out.append(pid)
+        stack.extend(children.get(pid, ()))
+    return out
+
+
+def tree_cpu_seconds(root_pids: Iterable[int], reaped: bool = False) -> float:
+    """utime+stime of each root and all its live descendants, in seconds; with `reaped`, also
+    their cutime+cstime: what their children that have exited and been reaped spent (a
+    PostgreSQL backend whose client went away during a run is counted through its postmaster)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in tree_pids(root_pids):
         fields = _stat_fields(pid)
         if fields is None:
             continue  # exited between the listing and the read
         total += int(fields[11]) + int(fields[12])  # utime, stime (stat fields 14, 15)
         if reaped:
             total += int(fields[13]) + int(fields[14])  # cutime, cstime (stat fields 16, 17)
-        stack.extend(children.get(pid, ()))
     return total / tick
 
 
@@ -227,26 +235,18 @@ def pin_tree(root_pid: int, cpus: set[int]) -> int:
     """Restrict `root_pid`, every thread of it and of its live descendants, to `cpus`; processes
     they fork later inherit it (a postmaster's new backends). Returns how many threads were pinned.
     A task that exits meanwhile is skipped."""
-    children = _children_map()
-    seen: set[int] = set()
-    stack = [root_pid]
     pinned = 0
-    while stack:
-        pid = stack.pop()
-        if pid in seen:
-            continue
-        seen.add(pid)
+    for pid in tree_pids([root_pid]):
         try:
             tasks = os.listdir(f"/proc/{pid}/task")
         except OSError:
-            continue
+            continue  # exited since the listing
         for task in tasks:
             try:
                 os.sched_setaffinity(int(task), cpus)
                 pinned += 1
             except OSError:
                 pass  # exited between the listing and the call
-        stack.extend(children.get(pid, ()))
     return pinned
 
 

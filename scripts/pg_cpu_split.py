@@ -42,7 +42,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import pin_tree, tree_cpu_seconds
+from bench.common import pin_tree, tree_cpu_seconds, tree_pids
 from bench.pgpeers import start_pgbouncer
 from proxy.devstack.dbproxy import DbProxyServer, dbproxy_config
 from proxy.devstack.ports import allocate_port
@@ -57,21 +57,13 @@ _CS = re.compile(r"^(voluntary|nonvoluntary)_ctxt_switches:\s*(\d+)", re.MULTILI
 def _switches(roots: list[int]) -> tuple[int, int, int]:
     """Voluntary and involuntary context switches of `roots` and their live descendants (all
     threads), and the CPU ticks of children they have reaped (a postmaster's exited backends)."""
-    seen: set[int] = set()
-    stack = list(roots)
     vol = invol = reaped = 0
-    while stack:
-        pid = stack.pop()
-        if pid in seen:
-            continue
-        seen.add(pid)
+    for pid in tree_pids(roots):
         try:
             for task in os.listdir(f"/proc/{pid}/task"):
-                text = Path(f"/proc/{pid}/task/{task}/status").read_text()
-                counts = dict(_CS.findall(text))
+                counts = dict(_CS.findall(Path(f"/proc/{pid}/task/{task}/status").read_text()))
                 vol += int(counts.get("voluntary", 0))
                 invol += int(counts.get("nonvoluntary", 0))
-                stack += [int(c) for c in Path(f"/proc/{pid}/task/{task}/children").read_text().split()]
             if pid in roots:
                 f = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
                 reaped += int(f[13]) + int(f[14])  # cutime, cstime (stat fields 16, 17)
