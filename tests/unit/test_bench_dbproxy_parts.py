@@ -8,7 +8,6 @@ from __future__ import annotations
 import argparse
 import os
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
@@ -50,24 +49,20 @@ def _children(pid: int) -> list[int]:
 
 @pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="pinning to CPU 1 needs two CPUs")
 def test_pin_tree_pins_a_process_its_children_and_what_they_fork_later() -> None:
-    # A real tree: a shell with two sleeping children; when told (a line on stdin) it forks a third.
-    proc = subprocess.Popen(["sh", "-c", "sleep 60 & sleep 60 & read line; sleep 60 & wait"], stdin=subprocess.PIPE)
+    # A real tree: a shell with two sleeping children, whose pids it prints once they exist
+    # (`$!`); when told (a line on stdin) it forks a third and prints that one's too.
+    script = "sleep 60 & echo $!; sleep 60 & echo $!; read line; sleep 60 & echo $!; wait"
+    proc = subprocess.Popen(["sh", "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert proc.stdin is not None and proc.stdout is not None
     try:
-        deadline = time.monotonic() + 10
-        while len(_children(proc.pid)) < 2:
-            assert time.monotonic() < deadline, "the shell's children did not start"
-            time.sleep(0.01)
-        before = _children(proc.pid)
+        before = [int(proc.stdout.readline()), int(proc.stdout.readline())]
+        assert sorted(before) == sorted(_children(proc.pid))
         assert pin_tree(proc.pid, {1}) == 3  # the shell and its two children, one thread each
         assert [_allowed(pid) for pid in (proc.pid, *before)] == ["1", "1", "1"]
-        assert proc.stdin is not None
-        proc.stdin.write(b"go\n")
+        proc.stdin.write("go\n")
         proc.stdin.flush()
-        while len(_children(proc.pid)) < 3:
-            assert time.monotonic() < deadline, "the shell did not fork its third child"
-            time.sleep(0.01)
-        later = [pid for pid in _children(proc.pid) if pid not in before]
-        assert [_allowed(pid) for pid in later] == ["1"]  # forked after the pinning: inherited
+        later = int(proc.stdout.readline())
+        assert _allowed(later) == "1"  # forked after the pinning: inherited
     finally:
         for pid in _children_left(proc.pid):
             os.kill(pid, 9)
