@@ -15,9 +15,9 @@ Theory of operation
    Each replica's server runs on a CPU of its own (replica i on CPU i - 1, its postmaster, its
    background processes and every backend it forks), as replicas run on hosts of their own in the
    architecture this serves; the primary, the proxies and pgbench run on every CPU. Two servers
-   taking turns on the same cores cost PostgreSQL itself 10-13 us more per select-only
-   transaction, and pgbench straight at both replicas shows it without any proxy (docs/perf.md
-   "PostgreSQL's share: two servers taking turns on each core"); PgBouncer's runs use the primary
+   taking turns on the same cores cost PostgreSQL itself 8-14 us more per select-only transaction
+   behind the dbproxy, and the extended protocol shows it even with pgbench straight at both
+   replicas (docs/perf.md "PostgreSQL's share, second look"); PgBouncer's runs use the primary
    alone and are not touched by it. `--share-cores` leaves every server on every CPU (the bench
    before this); the table's header and results.json (`settings.replica_cpus`) say which ran. On
    one CPU nothing is pinned.
