@@ -94,6 +94,12 @@ def self_signed_certificate(workdir: Path) -> tuple[Path, Path]:
     return cert, key
 
 
+def _let_go(held: dict[int, PortLock], *ports: int) -> None:
+    """Release the demo's claim on `ports`, just before the daemon that binds them starts."""
+    for port in ports:
+        held.pop(port).release()
+
+
 def demo_geodns_config(dns_port: int, dns_admin_port: int, lb_admin_port: int) -> str:
     """geodns for the demo: www.demo.test by region, each data center healthy while at least half
     of its balancer's backends are up."""
@@ -159,6 +165,7 @@ def run_demo(args: argparse.Namespace) -> int:
     west_workers = WebWorkers(workdir)
     children: list[DaemonProcess] = []
     port_locks: list[PortLock] = []
+    held: dict[int, PortLock] = {}  # the other daemons' ports, claimed until each is started
     shards: DemoShards | None = None
     queue_worker: ManagedProcess | None = None
     cdn: DemoCdn | None = None
@@ -167,18 +174,21 @@ def run_demo(args: argparse.Namespace) -> int:
         # Every fixed port first, before PostgreSQL and the rest take seconds to start: a port that
         # something listens on stops the demo now, naming the holder (ports in TIME_WAIT from a
         # run stopped a moment ago are free: proxy/devstack/ports.py). The balancer's stay locked
-        # until it binds them; dbproxy's are claimed again by start_dbproxy.
+        # until it binds them; every other daemon's until just before it starts (the dbproxy and
+        # the shard router claim theirs again), so that nothing else that allocates ports through
+        # PortLock (a test running beside the demo) takes one while PostgreSQL starts.
         port_locks = [PortLock(args.port), PortLock(args.admin_port), PortLock(args.https_port)]
-        for db_port in (args.db_port, args.db_admin_port, args.dns_port, args.dns_admin_port,
-                        args.shard_port, args.shard_admin_port, args.cdn_port, args.cdn_admin_port,
-                        args.queue_admin_port):
-            PortLock(db_port).release()
+        for other in (args.db_port, args.db_admin_port, args.dns_port, args.dns_admin_port,
+                      args.shard_port, args.shard_admin_port, args.cdn_port, args.cdn_admin_port,
+                      args.queue_admin_port):
+            held[other] = PortLock(other)
         print("starting redis-server, etcd and Patroni (PostgreSQL: a primary and 2 replicas), tierproxy dbproxy, "
               "web workers, the west balancer, tierproxy geodns, tierproxy cdn, and 4 PostgreSQL shards behind "
               "tierproxy shard ...", flush=True)
         shards = DemoShards(workdir, port=args.shard_port, admin_port=args.shard_admin_port)
         shards.begin()
         redis = start_redis(log_dir=workdir)
+        _let_go(held, args.db_port, args.db_admin_port)
         database = start_demo_database(workdir, db_port=args.db_port, db_admin_port=args.db_admin_port,
                                        schema=SCHEMA)  # fmt: skip
         dbproxy = database.dbproxy
@@ -188,6 +198,7 @@ def run_demo(args: argparse.Namespace) -> int:
         for i in range(args.workers):
             workers.start(f"web{i + 1}", sessions=redis.url, static=site.directory, extra_args=web_args)
             west_workers.start(f"west{i + 1}", sessions=redis.url, extra_args=web_args)
+        _let_go(held, args.queue_admin_port)
         queue_worker = start_queue_worker(workdir, "jobs1", redis.url, {NOTES_QUEUE: "workers.note_jobs:summarize"},
                                           env={DATABASE_URL_ENV: db_url},
                                           metrics=f"127.0.0.1:{args.queue_admin_port}")  # fmt: skip
@@ -195,11 +206,14 @@ def run_demo(args: argparse.Namespace) -> int:
         children.append(start_daemon(
             "lb", demo_lb_config(args.port, args.admin_port, [(w.name, w.address) for w in west_workers], WEST_HOST),
             admin_port=args.admin_port, admin_host=WEST_HOST, log_dir=workdir, name="lb-west"))  # fmt: skip
+        _let_go(held, args.dns_port, args.dns_admin_port)
         children.append(start_daemon(
             "geodns", demo_geodns_config(args.dns_port, args.dns_admin_port, args.admin_port),
             admin_port=args.dns_admin_port, log_dir=workdir, name="geodns"))  # fmt: skip
+        _let_go(held, args.cdn_port, args.cdn_admin_port)
         cdn = start_demo_cdn(workdir, site, port=args.cdn_port, admin_port=args.cdn_admin_port,
                              origins=[(w.name, w.address, w.process.pid) for w in workers])
+        _let_go(held, args.shard_port, args.shard_admin_port)
         shards.finish()
         dns_admin = f"http://127.0.0.1:{args.dns_admin_port}"
         dig = f"dig @127.0.0.1 -p {args.dns_port} www.demo.test +short"
@@ -315,7 +329,7 @@ def run_demo(args: argparse.Namespace) -> int:
         print(f"tierproxy demo: {exc}", file=sys.stderr)
         return 1
     finally:
-        for lock in port_locks:
+        for lock in (*port_locks, *held.values()):
             lock.release()
         if traffic is not None:
             traffic.terminate(5)
